@@ -1,0 +1,37 @@
+# Salon: `make run` starts the server, `make test` runs every check. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/default.toml
+
+.PHONY: run test lint typecheck unit bench-sframe clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall only when the project's metadata changes.
+.make-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: .make-installed
+	$(BIN)/salon serve --config $(CONFIG)
+
+lint: .make-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: .make-installed
+	$(BIN)/mypy spaces client
+
+unit: .make-installed
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck unit
+
+bench-sframe: .make-installed
+	$(BIN)/python bench/bench_sframe.py
+
+clean:
+	rm -rf $(VENV) .make-installed .pytest_cache .mypy_cache .ruff_cache .hypothesis

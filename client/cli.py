@@ -1,0 +1,373 @@
+"""The ``salon`` command line (PRODUCT.md is the contract for names and JSON shapes).
+
+Every command turns a user mistake into ``error: <one line>`` on stderr and a non-zero exit;
+``--json`` prints exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from client.errors import ClientError, UsageError
+from client.keystore import Keystore, SpaceMembership
+
+DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DEFAULT_INVITE_USES = 25
+DEFAULT_INVITE_EXPIRY = "7d"
+
+
+def parse_duration(text: str) -> int:
+    """``30s``, ``10m``, ``1h``, ``7d``, ``2w`` → seconds (> 0)."""
+    match = DURATION.match(text)
+    if not match or int(match.group(1)) <= 0:
+        raise UsageError(f"bad duration {text!r}: use a number and s, m, h, d or w, like 7d")
+    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console(highlight=False, soft_wrap=True).print(table)
+
+
+# -- finding a membership ----------------------------------------------------------------------
+
+
+def find_membership(keystore: Keystore, query: str) -> SpaceMembership:
+    """A membership by space id (or its prefix) or by the space's name."""
+    memberships = keystore.load().memberships
+    q = query.strip()
+    exact = [m for m in memberships if m.space_id == q]
+    if exact:
+        return exact[0]
+    named = [m for m in memberships if m.name.lower() == q.lower()]
+    prefixed = [m for m in memberships if len(q) >= 4 and m.space_id.startswith(q.lower())]
+    matches = named or prefixed
+    if not matches:
+        raise UsageError(f"you are not in a space called {query!r} (see 'salon space list')")
+    if len(matches) > 1:
+        raise UsageError(f"several of your spaces match {query!r}; use the space id")
+    return matches[0]
+
+
+@contextlib.asynccontextmanager
+async def session_for(args: argparse.Namespace) -> AsyncIterator[Any]:
+    from client.space import open_space
+
+    keystore = Keystore()
+    membership = find_membership(keystore, args.space)
+    async with open_space(keystore, membership) as session:
+        yield session
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+async def cmd_space_create(args: argparse.Namespace) -> int:
+    from client.space import create_space, default_display_name
+
+    if not args.name.strip():
+        raise UsageError("the space needs a name")
+    membership, link = await create_space(
+        Keystore(),
+        args.server,
+        args.name.strip(),
+        args.display_name or default_display_name(),
+        DEFAULT_INVITE_USES,
+        parse_duration(DEFAULT_INVITE_EXPIRY),
+        args.creation_token or "",
+    )
+    if args.json:
+        emit_json({"space_id": membership.space_id, "name": membership.name, "link": str(link)})
+    else:
+        print(f"Created space {membership.name!r} ({membership.space_id}); you are its owner.")
+        print(f"Invite link ({DEFAULT_INVITE_USES} uses, {DEFAULT_INVITE_EXPIRY}):")
+        print(str(link))
+    return 0
+
+
+async def cmd_space_list(args: argparse.Namespace) -> int:
+    memberships = Keystore().load().memberships
+    rows = [{"space_id": m.space_id, "name": m.name, "server": m.server} for m in memberships]
+    if args.json:
+        emit_json(rows)
+    elif not rows:
+        print("You are in no spaces yet: 'salon space create' or 'salon join LINK'.")
+    else:
+        table = [(r["name"], r["space_id"], r["server"]) for r in rows]
+        print_table("Your spaces", ["name", "space id", "server"], table)
+    return 0
+
+
+def invite_json(
+    invite_id: str, link: str | None, expires_at: int, uses_left: int, role: str
+) -> dict[str, Any]:
+    return {
+        "invite_id": invite_id,
+        "link": link,
+        "expires_at": iso(expires_at),
+        "uses_left": uses_left,
+        "role": role,
+    }
+
+
+async def cmd_invite_create(args: argparse.Namespace) -> int:
+    if args.uses < 1:
+        raise UsageError("--uses must be at least 1")
+    expires_in = parse_duration(args.expires)
+    async with session_for(args) as session:
+        link = await session.create_invite(args.uses, expires_in, args.role)
+        invite = session.verified.invites[link.invite_id]
+    if args.json:
+        emit_json(invite_json(link.invite_id, str(link), invite.expires_at, args.uses, args.role))
+        return 0
+    print(
+        f"Invite {link.invite_id}: {args.uses} uses as {args.role},"
+        f" expires {iso(invite.expires_at)}"
+    )
+    print(str(link))
+    if args.qr:
+        import segno
+
+        segno.make(str(link), error="m").terminal(compact=True)
+    return 0
+
+
+async def cmd_invite_list(args: argparse.Namespace) -> int:
+    async with session_for(args) as session:
+        views = await session.invites()
+    rows = []
+    for view in views:
+        s = view.status
+        row = invite_json(s.invite_id, view.link, s.expires_at, max(0, s.max_uses - s.uses), s.role)
+        row["revoked"] = s.revoked
+        rows.append(row)
+    if args.json:
+        emit_json(rows)
+        return 0
+    table = [
+        (
+            r["invite_id"],
+            r["role"],
+            str(r["uses_left"]),
+            r["expires_at"],
+            "revoked" if r["revoked"] else "",
+            r["link"] or "(created by someone else)",
+        )
+        for r in rows
+    ]
+    print_table("Invites", ["id", "role", "uses left", "expires", "", "link"], table)
+    return 0
+
+
+async def cmd_invite_revoke(args: argparse.Namespace) -> int:
+    async with session_for(args) as session:
+        await session.revoke_invite(args.invite_id)
+    print(f"Revoked invite {args.invite_id}.", file=sys.stderr)
+    return 0
+
+
+async def cmd_join(args: argparse.Namespace) -> int:
+    from client.space import default_display_name, join_space
+
+    membership = await join_space(
+        Keystore(), args.link, args.display_name or default_display_name()
+    )
+    if args.json:
+        emit_json({"space_id": membership.space_id, "name": membership.name})
+    else:
+        print(f"Joined {membership.name!r} ({membership.space_id}) as {membership.display_name}.")
+    return 0
+
+
+async def cmd_members(args: argparse.Namespace) -> int:
+    async with session_for(args) as session:
+        members = session.members()
+        me = session.member_key
+    rows = [
+        {"display_name": v.display_name, "fingerprint": v.fingerprint, "role": v.role}
+        for v in members
+    ]
+    if args.json:
+        emit_json(rows)
+        return 0
+    table = [
+        (v.display_name + (" (you)" if v.key == me else ""), v.fingerprint, v.role) for v in members
+    ]
+    print_table("Members", ["name", "fingerprint", "role"], table)
+    return 0
+
+
+async def cmd_role(args: argparse.Namespace) -> int:
+    async with session_for(args) as session:
+        member = session.resolve_member(args.member)
+        await session.set_role(member, args.role)
+    print(f"{member.display_name} ({member.fingerprint}) is now {args.role}.", file=sys.stderr)
+    return 0
+
+
+async def cmd_kick(args: argparse.Namespace) -> int:
+    async with session_for(args) as session:
+        member = session.resolve_member(args.member)
+        if member.key == session.member_key:
+            raise UsageError("you cannot kick yourself; use 'salon leave'")
+        await session.kick(member, args.ban)
+    verb = "Banned" if args.ban else "Removed"
+    print(f"{verb} {member.display_name} ({member.fingerprint}); keys rotated.", file=sys.stderr)
+    return 0
+
+
+async def cmd_leave(args: argparse.Namespace) -> int:
+    async with session_for(args) as session:
+        name = session.m.name
+        await session.leave()
+    print(f"Left {name!r}; this identity is forgotten.", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from spaces.config import load_config
+    from spaces.server import serve
+
+    config = load_config(args.config)
+    if args.host is not None:
+        config.server.host = args.host
+    if args.port is not None:
+        config.server.port = args.port
+    if args.data is not None:
+        config.server.data_dir = args.data
+    logging.basicConfig(
+        level=config.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    run(serve(config))
+    return 0
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+# -- argument parsing --------------------------------------------------------------------------
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="salon", description="Salon: private spaces and calls, no accounts.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    def command(
+        name: str, handler: Callable[..., Any], parent: Any = sub, **kw: Any
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, **kw)
+        p.set_defaults(handler=handler)
+        return p
+
+    def with_json(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+        return p
+
+    p = command("serve", cmd_serve, help="run the spaces server")
+    p.add_argument("--config", help="TOML config (default: built-in defaults)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--data", help="data directory (SQLite)")
+
+    space = sub.add_parser("space", help="create and list spaces")
+    space_sub = space.add_subparsers(dest="space_command", required=True, parser_class=Parser)
+    p = with_json(command("create", cmd_space_create, space_sub, help="create a space"))
+    p.add_argument("name")
+    p.add_argument("--server", required=True, help="server URL, like http://127.0.0.1:8080")
+    p.add_argument("--as", dest="display_name", help="your display name in this space")
+    p.add_argument("--creation-token", help="token, if the server restricts creation")
+    with_json(command("list", cmd_space_list, space_sub, help="spaces you belong to"))
+
+    invite = sub.add_parser("invite", help="manage invite links")
+    invite_sub = invite.add_subparsers(dest="invite_command", required=True, parser_class=Parser)
+    p = with_json(command("create", cmd_invite_create, invite_sub, help="make an invite link"))
+    p.add_argument("space")
+    p.add_argument("--uses", type=int, default=DEFAULT_INVITE_USES)
+    p.add_argument("--expires", default=DEFAULT_INVITE_EXPIRY, help="like 30m, 12h, 7d")
+    p.add_argument("--role", choices=["member", "moderator"], default="member")
+    p.add_argument("--qr", action="store_true", help="also show a QR code")
+    p = with_json(command("list", cmd_invite_list, invite_sub, help="list invites"))
+    p.add_argument("space")
+    p = command("revoke", cmd_invite_revoke, invite_sub, help="revoke an invite")
+    p.add_argument("space")
+    p.add_argument("invite_id")
+
+    p = with_json(command("join", cmd_join, help="join a space through an invite link"))
+    p.add_argument("link")
+    p.add_argument("--as", dest="display_name", help="your display name in this space")
+
+    p = with_json(command("members", cmd_members, help="list a space's members"))
+    p.add_argument("space")
+    p = command("role", cmd_role, help="change a member's role")
+    p.add_argument("space")
+    p.add_argument("member", help="fingerprint prefix or display name")
+    p.add_argument("role", choices=["owner", "moderator", "member"])
+    p = command("kick", cmd_kick, help="remove a member")
+    p.add_argument("space")
+    p.add_argument("member", help="fingerprint prefix or display name")
+    p.add_argument("--ban", action="store_true", help="also refuse this member's return")
+    p = command("leave", cmd_leave, help="leave a space and forget this identity")
+    p.add_argument("space")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        result = args.handler(args)
+        if asyncio.iscoroutine(result):
+            result = run(result)
+        return int(result or 0)
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the server's config errors and the like, still one line
+        from spaces.errors import SpacesError
+
+        if isinstance(exc, SpacesError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

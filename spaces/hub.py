@@ -1,0 +1,105 @@
+"""Who is connected to which space, and pushing events to them.
+
+Each connection registers a :class:`Subscriber` with a bounded outgoing queue. Publishing
+never waits on a client: a subscriber whose queue is full is disconnected (it resumes from
+its last sequence when it reconnects), so one slow reader never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import msgspec
+
+from spaces.wire import SessionClosed, encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Subscriber:
+    space_id: str
+    member: bytes
+    queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(1024))
+    closed: bool = False
+    # While the connection is serving one of its own requests, a close waits for the reply
+    # (a member who leaves still hears "done" before "session closed").
+    busy: bool = False
+    pending_close: bytes | None = None
+
+    def push(self, frame: bytes) -> bool:
+        """Queue a frame; False (and the subscriber is closed) if it cannot keep up."""
+        if self.closed:
+            return False
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.close()
+            return False
+        return True
+
+    def end(self, goodbye: bytes) -> None:
+        """Send a last frame and close, after the reply in progress if there is one."""
+        if self.busy:
+            self.pending_close = goodbye
+            return
+        self.push(goodbye)
+        self.close()
+
+    def finish_request(self) -> None:
+        self.busy = False
+        if self.pending_close is not None:
+            self.end(self.pending_close)
+
+    def close(self) -> None:
+        """Ask the connection's writer to stop after what is queued."""
+        if not self.closed:
+            self.closed = True
+            while True:
+                try:
+                    self.queue.put_nowait(None)
+                    break
+                except asyncio.QueueFull:
+                    self.queue.get_nowait()
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._by_space: dict[str, set[Subscriber]] = {}
+
+    def add(self, subscriber: Subscriber) -> None:
+        self._by_space.setdefault(subscriber.space_id, set()).add(subscriber)
+
+    def remove(self, subscriber: Subscriber) -> None:
+        members = self._by_space.get(subscriber.space_id)
+        if members is not None:
+            members.discard(subscriber)
+            if not members:
+                del self._by_space[subscriber.space_id]
+
+    def subscribers(self, space_id: str) -> list[Subscriber]:
+        return list(self._by_space.get(space_id, ()))
+
+    def publish(self, space_id: str, event: msgspec.Struct, exclude: bytes | None = None) -> int:
+        """Encode once, push to every subscriber of the space; returns deliveries queued."""
+        frame = encoder.encode(event)
+        delivered = 0
+        for subscriber in self.subscribers(space_id):
+            if subscriber.member != exclude and subscriber.push(frame):
+                delivered += 1
+        return delivered
+
+    def close_member(self, space_id: str, member: bytes, event: SessionClosed) -> None:
+        frame = encoder.encode(event)
+        for subscriber in self.subscribers(space_id):
+            if subscriber.member == member:
+                subscriber.end(frame)
+
+    def close_all(self, event: SessionClosed) -> None:
+        frame = encoder.encode(event)
+        for members in list(self._by_space.values()):
+            for subscriber in list(members):
+                subscriber.busy = False
+                subscriber.end(frame)

@@ -1,0 +1,329 @@
+"""Spaces, invites, joins and the record chain: the server's membership logic.
+
+No HTTP here: the WebSocket edge (:mod:`spaces.server`) authenticates a session and calls
+these methods with already-decoded messages. Every record goes through the same
+:class:`~spaces.records.Roster` rules the clients apply, so the server refuses what an honest
+client would refuse; clients still verify everything themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from spaces.config import Config
+from spaces.errors import (
+    Expired,
+    Forbidden,
+    InvalidMessage,
+    NotFound,
+    Revoked,
+    SpacesError,
+    TooLarge,
+    Unauthenticated,
+    UsedUp,
+)
+from spaces.hub import Hub
+from spaces.records import (
+    Genesis,
+    InviteCreate,
+    Join,
+    Leave,
+    Profile,
+    Record,
+    RecordError,
+    Remove,
+    Roster,
+    decode_record,
+    derive_space_id,
+    encode_record,
+    record_hash,
+    verify_signature,
+)
+from spaces.storage import Store, StoredRecord
+from spaces.wire import (
+    Envelope,
+    InviteSeal,
+    InviteStatus,
+    RecordAdded,
+    SessionClosed,
+)
+
+log = logging.getLogger(__name__)
+SPACE_SCOPE = "space"
+
+
+class Stale(SpacesError):
+    code = "stale"
+
+
+@dataclass(frozen=True)
+class OpenedInvite:
+    space_id: str
+    invite: InviteCreate
+    seal: InviteSeal
+    roster: Roster
+
+
+class Membership:
+    def __init__(
+        self, store: Store, config: Config, hub: Hub, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.hub = hub
+        self.clock = clock
+        self._rosters: dict[str, Roster] = {}
+        self._records: dict[str, list[Record]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, space_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(space_id, asyncio.Lock())
+
+    async def roster(self, space_id: str) -> Roster:
+        """The verified roster of a space, loaded from storage on first use."""
+        roster = self._rosters.get(space_id)
+        if roster is not None:
+            return roster
+        async with self._lock(space_id):
+            if space_id in self._rosters:
+                return self._rosters[space_id]
+            stored = await self.store.load_records(space_id)
+            if not stored:
+                raise NotFound("no such space")
+            records = [decode_record(data) for data in stored]
+            roster = Roster.from_records(space_id, records)
+            self._rosters[space_id] = roster
+            self._records[space_id] = records
+            return roster
+
+    async def records(self, space_id: str, after: int = -1) -> list[Record]:
+        await self.roster(space_id)
+        return self._records[space_id][after + 1 :]
+
+    # -- creation ------------------------------------------------------------------------------
+
+    async def create_space(
+        self, records: Sequence[Record], seals: Sequence[InviteSeal], token: str
+    ) -> Roster:
+        spaces = self.config.spaces
+        if not spaces.allow_create and token not in spaces.creation_tokens:
+            raise Forbidden("this server needs a creation token to create spaces")
+        self._check_sizes(records, (), seals)
+        if not records or not isinstance(records[0].body, Genesis):
+            raise InvalidMessage("a new space starts with its genesis record")
+        genesis = records[0]
+        assert isinstance(genesis.body, Genesis)
+        space_id = derive_space_id(genesis.author, genesis.body)
+        if await self.store.space_exists(space_id):
+            raise InvalidMessage("this space exists already")
+        roster = Roster(space_id=space_id, founder=genesis.author)
+        for record in records:
+            roster.apply(record)
+        self._check_seals(roster, seals)
+        async with self._lock(space_id):
+            await self.store.append(
+                space_id, [self._stored(r) for r in records], seals=seals, create=True
+            )
+            self._rosters[space_id] = roster
+            self._records[space_id] = list(records)
+        log.info("space created (%d records)", len(records))
+        return roster
+
+    # -- invites and joins ---------------------------------------------------------------------
+
+    async def open_invite(self, invite_id: str) -> OpenedInvite:
+        """Look up a usable invite; raises NotFound/Revoked/Expired/UsedUp/Stale."""
+        found = await self.store.invite_seal(invite_id)
+        if found is None:
+            raise NotFound("unknown invite link")
+        space_id, seal = found
+        roster = await self.roster(space_id)
+        invite = roster.invites.get(invite_id)
+        if invite is None:
+            raise NotFound("unknown invite link")
+        if invite_id in roster.revoked:
+            raise Revoked("this invite link was revoked")
+        if invite.expires_at <= self.clock():
+            raise Expired("this invite link has expired")
+        if roster.invite_uses.get(invite_id, 0) >= invite.max_uses:
+            raise UsedUp("this invite link has been used up")
+        if seal.epoch != roster.epoch:
+            raise Stale(
+                "this invite link predates a membership change and no moderator has refreshed "
+                "it yet; ask for a new link"
+            )
+        return OpenedInvite(space_id, invite, seal, roster)
+
+    def check_invite_signature(self, opened: OpenedInvite, statement: bytes, sig: bytes) -> None:
+        if not verify_signature(opened.invite.invite_key, statement, sig):
+            raise Unauthenticated("the invite signature does not match this link")
+
+    async def join(self, opened: OpenedInvite, records: Sequence[Record]) -> bytes:
+        """Append a joiner's Join (+ Profile) records; returns the new member key."""
+        if not records or not isinstance(records[0].body, Join):
+            raise InvalidMessage("a join starts with a join record")
+        join = records[0].body
+        assert isinstance(join, Join)
+        if join.invite_id != opened.invite.invite_id:
+            raise InvalidMessage("join record names another invite")
+        member = records[0].author
+        if any(r.author != member or not isinstance(r.body, Join | Profile) for r in records):
+            raise InvalidMessage("a join carries only the joiner's join and profile records")
+        if opened.roster.departed.get(member):
+            raise Forbidden("you are banned from this space")
+        await self.append(opened.space_id, member, records, allow_join=True)
+        return member
+
+    # -- appends -------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        space_id: str,
+        author: bytes,
+        records: Sequence[Record],
+        envelopes: Sequence[Envelope] = (),
+        seals: Sequence[InviteSeal] = (),
+        *,
+        allow_join: bool = False,
+    ) -> int:
+        """Validate and durably append records by ``author``; returns the new head seq."""
+        self._check_sizes(records, envelopes, seals)
+        if not records and not envelopes and not seals:
+            raise InvalidMessage("nothing to append")
+        await self.roster(space_id)
+        async with self._lock(space_id):
+            roster = self._rosters[space_id]
+            for record in records:
+                if record.author != author:
+                    raise Forbidden("records must be signed by the session's member")
+                if isinstance(record.body, Join) and not allow_join:
+                    raise InvalidMessage("joins go through an invite")
+            if not allow_join:
+                roster.active(author)
+            # Validate on a scratch copy: a bad record in the batch must change nothing.
+            scratch = _copy_roster(roster)
+            for record in records:
+                scratch.apply(record)
+            self._check_envelopes(scratch, author, envelopes)
+            self._check_seals(scratch, seals)
+            await self.store.append(
+                space_id, [self._stored(r) for r in records], envelopes=envelopes, seals=seals
+            )
+            self._rosters[space_id] = scratch
+            self._records[space_id].extend(records)
+        await self._announce(space_id, records)
+        await self._forget_dead_invites(scratch, records)
+        return scratch.head_seq
+
+    async def _announce(self, space_id: str, records: Sequence[Record]) -> None:
+        for record in records:
+            self.hub.publish(space_id, RecordAdded(record))
+            body = record.body
+            if isinstance(body, Remove):
+                reason = "banned" if body.ban else "removed"
+                self.hub.close_member(space_id, body.member, SessionClosed(reason))
+            elif isinstance(body, Leave):
+                self.hub.close_member(space_id, record.author, SessionClosed("left"))
+
+    async def _forget_dead_invites(self, roster: Roster, records: Sequence[Record]) -> None:
+        """Drop the seals of invites that can no longer be used, so nothing lingers."""
+        touched = {r.body.invite_id for r in records if hasattr(r.body, "invite_id")}
+        dead = [
+            invite_id
+            for invite_id in touched
+            if invite_id in roster.revoked
+            or roster.invite_uses.get(invite_id, 0) >= roster.invites[invite_id].max_uses
+        ]
+        await self.store.delete_invites(dead)
+
+    async def sweep_expired_invites(self) -> int:
+        now = self.clock()
+        dead = [
+            invite_id
+            for roster in self._rosters.values()
+            for invite_id, invite in roster.invites.items()
+            if invite.expires_at <= now
+        ]
+        await self.store.delete_invites(dead)
+        return len(dead)
+
+    def _check_sizes(
+        self,
+        records: Sequence[Record],
+        envelopes: Sequence[Envelope],
+        seals: Sequence[InviteSeal],
+    ) -> None:
+        limits = self.config.limits
+        if len(records) + len(seals) > limits.max_records_per_append:
+            raise TooLarge(f"at most {limits.max_records_per_append} records per request")
+        if len(envelopes) > limits.max_envelopes_per_append:
+            raise TooLarge(f"at most {limits.max_envelopes_per_append} envelopes per request")
+        for record in records:
+            if len(encode_record(record)) > limits.max_record_bytes:
+                raise TooLarge(f"a record is larger than {limits.max_record_bytes} bytes")
+
+    @staticmethod
+    def _check_envelopes(roster: Roster, sender: bytes, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            if envelope.sender != sender:
+                raise Forbidden("envelopes must come from the session's member")
+            if envelope.recipient not in roster.members:
+                raise InvalidMessage("envelope for someone who is not a member")
+            if envelope.scope == SPACE_SCOPE and envelope.epoch != roster.epoch:
+                raise InvalidMessage("space key envelopes must be for the current epoch")
+
+    @staticmethod
+    def _check_seals(roster: Roster, seals: Sequence[InviteSeal]) -> None:
+        for seal in seals:
+            if seal.invite_id not in roster.invites:
+                raise InvalidMessage("seal for an unknown invite")
+            if seal.epoch != roster.epoch:
+                raise InvalidMessage("invite seals must carry the current space key")
+
+    async def invite_statuses(self, space_id: str, member: bytes) -> list[InviteStatus]:
+        roster = await self.roster(space_id)
+        if roster.active(member).role == "member":
+            raise Forbidden("only owners and moderators can list invites")
+        return [
+            InviteStatus(
+                invite_id=invite.invite_id,
+                role=invite.role,
+                expires_at=invite.expires_at,
+                max_uses=invite.max_uses,
+                uses=roster.invite_uses.get(invite.invite_id, 0),
+                revoked=invite.invite_id in roster.revoked,
+            )
+            for invite in roster.invites.values()
+        ]
+
+    async def put_seals(self, space_id: str, member: bytes, seals: Sequence[InviteSeal]) -> None:
+        roster = await self.roster(space_id)
+        if roster.active(member).role == "member":
+            raise Forbidden("only owners and moderators can refresh invites")
+        self._check_sizes((), (), seals)
+        self._check_seals(roster, seals)
+        await self.store.put_seals(space_id, seals)
+
+    async def envelopes(
+        self, space_id: str, member: bytes, scope: str, min_epoch: int
+    ) -> list[Envelope]:
+        roster = await self.roster(space_id)
+        roster.active(member)
+        return await self.store.envelopes(space_id, scope, member, min_epoch)
+
+    @staticmethod
+    def _stored(record: Record) -> StoredRecord:
+        return StoredRecord(record.seq, record_hash(record), encode_record(record))
+
+
+def _copy_roster(roster: Roster) -> Roster:
+    """A copy deep enough that applying records to it leaves ``roster`` untouched."""
+    return copy.deepcopy(roster)
+
+
+__all__ = ["SPACE_SCOPE", "Membership", "OpenedInvite", "RecordError", "Stale"]

@@ -1,0 +1,362 @@
+"""Signed membership records and the roster they build (sans-I/O).
+
+A space's membership is a hash chain of records, each signed by the member who made it.
+The chain starts with a genesis record signed by the founding key; the space id is derived
+from that record, so a server cannot substitute another founder. Both the server (to refuse
+bad appends) and every client (to refuse a roster the server altered, DESIGN §1.3) replay the
+chain through :class:`Roster`, which applies the same rules:
+
+- each record's ``prev`` is the hash of the record before it and ``seq`` counts up from 0;
+- each signature verifies under the author's member key (Ed25519);
+- the author was an active member with the right role when the record was made;
+- a join carries a signature by the invite key of an invite record earlier in the chain,
+  so the joiner proves it held the link's secret.
+
+Errors (all :class:`SpacesError`): :class:`RecordError` (malformed, bad signature),
+:class:`ChainConflict` (not on the current head) and :class:`RecordForbidden` (well formed
+but not allowed).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+import msgspec
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from spaces.errors import Conflict, Forbidden, InvalidMessage
+
+Role = Literal["owner", "moderator", "member"]
+ROLE_RANK: Final[dict[str, int]] = {"member": 1, "moderator": 2, "owner": 3}
+RECORD_DOMAIN: Final = b"salon/record/v1\x00"
+JOIN_DOMAIN: Final = b"salon/join/v1\x00"
+ZERO_HASH: Final = bytes(32)
+KEY_LEN: Final = 32
+
+
+class RecordError(InvalidMessage):
+    """A record is malformed, out of chain order, or badly signed."""
+
+
+class RecordForbidden(Forbidden):
+    """A record is well formed but its author may not make it."""
+
+
+class ChainConflict(Conflict):
+    """A record was made on a head that is no longer the head (retry on the new head)."""
+
+
+class Genesis(msgspec.Struct, tag="genesis", frozen=True):
+    box_key: bytes  # the founder's X25519 key for sealed envelopes
+    nonce: bytes  # makes two spaces of one founder key distinct
+
+
+class SpaceMeta(msgspec.Struct, tag="meta", frozen=True):
+    epoch: int
+    box: bytes  # secretbox(space key[epoch], name and description)
+
+
+class Profile(msgspec.Struct, tag="profile", frozen=True):
+    epoch: int
+    box: bytes  # secretbox(space key[epoch], display name and avatar)
+
+
+class InviteCreate(msgspec.Struct, tag="invite", frozen=True):
+    invite_id: str
+    invite_key: bytes  # Ed25519 public key derived from the link's secret
+    role: Role
+    expires_at: int
+    max_uses: int
+
+
+class InviteRevoke(msgspec.Struct, tag="invite_revoke", frozen=True):
+    invite_id: str
+
+
+class Join(msgspec.Struct, tag="join", frozen=True):
+    invite_id: str
+    box_key: bytes
+    invite_sig: bytes  # by the invite key over join_statement(...)
+
+
+class RoleChange(msgspec.Struct, tag="role", frozen=True):
+    member: bytes
+    role: Role
+
+
+class Remove(msgspec.Struct, tag="remove", frozen=True):
+    member: bytes
+    ban: bool
+
+
+class Leave(msgspec.Struct, tag="leave", frozen=True):
+    pass
+
+
+class Rekey(msgspec.Struct, tag="rekey", frozen=True):
+    epoch: int
+    prev_box: bytes  # secretbox(new space key, previous space key): holders walk back
+
+
+RecordBody = (
+    Genesis
+    | SpaceMeta
+    | Profile
+    | InviteCreate
+    | InviteRevoke
+    | Join
+    | RoleChange
+    | Remove
+    | Leave
+    | Rekey
+)
+
+
+class Record(msgspec.Struct, frozen=True):
+    space_id: str
+    seq: int
+    prev: bytes
+    author: bytes
+    created_at: int
+    body: RecordBody
+    sig: bytes = b""
+
+
+_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(Record)
+
+
+def signing_bytes(record: Record) -> bytes:
+    """The exact bytes a record's signature covers (everything but the signature)."""
+    unsigned = (
+        record.space_id,
+        record.seq,
+        record.prev,
+        record.author,
+        record.created_at,
+        record.body,
+    )
+    return RECORD_DOMAIN + _encoder.encode(unsigned)
+
+
+def encode_record(record: Record) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_record(data: bytes) -> Record:
+    try:
+        return _record_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"malformed record: {exc}") from None
+
+
+def record_hash(record: Record) -> bytes:
+    return hashlib.blake2b(encode_record(record), digest_size=32).digest()
+
+
+def derive_space_id(founder: bytes, genesis: Genesis) -> str:
+    digest = hashlib.blake2b(founder + genesis.box_key + genesis.nonce, digest_size=15).digest()
+    return base64.b32encode(digest).decode().lower()
+
+
+def join_statement(space_id: str, member: bytes, box_key: bytes, invite_id: str) -> bytes:
+    """What an invite key signs to admit one member key into one space."""
+    return JOIN_DOMAIN + _encoder.encode((space_id, member, box_key, invite_id))
+
+
+def fingerprint(member_key: bytes) -> str:
+    """Short, stable, human-comparable id of a member key (16 hex digits)."""
+    return hashlib.sha256(b"salon/fingerprint/v1\x00" + member_key).hexdigest()[:16]
+
+
+def verify_signature(key: bytes, message: bytes, signature: bytes) -> bool:
+    if len(key) != KEY_LEN or len(signature) != 64:
+        return False
+    try:
+        VerifyKey(key).verify(message, signature)
+    except (BadSignatureError, ValueError):
+        return False
+    return True
+
+
+@dataclass
+class Member:
+    key: bytes
+    box_key: bytes
+    role: Role
+    joined_seq: int
+    profile: Profile | None = None
+
+
+@dataclass
+class Roster:
+    """The state a verified chain describes. Build with :meth:`from_records`."""
+
+    space_id: str
+    founder: bytes
+    head_seq: int = -1
+    head_hash: bytes = ZERO_HASH
+    members: dict[bytes, Member] = field(default_factory=dict)
+    departed: dict[bytes, bool] = field(default_factory=dict)  # key -> banned
+    box_keys: dict[bytes, bytes] = field(default_factory=dict)  # every member ever: key -> box
+    invites: dict[str, InviteCreate] = field(default_factory=dict)
+    invite_uses: dict[str, int] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
+    epoch: int = 0
+    epoch_seq: int = 0  # seq of the record that started the current space-key epoch
+    last_departure_seq: int = -1
+    meta: SpaceMeta | None = None
+    rekeys: dict[int, Rekey] = field(default_factory=dict)
+
+    @classmethod
+    def from_records(cls, space_id: str, records: list[Record]) -> Roster:
+        """Verify a whole chain from its genesis; raises RecordError/RecordForbidden."""
+        if not records:
+            raise RecordError("empty chain")
+        genesis = records[0]
+        if not isinstance(genesis.body, Genesis):
+            raise RecordError("chain does not start with a genesis record")
+        if derive_space_id(genesis.author, genesis.body) != space_id:
+            raise RecordError("genesis record does not match the space id")
+        roster = cls(space_id=space_id, founder=genesis.author)
+        for record in records:
+            roster.apply(record)
+        return roster
+
+    @property
+    def needs_rekey(self) -> bool:
+        """True when someone departed after the current space key was made."""
+        return self.last_departure_seq > self.epoch_seq
+
+    def active(self, key: bytes) -> Member:
+        member = self.members.get(key)
+        if member is None:
+            raise RecordForbidden("author is not a member of this space")
+        return member
+
+    def apply(self, record: Record) -> None:
+        """Check one record against the chain so far and, if valid, apply it."""
+        self._check_link(record)
+        body = record.body
+        if isinstance(body, Genesis):
+            self._apply_genesis(record, body)
+        elif isinstance(body, Join):
+            self._apply_join(record, body)
+        else:
+            author = self.active(record.author)
+            self._apply_member_record(record, author, body)
+        self.head_seq = record.seq
+        self.head_hash = record_hash(record)
+
+    def _check_link(self, record: Record) -> None:
+        if record.space_id != self.space_id:
+            raise RecordError("record belongs to another space")
+        if record.seq != self.head_seq + 1:
+            raise ChainConflict(f"record {record.seq} out of order (head is {self.head_seq})")
+        if record.prev != self.head_hash:
+            raise ChainConflict(f"record {record.seq} does not extend the chain")
+        if not verify_signature(record.author, signing_bytes(record), record.sig):
+            raise RecordError(f"record {record.seq} has a bad signature")
+
+    def _apply_genesis(self, record: Record, body: Genesis) -> None:
+        if record.seq != 0 or record.author != self.founder:
+            raise RecordError("misplaced genesis record")
+        if len(body.box_key) != KEY_LEN:
+            raise RecordError("bad box key")
+        self.members[record.author] = Member(record.author, body.box_key, "owner", 0)
+        self.box_keys[record.author] = body.box_key
+
+    def _apply_join(self, record: Record, body: Join) -> None:
+        invite = self.invites.get(body.invite_id)
+        if invite is None:
+            raise RecordForbidden("join names an unknown invite")
+        if body.invite_id in self.revoked:
+            raise RecordForbidden("join uses a revoked invite")
+        if self.invite_uses.get(body.invite_id, 0) >= invite.max_uses:
+            raise RecordForbidden("join uses an invite with no uses left")
+        if record.author in self.members:
+            raise RecordForbidden("already a member")
+        if self.departed.get(record.author):
+            raise RecordForbidden("this member key is banned")
+        if len(record.author) != KEY_LEN or len(body.box_key) != KEY_LEN:
+            raise RecordError("bad member key")
+        statement = join_statement(self.space_id, record.author, body.box_key, body.invite_id)
+        if not verify_signature(invite.invite_key, statement, body.invite_sig):
+            raise RecordForbidden("join is not signed by the invite key")
+        self.invite_uses[body.invite_id] = self.invite_uses.get(body.invite_id, 0) + 1
+        self.departed.pop(record.author, None)
+        self.members[record.author] = Member(record.author, body.box_key, invite.role, record.seq)
+        self.box_keys[record.author] = body.box_key
+
+    def _apply_member_record(self, record: Record, author: Member, body: RecordBody) -> None:
+        rank = ROLE_RANK[author.role]
+        if isinstance(body, Profile):
+            self._check_epoch(body.epoch)
+            author.profile = body
+        elif isinstance(body, SpaceMeta):
+            self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators rename")
+            self._check_epoch(body.epoch)
+            self.meta = body
+        elif isinstance(body, InviteCreate):
+            self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators invite")
+            self._require(body.role != "owner", "an invite cannot grant ownership")
+            self._require(ROLE_RANK[body.role] <= rank, "cannot invite above your own role")
+            self._require(body.invite_id not in self.invites, "duplicate invite id")
+            self._require(body.max_uses >= 1, "an invite needs at least one use")
+            if len(body.invite_key) != KEY_LEN:
+                raise RecordError("bad invite key")
+            self.invites[body.invite_id] = body
+        elif isinstance(body, InviteRevoke):
+            self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators revoke")
+            self._require(body.invite_id in self.invites, "unknown invite")
+            self.revoked.add(body.invite_id)
+        elif isinstance(body, RoleChange):
+            target = self._target(body.member)
+            self._require(target.key != author.key, "you cannot change your own role")
+            self._require(rank > ROLE_RANK[target.role], "target's role is not below yours")
+            self._require(ROLE_RANK[body.role] <= rank, "cannot grant a role above your own")
+            target.role = body.role
+        elif isinstance(body, Remove):
+            target = self._target(body.member)
+            self._require(target.key != author.key, "use leave to remove yourself")
+            self._require(rank > ROLE_RANK[target.role], "target's role is not below yours")
+            self._depart(record.seq, target.key, banned=body.ban)
+        elif isinstance(body, Leave):
+            others = [m for m in self.members.values() if m.key != author.key]
+            self._require(
+                author.role != "owner" or not others or any(m.role == "owner" for m in others),
+                "the last owner cannot leave while others remain; make someone owner first",
+            )
+            self._depart(record.seq, author.key, banned=False)
+        elif isinstance(body, Rekey):
+            if body.epoch != self.epoch + 1:
+                raise RecordError(f"rekey to epoch {body.epoch}, expected {self.epoch + 1}")
+            self.epoch = body.epoch
+            self.epoch_seq = record.seq
+            self.rekeys[body.epoch] = body
+        else:  # Genesis and Join are handled by apply()
+            raise RecordError(f"misplaced {type(body).__name__} record")
+
+    def _check_epoch(self, epoch: int) -> None:
+        if not 0 <= epoch <= self.epoch:
+            raise RecordError(f"unknown space key epoch {epoch}")
+
+    def _target(self, key: bytes) -> Member:
+        target = self.members.get(key)
+        if target is None:
+            raise RecordForbidden("no such member")
+        return target
+
+    def _depart(self, seq: int, key: bytes, *, banned: bool) -> None:
+        del self.members[key]
+        self.departed[key] = banned
+        self.last_departure_seq = seq
+
+    @staticmethod
+    def _require(condition: bool, reason: str) -> None:
+        if not condition:
+            raise RecordForbidden(reason)

@@ -1,0 +1,399 @@
+"""The aiohttp edge of the spaces server: routes, the WebSocket session loop, start-up.
+
+Handlers here only parse, call :class:`~spaces.membership.Membership` and serialise. Nothing
+is logged per request: no paths (invite ids), no client addresses, no names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from spaces.config import Config
+from spaces.errors import (
+    InvalidMessage,
+    RateLimited,
+    SpacesError,
+    TooLarge,
+    Unauthenticated,
+)
+from spaces.hub import Hub, Subscriber
+from spaces.limits import KeyedLimiter, TokenBucket
+from spaces.membership import Membership
+from spaces.records import verify_signature
+from spaces.sqlite_store import SqliteStore
+from spaces.storage import Store
+from spaces.wire import (
+    AUTH_REQUESTS,
+    Append,
+    Appended,
+    Authenticate,
+    Challenge,
+    ClientMessage,
+    CreateSpace,
+    Done,
+    Envelopes,
+    Error,
+    GetEnvelopes,
+    GetRecords,
+    InviteOpened,
+    Invites,
+    JoinSpace,
+    ListInvites,
+    OpenInvite,
+    PutSeals,
+    Records,
+    SessionClosed,
+    Welcome,
+    auth_statement,
+    client_decoder,
+    encoder,
+)
+
+log = logging.getLogger(__name__)
+SWEEP_SECONDS = 60.0
+
+# The app's shared objects, typed keys for aiohttp's app registry.
+CONFIG = web.AppKey("config", Config)
+MEMBERSHIP = web.AppKey("membership", Membership)
+HUB = web.AppKey("hub", Hub)
+ATTEMPTS_BY_ADDRESS = web.AppKey("attempts_by_address", KeyedLimiter)
+ATTEMPTS_BY_INVITE = web.AppKey("attempts_by_invite", KeyedLimiter)
+
+Handler = Callable[..., Awaitable[msgspec.Struct]]
+
+
+class Session:
+    """One WebSocket connection: challenge, authentication, then member requests."""
+
+    def __init__(self, app: web.Application, ws: web.WebSocketResponse, origin: str, address: str):
+        self.app = app
+        self.ws = ws
+        self.origin = origin
+        self.address = address
+        self.config = app[CONFIG]
+        self.membership = app[MEMBERSHIP]
+        self.nonce = secrets.token_bytes(32)
+        limits = self.config.limits
+        loop = asyncio.get_running_loop()
+        self.bucket = TokenBucket.full(
+            limits.requests_per_second, limits.request_burst, loop.time()
+        )
+        self.subscriber: Subscriber | None = None
+        self.writer: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        await self.ws.send_bytes(encoder.encode(Challenge(self.nonce, self.origin)))
+        try:
+            await asyncio.wait_for(self._authenticate(), self.config.limits.auth_timeout_seconds)
+        except TimeoutError:
+            await self._send_direct(Error(None, "unauthenticated", "authentication timed out"))
+            return
+        if self.subscriber is None:
+            return
+        self.writer = asyncio.create_task(self._write_loop(self.subscriber))
+        try:
+            async for message in self._messages():
+                if self.subscriber.closed:
+                    break
+                if isinstance(message, AUTH_REQUESTS):
+                    self._reply(Error(message.id, "invalid_message", "already authenticated"))
+                    continue
+                self.subscriber.busy = True
+                try:
+                    self._reply(await self._dispatch(message))
+                finally:
+                    self.subscriber.finish_request()
+        finally:
+            self.app[HUB].remove(self.subscriber)
+            self.subscriber.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.writer, 5)
+
+    def _messages(self) -> ClientMessageIterator:
+        return ClientMessageIterator(self)
+
+    async def _authenticate(self) -> None:
+        """Serve requests until one binds this session to a membership (or the socket ends)."""
+        async for message in self._messages():
+            if not isinstance(message, AUTH_REQUESTS):
+                await self._send_direct(Error(message.id, "unauthenticated", "authenticate first"))
+                continue
+            try:
+                reply = await self._auth_request(message)
+            except SpacesError as exc:
+                await self._send_direct(Error(message.id, exc.code, exc.message))
+                continue
+            await self._send_direct(reply)
+            if self.subscriber is not None:
+                return
+
+    async def _auth_request(
+        self, message: CreateSpace | Authenticate | OpenInvite | JoinSpace
+    ) -> msgspec.Struct:
+        m = self.membership
+        if isinstance(message, CreateSpace):
+            if not message.records:
+                raise InvalidMessage("a new space needs its genesis record")
+            founder = message.records[0].author
+            roster = await m.create_space(message.records, message.seals, message.creation_token)
+            self._check_member_signature(roster.space_id, founder, message.signature, "create")
+            self._bind(roster.space_id, founder)
+            return Welcome(message.id, roster.space_id, roster.head_seq)
+        if isinstance(message, Authenticate):
+            roster = await m.roster(message.space_id)
+            self._check_member_signature(message.space_id, message.member_key, message.signature)
+            if message.member_key not in roster.members:
+                if roster.departed.get(message.member_key):
+                    raise Unauthenticated("you are banned from this space")
+                if message.member_key in roster.departed:
+                    raise Unauthenticated("you are no longer a member of this space")
+                raise Unauthenticated("not a member of this space")
+            self._bind(message.space_id, message.member_key)
+            return Welcome(message.id, message.space_id, roster.head_seq)
+        self._limit_join_attempt(message.invite_id)
+        opened = await m.open_invite(message.invite_id)
+        signature = (
+            message.signature if isinstance(message, OpenInvite) else message.invite_signature
+        )
+        statement = auth_statement(self.origin, "invite", message.invite_id, self.nonce)
+        m.check_invite_signature(opened, statement, signature)
+        if isinstance(message, OpenInvite):
+            return InviteOpened(
+                message.id, opened.space_id, opened.seal, await m.records(opened.space_id)
+            )
+        if not message.records:
+            raise InvalidMessage("a join needs its join record")
+        member = message.records[0].author
+        self._check_member_signature(opened.space_id, member, message.signature)
+        await m.join(opened, message.records)
+        self._bind(opened.space_id, member)
+        return Welcome(message.id, opened.space_id, (await m.roster(opened.space_id)).head_seq)
+
+    def _limit_join_attempt(self, invite_id: str) -> None:
+        if not self.app[ATTEMPTS_BY_ADDRESS].allow(self.address):
+            raise RateLimited("too many join attempts from this address; wait a minute")
+        if not self.app[ATTEMPTS_BY_INVITE].allow(invite_id):
+            raise RateLimited("too many join attempts on this invite; wait a minute")
+
+    def _check_member_signature(
+        self, space_id: str, key: bytes, signature: bytes, purpose: str = "member"
+    ) -> None:
+        statement = auth_statement(self.origin, purpose, space_id, self.nonce)
+        if not verify_signature(key, statement, signature):
+            raise Unauthenticated("the challenge signature does not verify")
+
+    def _bind(self, space_id: str, member: bytes) -> None:
+        self.subscriber = Subscriber(space_id, member)
+        self.app[HUB].add(self.subscriber)
+
+    async def _dispatch(self, message: ClientMessage) -> msgspec.Struct:
+        assert self.subscriber is not None
+        space_id, member = self.subscriber.space_id, self.subscriber.member
+        m = self.membership
+        try:
+            if isinstance(message, GetRecords):
+                roster = await m.roster(space_id)
+                roster.active(member)
+                return Records(message.id, await m.records(space_id, message.after))
+            if isinstance(message, Append):
+                head = await m.append(
+                    space_id, member, message.records, message.envelopes, message.seals
+                )
+                return Appended(message.id, head)
+            if isinstance(message, ListInvites):
+                return Invites(message.id, await m.invite_statuses(space_id, member))
+            if isinstance(message, GetEnvelopes):
+                found = await m.envelopes(space_id, member, message.scope, message.min_epoch)
+                return Envelopes(message.id, found)
+            if isinstance(message, PutSeals):
+                await m.put_seals(space_id, member, message.seals)
+                return Done(message.id)
+            raise InvalidMessage(f"unexpected {type(message).__name__}")
+        except SpacesError as exc:
+            return Error(message.id, exc.code, exc.message)
+
+    def _reply(self, reply: msgspec.Struct) -> None:
+        assert self.subscriber is not None
+        self.subscriber.push(encoder.encode(reply))
+
+    async def _send_direct(self, reply: msgspec.Struct) -> None:
+        if not self.ws.closed:
+            await self.ws.send_bytes(encoder.encode(reply))
+
+    async def _write_loop(self, subscriber: Subscriber) -> None:
+        try:
+            while (frame := await subscriber.queue.get()) is not None:
+                await self.ws.send_bytes(frame)
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            subscriber.closed = True
+            await self.ws.close()
+
+    def take_token(self) -> bool:
+        return self.bucket.take(asyncio.get_running_loop().time())
+
+
+class ClientMessageIterator:
+    """Decoded client messages; bad frames are answered with an error and skipped."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def __aiter__(self) -> ClientMessageIterator:
+        return self
+
+    async def __anext__(self) -> ClientMessage:
+        session = self.session
+        while True:
+            msg = await session.ws.receive()
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                raise StopAsyncIteration
+            if msg.type == WSMsgType.ERROR:
+                error = TooLarge("message too large or malformed frame")
+                await self._error(error)
+                raise StopAsyncIteration
+            if not session.take_token():
+                await self._error(RateLimited("too many requests; slow down"))
+                continue
+            if msg.type != WSMsgType.BINARY:
+                await self._error(InvalidMessage("expected a binary MessagePack frame"))
+                continue
+            try:
+                message: ClientMessage = client_decoder.decode(msg.data)
+                return message
+            except msgspec.DecodeError as exc:
+                await self._error(InvalidMessage(f"invalid message: {exc}"))
+
+    async def _error(self, error: SpacesError) -> None:
+        reply = Error(None, error.code, error.message)
+        if self.session.subscriber is not None:
+            self.session._reply(reply)
+        else:
+            await self.session._send_direct(reply)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+JOIN_PAGE = """<!doctype html><meta charset="utf-8"><title>Salon invite</title>
+<p>You have been invited to a Salon space.</p>
+<p>Copy this whole link, including the part after <code>#</code>, and run:</p>
+<pre>salon join 'LINK' --as YOUR_NAME</pre>
+<p>The part after <code>#</code> is the invite's secret. It never leaves your device:
+this server has not seen it.</p>
+"""
+
+
+async def join_page(request: web.Request) -> web.Response:
+    return web.Response(
+        text=JOIN_PAGE,
+        content_type="text/html",
+        headers={
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'none'",
+        },
+    )
+
+
+def request_origin(request: web.Request, config: Config) -> str:
+    """The origin clients sign challenges for: the configured public URL, else Host."""
+    if config.server.public_url:
+        return config.server.public_url.rstrip("/")
+    return f"{request.scheme}://{request.host}"
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    config = request.app[CONFIG]
+    ws = web.WebSocketResponse(max_msg_size=config.limits.max_message_bytes, heartbeat=30)
+    await ws.prepare(request)
+    session = Session(request.app, ws, request_origin(request, config), request.remote or "")
+    try:
+        await session.run()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    except Exception:  # one broken session must never take the server down
+        log.exception("session failed")
+    finally:
+        await ws.close()
+    return ws
+
+
+def build_app(config: Config, store: Store) -> web.Application:
+    app = web.Application(client_max_size=config.limits.max_message_bytes)
+    hub = Hub()
+    loop_time = asyncio.get_event_loop().time
+    limits = config.limits
+    app[CONFIG] = config
+    app[HUB] = hub
+    app[MEMBERSHIP] = Membership(store, config, hub)
+    app[ATTEMPTS_BY_ADDRESS] = KeyedLimiter(
+        limits.join_attempts_per_minute_per_address / 60,
+        limits.join_attempts_per_minute_per_address,
+        loop_time,
+    )
+    app[ATTEMPTS_BY_INVITE] = KeyedLimiter(
+        limits.join_attempts_per_minute_per_invite / 60,
+        limits.join_attempts_per_minute_per_invite,
+        loop_time,
+    )
+    app.router.add_get("/health", health)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/join/{invite_id}", join_page)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        sweeper = asyncio.create_task(_sweep(app[MEMBERSHIP]))
+        yield
+        sweeper.cancel()
+        hub.close_all(SessionClosed("shutdown"))
+        await asyncio.sleep(0.05)  # let writers flush the goodbye
+        await store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def _sweep(membership: Membership) -> None:
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        try:
+            await membership.sweep_expired_invites()
+        except Exception:
+            log.exception("sweep failed")
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGINT/SIGTERM; prints ``listening on URL`` once ready."""
+    data_dir = Path(config.server.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    store = SqliteStore(data_dir / "salon.db")
+    app = build_app(config, store)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"listening on http://{shown_host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,58 @@
+"""The storage seam: what the server needs from a database, as a Protocol.
+
+The embedded implementation is :mod:`spaces.sqlite_store`. A PostgreSQL implementation for
+several server nodes must provide the same methods with the same transactional meaning:
+every method that writes commits before it returns (acknowledged means durable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from spaces.wire import Envelope, InviteSeal
+
+
+class StoredRecord(NamedTuple):
+    seq: int
+    hash: bytes
+    data: bytes
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def space_exists(self, space_id: str) -> bool: ...
+
+    async def load_records(self, space_id: str, after: int = -1) -> list[bytes]:
+        """Encoded records with seq > after, in order."""
+        ...
+
+    async def append(
+        self,
+        space_id: str,
+        records: Sequence[StoredRecord],
+        *,
+        envelopes: Sequence[Envelope] = (),
+        seals: Sequence[InviteSeal] = (),
+        create: bool = False,
+    ) -> None:
+        """Atomically add records (creating the space first if ``create``), envelopes and
+        invite seals (insert or replace). Raises spaces.errors.Conflict if a seq is taken."""
+        ...
+
+    async def invite_seal(self, invite_id: str) -> tuple[str, InviteSeal] | None:
+        """(space id, seal) of an invite, or None."""
+        ...
+
+    async def put_seals(self, space_id: str, seals: Sequence[InviteSeal]) -> None: ...
+
+    async def delete_invites(self, invite_ids: Sequence[str]) -> None:
+        """Forget invites (expired, used up, revoked) so their seals are gone for good."""
+        ...
+
+    async def envelopes(
+        self, space_id: str, scope: str, recipient: bytes, min_epoch: int = 0
+    ) -> list[Envelope]: ...

@@ -1,0 +1,214 @@
+"""Every message of the WebSocket protocol, in one place (DESIGN §3).
+
+Frames are binary MessagePack. Each message is a tagged msgspec struct, so decoding validates
+types and shapes and a bad frame becomes an ``invalid_message`` error naming the bad field.
+Requests carry an ``id`` that the response echoes; events carry none.
+
+Flow: the server sends :class:`Challenge`; the client's first request is one of
+:class:`CreateSpace`, :class:`Authenticate`, :class:`OpenInvite` or :class:`JoinSpace`, each
+signing the challenge with :func:`auth_statement`; afterwards the session is bound to one
+membership and may send the member requests.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from spaces.records import Record
+
+AUTH_DOMAIN: Final = b"salon/auth/v1\x00"
+PROTOCOL_VERSION: Final = 1
+_encoder = msgspec.msgpack.Encoder()
+
+
+def auth_statement(origin: str, purpose: str, subject: str, nonce: bytes) -> bytes:
+    """What a client signs to answer a challenge, bound to server, purpose and subject."""
+    return AUTH_DOMAIN + _encoder.encode((origin, purpose, subject, nonce))
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """A key sealed (crypto_box) from one member to another for (scope, epoch)."""
+
+    scope: str
+    epoch: int
+    recipient: bytes
+    sender: bytes
+    box: bytes
+
+
+class InviteSeal(msgspec.Struct, frozen=True):
+    """The space key sealed under a key derived from an invite's secret."""
+
+    invite_id: str
+    epoch: int
+    sealed: bytes
+
+
+class InviteStatus(msgspec.Struct, frozen=True):
+    invite_id: str
+    role: str
+    expires_at: int
+    max_uses: int
+    uses: int
+    revoked: bool
+
+
+# -- client to server: authentication (first message) ---------------------------------------
+
+
+class CreateSpace(msgspec.Struct, tag="create_space", frozen=True):
+    id: int
+    records: list[Record]
+    seals: list[InviteSeal]
+    signature: bytes  # founder key over auth_statement(origin, "create", space_id, nonce)
+    creation_token: str = ""
+
+
+class Authenticate(msgspec.Struct, tag="auth", frozen=True):
+    id: int
+    space_id: str
+    member_key: bytes
+    signature: bytes  # member key over auth_statement(origin, "member", space_id, nonce)
+
+
+class OpenInvite(msgspec.Struct, tag="open_invite", frozen=True):
+    id: int
+    invite_id: str
+    signature: bytes  # invite key over auth_statement(origin, "invite", invite_id, nonce)
+
+
+class JoinSpace(msgspec.Struct, tag="join_space", frozen=True):
+    id: int
+    invite_id: str
+    invite_signature: bytes  # as in OpenInvite
+    records: list[Record]  # the Join record, then the joiner's Profile
+    signature: bytes  # new member key over auth_statement(origin, "member", space_id, nonce)
+
+
+# -- client to server: member requests -------------------------------------------------------
+
+
+class GetRecords(msgspec.Struct, tag="get_records", frozen=True):
+    id: int
+    after: int = -1
+
+
+class Append(msgspec.Struct, tag="append", frozen=True):
+    id: int
+    records: list[Record]
+    envelopes: list[Envelope] = []
+    seals: list[InviteSeal] = []
+
+
+class ListInvites(msgspec.Struct, tag="list_invites", frozen=True):
+    id: int
+
+
+class GetEnvelopes(msgspec.Struct, tag="get_envelopes", frozen=True):
+    id: int
+    scope: str
+    min_epoch: int = 0
+
+
+class PutSeals(msgspec.Struct, tag="put_seals", frozen=True):
+    id: int
+    seals: list[InviteSeal]
+
+
+ClientMessage = (
+    CreateSpace
+    | Authenticate
+    | OpenInvite
+    | JoinSpace
+    | GetRecords
+    | Append
+    | ListInvites
+    | GetEnvelopes
+    | PutSeals
+)
+AUTH_REQUESTS: Final = (CreateSpace, Authenticate, OpenInvite, JoinSpace)
+
+
+# -- server to client -------------------------------------------------------------------------
+
+
+class Challenge(msgspec.Struct, tag="challenge", frozen=True):
+    nonce: bytes
+    origin: str
+    version: int = PROTOCOL_VERSION
+
+
+class Welcome(msgspec.Struct, tag="welcome", frozen=True):
+    id: int
+    space_id: str
+    head_seq: int
+
+
+class InviteOpened(msgspec.Struct, tag="invite_opened", frozen=True):
+    id: int
+    space_id: str
+    seal: InviteSeal
+    records: list[Record]
+
+
+class Records(msgspec.Struct, tag="records", frozen=True):
+    id: int
+    records: list[Record]
+
+
+class Appended(msgspec.Struct, tag="appended", frozen=True):
+    id: int
+    head_seq: int
+
+
+class Invites(msgspec.Struct, tag="invites", frozen=True):
+    id: int
+    invites: list[InviteStatus]
+
+
+class Envelopes(msgspec.Struct, tag="envelopes", frozen=True):
+    id: int
+    envelopes: list[Envelope]
+
+
+class Done(msgspec.Struct, tag="done", frozen=True):
+    id: int
+
+
+class Error(msgspec.Struct, tag="error", frozen=True):
+    id: int | None
+    code: str
+    message: str
+
+
+class RecordAdded(msgspec.Struct, tag="record_added", frozen=True):
+    """Event: a record was appended to this session's space."""
+
+    record: Record
+
+
+class SessionClosed(msgspec.Struct, tag="session_closed", frozen=True):
+    """Event: the server ends this session (``removed``, ``banned``, ``shutdown``)."""
+
+    reason: str
+
+
+ServerMessage = (
+    Challenge
+    | Welcome
+    | InviteOpened
+    | Records
+    | Appended
+    | Invites
+    | Envelopes
+    | Done
+    | Error
+    | RecordAdded
+    | SessionClosed
+)
+
+client_decoder = msgspec.msgpack.Decoder(ClientMessage)
+server_decoder = msgspec.msgpack.Decoder(ServerMessage)
+encoder = msgspec.msgpack.Encoder()
