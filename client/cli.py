@@ -249,6 +249,65 @@ async def cmd_leave(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_room_create(args: argparse.Namespace) -> int:
+    from client.rooms import create_room
+
+    if args.kind != "conference" and (args.lobby or args.stage or args.topology != "auto"):
+        raise UsageError("--lobby, --stage and --topology are for conference rooms")
+    ttl = parse_duration(args.ttl) if args.ttl else 0
+    async with session_for(args) as session:
+        room = await create_room(
+            session,
+            args.name,
+            args.kind,
+            lobby=args.lobby,
+            stage=args.stage,
+            topology=args.topology,
+            ttl=ttl,
+        )
+    if args.json:
+        emit_json({"room_id": room.room_id, "name": room.name, "kind": room.kind})
+    else:
+        print(f"Created {room.kind} room {room.name!r} ({room.room_id}).")
+    return 0
+
+
+async def cmd_rooms(args: argparse.Namespace) -> int:
+    from client.rooms import rooms
+
+    async with session_for(args) as session:
+        found = rooms(session)
+    if args.json:
+        emit_json([{"room_id": r.room_id, "name": r.name, "kind": r.kind} for r in found])
+        return 0
+    if not found:
+        print("No rooms yet: 'salon room create SPACE NAME --kind chat'.")
+        return 0
+    table = []
+    for r in found:
+        notes = []
+        if r.spec.ttl:
+            notes.append(f"messages last {r.spec.ttl}s")
+        if r.kind == "conference":
+            notes.append(f"topology {r.spec.topology}")
+            notes += [n for n, on in (("lobby", r.spec.lobby), ("stage", r.spec.stage)) if on]
+        table.append((r.name, r.kind, r.room_id, ", ".join(notes)))
+    print_table("Rooms", ["name", "kind", "room id", ""], table)
+    return 0
+
+
+async def cmd_room_publisher(args: argparse.Namespace) -> int:
+    from client.rooms import resolve_room, set_publisher
+
+    async with session_for(args) as session:
+        room = resolve_room(session, args.room, ("channel",))
+        member = session.resolve_member(args.member)
+        await set_publisher(session, room, member.key, args.grant)
+    verb = "may now publish in" if args.grant else "may no longer publish in"
+    print(f"{member.display_name} {verb} {room.name!r}.", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from spaces.config import load_config
     from spaces.server import serve
@@ -343,6 +402,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("member", help="fingerprint prefix or display name")
     p.add_argument("--ban", action="store_true", help="also refuse this member's return")
     p = command("leave", cmd_leave, help="leave a space and forget this identity")
+    p.add_argument("space")
+
+    room = sub.add_parser("room", help="create rooms and manage channel publishers")
+    room_sub = room.add_subparsers(dest="room_command", required=True, parser_class=Parser)
+    p = with_json(command("create", cmd_room_create, room_sub, help="create a room"))
+    p.add_argument("space")
+    p.add_argument("name")
+    p.add_argument("--kind", choices=["chat", "channel", "conference"], required=True)
+    p.add_argument("--lobby", action="store_true", help="conference: hosts admit joiners")
+    p.add_argument("--stage", action="store_true", help="conference: only speakers send")
+    p.add_argument("--topology", choices=["auto", "mesh", "sfu"], default="auto")
+    p.add_argument("--ttl", help="default message lifetime, like 1h")
+    for name, grant in (("grant", True), ("ungrant", False)):
+        p = command(name, cmd_room_publisher, room_sub, help=f"{name} publishing in a channel")
+        p.add_argument("space")
+        p.add_argument("room")
+        p.add_argument("member")
+        p.set_defaults(grant=grant)
+    p = with_json(command("rooms", cmd_rooms, help="list a space's rooms"))
     p.add_argument("space")
     return parser
 

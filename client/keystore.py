@@ -46,6 +46,7 @@ class SpaceMembership(msgspec.Struct):
     box_secret: bytes
     space_keys: dict[int, bytes] = {}
     invite_secrets: dict[str, bytes] = {}  # invites this identity created: id -> secret
+    room_keys: dict[str, dict[int, bytes]] = {}  # room id -> epoch -> key
     head_seq: int = -1  # last verified chain head, to detect a server forking history
     head_hash: bytes = b""
     state: dict[str, bytes] = {}  # per-feature data (rooms, calls) keyed by feature

@@ -248,6 +248,8 @@ class SpaceSession:
                 if stored.space_id == m.space_id and stored.signing_seed == m.signing_seed:
                     stored.space_keys.update(m.space_keys)
                     stored.invite_secrets.update(m.invite_secrets)
+                    for room_id, keys in m.room_keys.items():
+                        stored.room_keys.setdefault(room_id, {}).update(keys)
                     stored.state.update(m.state)
                     if m.head_seq >= stored.head_seq:
                         stored.head_seq, stored.head_hash = m.head_seq, m.head_hash
@@ -311,6 +313,7 @@ class SpaceSession:
         make_bodies: Callable[[Roster], Sequence[RecordBody]] | Sequence[RecordBody],
         seals: Callable[[Roster], Sequence[InviteSeal]] | None = None,
         *,
+        envelopes: Callable[[Roster], Sequence[Envelope]] | None = None,
         resync: bool = True,
     ) -> Roster:
         """Sign and append records on the current head, retrying if someone else got there
@@ -323,7 +326,7 @@ class SpaceSession:
             records = chain(self.m, self.space_id, roster, bodies)
             for record in records:
                 scratch.apply(record)
-            envelopes: list[Envelope] = []
+            sealed: list[Envelope] = []
             new_key: tuple[int, bytes] | None = None
             if scratch.needs_rekey and self.member_key in scratch.members:
                 new_key = (scratch.epoch + 1, crypto.random_key())
@@ -333,7 +336,7 @@ class SpaceSession:
                 )
                 records += chain(self.m, self.space_id, scratch, [rekey])
                 scratch.apply(records[-1])
-                envelopes = [
+                sealed = [
                     Envelope(
                         SPACE_SCOPE,
                         new_key[0],
@@ -345,13 +348,15 @@ class SpaceSession:
                 ]
             if new_key is not None:
                 self.m.space_keys[new_key[0]] = new_key[1]
+            if envelopes is not None:
+                sealed += envelopes(scratch)
             all_seals = {s.invite_id: s for s in (seals(scratch) if seals else [])}
             if new_key is not None:
                 for seal in self._reseal_invites(scratch, new_key[0], new_key[1]):
                     all_seals[seal.invite_id] = seal
             try:
                 await self.conn.request(
-                    Append(self.conn.next_id(), records, envelopes, list(all_seals.values())),
+                    Append(self.conn.next_id(), records, sealed, list(all_seals.values())),
                     Appended,
                 )
             except ServerError as exc:
@@ -449,6 +454,9 @@ async def open_space(
             raise
         session = SpaceSession(keystore, membership, conn)
         await session.sync()
+        from client.rooms import share_room_keys  # rooms build on this module
+
+        await share_room_keys(session)
         yield session
     finally:
         await conn.close()

@@ -209,7 +209,7 @@ class Membership:
             scratch = _copy_roster(roster)
             for record in records:
                 scratch.apply(record)
-            self._check_envelopes(scratch, author, envelopes)
+            await self._check_envelopes(space_id, scratch, author, envelopes)
             self._check_seals(scratch, seals)
             await self.store.append(
                 space_id, [self._stored(r) for r in records], envelopes=envelopes, seals=seals
@@ -267,15 +267,31 @@ class Membership:
             if len(encode_record(record)) > limits.max_record_bytes:
                 raise TooLarge(f"a record is larger than {limits.max_record_bytes} bytes")
 
-    @staticmethod
-    def _check_envelopes(roster: Roster, sender: bytes, envelopes: Sequence[Envelope]) -> None:
+    async def _check_envelopes(
+        self, space_id: str, roster: Roster, sender: bytes, envelopes: Sequence[Envelope]
+    ) -> None:
+        """Envelopes carry the current epoch's key of the space or of a room. A room key
+        for an epoch is made once: the first member to seal it wins, and afterwards only
+        members who hold it may seal it to others (so two members cannot split a room)."""
+        holders: dict[str, set[bytes]] = {}
         for envelope in envelopes:
             if envelope.sender != sender:
                 raise Forbidden("envelopes must come from the session's member")
             if envelope.recipient not in roster.members:
                 raise InvalidMessage("envelope for someone who is not a member")
-            if envelope.scope == SPACE_SCOPE and envelope.epoch != roster.epoch:
-                raise InvalidMessage("space key envelopes must be for the current epoch")
+            if envelope.epoch != roster.epoch:
+                raise InvalidMessage("key envelopes must be for the current epoch")
+            if envelope.scope == SPACE_SCOPE:
+                continue
+            if envelope.scope not in roster.rooms:
+                raise InvalidMessage("envelope for an unknown room")
+            if envelope.scope not in holders:
+                holders[envelope.scope] = await self.store.envelope_holders(
+                    space_id, envelope.scope, envelope.epoch
+                )
+            existing = holders[envelope.scope]
+            if existing and sender not in existing:
+                raise Forbidden("this room's key for the epoch was made by someone else")
 
     @staticmethod
     def _check_seals(roster: Roster, seals: Sequence[InviteSeal]) -> None:
@@ -308,6 +324,13 @@ class Membership:
         self._check_sizes((), (), seals)
         self._check_seals(roster, seals)
         await self.store.put_seals(space_id, seals)
+
+    async def envelope_holders(
+        self, space_id: str, member: bytes, scope: str, epoch: int
+    ) -> set[bytes]:
+        roster = await self.roster(space_id)
+        roster.active(member)
+        return await self.store.envelope_holders(space_id, scope, epoch)
 
     async def envelopes(
         self, space_id: str, member: bytes, scope: str, min_epoch: int

@@ -31,6 +31,8 @@ from nacl.signing import VerifyKey
 from spaces.errors import Conflict, Forbidden, InvalidMessage
 
 Role = Literal["owner", "moderator", "member"]
+RoomKind = Literal["chat", "channel", "conference"]
+Topology = Literal["auto", "mesh", "sfu"]
 ROLE_RANK: Final[dict[str, int]] = {"member": 1, "moderator": 2, "owner": 3}
 RECORD_DOMAIN: Final = b"salon/record/v1\x00"
 JOIN_DOMAIN: Final = b"salon/join/v1\x00"
@@ -97,6 +99,28 @@ class Leave(msgspec.Struct, tag="leave", frozen=True):
     pass
 
 
+class RoomCreate(msgspec.Struct, tag="room", frozen=True):
+    """A room. Its name is encrypted; its kind and settings are public to the server, which
+    enforces them (who may post, lobby, stage, topology, default message lifetime)."""
+
+    room_id: str
+    kind: RoomKind
+    epoch: int
+    name_box: bytes  # secretbox(space key[epoch], name)
+    lobby: bool = False
+    stage: bool = False
+    topology: Topology = "auto"
+    ttl: int = 0  # default lifetime of messages in seconds; 0 = keep
+
+
+class RoomGrant(msgspec.Struct, tag="room_grant", frozen=True):
+    """Let a member publish in a channel (or take that right away)."""
+
+    room_id: str
+    member: bytes
+    publisher: bool
+
+
 class Rekey(msgspec.Struct, tag="rekey", frozen=True):
     epoch: int
     prev_box: bytes  # secretbox(new space key, previous space key): holders walk back
@@ -113,6 +137,8 @@ RecordBody = (
     | Remove
     | Leave
     | Rekey
+    | RoomCreate
+    | RoomGrant
 )
 
 
@@ -193,6 +219,12 @@ class Member:
 
 
 @dataclass
+class Room:
+    spec: RoomCreate
+    publishers: set[bytes] = field(default_factory=set)
+
+
+@dataclass
 class Roster:
     """The state a verified chain describes. Build with :meth:`from_records`."""
 
@@ -211,6 +243,7 @@ class Roster:
     last_departure_seq: int = -1
     meta: SpaceMeta | None = None
     rekeys: dict[int, Rekey] = field(default_factory=dict)
+    rooms: dict[str, Room] = field(default_factory=dict)
 
     @classmethod
     def from_records(cls, space_id: str, records: list[Record]) -> Roster:
@@ -231,6 +264,16 @@ class Roster:
     def needs_rekey(self) -> bool:
         """True when someone departed after the current space key was made."""
         return self.last_departure_seq > self.epoch_seq
+
+    def may_post(self, room_id: str, key: bytes) -> bool:
+        """Chat rooms: every member. Channels: owners, moderators and granted publishers."""
+        room = self.rooms.get(room_id)
+        member = self.members.get(key)
+        if room is None or member is None or room.spec.kind == "conference":
+            return False
+        if room.spec.kind == "chat":
+            return True
+        return ROLE_RANK[member.role] >= ROLE_RANK["moderator"] or key in room.publishers
 
     def active(self, key: bytes) -> Member:
         member = self.members.get(key)
@@ -332,6 +375,24 @@ class Roster:
                 "the last owner cannot leave while others remain; make someone owner first",
             )
             self._depart(record.seq, author.key, banned=False)
+        elif isinstance(body, RoomCreate):
+            self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators add rooms")
+            self._require(body.room_id not in self.rooms, "duplicate room id")
+            if not 8 <= len(body.room_id) <= 64 or body.ttl < 0:
+                raise RecordError("bad room id or lifetime")
+            self._check_epoch(body.epoch)
+            self.rooms[body.room_id] = Room(body)
+        elif isinstance(body, RoomGrant):
+            self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators grant")
+            room = self.rooms.get(body.room_id)
+            self._require(room is not None, "no such room")
+            assert room is not None
+            self._require(room.spec.kind == "channel", "publishing rights are for channels")
+            self._target(body.member)
+            if body.publisher:
+                room.publishers.add(body.member)
+            else:
+                room.publishers.discard(body.member)
         elif isinstance(body, Rekey):
             if body.epoch != self.epoch + 1:
                 raise RecordError(f"rekey to epoch {body.epoch}, expected {self.epoch + 1}")
@@ -353,6 +414,8 @@ class Roster:
 
     def _depart(self, seq: int, key: bytes, *, banned: bool) -> None:
         del self.members[key]
+        for room in self.rooms.values():
+            room.publishers.discard(key)
         self.departed[key] = banned
         self.last_departure_seq = seq
 

@@ -13,7 +13,9 @@ import os
 import secrets
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
@@ -41,8 +43,10 @@ from spaces.wire import (
     ClientMessage,
     CreateSpace,
     Done,
+    EnvelopeHolders,
     Envelopes,
     Error,
+    GetEnvelopeHolders,
     GetEnvelopes,
     GetRecords,
     InviteOpened,
@@ -69,7 +73,76 @@ HUB = web.AppKey("hub", Hub)
 ATTEMPTS_BY_ADDRESS = web.AppKey("attempts_by_address", KeyedLimiter)
 ATTEMPTS_BY_INVITE = web.AppKey("attempts_by_invite", KeyedLimiter)
 
-Handler = Callable[..., Awaitable[msgspec.Struct]]
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a member request: the app's services and the session's membership."""
+
+    app: web.Application
+    subscriber: Subscriber
+
+    @property
+    def space_id(self) -> str:
+        return self.subscriber.space_id
+
+    @property
+    def member(self) -> bytes:
+        return self.subscriber.member
+
+
+# A route answers one member request type; feature modules add theirs with add_routes().
+Route = Callable[[Caller, Any], Awaitable[msgspec.Struct]]
+ROUTES = web.AppKey("routes", dict[type, Route])
+
+
+def add_routes(app: web.Application, routes: dict[type, Route]) -> None:
+    app[ROUTES].update(routes)
+
+
+async def get_records(caller: Caller, message: GetRecords) -> msgspec.Struct:
+    m = caller.app[MEMBERSHIP]
+    (await m.roster(caller.space_id)).active(caller.member)
+    return Records(message.id, await m.records(caller.space_id, message.after))
+
+
+async def append(caller: Caller, message: Append) -> msgspec.Struct:
+    m = caller.app[MEMBERSHIP]
+    head = await m.append(
+        caller.space_id, caller.member, message.records, message.envelopes, message.seals
+    )
+    return Appended(message.id, head)
+
+
+async def list_invites(caller: Caller, message: ListInvites) -> msgspec.Struct:
+    statuses = await caller.app[MEMBERSHIP].invite_statuses(caller.space_id, caller.member)
+    return Invites(message.id, statuses)
+
+
+async def get_envelopes(caller: Caller, message: GetEnvelopes) -> msgspec.Struct:
+    m = caller.app[MEMBERSHIP]
+    found = await m.envelopes(caller.space_id, caller.member, message.scope, message.min_epoch)
+    return Envelopes(message.id, found)
+
+
+async def envelope_holders(caller: Caller, message: GetEnvelopeHolders) -> msgspec.Struct:
+    m = caller.app[MEMBERSHIP]
+    holders = await m.envelope_holders(caller.space_id, caller.member, message.scope, message.epoch)
+    return EnvelopeHolders(message.id, sorted(holders))
+
+
+async def put_seals(caller: Caller, message: PutSeals) -> msgspec.Struct:
+    await caller.app[MEMBERSHIP].put_seals(caller.space_id, caller.member, message.seals)
+    return Done(message.id)
+
+
+MEMBERSHIP_ROUTES: dict[type, Route] = {
+    GetRecords: get_records,
+    Append: append,
+    ListInvites: list_invites,
+    GetEnvelopes: get_envelopes,
+    GetEnvelopeHolders: envelope_holders,
+    PutSeals: put_seals,
+}
 
 
 class Session:
@@ -198,27 +271,11 @@ class Session:
 
     async def _dispatch(self, message: ClientMessage) -> msgspec.Struct:
         assert self.subscriber is not None
-        space_id, member = self.subscriber.space_id, self.subscriber.member
-        m = self.membership
+        route = self.app[ROUTES].get(type(message))
         try:
-            if isinstance(message, GetRecords):
-                roster = await m.roster(space_id)
-                roster.active(member)
-                return Records(message.id, await m.records(space_id, message.after))
-            if isinstance(message, Append):
-                head = await m.append(
-                    space_id, member, message.records, message.envelopes, message.seals
-                )
-                return Appended(message.id, head)
-            if isinstance(message, ListInvites):
-                return Invites(message.id, await m.invite_statuses(space_id, member))
-            if isinstance(message, GetEnvelopes):
-                found = await m.envelopes(space_id, member, message.scope, message.min_epoch)
-                return Envelopes(message.id, found)
-            if isinstance(message, PutSeals):
-                await m.put_seals(space_id, member, message.seals)
-                return Done(message.id)
-            raise InvalidMessage(f"unexpected {type(message).__name__}")
+            if route is None:
+                raise InvalidMessage(f"unexpected {type(message).__name__}")
+            return await route(Caller(self.app, self.subscriber), message)
         except SpacesError as exc:
             return Error(message.id, exc.code, exc.message)
 
@@ -337,6 +394,7 @@ def build_app(config: Config, store: Store) -> web.Application:
     loop_time = asyncio.get_event_loop().time
     limits = config.limits
     app[CONFIG] = config
+    app[ROUTES] = dict(MEMBERSHIP_ROUTES)
     app[HUB] = hub
     app[MEMBERSHIP] = Membership(store, config, hub)
     app[ATTEMPTS_BY_ADDRESS] = KeyedLimiter(

@@ -125,7 +125,7 @@ class SqliteStore:
                 [(space_id, r.seq, r.hash, r.data) for r in records],
             )
             await db.executemany(
-                "INSERT OR REPLACE INTO envelopes (space_id, scope, epoch, recipient, sender, box)"
+                "INSERT OR IGNORE INTO envelopes (space_id, scope, epoch, recipient, sender, box)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(space_id, e.scope, e.epoch, e.recipient, e.sender, e.box) for e in envelopes],
             )
@@ -176,6 +176,13 @@ class SqliteStore:
         except BaseException:
             await self.db.execute("ROLLBACK")
             raise
+
+    async def envelope_holders(self, space_id: str, scope: str, epoch: int) -> set[bytes]:
+        async with self.db.execute(
+            "SELECT recipient FROM envelopes WHERE space_id = ? AND scope = ? AND epoch = ?",
+            (space_id, scope, epoch),
+        ) as cursor:
+            return {bytes(row[0]) for row in await cursor.fetchall()}
 
     async def envelopes(
         self, space_id: str, scope: str, recipient: bytes, min_epoch: int = 0

@@ -39,8 +39,9 @@ class Store(Protocol):
         seals: Sequence[InviteSeal] = (),
         create: bool = False,
     ) -> None:
-        """Atomically add records (creating the space first if ``create``), envelopes and
-        invite seals (insert or replace). Raises spaces.errors.Conflict if a seq is taken."""
+        """Atomically add records (creating the space first if ``create``), envelopes (an
+        existing envelope for the same scope, epoch and recipient is kept) and invite seals
+        (insert or replace). Raises spaces.errors.Conflict if a seq is taken."""
         ...
 
     async def invite_seal(self, invite_id: str) -> tuple[str, InviteSeal] | None:
@@ -51,6 +52,10 @@ class Store(Protocol):
 
     async def delete_invites(self, invite_ids: Sequence[str]) -> None:
         """Forget invites (expired, used up, revoked) so their seals are gone for good."""
+        ...
+
+    async def envelope_holders(self, space_id: str, scope: str, epoch: int) -> set[bytes]:
+        """Recipients that have an envelope for (scope, epoch)."""
         ...
 
     async def envelopes(

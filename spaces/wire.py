@@ -112,6 +112,14 @@ class GetEnvelopes(msgspec.Struct, tag="get_envelopes", frozen=True):
     min_epoch: int = 0
 
 
+class GetEnvelopeHolders(msgspec.Struct, tag="get_envelope_holders", frozen=True):
+    """Who already has an envelope for (scope, epoch): members lacking one need sealing."""
+
+    id: int
+    scope: str
+    epoch: int
+
+
 class PutSeals(msgspec.Struct, tag="put_seals", frozen=True):
     id: int
     seals: list[InviteSeal]
@@ -126,6 +134,7 @@ ClientMessage = (
     | Append
     | ListInvites
     | GetEnvelopes
+    | GetEnvelopeHolders
     | PutSeals
 )
 AUTH_REQUESTS: Final = (CreateSpace, Authenticate, OpenInvite, JoinSpace)
@@ -173,6 +182,11 @@ class Envelopes(msgspec.Struct, tag="envelopes", frozen=True):
     envelopes: list[Envelope]
 
 
+class EnvelopeHolders(msgspec.Struct, tag="envelope_holders", frozen=True):
+    id: int
+    recipients: list[bytes]
+
+
 class Done(msgspec.Struct, tag="done", frozen=True):
     id: int
 
@@ -203,6 +217,7 @@ ServerMessage = (
     | Appended
     | Invites
     | Envelopes
+    | EnvelopeHolders
     | Done
     | Error
     | RecordAdded
