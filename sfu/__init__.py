@@ -1,0 +1,1 @@
+"""Selective forwarding unit: forwards end-to-end encrypted media it cannot decrypt."""
