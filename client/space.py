@@ -47,6 +47,7 @@ from spaces.wire import (
     Appended,
     Authenticate,
     CreateSpace,
+    Done,
     Envelope,
     Envelopes,
     GetEnvelopes,
@@ -58,6 +59,7 @@ from spaces.wire import (
     JoinSpace,
     ListInvites,
     OpenInvite,
+    PutSeals,
     Records,
     Welcome,
     auth_statement,
@@ -185,7 +187,25 @@ class SpaceSession:
         self._remember()
         if roster.needs_rekey and self.member_key in roster.members:
             await self.append([])  # append() adds the Rekey record
+        else:
+            await self._refresh_stale_invites()
         return self.verified
+
+    async def _refresh_stale_invites(self) -> None:
+        """Re-seal our live invites that still carry an older space key (after a leave or a
+        removal someone else handled), so those links keep working."""
+        roster = self.verified
+        me = roster.members.get(self.member_key)
+        if me is None or me.role == "member" or roster.epoch not in self.m.space_keys:
+            return
+        live = self._reseal_invites(roster, roster.epoch, self.m.space_keys[roster.epoch])
+        if not live:
+            return
+        reply = await self.conn.request(ListInvites(self.conn.next_id()), Invites)
+        stale = {s.invite_id for s in reply.invites if 0 <= s.seal_epoch < roster.epoch}
+        seals = [seal for seal in live if seal.invite_id in stale]
+        if seals:
+            await self.conn.request(PutSeals(self.conn.next_id(), seals), Done)
 
     def _verify(self, records: list[Record]) -> Roster:
         try:

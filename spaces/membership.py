@@ -305,6 +305,7 @@ class Membership:
         roster = await self.roster(space_id)
         if roster.active(member).role == "member":
             raise Forbidden("only owners and moderators can list invites")
+        epochs = await self.store.invite_epochs(space_id)
         return [
             InviteStatus(
                 invite_id=invite.invite_id,
@@ -313,6 +314,7 @@ class Membership:
                 max_uses=invite.max_uses,
                 uses=roster.invite_uses.get(invite.invite_id, 0),
                 revoked=invite.invite_id in roster.revoked,
+                seal_epoch=epochs.get(invite.invite_id, -1),
             )
             for invite in roster.invites.values()
         ]

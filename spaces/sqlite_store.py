@@ -155,6 +155,12 @@ class SqliteStore:
             return None
         return str(row[0]), InviteSeal(invite_id, int(row[1]), bytes(row[2]))
 
+    async def invite_epochs(self, space_id: str) -> dict[str, int]:
+        async with self.db.execute(
+            "SELECT invite_id, epoch FROM invites WHERE space_id = ?", (space_id,)
+        ) as cursor:
+            return {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
+
     async def put_seals(self, space_id: str, seals: Sequence[InviteSeal]) -> None:
         await self.db.execute("BEGIN IMMEDIATE")
         try:

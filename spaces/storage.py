@@ -48,6 +48,10 @@ class Store(Protocol):
         """(space id, seal) of an invite, or None."""
         ...
 
+    async def invite_epochs(self, space_id: str) -> dict[str, int]:
+        """invite id -> epoch of its stored seal, for the invites that still have one."""
+        ...
+
     async def put_seals(self, space_id: str, seals: Sequence[InviteSeal]) -> None: ...
 
     async def delete_invites(self, invite_ids: Sequence[str]) -> None:

@@ -53,6 +53,7 @@ class InviteStatus(msgspec.Struct, frozen=True):
     max_uses: int
     uses: int
     revoked: bool
+    seal_epoch: int = -1  # space-key epoch of the stored seal; -1: no usable seal
 
 
 # -- client to server: authentication (first message) ---------------------------------------

@@ -8,7 +8,7 @@ import contextlib
 import fractions
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from client.media import (
     open_video_source,
 )
 from client.recorder import GridRecorder, grid_cells, pick_codec
+from sfu.aiortc_adapter import restrict_ice_host_addresses
 
 CAST = ["Alice", "Bob", "Carol", "Dave", "Erin"]
 
@@ -297,8 +298,16 @@ async def test_grid_recorder_rejects_unwritable_path(tmp_path: Path) -> None:
 # --- a real call on loopback ---------------------------------------------------------------
 
 
+@pytest.fixture
+def loopback_ice() -> Iterator[None]:
+    """aioice never offers 127.0.0.1; keep this call's traffic on loopback."""
+    restrict_ice_host_addresses(["127.0.0.1"])
+    yield
+    restrict_ice_host_addresses(None)
+
+
 @pytest.mark.timeout(60)
-async def test_loopback_call_pattern_and_tone() -> None:
+async def test_loopback_call_pattern_and_tone(loopback_ice: None) -> None:
     # No STUN: host candidates are enough on one machine, and CI may have no network.
     offerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     answerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
