@@ -241,6 +241,44 @@ async def cmd_kick(args: argparse.Namespace) -> int:
     return 0
 
 
+AVATAR_SIDE = 128  # pixels; keeps a profile record well under the record size limit
+
+
+async def cmd_profile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from client.images import bounded_jpeg, decode_image
+
+    avatar: bytes | bool | None = True
+    if args.avatar:
+        try:
+            raw = Path(args.avatar).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.avatar}: {exc.strerror}") from None
+        avatar = bounded_jpeg(decode_image(raw, "avatar"), AVATAR_SIDE, quality=80).jpeg
+    elif args.no_avatar:
+        avatar = None
+    if args.display_name is not None and not args.display_name.strip():
+        raise UsageError("the display name cannot be empty")
+    async with session_for(args) as session:
+        await session.set_profile(args.display_name and args.display_name.strip(), avatar)
+    print("Profile updated.", file=sys.stderr)
+    return 0
+
+
+async def cmd_avatar(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    async with session_for(args) as session:
+        member = session.resolve_member(args.member)
+        avatar = session.profile(member.key).avatar
+    if not avatar:
+        raise UsageError(f"{member.display_name} has no avatar")
+    Path(args.out).write_bytes(avatar)
+    print(f"Saved {member.display_name}'s avatar to {args.out}.", file=sys.stderr)
+    return 0
+
+
 async def cmd_leave(args: argparse.Namespace) -> int:
     async with session_for(args) as session:
         name = session.m.name
@@ -403,6 +441,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ban", action="store_true", help="also refuse this member's return")
     p = command("leave", cmd_leave, help="leave a space and forget this identity")
     p.add_argument("space")
+    p = command("profile", cmd_profile, help="change your display name or avatar")
+    p.add_argument("space")
+    p.add_argument("--as", dest="display_name", help="new display name")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--avatar", help="image file (re-encoded, metadata stripped)")
+    group.add_argument("--no-avatar", action="store_true", help="remove your avatar")
+    p = command("avatar", cmd_avatar, help="save a member's avatar to a file")
+    p.add_argument("space")
+    p.add_argument("member")
+    p.add_argument("--out", required=True)
 
     room = sub.add_parser("room", help="create rooms and manage channel publishers")
     room_sub = room.add_subparsers(dest="room_command", required=True, parser_class=Parser)

@@ -149,6 +149,12 @@ def _forget(data: KeystoreData, m: SpaceMembership) -> None:
     ]
 
 
+def _rename(data: KeystoreData, m: SpaceMembership) -> None:
+    for stored in data.memberships:
+        if stored.space_id == m.space_id and stored.signing_seed == m.signing_seed:
+            stored.display_name = m.display_name
+
+
 def default_display_name() -> str:
     return f"Guest {secrets.randbelow(9000) + 1000}"
 
@@ -430,6 +436,22 @@ class SpaceSession:
         if matches[0] in roster.revoked:
             raise UsageError(f"invite {matches[0]} is already revoked")
         await self.append([InviteRevoke(matches[0])])
+
+    async def set_profile(self, display_name: str | None, avatar: bytes | bool | None) -> None:
+        """Publish a new profile. ``avatar``: JPEG bytes, None to remove, True to keep."""
+        current = self.profile(self.member_key)
+        info = ProfileInfo(
+            display_name or current.display_name,
+            current.avatar if avatar is True else avatar or None,
+        )
+
+        def bodies(roster: Roster) -> list[RecordBody]:
+            box = crypto.secretbox(self.space_key(roster.epoch), _encode(info))
+            return [Profile(roster.epoch, box)]
+
+        await self.append(bodies)
+        self.m.display_name = info.display_name
+        self.keystore.update(lambda data: _rename(data, self.m))
 
     async def set_role(self, member: MemberView, role: Role) -> None:
         await self.append([RoleChange(member.key, role)])
