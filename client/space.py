@@ -563,6 +563,11 @@ async def join_space(keystore: Keystore, link_text: str, display_name: str) -> S
             OpenInvite(conn.next_id(), link.invite_id, invite_sig), InviteOpened
         )
         space_id = opened.space_id
+        for existing in keystore.load().memberships:
+            if existing.space_id == space_id:
+                raise UsageError(
+                    f"you are already in {existing.name!r} as {existing.display_name}"
+                )
         try:
             roster = Roster.from_records(space_id, opened.records)
         except SpacesError as exc:
