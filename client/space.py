@@ -565,9 +565,7 @@ async def join_space(keystore: Keystore, link_text: str, display_name: str) -> S
         space_id = opened.space_id
         for existing in keystore.load().memberships:
             if existing.space_id == space_id:
-                raise UsageError(
-                    f"you are already in {existing.name!r} as {existing.display_name}"
-                )
+                raise UsageError(f"you are already in {existing.name!r} as {existing.display_name}")
         try:
             roster = Roster.from_records(space_id, opened.records)
         except SpacesError as exc:
