@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.toml
 
-.PHONY: run test lint typecheck unit bench-sframe clean
+.PHONY: run test lint typecheck unit bench-sframe bench-call bench-chat bench-sfu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ lint: .make-installed
 	$(BIN)/ruff format --check .
 
 typecheck: .make-installed
-	$(BIN)/mypy spaces client
+	$(BIN)/mypy spaces client sfu
 
 unit: .make-installed
 	$(BIN)/python -m pytest -q
@@ -32,6 +32,15 @@ test: lint typecheck unit
 
 bench-sframe: .make-installed
 	$(BIN)/python bench/bench_sframe.py
+
+bench-sfu: .make-installed
+	$(BIN)/python bench/bench_sfu.py
+
+bench-call: .make-installed
+	$(BIN)/python bench/bench_call.py
+
+bench-chat: .make-installed
+	$(BIN)/python bench/bench_chat.py
 
 clean:
 	rm -rf $(VENV) .make-installed .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -357,10 +357,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.server.port = args.port
     if args.data is not None:
         config.server.data_dir = args.data
+    # Only our own packages log at the configured level: libraries such as aiosqlite log
+    # SQL parameters (invite ids, records) at debug, which must never reach the log.
     logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for package in ("spaces", "sfu"):
+        logging.getLogger(package).setLevel(config.server.log_level.upper())
     run(serve(config))
     return 0
 
@@ -470,6 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(grant=grant)
     p = with_json(command("rooms", cmd_rooms, help="list a space's rooms"))
     p.add_argument("space")
+
+    from client.cli_chat import add_chat_commands  # send, read, story
+
+    add_chat_commands(sub, command, with_json, Parser)
+
+    from client.cli_call import add_call_commands  # call, mod, hand
+
+    add_call_commands(sub)
     return parser
 
 

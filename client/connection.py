@@ -11,12 +11,24 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from client.errors import ClientError, ServerError, Unreachable, VerificationError
+from client.errors import ClientError, ServerError, Unreachable, UsageError, VerificationError
 from spaces.wire import Challenge, Error, ServerMessage, SessionClosed, encoder, server_decoder
 
 R = TypeVar("R", bound=msgspec.Struct)
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
+
+
+def check_server_url(server: str) -> str:
+    """A normalised http(s) server URL; UsageError with the reason if it is not one."""
+    try:
+        parts = urlsplit(server.strip())
+        parts.port  # noqa: B018 -- raises ValueError on a malformed host:port
+    except ValueError:
+        raise UsageError(f"{server!r} is not a valid server URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{server!r} is not a server URL like http://127.0.0.1:8080")
+    return server.strip().rstrip("/")
 
 
 def origin_of(server: str) -> str:
@@ -34,7 +46,7 @@ class Connection:
     """Use :meth:`open`; then :meth:`request` and :attr:`events`; always :meth:`close`."""
 
     def __init__(self, server: str) -> None:
-        self.server = server.rstrip("/")
+        self.server = check_server_url(server)
         self.origin = origin_of(self.server)
         self.events: asyncio.Queue[ServerMessage] = asyncio.Queue()
         self.challenge: Challenge | None = None

@@ -62,7 +62,11 @@ def invite_seal_key(secret: bytes, invite_id: str) -> bytes:
 def parse_invite_link(text: str) -> InviteLink:
     """Parse a link; raises LinkError with a reason a person can act on."""
     text = text.strip()
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 -- raises ValueError on a malformed host:port
+    except ValueError:
+        raise LinkError("not an invite link: its address is malformed") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise LinkError("not an invite link: expected http(s)://HOST/join/ID#SECRET")
     prefix, sep, invite_id = parts.path.rpartition("/join/")

@@ -90,7 +90,7 @@ class Keystore:
         self._opslimit = opslimit
         self._memlimit = memlimit
         self._key: bytes | None = None
-        self._salt: bytes | None = None
+        self._params: tuple[bytes, int, int] | None = None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -102,13 +102,15 @@ class Keystore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _derive(self, salt: bytes, opslimit: int, memlimit: int, creating: bool) -> bytes:
-        if self._key is None or self._salt != salt:
+    def _derive(self, params: tuple[bytes, int, int], creating: bool) -> bytes:
+        """The key for (salt, opslimit, memlimit), derived once per process."""
+        if self._key is None or self._params != params:
+            salt, opslimit, memlimit = params
             secret = self._passphrase(creating).encode()
             self._key = nacl.pwhash.argon2id.kdf(
                 nacl.secret.SecretBox.KEY_SIZE, secret, salt, opslimit=opslimit, memlimit=memlimit
             )
-            self._salt = salt
+            self._params = params
         return self._key
 
     def _read(self) -> KeystoreData:
@@ -121,7 +123,7 @@ class Keystore:
         if len(blob) < HEADER.size or not blob.startswith(MAGIC):
             raise KeystoreError(f"{self.path} is not a Salon keystore")
         _, salt, opslimit, memlimit = HEADER.unpack_from(blob)
-        key = self._derive(salt, opslimit, memlimit, creating=False)
+        key = self._derive((salt, opslimit, memlimit), creating=False)
         try:
             plain = nacl.secret.SecretBox(key).decrypt(blob[HEADER.size :])
         except nacl.exceptions.CryptoError:
@@ -133,11 +135,15 @@ class Keystore:
             raise KeystoreError(f"the keystore at {self.path} is damaged: {exc}") from None
 
     def _write(self, data: KeystoreData) -> None:
-        if self._salt is None:
-            self._salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
-            self._key = None
-        key = self._derive(self._salt, self._opslimit, self._memlimit, creating=True)
-        header = HEADER.pack(MAGIC, self._salt, self._opslimit, self._memlimit)
+        # Keep the file's own salt and limits (read just before, under the lock); a new
+        # keystore gets a fresh salt and this object's limits.
+        params = self._params or (
+            nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES),
+            self._opslimit,
+            self._memlimit,
+        )
+        key = self._derive(params, creating=True)
+        header = HEADER.pack(MAGIC, *params)
         blob = header + nacl.secret.SecretBox(key).encrypt(msgspec.msgpack.encode(data))
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

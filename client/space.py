@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import msgspec
 
 from client import crypto
-from client.connection import Connection
+from client.connection import Connection, check_server_url
 from client.errors import ServerError, UsageError, VerificationError
 from client.invites import InviteLink, new_invite_link, parse_invite_link
 from client.keystore import Keystore, KeystoreData, SpaceMembership
@@ -514,7 +514,7 @@ async def create_space(
     creation_token: str = "",
 ) -> tuple[SpaceMembership, InviteLink]:
     """Create a space owned by a fresh identity, with a first invite link."""
-    m = _new_membership(server.rstrip("/"), display_name)
+    m = _new_membership(check_server_url(server), display_name)
     genesis = Genesis(crypto.public_box_key(m.box_secret), secrets.token_bytes(16))
     space_id = derive_space_id(crypto.public_signing_key(m.signing_seed), genesis)
     space_key = crypto.random_key()

@@ -2,14 +2,51 @@
 
 ``tests/test_aiortc_adapter.py`` checks each name this module touches, so an aiortc or
 aioice upgrade that moves one fails loudly there instead of silently breaking media.
+
+What this module adds to the public aiortc API:
+
+* ICE host restriction: :func:`restrict_ice_host_addresses` / ``$SALON_ICE_HOSTS``.
+* Pass-through receiving: :func:`enable_passthrough` — the receiver's track yields
+  :class:`EncodedFrame` (encoded bytes) instead of decoded frames.
+* Marker-bit release: :func:`use_marker_release` — frames leave the jitter buffer as soon as
+  they are complete instead of one frame (video) or four packets (audio) later.
+* Pre-encoded sending: :func:`enable_preencoded` — the sender packetizes the
+  :class:`OutboundFrame` objects its track yields (with their audio level) as they are.
+* Keyframe requests: :func:`on_keyframe_request` (a remote PLI/FIR reached our sender),
+  :func:`send_pli` (ask a remote sender for a keyframe).
+* Negotiated parameters: :func:`sender_ssrc`, :func:`negotiated_codecs`,
+  :func:`negotiated_header_extensions`.
+* SFU fast path: :func:`intercept_rtp` / :func:`receive_rtp_from_socket` (decrypted
+  inbound RTP to a callback) and :class:`RtpSink` (protect and send RTP synchronously).
 """
 
 from __future__ import annotations
 
+import asyncio
+import fractions
+import logging
 import os
-from collections.abc import Sequence
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import aioice.ice
+import aiortc.codecs
+import aiortc.codecs.base
+import aiortc.rtcrtpreceiver
+import pylibsrtp
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCEncodedFrame, RTCRtpSender
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.rtp import RtpPacket
+
+logger = logging.getLogger(__name__)
 
 ICE_HOSTS_ENV = "SALON_ICE_HOSTS"
 _original_host_addresses = aioice.ice.get_host_addresses
@@ -38,3 +75,404 @@ def apply_ice_env() -> None:
     value = os.environ.get(ICE_HOSTS_ENV, "").strip()
     if value:
         restrict_ice_host_addresses([a.strip() for a in value.split(",") if a.strip()])
+
+
+# =====================================================================================
+# Receiving encoded frames without decoding them (pass-through decoder)
+# =====================================================================================
+
+
+@dataclass(slots=True)
+class EncodedFrame:
+    """One reassembled encoded frame, as a pass-through receiver's track yields it.
+
+    ``timestamp`` is the RTP timestamp rebased to start at 0 (aiortc's TimestampMapper),
+    in the codec's clock rate (90 kHz video, 48 kHz Opus).
+    """
+
+    data: bytes
+    timestamp: int
+    codec: str  # lower-case codec name: "vp8", "opus"
+
+
+class PassThroughDecoder(aiortc.codecs.base.Decoder):
+    """A "decoder" that hands the reassembled frame bytes to the track unchanged.
+
+    It runs in aiortc's decoder thread, which only survives ``av.FFmpegError``: anything
+    else raised here would silently end the track, so this never raises.
+    """
+
+    def __init__(self, codec_name: str) -> None:
+        self.codec_name = codec_name.lower()
+
+    def decode(self, encoded_frame: JitterFrame) -> list[Any]:
+        try:
+            return [
+                EncodedFrame(bytes(encoded_frame.data), encoded_frame.timestamp, self.codec_name)
+            ]
+        except Exception:  # never let the decoder thread die
+            logger.debug("pass-through decoder dropped a frame", exc_info=True)
+            return []
+
+
+_original_decoder_worker = aiortc.rtcrtpreceiver.decoder_worker
+_original_get_decoder: Callable[[RTCRtpCodecParameters], aiortc.codecs.base.Decoder] = getattr(  # noqa: B009
+    aiortc.rtcrtpreceiver, "get_decoder"
+)
+_passthrough_lock = threading.Lock()
+_passthrough_receivers: weakref.WeakSet[RTCRtpReceiver] = weakref.WeakSet()
+_decoder_thread = threading.local()
+
+
+def _decoder_worker(
+    loop: asyncio.AbstractEventLoop,
+    input_q: queue.Queue[Any],
+    output_q: asyncio.Queue[Any],
+    decode_error: threading.Event,
+) -> None:
+    # aiortc starts one worker thread per receiver with the track's queue as output_q;
+    # that queue tells us which receiver this thread serves.
+    with _passthrough_lock:
+        passthrough = any(
+            r._track is not None and r._track._queue is output_q for r in _passthrough_receivers
+        )
+    _decoder_thread.passthrough = passthrough
+    _original_decoder_worker(loop, input_q, output_q, decode_error)
+
+
+def _get_decoder(codec: RTCRtpCodecParameters) -> aiortc.codecs.base.Decoder:
+    if getattr(_decoder_thread, "passthrough", False):
+        return PassThroughDecoder(codec.name)
+    return _original_get_decoder(codec)
+
+
+def _install_decoder_hooks() -> None:
+    aiortc.rtcrtpreceiver.decoder_worker = _decoder_worker
+    setattr(aiortc.rtcrtpreceiver, "get_decoder", _get_decoder)  # noqa: B010
+
+
+def enable_passthrough(receiver: RTCRtpReceiver) -> None:
+    """Make ``receiver.track.recv()`` return :class:`EncodedFrame` objects, never decoding.
+
+    Call it before the connection starts receiving (right after ``addTransceiver`` or
+    in the ``track`` event); other receivers in the process keep decoding normally.
+    """
+    _install_decoder_hooks()
+    with _passthrough_lock:
+        _passthrough_receivers.add(receiver)
+
+
+# =====================================================================================
+# Releasing frames on the RTP marker bit instead of the stock jitter-buffer delay
+# =====================================================================================
+
+
+def _vp8_starts_frame(payload: bytes) -> bool:
+    # VP8 payload descriptor (RFC 7741 §4.2): S bit set and partition index 0.
+    return bool(payload) and payload[0] & 0x10 != 0 and payload[0] & 0x07 == 0
+
+
+def _seq_older(a: int, b: int) -> bool:
+    return a != b and (b - a) & 0xFFFF < 0x8000
+
+
+class MarkerJitterBuffer:
+    """Drop-in for aiortc's ``JitterBuffer`` that releases a frame as soon as it is complete.
+
+    The stock buffer releases a frame only when the *next* frame's first packet arrives
+    (~33 ms for video) and prefetches 4 audio packets (~80 ms). Here a video frame is
+    released as soon as every packet from its start (VP8 S bit) to its end (RTP marker) is
+    present, in whatever order they came; each audio packet is a frame. Incomplete frames
+    older than a released one are discarded and reported with the PLI flag, as the stock
+    buffer does when it overflows. Packets arriving after their frame's slot are dropped.
+    """
+
+    def __init__(self, kind: str, capacity: int = 256) -> None:
+        self._video = kind == "video"
+        self._capacity = capacity
+        self._packets: dict[int, RtpPacket] = {}
+        self._next: int | None = None  # first sequence number not yet released
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        if self._next is not None and _seq_older(seq, self._next):
+            return False, None  # late: its frame was already released or given up
+        data = getattr(packet, "_data", b"")
+        if not self._video:
+            self._next = (seq + 1) & 0xFFFF
+            return False, JitterFrame(data=data, timestamp=packet.timestamp)
+        pli = False
+        self._packets[seq] = packet
+        if len(self._packets) > self._capacity:
+            # No complete frame for a whole buffer: start over from this packet.
+            self._packets = {seq: packet}
+            self._next = None
+            pli = True
+        bounds = self._frame_bounds(seq, packet.timestamp)
+        if bounds is None:
+            return pli, None
+        first, last = bounds
+        if self._next is not None and first != self._next:
+            pli = True  # an earlier frame never completed: the picture is broken
+        parts = []
+        s = first
+        while True:
+            parts.append(getattr(self._packets[s], "_data", b""))
+            if s == last:
+                break
+            s = (s + 1) & 0xFFFF
+        for k in [k for k in self._packets if not _seq_older(last, k)]:
+            del self._packets[k]
+        self._next = (last + 1) & 0xFFFF
+        return pli, JitterFrame(data=b"".join(parts), timestamp=packet.timestamp)
+
+    def _frame_bounds(self, seq: int, timestamp: int) -> tuple[int, int] | None:
+        """First and last sequence numbers of the frame holding ``seq``, if it is complete."""
+        first = seq
+        for _ in range(self._capacity):
+            p = self._packets.get(first)
+            if p is None or p.timestamp != timestamp:
+                return None
+            if _vp8_starts_frame(p.payload):
+                break
+            first = (first - 1) & 0xFFFF
+        else:
+            return None
+        last = seq
+        for _ in range(self._capacity):
+            p = self._packets.get(last)
+            if p is None or p.timestamp != timestamp:
+                return None
+            if p.marker:
+                return first, last
+            last = (last + 1) & 0xFFFF
+        return None
+
+
+def use_marker_release(receiver: RTCRtpReceiver, kind: str) -> None:
+    """Replace ``receiver``'s jitter buffer with a :class:`MarkerJitterBuffer`."""
+    receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(kind)  # type: ignore[attr-defined]
+
+
+# =====================================================================================
+# Sending pre-encoded frames, and keyframe requests in both directions
+# =====================================================================================
+
+
+@dataclass(slots=True)
+class OutboundFrame:
+    """An encoded frame for a pre-encoded sender (an ``av.Packet`` look-alike).
+
+    ``audio_level`` is in dBov (-127 … 0, as ``aiortc.rtp.compute_audio_level_dbov``) and
+    goes into the RFC 6464 header extension; ``None`` sends none.
+    """
+
+    data: bytes
+    pts: int
+    time_base: fractions.Fraction
+    audio_level: int | None = None
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+
+def enable_preencoded(sender: RTCRtpSender) -> None:
+    """Make ``sender`` packetize its track's :class:`OutboundFrame` objects without encoding.
+
+    aiortc's own pre-encoded path (``encoder.pack``) drops the audio level, which the SFU
+    needs for the active speaker; this one keeps it. Call before the sender starts.
+    """
+    packer: aiortc.codecs.base.Encoder | None = None
+
+    async def next_encoded_frame(codec: RTCRtpCodecParameters) -> RTCEncodedFrame | None:
+        nonlocal packer
+        data = await sender.track.recv()
+        if not sender._enabled:
+            return None  # direction not sending: read and drop, like aiortc
+        if packer is None:
+            packer = aiortc.codecs.get_encoder(codec)
+        payloads, timestamp = packer.pack(data)  # type: ignore[arg-type]
+        if not payloads:
+            return None
+        level = getattr(data, "audio_level", None)
+        return RTCEncodedFrame(payloads, timestamp, level)  # type: ignore[arg-type]
+
+    sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
+
+
+def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """Call ``callback`` when the remote side asks ``sender`` for a keyframe (PLI or FIR).
+
+    The stock behaviour (flagging aiortc's own encoder) is replaced: with pre-encoded or
+    forwarded media there is no aiortc encoder to flag.
+    """
+
+    def send_keyframe() -> None:
+        try:
+            callback()
+        except Exception:
+            logger.exception("keyframe request handler failed")
+
+    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+
+
+async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
+    """Send an RTCP PLI for ``media_ssrc`` from ``receiver`` (ask the sender for a keyframe)."""
+    await receiver._send_rtcp_pli(media_ssrc)
+
+
+def sender_ssrc(sender: RTCRtpSender) -> int:
+    """The SSRC ``sender`` sends with (announced in its SDP m-line)."""
+    return int(sender._ssrc)
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The codecs negotiated for ``transceiver``, preferred first (after an offer/answer)."""
+    return list(transceiver._codecs)
+
+
+def negotiated_header_extensions(
+    transceiver: RTCRtpTransceiver,
+) -> list[RTCRtpHeaderExtensionParameters]:
+    """The RTP header extensions negotiated for ``transceiver``."""
+    return list(transceiver._headerExtensions)
+
+
+# =====================================================================================
+# SFU fast path: raw RTP in, SRTP datagrams out, no per-packet coroutines
+# =====================================================================================
+
+
+def intercept_rtp(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None]) -> None:
+    """Route every decrypted inbound RTP packet of ``dtls`` to ``on_rtp`` instead of aiortc.
+
+    aiortc's receivers (jitter buffer, depacketizer, decoder) never see the packets. RTCP
+    still goes to aiortc, but an exception while handling a malformed RTCP packet is
+    swallowed here instead of closing the transport. ``on_rtp`` must not block.
+    """
+
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        try:
+            on_rtp(data)
+        except Exception:
+            logger.exception("RTP handler failed; packet dropped")
+
+    original_rtcp = dtls._handle_rtcp_data
+
+    async def handle_rtcp_data(data: bytes) -> None:
+        try:
+            await original_rtcp(data)
+        except Exception:
+            logger.debug("dropped RTCP that aiortc could not handle", exc_info=True)
+
+    dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+    dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
+
+
+def receive_rtp_from_socket(
+    dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None], *, decrypt: bool = True
+) -> bool:
+    """Decrypt inbound RTP right in the socket callback and hand it to ``on_rtp``.
+
+    Skips aioice's STUN parse attempt, its queue and a hop through the DTLS task per packet
+    (lower latency and CPU under load). DTLS, STUN and RTCP still take aiortc's path, as
+    does anything arriving on another socket (keep :func:`intercept_rtp` installed for
+    those). Call once connected; returns False (nothing installed) before that.
+    ``decrypt=False`` hands over the SRTP packets unverified (header readable, payload
+    not): only for load generators that count packets.
+    """
+    srtp = dtls._rx_srtp
+    pair = dtls.transport._connection._nominated.get(1)
+    if srtp is None or pair is None:
+        return False
+    protocol = pair.protocol
+    original = protocol.datagram_received
+
+    def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+        # RFC 7983 demultiplexing: 128-191 is RTP or RTCP; RTCP types are 192-223.
+        if len(data) > 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
+            try:
+                plain = srtp.unprotect(data) if decrypt else data
+            except pylibsrtp.Error:
+                return  # forged, replayed or not ours: what aiortc would drop too
+            try:
+                on_rtp(plain)
+            except Exception:
+                logger.exception("RTP handler failed; packet dropped")
+            return
+        original(data, addr)
+
+    protocol.datagram_received = datagram_received  # type: ignore[method-assign,assignment]
+    return True
+
+
+class RtpSink:
+    """Send RTP packets on ``dtls`` synchronously: SRTP-protect, then ``sendto`` the ICE pair.
+
+    Calling it returns False when the packet was *not* taken — not connected yet, or the
+    socket's write buffer is above ``write_buffer_limit`` (the caller keeps the packet
+    queued). aiortc's own path costs four coroutine hops per packet; this costs none.
+    """
+
+    __slots__ = (
+        "_addr",
+        "_dtls",
+        "_nominated",
+        "_pair",
+        "_srtp",
+        "_transport",
+        "congested",
+        "sent",
+        "write_buffer_limit",
+    )
+
+    def __init__(self, dtls: RTCDtlsTransport, write_buffer_limit: int = 256 * 1024) -> None:
+        self._dtls = dtls
+        self._srtp: pylibsrtp.Session | None = None
+        self._nominated: dict[int, Any] = dtls.transport._connection._nominated
+        self._pair: Any = None
+        self._transport: Any = None  # asyncio's datagram transport (has get_write_buffer_size)
+        self._addr: tuple[str, int] | None = None
+        self.write_buffer_limit = write_buffer_limit
+        self.sent = 0
+        self.congested = 0
+
+    def __call__(self, packet: bytes) -> bool:
+        srtp = self._srtp
+        if srtp is None:
+            srtp = self._srtp = self._dtls._tx_srtp  # set once, when DTLS completes
+            if srtp is None:
+                return False
+        pair = self._nominated.get(1)  # emptied when ICE closes
+        if pair is None:
+            return False
+        if pair is not self._pair:
+            self._pair = pair
+            self._transport = pair.protocol.transport
+            self._addr = pair.remote_addr
+        transport = self._transport
+        if transport.get_write_buffer_size() > self.write_buffer_limit:
+            self.congested += 1
+            return False
+        try:
+            transport.sendto(srtp.protect(packet), self._addr)
+        except pylibsrtp.Error:
+            logger.debug("SRTP refused an outbound packet; dropped")
+        self.sent += 1
+        return True
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        """Protect (SRTCP) and send one RTCP compound packet; False if not connected."""
+        srtp = self._dtls._tx_srtp
+        pair = self._dtls.transport._connection._nominated.get(1)
+        if srtp is None or pair is None:
+            return False
+        try:
+            pair.protocol.transport.sendto(srtp.protect_rtcp(packet), pair.remote_addr)
+        except pylibsrtp.Error:
+            logger.debug("SRTCP refused an outbound packet; dropped")
+        return True

@@ -37,12 +37,27 @@ class LimitsSection(msgspec.Struct, forbid_unknown_fields=True):
     join_attempts_per_minute_per_address: int = 30
     join_attempts_per_minute_per_invite: int = 60
     auth_timeout_seconds: float = 10.0
+    # chat and stories (spaces/chat.py)
+    max_chat_message_bytes: int = 16_384
+    max_story_bytes: int = 4_194_304
+    max_story_thumb_bytes: int = 131_072
+    max_story_meta_bytes: int = 8_192
+    messages_per_second_per_member: float = 10.0
+    message_burst_per_member: int = 50
+    expiry_sweep_seconds: float = 5.0
+
+
+class ConferenceSection(msgspec.Struct, forbid_unknown_fields=True):
+    mesh_max: int = 4
+    max_participants: int = 100
+    max_signal_bytes: int = 65_536
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     server: ServerSection = msgspec.field(default_factory=ServerSection)
     spaces: SpacesSection = msgspec.field(default_factory=SpacesSection)
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
+    conference: ConferenceSection = msgspec.field(default_factory=ConferenceSection)
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -68,6 +69,11 @@ class Subscriber:
 class Hub:
     def __init__(self) -> None:
         self._by_space: dict[str, set[Subscriber]] = {}
+        self._on_remove: list[Callable[[Subscriber], None]] = []
+
+    def on_remove(self, callback: Callable[[Subscriber], None]) -> None:
+        """Call ``callback(subscriber)`` whenever a connection goes (e.g. to leave calls)."""
+        self._on_remove.append(callback)
 
     def add(self, subscriber: Subscriber) -> None:
         self._by_space.setdefault(subscriber.space_id, set()).add(subscriber)
@@ -78,6 +84,8 @@ class Hub:
             members.discard(subscriber)
             if not members:
                 del self._by_space[subscriber.space_id]
+        for callback in self._on_remove:
+            callback(subscriber)
 
     def subscribers(self, space_id: str) -> list[Subscriber]:
         return list(self._by_space.get(space_id, ()))

@@ -152,7 +152,7 @@ class Membership:
             raise Expired("this invite link has expired")
         if roster.invite_uses.get(invite_id, 0) >= invite.max_uses:
             raise UsedUp("this invite link has been used up")
-        if seal.epoch != roster.epoch:
+        if seal.epoch != roster.epoch or not seal.sealed:
             raise Stale(
                 "this invite link predates a membership change and no moderator has refreshed "
                 "it yet; ask for a new link"
@@ -239,7 +239,7 @@ class Membership:
             if invite_id in roster.revoked
             or roster.invite_uses.get(invite_id, 0) >= roster.invites[invite_id].max_uses
         ]
-        await self.store.delete_invites(dead)
+        await self.store.wipe_invite_seals(dead)
 
     async def sweep_expired_invites(self) -> int:
         now = self.clock()
@@ -249,7 +249,7 @@ class Membership:
             for invite_id, invite in roster.invites.items()
             if invite.expires_at <= now
         ]
-        await self.store.delete_invites(dead)
+        await self.store.wipe_invite_seals(dead)
         return len(dead)
 
     def _check_sizes(

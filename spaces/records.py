@@ -176,7 +176,7 @@ def encode_record(record: Record) -> bytes:
 def decode_record(data: bytes) -> Record:
     try:
         return _record_decoder.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RecordError(f"malformed record: {exc}") from None
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
+from spaces.chat import install_chat
+from spaces.conference_routes import install_conferences
 from spaces.config import Config
 from spaces.errors import (
     InvalidMessage,
@@ -317,8 +319,7 @@ class ClientMessageIterator:
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 raise StopAsyncIteration
             if msg.type == WSMsgType.ERROR:
-                error = TooLarge("message too large or malformed frame")
-                await self._error(error)
+                # Far above the limit (or a broken frame): aiohttp has closed with 1009/1002.
                 raise StopAsyncIteration
             if not session.take_token():
                 await self._error(RateLimited("too many requests; slow down"))
@@ -326,10 +327,14 @@ class ClientMessageIterator:
             if msg.type != WSMsgType.BINARY:
                 await self._error(InvalidMessage("expected a binary MessagePack frame"))
                 continue
+            limit = session.config.limits.max_message_bytes
+            if len(msg.data) > limit:
+                await self._error(TooLarge(f"messages are limited to {limit} bytes"))
+                continue
             try:
                 message: ClientMessage = client_decoder.decode(msg.data)
                 return message
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 await self._error(InvalidMessage(f"invalid message: {exc}"))
 
     async def _error(self, error: SpacesError) -> None:
@@ -374,7 +379,9 @@ def request_origin(request: web.Request, config: Config) -> str:
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     config = request.app[CONFIG]
-    ws = web.WebSocketResponse(max_msg_size=config.limits.max_message_bytes, heartbeat=30)
+    # aiohttp drops the connection above its own limit; up to 4x ours we answer too_large
+    # and keep the session, so a client learns why instead of seeing a dead socket.
+    ws = web.WebSocketResponse(max_msg_size=4 * config.limits.max_message_bytes, heartbeat=30)
     await ws.prepare(request)
     session = Session(request.app, ws, request_origin(request, config), request.remote or "")
     try:
@@ -421,6 +428,14 @@ def build_app(config: Config, store: Store) -> web.Application:
         await store.close()
 
     app.cleanup_ctx.append(lifecycle)
+
+    async def end_sessions(app: web.Application) -> None:
+        # aiohttp waits (up to 60 s) for open handlers before cleanup runs: end them first.
+        hub.close_all(SessionClosed("shutdown"))
+
+    app.on_shutdown.append(end_sessions)
+    install_chat(app, store)  # after the store's context: opens after it, closes before
+    install_conferences(app, store)  # likewise
     return app
 
 

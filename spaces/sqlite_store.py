@@ -157,7 +157,8 @@ class SqliteStore:
 
     async def invite_epochs(self, space_id: str) -> dict[str, int]:
         async with self.db.execute(
-            "SELECT invite_id, epoch FROM invites WHERE space_id = ?", (space_id,)
+            "SELECT invite_id, epoch FROM invites WHERE space_id = ? AND epoch >= 0",
+            (space_id,),
         ) as cursor:
             return {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
 
@@ -170,13 +171,14 @@ class SqliteStore:
             await self.db.execute("ROLLBACK")
             raise
 
-    async def delete_invites(self, invite_ids: Sequence[str]) -> None:
+    async def wipe_invite_seals(self, invite_ids: Sequence[str]) -> None:
         if not invite_ids:
             return
         await self.db.execute("BEGIN IMMEDIATE")
         try:
             await self.db.executemany(
-                "DELETE FROM invites WHERE invite_id = ?", [(i,) for i in invite_ids]
+                "UPDATE invites SET sealed = x'', epoch = -1 WHERE invite_id = ? AND epoch >= 0",
+                [(i,) for i in invite_ids],
             )
             await self.db.execute("COMMIT")
         except BaseException:

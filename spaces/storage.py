@@ -54,8 +54,10 @@ class Store(Protocol):
 
     async def put_seals(self, space_id: str, seals: Sequence[InviteSeal]) -> None: ...
 
-    async def delete_invites(self, invite_ids: Sequence[str]) -> None:
-        """Forget invites (expired, used up, revoked) so their seals are gone for good."""
+    async def wipe_invite_seals(self, invite_ids: Sequence[str]) -> None:
+        """Erase the seals of invites that can no longer be used (expired, used up,
+        revoked) so the sealed space key is gone for good; the invite id stays known so a
+        late joiner hears why the link no longer works."""
         ...
 
     async def envelope_holders(self, space_id: str, scope: str, epoch: int) -> set[bytes]:

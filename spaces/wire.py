@@ -16,6 +16,33 @@ from typing import Final
 
 import msgspec
 
+from spaces.chat_wire import (
+    FetchMessages,
+    FetchStoryPart,
+    ListStories,
+    Messages,
+    MessagesAdded,
+    MessageSent,
+    PostStory,
+    SendMessage,
+    Stories,
+    StoryChunkStored,
+    StoryPart,
+    StoryPosted,
+    UploadStoryChunk,
+)
+from spaces.conference_wire import (
+    ActInCall,
+    CallEnded,
+    CallInfo,
+    CallJoined,
+    CallSignal,
+    CallUpdate,
+    GetCall,
+    JoinCall,
+    LeaveCall,
+    SendCallSignal,
+)
 from spaces.records import Record
 
 AUTH_DOMAIN: Final = b"salon/auth/v1\x00"
@@ -137,6 +164,17 @@ ClientMessage = (
     | GetEnvelopes
     | GetEnvelopeHolders
     | PutSeals
+    | SendMessage
+    | FetchMessages
+    | UploadStoryChunk
+    | PostStory
+    | ListStories
+    | FetchStoryPart
+    | GetCall
+    | JoinCall
+    | LeaveCall
+    | ActInCall
+    | SendCallSignal
 )
 AUTH_REQUESTS: Final = (CreateSpace, Authenticate, OpenInvite, JoinSpace)
 
@@ -223,6 +261,18 @@ ServerMessage = (
     | Error
     | RecordAdded
     | SessionClosed
+    | MessageSent
+    | Messages
+    | StoryChunkStored
+    | StoryPosted
+    | Stories
+    | StoryPart
+    | MessagesAdded
+    | CallInfo
+    | CallJoined
+    | CallUpdate
+    | CallSignal
+    | CallEnded
 )
 
 client_decoder = msgspec.msgpack.Decoder(ClientMessage)

@@ -1,0 +1,797 @@
+"""The call client: join a conference room, verify everything, and run the media topology.
+
+:class:`CallClient` is what ``salon call`` runs. It joins with a signed ``join``, then
+follows the call's state as the server pushes it, and trusts nothing it cannot check:
+
+- who is in the call, muted, promoted, holding up a hand, admitted from the lobby: derived
+  from the signed actions in each state, re-verified against this device's verified roster
+  (:func:`spaces.conference.seat_flags`); an action that fails is ignored and counted;
+- signalling (SDP, media keys): opened and verified end to end (:mod:`client.callsignal`);
+  a pair whose signalling fails is refused and never connects;
+- media keys (:mod:`client.callkeys`): sent only to participants this device considers
+  admitted, so a lobby member gets none; rekeyed on leave, ratcheted on join; they give the
+  verification code every participant shows.
+
+Media goes through a :class:`~client.topology.Topology` (the mesh today). Frames from a
+sender that is muted, or not a speaker on a stage, are dropped here, whatever the topology.
+
+:func:`moderate` and :func:`raise_hand` are ``salon mod`` and ``salon hand``: they sign one
+action and send it; the server relays it to the call, whose clients verify it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import av
+import msgspec
+import numpy as np
+from aiortc.mediastreams import MediaStreamTrack
+
+from client import crypto
+from client.callkeys import CallKeys, MediaKeyMessage
+from client.callsignal import SignalBody, SignalContext, SignalKind, SignalRejected, link_id
+from client.callsignal import open_signal as open_signal_box
+from client.callsignal import seal_signal as seal_signal_box
+from client.callstats import CallStats, PeerStats
+from client.callview import CallPicture, LiveDisplay, PlainDisplay, Row
+from client.errors import ClientError, ServerError, UsageError
+from client.media import MediaError, dominant_colour, open_sources
+from client.mesh import MeshTopology
+from client.recorder import GridRecorder
+from client.rooms import RoomView
+from client.space import SpaceSession
+from client.topology import TOPOLOGIES, LinkState, Peer, Topology, TopologyContext
+from sfu.aiortc_adapter import apply_ice_env
+from spaces.conference import TARGETED, SeatFlags, action_problem, is_host, is_locked, seat_flags
+from spaces.conference_wire import (
+    ActInCall,
+    ActionName,
+    CallAction,
+    CallEnded,
+    CallInfo,
+    CallJoined,
+    CallParticipant,
+    CallSignal,
+    CallState,
+    CallUpdate,
+    GetCall,
+    JoinCall,
+    LeaveCall,
+    SendCallSignal,
+    action_signing_bytes,
+)
+from spaces.records import Role, fingerprint
+from spaces.wire import Done, RecordAdded, ServerMessage, SessionClosed
+
+log = logging.getLogger(__name__)
+TOPOLOGIES.setdefault("mesh", MeshTopology)  # the SFU topology registers "sfu" the same way
+
+JOIN_RETRIES = 3
+PENDING_SIGNAL_SECONDS = 5.0
+PENDING_SIGNALS_MAX = 64
+COLOUR_SAMPLE_EVERY = 5  # decoded frames between dominant-colour samples
+REFRESH_SECONDS = 0.5
+LEAVE_TIMEOUT = 2.0
+EXIT_ENDED = 5  # exit code when a host removed, banned or denied us
+
+
+class CallError(ClientError):
+    """The call refused us or ended us; ``str()`` is the one-line reason."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ENDED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class MediaUnavailable(ClientError):
+    """A media source or the recording could not be opened (``str()`` says which)."""
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    video: str = "test"
+    audio: str = "test"
+    duration: float | None = None
+    record: str | None = None
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    reason: str  # the stats' ended_reason
+    message: str  # one line for the user
+    exit_code: int = 0
+
+
+def sign_action(
+    session: SpaceSession,
+    room_id: str,
+    call_id: str,
+    name: ActionName,
+    target: bytes = b"",
+) -> CallAction:
+    unsigned = CallAction(
+        space_id=session.space_id,
+        room_id=room_id,
+        call_id=call_id,
+        actor=session.member_key,
+        action=name,
+        target=target,
+        issued_at=int(time.time() * 1000),
+        nonce=secrets.token_bytes(16),
+    )
+    signature = crypto.sign(session.m.signing_seed, action_signing_bytes(unsigned))
+    return msgspec.structs.replace(unsigned, sig=signature)
+
+
+def roles_of(session: SpaceSession) -> dict[bytes, Role]:
+    return {key: member.role for key, member in session.verified.members.items()}
+
+
+def _dbfs(frame: av.AudioFrame) -> float:
+    samples = frame.to_ndarray().astype(np.float64)
+    rms = float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0
+    return 20 * math.log10(rms / 32768) if rms > 0 else -math.inf
+
+
+class CallClient:
+    """One participant in one call; :meth:`run` returns how it ended (see module doc)."""
+
+    def __init__(
+        self,
+        session: SpaceSession,
+        room: RoomView,
+        options: CallOptions,
+        display: PlainDisplay | LiveDisplay,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.session = session
+        self.room = room
+        self.options = options
+        self.display = display
+        self.clock = clock
+        self.me = session.member_key
+        self.stats = CallStats()
+        self.keys = CallKeys(self.me)
+        self.call_id = ""
+        self.state: CallState | None = None
+        self.seats: dict[bytes, CallParticipant] = {}
+        self.flags: dict[bytes, SeatFlags] = {}
+        self.admitted: dict[bytes, bytes] = {}  # admitted peers -> their join nonce
+        self.me_admitted = False
+        self.seated = False
+        self.topology: Topology | None = None
+        self.video: MediaStreamTrack | None = None
+        self.audio: MediaStreamTrack | None = None
+        self.recorder: GridRecorder | None = None
+        self._context: TopologyContext | None = None
+        self._checked: dict[bytes, str | None] = {}  # action signature -> problem
+        self._pending: list[tuple[float, CallSignal]] = []
+        self._lobby_seen: set[bytes] = set()
+        self._unverified: set[bytes] = set()
+        self._stop = asyncio.Event()
+        self._join_started = 0.0
+        self._last_refresh = 0.0
+        self._topology_noted = ""
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @property
+    def room_id(self) -> str:
+        return self.room.room_id
+
+    def label(self, member: bytes) -> str:
+        if member == self.me:
+            return "you"
+        name = self.session.profile(member).display_name
+        return f"{name} ({fingerprint(member)[:8]})"
+
+    def note(self, text: str) -> None:
+        self.display.note(text)
+
+    def valid(self, action: CallAction) -> bool:
+        return self._problem(action) is None
+
+    def _problem(self, action: CallAction) -> str | None:
+        if action.sig not in self._checked:
+            self._checked[action.sig] = action_problem(
+                action,
+                roles_of(self.session),
+                space_id=self.session.space_id,
+                room_id=self.room_id,
+                call_id=self.call_id,
+            )
+        return self._checked[action.sig]
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self) -> CallOutcome:
+        apply_ice_env()
+        try:
+            video, audio = open_sources(
+                self.options.video, self.options.audio, self.session.m.display_name
+            )
+        except MediaError as exc:
+            raise MediaUnavailable(str(exc)) from None
+        self.video, self.audio = video, audio
+        outcome = CallOutcome("interrupted", "the call was interrupted", 1)
+        try:
+            if self.options.record:
+                recorder = GridRecorder(self.options.record)
+                try:
+                    await recorder.start()
+                except MediaError as exc:
+                    raise MediaUnavailable(str(exc)) from None
+                self.recorder = recorder
+            self._context = TopologyContext(self.me, self.keys, self, self, video, audio)
+            refused = await self._join()
+            outcome = refused if refused is not None else await self._serve()
+        finally:
+            self.stats.ended_reason = outcome.reason
+            await self._shutdown()
+        return outcome
+
+    async def _join(self) -> CallOutcome | None:
+        conn = self.session.conn
+        for _ in range(JOIN_RETRIES):
+            info = await conn.request(GetCall(conn.next_id(), self.room_id), CallInfo)
+            self.call_id = info.state.call_id
+            action = sign_action(self.session, self.room_id, self.call_id, "join", self.me)
+            self._join_started = self.clock()
+            try:
+                joined = await conn.request(
+                    JoinCall(conn.next_id(), self.room_id, action), CallJoined
+                )
+            except ServerError as exc:
+                if exc.code == "stale_call":
+                    continue
+                if exc.code in ("banned", "locked", "call_full"):
+                    return CallOutcome("denied", f"cannot join: {exc}", EXIT_ENDED)
+                raise
+            self.seated = True
+            self.stats.call_id = self.call_id
+            self.note(f"joined call {self.call_id} in {self.room.name!r}")
+            await self._apply_state(joined.state, None)
+            return None
+        raise CallError("the call keeps restarting; try again", 1)
+
+    async def _serve(self) -> CallOutcome:
+        loop = asyncio.get_running_loop()
+        handled: list[signal.Signals] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+                handled.append(sig)
+        duration = self.options.duration
+        deadline = self.clock() + duration if duration is not None else math.inf
+        events = self.session.conn.events
+        try:
+            while True:
+                if self._stop.is_set():
+                    return CallOutcome("interrupted", "you left the call")
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    return CallOutcome("duration", f"the call ended after {duration:g} s")
+                try:
+                    event = await asyncio.wait_for(events.get(), min(REFRESH_SECONDS, remaining))
+                except TimeoutError:
+                    event = None
+                if event is not None:
+                    outcome = await self._handle(event)
+                    if outcome is not None:
+                        return outcome
+                self._expire_pending()
+                self._refresh()
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+
+    async def _shutdown(self) -> None:
+        self._refresh(force=True)  # the last picture shows the call as it was
+        if self.seated:
+            with contextlib.suppress(ClientError, TimeoutError):
+                conn = self.session.conn
+                await asyncio.wait_for(
+                    conn.request(LeaveCall(conn.next_id(), self.room_id), Done), LEAVE_TIMEOUT
+                )
+        if self.topology is not None:
+            await self.topology.close()
+        for track in (self.video, self.audio):
+            if track is not None:
+                track.stop()
+        if self.recorder is not None:
+            try:
+                await self.recorder.stop()
+            except MediaError as exc:
+                self.note(f"recording failed: {exc}")
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def _handle(self, event: ServerMessage) -> CallOutcome | None:
+        if isinstance(event, CallUpdate):
+            state = event.state
+            if state.room_id == self.room_id and state.call_id == self.call_id:
+                await self._apply_state(state, event.action)
+        elif isinstance(event, CallSignal):
+            if event.room_id == self.room_id and event.call_id == self.call_id:
+                await self._on_signal(event)
+        elif isinstance(event, CallEnded):
+            if event.room_id == self.room_id and event.call_id == self.call_id:
+                return self._ended(event)
+        elif isinstance(event, RecordAdded):
+            await self._resync()
+        elif isinstance(event, SessionClosed):
+            self.seated = False
+            if event.reason in ("removed", "banned"):
+                return CallOutcome("removed", "you were removed from the space", EXIT_ENDED)
+            return CallOutcome(
+                "interrupted", f"lost the connection to the server ({event.reason})", 3
+            )
+        return None
+
+    async def _resync(self) -> None:
+        await self.session.sync()
+        self._checked.clear()  # roles may have changed
+        if self.state is not None:
+            await self._apply_state(self.state, None)
+
+    def _ended(self, event: CallEnded) -> CallOutcome:
+        self.seated = False
+        action = event.action
+        who = None
+        if action is not None and self.valid(action) and action.target in (self.me, b""):
+            who = self.label(action.actor)
+        if who is None:
+            return CallOutcome(
+                "interrupted",
+                f"the server ended your call ({event.reason}) without a host's signed action",
+                1,
+            )
+        if event.reason == "removed":
+            return CallOutcome("removed", f"{who} removed you from the call", EXIT_ENDED)
+        if event.reason == "banned":
+            return CallOutcome("removed", f"{who} banned you from this call", EXIT_ENDED)
+        if event.reason == "denied":
+            return CallOutcome("denied", f"{who} denied your request to join", EXIT_ENDED)
+        if event.reason == "ended":
+            return CallOutcome("ended", f"{who} ended the call for everyone")
+        return CallOutcome("interrupted", "you joined this call from another session", 1)
+
+    # -- state -------------------------------------------------------------------------------
+
+    async def _apply_state(self, state: CallState, action: CallAction | None) -> None:
+        roster = self.session.verified
+        if any(p.member not in roster.members for p in state.participants):
+            await self.session.sync()  # someone joined the space since we last looked
+            self._checked.clear()
+        self.state = state
+        self.seats = {p.member: p for p in state.participants}
+        roles = roles_of(self.session)
+        self.flags = {m: seat_flags(p, state, roles, self.valid) for m, p in self.seats.items()}
+        if action is not None:
+            self._note_action(action)
+        mine = self.seats.get(self.me)
+        if mine is None:
+            return
+        self.stats.topology = state.topology
+        if mine.status == "lobby":
+            if self.me not in self._lobby_seen:
+                self._lobby_seen.add(self.me)
+                self.note("waiting in the lobby until a host admits you (no media, no keys yet)")
+            return
+        self._note_lobby(roles)
+        await self._ensure_topology(state)
+        assert self.topology is not None
+        peers = {
+            m: seat
+            for m, seat in self.seats.items()
+            if m != self.me and seat.status == "joined" and self.flags[m].admitted
+        }
+        for member, seat in self.seats.items():
+            unverified = member != self.me and seat.status == "joined" and member not in peers
+            if unverified and member not in self._unverified:
+                self._unverified.add(member)
+                self.note(
+                    f"the server lists {self.label(member)} in the call, but their join or "
+                    "admission does not verify: not connecting to them, no keys for them"
+                )
+        current = {m: seat.join.nonce for m, seat in peers.items()}
+        joined = [m for m in current if self.admitted.get(m) != current[m]]
+        left = [m for m in self.admitted if current.get(m) != self.admitted[m]]
+        first = not self.me_admitted
+        if first:
+            self.me_admitted = self.stats.admitted = True
+            self.keys.baseline(state.version)
+        else:
+            # Someone who joined again is in both lists: their old incarnation left (rekey).
+            self.keys.membership(state.version, joined, left)
+        self.admitted = current
+        for member in left:
+            if member not in current:
+                self.note(f"{self.label(member)} left")
+        for member in joined:
+            self._peer_stats(member)
+            self.note(f"{self.label(member)} is in the call")
+        await self.topology.set_peers({m: self._peer(m) for m in peers})
+        recipients = list(peers) if first or left else joined
+        for member in recipients:
+            await self._send_key(self._peer(member))
+        self._apply_own_flags()
+        for member, stats in self.stats.peers.items():
+            flags = self.flags.get(member)
+            if flags is not None:
+                stats.muted, stats.hand_raised = flags.muted, flags.hand_raised
+                stats.role = "host" if flags.host else "speaker" if flags.speaker else "listener"
+        self._update_code()
+        await self._retry_pending()
+        self._refresh(force=True)
+
+    async def _ensure_topology(self, state: CallState) -> None:
+        if self.topology is not None and self.topology.name == state.topology:
+            return
+        factory = TOPOLOGIES.get(state.topology)
+        if factory is None:
+            raise CallError(f"this client cannot take part in a {state.topology} call yet", 1)
+        if self.topology is not None:  # the new one gets every peer from set_peers()
+            await self.topology.close()
+        assert self._context is not None
+        self.topology = factory(self._context)
+        self.stats.topology = self.topology.name
+        self.stats.e2ee = self.topology.e2ee
+        note = self._topology_note(state)
+        self.note(
+            f"topology {self.topology.name}{f' ({note})' if note else ''}; "
+            f"encryption: {self.topology.encryption}"
+        )
+
+    @staticmethod
+    def _topology_note(state: CallState) -> str:
+        notes = []
+        if state.requested_topology == "sfu" and state.topology == "mesh":
+            notes.append("the room asks for an SFU; this server has none yet, so it runs as a mesh")
+        elif state.requested_topology == "auto" and state.topology == "mesh":
+            notes.append("auto: a mesh while the call is small")
+        if state.stage:
+            notes.append("stage: only speakers send")
+        return "; ".join(notes)
+
+    def _peer(self, member: bytes) -> Peer:
+        seat = self.seats[member]
+        mine = self.seats[self.me]
+        offerer = self.me < member
+        if offerer:
+            link = link_id(mine.join.nonce, seat.join.nonce)
+        else:
+            link = link_id(seat.join.nonce, mine.join.nonce)
+        return Peer(member, seat.index, link, offerer, self.label(member))
+
+    def _peer_stats(self, member: bytes) -> PeerStats:
+        stats = self.stats.peers.get(member)
+        if stats is None:
+            name = self.session.profile(member).display_name
+            stats = PeerStats(member, name, fingerprint(member))
+            self.stats.peers[member] = stats
+        return stats
+
+    def _apply_own_flags(self) -> None:
+        flags = self.flags.get(self.me)
+        if flags is None or self.topology is None:
+            return
+        was_muted, was_role = self.stats.muted, self.stats.role
+        role = "host" if flags.host else "speaker" if flags.speaker else "listener"
+        self.stats.muted, self.stats.hand_raised, self.stats.role = (
+            flags.muted,
+            flags.hand_raised,
+            role,
+        )
+        if flags.muted and not was_muted:
+            by = self.label(flags.muted_by) if flags.muted_by else "a host"
+            self.note(f"{by} muted you: your audio is no longer sent")
+        if was_role != role and self.me_admitted and (role == "listener" or was_role == "listener"):
+            self.note(f"you are a {role} now" + (": your media is sent" if flags.speaker else ""))
+        self.topology.set_sending(video=flags.speaker, audio=flags.speaker and not flags.muted)
+
+    def _note_lobby(self, roles: dict[bytes, Role]) -> None:
+        if not is_host(roles.get(self.me)):
+            return
+        for member, seat in self.seats.items():
+            if seat.status == "lobby" and member not in self._lobby_seen:
+                self._lobby_seen.add(member)
+                space = self.session.m.name or self.session.space_id
+                self.note(
+                    f"{self.label(member)} is waiting in the lobby; admit with: salon mod "
+                    f"'{space}' '{self.room.name}' admit {fingerprint(member)[:8]}"
+                )
+        self._lobby_seen &= set(self.seats) | {self.me}
+
+    def _note_action(self, action: CallAction) -> None:
+        problem = self._problem(action)
+        if problem is not None:
+            self.stats.rejected_actions += 1
+            self.note(f"ignored an unverifiable {action.action!r} event: {problem}")
+            return
+        who, name = self.label(action.actor), action.action
+        target = self.label(action.target) if action.target else ""
+        texts = {
+            "hand-up": f"{who} raised a hand",
+            "hand-down": f"{who} lowered their hand",
+            "lower-hand": f"{who} lowered {target}'s hand",
+            "mute": f"{who} muted {target}",
+            "mute-all": f"{who} muted everyone",
+            "admit": f"{who} admitted {target}",
+            "deny": f"{who} turned {target} away",
+            "kick": f"{who} removed {target} from the call",
+            "ban": f"{who} banned {target} from this call",
+            "unban": f"{who} lifted the ban on {target}",
+            "lock": f"{who} locked the call",
+            "unlock": f"{who} unlocked the call",
+            "promote": f"{who} made {target} a speaker",
+            "demote": f"{who} made {target} a listener",
+        }
+        if name == "mute" and action.target == self.me:
+            return  # _apply_own_flags says it, with what it means
+        if name == "unmute":
+            if action.target == self.me:
+                self.note(f"{who} asks you to unmute: your microphone is on again")
+            else:
+                self.note(f"{who} asked {target} to unmute")
+        elif name in texts:
+            self.note(texts[name])
+
+    # -- keys and the verification code ------------------------------------------------------
+
+    async def _send_key(self, peer: Peer) -> None:
+        payload = msgspec.msgpack.encode(self.keys.message())
+        await self.send(peer, "media-key", payload, 0)
+
+    def _update_code(self) -> None:
+        if not self.me_admitted or not self.admitted:
+            return  # alone in the call there is nobody to compare a code with
+        code = self.keys.code(self.admitted)
+        if code is not None and self.stats.add_code(code):
+            people = len(self.admitted) + 1
+            self.note(f"verification code {code} ({people} in the call; compare it out of band)")
+
+    # -- signalling --------------------------------------------------------------------------
+
+    async def send(self, peer: Peer, kind: SignalKind, payload: bytes, attempt: int) -> None:
+        """Seal, sign and relay a signal (the topology's :class:`Signaller`)."""
+        box_key = self.session.verified.box_keys.get(peer.member)
+        if box_key is None:
+            return
+        body = SignalBody(
+            space_id=self.session.space_id,
+            room_id=self.room_id,
+            call_id=self.call_id,
+            sender=self.me,
+            recipient=peer.member,
+            kind=kind,
+            link=peer.link if kind != "media-key" else b"",
+            attempt=attempt,
+            payload=payload,
+        )
+        m = self.session.m
+        box = seal_signal_box(m.signing_seed, m.box_secret, box_key, body)
+        conn = self.session.conn
+        try:
+            await conn.request(
+                SendCallSignal(conn.next_id(), self.room_id, self.call_id, peer.member, box), Done
+            )
+        except ServerError as exc:  # they left meanwhile: the next state says so
+            log.debug("signal not relayed: %s", exc)
+
+    async def _on_signal(self, event: CallSignal) -> None:
+        sender = event.sender
+        if sender not in self.admitted:
+            if len(self._pending) < PENDING_SIGNALS_MAX:
+                self._pending.append((self.clock() + PENDING_SIGNAL_SECONDS, event))
+            return
+        box_key = self.session.verified.box_keys.get(sender)
+        context = SignalContext(self.session.space_id, self.room_id, self.call_id, self.me)
+        try:
+            if box_key is None:
+                raise SignalRejected("its sender is not a member of the space")
+            body = open_signal_box(self.session.m.box_secret, box_key, sender, event.box, context)
+        except SignalRejected as exc:
+            await self._refuse(sender, str(exc))
+            return
+        if body.kind == "media-key":
+            try:
+                message = msgspec.msgpack.decode(body.payload, type=MediaKeyMessage)
+            except msgspec.DecodeError:
+                await self._refuse(sender, "its media key is malformed")
+                return
+            if self.keys.receive(sender, message):
+                self._update_code()
+            return
+        peer = self._peer(sender)
+        if body.link != peer.link:
+            return  # for an earlier connection of ours or theirs
+        assert self.topology is not None
+        await self.topology.on_signal(peer, body.kind, body.payload, body.attempt)
+
+    async def _refuse(self, sender: bytes, reason: str) -> None:
+        self.stats.rejected_signals += 1
+        self.note(
+            f"refused signalling from {self.label(sender)}: {reason}; "
+            "not connecting to them (no insecure fallback)"
+        )
+        if sender in self.stats.peers:
+            self.stats.peers[sender].connection = "refused"
+            self.stats.peers[sender].connection_detail = reason
+        if self.topology is not None:
+            await self.topology.refuse(sender, reason)
+
+    async def _retry_pending(self) -> None:
+        ready = [ev for _, ev in self._pending if ev.sender in self.admitted]
+        self._pending = [(t, ev) for t, ev in self._pending if ev.sender not in self.admitted]
+        for event in ready:
+            await self._on_signal(event)
+
+    def _expire_pending(self) -> None:
+        now = self.clock()
+        self._pending = [(t, ev) for t, ev in self._pending if t > now]
+
+    # -- the media sink ----------------------------------------------------------------------
+
+    def on_video(self, member: bytes, frame: av.VideoFrame) -> None:
+        stats, flags = self.stats.peers.get(member), self.flags.get(member)
+        if stats is None:
+            return
+        if flags is None or not flags.speaker:
+            stats.video_frames_dropped += 1
+            return
+        stats.video_frames_decoded += 1
+        # The frame is ours alone until recorder.update() below hands it to the recorder's
+        # thread; PyAV frames must not be converted from two threads at once.
+        if stats.first_video_frame_ms is None:
+            stats.first_video_frame_ms = (self.clock() - self._join_started) * 1000
+            self.note(
+                f"first video from {self.label(member)} "
+                f"{stats.first_video_frame_ms:.0f} ms after joining"
+            )
+        if stats.video_frames_decoded % COLOUR_SAMPLE_EVERY == 1:
+            stats.dominant_colour = dominant_colour(frame.to_ndarray(format="bgr24"))
+        if self.recorder is not None:
+            self.recorder.update(stats.fingerprint, stats.display_name, frame)
+
+    def on_audio(self, member: bytes, frame: av.AudioFrame) -> None:
+        stats, flags = self.stats.peers.get(member), self.flags.get(member)
+        if stats is None:
+            return
+        if flags is None or flags.muted or not flags.speaker:
+            stats.audio_frames_dropped += 1  # a muted sender's audio is never played
+            return
+        stats.audio_frames_decoded += 1
+        stats.audio_level_dbfs = _dbfs(frame)
+        stats.audio_level_at = self.clock()
+
+    def on_link(self, member: bytes, state: LinkState, detail: str = "") -> None:
+        stats = self._peer_stats(member)
+        if stats.connection == "refused" or (state == "closed" and stats.connection != "connected"):
+            return  # keep why a pair never worked, rather than "closed" when they leave
+        stats.connection, stats.connection_detail = state, detail
+        if state == "connected":
+            assert self.topology is not None
+            self.note(f"connected to {self.label(member)}: {self.topology.encryption}")
+        elif state in ("failed", "refused"):
+            self.note(f"no connection to {self.label(member)}: {detail or state}")
+
+    def on_decrypt_failure(self, member: bytes) -> None:
+        self._peer_stats(member).decrypt_failures += 1
+
+    # -- the terminal ------------------------------------------------------------------------
+
+    def _refresh(self, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._last_refresh < REFRESH_SECONDS:
+            return
+        self._last_refresh = now
+        state = self.state
+        mine = self.seats.get(self.me)
+        picture = CallPicture(room=self.room.name)
+        if mine is None:
+            picture.status = "not in the call"
+        elif mine.status == "lobby":
+            picture.status = "waiting in the lobby for a host"
+        else:
+            picture.status = f"in the call ({len(self.admitted) + 1} participants)"
+        if state is not None:
+            picture.topology = state.topology
+            picture.topology_note = self._topology_note(state)
+            picture.locked = is_locked(state, self.valid)
+        if self.topology is not None:
+            picture.encryption = self.topology.encryption
+        picture.code = self.stats.verification_codes[-1] if self.stats.verification_codes else None
+        picture.me_muted, picture.me_hand = self.stats.muted, self.stats.hand_raised
+        picture.me_role = self.stats.role
+        for member in self.admitted:
+            stats = self._peer_stats(member)
+            level = stats.audio_level_dbfs if now - stats.audio_level_at < 1.0 else -math.inf
+            picture.rows.append(
+                Row(
+                    name=stats.display_name,
+                    fingerprint=stats.fingerprint[:8],
+                    role=stats.role,
+                    connection=stats.connection,
+                    level_dbfs=level,
+                    muted=stats.muted,
+                    hand_raised=stats.hand_raised,
+                    video_frames=stats.video_frames_decoded,
+                    audio_frames=stats.audio_frames_decoded,
+                )
+            )
+        picture.lobby = [self.label(m) for m, s in self.seats.items() if s.status == "lobby"]
+        self.display.refresh(picture)
+
+
+# -- one-shot commands -------------------------------------------------------------------------
+
+
+async def current_call(session: SpaceSession, room: RoomView) -> CallState:
+    conn = session.conn
+    return (await conn.request(GetCall(conn.next_id(), room.room_id), CallInfo)).state
+
+
+async def moderate(
+    session: SpaceSession, room: RoomView, action: ActionName, member: str | None
+) -> str:
+    """Sign and send one host action (``salon mod``); returns what was done, as a line."""
+    me = session.member_key
+    if not is_host(session.verified.members[me].role):
+        raise CallError("only the space's owners and moderators can moderate calls", 1)
+    if action in TARGETED and not member:
+        raise UsageError(f"'{action}' needs a MEMBER (display name or fingerprint prefix)")
+    if action not in TARGETED and member:
+        raise UsageError(f"'{action}' takes no MEMBER")
+    state = await current_call(session, room)
+    if not state.participants and action not in ("ban", "unban", "lock", "unlock"):
+        raise CallError(f"nobody is in the call in {room.name!r} right now", 1)
+    target = session.resolve_member(member) if member else None
+    signed = sign_action(
+        session, room.room_id, state.call_id, action, target.key if target else b""
+    )
+    conn = session.conn
+    try:
+        await conn.request(ActInCall(conn.next_id(), room.room_id, signed), Done)
+    except ServerError as exc:
+        raise CallError(f"the server refused {action!r}: {exc}", 1) from None
+    who = f" {target.display_name} ({target.fingerprint})" if target else ""
+    return f"{action}{who}: done in {room.name!r}."
+
+
+async def raise_hand(session: SpaceSession, room: RoomView, up: bool) -> str:
+    """``salon hand``: raise or lower your own hand in the call you are in."""
+    state = await current_call(session, room)
+    if session.member_key not in {p.member for p in state.participants}:
+        raise CallError(
+            f"you are not in the call in {room.name!r}; join it with 'salon call' first", 1
+        )
+    name: ActionName = "hand-up" if up else "hand-down"
+    signed = sign_action(session, room.room_id, state.call_id, name, session.member_key)
+    conn = session.conn
+    try:
+        await conn.request(ActInCall(conn.next_id(), room.room_id, signed), Done)
+    except ServerError as exc:
+        raise CallError(f"the server refused: {exc}", 1) from None
+    return f"hand {'raised' if up else 'lowered'} in {room.name!r}."
+
+
+__all__ = [
+    "CallClient",
+    "CallError",
+    "CallOptions",
+    "CallOutcome",
+    "MediaUnavailable",
+    "moderate",
+    "raise_hand",
+    "sign_action",
+]

@@ -1,0 +1,194 @@
+"""Per-sender media keys of a call and the verification code they give (sans-I/O).
+
+Every participant makes a random *base key* for the media it sends (epoch 0) and seals it
+(crypto_box, signed; see :mod:`client.callsignal`) to each admitted participant. Membership
+changes move every sender's key on, in the server's order of call states (``version``):
+
+- someone joins: every key **ratchets forward** (``HKDF(key, "salon/call-media-ratchet/v1")``,
+  epoch + 1) and each sender seals its ratcheted key to the joiner, who therefore cannot
+  derive any earlier key (it cannot decrypt media from before it joined);
+- someone leaves or is removed: every sender **rekeys** (a fresh random key, epoch + 1) and
+  seals it to the remaining participants only; until it arrives, the old key of that sender
+  is *stale*.
+
+A sealed key says at which state version it was current (``at_version``), so a receiver
+that has seen later joins ratchets it forward itself, and one that has seen a later leave
+waits for the rekey. Receivers keep the previous key of each sender for an overlap.
+
+Mesh calls do not need these keys for media (DTLS-SRTP is end to end between each pair);
+they give mesh and SFU calls the same **verification code**: a hash of the sorted
+(member key, key commitment) pairs of everyone in the call, shown as four groups of four
+digits, identical for all participants who hold the same keys for the same set of people.
+The SFU topology encrypts frames with these keys (SFrame, :mod:`client.sframe`), with
+:func:`media_kid` as the key id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+
+from client import crypto
+
+RATCHET_LABEL: Final = "salon/call-media-ratchet/v1"
+COMMITMENT_DOMAIN: Final = b"salon/call-key-commitment/v1\x00"
+CODE_DOMAIN: Final = b"salon/call-verification-code/v1\x00"
+CHANGES_KEPT: Final = 1000
+
+
+@dataclass(frozen=True)
+class SenderKey:
+    epoch: int
+    key: bytes
+
+    def ratchet(self) -> SenderKey:
+        """The next epoch's key; the old one cannot be derived from it."""
+        return SenderKey(self.epoch + 1, crypto.hkdf(self.key, RATCHET_LABEL))
+
+    def commitment(self) -> bytes:
+        """A public, binding fingerprint of the key (it reveals nothing about the key)."""
+        return hashlib.sha256(COMMITMENT_DOMAIN + self.key).digest()[:16]
+
+
+class MediaKeyMessage(msgspec.Struct, frozen=True):
+    """What a sender seals to a participant: its key, current as of call state version."""
+
+    epoch: int
+    key: bytes
+    at_version: int
+
+
+def media_kid(index: int, epoch: int) -> int:
+    """SFrame key id of a sender's key: its per-call index above, the epoch's low 16 bits."""
+    return (index << 16) | (epoch & 0xFFFF)
+
+
+def verification_code(pairs: Iterable[tuple[bytes, bytes]]) -> str:
+    """Four groups of four digits from sorted (member key, key commitment) pairs."""
+    digest = hashlib.sha256(
+        CODE_DOMAIN + b"".join(member + commitment for member, commitment in sorted(pairs))
+    ).digest()
+    digits = f"{int.from_bytes(digest[:8], 'big') % 10**16:016d}"
+    return " ".join(digits[i : i + 4] for i in range(0, 16, 4))
+
+
+@dataclass
+class _Held:
+    key: SenderKey
+    as_of: int  # the state version this key is current for
+
+
+class CallKeys:
+    """One participant's view of every sender's media key in one call.
+
+    Feed it membership changes in state order (:meth:`baseline`, :meth:`membership`) and the
+    keys others sealed to it (:meth:`receive`); after each, :attr:`own` is the key to send
+    with (and to seal to others) and :meth:`code` the verification code, if every key is in.
+    """
+
+    def __init__(self, me: bytes, random_key: Callable[[], bytes] = crypto.random_key) -> None:
+        self.me = me
+        self._random_key = random_key
+        self.own = SenderKey(0, random_key())
+        self.previous_own: SenderKey | None = None
+        self.version = -1
+        self._peers: dict[bytes, _Held] = {}
+        self._previous: dict[bytes, SenderKey] = {}
+        self._stale: set[bytes] = set()
+        self._changes: list[tuple[int, str]] = []  # (version, "join" | "leave")
+        self.listeners: list[Callable[[bytes], None]] = []  # called with whose key changed
+
+    def baseline(self, version: int) -> None:
+        """This participant was admitted at ``version``: nothing before it concerns it."""
+        self.version = max(self.version, version)
+
+    def membership(self, version: int, joined: Collection[bytes], left: Collection[bytes]) -> None:
+        """The admitted participants changed at state ``version``: rekey if anyone left,
+        else ratchet if anyone joined."""
+        for member in left:
+            self._peers.pop(member, None)
+            self._previous.pop(member, None)
+            self._stale.discard(member)
+        if version <= self.version or not (joined or left):
+            self.version = max(self.version, version)
+            return
+        kind = "leave" if left else "join"
+        self._changes.append((version, kind))
+        del self._changes[:-CHANGES_KEPT]
+        self.previous_own = self.own
+        if kind == "leave":
+            self.own = SenderKey(self.own.epoch + 1, self._random_key())
+        else:
+            self.own = self.own.ratchet()
+        for member, held in self._peers.items():
+            if held.as_of < version:
+                self._advance(member, held, kind, version)
+        self.version = version
+        self._notify(self.me)
+
+    def _advance(self, member: bytes, held: _Held, kind: str, version: int) -> None:
+        self._previous[member] = held.key
+        held.as_of = version
+        if kind == "leave":
+            self._stale.add(member)  # its fresh key is on its way
+        else:
+            held.key = held.key.ratchet()
+            self._notify(member)
+
+    def message(self) -> MediaKeyMessage:
+        """Our current key, to seal to a participant."""
+        return MediaKeyMessage(self.own.epoch, self.own.key, self.version)
+
+    def receive(self, sender: bytes, message: MediaKeyMessage) -> bool:
+        """Take a key ``sender`` sealed to us; True if it is news (a newer epoch)."""
+        if len(message.key) != crypto.KEY_LEN or message.epoch < 0:
+            return False
+        key = SenderKey(message.epoch, message.key)
+        for version, kind in self._changes:
+            if message.at_version < version <= self.version:
+                if kind == "leave":
+                    return False  # the sender rekeys after that leave; wait for it
+                key = key.ratchet()
+        held = self._peers.get(sender)
+        if held is not None and key.epoch <= held.key.epoch:
+            return False
+        if held is not None:
+            self._previous[sender] = held.key
+        self._peers[sender] = _Held(key, max(message.at_version, self.version))
+        self._stale.discard(sender)
+        self._notify(sender)
+        return True
+
+    def current(self, member: bytes) -> SenderKey | None:
+        """The key ``member`` sends with now (ours for ``self.me``); None if not held yet."""
+        if member == self.me:
+            return self.own
+        held = self._peers.get(member)
+        return None if held is None or member in self._stale else held.key
+
+    def key_for(self, member: bytes, epoch: int) -> SenderKey | None:
+        """A key of ``member`` for ``epoch``: the current or the previous one (overlap)."""
+        candidates = [self.own, self.previous_own] if member == self.me else []
+        if member != self.me:
+            held = self._peers.get(member)
+            candidates = [held.key if held else None, self._previous.get(member)]
+        return next((k for k in candidates if k is not None and k.epoch == epoch), None)
+
+    def code(self, participants: Iterable[bytes]) -> str | None:
+        """The verification code for these participants (us included or not), or None
+        while a key is missing or stale."""
+        pairs = [(self.me, self.own.commitment())]
+        for member in set(participants) - {self.me}:
+            key = self.current(member)
+            if key is None:
+                return None
+            pairs.append((member, key.commitment()))
+        return verification_code(pairs)
+
+    def _notify(self, member: bytes) -> None:
+        for listener in self.listeners:
+            listener(member)

@@ -1,0 +1,121 @@
+"""What a participant saw in a call: counters per remote participant, and the ``--stats``
+JSON (PRODUCT.md / issue 4)::
+
+    {"topology": "mesh"|"sfu", "e2ee": true|false,
+     "verification_codes": [every code shown, in order],
+     "ended_reason": "duration"|"removed"|"ended"|"denied"|"interrupted",
+     "participants": [{"display_name", "fingerprint", "video_frames_decoded",
+                       "audio_frames_decoded", "decrypt_failures", "muted", "hand_raised",
+                       ...}, ...one per remote participant seen]}
+
+Each participant entry also has: ``role`` (host, speaker or listener), ``connection`` (the
+pair's last state: connected, failed, refused, ...) with ``connection_detail``,
+``dominant_colour`` (the median BGR colour of the last sampled decoded frame, to check a
+test pattern's colour), ``video_frames_dropped`` and ``audio_frames_dropped`` (frames that
+arrived from a muted or non-speaking sender and were discarded), and
+``first_video_frame_ms`` (from our join request to the first frame decoded from them).
+The top level also has ``call_id``, ``self`` (our own muted / hand / role / admitted),
+``rejected_actions`` and ``rejected_signals`` (messages that failed end-to-end checks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+EndedReason = str  # duration | removed | ended | denied | interrupted
+
+
+@dataclass
+class PeerStats:
+    member: bytes
+    display_name: str
+    fingerprint: str
+    video_frames_decoded: int = 0
+    audio_frames_decoded: int = 0
+    video_frames_dropped: int = 0
+    audio_frames_dropped: int = 0
+    decrypt_failures: int = 0
+    muted: bool = False
+    hand_raised: bool = False
+    role: str = "speaker"
+    connection: str = "waiting"
+    connection_detail: str = ""
+    dominant_colour: tuple[int, int, int] | None = None
+    first_video_frame_ms: float | None = None
+    audio_level_dbfs: float = -math.inf
+    audio_level_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "display_name": self.display_name,
+            "fingerprint": self.fingerprint,
+            "video_frames_decoded": self.video_frames_decoded,
+            "audio_frames_decoded": self.audio_frames_decoded,
+            "decrypt_failures": self.decrypt_failures,
+            "muted": self.muted,
+            "hand_raised": self.hand_raised,
+            "role": self.role,
+            "connection": self.connection,
+            "connection_detail": self.connection_detail,
+            "dominant_colour": list(self.dominant_colour) if self.dominant_colour else None,
+            "video_frames_dropped": self.video_frames_dropped,
+            "audio_frames_dropped": self.audio_frames_dropped,
+            "first_video_frame_ms": (
+                round(self.first_video_frame_ms, 1)
+                if self.first_video_frame_ms is not None
+                else None
+            ),
+        }
+
+
+@dataclass
+class CallStats:
+    topology: str = "mesh"
+    e2ee: bool = True
+    call_id: str = ""
+    verification_codes: list[str] = field(default_factory=list)
+    ended_reason: EndedReason = "interrupted"
+    peers: dict[bytes, PeerStats] = field(default_factory=dict)
+    rejected_actions: int = 0
+    rejected_signals: int = 0
+    muted: bool = False
+    hand_raised: bool = False
+    role: str = "speaker"
+    admitted: bool = False
+
+    def add_code(self, code: str) -> bool:
+        """Record a code as shown; True if it differs from the last one shown."""
+        if self.verification_codes and self.verification_codes[-1] == code:
+            return False
+        self.verification_codes.append(code)
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "topology": self.topology,
+            "e2ee": self.e2ee,
+            "verification_codes": list(self.verification_codes),
+            "ended_reason": self.ended_reason,
+            "participants": [p.to_json() for p in self.peers.values()],
+            "call_id": self.call_id,
+            "self": {
+                "muted": self.muted,
+                "hand_raised": self.hand_raised,
+                "role": self.role,
+                "admitted": self.admitted,
+            },
+            "rejected_actions": self.rejected_actions,
+            "rejected_signals": self.rejected_signals,
+        }
+
+    def write(self, path: str) -> None:
+        """Write the JSON atomically (a reader never sees half a file)."""
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as out:
+            json.dump(self.to_json(), out, indent=2)
+            out.write("\n")
+        os.replace(tmp, path)

@@ -1,0 +1,366 @@
+"""Chat messages: send, read and follow a room, end-to-end encrypted (DESIGN §5).
+
+Sending: encrypt and sign with the room key of the space's current epoch
+(:mod:`client.chatcrypto`), send with a random client message id, and on ``stale`` (the epoch
+moved on) re-sync and re-encrypt under the new key with the same id.
+
+Reading: every message is decrypted with the key of its epoch, its signature checked against
+its sender's member key, and the sender's right to post checked against the roster *at the
+chain head the sender signed* (so a channel post stays valid after its author loses the
+publisher role, and a server cannot slip in a post by someone who never had it).
+
+Nothing is cached on this device: the plaintext of a message exists only in memory while a
+command prints it, so when a message expires on the server there is no local copy to delete.
+
+Following: :func:`follow` subscribes to a room, prints the backlog after the last sequence it
+has seen, then each pushed message; on a lost connection (a restarted server) it reconnects
+with back-off and resumes from its last sequence, fetching any gap, dropping duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+
+import msgspec
+
+from client import chatcrypto, crypto
+from client.errors import ClientError, ServerError, Unreachable, VerificationError
+from client.rooms import RoomKeyUnavailable, RoomView, resolve_room, room_key, share_room_keys
+from client.space import ProfileInfo, SpaceSession
+from spaces.chat_wire import (
+    CLIENT_ID_LEN,
+    ChatMessage,
+    FetchMessages,
+    Messages,
+    MessagesAdded,
+    MessageSent,
+)
+from spaces.chat_wire import SendMessage as SendRequest
+from spaces.records import Join, Profile, Record, Roster, fingerprint
+from spaces.wire import RecordAdded, SessionClosed
+
+log = logging.getLogger(__name__)
+PAGE = 500
+RECONNECT_FIRST = 0.2
+RECONNECT_MAX = 5.0
+END_OF_SESSION = ("removed", "banned", "left")
+CLOCK_SKEW = 300  # seconds we allow between a sender's clock and the server's
+
+
+@dataclass(frozen=True)
+class ReadMessage:
+    seq: int
+    sent_at: float
+    expires_at: float | None
+    sender: bytes
+    sender_name: str
+    fingerprint: str
+    text: str
+
+    def as_json(self) -> dict[str, object]:
+        from client.cli import iso
+
+        return {
+            "seq": self.seq,
+            "sent_at": iso(self.sent_at),
+            "sender": self.sender_name,
+            "fingerprint": self.fingerprint,
+            "text": self.text,
+            "expires_at": None if self.expires_at is None else iso(self.expires_at),
+        }
+
+
+@dataclass
+class ReadStats:
+    unreadable: int = 0  # no key on this device (sent before we joined)
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (seq, why)
+
+
+# -- sending -------------------------------------------------------------------------------------
+
+
+def new_client_id() -> bytes:
+    """16 bytes: the clock in microseconds (8, big-endian), then 8 random bytes. Time-ordered
+    ids keep the server's idempotency index append-mostly (the server sees send times
+    anyway); the random half keeps them unique."""
+    micros = time.time_ns() // 1000
+    return micros.to_bytes(8, "big") + secrets.token_bytes(CLIENT_ID_LEN - 8)
+
+
+async def send_message(
+    session: SpaceSession,
+    room: RoomView,
+    text: str,
+    ttl: int = 0,
+    client_id: bytes | None = None,
+) -> MessageSent:
+    """Encrypt, sign and send; returns the server's acknowledgement (after its commit).
+
+    ``ttl`` 0 means the room's default lifetime. A retry with the same ``client_id`` is
+    answered with the first message's sequence instead of a second message."""
+    client_id = client_id or new_client_id()
+    for attempt in range(3):
+        roster = session.verified
+        key = await room_key(session, room.room_id)
+        header = chatcrypto.MessageHeader(
+            session.space_id, room.room_id, roster.epoch, session.member_key, client_id, ttl
+        )
+        box = chatcrypto.seal_message(
+            key, session.m.signing_seed, header, text, int(time.time()), roster.head_seq
+        )
+        request = SendRequest(
+            session.conn.next_id(), room.room_id, client_id, header.epoch, ttl, box
+        )
+        try:
+            return await session.conn.request(request, MessageSent)
+        except ServerError as exc:
+            if exc.code != "stale" or attempt == 2:
+                raise
+            await session.sync()  # the epoch moved on: fetch the new keys, encrypt again
+    raise AssertionError("unreachable")
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+class RosterHistory:
+    """Answers "could this member post in this room at chain head H?" by replaying the
+    verified chain up to H (forward from the last question, from scratch if H goes back)."""
+
+    def __init__(self, space_id: str, records: list[Record]) -> None:
+        self.space_id = space_id
+        self.records = records
+        self._roster: Roster | None = None
+
+    def at(self, head: int) -> Roster | None:
+        if not 0 <= head < len(self.records):
+            return None
+        if self._roster is None or self._roster.head_seq > head:
+            self._roster = Roster.from_records(self.space_id, self.records[:1])
+        for record in self.records[self._roster.head_seq + 1 : head + 1]:
+            self._roster.apply(record)
+        return self._roster
+
+
+def display_name(session: SpaceSession, key: bytes) -> str:
+    """A member's display name; for a former member, their last profile, marked."""
+    if key in session.verified.members:
+        return session.profile(key).display_name
+    for record in reversed(session.records):
+        if record.author == key and isinstance(record.body, Profile):
+            try:
+                box_key = session.space_key(record.body.epoch)
+                plain = crypto.secretbox_open(box_key, record.body.box, "a profile")
+                name = msgspec.msgpack.decode(plain, type=ProfileInfo).display_name
+            except (VerificationError, msgspec.DecodeError):
+                break
+            return f"{name} (left)"
+    return "(former member)"
+
+
+def visible_until(server_end: float | None, lifetime: int, created_at: int) -> float | None:
+    """When a message stops being shown: the server's expiry, but never later than the
+    signed creation time plus the lifetime bound into the ciphertext (and some clock skew)."""
+    if not lifetime:
+        return server_end
+    signed_end = float(created_at + lifetime + CLOCK_SKEW)
+    return signed_end if server_end is None else min(server_end, signed_end)
+
+
+class RoomReader:
+    """Decrypts and verifies the messages of one room for one session."""
+
+    def __init__(self, session: SpaceSession, room: RoomView) -> None:
+        self.session = session
+        self.room = room
+        self.stats = ReadStats()
+        self._history = RosterHistory(session.space_id, session.records)
+        self._names: dict[bytes, str] = {}
+
+    async def refresh(self) -> None:
+        """Re-sync the roster (new members, a new epoch) before reading further."""
+        await self.session.sync()
+        self._history = RosterHistory(self.session.space_id, self.session.records)
+        self._names.clear()
+
+    async def open(self, message: ChatMessage, now: float | None = None) -> ReadMessage | None:
+        """The message in clear, or None (counted in :attr:`stats`) if it is expired, not
+        readable on this device or fails verification."""
+        now = time.time() if now is None else now
+        if message.expires_at is not None and message.expires_at <= now:
+            return None
+        session = self.session
+        if (
+            message.sender not in session.verified.box_keys
+            or message.epoch > session.verified.epoch
+        ):
+            await self.refresh()  # someone joined, or the epoch moved, since we synced
+        try:
+            key = await room_key(session, self.room.room_id, message.epoch)
+        except RoomKeyUnavailable:
+            self.stats.unreadable += 1
+            return None
+        header = chatcrypto.MessageHeader(
+            session.space_id,
+            self.room.room_id,
+            message.epoch,
+            message.sender,
+            message.client_id,
+            message.ttl,
+        )
+        try:
+            content = chatcrypto.open_message(key, header, message.box)
+        except VerificationError as exc:
+            self.stats.rejected.append((message.seq, str(exc)))
+            return None
+        if content.head >= len(session.records):
+            await self.refresh()
+        roster = self._history.at(content.head)
+        if roster is None or roster.epoch != message.epoch:
+            self.stats.rejected.append((message.seq, "it claims a roster state that never was"))
+            return None
+        if not roster.may_post(self.room.room_id, message.sender):
+            self.stats.rejected.append((message.seq, "its sender was not allowed to post here"))
+            return None
+        # The lifetime is bound into the ciphertext and the creation time is signed: a
+        # server that keeps a message past its end still cannot make us show it.
+        expires_at = visible_until(
+            message.expires_at, message.ttl or self.room.spec.ttl, content.created_at
+        )
+        if expires_at is not None and expires_at <= now:
+            return None
+        if message.sender not in self._names:
+            self._names[message.sender] = display_name(session, message.sender)
+        return ReadMessage(
+            message.seq,
+            message.sent_at,
+            expires_at,
+            message.sender,
+            self._names[message.sender],
+            fingerprint(message.sender),
+            content.text,
+        )
+
+
+async def fetch_after(
+    session: SpaceSession, room_id: str, after: int, follow: bool = False
+) -> list[ChatMessage]:
+    """Every unexpired message with seq > after, in order (page by page)."""
+    found: list[ChatMessage] = []
+    while True:
+        reply = await session.conn.request(
+            FetchMessages(session.conn.next_id(), room_id, after, PAGE, follow), Messages
+        )
+        follow = False  # once is enough
+        found += reply.messages
+        if len(reply.messages) < PAGE or not reply.messages:
+            return found
+        after = reply.messages[-1].seq
+
+
+async def read_messages(
+    session: SpaceSession, room: RoomView, since: int = 0, last: int | None = None
+) -> tuple[list[ReadMessage], ReadStats]:
+    """Messages after ``since`` in clear (the last ``last`` of them if given)."""
+    reader = RoomReader(session, room)
+    shown = []
+    for message in await fetch_after(session, room.room_id, since):
+        opened = await reader.open(message)
+        if opened is not None:
+            shown.append(opened)
+    if last is not None:
+        shown = shown[-last:] if last > 0 else []
+    return shown, reader.stats
+
+
+# -- following -----------------------------------------------------------------------------------
+
+
+SessionOpener = Callable[[], AbstractAsyncContextManager[SpaceSession]]
+
+
+class Follower:
+    """Follows one room across reconnections. :attr:`last` is the last sequence handled."""
+
+    def __init__(
+        self,
+        open_session: SessionOpener,
+        room_query: str,
+        after: int,
+        on_message: Callable[[ReadMessage], None],
+        on_stats: Callable[[ReadStats], None] | None = None,
+        on_reconnect: Callable[[str], None] | None = None,
+    ) -> None:
+        self.open_session = open_session
+        self.room_query = room_query
+        self.room_id: str | None = None
+        self.last = after
+        self.on_message = on_message
+        self.on_stats = on_stats
+        self.on_reconnect = on_reconnect
+
+    async def run(self) -> None:
+        """Print the backlog after :attr:`last`, then new messages as they come, forever.
+
+        Survives the server going away: reconnects (back-off up to 5 s) and resumes after
+        the last sequence handled, so nothing is skipped and nothing is shown twice. Returns
+        only by cancellation; raises when the member is removed or the room is unknown."""
+        delay = RECONNECT_FIRST
+        while True:
+            try:
+                async with self.open_session() as session:
+                    delay = RECONNECT_FIRST
+                    reason = await self._session(session)
+                if reason in END_OF_SESSION:
+                    raise ServerError(reason, f"the server ended the session: {reason}")
+            except Unreachable:
+                pass
+            except ServerError as exc:
+                if exc.code not in ("shutdown", "storage"):
+                    raise
+            if self.on_reconnect is not None:
+                self.on_reconnect(f"connection lost; reconnecting in {delay:.1f}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    async def _session(self, session: SpaceSession) -> str:
+        """Catch up, then handle pushed events until the session ends; returns why."""
+        room = resolve_room(session, self.room_id or self.room_query, ("chat", "channel"))
+        self.room_id = room.room_id
+        reader = RoomReader(session, room)
+        await self._deliver(reader, await fetch_after(session, room.room_id, self.last, True))
+        while True:
+            event = await session.conn.events.get()
+            if isinstance(event, MessagesAdded) and event.room_id == room.room_id:
+                fresh = [m for m in event.messages if m.seq > self.last]
+                if fresh and fresh[0].seq > self.last + 1:
+                    # Something in between was missed (or expired): fetch from our last.
+                    fresh = await fetch_after(session, room.room_id, self.last)
+                await self._deliver(reader, fresh)
+            elif isinstance(event, RecordAdded):
+                with contextlib.suppress(ClientError):
+                    await reader.refresh()
+                    if isinstance(event.record.body, Join):
+                        await share_room_keys(session)  # seal room keys to the newcomer
+            elif isinstance(event, SessionClosed):
+                return event.reason
+
+    async def _deliver(self, reader: RoomReader, messages: list[ChatMessage]) -> None:
+        for message in messages:
+            if message.seq <= self.last:
+                continue
+            opened = await reader.open(message)
+            self.last = message.seq
+            if opened is not None:
+                self.on_message(opened)
+        stats = reader.stats
+        if self.on_stats is not None and (stats.unreadable or stats.rejected):
+            self.on_stats(stats)
+            reader.stats = ReadStats()

@@ -1,0 +1,136 @@
+"""``salon call``, ``salon mod`` and ``salon hand`` (PRODUCT.md is the contract).
+
+:func:`add_call_commands` adds them to the ``salon`` parser. Like every command, a user
+mistake or a refusal ends with ``error: <one line>`` on stderr and a non-zero exit:
+``salon call`` exits 5 when a host removed, banned or denied you (or the call is locked or
+full), 3 when the server went away, and writes ``--stats`` however the call ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, get_args
+
+from client.errors import UsageError
+
+MOD_ACTIONS = (
+    "mute",
+    "unmute",
+    "mute-all",
+    "kick",
+    "ban",
+    "unban",
+    "admit",
+    "deny",
+    "lock",
+    "unlock",
+    "promote",
+    "demote",
+    "lower-hand",
+    "end",
+)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"bad --duration {text!r}: give a number of seconds") from None
+    if not 0 < value < 1e7:
+        raise UsageError("--duration must be a positive number of seconds")
+    return value
+
+
+async def cmd_call(args: argparse.Namespace) -> int:
+    from client.call import CallClient, CallError, CallOptions, MediaUnavailable
+    from client.callview import make_display
+    from client.cli import session_for
+    from client.media import MediaError
+    from client.recorder import pick_codec
+    from client.rooms import resolve_room
+
+    # Media libraries log noisily (and with tracebacks) about things the call handles and
+    # reports itself; the terminal shows the call's own one-line notes instead.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiortc", "aioice", "av", "libav"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    duration = _seconds(args.duration) if args.duration is not None else None
+    if args.record:
+        try:
+            pick_codec(args.record)  # a bad extension fails now, not after joining
+        except MediaError as exc:
+            raise MediaUnavailable(str(exc)) from None
+    options = CallOptions(args.video, args.audio, duration, args.record)
+    async with session_for(args) as session:
+        room = resolve_room(session, args.room, ("conference",))
+        display = make_display()
+        client = CallClient(session, room, options, display)
+        display.start()
+        try:
+            outcome = await client.run()
+        finally:
+            display.stop()
+            if args.stats:
+                client.stats.write(args.stats)
+    if outcome.exit_code:
+        raise CallError(outcome.message, outcome.exit_code)
+    print(outcome.message, flush=True)
+    return 0
+
+
+async def cmd_mod(args: argparse.Namespace) -> int:
+    from client.call import moderate
+    from client.cli import session_for
+    from client.rooms import resolve_room
+
+    async with session_for(args) as session:
+        room = resolve_room(session, args.room, ("conference",))
+        done = await moderate(session, room, args.action, args.member)
+    print(done, file=sys.stderr)
+    return 0
+
+
+async def cmd_hand(args: argparse.Namespace) -> int:
+    from client.call import raise_hand
+    from client.cli import session_for
+    from client.rooms import resolve_room
+
+    async with session_for(args) as session:
+        room = resolve_room(session, args.room, ("conference",))
+        done = await raise_hand(session, room, args.direction == "up")
+    print(done, file=sys.stderr)
+    return 0
+
+
+def add_call_commands(sub: Any) -> None:
+    """Add ``call``, ``mod`` and ``hand`` to the ``salon`` subcommands."""
+    from spaces.conference_wire import ActionName
+
+    assert set(MOD_ACTIONS) <= set(get_args(ActionName))
+
+    p = sub.add_parser("call", help="join a conference call")
+    p.set_defaults(handler=cmd_call)
+    p.add_argument("space")
+    p.add_argument("room")
+    p.add_argument(
+        "--video", default="test", help="test (default), camera[:N], a media file, or none"
+    )
+    p.add_argument("--audio", default="test", help="test (default), a media file, or none")
+    p.add_argument("--duration", help="leave after this many seconds (default: stay)")
+    p.add_argument("--record", metavar="FILE", help="record what you receive (.mp4, .webm)")
+    p.add_argument("--stats", metavar="FILE", help="write call statistics as JSON at the end")
+
+    p = sub.add_parser("mod", help="moderate a call (owners and moderators)")
+    p.set_defaults(handler=cmd_mod)
+    p.add_argument("space")
+    p.add_argument("room")
+    p.add_argument("action", choices=MOD_ACTIONS)
+    p.add_argument("member", nargs="?", help="display name or fingerprint prefix")
+
+    p = sub.add_parser("hand", help="raise or lower your hand in a call")
+    p.set_defaults(handler=cmd_hand)
+    p.add_argument("space")
+    p.add_argument("room")
+    p.add_argument("direction", choices=["up", "down"])

@@ -1,0 +1,670 @@
+"""End-to-end encrypted media for SFU calls: encode, protect, send; receive, unprotect, decode.
+
+The SFU forwards what it cannot read, so the client does the codec work itself instead of
+letting aiortc encode and decode (DESIGN §6):
+
+    source track ──► EncryptedVideoSender / EncryptedAudioSender ──► aiortc sender (pack only)
+                     (PyAV VP8 / Opus encode, SFrame suite 4)
+    aiortc receiver (pass-through, marker release) ──► DecryptingReceiver ──► av frames
+                     (SFrame unprotect by KID, PyAV decode)
+
+SFrame keeps the codec header in clear as authenticated metadata (VP8: 10 bytes on
+keyframes, 3 on deltas; Opus: 1), so the SFU can still tell keyframes apart.
+
+A frame that cannot be unprotected (no key for its KID, wrong key, replay, tampering) is
+counted in ``decrypt_failures`` and dropped: nothing is decoded from it, nothing is played,
+and no keyframe is requested for it (a receiver without keys must not cause a PLI storm).
+When frames become decryptable again (a key arrived) the receiver asks for a keyframe,
+at most once per second.
+
+:class:`SfuSession` puts these together on one ``RTCPeerConnection`` to an SFU node: one
+publishing transceiver per kind and a fixed number of receiving *slots*; the SFU routes
+publishers into slots and receivers tell publishers apart by the SFrame key id.
+
+Key ids are opaque here: the call client picks them (``client.callkeys.media_kid``) and
+maps the KID of each decoded frame (``DecryptingReceiver.recv_with_kid``) to its sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fractions
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+
+from client.sframe import (
+    CipherSuite,
+    SFrameContext,
+    SFrameError,
+    decode_header,
+    protect_frame,
+    unprotect_frame,
+)
+from sfu import aiortc_adapter
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MEDIA_SUITE",
+    "DecryptingReceiver",
+    "EncryptedAudioSender",
+    "EncryptedVideoSender",
+    "ReceiverStats",
+    "SfuSession",
+    "audio_level_dbov",
+]
+
+MEDIA_SUITE = CipherSuite.AES_128_GCM_SHA256_128
+VIDEO_CLOCK = 90_000
+AUDIO_RATE = 48_000
+OPUS_FRAME_SAMPLES = 960  # 20 ms
+KEYFRAME_REQUEST_INTERVAL = 1.0  # s; a receiver asks at most this often
+_VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
+_AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+
+
+def audio_level_dbov(samples: np.ndarray[Any, Any]) -> int:
+    """RFC 6465 Appendix A level of signed 16-bit samples, in dBov (-127 … 0)."""
+    if samples.size == 0:
+        return -127
+    x = samples.astype(np.float64) / 32767.0
+    rms = math.sqrt(float(np.mean(x * x)))
+    if rms <= 0:
+        return -127
+    return max(-127, min(0, round(20 * math.log10(rms))))
+
+
+def _clear_prefix(codec: str, data: bytes) -> int:
+    if codec == "opus":
+        return 1
+    return 10 if data and data[0] & 0x01 == 0 else 3
+
+
+def _peek_kid(codec: str, data: bytes) -> int | None:
+    """The KID of a protected frame without a key (for attributing failures), if parseable."""
+    try:
+        return decode_header(data[_clear_prefix(codec, data) :]).kid
+    except (SFrameError, IndexError):
+        return None
+
+
+# ------------------------------------------------------------------------------ senders
+
+
+class _EncryptedSender(MediaStreamTrack):
+    """Base of the encrypting tracks: yields :class:`aiortc_adapter.OutboundFrame` objects.
+
+    Give it to ``RTCPeerConnection.addTransceiver`` and call
+    ``aiortc_adapter.enable_preencoded`` on the sender (:class:`SfuSession` does both).
+    Stopping it leaves ``source`` running, so a source can move between connections
+    (mesh to SFU and back).
+    """
+
+    codec_name = ""
+
+    def __init__(self, source: MediaStreamTrack, ctx: SFrameContext, kid: int) -> None:
+        super().__init__()
+        if ctx.cipher_suite != MEDIA_SUITE:
+            raise ValueError(f"media frames use {MEDIA_SUITE.name}")
+        if kid not in ctx:
+            raise ValueError(f"no key for KID {kid} in the sender context")
+        self.source = source
+        self.ctx = ctx
+        self.kid = kid
+        self.frames_sent = 0
+        self.bytes_sent = 0
+        self.paused = False  # True: read the source but send nothing (mute, stage listener)
+        self._pending: collections.deque[aiortc_adapter.OutboundFrame] = collections.deque()
+
+    def set_key(self, kid: int) -> None:
+        """Encrypt from the next frame on under ``kid`` (already added to the context)."""
+        if kid not in self.ctx:
+            raise ValueError(f"no key for KID {kid} in the sender context")
+        self.kid = kid
+
+    def set_paused(self, paused: bool) -> None:
+        """Stop or resume sending; the source keeps being read so it never backs up."""
+        self.paused = paused
+
+    def _protect(self, data: bytes) -> bytes:
+        out = protect_frame(self.ctx, self.kid, self.codec_name, data)
+        self.frames_sent += 1
+        self.bytes_sent += len(out)
+        return out
+
+    async def _fill(self) -> None:
+        raise NotImplementedError
+
+    async def recv(self) -> aiortc_adapter.OutboundFrame:  # type: ignore[override]
+        while not self._pending:
+            if self.readyState != "live":
+                raise MediaStreamError
+            await self._fill()
+        return self._pending.popleft()
+
+
+class EncryptedVideoSender(_EncryptedSender):
+    """VP8-encodes ``source`` with PyAV and SFrame-protects every frame under ``kid``.
+
+    A keyframe is sent first, on :meth:`request_keyframe` (PLI from the SFU) and after
+    :meth:`set_key`, so receivers that just got the new key can start decoding at once.
+    """
+
+    kind = "video"
+    codec_name = "vp8"
+
+    def __init__(
+        self,
+        source: MediaStreamTrack,
+        ctx: SFrameContext,
+        kid: int,
+        *,
+        bitrate: int = 300_000,
+    ) -> None:
+        super().__init__(source, ctx, kid)
+        self.bitrate = bitrate
+        self.keyframes_sent = 0
+        self._codec: Any = None
+        self._size: tuple[int, int] | None = None
+        self._force_keyframe = True
+
+    def request_keyframe(self) -> None:
+        """Make the next encoded frame a keyframe."""
+        self._force_keyframe = True
+
+    def set_key(self, kid: int) -> None:
+        super().set_key(kid)
+        self._force_keyframe = True
+
+    def set_paused(self, paused: bool) -> None:
+        if self.paused and not paused:
+            self._force_keyframe = True
+        super().set_paused(paused)
+
+    def _encode(self, frame: av.VideoFrame, keyframe: bool) -> list[bytes]:
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        if self._codec is None or self._size != (frame.width, frame.height):
+            self._codec = self._open_codec(frame.width, frame.height)
+            self._size = (frame.width, frame.height)
+            keyframe = True
+        if keyframe:
+            frame.pict_type = av.video.frame.PictureType.I
+        return [bytes(p) for p in self._codec.encode(frame)]
+
+    def _open_codec(self, width: int, height: int) -> Any:
+        codec = av.CodecContext.create("libvpx", "w")
+        codec.width = width
+        codec.height = height
+        codec.bit_rate = self.bitrate
+        codec.pix_fmt = "yuv420p"
+        codec.gop_size = 3000  # keyframes on request only
+        codec.qmin = 2
+        codec.qmax = 56
+        # aiortc's real-time CBR settings, with one thread: calls share 2 cores.
+        codec.options = {
+            "bufsize": str(self.bitrate),
+            "cpu-used": "8",
+            "deadline": "realtime",
+            "lag-in-frames": "0",
+            "minrate": str(self.bitrate),
+            "maxrate": str(self.bitrate),
+            "noise-sensitivity": "4",
+            "overshoot-pct": "15",
+            "partitions": "0",
+            "static-thresh": "1",
+            "undershoot-pct": "100",
+        }
+        codec.thread_count = 1
+        return codec
+
+    async def _fill(self) -> None:
+        frame = await self.source.recv()
+        if not isinstance(frame, av.VideoFrame) or self.paused:
+            return
+        keyframe, self._force_keyframe = self._force_keyframe, False
+        loop = asyncio.get_running_loop()
+        # Encoding takes milliseconds: keep it off the event loop.
+        encoded = await loop.run_in_executor(None, self._encode, frame, keyframe)
+        pts = frame.pts or 0
+        time_base = frame.time_base or _VIDEO_TIME_BASE
+        for data in encoded:
+            if not data:
+                continue
+            if data[0] & 0x01 == 0:
+                self.keyframes_sent += 1
+            self._pending.append(aiortc_adapter.OutboundFrame(self._protect(data), pts, time_base))
+
+
+class EncryptedAudioSender(_EncryptedSender):
+    """Opus-encodes ``source`` (20 ms frames) and SFrame-protects every packet under ``kid``.
+
+    Each frame carries its RFC 6464 audio level (computed before encryption) so the SFU
+    can pick the active speaker without hearing anyone.
+    """
+
+    kind = "audio"
+    codec_name = "opus"
+
+    def __init__(
+        self,
+        source: MediaStreamTrack,
+        ctx: SFrameContext,
+        kid: int,
+        *,
+        bitrate: int = 32_000,
+    ) -> None:
+        super().__init__(source, ctx, kid)
+        self._codec = av.CodecContext.create("libopus", "w")
+        self._codec.bit_rate = bitrate
+        self._codec.sample_rate = AUDIO_RATE
+        self._codec.layout = "mono"
+        self._codec.format = "s16"
+        self._codec.time_base = _AUDIO_TIME_BASE
+        self._codec.options = {"application": "voip"}
+        self._resampler = av.AudioResampler(
+            format="s16", layout="mono", rate=AUDIO_RATE, frame_size=OPUS_FRAME_SAMPLES
+        )
+        self._next_pts: int | None = None
+
+    async def _fill(self) -> None:
+        frame = await self.source.recv()
+        if not isinstance(frame, av.AudioFrame):
+            return
+        if self.paused:
+            self._next_pts = None  # restart timestamps from the source's on resume
+            return
+        for chunk in self._resampler.resample(frame):
+            level = audio_level_dbov(chunk.to_ndarray())
+            if self._next_pts is None:
+                self._next_pts = chunk.pts or 0
+            chunk.pts = self._next_pts
+            chunk.time_base = _AUDIO_TIME_BASE
+            self._next_pts += chunk.samples
+            for packet in self._codec.encode(chunk):
+                data = bytes(packet)
+                if not data:
+                    continue
+                pts = packet.pts if packet.pts is not None else chunk.pts
+                self._pending.append(
+                    aiortc_adapter.OutboundFrame(
+                        self._protect(data), pts, _AUDIO_TIME_BASE, audio_level=level
+                    )
+                )
+
+
+# ------------------------------------------------------------------------------ receiving
+
+
+class ReceiverStats:
+    """Counters of one :class:`DecryptingReceiver` (plain attributes, cheap to read)."""
+
+    def __init__(self) -> None:
+        self.frames_received = 0
+        self.frames_decoded = 0  # decoded av frames handed out
+        self.decrypt_failures = 0
+        self.decode_errors = 0
+        self.skipped_waiting_keyframe = 0
+        self.keyframe_requests = 0
+        self.bytes_received = 0
+        self.decoded_by_kid: collections.Counter[int] = collections.Counter()
+        self.failures_by_kid: collections.Counter[int | None] = collections.Counter()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "frames_received": self.frames_received,
+            "frames_decoded": self.frames_decoded,
+            "decrypt_failures": self.decrypt_failures,
+            "decode_errors": self.decode_errors,
+            "skipped_waiting_keyframe": self.skipped_waiting_keyframe,
+            "keyframe_requests": self.keyframe_requests,
+            "bytes_received": self.bytes_received,
+            "decoded_by_kid": dict(self.decoded_by_kid),
+            "failures_by_kid": dict(self.failures_by_kid),
+        }
+
+
+class DecryptingReceiver(MediaStreamTrack):
+    """Unprotects and decodes what a pass-through receiver track yields.
+
+    ``track`` yields :class:`aiortc_adapter.EncodedFrame` (see
+    ``aiortc_adapter.enable_passthrough``); ``keys`` is the receiving SFrame context holding
+    every sender's key by KID (the caller adds and removes keys as epochs change).
+    ``recv()`` returns decoded ``av.VideoFrame`` / ``av.AudioFrame`` objects; the KID a
+    frame was encrypted under (it identifies the sender) is ``last_kid`` right after
+    ``recv()`` returns it, or use :meth:`recv_with_kid`. (Not ``frame.opaque``: PyAV keys
+    opaque values by ``id()``, so equal small ints on two frames clobber each other.)
+    ``request_keyframe`` is called (at most once per second) when the picture needs a
+    keyframe and the frames are decryptable.
+    """
+
+    def __init__(
+        self,
+        track: MediaStreamTrack,
+        keys: SFrameContext,
+        *,
+        request_keyframe: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.kind = track.kind
+        self.track = track
+        self.keys = keys
+        self.stats = ReceiverStats()
+        self.last_kid: int | None = None
+        # Called with the frame's KID (None if unparsable) for every frame dropped as
+        # undecryptable; the call client attributes it to a participant.
+        self.on_decrypt_failure: Callable[[int | None], None] | None = None
+        self._codec_name = "vp8" if track.kind == "video" else "opus"
+        self._request_keyframe = request_keyframe
+        self._clock = clock
+        self._last_request = -math.inf
+        self._need_keyframe = True
+        self._decoder: Any = None
+        self._pending: collections.deque[tuple[int, Any]] = collections.deque()
+
+    def keys_changed(self) -> None:
+        """The key ring changed: if the picture is stalled, ask for a keyframe right away."""
+        self._last_request = -math.inf
+        if self.kind == "video" and self._need_keyframe and self.stats.frames_received:
+            self._ask_keyframe()
+
+    async def recv(self) -> av.VideoFrame | av.AudioFrame:
+        return (await self.recv_with_kid())[1]
+
+    async def recv_with_kid(self) -> tuple[int, av.VideoFrame | av.AudioFrame]:
+        """The next decoded frame and the KID it was encrypted under."""
+        while not self._pending:
+            if self.readyState != "live":
+                raise MediaStreamError
+            try:
+                item = await self.track.recv()
+            except MediaStreamError:
+                self.stop()
+                raise
+            if isinstance(item, aiortc_adapter.EncodedFrame):
+                await self._handle(item)
+        kid, frame = self._pending.popleft()
+        self.last_kid = kid
+        return kid, frame
+
+    async def _handle(self, item: aiortc_adapter.EncodedFrame) -> None:
+        st = self.stats
+        st.frames_received += 1
+        st.bytes_received += len(item.data)
+        try:
+            kid, frame = unprotect_frame(self.keys, self._codec_name, item.data)
+        except (SFrameError, ValueError, IndexError):
+            st.decrypt_failures += 1
+            kid_or_none = _peek_kid(self._codec_name, item.data)
+            st.failures_by_kid[kid_or_none] += 1
+            self._need_keyframe = True
+            if self.on_decrypt_failure is not None:
+                self.on_decrypt_failure(kid_or_none)
+            return
+        if self.kind == "video":
+            decoded = await self._decode_video(kid, frame, item.timestamp)
+        else:
+            decoded = self._decode_audio(frame, item.timestamp)
+        st.frames_decoded += len(decoded)
+        st.decoded_by_kid[kid] += len(decoded)
+        self._pending.extend((kid, out) for out in decoded)
+
+    async def _decode_video(self, kid: int, frame: bytes, timestamp: int) -> list[Any]:
+        keyframe = bool(frame) and frame[0] & 0x01 == 0
+        if self._need_keyframe and not keyframe:
+            # A delta frame cannot be decoded without its references.
+            self.stats.skipped_waiting_keyframe += 1
+            self._ask_keyframe()
+            return []
+        if self._decoder is None:
+            self._decoder = av.CodecContext.create("libvpx", "r")
+        packet = av.Packet(frame)
+        packet.pts = timestamp
+        packet.time_base = _VIDEO_TIME_BASE
+        loop = asyncio.get_running_loop()
+        try:
+            frames = await loop.run_in_executor(None, self._decoder.decode, packet)
+        except av.FFmpegError:
+            self.stats.decode_errors += 1
+            self._need_keyframe = True
+            self._ask_keyframe()
+            return []
+        self._need_keyframe = False
+        return list(frames)
+
+    def _decode_audio(self, frame: bytes, timestamp: int) -> list[Any]:
+        if self._decoder is None:
+            self._decoder = av.CodecContext.create("libopus", "r")
+            self._decoder.format = "s16"
+            self._decoder.layout = "stereo"
+            self._decoder.sample_rate = AUDIO_RATE
+        packet = av.Packet(frame)
+        packet.pts = timestamp
+        packet.time_base = _AUDIO_TIME_BASE
+        try:
+            return list(self._decoder.decode(packet))
+        except av.FFmpegError:
+            self.stats.decode_errors += 1
+            return []
+
+    def _ask_keyframe(self) -> None:
+        now = self._clock()
+        if self._request_keyframe is None or now - self._last_request < KEYFRAME_REQUEST_INTERVAL:
+            return
+        self._last_request = now
+        self.stats.keyframe_requests += 1
+        try:
+            self._request_keyframe()
+        except Exception:
+            logger.exception("keyframe request failed")
+
+    def stop(self) -> None:
+        super().stop()
+        self.track.stop()
+
+
+# ------------------------------------------------------------------------------ session
+
+
+FrameHandler = Callable[[DecryptingReceiver, int, Any], None]
+
+
+def _prefer(transceiver: RTCRtpTransceiver, mime_type: str) -> None:
+    codecs = [
+        c
+        for c in RTCRtpSender.getCapabilities(transceiver.kind).codecs
+        if c.mimeType.lower() == mime_type
+    ]
+    transceiver.setCodecPreferences(codecs)
+
+
+class SfuSession:
+    """The client side of one SFU connection: E2EE publishing plus receiving slots.
+
+    Usage::
+
+        session = SfuSession(send_ctx=tx, send_kid=kid, recv_ctx=rx, video=cam, audio=mic)
+        offer = await session.create_offer()          # -> control plane -> SfuNode.join()
+        await session.set_answer(answer)              # <- the node's answer
+        session.start_receiving(on_frame)             # on_frame(receiver, kid, frame)
+        ...
+        session.set_send_key(new_kid)                 # after a rekey (forces a keyframe)
+        session.keys_changed()                        # after adding/removing receive keys
+        await session.close()
+
+    ``send_ctx`` holds this participant's own key(s) (encrypt-only; not needed by a
+    receive-only participant), ``recv_ctx`` every other participant's (decrypt-only);
+    both use suite 4. ``video_slots`` / ``audio_slots``
+    bound how many publishers this client sees and hears at once (the SFU fills them with
+    the most recent active speakers).
+    """
+
+    def __init__(
+        self,
+        *,
+        recv_ctx: SFrameContext,
+        send_ctx: SFrameContext | None = None,
+        send_kid: int | None = None,
+        video: MediaStreamTrack | None = None,
+        audio: MediaStreamTrack | None = None,
+        video_slots: int = 4,
+        audio_slots: int = 4,
+        configuration: RTCConfiguration | None = None,
+        video_bitrate: int = 300_000,
+    ) -> None:
+        # max-bundle: with aiortc's default (balanced), a second transceiver of one kind
+        # can stay on a transport that BUNDLE negotiation then stops.
+        self.pc = RTCPeerConnection(
+            configuration
+            or RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self.recv_ctx = recv_ctx
+        self.video_sender: EncryptedVideoSender | None = None
+        self.audio_sender: EncryptedAudioSender | None = None
+        self.receivers: list[DecryptingReceiver] = []
+        self._slots: list[RTCRtpTransceiver] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pli_tasks: set[asyncio.Future[None]] = set()
+        if (video is not None or audio is not None) and (send_ctx is None or send_kid is None):
+            raise ValueError("publishing needs send_ctx and send_kid")
+        if video is not None:
+            assert send_ctx is not None and send_kid is not None
+            self.video_sender = EncryptedVideoSender(
+                video, send_ctx, send_kid, bitrate=video_bitrate
+            )
+            t = self.pc.addTransceiver(self.video_sender, direction="sendonly")
+            _prefer(t, "video/vp8")
+            aiortc_adapter.enable_preencoded(t.sender)
+            aiortc_adapter.on_keyframe_request(t.sender, self.video_sender.request_keyframe)
+        if audio is not None:
+            assert send_ctx is not None and send_kid is not None
+            self.audio_sender = EncryptedAudioSender(audio, send_ctx, send_kid)
+            t = self.pc.addTransceiver(self.audio_sender, direction="sendonly")
+            _prefer(t, "audio/opus")
+            aiortc_adapter.enable_preencoded(t.sender)
+        for kind, count in (("video", video_slots), ("audio", audio_slots)):
+            for _ in range(count):
+                t = self.pc.addTransceiver(kind, direction="recvonly")
+                _prefer(t, "video/vp8" if kind == "video" else "audio/opus")
+                aiortc_adapter.enable_passthrough(t.receiver)
+                aiortc_adapter.use_marker_release(t.receiver, kind)
+                self._slots.append(t)
+
+    async def create_offer(self) -> str:
+        """Create the offer SDP to hand to ``SfuNode.join`` (candidates included)."""
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def set_answer(self, sdp: str) -> None:
+        """Apply the SFU's answer; receivers exist from here on."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        for t in self._slots:
+            if t.receiver.track is None:
+                continue
+            self.receivers.append(
+                DecryptingReceiver(
+                    t.receiver.track,
+                    self.recv_ctx,
+                    request_keyframe=self._pli_sender(t.receiver),
+                )
+            )
+
+    def _pli_sender(self, receiver: RTCRtpReceiver) -> Callable[[], None]:
+        def request() -> None:
+            sources = receiver.getSynchronizationSources()
+            if sources:
+                ssrc = max(sources, key=lambda s: s.timestamp).source
+                task = asyncio.ensure_future(aiortc_adapter.send_pli(receiver, ssrc))
+                self._pli_tasks.add(task)
+                task.add_done_callback(self._pli_tasks.discard)
+
+        return request
+
+    def start_receiving(
+        self,
+        on_frame: FrameHandler | None,
+        on_decrypt_failure: Callable[[int | None], None] | None = None,
+    ) -> None:
+        """Consume every receiver in background tasks, calling ``on_frame(receiver, kid,
+        frame)`` for each decoded frame and ``on_decrypt_failure(kid)`` for each dropped one.
+
+        Someone must consume the receivers, or aiortc queues their frames without bound.
+        """
+        for r in self.receivers:
+            r.on_decrypt_failure = on_decrypt_failure
+            self._tasks.append(asyncio.create_task(self._consume(r, on_frame)))
+
+    @staticmethod
+    async def _consume(
+        r: DecryptingReceiver,
+        on_frame: FrameHandler | None,
+    ) -> None:
+        try:
+            while True:
+                kid, frame = await r.recv_with_kid()
+                if on_frame is None:
+                    continue
+                try:
+                    on_frame(r, kid, frame)
+                except Exception:  # a sink bug must not stop the media
+                    logger.exception("frame handler failed")
+        except MediaStreamError:
+            pass
+
+    def set_send_key(self, kid: int) -> None:
+        """Encrypt outgoing media under ``kid`` from now on (a keyframe follows)."""
+        for sender in (self.video_sender, self.audio_sender):
+            if sender is not None:
+                sender.set_key(kid)
+
+    def set_sending(self, *, video: bool, audio: bool) -> None:
+        """Whether our video and audio leave this machine (mute, stage role)."""
+        if self.video_sender is not None:
+            self.video_sender.set_paused(not video)
+        if self.audio_sender is not None:
+            self.audio_sender.set_paused(not audio)
+
+    def keys_changed(self) -> None:
+        """Tell the receivers that ``recv_ctx`` changed (ask for keyframes if stalled)."""
+        for r in self.receivers:
+            r.keys_changed()
+
+    def stats(self) -> dict[str, Any]:
+        video = [r.stats for r in self.receivers if r.kind == "video"]
+        audio = [r.stats for r in self.receivers if r.kind == "audio"]
+        return {
+            "connection_state": self.pc.connectionState,
+            "video_frames_decoded": sum(s.frames_decoded for s in video),
+            "audio_frames_decoded": sum(s.frames_decoded for s in audio),
+            "decrypt_failures": sum(s.decrypt_failures for s in video + audio),
+            "frames_sent": {
+                "video": self.video_sender.frames_sent if self.video_sender else 0,
+                "audio": self.audio_sender.frames_sent if self.audio_sender else 0,
+            },
+            "receivers": [{"kind": r.kind, **r.stats.as_dict()} for r in self.receivers],
+        }
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.pc.close()

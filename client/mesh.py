@@ -1,0 +1,328 @@
+"""The mesh topology: one direct aiortc connection per pair of participants.
+
+Media between two participants is protected by DTLS-SRTP end to end: the keys are agreed
+by the two machines alone, and each checks the other's DTLS certificate against the
+fingerprint in the SDP it received — SDP that came sealed and signed end to end
+(:mod:`client.callsignal`), so the server cannot substitute its own fingerprint. A signal
+that fails those checks never reaches this module: the call client calls :meth:`refuse`,
+and the pair stays down.
+
+Each pair negotiates once: the participant with the lower member key offers, with an audio
+and a video transceiver in both directions (VP8, Opus), and the answerer answers. Sending
+starts and stops by attaching or detaching the local sources (no renegotiation), so muting
+and stage promotion are instant. One local source feeds every pair through a
+:class:`~aiortc.contrib.media.MediaRelay`. If a connection fails, the offerer offers again
+(a higher ``attempt``; replayed offers are ignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine, Mapping
+from typing import Any, Literal
+
+import av
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.frame import Frame
+from av.packet import Packet
+
+from client.callsignal import SignalKind, SignalRejected, check_sdp
+from client.topology import LinkState, Peer, TopologyContext
+
+log = logging.getLogger(__name__)
+CONNECT_TIMEOUT = 20.0
+RESTARTS = 2
+RESTART_DELAY = 1.0
+
+
+class _Tap(MediaStreamTrack):
+    """This topology's reader of one local source; stopping it leaves the source running.
+
+    Video comes out as yuv420p, converted once here on the event loop: the relay hands the
+    *same* frame object to every pair's VP8 encoder, and each encoder thread would otherwise
+    call ``frame.reformat()`` on it at the same time — PyAV keeps one swscale context per
+    frame, so that crashes or deadlocks. (It also converts once instead of once per peer.)
+    """
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self._source = source
+
+    async def recv(self) -> Frame | Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = await self._source.recv()
+        if not isinstance(frame, av.VideoFrame) or frame.format.name == "yuv420p":
+            return frame
+        converted = frame.reformat(format="yuv420p")
+        converted.pts, converted.time_base = frame.pts, frame.time_base
+        return converted
+
+
+def _prefer(transceiver: RTCRtpTransceiver, mime: str) -> None:
+    codecs = RTCRtpSender.getCapabilities(transceiver.kind).codecs
+    preferred = [c for c in codecs if c.mimeType == mime]
+    rtx = [c for c in codecs if c.mimeType.endswith("/rtx")]
+    transceiver.setCodecPreferences(preferred + rtx)
+
+
+class _Link:
+    """The connection to one peer, across restarts."""
+
+    def __init__(self, mesh: MeshTopology, peer: Peer) -> None:
+        self.mesh = mesh
+        self.peer = peer
+        self.state: LinkState = "waiting"
+        self.attempt = 0  # offerer: our latest offer; answerer: the latest offer answered
+        self.restarts = 0
+        self.pc: RTCPeerConnection | None = None
+        self._audio: RTCRtpTransceiver | None = None
+        self._video: RTCRtpTransceiver | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._new_pc()
+        if self.peer.offerer:
+            self._spawn(self._offer())
+        self._spawn(self._watchdog())
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(self._guarded(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """A failure in one pair's negotiation ends that pair, never the call."""
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("link to %s failed", self.peer.label, exc_info=True)
+            self._set("failed", str(exc) or type(exc).__name__)
+
+    def _new_pc(self) -> None:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._audio = pc.addTransceiver("audio", direction="sendrecv")
+        self._video = pc.addTransceiver("video", direction="sendrecv")
+        _prefer(self._audio, "audio/opus")
+        _prefer(self._video, "video/VP8")
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._spawn(self._consume(pc, track))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc is not self.pc:
+                return
+            if pc.connectionState == "connected":
+                self._set("connected")
+            elif pc.connectionState == "failed":
+                self._set("failed", "the connection failed (ICE or DTLS)")
+                if self.peer.offerer and self.restarts < RESTARTS:
+                    self.restarts += 1
+                    self._spawn(self._restart())
+
+        self.pc = pc
+        self.apply_sending()
+
+    async def _restart(self) -> None:
+        await asyncio.sleep(RESTART_DELAY)
+        if self.state in ("refused", "closed"):
+            return
+        await self._close_pc()
+        self._new_pc()
+        await self._offer()
+
+    async def close(self, state: LinkState = "closed", detail: str = "") -> None:
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        await self._close_pc()
+        self._set(state, detail)
+
+    async def _close_pc(self) -> None:
+        pc, self.pc = self.pc, None
+        if pc is None:
+            return
+        for transceiver in pc.getTransceivers():
+            track = transceiver.sender.track
+            if track is not None:
+                transceiver.sender.replaceTrack(None)
+                track.stop()
+        with contextlib.suppress(Exception):
+            await pc.close()
+
+    def _set(self, state: LinkState, detail: str = "") -> None:
+        if self.state == state or self.state in ("refused", "closed"):
+            return
+        self.state = state
+        self.mesh.ctx.sink.on_link(self.peer.member, state, detail)
+
+    async def _watchdog(self) -> None:
+        await asyncio.sleep(CONNECT_TIMEOUT)
+        if self.state in ("waiting", "connecting"):
+            what = "no answer" if self.peer.offerer else "no verified offer"
+            self._set("failed", f"{what} within {CONNECT_TIMEOUT:.0f} s")
+
+    # -- negotiation -------------------------------------------------------------------------
+
+    async def _offer(self) -> None:
+        pc = self.pc
+        assert pc is not None
+        self.attempt += 1
+        await pc.setLocalDescription(await pc.createOffer())
+        if pc is not self.pc:
+            return
+        self._set("connecting")
+        sdp = pc.localDescription.sdp.encode()
+        await self.mesh.ctx.signaller.send(self.peer, "offer", sdp, self.attempt)
+
+    async def on_signal(self, kind: SignalKind, payload: bytes, attempt: int) -> None:
+        if self.state in ("refused", "closed"):
+            return
+        sdp = payload.decode("utf-8", "replace")
+        try:
+            check_sdp(sdp)
+        except SignalRejected as exc:
+            await self.refuse(f"{kind} from {self.peer.label}: {exc}")
+            return
+        if kind == "offer":
+            if self.peer.offerer:
+                await self.refuse(f"{self.peer.label} sent an offer where we make the offer")
+            elif attempt > self.attempt:  # anything else is a replay of an old offer
+                self.attempt = attempt
+                self._spawn(self._answer(sdp, attempt))
+        elif kind == "answer":
+            pc = self.pc
+            if not self.peer.offerer or pc is None:
+                await self.refuse(f"{self.peer.label} sent an answer we did not ask for")
+            elif attempt == self.attempt and pc.remoteDescription is None:
+                self._spawn(self._accept(pc, sdp))
+
+    async def _answer(self, sdp: str, attempt: int) -> None:
+        if self.pc is None or self.pc.remoteDescription is not None:
+            await self._close_pc()  # the offerer restarted: start over
+            self._new_pc()
+        pc = self.pc
+        assert pc is not None
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # aiortc raises several types for SDP it cannot use
+            await self.refuse(f"unusable offer from {self.peer.label}: {exc}")
+            return
+        self._set("connecting")
+        answer = pc.localDescription.sdp.encode()
+        await self.mesh.ctx.signaller.send(self.peer, "answer", answer, attempt)
+
+    async def _accept(self, pc: RTCPeerConnection, sdp: str) -> None:
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+        except Exception as exc:
+            await self.refuse(f"unusable answer from {self.peer.label}: {exc}")
+
+    async def refuse(self, reason: str) -> None:
+        await self.close("refused", reason)
+
+    # -- media -------------------------------------------------------------------------------
+
+    def apply_sending(self) -> None:
+        mesh = self.mesh
+        for transceiver, source, allowed in (
+            (self._audio, mesh.audio, mesh.sending_audio),
+            (self._video, mesh.video, mesh.sending_video),
+        ):
+            if transceiver is None:
+                continue
+            sender = transceiver.sender
+            want = allowed and source is not None and source.readyState == "live"
+            if want and sender.track is None:
+                assert source is not None
+                sender.replaceTrack(mesh.relay.subscribe(source, buffered=False))
+            elif not want and sender.track is not None:
+                track = sender.track
+                sender.replaceTrack(None)
+                track.stop()
+
+    async def _consume(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
+        sink = self.mesh.ctx.sink
+        member = self.peer.member
+        with contextlib.suppress(MediaStreamError):
+            while pc is self.pc:
+                frame = await track.recv()
+                if isinstance(frame, av.VideoFrame):
+                    sink.on_video(member, frame)
+                elif isinstance(frame, av.AudioFrame):
+                    sink.on_audio(member, frame)
+
+
+class MeshTopology:
+    """Implements :class:`client.topology.Topology` with direct pairs (see module doc)."""
+
+    name: Literal["mesh", "sfu"] = "mesh"
+    e2ee = True
+    encryption = "end-to-end (DTLS-SRTP per pair; fingerprints in signed, sealed SDP)"
+
+    def __init__(self, ctx: TopologyContext) -> None:
+        self.ctx = ctx
+        self.relay = MediaRelay()
+        self.video = _Tap(ctx.video) if ctx.video is not None else None
+        self.audio = _Tap(ctx.audio) if ctx.audio is not None else None
+        self.sending_video = False
+        self.sending_audio = False
+        self._links: dict[bytes, _Link] = {}
+
+    def link_state(self, member: bytes) -> LinkState | None:
+        link = self._links.get(member)
+        return link.state if link else None
+
+    async def set_peers(self, peers: Mapping[bytes, Peer]) -> None:
+        for member, link in list(self._links.items()):
+            peer = peers.get(member)
+            if peer is None or peer.link != link.peer.link:
+                del self._links[member]
+                await link.close()
+        for member, peer in peers.items():
+            if member not in self._links:
+                link = _Link(self, peer)
+                self._links[member] = link
+                link.start()
+
+    async def on_signal(self, peer: Peer, kind: SignalKind, payload: bytes, attempt: int) -> None:
+        link = self._links.get(peer.member)
+        if link is not None and link.peer.link == peer.link and kind in ("offer", "answer"):
+            await link.on_signal(kind, payload, attempt)
+
+    async def refuse(self, member: bytes, reason: str) -> None:
+        link = self._links.get(member)
+        if link is not None:
+            await link.refuse(reason)
+
+    def set_sending(self, *, video: bool, audio: bool) -> None:
+        self.sending_video, self.sending_audio = video, audio
+        for link in self._links.values():
+            link.apply_sending()
+
+    async def close(self) -> None:
+        links = list(self._links.values())
+        self._links.clear()
+        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+        for tap in (self.video, self.audio):
+            if tap is not None:
+                tap.stop()  # the relay's reader ends; the source is the call client's

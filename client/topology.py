@@ -1,0 +1,98 @@
+"""The seam between the call client and whatever carries the media (mesh now, SFU later).
+
+The call client (:mod:`client.call`) decides *who* is in the call, verifies every signed
+action and signal, holds the media keys and counts what arrives; a :class:`Topology` only
+moves media: it is told the admitted peers, hands over the verified signals addressed to it,
+sends what it is allowed to send, and gives every decoded frame to the :class:`MediaSink`.
+Dropping a muted or non-speaking sender's frames is the sink's business, so it holds for any
+topology.
+
+``TOPOLOGIES`` maps the server's ``topology`` name to a factory; the SFU topology registers
+itself there (``TOPOLOGIES["sfu"] = SfuTopology``) and receives the same
+:class:`TopologyContext` — including :class:`~client.callkeys.CallKeys`, whose per-sender
+keys it uses for SFrame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import av
+from aiortc.mediastreams import MediaStreamTrack
+
+from client.callkeys import CallKeys
+from client.callsignal import SignalKind
+
+LinkState = Literal["waiting", "connecting", "connected", "failed", "refused", "closed"]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """An admitted participant to exchange media with."""
+
+    member: bytes
+    index: int  # its per-call index (SFrame key ids)
+    link: bytes  # this pair's current incarnation (changes when either joins again)
+    offerer: bool  # True when *we* make the offer (the lower member key offers)
+    label: str  # display name and fingerprint, for messages
+
+
+class MediaSink(Protocol):
+    def on_video(self, member: bytes, frame: av.VideoFrame) -> None: ...
+
+    def on_audio(self, member: bytes, frame: av.AudioFrame) -> None: ...
+
+    def on_link(self, member: bytes, state: LinkState, detail: str = "") -> None: ...
+
+    def on_decrypt_failure(self, member: bytes) -> None: ...
+
+
+class Signaller(Protocol):
+    async def send(self, peer: Peer, kind: SignalKind, payload: bytes, attempt: int) -> None:
+        """Seal, sign and relay ``payload`` to ``peer``."""
+        ...
+
+
+@dataclass
+class TopologyContext:
+    me: bytes
+    keys: CallKeys
+    sink: MediaSink
+    signaller: Signaller
+    video: MediaStreamTrack | None  # our sources (None: nothing of that kind)
+    audio: MediaStreamTrack | None
+
+
+class Topology(Protocol):
+    name: Literal["mesh", "sfu"]
+    e2ee: bool
+    encryption: str  # one line for the terminal: what protects the media
+
+    async def set_peers(self, peers: Mapping[bytes, Peer]) -> None:
+        """The admitted peers now; connect new ones, drop the others."""
+        ...
+
+    async def on_signal(self, peer: Peer, kind: SignalKind, payload: bytes, attempt: int) -> None:
+        """A verified signal from ``peer`` (opened and checked by the call client)."""
+        ...
+
+    async def refuse(self, member: bytes, reason: str) -> None:
+        """A signal from ``member`` failed verification: tear the pair down, for good (until
+        either side joins again), and never fall back to anything unverified."""
+        ...
+
+    def set_sending(self, *, video: bool, audio: bool) -> None:
+        """Whether our video and audio may leave this machine (stage role, mute)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+TopologyFactory = Callable[[TopologyContext], Topology]
+TOPOLOGIES: dict[str, TopologyFactory] = {}
+
+
+def register_topology(name: str, factory: TopologyFactory) -> None:
+    TOPOLOGIES[name] = factory

@@ -1,0 +1,575 @@
+"""Forwarding decisions for one conference, sans-I/O: RTP bytes in, RTP bytes per subscriber out.
+
+The SFU forwards *below* the encoded-frame layer (DESIGN §6): every inbound RTP packet is
+re-headed for each subscriber — SSRC, sequence number and timestamp rewritten onto that
+subscriber's outbound stream — and its payload (an SFrame ciphertext the SFU cannot read)
+is copied as is. Nothing here decodes, reassembles frames or holds a key.
+
+Model:
+
+* A *participant* publishes up to one video and one audio *up-track* (SSRCs from its SDP
+  offer) and receives on a fixed set of *down-tracks* ("slots", one outbound SSRC each,
+  negotiated once). A slot carries one publisher at a time; when there are more publishers
+  than slots the most recent active speakers get them (last-N). Receivers tell senders apart
+  by the SFrame key id, so slots need no signalling.
+* Mute is enforced here: a muted up-track's packets are dropped on arrival.
+* Video slots are *gated*: a subscriber gets a publisher's video only from the start of a
+  keyframe (VP8 keyframe flag, kept in clear by SFrame), so it never starts on a delta frame.
+* Keyframe requests (a new subscriber, a subscriber's PLI/FIR, a dropped packet) are
+  coalesced to at most one PLI per publisher track per ``pli_interval``.
+* Each subscriber has a non-blocking ``send`` (see :meth:`Forwarder.set_sink`) and its own
+  bounded queue for when ``send`` cannot take more. A subscriber that cannot keep up loses
+  its own oldest packets (and waits for a keyframe), never delaying anyone else.
+* The active speaker is the loudest smoothed RFC 6464 audio level, with hysteresis.
+
+The edge (``sfu/node.py``) gives each subscriber a sink, calls :meth:`Forwarder.on_rtp`
+for every inbound packet and :meth:`Forwarder.drain` for each subscriber it returns (those
+with queued packets), :meth:`Forwarder.tick` a few times a second, and acts on
+:meth:`Forwarder.events` (send PLIs, publish the active speaker).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sfu import rtp
+
+__all__ = [
+    "DownTrackSpec",
+    "Event",
+    "Forwarder",
+    "ForwarderConfig",
+    "KeyframeRequest",
+    "Kind",
+    "SpeakerChanged",
+    "UpTrackSpec",
+]
+
+Kind = Literal["audio", "video"]
+Clock = Callable[[], float]
+Sink = Callable[[bytes], bool]  # non-blocking send; False: not taken (congested)
+
+
+@dataclass(frozen=True, slots=True)
+class UpTrackSpec:
+    """A track a participant publishes, as negotiated in its offer."""
+
+    kind: Kind
+    ssrc: int
+    payload_types: frozenset[int]
+    audio_level_id: int | None = None  # RFC 6464 extension id in this participant's SDP
+
+
+@dataclass(frozen=True, slots=True)
+class DownTrackSpec:
+    """An outbound slot towards a participant: the SFU sender's SSRC and negotiated codec."""
+
+    kind: Kind
+    ssrc: int
+    payload_type: int
+    clock_rate: int
+    audio_level_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyframeRequest:
+    """Ask ``publisher`` for a keyframe on its track ``ssrc`` (the edge sends an RTCP PLI)."""
+
+    publisher: str
+    ssrc: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerChanged:
+    """The dominant speaker is now ``participant`` (``None``: nobody)."""
+
+    participant: str | None
+
+
+Event = KeyframeRequest | SpeakerChanged
+
+
+@dataclass(slots=True)
+class ForwarderConfig:
+    queue_packets: int = 256  # per subscriber; ~0.5 s of 4 publishers' video + audio
+    pli_interval: float = 1.0  # at most one PLI per publisher track per interval
+    speaking_level: int = 70  # -dBov; a smoothed level louder than this counts as speech
+    speaker_margin: float = 8.0  # loudness (dB) a challenger needs above the current speaker
+    speaker_timeout: float = 1.0  # no audio level for this long counts as silence
+    level_smoothing: float = 0.15  # EMA weight of one audio packet (~20 ms)
+
+
+class _UpTrack:
+    __slots__ = (
+        "audio_level_id",
+        "down",
+        "kind",
+        "level_at",
+        "loudness",
+        "muted",
+        "owner",
+        "payload_types",
+        "pli_pending",
+        "pli_sent_at",
+        "ssrc",
+    )
+
+    def __init__(self, owner: _Participant, spec: UpTrackSpec) -> None:
+        self.owner = owner
+        self.kind: Kind = spec.kind
+        self.ssrc = spec.ssrc
+        self.payload_types = spec.payload_types
+        self.audio_level_id = spec.audio_level_id
+        self.muted = False
+        self.down: set[_DownTrack] = set()
+        self.pli_sent_at = -1e9
+        self.pli_pending = False
+        self.loudness = 0.0  # 127 - smoothed level: 0 silent … 127 loudest
+        self.level_at = -1e9
+
+
+class _DownTrack:
+    __slots__ = (
+        "audio_level_id",
+        "clock_rate",
+        "kind",
+        "last_sent_at",
+        "last_seq",
+        "last_ts",
+        "owner",
+        "payload_type",
+        "resync",
+        "sent_any",
+        "seq_offset",
+        "source",
+        "ssrc",
+        "ts_offset",
+        "waiting_keyframe",
+    )
+
+    def __init__(self, owner: _Participant, spec: DownTrackSpec) -> None:
+        self.owner = owner
+        self.kind: Kind = spec.kind
+        self.ssrc = spec.ssrc
+        self.payload_type = spec.payload_type
+        self.clock_rate = spec.clock_rate
+        self.audio_level_id = spec.audio_level_id
+        self.source: _UpTrack | None = None
+        self.waiting_keyframe = False
+        self.resync = True
+        self.seq_offset = 0
+        self.ts_offset = 0
+        # Start numbering somewhere unguessable (the SSRC is random) and low enough that
+        # SRTP's rollover guess is never confused by an early wrap (as aiortc does).
+        self.last_seq = (spec.ssrc & 0x7FFF) - 1
+        self.last_ts = (spec.ssrc * 2654435761) & 0xFFFFFFFF
+        self.sent_any = False
+        self.last_sent_at = 0.0
+
+
+@dataclass(slots=True)
+class _Counters:
+    packets_in: int = 0
+    bytes_in: int = 0
+    dropped_malformed: int = 0
+    dropped_unknown: int = 0
+    dropped_muted: int = 0
+    dropped_queue: int = 0
+    keyframe_requests: int = 0
+
+
+@dataclass(eq=False)
+class _Participant:
+    pid: str
+    order: int
+    uptracks: dict[int, _UpTrack] = field(default_factory=dict)
+    downtracks: list[_DownTrack] = field(default_factory=list)
+    queue: deque[tuple[_DownTrack, bytes]] = field(default_factory=deque)
+    counters: _Counters = field(default_factory=_Counters)
+    last_spoke: float = -1e9
+    send: Sink | None = None
+    sent: int = 0  # packets handed to ``send``
+
+
+class Forwarder:
+    """Routing state of one conference. Not thread-safe: call it from one event loop."""
+
+    def __init__(self, config: ForwarderConfig | None = None, clock: Clock = time.monotonic):
+        self.config = config or ForwarderConfig()
+        self._clock = clock
+        self._participants: dict[str, _Participant] = {}
+        self._joins = 0
+        self._events: list[Event] = []
+        self._speaker: _Participant | None = None
+        self.plis_sent = 0
+        self.plis_coalesced = 0
+
+    # ------------------------------------------------------------------ membership
+
+    def add_participant(
+        self,
+        participant_id: str,
+        uptracks: Sequence[UpTrackSpec] = (),
+        downtracks: Sequence[DownTrackSpec] = (),
+    ) -> None:
+        """Start routing for a participant (raises ``ValueError`` if already present)."""
+        if participant_id in self._participants:
+            raise ValueError(f"participant {participant_id!r} is already forwarded")
+        self._joins += 1
+        p = _Participant(participant_id, self._joins)
+        for spec in uptracks:
+            p.uptracks[spec.ssrc] = _UpTrack(p, spec)
+        p.downtracks = [_DownTrack(p, spec) for spec in downtracks]
+        self._participants[participant_id] = p
+        for other in self._participants.values():
+            self._fill_slots(other)
+
+    def remove_participant(self, participant_id: str) -> None:
+        """Stop routing to and from a participant (kick, leave, disconnect). Idempotent."""
+        p = self._participants.pop(participant_id, None)
+        if p is None:
+            return
+        for up in p.uptracks.values():
+            for dt in list(up.down):
+                self._detach(dt)
+        for dt in p.downtracks:
+            self._detach(dt)
+        p.queue.clear()
+        if self._speaker is p:
+            self._speaker = None
+            self._events.append(SpeakerChanged(None))
+        for other in self._participants.values():
+            self._fill_slots(other)
+
+    def __contains__(self, participant_id: object) -> bool:
+        return participant_id in self._participants
+
+    def participant_ids(self) -> list[str]:
+        return list(self._participants)
+
+    def set_sink(self, participant_id: str, send: Sink | None) -> None:
+        """Send the participant's packets straight through ``send`` while it takes them.
+
+        ``send`` must not block; when it returns False the packet (and every later one,
+        in order) waits in the participant's bounded queue for :meth:`drain`. Without a
+        sink every packet waits for :meth:`drain`.
+        """
+        self._participants[participant_id].send = send
+
+    def set_muted(self, participant_id: str, kind: Kind, muted: bool) -> None:
+        """Drop (``muted``) or forward again a participant's up-track(s) of ``kind``."""
+        p = self._participants.get(participant_id)
+        if p is None:
+            raise KeyError(participant_id)
+        for up in p.uptracks.values():
+            if up.kind != kind or up.muted == muted:
+                continue
+            up.muted = muted
+            if muted:
+                up.loudness = 0.0
+                continue
+            for dt in up.down:
+                dt.resync = True  # the gap must not look like packet loss
+                if kind == "video":
+                    dt.waiting_keyframe = True
+            if kind == "video" and up.down:
+                self._request_keyframe(up)
+
+    def is_muted(self, participant_id: str, kind: Kind) -> bool:
+        p = self._participants[participant_id]
+        return any(up.muted for up in p.uptracks.values() if up.kind == kind)
+
+    # ------------------------------------------------------------------ media
+
+    def on_rtp(self, participant_id: str, data: bytes) -> list[str]:
+        """Route one inbound RTP packet; return the subscribers left with queued output.
+
+        Never raises on malformed input: such packets are counted and dropped.
+        """
+        p = self._participants.get(participant_id)
+        if p is None:
+            return []
+        c = p.counters
+        c.packets_in += 1
+        c.bytes_in += len(data)
+        hdr = rtp.parse_rtp(data)
+        if hdr is None:
+            c.dropped_malformed += 1
+            return []
+        up = p.uptracks.get(hdr.ssrc)
+        if up is None or hdr.payload_type not in up.payload_types:
+            c.dropped_unknown += 1
+            return []
+        if up.muted:
+            c.dropped_muted += 1
+            return []
+        now = self._clock()
+        keyframe = False
+        level = -1
+        if up.kind == "video":
+            keyframe = rtp.vp8_keyframe_start(data, hdr)
+            if keyframe:
+                up.pli_pending = False
+        elif up.audio_level_id is not None:
+            found = rtp.audio_level(data, hdr, up.audio_level_id)
+            if found is not None:
+                level = found
+                up.loudness += self.config.level_smoothing * ((127 - level) - up.loudness)
+                up.level_at = now
+        if not up.down:
+            return []
+        payload = data[hdr.payload_start : hdr.payload_end]
+        seq, ts, marker = hdr.sequence, hdr.timestamp, hdr.marker
+        touched: list[str] = []
+        for dt in up.down:
+            if dt.waiting_keyframe:
+                if not keyframe:
+                    continue
+                dt.waiting_keyframe = False
+                dt.resync = True
+            if dt.resync:
+                self._resync(dt, seq, ts, now)
+            out_seq = (seq + dt.seq_offset) & 0xFFFF
+            out_ts = (ts + dt.ts_offset) & 0xFFFFFFFF
+            if rtp.seq_newer(out_seq, dt.last_seq):
+                dt.last_seq = out_seq
+                dt.last_ts = out_ts
+            dt.last_sent_at = now
+            ext = b""
+            if level >= 0 and dt.audio_level_id is not None:
+                ext = rtp.build_audio_level_extension(dt.audio_level_id, level)
+            packet = rtp.build_rtp(marker, dt.payload_type, out_seq, out_ts, dt.ssrc, payload, ext)
+            sub = dt.owner
+            send = sub.send
+            if send is not None and not sub.queue and send(packet):
+                sub.sent += 1
+                continue
+            self._enqueue(dt, packet)
+            touched.append(sub.pid)
+        return touched
+
+    def drain(self, participant_id: str, send: Callable[[bytes], bool]) -> int:
+        """Hand a subscriber's queued packets to ``send`` until it returns False (congested).
+
+        Returns how many packets were sent; the rest stay queued for the next call.
+        """
+        p = self._participants.get(participant_id)
+        if p is None:
+            return 0
+        q = p.queue
+        sent = 0
+        while q:
+            if not send(q[0][1]):
+                break
+            q.popleft()
+            sent += 1
+        p.sent += sent
+        return sent
+
+    def sent_to(self, participant_id: str) -> int:
+        """Packets handed to this participant's sink so far (0 if unknown)."""
+        p = self._participants.get(participant_id)
+        return p.sent if p is not None else 0
+
+    def queued(self, participant_id: str) -> int:
+        p = self._participants.get(participant_id)
+        return len(p.queue) if p is not None else 0
+
+    def on_keyframe_request(self, participant_id: str, downtrack_ssrc: int) -> None:
+        """A subscriber sent PLI/FIR for one of its slots: ask that slot's publisher."""
+        p = self._participants.get(participant_id)
+        if p is None:
+            return
+        for dt in p.downtracks:
+            if dt.ssrc == downtrack_ssrc and dt.source is not None:
+                self._request_keyframe(dt.source)
+                return
+
+    def tick(self) -> None:
+        """Periodic work (call every 50-200 ms): deferred PLIs, active speaker."""
+        now = self._clock()
+        for p in self._participants.values():
+            for up in p.uptracks.values():
+                if up.kind != "video" or up.muted:
+                    continue
+                waiting = up.pli_pending or any(dt.waiting_keyframe for dt in up.down)
+                if waiting and now - up.pli_sent_at >= self.config.pli_interval:
+                    self._send_pli(up, now)
+        self._update_speaker(now)
+
+    def events(self) -> list[Event]:
+        """Events since the last call (keyframe requests to send, speaker changes)."""
+        events, self._events = self._events, []
+        return events
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def packets_sent(self) -> int:
+        """Packets handed to subscribers' sinks so far (participants still present)."""
+        return sum(p.sent for p in self._participants.values())
+
+    @property
+    def active_speaker(self) -> str | None:
+        return self._speaker.pid if self._speaker is not None else None
+
+    def routes(self, participant_id: str) -> dict[int, str | None]:
+        """Slot SSRC → publisher currently routed into it, for one subscriber."""
+        p = self._participants[participant_id]
+        return {dt.ssrc: dt.source.owner.pid if dt.source else None for dt in p.downtracks}
+
+    def stats(self) -> dict[str, object]:
+        participants: dict[str, dict[str, int]] = {}
+        for pid, p in self._participants.items():
+            c = p.counters
+            participants[pid] = {
+                "packets_in": c.packets_in,
+                "bytes_in": c.bytes_in,
+                "packets_out": p.sent,
+                "dropped_malformed": c.dropped_malformed,
+                "dropped_unknown": c.dropped_unknown,
+                "dropped_muted": c.dropped_muted,
+                "dropped_queue": c.dropped_queue,
+                "queued": len(p.queue),
+                "keyframe_requests": c.keyframe_requests,
+            }
+        return {
+            "participants": participants,
+            "packets_out": self.packets_sent,
+            "active_speaker": self.active_speaker,
+            "plis_sent": self.plis_sent,
+            "plis_coalesced": self.plis_coalesced,
+        }
+
+    # ------------------------------------------------------------------ internals
+
+    def _resync(self, dt: _DownTrack, seq: int, ts: int, now: float) -> None:
+        # Continue the subscriber's numbering right after what it last got, and advance
+        # its timestamps by the wall time elapsed, whatever the source's own numbering.
+        dt.seq_offset = (dt.last_seq + 1 - seq) & 0xFFFF
+        gap = max(1, round((now - dt.last_sent_at) * dt.clock_rate)) if dt.sent_any else 0
+        dt.ts_offset = (dt.last_ts + gap - ts) & 0xFFFFFFFF
+        dt.resync = False
+        dt.sent_any = True
+
+    def _enqueue(self, dt: _DownTrack, packet: bytes) -> None:
+        p = dt.owner
+        q = p.queue
+        if len(q) >= self.config.queue_packets:
+            old_dt, _ = q.popleft()
+            p.counters.dropped_queue += 1
+            # The subscriber's picture is now broken: stop feeding it deltas.
+            source = old_dt.source
+            if old_dt.kind == "video" and source is not None and not old_dt.waiting_keyframe:
+                old_dt.waiting_keyframe = True
+                self._request_keyframe(source)
+        q.append((dt, packet))
+
+    def _request_keyframe(self, up: _UpTrack) -> None:
+        if up.kind != "video" or up.muted:
+            return
+        now = self._clock()
+        if now - up.pli_sent_at >= self.config.pli_interval:
+            self._send_pli(up, now)
+        else:
+            up.pli_pending = True
+            self.plis_coalesced += 1
+
+    def _send_pli(self, up: _UpTrack, now: float) -> None:
+        up.pli_sent_at = now
+        up.pli_pending = False
+        up.owner.counters.keyframe_requests += 1
+        self.plis_sent += 1
+        self._events.append(KeyframeRequest(up.owner.pid, up.ssrc))
+
+    def _attach(self, dt: _DownTrack, up: _UpTrack) -> None:
+        if dt.source is not None:
+            self._detach(dt)
+        dt.source = up
+        up.down.add(dt)
+        dt.resync = True
+        if dt.kind == "video":
+            dt.waiting_keyframe = True
+            self._request_keyframe(up)
+
+    def _detach(self, dt: _DownTrack) -> None:
+        if dt.source is not None:
+            dt.source.down.discard(dt)
+            dt.source = None
+        dt.waiting_keyframe = False
+
+    def _candidates(self, sub: _Participant, kind: Kind) -> list[_UpTrack]:
+        """Other participants' up-tracks of ``kind``, most deserving of a slot first."""
+        ups = [
+            up
+            for p in self._participants.values()
+            if p is not sub
+            for up in p.uptracks.values()
+            if up.kind == kind
+        ]
+        ups.sort(key=lambda up: (-up.owner.last_spoke, up.owner.order))
+        return ups
+
+    def _fill_slots(self, sub: _Participant) -> None:
+        for kind in ("video", "audio"):
+            free = [dt for dt in sub.downtracks if dt.kind == kind and dt.source is None]
+            if not free:
+                continue
+            routed = {dt.source for dt in sub.downtracks if dt.source is not None}
+            for up in self._candidates(sub, kind):
+                if not free:
+                    break
+                if up not in routed:
+                    self._attach(free.pop(0), up)
+
+    def _promote(self, speaker: _Participant) -> None:
+        """Give the new speaker a slot at every subscriber that does not show it (last-N)."""
+        for sub in self._participants.values():
+            if sub is speaker:
+                continue
+            for up in speaker.uptracks.values():
+                slots = [dt for dt in sub.downtracks if dt.kind == up.kind]
+                if not slots or any(dt.source is up for dt in slots):
+                    continue
+                victim = min(
+                    slots,
+                    key=lambda dt: (
+                        dt.source is not None,
+                        dt.source.owner.last_spoke if dt.source else 0.0,
+                        -(dt.source.owner.order if dt.source else 0),
+                    ),
+                )
+                self._attach(victim, up)
+
+    def _update_speaker(self, now: float) -> None:
+        cfg = self.config
+        threshold = 127 - cfg.speaking_level
+
+        def loudness(p: _Participant) -> float:
+            best = 0.0
+            for up in p.uptracks.values():
+                if up.kind == "audio" and not up.muted and now - up.level_at < cfg.speaker_timeout:
+                    best = max(best, up.loudness)
+            return best
+
+        best: _Participant | None = None
+        best_loudness = 0.0
+        for p in self._participants.values():
+            value = loudness(p)
+            if value > best_loudness:
+                best, best_loudness = p, value
+        if best is None or best_loudness < threshold:
+            return  # silence keeps the last speaker (as conferencing UIs do)
+        best.last_spoke = now
+        current = self._speaker
+        if best is current:
+            return
+        if current is not None and best_loudness < loudness(current) + cfg.speaker_margin:
+            return
+        self._speaker = best
+        self._events.append(SpeakerChanged(best.pid))
+        self._promote(best)

@@ -1,0 +1,573 @@
+"""An SFU node: one aiortc peer connection per participant, RTP forwarded without keys.
+
+The asyncio edge around :class:`sfu.forwarder.Forwarder`. Signalling is not ours: the
+conference control plane hands :meth:`SfuNode.join` a participant's SDP offer (a string)
+and relays the answer back; it calls :meth:`set_muted` / :meth:`kick` to enforce
+moderation and listens to :class:`ParticipantLeft` / :class:`ActiveSpeaker` events.
+
+What the node expects from an offer (``client.e2ee_media.SfuSession`` makes one):
+
+* BUNDLE over one transport (aiortc always bundles); audio/video only, no data channel;
+* at most one ``sendonly``/``sendrecv`` video (VP8) and audio (Opus) m-line, announcing
+  its SSRC — what the participant publishes;
+* any number (up to the limit) of ``recvonly`` m-lines — the receiving *slots*.
+
+Per packet the node does no coroutine work: aiortc decrypts SRTP, the adapter hands the
+RTP bytes to the forwarder, and each subscriber's re-headed copies go out through an
+:class:`sfu.aiortc_adapter.RtpSink` (SRTP-protect + ``sendto``) straight away.
+
+The node never decodes, never holds a media key (frames are SFrame ciphertext) and never
+logs SDP (it carries addresses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+    sdp,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+
+from sfu import aiortc_adapter
+from sfu.errors import InvalidOffer, NotFound, OfferTooLarge
+from sfu.forwarder import (
+    DownTrackSpec,
+    Forwarder,
+    ForwarderConfig,
+    KeyframeRequest,
+    Kind,
+    SpeakerChanged,
+    UpTrackSpec,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ActiveSpeaker",
+    "NodeEvent",
+    "ParticipantLeft",
+    "SfuConfig",
+    "SfuNode",
+    "default_rtc_configuration",
+]
+
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+_CODEC_FOR_KIND = {"video": "vp8", "audio": "opus"}
+
+
+@dataclass(slots=True)
+class SfuConfig:
+    max_offer_bytes: int = 65_536
+    max_media_sections: int = 34  # 2 published + 16 slots per kind
+    max_candidates: int = 32
+    connect_timeout: float = 20.0  # a participant not connected by then is dropped
+    tick_interval: float = 0.05
+    write_buffer_limit: int = 256 * 1024  # per subscriber socket; above it we queue/drop
+    latency_samples: int = 50_000  # processing-time samples kept for stats()
+    forwarder: ForwarderConfig = field(default_factory=ForwarderConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantLeft:
+    conference_id: str
+    participant_id: str
+    reason: str  # "left", "kicked", "disconnected", "timeout", "replaced"
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveSpeaker:
+    conference_id: str
+    participant_id: str | None
+
+
+NodeEvent = ParticipantLeft | ActiveSpeaker
+
+
+def default_rtc_configuration() -> RTCConfiguration:
+    """No STUN/TURN (the node is reached directly), one transport for every m-line.
+
+    max-bundle: with aiortc's default (balanced), a second transceiver of one kind can
+    stay on a transport that BUNDLE negotiation then stops.
+    """
+    return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
+
+class _IdleTrack(MediaStreamTrack):
+    """What an SFU slot's aiortc sender "plays": nothing, until stopped.
+
+    Media for the slot bypasses the sender (see ``RtpSink``); the sender only exists so
+    the slot is negotiated and its RTCP (PLI, reports) is handled.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._ended = asyncio.Event()
+
+    async def recv(self) -> Any:
+        await self._ended.wait()
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        super().stop()
+        self._ended.set()
+
+
+@dataclass(eq=False)
+class _Peer:
+    conference_id: str
+    participant_id: str
+    pc: RTCPeerConnection
+    dtls: RTCDtlsTransport
+    sink: aiortc_adapter.RtpSink
+    uptracks: list[UpTrackSpec]
+    downtracks: list[DownTrackSpec]
+    receivers: dict[int, RTCRtpReceiver]  # published SSRC -> receiver (for PLIs)
+    joined_at: float
+    forwarding: bool = False
+    closed: bool = False
+
+
+@dataclass(eq=False)
+class _Conference:
+    forwarder: Forwarder
+    peers: dict[str, _Peer] = field(default_factory=dict)
+
+
+class SfuNode:
+    """Media forwarding for any number of conferences on one event loop."""
+
+    def __init__(
+        self,
+        config: SfuConfig | None = None,
+        *,
+        on_event: Callable[[NodeEvent], None] | None = None,
+        rtc_configuration: Callable[[], RTCConfiguration] | None = None,
+    ) -> None:
+        self.config = config or SfuConfig()
+        self._on_event = on_event
+        self._rtc_configuration = rtc_configuration or default_rtc_configuration
+        self._conferences: dict[str, _Conference] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._processing_ns: deque[int] = deque(maxlen=self.config.latency_samples)
+        # Mutes outlive a reconnect ("replaced") and apply once forwarding starts.
+        self._mutes: dict[tuple[str, str], set[str]] = {}
+        self.packets_in = 0
+        self._packets_out_gone = 0  # sent to participants who have left since
+
+    # ------------------------------------------------------------------ control API
+
+    async def join(self, conference_id: str, participant_id: str, offer_sdp: str) -> str:
+        """Connect a participant; return the SDP answer for its offer.
+
+        Media starts flowing once ICE/DTLS complete. A second join of the same participant
+        replaces the first connection. Raises :class:`sfu.errors.SfuError` subclasses for
+        offers the node cannot or will not serve.
+        """
+        offer = self._parse_offer(offer_sdp)
+        conference = self._conferences.get(conference_id)
+        if conference is not None and participant_id in conference.peers:
+            await self._drop(conference_id, participant_id, "replaced")
+        self._ensure_ticker()
+        pc = RTCPeerConnection(self._rtc_configuration())
+        try:
+            peer = await self._negotiate(conference_id, participant_id, pc, offer, offer_sdp)
+        except BaseException:
+            await pc.close()
+            raise
+        conference = self._conferences.setdefault(
+            conference_id, _Conference(Forwarder(self.config.forwarder))
+        )
+        conference.peers[participant_id] = peer
+
+        @pc.on("connectionstatechange")
+        def on_state_change() -> None:
+            self._on_connection_state(peer)
+
+        return str(pc.localDescription.sdp)
+
+    async def leave(self, conference_id: str, participant_id: str) -> None:
+        """The participant left: stop forwarding and close its connection."""
+        await self._drop(conference_id, participant_id, "left", must_exist=True)
+
+    async def kick(self, conference_id: str, participant_id: str) -> None:
+        """Drop the participant's connection at once (moderation); media stops both ways."""
+        await self._drop(conference_id, participant_id, "kicked", must_exist=True)
+
+    def set_muted(
+        self, conference_id: str, participant_id: str, muted: bool, kind: Kind = "audio"
+    ) -> None:
+        """Stop (or resume) forwarding what the participant publishes of ``kind``.
+
+        Holds across reconnects only if the control plane calls it again after ``join``.
+        """
+        peer = self._peer(conference_id, participant_id)
+        peer_mutes = self._mutes.setdefault((conference_id, participant_id), set())
+        if muted:
+            peer_mutes.add(kind)
+        else:
+            peer_mutes.discard(kind)
+        fwd = self._conferences[conference_id].forwarder
+        if peer.forwarding:
+            fwd.set_muted(participant_id, kind, muted)
+
+    def is_muted(self, conference_id: str, participant_id: str, kind: Kind = "audio") -> bool:
+        self._peer(conference_id, participant_id)
+        return kind in self._mutes.get((conference_id, participant_id), set())
+
+    def active_speaker(self, conference_id: str) -> str | None:
+        conference = self._conferences.get(conference_id)
+        return conference.forwarder.active_speaker if conference else None
+
+    @property
+    def packets_out(self) -> int:
+        """RTP packets sent to subscribers since the node started."""
+        live = sum(c.forwarder.packets_sent for c in self._conferences.values())
+        return self._packets_out_gone + live
+
+    def forwarder(self, conference_id: str) -> Forwarder | None:
+        """The conference's routing state (read-only use: stats, routes, active speaker)."""
+        conference = self._conferences.get(conference_id)
+        return conference.forwarder if conference else None
+
+    def participants(self, conference_id: str) -> list[str]:
+        conference = self._conferences.get(conference_id)
+        return list(conference.peers) if conference else []
+
+    def load(self) -> int:
+        """Subscriber streams currently routed (what the control plane balances nodes on)."""
+        total = 0
+        for conference in self._conferences.values():
+            for pid in conference.forwarder.participant_ids():
+                total += sum(
+                    1 for src in conference.forwarder.routes(pid).values() if src is not None
+                )
+        return total
+
+    def stats(self) -> dict[str, Any]:
+        samples = sorted(self._processing_ns)
+
+        def pct(q: float) -> float | None:
+            if not samples:
+                return None
+            return samples[min(len(samples) - 1, int(q * len(samples)))] / 1e6
+
+        return {
+            "conferences": {
+                cid: {
+                    "participants": {
+                        pid: {
+                            "connection_state": peer.pc.connectionState,
+                            "forwarding": peer.forwarding,
+                            "muted": sorted(self._mutes.get((cid, pid), set())),
+                            "socket_congested": peer.sink.congested,
+                        }
+                        for pid, peer in conference.peers.items()
+                    },
+                    "forwarder": conference.forwarder.stats(),
+                }
+                for cid, conference in self._conferences.items()
+            },
+            "packets_in": self.packets_in,
+            "packets_out": self.packets_out,
+            "processing_ms": {"p50": pct(0.5), "p99": pct(0.99), "samples": len(samples)},
+        }
+
+    def reset_latency_samples(self) -> None:
+        self._processing_ns.clear()
+
+    async def close(self) -> None:
+        """Drop every participant and stop background work."""
+        for cid, conference in list(self._conferences.items()):
+            for pid in list(conference.peers):
+                await self._drop(cid, pid, "left")
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        for task in list(self._pending):
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+
+    # ------------------------------------------------------------------ negotiation
+
+    def _parse_offer(self, offer_sdp: str) -> sdp.SessionDescription:
+        cfg = self.config
+        if len(offer_sdp.encode("utf-8", "replace")) > cfg.max_offer_bytes:
+            raise OfferTooLarge(f"offer larger than {cfg.max_offer_bytes} bytes")
+        if offer_sdp.count("a=candidate:") > cfg.max_candidates:
+            raise OfferTooLarge(f"offer has more than {cfg.max_candidates} candidates")
+        try:
+            offer = sdp.SessionDescription.parse(offer_sdp)
+        except Exception as exc:  # aiortc's parser raises assorted errors on garbage
+            raise InvalidOffer("unparsable SDP offer") from exc
+        if not offer.media:
+            raise InvalidOffer("offer has no media")
+        if len(offer.media) > cfg.max_media_sections:
+            raise OfferTooLarge(f"offer has more than {cfg.max_media_sections} media sections")
+        published: set[str] = set()
+        for media in offer.media:
+            if media.kind not in ("audio", "video"):
+                raise InvalidOffer(f"unsupported media kind {media.kind!r}")
+            if media.direction in ("sendonly", "sendrecv"):
+                if media.kind in published:
+                    raise InvalidOffer(f"more than one published {media.kind} track")
+                if not media.ssrc:
+                    raise InvalidOffer(f"published {media.kind} track without an SSRC")
+                published.add(media.kind)
+        bundle = next((g for g in offer.group if g.semantic == "BUNDLE"), None)
+        mids = {m.rtp.muxId for m in offer.media}
+        if bundle is None or set(bundle.items) != mids:
+            raise InvalidOffer("offer must BUNDLE every media section")
+        return offer
+
+    async def _negotiate(
+        self,
+        conference_id: str,
+        participant_id: str,
+        pc: RTCPeerConnection,
+        offer: sdp.SessionDescription,
+        offer_sdp: str,
+    ) -> _Peer:
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:
+            raise InvalidOffer(f"offer rejected: {exc}") from exc
+        offered = {m.rtp.muxId: m for m in offer.media}
+        slots: list[RTCRtpTransceiver] = []
+        publishing: list[tuple[RTCRtpTransceiver, int]] = []
+        for t in pc.getTransceivers():
+            media = offered.get(t.mid or "")
+            if media is None:
+                continue
+            if media.direction == "recvonly":
+                t.direction = "sendonly"
+                t.sender.replaceTrack(_IdleTrack(t.kind))
+                slots.append(t)
+            elif media.direction in ("sendonly", "sendrecv"):
+                t.direction = "recvonly"
+                publishing.append((t, media.ssrc[0].ssrc))
+            else:
+                t.direction = "inactive"
+        await pc.setLocalDescription(await pc.createAnswer())
+
+        uptracks: list[UpTrackSpec] = []
+        receivers: dict[int, RTCRtpReceiver] = {}
+        for t, ssrc in publishing:
+            codecs = _media_codecs(t)
+            if not codecs or codecs[0].name.lower() != _CODEC_FOR_KIND[t.kind]:
+                raise InvalidOffer(f"published {t.kind} must be {_CODEC_FOR_KIND[t.kind]}")
+            kind: Kind = "video" if t.kind == "video" else "audio"
+            uptracks.append(
+                UpTrackSpec(
+                    kind,
+                    ssrc,
+                    frozenset(c.payloadType for c in codecs if c.payloadType is not None),
+                    _extension_id(t, AUDIO_LEVEL_URI),
+                )
+            )
+            receivers[ssrc] = t.receiver
+        downtracks: list[DownTrackSpec] = []
+        for t in slots:
+            codecs = _media_codecs(t)
+            if not codecs or codecs[0].name.lower() != _CODEC_FOR_KIND[t.kind]:
+                raise InvalidOffer(f"{t.kind} slots must accept {_CODEC_FOR_KIND[t.kind]}")
+            ssrc = aiortc_adapter.sender_ssrc(t.sender)
+            downtracks.append(
+                DownTrackSpec(
+                    "video" if t.kind == "video" else "audio",
+                    ssrc,
+                    codecs[0].payloadType or 0,
+                    codecs[0].clockRate,
+                    _extension_id(t, AUDIO_LEVEL_URI),
+                )
+            )
+            aiortc_adapter.on_keyframe_request(
+                t.sender, self._keyframe_callback(conference_id, participant_id, ssrc)
+            )
+
+        transports = {t.receiver.transport for t in pc.getTransceivers()}
+        if len(transports) != 1:
+            raise InvalidOffer("offer must BUNDLE every media section")
+        dtls = transports.pop()
+        peer = _Peer(
+            conference_id,
+            participant_id,
+            pc,
+            dtls,
+            aiortc_adapter.RtpSink(dtls, self.config.write_buffer_limit),
+            uptracks,
+            downtracks,
+            receivers,
+            time.monotonic(),
+        )
+        aiortc_adapter.intercept_rtp(dtls, self._rtp_callback(peer))
+        return peer
+
+    # ------------------------------------------------------------------ media path
+
+    def _rtp_callback(self, source: _Peer) -> Callable[[bytes], None]:
+        samples = self._processing_ns
+        clock = time.perf_counter_ns
+        conference_id, participant_id = source.conference_id, source.participant_id
+
+        def on_rtp(data: bytes) -> None:
+            start = clock()
+            if source.closed:  # a replaced or dropped connection's late packets
+                return
+            conference = self._conferences.get(conference_id)
+            if conference is None:
+                return
+            self.packets_in += 1
+            fwd = conference.forwarder
+            queued = fwd.on_rtp(participant_id, data)  # sent through the sinks already
+            for sub in queued:  # congested subscribers: try again, in order
+                peer = conference.peers.get(sub)
+                if peer is not None:
+                    fwd.drain(sub, peer.sink)
+            samples.append(clock() - start)
+
+        return on_rtp
+
+    def _keyframe_callback(
+        self, conference_id: str, participant_id: str, ssrc: int
+    ) -> Callable[[], None]:
+        def on_keyframe_request() -> None:
+            conference = self._conferences.get(conference_id)
+            if conference is not None:
+                conference.forwarder.on_keyframe_request(participant_id, ssrc)
+
+        return on_keyframe_request
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _on_connection_state(self, peer: _Peer) -> None:
+        if peer.closed:
+            return
+        state = peer.pc.connectionState
+        if state == "connected" and not peer.forwarding:
+            aiortc_adapter.receive_rtp_from_socket(peer.dtls, self._rtp_callback(peer))
+            self._start_forwarding(peer)
+        elif state in ("failed", "closed"):
+            self._spawn(self._drop(peer.conference_id, peer.participant_id, "disconnected", peer))
+
+    def _start_forwarding(self, peer: _Peer) -> None:
+        conference = self._conferences.get(peer.conference_id)
+        if conference is None or conference.peers.get(peer.participant_id) is not peer:
+            return
+        fwd = conference.forwarder
+        fwd.add_participant(peer.participant_id, peer.uptracks, peer.downtracks)
+        fwd.set_sink(peer.participant_id, peer.sink)
+        for kind in self._mutes.get((peer.conference_id, peer.participant_id), set()):
+            fwd.set_muted(peer.participant_id, "video" if kind == "video" else "audio", True)
+        peer.forwarding = True
+        self._handle_events(peer.conference_id, conference)
+
+    async def _drop(
+        self,
+        conference_id: str,
+        participant_id: str,
+        reason: str,
+        only: _Peer | None = None,
+        *,
+        must_exist: bool = False,
+    ) -> None:
+        conference = self._conferences.get(conference_id)
+        peer = conference.peers.get(participant_id) if conference else None
+        if conference is None or peer is None or (only is not None and peer is not only):
+            if must_exist:
+                raise NotFound(f"no participant {participant_id!r} in that conference")
+            return
+        peer.closed = True
+        del conference.peers[participant_id]
+        self._packets_out_gone += conference.forwarder.sent_to(participant_id)
+        conference.forwarder.remove_participant(participant_id)
+        if reason != "replaced":
+            self._mutes.pop((conference_id, participant_id), None)
+        self._handle_events(conference_id, conference)
+        if not conference.peers:
+            del self._conferences[conference_id]
+        self._emit(ParticipantLeft(conference_id, participant_id, reason))
+        await peer.pc.close()
+
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.create_task(self._tick_loop())
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_interval)
+            now = time.monotonic()
+            for cid, conference in list(self._conferences.items()):
+                fwd = conference.forwarder
+                fwd.tick()
+                self._handle_events(cid, conference)
+                for pid, peer in list(conference.peers.items()):
+                    if peer.forwarding:
+                        if fwd.queued(pid):  # a congested subscriber may have room now
+                            fwd.drain(pid, peer.sink)
+                    elif now - peer.joined_at > self.config.connect_timeout:
+                        self._spawn(self._drop(cid, pid, "timeout", peer))
+
+    def _handle_events(self, conference_id: str, conference: _Conference) -> None:
+        for event in conference.forwarder.events():
+            if isinstance(event, KeyframeRequest):
+                peer = conference.peers.get(event.publisher)
+                receiver = peer.receivers.get(event.ssrc) if peer else None
+                if receiver is not None:
+                    self._spawn(aiortc_adapter.send_pli(receiver, event.ssrc))
+            elif isinstance(event, SpeakerChanged):
+                self._emit(ActiveSpeaker(conference_id, event.participant))
+
+    def _emit(self, event: NodeEvent) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            logger.exception("SFU event handler failed")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("SFU background task failed: %r", task.exception())
+
+    def _peer(self, conference_id: str, participant_id: str) -> _Peer:
+        conference = self._conferences.get(conference_id)
+        peer = conference.peers.get(participant_id) if conference else None
+        if peer is None:
+            raise NotFound(f"no participant {participant_id!r} in that conference")
+        return peer
+
+
+def _media_codecs(t: RTCRtpTransceiver) -> list[Any]:
+    return [c for c in aiortc_adapter.negotiated_codecs(t) if c.name.lower() != "rtx"]
+
+
+def _extension_id(t: RTCRtpTransceiver, uri: str) -> int | None:
+    for ext in aiortc_adapter.negotiated_header_extensions(t):
+        if ext.uri == uri:
+            return int(ext.id)
+    return None

@@ -1,0 +1,188 @@
+"""The few RTP facts the SFU routes on, sans-I/O: header, header extensions, VP8 keyframes.
+
+Everything here takes and returns bytes and never raises on hostile input: a parser
+returns ``None`` for anything malformed, so one client's garbage is dropped at the door.
+
+* RFC 3550 §5.1  fixed header, CSRC list, padding.
+* RFC 8285       one-byte (``0xBEDE``) and two-byte (``0x100x``) header extensions.
+* RFC 6464       client-to-mixer audio level (``-dBov`` 0..127, 127 = silence; V flag).
+* RFC 7741 §4.2  VP8 payload descriptor; §4.3 the first bytes of the VP8 frame (kept in
+                 clear by SFrame, DESIGN §6) tell a keyframe from a delta frame.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+__all__ = [
+    "AUDIO_LEVEL_SILENT",
+    "RtpHeader",
+    "audio_level",
+    "build_audio_level_extension",
+    "build_rtp",
+    "find_extension",
+    "is_rtcp",
+    "parse_rtp",
+    "seq_newer",
+    "vp8_keyframe_start",
+]
+
+RTP_VERSION = 2
+AUDIO_LEVEL_SILENT = 127
+_FIXED = struct.Struct("!BBHII")
+_ONE_BYTE_PROFILE = 0xBEDE
+
+
+class RtpHeader(NamedTuple):
+    """A parsed RTP packet: header fields and where the payload sits in ``data``."""
+
+    marker: bool
+    payload_type: int
+    sequence: int
+    timestamp: int
+    ssrc: int
+    payload_start: int
+    payload_end: int  # padding excluded
+    ext_profile: int  # 0 when there is no extension block
+    ext_start: int
+    ext_end: int
+
+
+def is_rtcp(data: bytes) -> bool:
+    """RFC 5761 §4: on a muxed port, a second byte of 192-223 is an RTCP packet type."""
+    return len(data) >= 2 and 192 <= data[1] <= 223
+
+
+def parse_rtp(data: bytes) -> RtpHeader | None:
+    """Parse an RTP packet; ``None`` if it is not a well-formed version 2 packet."""
+    if len(data) < 12:
+        return None
+    b0, b1, seq, ts, ssrc = _FIXED.unpack_from(data)
+    if b0 >> 6 != RTP_VERSION:
+        return None
+    pos = 12 + (b0 & 0x0F) * 4
+    end = len(data)
+    ext_profile = ext_start = ext_end = 0
+    if b0 & 0x10:
+        if end < pos + 4:
+            return None
+        ext_profile = (data[pos] << 8) | data[pos + 1]
+        words = (data[pos + 2] << 8) | data[pos + 3]
+        ext_start = pos + 4
+        ext_end = ext_start + words * 4
+        pos = ext_end
+    if b0 & 0x20:
+        if end <= pos:
+            return None
+        pad = data[-1]
+        if pad == 0:
+            return None
+        end -= pad
+    if end < pos:
+        return None
+    return RtpHeader(
+        bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc, pos, end, ext_profile, ext_start, ext_end
+    )
+
+
+def find_extension(data: bytes, header: RtpHeader, ext_id: int) -> bytes | None:
+    """The value of header extension ``ext_id`` (RFC 8285), or ``None``."""
+    if not header.ext_profile or not 1 <= ext_id <= 255:
+        return None
+    pos, end = header.ext_start, header.ext_end
+    if header.ext_profile == _ONE_BYTE_PROFILE:
+        while pos < end:
+            b = data[pos]
+            if b == 0:  # padding
+                pos += 1
+                continue
+            x_id, length = b >> 4, (b & 0x0F) + 1
+            if x_id == 15:  # reserved: stop parsing (RFC 8285 §4.2)
+                return None
+            if pos + 1 + length > end:
+                return None
+            if x_id == ext_id:
+                return data[pos + 1 : pos + 1 + length]
+            pos += 1 + length
+        return None
+    if header.ext_profile >> 4 == 0x100:
+        while pos < end:
+            if data[pos] == 0:
+                pos += 1
+                continue
+            if pos + 2 > end:
+                return None
+            x_id, length = data[pos], data[pos + 1]
+            if pos + 2 + length > end:
+                return None
+            if x_id == ext_id:
+                return data[pos + 2 : pos + 2 + length]
+            pos += 2 + length
+    return None
+
+
+def audio_level(data: bytes, header: RtpHeader, ext_id: int) -> int | None:
+    """RFC 6464 level as ``-dBov`` (0 loudest … 127 silence), or ``None`` if absent."""
+    value = find_extension(data, header, ext_id)
+    if not value:
+        return None
+    return value[0] & 0x7F
+
+
+def build_audio_level_extension(ext_id: int, level: int) -> bytes:
+    """A one-byte-header extension block carrying only the audio level (V flag clear)."""
+    return bytes((0xBE, 0xDE, 0x00, 0x01, (ext_id << 4) & 0xF0, level & 0x7F, 0, 0))
+
+
+def build_rtp(
+    marker: bool,
+    payload_type: int,
+    sequence: int,
+    timestamp: int,
+    ssrc: int,
+    payload: bytes | memoryview,
+    extension: bytes = b"",
+) -> bytes:
+    """Serialise an RTP packet; ``extension`` is a whole extension block or empty."""
+    b0 = 0x90 if extension else 0x80
+    b1 = (0x80 if marker else 0) | payload_type
+    return _FIXED.pack(b0, b1, sequence, timestamp, ssrc) + extension + payload
+
+
+def vp8_keyframe_start(data: bytes, header: RtpHeader) -> bool:
+    """True if this VP8 RTP packet starts a keyframe (RFC 7741 §4.2-4.3).
+
+    Reads only the payload descriptor and the first byte of the VP8 frame tag, which
+    SFrame leaves in clear; anything truncated or odd is "not a keyframe start".
+    """
+    pos, end = header.payload_start, header.payload_end
+    if pos >= end:
+        return False
+    b = data[pos]
+    # S bit set and partition index 0: the packet starts the frame.
+    if not b & 0x10 or b & 0x07:
+        return False
+    pos += 1
+    if b & 0x80:  # X: extension byte follows
+        if pos >= end:
+            return False
+        x = data[pos]
+        pos += 1
+        if x & 0x80:  # I: picture id, 7 or 15 bits
+            if pos >= end:
+                return False
+            pos += 2 if data[pos] & 0x80 else 1
+        if x & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if x & 0x30:  # T or K: TID/Y/KEYIDX
+            pos += 1
+    if pos >= end:
+        return False
+    # VP8 frame tag bit 0 is the inverse keyframe flag (RFC 6386 §9.1).
+    return data[pos] & 0x01 == 0
+
+
+def seq_newer(a: int, b: int) -> bool:
+    """True if 16-bit sequence number ``a`` is after ``b`` (RFC 3550 wrap-around)."""
+    return a != b and (a - b) & 0xFFFF < 0x8000

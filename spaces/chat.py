@@ -1,0 +1,505 @@
+"""Chat rooms, channels and stories on the server: rules, group commit, live delivery, expiry.
+
+The server never sees text, captions or images — only ciphertext with the metadata it needs
+(DESIGN §5). What it enforces:
+
+- who may post: members in chat rooms; owners, moderators and granted publishers in channels
+  (:meth:`Roster.may_post`); nobody in conference rooms; stories go to channels only;
+- that a message is encrypted for the current epoch (so nothing new is readable with the
+  keys of a member who left), sizes, lifetimes and a rate per member;
+- acknowledged means durable: a send is answered only after the transaction holding it has
+  committed. Sends are queued and committed in batches (group commit): while one batch is
+  being written, the next one fills up, so 50 concurrent senders share each fsync;
+- per-room sequences are gap-free and assigned inside the commit; a retried client message
+  id returns the first message's sequence;
+- live delivery: a session that fetched a room with ``follow=True`` gets a
+  :class:`MessagesAdded` event with the messages each commit added there (encoded once,
+  pushed to every follower's bounded queue without waiting on anyone). Like the commit, the
+  fan-out batches itself: under load a commit holds more messages, and each follower gets
+  them in one frame instead of one frame each;
+- expiry: a sweeper deletes expired messages and stories for good (:class:`ChatStore`).
+
+The rule checks (:func:`check_post`, :func:`check_story`, :func:`message_lifetime`) are
+pure functions of the roster; :class:`Chat` adds storage, batching and delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+from aiohttp import web
+
+from spaces.chat_sqlite import SqliteChatStore
+from spaces.chat_storage import ChatStore, Committed, NewMessage, NewStory
+from spaces.chat_wire import (
+    CLIENT_ID_LEN,
+    STORY_CHUNK_BYTES,
+    ChatMessage,
+    FetchMessages,
+    FetchStoryPart,
+    ListStories,
+    Messages,
+    MessagesAdded,
+    MessageSent,
+    PostStory,
+    SendMessage,
+    Stories,
+    StoryChunkStored,
+    StoryPart,
+    StoryPosted,
+    UploadStoryChunk,
+)
+from spaces.config import Config, LimitsSection
+from spaces.errors import (
+    Conflict,
+    Forbidden,
+    InvalidMessage,
+    NotFound,
+    RateLimited,
+    SpacesError,
+    TooLarge,
+)
+from spaces.hub import Subscriber
+from spaces.limits import KeyedLimiter
+from spaces.membership import Membership, Stale
+from spaces.records import Room, Roster
+from spaces.storage import Store
+from spaces.wire import encoder
+
+if TYPE_CHECKING:
+    from spaces.server import Caller
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_TTL: Final = 366 * 86400
+MAX_STORY_TTL: Final = 7 * 86400
+MAX_FETCH: Final = 1000
+MAX_BATCH: Final = 2048
+STAGED_IDLE_SECONDS: Final = 600.0
+STAGED_FACTOR: Final = 8  # all staged uploads together: at most this many max-size stories
+STORY_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+class StorageFailed(SpacesError):
+    code = "storage"
+
+
+# -- the rules (pure) ----------------------------------------------------------------------------
+
+
+def _room(roster: Roster, room_id: str) -> Room:
+    room = roster.rooms.get(room_id)
+    if room is None:
+        raise NotFound("no such room in this space")
+    return room
+
+
+def check_read(roster: Roster, room_id: str, member: bytes) -> Room:
+    """The room a member may read messages or stories of."""
+    roster.active(member)
+    room = _room(roster, room_id)
+    if room.spec.kind == "conference":
+        raise InvalidMessage("conference rooms have no messages")
+    return room
+
+
+def check_post(roster: Roster, room_id: str, member: bytes, epoch: int) -> Room:
+    """The room ``member`` may post to now, with a key of ``epoch``."""
+    room = check_read(roster, room_id, member)
+    if not roster.may_post(room_id, member):
+        raise Forbidden(
+            "not allowed: only owners, moderators and granted publishers post in this channel"
+        )
+    if epoch != roster.epoch:
+        raise Stale(
+            f"the space moved to key epoch {roster.epoch} (a member left or was removed); "
+            "encrypt with the current room key"
+        )
+    return room
+
+
+def check_story(roster: Roster, room_id: str, member: bytes, epoch: int) -> Room:
+    room = check_post(roster, room_id, member, epoch)
+    if room.spec.kind != "channel":
+        raise InvalidMessage("stories are posted to channels")
+    return room
+
+
+def message_lifetime(room: Room, ttl: int) -> int:
+    """Seconds until a message expires (0: kept): the sender's ttl, else the room's."""
+    if not 0 <= ttl <= MAX_MESSAGE_TTL:
+        raise InvalidMessage(f"a message lifetime is between 0 and {MAX_MESSAGE_TTL} seconds")
+    return ttl or room.spec.ttl
+
+
+# -- group commit --------------------------------------------------------------------------------
+
+
+class GroupCommitter:
+    """Queue messages; write each batch in one transaction; answer each after its commit.
+
+    ``on_commit`` runs on the event loop after every committed batch, in commit order, so
+    events for a room go out in sequence order."""
+
+    def __init__(
+        self,
+        store: ChatStore,
+        on_commit: Callable[[list[tuple[NewMessage, Committed]]], None],
+        clock: Callable[[], float] = time.time,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self.store = store
+        self.on_commit = on_commit
+        self.clock = clock
+        self.max_batch = max_batch
+        self._pending: list[tuple[NewMessage, asyncio.Future[Committed]]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    async def submit(self, new: NewMessage) -> Committed:
+        if self._closing:
+            raise StorageFailed("the server is shutting down; send again")
+        future: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
+        self._pending.append((new, future))
+        self._wake.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            try:
+                results = await self.store.append_messages([new for new, _ in batch], self.clock())
+            except Exception as exc:
+                if not isinstance(exc, SpacesError):
+                    log.exception("storing %d messages failed", len(batch))
+                    exc = StorageFailed("the server could not store the message; send again")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+            try:
+                self.on_commit([(new, r) for (new, _), r in zip(batch, results, strict=True)])
+            except Exception:
+                log.exception("delivering committed messages failed")
+
+
+# -- the service ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Staged:
+    story_id: str
+    data: bytearray = field(default_factory=bytearray)
+    touched: float = 0.0
+
+
+class Chat:
+    def __init__(
+        self,
+        store: ChatStore,
+        membership: Membership,
+        config: Config,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.membership = membership
+        self.limits: LimitsSection = config.limits
+        self.clock = clock
+        self.monotonic = monotonic
+        self.limiter = KeyedLimiter(
+            self.limits.messages_per_second_per_member,
+            self.limits.message_burst_per_member,
+            monotonic,
+        )
+        self.committer = GroupCommitter(store, self._deliver, clock)
+        self.followers: dict[tuple[str, str], set[Subscriber]] = {}
+        self.staged: dict[tuple[str, bytes], Staged] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.committer.start()
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.committer.stop()
+        await self.store.close()
+
+    def _take(self, space_id: str, member: bytes) -> None:
+        if not self.limiter.allow(f"{space_id}/{member.hex()}"):
+            raise RateLimited("you are sending too fast; wait a moment")
+
+    # -- messages ------------------------------------------------------------------------------
+
+    async def send(self, space_id: str, member: bytes, msg: SendMessage) -> MessageSent:
+        roster = await self.membership.roster(space_id)
+        if len(msg.client_id) != CLIENT_ID_LEN:
+            raise InvalidMessage(f"a client message id is {CLIENT_ID_LEN} bytes")
+        if len(msg.box) > self.limits.max_chat_message_bytes:
+            raise TooLarge(
+                f"message too large: at most {self.limits.max_chat_message_bytes} bytes encrypted"
+            )
+        try:
+            room = check_post(roster, msg.room_id, member, msg.epoch)
+        except Stale:
+            # A retry of a message that was committed before the epoch moved on.
+            prior = await self.store.find_message(space_id, msg.room_id, member, msg.client_id)
+            if prior is None:
+                raise
+            return _sent(msg, Committed(prior, True))
+        lifetime = message_lifetime(room, msg.ttl)
+        self._take(space_id, member)
+        new = NewMessage(
+            space_id, msg.room_id, member, msg.client_id, msg.epoch, msg.ttl, lifetime, msg.box
+        )
+        return _sent(msg, await self.committer.submit(new))
+
+    def _deliver(self, committed: list[tuple[NewMessage, Committed]]) -> None:
+        by_room: dict[tuple[str, str], list[ChatMessage]] = {}
+        for new, result in committed:
+            if not result.duplicate:
+                by_room.setdefault((new.space_id, new.room_id), []).append(result.message)
+        for (space_id, room_id), messages in by_room.items():
+            followers = self.followers.get((space_id, room_id))
+            if not followers:
+                continue
+            frame = encoder.encode(MessagesAdded(room_id, messages))
+            closed = [s for s in followers if not s.push(frame)]
+            for subscriber in closed:
+                followers.discard(subscriber)
+
+    async def fetch(self, space_id: str, subscriber: Subscriber, msg: FetchMessages) -> Messages:
+        roster = await self.membership.roster(space_id)
+        check_read(roster, msg.room_id, subscriber.member)
+        if msg.follow:
+            # Before reading: anything committed from now on is either in this reply or
+            # pushed as an event (clients drop what they already have by seq).
+            self.followers.setdefault((space_id, msg.room_id), set()).add(subscriber)
+        limit = max(1, min(msg.limit, MAX_FETCH))
+        found, last_seq = await self.store.messages(
+            space_id, msg.room_id, max(0, msg.after), limit, self.clock()
+        )
+        return Messages(msg.id, msg.room_id, found, last_seq)
+
+    # -- stories -------------------------------------------------------------------------------
+
+    async def upload_chunk(
+        self, space_id: str, member: bytes, msg: UploadStoryChunk
+    ) -> StoryChunkStored:
+        roster = await self.membership.roster(space_id)
+        roster.active(member)
+        if not STORY_ID.match(msg.story_id):
+            raise InvalidMessage("a story id is 8 to 64 URL-safe characters")
+        key = (space_id, member)
+        now = self.monotonic()
+        staged = self.staged.get(key)
+        if msg.offset == 0:
+            staged = Staged(msg.story_id)
+            self.staged[key] = staged
+        elif staged is None or staged.story_id != msg.story_id or len(staged.data) != msg.offset:
+            raise Conflict("story upload out of order; start again from offset 0")
+        if len(staged.data) + len(msg.data) > self.limits.max_story_bytes:
+            del self.staged[key]
+            raise TooLarge(
+                f"story image too large: this server accepts at most "
+                f"{self.limits.max_story_bytes} bytes"
+            )
+        self._make_room_for(len(msg.data), now)
+        staged.data += msg.data
+        staged.touched = now
+        return StoryChunkStored(msg.id, msg.story_id, len(staged.data))
+
+    def _make_room_for(self, size: int, now: float) -> None:
+        budget = STAGED_FACTOR * self.limits.max_story_bytes
+        if sum(len(s.data) for s in self.staged.values()) + size <= budget:
+            return
+        self._drop_idle_uploads(now, idle=60.0)
+        if sum(len(s.data) for s in self.staged.values()) + size > budget:
+            raise RateLimited("the server is receiving many stories; try again in a minute")
+
+    def _drop_idle_uploads(self, now: float, idle: float = STAGED_IDLE_SECONDS) -> None:
+        for key, staged in list(self.staged.items()):
+            if now - staged.touched > idle:
+                del self.staged[key]
+
+    async def post_story(self, space_id: str, member: bytes, msg: PostStory) -> StoryPosted:
+        roster = await self.membership.roster(space_id)
+        check_story(roster, msg.room_id, member, msg.epoch)
+        limits = self.limits
+        if not 0 < msg.ttl <= MAX_STORY_TTL:
+            raise InvalidMessage(f"a story lasts between 1 and {MAX_STORY_TTL} seconds")
+        if len(msg.meta) > limits.max_story_meta_bytes:
+            raise TooLarge(f"story caption too large: at most {limits.max_story_meta_bytes} bytes")
+        if len(msg.thumb) > limits.max_story_thumb_bytes:
+            raise TooLarge(f"story thumbnail too large: at most {limits.max_story_thumb_bytes}")
+        key = (space_id, member)
+        staged = self.staged.get(key)
+        if staged is None or staged.story_id != msg.story_id:
+            raise InvalidMessage("upload the story's image before posting it")
+        if len(staged.data) != msg.image_size:
+            raise InvalidMessage("the story's image upload is incomplete")
+        self._take(space_id, member)
+        new = NewStory(
+            space_id,
+            msg.story_id,
+            msg.room_id,
+            member,
+            msg.epoch,
+            msg.ttl,
+            msg.meta,
+            msg.thumb,
+            bytes(staged.data),
+        )
+        info, duplicate = await self.store.add_story(new, self.clock())
+        if self.staged.get(key) is staged:
+            del self.staged[key]
+        return StoryPosted(msg.id, info.story_id, info.posted_at, info.expires_at, duplicate)
+
+    async def list_stories(self, space_id: str, member: bytes, msg: ListStories) -> Stories:
+        roster = await self.membership.roster(space_id)
+        room = check_read(roster, msg.room_id, member)
+        if room.spec.kind != "channel":
+            raise InvalidMessage("stories are posted to channels")
+        found = await self.store.stories(space_id, msg.room_id, self.clock())
+        return Stories(msg.id, msg.room_id, found)
+
+    async def story_part(self, space_id: str, member: bytes, msg: FetchStoryPart) -> StoryPart:
+        roster = await self.membership.roster(space_id)
+        roster.active(member)
+        info = await self.store.story(space_id, msg.story_id, self.clock())
+        if info is None:
+            raise NotFound("no such story (it may have expired)")
+        total = info.image_size if msg.part == "image" else info.thumb_size
+        if not 0 <= msg.offset <= total:
+            raise InvalidMessage("offset beyond the end of the story")
+        data = await self.store.story_part(
+            space_id, msg.story_id, msg.part, msg.offset, STORY_CHUNK_BYTES
+        )
+        return StoryPart(msg.id, info, msg.part, msg.offset, total, data)
+
+    # -- expiry --------------------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Delete what has expired (for good); forget idle uploads and closed followers."""
+        deleted = await self.store.delete_expired(self.clock())
+        self._drop_idle_uploads(self.monotonic())
+        for key, followers in list(self.followers.items()):
+            followers.difference_update([s for s in followers if s.closed])
+            if not followers:
+                del self.followers[key]
+        return deleted
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.expiry_sweep_seconds)
+            try:
+                deleted = await self.sweep()
+                if deleted:
+                    log.info("deleted %d expired messages and stories", deleted)
+            except Exception:
+                log.exception("expiry sweep failed")
+
+
+def _sent(msg: SendMessage, result: Committed) -> MessageSent:
+    m = result.message
+    return MessageSent(msg.id, msg.room_id, m.seq, m.sent_at, m.expires_at, result.duplicate)
+
+
+# -- the aiohttp edge ----------------------------------------------------------------------------
+
+CHAT = web.AppKey("chat", Chat)
+
+
+async def _send(caller: Caller, message: SendMessage) -> msgspec.Struct:
+    return await caller.app[CHAT].send(caller.space_id, caller.member, message)
+
+
+async def _fetch(caller: Caller, message: FetchMessages) -> msgspec.Struct:
+    return await caller.app[CHAT].fetch(caller.space_id, caller.subscriber, message)
+
+
+async def _upload(caller: Caller, message: UploadStoryChunk) -> msgspec.Struct:
+    return await caller.app[CHAT].upload_chunk(caller.space_id, caller.member, message)
+
+
+async def _post_story(caller: Caller, message: PostStory) -> msgspec.Struct:
+    return await caller.app[CHAT].post_story(caller.space_id, caller.member, message)
+
+
+async def _list_stories(caller: Caller, message: ListStories) -> msgspec.Struct:
+    return await caller.app[CHAT].list_stories(caller.space_id, caller.member, message)
+
+
+async def _story_part(caller: Caller, message: FetchStoryPart) -> msgspec.Struct:
+    return await caller.app[CHAT].story_part(caller.space_id, caller.member, message)
+
+
+CHAT_ROUTES: Final[dict[type, Any]] = {
+    SendMessage: _send,
+    FetchMessages: _fetch,
+    UploadStoryChunk: _upload,
+    PostStory: _post_story,
+    ListStories: _list_stories,
+    FetchStoryPart: _story_part,
+}
+
+
+def chat_store_for(store: Store) -> ChatStore:
+    """The chat store living next to the main store (same SQLite file)."""
+    from spaces.sqlite_store import SqliteStore
+
+    if isinstance(store, SqliteStore):
+        return SqliteChatStore(store.path)
+    raise TypeError(f"no chat store for {type(store).__name__}")
+
+
+def install_chat(app: web.Application, store: Store) -> Chat:
+    """Add chat and stories to a spaces app (call after the main store's cleanup context,
+    so the database is migrated before the chat store opens and closed after it)."""
+    from spaces.server import CONFIG, MEMBERSHIP, add_routes
+
+    chat = Chat(chat_store_for(store), app[MEMBERSHIP], app[CONFIG])
+    app[CHAT] = chat
+    add_routes(app, CHAT_ROUTES)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await chat.start()
+        yield
+        await chat.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return chat

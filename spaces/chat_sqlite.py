@@ -1,0 +1,418 @@
+"""Chat and story storage on SQLite: one connection on one thread, group commit.
+
+The connection is separate from the main store's (same file, WAL mode) so a whole batch —
+its idempotency look-ups, sequence assignment, inserts and COMMIT — runs in a single hop to
+the database thread. ``synchronous=FULL``: COMMIT returns after the WAL is fsynced.
+``secure_delete=ON`` zeroes deleted rows and freed pages; after deleting expired data the
+WAL is checkpointed and truncated, so the deleted bytes leave the ``-wal`` file too.
+
+Only this module's thread touches the connection and the per-room sequence cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from spaces.chat_storage import Committed, NewMessage, NewStory
+from spaces.chat_wire import ChatMessage, StoryInfo, StoryPartName
+from spaces.errors import Conflict, SpacesError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SCHEMA_VERSION: Final = 2  # the migration that made this module's tables
+CHECKPOINT_ATTEMPTS: Final = 20
+CHECKPOINT_EVERY: Final = 1.0  # seconds between looks at the WAL's size
+CHECKPOINT_WAL_BYTES: Final = 4 * 1024 * 1024
+
+_MESSAGE_COLUMNS = "seq, sender, client_id, epoch, ttl, sent_at, expires_at, box"
+_STORY_COLUMNS = (
+    "story_id, room_id, sender, epoch, ttl, posted_at, expires_at, meta,"
+    " length(image), length(thumb)"
+)
+
+
+class ChatStorageError(SpacesError):
+    code = "storage"
+
+
+def _message(row: Any) -> ChatMessage:
+    return ChatMessage(
+        seq=int(row[0]),
+        sender=bytes(row[1]),
+        client_id=bytes(row[2]),
+        epoch=int(row[3]),
+        ttl=int(row[4]),
+        sent_at=float(row[5]),
+        expires_at=None if row[6] is None else float(row[6]),
+        box=bytes(row[7]),
+    )
+
+
+def _story(row: Any) -> StoryInfo:
+    return StoryInfo(
+        story_id=str(row[0]),
+        room_id=str(row[1]),
+        sender=bytes(row[2]),
+        epoch=int(row[3]),
+        ttl=int(row[4]),
+        posted_at=float(row[5]),
+        expires_at=float(row[6]),
+        meta=bytes(row[7]),
+        image_size=int(row[8]),
+        thumb_size=int(row[9]),
+    )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=FULL",
+        "PRAGMA secure_delete=ON",
+        "PRAGMA foreign_keys=ON",
+        "PRAGMA busy_timeout=5000",
+    ):
+        db.execute(pragma)
+    return db
+
+
+class Checkpointer:
+    """Copies the WAL back into the database from its own connection and thread, so the
+    writer never stalls on a checkpoint. PASSIVE checkpoints run alongside writes; once one
+    has copied everything, the next write starts the WAL from its beginning again."""
+
+    def __init__(
+        self, path: Path, every: float = CHECKPOINT_EVERY, wal_bytes: int = CHECKPOINT_WAL_BYTES
+    ) -> None:
+        self.path = path
+        self.wal = path.with_name(path.name + "-wal")
+        self.every = every
+        self.wal_bytes = wal_bytes
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salon-checkpoint")
+        self._db: sqlite3.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._db = await self._call(_connect, self.path)
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._db is not None:
+            await self._call(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            try:
+                if self.wal.exists() and self.wal.stat().st_size > self.wal_bytes:
+                    assert self._db is not None
+                    await self._call(self._db.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception:
+                log.exception("checkpoint failed")
+
+
+class SqliteChatStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+        self._last_seq: dict[tuple[str, str], int] = {}  # database thread only
+        self._scrub_pending = False  # deleted rows may still sit in the WAL
+        self._checkpointer: Checkpointer | None = None
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise ChatStorageError("chat store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise ChatStorageError("chat store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salon-chat-db")
+        try:
+            await self._run(self._open)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+        self._checkpointer = Checkpointer(self.path)
+        await self._checkpointer.start()
+
+    def _open(self) -> None:
+        db = _connect(self.path)
+        # No checkpoints inside our commits (they would stall a batch for tens of ms);
+        # the Checkpointer copies the WAL back on its own connection and thread.
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version < SCHEMA_VERSION:
+            db.close()
+            raise ChatStorageError(f"database schema {version} lacks the chat tables")
+        self._db = db
+
+    async def close(self) -> None:
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
+            self._checkpointer = None
+        if self._executor is None:
+            return
+        try:
+            await self._run(self._close)
+        finally:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return result
+
+    # -- messages ------------------------------------------------------------------------------
+
+    async def append_messages(self, batch: Sequence[NewMessage], now: float) -> list[Committed]:
+        return await self._run(self._append_messages, list(batch), now)
+
+    def _append_messages(self, batch: list[NewMessage], now: float) -> list[Committed]:
+        assigned: dict[tuple[str, str], int] = {}
+
+        def work(db: sqlite3.Connection) -> list[Committed]:
+            results: list[Committed] = []
+            fresh: dict[tuple[str, str, bytes, bytes], ChatMessage] = {}
+            rows = []
+            for new in batch:
+                key = (new.space_id, new.room_id, new.sender, new.client_id)
+                prior = fresh.get(key) or self._find(db, *key)
+                if prior is not None:
+                    results.append(Committed(prior, True))
+                    continue
+                room = (new.space_id, new.room_id)
+                seq = assigned.get(room, self._room_last_seq(db, room)) + 1
+                assigned[room] = seq
+                expires_at = now + new.lifetime if new.lifetime > 0 else None
+                message = ChatMessage(
+                    seq, new.sender, new.client_id, new.epoch, new.ttl, now, expires_at, new.box
+                )
+                fresh[key] = message
+                rows.append((new.space_id, new.room_id, *msgspec.structs.astuple(message)))
+                results.append(Committed(message, False))
+            db.executemany(
+                "INSERT INTO messages (space_id, room_id, seq, sender, client_id, epoch, ttl,"
+                " sent_at, expires_at, box) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            db.executemany(
+                "INSERT INTO room_seqs (space_id, room_id, last_seq) VALUES (?, ?, ?)"
+                " ON CONFLICT (space_id, room_id) DO UPDATE SET last_seq = excluded.last_seq",
+                [(space_id, room_id, seq) for (space_id, room_id), seq in assigned.items()],
+            )
+            return results
+
+        try:
+            results = self._transaction(work)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"conflicting message write: {exc}") from None
+        # Only a committed transaction moves the cached sequences on.
+        self._last_seq.update(assigned)
+        return results
+
+    def _room_last_seq(self, db: sqlite3.Connection, room: tuple[str, str]) -> int:
+        cached = self._last_seq.get(room)
+        if cached is not None:
+            return cached
+        row = db.execute(
+            "SELECT last_seq FROM room_seqs WHERE space_id = ? AND room_id = ?", room
+        ).fetchone()
+        last = int(row[0]) if row else 0
+        self._last_seq[room] = last
+        return last
+
+    @staticmethod
+    def _find(
+        db: sqlite3.Connection, space_id: str, room_id: str, sender: bytes, client_id: bytes
+    ) -> ChatMessage | None:
+        row = db.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+            " WHERE space_id = ? AND room_id = ? AND sender = ? AND client_id = ?",
+            (space_id, room_id, sender, client_id),
+        ).fetchone()
+        return None if row is None else _message(row)
+
+    async def find_message(
+        self, space_id: str, room_id: str, sender: bytes, client_id: bytes
+    ) -> ChatMessage | None:
+        return await self._run(lambda: self._find(self.db, space_id, room_id, sender, client_id))
+
+    async def messages(
+        self, space_id: str, room_id: str, after: int, limit: int, now: float
+    ) -> tuple[list[ChatMessage], int]:
+        return await self._run(self._messages, space_id, room_id, after, limit, now)
+
+    def _messages(
+        self, space_id: str, room_id: str, after: int, limit: int, now: float
+    ) -> tuple[list[ChatMessage], int]:
+        db = self.db
+        rows = db.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE space_id = ? AND room_id = ?"
+            " AND seq > ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY seq LIMIT ?",
+            (space_id, room_id, after, now, limit),
+        ).fetchall()
+        row = db.execute(
+            "SELECT last_seq FROM room_seqs WHERE space_id = ? AND room_id = ?",
+            (space_id, room_id),
+        ).fetchone()
+        return [_message(r) for r in rows], int(row[0]) if row else 0
+
+    # -- stories -------------------------------------------------------------------------------
+
+    async def add_story(self, story: NewStory, now: float) -> tuple[StoryInfo, bool]:
+        return await self._run(self._add_story, story, now)
+
+    def _add_story(self, story: NewStory, now: float) -> tuple[StoryInfo, bool]:
+        def work(db: sqlite3.Connection) -> tuple[StoryInfo, bool]:
+            row = db.execute(
+                f"SELECT {_STORY_COLUMNS}, space_id FROM stories WHERE story_id = ?",
+                (story.story_id,),
+            ).fetchone()
+            if row is not None:
+                if str(row[10]) != story.space_id or bytes(row[2]) != story.sender:
+                    raise Conflict("this story id is taken")
+                return _story(row), True
+            db.execute(
+                "INSERT INTO stories (story_id, space_id, room_id, sender, epoch, ttl,"
+                " posted_at, expires_at, meta, thumb, image)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    story.story_id,
+                    story.space_id,
+                    story.room_id,
+                    story.sender,
+                    story.epoch,
+                    story.ttl,
+                    now,
+                    now + story.ttl,
+                    story.meta,
+                    story.thumb,
+                    story.image,
+                ),
+            )
+            info = StoryInfo(
+                story.story_id,
+                story.room_id,
+                story.sender,
+                story.epoch,
+                story.ttl,
+                now,
+                now + story.ttl,
+                story.meta,
+                len(story.image),
+                len(story.thumb),
+            )
+            return info, False
+
+        return self._transaction(work)
+
+    async def stories(self, space_id: str, room_id: str, now: float) -> list[StoryInfo]:
+        return await self._run(self._stories, space_id, room_id, now)
+
+    def _stories(self, space_id: str, room_id: str, now: float) -> list[StoryInfo]:
+        rows = self.db.execute(
+            f"SELECT {_STORY_COLUMNS} FROM stories WHERE space_id = ? AND room_id = ?"
+            " AND expires_at > ? ORDER BY posted_at DESC, story_id",
+            (space_id, room_id, now),
+        ).fetchall()
+        return [_story(r) for r in rows]
+
+    async def story(self, space_id: str, story_id: str, now: float) -> StoryInfo | None:
+        return await self._run(self._one_story, space_id, story_id, now)
+
+    def _one_story(self, space_id: str, story_id: str, now: float) -> StoryInfo | None:
+        row = self.db.execute(
+            f"SELECT {_STORY_COLUMNS} FROM stories WHERE space_id = ? AND story_id = ?"
+            " AND expires_at > ?",
+            (space_id, story_id, now),
+        ).fetchone()
+        return None if row is None else _story(row)
+
+    async def story_part(
+        self, space_id: str, story_id: str, part: StoryPartName, offset: int, length: int
+    ) -> bytes:
+        return await self._run(self._story_part, space_id, story_id, part, offset, length)
+
+    def _story_part(
+        self, space_id: str, story_id: str, part: StoryPartName, offset: int, length: int
+    ) -> bytes:
+        column = {"image": "image", "thumb": "thumb"}[part]
+        row = self.db.execute(
+            "SELECT rowid FROM stories WHERE space_id = ? AND story_id = ?", (space_id, story_id)
+        ).fetchone()
+        if row is None:
+            return b""
+        # Incremental blob I/O reads just the chunk, not the whole image.
+        with self.db.blobopen("stories", column, int(row[0]), readonly=True) as blob:
+            blob.seek(min(offset, len(blob)))
+            return bytes(blob.read(length))
+
+    # -- expiry --------------------------------------------------------------------------------
+
+    async def delete_expired(self, now: float) -> int:
+        return await self._run(self._delete_expired, now)
+
+    def _delete_expired(self, now: float) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            messages = db.execute(
+                "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            ).rowcount
+            stories = db.execute("DELETE FROM stories WHERE expires_at <= ?", (now,)).rowcount
+            return int(messages) + int(stories)
+
+        deleted = self._transaction(work)
+        if deleted or self._scrub_pending:
+            self._scrub_pending = not self._truncate_wal()
+        return deleted
+
+    def _truncate_wal(self) -> bool:
+        """Copy the WAL (whose older frames still hold the deleted rows) into the database
+        file, where secure_delete has zeroed them, and cut the WAL to zero bytes."""
+        for _ in range(CHECKPOINT_ATTEMPTS):
+            busy = int(self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+            if not busy:
+                return True
+            time.sleep(0.05)  # a reader or writer on the other connection; try again
+        log.warning("could not truncate the WAL after deleting expired data; will retry")
+        return False

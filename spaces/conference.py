@@ -1,0 +1,457 @@
+"""Conference rules and state (sans-I/O): who may do what in a call, and what it changes.
+
+Hosts are the space's owners and moderators; everyone else is a participant. Every change
+to a call's moderation state is a :class:`~spaces.conference_wire.CallAction` signed by its
+actor. The same rules run in two places:
+
+- the server (:class:`Conference`) checks each action with :func:`action_problem`
+  against its roster, applies it, and keeps, for every participant, the actions that explain
+  its state (its join, a host's admission, the mute, the hand, the stage role);
+- every client re-checks those actions against *its own* verified roster with
+  :func:`action_problem` and derives what it shows and obeys with :func:`seat_flags`, so a
+  server that forges or replays a moderator event is ignored (DESIGN §1.3).
+
+What only the server can enforce, it enforces: the lobby (nothing is relayed to or from a
+participant before a host admits it), the lock, bans, the mesh size, and a kick or a denial
+ends the member's part in the call at once.
+
+Errors: :class:`CallLocked` (``locked``), :class:`CallFull` (``call_full``),
+:class:`StaleCall` (``stale_call``: the call id moved on), plus the package's ``banned``,
+``forbidden``, ``not_found`` and ``invalid_message``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from spaces.conference_wire import (
+    ActionName,
+    CallAction,
+    CallParticipant,
+    CallState,
+    EndReason,
+    ParticipantStatus,
+    TopologyName,
+    action_signing_bytes,
+)
+from spaces.errors import Banned, Forbidden, InvalidMessage, NotFound, SpacesError
+from spaces.records import ROLE_RANK, Role, RoomCreate, verify_signature
+
+SELF_ACTIONS: Final[frozenset[str]] = frozenset({"join", "hand-up", "hand-down"})
+# Host actions about one member; the target may not outrank the actor.
+TARGETED: Final[frozenset[str]] = frozenset(
+    {"mute", "unmute", "kick", "ban", "unban", "admit", "deny", "promote", "demote", "lower-hand"}
+)
+UNTARGETED: Final[frozenset[str]] = frozenset({"mute-all", "lock", "unlock", "end"})
+NOT_ON_SELF: Final[frozenset[str]] = frozenset({"kick", "ban", "deny"})
+# How far an action's timestamp may be from the server's clock when it arrives.
+FRESHNESS_MS: Final = 5 * 60 * 1000
+NONCES_KEPT: Final = 20_000
+KEY_LEN: Final = 32
+
+
+class CallLocked(SpacesError):
+    code = "locked"
+
+
+class CallFull(SpacesError):
+    code = "call_full"
+
+
+class StaleCall(SpacesError):
+    code = "stale_call"
+
+
+def is_host(role: Role | None) -> bool:
+    return role is not None and ROLE_RANK[role] >= ROLE_RANK["moderator"]
+
+
+def action_problem(
+    action: CallAction,
+    roles: Mapping[bytes, Role],
+    *,
+    space_id: str,
+    room_id: str,
+    call_id: str,
+) -> str | None:
+    """Why ``action`` must not be obeyed in this call, or None if it may.
+
+    ``roles`` are the space's current members and roles as the checker verified them. An
+    action is valid when it is for this space, room and call, its signature verifies under
+    its actor's key, the actor is a member, self actions are about the actor, and host
+    actions come from a host whose role is not below the target's.
+    """
+    if (action.space_id, action.room_id, action.call_id) != (space_id, room_id, call_id):
+        return "it belongs to another call"
+    if not verify_signature(action.actor, action_signing_bytes(action), action.sig):
+        return "its signature does not verify"
+    actor_role = roles.get(action.actor)
+    if actor_role is None:
+        return "its signer is not a member of the space"
+    if action.action in SELF_ACTIONS:
+        return None if action.target == action.actor else "it is about someone else"
+    if not is_host(actor_role):
+        return "its signer is not a host (owner or moderator)"
+    if action.action in UNTARGETED:
+        return None if action.target == b"" else "it names a target it should not"
+    if len(action.target) != KEY_LEN:
+        return "it names no member"
+    if action.action in NOT_ON_SELF and action.target == action.actor:
+        return "a host cannot do that to themselves"
+    target_role = roles.get(action.target)
+    if target_role is not None and ROLE_RANK[target_role] > ROLE_RANK[actor_role]:
+        return "its target outranks its signer"
+    return None
+
+
+@dataclass(frozen=True)
+class SeatFlags:
+    """What a participant's signed actions say about it (see :func:`seat_flags`)."""
+
+    admitted: bool
+    host: bool
+    muted: bool
+    muted_by: bytes | None
+    hand_raised: bool
+    speaker: bool
+
+
+Verifier = Callable[[CallAction], bool]
+
+
+def seat_flags(
+    seat: CallParticipant, state: CallState, roles: Mapping[bytes, Role], valid: Verifier
+) -> SeatFlags:
+    """Derive a participant's state from the actions in ``seat``, trusting only those for
+    which ``valid`` is true (the server passes an always-true check: it verified on entry)."""
+    member = seat.member
+    host = is_host(roles.get(member))
+
+    def ok(action: CallAction | None, *names: ActionName) -> bool:
+        return action is not None and action.action in names and valid(action)
+
+    joined = (
+        seat.status == "joined"
+        and seat.join.actor == member
+        and seat.join.call_id == state.call_id
+        and ok(seat.join, "join")
+    )
+    admitted = joined and (
+        not state.lobby
+        or host
+        or (
+            seat.admission is not None
+            and seat.admission.target == member
+            and ok(seat.admission, "admit")
+        )
+    )
+    mute = seat.mute
+    muted = mute is not None and (
+        (mute.target == member and ok(mute, "mute"))
+        or (mute.target == b"" and mute.actor != member and ok(mute, "mute-all"))
+    )
+    hand = seat.hand
+    hand_raised = hand is not None and hand.actor == member and ok(hand, "hand-up")
+    stage = seat.stage
+    promoted = stage is not None and stage.target == member and ok(stage, "promote")
+    return SeatFlags(
+        admitted=admitted,
+        host=host,
+        muted=muted,
+        muted_by=mute.actor if muted and mute is not None else None,
+        hand_raised=hand_raised,
+        speaker=not state.stage or host or promoted,
+    )
+
+
+def is_locked(state: CallState, valid: Verifier) -> bool:
+    return state.lock is not None and state.lock.action == "lock" and valid(state.lock)
+
+
+def topology_for(
+    requested: str, joined: int, mesh_max: int, sfu_available: bool
+) -> TopologyName | None:
+    """Which topology carries a call of ``joined`` participants; None if it cannot grow.
+
+    The seam for the SFU: until a server has one, every room (auto, mesh or sfu, stage or
+    not) runs as a mesh of at most ``mesh_max`` participants.
+    """
+    if not sfu_available:
+        return "mesh" if joined <= mesh_max else None
+    if requested == "sfu":
+        return "sfu"
+    if requested == "mesh":
+        return "mesh" if joined <= mesh_max else None
+    return "mesh" if joined <= mesh_max else "sfu"
+
+
+def new_call_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+@dataclass
+class Seat:
+    """The server's record of one participant (or lobby member) in a call."""
+
+    member: bytes
+    index: int
+    status: ParticipantStatus
+    join: CallAction
+    admission: CallAction | None = None
+    mute: CallAction | None = None
+    hand: CallAction | None = None
+    stage: CallAction | None = None
+
+    def wire(self) -> CallParticipant:
+        return CallParticipant(
+            self.member,
+            self.index,
+            self.status,
+            self.join,
+            self.admission,
+            self.mute,
+            self.hand,
+            self.stage,
+        )
+
+
+@dataclass
+class Change:
+    """What one join, leave or action did, for the I/O edge to announce and persist."""
+
+    action: CallAction | None = None
+    removed: list[tuple[bytes, EndReason]] = field(default_factory=list)
+    ended: bool = False  # the call is over for everyone (a host ended it, or it emptied)
+    status: ParticipantStatus = "joined"  # the joiner's status, after a join
+    ban_added: CallAction | None = None
+    ban_removed: bytes | None = None
+
+
+class Conference:
+    """The state of one room's call: seats, lobby, lock, bans; see the module docstring.
+
+    A call starts idle with a fresh call id; when its last participant leaves, or a host
+    ends it, it starts over with a new id (the lock goes; bans stay, they belong to the room).
+    """
+
+    def __init__(
+        self,
+        space_id: str,
+        room: RoomCreate,
+        *,
+        mesh_max: int,
+        max_participants: int,
+        sfu_available: bool = False,
+        bans: Mapping[bytes, CallAction] | None = None,
+        make_call_id: Callable[[], str] = new_call_id,
+    ) -> None:
+        self.space_id = space_id
+        self.room = room
+        self.mesh_max = mesh_max
+        self.max_participants = max_participants
+        self.sfu_available = sfu_available
+        self.bans: dict[bytes, CallAction] = dict(bans or {})
+        self._make_call_id = make_call_id
+        self.version = 0
+        self.call_id = make_call_id()
+        self.seats: dict[bytes, Seat] = {}
+        self.lock: CallAction | None = None
+        self._next_index = 1
+        self._nonces: OrderedDict[bytes, None] = OrderedDict()
+
+    @property
+    def room_id(self) -> str:
+        return self.room.room_id
+
+    @property
+    def joined(self) -> list[Seat]:
+        return [s for s in self.seats.values() if s.status == "joined"]
+
+    @property
+    def topology(self) -> TopologyName:
+        chosen = topology_for(
+            self.room.topology, len(self.joined), self.mesh_max, self.sfu_available
+        )
+        return chosen or "mesh"
+
+    def is_idle(self) -> bool:
+        return not self.seats
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def _check(self, action: CallAction, roles: Mapping[bytes, Role], now_ms: int) -> None:
+        if action.call_id != self.call_id:
+            raise StaleCall("that call is over; a new one has started")
+        problem = action_problem(
+            action, roles, space_id=self.space_id, room_id=self.room_id, call_id=self.call_id
+        )
+        if problem is not None:
+            raise Forbidden(f"refused call action {action.action!r}: {problem}")
+        if abs(now_ms - action.issued_at) > FRESHNESS_MS:
+            raise InvalidMessage("the action's timestamp is too far from the server's clock")
+        if len(action.nonce) < 16:
+            raise InvalidMessage("the action needs a 16-byte nonce")
+        if action.nonce in self._nonces:
+            raise InvalidMessage("that action was already used")
+        self._nonces[action.nonce] = None
+        if len(self._nonces) > NONCES_KEPT:
+            self._nonces.popitem(last=False)
+
+    def _capacity_for_one_more(self) -> None:
+        room, joined = self.room, len(self.joined)
+        if topology_for(room.topology, joined + 1, self.mesh_max, self.sfu_available) is None:
+            raise CallFull(
+                f"the call is full: a mesh holds {self.mesh_max} participants and this "
+                "server has no SFU to carry more"
+            )
+
+    def _seat(self, member: bytes, status: ParticipantStatus | None = None) -> Seat:
+        seat = self.seats.get(member)
+        if seat is None or (status is not None and seat.status != status):
+            where = "in the lobby" if status == "lobby" else "in the call"
+            raise NotFound(f"that member is not {where}")
+        return seat
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def join(self, action: CallAction, roles: Mapping[bytes, Role], now_ms: int) -> Change:
+        """Seat the signer of a ``join`` (in the lobby, if the room has one and it is not a
+        host). Joining again from a new connection keeps its seat and state."""
+        if action.action != "join":
+            raise InvalidMessage("a call is joined with a 'join' action")
+        member = action.actor
+        if member in self.bans:
+            raise Banned("a host banned you from this call")
+        self._check(action, roles, now_ms)
+        host = is_host(roles.get(member))
+        existing = self.seats.get(member)
+        if existing is not None:
+            existing.join = action
+            self.version += 1
+            return Change(action=action, status=existing.status)
+        if self.lock is not None and not host:
+            raise CallLocked("a host locked this call; nobody new can join")
+        if len(self.seats) >= self.max_participants:
+            raise CallFull(f"the call is full ({self.max_participants} participants)")
+        status: ParticipantStatus = "lobby" if self.room.lobby and not host else "joined"
+        if status == "joined":
+            self._capacity_for_one_more()
+        self.seats[member] = Seat(member, self._next_index, status, action)
+        self._next_index += 1
+        self.version += 1
+        return Change(action=action, status=status)
+
+    def leave(self, member: bytes) -> Change | None:
+        """The member's connection left the call; None if it was not in it."""
+        if self.seats.pop(member, None) is None:
+            return None
+        self.version += 1
+        change = Change()
+        if not self.seats:
+            self._restart()
+            change.ended = True
+        return change
+
+    def act(self, action: CallAction, roles: Mapping[bytes, Role], now_ms: int) -> Change:
+        """Apply a signed action other than a join; raises if it is not allowed now."""
+        if action.action == "join":
+            raise InvalidMessage("use JoinCall to join")
+        self._check(action, roles, now_ms)
+        name, target = action.action, action.target
+        change = Change(action=action)
+        if name in ("hand-up", "hand-down"):
+            self._seat(action.actor, "joined").hand = action
+        elif name == "lower-hand":
+            self._seat(target, "joined").hand = action
+        elif name in ("mute", "unmute"):
+            self._seat(target, "joined").mute = action
+        elif name == "mute-all":
+            actor_rank = ROLE_RANK[roles[action.actor]]
+            for seat in self.joined:
+                role = roles.get(seat.member)
+                if seat.member != action.actor and (role is None or ROLE_RANK[role] <= actor_rank):
+                    seat.mute = action
+        elif name == "admit":
+            seat = self._seat(target, "lobby")
+            self._capacity_for_one_more()
+            seat.status = "joined"
+            seat.admission = action
+        elif name == "deny":
+            self._seat(target, "lobby")
+            change.removed.append((target, "denied"))
+        elif name == "kick":
+            self._seat(target)
+            change.removed.append((target, "removed"))
+        elif name == "ban":
+            if target not in roles:
+                raise NotFound("no such member in this space")
+            self.bans[target] = action
+            change.ban_added = action
+            if target in self.seats:
+                change.removed.append((target, "banned"))
+        elif name == "unban":
+            if self.bans.pop(target, None) is None:
+                raise NotFound("that member is not banned from this call")
+            change.ban_removed = target
+        elif name in ("lock", "unlock"):
+            self.lock = action if name == "lock" else None
+        elif name in ("promote", "demote"):
+            if not self.room.stage:
+                raise InvalidMessage("promote and demote are for stage rooms")
+            self._seat(target, "joined").stage = action
+        elif name == "end":
+            change.removed = [(m, "ended") for m in self.seats]
+        for member, _ in change.removed:
+            del self.seats[member]
+        self.version += 1
+        if name == "end" or (change.removed and not self.seats):
+            self._restart()
+            change.ended = True
+        return change
+
+    def _restart(self) -> None:
+        self.seats.clear()
+        self.lock = None
+        self._nonces.clear()
+        self.call_id = self._make_call_id()
+        self.version += 1
+
+    # -- views -----------------------------------------------------------------------------
+
+    def state_for(self, member: bytes | None, roles: Mapping[bytes, Role]) -> CallState:
+        """The state as ``member`` may see it: hosts see the lobby, other participants see
+        who is in the call, a lobby member sees only its own seat (None: a non-participant
+        asking, shown like a participant)."""
+        seat = self.seats.get(member) if member is not None else None
+        if seat is not None and seat.status == "lobby":
+            visible = [seat]
+        elif is_host(roles.get(member) if member is not None else None):
+            visible = list(self.seats.values())
+        else:
+            visible = self.joined
+        return CallState(
+            room_id=self.room_id,
+            call_id=self.call_id,
+            version=self.version,
+            topology=self.topology,
+            requested_topology=self.room.topology,
+            lobby=self.room.lobby,
+            stage=self.room.stage,
+            participants=[s.wire() for s in sorted(visible, key=lambda s: s.index)],
+            lock=self.lock,
+        )
+
+    def may_relay(self, sender: bytes, recipient: bytes) -> bool:
+        """Signalling flows only between two admitted participants (the E2EE lobby)."""
+        a, b = self.seats.get(sender), self.seats.get(recipient)
+        return (
+            sender != recipient
+            and a is not None
+            and b is not None
+            and a.status == "joined"
+            and b.status == "joined"
+        )

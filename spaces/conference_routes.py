@@ -1,0 +1,286 @@
+"""The I/O edge of conferences: member requests, pushed call events, disconnects.
+
+:class:`Conferences` keeps one :class:`~spaces.conference.Conference` per conference room
+(created on first use, with the room's bans loaded from the store) and, for each seated
+member, the WebSocket session that joined it: call events go to that session, and when it
+closes the member leaves the call. A member who joins again from another session takes the
+seat over (the old session hears :class:`CallEnded` ``replaced``).
+
+Everything a call relays between participants is a box sealed end to end; the server only
+checks who may send to whom (:meth:`Conference.may_relay`) and how large it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import web
+
+from spaces.conference import Change, Conference
+from spaces.conference_store import (
+    ConferenceStore,
+    MemoryConferenceStore,
+    SqliteConferenceStore,
+)
+from spaces.conference_wire import (
+    ActInCall,
+    CallEnded,
+    CallInfo,
+    CallJoined,
+    CallSignal,
+    CallUpdate,
+    EndReason,
+    GetCall,
+    JoinCall,
+    LeaveCall,
+    SendCallSignal,
+)
+from spaces.config import Config
+from spaces.errors import Forbidden, NotFound, TooLarge
+from spaces.hub import Hub, Subscriber
+from spaces.membership import Membership
+from spaces.records import Role, Roster
+from spaces.storage import Store
+from spaces.wire import Done, encoder
+
+if TYPE_CHECKING:
+    from spaces.server import Caller
+
+log = logging.getLogger(__name__)
+CallKey = tuple[str, str]  # (space id, room id)
+
+
+def roles_of(roster: Roster) -> dict[bytes, Role]:
+    return {key: member.role for key, member in roster.members.items()}
+
+
+class Conferences:
+    def __init__(
+        self,
+        membership: Membership,
+        hub: Hub,
+        config: Config,
+        store: ConferenceStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.membership = membership
+        self.hub = hub
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self._calls: dict[CallKey, Conference] = {}
+        self._sessions: dict[CallKey, dict[bytes, Subscriber]] = {}
+        self._creating: dict[CallKey, asyncio.Lock] = {}
+        hub.on_remove(self._session_gone)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def conference(self, space_id: str, room_id: str) -> tuple[Conference, Roster]:
+        roster = await self.membership.roster(space_id)
+        room = roster.rooms.get(room_id)
+        if room is None or room.spec.kind != "conference":
+            raise NotFound("no conference room with that id in this space")
+        key = (space_id, room_id)
+        conference = self._calls.get(key)
+        if conference is None:
+            async with self._creating.setdefault(key, asyncio.Lock()):
+                conference = self._calls.get(key)
+                if conference is None:
+                    limits = self.config.conference
+                    conference = Conference(
+                        space_id,
+                        room.spec,
+                        mesh_max=limits.mesh_max,
+                        max_participants=limits.max_participants,
+                        bans=await self.store.bans(space_id, room_id),
+                    )
+                    self._calls[key] = conference
+                    self._sessions[key] = {}
+        return conference, roster
+
+    # -- pushing -----------------------------------------------------------------------------
+
+    def _push(self, subscriber: Subscriber, event: msgspec.Struct) -> None:
+        subscriber.push(encoder.encode(event))
+
+    def _announce(self, conference: Conference, roster: Roster, change: Change) -> None:
+        """Tell everyone concerned: removed members hear why, admitted participants get the
+        new state; a lobby member only hears about changes to its own seat."""
+        key = (conference.space_id, conference.room_id)
+        sessions = self._sessions[key]
+        for member, reason in change.removed:
+            subscriber = sessions.pop(member, None)
+            if subscriber is not None:
+                self._end(subscriber, conference, reason, change)
+        if change.ended:
+            for member, subscriber in list(sessions.items()):
+                self._end(subscriber, conference, "ended", change)
+                sessions.pop(member)
+            return
+        roles = roles_of(roster)
+        action = change.action
+        for member, subscriber in sessions.items():
+            seat = conference.seats.get(member)
+            if seat is None:
+                continue
+            if seat.status == "lobby" and (action is None or action.actor != member):
+                continue
+            self._push(subscriber, CallUpdate(conference.state_for(member, roles), action))
+
+    def _end(
+        self, subscriber: Subscriber, conference: Conference, reason: EndReason, change: Change
+    ) -> None:
+        # The call id may already be the next call's: name the one this member was in.
+        call_id = change.action.call_id if change.action is not None else conference.call_id
+        self._push(subscriber, CallEnded(conference.room_id, call_id, reason, change.action))
+
+    def _session_gone(self, subscriber: Subscriber) -> None:
+        for key, sessions in list(self._sessions.items()):
+            for member, seated in list(sessions.items()):
+                if seated is subscriber:
+                    del sessions[member]
+                    conference = self._calls[key]
+                    change = conference.leave(member)
+                    if change is not None:
+                        asyncio.get_running_loop().create_task(self._announce_later(key, change))
+
+    async def _announce_later(self, key: CallKey, change: Change) -> None:
+        try:
+            conference, roster = await self.conference(*key)
+            self._announce(conference, roster, change)
+        except Exception:  # the space may be gone; nothing to tell anyone then
+            log.exception("announcing a departure failed")
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def get_call(self, subscriber: Subscriber, message: GetCall) -> CallInfo:
+        conference, roster = await self.conference(subscriber.space_id, message.room_id)
+        roster.active(subscriber.member)
+        return CallInfo(message.id, conference.state_for(subscriber.member, roles_of(roster)))
+
+    async def join_call(self, subscriber: Subscriber, message: JoinCall) -> CallJoined:
+        conference, roster = await self.conference(subscriber.space_id, message.room_id)
+        member = subscriber.member
+        roster.active(member)
+        if message.join.actor != member:
+            raise Forbidden("a join must be signed by the session's member")
+        roles = roles_of(roster)
+        change = conference.join(message.join, roles, self.now_ms())
+        sessions = self._sessions[(conference.space_id, conference.room_id)]
+        previous = sessions.get(member)
+        if previous is not None and previous is not subscriber:
+            self._push(previous, CallEnded(conference.room_id, conference.call_id, "replaced"))
+        sessions[member] = subscriber
+        self._announce(conference, roster, change)
+        return CallJoined(message.id, conference.state_for(member, roles), change.status)
+
+    async def leave_call(self, subscriber: Subscriber, message: LeaveCall) -> Done:
+        conference, roster = await self.conference(subscriber.space_id, message.room_id)
+        key = (conference.space_id, conference.room_id)
+        if self._sessions[key].get(subscriber.member) is subscriber:
+            del self._sessions[key][subscriber.member]
+            change = conference.leave(subscriber.member)
+            if change is not None:
+                self._announce(conference, roster, change)
+        return Done(message.id)
+
+    async def act(self, subscriber: Subscriber, message: ActInCall) -> Done:
+        conference, roster = await self.conference(subscriber.space_id, message.room_id)
+        roster.active(subscriber.member)
+        action = message.action
+        if action.actor != subscriber.member:
+            raise Forbidden("an action must be signed by the session's member")
+        change = conference.act(action, roles_of(roster), self.now_ms())
+        if change.ban_added is not None:
+            await self.store.put_ban(conference.space_id, conference.room_id, change.ban_added)
+        if change.ban_removed is not None:
+            await self.store.delete_ban(conference.space_id, conference.room_id, change.ban_removed)
+        self._announce(conference, roster, change)
+        return Done(message.id)
+
+    async def relay(self, subscriber: Subscriber, message: SendCallSignal) -> Done:
+        limit = self.config.conference.max_signal_bytes
+        if len(message.box) > limit:
+            raise TooLarge(f"a call signal is at most {limit} bytes")
+        conference, _ = await self.conference(subscriber.space_id, message.room_id)
+        if message.call_id != conference.call_id:
+            raise NotFound("that call is over")
+        sessions = self._sessions[(conference.space_id, conference.room_id)]
+        if sessions.get(subscriber.member) is not subscriber:
+            raise Forbidden("only the session that joined the call may signal in it")
+        if not conference.may_relay(subscriber.member, message.to):
+            raise Forbidden("signals go only between admitted participants of the call")
+        recipient = sessions.get(message.to)
+        if recipient is None:
+            raise NotFound("that participant is not connected")
+        event = CallSignal(conference.room_id, conference.call_id, subscriber.member, message.box)
+        self._push(recipient, event)
+        return Done(message.id)
+
+
+CONFERENCES = web.AppKey("conferences", Conferences)
+
+
+# Routes: thin adapters from the server's route registry to Conferences.
+
+
+async def _get_call(caller: Caller, message: GetCall) -> msgspec.Struct:
+    return await caller.app[CONFERENCES].get_call(caller.subscriber, message)
+
+
+async def _join_call(caller: Caller, message: JoinCall) -> msgspec.Struct:
+    return await caller.app[CONFERENCES].join_call(caller.subscriber, message)
+
+
+async def _leave_call(caller: Caller, message: LeaveCall) -> msgspec.Struct:
+    return await caller.app[CONFERENCES].leave_call(caller.subscriber, message)
+
+
+async def _act(caller: Caller, message: ActInCall) -> msgspec.Struct:
+    return await caller.app[CONFERENCES].act(caller.subscriber, message)
+
+
+async def _relay(caller: Caller, message: SendCallSignal) -> msgspec.Struct:
+    return await caller.app[CONFERENCES].relay(caller.subscriber, message)
+
+
+CONFERENCE_ROUTES: dict[type, Callable[[Caller, Any], Awaitable[msgspec.Struct]]] = {
+    GetCall: _get_call,
+    JoinCall: _join_call,
+    LeaveCall: _leave_call,
+    ActInCall: _act,
+    SendCallSignal: _relay,
+}
+
+
+def conference_store_for(store: Store) -> ConferenceStore:
+    """Bans live next to the main store (same SQLite file); in memory for other stores."""
+    from spaces.sqlite_store import SqliteStore
+
+    if isinstance(store, SqliteStore):
+        return SqliteConferenceStore(store.path)
+    return MemoryConferenceStore()
+
+
+def install_conferences(app: web.Application, store: Store) -> Conferences:
+    """Add conferences to a spaces app (call after the main store's cleanup context, so the
+    database is migrated before the conference store opens, and closed after it)."""
+    from spaces.server import CONFIG, HUB, MEMBERSHIP, add_routes
+
+    conferences = Conferences(app[MEMBERSHIP], app[HUB], app[CONFIG], conference_store_for(store))
+    app[CONFERENCES] = conferences
+    add_routes(app, CONFERENCE_ROUTES)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await conferences.store.open()
+        yield
+        await conferences.store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return conferences

@@ -1,0 +1,192 @@
+"""The conference messages of the WebSocket protocol (DESIGN §6); :mod:`spaces.wire` lists
+them in its unions.
+
+Every change to a call's moderation state is a :class:`CallAction` signed by the member who
+made it: a participant's own join and hand, or a host's mute, admit, kick, and so on. The
+server checks and stores the actions and puts the ones that explain each participant's state
+into every :class:`CallState` it pushes, so a client re-verifies everything it obeys or shows
+against its own verified roster (see :mod:`spaces.conference`).
+
+Requests (client to server), each answered as shown::
+
+    GetCall          -> CallInfo      the room's call (an idle one has no participants)
+    JoinCall         -> CallJoined    enter the call (or its lobby) with a signed "join"
+    LeaveCall        -> Done
+    ActInCall        -> Done          any other signed action (moderation, hands)
+    SendCallSignal   -> Done          relay a sealed box to another admitted participant
+
+Events (server to client): :class:`CallUpdate` (the state changed, and why),
+:class:`CallSignal` (a relayed box) and :class:`CallEnded` (this member's call is over).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+CALL_ACTION_DOMAIN: Final = b"salon/call-action/v1\x00"
+
+ActionName = Literal[
+    # a participant about itself
+    "join",
+    "hand-up",
+    "hand-down",
+    # hosts (space owners and moderators)
+    "mute",
+    "unmute",
+    "mute-all",
+    "kick",
+    "ban",
+    "unban",
+    "admit",
+    "deny",
+    "lock",
+    "unlock",
+    "promote",
+    "demote",
+    "lower-hand",
+    "end",
+]
+TopologyName = Literal["mesh", "sfu"]
+ParticipantStatus = Literal["lobby", "joined"]
+EndReason = Literal["removed", "banned", "denied", "ended", "replaced"]
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+class CallAction(msgspec.Struct, frozen=True):
+    """A signed statement by ``actor``: ``action`` on ``target`` in one call of one room.
+
+    ``issued_at`` (ms since the epoch) and the random ``nonce`` make each statement unique,
+    so neither the server nor anyone else can replay it within the call, and the call id
+    keeps it from being replayed into another call.
+    """
+
+    space_id: str
+    room_id: str
+    call_id: str
+    actor: bytes
+    action: ActionName
+    target: bytes = b""
+    issued_at: int = 0
+    nonce: bytes = b""
+    sig: bytes = b""
+
+
+def action_signing_bytes(action: CallAction) -> bytes:
+    """The exact bytes an action's signature covers (everything but the signature)."""
+    unsigned = (
+        action.space_id,
+        action.room_id,
+        action.call_id,
+        action.actor,
+        action.action,
+        action.target,
+        action.issued_at,
+        action.nonce,
+    )
+    return CALL_ACTION_DOMAIN + _encoder.encode(unsigned)
+
+
+class CallParticipant(msgspec.Struct, frozen=True):
+    """One member in a call or its lobby, with the signed actions behind its state."""
+
+    member: bytes
+    index: int  # small per-call number, unique in the call (SFrame key ids use it)
+    status: ParticipantStatus
+    join: CallAction
+    admission: CallAction | None = None  # the host's "admit", in lobby rooms
+    mute: CallAction | None = None  # latest "mute", "unmute" or "mute-all" that covers it
+    hand: CallAction | None = None  # latest "hand-up", "hand-down" or "lower-hand"
+    stage: CallAction | None = None  # latest "promote" or "demote" (stage rooms)
+
+
+class CallState(msgspec.Struct, frozen=True):
+    room_id: str
+    call_id: str
+    version: int  # counts every change of this call; clients order key changes by it
+    topology: TopologyName  # what carries the media now
+    requested_topology: str  # the room's setting: auto, mesh or sfu
+    lobby: bool
+    stage: bool
+    participants: list[CallParticipant] = []
+    lock: CallAction | None = None  # the latest "lock" or "unlock"
+
+
+# -- client to server ---------------------------------------------------------------------------
+
+
+class GetCall(msgspec.Struct, tag="get_call", frozen=True):
+    id: int
+    room_id: str
+
+
+class JoinCall(msgspec.Struct, tag="join_call", frozen=True):
+    id: int
+    room_id: str
+    join: CallAction  # "join", by and about the session's member, for the current call id
+
+
+class LeaveCall(msgspec.Struct, tag="leave_call", frozen=True):
+    id: int
+    room_id: str
+
+
+class ActInCall(msgspec.Struct, tag="act_in_call", frozen=True):
+    id: int
+    room_id: str
+    action: CallAction
+
+
+class SendCallSignal(msgspec.Struct, tag="send_call_signal", frozen=True):
+    """A box sealed end to end for another participant (SDP, media keys); opaque here."""
+
+    id: int
+    room_id: str
+    call_id: str
+    to: bytes
+    box: bytes
+
+
+# -- server to client ---------------------------------------------------------------------------
+
+
+class CallInfo(msgspec.Struct, tag="call_info", frozen=True):
+    id: int
+    state: CallState
+
+
+class CallJoined(msgspec.Struct, tag="call_joined", frozen=True):
+    id: int
+    state: CallState
+    status: ParticipantStatus
+
+
+class CallUpdate(msgspec.Struct, tag="call_update", frozen=True):
+    """Event: the call's state changed; ``action`` is the signed action that changed it."""
+
+    state: CallState
+    action: CallAction | None = None
+
+
+class CallSignal(msgspec.Struct, tag="call_signal", frozen=True):
+    """Event: a box another participant sealed for this member."""
+
+    room_id: str
+    call_id: str
+    sender: bytes
+    box: bytes
+
+
+class CallEnded(msgspec.Struct, tag="call_ended", frozen=True):
+    """Event: this member's part in the call is over (``action`` says who did it)."""
+
+    room_id: str
+    call_id: str
+    reason: EndReason
+    action: CallAction | None = None
+
+
+CLIENT_MESSAGES: Final = (GetCall, JoinCall, LeaveCall, ActInCall, SendCallSignal)
+SERVER_MESSAGES: Final = (CallInfo, CallJoined, CallUpdate, CallSignal, CallEnded)
