@@ -12,8 +12,9 @@ follow one room. Senders post messages; each is committed (group commit, fsync) 
 every follower. Measured at the receivers: deliveries per second and send-to-delivery latency
 (the sender's and the receivers' clocks are the same process's). Two loads per server:
 
-- ``rate``: an open-loop sender at ``--rate`` messages/s (default 100: 100,000 deliveries/s
-  to 1,000 members) — latency at the target load;
+- ``rate``: ``--rate`` messages/s in total (default 100: 100,000 deliveries/s to 1,000
+  members), sent open-loop by ``--rate-senders`` members in turn (default 50, 2 messages/s
+  each: a lively room) — latency at the target load;
 - ``max``: ``--senders`` closed-loop senders — the most the server delivers.
 
 The baseline is a bare aiohttp server that broadcasts each frame it receives, unchanged, to
@@ -521,7 +522,7 @@ async def run_clients(args: argparse.Namespace) -> None:
                 mode,
                 args.seconds,
                 args.rate,
-                args.senders,
+                args.senders if mode == "max" else args.rate_senders,
                 pid,
             )
             phase["connect_s"] = round(connect_s, 2)
@@ -631,6 +632,7 @@ def toml_limits() -> str:
 
 
 def orchestrate(args: argparse.Namespace) -> None:
+    args.load_before = os.getloadavg()[0]  # other work on the machine skews every figure
     me = str(Path(__file__).resolve())
     with tempfile.TemporaryDirectory(prefix="salon-bench-", dir=args.dir) as tmp:
         root = Path(tmp)
@@ -686,6 +688,8 @@ def orchestrate(args: argparse.Namespace) -> None:
                     str(args.rate),
                     "--senders",
                     str(args.senders),
+                    "--rate-senders",
+                    str(args.rate_senders),
                 ],
                 capture_output=True,
                 text=True,
@@ -712,7 +716,10 @@ def report(args: argparse.Namespace, results: dict[str, Any], baseline: dict[str
     chat_rate = fan[("chat", "rate")]
     ratio = chat_max["deliveries_per_s"] / max(1, bare_max["deliveries_per_s"])
     durable = {p["senders"]: p for p in results["durable"]}
-    print(f"Chat benchmarks, Python {platform.python_version()}, {os.cpu_count()} CPUs")
+    print(
+        f"Chat benchmarks, Python {platform.python_version()}, {os.cpu_count()} CPUs,"
+        f" load average {args.load_before:.2f} before the run"
+    )
     print(f"Fan-out to {args.members} members of one room (client process apart from servers):")
     for p in results["fanout"]:
         print(
@@ -736,6 +743,7 @@ def report(args: argparse.Namespace, results: dict[str, Any], baseline: dict[str
     summary = {
         "bench": "chat",
         "members": args.members,
+        "load_average_before": round(args.load_before, 2),
         "fanout_deliveries_per_s": chat_max["deliveries_per_s"],
         "fanout_p50_ms": chat_max["p50_ms"],
         "fanout_p99_ms": chat_max["p99_ms"],
@@ -763,6 +771,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="measured time per phase")
     parser.add_argument("--rate", type=float, default=100.0, help="messages/s, open loop")
     parser.add_argument("--senders", type=int, default=4, help="closed-loop fan-out senders")
+    parser.add_argument(
+        "--rate-senders", type=int, default=50, help="members sharing the open-loop rate"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on the client run")
     parser.add_argument("--dir", help="where the temporary data directory goes")
     parser.add_argument("--spec", help=argparse.SUPPRESS)

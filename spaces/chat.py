@@ -12,11 +12,12 @@ The server never sees text, captions or images — only ciphertext with the meta
   being written, the next one fills up, so 50 concurrent senders share each fsync;
 - per-room sequences are gap-free and assigned inside the commit; a retried client message
   id returns the first message's sequence;
-- live delivery: a session that fetched a room with ``follow=True`` gets a
-  :class:`MessagesAdded` event with the messages each commit added there (encoded once,
-  pushed to every follower's bounded queue without waiting on anyone). Like the commit, the
-  fan-out batches itself: under load a commit holds more messages, and each follower gets
-  them in one frame instead of one frame each;
+- live delivery: a session that fetched a room with ``follow=True`` gets
+  :class:`MessagesAdded` events with the messages committed there (each frame encoded once
+  and pushed to every follower's bounded queue without waiting on anyone). Like the commit,
+  the fan-out batches itself under load (:class:`Outbox`): a quiet room's messages go out at
+  once; when followers' writers lag, frames are spaced by an adaptive window of up to 25 ms
+  and carry all the messages committed meanwhile;
 - expiry: a sweeper deletes expired messages and stories for good (:class:`ChatStore`).
 
 The rule checks (:func:`check_post`, :func:`check_story`, :func:`message_lifetime`) are
@@ -85,6 +86,9 @@ MAX_FETCH: Final = 1000
 MAX_BATCH: Final = 2048
 STAGED_IDLE_SECONDS: Final = 600.0
 STAGED_FACTOR: Final = 8  # all staged uploads together: at most this many max-size stories
+MIN_WINDOW: Final = 0.001  # seconds: the smallest gap between two frames of a busy room
+MAX_WINDOW: Final = 0.025
+BACKLOG_HIGH: Final = 2.0  # frames queued per follower (including the new one)
 STORY_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
@@ -212,6 +216,55 @@ class GroupCommitter:
                 log.exception("delivering committed messages failed")
 
 
+# -- live delivery -------------------------------------------------------------------------------
+
+
+def next_window(window: float, backlog: float) -> float:
+    """How long a room's outbox gathers messages before the next frame, given the average
+    number of frames still queued per follower just after the last one was pushed (1: all
+    caught up). Doubles while writers lag, halves back to 0 (no waiting) once they keep up."""
+    if backlog > BACKLOG_HIGH:
+        return min(MAX_WINDOW, max(MIN_WINDOW, window * 2))
+    return window / 2 if window > MIN_WINDOW else 0.0
+
+
+class Outbox:
+    """Messages committed in one room and not yet pushed to its followers.
+
+    A quiet room sends each message at once. When its followers' writers fall behind (a
+    busy server, many followers), frames are spaced by an adaptive window and each carries
+    every message committed meanwhile: fewer, fuller frames, instead of queues that grow
+    until followers are dropped."""
+
+    def __init__(self, room_id: str) -> None:
+        self.room_id = room_id
+        self.messages: list[ChatMessage] = []
+        self.window = 0.0
+        self.last_flush = 0.0
+        self.handle: asyncio.TimerHandle | None = None
+
+    def add(
+        self,
+        messages: list[ChatMessage],
+        flush: Callable[[tuple[str, str]], None],
+        key: tuple[str, str],
+    ) -> None:
+        self.messages.extend(messages)
+        if self.handle is None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self.last_flush + self.window - loop.time())
+            self.handle = loop.call_later(delay, flush, key)
+
+    def take(self) -> MessagesAdded | None:
+        self.handle = None
+        messages, self.messages = self.messages, []
+        return MessagesAdded(self.room_id, messages) if messages else None
+
+    def adapt(self, backlog: float) -> None:
+        self.window = next_window(self.window, backlog)
+        self.last_flush = asyncio.get_running_loop().time()
+
+
 # -- the service ---------------------------------------------------------------------------------
 
 
@@ -243,6 +296,7 @@ class Chat:
         )
         self.committer = GroupCommitter(store, self._deliver, clock)
         self.followers: dict[tuple[str, str], set[Subscriber]] = {}
+        self.outboxes: dict[tuple[str, str], Outbox] = {}
         self.staged: dict[tuple[str, bytes], Staged] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -257,6 +311,9 @@ class Chat:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.committer.stop()
+        for outbox in self.outboxes.values():
+            if outbox.handle is not None:
+                outbox.handle.cancel()
         await self.store.close()
 
     def _take(self, space_id: str, member: bytes) -> None:
@@ -293,14 +350,32 @@ class Chat:
         for new, result in committed:
             if not result.duplicate:
                 by_room.setdefault((new.space_id, new.room_id), []).append(result.message)
-        for (space_id, room_id), messages in by_room.items():
-            followers = self.followers.get((space_id, room_id))
-            if not followers:
-                continue
-            frame = encoder.encode(MessagesAdded(room_id, messages))
-            closed = [s for s in followers if not s.push(frame)]
-            for subscriber in closed:
-                followers.discard(subscriber)
+        for key, messages in by_room.items():
+            if self.followers.get(key):
+                outbox = self.outboxes.get(key)
+                if outbox is None:
+                    outbox = self.outboxes[key] = Outbox(key[1])
+                outbox.add(messages, self._flush, key)
+
+    def _flush(self, key: tuple[str, str]) -> None:
+        outbox = self.outboxes[key]
+        followers = self.followers.get(key)
+        if not followers:
+            outbox.take()
+            return
+        event = outbox.take()
+        if event is None:
+            return
+        frame = encoder.encode(event)
+        closed, queued = [], 0
+        for subscriber in followers:
+            if subscriber.push(frame):
+                queued += subscriber.queue.qsize()
+            else:
+                closed.append(subscriber)
+        for subscriber in closed:
+            followers.discard(subscriber)
+        outbox.adapt(queued / max(1, len(followers)))
 
     async def fetch(self, space_id: str, subscriber: Subscriber, msg: FetchMessages) -> Messages:
         roster = await self.membership.roster(space_id)
@@ -421,6 +496,9 @@ class Chat:
             followers.difference_update([s for s in followers if s.closed])
             if not followers:
                 del self.followers[key]
+        for key, outbox in list(self.outboxes.items()):
+            if key not in self.followers and outbox.handle is None:
+                del self.outboxes[key]
         return deleted
 
     async def _sweep_forever(self) -> None:

@@ -1,12 +1,22 @@
-"""Chat and story storage on SQLite: one connection on one thread, group commit.
+"""Chat and story storage on SQLite: group commit, with the fsync off the event loop.
 
-The connection is separate from the main store's (same file, WAL mode) so a whole batch —
-its idempotency look-ups, sequence assignment, inserts and COMMIT — runs in a single hop to
-the database thread. ``synchronous=FULL``: COMMIT returns after the WAL is fsynced.
+Three connections of our own to the main store's file (WAL mode), apart from the main
+store's: a *writer*, a *reader* and a *checkpointer*.
+
+- The writer does the CPU part of a write — idempotency look-ups, sequence assignment,
+  inserts, all microseconds — on the event loop thread, and only the statements that wait on
+  the disk (``BEGIN IMMEDIATE`` when the lock is taken, and ``COMMIT``, which fsyncs with
+  ``synchronous=FULL``) on its own thread. Under load this matters: a thread that needs the
+  GIL back after each of dozens of small statements waits up to the interpreter's switch
+  interval every time, behind an event loop busy fanning out. An asyncio lock serialises
+  every use of the writer, across those hops.
+- The reader answers fetches on its own thread; WAL readers see the last commit and never
+  wait for the writer.
+- The :class:`Checkpointer` copies the WAL back into the database on its own thread, so no
+  commit stalls on an automatic checkpoint.
+
 ``secure_delete=ON`` zeroes deleted rows and freed pages; after deleting expired data the
 WAL is checkpointed and truncated, so the deleted bytes leave the ``-wal`` file too.
-
-Only this module's thread touches the connection and the per-room sequence cache.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ SCHEMA_VERSION: Final = 2  # the migration that made this module's tables
 CHECKPOINT_ATTEMPTS: Final = 20
 CHECKPOINT_EVERY: Final = 1.0  # seconds between looks at the WAL's size
 CHECKPOINT_WAL_BYTES: Final = 4 * 1024 * 1024
+BUSY_TIMEOUT_MS: Final = 5000
 
 _MESSAGE_COLUMNS = "seq, sender, client_id, epoch, ttl, sent_at, expires_at, box"
 _STORY_COLUMNS = (
@@ -73,14 +84,14 @@ def _story(row: Any) -> StoryInfo:
     )
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+def _connect(path: Path, *, any_thread: bool = False) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=not any_thread)
     for pragma in (
         "PRAGMA journal_mode=WAL",
         "PRAGMA synchronous=FULL",
         "PRAGMA secure_delete=ON",
         "PRAGMA foreign_keys=ON",
-        "PRAGMA busy_timeout=5000",
+        f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
     ):
         db.execute(pragma)
     return db
@@ -125,7 +136,7 @@ class Checkpointer:
             try:
                 if self.wal.exists() and self.wal.stat().st_size > self.wal_bytes:
                     assert self._db is not None
-                    await self._call(self._db.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                    await self._call(_one, self._db, "PRAGMA wal_checkpoint(PASSIVE)")
             except Exception:
                 log.exception("checkpoint failed")
 
@@ -133,38 +144,53 @@ class Checkpointer:
 class SqliteChatStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._executor: ThreadPoolExecutor | None = None
-        self._db: sqlite3.Connection | None = None
-        self._last_seq: dict[tuple[str, str], int] = {}  # database thread only
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_thread: ThreadPoolExecutor | None = None
+        self._read_thread: ThreadPoolExecutor | None = None
+        self._lock = asyncio.Lock()  # one user of the writer at a time, across its hops
+        self._last_seq: dict[tuple[str, str], int] = {}  # as of the last commit
         self._scrub_pending = False  # deleted rows may still sit in the WAL
         self._checkpointer: Checkpointer | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            raise ChatStorageError("chat store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
     @property
     def db(self) -> sqlite3.Connection:
-        if self._db is None:
+        if self._writer is None:
             raise ChatStorageError("chat store is not open")
-        return self._db
+        return self._writer
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise ChatStorageError("chat store is not open")
+        return self._reader
+
+    async def _on_write_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._write_thread is None:
+            raise ChatStorageError("chat store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._write_thread, fn, *args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._read_thread is None:
+            raise ChatStorageError("chat store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._read_thread, fn, *args)
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salon-chat-db")
+        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="salon-chat-write")
+        self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="salon-chat-read")
         try:
-            await self._run(self._open)
+            self._writer = await self._on_write_thread(self._open_writer)
+            self._reader = await self._read(_connect, self.path)
         except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            await self.close()
             raise
         self._checkpointer = Checkpointer(self.path)
         await self._checkpointer.start()
 
-    def _open(self) -> None:
-        db = _connect(self.path)
+    def _open_writer(self) -> sqlite3.Connection:
+        db = _connect(self.path, any_thread=True)
         # No checkpoints inside our commits (they would stall a batch for tens of ms);
         # the Checkpointer copies the WAL back on its own connection and thread.
         db.execute("PRAGMA wal_autocheckpoint=0")
@@ -172,43 +198,65 @@ class SqliteChatStore:
         if version < SCHEMA_VERSION:
             db.close()
             raise ChatStorageError(f"database schema {version} lacks the chat tables")
-        self._db = db
+        return db
 
     async def close(self) -> None:
         if self._checkpointer is not None:
             await self._checkpointer.stop()
             self._checkpointer = None
-        if self._executor is None:
-            return
-        try:
-            await self._run(self._close)
-        finally:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        async with self._lock:
+            for connection, thread in (
+                (self._writer, self._write_thread),
+                (self._reader, self._read_thread),
+            ):
+                if thread is not None:
+                    if connection is not None:
+                        await asyncio.get_running_loop().run_in_executor(thread, connection.close)
+                    thread.shutdown(wait=True)
+            self._writer = self._reader = None
+            self._write_thread = self._read_thread = None
 
-    def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` (CPU only, on the loop thread) inside a write transaction; the
+        statements that wait on the disk go to the writer's thread. Returns after COMMIT."""
+        async with self._lock:
+            db = self.db
+            try:
+                try:
+                    self._begin_now(db)
+                except sqlite3.OperationalError:  # another connection holds the write lock
+                    await self._finish_on_write_thread(db.execute, "BEGIN IMMEDIATE")
+                result = work(db)
+                await self._finish_on_write_thread(db.execute, "COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return result
 
-    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
+    async def _finish_on_write_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Like :meth:`_on_write_thread`, but a cancelled caller still waits for the thread
+        to finish, so nothing touches the connection while it is in use there."""
+        job = asyncio.ensure_future(self._on_write_thread(fn, *args))
         try:
-            result = work(db)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await job
             raise
-        return result
+
+    @staticmethod
+    def _begin_now(db: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE without waiting (raises if the lock is taken)."""
+        db.execute("PRAGMA busy_timeout=0")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        finally:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     # -- messages ------------------------------------------------------------------------------
 
     async def append_messages(self, batch: Sequence[NewMessage], now: float) -> list[Committed]:
-        return await self._run(self._append_messages, list(batch), now)
-
-    def _append_messages(self, batch: list[NewMessage], now: float) -> list[Committed]:
         assigned: dict[tuple[str, str], int] = {}
 
         def work(db: sqlite3.Connection) -> list[Committed]:
@@ -217,7 +265,7 @@ class SqliteChatStore:
             rows = []
             for new in batch:
                 key = (new.space_id, new.room_id, new.sender, new.client_id)
-                prior = fresh.get(key) or self._find(db, *key)
+                prior = fresh.get(key) or _find(db, *key)
                 if prior is not None:
                     results.append(Committed(prior, True))
                     continue
@@ -244,7 +292,7 @@ class SqliteChatStore:
             return results
 
         try:
-            results = self._transaction(work)
+            results = await self._write(work)
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"conflicting message write: {exc}") from None
         # Only a committed transaction moves the cached sequences on.
@@ -255,60 +303,50 @@ class SqliteChatStore:
         cached = self._last_seq.get(room)
         if cached is not None:
             return cached
-        row = db.execute(
-            "SELECT last_seq FROM room_seqs WHERE space_id = ? AND room_id = ?", room
-        ).fetchone()
+        row = _one(db, "SELECT last_seq FROM room_seqs WHERE space_id = ? AND room_id = ?", room)
         last = int(row[0]) if row else 0
         self._last_seq[room] = last
         return last
 
-    @staticmethod
-    def _find(
-        db: sqlite3.Connection, space_id: str, room_id: str, sender: bytes, client_id: bytes
-    ) -> ChatMessage | None:
-        row = db.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
-            " WHERE space_id = ? AND room_id = ? AND sender = ? AND client_id = ?",
-            (space_id, room_id, sender, client_id),
-        ).fetchone()
-        return None if row is None else _message(row)
-
     async def find_message(
         self, space_id: str, room_id: str, sender: bytes, client_id: bytes
     ) -> ChatMessage | None:
-        return await self._run(lambda: self._find(self.db, space_id, room_id, sender, client_id))
+        return await self._read(_find, self.reader, space_id, room_id, sender, client_id)
 
     async def messages(
         self, space_id: str, room_id: str, after: int, limit: int, now: float
     ) -> tuple[list[ChatMessage], int]:
-        return await self._run(self._messages, space_id, room_id, after, limit, now)
+        return await self._read(self._messages, space_id, room_id, after, limit, now)
 
     def _messages(
         self, space_id: str, room_id: str, after: int, limit: int, now: float
     ) -> tuple[list[ChatMessage], int]:
-        db = self.db
-        rows = db.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE space_id = ? AND room_id = ?"
-            " AND seq > ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY seq LIMIT ?",
-            (space_id, room_id, after, now, limit),
-        ).fetchall()
-        row = db.execute(
-            "SELECT last_seq FROM room_seqs WHERE space_id = ? AND room_id = ?",
-            (space_id, room_id),
-        ).fetchone()
+        db = self.reader
+        db.execute("BEGIN")  # one snapshot for both queries
+        try:
+            rows = db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE space_id = ? AND room_id = ?"
+                " AND seq > ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY seq LIMIT ?",
+                (space_id, room_id, after, now, limit),
+            ).fetchall()
+            row = _one(
+                db,
+                "SELECT last_seq FROM room_seqs WHERE space_id = ? AND room_id = ?",
+                (space_id, room_id),
+            )
+        finally:
+            db.execute("COMMIT")
         return [_message(r) for r in rows], int(row[0]) if row else 0
 
     # -- stories -------------------------------------------------------------------------------
 
     async def add_story(self, story: NewStory, now: float) -> tuple[StoryInfo, bool]:
-        return await self._run(self._add_story, story, now)
-
-    def _add_story(self, story: NewStory, now: float) -> tuple[StoryInfo, bool]:
         def work(db: sqlite3.Connection) -> tuple[StoryInfo, bool]:
-            row = db.execute(
+            row = _one(
+                db,
                 f"SELECT {_STORY_COLUMNS}, space_id FROM stories WHERE story_id = ?",
                 (story.story_id,),
-            ).fetchone()
+            )
             if row is not None:
                 if str(row[10]) != story.space_id or bytes(row[2]) != story.sender:
                     raise Conflict("this story id is taken")
@@ -345,13 +383,13 @@ class SqliteChatStore:
             )
             return info, False
 
-        return self._transaction(work)
+        return await self._write(work)
 
     async def stories(self, space_id: str, room_id: str, now: float) -> list[StoryInfo]:
-        return await self._run(self._stories, space_id, room_id, now)
+        return await self._read(self._stories, space_id, room_id, now)
 
     def _stories(self, space_id: str, room_id: str, now: float) -> list[StoryInfo]:
-        rows = self.db.execute(
+        rows = self.reader.execute(
             f"SELECT {_STORY_COLUMNS} FROM stories WHERE space_id = ? AND room_id = ?"
             " AND expires_at > ? ORDER BY posted_at DESC, story_id",
             (space_id, room_id, now),
@@ -359,49 +397,59 @@ class SqliteChatStore:
         return [_story(r) for r in rows]
 
     async def story(self, space_id: str, story_id: str, now: float) -> StoryInfo | None:
-        return await self._run(self._one_story, space_id, story_id, now)
+        return await self._read(self._one_story, space_id, story_id, now)
 
     def _one_story(self, space_id: str, story_id: str, now: float) -> StoryInfo | None:
-        row = self.db.execute(
+        row = _one(
+            self.reader,
             f"SELECT {_STORY_COLUMNS} FROM stories WHERE space_id = ? AND story_id = ?"
             " AND expires_at > ?",
             (space_id, story_id, now),
-        ).fetchone()
+        )
         return None if row is None else _story(row)
 
     async def story_part(
         self, space_id: str, story_id: str, part: StoryPartName, offset: int, length: int
     ) -> bytes:
-        return await self._run(self._story_part, space_id, story_id, part, offset, length)
+        return await self._read(self._story_part, space_id, story_id, part, offset, length)
 
     def _story_part(
         self, space_id: str, story_id: str, part: StoryPartName, offset: int, length: int
     ) -> bytes:
         column = {"image": "image", "thumb": "thumb"}[part]
-        row = self.db.execute(
-            "SELECT rowid FROM stories WHERE space_id = ? AND story_id = ?", (space_id, story_id)
-        ).fetchone()
+        db = self.reader
+        row = _one(
+            db,
+            "SELECT rowid FROM stories WHERE space_id = ? AND story_id = ?",
+            (space_id, story_id),
+        )
         if row is None:
             return b""
         # Incremental blob I/O reads just the chunk, not the whole image.
-        with self.db.blobopen("stories", column, int(row[0]), readonly=True) as blob:
+        with db.blobopen("stories", column, int(row[0]), readonly=True) as blob:
             blob.seek(min(offset, len(blob)))
             return bytes(blob.read(length))
 
     # -- expiry --------------------------------------------------------------------------------
 
     async def delete_expired(self, now: float) -> int:
-        return await self._run(self._delete_expired, now)
+        async with self._lock:  # rare: the whole of it on the writer's thread
+            return await self._on_write_thread(self._delete_expired, now)
 
     def _delete_expired(self, now: float) -> int:
-        def work(db: sqlite3.Connection) -> int:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
             messages = db.execute(
                 "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
             ).rowcount
             stories = db.execute("DELETE FROM stories WHERE expires_at <= ?", (now,)).rowcount
-            return int(messages) + int(stories)
-
-        deleted = self._transaction(work)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        deleted = int(messages) + int(stories)
         if deleted or self._scrub_pending:
             self._scrub_pending = not self._truncate_wal()
         return deleted
@@ -410,9 +458,31 @@ class SqliteChatStore:
         """Copy the WAL (whose older frames still hold the deleted rows) into the database
         file, where secure_delete has zeroed them, and cut the WAL to zero bytes."""
         for _ in range(CHECKPOINT_ATTEMPTS):
-            busy = int(self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+            busy = int(_one(self.db, "PRAGMA wal_checkpoint(TRUNCATE)")[0])
             if not busy:
                 return True
-            time.sleep(0.05)  # a reader or writer on the other connection; try again
+            time.sleep(0.05)  # a reader or the checkpointer is busy; try again
         log.warning("could not truncate the WAL after deleting expired data; will retry")
         return False
+
+
+def _one(db: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The first row (or None), with the statement finished: an unfinished statement would
+    hold a read snapshot open and keep checkpoints from completing."""
+    cursor = db.execute(sql, params)
+    try:
+        return cursor.fetchone()
+    finally:
+        cursor.close()
+
+
+def _find(
+    db: sqlite3.Connection, space_id: str, room_id: str, sender: bytes, client_id: bytes
+) -> ChatMessage | None:
+    row = _one(
+        db,
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+        " WHERE space_id = ? AND room_id = ? AND client_id = ? AND sender = ?",
+        (space_id, room_id, client_id, sender),
+    )
+    return None if row is None else _message(row)

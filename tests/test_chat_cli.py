@@ -158,11 +158,21 @@ def test_channel_posting_rights(server, user):
 def test_ephemeral_messages_vanish_from_views_database_and_wal(server, user):
     s = make_space(server, user)
     s.alice.run("room", "create", s.space_id, "general", "--kind", "chat")
-    s.alice.run("room", "create", s.space_id, "fleeting", "--kind", "chat", "--ttl", "2s")
+    s.alice.run("room", "create", s.space_id, "fleeting", "--kind", "chat", "--ttl", "6s")
     s.alice.run("send", s.space_id, "general", "this one stays")
-    bob_says = s.bob.json("send", s.space_id, "general", "gone in a moment", "--ttl", "2s")
+    bob_says = s.bob.json("send", s.space_id, "general", "gone in a moment", "--ttl", "5s")
     s.alice.run("send", s.space_id, "fleeting", "room default applies")
+    ends = time.monotonic() + 6
     assert bob_says["expires_at"] is not None
+
+    # The ciphertexts as the server stored them, read before they expire.
+    def boxes(condition: str) -> list[bytes]:
+        sql = f"SELECT box FROM messages WHERE space_id = ? AND expires_at IS {condition}"
+        return [bytes(box) for (box,) in query(server.db_path, sql, s.space_id)]
+
+    doomed, kept = boxes("NOT NULL"), boxes("NULL")
+    assert len(doomed) == 2 and len(kept) == 1
+    assert files_containing(server, kept[0][24:88]) != []  # the grep finds stored bytes
 
     rows = read(s.alice, s.space_id, "general")
     assert [r["text"] for r in rows] == ["this one stays", "gone in a moment"]
@@ -171,27 +181,7 @@ def test_ephemeral_messages_vanish_from_views_database_and_wal(server, user):
     assert [r["text"] for r in fleeting] == ["room default applies"]
     assert fleeting[0]["expires_at"] is not None
 
-    # The ciphertexts as the server stored them, read before they expire.
-    doomed = [
-        bytes(box)
-        for (box,) in query(
-            server.db_path,
-            "SELECT box FROM messages WHERE space_id = ? AND expires_at IS NOT NULL",
-            s.space_id,
-        )
-    ]
-    assert len(doomed) == 2
-    kept = [
-        bytes(b)
-        for (b,) in query(
-            server.db_path,
-            "SELECT box FROM messages WHERE space_id = ? AND expires_at IS NULL",
-            s.space_id,
-        )
-    ]
-    assert any(kept[0] in p.read_bytes() for p in data_files(server))  # the grep works
-
-    time.sleep(2.2)
+    time.sleep(max(0.0, ends - time.monotonic()) + 0.2)
     for person in (s.alice, s.bob):  # gone from every member's view at once
         assert [r["text"] for r in read(person, s.space_id, "general")] == ["this one stays"]
         assert read(person, s.space_id, "fleeting") == []
@@ -200,6 +190,7 @@ def test_ephemeral_messages_vanish_from_views_database_and_wal(server, user):
     for box in doomed:
         for start in range(0, len(box) - 32, 32):
             assert files_containing(server, box[start : start + 32]) == []
+    assert files_containing(server, kept[0][24:88]) != []  # what lives on is still there
     # The next message still gets the next sequence (no reuse after expiry).
     assert s.bob.json("send", s.space_id, "general", "after")["seq"] == 3
 
@@ -221,8 +212,14 @@ def test_stories_strip_metadata_and_expire(server, user, tmp_path: Path):
     assert (first["width"], first["height"]) == (1920, 1280)  # longest side bounded
     time.sleep(1.1)  # distinct posting times: the list is newest first
     second = s.alice.json(
-        "story", "post", s.space_id, "news", str(small), "--caption", "Brief", "--ttl", "3s"
+        "story", "post", s.space_id, "news", str(small), "--caption", "Brief", "--ttl", "4s"
     )
+    ends = time.monotonic() + 4
+    # The short-lived story's ciphertext as the server stored it, read before it expires.
+    (stored,) = query(
+        server.db_path, "SELECT image, meta FROM stories WHERE story_id = ?", second["story_id"]
+    )
+    image_box, meta_box = bytes(stored[0]), bytes(stored[1])
     assert "not allowed" in s.bob.fail("story", "post", s.space_id, "news", str(small))
 
     listed = s.bob.json("story", "list", s.space_id, "news")
@@ -252,12 +249,8 @@ def test_stories_strip_metadata_and_expire(server, user, tmp_path: Path):
     thumb_pixels = cv2.imdecode(np.frombuffer(thumb.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
     assert max(thumb_pixels.shape[:2]) == 320 and metadata_markers(thumb.read_bytes()) == []
 
-    # The short-lived story: its ciphertext, read from the database, vanishes for good.
-    (stored,) = query(
-        server.db_path, "SELECT image, meta FROM stories WHERE story_id = ?", second["story_id"]
-    )
-    image_box, meta_box = bytes(stored[0]), bytes(stored[1])
-    time.sleep(3.1)
+    # The short-lived story leaves every view, and its ciphertext leaves the files.
+    time.sleep(max(0.0, ends - time.monotonic()) + 0.1)
     assert [r["story_id"] for r in s.bob.json("story", "list", s.space_id, "news")] == [
         first["story_id"]
     ]

@@ -242,6 +242,7 @@ async def test_fan_out_sends_one_frame_per_room_and_commit():
             committed("room-a", 2),
         ]
     )
+    await asyncio.sleep(0.01)  # the outbox flushes on the next turn of the loop
     for subscriber, room, seqs in (
         (a1, "room-a", [1, 2]),
         (a2, "room-a", [1, 2]),
@@ -280,3 +281,44 @@ async def test_checkpointer_keeps_the_wal_bounded(tmp_path: Path):
         await checkpointer.stop()
         await chat.close()
         await main.close()
+
+
+def test_fan_out_window_adapts_to_lagging_writers():
+    from spaces.chat import MAX_WINDOW, MIN_WINDOW, next_window
+
+    assert next_window(0.0, 1.0) == 0.0  # followers keep up: no waiting at all
+    window = 0.0
+    for _ in range(20):  # writers lag: the window grows, up to its bound
+        window = next_window(window, 5.0)
+    assert window == MAX_WINDOW
+    steps = 0
+    while window:  # they catch up: back to sending at once
+        window = next_window(window, 1.0)
+        steps += 1
+    assert steps <= 6 and next_window(MIN_WINDOW, 1.0) == 0.0
+
+
+async def test_busy_room_coalesces_messages_into_fewer_frames():
+    """While the followers still have frames queued (their writers lag), messages committed
+    meanwhile wait for the window and go out together."""
+    from spaces.chat import Chat
+    from spaces.chat_wire import ChatMessage, MessagesAdded
+    from spaces.config import Config
+    from spaces.hub import Subscriber
+    from spaces.wire import server_decoder
+
+    chat = Chat(None, None, Config())  # type: ignore[arg-type]
+    slow = Subscriber(SPACE, b"1" * 32)  # nobody drains its queue: a lagging writer
+    chat.followers[(SPACE, "room-a")] = {slow}
+    for seq in range(1, 41):
+        message = ChatMessage(seq, SENDER, bytes(16), 0, 0, 1.0, None, b"box")
+        chat._deliver([(new("room-a"), Committed(message, False))])
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.1)
+    frames = []
+    while not slow.queue.empty():
+        event = server_decoder.decode(slow.queue.get_nowait())
+        assert isinstance(event, MessagesAdded)
+        frames.append([m.seq for m in event.messages])
+    assert [seq for frame in frames for seq in frame] == list(range(1, 41))  # all, in order
+    assert len(frames) < 20 and frames[0] == [1]  # the first at once, later ones grouped
