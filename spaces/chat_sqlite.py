@@ -36,6 +36,7 @@ import msgspec
 from spaces.chat_storage import Committed, NewMessage, NewStory
 from spaces.chat_wire import ChatMessage, StoryInfo, StoryPartName
 from spaces.errors import Conflict, SpacesError
+from spaces.sqlite_store import CONNECTION_PRAGMAS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,14 +87,9 @@ def _story(row: Any) -> StoryInfo:
 
 def _connect(path: Path, *, any_thread: bool = False) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=not any_thread)
-    for pragma in (
-        "PRAGMA journal_mode=WAL",
-        "PRAGMA synchronous=FULL",
-        "PRAGMA secure_delete=ON",
-        "PRAGMA foreign_keys=ON",
-        f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
-    ):
+    for pragma in CONNECTION_PRAGMAS:
         db.execute(pragma)
+    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return db
 
 

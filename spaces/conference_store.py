@@ -16,6 +16,7 @@ import msgspec
 
 from spaces.conference_wire import CallAction
 from spaces.errors import SpacesError
+from spaces.sqlite_store import CONNECTION_PRAGMAS
 
 SCHEMA_VERSION: Final = 3  # the migration that made conference_bans
 _decoder = msgspec.msgpack.Decoder(CallAction)
@@ -76,13 +77,7 @@ class SqliteConferenceStore:
     async def open(self) -> None:
         # Autocommit: each statement below is its own durable transaction.
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=FULL",
-            "PRAGMA secure_delete=ON",
-            "PRAGMA foreign_keys=ON",
-            "PRAGMA busy_timeout=5000",
-        ):
+        for pragma in CONNECTION_PRAGMAS:
             await self.db.execute(pragma)
         async with self.db.execute("PRAGMA user_version") as cursor:
             row = await cursor.fetchone()

@@ -22,6 +22,18 @@ from spaces.wire import Envelope, InviteSeal
 log = logging.getLogger(__name__)
 
 
+# Every connection to the database file, whichever store opens it, runs these first:
+# WAL for concurrent readers, FULL so an acknowledged write survives power loss, and
+# secure_delete so deleted rows (expired messages, wiped invites) are zeroed on disk.
+CONNECTION_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA secure_delete=ON",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=5000",
+)
+
+
 class StorageError(SpacesError):
     code = "storage"
 
@@ -55,13 +67,7 @@ class SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a commit is explicit.
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=FULL",
-            "PRAGMA secure_delete=ON",
-            "PRAGMA foreign_keys=ON",
-            "PRAGMA busy_timeout=5000",
-        ):
+        for pragma in CONNECTION_PRAGMAS:
             await self.db.execute(pragma)
         await self._migrate()
 
