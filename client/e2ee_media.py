@@ -53,6 +53,7 @@ from client.sframe import (
     CipherSuite,
     SFrameContext,
     SFrameError,
+    UnknownKeyError,
     decode_header,
     protect_frame,
     unprotect_frame,
@@ -326,6 +327,8 @@ class ReceiverStats:
         self.bytes_received = 0
         self.decoded_by_kid: collections.Counter[int] = collections.Counter()
         self.failures_by_kid: collections.Counter[int | None] = collections.Counter()
+        # Why frames failed: "UnknownKeyError", "AuthenticationError", "ReplayError", ...
+        self.failures_by_reason: collections.Counter[str] = collections.Counter()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -338,6 +341,7 @@ class ReceiverStats:
             "bytes_received": self.bytes_received,
             "decoded_by_kid": dict(self.decoded_by_kid),
             "failures_by_kid": dict(self.failures_by_kid),
+            "failures_by_reason": dict(self.failures_by_reason),
         }
 
 
@@ -352,7 +356,9 @@ class DecryptingReceiver(MediaStreamTrack):
     ``recv()`` returns it, or use :meth:`recv_with_kid`. (Not ``frame.opaque``: PyAV keys
     opaque values by ``id()``, so equal small ints on two frames clobber each other.)
     ``request_keyframe`` is called (at most once per second) when the picture needs a
-    keyframe and the frames are decryptable.
+    keyframe and the frames are decryptable. ``resolve_kid(kid)`` is called for a frame
+    whose KID has no key: it may add that key to ``keys`` (e.g. by ratcheting the sender's
+    previous one) and return True, and the frame is tried again.
     """
 
     def __init__(
@@ -361,10 +367,12 @@ class DecryptingReceiver(MediaStreamTrack):
         keys: SFrameContext,
         *,
         request_keyframe: Callable[[], None] | None = None,
+        resolve_kid: Callable[[int], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self.kind = track.kind
+        self._resolve_kid = resolve_kid
         self.track = track
         self.keys = keys
         self.stats = ReceiverStats()
@@ -410,9 +418,10 @@ class DecryptingReceiver(MediaStreamTrack):
         st.frames_received += 1
         st.bytes_received += len(item.data)
         try:
-            kid, frame = unprotect_frame(self.keys, self._codec_name, item.data)
-        except (SFrameError, ValueError, IndexError):
+            kid, frame = self._unprotect(item.data)
+        except (SFrameError, ValueError, IndexError) as exc:
             st.decrypt_failures += 1
+            st.failures_by_reason[type(exc).__name__] += 1
             kid_or_none = _peek_kid(self._codec_name, item.data)
             st.failures_by_kid[kid_or_none] += 1
             self._need_keyframe = True
@@ -426,6 +435,17 @@ class DecryptingReceiver(MediaStreamTrack):
         st.frames_decoded += len(decoded)
         st.decoded_by_kid[kid] += len(decoded)
         self._pending.extend((kid, out) for out in decoded)
+
+    def _unprotect(self, data: bytes) -> tuple[int, bytes]:
+        try:
+            return unprotect_frame(self.keys, self._codec_name, data)
+        except UnknownKeyError:
+            # A sender may move to its next epoch before we heard of it: the call client
+            # can often derive that key (a ratchet) or knows it just arrived. Ask once.
+            kid = _peek_kid(self._codec_name, data)
+            if self._resolve_kid is None or kid is None or not self._resolve_kid(kid):
+                raise
+            return unprotect_frame(self.keys, self._codec_name, data)
 
     async def _decode_video(self, kid: int, frame: bytes, timestamp: int) -> list[Any]:
         keyframe = bool(frame) and frame[0] & 0x01 == 0
@@ -512,9 +532,11 @@ class SfuSession:
 
     ``send_ctx`` holds this participant's own key(s) (encrypt-only; not needed by a
     receive-only participant), ``recv_ctx`` every other participant's (decrypt-only);
-    both use suite 4. ``video_slots`` / ``audio_slots``
-    bound how many publishers this client sees and hears at once (the SFU fills them with
-    the most recent active speakers).
+    both use suite 4. A sender's video and audio share one CTR sequence under its KID and
+    ``recv_ctx``'s replay window spans both, so keep every receiver consumed (as
+    :meth:`start_receiving` does) or give ``recv_ctx`` a wider window (e.g. 1024).
+    ``video_slots`` / ``audio_slots`` bound how many publishers this client sees and hears
+    at once (the SFU fills them with the most recent active speakers).
     """
 
     def __init__(
@@ -529,6 +551,7 @@ class SfuSession:
         audio_slots: int = 4,
         configuration: RTCConfiguration | None = None,
         video_bitrate: int = 300_000,
+        resolve_kid: Callable[[int], bool] | None = None,
     ) -> None:
         # max-bundle: with aiortc's default (balanced), a second transceiver of one kind
         # can stay on a transport that BUNDLE negotiation then stops.
@@ -537,6 +560,7 @@ class SfuSession:
             or RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
         self.recv_ctx = recv_ctx
+        self._resolve_kid = resolve_kid
         self.video_sender: EncryptedVideoSender | None = None
         self.audio_sender: EncryptedAudioSender | None = None
         self.receivers: list[DecryptingReceiver] = []
@@ -584,6 +608,7 @@ class SfuSession:
                     t.receiver.track,
                     self.recv_ctx,
                     request_keyframe=self._pli_sender(t.receiver),
+                    resolve_kid=self._resolve_kid,
                 )
             )
 

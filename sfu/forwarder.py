@@ -12,7 +12,10 @@ Model:
   negotiated once). A slot carries one publisher at a time; when there are more publishers
   than slots the most recent active speakers get them (last-N). Receivers tell senders apart
   by the SFrame key id, so slots need no signalling.
-* Mute is enforced here: a muted up-track's packets are dropped on arrival.
+* Mute is enforced here: a muted up-track's packets are dropped on arrival. So is a rate
+  limit per up-track (token bucket), since every byte a publisher sends is multiplied.
+* Packets that arrive far later than their RTP timestamp says (the node fell behind) are
+  dropped rather than forwarded late, so an overloaded node sheds load and catches up.
 * Video slots are *gated*: a subscriber gets a publisher's video only from the start of a
   keyframe (VP8 keyframe flag, kept in clear by SFrame), so it never starts on a delta frame.
 * Keyframe requests (a new subscriber, a subscriber's PLI/FIR, a dropped packet) are
@@ -101,21 +104,38 @@ class ForwarderConfig:
     speaker_margin: float = 8.0  # loudness (dB) a challenger needs above the current speaker
     speaker_timeout: float = 1.0  # no audio level for this long counts as silence
     level_smoothing: float = 0.15  # EMA weight of one audio packet (~20 ms)
+    # What one publisher may send (the SFU multiplies it by the subscriber count); well
+    # above VP8 at 720p (~2.5 Mb/s) and Opus (~0.1 Mb/s), with a burst for keyframes.
+    max_video_bps: int = 6_000_000
+    max_audio_bps: int = 300_000
+    rate_burst_seconds: float = 0.5
+    # Drop packets arriving this much later than their media time says (None: never);
+    # after stale_reset seconds of it, assume the sender's timestamps jumped instead.
+    stale_after: float | None = 0.4
+    stale_reset: float = 2.0
 
 
 class _UpTrack:
     __slots__ = (
         "audio_level_id",
+        "clock_rate",
         "down",
         "kind",
         "level_at",
         "loudness",
+        "min_lag",
         "muted",
         "owner",
         "payload_types",
         "pli_pending",
         "pli_sent_at",
+        "refill_at",
+        "seen_at",
         "ssrc",
+        "stale_since",
+        "tokens",
+        "ts_ext",
+        "ts_last",
     )
 
     def __init__(self, owner: _Participant, spec: UpTrackSpec) -> None:
@@ -130,6 +150,15 @@ class _UpTrack:
         self.pli_pending = False
         self.loudness = 0.0  # 127 - smoothed level: 0 silent … 127 loudest
         self.level_at = -1e9
+        self.tokens = 0.0  # rate limit: bytes this track may still send now
+        self.refill_at: float | None = None
+        # Staleness: arrival time minus media time, against the smallest seen so far.
+        self.clock_rate = 90_000 if spec.kind == "video" else 48_000  # RFC 7741, RFC 7587
+        self.ts_last: int | None = None
+        self.ts_ext = 0  # unwrapped RTP timestamp
+        self.min_lag = 0.0
+        self.seen_at = 0.0
+        self.stale_since: float | None = None
 
 
 class _DownTrack:
@@ -178,6 +207,8 @@ class _Counters:
     dropped_malformed: int = 0
     dropped_unknown: int = 0
     dropped_muted: int = 0
+    dropped_rate: int = 0
+    dropped_stale: int = 0
     dropped_queue: int = 0
     keyframe_requests: int = 0
 
@@ -308,6 +339,15 @@ class Forwarder:
             c.dropped_muted += 1
             return []
         now = self._clock()
+        if not self._within_rate(up, len(data), now):
+            c.dropped_rate += 1
+            return []
+        if self._stale(up, hdr.timestamp, now):
+            c.dropped_stale += 1
+            for dt in up.down:  # the picture breaks: resume on a keyframe
+                if dt.kind == "video":
+                    dt.waiting_keyframe = True
+            return []
         keyframe = False
         level = -1
         if up.kind == "video":
@@ -433,6 +473,8 @@ class Forwarder:
                 "dropped_malformed": c.dropped_malformed,
                 "dropped_unknown": c.dropped_unknown,
                 "dropped_muted": c.dropped_muted,
+                "dropped_rate": c.dropped_rate,
+                "dropped_stale": c.dropped_stale,
                 "dropped_queue": c.dropped_queue,
                 "queued": len(p.queue),
                 "keyframe_requests": c.keyframe_requests,
@@ -446,6 +488,55 @@ class Forwarder:
         }
 
     # ------------------------------------------------------------------ internals
+
+    def _within_rate(self, up: _UpTrack, size: int, now: float) -> bool:
+        """Token bucket per up-track: every byte a publisher sends is multiplied by the
+        subscriber count, so a flood (or a runaway encoder) is cut at the door."""
+        cfg = self.config
+        rate = (cfg.max_video_bps if up.kind == "video" else cfg.max_audio_bps) / 8
+        burst = rate * cfg.rate_burst_seconds
+        if up.refill_at is None:
+            tokens = burst
+        else:
+            tokens = min(burst, up.tokens + (now - up.refill_at) * rate)
+        up.refill_at = now
+        if tokens < size:
+            up.tokens = tokens
+            return False
+        up.tokens = tokens - size
+        return True
+
+    def _stale(self, up: _UpTrack, ts: int, now: float) -> bool:
+        """Is this packet far later than its media time says it should be?
+
+        The lag (arrival time - RTP time) of the earliest packets is the baseline; when the
+        node falls behind (a CPU stall, a burst of joins) packets pile up in its sockets and
+        arrive with a bigger lag. Dropping those costs ~nothing and lets the node catch up
+        instead of forwarding seconds-old media (and starving ICE consent checks).
+        """
+        cfg = self.config
+        if up.ts_last is None:
+            up.ts_last = ts
+            up.min_lag = now
+            up.seen_at = now
+            return False
+        delta = (ts - up.ts_last) & 0xFFFFFFFF
+        up.ts_ext += delta if delta < 0x80000000 else delta - 0x100000000
+        up.ts_last = ts
+        lag = now - up.ts_ext / up.clock_rate
+        # The baseline may creep up 1 ms/s: clocks drift, the path's delay changes.
+        up.min_lag = min(lag, up.min_lag + (now - up.seen_at) * 0.001)
+        up.seen_at = now
+        if cfg.stale_after is None or lag - up.min_lag <= cfg.stale_after:
+            up.stale_since = None
+            return False
+        if up.stale_since is None:
+            up.stale_since = now
+        elif now - up.stale_since > cfg.stale_reset:
+            up.min_lag = lag  # stale for long: the sender's timeline jumped, not us
+            up.stale_since = None
+            return False
+        return True
 
     def _resync(self, dt: _DownTrack, seq: int, ts: int, now: float) -> None:
         # Continue the subscriber's numbering right after what it last got, and advance

@@ -215,7 +215,9 @@ class SfuNode:
     ) -> None:
         """Stop (or resume) forwarding what the participant publishes of ``kind``.
 
-        Holds across reconnects only if the control plane calls it again after ``join``.
+        Server-enforced: the participant's own client is not trusted to stop sending. Holds
+        across a reconnect (a second ``join``) until unmuted or the participant leaves.
+        Use ``kind="video"`` as well for a stage listener.
         """
         peer = self._peer(conference_id, participant_id)
         peer_mutes = self._mutes.setdefault((conference_id, participant_id), set())

@@ -155,6 +155,7 @@ async def test_without_the_key_frames_are_dropped_cleanly_then_recover() -> None
     assert receiver.stats.decrypt_failures == 5
     assert frames == []
     assert failures == [KID_A] * 5  # attributed, from the clear SFrame header
+    assert receiver.stats.failures_by_reason == {"AuthenticationError": 5}
     assert asked == []  # no key, no keyframe requests: no PLI storm
 
     # The right key arrives: the receiver asks for a keyframe at once and recovers on it.
@@ -224,6 +225,7 @@ async def test_tampered_frames_are_failures_not_crashes() -> None:
     frames = await drain(receiver, feed)
     assert len(frames) == 1
     assert receiver.stats.decrypt_failures == 6
+    assert receiver.stats.failures_by_reason["ReplayError"] == 1
 
 
 async def test_audio_round_trip_carries_level_and_tone() -> None:
@@ -254,6 +256,7 @@ async def test_audio_without_key_plays_nothing() -> None:
     await pump(sender, feed, "opus", 10)
     assert await drain(receiver, feed) == []
     assert receiver.stats.decrypt_failures == 10
+    assert receiver.stats.failures_by_reason == {"UnknownKeyError": 10}
 
 
 async def test_paused_senders_send_nothing_and_video_resumes_on_a_keyframe() -> None:
@@ -278,3 +281,26 @@ def test_senders_refuse_other_suites_and_missing_keys() -> None:
     tx, _ = contexts({KID_A: KEY_A}, {})
     with pytest.raises(ValueError):
         EncryptedAudioSender(ToneTrack("A"), tx, KID_B)
+
+
+async def test_an_unknown_kid_can_be_resolved_on_the_spot() -> None:
+    tx, rx = contexts({KID_A: KEY_A, KID_A2: KEY_B}, {KID_A: KEY_A})
+    sender = EncryptedVideoSender(TestPatternTrack("Alice", fps=30), tx, KID_A)
+    feed = Feed("video")
+    asked: list[int] = []
+
+    def resolve(kid: int) -> bool:  # the call client ratchets / looks the key up
+        asked.append(kid)
+        if kid == KID_A2:
+            rx.add_key(KID_A2, KEY_B)
+            return True
+        return False
+
+    receiver = DecryptingReceiver(feed, rx, resolve_kid=resolve)
+    await pump(sender, feed, "vp8", 2)
+    sender.set_key(KID_A2)  # the sender moved on before the receiver heard of it
+    await pump(sender, feed, "vp8", 2)
+    frames = await drain(receiver, feed)
+    assert [kid for kid, _ in frames] == [KID_A, KID_A, KID_A2, KID_A2]
+    assert asked == [KID_A2]
+    assert receiver.stats.decrypt_failures == 0

@@ -54,13 +54,14 @@ class Publisher:
         self.vts += 6000
         tag = 0x10 if keyframe else 0x11
         payload = b"\x10" + bytes((tag, 0x9D, 0x01)) + b"sframe-ciphertext"
-        return rtp.build_rtp(True, VP8, self.vseq, self.vts, self.video_ssrc, payload)
+        return rtp.build_rtp(True, VP8, self.vseq, self.vts & 0xFFFFFFFF, self.video_ssrc, payload)
 
     def audio(self, level: int = 127) -> bytes:
         self.aseq = (self.aseq + 1) & 0xFFFF
         self.ats += 960
         ext = rtp.build_audio_level_extension(LEVEL_ID, level)
-        return rtp.build_rtp(True, OPUS, self.aseq, self.ats, self.audio_ssrc, b"\x78opus", ext)
+        ts = self.ats & 0xFFFFFFFF
+        return rtp.build_rtp(True, OPUS, self.aseq, ts, self.audio_ssrc, b"\x78opus", ext)
 
 
 def slots(index: int, video: int = 2, audio: int = 2) -> list[DownTrackSpec]:
@@ -71,9 +72,15 @@ def slots(index: int, video: int = 2, audio: int = 2) -> list[DownTrackSpec]:
 
 
 class Harness:
+    """A forwarder with a fake clock, publishers and recording sinks.
+
+    Most tests jump the clock without sending media, which the staleness check would rightly
+    call a stall: it is off unless a test passes its own config.
+    """
+
     def __init__(self, config: ForwarderConfig | None = None) -> None:
         self.clock = Clock()
-        self.fwd = Forwarder(config, clock=self.clock)
+        self.fwd = Forwarder(config or ForwarderConfig(stale_after=None), clock=self.clock)
         self.pubs: dict[str, Publisher] = {}
         self.received: dict[str, list[bytes]] = {}
         self.congested: set[str] = set()
@@ -224,7 +231,7 @@ def test_pending_pli_is_cancelled_by_a_keyframe() -> None:
 
 
 def test_slow_subscriber_loses_its_own_packets_and_nobody_else_waits() -> None:
-    h = Harness(ForwarderConfig(queue_packets=8))
+    h = Harness(ForwarderConfig(queue_packets=8, stale_after=None))
     alice = h.join("alice")
     h.join("bob")
     h.join("carol")
@@ -334,7 +341,7 @@ def test_unknown_ssrc_payload_type_and_participant_are_dropped() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=60), max_size=20), st.integers(0, 0xFFFF))
 def test_forwarder_survives_any_input(garbage: list[bytes], seq: int) -> None:
-    h = Harness()
+    h = Harness(ForwarderConfig())
     alice = h.join("alice")
     h.join("bob")
     header = rtp.build_rtp(True, VP8, seq, 1, alice.video_ssrc, b"")
@@ -345,3 +352,64 @@ def test_forwarder_survives_any_input(garbage: list[bytes], seq: int) -> None:
     h.fwd.tick()
     for hdr in h.headers("bob"):
         assert hdr.ssrc == slots(2)[0].ssrc
+
+
+def test_a_flooding_publisher_is_cut_to_its_rate_limit() -> None:
+    h = Harness(ForwarderConfig(max_audio_bps=80_000, rate_burst_seconds=0.5, stale_after=None))
+    alice = h.join("alice")
+    h.join("bob")
+    big = b"\x78" + bytes(979)  # 1000-byte Opus packets
+    sent = 0
+    for n in range(500):  # 5 s at one packet every 10 ms: 800 kb/s offered
+        alice.aseq += 1
+        packet = rtp.build_rtp(True, OPUS, alice.aseq, n * 480, alice.audio_ssrc, big)
+        sent += len(packet)
+        h.send("alice", packet)
+        h.clock.now += 0.01
+    got = sum(len(p) for p in h.received["bob"])
+    # 80 kb/s for 5 s plus the 0.5 s burst: 55 000 bytes, whatever was offered.
+    assert 45_000 <= got <= 56_000 < sent
+    stats = h.fwd.stats()["participants"]["alice"]  # type: ignore[index]
+    assert stats["dropped_rate"] > 400
+
+
+def test_packets_late_for_their_media_time_are_shed_then_flow_again() -> None:
+    h = Harness(ForwarderConfig(stale_after=0.4, stale_reset=2.0))
+    alice = h.join("alice")
+    h.join("bob")
+    h.send("alice", alice.video(keyframe=True))
+    for _ in range(50):  # 1 s of audio in real time
+        h.clock.now += 0.02
+        h.send("alice", alice.audio())
+    got = len(h.received["bob"])
+    # The node stalls for 1 s: the next second of packets arrives all at once, late.
+    h.clock.now += 1.0
+    for _ in range(50):
+        h.send("alice", alice.audio())
+        h.send("alice", alice.video())
+        h.clock.now += 0.001
+    # The backlog's first ~0.6 s is shed; the rest is within 0.4 s of its media time.
+    assert len(h.received["bob"]) - got <= 20
+    stats = h.fwd.stats()["participants"]["alice"]  # type: ignore[index]
+    assert stats["dropped_stale"] > 40
+    # Caught up: fresh packets flow again.
+    for _ in range(50):
+        h.clock.now += 0.02
+        h.send("alice", alice.audio())
+    after = [rtp.parse_rtp(p) for p in h.received["bob"][got:]]
+    assert sum(1 for hdr in after if hdr is not None and hdr.payload_type == 112) >= 19 + 50
+
+
+def test_a_timestamp_jump_is_not_mistaken_for_a_stall_for_long() -> None:
+    h = Harness(ForwarderConfig(stale_after=0.4, stale_reset=2.0))
+    alice = h.join("alice")
+    h.join("bob")
+    for _ in range(20):
+        h.clock.now += 0.02
+        h.send("alice", alice.audio())
+    alice.ats -= 48000 * 30  # the sender's clock jumps back 30 s (a restart, a bug)
+    for _ in range(200):
+        h.clock.now += 0.02
+        h.send("alice", alice.audio())
+    # Two seconds of doubt, then the new timeline is accepted.
+    assert 290 >= len(h.received["bob"]) >= 20 + 200 - 2 / 0.02 - 5
