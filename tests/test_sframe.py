@@ -43,10 +43,12 @@ from client.sframe import (
 
 # --------------------------------------------------------------------------- vectors
 
+# The IETF SFrame working group's published vectors (shared/testvectors), copied into the
+# repository so the tests never depend on what lies beside the checkout.
 VECTORS_PATH = Path(
     os.environ.get(
         "SALON_SFRAME_VECTORS",
-        Path(__file__).resolve().parents[2] / "shared" / "testvectors" / "sframe-rfc9605.json",
+        Path(__file__).resolve().parent / "data" / "sframe-rfc9605.json",
     )
 )
 
