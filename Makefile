@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.toml
 
-.PHONY: run test lint typecheck unit bench-sframe bench-call bench-chat bench-sfu clean
+.PHONY: run test lint typecheck unit bench-sframe bench-call bench-chat bench-sfu bench-rekey clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,12 @@ test: lint typecheck unit
 bench-sframe: .make-installed
 	$(BIN)/python bench/bench_sframe.py
 
+# Also runs bench/bench_rekey.py (rekey after a kick, 5 real calls) for rekey_p95_ms.
 bench-sfu: .make-installed
 	$(BIN)/python bench/bench_sfu.py
+
+bench-rekey: .make-installed
+	$(BIN)/python bench/bench_rekey.py
 
 bench-call: .make-installed
 	$(BIN)/python bench/bench_call.py

@@ -40,8 +40,10 @@ The last line is JSON: subscriber_streams_per_core and forwarded_packets_per_cor
 mode, at the biggest sustained step), added_latency_p50_ms / p99_ms (rtp mode, at the
 sustained step nearest 70 % of a core; ``latency_at_sfu_cpu`` says which),
 memory_per_participant_mb (SFU RSS growth over participants at the biggest step),
-ratio_vs_relay (rtp vs MediaRelay streams per core), rekey_p95_ms (null: rekeying is
-driven by the conference control plane, which does not drive the SFU yet), plus context.
+ratio_vs_relay (rtp vs MediaRelay streams per core), rekey_p95_ms (from
+``bench/bench_rekey.py``, run at the end as its own process: a real ``salon serve`` and five
+``salon call`` processes on the SFU, a kick at a time; ``--kicks N``, ``--skip-rekey``),
+plus context.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ import multiprocessing
 import os
 import platform
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -996,6 +999,29 @@ def summarise(
     }
 
 
+def run_rekey(kicks: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """``bench/bench_rekey.py`` in its own process; its JSON result ({} if it failed)."""
+    script = Path(__file__).with_name("bench_rekey.py")
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), "--kicks", str(kicks)],
+            capture_output=True,
+            text=True,
+            timeout=120 + 30 * kicks,
+        )
+    except subprocess.TimeoutExpired:
+        log("  the rekey benchmark timed out")
+        return {}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        log(f"  the rekey benchmark failed: {(done.stderr or done.stdout).strip()[-300:]}")
+        return {}
+    for line in lines[:-1]:
+        log(f"  {line}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
@@ -1005,6 +1031,8 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run")
     parser.add_argument("--skip-frame", action="store_true")
     parser.add_argument("--skip-relay", action="store_true")
+    parser.add_argument("--skip-rekey", action="store_true")
+    parser.add_argument("--kicks", type=int, default=8, help="kicks for the rekey figure")
     args = parser.parse_args()
     start = time.monotonic()
     deadline = start + args.budget
@@ -1046,6 +1074,12 @@ def main() -> int:
         relay_rows = run_mode("relay", 1, relay_steps, window, deadline, log)
     summary = summarise(rtp_rows, frame_rows, relay_rows)
     summary["background_busy_cores"] = round(background, 2)
+    if not args.skip_rekey:
+        log("rekey after a kick (salon serve + 5 salon call processes on the SFU):")
+        rekey = run_rekey(2 if args.quick else args.kicks, log)
+        summary["rekey_p95_ms"] = rekey.get("rekey_p95_ms")
+        summary["rekey_p50_ms"] = rekey.get("rekey_p50_ms")
+        summary["rekey_kicks"] = rekey.get("kicks")
     log(f"total {time.monotonic() - start:.0f} s")
     print(json.dumps({"rows": rtp_rows + frame_rows + relay_rows}))
     print(json.dumps(summary))

@@ -12,7 +12,10 @@ follows the call's state as the server pushes it, and trusts nothing it cannot c
   admitted, so a lobby member gets none; rekeyed on leave, ratcheted on join; they give the
   verification code every participant shows.
 
-Media goes through a :class:`~client.topology.Topology` (the mesh today). Frames from a
+Media goes through a :class:`~client.topology.Topology`: a mesh of direct connections
+(:mod:`client.mesh`) or the call's SFU node (:mod:`client.sfu_topology`), whichever the
+server's state says. A switch is make-before-break: the old topology keeps delivering each
+participant's media until the new one does (or :data:`RETIRE_SECONDS` pass). Frames from a
 sender that is muted, or not a speaker on a stage, are dropped here, whatever the topology.
 
 :func:`moderate` and :func:`raise_hand` are ``salon mod`` and ``salon hand``: they sign one
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 import av
 import msgspec
 import numpy as np
+from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
 from client import crypto
@@ -43,11 +47,14 @@ from client.callsignal import open_signal as open_signal_box
 from client.callsignal import seal_signal as seal_signal_box
 from client.callstats import CallStats, PeerStats
 from client.callview import CallPicture, LiveDisplay, PlainDisplay, Row
+from client.e2ee_media import MEDIA_SUITE
 from client.errors import ClientError, ServerError, UsageError
 from client.media import MediaError, dominant_colour, open_sources
 from client.mesh import MeshTopology
 from client.recorder import GridRecorder
 from client.rooms import RoomView
+from client.sframe import SFrameContext
+from client.sfu_topology import MediaDebugLog, SfuTopology
 from client.space import SpaceSession
 from client.topology import TOPOLOGIES, LinkState, Peer, Topology, TopologyContext
 from sfu.aiortc_adapter import apply_ice_env
@@ -61,19 +68,24 @@ from spaces.conference_wire import (
     CallJoined,
     CallParticipant,
     CallSignal,
+    CallSpeaker,
     CallState,
     CallUpdate,
     GetCall,
     JoinCall,
     LeaveCall,
     SendCallSignal,
+    SfuAnswer,
+    SfuOffer,
+    SfuReconnect,
     action_signing_bytes,
 )
 from spaces.records import Role, fingerprint
 from spaces.wire import Done, RecordAdded, ServerMessage, SessionClosed
 
 log = logging.getLogger(__name__)
-TOPOLOGIES.setdefault("mesh", MeshTopology)  # the SFU topology registers "sfu" the same way
+TOPOLOGIES.setdefault("mesh", MeshTopology)
+TOPOLOGIES.setdefault("sfu", SfuTopology)
 
 JOIN_RETRIES = 3
 PENDING_SIGNAL_SECONDS = 5.0
@@ -81,6 +93,8 @@ PENDING_SIGNALS_MAX = 64
 COLOUR_SAMPLE_EVERY = 5  # decoded frames between dominant-colour samples
 REFRESH_SECONDS = 0.5
 LEAVE_TIMEOUT = 2.0
+RETIRE_SECONDS = 8.0  # the longest a topology being replaced keeps running
+SFU_OFFER_TIMEOUT = 15.0
 EXIT_ENDED = 5  # exit code when a host removed, banned or denied us
 
 
@@ -102,6 +116,75 @@ class CallOptions:
     audio: str = "test"
     duration: float | None = None
     record: str | None = None
+
+
+@dataclass
+class KeyChange:
+    """A membership change that moved the media keys on, and when this client caught up
+    (unix times, so several participants' records can be put side by side)."""
+
+    version: int
+    kind: str  # "join" (ratchet) or "leave" (rekey)
+    epoch: int  # our own key's epoch after the change
+    seen_at: float
+    keys_at: float | None = None  # every remaining sender's new key held
+    sending_at: float | None = None  # our media encrypted under the new key (SFU)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": self.version,
+            "kind": self.kind,
+            "epoch": self.epoch,
+            "seen_at": self.seen_at,
+            "keys_at": self.keys_at,
+            "sending_at": self.sending_at,
+        }
+
+
+class _Feed:
+    """The sink one topology delivers to. While a switch is under way both topologies
+    deliver; the old one's frames of a participant stop counting once the new one
+    delivers that participant, and only the current topology reports link states."""
+
+    def __init__(self, client: CallClient) -> None:
+        self.client = client
+        self.topology: Topology | None = None
+        self.delivered: set[bytes] = set()
+
+    def _superseded(self, member: bytes) -> bool:
+        self.delivered.add(member)
+        client = self.client
+        current = client.feed
+        return current is not self and current is not None and member in current.delivered
+
+    def on_video(self, member: bytes, frame: av.VideoFrame) -> None:
+        if not self._superseded(member):
+            self.client.on_video(member, frame)
+
+    def on_audio(self, member: bytes, frame: av.AudioFrame) -> None:
+        if not self._superseded(member):
+            self.client.on_audio(member, frame)
+
+    def on_link(self, member: bytes, state: LinkState, detail: str = "") -> None:
+        if self.client.feed is self:
+            self.client.on_link(member, state, detail)
+
+    def on_decrypt_failure(self, member: bytes) -> None:
+        self.client.on_decrypt_failure(member)
+
+    def on_send_key(self, epoch: int) -> None:
+        self.client.on_send_key(epoch)
+
+
+@dataclass
+class _Running:
+    """A topology with what was made for it (its feed, its readers of our sources)."""
+
+    topology: Topology
+    feed: _Feed
+    tracks: list[MediaStreamTrack]
+    peers: set[bytes]
+    retire_by: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -169,10 +252,20 @@ class CallClient:
         self.me_admitted = False
         self.seated = False
         self.topology: Topology | None = None
+        self.feed: _Feed | None = None
+        self._current: _Running | None = None
+        self._retiring: _Running | None = None
         self.video: MediaStreamTrack | None = None
         self.audio: MediaStreamTrack | None = None
         self.recorder: GridRecorder | None = None
-        self._context: TopologyContext | None = None
+        self.relay = MediaRelay()  # each topology reads our sources through its own proxy
+        self.debug = MediaDebugLog.from_env()
+        # The call's one sending SFrame context: counters outlive SFU reconnects and switches.
+        self._send_frames = (
+            self.debug.sending_context() if self.debug else SFrameContext(MEDIA_SUITE)
+        )
+        self.key_changes: list[KeyChange] = []
+        self.speaker: bytes | None = None
         self._checked: dict[bytes, str | None] = {}  # action signature -> problem
         self._pending: list[tuple[float, CallSignal]] = []
         self._lobby_seen: set[bytes] = set()
@@ -231,7 +324,12 @@ class CallClient:
                 except MediaError as exc:
                     raise MediaUnavailable(str(exc)) from None
                 self.recorder = recorder
-            self._context = TopologyContext(self.me, self.keys, self, self, video, audio)
+            if self.debug is not None:
+                self.debug.follow(self.keys)
+                self.note(
+                    "SALON_MEDIA_DEBUG_DIR is set: media keys and frames are written to "
+                    f"{self.debug.dir} (for testing only)"
+                )
             refused = await self._join()
             outcome = refused if refused is not None else await self._serve()
         finally:
@@ -289,6 +387,7 @@ class CallClient:
                     if outcome is not None:
                         return outcome
                 self._expire_pending()
+                await self._check_retiring()
                 self._refresh()
         finally:
             for sig in handled:
@@ -302,8 +401,10 @@ class CallClient:
                 await asyncio.wait_for(
                     conn.request(LeaveCall(conn.next_id(), self.room_id), Done), LEAVE_TIMEOUT
                 )
-        if self.topology is not None:
-            await self.topology.close()
+        self._finish_stats()
+        for running in (self._retiring, self._current):
+            if running is not None:
+                await self._close_running(running)
         for track in (self.video, self.audio):
             if track is not None:
                 track.stop()
@@ -326,6 +427,14 @@ class CallClient:
         elif isinstance(event, CallEnded):
             if event.room_id == self.room_id and event.call_id == self.call_id:
                 return self._ended(event)
+        elif isinstance(event, CallSpeaker):
+            if event.room_id == self.room_id and event.call_id == self.call_id:
+                self._on_speaker(event.member or None)
+        elif isinstance(event, SfuReconnect):
+            ours = event.room_id == self.room_id and event.call_id == self.call_id
+            if ours and isinstance(self.topology, SfuTopology):
+                self.note(f"reconnecting to the SFU: {event.reason}")
+                await self.topology.reconnect(event.reason)
         elif isinstance(event, RecordAdded):
             await self._resync()
         elif isinstance(event, SessionClosed):
@@ -412,7 +521,14 @@ class CallClient:
             self.keys.baseline(state.version)
         else:
             # Someone who joined again is in both lists: their old incarnation left (rekey).
+            before = self.keys.own.epoch
             self.keys.membership(state.version, joined, left)
+            if self.keys.own.epoch != before:
+                kind = "leave" if left else "join"
+                change = KeyChange(state.version, kind, self.keys.own.epoch, time.time())
+                if isinstance(self.topology, SfuTopology):
+                    change.sending_at = change.seen_at  # a sender switches keys at once
+                self.key_changes.append(change)
         self.admitted = current
         for member in left:
             if member not in current:
@@ -421,9 +537,15 @@ class CallClient:
             self._peer_stats(member)
             self.note(f"{self.label(member)} is in the call")
         await self.topology.set_peers({m: self._peer(m) for m in peers})
+        if self._current is not None:
+            self._current.peers = set(peers)
+        retiring = self._retiring
+        if retiring is not None:  # the old topology keeps its remaining peers, gains none
+            retiring.peers &= set(peers)
+            await retiring.topology.set_peers({m: self._peer(m) for m in retiring.peers})
         recipients = list(peers) if first or left else joined
-        for member in recipients:
-            await self._send_key(self._peer(member))
+        # Concurrently: a rekey is done when the last participant has our new key.
+        await asyncio.gather(*(self._send_key(self._peer(member)) for member in recipients))
         self._apply_own_flags()
         for member, stats in self.stats.peers.items():
             flags = self.flags.get(member)
@@ -440,28 +562,87 @@ class CallClient:
         factory = TOPOLOGIES.get(state.topology)
         if factory is None:
             raise CallError(f"this client cannot take part in a {state.topology} call yet", 1)
-        if self.topology is not None:  # the new one gets every peer from set_peers()
-            await self.topology.close()
-        assert self._context is not None
-        self.topology = factory(self._context)
-        self.stats.topology = self.topology.name
-        self.stats.e2ee = self.topology.e2ee
+        old = self._current
+        if self._retiring is not None:  # a switch within a switch: the oldest goes now
+            await self._close_running(self._retiring)
+            self._retiring = None
+        feed = _Feed(self)
+        tracks = [self.relay.subscribe(t, buffered=False) for t in (self.video, self.audio) if t]
+        video = next((t for t in tracks if t.kind == "video"), None)
+        audio = next((t for t in tracks if t.kind == "audio"), None)
+        context = TopologyContext(self.me, self.keys, feed, self, video, audio, sfu=self)
+        topology = factory(context)
+        feed.topology = topology
+        self._current = _Running(topology, feed, tracks, set())
+        self.topology, self.feed = topology, feed
+        if old is not None:  # make before break: the old one runs until the new delivers
+            old.retire_by = self.clock() + RETIRE_SECONDS
+            self._retiring = old
+        self.stats.topology = topology.name
+        self.stats.e2ee = topology.e2ee
+        self.stats.topologies.append(topology.name)
         note = self._topology_note(state)
+        moved = f"moved from {old.topology.name} to " if old is not None else ""
         self.note(
-            f"topology {self.topology.name}{f' ({note})' if note else ''}; "
-            f"encryption: {self.topology.encryption}"
+            f"topology {moved}{topology.name}{f' ({note})' if note else ''}; "
+            f"encryption: {topology.encryption}"
         )
+
+    async def _check_retiring(self) -> None:
+        """Close the old topology once the new one delivers everyone it delivered."""
+        retiring, current = self._retiring, self._current
+        if retiring is None or current is None:
+            return
+        waiting = (retiring.feed.delivered & set(self.admitted)) - current.feed.delivered
+        if waiting and self.clock() < retiring.retire_by:
+            return
+        self._retiring = None
+        await self._close_running(retiring)
+
+    async def _close_running(self, running: _Running) -> None:
+        if isinstance(running.topology, SfuTopology):
+            self.stats.sfu = running.topology.stats()
+        await running.topology.close()
+        for track in running.tracks:
+            track.stop()
+
+    def _finish_stats(self) -> None:
+        for running in (self._retiring, self._current):
+            if running is not None and isinstance(running.topology, SfuTopology):
+                self.stats.sfu = running.topology.stats()
+        self.stats.key_changes = [change.to_json() for change in self.key_changes]
 
     @staticmethod
     def _topology_note(state: CallState) -> str:
         notes = []
-        if state.requested_topology == "sfu" and state.topology == "mesh":
-            notes.append("the room asks for an SFU; this server has none yet, so it runs as a mesh")
+        if (state.requested_topology == "sfu" or state.stage) and state.topology == "mesh":
+            notes.append("the room asks for an SFU; this server has none, so it runs as a mesh")
         elif state.requested_topology == "auto" and state.topology == "mesh":
             notes.append("auto: a mesh while the call is small")
+        elif state.requested_topology == "auto":
+            notes.append("auto: on the SFU while the call is large")
         if state.stage:
             notes.append("stage: only speakers send")
         return "; ".join(notes)
+
+    # -- the SFU channel (client.topology.SfuChannel) ----------------------------------------
+
+    @property
+    def my_index(self) -> int:
+        return self.seats[self.me].index
+
+    @property
+    def send_frames(self) -> SFrameContext:
+        return self._send_frames
+
+    async def sfu_offer(self, sdp: str) -> str:
+        conn = self.session.conn
+        offer = SfuOffer(conn.next_id(), self.room_id, self.call_id, sdp)
+        answer = await asyncio.wait_for(conn.request(offer, SfuAnswer), SFU_OFFER_TIMEOUT)
+        return answer.sdp
+
+    def _on_speaker(self, member: bytes | None) -> None:
+        self.speaker = member if member in self.admitted else None
 
     def _peer(self, member: bytes) -> Peer:
         seat = self.seats[member]
@@ -497,7 +678,10 @@ class CallClient:
             self.note(f"{by} muted you: your audio is no longer sent")
         if was_role != role and self.me_admitted and (role == "listener" or was_role == "listener"):
             self.note(f"you are a {role} now" + (": your media is sent" if flags.speaker else ""))
-        self.topology.set_sending(video=flags.speaker, audio=flags.speaker and not flags.muted)
+        video, audio = flags.speaker, flags.speaker and not flags.muted
+        self.topology.set_sending(video=video, audio=audio)
+        if self._retiring is not None:
+            self._retiring.topology.set_sending(video=video, audio=audio)
 
     def _note_lobby(self, roles: dict[bytes, Role]) -> None:
         if not is_host(roles.get(self.me)):
@@ -556,6 +740,11 @@ class CallClient:
         if not self.me_admitted or not self.admitted:
             return  # alone in the call there is nobody to compare a code with
         code = self.keys.code(self.admitted)
+        if code is not None:
+            now = time.time()
+            for change in self.key_changes:
+                if change.keys_at is None:
+                    change.keys_at = now
         if code is not None and self.stats.add_code(code):
             people = len(self.admitted) + 1
             self.note(f"verification code {code} ({people} in the call; compare it out of band)")
@@ -616,7 +805,10 @@ class CallClient:
         if body.link != peer.link:
             return  # for an earlier connection of ours or theirs
         assert self.topology is not None
-        await self.topology.on_signal(peer, body.kind, body.payload, body.attempt)
+        topology = self.topology
+        if topology.name != "mesh" and self._retiring is not None:
+            topology = self._retiring.topology  # the mesh being replaced may still restart
+        await topology.on_signal(peer, body.kind, body.payload, body.attempt)
 
     async def _refuse(self, sender: bytes, reason: str) -> None:
         self.stats.rejected_signals += 1
@@ -629,6 +821,8 @@ class CallClient:
             self.stats.peers[sender].connection_detail = reason
         if self.topology is not None:
             await self.topology.refuse(sender, reason)
+        if self._retiring is not None:
+            await self._retiring.topology.refuse(sender, reason)
 
     async def _retry_pending(self) -> None:
         ready = [ev for _, ev in self._pending if ev.sender in self.admitted]
@@ -688,6 +882,12 @@ class CallClient:
     def on_decrypt_failure(self, member: bytes) -> None:
         self._peer_stats(member).decrypt_failures += 1
 
+    def on_send_key(self, epoch: int) -> None:
+        now = time.time()
+        for change in self.key_changes:
+            if change.epoch == epoch and change.sending_at is None:
+                change.sending_at = now
+
     # -- the terminal ------------------------------------------------------------------------
 
     def _refresh(self, force: bool = False) -> None:
@@ -727,6 +927,7 @@ class CallClient:
                     hand_raised=stats.hand_raised,
                     video_frames=stats.video_frames_decoded,
                     audio_frames=stats.audio_frames_decoded,
+                    active_speaker=member == self.speaker,
                 )
             )
         picture.lobby = [self.label(m) for m, s in self.seats.items() if s.status == "lobby"]

@@ -13,7 +13,9 @@ changes move every sender's key on, in the server's order of call states (``vers
 
 A sealed key says at which state version it was current (``at_version``), so a receiver
 that has seen later joins ratchets it forward itself, and one that has seen a later leave
-waits for the rekey. Receivers keep the previous key of each sender for an overlap.
+waits for the rekey. Receivers keep the previous key of each sender for an overlap — also
+a key that a later leave superseded before it arrived (the sender used it until it heard of
+that leave).
 
 Mesh calls do not need these keys for media (DTLS-SRTP is end to end between each pair);
 they give mesh and SFU calls the same **verification code**: a hash of the sorted
@@ -150,18 +152,40 @@ class CallKeys:
         key = SenderKey(message.epoch, message.key)
         for version, kind in self._changes:
             if message.at_version < version <= self.version:
-                if kind == "leave":
-                    return False  # the sender rekeys after that leave; wait for it
+                if kind == "leave":  # the sender rekeys after that leave; wait for it
+                    self._keep_superseded(sender, key)
+                    return False
                 key = key.ratchet()
         held = self._peers.get(sender)
         if held is not None and key.epoch <= held.key.epoch:
             return False
-        if held is not None:
+        previous = self._previous.get(sender)
+        if held is not None and (previous is None or held.key.epoch > previous.epoch):
             self._previous[sender] = held.key
         self._peers[sender] = _Held(key, max(message.at_version, self.version))
         self._stale.discard(sender)
         self._notify(sender)
         return True
+
+    def _keep_superseded(self, sender: bytes, key: SenderKey) -> None:
+        """A key the sender used until it heard of a later leave: never current again, but
+        what it sent meanwhile is ours to read, so keep it as the previous key."""
+        held, previous = self._peers.get(sender), self._previous.get(sender)
+        if held is not None and key.epoch <= held.key.epoch:
+            return
+        if previous is not None and key.epoch <= previous.epoch:
+            return
+        self._previous[sender] = key
+        self._notify(sender)
+
+    def usable(self, member: bytes) -> list[SenderKey]:
+        """Every key of ``member``'s that may still decrypt its media, newest first: its
+        current key (unless stale) and the previous one (the overlap)."""
+        keys = [self.current(member), self._previous.get(member)]
+        if member == self.me:
+            keys = [self.own, self.previous_own]
+        found = [k for k in keys if k is not None]
+        return sorted(found, key=lambda k: k.epoch, reverse=True)
 
     def current(self, member: bytes) -> SenderKey | None:
         """The key ``member`` sends with now (ours for ``self.me``); None if not held yet."""

@@ -15,7 +15,13 @@ test pattern's colour), ``video_frames_dropped`` and ``audio_frames_dropped`` (f
 arrived from a muted or non-speaking sender and were discarded), and
 ``first_video_frame_ms`` (from our join request to the first frame decoded from them).
 The top level also has ``call_id``, ``self`` (our own muted / hand / role / admitted),
-``rejected_actions`` and ``rejected_signals`` (messages that failed end-to-end checks).
+``rejected_actions`` and ``rejected_signals`` (messages that failed end-to-end checks),
+``topologies`` (every topology the call ran on, in order: ``["mesh", "sfu", "mesh"]``),
+``key_changes`` (each membership change that moved the media keys on: ``kind`` join or
+leave, our new ``epoch``, and unix times ``seen_at``, ``keys_at`` — every sender's new key
+held — and ``sending_at`` — our media under the new key, SFU only) and ``sfu`` (the SFU
+connection's counters, when the call used one: connects, reconnects,
+unattributed_decrypt_failures, send_key_switches, connected_ms, ...).
 """
 
 from __future__ import annotations
@@ -86,6 +92,9 @@ class CallStats:
     hand_raised: bool = False
     role: str = "speaker"
     admitted: bool = False
+    topologies: list[str] = field(default_factory=list)
+    key_changes: list[dict[str, Any]] = field(default_factory=list)
+    sfu: dict[str, Any] | None = None
 
     def add_code(self, code: str) -> bool:
         """Record a code as shown; True if it differs from the last one shown."""
@@ -110,6 +119,9 @@ class CallStats:
             },
             "rejected_actions": self.rejected_actions,
             "rejected_signals": self.rejected_signals,
+            "topologies": list(self.topologies),
+            "key_changes": list(self.key_changes),
+            "sfu": self.sfu,
         }
 
     def write(self, path: str) -> None:

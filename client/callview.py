@@ -30,6 +30,7 @@ class Row:
     hand_raised: bool
     video_frames: int
     audio_frames: int
+    active_speaker: bool = False  # the SFU's pick, from audio levels
 
     @property
     def speaking(self) -> bool:
@@ -79,6 +80,8 @@ class PlainDisplay:
 
 def _row_text(row: Row) -> str:
     flags = [row.connection]
+    if row.active_speaker:
+        flags.append("active speaker")
     if row.speaking:
         flags.append("speaking")
     if row.muted:
@@ -153,7 +156,7 @@ class LiveDisplay:
         for row in p.rows:
             level = "muted" if row.muted else _meter(row.level_dbfs)
             table.add_row(
-                row.name,
+                f"▶ {row.name}" if row.active_speaker else row.name,
                 row.fingerprint,
                 row.role,
                 row.connection,

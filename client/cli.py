@@ -364,7 +364,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     for package in ("spaces", "sfu"):
         logging.getLogger(package).setLevel(config.server.log_level.upper())
+    use_ice_hosts(config.sfu.ice_hosts)
     run(serve(config))
+    return 0
+
+
+def use_ice_hosts(addresses: list[str]) -> None:
+    """Media addresses an SFU node offers: the config's, unless $SALON_ICE_HOSTS says."""
+    from sfu.aiortc_adapter import apply_ice_env, restrict_ice_host_addresses
+
+    if addresses:
+        restrict_ice_host_addresses(addresses)
+    apply_ice_env()
+
+
+def cmd_sfu(args: argparse.Namespace) -> int:
+    from sfu.standalone import NodeConfigError, run_standalone
+    from spaces.config import load_config
+
+    config = load_config(args.config)
+    sfu = config.sfu
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("sfu").setLevel(config.server.log_level.upper())
+    try:
+        run(
+            run_standalone(
+                sfu.server_url,
+                sfu.node_secret,
+                args.host if args.host is not None else sfu.host,
+                args.port if args.port is not None else sfu.port,
+                sfu.node_name,
+                sfu.ice_hosts,
+                sfu.load_report_seconds,
+            )
+        )
+    except NodeConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot start the SFU node: {exc.strerror or exc}") from None
     return 0
 
 
@@ -404,6 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--data", help="data directory (SQLite)")
+
+    p = command("sfu", cmd_sfu, help="run a standalone SFU node for a spaces server")
+    p.add_argument("--config", help="TOML config with [sfu] server_url and node_secret")
+    p.add_argument("--host", help="address of the node's /health endpoint")
+    p.add_argument("--port", type=int, help="its port (0: any free port)")
 
     space = sub.add_parser("space", help="create and list spaces")
     space_sub = space.add_subparsers(dest="space_command", required=True, parser_class=Parser)

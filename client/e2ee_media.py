@@ -15,7 +15,9 @@ A frame that cannot be unprotected (no key for its KID, wrong key, replay, tampe
 counted in ``decrypt_failures`` and dropped: nothing is decoded from it, nothing is played,
 and no keyframe is requested for it (a receiver without keys must not cause a PLI storm).
 When frames become decryptable again (a key arrived) the receiver asks for a keyframe,
-at most once per second.
+at most once per second. A frame whose key the caller says is on its way (``hold_unknown``:
+a sender moved to a new epoch and its sealed key has not arrived yet) is held instead, for
+up to ``HOLD_SECONDS``, and decrypted in order once the key is there.
 
 :class:`SfuSession` puts these together on one ``RTCPeerConnection`` to an SFU node: one
 publishing transceiver per kind and a fixed number of receiving *slots*; the SFU routes
@@ -77,6 +79,8 @@ VIDEO_CLOCK = 90_000
 AUDIO_RATE = 48_000
 OPUS_FRAME_SAMPLES = 960  # 20 ms
 KEYFRAME_REQUEST_INTERVAL = 1.0  # s; a receiver asks at most this often
+HOLD_SECONDS = 1.0  # how long a frame may wait for its key (see hold_unknown)
+HOLD_MAX_FRAMES = 128  # per receiver; ~1 s of a sender's video and audio
 _VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 _AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 
@@ -325,6 +329,7 @@ class ReceiverStats:
         self.skipped_waiting_keyframe = 0
         self.keyframe_requests = 0
         self.bytes_received = 0
+        self.frames_held = 0  # waited for a key on its way (not failures unless it never came)
         self.decoded_by_kid: collections.Counter[int] = collections.Counter()
         self.failures_by_kid: collections.Counter[int | None] = collections.Counter()
         # Why frames failed: "UnknownKeyError", "AuthenticationError", "ReplayError", ...
@@ -339,6 +344,7 @@ class ReceiverStats:
             "skipped_waiting_keyframe": self.skipped_waiting_keyframe,
             "keyframe_requests": self.keyframe_requests,
             "bytes_received": self.bytes_received,
+            "frames_held": self.frames_held,
             "decoded_by_kid": dict(self.decoded_by_kid),
             "failures_by_kid": dict(self.failures_by_kid),
             "failures_by_reason": dict(self.failures_by_reason),
@@ -358,7 +364,10 @@ class DecryptingReceiver(MediaStreamTrack):
     ``request_keyframe`` is called (at most once per second) when the picture needs a
     keyframe and the frames are decryptable. ``resolve_kid(kid)`` is called for a frame
     whose KID has no key: it may add that key to ``keys`` (e.g. by ratcheting the sender's
-    previous one) and return True, and the frame is tried again.
+    previous one) and return True, and the frame is tried again. ``hold_unknown(kid)``
+    says whether the key for a KID without one is on its way: such frames wait (in order,
+    at most ``hold_seconds``) and are tried again when the next frame arrives after
+    :meth:`keys_changed`; only those whose key never comes count as decrypt failures.
     """
 
     def __init__(
@@ -368,11 +377,20 @@ class DecryptingReceiver(MediaStreamTrack):
         *,
         request_keyframe: Callable[[], None] | None = None,
         resolve_kid: Callable[[int], bool] | None = None,
+        hold_unknown: Callable[[int], bool] | None = None,
+        hold_seconds: float = HOLD_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self.kind = track.kind
         self._resolve_kid = resolve_kid
+        self.hold_unknown = hold_unknown
+        self._hold_seconds = hold_seconds
+        # Frames waiting for their key: (first seen, frame), oldest first.
+        self._held: collections.deque[tuple[float, aiortc_adapter.EncodedFrame]] = (
+            collections.deque()
+        )
+        self._retry_held = False
         self.track = track
         self.keys = keys
         self.stats = ReceiverStats()
@@ -389,7 +407,9 @@ class DecryptingReceiver(MediaStreamTrack):
         self._pending: collections.deque[tuple[int, Any]] = collections.deque()
 
     def keys_changed(self) -> None:
-        """The key ring changed: if the picture is stalled, ask for a keyframe right away."""
+        """The key ring changed: try held frames again, and if the picture is stalled, ask
+        for a keyframe right away."""
+        self._retry_held = bool(self._held)
         self._last_request = -math.inf
         if self.kind == "video" and self._need_keyframe and self.stats.frames_received:
             self._ask_keyframe()
@@ -402,31 +422,59 @@ class DecryptingReceiver(MediaStreamTrack):
         while not self._pending:
             if self.readyState != "live":
                 raise MediaStreamError
+            if self._retry_held:
+                await self._release_held()
+                continue
             try:
                 item = await self.track.recv()
             except MediaStreamError:
                 self.stop()
                 raise
             if isinstance(item, aiortc_adapter.EncodedFrame):
+                if self._held:  # their key may have come meanwhile; they go first
+                    await self._release_held()
                 await self._handle(item)
         kid, frame = self._pending.popleft()
         self.last_kid = kid
         return kid, frame
 
-    async def _handle(self, item: aiortc_adapter.EncodedFrame) -> None:
+    async def _release_held(self) -> None:
+        self._retry_held = False
+        held, self._held = self._held, collections.deque()
+        for since, item in held:
+            await self._handle(item, since)
+
+    def _hold(self, item: aiortc_adapter.EncodedFrame, since: float | None) -> bool:
+        """Keep a frame whose key is on its way; False if it must count as a failure."""
+        now = self._clock()
+        if self.hold_unknown is None or len(self._held) >= HOLD_MAX_FRAMES:
+            return False
+        if since is not None and now - since >= self._hold_seconds:
+            return False
+        kid = _peek_kid(self._codec_name, item.data)
+        if kid is None or not self.hold_unknown(kid):
+            return False
+        if since is None:
+            self.stats.frames_held += 1
+        self._held.append((now if since is None else since, item))
+        return True
+
+    async def _handle(
+        self, item: aiortc_adapter.EncodedFrame, held_since: float | None = None
+    ) -> None:
         st = self.stats
-        st.frames_received += 1
-        st.bytes_received += len(item.data)
+        if held_since is None:
+            st.frames_received += 1
+            st.bytes_received += len(item.data)
         try:
             kid, frame = self._unprotect(item.data)
+        except UnknownKeyError as exc:
+            if self._hold(item, held_since):
+                return
+            self._count_failure(item, exc)
+            return
         except (SFrameError, ValueError, IndexError) as exc:
-            st.decrypt_failures += 1
-            st.failures_by_reason[type(exc).__name__] += 1
-            kid_or_none = _peek_kid(self._codec_name, item.data)
-            st.failures_by_kid[kid_or_none] += 1
-            self._need_keyframe = True
-            if self.on_decrypt_failure is not None:
-                self.on_decrypt_failure(kid_or_none)
+            self._count_failure(item, exc)
             return
         if self.kind == "video":
             decoded = await self._decode_video(kid, frame, item.timestamp)
@@ -435,6 +483,16 @@ class DecryptingReceiver(MediaStreamTrack):
         st.frames_decoded += len(decoded)
         st.decoded_by_kid[kid] += len(decoded)
         self._pending.extend((kid, out) for out in decoded)
+
+    def _count_failure(self, item: aiortc_adapter.EncodedFrame, exc: Exception) -> None:
+        st = self.stats
+        st.decrypt_failures += 1
+        st.failures_by_reason[type(exc).__name__] += 1
+        kid_or_none = _peek_kid(self._codec_name, item.data)
+        st.failures_by_kid[kid_or_none] += 1
+        self._need_keyframe = True
+        if self.on_decrypt_failure is not None:
+            self.on_decrypt_failure(kid_or_none)
 
     def _unprotect(self, data: bytes) -> tuple[int, bytes]:
         try:
@@ -536,7 +594,8 @@ class SfuSession:
     ``recv_ctx``'s replay window spans both, so keep every receiver consumed (as
     :meth:`start_receiving` does) or give ``recv_ctx`` a wider window (e.g. 1024).
     ``video_slots`` / ``audio_slots`` bound how many publishers this client sees and hears
-    at once (the SFU fills them with the most recent active speakers).
+    at once (the SFU fills them with the most recent active speakers). ``resolve_kid`` and
+    ``hold_unknown`` are handed to every :class:`DecryptingReceiver`.
     """
 
     def __init__(
@@ -552,6 +611,7 @@ class SfuSession:
         configuration: RTCConfiguration | None = None,
         video_bitrate: int = 300_000,
         resolve_kid: Callable[[int], bool] | None = None,
+        hold_unknown: Callable[[int], bool] | None = None,
     ) -> None:
         # max-bundle: with aiortc's default (balanced), a second transceiver of one kind
         # can stay on a transport that BUNDLE negotiation then stops.
@@ -561,6 +621,7 @@ class SfuSession:
         )
         self.recv_ctx = recv_ctx
         self._resolve_kid = resolve_kid
+        self._hold_unknown = hold_unknown
         self.video_sender: EncryptedVideoSender | None = None
         self.audio_sender: EncryptedAudioSender | None = None
         self.receivers: list[DecryptingReceiver] = []
@@ -609,6 +670,7 @@ class SfuSession:
                     self.recv_ctx,
                     request_keyframe=self._pli_sender(t.receiver),
                     resolve_kid=self._resolve_kid,
+                    hold_unknown=self._hold_unknown,
                 )
             )
 

@@ -7,10 +7,10 @@ sends what it is allowed to send, and gives every decoded frame to the :class:`M
 Dropping a muted or non-speaking sender's frames is the sink's business, so it holds for any
 topology.
 
-``TOPOLOGIES`` maps the server's ``topology`` name to a factory; the SFU topology registers
-itself there (``TOPOLOGIES["sfu"] = SfuTopology``) and receives the same
+``TOPOLOGIES`` maps the server's ``topology`` name to a factory; the SFU topology
+(:mod:`client.sfu_topology`) registers itself there and receives the same
 :class:`TopologyContext` — including :class:`~client.callkeys.CallKeys`, whose per-sender
-keys it uses for SFrame.
+keys it uses for SFrame, and the call's :class:`SfuChannel`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from client.callkeys import CallKeys
 from client.callsignal import SignalKind
+from client.sframe import SFrameContext
 
 LinkState = Literal["waiting", "connecting", "connected", "failed", "refused", "closed"]
 
@@ -48,10 +49,31 @@ class MediaSink(Protocol):
 
     def on_decrypt_failure(self, member: bytes) -> None: ...
 
+    def on_send_key(self, epoch: int) -> None:
+        """Our media now leaves encrypted under our key of ``epoch`` (SFU only)."""
+        ...
+
 
 class Signaller(Protocol):
     async def send(self, peer: Peer, kind: SignalKind, payload: bytes, attempt: int) -> None:
         """Seal, sign and relay ``payload`` to ``peer``."""
+        ...
+
+
+class SfuChannel(Protocol):
+    """What the call gives an SFU topology: the way to the call's SFU node and the
+    call-wide sending SFrame context (counters outlive reconnects and switches)."""
+
+    @property
+    def my_index(self) -> int:
+        """Our per-call index (SFrame key ids)."""
+        ...
+
+    @property
+    def send_frames(self) -> SFrameContext: ...
+
+    async def sfu_offer(self, sdp: str) -> str:
+        """Hand an SDP offer to the server for the call's SFU node; its answer."""
         ...
 
 
@@ -63,6 +85,7 @@ class TopologyContext:
     signaller: Signaller
     video: MediaStreamTrack | None  # our sources (None: nothing of that kind)
     audio: MediaStreamTrack | None
+    sfu: SfuChannel | None = None
 
 
 class Topology(Protocol):

@@ -173,20 +173,33 @@ def is_locked(state: CallState, valid: Verifier) -> bool:
 
 
 def topology_for(
-    requested: str, joined: int, mesh_max: int, sfu_available: bool
+    requested: str,
+    joined: int,
+    mesh_max: int,
+    sfu_available: bool,
+    *,
+    stage: bool = False,
+    current: TopologyName | None = None,
+    mesh_return_max: int | None = None,
 ) -> TopologyName | None:
     """Which topology carries a call of ``joined`` participants; None if it cannot grow.
 
-    The seam for the SFU: until a server has one, every room (auto, mesh or sfu, stage or
-    not) runs as a mesh of at most ``mesh_max`` participants.
+    Without an SFU every room runs as a mesh of at most ``mesh_max`` participants. With
+    one, "sfu" and stage rooms always use it, "mesh" rooms never do, and "auto" rooms move
+    to it past ``mesh_max`` and back only at ``mesh_return_max`` (hysteresis: ``current``
+    is what carries the call now).
     """
     if not sfu_available:
         return "mesh" if joined <= mesh_max else None
-    if requested == "sfu":
+    if requested == "sfu" or stage:
         return "sfu"
     if requested == "mesh":
         return "mesh" if joined <= mesh_max else None
-    return "mesh" if joined <= mesh_max else "sfu"
+    if joined > mesh_max:
+        return "sfu"
+    if current == "sfu" and mesh_return_max is not None and joined > mesh_return_max:
+        return "sfu"
+    return "mesh"
 
 
 def new_call_id() -> str:
@@ -246,12 +259,14 @@ class Conference:
         mesh_max: int,
         max_participants: int,
         sfu_available: bool = False,
+        mesh_return_max: int | None = None,
         bans: Mapping[bytes, CallAction] | None = None,
         make_call_id: Callable[[], str] = new_call_id,
     ) -> None:
         self.space_id = space_id
         self.room = room
         self.mesh_max = mesh_max
+        self.mesh_return_max = mesh_max - 1 if mesh_return_max is None else mesh_return_max
         self.max_participants = max_participants
         self.sfu_available = sfu_available
         self.bans: dict[bytes, CallAction] = dict(bans or {})
@@ -262,6 +277,8 @@ class Conference:
         self.lock: CallAction | None = None
         self._next_index = 1
         self._nonces: OrderedDict[bytes, None] = OrderedDict()
+        self.topology: TopologyName = "mesh"
+        self._retopologize()
 
     @property
     def room_id(self) -> str:
@@ -271,12 +288,30 @@ class Conference:
     def joined(self) -> list[Seat]:
         return [s for s in self.seats.values() if s.status == "joined"]
 
-    @property
-    def topology(self) -> TopologyName:
-        chosen = topology_for(
-            self.room.topology, len(self.joined), self.mesh_max, self.sfu_available
+    def _chosen(self, joined: int) -> TopologyName | None:
+        room = self.room
+        return topology_for(
+            room.topology,
+            joined,
+            self.mesh_max,
+            self.sfu_available,
+            stage=room.stage,
+            current=self.topology,
+            mesh_return_max=self.mesh_return_max,
         )
-        return chosen or "mesh"
+
+    def _retopologize(self) -> None:
+        """Follow the participant count (with hysteresis); a call over capacity keeps what
+        carries it (say, the SFU went away: its clients hear about it from the SFU side)."""
+        self.topology = self._chosen(len(self.joined)) or self.topology
+
+    def set_sfu_available(self, available: bool) -> None:
+        if available != self.sfu_available:
+            self.sfu_available = available
+            before = self.topology
+            self._retopologize()
+            if self.topology != before:
+                self.version += 1
 
     def is_idle(self) -> bool:
         return not self.seats
@@ -302,12 +337,16 @@ class Conference:
             self._nonces.popitem(last=False)
 
     def _capacity_for_one_more(self) -> None:
-        room, joined = self.room, len(self.joined)
-        if topology_for(room.topology, joined + 1, self.mesh_max, self.sfu_available) is None:
+        if self._chosen(len(self.joined) + 1) is not None:
+            return
+        if not self.sfu_available:
             raise CallFull(
-                f"the call is full: a mesh holds {self.mesh_max} participants and this "
-                "server has no SFU to carry more"
+                "this server has no SFU; the call is full "
+                f"(a mesh call holds at most {self.mesh_max} participants)"
             )
+        raise CallFull(
+            f"the call is full: this room runs as a mesh, which holds at most {self.mesh_max}"
+        )
 
     def _seat(self, member: bytes, status: ParticipantStatus | None = None) -> Seat:
         seat = self.seats.get(member)
@@ -343,6 +382,7 @@ class Conference:
         self.seats[member] = Seat(member, self._next_index, status, action)
         self._next_index += 1
         self.version += 1
+        self._retopologize()
         return Change(action=action, status=status)
 
     def leave(self, member: bytes) -> Change | None:
@@ -354,6 +394,7 @@ class Conference:
         if not self.seats:
             self._restart()
             change.ended = True
+        self._retopologize()
         return change
 
     def act(self, action: CallAction, roles: Mapping[bytes, Role], now_ms: int) -> Change:
@@ -411,10 +452,12 @@ class Conference:
         if name == "end" or (change.removed and not self.seats):
             self._restart()
             change.ended = True
+        self._retopologize()
         return change
 
     def _restart(self) -> None:
         self.seats.clear()
+        self.topology = "mesh"  # the next call starts small
         self.lock = None
         self._nonces.clear()
         self.call_id = self._make_call_id()

@@ -76,6 +76,9 @@ class Conferences:
         self._calls: dict[CallKey, Conference] = {}
         self._sessions: dict[CallKey, dict[bytes, Subscriber]] = {}
         self._creating: dict[CallKey, asyncio.Lock] = {}
+        # Told of every change before it is announced (the SFU side follows calls this way).
+        self.observers: list[Callable[[Conference, Roster, Change], None]] = []
+        self.sfu_available: Callable[[], bool] = lambda: False
         hub.on_remove(self._session_gone)
 
     def now_ms(self) -> int:
@@ -97,12 +100,27 @@ class Conferences:
                         space_id,
                         room.spec,
                         mesh_max=limits.mesh_max,
+                        mesh_return_max=limits.mesh_return_max,
                         max_participants=limits.max_participants,
                         bans=await self.store.bans(space_id, room_id),
                     )
                     self._calls[key] = conference
                     self._sessions[key] = {}
+        conference.set_sfu_available(self.sfu_available())
         return conference, roster
+
+    def call(self, key: CallKey) -> Conference | None:
+        """The room's conference if it has been used since the server started."""
+        return self._calls.get(key)
+
+    def session_of(self, key: CallKey, member: bytes) -> Subscriber | None:
+        """The session through which ``member`` joined the room's call, if it is seated."""
+        return self._sessions.get(key, {}).get(member)
+
+    def push(self, key: CallKey, member: bytes, event: msgspec.Struct) -> None:
+        subscriber = self.session_of(key, member)
+        if subscriber is not None:
+            self._push(subscriber, event)
 
     # -- pushing -----------------------------------------------------------------------------
 
@@ -112,6 +130,8 @@ class Conferences:
     def _announce(self, conference: Conference, roster: Roster, change: Change) -> None:
         """Tell everyone concerned: removed members hear why, admitted participants get the
         new state; a lobby member only hears about changes to its own seat."""
+        for observer in self.observers:
+            observer(conference, roster, change)
         key = (conference.space_id, conference.room_id)
         sessions = self._sessions[key]
         for member, reason in change.removed:

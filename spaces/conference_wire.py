@@ -14,9 +14,12 @@ Requests (client to server), each answered as shown::
     LeaveCall        -> Done
     ActInCall        -> Done          any other signed action (moderation, hands)
     SendCallSignal   -> Done          relay a sealed box to another admitted participant
+    SfuOffer         -> SfuAnswer     connect this participant's media to the call's SFU node
 
 Events (server to client): :class:`CallUpdate` (the state changed, and why),
-:class:`CallSignal` (a relayed box) and :class:`CallEnded` (this member's call is over).
+:class:`CallSignal` (a relayed box), :class:`CallEnded` (this member's call is over),
+:class:`CallSpeaker` (the SFU's active speaker) and :class:`SfuReconnect` (this member's
+SFU connection is gone: offer again).
 """
 
 from __future__ import annotations
@@ -149,6 +152,20 @@ class SendCallSignal(msgspec.Struct, tag="send_call_signal", frozen=True):
     box: bytes
 
 
+class SfuOffer(msgspec.Struct, tag="sfu_offer", frozen=True):
+    """An SDP offer for the call's SFU node, answered by the node (:class:`SfuAnswer`).
+
+    Not sealed end to end, unlike mesh SDP: the SFU terminates DTLS (it has to, to forward
+    anything), so the DTLS hop protects only the way to the SFU. The frames inside are
+    SFrame ciphertext under keys the SFU never sees. Only admitted participants may offer.
+    """
+
+    id: int
+    room_id: str
+    call_id: str
+    sdp: str
+
+
 # -- server to client ---------------------------------------------------------------------------
 
 
@@ -188,5 +205,37 @@ class CallEnded(msgspec.Struct, tag="call_ended", frozen=True):
     action: CallAction | None = None
 
 
-CLIENT_MESSAGES: Final = (GetCall, JoinCall, LeaveCall, ActInCall, SendCallSignal)
-SERVER_MESSAGES: Final = (CallInfo, CallJoined, CallUpdate, CallSignal, CallEnded)
+class SfuAnswer(msgspec.Struct, tag="sfu_answer", frozen=True):
+    id: int
+    sdp: str
+
+
+class CallSpeaker(msgspec.Struct, tag="call_speaker", frozen=True):
+    """Event: the SFU's active speaker, from the RFC 6464 audio levels senders attach (the
+    SFU hears nothing). Unsigned and advisory: for display only. ``member`` b"": nobody."""
+
+    room_id: str
+    call_id: str
+    member: bytes
+
+
+class SfuReconnect(msgspec.Struct, tag="sfu_reconnect", frozen=True):
+    """Event: this participant's SFU connection is gone (its node went away or dropped it);
+    send a new :class:`SfuOffer` (the server picks a node that is up)."""
+
+    room_id: str
+    call_id: str
+    reason: str
+
+
+CLIENT_MESSAGES: Final = (GetCall, JoinCall, LeaveCall, ActInCall, SendCallSignal, SfuOffer)
+SERVER_MESSAGES: Final = (
+    CallInfo,
+    CallJoined,
+    CallUpdate,
+    CallSignal,
+    CallEnded,
+    SfuAnswer,
+    CallSpeaker,
+    SfuReconnect,
+)

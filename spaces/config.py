@@ -49,8 +49,30 @@ class LimitsSection(msgspec.Struct, forbid_unknown_fields=True):
 
 class ConferenceSection(msgspec.Struct, forbid_unknown_fields=True):
     mesh_max: int = 4
+    mesh_return_max: int = 3  # an auto call on the SFU goes back to a mesh at this size
     max_participants: int = 100
     max_signal_bytes: int = 65_536
+
+
+class SfuSection(msgspec.Struct, forbid_unknown_fields=True):
+    """The SFU: an in-process node under ``salon serve`` and standalone ``salon sfu`` nodes
+    (``spaces/sfu_registry.py`` and ``sfu/standalone.py`` say how they meet)."""
+
+    enabled: bool = True  # salon serve runs a node in-process
+    node_secret: str = ""  # shared by the server and its standalone nodes; "": none accepted
+    max_offer_bytes: int = 32_768
+    request_timeout_seconds: float = 10.0
+    mesh_grace_seconds: float = 10.0  # after a call moves back to a mesh, drop SFU links
+    # salon sfu (a standalone node)
+    server_url: str = "http://127.0.0.1:8080"
+    node_name: str = ""  # "": HOSTNAME:PORT
+    host: str = "127.0.0.1"
+    port: int = 8081
+    ice_hosts: list[str] = []  # addresses offered for media; []: every interface
+    load_report_seconds: float = 1.0
+
+
+MIN_NODE_SECRET = 32
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
@@ -58,6 +80,23 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     spaces: SpacesSection = msgspec.field(default_factory=SpacesSection)
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
     conference: ConferenceSection = msgspec.field(default_factory=ConferenceSection)
+    sfu: SfuSection = msgspec.field(default_factory=SfuSection)
+
+
+def config_problem(config: Config) -> str | None:
+    """What is wrong with values that are well-typed but do not fit together, if anything."""
+    conf, sfu = config.conference, config.sfu
+    if conf.mesh_max < 1:
+        return "conference.mesh_max must be at least 1"
+    if not 0 <= conf.mesh_return_max < conf.mesh_max:
+        return "conference.mesh_return_max must be at least 0 and below conference.mesh_max"
+    if sfu.node_secret and len(sfu.node_secret) < MIN_NODE_SECRET:
+        return f"sfu.node_secret must be at least {MIN_NODE_SECRET} characters (or empty)"
+    if sfu.max_offer_bytes < 1024 or sfu.request_timeout_seconds <= 0:
+        return "sfu.max_offer_bytes must be at least 1024 and sfu.request_timeout_seconds > 0"
+    if sfu.load_report_seconds <= 0 or sfu.mesh_grace_seconds < 0:
+        return "sfu.load_report_seconds must be > 0 and sfu.mesh_grace_seconds >= 0"
+    return None
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -71,6 +110,10 @@ def load_config(path: str | Path | None) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     try:
-        return msgspec.convert(raw, Config)
+        config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
+    problem = config_problem(config)
+    if problem is not None:
+        raise ConfigError(f"config file {path}: {problem}")
+    return config

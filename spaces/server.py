@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
+from spaces.call_media import install_call_media
 from spaces.chat import install_chat
 from spaces.conference_routes import install_conferences
 from spaces.config import Config
@@ -436,6 +437,7 @@ def build_app(config: Config, store: Store) -> web.Application:
     app.on_shutdown.append(end_sessions)
     install_chat(app, store)  # after the store's context: opens after it, closes before
     install_conferences(app, store)  # likewise
+    install_call_media(app)  # the SFU: after conferences, which it follows
     return app
 
 

@@ -37,11 +37,15 @@ from spaces.conference_wire import (
     CallInfo,
     CallJoined,
     CallSignal,
+    CallSpeaker,
     CallUpdate,
     GetCall,
     JoinCall,
     LeaveCall,
     SendCallSignal,
+    SfuAnswer,
+    SfuOffer,
+    SfuReconnect,
 )
 from spaces.records import Record
 
@@ -175,6 +179,7 @@ ClientMessage = (
     | LeaveCall
     | ActInCall
     | SendCallSignal
+    | SfuOffer
 )
 AUTH_REQUESTS: Final = (CreateSpace, Authenticate, OpenInvite, JoinSpace)
 
@@ -273,6 +278,9 @@ ServerMessage = (
     | CallUpdate
     | CallSignal
     | CallEnded
+    | SfuAnswer
+    | CallSpeaker
+    | SfuReconnect
 )
 
 client_decoder = msgspec.msgpack.Decoder(ClientMessage)

@@ -58,6 +58,7 @@ class CallProcess:
         stats: Path,
         duration: float = 10.0,
         *extra: str,
+        env: dict[str, str] | None = None,
     ) -> CallProcess:
         args = [str(SALON), "call", space, room, "--duration", str(duration)]
         args += ["--stats", str(stats), *extra]
@@ -66,7 +67,7 @@ class CallProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=user.env(CALL_ENV),
+            env=user.env({**CALL_ENV, **(env or {})}),
         )
         return cls(user, proc, stats)
 

@@ -109,9 +109,16 @@ class SalonServer:
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        # The in-process SFU offers media on loopback only (this sandbox's rule, and tests'):
+        env = {**os.environ, "SALON_ICE_HOSTS": "127.0.0.1"}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.root
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.root,
+                env=env,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

@@ -130,7 +130,7 @@ def test_action_problem(people: dict[str, Person]) -> None:
 
 def test_topology_for() -> None:
     assert topology_for("auto", 4, 4, sfu_available=False) == "mesh"
-    assert topology_for("sfu", 3, 4, sfu_available=False) == "mesh"  # until the SFU lands
+    assert topology_for("sfu", 3, 4, sfu_available=False) == "mesh"  # a server with no SFU
     assert topology_for("auto", 5, 4, sfu_available=False) is None
     assert topology_for("auto", 5, 4, sfu_available=True) == "sfu"
     assert topology_for("sfu", 2, 4, sfu_available=True) == "sfu"

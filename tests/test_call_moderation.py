@@ -177,7 +177,7 @@ async def test_stage_listener_is_promoted(town: Town, tmp_path: Path) -> None:
     assert promoted["video_frames_dropped"] == 0  # as a listener Bob sent nothing at all
     assert speaker.stats["self"]["role"] == "speaker"
     assert speaker.peer("Alice")["role"] == "host"
-    assert host.stats["topology"] == "mesh"  # stage runs over the mesh until the SFU lands
+    assert host.stats["topology"] == "sfu"  # a stage always runs on the SFU
 
 
 def test_call_mistakes_are_one_line_errors(town: Town, tmp_path: Path) -> None:

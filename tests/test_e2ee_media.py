@@ -15,6 +15,7 @@ import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from client.e2ee_media import (
+    HOLD_SECONDS,
     MEDIA_SUITE,
     DecryptingReceiver,
     EncryptedAudioSender,
@@ -172,6 +173,49 @@ async def test_without_the_key_frames_are_dropped_cleanly_then_recover() -> None
     assert receiver.stats.skipped_waiting_keyframe == 3
     assert receiver.stats.decrypt_failures == 5
     assert asked == [0.0]  # the skipped deltas may ask again only a second later
+
+
+async def test_frames_whose_key_is_on_its_way_wait_for_it_in_order() -> None:
+    """A sender moved to a new key before its sealed key reached us: the receiver holds
+    those frames (they are not failures) and decodes them, in order, once the key is in;
+    frames whose key never comes count as failures after HOLD_SECONDS."""
+    tx, rx = contexts({KID_A: KEY_A, KID_B: KEY_B}, {})
+    sender = EncryptedVideoSender(TestPatternTrack("Alice", fps=30), tx, KID_A)
+    feed = Feed("video")
+    clock = FakeClock()
+    receiver = DecryptingReceiver(feed, rx, hold_unknown=lambda kid: kid != KID_A2, clock=clock)
+    failures: list[int | None] = []
+    receiver.on_decrypt_failure = failures.append
+    frames: list[tuple[int, Any]] = []
+
+    async def consume() -> None:
+        while True:
+            frames.append(await receiver.recv_with_kid())
+
+    consumer = asyncio.create_task(consume())
+    await pump(sender, feed, "vp8", 4)  # keyframe + 3 deltas, under a key we lack
+    await settle()
+    assert frames == [] and failures == []
+    assert receiver.stats.frames_held == 4 and receiver.stats.decrypt_failures == 0
+    rx.add_key(KID_A, KEY_A)  # the sealed key arrives
+    receiver.keys_changed()
+    await pump(sender, feed, "vp8", 1)
+    await settle()
+    assert [kid for kid, _ in frames] == [KID_A] * 5  # the held keyframe first: all decoded
+    assert receiver.stats.skipped_waiting_keyframe == 0 and failures == []
+
+    # A key that never comes: held for HOLD_SECONDS, then counted.
+    sender.set_key(KID_B)
+    await pump(sender, feed, "vp8", 2)
+    await settle()
+    assert receiver.stats.frames_held == 6 and failures == []
+    clock.now += HOLD_SECONDS + 0.1
+    await pump(sender, feed, "vp8", 1)
+    await settle()
+    consumer.cancel()
+    assert failures == [KID_B] * 2 and receiver.stats.decrypt_failures == 2
+    assert receiver.stats.failures_by_reason == {"UnknownKeyError": 2}
+    assert receiver.stats.frames_held == 7  # the newest one waits its own second
 
 
 async def test_keyframe_requests_are_rate_limited() -> None:

@@ -1,0 +1,552 @@
+"""The SFU topology: one connection to the call's SFU node, every frame SFrame-encrypted.
+
+Media goes to the SFU once and comes back from it for everyone else (``client.e2ee_media``
+does the codec and SFrame work: VP8 and Opus encoded here, SFrame suite 4 —
+AES_128_GCM_SHA256_128 — with the codec header bytes in clear, decoded here). The SFU
+forwards ciphertext; it never holds a key. The SDP offer goes to the server unsealed
+(:class:`~spaces.conference_wire.SfuOffer`): the SFU terminates DTLS, which therefore only
+protects the hop; SFrame is what keeps media end to end.
+
+Keys (:class:`MediaKeyRing`) are the call's per-sender keys from
+:class:`~client.callkeys.CallKeys`, with SFrame key id ``media_kid(index, epoch)``:
+
+- every membership change moves every sender to a new epoch — a fresh random key when
+  someone leaves or is removed (the removed participant never receives it), the previous
+  key ratcheted forward when someone joins (the joiner cannot derive earlier keys);
+- a sender encrypts under its new key *at once* (nothing sent after a removal is readable
+  with a removed participant's keys) and sends a keyframe with it;
+- a receiver installs each sender's new key as soon as it has it, keeps the previous one
+  for :data:`OVERLAP_SECONDS` (frames already in flight), and briefly holds frames whose
+  key is still on its way (``client.e2ee_media.HOLD_SECONDS``) instead of dropping them;
+- a participant connects its media only once it holds every current sender's key (or
+  after :data:`KEY_WAIT_SECONDS`), so its first frames are ones it can read.
+
+The sending SFrame context belongs to the call (``TopologyContext.sfu``), not to one
+topology or connection: a (key, counter) pair is never used twice, whatever reconnects or
+switches happen.
+
+``$SALON_MEDIA_DEBUG_DIR`` (:class:`MediaDebugLog`) writes every media key this client
+holds and a sample of the frames it sends to that directory — like ``SSLKEYLOGFILE``, for
+checking the encryption from outside (the tests do). Never set it in normal use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.frame import Frame
+from av.packet import Packet
+
+from client.callkeys import CallKeys, SenderKey, media_kid
+from client.callsignal import SignalKind
+from client.e2ee_media import MEDIA_SUITE, DecryptingReceiver, SfuSession
+from client.sframe import KeyUsage, SFrameContext, SFrameError
+from client.topology import LinkState, Peer, TopologyContext, register_topology
+
+log = logging.getLogger(__name__)
+
+OVERLAP_SECONDS = 2.0  # a sender's previous key stays usable this long for late frames
+KEY_WAIT_SECONDS = 3.0  # connect without someone's key after this long
+TICK_SECONDS = 0.1
+RECONNECTS = 3
+RECONNECT_DELAY = 1.0
+VIDEO_SLOTS = 6  # the most remote videos (and audios) received at once; the SFU picks
+AUDIO_SLOTS = 6  # the most recent speakers when there are more
+REPLAY_WINDOW = 1024  # a sender's audio and video share its counter: allow for skew
+EPOCH_MASK = 0xFFFF
+DEBUG_ENV = "SALON_MEDIA_DEBUG_DIR"
+CAPTURE_EVERY = 10  # the debug log keeps every 10th frame sent (and every keyframe)
+
+
+def _epoch_after(epoch: int, held: int) -> bool:
+    """Is ``epoch`` (16 bits, from a key id) later than ``held``, allowing for wrap-around?"""
+    return 0 < (epoch - held) & EPOCH_MASK < 0x8000
+
+
+class MediaKeyRing:
+    """Which SFrame keys this participant sends and receives with (sans-I/O).
+
+    Feed it indexes (:meth:`set_index`), keys as CallKeys learns them (:meth:`install`),
+    departures (:meth:`forget`) and the time (:meth:`tick`); it keeps ``send`` (the
+    call's sending context) and ``recv`` (this topology's receiving context) in step.
+    """
+
+    def __init__(self, me: bytes, send: SFrameContext, clock: Callable[[], float]) -> None:
+        self.me = me
+        self.send = send
+        self.recv = SFrameContext(MEDIA_SUITE, replay_window=REPLAY_WINDOW)
+        self.clock = clock
+        self.send_kid: int | None = None
+        self.members: dict[int, bytes] = {}  # index -> member, kept after they leave
+        self.indexes: dict[bytes, int] = {}
+        self._epochs: dict[bytes, dict[int, int]] = {}  # member -> {kid: epoch} installed
+        self._latest: dict[bytes, int] = {}  # member -> latest epoch installed
+        self._keys: dict[int, bytes] = {}  # kid -> the base key installed under it
+        self._expiry: dict[tuple[str, int], float] = {}  # ("recv", kid) -> when it goes
+
+    def set_index(self, member: bytes, index: int) -> None:
+        self.members[index] = member
+        self.indexes[member] = index
+
+    def install(self, member: bytes, key: SenderKey, current: bool = True) -> bool:
+        """Use ``key`` for ``member`` (ourselves: send with it from now on). True if new.
+
+        A key that is not ``current`` (a sender's previous one) only decrypts, for the
+        overlap; it never retires a newer one.
+        """
+        index = self.indexes.get(member)
+        if index is None:
+            return False
+        kid = media_kid(index, key.epoch)
+        now = self.clock()
+        if member == self.me:
+            if kid == self.send_kid:
+                return False
+            # Sending keys are never removed from the call's context: re-adding one would
+            # restart its counter, and a (key, counter) pair must never be used twice.
+            if kid not in self.send:
+                self.send.add_key(kid, key.key, usage=KeyUsage.ENCRYPT)
+            self.send_kid = kid
+            return True
+        held = self._epochs.setdefault(member, {})
+        if held.get(kid) == key.epoch and self._keys.get(kid) == key.key and kid in self.recv:
+            return False
+        if kid in self.recv:  # another key under an old id: a rejoin, or a 16-bit wrap
+            self.recv.remove_key(kid)
+        self.recv.add_key(kid, key.key, usage=KeyUsage.DECRYPT)
+        held[kid] = key.epoch
+        self._keys[kid] = key.key
+        latest = self._latest.get(member)
+        if current:
+            for old in held:
+                if old != kid:
+                    self._expiry.setdefault(("recv", old), now + OVERLAP_SECONDS)
+            self._expiry.pop(("recv", kid), None)
+        else:
+            self._expiry[("recv", kid)] = now + OVERLAP_SECONDS
+        if latest is None or _epoch_after(key.epoch & EPOCH_MASK, latest & EPOCH_MASK):
+            self._latest[member] = key.epoch
+        return True
+
+    def holds(self, member: bytes, key: SenderKey | None) -> bool:
+        index = self.indexes.get(member)
+        return (
+            key is not None
+            and index is not None
+            and media_kid(index, key.epoch) in self._epochs.get(member, {})
+        )
+
+    def forget(self, member: bytes) -> None:
+        """``member`` left: its keys go after the overlap (frames still in flight)."""
+        now = self.clock()
+        for kid in self._epochs.get(member, {}):
+            self._expiry.setdefault(("recv", kid), now + OVERLAP_SECONDS)
+        self._latest.pop(member, None)
+
+    def tick(self) -> None:
+        """Drop received keys whose overlap is over."""
+        now = self.clock()
+        for (side, kid), when in list(self._expiry.items()):
+            if when > now:
+                continue
+            del self._expiry[(side, kid)]
+            if kid in self.recv:
+                self.recv.remove_key(kid)
+            self._keys.pop(kid, None)
+            member = self.members.get(kid >> 16)
+            if member is not None:
+                self._epochs.get(member, {}).pop(kid, None)
+
+    def member_of(self, kid: int | None) -> bytes | None:
+        return None if kid is None else self.members.get(kid >> 16)
+
+    def may_arrive(self, kid: int) -> bool:
+        """Could the key for ``kid`` still come (a current sender's next epoch)? Frames
+        under it are worth holding; anything else is undecryptable for good."""
+        member = self.member_of(kid)
+        if member is None or member == self.me:
+            return False
+        latest = self._latest.get(member)
+        if member not in self._latest and member not in self._epochs:
+            return True  # a current sender whose first key has not arrived yet
+        return latest is not None and _epoch_after(kid & EPOCH_MASK, latest)
+
+
+class MediaDebugLog:
+    """``$SALON_MEDIA_DEBUG_DIR``: keys held and frames sent, as JSON lines (testing only)."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._keys = open(self.dir / "keys.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._frames = open(self.dir / "frames.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._sent = 0
+
+    @classmethod
+    def from_env(cls) -> MediaDebugLog | None:
+        directory = os.environ.get(DEBUG_ENV, "").strip()
+        return cls(directory) if directory else None
+
+    def _write(self, out: Any, record: dict[str, Any]) -> None:
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+
+    def key(self, member: bytes, key: SenderKey, mine: bool) -> None:
+        self._write(
+            self._keys,
+            {
+                "t": time.time(),
+                "member": member.hex(),
+                "mine": mine,
+                "epoch": key.epoch,
+                "key": key.key.hex(),
+            },
+        )
+
+    def follow(self, keys: CallKeys) -> None:
+        """Log every key ``keys`` holds, now and whenever it learns one."""
+        self.key(keys.me, keys.own, True)
+
+        def changed(member: bytes) -> None:
+            key = keys.current(member)
+            if key is not None:
+                self.key(member, key, member == keys.me)
+
+        keys.listeners.append(changed)
+
+    def sending_context(self) -> SFrameContext:
+        """A sending context that also logs a sample of what it encrypts."""
+        log_frame = self._frame
+
+        class Capturing(SFrameContext):
+            def encrypt(self, kid: int, metadata: bytes, plaintext: bytes) -> bytes:
+                out = super().encrypt(kid, metadata, plaintext)
+                log_frame(kid, metadata, out, keyframe=len(metadata) == 10)
+                return out
+
+        return Capturing(MEDIA_SUITE)
+
+    def _frame(self, kid: int, metadata: bytes, data: bytes, keyframe: bool) -> None:
+        self._sent += 1
+        if keyframe or self._sent % CAPTURE_EVERY == 0:
+            record = {"t": time.time(), "kid": kid, "metadata": metadata.hex(), "data": data.hex()}
+            self._write(self._frames, record)
+
+
+class _Yuv(MediaStreamTrack):
+    """Reads one of the call's sources, converting video to yuv420p on the event loop.
+
+    The call's sources are shared (a mesh may still be using the same frames during a
+    switch); PyAV frames must not be converted by two threads at once, and the encoder
+    converts in a worker thread otherwise.
+    """
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self._source = source
+
+    async def recv(self) -> Frame | Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = await self._source.recv()
+        if not isinstance(frame, av.VideoFrame) or frame.format.name == "yuv420p":
+            return frame
+        converted = frame.reformat(format="yuv420p")
+        converted.pts, converted.time_base = frame.pts, frame.time_base
+        return converted
+
+
+@dataclass
+class SfuCounters:
+    """What this topology adds to ``--stats`` (under ``"sfu"``)."""
+
+    connects: int = 0
+    reconnects: int = 0
+    unattributed_decrypt_failures: int = 0
+    departed_frames_dropped: int = 0
+    send_key_switches: int = 0
+    connected_ms: float | None = None  # from this topology's start to the SFU link up
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "connects": self.connects,
+            "reconnects": self.reconnects,
+            "unattributed_decrypt_failures": self.unattributed_decrypt_failures,
+            "departed_frames_dropped": self.departed_frames_dropped,
+            "send_key_switches": self.send_key_switches,
+            "connected_ms": None if self.connected_ms is None else round(self.connected_ms, 1),
+        }
+
+
+class SfuTopology:
+    """Implements :class:`client.topology.Topology` through the call's SFU node."""
+
+    name: Literal["mesh", "sfu"] = "sfu"
+    e2ee = True
+    encryption = (
+        "end-to-end (SFrame AES-128-GCM, a key per sender, rekeyed on every leave; "
+        "the SFU forwards what it cannot read)"
+    )
+
+    def __init__(self, ctx: TopologyContext, clock: Callable[[], float] = time.monotonic) -> None:
+        if ctx.sfu is None:
+            raise ValueError("the SFU topology needs the call's SFU channel")
+        self.ctx = ctx
+        self.sfu = ctx.sfu
+        self.clock = clock
+        self.ring = MediaKeyRing(ctx.me, ctx.sfu.send_frames, clock)
+        self.counters = SfuCounters()
+        self.peers: dict[bytes, Peer] = {}
+        self.refused: set[bytes] = set()
+        self.session: SfuSession | None = None
+        self.state: LinkState = "waiting"
+        self.sending_video = False
+        self.sending_audio = False
+        self.video = _Yuv(ctx.video) if ctx.video is not None else None
+        self.audio = ctx.audio
+        self._started = clock()
+        self._changed = self._started
+        self._closed = False
+        self._closing_session: SfuSession | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.ring.set_index(ctx.me, ctx.sfu.my_index)
+        self.ring.install(ctx.me, ctx.keys.own)
+        ctx.keys.listeners.append(self._on_key)
+        self._spawn(self._tick_loop())
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def _on_key(self, member: bytes) -> None:
+        if self._closed or member in self.refused:
+            return
+        keys = self.ctx.keys
+        if member == self.ctx.me:
+            if not self.ring.install(member, keys.own):
+                return
+            self.counters.send_key_switches += 1
+            if self.session is not None and self.ring.send_kid is not None:
+                self.session.set_send_key(self.ring.send_kid)  # a keyframe follows
+            self.ctx.sink.on_send_key(keys.own.epoch)
+        elif member in self.peers:
+            current = keys.current(member)
+            added = [self.ring.install(member, k, k == current) for k in keys.usable(member)[::-1]]
+            if any(added) and self.session is not None:
+                self.session.keys_changed()  # held frames may be readable now
+
+    def _ready(self) -> bool:
+        """Do we hold every current sender's key (worth connecting now)?"""
+        keys = self.ctx.keys
+        return all(
+            self.ring.holds(member, keys.current(member))
+            for member in self.peers
+            if member not in self.refused
+        )
+
+    # -- the Topology protocol ---------------------------------------------------------------
+
+    async def set_peers(self, peers: Mapping[bytes, Peer]) -> None:
+        for member in list(self.peers):
+            if member not in peers:
+                del self.peers[member]
+                self.ring.forget(member)
+                if self.state == "connected":
+                    self.ctx.sink.on_link(member, "closed")
+        for member, peer in peers.items():
+            known = self.peers.get(member)
+            self.peers[member] = peer
+            self.ring.set_index(member, peer.index)
+            if known is None:
+                self._on_key(member)
+                if self.state == "connected":
+                    self.ctx.sink.on_link(member, "connected")
+                elif self.state == "failed":
+                    self.ctx.sink.on_link(member, "failed", "no connection to the SFU")
+        self._changed = self.clock()
+        if self.session is None and self._connecting is None and not self._closed:
+            self._connecting = self._spawn(self._connect(first=True))
+
+    async def on_signal(self, peer: Peer, kind: SignalKind, payload: bytes, attempt: int) -> None:
+        """Peers send no SDP to each other on the SFU (media keys reach us via CallKeys)."""
+
+    async def refuse(self, member: bytes, reason: str) -> None:
+        """Their signalling failed verification: never decrypt anything of theirs."""
+        self.refused.add(member)
+        self.ring.forget(member)
+        self.ctx.sink.on_link(member, "refused", reason)
+
+    def set_sending(self, *, video: bool, audio: bool) -> None:
+        self.sending_video, self.sending_audio = video, audio
+        if self.session is not None:
+            self.session.set_sending(video=video, audio=audio)
+
+    async def reconnect(self, reason: str) -> None:
+        """The server says our SFU connection is gone (its node left): connect again."""
+        if self._closed or self._connecting is not None:
+            return
+        log.debug("reconnecting to the SFU: %s", reason)
+        self._connecting = self._spawn(self._connect(first=False))
+
+    async def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(ValueError):
+            self.ctx.keys.listeners.remove(self._on_key)
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
+        await self._drop_session()
+        if self.video is not None:
+            self.video.stop()  # the source itself is the call's
+
+    def stats(self) -> dict[str, Any]:
+        out = self.counters.to_json()
+        if self.session is not None:
+            session = self.session.stats()
+            out["connection_state"] = session["connection_state"]
+            out["frames_sent"] = session["frames_sent"]
+            out["decrypt_failures"] = session["decrypt_failures"]
+            reasons: collections.Counter[str] = collections.Counter()
+            for receiver in session["receivers"]:
+                reasons.update(receiver["failures_by_reason"])
+            out["decrypt_failures_by_reason"] = dict(reasons)
+            out["frames_held_for_keys"] = sum(r["frames_held"] for r in session["receivers"])
+        return out
+
+    # -- the connection ----------------------------------------------------------------------
+
+    async def _connect(self, first: bool) -> None:
+        try:
+            for attempt in range(RECONNECTS + 1):
+                if attempt or not first:
+                    await asyncio.sleep(RECONNECT_DELAY if attempt else 0)
+                    self.counters.reconnects += 1
+                await self._wait_for_keys()
+                if self._closed:
+                    return
+                await self._drop_session()  # a lost or failed one: let it go first
+                try:
+                    await self._open_session()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the server's refusal, SDP trouble, a dead node
+                    log.debug("SFU connection failed", exc_info=True)
+                    await self._drop_session()
+                    detail = str(exc) or type(exc).__name__
+                    self._set_state("failed", f"no connection to the SFU: {detail}")
+        finally:
+            self._connecting = None
+
+    async def _wait_for_keys(self) -> None:
+        while not self._closed:
+            now = self.clock()
+            if self._ready() or now - self._changed >= KEY_WAIT_SECONDS:
+                return
+            await asyncio.sleep(TICK_SECONDS / 2)
+
+    async def _open_session(self) -> None:
+        ring = self.ring
+        publishing = self.video is not None or self.audio is not None
+        session = SfuSession(
+            recv_ctx=ring.recv,
+            send_ctx=ring.send if publishing else None,
+            send_kid=ring.send_kid if publishing else None,
+            video=self.video,
+            audio=self.audio,
+            video_slots=VIDEO_SLOTS,
+            audio_slots=AUDIO_SLOTS,
+            hold_unknown=ring.may_arrive,  # a sender's new key on its way: wait for it
+        )
+        self.session = session
+        session.set_sending(video=self.sending_video, audio=self.sending_audio)
+        pc = session.pc
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            self._on_connection_state(session)
+
+        self._set_state("connecting")
+        self.counters.connects += 1
+        offer = await session.create_offer()
+        answer = await self.sfu.sfu_offer(offer)
+        if session is not self.session:
+            return
+        await session.set_answer(answer)
+        session.start_receiving(self._on_frame, self._on_decrypt_failure)
+
+    def _on_connection_state(self, session: SfuSession) -> None:
+        if session is not self.session or self._closed:
+            return
+        state = session.pc.connectionState
+        if state == "connected":
+            if self.counters.connected_ms is None:
+                self.counters.connected_ms = (self.clock() - self._started) * 1000
+            self._set_state("connected")
+        elif state in ("failed", "closed"):
+            self._set_state("failed", "the SFU connection was lost")
+            if self._connecting is None:
+                self._connecting = self._spawn(self._connect(first=False))
+
+    def _set_state(self, state: LinkState, detail: str = "") -> None:
+        if self.state == state:
+            return
+        self.state = state
+        for member in self.peers:
+            if member not in self.refused:
+                self.ctx.sink.on_link(member, state, detail)
+
+    async def _drop_session(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                await session.close()
+
+    def _on_frame(self, receiver: DecryptingReceiver, kid: int, frame: Any) -> None:
+        member = self.ring.member_of(kid)
+        if member is None or member not in self.peers or member in self.refused:
+            return
+        if isinstance(frame, av.VideoFrame):
+            self.ctx.sink.on_video(member, frame)
+        elif isinstance(frame, av.AudioFrame):
+            self.ctx.sink.on_audio(member, frame)
+
+    def _on_decrypt_failure(self, kid: int | None) -> None:
+        member = self.ring.member_of(kid)
+        if member is None or member == self.ctx.me:
+            self.counters.unattributed_decrypt_failures += 1
+        elif member in self.peers:
+            self.ctx.sink.on_decrypt_failure(member)
+        else:  # a departed sender's last frames: dropped either way, its keys are gone
+            self.counters.departed_frames_dropped += 1
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                self.ring.tick()
+            except SFrameError:
+                log.debug("dropping an expired key failed", exc_info=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+register_topology("sfu", SfuTopology)

@@ -1,0 +1,344 @@
+"""Conferences on the SFU: media offers, and moderation carried out by the node.
+
+:class:`CallMedia` sits between :class:`~spaces.conference_routes.Conferences` (who is in
+which call, what the hosts decided) and the :class:`~spaces.sfu_registry.SfuRegistry`
+(which node carries which call). It
+
+- answers :class:`SfuOffer`: an *admitted* participant of a call that runs on the SFU hands
+  over its SDP offer and gets the node's answer (a lobby member gets nothing: no media, and
+  no keys either — those travel sealed between participants, who send none to the lobby);
+- makes the node enforce what the hosts decided (server-enforced, not left to clients):
+  a muted participant's audio is no longer forwarded, a stage listener's audio and video
+  neither; a kicked, banned or denied participant's connection is dropped at once; one who
+  leaves is let go; when an auto call moves back to a mesh, its SFU connections close after
+  ``[sfu] mesh_grace_seconds`` (clients close them themselves once the mesh carries media);
+- relays the node's active speaker (:class:`CallSpeaker`) and tells participants to
+  reconnect when their node goes away (:class:`SfuReconnect`).
+
+The node sees an opaque conference id per call and each participant's per-call number,
+never a space, room or member key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import web
+
+from spaces.conference import Change, Conference, seat_flags
+from spaces.conference_routes import CONFERENCES, CallKey, Conferences, roles_of
+from spaces.conference_wire import CallSpeaker, SfuAnswer, SfuOffer, SfuReconnect
+from spaces.config import Config
+from spaces.errors import (
+    Forbidden,
+    InvalidMessage,
+    NotFound,
+    RateLimited,
+    SpacesError,
+    TooLarge,
+)
+from spaces.limits import KeyedLimiter
+from spaces.records import Role, Roster
+from spaces.sfu_registry import NodeHandle, SfuRegistry, install_registry
+
+if TYPE_CHECKING:
+    from spaces.server import Caller
+
+log = logging.getLogger(__name__)
+KICKED_REASONS = ("removed", "banned", "denied")
+OFFERS_PER_SECOND = 0.5
+OFFER_BURST = 6
+
+
+@dataclass
+class _SfuCall:
+    """One call's media on its node."""
+
+    call_id: str
+    conference: str  # the opaque id the node knows it by
+    connected: dict[bytes, str] = field(default_factory=dict)  # member -> participant number
+    muted: dict[bytes, tuple[bool, bool]] = field(default_factory=dict)  # applied (audio, video)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    mesh_since: float | None = None
+
+
+class CallMedia:
+    def __init__(
+        self,
+        conferences: Conferences,
+        registry: SfuRegistry,
+        config: Config,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.conferences = conferences
+        self.registry = registry
+        self.config = config
+        self.clock = clock
+        self._calls: dict[CallKey, _SfuCall] = {}
+        self._by_conference: dict[str, CallKey] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # Each offer costs the node a peer connection: a few in a row (reconnects), no more.
+        self._offers = KeyedLimiter(OFFERS_PER_SECOND, OFFER_BURST, clock)
+        conferences.observers.append(self.on_change)
+        conferences.sfu_available = registry.available
+        registry.events = self
+
+    # -- offers -------------------------------------------------------------------------------
+
+    async def offer(self, caller: Caller, message: SfuOffer) -> SfuAnswer:
+        limit = self.config.sfu.max_offer_bytes
+        if len(message.sdp.encode("utf-8", "replace")) > limit:
+            raise TooLarge(f"an SFU offer is at most {limit} bytes")
+        member = caller.member
+        if not self._offers.allow(f"{caller.space_id}/{message.room_id}/{member.hex()}"):
+            raise RateLimited("too many SFU offers; wait a few seconds")
+        conference, _ = await self.conferences.conference(caller.space_id, message.room_id)
+        key = (conference.space_id, conference.room_id)
+        if message.call_id != conference.call_id:
+            raise NotFound("that call is over")
+        if self.conferences.session_of(key, member) is not caller.subscriber:
+            raise Forbidden("only the session that joined the call may connect its media")
+        seat = conference.seats.get(member)
+        if seat is None or seat.status != "joined":
+            raise Forbidden("no media before a host admits you from the lobby")
+        if conference.topology != "sfu":
+            raise InvalidMessage("this call runs as a mesh now, not on the SFU")
+        call = self._call_for(key, conference)
+        node = self.registry.node_for(call.conference)
+        participant = str(seat.index)
+        answer = await node.join(call.conference, participant, message.sdp)
+        self.registry.joined(call.conference, participant)
+        seat = conference.seats.get(member)
+        if (
+            seat is None
+            or seat.status != "joined"
+            or conference.call_id != call.call_id
+            or self._calls.get(key) is not call
+        ):  # removed while the node was answering
+            await self._quietly(node.kick(call.conference, participant))
+            self.registry.left(call.conference, participant)
+            raise NotFound("you are no longer in that call")
+        call.connected[member] = participant
+        call.muted.pop(member, None)
+        async with call.lock:  # before the answer goes out: no unmuted moment
+            await self._apply_mutes(call, conference, node, [member])
+        return SfuAnswer(message.id, answer)
+
+    def _call_for(self, key: CallKey, conference: Conference) -> _SfuCall:
+        call = self._calls.get(key)
+        if call is None or call.call_id != conference.call_id:
+            if call is not None:
+                self._spawn(self._finish(key, call))
+            call = _SfuCall(conference.call_id, secrets.token_urlsafe(12))
+            self._calls[key] = call
+            self._by_conference[call.conference] = key
+        return call
+
+    # -- following the conference -----------------------------------------------------------
+
+    def on_change(self, conference: Conference, roster: Roster, change: Change) -> None:
+        """Every join, leave and action of every call passes here (synchronously)."""
+        key = (conference.space_id, conference.room_id)
+        call = self._calls.get(key)
+        if call is None:
+            return
+        if change.ended or call.call_id != conference.call_id:
+            self._spawn(self._finish(key, call))
+            return
+        kicked = [m for m, reason in change.removed if reason in KICKED_REASONS]
+        self._spawn(self._reconcile(key, call, kicked, roles_of(roster)))
+
+    async def _reconcile(
+        self, key: CallKey, call: _SfuCall, kicked: list[bytes], roles: dict[bytes, Role]
+    ) -> None:
+        conference = self.conferences.call(key)
+        if conference is None:
+            return
+        node = self._node(call)
+        async with call.lock:
+            if node is None:
+                return
+            for member in kicked:  # first: a kick drops the connection at once
+                participant = call.connected.pop(member, None)
+                if participant is not None:
+                    await self._quietly(node.kick(call.conference, participant))
+                    self.registry.left(call.conference, participant)
+            for member, participant in list(call.connected.items()):
+                seat = conference.seats.get(member)
+                if seat is None or seat.status != "joined":
+                    del call.connected[member]
+                    await self._quietly(node.leave(call.conference, participant))
+                    self.registry.left(call.conference, participant)
+            if conference.topology == "mesh":
+                await self._back_to_mesh(key, call, node)
+                return
+            call.mesh_since = None
+            await self._apply_mutes(call, conference, node, list(call.connected), roles)
+
+    async def _back_to_mesh(self, key: CallKey, call: _SfuCall, node: NodeHandle) -> None:
+        grace = self.config.sfu.mesh_grace_seconds
+        now = self.clock()
+        if call.mesh_since is None:
+            call.mesh_since = now
+            self._spawn(self._later(grace, key, call))
+        elif now - call.mesh_since >= grace:
+            for participant in call.connected.values():
+                await self._quietly(node.leave(call.conference, participant))
+            self._forget(key, call)
+
+    async def _later(self, delay: float, key: CallKey, call: _SfuCall) -> None:
+        await asyncio.sleep(delay)
+        if self._calls.get(key) is call:
+            conference = self.conferences.call(key)
+            roles = {} if conference is None else await self._roles(conference)
+            await self._reconcile(key, call, [], roles)
+
+    async def _roles(self, conference: Conference) -> dict[bytes, Role]:
+        roster = await self.conferences.membership.roster(conference.space_id)
+        return roles_of(roster)
+
+    async def _apply_mutes(
+        self,
+        call: _SfuCall,
+        conference: Conference,
+        node: NodeHandle,
+        members: list[bytes],
+        roles: dict[bytes, Role] | None = None,
+    ) -> None:
+        """Make the node forward exactly what each participant may send now."""
+        if roles is None:
+            roles = await self._roles(conference)
+        state = conference.state_for(None, roles)
+        for member in members:
+            seat, participant = conference.seats.get(member), call.connected.get(member)
+            if seat is None or participant is None:
+                continue
+            flags = seat_flags(seat.wire(), state, roles, lambda _action: True)
+            wanted = (flags.muted or not flags.speaker, not flags.speaker)
+            applied = call.muted.get(member, (False, False))
+            for kind, want, have in zip(("audio", "video"), wanted, applied, strict=True):
+                if want != have:
+                    await self._quietly(node.set_muted(call.conference, participant, kind, want))
+            call.muted[member] = wanted
+
+    async def _finish(self, key: CallKey, call: _SfuCall) -> None:
+        """The call is over (or started over): let every connection go."""
+        node = self._node(call)
+        async with call.lock:
+            if node is not None:
+                for participant in call.connected.values():
+                    await self._quietly(node.leave(call.conference, participant))
+            self._forget(key, call)
+
+    def _forget(self, key: CallKey, call: _SfuCall) -> None:
+        call.connected.clear()
+        self.registry.release(call.conference)
+        self._by_conference.pop(call.conference, None)
+        if self._calls.get(key) is call:
+            del self._calls[key]
+
+    def _node(self, call: _SfuCall) -> NodeHandle | None:
+        return self.registry.assigned(call.conference)
+
+    # -- events from the nodes ----------------------------------------------------------------
+
+    def _member(self, conference: str, participant: str) -> tuple[CallKey, _SfuCall, bytes] | None:
+        key = self._by_conference.get(conference)
+        call = self._calls.get(key) if key is not None else None
+        if key is None or call is None:
+            return None
+        member = next((m for m, p in call.connected.items() if p == participant), None)
+        return None if member is None else (key, call, member)
+
+    def participant_left(self, conference: str, participant: str, reason: str) -> None:
+        if reason in ("left", "kicked", "replaced"):
+            return  # we asked for it, or a new connection took over
+        found = self._member(conference, participant)
+        if found is not None:
+            _, call, member = found
+            del call.connected[member]
+            call.muted.pop(member, None)
+
+    def speaker(self, conference: str, participant: str | None) -> None:
+        key = self._by_conference.get(conference)
+        call = self._calls.get(key) if key is not None else None
+        if key is None or call is None:
+            return
+        found = self._member(conference, participant) if participant is not None else None
+        member = found[2] if found is not None else b""
+        event = CallSpeaker(key[1], call.call_id, member)
+        for listener in call.connected:
+            self.conferences.push(key, listener, event)
+
+    def node_lost(self, conferences: list[str]) -> None:
+        for conference in conferences:
+            key = self._by_conference.get(conference)
+            call = self._calls.get(key) if key is not None else None
+            if key is None or call is None:
+                continue
+            event = SfuReconnect(key[1], call.call_id, "the SFU node carrying this call went away")
+            for member in call.connected:
+                self.conferences.push(key, member, event)
+            self._forget(key, call)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @staticmethod
+    async def _quietly(request: Awaitable[None]) -> None:
+        """A node request whose failure changes nothing for the caller (the participant
+        is gone already, or the node is: either way there is nothing left to stop)."""
+        try:
+            await request
+        except SpacesError as exc:
+            log.debug("SFU request failed: %s", exc.message)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._guarded(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _guarded(coro: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await coro
+        except Exception:  # one call's trouble must not stop the others'
+            log.exception("SFU bookkeeping failed")
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+CALL_MEDIA = web.AppKey("call_media", CallMedia)
+
+
+async def _sfu_offer(caller: Caller, message: SfuOffer) -> msgspec.Struct:
+    return await caller.app[CALL_MEDIA].offer(caller, message)
+
+
+def install_call_media(app: web.Application) -> CallMedia:
+    """Add the SFU (registry, in-process node, node endpoint) and the offer route to a
+    spaces app that already has conferences (:func:`install_conferences`)."""
+    from spaces.server import CONFIG, add_routes
+
+    config = app[CONFIG]
+    registry = install_registry(app, config.sfu.enabled, bool(config.sfu.node_secret))
+    media = CallMedia(app[CONFERENCES], registry, config)
+    app[CALL_MEDIA] = media
+    add_routes(app, {SfuOffer: _sfu_offer})
+
+    async def stop(app: web.Application) -> None:
+        await media.close()
+
+    app.on_cleanup.append(stop)
+    return media
