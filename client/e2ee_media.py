@@ -35,6 +35,7 @@ import fractions
 import logging
 import math
 import time
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -154,8 +155,9 @@ class _EncryptedSender(MediaStreamTrack):
         self.bytes_sent += len(out)
         return out
 
+    @abstractmethod
     async def _fill(self) -> None:
-        raise NotImplementedError
+        """Encode and protect the next frame(s) of the source into ``self._pending``."""
 
     async def recv(self) -> aiortc_adapter.OutboundFrame:  # type: ignore[override]
         while not self._pending:
