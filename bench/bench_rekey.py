@@ -22,37 +22,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-SALON = Path(sys.executable).parent / "salon"
-PASSPHRASE = "bench"
+from bench_call import SALON, env_for, salon  # run as a script: bench/ is on sys.path
+
 WAIT = 40.0
 NAMES = ("Alice", "Bob", "Carol", "Dave", "Erin")
 TARGET_MS = 1000.0
-
-
-def env_for(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(SALON_HOME=str(home), SALON_PASSPHRASE=PASSPHRASE, SALON_ICE_HOSTS="127.0.0.1")
-    return env
-
-
-def salon(home: Path, *args: str) -> str:
-    done = subprocess.run(
-        [str(SALON), *args], env=env_for(home), capture_output=True, text=True, timeout=60
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"salon {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
 
 
 def percentile(values: list[float], q: float) -> float:

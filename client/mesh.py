@@ -33,41 +33,14 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av.frame import Frame
-from av.packet import Packet
 
 from client.callsignal import SignalKind, SignalRejected, check_sdp
-from client.topology import LinkState, Peer, TopologyContext
+from client.topology import LinkState, Peer, SourceTap, TopologyContext
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 20.0
 RESTARTS = 2
 RESTART_DELAY = 1.0
-
-
-class _Tap(MediaStreamTrack):
-    """This topology's reader of one local source; stopping it leaves the source running.
-
-    Video comes out as yuv420p, converted once here on the event loop: the relay hands the
-    *same* frame object to every pair's VP8 encoder, and each encoder thread would otherwise
-    call ``frame.reformat()`` on it at the same time — PyAV keeps one swscale context per
-    frame, so that crashes or deadlocks. (It also converts once instead of once per peer.)
-    """
-
-    def __init__(self, source: MediaStreamTrack) -> None:
-        super().__init__()
-        self.kind = source.kind
-        self._source = source
-
-    async def recv(self) -> Frame | Packet[Any]:
-        if self.readyState != "live":
-            raise MediaStreamError
-        frame = await self._source.recv()
-        if not isinstance(frame, av.VideoFrame) or frame.format.name == "yuv420p":
-            return frame
-        converted = frame.reformat(format="yuv420p")
-        converted.pts, converted.time_base = frame.pts, frame.time_base
-        return converted
 
 
 def _prefer(transceiver: RTCRtpTransceiver, mime: str) -> None:
@@ -282,8 +255,8 @@ class MeshTopology:
     def __init__(self, ctx: TopologyContext) -> None:
         self.ctx = ctx
         self.relay = MediaRelay()
-        self.video = _Tap(ctx.video) if ctx.video is not None else None
-        self.audio = _Tap(ctx.audio) if ctx.audio is not None else None
+        self.video = SourceTap(ctx.video) if ctx.video is not None else None
+        self.audio = SourceTap(ctx.audio) if ctx.audio is not None else None
         self.sending_video = False
         self.sending_audio = False
         self._links: dict[bytes, _Link] = {}

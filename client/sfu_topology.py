@@ -45,15 +45,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import av
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av.frame import Frame
-from av.packet import Packet
 
 from client.callkeys import CallKeys, SenderKey, media_kid
 from client.callsignal import SignalKind
 from client.e2ee_media import MEDIA_SUITE, DecryptingReceiver, SfuSession
 from client.sframe import KeyUsage, SFrameContext, SFrameError
-from client.topology import LinkState, Peer, TopologyContext, register_topology
+from client.topology import (
+    LinkState,
+    Peer,
+    SourceTap,
+    TopologyContext,
+    register_topology,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,30 +248,6 @@ class MediaDebugLog:
             self._write(self._frames, record)
 
 
-class _Yuv(MediaStreamTrack):
-    """Reads one of the call's sources, converting video to yuv420p on the event loop.
-
-    The call's sources are shared (a mesh may still be using the same frames during a
-    switch); PyAV frames must not be converted by two threads at once, and the encoder
-    converts in a worker thread otherwise.
-    """
-
-    def __init__(self, source: MediaStreamTrack) -> None:
-        super().__init__()
-        self.kind = source.kind
-        self._source = source
-
-    async def recv(self) -> Frame | Packet[Any]:
-        if self.readyState != "live":
-            raise MediaStreamError
-        frame = await self._source.recv()
-        if not isinstance(frame, av.VideoFrame) or frame.format.name == "yuv420p":
-            return frame
-        converted = frame.reformat(format="yuv420p")
-        converted.pts, converted.time_base = frame.pts, frame.time_base
-        return converted
-
-
 @dataclass
 class SfuCounters:
     """What this topology adds to ``--stats`` (under ``"sfu"``)."""
@@ -315,7 +294,7 @@ class SfuTopology:
         self.state: LinkState = "waiting"
         self.sending_video = False
         self.sending_audio = False
-        self.video = _Yuv(ctx.video) if ctx.video is not None else None
+        self.video = SourceTap(ctx.video) if ctx.video is not None else None
         self.audio = ctx.audio
         self._started = clock()
         self._changed = self._started

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import av
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.frame import Frame
+from av.packet import Packet
 
 from client.callkeys import CallKeys
 from client.callsignal import SignalKind
@@ -119,3 +121,28 @@ TOPOLOGIES: dict[str, TopologyFactory] = {}
 
 def register_topology(name: str, factory: TopologyFactory) -> None:
     TOPOLOGIES[name] = factory
+
+
+class SourceTap(MediaStreamTrack):
+    """A topology's reader of one local source; stopping it leaves the source running.
+
+    Video comes out as yuv420p, converted once here on the event loop: the relay hands the
+    *same* frame object to every pair's VP8 encoder, and each encoder thread would otherwise
+    call ``frame.reformat()`` on it at the same time — PyAV keeps one swscale context per
+    frame, so that crashes or deadlocks. (It also converts once instead of once per peer.)
+    """
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self._source = source
+
+    async def recv(self) -> Frame | Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = await self._source.recv()
+        if not isinstance(frame, av.VideoFrame) or frame.format.name == "yuv420p":
+            return frame
+        converted = frame.reformat(format="yuv420p")
+        converted.pts, converted.time_base = frame.pts, frame.time_base
+        return converted
