@@ -23,7 +23,7 @@ lint: .make-installed
 	$(BIN)/ruff format --check .
 
 typecheck: .make-installed
-	$(BIN)/mypy spaces client sfu
+	$(BIN)/mypy protocol spaces client sfu
 
 unit: .make-installed
 	$(BIN)/python -m pytest -q

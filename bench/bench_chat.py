@@ -61,8 +61,8 @@ except ImportError:  # running from a checkout without the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from client import chatcrypto, crypto
 from client.chat import new_client_id
-from spaces.chat_wire import ChatMessage, FetchMessages, Messages, MessagesAdded, SendMessage
-from spaces.records import (
+from protocol.chat_wire import ChatMessage, FetchMessages, Messages, MessagesAdded, SendMessage
+from protocol.records import (
     Genesis,
     InviteCreate,
     Join,
@@ -73,7 +73,7 @@ from spaces.records import (
     record_hash,
     signing_bytes,
 )
-from spaces.wire import (
+from protocol.wire import (
     Authenticate,
     Challenge,
     CreateSpace,

@@ -57,9 +57,15 @@ from client.sframe import SFrameContext
 from client.sfu_topology import MediaDebugLog, SfuTopology
 from client.space import SpaceSession
 from client.topology import TOPOLOGIES, LinkState, Peer, Topology, TopologyContext
-from sfu.aiortc_adapter import apply_ice_env
-from spaces.conference import TARGETED, SeatFlags, action_problem, is_host, is_locked, seat_flags
-from spaces.conference_wire import (
+from protocol.conference_rules import (
+    TARGETED,
+    SeatFlags,
+    action_problem,
+    is_host,
+    is_locked,
+    seat_flags,
+)
+from protocol.conference_wire import (
     ActInCall,
     ActionName,
     CallAction,
@@ -80,8 +86,10 @@ from spaces.conference_wire import (
     SfuReconnect,
     action_signing_bytes,
 )
-from spaces.records import Role, fingerprint
-from spaces.wire import Done, RecordAdded, ServerMessage, SessionClosed
+from protocol.errors import ErrorCode
+from protocol.records import Role, fingerprint
+from protocol.wire import Done, RecordAdded, ServerMessage, SessionClosed
+from sfu.aiortc_adapter import apply_ice_env
 
 log = logging.getLogger(__name__)
 TOPOLOGIES.setdefault("mesh", MeshTopology)
@@ -349,9 +357,9 @@ class CallClient:
                     JoinCall(conn.next_id(), self.room_id, action), CallJoined
                 )
             except ServerError as exc:
-                if exc.code == "stale_call":
+                if exc.code == ErrorCode.STALE_CALL:
                     continue
-                if exc.code in ("banned", "locked", "call_full"):
+                if exc.code in (ErrorCode.BANNED, ErrorCode.LOCKED, ErrorCode.CALL_FULL):
                     return CallOutcome("denied", f"cannot join: {exc}", EXIT_ENDED)
                 raise
             self.seated = True

@@ -19,7 +19,7 @@ import msgspec
 
 from client import crypto
 from client.errors import VerificationError
-from spaces.records import verify_signature
+from protocol.records import verify_signature
 
 SIGNAL_DOMAIN: Final = b"salon/call-signal/v1\x00"
 MAX_SDP_BYTES: Final = 32_768

@@ -34,7 +34,7 @@ from client import chatcrypto, crypto
 from client.errors import ClientError, ServerError, Unreachable, VerificationError
 from client.rooms import RoomKeyUnavailable, RoomView, resolve_room, room_key, share_room_keys
 from client.space import ProfileInfo, SpaceSession
-from spaces.chat_wire import (
+from protocol.chat_wire import (
     CLIENT_ID_LEN,
     ChatMessage,
     FetchMessages,
@@ -42,9 +42,10 @@ from spaces.chat_wire import (
     MessagesAdded,
     MessageSent,
 )
-from spaces.chat_wire import SendMessage as SendRequest
-from spaces.records import Join, Profile, Record, Roster, fingerprint
-from spaces.wire import RecordAdded, SessionClosed
+from protocol.chat_wire import SendMessage as SendRequest
+from protocol.errors import ErrorCode
+from protocol.records import Join, Profile, Record, Roster, fingerprint
+from protocol.wire import RecordAdded, SessionClosed
 
 log = logging.getLogger(__name__)
 PAGE = 500
@@ -121,7 +122,7 @@ async def send_message(
         try:
             return await session.conn.request(request, MessageSent)
         except ServerError as exc:
-            if exc.code != "stale" or attempt == 2:
+            if exc.code != ErrorCode.STALE or attempt == 2:
                 raise
             await session.sync()  # the epoch moved on: fetch the new keys, encrypt again
     raise AssertionError("unreachable")

@@ -33,7 +33,7 @@ import nacl.exceptions
 
 from client.crypto import hkdf, sign
 from client.errors import VerificationError
-from spaces.records import verify_signature
+from protocol.records import verify_signature
 
 MESSAGE_LABEL: Final = "salon/room-message/v1"
 STORY_LABEL: Final = "salon/room-story/v1"

@@ -542,9 +542,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the server's config errors and the like, still one line
-        from spaces.errors import SpacesError
+        from protocol.errors import ProtocolError
 
-        if isinstance(exc, SpacesError):
+        if isinstance(exc, ProtocolError):
             print(f"error: {exc}", file=sys.stderr)
             return 1
         raise

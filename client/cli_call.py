@@ -14,8 +14,8 @@ import sys
 from typing import Any, get_args
 
 from client.errors import UsageError
-from spaces.conference import SELF_ACTIONS
-from spaces.conference_wire import ActionName
+from protocol.conference_rules import SELF_ACTIONS
+from protocol.conference_wire import ActionName
 
 # Every signed action but the ones a participant makes about itself.
 MOD_ACTIONS = tuple(a for a in get_args(ActionName) if a not in SELF_ACTIONS)

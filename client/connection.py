@@ -12,7 +12,7 @@ import aiohttp
 import msgspec
 
 from client.errors import ClientError, ServerError, Unreachable, UsageError, VerificationError
-from spaces.wire import Challenge, Error, ServerMessage, SessionClosed, encoder, server_decoder
+from protocol.wire import Challenge, Error, ServerMessage, SessionClosed, encoder, server_decoder
 
 R = TypeVar("R", bound=msgspec.Struct)
 CONNECT_TIMEOUT = 10.0

@@ -1,6 +1,6 @@
 """Rooms of a space and their keys (DESIGN §5).
 
-A room is a signed :class:`~spaces.records.RoomCreate` record; its name is encrypted under
+A room is a signed :class:`~protocol.records.RoomCreate` record; its name is encrypted under
 the space key. Each room has one symmetric key per space epoch (a new epoch starts whenever
 someone leaves or is removed). The first member who needs the key for an epoch makes it and
 seals it (crypto_box) to every member; afterwards any member who holds it seals it to members
@@ -19,8 +19,8 @@ import msgspec
 from client import crypto
 from client.errors import ServerError, UsageError, VerificationError
 from client.space import SpaceSession
-from spaces.records import RoomCreate, RoomGrant, RoomKind, Roster, Topology
-from spaces.wire import (
+from protocol.records import RoomCreate, RoomGrant, RoomKind, Roster, Topology
+from protocol.wire import (
     Append,
     Appended,
     Envelope,

@@ -4,7 +4,7 @@ Media goes to the SFU once and comes back from it for everyone else (``client.e2
 does the codec and SFrame work: VP8 and Opus encoded here, SFrame suite 4 —
 AES_128_GCM_SHA256_128 — with the codec header bytes in clear, decoded here). The SFU
 forwards ciphertext; it never holds a key. The SDP offer goes to the server unsealed
-(:class:`~spaces.conference_wire.SfuOffer`): the SFU terminates DTLS, which therefore only
+(:class:`~protocol.conference_wire.SfuOffer`): the SFU terminates DTLS, which therefore only
 protects the hop; SFrame is what keeps media end to end.
 
 Keys (:class:`MediaKeyRing`) are the call's per-sender keys from

@@ -20,8 +20,8 @@ from client.connection import Connection, check_server_url
 from client.errors import ServerError, UsageError, VerificationError
 from client.invites import InviteLink, new_invite_link, parse_invite_link
 from client.keystore import Keystore, KeystoreData, SpaceMembership
-from spaces.errors import SpacesError
-from spaces.records import (
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.records import (
     Genesis,
     InviteCreate,
     InviteRevoke,
@@ -42,7 +42,7 @@ from spaces.records import (
     record_hash,
     signing_bytes,
 )
-from spaces.wire import (
+from protocol.wire import (
     Append,
     Appended,
     Authenticate,
@@ -216,7 +216,7 @@ class SpaceSession:
     def _verify(self, records: list[Record]) -> Roster:
         try:
             roster = Roster.from_records(self.space_id, records)
-        except SpacesError as exc:
+        except ProtocolError as exc:
             raise VerificationError(
                 f"the server's roster for this space fails verification: {exc.message}"
             ) from None
@@ -386,7 +386,7 @@ class SpaceSession:
                     Appended,
                 )
             except ServerError as exc:
-                if exc.code != "conflict":
+                if exc.code != ErrorCode.CONFLICT:
                     raise
                 await self.sync()
                 continue
@@ -491,7 +491,7 @@ async def open_space(
                 Welcome,
             )
         except ServerError as exc:
-            if exc.code == "unauthenticated":
+            if exc.code == ErrorCode.UNAUTHENTICATED:
                 raise ServerError(exc.code, f"{exc} (space {membership.space_id})") from None
             raise
         session = SpaceSession(keystore, membership, conn)
@@ -568,7 +568,7 @@ async def join_space(keystore: Keystore, link_text: str, display_name: str) -> S
                 raise UsageError(f"you are already in {existing.name!r} as {existing.display_name}")
         try:
             roster = Roster.from_records(space_id, opened.records)
-        except SpacesError as exc:
+        except ProtocolError as exc:
             raise VerificationError(
                 f"the space's roster fails verification: {exc.message}"
             ) from None

@@ -22,7 +22,7 @@ from client.errors import ServerError, UsageError, VerificationError
 from client.images import bounded_jpeg, decode_image
 from client.rooms import RoomView, room_key
 from client.space import SpaceSession
-from spaces.chat_wire import (
+from protocol.chat_wire import (
     STORY_CHUNK_BYTES,
     FetchStoryPart,
     ListStories,
@@ -35,7 +35,8 @@ from spaces.chat_wire import (
     StoryPosted,
     UploadStoryChunk,
 )
-from spaces.records import fingerprint
+from protocol.errors import ErrorCode
+from protocol.records import fingerprint
 
 MAX_SIDE: Final = 1920
 THUMB_SIDE: Final = 320
@@ -141,7 +142,7 @@ async def post_story(
             )
             return posted, prepared
         except ServerError as exc:
-            if exc.code != "stale" or attempt == 2:
+            if exc.code != ErrorCode.STALE or attempt == 2:
                 raise
             await session.sync()
     raise AssertionError("unreachable")
@@ -219,7 +220,7 @@ async def get_story(
                 FetchStoryPart(session.conn.next_id(), story_id, part, offset), StoryPart
             )
         except ServerError as exc:
-            if exc.code == "not_found":
+            if exc.code == ErrorCode.NOT_FOUND:
                 raise UsageError(
                     f"no story {story_id!r} in this space (it may have expired)"
                 ) from None

@@ -7,14 +7,16 @@ Hierarchy::
     ├── OfferTooLarge            SDP, m-line or candidate count over limits   too_large
     └── NotFound                 unknown conference or participant            not_found
 
-The codes match the spaces server's (``spaces/errors.py``) where they mean the same thing.
+The codes match the spaces server's (``protocol/errors.py``) where they mean the same thing.
 """
 
 from __future__ import annotations
 
+from protocol.errors import ErrorCode
+
 
 class SfuError(Exception):
-    code = "internal"
+    code = ErrorCode.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -22,12 +24,12 @@ class SfuError(Exception):
 
 
 class InvalidOffer(SfuError):
-    code = "invalid_sdp"
+    code = ErrorCode.INVALID_SDP
 
 
 class OfferTooLarge(SfuError):
-    code = "too_large"
+    code = ErrorCode.TOO_LARGE
 
 
 class NotFound(SfuError):
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND

@@ -33,20 +33,21 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
-from spaces.conference import Change, Conference, seat_flags
-from spaces.conference_routes import CONFERENCES, CallKey, Conferences, roles_of
-from spaces.conference_wire import CallSpeaker, SfuAnswer, SfuOffer, SfuReconnect
-from spaces.config import Config
-from spaces.errors import (
+from protocol.conference_rules import seat_flags
+from protocol.conference_wire import CallSpeaker, SfuAnswer, SfuOffer, SfuReconnect
+from protocol.errors import (
     Forbidden,
     InvalidMessage,
     NotFound,
+    ProtocolError,
     RateLimited,
-    SpacesError,
     TooLarge,
 )
+from protocol.records import Role, Roster
+from spaces.conference import Change, Conference
+from spaces.conference_routes import CONFERENCES, CallKey, Conferences, roles_of
+from spaces.config import Config
 from spaces.limits import KeyedLimiter
-from spaces.records import Role, Roster
 from spaces.sfu_registry import NodeHandle, SfuRegistry, install_registry
 
 if TYPE_CHECKING:
@@ -297,7 +298,7 @@ class CallMedia:
         is gone already, or the node is: either way there is nothing left to stop)."""
         try:
             await request
-        except SpacesError as exc:
+        except ProtocolError as exc:
             log.debug("SFU request failed: %s", exc.message)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:

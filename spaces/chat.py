@@ -38,9 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 from aiohttp import web
 
-from spaces.chat_sqlite import SqliteChatStore
-from spaces.chat_storage import ChatStore, Committed, NewMessage, NewStory
-from spaces.chat_wire import (
+from protocol.chat_wire import (
     CLIENT_ID_LEN,
     STORY_CHUNK_BYTES,
     ChatMessage,
@@ -58,22 +56,25 @@ from spaces.chat_wire import (
     StoryPosted,
     UploadStoryChunk,
 )
-from spaces.config import Config, LimitsSection
-from spaces.errors import (
+from protocol.errors import (
     Conflict,
+    ErrorCode,
     Forbidden,
     InvalidMessage,
     NotFound,
+    ProtocolError,
     RateLimited,
-    SpacesError,
     TooLarge,
 )
+from protocol.records import Room, Roster
+from protocol.wire import encoder
+from spaces.chat_sqlite import SqliteChatStore
+from spaces.chat_storage import ChatStore, Committed, NewMessage, NewStory
+from spaces.config import Config, LimitsSection
 from spaces.hub import Subscriber
 from spaces.limits import KeyedLimiter
 from spaces.membership import Membership, Stale
-from spaces.records import Room, Roster
 from spaces.storage import Store
-from spaces.wire import encoder
 
 if TYPE_CHECKING:
     from spaces.server import Caller
@@ -92,8 +93,8 @@ BACKLOG_HIGH: Final = 2.0  # frames queued per follower (including the new one)
 STORY_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
-class StorageFailed(SpacesError):
-    code = "storage"
+class StorageFailed(ProtocolError):
+    code = ErrorCode.STORAGE
 
 
 # -- the rules (pure) ----------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class GroupCommitter:
             try:
                 results = await self.store.append_messages([new for new, _ in batch], self.clock())
             except Exception as exc:
-                if not isinstance(exc, SpacesError):
+                if not isinstance(exc, ProtocolError):
                     log.exception("storing %d messages failed", len(batch))
                     exc = StorageFailed("the server could not store the message; send again")
                 for _, future in batch:

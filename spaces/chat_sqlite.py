@@ -33,9 +33,9 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
+from protocol.chat_wire import ChatMessage, StoryInfo, StoryPartName
+from protocol.errors import Conflict, ErrorCode, ProtocolError
 from spaces.chat_storage import Committed, NewMessage, NewStory
-from spaces.chat_wire import ChatMessage, StoryInfo, StoryPartName
-from spaces.errors import Conflict, SpacesError
 from spaces.sqlite_store import CONNECTION_PRAGMAS
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ _STORY_COLUMNS = (
 )
 
 
-class ChatStorageError(SpacesError):
-    code = "storage"
+class ChatStorageError(ProtocolError):
+    code = ErrorCode.STORAGE
 
 
 def _message(row: Any) -> ChatMessage:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
-from spaces.chat_wire import ChatMessage, StoryInfo, StoryPartName
+from protocol.chat_wire import ChatMessage, StoryInfo, StoryPartName
 
 
 class NewMessage(NamedTuple):
@@ -71,7 +71,7 @@ class ChatStore(Protocol):
 
     async def add_story(self, story: NewStory, now: float) -> tuple[StoryInfo, bool]:
         """Commit a story; (info, duplicate). A story id taken by another sender or space
-        raises spaces.errors.Conflict."""
+        raises protocol.errors.Conflict."""
         ...
 
     async def stories(self, space_id: str, room_id: str, now: float) -> list[StoryInfo]:

@@ -21,13 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
-from spaces.conference import Change, Conference
-from spaces.conference_store import (
-    ConferenceStore,
-    MemoryConferenceStore,
-    SqliteConferenceStore,
-)
-from spaces.conference_wire import (
+from protocol.conference_wire import (
     ActInCall,
     CallEnded,
     CallInfo,
@@ -40,13 +34,19 @@ from spaces.conference_wire import (
     LeaveCall,
     SendCallSignal,
 )
+from protocol.errors import Forbidden, NotFound, TooLarge
+from protocol.records import Role, Roster
+from protocol.wire import Done, encoder
+from spaces.conference import Change, Conference
+from spaces.conference_store import (
+    ConferenceStore,
+    MemoryConferenceStore,
+    SqliteConferenceStore,
+)
 from spaces.config import Config
-from spaces.errors import Forbidden, NotFound, TooLarge
 from spaces.hub import Hub, Subscriber
 from spaces.membership import Membership
-from spaces.records import Role, Roster
 from spaces.storage import Store
-from spaces.wire import Done, encoder
 
 if TYPE_CHECKING:
     from spaces.server import Caller

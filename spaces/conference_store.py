@@ -14,8 +14,8 @@ from typing import Final, Protocol
 import aiosqlite
 import msgspec
 
-from spaces.conference_wire import CallAction
-from spaces.errors import SpacesError
+from protocol.conference_wire import CallAction
+from protocol.errors import ErrorCode, ProtocolError
 from spaces.sqlite_store import CONNECTION_PRAGMAS
 
 SCHEMA_VERSION: Final = 3  # the migration that made conference_bans
@@ -23,8 +23,8 @@ _decoder = msgspec.msgpack.Decoder(CallAction)
 _encoder = msgspec.msgpack.Encoder()
 
 
-class ConferenceStorageError(SpacesError):
-    code = "storage"
+class ConferenceStorageError(ProtocolError):
+    code = ErrorCode.STORAGE
 
 
 class ConferenceStore(Protocol):

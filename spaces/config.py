@@ -7,11 +7,11 @@ from pathlib import Path
 
 import msgspec
 
-from spaces.errors import SpacesError
+from protocol.errors import ErrorCode, ProtocolError
 
 
-class ConfigError(SpacesError):
-    code = "config"
+class ConfigError(ProtocolError):
+    code = ErrorCode.CONFIG
 
 
 class ServerSection(msgspec.Struct, forbid_unknown_fields=True):

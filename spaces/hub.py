@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from spaces.wire import SessionClosed, encoder
+from protocol.wire import SessionClosed, encoder
 
 log = logging.getLogger(__name__)
 

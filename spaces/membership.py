@@ -2,7 +2,7 @@
 
 No HTTP here: the WebSocket edge (:mod:`spaces.server`) authenticates a session and calls
 these methods with already-decoded messages. Every record goes through the same
-:class:`~spaces.records.Roster` rules the clients apply, so the server refuses what an honest
+:class:`~protocol.records.Roster` rules the clients apply, so the server refuses what an honest
 client would refuse; clients still verify everything themselves.
 """
 
@@ -15,20 +15,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from spaces.config import Config
-from spaces.errors import (
+from protocol.errors import (
+    ErrorCode,
     Expired,
     Forbidden,
     InvalidMessage,
     NotFound,
+    ProtocolError,
     Revoked,
-    SpacesError,
     TooLarge,
     Unauthenticated,
     UsedUp,
 )
-from spaces.hub import Hub
-from spaces.records import (
+from protocol.records import (
     Genesis,
     InviteCreate,
     Join,
@@ -44,21 +43,23 @@ from spaces.records import (
     record_hash,
     verify_signature,
 )
-from spaces.storage import Store, StoredRecord
-from spaces.wire import (
+from protocol.wire import (
     Envelope,
     InviteSeal,
     InviteStatus,
     RecordAdded,
     SessionClosed,
 )
+from spaces.config import Config
+from spaces.hub import Hub
+from spaces.storage import Store, StoredRecord
 
 log = logging.getLogger(__name__)
 SPACE_SCOPE = "space"
 
 
-class Stale(SpacesError):
-    code = "stale"
+class Stale(ProtocolError):
+    code = ErrorCode.STALE
 
 
 @dataclass(frozen=True)

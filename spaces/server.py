@@ -20,24 +20,15 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
-from spaces.call_media import install_call_media
-from spaces.chat import install_chat
-from spaces.conference_routes import install_conferences
-from spaces.config import Config
-from spaces.errors import (
+from protocol.errors import (
     InvalidMessage,
+    ProtocolError,
     RateLimited,
-    SpacesError,
     TooLarge,
     Unauthenticated,
 )
-from spaces.hub import Hub, Subscriber
-from spaces.limits import KeyedLimiter, TokenBucket
-from spaces.membership import Membership
-from spaces.records import verify_signature
-from spaces.sqlite_store import SqliteStore
-from spaces.storage import Store
-from spaces.wire import (
+from protocol.records import verify_signature
+from protocol.wire import (
     AUTH_REQUESTS,
     Append,
     Appended,
@@ -65,6 +56,15 @@ from spaces.wire import (
     client_decoder,
     encoder,
 )
+from spaces.call_media import install_call_media
+from spaces.chat import install_chat
+from spaces.conference_routes import install_conferences
+from spaces.config import Config
+from spaces.hub import Hub, Subscriber
+from spaces.limits import KeyedLimiter, TokenBucket
+from spaces.membership import Membership
+from spaces.sqlite_store import SqliteStore
+from spaces.storage import Store
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 60.0
@@ -206,7 +206,7 @@ class Session:
                 continue
             try:
                 reply = await self._auth_request(message)
-            except SpacesError as exc:
+            except ProtocolError as exc:
                 await self._send_direct(Error(message.id, exc.code, exc.message))
                 continue
             await self._send_direct(reply)
@@ -279,7 +279,7 @@ class Session:
             if route is None:
                 raise InvalidMessage(f"unexpected {type(message).__name__}")
             return await route(Caller(self.app, self.subscriber), message)
-        except SpacesError as exc:
+        except ProtocolError as exc:
             return Error(message.id, exc.code, exc.message)
 
     def _reply(self, reply: msgspec.Struct) -> None:
@@ -338,7 +338,7 @@ class ClientMessageIterator:
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 await self._error(InvalidMessage(f"invalid message: {exc}"))
 
-    async def _error(self, error: SpacesError) -> None:
+    async def _error(self, error: ProtocolError) -> None:
         reply = Error(None, error.code, error.message)
         if self.session.subscriber is not None:
             self.session._reply(reply)

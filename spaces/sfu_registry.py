@@ -31,10 +31,10 @@ from typing import Protocol
 import msgspec
 from aiohttp import WSMsgType, web
 
+from protocol.errors import ErrorCode, InvalidMessage, NotFound, ProtocolError, TooLarge
 from sfu import control
 from sfu.errors import SfuError
 from sfu.node import ActiveSpeaker, NodeEvent, ParticipantLeft, SfuNode
-from spaces.errors import InvalidMessage, NotFound, SpacesError, TooLarge
 
 log = logging.getLogger(__name__)
 LOCAL_NAME = "local"
@@ -42,17 +42,17 @@ HANDSHAKE_SECONDS = 10.0
 MAX_NAME = 64
 
 
-class SfuUnavailable(SpacesError):
-    code = "sfu_unavailable"
+class SfuUnavailable(ProtocolError):
+    code = ErrorCode.SFU_UNAVAILABLE
 
 
-def node_error(code: str, message: str) -> SpacesError:
+def node_error(code: str, message: str) -> ProtocolError:
     """A node's refusal as the error a client gets."""
-    if code == "too_large":
+    if code == ErrorCode.TOO_LARGE:
         return TooLarge(f"the SFU refused: {message}")
-    if code == "invalid_sdp":
+    if code == ErrorCode.INVALID_SDP:
         return InvalidMessage(f"the SFU refused the offer: {message}")
-    if code == "not_found":
+    if code == ErrorCode.NOT_FOUND:
         return NotFound(f"the SFU does not know that participant: {message}")
     return SfuUnavailable(f"the SFU failed: {message}")
 
@@ -390,7 +390,7 @@ async def node_endpoint(request: web.Request) -> web.StreamResponse:
         node = RemoteNode(name, ws, codec, registry, config.request_timeout_seconds)
         try:
             registry.add(node)
-        except SpacesError as exc:
+        except ProtocolError as exc:
             log.warning("refused an SFU node: %s", exc.message)
             node = None
             return ws

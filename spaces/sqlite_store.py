@@ -15,9 +15,9 @@ from pathlib import Path
 
 import aiosqlite
 
-from spaces.errors import Conflict, SpacesError
+from protocol.errors import Conflict, ErrorCode, ProtocolError
+from protocol.wire import Envelope, InviteSeal
 from spaces.storage import StoredRecord
-from spaces.wire import Envelope, InviteSeal
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ CONNECTION_PRAGMAS = (
 )
 
 
-class StorageError(SpacesError):
-    code = "storage"
+class StorageError(ProtocolError):
+    code = ErrorCode.STORAGE
 
 
 def migrations() -> list[tuple[int, str]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
-from spaces.wire import Envelope, InviteSeal
+from protocol.wire import Envelope, InviteSeal
 
 
 class StoredRecord(NamedTuple):
@@ -41,7 +41,7 @@ class Store(Protocol):
     ) -> None:
         """Atomically add records (creating the space first if ``create``), envelopes (an
         existing envelope for the same scope, epoch and recipient is kept) and invite seals
-        (insert or replace). Raises spaces.errors.Conflict if a seq is taken."""
+        (insert or replace). Raises protocol.errors.Conflict if a seq is taken."""
         ...
 
     async def invite_seal(self, invite_id: str) -> tuple[str, InviteSeal] | None:

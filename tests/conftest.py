@@ -408,7 +408,7 @@ def stored_records(db_path: Path, space_id: str) -> list[Any]:
     the server runs: a second, read-only connection sees committed WAL contents)."""
     import sqlite3
 
-    from spaces.records import decode_record
+    from protocol.records import decode_record
 
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:

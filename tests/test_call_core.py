@@ -22,19 +22,19 @@ from client.callsignal import (
     open_signal,
     seal_signal,
 )
-from spaces.conference import (
+from protocol.conference_rules import action_problem, is_locked, seat_flags, topology_for
+from protocol.conference_wire import ActionName, CallAction, CallState, action_signing_bytes
+from protocol.errors import (
+    Banned,
     CallFull,
     CallLocked,
-    Conference,
+    Forbidden,
+    InvalidMessage,
+    NotFound,
     StaleCall,
-    action_problem,
-    is_locked,
-    seat_flags,
-    topology_for,
 )
-from spaces.conference_wire import ActionName, CallAction, CallState, action_signing_bytes
-from spaces.errors import Banned, Forbidden, InvalidMessage, NotFound
-from spaces.records import Role, RoomCreate
+from protocol.records import Role, RoomCreate
+from spaces.conference import Conference
 
 SPACE = "space0123456789"
 ROOM = "room0123456789"

@@ -20,10 +20,10 @@ import pytest
 from call_helpers import CallProcess, amake_town, calls, code_for, first_line
 
 from client import crypto
+from protocol.conference_wire import CallAction, CallUpdate, SendCallSignal, action_signing_bytes
+from protocol.wire import encoder
 from spaces.conference_routes import CONFERENCES
-from spaces.conference_wire import CallAction, CallUpdate, SendCallSignal, action_signing_bytes
 from spaces.server import ROUTES, Caller
-from spaces.wire import encoder
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -26,9 +26,8 @@ from client.errors import ServerError
 from client.keystore import Keystore
 from client.rooms import create_room
 from client.space import SpaceSession, create_space, join_space, open_space
-from spaces.conference import SeatFlags
-from spaces.conference_store import SqliteConferenceStore
-from spaces.conference_wire import (
+from protocol.conference_rules import SeatFlags
+from protocol.conference_wire import (
     ActInCall,
     CallAction,
     CallEnded,
@@ -40,9 +39,11 @@ from spaces.conference_wire import (
     JoinCall,
     SendCallSignal,
 )
+from protocol.errors import ErrorCode
+from protocol.wire import Done
+from spaces.conference_store import SqliteConferenceStore
 from spaces.sqlite_store import SqliteStore
 from spaces.storage import StoredRecord
-from spaces.wire import Done
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -117,7 +118,7 @@ async def test_server_enforces_lobby_signatures_and_removal(
         for sender, to in ((bob, alice.member_key), (alice, bob.member_key)):
             with pytest.raises(ServerError) as refused:
                 await request(sender, signal(sender, room, call_id, to, b"box"), Done)
-            assert refused.value.code == "forbidden"
+            assert refused.value.code == ErrorCode.FORBIDDEN
         knock = await next_event(alice, CallUpdate, lambda e: len(e.state.participants) == 2)
         assert [p.status for p in knock.state.participants] == ["joined", "lobby"]
 
@@ -128,7 +129,7 @@ async def test_server_enforces_lobby_signatures_and_removal(
         old = sign_action(carol, room, "an-old-call", "join", carol.member_key)
         with pytest.raises(ServerError) as stale:
             await request(carol, JoinCall(carol.conn.next_id(), room, old), CallJoined)
-        assert stale.value.code == "stale_call"
+        assert stale.value.code == ErrorCode.STALE_CALL
         # A participant cannot admit anyone.
         admit = sign_action(carol, room, call_id, "admit", bob.member_key)
         with pytest.raises(ServerError, match="not a host"):
@@ -148,7 +149,7 @@ async def test_server_enforces_lobby_signatures_and_removal(
         assert (relayed.sender, relayed.box) == (alice.member_key, b"sealed")
         with pytest.raises(ServerError) as large:
             await request(alice, signal(alice, room, call_id, bob.member_key, bytes(70_000)), Done)
-        assert large.value.code == "too_large"
+        assert large.value.code == ErrorCode.TOO_LARGE
 
         kick = sign_action(alice, room, call_id, "kick", bob.member_key)
         await request(alice, ActInCall(alice.conn.next_id(), room, kick), Done)

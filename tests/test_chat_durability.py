@@ -23,6 +23,7 @@ from client.chat import fetch_after, read_messages, send_message
 from client.errors import ClientError, ServerError
 from client.rooms import resolve_room
 from client.space import open_space
+from protocol.errors import ErrorCode
 
 FAST = {
     "limits": {
@@ -149,5 +150,5 @@ async def test_rate_limit_per_member(make_server, user):
             await send_message(session, room, f"ok {i}")
         with pytest.raises(ServerError) as caught:
             await send_message(session, room, "one too many")
-        assert caught.value.code == "rate_limited"
+        assert caught.value.code == ErrorCode.RATE_LIMITED
     assert "too fast" in alice.fail("send", space_id, "general", "still too many")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from protocol.errors import Forbidden, InvalidMessage, NotFound, Unauthenticated
+from protocol.records import Member, Room, RoomCreate, Roster
 from spaces.chat import check_post, check_read, check_story, message_lifetime
-from spaces.errors import Forbidden, InvalidMessage, NotFound, Unauthenticated
 from spaces.membership import Stale
-from spaces.records import Member, Room, RoomCreate, Roster
 
 OWNER, MOD, MEMBER, PUBLISHER, STRANGER = (bytes([i]) * 32 for i in range(1, 6))
 

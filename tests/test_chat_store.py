@@ -171,7 +171,7 @@ async def test_story_parts_and_duplicates(stores: tuple[SqliteStore, SqliteChatS
     listed = await chat.stories(SPACE, "chan", 1050.0)
     assert [s.story_id for s in listed] == ["story-0002", "story-0001"]  # newest first
     assert await chat.stories(SPACE, "chan", 1100.0) == [info_of(listed, "story-0002")]
-    from spaces.errors import Conflict
+    from protocol.errors import Conflict
 
     with pytest.raises(Conflict):
         await chat.add_story(story._replace(sender=OTHER), 1003.0)
@@ -213,11 +213,11 @@ async def test_group_commit_batches_concurrent_sends(
 async def test_fan_out_sends_one_frame_per_room_and_commit():
     """Followers of a room get the batch's new messages for that room in one frame, in
     order; duplicates are not delivered again; a closed follower is forgotten."""
+    from protocol.chat_wire import ChatMessage, MessagesAdded
+    from protocol.wire import server_decoder
     from spaces.chat import Chat
-    from spaces.chat_wire import ChatMessage, MessagesAdded
     from spaces.config import Config
     from spaces.hub import Subscriber
-    from spaces.wire import server_decoder
 
     chat = Chat(None, None, Config())  # type: ignore[arg-type]  # delivery needs neither
     a1, a2, gone = (
@@ -301,11 +301,11 @@ def test_fan_out_window_adapts_to_lagging_writers():
 async def test_busy_room_coalesces_messages_into_fewer_frames():
     """While the followers still have frames queued (their writers lag), messages committed
     meanwhile wait for the window and go out together."""
+    from protocol.chat_wire import ChatMessage, MessagesAdded
+    from protocol.wire import server_decoder
     from spaces.chat import Chat
-    from spaces.chat_wire import ChatMessage, MessagesAdded
     from spaces.config import Config
     from spaces.hub import Subscriber
-    from spaces.wire import server_decoder
 
     chat = Chat(None, None, Config())  # type: ignore[arg-type]
     slow = Subscriber(SPACE, b"1" * 32)  # nobody drains its queue: a lagging writer

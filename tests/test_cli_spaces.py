@@ -22,9 +22,10 @@ from client.errors import ServerError, VerificationError
 from client.invites import parse_invite_link
 from client.keystore import SpaceMembership
 from client.space import ProfileInfo, SealedSpaceKey, chain
-from spaces.records import Join, Profile, Rekey, Roster, fingerprint, join_statement
+from protocol.errors import ErrorCode
+from protocol.records import Join, Profile, Rekey, Roster, fingerprint, join_statement
+from protocol.wire import InviteOpened, JoinSpace, OpenInvite, Welcome, auth_statement
 from spaces.server import MEMBERSHIP
-from spaces.wire import InviteOpened, JoinSpace, OpenInvite, Welcome, auth_statement
 
 # Every join costs two attempts against the per-address limit (open, then join) and this
 # module joins a lot within a minute from one address; the limit itself is tested elsewhere.
@@ -383,7 +384,7 @@ def test_ban_blocks_the_identity(server, user):
     link = invite(alice, space_id, "--uses", "10")["link"]
     with pytest.raises(ServerError) as refused:
         asyncio.run(join_with_identity(membership(eve, space_id), link))
-    assert refused.value.code == "forbidden"
+    assert refused.value.code == ErrorCode.FORBIDDEN
     assert "banned" in str(refused.value)
     # ...while a kicked (not banned) identity may (which shows the attempt above was sound).
     asyncio.run(join_with_identity(membership(frank, space_id), link))

@@ -23,8 +23,7 @@ from client.callview import PlainDisplay
 from client.errors import ServerError
 from client.rooms import resolve_room
 from client.space import open_space
-from sfu import aiortc_adapter
-from spaces.conference_wire import (
+from protocol.conference_wire import (
     CallInfo,
     CallJoined,
     CallSignal,
@@ -33,6 +32,8 @@ from spaces.conference_wire import (
     SfuAnswer,
     SfuOffer,
 )
+from protocol.errors import ErrorCode
+from sfu import aiortc_adapter
 from spaces.sfu_registry import REGISTRY, LocalNode
 
 pytestmark = pytest.mark.timeout(120)
@@ -105,7 +106,7 @@ async def test_sfu_enforces_mute_and_kick_and_keeps_the_lobby_dark(
             offer = SfuOffer(conn.next_id(), hall.room_id, info.state.call_id, "v=0\r\n")
             with pytest.raises(ServerError) as refused:
                 await conn.request(offer, SfuAnswer)
-            assert refused.value.code == "forbidden" and "lobby" in str(refused.value)
+            assert refused.value.code == ErrorCode.FORBIDDEN and "lobby" in str(refused.value)
             codes = []
             for _ in range(6):  # each offer costs the node a connection: a few, no more
                 again = SfuOffer(conn.next_id(), hall.room_id, info.state.call_id, "v=0\r\n")

@@ -16,11 +16,13 @@ from client.callkeys import CallKeys, media_kid
 from client.e2ee_media import MEDIA_SUITE
 from client.sframe import SFrameContext, SFrameError, UnknownKeyError, decrypt
 from client.sfu_topology import OVERLAP_SECONDS, MediaKeyRing
+from protocol.conference_rules import topology_for
+from protocol.conference_wire import CallAction, action_signing_bytes
+from protocol.errors import CallFull
+from protocol.records import RoomCreate
 from sfu import control
-from spaces.conference import CallFull, Conference, topology_for
-from spaces.conference_wire import CallAction, action_signing_bytes
+from spaces.conference import Conference
 from spaces.config import Config, ConfigError, config_problem, load_config
-from spaces.records import RoomCreate
 from spaces.sfu_registry import SfuRegistry, SfuUnavailable
 
 SPACE, ROOM, NOW = "space0123456789", "room0123456789", 1_800_000_000_000

@@ -1,6 +1,6 @@
 """The server is not trusted for membership (DESIGN §1.3, issue 2).
 
-Unit level: :class:`spaces.records.Roster` refuses every bad record with the right error
+Unit level: :class:`protocol.records.Roster` refuses every bad record with the right error
 class. Integration level: a server whose SQLite file was altered, that drops or forks
 history, or that inserts forged records; and an in-process server that *serves* altered
 chains (so the client's own verification, not the server's, has to catch it).
@@ -23,8 +23,8 @@ import pytest
 from conftest import SalonServer, SalonUser, stored_records
 from nacl.signing import SigningKey
 
-from spaces.errors import SpacesError
-from spaces.records import (
+from protocol.errors import ProtocolError
+from protocol.records import (
     ChainConflict,
     Genesis,
     InviteCreate,
@@ -91,7 +91,7 @@ class Chain:
         self.records.append(record)
         return record
 
-    def refuses(self, record: Record, error: type[SpacesError]) -> pytest.ExceptionInfo[Any]:
+    def refuses(self, record: Record, error: type[ProtocolError]) -> pytest.ExceptionInfo[Any]:
         """Assert the roster refuses ``record`` with ``error`` and is left as it was."""
         before = copy.deepcopy(self.roster)
         with pytest.raises(error) as info:
@@ -313,7 +313,7 @@ def test_every_byte_flip_of_a_join_is_refused():
                 bad = decode_record(bytes(damaged))
             except (RecordError, UnicodeDecodeError):  # see test_decode_record_bad_utf8
                 continue
-            with pytest.raises(SpacesError):
+            with pytest.raises(ProtocolError):
                 Roster.from_records(chain.space_id, [*chain.records, bad])
     Roster.from_records(chain.space_id, [*chain.records, record])  # the intact one is fine
 

@@ -35,9 +35,8 @@ from client.invites import (
     parse_invite_link,
 )
 from client.keystore import Keystore, KeystoreData, SpaceMembership
-from spaces.config import Config, ConfigError, load_config
-from spaces.limits import KeyedLimiter, TokenBucket
-from spaces.wire import (
+from protocol.errors import ErrorCode
+from protocol.wire import (
     Authenticate,
     Challenge,
     Error,
@@ -47,6 +46,8 @@ from spaces.wire import (
     encoder,
     server_decoder,
 )
+from spaces.config import Config, ConfigError, load_config
+from spaces.limits import KeyedLimiter, TokenBucket
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -502,11 +503,11 @@ async def test_invalid_frames_get_invalid_message(app_server, frame):
     try:
         await client.ws.send_bytes(BAD_FRAMES[frame])
         reply = await client.error()
-        assert reply.code == "invalid_message"
+        assert reply.code == ErrorCode.INVALID_MESSAGE
         assert reply.id is None
         # The same connection carries on.
         await client.ws.send_bytes(encoder.encode(GetRecords(2)))
-        assert (await client.error()).code == "unauthenticated"
+        assert (await client.error()).code == ErrorCode.UNAUTHENTICATED
     finally:
         await close(client)
     await assert_still_serving(srv)
@@ -517,7 +518,7 @@ async def test_text_frame_gets_invalid_message(app_server):
     client = await connect(srv)
     try:
         await client.ws.send_str('{"type": "get_records", "id": 1}')
-        assert (await client.error()).code == "invalid_message"
+        assert (await client.error()).code == ErrorCode.INVALID_MESSAGE
     finally:
         await close(client)
     await assert_still_serving(srv)
@@ -530,7 +531,7 @@ async def test_invalid_utf8_gets_invalid_message(app_server):
         frame = msgpack({"type": "open_invite", "id": 1, "invite_id": "x", "signature": b""})
         await client.ws.send_bytes(frame.replace(b"\xa1x", b"\xa1\xff"))
         reply = await client.receive()
-        assert isinstance(reply, Error) and reply.code == "invalid_message", reply
+        assert isinstance(reply, Error) and reply.code == ErrorCode.INVALID_MESSAGE, reply
     finally:
         await close(client)
 
@@ -558,7 +559,7 @@ async def test_requests_before_authentication(app_server):
         ):
             await client.ws.send_bytes(frame)
             reply = await client.error()
-            assert reply.code == "unauthenticated"
+            assert reply.code == ErrorCode.UNAUTHENTICATED
             assert reply.id == msgspec.msgpack.decode(frame)["id"]  # echoed
         # Authenticating for a space that does not exist.
         assert client.challenge is not None
@@ -579,7 +580,7 @@ async def test_authentication_times_out(app_server):
     client = await connect(srv)
     try:
         reply = await client.error()
-        assert reply.code == "unauthenticated"
+        assert reply.code == ErrorCode.UNAUTHENTICATED
         closed = await client.receive()
         assert getattr(closed, "type", None) in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     finally:
@@ -610,7 +611,7 @@ async def test_oversized_frame_gets_too_large(app_server):
     try:
         await client.ws.send_bytes(b"\x00" * 5000)
         reply = await client.receive()
-        assert isinstance(reply, Error) and reply.code == "too_large", reply
+        assert isinstance(reply, Error) and reply.code == ErrorCode.TOO_LARGE, reply
     finally:
         await close(client)
     await assert_still_serving(srv)
@@ -647,6 +648,6 @@ async def test_join_attempts_are_rate_limited_per_address(app_server):
     again = await connect(srv)
     try:
         await again.ws.send_bytes(encoder.encode(OpenInvite(1, "unknown99999", b"s")))
-        assert (await again.error()).code == "rate_limited"
+        assert (await again.error()).code == ErrorCode.RATE_LIMITED
     finally:
         await close(again)

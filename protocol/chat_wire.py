@@ -1,6 +1,6 @@
 """Wire messages of chat rooms, channels and stories (DESIGN §3, §5).
 
-They join the protocol's unions in :mod:`spaces.wire`, which lists every message. The server
+They join the protocol's unions in :mod:`protocol.wire`, which lists every message. The server
 sees only what it needs to order, route and expire: room ids, sender keys, epochs, client
 message ids, lifetimes, timestamps and sizes. Text, captions and images travel as
 ciphertext (``box``, ``meta``, ``thumb``, image chunks) that only room members can open.

@@ -12,7 +12,7 @@ chain through :class:`Roster`, which applies the same rules:
 - a join carries a signature by the invite key of an invite record earlier in the chain,
   so the joiner proves it held the link's secret.
 
-Errors (all :class:`SpacesError`): :class:`RecordError` (malformed, bad signature),
+Errors (all :class:`ProtocolError`): :class:`RecordError` (malformed, bad signature),
 :class:`ChainConflict` (not on the current head) and :class:`RecordForbidden` (well formed
 but not allowed).
 """
@@ -28,7 +28,7 @@ import msgspec
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from spaces.errors import Conflict, Forbidden, InvalidMessage
+from protocol.errors import Conflict, Forbidden, InvalidMessage
 
 Role = Literal["owner", "moderator", "member"]
 RoomKind = Literal["chat", "channel", "conference"]

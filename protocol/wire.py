@@ -16,7 +16,7 @@ from typing import Final
 
 import msgspec
 
-from spaces.chat_wire import (
+from protocol.chat_wire import (
     FetchMessages,
     FetchStoryPart,
     ListStories,
@@ -31,7 +31,7 @@ from spaces.chat_wire import (
     StoryPosted,
     UploadStoryChunk,
 )
-from spaces.conference_wire import (
+from protocol.conference_wire import (
     ActInCall,
     CallEnded,
     CallInfo,
@@ -47,7 +47,7 @@ from spaces.conference_wire import (
     SfuOffer,
     SfuReconnect,
 )
-from spaces.records import Record
+from protocol.records import Record
 
 AUTH_DOMAIN: Final = b"salon/auth/v1\x00"
 PROTOCOL_VERSION: Final = 1

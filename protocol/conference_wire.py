@@ -1,4 +1,4 @@
-"""The conference messages of the WebSocket protocol (DESIGN §6); :mod:`spaces.wire` lists
+"""The conference messages of the WebSocket protocol (DESIGN §6); :mod:`protocol.wire` lists
 them in its unions.
 
 Every change to a call's moderation state is a :class:`CallAction` signed by the member who
