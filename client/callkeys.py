@@ -35,10 +35,10 @@ from typing import Final
 import msgspec
 
 from client import crypto
+from protocol.labels import CALL_CODE_DOMAIN as CODE_DOMAIN
+from protocol.labels import CALL_KEY_COMMITMENT_DOMAIN as COMMITMENT_DOMAIN
+from protocol.labels import CALL_MEDIA_RATCHET_LABEL as RATCHET_LABEL
 
-RATCHET_LABEL: Final = "salon/call-media-ratchet/v1"
-COMMITMENT_DOMAIN: Final = b"salon/call-key-commitment/v1\x00"
-CODE_DOMAIN: Final = b"salon/call-verification-code/v1\x00"
 CHANGES_KEPT: Final = 1000
 
 

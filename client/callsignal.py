@@ -19,9 +19,10 @@ import msgspec
 
 from client import crypto
 from client.errors import VerificationError
+from protocol.labels import CALL_LINK_PERSON
+from protocol.labels import CALL_SIGNAL_DOMAIN as SIGNAL_DOMAIN
 from protocol.records import verify_signature
 
-SIGNAL_DOMAIN: Final = b"salon/call-signal/v1\x00"
 MAX_SDP_BYTES: Final = 32_768
 MAX_CANDIDATES: Final = 32
 
@@ -62,7 +63,7 @@ class SignalContext:
 def link_id(offerer_join_nonce: bytes, answerer_join_nonce: bytes) -> bytes:
     """Identifies one connection between two participants' current joins of the call."""
     return hashlib.blake2b(
-        offerer_join_nonce + answerer_join_nonce, digest_size=16, person=b"salon-call-link"
+        offerer_join_nonce + answerer_join_nonce, digest_size=16, person=CALL_LINK_PERSON
     ).digest()
 
 

@@ -33,14 +33,9 @@ import nacl.exceptions
 
 from client.crypto import hkdf, sign
 from client.errors import VerificationError
+from protocol.labels import MESSAGE_AD, MESSAGE_LABEL, MESSAGE_SIG, STORY_AD, STORY_LABEL, STORY_SIG
 from protocol.records import verify_signature
 
-MESSAGE_LABEL: Final = "salon/room-message/v1"
-STORY_LABEL: Final = "salon/room-story/v1"
-MESSAGE_AD: Final = b"salon/message-ad/v1\x00"
-MESSAGE_SIG: Final = b"salon/message-sig/v1\x00"
-STORY_AD: Final = b"salon/story-ad/v1\x00"
-STORY_SIG: Final = b"salon/story-sig/v1\x00"
 NONCE_LEN: Final = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 PAD_BLOCK: Final = 256
 _LEN = struct.Struct(">I")

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from client.crypto import hkdf, public_signing_key
 from client.errors import LinkError
+from protocol.labels import INVITE_SEAL_LABEL, INVITE_SIGN_LABEL
 
 SECRET_LEN: Final = 32
 _INVITE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -52,11 +53,11 @@ def new_invite_link(server: str) -> InviteLink:
 
 
 def invite_signing_seed(secret: bytes, invite_id: str) -> bytes:
-    return hkdf(secret, "salon/invite/sign/v1", invite_id.encode())
+    return hkdf(secret, INVITE_SIGN_LABEL, invite_id.encode())
 
 
 def invite_seal_key(secret: bytes, invite_id: str) -> bytes:
-    return hkdf(secret, "salon/invite/seal/v1", invite_id.encode())
+    return hkdf(secret, INVITE_SEAL_LABEL, invite_id.encode())
 
 
 def parse_invite_link(text: str) -> InviteLink:

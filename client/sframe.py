@@ -56,6 +56,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
+from protocol.labels import SFRAME_KEY_LABEL as _KEY_LABEL
+from protocol.labels import SFRAME_SALT_LABEL as _SALT_LABEL
+
 __all__ = [
     "Aead",
     "AesCtrHmac",
@@ -88,8 +91,6 @@ MAX_KID = 2**64 - 1
 MAX_CTR = 2**64 - 1
 DEFAULT_REPLAY_WINDOW = 128
 
-_KEY_LABEL = b"SFrame 1.0 Secret key "
-_SALT_LABEL = b"SFrame 1.0 Secret salt "
 _CTR_BLOCK_SUFFIX = b"\x00\x00\x00\x00"
 
 

@@ -28,7 +28,7 @@ from typing import Final, Literal
 
 import msgspec
 
-CALL_ACTION_DOMAIN: Final = b"salon/call-action/v1\x00"
+from protocol.labels import CALL_ACTION_DOMAIN
 
 ActionName = Literal[
     # a participant about itself

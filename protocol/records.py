@@ -29,13 +29,12 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from protocol.errors import Conflict, Forbidden, InvalidMessage
+from protocol.labels import FINGERPRINT_DOMAIN, JOIN_DOMAIN, RECORD_DOMAIN
 
 Role = Literal["owner", "moderator", "member"]
 RoomKind = Literal["chat", "channel", "conference"]
 Topology = Literal["auto", "mesh", "sfu"]
 ROLE_RANK: Final[dict[str, int]] = {"member": 1, "moderator": 2, "owner": 3}
-RECORD_DOMAIN: Final = b"salon/record/v1\x00"
-JOIN_DOMAIN: Final = b"salon/join/v1\x00"
 ZERO_HASH: Final = bytes(32)
 KEY_LEN: Final = 32
 
@@ -196,7 +195,7 @@ def join_statement(space_id: str, member: bytes, box_key: bytes, invite_id: str)
 
 def fingerprint(member_key: bytes) -> str:
     """Short, stable, human-comparable id of a member key (16 hex digits)."""
-    return hashlib.sha256(b"salon/fingerprint/v1\x00" + member_key).hexdigest()[:16]
+    return hashlib.sha256(FINGERPRINT_DOMAIN + member_key).hexdigest()[:16]
 
 
 def verify_signature(key: bytes, message: bytes, signature: bytes) -> bool:

@@ -47,9 +47,9 @@ from protocol.conference_wire import (
     SfuOffer,
     SfuReconnect,
 )
+from protocol.labels import AUTH_DOMAIN
 from protocol.records import Record
 
-AUTH_DOMAIN: Final = b"salon/auth/v1\x00"
 PROTOCOL_VERSION: Final = 1
 _encoder = msgspec.msgpack.Encoder()
 

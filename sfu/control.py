@@ -32,7 +32,8 @@ from typing import Final, Literal
 
 import msgspec
 
-DOMAIN: Final = b"salon/sfu-node/v1\x00"
+from protocol.labels import SFU_NODE_DOMAIN as DOMAIN
+
 NONCE_LEN: Final = 32
 TAG_LEN: Final = 16
 SEQ_LEN: Final = 8
