@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.toml
 
-.PHONY: run test lint typecheck unit bench-sframe bench-call bench-chat bench-sfu bench-rekey clean
+.PHONY: run test lint typecheck unit vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ unit: .make-installed
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit
+
+# Rewrite protocol/vectors/*.json (known-answer vectors) after a deliberate format change;
+# tests/test_vectors.py fails until they match the implementation again.
+vectors: .make-installed
+	$(BIN)/python tests/vectors_gen.py
 
 bench-sframe: .make-installed
 	$(BIN)/python bench/bench_sframe.py

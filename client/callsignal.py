@@ -68,11 +68,15 @@ def link_id(offerer_join_nonce: bytes, answerer_join_nonce: bytes) -> bytes:
 
 
 def seal_signal(
-    signing_seed: bytes, box_secret: bytes, recipient_box_key: bytes, body: SignalBody
+    signing_seed: bytes,
+    box_secret: bytes,
+    recipient_box_key: bytes,
+    body: SignalBody,
+    nonce: bytes | None = None,
 ) -> bytes:
     raw = msgspec.msgpack.encode(body)
     signed = _Signed(raw, crypto.sign(signing_seed, SIGNAL_DOMAIN + raw))
-    return crypto.seal_to(box_secret, recipient_box_key, msgspec.msgpack.encode(signed))
+    return crypto.seal_to(box_secret, recipient_box_key, msgspec.msgpack.encode(signed), nonce)
 
 
 def open_signal(

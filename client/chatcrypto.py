@@ -190,6 +190,7 @@ def seal_story(
     size: tuple[int, int],
     created_at: int,
     head: int,
+    nonces: tuple[bytes, bytes, bytes] | None = None,  # meta, image, thumb; random if None
 ) -> SealedStory:
     key = story_key(room_key, header.room_id)
     unsigned = StoryMeta(
@@ -205,10 +206,11 @@ def seal_story(
     meta = msgspec.structs.replace(
         unsigned, sig=sign(signing_seed, story_statement(header, unsigned))
     )
+    n_meta, n_image, n_thumb = nonces or (None, None, None)
     return SealedStory(
-        aead_seal(key, pad(_encode(meta)), story_ad(header, "meta")),
-        aead_seal(key, image, story_ad(header, "image")),
-        aead_seal(key, thumb, story_ad(header, "thumb")),
+        aead_seal(key, pad(_encode(meta)), story_ad(header, "meta"), n_meta),
+        aead_seal(key, image, story_ad(header, "image"), n_image),
+        aead_seal(key, thumb, story_ad(header, "thumb"), n_thumb),
     )
 
 

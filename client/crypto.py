@@ -31,8 +31,9 @@ def hkdf(secret: bytes, label: str, context: bytes = b"", length: int = KEY_LEN)
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)
 
 
-def secretbox(key: bytes, plaintext: bytes) -> bytes:
-    return bytes(nacl.secret.SecretBox(key).encrypt(plaintext))
+def secretbox(key: bytes, plaintext: bytes, nonce: bytes | None = None) -> bytes:
+    """``nonce || XSalsa20-Poly1305``; the nonce is random unless given (test vectors)."""
+    return bytes(nacl.secret.SecretBox(key).encrypt(plaintext, nonce))
 
 
 def secretbox_open(key: bytes, ciphertext: bytes, what: str = "data") -> bytes:
@@ -42,11 +43,14 @@ def secretbox_open(key: bytes, ciphertext: bytes, what: str = "data") -> bytes:
         raise VerificationError(f"cannot decrypt {what}: wrong key or altered data") from None
 
 
-def seal_to(sender_secret: bytes, recipient_public: bytes, plaintext: bytes) -> bytes:
+def seal_to(
+    sender_secret: bytes, recipient_public: bytes, plaintext: bytes, nonce: bytes | None = None
+) -> bytes:
+    """crypto_box: ``nonce || ciphertext``; the nonce is random unless given (test vectors)."""
     box = nacl.public.Box(
         nacl.public.PrivateKey(sender_secret), nacl.public.PublicKey(recipient_public)
     )
-    return bytes(box.encrypt(plaintext))
+    return bytes(box.encrypt(plaintext, nonce))
 
 
 def open_from(recipient_secret: bytes, sender_public: bytes, ciphertext: bytes) -> bytes:

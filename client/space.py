@@ -125,9 +125,11 @@ def chain(
     return records
 
 
-def seal_invite(link: InviteLink, space_id: str, epoch: int, key: bytes) -> InviteSeal:
+def seal_invite(
+    link: InviteLink, space_id: str, epoch: int, key: bytes, nonce: bytes | None = None
+) -> InviteSeal:
     payload = _encode(SealedSpaceKey(space_id, epoch, key))
-    return InviteSeal(link.invite_id, epoch, crypto.secretbox(link.seal_key, payload))
+    return InviteSeal(link.invite_id, epoch, crypto.secretbox(link.seal_key, payload, nonce))
 
 
 def _new_membership(server: str, display_name: str) -> SpaceMembership:

@@ -1,0 +1,348 @@
+"""The known-answer vectors in protocol/vectors/ (docs/PROTOCOL.md).
+
+Two kinds of check: the files are exactly what the implementation produces from the fixed
+inputs (``make vectors`` rewrites them after a deliberate format change), and each vector,
+read from the JSON alone, opens or verifies with the real functions — and is refused with one
+bit flipped, the way a second implementation must refuse it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import pytest
+from vectors_gen import BUILDERS, VECTOR_DIR, build_all, dump
+
+from client import callkeys, callsignal, chatcrypto, crypto, sframe
+from client.e2ee_media import MEDIA_SUITE
+from client.errors import VerificationError
+from client.invites import parse_invite_link
+from client.space import ProfileInfo, SealedSpaceKey, SpaceInfo
+from protocol import records as rec
+from protocol import wire
+from protocol.conference_rules import action_problem
+from protocol.conference_wire import CallAction, action_signing_bytes
+from protocol.errors import ProtocolError
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((VECTOR_DIR / f"{name}.json").read_text(encoding="utf-8"))
+    return data
+
+
+def b(text: str) -> bytes:
+    return bytes.fromhex(text)
+
+
+def flip(data: bytes, index: int = -1) -> bytes:
+    out = bytearray(data)
+    out[index] ^= 0x01
+    return bytes(out)
+
+
+@pytest.fixture(scope="module")
+def people() -> dict[str, dict[str, bytes]]:
+    raw = load("identities")["people"]
+    return {name: {k: b(v) for k, v in p.items() if k != "fingerprint"} for name, p in raw.items()}
+
+
+def test_files_are_what_the_implementation_produces() -> None:
+    built = build_all()
+    assert sorted(built) == sorted(BUILDERS)
+    stale = [n for n, v in built.items() if (VECTOR_DIR / f"{n}.json").read_text() != dump(v)]
+    assert not stale, f"protocol/vectors out of date: {stale}; run 'make vectors'"
+
+
+def test_wire_encoding_round_trips() -> None:
+    vectors = load("wire")
+    for side, decoder in (("client", wire.client_decoder), ("server", wire.server_decoder)):
+        for case in vectors[side]:
+            data = b(case["msgpack"])
+            message = decoder.decode(data)
+            assert wire.encoder.encode(message) == data
+            assert msgspec.msgpack.decode(data)["type"] == case["message"]["type"]
+            assert next(iter(msgspec.msgpack.decode(data))) == "type"
+
+
+def test_identities() -> None:
+    for person in load("identities")["people"].values():
+        assert crypto.public_signing_key(b(person["signing_seed"])).hex() == person["member_key"]
+        assert crypto.public_box_key(b(person["box_secret"])).hex() == person["box_key"]
+        assert rec.fingerprint(b(person["member_key"])) == person["fingerprint"]
+
+
+def _records(vectors: dict[str, Any]) -> list[rec.Record]:
+    return [rec.decode_record(b(r["record_msgpack"])) for r in vectors["records"]]
+
+
+def test_record_chain_verifies() -> None:
+    vectors = load("records")
+    records = _records(vectors)
+    for record, case in zip(records, vectors["records"], strict=True):
+        assert rec.encode_record(record).hex() == case["record_msgpack"]
+        assert rec.signing_bytes(record).hex() == case["signing_bytes"]
+        assert rec.record_hash(record).hex() == case["record_hash"]
+        assert rec.verify_signature(record.author, b(case["signing_bytes"]), b(case["sig"]))
+    genesis = records[0].body
+    assert isinstance(genesis, rec.Genesis)
+    assert rec.derive_space_id(records[0].author, genesis) == vectors["space_id"]
+    roster = rec.Roster.from_records(vectors["space_id"], records)
+    summary = vectors["roster"]
+    assert roster.head_seq == summary["head_seq"]
+    assert roster.head_hash.hex() == summary["head_hash"]
+    assert roster.epoch == summary["epoch"]
+    assert {k.hex(): m.role for k, m in roster.members.items()} == summary["members"]
+    assert {k.hex(): v for k, v in roster.departed.items()} == summary["departed"]
+    for join in vectors["joins"]:
+        signing_seed = b(join["invite_signing_seed"])
+        assert crypto.public_signing_key(signing_seed).hex() == join["invite_key"]
+
+
+@pytest.mark.parametrize("seq", range(14))
+def test_record_chain_refuses_a_flipped_signature(seq: int) -> None:
+    vectors = load("records")
+    records = _records(vectors)
+    records[seq] = msgspec.structs.replace(records[seq], sig=flip(records[seq].sig))
+    with pytest.raises(ProtocolError):
+        rec.Roster.from_records(vectors["space_id"], records)
+
+
+def test_record_chain_refuses_a_flipped_body_bit() -> None:
+    vectors = load("records")
+    data = b(vectors["records"][4]["record_msgpack"])
+    records = _records(vectors)
+    # a bit inside Bob's box key: still decodes, no longer matches the signature
+    index = data.index(records[4].body.box_key)  # type: ignore[union-attr]
+    records[4] = rec.decode_record(flip(data, index))
+    with pytest.raises(rec.RecordError, match="bad signature"):
+        rec.Roster.from_records(vectors["space_id"], records)
+
+
+def test_rejected_records() -> None:
+    vectors = load("records")
+    records = _records(vectors)
+    for case in vectors["rejected"]:
+        roster = rec.Roster.from_records(vectors["space_id"], records[: case["prefix"]])
+        with pytest.raises(ProtocolError) as caught:
+            roster.apply(rec.decode_record(b(case["record_msgpack"])))
+        assert type(caught.value).__name__ == case["error"], case["case"]
+        assert caught.value.code == case["code"]
+
+
+def test_auth_statements() -> None:
+    vectors = load("auth")
+    nonce = b(vectors["nonce"])
+    challenge = wire.server_decoder.decode(b(vectors["challenge_msgpack"]))
+    assert challenge == wire.Challenge(nonce, vectors["origin"])
+    for case in vectors["statements"]:
+        statement = wire.auth_statement(vectors["origin"], case["purpose"], case["subject"], nonce)
+        assert statement.hex() == case["statement"]
+        key, sig = b(case["public_key"]), b(case["signature"])
+        assert rec.verify_signature(key, statement, sig)
+        assert not rec.verify_signature(key, statement, flip(sig))
+        assert not rec.verify_signature(key, flip(statement), sig)
+
+
+def test_invite_derivations_and_seal() -> None:
+    vectors = load("invites")
+    link = parse_invite_link(vectors["link"])
+    assert (link.server, link.invite_id, link.secret.hex()) == (
+        vectors["server"],
+        vectors["invite_id"],
+        vectors["secret"],
+    )
+    assert link.signing_seed.hex() == vectors["signing_seed"]
+    assert link.invite_key.hex() == vectors["invite_key"]
+    assert link.seal_key.hex() == vectors["seal_key"]
+    seal = vectors["seal"]
+    sealed = b(seal["sealed"])
+    assert sealed[:24].hex() == seal["nonce"]
+    opened = crypto.secretbox_open(link.seal_key, sealed)
+    assert opened.hex() == seal["plaintext_msgpack"]
+    key = msgspec.msgpack.decode(opened, type=SealedSpaceKey)
+    assert (key.space_id, key.epoch, key.key.hex()) == (
+        seal["space_id"],
+        seal["epoch"],
+        seal["space_key"],
+    )
+    with pytest.raises(VerificationError):
+        crypto.secretbox_open(link.seal_key, flip(sealed))
+
+
+def test_space_key_boxes_rekey_and_envelope(people: dict[str, dict[str, bytes]]) -> None:
+    vectors = load("space_keys")
+    keys = {int(e): b(k) for e, k in vectors["space_keys"].items()}
+    kinds: dict[str, type[msgspec.Struct]] = {"SpaceMeta": SpaceInfo, "Profile": ProfileInfo}
+    for box in vectors["boxes"]:
+        opened = crypto.secretbox_open(keys[box["epoch"]], b(box["box"]))
+        assert opened.hex() == box["plaintext_msgpack"]
+        if box["what"] in kinds:
+            msgspec.msgpack.decode(opened, type=kinds[box["what"]])
+        with pytest.raises(VerificationError):
+            crypto.secretbox_open(keys[box["epoch"]], flip(b(box["box"])))
+    prev_box = b(vectors["rekey"]["prev_box"])
+    assert crypto.secretbox_open(keys[1], prev_box) == keys[0]
+    envelope = msgspec.msgpack.decode(
+        b(vectors["envelope"]["envelope_msgpack"]), type=wire.Envelope
+    )
+    bob, alice = people["bob"], people["alice"]
+    assert crypto.open_from(bob["box_secret"], alice["box_key"], envelope.box) == keys[1]
+    with pytest.raises(VerificationError):
+        crypto.open_from(bob["box_secret"], alice["box_key"], flip(envelope.box))
+
+
+def test_room_key_envelope(people: dict[str, dict[str, bytes]]) -> None:
+    vectors = load("room_keys")
+    envelope = msgspec.msgpack.decode(b(vectors["envelope_msgpack"]), type=wire.Envelope)
+    assert envelope.box[:24].hex() == vectors["nonce"]
+    bob, alice = people["bob"], people["alice"]
+    assert (
+        crypto.open_from(bob["box_secret"], alice["box_key"], envelope.box).hex()
+        == (vectors["room_key"])
+    )
+    with pytest.raises(VerificationError):
+        crypto.open_from(bob["box_secret"], alice["box_key"], flip(envelope.box, 30))
+    with pytest.raises(VerificationError):  # from someone else
+        crypto.open_from(bob["box_secret"], people["carol"]["box_key"], envelope.box)
+
+
+def _header(raw: list[Any]) -> chatcrypto.MessageHeader:
+    space_id, room_id, epoch, sender, client_id, ttl = raw
+    return chatcrypto.MessageHeader(space_id, room_id, epoch, b(sender), b(client_id), ttl)
+
+
+def test_message_seal_open() -> None:
+    vectors = load("messages")
+    room_key, case = b(vectors["room_key"]), vectors["message"]
+    header = _header(case["header"])
+    assert chatcrypto.message_key(room_key, header.room_id).hex() == case["message_key"]
+    assert chatcrypto.message_ad(header).hex() == case["ad"]
+    box = b(case["box"])
+    content = chatcrypto.open_message(room_key, header, box)
+    assert (content.text, content.created_at, content.head) == (
+        case["text"],
+        case["created_at"],
+        case["head"],
+    )
+    assert content.sig.hex() == case["sig"]
+    assert (
+        chatcrypto.message_statement(header, content.text, content.created_at, content.head).hex()
+        == (case["statement"])
+    )
+    for bad_box, bad_header in (
+        (flip(box), header),
+        (flip(box, 30), header),
+        (box, header._replace(epoch=header.epoch + 1)),
+        (box, header._replace(ttl=60)),
+        (box, header._replace(sender=b(load("identities")["people"]["alice"]["member_key"]))),
+    ):
+        with pytest.raises(VerificationError):
+            chatcrypto.open_message(room_key, bad_header, bad_box)
+
+
+def test_story_seal_open() -> None:
+    vectors = load("messages")
+    room_key, case = b(vectors["room_key"]), vectors["story"]
+    space_id, room_id, epoch, sender, story_id, ttl = case["header"]
+    header = chatcrypto.StoryHeader(space_id, room_id, epoch, b(sender), story_id, ttl)
+    assert chatcrypto.story_key(room_key, room_id).hex() == case["story_key"]
+    meta = chatcrypto.open_story_meta(room_key, header, b(case["meta_box"]))
+    assert (meta.caption, [meta.width, meta.height]) == (case["caption"], case["size"])
+    assert chatcrypto.story_statement(header, meta).hex() == case["statement"]
+    for part in ("image", "thumb"):
+        opened = chatcrypto.open_story_part(room_key, header, meta, part, b(case[f"{part}_box"]))
+        assert opened.hex() == case[part]
+        with pytest.raises(VerificationError):
+            chatcrypto.open_story_part(room_key, header, meta, part, flip(b(case[f"{part}_box"])))
+    with pytest.raises(VerificationError):  # the image box does not open as the thumbnail
+        chatcrypto.open_story_part(room_key, header, meta, "thumb", b(case["image_box"]))
+    with pytest.raises(VerificationError):
+        chatcrypto.open_story_meta(room_key, header, flip(b(case["meta_box"])))
+
+
+def test_call_action_and_signal(people: dict[str, dict[str, bytes]]) -> None:
+    vectors = load("calls")
+    action = msgspec.msgpack.decode(b(vectors["action"]["action_msgpack"]), type=CallAction)
+    assert action_signing_bytes(action).hex() == vectors["action"]["signing_bytes"]
+    alice, bob = people["alice"], people["bob"]
+    roles: dict[bytes, rec.Role] = {alice["member_key"]: "owner", bob["member_key"]: "member"}
+    where = {"space_id": action.space_id, "room_id": action.room_id, "call_id": action.call_id}
+    assert action_problem(action, roles, **where) is None
+    forged = msgspec.structs.replace(action, sig=flip(action.sig))
+    assert action_problem(forged, roles, **where) == "its signature does not verify"
+
+    signal = vectors["signal"]
+    body = msgspec.msgpack.decode(b(signal["body_msgpack"]), type=callsignal.SignalBody)
+    context = callsignal.SignalContext(
+        body.space_id, body.room_id, body.call_id, alice["member_key"]
+    )
+    box = b(signal["box"])
+    opened = callsignal.open_signal(
+        alice["box_secret"], bob["box_key"], bob["member_key"], box, context
+    )
+    assert opened == body
+    with pytest.raises(callsignal.SignalRejected):
+        callsignal.open_signal(
+            alice["box_secret"], bob["box_key"], bob["member_key"], flip(box), context
+        )
+    with pytest.raises(callsignal.SignalRejected):  # replayed into another call
+        other = callsignal.SignalContext(body.space_id, body.room_id, "another", context.me)
+        callsignal.open_signal(alice["box_secret"], bob["box_key"], bob["member_key"], box, other)
+
+    link = vectors["link_id"]
+    nonces = b(link["offerer_join_nonce"]), b(link["answerer_join_nonce"])
+    assert callsignal.link_id(*nonces).hex() == link["link"]
+
+
+def test_media_keys_and_verification_code() -> None:
+    vectors = load("calls")
+    media = vectors["media_keys"]
+    base = callkeys.SenderKey(0, b(media["base"]["key"]))
+    assert base.commitment().hex() == media["base"]["commitment"]
+    ratcheted = base.ratchet()
+    assert (ratcheted.epoch, ratcheted.key.hex()) == (
+        media["ratcheted"]["epoch"],
+        media["ratcheted"]["key"],
+    )
+    assert ratcheted.commitment().hex() == media["ratcheted"]["commitment"]
+    message = msgspec.msgpack.decode(
+        b(media["media_key_message_msgpack"]), type=callkeys.MediaKeyMessage
+    )
+    assert message.key == ratcheted.key
+    code = vectors["verification_code"]
+    pairs = [(b(m), b(c)) for m, c in code["pairs"]]
+    assert callkeys.verification_code(pairs) == code["code"]
+    assert callkeys.verification_code(reversed(pairs)) == code["code"]  # order-free
+    assert (
+        callkeys.verification_code([(pairs[0][0], flip(pairs[0][1])), *pairs[1:]]) != code["code"]
+    )
+
+
+def test_sframe_kids_keys_and_frames() -> None:
+    vectors = load("sframe")
+    assert vectors["cipher_suite"] == int(MEDIA_SUITE)
+    for case in vectors["kids"]:
+        assert callkeys.media_kid(case["index"], case["epoch"]) == case["kid"]
+    key = vectors["key"]
+    assert callkeys.media_kid(key["index"], key["epoch"]) == key["kid"]
+    sframe_key, salt = sframe.derive_key_salt(MEDIA_SUITE, key["kid"], b(key["base_key"]))
+    assert (sframe_key.hex(), salt.hex()) == (key["sframe_key"], key["sframe_salt"])
+    for frame in vectors["frames"]:
+        ctx = sframe.SFrameContext(MEDIA_SUITE)
+        ctx.add_key(key["kid"], b(key["base_key"]), usage=sframe.KeyUsage.DECRYPT)
+        protected = b(frame["protected"])
+        kid, original = sframe.unprotect_frame(ctx, frame["codec"], protected)
+        assert (kid, original.hex()) == (key["kid"], frame["frame"])
+        assert len(protected) == len(original) + len(b(frame["sframe_header"])) + 16
+        clear = {"vp8-keyframe": 10, "vp8-delta": 3, "opus": 1}[frame["name"]]
+        assert protected[:clear] == original[:clear]
+        assert protected[clear:].startswith(b(frame["sframe_header"]))
+        header = sframe.decode_header(protected[clear:])
+        assert (header.kid, header.ctr) == (key["kid"], frame["ctr"])
+        for index in (0, clear + 3, -1):  # clear bytes, ciphertext, tag
+            fresh = sframe.SFrameContext(MEDIA_SUITE)
+            fresh.add_key(key["kid"], b(key["base_key"]), usage=sframe.KeyUsage.DECRYPT)
+            with pytest.raises(sframe.SFrameError):
+                sframe.unprotect_frame(fresh, frame["codec"], flip(protected, index))

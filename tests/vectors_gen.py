@@ -1,0 +1,755 @@
+"""Known-answer vectors of the protocol, written to ``protocol/vectors/*.json``.
+
+``make vectors`` (``python tests/vectors_gen.py``) rewrites them; ``tests/test_vectors.py``
+recomputes every one with :func:`build_all` and checks the files match, then opens and
+verifies each from the JSON alone (and refuses it with one bit flipped).
+
+Nothing here is cryptography of its own: every value comes from the functions under test in
+``protocol/`` and ``client/``, fed fixed seeds, clocks and nonces (the seal functions take an
+optional ``nonce`` for this). The vectors are data, in ``protocol/vectors/`` next to the
+protocol they describe; the generator lives here because it calls client code, which
+``protocol/`` must never import.
+
+Encoding in the JSON: byte strings are lowercase hex; ``*_msgpack`` fields are the exact
+MessagePack bytes (hex) of a value, as signed, hashed or sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: import this checkout's packages
+    sys.path.insert(0, str(ROOT))
+
+from client import callkeys, callsignal, chatcrypto, crypto, sframe  # noqa: E402
+from client import space as client_space  # noqa: E402
+from client.e2ee_media import MEDIA_SUITE  # noqa: E402
+from client.invites import InviteLink, parse_invite_link  # noqa: E402
+from client.keystore import SpaceMembership  # noqa: E402
+from client.rooms import RoomName  # noqa: E402
+from protocol import labels, wire  # noqa: E402
+from protocol.conference_wire import CallAction, action_signing_bytes  # noqa: E402
+from protocol.records import (  # noqa: E402
+    ChainConflict,
+    Genesis,
+    InviteCreate,
+    Join,
+    Profile,
+    Record,
+    RecordBody,
+    RecordError,
+    RecordForbidden,
+    Rekey,
+    Remove,
+    RoleChange,
+    RoomCreate,
+    RoomGrant,
+    Roster,
+    SpaceMeta,
+    derive_space_id,
+    encode_record,
+    fingerprint,
+    join_statement,
+    record_hash,
+    signing_bytes,
+)
+
+VECTOR_DIR = ROOT / "protocol" / "vectors"
+CLOCK = 1_760_000_000  # every record's created_at, and "now" for the vectors
+_enc = msgspec.msgpack.Encoder()
+
+
+def fixed(name: str, size: int = 32) -> bytes:
+    """A fixed, named input (seed, secret, nonce); the JSON lists its bytes."""
+    return hashlib.sha256(b"salon-vector/" + name.encode()).digest()[:size]
+
+
+def h(data: bytes) -> str:
+    return data.hex()
+
+
+def plain(value: Any) -> Any:
+    """msgspec value -> JSON (bytes as hex)."""
+    return _hexify(msgspec.to_builtins(value, builtin_types=(bytes,)))
+
+
+def _hexify(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [_hexify(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _hexify(v) for k, v in value.items()}
+    return value
+
+
+# -- identities --------------------------------------------------------------------------------
+
+
+class Person:
+    """A member identity from fixed seeds: Ed25519 member key, X25519 box key."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.signing_seed = fixed(f"{name}/signing-seed")
+        self.box_secret = fixed(f"{name}/box-secret")
+        self.key = crypto.public_signing_key(self.signing_seed)
+        self.box_key = crypto.public_box_key(self.box_secret)
+
+    def membership(self, space_id: str) -> SpaceMembership:
+        return SpaceMembership(space_id, SERVER, "", self.name, self.signing_seed, self.box_secret)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "signing_seed": h(self.signing_seed),
+            "member_key": h(self.key),
+            "box_secret": h(self.box_secret),
+            "box_key": h(self.box_key),
+            "fingerprint": fingerprint(self.key),
+        }
+
+
+SERVER = "https://salon.example"
+ALICE, BOB, CAROL = Person("alice"), Person("bob"), Person("carol")
+PEOPLE = {"alice": ALICE, "bob": BOB, "carol": CAROL}
+INVITE = InviteLink(SERVER, "inviteAAAAAAAAAA", fixed("invite/secret"))
+SPACE_KEY_0 = fixed("space-key/0")
+SPACE_KEY_1 = fixed("space-key/1")
+ROOM_ID = "roomAAAAAAAAAAAA"
+ROOM_KEY = fixed("room-key/0")
+
+
+def identities() -> dict[str, Any]:
+    return {
+        "about": "Ed25519 member key from its 32-byte seed, X25519 box key from its secret, "
+        "fingerprint = hex(SHA-256(FINGERPRINT_DOMAIN || member_key))[:16]",
+        "fingerprint_domain": h(labels.FINGERPRINT_DOMAIN),
+        "people": {name: p.as_json() for name, p in PEOPLE.items()},
+    }
+
+
+# -- the record chain --------------------------------------------------------------------------
+
+
+def _chain(person: Person, space_id: str, head: Roster | None, bodies: list[RecordBody]) -> Any:
+    # chain() stamps records with time.time(): pin the clock so the signatures are fixed
+    with mock.patch("time.time", return_value=float(CLOCK)):
+        return client_space.chain(person.membership(space_id), space_id, head, bodies)
+
+
+def _box(key: bytes, value: msgspec.Struct, nonce_name: str) -> bytes:
+    return crypto.secretbox(key, _enc.encode(value), fixed(nonce_name, 24))
+
+
+def build_chain() -> tuple[str, list[Record], dict[str, Any]]:
+    """A space: Alice founds it with an invite; Bob and Carol join; Alice adds a room, makes
+    Bob moderator, bans Carol and rekeys (epoch 0 -> 1); Bob renames himself at epoch 1."""
+    genesis = Genesis(ALICE.box_key, fixed("genesis-nonce", 16))
+    space_id = derive_space_id(ALICE.key, genesis)
+    records: list[Record] = _chain(
+        ALICE,
+        space_id,
+        None,
+        [
+            genesis,
+            SpaceMeta(0, _box(SPACE_KEY_0, client_space.SpaceInfo("Vector space"), "meta")),
+            Profile(0, _box(SPACE_KEY_0, client_space.ProfileInfo("Alice"), "profile/alice")),
+            InviteCreate(INVITE.invite_id, INVITE.invite_key, "member", CLOCK + 86400, 5),
+        ],
+    )
+    roster = Roster.from_records(space_id, records)
+    for person in (BOB, CAROL):
+        statement = join_statement(space_id, person.key, person.box_key, INVITE.invite_id)
+        join = Join(INVITE.invite_id, person.box_key, crypto.sign(INVITE.signing_seed, statement))
+        info = client_space.ProfileInfo(person.name.title())
+        profile = Profile(0, _box(SPACE_KEY_0, info, f"profile/{person.name}"))
+        records += _chain(person, space_id, roster, [join, profile])
+        roster = Roster.from_records(space_id, records)
+    name_box = _box(SPACE_KEY_0, RoomName("general"), "room-name")
+    records += _chain(
+        ALICE,
+        space_id,
+        roster,
+        [
+            RoomCreate(ROOM_ID, "channel", 0, name_box, ttl=3600),
+            RoomGrant(ROOM_ID, CAROL.key, True),
+            RoleChange(BOB.key, "moderator"),
+            Remove(CAROL.key, True),
+        ],
+    )
+    roster = Roster.from_records(space_id, records)
+    rekey = Rekey(1, crypto.secretbox(SPACE_KEY_1, SPACE_KEY_0, fixed("rekey-prev-box", 24)))
+    records += _chain(ALICE, space_id, roster, [rekey])
+    roster = Roster.from_records(space_id, records)
+    profile = Profile(1, _box(SPACE_KEY_1, client_space.ProfileInfo("Bob M."), "profile/bob/1"))
+    records += _chain(BOB, space_id, roster, [profile])
+    roster = Roster.from_records(space_id, records)
+    summary = {
+        "head_seq": roster.head_seq,
+        "head_hash": h(roster.head_hash),
+        "epoch": roster.epoch,
+        "members": {h(m.key): m.role for m in roster.members.values()},
+        "departed": {h(k): banned for k, banned in roster.departed.items()},
+        "invite_uses": roster.invite_uses,
+        "rooms": {
+            rid: {"kind": r.spec.kind, "publishers": sorted(h(p) for p in r.publishers)}
+            for rid, r in roster.rooms.items()
+        },
+    }
+    return space_id, records, summary
+
+
+def _rejection(
+    name: str,
+    space_id: str,
+    records: list[Record],
+    prefix: int,
+    bad: Record,
+    error: type[Exception],
+) -> dict[str, Any]:
+    roster = Roster.from_records(space_id, records[:prefix])
+    try:
+        roster.apply(bad)
+    except error as exc:
+        reason = str(exc)
+    else:  # pragma: no cover - the vector would be wrong
+        raise AssertionError(f"{name}: the record was accepted")
+    return {
+        "case": name,
+        "prefix": prefix,
+        "record_msgpack": h(encode_record(bad)),
+        "error": error.__name__,
+        "code": str(getattr(error, "code", "")),
+        "reason": reason,
+    }
+
+
+def rejections(space_id: str, records: list[Record]) -> list[dict[str, Any]]:
+    """Records the roster rules refuse, each after ``prefix`` good records."""
+    by_seq = {r.seq: r for r in records}
+    roster_at = {n: Roster.from_records(space_id, records[:n]) for n in (4, 8)}
+    flipped = bytearray(by_seq[4].sig)
+    flipped[0] ^= 1
+    wrong_join_sig = join_statement(space_id, CAROL.key, CAROL.box_key, "otherinvite1")
+    late_join = Join(
+        INVITE.invite_id,
+        CAROL.box_key,
+        crypto.sign(INVITE.signing_seed, wrong_join_sig),
+    )
+    (bob_invites,) = _chain(
+        BOB,
+        space_id,
+        roster_at[8],
+        [InviteCreate("bobinvite000", INVITE.invite_key, "member", CLOCK + 60, 1)],
+    )
+    (skip_epoch,) = _chain(ALICE, space_id, roster_at[8], [Rekey(2, b"")])
+    (bob_kicks_alice,) = _chain(BOB, space_id, roster_at[8], [Remove(ALICE.key, False)])
+    return [
+        _rejection(
+            "bad signature",
+            space_id,
+            records,
+            4,
+            msgspec.structs.replace(by_seq[4], sig=bytes(flipped)),
+            RecordError,
+        ),
+        _rejection(
+            "prev is not the head hash",
+            space_id,
+            records,
+            4,
+            msgspec.structs.replace(by_seq[4], prev=bytes(32)),
+            ChainConflict,
+        ),
+        _rejection(
+            "join signed for another invite id",
+            space_id,
+            records,
+            6,
+            _chain(CAROL, space_id, Roster.from_records(space_id, records[:6]), [late_join])[0],
+            RecordForbidden,
+        ),
+        _rejection("a member invites", space_id, records, 8, bob_invites, RecordForbidden),
+        _rejection("rekey skips an epoch", space_id, records, 8, skip_epoch, RecordError),
+        _rejection(
+            "a member removes the owner", space_id, records, 8, bob_kicks_alice, RecordForbidden
+        ),
+    ]
+
+
+def records_vectors() -> dict[str, Any]:
+    space_id, records, summary = build_chain()
+    genesis = records[0].body
+    assert isinstance(genesis, Genesis)
+    return {
+        "about": "A verified chain. signing_bytes = RECORD_DOMAIN || msgpack([space_id, seq, "
+        "prev, author, created_at, body]); sig = Ed25519(author seed, signing_bytes); "
+        "record_msgpack = msgpack(record) (a map, sig included); record_hash = "
+        "BLAKE2b-256(record_msgpack); space_id = base32(BLAKE2b-120(founder || genesis.box_key "
+        "|| genesis.nonce)), lowercase, no padding. Secretbox nonces are fixed here only.",
+        "record_domain": h(labels.RECORD_DOMAIN),
+        "join_domain": h(labels.JOIN_DOMAIN),
+        "space_id": space_id,
+        "space_id_input": h(ALICE.key + genesis.box_key + genesis.nonce),
+        "records": [
+            {
+                "seq": r.seq,
+                "author": next(n for n, p in PEOPLE.items() if p.key == r.author),
+                "record": plain(r),
+                "signing_bytes": h(signing_bytes(r)),
+                "sig": h(r.sig),
+                "record_msgpack": h(encode_record(r)),
+                "record_hash": h(record_hash(r)),
+            }
+            for r in records
+        ],
+        "joins": [
+            {
+                "member": name,
+                "statement": h(
+                    join_statement(
+                        space_id, PEOPLE[name].key, PEOPLE[name].box_key, INVITE.invite_id
+                    )
+                ),
+                "invite_signing_seed": h(INVITE.signing_seed),
+                "invite_key": h(INVITE.invite_key),
+            }
+            for name in ("bob", "carol")
+        ],
+        "roster": summary,
+        "rejected": rejections(space_id, records),
+    }
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+
+def auth_vectors() -> dict[str, Any]:
+    space_id, _, _ = build_chain()
+    nonce = fixed("challenge-nonce")
+    origin = "salon.example"
+    cases = [
+        ("create", space_id, ALICE.signing_seed),
+        ("member", space_id, BOB.signing_seed),
+        ("invite", INVITE.invite_id, INVITE.signing_seed),
+    ]
+    out = []
+    for purpose, subject, seed in cases:
+        statement = wire.auth_statement(origin, purpose, subject, nonce)
+        out.append(
+            {
+                "purpose": purpose,
+                "subject": subject,
+                "signing_seed": h(seed),
+                "public_key": h(crypto.public_signing_key(seed)),
+                "statement": h(statement),
+                "signature": h(crypto.sign(seed, statement)),
+            }
+        )
+    challenge = wire.Challenge(nonce, origin)
+    return {
+        "about": "statement = AUTH_DOMAIN || msgpack([origin, purpose, subject, nonce]); "
+        "signature = Ed25519 over it. challenge_msgpack is the server's first frame.",
+        "auth_domain": h(labels.AUTH_DOMAIN),
+        "origin": origin,
+        "nonce": h(nonce),
+        "challenge_msgpack": h(wire.encoder.encode(challenge)),
+        "statements": out,
+    }
+
+
+# -- invites -----------------------------------------------------------------------------------
+
+
+def invite_vectors() -> dict[str, Any]:
+    space_id, _, _ = build_chain()
+    nonce = fixed("invite-seal-nonce", 24)
+    seal = client_space.seal_invite(INVITE, space_id, 0, SPACE_KEY_0, nonce)
+    link = str(INVITE)
+    assert parse_invite_link(link) == INVITE
+    return {
+        "about": "link = SERVER/join/ID#base64url(secret, no padding). signing_seed = "
+        "HKDF-SHA256(secret, salt=empty, info=INVITE_SIGN_LABEL || 0x00 || utf8(id), 32); "
+        "invite_key = its Ed25519 public key; seal_key = HKDF(..., INVITE_SEAL_LABEL ...). "
+        "sealed = nonce || XSalsa20-Poly1305(seal_key, msgpack({space_id, epoch, key}))",
+        "sign_label": labels.INVITE_SIGN_LABEL,
+        "seal_label": labels.INVITE_SEAL_LABEL,
+        "server": SERVER,
+        "invite_id": INVITE.invite_id,
+        "secret": h(INVITE.secret),
+        "link": link,
+        "signing_seed": h(INVITE.signing_seed),
+        "invite_key": h(INVITE.invite_key),
+        "seal_key": h(INVITE.seal_key),
+        "seal": {
+            "space_id": space_id,
+            "epoch": 0,
+            "space_key": h(SPACE_KEY_0),
+            "nonce": h(nonce),
+            "plaintext_msgpack": h(
+                _enc.encode(client_space.SealedSpaceKey(space_id, 0, SPACE_KEY_0))
+            ),
+            "sealed": h(seal.sealed),
+            "invite_seal_msgpack": h(_enc.encode(seal)),
+        },
+    }
+
+
+# -- space key: secretboxes, rekey, envelopes --------------------------------------------------
+
+
+def space_key_vectors() -> dict[str, Any]:
+    space_id, records, _ = build_chain()
+    boxes = []
+    for record in records:
+        body = record.body
+        if isinstance(body, SpaceMeta | Profile):
+            kind: type[msgspec.Struct] = (
+                client_space.SpaceInfo if isinstance(body, SpaceMeta) else client_space.ProfileInfo
+            )
+            box = body.box
+        elif isinstance(body, RoomCreate):
+            kind, box = RoomName, body.name_box
+        else:
+            continue
+        key = SPACE_KEY_0 if body.epoch == 0 else SPACE_KEY_1
+        opened = crypto.secretbox_open(key, box)
+        boxes.append(
+            {
+                "seq": record.seq,
+                "what": type(body).__name__,
+                "epoch": body.epoch,
+                "key": h(key),
+                "box": h(box),
+                "plaintext_msgpack": h(opened),
+                "plaintext": plain(msgspec.msgpack.decode(opened, type=kind)),
+            }
+        )
+    rekey = next(r.body for r in records if isinstance(r.body, Rekey))
+    assert isinstance(rekey, Rekey)
+    nonce = fixed("space-envelope/bob", 24)
+    envelope = wire.Envelope(
+        client_space.SPACE_SCOPE,
+        1,
+        BOB.key,
+        ALICE.key,
+        crypto.seal_to(ALICE.box_secret, BOB.box_key, SPACE_KEY_1, nonce),
+    )
+    return {
+        "about": "box = nonce(24) || XSalsa20-Poly1305(space_key[epoch], msgpack(value)). "
+        "Rekey.prev_box = secretbox(new key, previous key). A space envelope is crypto_box "
+        "(X25519 sender secret, recipient box key) of the bare new key.",
+        "space_id": space_id,
+        "space_keys": {"0": h(SPACE_KEY_0), "1": h(SPACE_KEY_1)},
+        "boxes": boxes,
+        "rekey": {"epoch": rekey.epoch, "prev_box": h(rekey.prev_box)},
+        "envelope": {
+            "sender": "alice",
+            "recipient": "bob",
+            "nonce": h(nonce),
+            "envelope": plain(envelope),
+            "envelope_msgpack": h(_enc.encode(envelope)),
+        },
+    }
+
+
+def room_key_vectors() -> dict[str, Any]:
+    nonce = fixed("room-envelope/bob", 24)
+    envelope = wire.Envelope(
+        ROOM_ID,
+        0,
+        BOB.key,
+        ALICE.key,
+        crypto.seal_to(ALICE.box_secret, BOB.box_key, ROOM_KEY, nonce),
+    )
+    return {
+        "about": "Room-key envelope as client.rooms seals it today: crypto_box of the bare "
+        "32-byte room key; scope = room id, epoch = space epoch (issue 8 point 1 changes this).",
+        "room_id": ROOM_ID,
+        "room_key": h(ROOM_KEY),
+        "sender": "alice",
+        "recipient": "bob",
+        "nonce": h(nonce),
+        "envelope": plain(envelope),
+        "envelope_msgpack": h(_enc.encode(envelope)),
+    }
+
+
+# -- chat messages and stories -----------------------------------------------------------------
+
+
+def message_vectors() -> dict[str, Any]:
+    space_id, _, _ = build_chain()
+    header = chatcrypto.MessageHeader(space_id, ROOM_ID, 0, BOB.key, fixed("client-id", 16), 0)
+    text, created_at, head = "hello, salon ✓", CLOCK, 7
+    nonce = fixed("message-nonce", 24)
+    box = chatcrypto.seal_message(ROOM_KEY, BOB.signing_seed, header, text, created_at, head, nonce)
+    content = chatcrypto.open_message(ROOM_KEY, header, box)
+    statement = chatcrypto.message_statement(header, text, created_at, head)
+    story_header = chatcrypto.StoryHeader(
+        space_id, ROOM_ID, 0, ALICE.key, "storyAAAAAAAAAAA", 86400
+    )
+    image, thumb = b"\xff\xd8 not really a jpeg \xff\xd9", b"\xff\xd8 thumb \xff\xd9"
+    story_nonces = (fixed("story/meta", 24), fixed("story/image", 24), fixed("story/thumb", 24))
+    story = chatcrypto.seal_story(
+        ROOM_KEY,
+        ALICE.signing_seed,
+        story_header,
+        "a caption",
+        image,
+        thumb,
+        (640, 480),
+        CLOCK,
+        7,
+        story_nonces,
+    )
+    meta = chatcrypto.open_story_meta(ROOM_KEY, story_header, story.meta)
+    return {
+        "about": "message_key = HKDF(room_key, MESSAGE_LABEL, utf8(room_id)); ad = MESSAGE_AD "
+        "|| msgpack(header array); statement = MESSAGE_SIG || msgpack(header fields + "
+        "[created_at, head, text]); plaintext = pad(msgpack([text, created_at, head, sig])) "
+        "(4-byte BE length, zeros to a multiple of 256); box = nonce(24) || "
+        "XChaCha20-Poly1305-IETF(message_key, nonce, plaintext, ad). Stories likewise under "
+        "story_key, ad = STORY_AD || msgpack(header + [part]).",
+        "room_key": h(ROOM_KEY),
+        "message": {
+            "header": plain(list(header)),
+            "text": text,
+            "created_at": created_at,
+            "head": head,
+            "message_key": h(chatcrypto.message_key(ROOM_KEY, ROOM_ID)),
+            "ad": h(chatcrypto.message_ad(header)),
+            "statement": h(statement),
+            "sig": h(content.sig),
+            "padded_plaintext": h(
+                chatcrypto.pad(
+                    _enc.encode(chatcrypto.MessageContent(text, created_at, head, content.sig))
+                )
+            ),
+            "nonce": h(nonce),
+            "box": h(box),
+        },
+        "story": {
+            "header": plain(list(story_header)),
+            "story_key": h(chatcrypto.story_key(ROOM_KEY, ROOM_ID)),
+            "caption": meta.caption,
+            "size": [meta.width, meta.height],
+            "created_at": meta.created_at,
+            "head": meta.head,
+            "image": h(image),
+            "thumb": h(thumb),
+            "statement": h(chatcrypto.story_statement(story_header, meta)),
+            "sig": h(meta.sig),
+            "nonces": {
+                "meta": h(story_nonces[0]),
+                "image": h(story_nonces[1]),
+                "thumb": h(story_nonces[2]),
+            },
+            "ad": {p: h(chatcrypto.story_ad(story_header, p)) for p in ("meta", "image", "thumb")},
+            "meta_box": h(story.meta),
+            "image_box": h(story.image),
+            "thumb_box": h(story.thumb),
+        },
+    }
+
+
+# -- calls -------------------------------------------------------------------------------------
+
+
+def call_vectors() -> dict[str, Any]:
+    space_id, _, _ = build_chain()
+    call_id = "callAAAAAAAAAAAA"
+    unsigned = CallAction(
+        space_id, ROOM_ID, call_id, ALICE.key, "mute", BOB.key, CLOCK * 1000, fixed("action", 16)
+    )
+    action = msgspec.structs.replace(
+        unsigned, sig=crypto.sign(ALICE.signing_seed, action_signing_bytes(unsigned))
+    )
+    base = callkeys.SenderKey(0, fixed("media-key/bob"))
+    ratcheted = base.ratchet()
+    media = callkeys.MediaKeyMessage(ratcheted.epoch, ratcheted.key, 12)
+    body = callsignal.SignalBody(
+        space_id,
+        ROOM_ID,
+        call_id,
+        BOB.key,
+        ALICE.key,
+        "media-key",
+        b"",
+        0,
+        _enc.encode(media),
+    )
+    nonce = fixed("signal-nonce", 24)
+    box = callsignal.seal_signal(BOB.signing_seed, BOB.box_secret, ALICE.box_key, body, nonce)
+    join_nonces = (fixed("join-nonce/alice", 16), fixed("join-nonce/bob", 16))
+    alice_key = callkeys.SenderKey(3, fixed("media-key/alice"))
+    pairs = [(ALICE.key, alice_key.commitment()), (BOB.key, ratcheted.commitment())]
+    return {
+        "about": "action sig = Ed25519(actor, CALL_ACTION_DOMAIN || msgpack([space_id, "
+        "room_id, call_id, actor, action, target, issued_at, nonce])). A signal box = "
+        "crypto_box(sender box secret, recipient box key, msgpack({body: msgpack(SignalBody "
+        "map), sig: Ed25519(CALL_SIGNAL_DOMAIN || body)})).",
+        "action": {
+            "action": plain(action),
+            "signing_bytes": h(action_signing_bytes(action)),
+            "sig": h(action.sig),
+            "action_msgpack": h(_enc.encode(action)),
+        },
+        "signal": {
+            "sender": "bob",
+            "recipient": "alice",
+            "body": plain(body),
+            "body_msgpack": h(_enc.encode(body)),
+            "nonce": h(nonce),
+            "box": h(box),
+        },
+        "link_id": {
+            "offerer_join_nonce": h(join_nonces[0]),
+            "answerer_join_nonce": h(join_nonces[1]),
+            "link": h(callsignal.link_id(*join_nonces)),
+        },
+        "media_keys": {
+            "ratchet_label": labels.CALL_MEDIA_RATCHET_LABEL,
+            "base": {"epoch": 0, "key": h(base.key), "commitment": h(base.commitment())},
+            "ratcheted": {
+                "epoch": ratcheted.epoch,
+                "key": h(ratcheted.key),
+                "commitment": h(ratcheted.commitment()),
+            },
+            "media_key_message_msgpack": h(_enc.encode(media)),
+        },
+        "verification_code": {
+            "pairs": [[h(m), h(c)] for m, c in pairs],
+            "alice_key": {"epoch": alice_key.epoch, "key": h(alice_key.key)},
+            "code": callkeys.verification_code(pairs),
+        },
+    }
+
+
+# -- SFrame ------------------------------------------------------------------------------------
+
+
+FRAMES: dict[str, tuple[str, bytes]] = {
+    # a VP8 keyframe (tag bit 0 = 0): 10 clear bytes
+    "vp8-keyframe": ("vp8", bytes.fromhex("5015009d012a8002e001") + b"keyframe payload"),
+    # a VP8 delta frame (tag bit 0 = 1): 3 clear bytes
+    "vp8-delta": ("vp8", bytes.fromhex("b10800") + b"delta frame payload"),
+    # an Opus packet: 1 clear byte (TOC)
+    "opus": ("opus", bytes.fromhex("78") + b"opus payload"),
+}
+
+
+def sframe_vectors() -> dict[str, Any]:
+    suite = MEDIA_SUITE
+    key = callkeys.SenderKey(5, fixed("media-key/carol"))
+    kids = [
+        {"index": i, "epoch": e, "kid": callkeys.media_kid(i, e)}
+        for i, e in ((0, 0), (1, 0), (3, 5), (2, 70000), (300, 65535))
+    ]
+    kid = callkeys.media_kid(2, key.epoch)
+    sframe_key, salt = sframe.derive_key_salt(suite, kid, key.key)
+    frames: list[dict[str, Any]] = []
+    for name, (codec, frame) in FRAMES.items():
+        ctr = 1000 + len(frames)
+        ctx = sframe.SFrameContext(suite)
+        ctx.add_key(kid, key.key, usage=sframe.KeyUsage.ENCRYPT, next_ctr=ctr)
+        frames.append(
+            {
+                "name": name,
+                "codec": codec,
+                "ctr": ctr,
+                "frame": h(frame),
+                "sframe_header": h(sframe.encode_header(kid, ctr)),
+                "nonce": h(sframe.make_nonce(salt, ctr)),
+                "protected": h(sframe.protect_frame(ctx, kid, codec, frame)),
+            }
+        )
+    return {
+        "about": "Suite 4 (AES_128_GCM_SHA256_128, RFC 9605). kid = index << 16 | (epoch & "
+        "0xffff). secret = HKDF-Extract(salt='', base_key); key = HKDF-Expand(secret, "
+        "SFRAME_KEY_LABEL || kid(8 BE) || suite(2 BE), 16); salt = same with SFRAME_SALT_LABEL, "
+        "12. protected = clear codec bytes || SFrame header || AES-GCM(key, salt XOR ctr, "
+        "frame rest, aad = header || clear bytes).",
+        "cipher_suite": int(suite),
+        "kids": kids,
+        "key": {
+            "base_key": h(key.key),
+            "epoch": key.epoch,
+            "index": 2,
+            "kid": kid,
+            "sframe_key": h(sframe_key),
+            "sframe_salt": h(salt),
+        },
+        "frames": frames,
+    }
+
+
+# -- wire encoding -----------------------------------------------------------------------------
+
+
+def wire_vectors() -> dict[str, Any]:
+    """How tagged structs look on the wire: a map whose first key is "type" (msgspec's default
+    tag field), then every field in declaration order, defaults included."""
+    space_id, records, _ = build_chain()
+    nonce = fixed("challenge-nonce")
+    client: list[Any] = [
+        wire.Authenticate(1, space_id, BOB.key, bytes(64)),
+        wire.GetRecords(2),
+        wire.Append(3, [records[-1]]),
+        wire.GetEnvelopes(4, client_space.SPACE_SCOPE, 1),
+    ]
+    server: list[Any] = [
+        wire.Challenge(nonce, "salon.example"),
+        wire.Welcome(1, space_id, 13),
+        wire.Error(None, "invalid_message", "bad frame"),
+        wire.Error(2, "forbidden", "only owners and moderators invite"),
+        wire.SessionClosed("removed"),
+    ]
+    return {
+        "about": "MessagePack frames. Each message is a map: 'type' first, then the fields in "
+        "the order PROTOCOL.md lists them; fields with defaults are still sent.",
+        "client": [{"message": plain(m), "msgpack": h(wire.encoder.encode(m))} for m in client],
+        "server": [{"message": plain(m), "msgpack": h(wire.encoder.encode(m))} for m in server],
+    }
+
+
+BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
+    "wire": wire_vectors,
+    "identities": identities,
+    "records": records_vectors,
+    "auth": auth_vectors,
+    "invites": invite_vectors,
+    "space_keys": space_key_vectors,
+    "room_keys": room_key_vectors,
+    "messages": message_vectors,
+    "calls": call_vectors,
+    "sframe": sframe_vectors,
+}
+
+
+def build_all() -> dict[str, dict[str, Any]]:
+    return {name: build() for name, build in BUILDERS.items()}
+
+
+def dump(vectors: dict[str, Any]) -> str:
+    return json.dumps(vectors, indent=2, ensure_ascii=False) + "\n"
+
+
+def main() -> None:
+    VECTOR_DIR.mkdir(parents=True, exist_ok=True)
+    for name, vectors in build_all().items():
+        (VECTOR_DIR / f"{name}.json").write_text(dump(vectors), encoding="utf-8")
+        print(f"wrote protocol/vectors/{name}.json")
+
+
+if __name__ == "__main__":
+    main()
