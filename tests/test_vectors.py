@@ -27,6 +27,22 @@ from protocol.conference_wire import CallAction, action_signing_bytes
 from protocol.errors import ProtocolError
 
 
+def test_labels_live_in_protocol_labels() -> None:
+    """Every protocol label is defined once, in protocol/labels.py (docs/PROTOCOL.md §3)."""
+    root = VECTOR_DIR.parent.parent
+    stray = [
+        f"{path.relative_to(root)}:{n}"
+        for package in ("protocol", "client", "spaces", "sfu")
+        for path in sorted((root / package).rglob("*.py"))
+        if path.name != "labels.py" and path.name != "keystore.py"  # keystore: local only
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if ('b"salon/' in line or '"salon/' in line or "SFrame 1.0" in line)
+        and not line.lstrip().startswith("#")
+        and "``" not in line  # docstrings naming a label
+    ]
+    assert not stray, f"labels outside protocol/labels.py: {stray}"
+
+
 def load(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((VECTOR_DIR / f"{name}.json").read_text(encoding="utf-8"))
     return data

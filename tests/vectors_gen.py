@@ -21,6 +21,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -31,6 +32,7 @@ if str(ROOT) not in sys.path:  # run as a script: import this checkout's package
     sys.path.insert(0, str(ROOT))
 
 from client import callkeys, callsignal, chatcrypto, crypto, sframe  # noqa: E402
+from client import rooms as client_rooms  # noqa: E402
 from client import space as client_space  # noqa: E402
 from client.e2ee_media import MEDIA_SUITE  # noqa: E402
 from client.invites import InviteLink, parse_invite_link  # noqa: E402
@@ -463,14 +465,14 @@ def space_key_vectors() -> dict[str, Any]:
 
 
 def room_key_vectors() -> dict[str, Any]:
+    """Sealed by client.rooms' own sealing function, PyNaCl's nonce source pinned (it has
+    no nonce parameter: it seals to many recipients)."""
+    space_id, records, _ = build_chain()
+    roster = Roster.from_records(space_id, records)
+    sender = SimpleNamespace(m=SimpleNamespace(box_secret=ALICE.box_secret), member_key=ALICE.key)
     nonce = fixed("room-envelope/bob", 24)
-    envelope = wire.Envelope(
-        ROOM_ID,
-        0,
-        BOB.key,
-        ALICE.key,
-        crypto.seal_to(ALICE.box_secret, BOB.box_key, ROOM_KEY, nonce),
-    )
+    with mock.patch("nacl.public.random", return_value=nonce):
+        (envelope,) = client_rooms._seal_room_key(sender, roster, ROOM_ID, ROOM_KEY, [BOB.key])  # type: ignore[arg-type]
     return {
         "about": "Room-key envelope as client.rooms seals it today: crypto_box of the bare "
         "32-byte room key; scope = room id, epoch = space epoch (issue 8 point 1 changes this).",
