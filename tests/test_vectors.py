@@ -9,6 +9,7 @@ bit flipped, the way a second implementation must refuse it.
 from __future__ import annotations
 
 import json
+import typing
 from typing import Any
 
 import msgspec
@@ -20,11 +21,11 @@ from client.e2ee_media import MEDIA_SUITE
 from client.errors import VerificationError
 from client.invites import parse_invite_link
 from client.space import ProfileInfo, SealedSpaceKey, SpaceInfo
+from protocol import labels, wire
 from protocol import records as rec
-from protocol import wire
 from protocol.conference_rules import action_problem
 from protocol.conference_wire import CallAction, action_signing_bytes
-from protocol.errors import ProtocolError
+from protocol.errors import ErrorCode, ProtocolError
 
 
 def test_labels_live_in_protocol_labels() -> None:
@@ -41,6 +42,20 @@ def test_labels_live_in_protocol_labels() -> None:
         and "``" not in line  # docstrings naming a label
     ]
     assert not stray, f"labels outside protocol/labels.py: {stray}"
+
+
+def test_protocol_doc_names_every_message_label_and_code() -> None:
+    """docs/PROTOCOL.md keeps up with protocol/: every frame and record tag, every label and
+    every error code appears in it (a new one needs its section)."""
+    doc = (VECTOR_DIR.parent.parent / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    tags = [
+        t.__struct_config__.tag
+        for union in (wire.ClientMessage, wire.ServerMessage, rec.RecordBody)
+        for t in typing.get_args(union)
+    ]
+    names = [n for n in vars(labels) if n.isupper()]
+    wanted = [f"`{x}`" for x in [*tags, *names, *(c.value for c in ErrorCode)]]
+    assert not [x for x in wanted if x not in doc], "add these to docs/PROTOCOL.md"
 
 
 def load(name: str) -> dict[str, Any]:
