@@ -62,6 +62,7 @@ except ImportError:  # running from a checkout without the editable install
     from client import chatcrypto, crypto
 from client.chat import new_client_id
 from protocol.chat_wire import ChatMessage, FetchMessages, Messages, MessagesAdded, SendMessage
+from protocol.ids import new_id
 from protocol.records import (
     Genesis,
     InviteCreate,
@@ -231,7 +232,7 @@ def build_space(members: int) -> dict[str, Any]:
             msgspec.structs.replace(unsigned, sig=crypto.sign(seed, signing_bytes(unsigned)))
         )
 
-    room_id = secrets.token_urlsafe(12)
+    room_id = new_id()
     invite_seed = crypto.random_key()
     add(founder, genesis)
     add(founder, RoomCreate(room_id, "chat", 0, crypto.secretbox(crypto.random_key(), b"bench")))
