@@ -93,6 +93,7 @@ BENCH_LIMITS = {
     "messages_per_second_per_member": 1e9,
     "message_burst_per_member": 1_000_000_000,
     "auth_timeout_seconds": 120.0,
+    "websockets_per_address": 1_000_000,  # every member connects from this one machine
 }
 CONNECT_CONCURRENCY = 64  # below aiohttp's listen backlog (128)
 
