@@ -62,6 +62,7 @@ except ImportError:  # running from a checkout without the editable install
     from client import chatcrypto, crypto
 from client.chat import new_client_id
 from protocol.chat_wire import ChatMessage, FetchMessages, Messages, MessagesAdded, SendMessage
+from protocol.ids import new_id
 from protocol.records import (
     Genesis,
     InviteCreate,
@@ -92,6 +93,7 @@ BENCH_LIMITS = {
     "messages_per_second_per_member": 1e9,
     "message_burst_per_member": 1_000_000_000,
     "auth_timeout_seconds": 120.0,
+    "websockets_per_address": 1_000_000,  # every member connects from this one machine
 }
 CONNECT_CONCURRENCY = 64  # below aiohttp's listen backlog (128)
 
@@ -231,7 +233,7 @@ def build_space(members: int) -> dict[str, Any]:
             msgspec.structs.replace(unsigned, sig=crypto.sign(seed, signing_bytes(unsigned)))
         )
 
-    room_id = secrets.token_urlsafe(12)
+    room_id = new_id()
     invite_seed = crypto.random_key()
     add(founder, genesis)
     add(founder, RoomCreate(room_id, "chat", 0, crypto.secretbox(crypto.random_key(), b"bench")))

@@ -528,9 +528,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def dash_hint(argv: Sequence[str]) -> str:
+    """A hint for a command line that failed to parse because a value (a room name, a
+    message) begins with ``-`` and was read as an option; "" if none does. Ids never begin
+    with ``-`` (protocol/ids.py); anything else can, after ``--``."""
+    before_dashes = list(argv)[: list(argv).index("--")] if "--" in argv else list(argv)
+    if any(re.match(r"^-[^-]", arg) and arg != "-h" for arg in before_dashes):
+        return (
+            "; a value beginning with '-' goes after '--', after the options, "
+            "like: salon send SPACE ROOM -- '-text'"
+        )
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        given = sys.argv[1:] if argv is None else list(argv)
+        try:
+            args = build_parser().parse_args(given)
+        except UsageError as exc:
+            raise UsageError(f"{exc}{dash_hint(given)}") from None
         result = args.handler(args)
         if asyncio.iscoroutine(result):
             result = run(result)

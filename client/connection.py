@@ -84,6 +84,8 @@ class Connection:
             challenge = server_decoder.decode(first.data)
         except msgspec.DecodeError:
             raise Unreachable(f"{self.server} is not a Salon server") from None
+        if isinstance(challenge, Error):  # refused before a session (too many connections)
+            raise ServerError(challenge.code, challenge.message)
         if not isinstance(challenge, Challenge):
             raise Unreachable(f"{self.server} did not start with a challenge")
         if challenge.origin != self.origin:

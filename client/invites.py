@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import secrets
 from dataclasses import dataclass
 from typing import Final
@@ -17,10 +16,10 @@ from urllib.parse import urlsplit
 
 from client.crypto import hkdf, public_signing_key
 from client.errors import LinkError
+from protocol.ids import is_valid_id, new_id
 from protocol.labels import INVITE_SEAL_LABEL, INVITE_SIGN_LABEL
 
 SECRET_LEN: Final = 32
-_INVITE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 @dataclass(frozen=True)
@@ -47,9 +46,7 @@ class InviteLink:
 
 
 def new_invite_link(server: str) -> InviteLink:
-    return InviteLink(
-        server.rstrip("/"), secrets.token_urlsafe(12), secrets.token_bytes(SECRET_LEN)
-    )
+    return InviteLink(server.rstrip("/"), new_id(), secrets.token_bytes(SECRET_LEN))
 
 
 def invite_signing_seed(secret: bytes, invite_id: str) -> bytes:
@@ -71,7 +68,7 @@ def parse_invite_link(text: str) -> InviteLink:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise LinkError("not an invite link: expected http(s)://HOST/join/ID#SECRET")
     prefix, sep, invite_id = parts.path.rpartition("/join/")
-    if not sep or not _INVITE_ID.match(invite_id):
+    if not sep or not is_valid_id(invite_id):
         raise LinkError("not an invite link: the path must be /join/ID")
     if not parts.fragment:
         raise LinkError("the invite link is missing its secret (the part after #)")

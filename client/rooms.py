@@ -11,7 +11,6 @@ unreadable to them.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
 import msgspec
@@ -19,6 +18,7 @@ import msgspec
 from client import crypto
 from client.errors import ServerError, UsageError, VerificationError
 from client.space import SpaceSession
+from protocol.ids import new_id
 from protocol.records import RoomCreate, RoomGrant, RoomKind, Roster, Topology
 from protocol.wire import (
     Append,
@@ -112,7 +112,7 @@ async def create_room(
     existing = {v.name.lower() for v in rooms(session)}
     if name.strip().lower() in existing:
         raise UsageError(f"there is already a room called {name.strip()!r}")
-    room_id = secrets.token_urlsafe(12)
+    room_id = new_id()
     key = crypto.random_key()
 
     def bodies(roster: Roster) -> list[RoomCreate]:

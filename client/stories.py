@@ -10,7 +10,6 @@ below the WebSocket frame limit and is committed by one ``PostStory``.
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from protocol.chat_wire import (
     UploadStoryChunk,
 )
 from protocol.errors import ErrorCode
+from protocol.ids import new_id
 from protocol.records import fingerprint
 
 MAX_SIDE: Final = 1920
@@ -107,7 +107,7 @@ async def post_story(
     except OSError as exc:
         raise UsageError(f"cannot read {image_path}: {exc.strerror or exc}") from None
     prepared = prepare_image(data)
-    story_id = secrets.token_urlsafe(12)  # 96 bits, 16 characters
+    story_id = new_id()  # 96 bits, 16 characters
     for attempt in range(3):
         roster = session.verified
         key = await room_key(session, room.room_id)

@@ -29,6 +29,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from protocol.errors import Conflict, Forbidden, InvalidMessage
+from protocol.ids import is_valid_id
 from protocol.labels import FINGERPRINT_DOMAIN, JOIN_DOMAIN, RECORD_DOMAIN
 
 Role = Literal["owner", "moderator", "member"]
@@ -349,8 +350,8 @@ class Roster:
             self._require(ROLE_RANK[body.role] <= rank, "cannot invite above your own role")
             self._require(body.invite_id not in self.invites, "duplicate invite id")
             self._require(body.max_uses >= 1, "an invite needs at least one use")
-            if len(body.invite_key) != KEY_LEN:
-                raise RecordError("bad invite key")
+            if len(body.invite_key) != KEY_LEN or not is_valid_id(body.invite_id):
+                raise RecordError("bad invite key or id")
             self.invites[body.invite_id] = body
         elif isinstance(body, InviteRevoke):
             self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators revoke")
@@ -377,7 +378,7 @@ class Roster:
         elif isinstance(body, RoomCreate):
             self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators add rooms")
             self._require(body.room_id not in self.rooms, "duplicate room id")
-            if not 8 <= len(body.room_id) <= 64 or body.ttl < 0:
+            if not is_valid_id(body.room_id) or body.ttl < 0:
                 raise RecordError("bad room id or lifetime")
             self._check_epoch(body.epoch)
             self.rooms[body.room_id] = Room(body)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from protocol.errors import (
     RateLimited,
     TooLarge,
 )
+from protocol.ids import new_id
 from protocol.records import Role, Roster
 from spaces.conference import Change, Conference
 from spaces.conference_routes import CONFERENCES, CallKey, Conferences, roles_of
@@ -138,7 +138,7 @@ class CallMedia:
         if call is None or call.call_id != conference.call_id:
             if call is not None:
                 self._spawn(self._finish(key, call))
-            call = _SfuCall(conference.call_id, secrets.token_urlsafe(12))
+            call = _SfuCall(conference.call_id, new_id())
             self._calls[key] = call
             self._by_conference[call.conference] = key
         return call

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -66,6 +65,7 @@ from protocol.errors import (
     RateLimited,
     TooLarge,
 )
+from protocol.ids import is_valid_id
 from protocol.records import Room, Roster
 from protocol.wire import encoder
 from spaces.chat_sqlite import SqliteChatStore
@@ -86,11 +86,10 @@ MAX_STORY_TTL: Final = 7 * 86400
 MAX_FETCH: Final = 1000
 MAX_BATCH: Final = 2048
 STAGED_IDLE_SECONDS: Final = 600.0
-STAGED_FACTOR: Final = 8  # all staged uploads together: at most this many max-size stories
+STAGED_BUSY_IDLE_SECONDS: Final = 60.0  # when the budget is tight, idle uploads go sooner
 MIN_WINDOW: Final = 0.001  # seconds: the smallest gap between two frames of a busy room
 MAX_WINDOW: Final = 0.025
 BACKLOG_HIGH: Final = 2.0  # frames queued per follower (including the new one)
-STORY_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 class StorageFailed(ProtocolError):
@@ -398,34 +397,53 @@ class Chat:
     ) -> StoryChunkStored:
         roster = await self.membership.roster(space_id)
         roster.active(member)
-        if not STORY_ID.match(msg.story_id):
-            raise InvalidMessage("a story id is 8 to 64 URL-safe characters")
+        if not is_valid_id(msg.story_id):
+            raise InvalidMessage("a story id is 8 to 64 URL-safe characters, not starting with -")
         key = (space_id, member)
         now = self.monotonic()
         staged = self.staged.get(key)
         if msg.offset == 0:
-            staged = Staged(msg.story_id)
-            self.staged[key] = staged
+            self.staged.pop(key, None)  # a member has one upload in progress: this one
+            staged = Staged(msg.story_id, touched=now)
         elif staged is None or staged.story_id != msg.story_id or len(staged.data) != msg.offset:
             raise Conflict("story upload out of order; start again from offset 0")
+        else:
+            del self.staged[key]  # put back below once the chunk fits every budget
         if len(staged.data) + len(msg.data) > self.limits.max_story_bytes:
-            del self.staged[key]
             raise TooLarge(
                 f"story image too large: this server accepts at most "
                 f"{self.limits.max_story_bytes} bytes"
             )
-        self._make_room_for(len(msg.data), now)
+        self._make_room_for(space_id, len(staged.data) + len(msg.data), now)
         staged.data += msg.data
         staged.touched = now
+        self.staged[key] = staged
         return StoryChunkStored(msg.id, msg.story_id, len(staged.data))
 
-    def _make_room_for(self, size: int, now: float) -> None:
-        budget = STAGED_FACTOR * self.limits.max_story_bytes
-        if sum(len(s.data) for s in self.staged.values()) + size <= budget:
-            return
-        self._drop_idle_uploads(now, idle=60.0)
-        if sum(len(s.data) for s in self.staged.values()) + size > budget:
-            raise RateLimited("the server is receiving many stories; try again in a minute")
+    def _make_room_for(self, space_id: str, size: int, now: float) -> None:
+        """Refuse (RateLimited) an upload of ``size`` bytes in all that does not fit the
+        staging budgets of its space and of the server, with every other upload staged.
+        Stories are staged in memory, so these bound what uploads can make the server hold;
+        one space's uploads cannot take the whole server's budget."""
+        if not self._fits(space_id, size):
+            self._drop_idle_uploads(now, idle=STAGED_BUSY_IDLE_SECONDS)
+        problem = self._fits(space_id, size)
+        if problem:
+            raise RateLimited(f"{problem}; try again in a minute")
+
+    def _fits(self, space_id: str, size: int) -> str:
+        """Why one more upload holding ``size`` bytes does not fit ("" if it does)."""
+        limits = self.limits
+        in_space = [s for (sid, _), s in self.staged.items() if sid == space_id]
+        if len(in_space) + 1 > limits.max_staged_stories_per_space:
+            return "too many story uploads in progress in this space"
+        if sum(len(s.data) for s in in_space) + size > limits.max_staged_story_bytes_per_space:
+            return "too many story bytes being uploaded in this space"
+        if len(self.staged) + 1 > limits.max_staged_stories:
+            return "the server is receiving many stories"
+        if sum(len(s.data) for s in self.staged.values()) + size > limits.max_staged_story_bytes:
+            return "the server is receiving many stories"
+        return ""
 
     def _drop_idle_uploads(self, now: float, idle: float = STAGED_IDLE_SECONDS) -> None:
         for key, staged in list(self.staged.items()):

@@ -24,7 +24,6 @@ Errors: :class:`CallLocked` (``locked``), :class:`CallFull` (``call_full``),
 
 from __future__ import annotations
 
-import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -53,11 +52,12 @@ from protocol.errors import (
     NotFound,
     StaleCall,
 )
+from protocol.ids import new_id
 from protocol.records import ROLE_RANK, Role, RoomCreate
 
 
 def new_call_id() -> str:
-    return secrets.token_urlsafe(12)
+    return new_id()
 
 
 @dataclass

@@ -37,11 +37,20 @@ class LimitsSection(msgspec.Struct, forbid_unknown_fields=True):
     join_attempts_per_minute_per_address: int = 30
     join_attempts_per_minute_per_invite: int = 60
     auth_timeout_seconds: float = 10.0
+    # what one client address may hold or start (an anonymous internet, spaces/limits.py)
+    websockets_per_address: int = 128
+    space_creations_per_hour_per_address: int = 20
+    max_queued_bytes_per_connection: int = 8_388_608
     # chat and stories (spaces/chat.py)
     max_chat_message_bytes: int = 16_384
     max_story_bytes: int = 4_194_304
     max_story_thumb_bytes: int = 131_072
     max_story_meta_bytes: int = 8_192
+    # story uploads staged in memory until posted
+    max_staged_story_bytes_per_space: int = 8_388_608
+    max_staged_stories_per_space: int = 8
+    max_staged_story_bytes: int = 33_554_432
+    max_staged_stories: int = 256
     messages_per_second_per_member: float = 10.0
     message_burst_per_member: int = 50
     expiry_sweep_seconds: float = 5.0
@@ -86,6 +95,22 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
 def config_problem(config: Config) -> str | None:
     """What is wrong with values that are well-typed but do not fit together, if anything."""
     conf, sfu = config.conference, config.sfu
+    limits = config.limits
+    if min(limits.websockets_per_address, limits.space_creations_per_hour_per_address) < 1:
+        return "limits.websockets_per_address and space_creations_per_hour_per_address must be >= 1"
+    if limits.max_queued_bytes_per_connection < 65_536:
+        return "limits.max_queued_bytes_per_connection must be at least 65536"
+    if not (
+        limits.max_story_bytes
+        <= limits.max_staged_story_bytes_per_space
+        <= limits.max_staged_story_bytes
+    ):
+        return (
+            "limits: max_story_bytes <= max_staged_story_bytes_per_space "
+            "<= max_staged_story_bytes is required (one story must fit)"
+        )
+    if not 1 <= limits.max_staged_stories_per_space <= limits.max_staged_stories:
+        return "limits: 1 <= max_staged_stories_per_space <= max_staged_stories is required"
     if conf.mesh_max < 1:
         return "conference.mesh_max must be at least 1"
     if not 0 <= conf.mesh_return_max < conf.mesh_max:

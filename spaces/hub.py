@@ -1,8 +1,10 @@
 """Who is connected to which space, and pushing events to them.
 
-Each connection registers a :class:`Subscriber` with a bounded outgoing queue. Publishing
-never waits on a client: a subscriber whose queue is full is disconnected (it resumes from
-its last sequence when it reconnects), so one slow reader never delays the others.
+Each connection registers a :class:`Subscriber` with a bounded outgoing queue (in frames
+and in bytes). Publishing never waits on a client: a subscriber whose queue is full is
+disconnected (it resumes from its last sequence when it reconnects), so one slow reader
+never delays the others, and a client that asks for large replies without reading them
+cannot make the server hold more than ``max_bytes`` for it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class Subscriber:
     space_id: str
     member: bytes
     queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(1024))
+    max_bytes: int = 8 * 1024 * 1024  # [limits] max_queued_bytes_per_connection
+    queued_bytes: int = 0
     closed: bool = False
     # While the connection is serving one of its own requests, a close waits for the reply
     # (a member who leaves still hears "done" before "session closed").
@@ -34,12 +38,24 @@ class Subscriber:
         """Queue a frame; False (and the subscriber is closed) if it cannot keep up."""
         if self.closed:
             return False
+        # An empty queue takes any one frame: a reply bigger than the budget still goes out.
+        if self.queued_bytes and self.queued_bytes + len(frame) > self.max_bytes:
+            self.close()
+            return False
         try:
             self.queue.put_nowait(frame)
         except asyncio.QueueFull:
             self.close()
             return False
+        self.queued_bytes += len(frame)
         return True
+
+    async def pop(self) -> bytes | None:
+        """The next frame to write; None once closed and drained."""
+        frame = await self.queue.get()
+        if frame is not None:
+            self.queued_bytes -= len(frame)
+        return frame
 
     def end(self, goodbye: bytes) -> None:
         """Send a last frame and close, after the reply in progress if there is one."""

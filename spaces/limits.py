@@ -1,12 +1,17 @@
-"""Rate limits (sans-I/O): token buckets driven by an injected clock.
+"""Rate limits and quotas (sans-I/O): token buckets driven by an injected clock, and counts
+of what a key holds at once.
 
 A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens per second; each
 request takes one. :class:`KeyedLimiter` keeps one bucket per key (a connection, an invite,
 an address) and forgets idle keys so an attacker cannot grow it without bound.
+:class:`ConcurrencyLimiter` counts what each key holds now (open WebSockets per address).
+:func:`address_key` is the key of a client address: IPv4 as is, IPv6 by its /64 (one
+subscriber gets a whole /64, so a per-address limit on a single IPv6 address is no limit).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,3 +65,47 @@ class KeyedLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+def address_key(address: str) -> str:
+    """The key a per-address limit counts under: the IPv4 address, or the /64 of an IPv6
+    address (an IPv4-mapped IPv6 address counts as its IPv4 address)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address  # not an IP (a Unix socket): one key for whatever it is
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class ConcurrencyLimiter:
+    """At most ``limit`` things held at once per key; a key holding nothing is forgotten,
+    so the table never holds more keys than there are things held."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[str, int] = {}
+
+    def acquire(self, key: str) -> bool:
+        """Take one for ``key`` if it holds fewer than ``limit``; pair with :meth:`release`."""
+        held = self._held.get(key, 0)
+        if held >= self.limit:
+            return False
+        self._held[key] = held + 1
+        return True
+
+    def release(self, key: str) -> None:
+        held = self._held.get(key, 0) - 1
+        if held > 0:
+            self._held[key] = held
+        else:
+            self._held.pop(key, None)
+
+    def held(self, key: str) -> int:
+        return self._held.get(key, 0)
+
+    def __len__(self) -> int:
+        return len(self._held)

@@ -95,6 +95,8 @@ class Membership:
                 return self._rosters[space_id]
             stored = await self.store.load_records(space_id)
             if not stored:
+                # Forget the lock: anyone may name any space id, and each would stay.
+                self._locks.pop(space_id, None)
                 raise NotFound("no such space")
             records = [decode_record(data) for data in stored]
             roster = Roster.from_records(space_id, records)

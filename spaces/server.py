@@ -22,11 +22,13 @@ from aiohttp import WSMsgType, web
 
 from protocol.errors import (
     InvalidMessage,
+    NotFound,
     ProtocolError,
     RateLimited,
     TooLarge,
     Unauthenticated,
 )
+from protocol.ids import is_valid_id
 from protocol.records import verify_signature
 from protocol.wire import (
     AUTH_REQUESTS,
@@ -61,7 +63,7 @@ from spaces.chat import install_chat
 from spaces.conference_routes import install_conferences
 from spaces.config import Config
 from spaces.hub import Hub, Subscriber
-from spaces.limits import KeyedLimiter, TokenBucket
+from spaces.limits import ConcurrencyLimiter, KeyedLimiter, TokenBucket, address_key
 from spaces.membership import Membership
 from spaces.sqlite_store import SqliteStore
 from spaces.storage import Store
@@ -75,6 +77,8 @@ MEMBERSHIP = web.AppKey("membership", Membership)
 HUB = web.AppKey("hub", Hub)
 ATTEMPTS_BY_ADDRESS = web.AppKey("attempts_by_address", KeyedLimiter)
 ATTEMPTS_BY_INVITE = web.AppKey("attempts_by_invite", KeyedLimiter)
+CREATIONS_BY_ADDRESS = web.AppKey("creations_by_address", KeyedLimiter)
+SOCKETS_BY_ADDRESS = web.AppKey("sockets_by_address", ConcurrencyLimiter)
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,7 @@ class Session:
             if not message.records:
                 raise InvalidMessage("a new space needs its genesis record")
             founder = message.records[0].author
+            self._limit_creation(message.creation_token)
             roster = await m.create_space(message.records, message.seals, message.creation_token)
             self._check_member_signature(roster.space_id, founder, message.signature, "create")
             self._bind(roster.space_id, founder)
@@ -255,9 +260,23 @@ class Session:
         self._bind(opened.space_id, member)
         return Welcome(message.id, opened.space_id, (await m.roster(opened.space_id)).head_seq)
 
+    def _limit_creation(self, token: str) -> None:
+        """Open creation is limited per address; holders of a creation token are not."""
+        spaces = self.config.spaces
+        if token and token in spaces.creation_tokens:
+            return
+        if spaces.allow_create and not self.app[CREATIONS_BY_ADDRESS].allow(self.address):
+            per_hour = self.config.limits.space_creations_per_hour_per_address
+            raise RateLimited(
+                f"too many new spaces from this address (at most {per_hour} an hour); "
+                "try again later"
+            )
+
     def _limit_join_attempt(self, invite_id: str) -> None:
         if not self.app[ATTEMPTS_BY_ADDRESS].allow(self.address):
             raise RateLimited("too many join attempts from this address; wait a minute")
+        if not is_valid_id(invite_id):  # before it becomes a key of the per-invite limiter
+            raise NotFound("unknown invite link")
         if not self.app[ATTEMPTS_BY_INVITE].allow(invite_id):
             raise RateLimited("too many join attempts on this invite; wait a minute")
 
@@ -269,7 +288,9 @@ class Session:
             raise Unauthenticated("the challenge signature does not verify")
 
     def _bind(self, space_id: str, member: bytes) -> None:
-        self.subscriber = Subscriber(space_id, member)
+        self.subscriber = Subscriber(
+            space_id, member, max_bytes=self.config.limits.max_queued_bytes_per_connection
+        )
         self.app[HUB].add(self.subscriber)
 
     async def _dispatch(self, message: ClientMessage) -> msgspec.Struct:
@@ -292,7 +313,7 @@ class Session:
 
     async def _write_loop(self, subscriber: Subscriber) -> None:
         try:
-            while (frame := await subscriber.queue.get()) is not None:
+            while (frame := await subscriber.pop()) is not None:
                 await self.ws.send_bytes(frame)
         except (ConnectionError, RuntimeError):
             pass
@@ -384,7 +405,19 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     # and keep the session, so a client learns why instead of seeing a dead socket.
     ws = web.WebSocketResponse(max_msg_size=4 * config.limits.max_message_bytes, heartbeat=30)
     await ws.prepare(request)
-    session = Session(request.app, ws, request_origin(request, config), request.remote or "")
+    address = address_key(request.remote or "")
+    sockets = request.app[SOCKETS_BY_ADDRESS]
+    if not sockets.acquire(address):
+        # Said in the WebSocket, not as an HTTP status: browsers hide a refused handshake's.
+        refused = RateLimited(
+            f"too many connections from your address (at most {sockets.limit}); "
+            "close some and try again"
+        )
+        with contextlib.suppress(ConnectionError):
+            await ws.send_bytes(encoder.encode(Error(None, refused.code, refused.message)))
+        await ws.close()
+        return ws
+    session = Session(request.app, ws, request_origin(request, config), address)
     try:
         await session.run()
     except (ConnectionError, asyncio.CancelledError):
@@ -392,6 +425,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     except Exception:  # one broken session must never take the server down
         log.exception("session failed")
     finally:
+        sockets.release(address)
         await ws.close()
     return ws
 
@@ -415,6 +449,12 @@ def build_app(config: Config, store: Store) -> web.Application:
         limits.join_attempts_per_minute_per_invite,
         loop_time,
     )
+    app[CREATIONS_BY_ADDRESS] = KeyedLimiter(
+        limits.space_creations_per_hour_per_address / 3600,
+        limits.space_creations_per_hour_per_address,
+        loop_time,
+    )
+    app[SOCKETS_BY_ADDRESS] = ConcurrencyLimiter(limits.websockets_per_address)
     app.router.add_get("/health", health)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/join/{invite_id}", join_page)

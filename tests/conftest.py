@@ -61,6 +61,20 @@ def toml_text(config: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# Every test server runs from 127.0.0.1 and many tests create spaces from it: the per-address
+# creation rate (20 an hour by default) would make tests depend on each other. Tests of the
+# limit itself set it (a test's own config always wins).
+TEST_LIMITS: Mapping[str, Any] = {"space_creations_per_hour_per_address": 100_000}
+
+
+def with_test_limits(
+    config: Mapping[str, Mapping[str, Any]] | None,
+) -> dict[str, Mapping[str, Any]]:
+    merged: dict[str, Mapping[str, Any]] = dict(config or {})
+    merged["limits"] = {**TEST_LIMITS, **merged.get("limits", {})}
+    return merged
+
+
 def free_port() -> int:
     """A port nothing listens on right now (for 'server unreachable' tests)."""
     with socket.socket() as sock:
@@ -85,10 +99,8 @@ class SalonServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self.data_dir = root / "data"
         self.log_path = root / "server.log"
-        self.config_path: Path | None = None
-        if config:
-            self.config_path = root / "salon.toml"
-            self.config_path.write_text(toml_text(config), encoding="utf-8")
+        self.config_path = root / "salon.toml"
+        self.config_path.write_text(toml_text(with_test_limits(config)), encoding="utf-8")
         self.port = 0
         self.url = ""
         self.proc: subprocess.Popen[bytes] | None = None
@@ -379,7 +391,7 @@ async def app_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Ap
         root = tmp_path / f"app{len(started)}"
         root.mkdir()
         path = root / "salon.toml"
-        path.write_text(toml_text(config or {}), encoding="utf-8")
+        path.write_text(toml_text(with_test_limits(config)), encoding="utf-8")
         cfg = load_config(path)
         data_dir = root / "data"
         store = SqliteStore(data_dir / "salon.db")
