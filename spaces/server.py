@@ -29,7 +29,7 @@ from protocol.errors import (
     Unauthenticated,
 )
 from protocol.ids import is_valid_id
-from protocol.records import verify_signature
+from protocol.records import Genesis, derive_space_id, verify_signature
 from protocol.wire import (
     AUTH_REQUESTS,
     Append,
@@ -224,10 +224,15 @@ class Session:
         if isinstance(message, CreateSpace):
             if not message.records:
                 raise InvalidMessage("a new space needs its genesis record")
-            founder = message.records[0].author
+            genesis = message.records[0]
+            if not isinstance(genesis.body, Genesis):
+                raise InvalidMessage("a new space starts with its genesis record")
+            # Check the challenge before anything is stored: a bad signature creates nothing.
+            space_id = derive_space_id(genesis.author, genesis.body)
+            self._check_member_signature(space_id, genesis.author, message.signature, "create")
             self._limit_creation(message.creation_token)
             roster = await m.create_space(message.records, message.seals, message.creation_token)
-            self._check_member_signature(roster.space_id, founder, message.signature, "create")
+            founder = genesis.author
             self._bind(roster.space_id, founder)
             return Welcome(message.id, roster.space_id, roster.head_seq)
         if isinstance(message, Authenticate):

@@ -27,13 +27,14 @@ from conftest import AppServer, SalonUser
 
 from client.errors import ServerError
 from protocol.chat_wire import StoryChunkStored, UploadStoryChunk
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, NotFound
 from protocol.records import InviteCreate, RoomCreate
 from protocol.wire import (
     Append,
     Appended,
     Authenticate,
     Challenge,
+    CreateSpace,
     Error,
     GetRecords,
     JoinSpace,
@@ -364,3 +365,29 @@ def test_concurrency_limiter_and_address_keys() -> None:
     assert address_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
     assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
     assert address_key("") == ""
+
+
+async def test_a_create_space_with_a_bad_challenge_signature_stores_nothing(
+    app_server: Any,
+) -> None:
+    """The founder's challenge signature is checked before the space is stored: a client
+    that cannot sign the challenge leaves no space behind (it used to be checked after)."""
+    from nacl.signing import SigningKey
+
+    from protocol.records import Genesis, Record, derive_space_id, signing_bytes
+
+    srv = await app_server()
+    membership: Membership = srv.app[MEMBERSHIP]
+    founder = SigningKey.generate()
+    genesis = Genesis(b"b" * 32, b"n" * 16)
+    space_id = derive_space_id(bytes(founder.verify_key), genesis)
+    unsigned = Record(space_id, 0, bytes(32), bytes(founder.verify_key), int(time.time()), genesis)
+    record = msgspec.structs.replace(unsigned, sig=founder.sign(signing_bytes(unsigned)).signature)
+    client = await raw(srv)
+    try:
+        await client.ws.send_bytes(encoder.encode(CreateSpace(1, [record], [], b"\0" * 64, "")))
+        assert (await client.receive()).code == ErrorCode.UNAUTHENTICATED
+    finally:
+        await client.close()
+    with pytest.raises(NotFound):
+        await membership.roster(space_id)
