@@ -429,6 +429,12 @@ class CallClient:
             state = event.state
             if state.room_id == self.room_id and state.call_id == self.call_id:
                 await self._apply_state(state, event.action)
+                if self.keys.exhausted:
+                    return CallOutcome(
+                        "key-ids-exhausted",
+                        "this call changed keys too often for its key ids; join it again",
+                        1,
+                    )
         elif isinstance(event, CallSignal):
             if event.room_id == self.room_id and event.call_id == self.call_id:
                 await self._on_signal(event)
@@ -531,6 +537,9 @@ class CallClient:
             # Someone who joined again is in both lists: their old incarnation left (rekey).
             before = self.keys.own.epoch
             self.keys.membership(state.version, joined, left)
+            if self.keys.exhausted:  # no key id left for a new key: never alias one
+                self.topology.set_sending(video=False, audio=False)
+                return
             if self.keys.own.epoch != before:
                 kind = "leave" if left else "join"
                 change = KeyChange(state.version, kind, self.keys.own.epoch, time.time())
