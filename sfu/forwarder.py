@@ -121,6 +121,9 @@ class ForwarderConfig:
     # after stale_reset seconds of it, assume the sender's timestamps jumped instead.
     stale_after: float | None = 0.4
     stale_reset: float = 2.0
+    # Drop frames under a key id that is not the publisher's (participants added with a
+    # sender_index). Off only to show that receivers refuse such frames on their own.
+    check_key_ids: bool = True
 
 
 class _UpTrack:
@@ -362,7 +365,7 @@ class Forwarder:
             c.dropped_muted += 1
             return []
         index = p.sender_index
-        if index is not None:
+        if index is not None and self.config.check_key_ids:
             kid = rtp.sframe_kid(data, hdr, up.kind == "video")
             if kid != rtp.NOT_FRAME_START:
                 up.frame_ok = kid >= 0 and kid >> EPOCH_BITS == index
