@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aioice.ice
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
+from call_helpers import CallProcess, Town, calls, make_town
 
 from client.callkeys import CallKeys, MediaKeyMessage, SenderKey
 from client.e2ee_media import (
@@ -382,3 +385,63 @@ def test_the_full_16_bit_epoch_range_is_usable_and_then_ends() -> None:
     assert media_kid(1, keys.own.epoch) == (1 << 16) | 0xFFFF
     keys.membership(2, [b"k" * 32], [])
     assert keys.exhausted and keys.own.epoch == MAX_EPOCH
+
+
+# -- point 5 end to end: real server, real ``salon call`` processes on the SFU ---------------
+
+
+@pytest.fixture(scope="module")
+def town(server: Any, module_user: Any) -> Town:
+    return make_town(server.url, module_user, ("Bob", "Carol"))
+
+
+@pytest.mark.timeout(150)
+async def test_a_call_out_of_key_ids_ends_for_that_sender_and_no_id_is_reused(
+    town: Town, tmp_path: Path
+) -> None:
+    """Alice's limit is injected at epoch 1: Bob's join moves her to epoch 1, Carol's join
+    would need epoch 2, so her call ends (she stops sending and leaves) and the others go
+    on with fresh keys. Bob's key log shows no key id that ever named two keys."""
+    town["Alice"].run(
+        "room", "create", town.space, "aisle", "--kind", "conference", "--topology", "sfu"
+    )
+    debug = {name: tmp_path / f"{name}-media" for name in ("Alice", "Bob", "Carol")}
+    async with calls() as running:
+
+        async def start(name: str, env: dict[str, str]) -> CallProcess:
+            env = {**env, "SALON_MEDIA_DEBUG_DIR": str(debug[name])}
+            call = await CallProcess.start(
+                town[name], town.space, "aisle", tmp_path / f"{name}.json", 40, env=env
+            )
+            running.append(call)
+            return call
+
+        alice = await start("Alice", {"SALON_CALL_MAX_EPOCH": "1"})
+        await alice.wait_for("joined call")
+        bob = await start("Bob", {})
+        for call in (alice, bob):
+            await call.wait_for(r"verification code .* \(2 in the call", 40)
+        await bob.wait_for("first video from Alice", 40)
+        carol = await start("Carol", {})
+        alice_result = await alice.finish(40)
+        assert alice_result.returncode == 1, alice_result.stderr
+        assert alice_result.stats["ended_reason"] == "key-ids-exhausted"
+        said = "\n".join([*alice_result.stdout, alice_result.stderr])
+        assert "changed keys too often" in said, said
+        for call in (bob, carol):
+            await call.wait_for(r"verification code .* \(2 in the call", 40)
+        await bob.wait_for(r"Alice \(\w+\) left", 20)
+        await bob.stop()
+        await carol.stop()
+    # Every key anyone logged: one key per (member, epoch), i.e. per key id.
+    named: dict[tuple[str, int], str] = {}
+    for name in ("Alice", "Bob", "Carol"):
+        for line in (debug[name] / "keys.jsonl").read_text().splitlines():
+            entry = json.loads(line)
+            slot = (entry["member"], entry["epoch"])
+            assert named.setdefault(slot, entry["key"]) == entry["key"], (name, slot)
+    # Alice never made a key past her last epoch, nor sent under one.
+    own = [json.loads(line) for line in (debug["Alice"] / "keys.jsonl").read_text().splitlines()]
+    assert max(entry["epoch"] for entry in own if entry["mine"]) == 1
+    sent = (debug["Alice"] / "frames.jsonl").read_text().splitlines()
+    assert sent and max(json.loads(line)["kid"] & 0xFFFF for line in sent) <= 1
