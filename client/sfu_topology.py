@@ -117,7 +117,15 @@ class MediaKeyRing:
         member = self.members.get(source)
         if member is None or member == self.me:
             return None
-        return self._recv.get(source)
+        # A known sender whose first key is still on its way gets an empty context: its
+        # frames then wait for the key (UnknownKeyError, held) instead of failing.
+        return self._context(source)
+
+    def _context(self, index: int) -> SFrameContext:
+        ctx = self._recv.get(index)
+        if ctx is None:
+            ctx = self._recv[index] = SFrameContext(MEDIA_SUITE, replay_window=REPLAY_WINDOW)
+        return ctx
 
     @property
     def recv_kids(self) -> list[int]:
@@ -154,7 +162,7 @@ class MediaKeyRing:
         except KeyIdExhausted:
             log.warning("a key of sender %d at epoch %d has no key id: ignored", index, key.epoch)
             return False
-        ctx = self._recv.setdefault(index, SFrameContext(MEDIA_SUITE, replay_window=REPLAY_WINDOW))
+        ctx = self._context(index)
         same = self._keys.get(kid) == key.key
         if same and (kid in ctx or kid in self._retired):
             return False  # held already, or its overlap is over (no fresh replay window)

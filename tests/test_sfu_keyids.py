@@ -211,6 +211,9 @@ async def test_a_forged_frame_on_the_wrong_slot_never_plays_nor_blocks_the_sende
     mallory_ctx = ring.context_for(MALLORY)
     assert mallory_ctx is not None and BOB_KID not in mallory_ctx
     assert ring.context_for(ALICE) is None and ring.context_for(None) is None
+    ring.set_index(b"c" * 32, 7)  # a sender whose first key is on its way: frames wait
+    waiting = ring.context_for(7)
+    assert waiting is not None and waiting.kids() == [] and ring.may_arrive(media_kid(7, 0))
     assert issubclass(WrongSourceError, Exception)
 
 
