@@ -17,7 +17,9 @@ RTP bytes to the forwarder, and each subscriber's re-headed copies go out throug
 :class:`sfu.aiortc_adapter.RtpSink` (SRTP-protect + ``sendto``) straight away.
 
 The node never decodes, never holds a media key (frames are SFrame ciphertext) and never
-logs SDP (it carries addresses).
+logs SDP (it carries addresses). It does read each frame's SFrame key id (in clear): a
+participant joined with its ``sender_index`` may only publish under its own key ids, and
+every packet forwarded from it carries that index as its CSRC (see :mod:`sfu.forwarder`).
 """
 
 from __future__ import annotations
