@@ -253,7 +253,9 @@ class SfuRole(Role):
         self._tapped = False
 
     async def op_join(self, pid: str, offer: str) -> str:
-        answer = await self.node.join(CONF, pid, offer)
+        # As the server does: every participant has a sender index, so the node checks each
+        # frame's SFrame key id and stamps the CSRC. The clip is under KID 1 (index 0).
+        answer = await self.node.join(CONF, pid, offer, sender_index=0)
         if not self._tapped:
             self._tap(self.node.forwarder(CONF))
         return answer

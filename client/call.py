@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import secrets
 import signal
 import time
@@ -87,6 +88,7 @@ from protocol.conference_wire import (
     action_signing_bytes,
 )
 from protocol.errors import ErrorCode
+from protocol.media_keys import MAX_EPOCH
 from protocol.records import Role, fingerprint
 from protocol.wire import Done, RecordAdded, ServerMessage, SessionClosed
 from sfu.aiortc_adapter import apply_ice_env
@@ -202,6 +204,15 @@ class CallOutcome:
     exit_code: int = 0
 
 
+MAX_EPOCH_ENV = "SALON_CALL_MAX_EPOCH"  # testing only: end the call after fewer key changes
+
+
+def max_epoch_from_env() -> int:
+    """The last media key epoch (``$SALON_CALL_MAX_EPOCH`` may only lower it, for tests)."""
+    value = os.environ.get(MAX_EPOCH_ENV, "").strip()
+    return min(int(value), MAX_EPOCH) if value.isdigit() else MAX_EPOCH
+
+
 def sign_action(
     session: SpaceSession,
     room_id: str,
@@ -251,7 +262,7 @@ class CallClient:
         self.clock = clock
         self.me = session.member_key
         self.stats = CallStats()
-        self.keys = CallKeys(self.me)
+        self.keys = CallKeys(self.me, max_epoch=max_epoch_from_env())
         self.call_id = ""
         self.state: CallState | None = None
         self.seats: dict[bytes, CallParticipant] = {}
@@ -429,6 +440,12 @@ class CallClient:
             state = event.state
             if state.room_id == self.room_id and state.call_id == self.call_id:
                 await self._apply_state(state, event.action)
+                if self.keys.exhausted:
+                    return CallOutcome(
+                        "key-ids-exhausted",
+                        "this call changed keys too often for its key ids; join it again",
+                        1,
+                    )
         elif isinstance(event, CallSignal):
             if event.room_id == self.room_id and event.call_id == self.call_id:
                 await self._on_signal(event)
@@ -531,6 +548,9 @@ class CallClient:
             # Someone who joined again is in both lists: their old incarnation left (rekey).
             before = self.keys.own.epoch
             self.keys.membership(state.version, joined, left)
+            if self.keys.exhausted:  # no key id left for a new key: never alias one
+                self.topology.set_sending(video=False, audio=False)
+                return
             if self.keys.own.epoch != before:
                 kind = "leave" if left else "join"
                 change = KeyChange(state.version, kind, self.keys.own.epoch, time.time())

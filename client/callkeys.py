@@ -22,7 +22,11 @@ they give mesh and SFU calls the same **verification code**: a hash of the sorte
 (member key, key commitment) pairs of everyone in the call, shown as four groups of four
 digits, identical for all participants who hold the same keys for the same set of people.
 The SFU topology encrypts frames with these keys (SFrame, :mod:`client.sframe`), with
-:func:`media_kid` as the key id.
+:func:`protocol.media_keys.media_kid` as the key id. Key ids never wrap: a sender's epoch
+has 16 bits in it, so a participant whose own key would move past ``MAX_EPOCH`` (65,535
+membership changes in one call) does not move it — :attr:`CallKeys.exhausted` turns True
+and the call client ends its call (rejoining gives a new sender index, so fresh key ids).
+Keys of others past that epoch are refused. No key id ever names two keys.
 """
 
 from __future__ import annotations
@@ -38,6 +42,15 @@ from client import crypto
 from protocol.labels import CALL_CODE_DOMAIN as CODE_DOMAIN
 from protocol.labels import CALL_KEY_COMMITMENT_DOMAIN as COMMITMENT_DOMAIN
 from protocol.labels import CALL_MEDIA_RATCHET_LABEL as RATCHET_LABEL
+from protocol.media_keys import MAX_EPOCH, media_kid
+
+__all__ = [
+    "CallKeys",
+    "MediaKeyMessage",
+    "SenderKey",
+    "media_kid",
+    "verification_code",
+]
 
 CHANGES_KEPT: Final = 1000
 
@@ -64,11 +77,6 @@ class MediaKeyMessage(msgspec.Struct, frozen=True):
     at_version: int
 
 
-def media_kid(index: int, epoch: int) -> int:
-    """SFrame key id of a sender's key: its per-call index above, the epoch's low 16 bits."""
-    return (index << 16) | (epoch & 0xFFFF)
-
-
 def verification_code(pairs: Iterable[tuple[bytes, bytes]]) -> str:
     """Four groups of four digits from sorted (member key, key commitment) pairs."""
     digest = hashlib.sha256(
@@ -92,9 +100,19 @@ class CallKeys:
     with (and to seal to others) and :meth:`code` the verification code, if every key is in.
     """
 
-    def __init__(self, me: bytes, random_key: Callable[[], bytes] = crypto.random_key) -> None:
+    def __init__(
+        self,
+        me: bytes,
+        random_key: Callable[[], bytes] = crypto.random_key,
+        *,
+        max_epoch: int = MAX_EPOCH,
+    ) -> None:
         self.me = me
         self._random_key = random_key
+        # The last epoch with a key id of its own; smaller in tests, to reach it.
+        self.max_epoch = min(max_epoch, MAX_EPOCH)
+        # Our key cannot move on without reusing a key id: the call must end for us.
+        self.exhausted = False
         self.own = SenderKey(0, random_key())
         self.previous_own: SenderKey | None = None
         self.version = -1
@@ -118,6 +136,11 @@ class CallKeys:
         if version <= self.version or not (joined or left):
             self.version = max(self.version, version)
             return
+        if self.own.epoch >= self.max_epoch:
+            # Moving on would alias a key id (or keep a key a removed member holds): stop.
+            self.exhausted = True
+            self.version = version
+            return
         kind = "leave" if left else "join"
         self._changes.append((version, kind))
         del self._changes[:-CHANGES_KEPT]
@@ -135,8 +158,8 @@ class CallKeys:
     def _advance(self, member: bytes, held: _Held, kind: str, version: int) -> None:
         self._previous[member] = held.key
         held.as_of = version
-        if kind == "leave":
-            self._stale.add(member)  # its fresh key is on its way
+        if kind == "leave" or held.key.epoch >= self.max_epoch:
+            self._stale.add(member)  # its fresh key is on its way (or it must leave)
         else:
             held.key = held.key.ratchet()
             self._notify(member)
@@ -147,7 +170,7 @@ class CallKeys:
 
     def receive(self, sender: bytes, message: MediaKeyMessage) -> bool:
         """Take a key ``sender`` sealed to us; True if it is news (a newer epoch)."""
-        if len(message.key) != crypto.KEY_LEN or message.epoch < 0:
+        if len(message.key) != crypto.KEY_LEN or not 0 <= message.epoch <= self.max_epoch:
             return False
         key = SenderKey(message.epoch, message.key)
         for version, kind in self._changes:
@@ -156,6 +179,8 @@ class CallKeys:
                     self._keep_superseded(sender, key)
                     return False
                 key = key.ratchet()
+        if key.epoch > self.max_epoch:
+            return False  # no key id for it: the sender has to leave the call
         held = self._peers.get(sender)
         if held is not None and key.epoch <= held.key.epoch:
             return False

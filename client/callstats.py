@@ -3,7 +3,7 @@ JSON (PRODUCT.md / issue 4)::
 
     {"topology": "mesh"|"sfu", "e2ee": true|false,
      "verification_codes": [every code shown, in order],
-     "ended_reason": "duration"|"removed"|"ended"|"denied"|"interrupted",
+     "ended_reason": "duration"|"removed"|"ended"|"denied"|"interrupted"|"key-ids-exhausted",
      "participants": [{"display_name", "fingerprint", "video_frames_decoded",
                        "audio_frames_decoded", "decrypt_failures", "muted", "hand_raised",
                        ...}, ...one per remote participant seen]}
@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-EndedReason = str  # duration | removed | ended | denied | interrupted
+EndedReason = str  # duration | removed | ended | denied | interrupted | key-ids-exhausted
 
 
 @dataclass

@@ -21,7 +21,14 @@ up to ``HOLD_SECONDS``, and decrypted in order once the key is there.
 
 :class:`SfuSession` puts these together on one ``RTCPeerConnection`` to an SFU node: one
 publishing transceiver per kind and a fixed number of receiving *slots*; the SFU routes
-publishers into slots and receivers tell publishers apart by the SFrame key id.
+publishers into slots and names each packet's publisher in its CSRC.
+
+Whose keys a frame is tried with: every receiver holds every sender's key, so a member
+could encrypt under another's key id. The SFU drops frames under a key id that is not
+the publisher's, and a receiver given keys *per source* (a callable: CSRC -> that
+publisher's own SFrame context) tries a frame only with the keys of the publisher its
+packets name: a frame under Bob's key id on Mallory's slot finds no key
+(:class:`WrongSourceError`) and never touches Bob's replay window.
 
 Key ids are opaque here: the call client picks them (``client.callkeys.media_kid``) and
 maps the KID of each decoded frame (``DecryptingReceiver.recv_with_kid``) to its sender.
@@ -70,8 +77,11 @@ __all__ = [
     "DecryptingReceiver",
     "EncryptedAudioSender",
     "EncryptedVideoSender",
+    "KeysBySource",
     "ReceiverStats",
+    "RecvKeys",
     "SfuSession",
+    "WrongSourceError",
     "audio_level_dbov",
 ]
 
@@ -84,6 +94,16 @@ HOLD_SECONDS = 1.0  # how long a frame may wait for its key (see hold_unknown)
 HOLD_MAX_FRAMES = 128  # per receiver; ~1 s of a sender's video and audio
 _VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 _AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+
+
+class WrongSourceError(SFrameError):
+    """The frame's packets name no publisher whose keys we hold (or no single publisher)."""
+
+
+# A publisher's own receiving context, by the sender index the SFU names (CSRC); None: none.
+KeysBySource = Callable[[int | None], SFrameContext | None]
+# One context for every sender (tests, tools; no source binding), or keys per source.
+RecvKeys = SFrameContext | KeysBySource
 
 
 def audio_level_dbov(samples: np.ndarray[Any, Any]) -> int:
@@ -370,20 +390,26 @@ class DecryptingReceiver(MediaStreamTrack):
     says whether the key for a KID without one is on its way: such frames wait (in order,
     at most ``hold_seconds``) and are tried again when the next frame arrives after
     :meth:`keys_changed`; only those whose key never comes count as decrypt failures.
+    With ``keys`` per source (:data:`RecvKeys`), a frame is tried only with the keys of the
+    publisher its packets name (``EncodedFrame.source``), and with ``kid_source`` (key id
+    -> the sender index it names) its key id must name that publisher too; otherwise it is
+    dropped as :class:`WrongSourceError` before any key or replay window is touched.
     """
 
     def __init__(
         self,
         track: MediaStreamTrack,
-        keys: SFrameContext,
+        keys: RecvKeys,
         *,
         request_keyframe: Callable[[], None] | None = None,
         resolve_kid: Callable[[int], bool] | None = None,
         hold_unknown: Callable[[int], bool] | None = None,
         hold_seconds: float = HOLD_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        kid_source: Callable[[int], int] | None = None,
     ) -> None:
         super().__init__()
+        self._kid_source = kid_source
         self.kind = track.kind
         self._resolve_kid = resolve_kid
         self.hold_unknown = hold_unknown
@@ -469,7 +495,7 @@ class DecryptingReceiver(MediaStreamTrack):
             st.frames_received += 1
             st.bytes_received += len(item.data)
         try:
-            kid, frame = self._unprotect(item.data)
+            kid, frame = self._unprotect(item.data, item.source)
         except UnknownKeyError as exc:
             if self._hold(item, held_since):
                 return
@@ -494,18 +520,35 @@ class DecryptingReceiver(MediaStreamTrack):
         st.failures_by_kid[kid_or_none] += 1
         self._need_keyframe = True
         if self.on_decrypt_failure is not None:
-            self.on_decrypt_failure(kid_or_none)
+            # A frame on the wrong slot is not its key id's sender's failure: whoever sent
+            # it may have forged the id, so it is attributed to nobody.
+            wrong_slot = isinstance(exc, WrongSourceError)
+            self.on_decrypt_failure(None if wrong_slot else kid_or_none)
 
-    def _unprotect(self, data: bytes) -> tuple[int, bytes]:
+    def _context(self, source: int | None) -> SFrameContext:
+        keys = self.keys
+        if isinstance(keys, SFrameContext):
+            return keys
+        ctx = keys(source)
+        if ctx is None:
+            raise WrongSourceError(f"no keys for the publisher this slot names ({source})")
+        return ctx
+
+    def _unprotect(self, data: bytes, source: int | None = None) -> tuple[int, bytes]:
+        if self._kid_source is not None:
+            # The key id must name the publisher the slot carries, before any key is tried.
+            kid = _peek_kid(self._codec_name, data)
+            if kid is None or self._kid_source(kid) != source:
+                raise WrongSourceError(f"key id {kid} on a slot carrying publisher {source}")
         try:
-            return unprotect_frame(self.keys, self._codec_name, data)
+            return unprotect_frame(self._context(source), self._codec_name, data)
         except UnknownKeyError:
             # A sender may move to its next epoch before we heard of it: the call client
             # can often derive that key (a ratchet) or knows it just arrived. Ask once.
             kid = _peek_kid(self._codec_name, data)
             if self._resolve_kid is None or kid is None or not self._resolve_kid(kid):
                 raise
-            return unprotect_frame(self.keys, self._codec_name, data)
+            return unprotect_frame(self._context(source), self._codec_name, data)
 
     async def _decode_video(self, kid: int, frame: bytes, timestamp: int) -> list[Any]:
         keyframe = bool(frame) and frame[0] & 0x01 == 0
@@ -591,19 +634,20 @@ class SfuSession:
         await session.close()
 
     ``send_ctx`` holds this participant's own key(s) (encrypt-only; not needed by a
-    receive-only participant), ``recv_ctx`` every other participant's (decrypt-only);
-    both use suite 4. A sender's video and audio share one CTR sequence under its KID and
+    receive-only participant), ``recv_ctx`` every other participant's (decrypt-only):
+    one context for all, or per source (see :data:`RecvKeys`; the call client's way);
+    all use suite 4. A sender's video and audio share one CTR sequence under its KID and
     ``recv_ctx``'s replay window spans both, so keep every receiver consumed (as
     :meth:`start_receiving` does) or give ``recv_ctx`` a wider window (e.g. 1024).
     ``video_slots`` / ``audio_slots`` bound how many publishers this client sees and hears
-    at once (the SFU fills them with the most recent active speakers). ``resolve_kid`` and
-    ``hold_unknown`` are handed to every :class:`DecryptingReceiver`.
+    at once (the SFU fills them with the most recent active speakers). ``resolve_kid``,
+    ``hold_unknown`` and ``kid_source`` are handed to every :class:`DecryptingReceiver`.
     """
 
     def __init__(
         self,
         *,
-        recv_ctx: SFrameContext,
+        recv_ctx: RecvKeys,
         send_ctx: SFrameContext | None = None,
         send_kid: int | None = None,
         video: MediaStreamTrack | None = None,
@@ -614,6 +658,7 @@ class SfuSession:
         video_bitrate: int = 300_000,
         resolve_kid: Callable[[int], bool] | None = None,
         hold_unknown: Callable[[int], bool] | None = None,
+        kid_source: Callable[[int], int] | None = None,
     ) -> None:
         # max-bundle: with aiortc's default (balanced), a second transceiver of one kind
         # can stay on a transport that BUNDLE negotiation then stops.
@@ -624,6 +669,7 @@ class SfuSession:
         self.recv_ctx = recv_ctx
         self._resolve_kid = resolve_kid
         self._hold_unknown = hold_unknown
+        self._kid_source = kid_source
         self.video_sender: EncryptedVideoSender | None = None
         self.audio_sender: EncryptedAudioSender | None = None
         self.receivers: list[DecryptingReceiver] = []
@@ -673,6 +719,7 @@ class SfuSession:
                     request_keyframe=self._pli_sender(t.receiver),
                     resolve_kid=self._resolve_kid,
                     hold_unknown=self._hold_unknown,
+                    kid_source=self._kid_source,
                 )
             )
 

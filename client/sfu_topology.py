@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 import av
 
-from client.callkeys import CallKeys, SenderKey, media_kid
+from client.callkeys import CallKeys, SenderKey
 from client.callsignal import SignalKind
 from client.e2ee_media import MEDIA_SUITE, DecryptingReceiver, SfuSession
 from client.sframe import KeyUsage, SFrameContext, SFrameError
@@ -57,6 +57,7 @@ from client.topology import (
     TopologyContext,
     register_topology,
 )
+from protocol.media_keys import MAX_EPOCH, KeyIdExhausted, kid_epoch, kid_index, media_kid
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,8 @@ RECONNECT_DELAY = 1.0
 VIDEO_SLOTS = 6  # the most remote videos (and audios) received at once; the SFU picks
 AUDIO_SLOTS = 6  # the most recent speakers when there are more
 REPLAY_WINDOW = 1024  # a sender's audio and video share its counter: allow for skew
-EPOCH_MASK = 0xFFFF
 DEBUG_ENV = "SALON_MEDIA_DEBUG_DIR"
 CAPTURE_EVERY = 10  # the debug log keeps every 10th frame sent (and every keyframe)
-
-
-def _epoch_after(epoch: int, held: int) -> bool:
-    """Is ``epoch`` (16 bits, from a key id) later than ``held``, allowing for wrap-around?"""
-    return 0 < (epoch - held) & EPOCH_MASK < 0x8000
 
 
 class MediaKeyRing:
@@ -83,97 +78,143 @@ class MediaKeyRing:
 
     Feed it indexes (:meth:`set_index`), keys as CallKeys learns them (:meth:`install`),
     departures (:meth:`forget`) and the time (:meth:`tick`); it keeps ``send`` (the
-    call's sending context) and ``recv`` (this topology's receiving context) in step.
+    call's sending context) and the receiving contexts in step.
+
+    Receiving keys are kept **per publisher**: one SFrame context (with its own replay
+    windows) per sender index, holding only key ids that name that index.
+    :meth:`context_for` gives the receivers the context of the publisher the SFU says a
+    slot carries, so a frame under Bob's key id on Mallory's slot finds no key and never
+    moves Bob's replay window (issue 8 point 4). Key ids never wrap
+    (``protocol.media_keys``): one id names one key, except that a participant who joins
+    again under the same seat starts over at epoch 0 with a fresh key, which then
+    replaces its old incarnation's key under that id.
     """
 
     def __init__(self, me: bytes, send: SFrameContext, clock: Callable[[], float]) -> None:
         self.me = me
         self.send = send
-        self.recv = SFrameContext(MEDIA_SUITE, replay_window=REPLAY_WINDOW)
         self.clock = clock
         self.send_kid: int | None = None
         self.members: dict[int, bytes] = {}  # index -> member, kept after they leave
         self.indexes: dict[bytes, int] = {}
+        self._recv: dict[int, SFrameContext] = {}  # sender index -> its receiving context
         self._epochs: dict[bytes, dict[int, int]] = {}  # member -> {kid: epoch} installed
         self._latest: dict[bytes, int] = {}  # member -> latest epoch installed
-        self._keys: dict[int, bytes] = {}  # kid -> the base key installed under it
-        self._expiry: dict[tuple[str, int], float] = {}  # ("recv", kid) -> when it goes
+        self._keys: dict[int, bytes] = {}  # kid -> the base key last installed under it
+        self._sent: dict[int, bytes] = {}  # kid -> the base key we sent with under it
+        self._retired: set[int] = set()  # kids whose overlap ended (that key never again)
+        self._expiry: dict[int, float] = {}  # received kid -> when it goes
 
     def set_index(self, member: bytes, index: int) -> None:
         self.members[index] = member
         self.indexes[member] = index
 
+    def context_for(self, source: int | None) -> SFrameContext | None:
+        """The receiving context of the publisher with sender index ``source`` (the CSRC
+        the SFU put on a slot's packets); None for nobody we receive from."""
+        if source is None:
+            return None
+        member = self.members.get(source)
+        if member is None or member == self.me:
+            return None
+        # A known sender whose first key is still on its way gets an empty context: its
+        # frames then wait for the key (UnknownKeyError, held) instead of failing.
+        return self._context(source)
+
+    def _context(self, index: int) -> SFrameContext:
+        ctx = self._recv.get(index)
+        if ctx is None:
+            ctx = self._recv[index] = SFrameContext(MEDIA_SUITE, replay_window=REPLAY_WINDOW)
+        return ctx
+
+    @property
+    def recv_kids(self) -> list[int]:
+        """Every key id we can decrypt now, over all publishers."""
+        return [kid for ctx in self._recv.values() for kid in ctx.kids()]
+
     def install(self, member: bytes, key: SenderKey, current: bool = True) -> bool:
         """Use ``key`` for ``member`` (ourselves: send with it from now on). True if new.
 
         A key that is not ``current`` (a sender's previous one) only decrypts, for the
-        overlap; it never retires a newer one.
+        overlap; it never retires a newer one. An epoch without a key id of its own
+        (past ``MAX_EPOCH``) is never installed; for our own key that raises
+        :class:`KeyIdExhausted` (the call must end rather than alias a key id).
         """
         index = self.indexes.get(member)
         if index is None:
             return False
-        kid = media_kid(index, key.epoch)
         now = self.clock()
         if member == self.me:
+            kid = media_kid(index, key.epoch)  # raises KeyIdExhausted past MAX_EPOCH
             if kid == self.send_kid:
                 return False
+            if self._sent.get(kid, key.key) != key.key:
+                raise KeyIdExhausted(f"key id {kid} already named another of our keys")
             # Sending keys are never removed from the call's context: re-adding one would
             # restart its counter, and a (key, counter) pair must never be used twice.
             if kid not in self.send:
                 self.send.add_key(kid, key.key, usage=KeyUsage.ENCRYPT)
+            self._sent[kid] = key.key
             self.send_kid = kid
             return True
-        held = self._epochs.setdefault(member, {})
-        if held.get(kid) == key.epoch and self._keys.get(kid) == key.key and kid in self.recv:
+        try:
+            kid = media_kid(index, key.epoch)
+        except KeyIdExhausted:
+            log.warning("a key of sender %d at epoch %d has no key id: ignored", index, key.epoch)
             return False
-        if kid in self.recv:  # another key under an old id: a rejoin, or a 16-bit wrap
-            self.recv.remove_key(kid)
-        self.recv.add_key(kid, key.key, usage=KeyUsage.DECRYPT)
+        ctx = self._context(index)
+        same = self._keys.get(kid) == key.key
+        if same and (kid in ctx or kid in self._retired):
+            return False  # held already, or its overlap is over (no fresh replay window)
+        if kid in ctx:  # the member joined again under its seat: a fresh epoch-0 key
+            ctx.remove_key(kid)
+        self._retired.discard(kid)
+        ctx.add_key(kid, key.key, usage=KeyUsage.DECRYPT)
+        held = self._epochs.setdefault(member, {})
         held[kid] = key.epoch
         self._keys[kid] = key.key
         latest = self._latest.get(member)
         if current:
             for old in held:
                 if old != kid:
-                    self._expiry.setdefault(("recv", old), now + OVERLAP_SECONDS)
-            self._expiry.pop(("recv", kid), None)
+                    self._expiry.setdefault(old, now + OVERLAP_SECONDS)
+            self._expiry.pop(kid, None)
         else:
-            self._expiry[("recv", kid)] = now + OVERLAP_SECONDS
-        if latest is None or _epoch_after(key.epoch & EPOCH_MASK, latest & EPOCH_MASK):
+            self._expiry[kid] = now + OVERLAP_SECONDS
+        if latest is None or key.epoch > latest or (current and key.epoch == 0):
             self._latest[member] = key.epoch
         return True
 
     def holds(self, member: bytes, key: SenderKey | None) -> bool:
         index = self.indexes.get(member)
-        return (
-            key is not None
-            and index is not None
-            and media_kid(index, key.epoch) in self._epochs.get(member, {})
-        )
+        if key is None or index is None or not 0 <= key.epoch <= MAX_EPOCH:
+            return False
+        return media_kid(index, key.epoch) in self._epochs.get(member, {})
 
     def forget(self, member: bytes) -> None:
         """``member`` left: its keys go after the overlap (frames still in flight)."""
         now = self.clock()
         for kid in self._epochs.get(member, {}):
-            self._expiry.setdefault(("recv", kid), now + OVERLAP_SECONDS)
+            self._expiry.setdefault(kid, now + OVERLAP_SECONDS)
         self._latest.pop(member, None)
 
     def tick(self) -> None:
         """Drop received keys whose overlap is over."""
         now = self.clock()
-        for (side, kid), when in list(self._expiry.items()):
+        for kid, when in list(self._expiry.items()):
             if when > now:
                 continue
-            del self._expiry[(side, kid)]
-            if kid in self.recv:
-                self.recv.remove_key(kid)
-            self._keys.pop(kid, None)
-            member = self.members.get(kid >> 16)
+            del self._expiry[kid]
+            ctx = self._recv.get(kid_index(kid))
+            if ctx is not None and kid in ctx:
+                ctx.remove_key(kid)
+            self._retired.add(kid)
+            member = self.members.get(kid_index(kid))
             if member is not None:
                 self._epochs.get(member, {}).pop(kid, None)
 
     def member_of(self, kid: int | None) -> bytes | None:
-        return None if kid is None else self.members.get(kid >> 16)
+        return None if kid is None else self.members.get(kid_index(kid))
 
     def may_arrive(self, kid: int) -> bool:
         """Could the key for ``kid`` still come (a current sender's next epoch)? Frames
@@ -184,7 +225,7 @@ class MediaKeyRing:
         latest = self._latest.get(member)
         if member not in self._latest and member not in self._epochs:
             return True  # a current sender whose first key has not arrived yet
-        return latest is not None and _epoch_after(kid & EPOCH_MASK, latest)
+        return latest is not None and kid_epoch(kid) > latest
 
 
 class MediaDebugLog:
@@ -314,7 +355,13 @@ class SfuTopology:
             return
         keys = self.ctx.keys
         if member == self.ctx.me:
-            if not self.ring.install(member, keys.own):
+            try:
+                installed = self.ring.install(member, keys.own)
+            except KeyIdExhausted:  # never send under a reused key id (the call ends)
+                log.warning("no key id left for our next media key: not sending")
+                self.set_sending(video=False, audio=False)
+                return
+            if not installed:
                 return
             self.counters.send_key_switches += 1
             if self.session is not None and self.ring.send_kid is not None:
@@ -442,7 +489,7 @@ class SfuTopology:
         ring = self.ring
         publishing = self.video is not None or self.audio is not None
         session = SfuSession(
-            recv_ctx=ring.recv,
+            recv_ctx=ring.context_for,  # a slot's frames: only its publisher's keys
             send_ctx=ring.send if publishing else None,
             send_kid=ring.send_kid if publishing else None,
             video=self.video,
@@ -450,6 +497,7 @@ class SfuTopology:
             video_slots=VIDEO_SLOTS,
             audio_slots=AUDIO_SLOTS,
             hold_unknown=ring.may_arrive,  # a sender's new key on its way: wait for it
+            kid_source=kid_index,  # a frame's key id must name its slot's publisher
         )
         self.session = session
         session.set_sending(video=self.sending_video, audio=self.sending_audio)

@@ -87,12 +87,28 @@ class EncodedFrame:
     """One reassembled encoded frame, as a pass-through receiver's track yields it.
 
     ``timestamp`` is the RTP timestamp rebased to start at 0 (aiortc's TimestampMapper),
-    in the codec's clock rate (90 kHz video, 48 kHz Opus).
+    in the codec's clock rate (90 kHz video, 48 kHz Opus). ``source`` is the one CSRC its
+    packets carried — the SFU names the publisher's sender index there — or ``None`` if
+    they carried none, or disagreed (see :class:`MarkerJitterBuffer`).
     """
 
     data: bytes
     timestamp: int
     codec: str  # lower-case codec name: "vp8", "opus"
+    source: int | None = None
+
+
+class SourcedJitterFrame(JitterFrame):
+    """A reassembled frame plus the CSRC all its packets carried (``None``: none/mixed)."""
+
+    def __init__(self, data: bytes, timestamp: int, source: int | None) -> None:
+        super().__init__(data, timestamp)
+        self.source = source
+
+
+def _source(packet: RtpPacket) -> int | None:
+    csrc = packet.csrc
+    return csrc[0] if len(csrc) == 1 else None
 
 
 class PassThroughDecoder(aiortc.codecs.base.Decoder):
@@ -108,7 +124,12 @@ class PassThroughDecoder(aiortc.codecs.base.Decoder):
     def decode(self, encoded_frame: JitterFrame) -> list[Any]:
         try:
             return [
-                EncodedFrame(bytes(encoded_frame.data), encoded_frame.timestamp, self.codec_name)
+                EncodedFrame(
+                    bytes(encoded_frame.data),
+                    encoded_frame.timestamp,
+                    self.codec_name,
+                    getattr(encoded_frame, "source", None),
+                )
             ]
         except Exception:  # never let the decoder thread die
             logger.debug("pass-through decoder dropped a frame", exc_info=True)
@@ -185,6 +206,8 @@ class MarkerJitterBuffer:
     present, in whatever order they came; each audio packet is a frame. Incomplete frames
     older than a released one are discarded and reported with the PLI flag, as the stock
     buffer does when it overflows. Packets arriving after their frame's slot are dropped.
+    Each frame keeps the CSRC its packets carried (:class:`SourcedJitterFrame`); a frame
+    whose packets name different sources gets none, so it is refused, not misattributed.
     """
 
     def __init__(self, kind: str, capacity: int = 256) -> None:
@@ -204,7 +227,7 @@ class MarkerJitterBuffer:
         data = getattr(packet, "_data", b"")
         if not self._video:
             self._next = (seq + 1) & 0xFFFF
-            return False, JitterFrame(data=data, timestamp=packet.timestamp)
+            return False, SourcedJitterFrame(data, packet.timestamp, _source(packet))
         pli = False
         self._packets[seq] = packet
         if len(self._packets) > self._capacity:
@@ -219,16 +242,20 @@ class MarkerJitterBuffer:
         if self._next is not None and first != self._next:
             pli = True  # an earlier frame never completed: the picture is broken
         parts = []
+        source = _source(self._packets[first])
         s = first
         while True:
-            parts.append(getattr(self._packets[s], "_data", b""))
+            part = self._packets[s]
+            parts.append(getattr(part, "_data", b""))
+            if _source(part) != source:
+                source = None
             if s == last:
                 break
             s = (s + 1) & 0xFFFF
         for k in [k for k in self._packets if not _seq_older(last, k)]:
             del self._packets[k]
         self._next = (last + 1) & 0xFFFF
-        return pli, JitterFrame(data=b"".join(parts), timestamp=packet.timestamp)
+        return pli, SourcedJitterFrame(b"".join(parts), packet.timestamp, source)
 
     def _frame_bounds(self, seq: int, timestamp: int) -> tuple[int, int] | None:
         """First and last sequence numbers of the frame holding ``seq``, if it is complete."""

@@ -105,10 +105,14 @@ def verify(expected: bytes, got: bytes, what: str) -> None:
 
 
 class NodeJoin(msgspec.Struct, tag="node_join", frozen=True):
+    """Connect ``participant``; ``index`` is its per-call sender index: the node forwards
+    only frames under that index's SFrame key ids (``protocol.media_keys``)."""
+
     id: int
     conference: str
     participant: str
     sdp: str
+    index: int | None = None
 
 
 class NodeLeave(msgspec.Struct, tag="node_leave", frozen=True):

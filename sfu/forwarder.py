@@ -10,8 +10,15 @@ Model:
 * A *participant* publishes up to one video and one audio *up-track* (SSRCs from its SDP
   offer) and receives on a fixed set of *down-tracks* ("slots", one outbound SSRC each,
   negotiated once). A slot carries one publisher at a time; when there are more publishers
-  than slots the most recent active speakers get them (last-N). Receivers tell senders apart
-  by the SFrame key id, so slots need no signalling.
+  than slots the most recent active speakers get them (last-N).
+* Nobody speaks as someone else: every receiver holds every sender's key, so a participant
+  *could* encrypt under another's SFrame key id. A participant added with its
+  ``sender_index`` may only publish frames whose key id names that index
+  (``protocol.media_keys``): the SFrame header at the start of each frame is read (a few
+  bytes, no key) and a frame under another index is dropped whole (``dropped_kid``). Each
+  forwarded packet names its publisher's index in its one CSRC, so a receiver tries only
+  that publisher's keys (``client.sfu_topology``): a forged frame never reaches anyone as
+  the real sender, nor moves the real sender's replay window.
 * Mute is enforced here: a muted up-track's packets are dropped on arrival. So is a rate
   limit per up-track (token bucket), since every byte a publisher sends is multiplied.
 * Packets that arrive far later than their RTP timestamp says (the node fell behind) are
@@ -39,6 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from protocol.media_keys import EPOCH_BITS
 from sfu import rtp
 
 __all__ = [
@@ -113,6 +121,9 @@ class ForwarderConfig:
     # after stale_reset seconds of it, assume the sender's timestamps jumped instead.
     stale_after: float | None = 0.4
     stale_reset: float = 2.0
+    # Drop frames under a key id that is not the publisher's (participants added with a
+    # sender_index). Off only to show that receivers refuse such frames on their own.
+    check_key_ids: bool = True
 
 
 class _UpTrack:
@@ -120,6 +131,7 @@ class _UpTrack:
         "audio_level_id",
         "clock_rate",
         "down",
+        "frame_ok",
         "kind",
         "level_at",
         "loudness",
@@ -145,6 +157,9 @@ class _UpTrack:
         self.payload_types = spec.payload_types
         self.audio_level_id = spec.audio_level_id
         self.muted = False
+        # The KID check's verdict on the frame in progress: a VP8 frame's later packets
+        # carry no SFrame header and follow its first packet's verdict.
+        self.frame_ok = False
         self.down: set[_DownTrack] = set()
         self.pli_sent_at = -1e9
         self.pli_pending = False
@@ -206,6 +221,7 @@ class _Counters:
     bytes_in: int = 0
     dropped_malformed: int = 0
     dropped_unknown: int = 0
+    dropped_kid: int = 0  # frames under a key id that is not this publisher's
     dropped_muted: int = 0
     dropped_rate: int = 0
     dropped_stale: int = 0
@@ -217,6 +233,7 @@ class _Counters:
 class _Participant:
     pid: str
     order: int
+    sender_index: int | None = None  # the index its SFrame key ids must name (None: any)
     uptracks: dict[int, _UpTrack] = field(default_factory=dict)
     downtracks: list[_DownTrack] = field(default_factory=list)
     queue: deque[tuple[_DownTrack, bytes]] = field(default_factory=deque)
@@ -246,12 +263,21 @@ class Forwarder:
         participant_id: str,
         uptracks: Sequence[UpTrackSpec] = (),
         downtracks: Sequence[DownTrackSpec] = (),
+        *,
+        sender_index: int | None = None,
     ) -> None:
-        """Start routing for a participant (raises ``ValueError`` if already present)."""
+        """Start routing for a participant (raises ``ValueError`` if already present).
+
+        With ``sender_index``, only frames under that sender's SFrame key ids are forwarded
+        and every forwarded packet carries the index as its CSRC; without it (tests, tools)
+        the key id is not checked and packets carry no CSRC.
+        """
         if participant_id in self._participants:
             raise ValueError(f"participant {participant_id!r} is already forwarded")
+        if sender_index is not None and not 0 <= sender_index <= 0xFFFFFFFF:
+            raise ValueError("a sender index is a 32-bit CSRC")
         self._joins += 1
-        p = _Participant(participant_id, self._joins)
+        p = _Participant(participant_id, self._joins, sender_index)
         for spec in uptracks:
             p.uptracks[spec.ssrc] = _UpTrack(p, spec)
         p.downtracks = [_DownTrack(p, spec) for spec in downtracks]
@@ -338,6 +364,14 @@ class Forwarder:
         if up.muted:
             c.dropped_muted += 1
             return []
+        index = p.sender_index
+        if index is not None and self.config.check_key_ids:
+            kid = rtp.sframe_kid(data, hdr, up.kind == "video")
+            if kid != rtp.NOT_FRAME_START:
+                up.frame_ok = kid >= 0 and kid >> EPOCH_BITS == index
+            if not up.frame_ok:
+                c.dropped_kid += 1
+                return []
         now = self._clock()
         if not self._within_rate(up, len(data), now):
             c.dropped_rate += 1
@@ -382,7 +416,9 @@ class Forwarder:
             ext = b""
             if level >= 0 and dt.audio_level_id is not None:
                 ext = rtp.build_audio_level_extension(dt.audio_level_id, level)
-            packet = rtp.build_rtp(marker, dt.payload_type, out_seq, out_ts, dt.ssrc, payload, ext)
+            packet = rtp.build_rtp(
+                marker, dt.payload_type, out_seq, out_ts, dt.ssrc, payload, ext, index
+            )
             sub = dt.owner
             send = sub.send
             if send is not None and not sub.queue and send(packet):
@@ -472,6 +508,7 @@ class Forwarder:
                 "packets_out": p.sent,
                 "dropped_malformed": c.dropped_malformed,
                 "dropped_unknown": c.dropped_unknown,
+                "dropped_kid": c.dropped_kid,
                 "dropped_muted": c.dropped_muted,
                 "dropped_rate": c.dropped_rate,
                 "dropped_stale": c.dropped_stale,

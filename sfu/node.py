@@ -17,7 +17,9 @@ RTP bytes to the forwarder, and each subscriber's re-headed copies go out throug
 :class:`sfu.aiortc_adapter.RtpSink` (SRTP-protect + ``sendto``) straight away.
 
 The node never decodes, never holds a media key (frames are SFrame ciphertext) and never
-logs SDP (it carries addresses).
+logs SDP (it carries addresses). It does read each frame's SFrame key id (in clear): a
+participant joined with its ``sender_index`` may only publish under its own key ids, and
+every packet forwarded from it carries that index as its CSRC (see :mod:`sfu.forwarder`).
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ class _Peer:
     downtracks: list[DownTrackSpec]
     receivers: dict[int, RTCRtpReceiver]  # published SSRC -> receiver (for PLIs)
     joined_at: float
+    sender_index: int | None = None  # its frames' SFrame key ids must name this index
     forwarding: bool = False
     closed: bool = False
 
@@ -173,9 +176,19 @@ class SfuNode:
 
     # ------------------------------------------------------------------ control API
 
-    async def join(self, conference_id: str, participant_id: str, offer_sdp: str) -> str:
+    async def join(
+        self,
+        conference_id: str,
+        participant_id: str,
+        offer_sdp: str,
+        *,
+        sender_index: int | None = None,
+    ) -> str:
         """Connect a participant; return the SDP answer for its offer.
 
+        ``sender_index`` is the participant's per-call sender index: only frames under its
+        SFrame key ids are forwarded, each packet naming it in its CSRC (see
+        :mod:`sfu.forwarder`). The control plane always gives it.
         Media starts flowing once ICE/DTLS complete. A second join of the same participant
         replaces the first connection. Raises :class:`sfu.errors.SfuError` subclasses for
         offers the node cannot or will not serve.
@@ -194,6 +207,7 @@ class SfuNode:
         conference = self._conferences.setdefault(
             conference_id, _Conference(Forwarder(self.config.forwarder))
         )
+        peer.sender_index = sender_index
         conference.peers[participant_id] = peer
 
         @pc.on("connectionstatechange")
@@ -475,7 +489,9 @@ class SfuNode:
         if conference is None or conference.peers.get(peer.participant_id) is not peer:
             return
         fwd = conference.forwarder
-        fwd.add_participant(peer.participant_id, peer.uptracks, peer.downtracks)
+        fwd.add_participant(
+            peer.participant_id, peer.uptracks, peer.downtracks, sender_index=peer.sender_index
+        )
         fwd.set_sink(peer.participant_id, peer.sink)
         for kind in self._mutes.get((peer.conference_id, peer.participant_id), set()):
             fwd.set_muted(peer.participant_id, "video" if kind == "video" else "audio", True)

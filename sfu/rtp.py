@@ -8,6 +8,8 @@ returns ``None`` for anything malformed, so one client's garbage is dropped at t
 * RFC 6464       client-to-mixer audio level (``-dBov`` 0..127, 127 = silence; V flag).
 * RFC 7741 §4.2  VP8 payload descriptor; §4.3 the first bytes of the VP8 frame (kept in
                  clear by SFrame, DESIGN §6) tell a keyframe from a delta frame.
+* RFC 9605 §4.3  the SFrame header right after a frame's clear codec bytes: its key id
+                 says whose key the frame is under (the SFU checks it is the publisher's).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import NamedTuple
 
 __all__ = [
     "AUDIO_LEVEL_SILENT",
+    "NOT_FRAME_START",
+    "SFRAME_MALFORMED",
     "RtpHeader",
     "audio_level",
     "build_audio_level_extension",
@@ -25,12 +29,20 @@ __all__ = [
     "is_rtcp",
     "parse_rtp",
     "seq_newer",
+    "sframe_kid",
     "vp8_keyframe_start",
 ]
 
 RTP_VERSION = 2
 AUDIO_LEVEL_SILENT = 127
 _FIXED = struct.Struct("!BBHII")
+_FIXED_CSRC = struct.Struct("!BBHIII")  # the fixed header and one CSRC
+NOT_FRAME_START = -1  # sframe_kid: a packet in the middle of a frame (no SFrame header)
+SFRAME_MALFORMED = -2  # sframe_kid: a frame start without a parseable SFrame header
+# Clear codec bytes before the SFrame header (client/sframe.py): VP8 keyframe / delta, Opus.
+_VP8_KEYFRAME_CLEAR = 10
+_VP8_DELTA_CLEAR = 3
+_OPUS_CLEAR = 1
 _ONE_BYTE_PROFILE = 0xBEDE
 
 
@@ -143,11 +155,47 @@ def build_rtp(
     ssrc: int,
     payload: bytes | memoryview,
     extension: bytes = b"",
+    csrc: int | None = None,
 ) -> bytes:
-    """Serialise an RTP packet; ``extension`` is a whole extension block or empty."""
+    """Serialise an RTP packet; ``extension`` is a whole extension block or empty.
+
+    ``csrc`` is one contributing source (the SFU names the publisher of what it forwards).
+    """
     b0 = 0x90 if extension else 0x80
     b1 = (0x80 if marker else 0) | payload_type
-    return _FIXED.pack(b0, b1, sequence, timestamp, ssrc) + extension + payload
+    if csrc is None:
+        return _FIXED.pack(b0, b1, sequence, timestamp, ssrc) + extension + payload
+    return _FIXED_CSRC.pack(b0 | 1, b1, sequence, timestamp, ssrc, csrc) + extension + payload
+
+
+def _vp8_frame_start(data: bytes, header: RtpHeader) -> int:
+    """Offset of the VP8 frame's first byte if this packet starts a frame, else -1.
+
+    Parses the RFC 7741 §4.2 payload descriptor as aiortc's depayloader does, so the SFU
+    and the receivers agree on where a frame starts.
+    """
+    pos, end = header.payload_start, header.payload_end
+    if pos >= end:
+        return -1
+    b = data[pos]
+    # S bit set and partition index 0: the packet starts the frame.
+    if not b & 0x10 or b & 0x07:
+        return -1
+    pos += 1
+    if b & 0x80:  # X: extension byte follows
+        if pos >= end:
+            return -1
+        x = data[pos]
+        pos += 1
+        if x & 0x80:  # I: picture id, 7 or 15 bits
+            if pos >= end:
+                return -1
+            pos += 2 if data[pos] & 0x80 else 1
+        if x & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if x & 0x30:  # T or K: TID/Y/KEYIDX
+            pos += 1
+    return pos if pos < end else -1
 
 
 def vp8_keyframe_start(data: bytes, header: RtpHeader) -> bool:
@@ -156,31 +204,39 @@ def vp8_keyframe_start(data: bytes, header: RtpHeader) -> bool:
     Reads only the payload descriptor and the first byte of the VP8 frame tag, which
     SFrame leaves in clear; anything truncated or odd is "not a keyframe start".
     """
-    pos, end = header.payload_start, header.payload_end
-    if pos >= end:
-        return False
-    b = data[pos]
-    # S bit set and partition index 0: the packet starts the frame.
-    if not b & 0x10 or b & 0x07:
-        return False
-    pos += 1
-    if b & 0x80:  # X: extension byte follows
-        if pos >= end:
-            return False
-        x = data[pos]
-        pos += 1
-        if x & 0x80:  # I: picture id, 7 or 15 bits
-            if pos >= end:
-                return False
-            pos += 2 if data[pos] & 0x80 else 1
-        if x & 0x40:  # L: TL0PICIDX
-            pos += 1
-        if x & 0x30:  # T or K: TID/Y/KEYIDX
-            pos += 1
-    if pos >= end:
-        return False
+    pos = _vp8_frame_start(data, header)
     # VP8 frame tag bit 0 is the inverse keyframe flag (RFC 6386 §9.1).
-    return data[pos] & 0x01 == 0
+    return pos >= 0 and data[pos] & 0x01 == 0
+
+
+def sframe_kid(data: bytes, header: RtpHeader, video: bool) -> int:
+    """The SFrame key id of the frame this packet starts (RFC 9605 §4.3), without a key.
+
+    A protected frame is ``clear codec bytes || SFrame header || ciphertext``
+    (``client.sframe.protect_frame``): 10 clear bytes for a VP8 keyframe, 3 for a delta
+    frame, 1 (the TOC) for Opus; every Opus packet is a whole frame. Returns
+    :data:`NOT_FRAME_START` for a VP8 packet inside a frame and :data:`SFRAME_MALFORMED`
+    when the header is missing or truncated. O(1): a few byte reads per packet.
+    """
+    if video:
+        pos = _vp8_frame_start(data, header)
+        if pos < 0:
+            start = header.payload_start
+            claims_start = start < header.payload_end and data[start] & 0x17 == 0x10
+            return SFRAME_MALFORMED if claims_start else NOT_FRAME_START
+        pos += _VP8_KEYFRAME_CLEAR if data[pos] & 0x01 == 0 else _VP8_DELTA_CLEAR
+    else:
+        pos = header.payload_start + _OPUS_CLEAR
+    end = header.payload_end
+    if pos >= end:
+        return SFRAME_MALFORMED
+    config = data[pos]
+    if not config & 0x80:
+        return (config >> 4) & 0x07
+    size = ((config >> 4) & 0x07) + 1
+    if pos + 1 + size > end:
+        return SFRAME_MALFORMED
+    return int.from_bytes(data[pos + 1 : pos + 1 + size], "big")
 
 
 def seq_newer(a: int, b: int) -> bool:

@@ -192,7 +192,12 @@ class StandaloneNode:
         reply: msgspec.Struct
         try:
             if isinstance(request, control.NodeJoin):
-                sdp = await self.node.join(request.conference, request.participant, request.sdp)
+                sdp = await self.node.join(
+                    request.conference,
+                    request.participant,
+                    request.sdp,
+                    sender_index=request.index,
+                )
                 reply = control.NodeAnswer(request.id, sdp)
             else:
                 if isinstance(request, control.NodeLeave):

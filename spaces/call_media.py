@@ -115,7 +115,8 @@ class CallMedia:
         call = self._call_for(key, conference)
         node = self.registry.node_for(call.conference)
         participant = str(seat.index)
-        answer = await node.join(call.conference, participant, message.sdp)
+        # The node forwards only frames under this seat's SFrame key ids (issue 8 point 4).
+        answer = await node.join(call.conference, participant, message.sdp, seat.index)
         self.registry.joined(call.conference, participant)
         seat = conference.seats.get(member)
         if (

@@ -62,7 +62,9 @@ class NodeHandle(Protocol):
 
     name: str
 
-    async def join(self, conference: str, participant: str, sdp: str) -> str: ...
+    async def join(
+        self, conference: str, participant: str, sdp: str, sender_index: int | None = None
+    ) -> str: ...
 
     async def leave(self, conference: str, participant: str) -> None: ...
 
@@ -214,9 +216,11 @@ class LocalNode:
         elif isinstance(event, ActiveSpeaker):
             self._registry.on_speaker(self.name, event.conference_id, event.participant_id)
 
-    async def join(self, conference: str, participant: str, sdp: str) -> str:
+    async def join(
+        self, conference: str, participant: str, sdp: str, sender_index: int | None = None
+    ) -> str:
         try:
-            return await self.node.join(conference, participant, sdp)
+            return await self.node.join(conference, participant, sdp, sender_index=sender_index)
         except SfuError as exc:
             raise node_error(exc.code, exc.message) from None
 
@@ -296,8 +300,12 @@ class RemoteNode:
             raise node_error(reply.code, reply.message)
         return reply
 
-    async def join(self, conference: str, participant: str, sdp: str) -> str:
-        reply = await self._request(lambda i: control.NodeJoin(i, conference, participant, sdp))
+    async def join(
+        self, conference: str, participant: str, sdp: str, sender_index: int | None = None
+    ) -> str:
+        reply = await self._request(
+            lambda i: control.NodeJoin(i, conference, participant, sdp, sender_index)
+        )
         if not isinstance(reply, control.NodeAnswer):
             raise SfuUnavailable(f"SFU node {self.name} answered an offer with no SDP")
         return reply.sdp

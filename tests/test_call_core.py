@@ -33,6 +33,7 @@ from protocol.errors import (
     NotFound,
     StaleCall,
 )
+from protocol.media_keys import KeyIdExhausted
 from protocol.records import Role, RoomCreate
 from spaces.conference import Conference
 
@@ -331,7 +332,9 @@ def test_ratchet_is_one_way_and_commitments_differ() -> None:
     assert nxt.epoch == 1 and nxt.key != key.key
     assert nxt.commitment() != key.commitment()
     assert nxt.ratchet().key == SenderKey(1, nxt.key).ratchet().key
-    assert media_kid(3, 2) == (3 << 16) | 2 and media_kid(1, 0x1_0005) == (1 << 16) | 5
+    assert media_kid(3, 2) == (3 << 16) | 2 and media_kid(1, 0xFFFF) == (2 << 16) - 1
+    with pytest.raises(KeyIdExhausted):  # never wrapped onto an older key's id
+        media_kid(1, 0x1_0005)
 
 
 def test_verification_code_format_and_order() -> None:

@@ -195,7 +195,9 @@ class FakeNode:
     reported: int = 0
     joined: list[tuple[str, str]] = field(default_factory=list)
 
-    async def join(self, conference: str, participant: str, sdp: str) -> str:
+    async def join(
+        self, conference: str, participant: str, sdp: str, sender_index: int | None = None
+    ) -> str:
         self.joined.append((conference, participant))
         return "answer"
 
@@ -279,10 +281,10 @@ def test_key_ring_switches_sending_at_once_and_keeps_old_keys_for_the_overlap() 
     assert ring.install(me, keys.own) and ring.send_kid == media_kid(1, 1)
     assert ring.install(bob, bobs.own)
     # Bob's epoch 0 and our old sending key live on for the overlap, then go.
-    assert {media_kid(2, 0), media_kid(2, 1)} <= set(ring.recv.kids())
+    assert {media_kid(2, 0), media_kid(2, 1)} <= set(ring.recv_kids)
     clock.now += OVERLAP_SECONDS + 0.1
     ring.tick()
-    assert ring.recv.kids() == [media_kid(2, 1)]
+    assert ring.recv_kids == [media_kid(2, 1)]
     # Sending keys stay (with their counters): one is never re-added from zero.
     assert ring.send.kids() == [media_kid(1, 0), media_kid(1, 1)]
     assert ring.send.next_counter(media_kid(1, 0)) == 1
@@ -373,12 +375,13 @@ def test_a_key_superseded_by_a_quick_second_leave_still_reads_what_it_sealed() -
     assert [k.epoch for k in usable] == [1]  # ... but kept for what it sealed
     for key in usable[::-1]:
         dave_ring.install(bob.me, key, current=False)
-    assert dave_ring.recv.decrypt(b"", between)[1] == b"sent before Erin left"
+    dave_ctx = dave_ring.context_for(2)
+    assert dave_ctx is not None and dave_ctx.decrypt(b"", between)[1] == b"sent before Erin left"
     assert dave.receive(bob.me, second) and dave.current(bob.me) == bob.own
     assert dave_ring.install(bob.me, bob.own)
     clock.now += OVERLAP_SECONDS + 0.1
     dave_ring.tick()
-    assert dave_ring.recv.kids() == [media_kid(2, 2)]
+    assert dave_ring.recv_kids == [media_kid(2, 2)]
 
 
 def test_a_participant_who_joins_again_gets_its_new_key_under_the_same_id() -> None:
@@ -393,4 +396,5 @@ def test_a_participant_who_joins_again_gets_its_new_key_under_the_same_id() -> N
     sealed = SFrameContext(MEDIA_SUITE)
     sealed.add_key(media_kid(2, 0), second.own.key)
     frame = sealed.encrypt(media_kid(2, 0), b"", b"hello again")
-    assert ring.recv.decrypt(b"", frame)[1] == b"hello again"
+    ctx = ring.context_for(2)
+    assert ctx is not None and ctx.decrypt(b"", frame)[1] == b"hello again"
