@@ -235,9 +235,13 @@ async def cmd_kick(args: argparse.Namespace) -> int:
         member = session.resolve_member(args.member)
         if member.key == session.member_key:
             raise UsageError("you cannot kick yourself; use 'salon leave'")
-        await session.kick(member, args.ban)
+        revoked = await session.kick(member, args.ban, keep_links=args.keep_links)
     verb = "Banned" if args.ban else "Removed"
     print(f"{verb} {member.display_name} ({member.fingerprint}); keys rotated.", file=sys.stderr)
+    for invite_id in revoked:
+        print(f"Revoked invite link {invite_id}.", file=sys.stderr)
+    if args.ban and not args.keep_links and not revoked:
+        print("No live multi-use invite links to revoke.", file=sys.stderr)
     return 0
 
 
@@ -486,6 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("space")
     p.add_argument("member", help="fingerprint prefix or display name")
     p.add_argument("--ban", action="store_true", help="also refuse this member's return")
+    p.add_argument(
+        "--keep-links",
+        action="store_true",
+        help="with --ban: keep the multi-use invite links the banned member may know",
+    )
     p = command("leave", cmd_leave, help="leave a space and forget this identity")
     p.add_argument("space")
     p = command("profile", cmd_profile, help="change your display name or avatar")
@@ -528,9 +537,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_client_warnings() -> None:
+    """The SDK logs what it skipped as bad (a bad key, a bad record); a command shows each
+    as one ``warning:`` line on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    client_log = logging.getLogger("client")
+    client_log.addHandler(handler)
+    client_log.setLevel(logging.WARNING)
+    client_log.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.handler not in (cmd_serve, cmd_sfu):
+            show_client_warnings()
         result = args.handler(args)
         if asyncio.iscoroutine(result):
             result = run(result)
