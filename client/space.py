@@ -200,6 +200,7 @@ class SpaceSession:
         self.roster: Roster | None = None
         self.records: list[Record] = []
         self.warnings: list[str] = []  # what was skipped as bad (also logged), once each
+        self._bad: set[int] = set()  # space-key epochs found bad
 
     @property
     def space_id(self) -> str:
@@ -273,15 +274,24 @@ class SpaceSession:
         A bad envelope or rekey (from a malicious member or server) is warned about and
         skipped, never fatal: a later honest rekey repairs the space (see _should_rekey)."""
         keys = self.m.space_keys
-        if roster.epoch not in keys and self.member_key in roster.members:
-            known = [e for e in keys if e <= roster.epoch]
+        # The epochs between the current one and the newest key we hold, following each
+        # rekey's prev_epoch (so an epoch a repair stepped over is not fetched again).
+        wanted: set[int] = set()
+        epoch = roster.epoch
+        while epoch not in keys and epoch in roster.rekeys:
+            wanted.add(epoch)
+            epoch = roster.rekeys[epoch].prev_epoch
+        if wanted and self.member_key in roster.members:
             reply = await self.conn.request(
-                GetEnvelopes(self.conn.next_id(), SPACE_SCOPE, max(known, default=-1) + 1),
-                Envelopes,
+                GetEnvelopes(self.conn.next_id(), SPACE_SCOPE, min(wanted)), Envelopes
             )
             # Oldest first, so each new key can be checked against the one before it.
             for envelope in sorted(reply.envelopes, key=lambda e: e.epoch):
-                self._open_space_envelope(roster, envelope)
+                if envelope.epoch in wanted:
+                    self._open_space_envelope(roster, envelope)
+            epoch = roster.epoch
+            if epoch not in keys and epoch not in self._bad:
+                self._bad_rekey(roster, epoch, "was not sealed to us")
         # Walk back: each rekey record carries the key of its prev_epoch under the new one.
         for epoch in sorted(keys, reverse=True):
             while epoch in roster.rekeys and roster.rekeys[epoch].prev_epoch not in keys:
@@ -323,6 +333,7 @@ class SpaceSession:
         self.m.space_keys[epoch] = key
 
     def _bad_rekey(self, roster: Roster, epoch: int, why: str) -> None:
+        self._bad.add(epoch)
         author = fingerprint(roster.rekey_authors[epoch])
         self.warn(
             f"the space key of epoch {epoch} (rekey by {author}) {why}; skipped it until "
