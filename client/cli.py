@@ -192,8 +192,26 @@ async def cmd_invite_revoke(args: argparse.Namespace) -> int:
 
 
 async def cmd_join(args: argparse.Namespace) -> int:
-    from client.space import default_display_name, join_space
+    from client.space import default_display_name, join_space, preview_invite
 
+    if args.preview:
+        preview, opened = await preview_invite(args.link)
+        shown = {
+            "space_id": opened.space_id,
+            "name": preview.name,
+            "description": preview.description,
+            "inviter": preview.inviter,
+            "role": opened.role,
+            "expires_at": iso(opened.expires_at),
+        }
+        if args.json:
+            emit_json(shown)
+        else:
+            print(f"{preview.name!r} ({opened.space_id}), invited by {preview.inviter}.")
+            if preview.description:
+                print(preview.description)
+            print(f"You would join as {opened.role}; the link expires {shown['expires_at']}.")
+        return 0
     membership = await join_space(
         Keystore(), args.link, args.display_name or default_display_name()
     )
@@ -479,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_json(command("join", cmd_join, help="join a space through an invite link"))
     p.add_argument("link")
     p.add_argument("--as", dest="display_name", help="your display name in this space")
+    p.add_argument(
+        "--preview", action="store_true", help="only show what the link is for; do not join"
+    )
 
     p = with_json(command("members", cmd_members, help="list a space's members"))
     p.add_argument("space")

@@ -699,6 +699,26 @@ async def create_space(
     return m, link
 
 
+@dataclass(frozen=True)
+class InviteView2:
+    pass
+
+
+async def preview_invite(link_text: str) -> tuple[InvitePreview, InviteOpened]:
+    """What an invite link shows before joining (nothing is recorded, no use consumed)."""
+    link = parse_invite_link(link_text)
+    conn = await Connection.open(link.server)
+    try:
+        statement = auth_statement(conn.origin, "invite", link.invite_id, conn.nonce)
+        opened = await conn.request(
+            OpenInvite(conn.next_id(), link.invite_id, crypto.sign(link.signing_seed, statement)),
+            InviteOpened,
+        )
+    finally:
+        await conn.close()
+    return open_preview(link, opened.space_id, opened.preview), opened
+
+
 async def join_space(keystore: Keystore, link_text: str, display_name: str) -> SpaceMembership:
     """Join through an invite link with a fresh identity; returns the stored membership.
 

@@ -286,6 +286,12 @@ async def test_opening_an_invite_reveals_no_key_no_chain_and_uses_nothing(app_se
         assert (preview.space_id, preview.name, preview.inviter) == (space_id, "Town", "Alice")
         assert opened.role == "member"
 
+    # The CLI shows the same preview, and joins nothing.
+    carol = user("carol")
+    shown = await carol.ajson("join", created["link"], "--preview")
+    assert (shown["name"], shown["inviter"], shown["role"]) == ("Town", "Alice", "member")
+    assert await carol.ajson("space", "list") == []
+
     assert stored_records(srv.data_dir / "salon.db", space_id) == chain_before
     (listed,) = await alice.ajson("invite", "list", space_id)
     assert listed["uses_left"] == 25
