@@ -77,6 +77,33 @@ def test_only_the_roles_that_should_may_rekey():
     assert chain.roster.rekey_authors == {1: mod.public, 2: chain.owner.public, 3: bob.public}
 
 
+def test_the_server_wants_one_rekey_last_with_one_envelope_per_member():
+    from protocol.errors import InvalidMessage
+    from spaces.membership import _check_rekey
+
+    chain = Chain()
+    bob = chain.join()
+    chain.add(bob, Leave())
+    rekey = chain.add(chain.owner, Rekey(1, 0, b"x"))
+    owner = chain.owner.public
+
+    def envelope(recipient: bytes, scope: str = "space") -> Envelope:
+        return Envelope(scope, 1, recipient, owner, b"box")
+
+    _check_rekey([rekey], chain.roster, [envelope(owner), envelope(owner, "room1")])
+    refused = {
+        "to nobody": ([rekey], []),
+        "to a departed member": ([rekey], [envelope(owner), envelope(bob.public)]),
+        "twice to one": ([rekey], [envelope(owner), envelope(owner)]),
+        "not last": ([rekey, chain.records[-2]], [envelope(owner)]),
+        "without a rekey": ([chain.records[-2]], [envelope(owner)]),
+    }
+    for what, (records, envelopes) in refused.items():
+        with pytest.raises(InvalidMessage):
+            _check_rekey(records, chain.roster, envelopes)
+            pytest.fail(what)
+
+
 # -- a member's modified client against the real server ----------------------------------------
 
 
