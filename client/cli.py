@@ -192,8 +192,26 @@ async def cmd_invite_revoke(args: argparse.Namespace) -> int:
 
 
 async def cmd_join(args: argparse.Namespace) -> int:
-    from client.space import default_display_name, join_space
+    from client.space import default_display_name, join_space, preview_invite
 
+    if args.preview:
+        preview, opened = await preview_invite(args.link)
+        shown = {
+            "space_id": opened.space_id,
+            "name": preview.name,
+            "description": preview.description,
+            "inviter": preview.inviter,
+            "role": opened.role,
+            "expires_at": iso(opened.expires_at),
+        }
+        if args.json:
+            emit_json(shown)
+        else:
+            print(f"{preview.name!r} ({opened.space_id}), invited by {preview.inviter}.")
+            if preview.description:
+                print(preview.description)
+            print(f"You would join as {opened.role}; the link expires {shown['expires_at']}.")
+        return 0
     membership = await join_space(
         Keystore(), args.link, args.display_name or default_display_name()
     )
@@ -235,9 +253,13 @@ async def cmd_kick(args: argparse.Namespace) -> int:
         member = session.resolve_member(args.member)
         if member.key == session.member_key:
             raise UsageError("you cannot kick yourself; use 'salon leave'")
-        await session.kick(member, args.ban)
+        revoked = await session.kick(member, args.ban, keep_links=args.keep_links)
     verb = "Banned" if args.ban else "Removed"
     print(f"{verb} {member.display_name} ({member.fingerprint}); keys rotated.", file=sys.stderr)
+    for invite_id in revoked:
+        print(f"Revoked invite link {invite_id}.", file=sys.stderr)
+    if args.ban and not args.keep_links and not revoked:
+        print("No live multi-use invite links to revoke.", file=sys.stderr)
     return 0
 
 
@@ -475,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_json(command("join", cmd_join, help="join a space through an invite link"))
     p.add_argument("link")
     p.add_argument("--as", dest="display_name", help="your display name in this space")
+    p.add_argument(
+        "--preview", action="store_true", help="only show what the link is for; do not join"
+    )
 
     p = with_json(command("members", cmd_members, help="list a space's members"))
     p.add_argument("space")
@@ -486,6 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("space")
     p.add_argument("member", help="fingerprint prefix or display name")
     p.add_argument("--ban", action="store_true", help="also refuse this member's return")
+    p.add_argument(
+        "--keep-links",
+        action="store_true",
+        help="with --ban: keep the multi-use invite links the banned member may know",
+    )
     p = command("leave", cmd_leave, help="leave a space and forget this identity")
     p.add_argument("space")
     p = command("profile", cmd_profile, help="change your display name or avatar")
@@ -541,6 +571,17 @@ def dash_hint(argv: Sequence[str]) -> str:
     return ""
 
 
+def show_client_warnings() -> None:
+    """The SDK logs what it skipped as bad (a bad key, a bad record); a command shows each
+    as one ``warning:`` line on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    client_log = logging.getLogger("client")
+    client_log.addHandler(handler)
+    client_log.setLevel(logging.WARNING)
+    client_log.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         given = sys.argv[1:] if argv is None else list(argv)
@@ -548,6 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(given)
         except UsageError as exc:
             raise UsageError(f"{exc}{dash_hint(given)}") from None
+        if args.handler not in (cmd_serve, cmd_sfu):
+            show_client_warnings()
         result = args.handler(args)
         if asyncio.iscoroutine(result):
             result = run(result)

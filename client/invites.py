@@ -2,7 +2,9 @@
 
 The secret lives in the URL fragment, which HTTP clients never send. From it the client
 derives, bound to the invite id, an Ed25519 *invite key* (its public half is all the server
-stores) and a *seal key* that encrypts the space key for joiners. Pure functions only.
+stores), a *seal key* that encrypts the space key for joiners (released only with a recorded
+join) and a *preview key* that encrypts what the join screen shows (released on opening the
+link). Pure functions only.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class InviteLink:
     def seal_key(self) -> bytes:
         return invite_seal_key(self.secret, self.invite_id)
 
+    @property
+    def preview_key(self) -> bytes:
+        return invite_preview_key(self.secret, self.invite_id)
+
 
 def new_invite_link(server: str) -> InviteLink:
     return InviteLink(server.rstrip("/"), new_id(), secrets.token_bytes(SECRET_LEN))
@@ -55,6 +61,10 @@ def invite_signing_seed(secret: bytes, invite_id: str) -> bytes:
 
 def invite_seal_key(secret: bytes, invite_id: str) -> bytes:
     return hkdf(secret, INVITE_SEAL_LABEL, invite_id.encode())
+
+
+def invite_preview_key(secret: bytes, invite_id: str) -> bytes:
+    return hkdf(secret, "salon/invite/preview/v1", invite_id.encode())
 
 
 def parse_invite_link(text: str) -> InviteLink:

@@ -8,6 +8,7 @@ the server did not rewrite history we saw before, and every key envelope it open
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -56,6 +57,7 @@ from protocol.wire import (
     Invites,
     InviteSeal,
     InviteStatus,
+    Joined,
     JoinSpace,
     ListInvites,
     OpenInvite,
@@ -65,6 +67,7 @@ from protocol.wire import (
     auth_statement,
 )
 
+log = logging.getLogger(__name__)
 SPACE_SCOPE = "space"
 APPEND_RETRIES = 5
 
@@ -83,6 +86,16 @@ class SealedSpaceKey(msgspec.Struct):
     space_id: str
     epoch: int
     key: bytes
+
+
+class InvitePreview(msgspec.Struct):
+    """What whoever opens an invite link may see before joining (the join screen): sealed
+    under the link's preview key, so the server cannot read it."""
+
+    space_id: str
+    name: str
+    description: str
+    inviter: str  # the inviting member's display name
 
 
 @dataclass(frozen=True)
@@ -126,10 +139,33 @@ def chain(
 
 
 def seal_invite(
-    link: InviteLink, space_id: str, epoch: int, key: bytes, nonce: bytes | None = None
+    link: InviteLink,
+    space_id: str,
+    epoch: int,
+    key: bytes,
+    preview: InvitePreview,
+    nonces: tuple[bytes, bytes] | None = None,
 ) -> InviteSeal:
+    """``nonces`` (seal, preview) only for known-answer vectors; otherwise random."""
     payload = _encode(SealedSpaceKey(space_id, epoch, key))
-    return InviteSeal(link.invite_id, epoch, crypto.secretbox(link.seal_key, payload, nonce))
+    seal_nonce, preview_nonce = nonces if nonces is not None else (None, None)
+    return InviteSeal(
+        link.invite_id,
+        epoch,
+        crypto.secretbox(link.seal_key, payload, seal_nonce),
+        crypto.secretbox(link.preview_key, _encode(preview), preview_nonce),
+    )
+
+
+def open_preview(link: InviteLink, space_id: str, preview: bytes) -> InvitePreview:
+    plain = crypto.secretbox_open(link.preview_key, preview, "the invite's preview")
+    try:
+        opened = msgspec.msgpack.decode(plain, type=InvitePreview)
+    except msgspec.DecodeError:
+        raise VerificationError("the invite's preview is malformed") from None
+    if opened.space_id != space_id:
+        raise VerificationError("the invite's preview belongs to another space")
+    return opened
 
 
 def _new_membership(server: str, display_name: str) -> SpaceMembership:
@@ -170,6 +206,8 @@ class SpaceSession:
         self.conn = conn
         self.roster: Roster | None = None
         self.records: list[Record] = []
+        self.warnings: list[str] = []  # what was skipped as bad (also logged), once each
+        self._bad: set[int] = set()  # space-key epochs found bad
 
     @property
     def space_id(self) -> str:
@@ -193,10 +231,15 @@ class SpaceSession:
         roster = self._verify(reply.records)
         await self._collect_space_keys(roster)
         self._remember()
-        if roster.needs_rekey and self.member_key in roster.members:
+        if self._should_rekey(roster):
             await self.append([])  # append() adds the Rekey record
         else:
             await self._refresh_stale_invites()
+        me = self.verified.members.get(self.member_key)
+        if me is not None and me.profile is None and self.m.display_name:
+            # A joiner publishes its profile once it holds the space key, that is after the
+            # join (and again here if that step was interrupted).
+            await self._publish_profile(ProfileInfo(self.m.display_name))
         return self.verified
 
     async def _refresh_stale_invites(self) -> None:
@@ -234,34 +277,92 @@ class SpaceSession:
         return roster
 
     async def _collect_space_keys(self, roster: Roster) -> None:
+        """Open our envelopes for epochs we lack, then walk back through the rekey records.
+        A bad envelope or rekey (from a malicious member or server) is warned about and
+        skipped, never fatal: a later honest rekey repairs the space (see _should_rekey)."""
         keys = self.m.space_keys
-        if roster.epoch not in keys and self.member_key in roster.members:
-            known = [e for e in keys if e <= roster.epoch]
+        # The epochs between the current one and the newest key we hold, following each
+        # rekey's prev_epoch (so an epoch a repair stepped over is not fetched again).
+        wanted: set[int] = set()
+        epoch = roster.epoch
+        while epoch not in keys and epoch in roster.rekeys:
+            wanted.add(epoch)
+            epoch = roster.rekeys[epoch].prev_epoch
+        if wanted and self.member_key in roster.members:
             reply = await self.conn.request(
-                GetEnvelopes(self.conn.next_id(), SPACE_SCOPE, max(known, default=-1) + 1),
-                Envelopes,
+                GetEnvelopes(self.conn.next_id(), SPACE_SCOPE, min(wanted)), Envelopes
             )
-            for envelope in reply.envelopes:
-                self._open_space_envelope(roster, envelope)
-        # Walk back: each rekey record carries the previous key under the new one.
+            # Oldest first, so each new key can be checked against the one before it.
+            for envelope in sorted(reply.envelopes, key=lambda e: e.epoch):
+                if envelope.epoch in wanted:
+                    self._open_space_envelope(roster, envelope)
+            epoch = roster.epoch
+            if epoch not in keys and epoch not in self._bad:
+                self._bad_rekey(roster, epoch, "was not sealed to us")
+        # Walk back: each rekey record carries the key of its prev_epoch under the new one.
         for epoch in sorted(keys, reverse=True):
-            while epoch > 0 and epoch - 1 not in keys and epoch in roster.rekeys:
-                prev = crypto.secretbox_open(keys[epoch], roster.rekeys[epoch].prev_box, "a key")
-                keys[epoch - 1] = prev
-                epoch -= 1
+            while epoch in roster.rekeys and roster.rekeys[epoch].prev_epoch not in keys:
+                rekey = roster.rekeys[epoch]
+                try:
+                    keys[rekey.prev_epoch] = crypto.secretbox_open(
+                        keys[epoch], rekey.prev_box, "a key"
+                    )
+                except VerificationError:
+                    self._bad_rekey(roster, epoch, "does not carry the previous key")
+                    break
+                epoch = rekey.prev_epoch
 
     def _open_space_envelope(self, roster: Roster, envelope: Envelope) -> None:
-        sender_box = roster.box_keys.get(envelope.sender)
-        if sender_box is None or envelope.epoch not in roster.rekeys:
-            return  # not from anyone we know, or for an epoch the chain never made
-        key = crypto.open_from(self.m.box_secret, sender_box, envelope.box)
-        previous = self.m.space_keys.get(envelope.epoch - 1)
+        epoch = envelope.epoch
+        rekey = roster.rekeys.get(epoch)
+        if rekey is None or epoch in self.m.space_keys or envelope.recipient != self.member_key:
+            return  # for an epoch the chain never made, or one we hold
+        if envelope.sender != roster.rekey_authors[epoch]:
+            self._bad_rekey(roster, epoch, "came with an envelope from someone else")
+            return
+        try:
+            key = crypto.open_from(
+                self.m.box_secret, roster.box_keys[envelope.sender], envelope.box
+            )
+        except VerificationError:
+            self._bad_rekey(roster, epoch, "was sealed to us so that it does not open")
+            return
+        previous = self.m.space_keys.get(rekey.prev_epoch)
         if previous is not None:
             # Bind the envelope to the signed rekey record: the new key must unlock the old.
-            inner = crypto.secretbox_open(key, roster.rekeys[envelope.epoch].prev_box, "a key")
+            try:
+                inner = crypto.secretbox_open(key, rekey.prev_box, "a key")
+            except VerificationError:
+                inner = b""
             if inner != previous:
-                raise VerificationError("a sealed space key does not match the rekey record")
-        self.m.space_keys[envelope.epoch] = key
+                self._bad_rekey(roster, epoch, "does not match its rekey record")
+                return
+        self.m.space_keys[epoch] = key
+
+    def _bad_rekey(self, roster: Roster, epoch: int, why: str) -> None:
+        self._bad.add(epoch)
+        author = fingerprint(roster.rekey_authors[epoch])
+        self.warn(
+            f"the space key of epoch {epoch} (rekey by {author}) {why}; skipped it until "
+            "an owner or moderator rekeys"
+        )
+
+    def warn(self, text: str) -> None:
+        """Report something skipped as bad (once per session): logged, and kept in
+        ``warnings`` for the caller."""
+        if text not in self.warnings:
+            self.warnings.append(text)
+            log.warning("%s", text)
+
+    def _should_rekey(self, roster: Roster) -> bool:
+        """Rekey after a departure, or to repair a current epoch whose key we could not get
+        (a bad rekey), when the rules let us and we hold an older key to chain from."""
+        keys = self.m.space_keys
+        return (
+            roster.may_rekey(self.member_key)
+            and (roster.needs_rekey or roster.epoch not in keys)
+            and any(e <= roster.epoch for e in keys)
+        )
 
     def _remember(self) -> None:
         """Persist the verified head, keys and names for the next command."""
@@ -356,11 +457,15 @@ class SpaceSession:
                 scratch.apply(record)
             sealed: list[Envelope] = []
             new_key: tuple[int, bytes] | None = None
-            if scratch.needs_rekey and self.member_key in scratch.members:
+            if self._should_rekey(scratch):
                 new_key = (scratch.epoch + 1, crypto.random_key())
+                # Chain from the newest key we hold: the current one, or (repairing a bad
+                # rekey) the last good one before it.
+                prev_epoch = max(e for e in self.m.space_keys if e <= scratch.epoch)
                 rekey = Rekey(
                     new_key[0],
-                    crypto.secretbox(new_key[1], self.space_key(scratch.epoch)),
+                    prev_epoch,
+                    crypto.secretbox(new_key[1], self.space_key(prev_epoch)),
                 )
                 records += chain(self.m, self.space_id, scratch, [rekey])
                 scratch.apply(records[-1])
@@ -398,8 +503,17 @@ class SpaceSession:
             return self.verified
         raise ServerError("conflict", "the space is changing too fast; try again")
 
+    def invite_preview(self) -> InvitePreview:
+        """The join screen of this member's invite links: the space's name and ours."""
+        try:
+            info = self.space_info()
+        except VerificationError:
+            info = SpaceInfo(name="")
+        return InvitePreview(self.space_id, info.name, info.description, self.m.display_name)
+
     def _reseal_invites(self, roster: Roster, epoch: int, key: bytes) -> list[InviteSeal]:
         seals = []
+        preview = self.invite_preview()
         for invite_id, secret in self.m.invite_secrets.items():
             invite = roster.invites.get(invite_id)
             if invite is None or invite_id in roster.revoked:
@@ -407,7 +521,7 @@ class SpaceSession:
             if invite.expires_at <= time.time():
                 continue
             link = InviteLink(self.m.server, invite_id, secret)
-            seals.append(seal_invite(link, self.space_id, epoch, key))
+            seals.append(seal_invite(link, self.space_id, epoch, key, preview))
         return seals
 
     async def create_invite(self, uses: int, expires_in: int, role: Role) -> InviteLink:
@@ -416,8 +530,10 @@ class SpaceSession:
             link.invite_id, link.invite_key, role, int(time.time()) + expires_in, uses
         )
         self.m.invite_secrets[link.invite_id] = link.secret
+        preview = self.invite_preview()
         await self.append(
-            [body], lambda r: [seal_invite(link, self.space_id, r.epoch, self.space_key(r.epoch))]
+            [body],
+            lambda r: [seal_invite(link, self.space_id, r.epoch, self.space_key(r.epoch), preview)],
         )
         return link
 
@@ -447,19 +563,34 @@ class SpaceSession:
             current.avatar if avatar is True else avatar or None,
         )
 
-        def bodies(roster: Roster) -> list[RecordBody]:
-            box = crypto.secretbox(self.space_key(roster.epoch), _encode(info))
-            return [Profile(roster.epoch, box)]
-
-        await self.append(bodies)
+        await self._publish_profile(info)
         self.m.display_name = info.display_name
         self.keystore.update(lambda data: _rename(data, self.m))
+
+    async def _publish_profile(self, info: ProfileInfo) -> None:
+        def bodies(roster: Roster) -> list[RecordBody]:
+            # The newest space key we hold: the current one unless a bad rekey withheld it.
+            epoch = max((e for e in self.m.space_keys if e <= roster.epoch), default=-1)
+            box = crypto.secretbox(self.space_key(epoch), _encode(info))
+            return [Profile(epoch, box)]
+
+        await self.append(bodies)
 
     async def set_role(self, member: MemberView, role: Role) -> None:
         await self.append([RoleChange(member.key, role)])
 
-    async def kick(self, member: MemberView, ban: bool) -> None:
-        await self.append([Remove(member.key, ban)])
+    async def kick(self, member: MemberView, ban: bool, keep_links: bool = False) -> list[str]:
+        """Remove a member (the append rekeys). A ban also revokes, unless ``keep_links``,
+        the live links the banned member may know: every multi-use link, and every link
+        they made. Returns the ids of the revoked links."""
+        revoked: list[str] = []
+
+        def bodies(roster: Roster) -> list[RecordBody]:
+            revoked[:] = [] if not ban or keep_links else links_known_to(roster, member.key)
+            return [Remove(member.key, ban), *(InviteRevoke(i) for i in revoked)]
+
+        await self.append(bodies)
+        return revoked
 
     async def leave(self) -> None:
         """Leave the space and forget this identity (the server ends the session)."""
@@ -468,6 +599,20 @@ class SpaceSession:
 
     async def close(self) -> None:
         await self.conn.close()
+
+
+def links_known_to(roster: Roster, member: bytes, now: float | None = None) -> list[str]:
+    """Live invites a member may have seen while in the space: multi-use links (shared
+    where members read them) and the links that member made."""
+    now = time.time() if now is None else now
+    return [
+        invite_id
+        for invite_id, invite in roster.invites.items()
+        if invite_id not in roster.revoked
+        and invite.expires_at > now
+        and roster.invite_uses.get(invite_id, 0) < invite.max_uses
+        and (invite.max_uses > 1 or roster.invite_authors.get(invite_id) == member)
+    ]
 
 
 # -- entry points ------------------------------------------------------------------------------
@@ -540,7 +685,15 @@ async def create_space(
             CreateSpace(
                 conn.next_id(),
                 records,
-                [seal_invite(link, space_id, 0, space_key)],
+                [
+                    seal_invite(
+                        link,
+                        space_id,
+                        0,
+                        space_key,
+                        InvitePreview(space_id, name, "", display_name),
+                    )
+                ],
                 crypto.sign(m.signing_seed, statement),
                 creation_token,
             ),
@@ -553,69 +706,84 @@ async def create_space(
     return m, link
 
 
+@dataclass(frozen=True)
+class InviteView2:
+    pass
+
+
+async def preview_invite(link_text: str) -> tuple[InvitePreview, InviteOpened]:
+    """What an invite link shows before joining (nothing is recorded, no use consumed)."""
+    link = parse_invite_link(link_text)
+    conn = await Connection.open(link.server)
+    try:
+        statement = auth_statement(conn.origin, "invite", link.invite_id, conn.nonce)
+        opened = await conn.request(
+            OpenInvite(conn.next_id(), link.invite_id, crypto.sign(link.signing_seed, statement)),
+            InviteOpened,
+        )
+    finally:
+        await conn.close()
+    return open_preview(link, opened.space_id, opened.preview), opened
+
+
 async def join_space(keystore: Keystore, link_text: str, display_name: str) -> SpaceMembership:
-    """Join through an invite link with a fresh identity; returns the stored membership."""
+    """Join through an invite link with a fresh identity; returns the stored membership.
+
+    Opening the link yields only the preview and the head; the space key comes with the
+    recorded join. Then, as a member, this verifies the chain like any sync and publishes
+    the profile (which needs the space key, so it follows the join)."""
     link = parse_invite_link(link_text)
     m = _new_membership(link.server, display_name)
+    member_key = crypto.public_signing_key(m.signing_seed)
+    box_key = crypto.public_box_key(m.box_secret)
     conn = await Connection.open(link.server)
     try:
         statement = auth_statement(conn.origin, "invite", link.invite_id, conn.nonce)
         invite_sig = crypto.sign(link.signing_seed, statement)
-        opened = await conn.request(
-            OpenInvite(conn.next_id(), link.invite_id, invite_sig), InviteOpened
-        )
-        space_id = opened.space_id
-        for existing in keystore.load().memberships:
-            if existing.space_id == space_id:
-                raise UsageError(f"you are already in {existing.name!r} as {existing.display_name}")
-        try:
-            roster = Roster.from_records(space_id, opened.records)
-        except ProtocolError as exc:
-            raise VerificationError(
-                f"the space's roster fails verification: {exc.message}"
-            ) from None
-        invite = roster.invites.get(link.invite_id)
-        if invite is None or invite.invite_key != link.invite_key:
-            raise VerificationError("the server answered for a different invite")
-        plain = crypto.secretbox_open(link.seal_key, opened.seal.sealed, "the invite")
+        for _ in range(APPEND_RETRIES):
+            opened = await conn.request(
+                OpenInvite(conn.next_id(), link.invite_id, invite_sig), InviteOpened
+            )
+            space_id = opened.space_id
+            preview = open_preview(link, space_id, opened.preview)
+            for existing in keystore.load().memberships:
+                if existing.space_id == space_id:
+                    raise UsageError(
+                        f"you are already in {existing.name!r} as {existing.display_name}"
+                    )
+            statement = join_statement(space_id, member_key, box_key, link.invite_id)
+            join = Join(link.invite_id, box_key, crypto.sign(link.signing_seed, statement))
+            record = _sign(m, space_id, opened.head_seq + 1, opened.head_hash, join)
+            member_sig = crypto.sign(
+                m.signing_seed, auth_statement(conn.origin, "member", space_id, conn.nonce)
+            )
+            try:
+                joined = await conn.request(
+                    JoinSpace(conn.next_id(), link.invite_id, invite_sig, record, member_sig),
+                    Joined,
+                )
+                break
+            except ServerError as exc:
+                if exc.code != ErrorCode.CONFLICT:
+                    raise
+        else:
+            raise ServerError("conflict", "the space is changing too fast; try again")
+        plain = crypto.secretbox_open(link.seal_key, joined.seal.sealed, "the invite")
         sealed = msgspec.msgpack.decode(plain, type=SealedSpaceKey)
-        if sealed.space_id != space_id or sealed.epoch != roster.epoch:
-            raise VerificationError("the invite's key belongs to another space or epoch")
-        m.space_id = space_id
+        if joined.space_id != space_id or sealed.space_id != space_id:
+            raise VerificationError("the invite's key belongs to another space")
+        # The join is on the chain now: keep the identity even if what follows fails.
+        m.space_id, m.name = space_id, preview.name
         m.space_keys = {sealed.epoch: sealed.key}
-        member_key = crypto.public_signing_key(m.signing_seed)
-        box_key = crypto.public_box_key(m.box_secret)
-        join = Join(
-            link.invite_id,
-            box_key,
-            crypto.sign(
-                link.signing_seed, join_statement(space_id, member_key, box_key, link.invite_id)
-            ),
-        )
-        profile = Profile(
-            roster.epoch, crypto.secretbox(sealed.key, _encode(ProfileInfo(display_name)))
-        )
-        records = chain(m, space_id, roster, [join, profile])
-        await conn.request(
-            JoinSpace(
-                conn.next_id(),
-                link.invite_id,
-                invite_sig,
-                records,
-                crypto.sign(
-                    m.signing_seed, auth_statement(conn.origin, "member", space_id, conn.nonce)
-                ),
-            ),
-            Welcome,
-        )
+        keystore.update(lambda data: data.memberships.append(m))
+        session = SpaceSession(keystore, m, conn)
+        await session.sync()  # verifies the chain, then publishes our profile
+        ours = session.records[record.seq] if record.seq < len(session.records) else None
+        if ours is None or record_hash(ours) != record_hash(record):
+            raise VerificationError("the server's chain does not hold this join")
+        at_join = sum(1 for r in session.records[: record.seq] if isinstance(r.body, Rekey))
+        if sealed.epoch != at_join:
+            session.warn(f"the invite carried the key of epoch {sealed.epoch}, not {at_join}")
     finally:
         await conn.close()
-    session = SpaceSession(keystore, m, conn)
-    for record in records:
-        roster.apply(record)
-    session.roster, session.records = roster, opened.records + records
-    await session._collect_space_keys(roster)  # walk back to older epochs' keys
-    m.head_seq, m.head_hash = roster.head_seq, roster.head_hash
-    m.name = session.space_info().name
-    keystore.update(lambda data: data.memberships.append(m))
     return m

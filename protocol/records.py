@@ -10,7 +10,9 @@ chain through :class:`Roster`, which applies the same rules:
 - each signature verifies under the author's member key (Ed25519);
 - the author was an active member with the right role when the record was made;
 - a join carries a signature by the invite key of an invite record earlier in the chain,
-  so the joiner proves it held the link's secret.
+  so the joiner proves it held the link's secret;
+- a rekey comes from an owner or moderator, or from any member while a departure awaits one
+  (the server also checks that its envelopes reach exactly the current members).
 
 Errors (all :class:`ProtocolError`): :class:`RecordError` (malformed, bad signature),
 :class:`ChainConflict` (not on the current head) and :class:`RecordForbidden` (well formed
@@ -122,8 +124,13 @@ class RoomGrant(msgspec.Struct, tag="room_grant", frozen=True):
 
 
 class Rekey(msgspec.Struct, tag="rekey", frozen=True):
+    """A new space-key epoch. The key itself travels in envelopes sealed to every member in
+    the same append. ``prev_epoch`` is normally ``epoch - 1``; a rekey that repairs a bad
+    one (whose key nobody could open) points past it to the last good epoch."""
+
     epoch: int
-    prev_box: bytes  # secretbox(new space key, previous space key): holders walk back
+    prev_epoch: int
+    prev_box: bytes  # secretbox(new space key, key of prev_epoch): holders walk back
 
 
 RecordBody = (
@@ -243,6 +250,8 @@ class Roster:
     last_departure_seq: int = -1
     meta: SpaceMeta | None = None
     rekeys: dict[int, Rekey] = field(default_factory=dict)
+    rekey_authors: dict[int, bytes] = field(default_factory=dict)
+    invite_authors: dict[str, bytes] = field(default_factory=dict)
     rooms: dict[str, Room] = field(default_factory=dict)
 
     @classmethod
@@ -264,6 +273,14 @@ class Roster:
     def needs_rekey(self) -> bool:
         """True when someone departed after the current space key was made."""
         return self.last_departure_seq > self.epoch_seq
+
+    def may_rekey(self, key: bytes) -> bool:
+        """Owners and moderators may start a new space-key epoch at any time; a plain member
+        only to complete a removal or a leave (after a leave, whoever comes next rekeys)."""
+        member = self.members.get(key)
+        if member is None:
+            return False
+        return ROLE_RANK[member.role] >= ROLE_RANK["moderator"] or self.needs_rekey
 
     def may_post(self, room_id: str, key: bytes) -> bool:
         """Chat rooms: every member. Channels: owners, moderators and granted publishers."""
@@ -353,6 +370,7 @@ class Roster:
             if len(body.invite_key) != KEY_LEN or not is_valid_id(body.invite_id):
                 raise RecordError("bad invite key or id")
             self.invites[body.invite_id] = body
+            self.invite_authors[body.invite_id] = author.key
         elif isinstance(body, InviteRevoke):
             self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators revoke")
             self._require(body.invite_id in self.invites, "unknown invite")
@@ -396,9 +414,16 @@ class Roster:
         elif isinstance(body, Rekey):
             if body.epoch != self.epoch + 1:
                 raise RecordError(f"rekey to epoch {body.epoch}, expected {self.epoch + 1}")
+            if not 0 <= body.prev_epoch < body.epoch:
+                raise RecordError(f"rekey names previous epoch {body.prev_epoch}")
+            self._require(
+                self.may_rekey(author.key),
+                "only owners and moderators rekey, or a member completing a removal or leave",
+            )
             self.epoch = body.epoch
             self.epoch_seq = record.seq
             self.rekeys[body.epoch] = body
+            self.rekey_authors[body.epoch] = author.key
         else:  # Genesis and Join are handled by apply()
             raise RecordError(f"misplaced {type(body).__name__} record")
 

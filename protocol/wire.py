@@ -70,11 +70,14 @@ class Envelope(msgspec.Struct, frozen=True):
 
 
 class InviteSeal(msgspec.Struct, frozen=True):
-    """The space key sealed under a key derived from an invite's secret."""
+    """What an invite's creator stores for joiners, both under keys derived from the link's
+    secret: ``preview`` (what the join screen shows, given to whoever opens the link) and
+    ``sealed`` (the space key, given only with a recorded join)."""
 
     invite_id: str
     epoch: int
-    sealed: bytes
+    sealed: bytes  # secretbox(invite seal key, SealedSpaceKey)
+    preview: bytes  # secretbox(invite preview key, InvitePreview)
 
 
 class InviteStatus(msgspec.Struct, frozen=True):
@@ -112,10 +115,13 @@ class OpenInvite(msgspec.Struct, tag="open_invite", frozen=True):
 
 
 class JoinSpace(msgspec.Struct, tag="join_space", frozen=True):
+    """Join: the server appends ``record`` (a Join, on the head InviteOpened gave), which uses
+    up one use of the invite, and only then answers with the space key's seal (Joined)."""
+
     id: int
     invite_id: str
     invite_signature: bytes  # as in OpenInvite
-    records: list[Record]  # the Join record, then the joiner's Profile
+    record: Record  # the Join record
     signature: bytes  # new member key over auth_statement(origin, "member", space_id, nonce)
 
 
@@ -200,10 +206,25 @@ class Welcome(msgspec.Struct, tag="welcome", frozen=True):
 
 
 class InviteOpened(msgspec.Struct, tag="invite_opened", frozen=True):
+    """A usable invite, before joining: only what the join screen needs and the head a Join
+    record must extend. No chain, no space key, and no use of the invite is consumed."""
+
     id: int
     space_id: str
+    role: str  # the role the invite grants
+    expires_at: int
+    preview: bytes  # InviteSeal.preview
+    head_seq: int
+    head_hash: bytes
+
+
+class Joined(msgspec.Struct, tag="joined", frozen=True):
+    """The Join was appended: the session is bound to the new member, who gets the seal."""
+
+    id: int
+    space_id: str
+    head_seq: int
     seal: InviteSeal
-    records: list[Record]
 
 
 class Records(msgspec.Struct, tag="records", frozen=True):
@@ -257,6 +278,7 @@ ServerMessage = (
     Challenge
     | Welcome
     | InviteOpened
+    | Joined
     | Records
     | Appended
     | Invites

@@ -32,9 +32,9 @@ from protocol.records import (
     InviteCreate,
     Join,
     Leave,
-    Profile,
     Record,
     RecordError,
+    Rekey,
     Remove,
     Roster,
     decode_record,
@@ -166,21 +166,18 @@ class Membership:
         if not verify_signature(opened.invite.invite_key, statement, sig):
             raise Unauthenticated("the invite signature does not match this link")
 
-    async def join(self, opened: OpenedInvite, records: Sequence[Record]) -> bytes:
-        """Append a joiner's Join (+ Profile) records; returns the new member key."""
-        if not records or not isinstance(records[0].body, Join):
-            raise InvalidMessage("a join starts with a join record")
-        join = records[0].body
-        assert isinstance(join, Join)
+    async def join(self, opened: OpenedInvite, record: Record) -> bytes:
+        """Append a joiner's Join record (using up one use of the invite); returns the new
+        member key. Only after this may the invite's seal (the space key) be handed out."""
+        join = record.body
+        if not isinstance(join, Join):
+            raise InvalidMessage("a join sends its join record")
         if join.invite_id != opened.invite.invite_id:
             raise InvalidMessage("join record names another invite")
-        member = records[0].author
-        if any(r.author != member or not isinstance(r.body, Join | Profile) for r in records):
-            raise InvalidMessage("a join carries only the joiner's join and profile records")
-        if opened.roster.departed.get(member):
+        if opened.roster.departed.get(record.author):
             raise Forbidden("you are banned from this space")
-        await self.append(opened.space_id, member, records, allow_join=True)
-        return member
+        await self.append(opened.space_id, record.author, [record], allow_join=True)
+        return record.author
 
     # -- appends -------------------------------------------------------------------------------
 
@@ -212,6 +209,7 @@ class Membership:
             scratch = _copy_roster(roster)
             for record in records:
                 scratch.apply(record)
+            _check_rekey(records, scratch, envelopes)
             await self._check_envelopes(space_id, scratch, author, envelopes)
             self._check_seals(scratch, seals)
             await self.store.append(
@@ -285,7 +283,7 @@ class Membership:
             if envelope.epoch != roster.epoch:
                 raise InvalidMessage("key envelopes must be for the current epoch")
             if envelope.scope == SPACE_SCOPE:
-                continue
+                continue  # checked with the rekey they travel with (_check_rekey)
             if envelope.scope not in roster.rooms:
                 raise InvalidMessage("envelope for an unknown room")
             if envelope.scope not in holders:
@@ -347,6 +345,29 @@ class Membership:
     @staticmethod
     def _stored(record: Record) -> StoredRecord:
         return StoredRecord(record.seq, record_hash(record), encode_record(record))
+
+
+def _check_rekey(records: Sequence[Record], roster: Roster, envelopes: Sequence[Envelope]) -> None:
+    """Space-key envelopes travel only with the Rekey that makes their epoch, as the last
+    record of the append, one envelope for every member after it and for nobody else: a
+    rekey that leaves someone without the key would lock them out of the space."""
+    rekeys = [i for i, r in enumerate(records) if isinstance(r.body, Rekey)]
+    space = [e for e in envelopes if e.scope == SPACE_SCOPE]
+    if not rekeys:
+        if space:
+            raise InvalidMessage("space-key envelopes travel only with a rekey")
+        return
+    if rekeys != [len(records) - 1]:
+        raise InvalidMessage("a rekey is the last record of its append, and there is one")
+    recipients = [e.recipient for e in space]
+    expected = set(roster.members)
+    if len(recipients) != len(set(recipients)) or set(recipients) != expected:
+        missing = len(expected - set(recipients))
+        raise InvalidMessage(
+            "a rekey must seal the new space key once to every current member "
+            f"({missing} missing, {len(set(recipients) - expected)} not members, "
+            f"{len(recipients) - len(set(recipients))} duplicates)"
+        )
 
 
 def _copy_roster(roster: Roster) -> Roster:

@@ -47,6 +47,7 @@ from protocol.wire import (
     GetRecords,
     InviteOpened,
     Invites,
+    Joined,
     JoinSpace,
     ListInvites,
     OpenInvite,
@@ -254,16 +255,23 @@ class Session:
         statement = auth_statement(self.origin, "invite", message.invite_id, self.nonce)
         m.check_invite_signature(opened, statement, signature)
         if isinstance(message, OpenInvite):
+            # Before joining: the preview and the head to build on, no chain, no space key.
             return InviteOpened(
-                message.id, opened.space_id, opened.seal, await m.records(opened.space_id)
+                message.id,
+                opened.space_id,
+                opened.invite.role,
+                opened.invite.expires_at,
+                opened.seal.preview,
+                opened.roster.head_seq,
+                opened.roster.head_hash,
             )
-        if not message.records:
-            raise InvalidMessage("a join needs its join record")
-        member = message.records[0].author
+        member = message.record.author
         self._check_member_signature(opened.space_id, member, message.signature)
-        await m.join(opened, message.records)
+        await m.join(opened, message.record)
         self._bind(opened.space_id, member)
-        return Welcome(message.id, opened.space_id, (await m.roster(opened.space_id)).head_seq)
+        # The space key goes out only now, with the join on the chain for every member to see.
+        head = (await m.roster(opened.space_id)).head_seq
+        return Joined(message.id, opened.space_id, head, opened.seal)
 
     def _limit_creation(self, token: str) -> None:
         """Open creation is limited per address; holders of a creation token are not."""

@@ -146,20 +146,23 @@ class SqliteStore:
 
     async def _write_seals(self, space_id: str, seals: Sequence[InviteSeal]) -> None:
         await self.db.executemany(
-            "INSERT INTO invites (invite_id, space_id, epoch, sealed) VALUES (?, ?, ?, ?)"
+            "INSERT INTO invites (invite_id, space_id, epoch, sealed, preview)"
+            " VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (invite_id) DO UPDATE SET epoch = excluded.epoch,"
-            " sealed = excluded.sealed WHERE invites.space_id = excluded.space_id",
-            [(s.invite_id, space_id, s.epoch, s.sealed) for s in seals],
+            " sealed = excluded.sealed, preview = excluded.preview"
+            " WHERE invites.space_id = excluded.space_id",
+            [(s.invite_id, space_id, s.epoch, s.sealed, s.preview) for s in seals],
         )
 
     async def invite_seal(self, invite_id: str) -> tuple[str, InviteSeal] | None:
         async with self.db.execute(
-            "SELECT space_id, epoch, sealed FROM invites WHERE invite_id = ?", (invite_id,)
+            "SELECT space_id, epoch, sealed, preview FROM invites WHERE invite_id = ?",
+            (invite_id,),
         ) as cursor:
             row = await cursor.fetchone()
         if row is None:
             return None
-        return str(row[0]), InviteSeal(invite_id, int(row[1]), bytes(row[2]))
+        return str(row[0]), InviteSeal(invite_id, int(row[1]), bytes(row[2]), bytes(row[3]))
 
     async def invite_epochs(self, space_id: str) -> dict[str, int]:
         async with self.db.execute(
@@ -183,7 +186,8 @@ class SqliteStore:
         await self.db.execute("BEGIN IMMEDIATE")
         try:
             await self.db.executemany(
-                "UPDATE invites SET sealed = x'', epoch = -1 WHERE invite_id = ? AND epoch >= 0",
+                "UPDATE invites SET sealed = x'', preview = x'', epoch = -1"
+                " WHERE invite_id = ? AND epoch >= 0",
                 [(i,) for i in invite_ids],
             )
             await self.db.execute("COMMIT")

@@ -21,10 +21,27 @@ from client.connection import Connection
 from client.errors import ServerError, VerificationError
 from client.invites import parse_invite_link
 from client.keystore import SpaceMembership
-from client.space import ProfileInfo, SealedSpaceKey, chain
+from client.space import ProfileInfo, SealedSpaceKey
 from protocol.errors import ErrorCode
-from protocol.records import Join, Profile, Rekey, Roster, fingerprint, join_statement
-from protocol.wire import InviteOpened, JoinSpace, OpenInvite, Welcome, auth_statement
+from protocol.records import (
+    Join,
+    Profile,
+    Record,
+    Rekey,
+    fingerprint,
+    join_statement,
+    record_hash,
+    signing_bytes,
+)
+from protocol.wire import (
+    Append,
+    Appended,
+    InviteOpened,
+    Joined,
+    JoinSpace,
+    OpenInvite,
+    auth_statement,
+)
 from spaces.server import MEMBERSHIP
 
 # Every join costs two attempts against the per-address limit (open, then join) and this
@@ -95,23 +112,37 @@ async def join_with_identity(m: SpaceMembership, link_text: str) -> None:
             OpenInvite(conn.next_id(), link.invite_id, invite_sig), InviteOpened
         )
         space_id = opened.space_id
-        roster = Roster.from_records(space_id, opened.records)
-        plain = crypto.secretbox_open(link.seal_key, opened.seal.sealed)
-        space_key = msgspec.msgpack.decode(plain, type=SealedSpaceKey).key
         member_key = crypto.public_signing_key(m.signing_seed)
         box_key = crypto.public_box_key(m.box_secret)
         join_sig = crypto.sign(
             link.signing_seed, join_statement(space_id, member_key, box_key, link.invite_id)
         )
-        profile = crypto.secretbox(space_key, msgspec.msgpack.encode(ProfileInfo("Again")))
-        bodies = [Join(link.invite_id, box_key, join_sig), Profile(roster.epoch, profile)]
-        records = chain(m, space_id, roster, bodies)
+        join = Join(link.invite_id, box_key, join_sig)
+        unsigned = Record(space_id, opened.head_seq + 1, opened.head_hash, member_key, 0, join)
+        record = msgspec.structs.replace(
+            unsigned, sig=crypto.sign(m.signing_seed, signing_bytes(unsigned))
+        )
         member_sig = crypto.sign(
             m.signing_seed, auth_statement(conn.origin, "member", space_id, conn.nonce)
         )
-        await conn.request(
-            JoinSpace(conn.next_id(), link.invite_id, invite_sig, records, member_sig), Welcome
+        joined = await conn.request(
+            JoinSpace(conn.next_id(), link.invite_id, invite_sig, record, member_sig), Joined
         )
+        plain = crypto.secretbox_open(link.seal_key, joined.seal.sealed)
+        sealed = msgspec.msgpack.decode(plain, type=SealedSpaceKey)
+        profile = crypto.secretbox(sealed.key, msgspec.msgpack.encode(ProfileInfo("Again")))
+        unsigned = Record(
+            space_id,
+            record.seq + 1,
+            record_hash(record),
+            member_key,
+            0,
+            Profile(sealed.epoch, profile),
+        )
+        signed_profile = msgspec.structs.replace(
+            unsigned, sig=crypto.sign(m.signing_seed, signing_bytes(unsigned))
+        )
+        await conn.request(Append(conn.next_id(), [signed_profile]), Appended)
     finally:
         await conn.close()
 

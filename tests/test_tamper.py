@@ -131,7 +131,7 @@ def test_a_valid_chain_replays_to_the_same_roster():
     chain.add(chain.owner, RoleChange(bob.public, "moderator"))
     chain.add(chain.owner, Remove(bob.public, ban=False))
     assert chain.roster.needs_rekey
-    chain.add(chain.owner, Rekey(1, b"x" * 40))
+    chain.add(chain.owner, Rekey(1, 0, b"x" * 40))
     assert not chain.roster.needs_rekey
 
     replayed = Roster.from_records(chain.space_id, chain.records)
@@ -293,10 +293,11 @@ def test_last_owner_cannot_leave_others_behind():
 
 def test_rekey_must_go_one_epoch_up():
     chain = Chain()
-    chain.refuses(chain.make(chain.owner, Rekey(2, b"x")), RecordError)
+    chain.refuses(chain.make(chain.owner, Rekey(2, 1, b"x")), RecordError)
     chain.refuses(chain.make(chain.owner, Profile(1, b"box")), RecordError)  # unknown epoch
-    chain.add(chain.owner, Rekey(1, b"x"))
-    chain.refuses(chain.make(chain.owner, Rekey(1, b"x")), RecordError)
+    chain.refuses(chain.make(chain.owner, Rekey(1, 1, b"x")), RecordError)  # prev not below
+    chain.add(chain.owner, Rekey(1, 0, b"x"))
+    chain.refuses(chain.make(chain.owner, Rekey(1, 0, b"x")), RecordError)
 
 
 def test_every_byte_flip_of_a_join_is_refused():
@@ -503,7 +504,7 @@ def test_forged_record_inserted_by_the_server(make_server, user, forgery):
 
 
 def serve_altered(app: Any, alter: Callable[[list[Record]], list[Record]] | None) -> None:
-    """Make the in-process server answer every records request (GetRecords, OpenInvite) with
+    """Make the in-process server answer every records request (GetRecords) with
     ``alter(true chain)`` (None: the truth again), while it keeps validating appends against
     the true chain."""
     membership = app[MEMBERSHIP]
@@ -559,12 +560,13 @@ async def test_client_refuses_an_altered_chain(app_server, user):
         for person in (alice, bob):
             line = await person.afail("members", space_id)
             assert "fails verification" in line, (name, line)
-        # A newcomer opening the link gets the altered chain too, and refuses to join.
-        line = await carol.afail("join", created["link"], "--as", "Carol")
-        assert "fails verification" in line, (name, line)
-    assert await carol.ajson("space", "list") == []
-    # Served honestly again, the space is intact for everyone.
+    # A newcomer sees no chain before joining; once joined, it is served the altered chain
+    # and refuses it like any member (the join itself is recorded and kept).
+    line = await carol.afail("join", created["link"], "--as", "Carol")
+    assert "fails verification" in line, line
+    assert [s["space_id"] for s in await carol.ajson("space", "list")] == [space_id]
+    # Served honestly again, the space is intact for everyone, Carol's profile included.
     serve_altered(srv.app, None)
-    assert len(await bob.ajson("members", space_id)) == 2
-    await carol.ajson("join", created["link"], "--as", "Carol")
-    assert len(await alice.ajson("members", space_id)) == 3
+    assert len(await bob.ajson("members", space_id)) == 3
+    names = {m["display_name"] for m in await carol.ajson("members", space_id)}
+    assert names == {"Alice", "Bob", "Carol"}

@@ -17,7 +17,8 @@ CREATE TABLE invites (
     invite_id TEXT PRIMARY KEY,
     space_id  TEXT    NOT NULL REFERENCES spaces(space_id),
     epoch     INTEGER NOT NULL,
-    sealed    BLOB    NOT NULL
+    sealed    BLOB    NOT NULL,
+    preview   BLOB    NOT NULL DEFAULT x''
 ) STRICT;
 CREATE INDEX invites_by_space ON invites(space_id);
 
