@@ -28,7 +28,7 @@ from conftest import AppServer, SalonUser
 from client.errors import ServerError
 from protocol.chat_wire import StoryChunkStored, UploadStoryChunk
 from protocol.errors import ErrorCode, NotFound
-from protocol.records import InviteCreate, RoomCreate
+from protocol.records import InviteCreate, Join, Record, RoomCreate
 from protocol.wire import (
     Append,
     Appended,
@@ -327,7 +327,10 @@ async def test_junk_ids_from_strangers_leave_no_state(app_server: Any) -> None:
             assert (await client.receive()).code == ErrorCode.NOT_FOUND
         for n in range(20):
             junk = f"{n}" + "x" * 100_000
-            message = OpenInvite(n, junk, b"s") if n % 2 else JoinSpace(n, junk, b"s", [], b"s")
+            join_record = Record("x" * 24, 1, bytes(32), b"k" * 32, 0, Join(junk, b"b" * 32, b"s"))
+            message = (
+                OpenInvite(n, junk, b"s") if n % 2 else JoinSpace(n, junk, b"s", join_record, b"s")
+            )
             await client.ws.send_bytes(encoder.encode(message))
             assert (await client.receive()).code == ErrorCode.NOT_FOUND
     finally:
