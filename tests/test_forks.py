@@ -303,3 +303,37 @@ def test_client_ids_are_random_and_carry_no_clock() -> None:
     micros = time.time_ns() // 1000
     clock_prefix = micros.to_bytes(8, "big")[:4]  # changes every ~1.2 hours
     assert sum(i.startswith(clock_prefix) for i in ids) < 5
+
+
+async def test_the_server_refuses_an_action_on_a_head_it_does_not_have(
+    app_server: Any, tmp_path: Path
+) -> None:
+    """An honest server refuses up front what every client would refuse as a fork."""
+    from test_call_server import join, lobby_call, request
+
+    from client.call import sign_action
+    from client.errors import ServerError
+    from protocol.conference_wire import ActInCall, action_signing_bytes
+    from protocol.errors import ErrorCode
+    from protocol.wire import Done
+
+    async with lobby_call(app_server, tmp_path) as call:
+        room, alice, bob = call["room"], call["alice"], call["bob"]
+        call_id = (await join(alice, room)).state.call_id
+        await join(bob, room)
+        admit = sign_action(alice, room, call_id, "admit", bob.member_key)
+        head = alice.verified
+        for seq, digest in (
+            (head.head_seq + 1, bytes(32)),  # beyond the chain
+            (head.head_seq, bytes(32)),  # the head's seq with another record's hash
+            (-1, b""),  # no head at all
+        ):
+            unsigned = msgspec.structs.replace(admit, head_seq=seq, head_hash=digest, sig=b"")
+            signed = msgspec.structs.replace(
+                unsigned, sig=crypto.sign(alice.m.signing_seed, action_signing_bytes(unsigned))
+            )
+            with pytest.raises(ServerError) as refused:
+                await request(alice, ActInCall(alice.conn.next_id(), room, signed), Done)
+            assert refused.value.code == ErrorCode.INVALID_MESSAGE
+            assert "roster head" in str(refused.value)
+        await request(alice, ActInCall(alice.conn.next_id(), room, admit), Done)
