@@ -208,7 +208,12 @@ async def list_stories(
     reader = StoryReader(session)
     views, skipped = [], []
     now = time.time()
+    listed: set[str] = set()
     for info in reply.stories:
+        if info.story_id in listed:  # the id is bound into the ciphertext: a repeat is a replay
+            skipped.append((info.story_id, "it is listed twice (a replay)"))
+            continue
+        listed.add(info.story_id)
         try:
             view = (await reader.view(info))[0]
         except VerificationError as exc:

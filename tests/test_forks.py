@@ -337,3 +337,27 @@ async def test_the_server_refuses_an_action_on_a_head_it_does_not_have(
             assert refused.value.code == ErrorCode.INVALID_MESSAGE
             assert "roster head" in str(refused.value)
         await request(alice, ActInCall(alice.conn.next_id(), room, admit), Done)
+
+
+async def test_a_replayed_story_is_listed_once(app_server: Any, user: Any, tmp_path: Path) -> None:
+    from protocol.chat_wire import ListStories, Stories
+
+    srv = await app_server()
+    town = await amake_town(srv.url, user, ("Bob",))
+    alice, bob = town["Alice"], town["Bob"]
+    await alice.arun("room", "create", town.space, "news", "--kind", "channel")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg_with_gps(64, 48))
+    await alice.arun("story", "post", town.space, "news", str(photo), "--caption", "once")
+    routes = srv.app[ROUTES]
+    honest = routes[ListStories]
+
+    async def replaying(caller: Caller, message: ListStories) -> msgspec.Struct:
+        reply = await honest(caller, message)
+        assert isinstance(reply, Stories)
+        return Stories(reply.id, reply.room_id, reply.stories * 2)
+
+    routes[ListStories] = replaying
+    result = await bob.arun("story", "list", town.space, "news", "--json")
+    assert [s["caption"] for s in msgspec.json.decode(result.stdout)] == ["once"]
+    assert "is not shown: it is listed twice (a replay)" in result.stderr
