@@ -276,7 +276,9 @@ async def create_space(host: str, port: int, space: dict[str, Any]) -> None:
 def sample_box() -> bytes:
     """The ciphertext of a short real message (padded: 296 bytes), reused by every send."""
     header = chatcrypto.MessageHeader("s" * 24, "r" * 16, 0, bytes(32), bytes(16), 0)
-    return chatcrypto.seal_message(crypto.random_key(), crypto.random_key(), header, "hi!", 0, 0)
+    return chatcrypto.seal_message(
+        crypto.random_key(), crypto.random_key(), header, "hi!", 0, 0, bytes(32)
+    )
 
 
 # -- the client process --------------------------------------------------------------------------

@@ -88,6 +88,7 @@ from protocol.conference_wire import (
     action_signing_bytes,
 )
 from protocol.errors import ErrorCode
+from protocol.forks import head_problem
 from protocol.media_keys import MAX_EPOCH
 from protocol.records import Role, fingerprint
 from protocol.wire import Done, RecordAdded, ServerMessage, SessionClosed
@@ -229,9 +230,15 @@ def sign_action(
         target=target,
         issued_at=int(time.time() * 1000),
         nonce=secrets.token_bytes(16),
+        head_seq=session.verified.head_seq,
+        head_hash=session.verified.head_hash,
     )
     signature = crypto.sign(session.m.signing_seed, action_signing_bytes(unsigned))
     return msgspec.structs.replace(unsigned, sig=signature)
+
+
+def _seat_actions(state: CallState) -> list[CallAction | None]:
+    return [a for p in state.participants for a in (p.join, p.admission, p.mute, p.hand, p.stage)]
 
 
 def roles_of(session: SpaceSession) -> dict[bytes, Role]:
@@ -286,6 +293,7 @@ class CallClient:
         self.key_changes: list[KeyChange] = []
         self.speaker: bytes | None = None
         self._checked: dict[bytes, str | None] = {}  # action signature -> problem
+        self._tried_head = -1  # the furthest action head we synced for
         self._pending: list[tuple[float, CallSignal]] = []
         self._lobby_seen: set[bytes] = set()
         self._unverified: set[bytes] = set()
@@ -314,14 +322,31 @@ class CallClient:
 
     def _problem(self, action: CallAction) -> str | None:
         if action.sig not in self._checked:
-            self._checked[action.sig] = action_problem(
+            problem = action_problem(
                 action,
                 roles_of(self.session),
                 space_id=self.session.space_id,
                 room_id=self.room_id,
                 call_id=self.call_id,
             )
+            if problem is None:
+                # Signed on a roster head that is not on our chain: a forked history.
+                # (_catch_up has synced first if the head was ahead of ours.)
+                roster = self.session.verified
+                problem = head_problem(
+                    self.session.hash_at, roster.head_seq, action.head_seq, action.head_hash
+                )
+            self._checked[action.sig] = problem
         return self._checked[action.sig]
+
+    async def _catch_up(self, actions: list[CallAction | None]) -> None:
+        """Sync once if an action names a roster head beyond ours (the actor saw a record
+        we have not fetched yet); if the server still shows none, the action is refused."""
+        ahead = max((a.head_seq for a in actions if a is not None), default=-1)
+        if ahead > self.session.verified.head_seq and ahead > self._tried_head:
+            self._tried_head = ahead
+            await self.session.sync()
+            self._checked.clear()
 
     # -- running -----------------------------------------------------------------------------
 
@@ -451,6 +476,7 @@ class CallClient:
                 await self._on_signal(event)
         elif isinstance(event, CallEnded):
             if event.room_id == self.room_id and event.call_id == self.call_id:
+                await self._catch_up([event.action])
                 return self._ended(event)
         elif isinstance(event, CallSpeaker):
             if event.room_id == self.room_id and event.call_id == self.call_id:
@@ -506,6 +532,7 @@ class CallClient:
         if any(p.member not in roster.members for p in state.participants):
             await self.session.sync()  # someone joined the space since we last looked
             self._checked.clear()
+        await self._catch_up([action, state.lock, *_seat_actions(state)])
         self.state = state
         self.seats = {p.member: p for p in state.participants}
         roles = roles_of(self.session)

@@ -7,7 +7,15 @@ moved on) re-sync and re-encrypt under the new key with the same id.
 Reading: every message is decrypted with the key of its epoch, its signature checked against
 its sender's member key, and the sender's right to post checked against the roster *at the
 chain head the sender signed* (so a channel post stays valid after its author loses the
-publisher role, and a server cannot slip in a post by someone who never had it).
+publisher role, and a server cannot slip in a post by someone who never had it). That head is
+signed as (seq, hash) and must be on the reader's own verified chain (:mod:`protocol.forks`):
+a server showing the reader another history than the sender's is reported, not obeyed.
+
+Replays: a reader shows each (sender, client message id) once, and refuses a message at a
+space-key epoch older than one its sender already posted at (an honest server accepts posts
+only at the current epoch, so a sender's epochs never go down along the room's sequence).
+Client message ids are 16 random bytes: nothing in them (no clock) links a member's posts
+across rooms or memberships.
 
 Nothing is cached on this device: the plaintext of a message exists only in memory while a
 command prints it, so when a message expires on the server there is no local copy to delete.
@@ -24,6 +32,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -32,6 +41,7 @@ import msgspec
 
 from client import chatcrypto, crypto
 from client.errors import ClientError, ServerError, Unreachable, VerificationError
+from client.forks import HeadCheck
 from client.rooms import RoomKeyUnavailable, RoomView, resolve_room, room_key, share_room_keys
 from client.space import ProfileInfo, SpaceSession
 from protocol.chat_wire import (
@@ -44,6 +54,7 @@ from protocol.chat_wire import (
 )
 from protocol.chat_wire import SendMessage as SendRequest
 from protocol.errors import ErrorCode
+from protocol.forks import FORK_WARNING
 from protocol.records import Join, Profile, Record, Roster, fingerprint
 from protocol.wire import RecordAdded, SessionClosed
 
@@ -53,6 +64,7 @@ RECONNECT_FIRST = 0.2
 RECONNECT_MAX = 5.0
 END_OF_SESSION = ("removed", "banned", "left")
 CLOCK_SKEW = 300  # seconds we allow between a sender's clock and the server's
+REPLAY_MEMORY = 100_000  # (sender, client id) pairs a reader remembers per room
 
 
 @dataclass(frozen=True)
@@ -83,16 +95,48 @@ class ReadStats:
     unreadable: int = 0  # no key on this device (sent before we joined)
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (seq, why)
 
+    @property
+    def forked(self) -> bool:
+        """True when something was refused because the server may show us a forked chain."""
+        return any(FORK_WARNING in why for _, why in self.rejected)
+
+
+class ReplayGuard:
+    """What a reader already accepted in one room: each (sender, client id) with its seq, and
+    each sender's newest space-key epoch. Kept across reconnections by :class:`Follower`;
+    bounded (the oldest ids are forgotten first; epochs are one entry per sender)."""
+
+    def __init__(self, limit: int = REPLAY_MEMORY) -> None:
+        self.limit = limit
+        self.seen: OrderedDict[tuple[bytes, bytes], int] = OrderedDict()
+        self.epochs: dict[bytes, int] = {}
+
+    def problem(self, message: ChatMessage) -> str | None:
+        first = self.seen.get((message.sender, message.client_id))
+        if first is not None and first != message.seq:
+            return f"it repeats message #{first} (a replay)"
+        newest = self.epochs.get(message.sender, -1)
+        if message.epoch < newest:
+            return (
+                f"it is encrypted for key epoch {message.epoch}, older than epoch {newest} "
+                "its sender already posted at (a replay, or a post with a retired key)"
+            )
+        return None
+
+    def accept(self, message: ChatMessage) -> None:
+        self.seen[(message.sender, message.client_id)] = message.seq
+        if len(self.seen) > self.limit:
+            self.seen.popitem(last=False)
+        self.epochs[message.sender] = max(message.epoch, self.epochs.get(message.sender, -1))
+
 
 # -- sending -------------------------------------------------------------------------------------
 
 
 def new_client_id() -> bytes:
-    """16 bytes: the clock in microseconds (8, big-endian), then 8 random bytes. Time-ordered
-    ids keep the server's idempotency index append-mostly (the server sees send times
-    anyway); the random half keeps them unique."""
-    micros = time.time_ns() // 1000
-    return micros.to_bytes(8, "big") + secrets.token_bytes(CLIENT_ID_LEN - 8)
+    """16 random bytes. No clock in them: a device clock's offset is stable, so time-based
+    ids would link one person's memberships (and rooms) for anyone who sees the ids."""
+    return secrets.token_bytes(CLIENT_ID_LEN)
 
 
 async def send_message(
@@ -114,7 +158,13 @@ async def send_message(
             session.space_id, room.room_id, roster.epoch, session.member_key, client_id, ttl
         )
         box = chatcrypto.seal_message(
-            key, session.m.signing_seed, header, text, int(time.time()), roster.head_seq
+            key,
+            session.m.signing_seed,
+            header,
+            text,
+            int(time.time()),
+            roster.head_seq,
+            roster.head_hash,
         )
         request = SendRequest(
             session.conn.next_id(), room.room_id, client_id, header.epoch, ttl, box
@@ -178,10 +228,14 @@ def visible_until(server_end: float | None, lifetime: int, created_at: int) -> f
 class RoomReader:
     """Decrypts and verifies the messages of one room for one session."""
 
-    def __init__(self, session: SpaceSession, room: RoomView) -> None:
+    def __init__(
+        self, session: SpaceSession, room: RoomView, guard: ReplayGuard | None = None
+    ) -> None:
         self.session = session
         self.room = room
         self.stats = ReadStats()
+        self.guard = ReplayGuard() if guard is None else guard
+        self.heads = HeadCheck(session, self.refresh)
         self._history = RosterHistory(session.space_id, session.records)
         self._names: dict[bytes, str] = {}
 
@@ -198,11 +252,13 @@ class RoomReader:
         if message.expires_at is not None and message.expires_at <= now:
             return None
         session = self.session
-        if (
-            message.sender not in session.verified.box_keys
-            or message.epoch > session.verified.epoch
-        ):
-            await self.refresh()  # someone joined, or the epoch moved, since we synced
+        if message.sender not in session.verified.box_keys:
+            await self.refresh()  # someone joined since we synced
+        # An epoch beyond ours: the epoch moved since we synced, or the server hides it from us.
+        problem = await self.heads.epoch_problem(message.epoch)
+        if problem is not None:
+            self.stats.rejected.append((message.seq, problem))
+            return None
         try:
             key = await room_key(session, self.room.room_id, message.epoch)
         except RoomKeyUnavailable:
@@ -221,15 +277,24 @@ class RoomReader:
         except VerificationError as exc:
             self.stats.rejected.append((message.seq, str(exc)))
             return None
-        if content.head >= len(session.records):
-            await self.refresh()
+        problem = await self.heads.head_problem(content.head, content.head_hash)
+        if problem is not None:
+            self.stats.rejected.append((message.seq, problem))
+            return None
         roster = self._history.at(content.head)
         if roster is None or roster.epoch != message.epoch:
+            # Signed at a head whose epoch is not the one it is encrypted for: a post with a
+            # key its sender's own chain had already retired (or never made).
             self.stats.rejected.append((message.seq, "it claims a roster state that never was"))
             return None
         if not roster.may_post(self.room.room_id, message.sender):
             self.stats.rejected.append((message.seq, "its sender was not allowed to post here"))
             return None
+        problem = self.guard.problem(message)
+        if problem is not None:
+            self.stats.rejected.append((message.seq, problem))
+            return None
+        self.guard.accept(message)
         # The lifetime is bound into the ciphertext and the creation time is signed: a
         # server that keeps a message past its end still cannot make us show it.
         expires_at = visible_until(
@@ -306,6 +371,7 @@ class Follower:
         self.on_message = on_message
         self.on_stats = on_stats
         self.on_reconnect = on_reconnect
+        self.guard = ReplayGuard()  # replays are caught across reconnections too
 
     async def run(self) -> None:
         """Print the backlog after :attr:`last`, then new messages as they come, forever.
@@ -335,7 +401,7 @@ class Follower:
         """Catch up, then handle pushed events until the session ends; returns why."""
         room = resolve_room(session, self.room_id or self.room_query, ("chat", "channel"))
         self.room_id = room.room_id
-        reader = RoomReader(session, room)
+        reader = RoomReader(session, room, self.guard)
         await self._deliver(reader, await fetch_after(session, room.room_id, self.last, True))
         while True:
             event = await session.conn.events.get()

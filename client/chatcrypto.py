@@ -10,13 +10,16 @@ A message is XChaCha20-Poly1305 (random 24-byte nonce) over a padded plaintext. 
 client message id and lifetime — so the server cannot move a ciphertext to another room or
 epoch, attribute it to someone else, or change its lifetime without decryption failing.
 Inside the encryption the plaintext carries the text, the sender's clock, the roster head the
-sender saw, and the sender's Ed25519 signature over all of it plus the same clear fields:
+sender had verified (its seq *and* hash, so readers detect a forked history:
+:mod:`protocol.forks`), and the sender's Ed25519 signature over all of it plus the same clear
+fields:
 readers verify who wrote what, and the server (or a member replaying a ciphertext under
 another name) cannot forge or alter it. Plaintexts are padded to a multiple of 256 bytes so
 sizes leak only coarsely.
 
 A story is three ciphertexts under the story key, each with the same associated data plus
-the part's name: ``meta`` (caption, size, creation time, roster head, SHA-256 of the image
+the part's name: ``meta`` (caption, size, creation time, roster head seq and hash, SHA-256 of
+the image
 and of the thumbnail, the author's signature over all of it), ``image`` and ``thumb``.
 """
 
@@ -57,6 +60,7 @@ class MessageContent(msgspec.Struct, array_like=True, frozen=True):
     text: str
     created_at: int  # the sender's clock, seconds
     head: int  # the roster head seq the sender had verified when sending
+    head_hash: bytes  # and that record's hash: readers compare it with their own chain
     sig: bytes
 
 
@@ -73,6 +77,7 @@ class StoryMeta(msgspec.Struct, array_like=True, frozen=True):
     caption: str
     created_at: int
     head: int
+    head_hash: bytes
     width: int
     height: int
     image_sha256: bytes
@@ -130,9 +135,11 @@ def message_ad(header: MessageHeader) -> bytes:
     return MESSAGE_AD + _encode(tuple(header))
 
 
-def message_statement(header: MessageHeader, text: str, created_at: int, head: int) -> bytes:
+def message_statement(
+    header: MessageHeader, text: str, created_at: int, head: int, head_hash: bytes
+) -> bytes:
     """What the sender signs: every clear field and every secret one."""
-    return MESSAGE_SIG + _encode((*header, created_at, head, text))
+    return MESSAGE_SIG + _encode((*header, created_at, head, head_hash, text))
 
 
 def seal_message(
@@ -142,10 +149,11 @@ def seal_message(
     text: str,
     created_at: int,
     head: int,
+    head_hash: bytes,
     nonce: bytes | None = None,
 ) -> bytes:
-    sig = sign(signing_seed, message_statement(header, text, created_at, head))
-    plain = pad(_encode(MessageContent(text, created_at, head, sig)))
+    sig = sign(signing_seed, message_statement(header, text, created_at, head, head_hash))
+    plain = pad(_encode(MessageContent(text, created_at, head, head_hash, sig)))
     return aead_seal(message_key(room_key, header.room_id), plain, message_ad(header), nonce)
 
 
@@ -156,7 +164,9 @@ def open_message(room_key: bytes, header: MessageHeader, box: bytes) -> MessageC
         content = msgspec.msgpack.decode(unpad(plain), type=MessageContent)
     except msgspec.DecodeError:
         raise VerificationError("a decrypted message is malformed") from None
-    statement = message_statement(header, content.text, content.created_at, content.head)
+    statement = message_statement(
+        header, content.text, content.created_at, content.head, content.head_hash
+    )
     if not verify_signature(header.sender, statement, content.sig):
         raise VerificationError("a message's signature does not match its sender")
     return content
@@ -170,7 +180,7 @@ def story_ad(header: StoryHeader, part: str) -> bytes:
 
 
 def story_statement(header: StoryHeader, meta: StoryMeta) -> bytes:
-    fields = (meta.caption, meta.created_at, meta.head, meta.width, meta.height)
+    fields = (meta.caption, meta.created_at, meta.head, meta.head_hash, meta.width, meta.height)
     return STORY_SIG + _encode((*header, *fields, meta.image_sha256, meta.thumb_sha256))
 
 
@@ -190,6 +200,7 @@ def seal_story(
     size: tuple[int, int],
     created_at: int,
     head: int,
+    head_hash: bytes,
     nonces: tuple[bytes, bytes, bytes] | None = None,  # meta, image, thumb; random if None
 ) -> SealedStory:
     key = story_key(room_key, header.room_id)
@@ -197,6 +208,7 @@ def seal_story(
         caption,
         created_at,
         head,
+        head_hash,
         size[0],
         size[1],
         hashlib.sha256(image).digest(),

@@ -88,6 +88,18 @@ def _report(stats: Any) -> None:
         )
     for seq, why in stats.rejected:
         print(f"warning: message #{seq} is not shown: {why}", file=sys.stderr)
+    if stats.forked:
+        _fork_warning()
+
+
+def _fork_warning() -> None:
+    from protocol.forks import FORK_WARNING
+
+    print(
+        f"warning: {FORK_WARNING} (other members signed a membership history this server "
+        "does not show you); compare 'salon members' with them out of band",
+        file=sys.stderr,
+    )
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -209,8 +221,12 @@ async def cmd_story_list(args: argparse.Namespace) -> int:
     async with session_for(args) as session:
         room = resolve_room(session, args.channel, ("channel",))
         views, skipped = await list_stories(session, room)
+    from protocol.forks import FORK_WARNING
+
     for story_id, why in skipped:
         print(f"warning: story {story_id} is not shown: {why}", file=sys.stderr)
+    if any(FORK_WARNING in why for _, why in skipped):
+        _fork_warning()
     if args.json:
         emit_json([v.as_json() for v in views])
         return 0

@@ -223,6 +223,14 @@ class SpaceSession:
             raise VerificationError("the roster has not been verified yet")
         return self.roster
 
+    def hash_at(self, seq: int) -> bytes | None:
+        """The hash of record ``seq`` of the chain this device verified; None beyond its head.
+        Fork checks (:mod:`protocol.forks`) compare the head references other members sign
+        with it, so it must only ever answer from verified records."""
+        if 0 <= seq < len(self.records):
+            return record_hash(self.records[seq])
+        return None
+
     # -- keeping in step with the server ---------------------------------------------------------
 
     async def sync(self) -> Roster:

@@ -18,6 +18,7 @@ from typing import Final
 from client import chatcrypto
 from client.chat import RosterHistory, display_name, visible_until
 from client.errors import ServerError, UsageError, VerificationError
+from client.forks import HeadCheck
 from client.images import bounded_jpeg, decode_image
 from client.rooms import RoomView, room_key
 from client.space import SpaceSession
@@ -124,6 +125,7 @@ async def post_story(
             (prepared.width, prepared.height),
             int(time.time()),
             roster.head_seq,
+            roster.head_hash,
         )
         try:
             await _upload(session, story_id, sealed.image)
@@ -159,13 +161,25 @@ async def _upload(session: SpaceSession, story_id: str, blob: bytes) -> None:
 class StoryReader:
     def __init__(self, session: SpaceSession) -> None:
         self.session = session
+        self.heads = HeadCheck(session, self.refresh)
         self._history = RosterHistory(session.space_id, session.records)
 
+    async def refresh(self) -> None:
+        await self.session.sync()
+        self._history = RosterHistory(self.session.space_id, self.session.records)
+
     async def view(self, info: StoryInfo) -> tuple[StoryView, chatcrypto.StoryMeta]:
-        """Decrypt and verify a story's caption block (VerificationError if it fails)."""
+        """Decrypt and verify a story's caption block (VerificationError if it fails, with
+        :data:`protocol.forks.FORK_WARNING` in its text when the server may be forking)."""
         session = self.session
+        problem = await self.heads.epoch_problem(info.epoch)
+        if problem is not None:
+            raise VerificationError(problem)
         key = await room_key(session, info.room_id, info.epoch)
         meta = chatcrypto.open_story_meta(key, _header(session, info), info.meta)
+        problem = await self.heads.head_problem(meta.head, meta.head_hash)
+        if problem is not None:
+            raise VerificationError(problem)
         roster = self._history.at(meta.head)
         if roster is None or roster.epoch != info.epoch:
             raise VerificationError("a story claims a roster state that never was")
@@ -194,7 +208,12 @@ async def list_stories(
     reader = StoryReader(session)
     views, skipped = [], []
     now = time.time()
+    listed: set[str] = set()
     for info in reply.stories:
+        if info.story_id in listed:  # the id is bound into the ciphertext: a repeat is a replay
+            skipped.append((info.story_id, "it is listed twice (a replay)"))
+            continue
+        listed.add(info.story_id)
         try:
             view = (await reader.view(info))[0]
         except VerificationError as exc:

@@ -63,7 +63,10 @@ class CallAction(msgspec.Struct, frozen=True):
 
     ``issued_at`` (ms since the epoch) and the random ``nonce`` make each statement unique,
     so neither the server nor anyone else can replay it within the call, and the call id
-    keeps it from being replayed into another call.
+    keeps it from being replayed into another call. ``head_seq`` and ``head_hash`` name the
+    roster head the actor had verified (:mod:`protocol.forks`): a participant obeys an
+    action only if that head is on its own verified chain, so a server showing members
+    different histories (a hidden kick or demotion) is detected.
     """
 
     space_id: str
@@ -74,6 +77,8 @@ class CallAction(msgspec.Struct, frozen=True):
     target: bytes = b""
     issued_at: int = 0
     nonce: bytes = b""
+    head_seq: int = -1
+    head_hash: bytes = b""
     sig: bytes = b""
 
 
@@ -88,6 +93,8 @@ def action_signing_bytes(action: CallAction) -> bytes:
         action.target,
         action.issued_at,
         action.nonce,
+        action.head_seq,
+        action.head_hash,
     )
     return CALL_ACTION_DOMAIN + _encoder.encode(unsigned)
 

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from protocol.conference_wire import (
     ActInCall,
+    CallAction,
     CallEnded,
     CallInfo,
     CallJoined,
@@ -34,7 +35,8 @@ from protocol.conference_wire import (
     LeaveCall,
     SendCallSignal,
 )
-from protocol.errors import Forbidden, NotFound, TooLarge
+from protocol.errors import Forbidden, InvalidMessage, NotFound, TooLarge
+from protocol.forks import HEAD_HASH_LEN
 from protocol.records import Role, Roster
 from protocol.wire import Done, encoder
 from spaces.conference import Change, Conference
@@ -53,6 +55,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CallKey = tuple[str, str]  # (space id, room id)
+
+
+def _check_head(action: CallAction, roster: Roster) -> None:
+    """An action must name a head of this chain. Clients refuse any other as a fork; an
+    honest server refuses it up front so its author learns at once. (Only the newest hash
+    is at hand here; older heads are compared by every client.)"""
+    if (
+        len(action.head_hash) != HEAD_HASH_LEN
+        or not 0 <= action.head_seq <= roster.head_seq
+        or (action.head_seq == roster.head_seq and action.head_hash != roster.head_hash)
+    ):
+        raise InvalidMessage("the action names a roster head this space does not have")
 
 
 def roles_of(roster: Roster) -> dict[bytes, Role]:
@@ -190,6 +204,7 @@ class Conferences:
         roster.active(member)
         if message.join.actor != member:
             raise Forbidden("a join must be signed by the session's member")
+        _check_head(message.join, roster)
         roles = roles_of(roster)
         change = conference.join(message.join, roles, self.now_ms())
         sessions = self._sessions[(conference.space_id, conference.room_id)]
@@ -216,6 +231,7 @@ class Conferences:
         action = message.action
         if action.actor != subscriber.member:
             raise Forbidden("an action must be signed by the session's member")
+        _check_head(action, roster)
         change = conference.act(action, roles_of(roster), self.now_ms())
         if change.ban_added is not None:
             await self.store.put_ban(conference.space_id, conference.room_id, change.ban_added)

@@ -175,7 +175,9 @@ async def test_bans_outlive_the_server(tmp_path: Path) -> None:
     await store.append("space1", [StoredRecord(0, b"h" * 32, b"record")], create=True)
     bans = SqliteConferenceStore(path)
     await bans.open()
-    ban = CallAction("space1", "room1", "c", b"a" * 32, "ban", b"t" * 32, 1, b"n" * 16, b"s")
+    ban = CallAction(
+        "space1", "room1", "c", b"a" * 32, "ban", b"t" * 32, 1, b"n" * 16, 3, b"h" * 32, b"s"
+    )
     await bans.put_ban("space1", "room1", ban)
     await bans.close()
     await store.close()

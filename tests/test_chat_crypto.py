@@ -21,6 +21,7 @@ ALICE_SEED = b"\x01" * 32
 MALLORY_SEED = b"\x02" * 32
 ALICE = crypto.public_signing_key(ALICE_SEED)
 MALLORY = crypto.public_signing_key(MALLORY_SEED)
+HEAD = bytes(range(32))  # the hash of the roster head the sender verified
 
 
 def header(**changes: object) -> MessageHeader:
@@ -30,7 +31,7 @@ def header(**changes: object) -> MessageHeader:
 
 def seal(text: str = "hello", **changes: object) -> tuple[MessageHeader, bytes]:
     h = header(**changes)
-    return h, chatcrypto.seal_message(ROOM_KEY, ALICE_SEED, h, text, 1_700_000_000, 7)
+    return h, chatcrypto.seal_message(ROOM_KEY, ALICE_SEED, h, text, 1_700_000_000, 7, HEAD)
 
 
 # -- known answers -----------------------------------------------------------------------------
@@ -106,7 +107,7 @@ def test_message_round_trip() -> None:
     h, box = seal("héllo 👋\nsecond line")
     content = chatcrypto.open_message(ROOM_KEY, h, box)
     assert content.text == "héllo 👋\nsecond line"
-    assert (content.created_at, content.head) == (1_700_000_000, 7)
+    assert (content.created_at, content.head, content.head_hash) == (1_700_000_000, 7, HEAD)
     assert b"hello" not in box
 
 
@@ -153,7 +154,7 @@ def test_member_cannot_post_in_anothers_name() -> None:
     """Mallory holds the room key too, but cannot sign as Alice: her message claiming Alice
     as sender decrypts and then fails the signature check."""
     h = header(sender=ALICE)
-    box = chatcrypto.seal_message(ROOM_KEY, MALLORY_SEED, h, "I am Alice", 1, 1)
+    box = chatcrypto.seal_message(ROOM_KEY, MALLORY_SEED, h, "I am Alice", 1, 1, HEAD)
     with pytest.raises(VerificationError, match="signature"):
         chatcrypto.open_message(ROOM_KEY, h, box)
 
@@ -178,7 +179,7 @@ def story_header(**changes: object) -> StoryHeader:
 def test_story_round_trip() -> None:
     h = story_header()
     sealed = chatcrypto.seal_story(
-        ROOM_KEY, ALICE_SEED, h, "sunset", b"IMAGE" * 100, b"THUMB", (1920, 1080), 5, 9
+        ROOM_KEY, ALICE_SEED, h, "sunset", b"IMAGE" * 100, b"THUMB", (1920, 1080), 5, 9, HEAD
     )
     meta = chatcrypto.open_story_meta(ROOM_KEY, h, sealed.meta)
     assert (meta.caption, meta.width, meta.height, meta.head) == ("sunset", 1920, 1080, 9)
@@ -190,7 +191,7 @@ def test_story_round_trip() -> None:
 
 def test_story_parts_cannot_be_swapped_or_moved() -> None:
     h = story_header()
-    sealed = chatcrypto.seal_story(ROOM_KEY, ALICE_SEED, h, "c", b"I", b"T", (1, 1), 5, 9)
+    sealed = chatcrypto.seal_story(ROOM_KEY, ALICE_SEED, h, "c", b"I", b"T", (1, 1), 5, 9, HEAD)
     meta = chatcrypto.open_story_meta(ROOM_KEY, h, sealed.meta)
     with pytest.raises(VerificationError):
         chatcrypto.open_story_part(ROOM_KEY, h, meta, "thumb", sealed.image)
@@ -203,8 +204,8 @@ def test_story_parts_cannot_be_swapped_or_moved() -> None:
 def test_story_image_must_match_the_signed_hash() -> None:
     """Another image sealed under the same key (by a member who holds it) is refused."""
     h = story_header()
-    sealed = chatcrypto.seal_story(ROOM_KEY, ALICE_SEED, h, "c", b"real", b"T", (1, 1), 5, 9)
-    other = chatcrypto.seal_story(ROOM_KEY, MALLORY_SEED, h, "c", b"fake", b"T", (1, 1), 5, 9)
+    sealed = chatcrypto.seal_story(ROOM_KEY, ALICE_SEED, h, "c", b"real", b"T", (1, 1), 5, 9, HEAD)
+    other = chatcrypto.seal_story(ROOM_KEY, MALLORY_SEED, h, "c", b"fake", b"T", (1, 1), 5, 9, HEAD)
     meta = chatcrypto.open_story_meta(ROOM_KEY, h, sealed.meta)
     with pytest.raises(VerificationError, match="signed"):
         chatcrypto.open_story_part(ROOM_KEY, h, meta, "image", other.image)

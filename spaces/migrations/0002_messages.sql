@@ -24,8 +24,9 @@ CREATE TABLE messages (
     box        BLOB    NOT NULL,
     PRIMARY KEY (space_id, room_id, seq)
 ) STRICT, WITHOUT ROWID;
--- Idempotent retries: one message per (room, client message id, sender). Client ids start
--- with the sender's clock, so new entries land at the end of the index, not all over it.
+-- Idempotent retries: one message per (room, client message id, sender). Client ids are
+-- random (a clock in them would link a member's memberships), so a commit of n messages
+-- writes up to n leaves of this index: bounded by the group commit's size.
 CREATE UNIQUE INDEX messages_by_client_id ON messages(space_id, room_id, client_id, sender);
 CREATE INDEX messages_by_expiry ON messages(expires_at) WHERE expires_at IS NOT NULL;
 
