@@ -49,9 +49,16 @@ class Person:
         self.box_key = crypto.public_box_key(self.box_secret)
         self.role = role
 
-    def act(self, call_id: str, name: ActionName, target: bytes = b"", at: int = NOW) -> CallAction:
+    def act(
+        self,
+        call_id: str,
+        name: ActionName,
+        target: bytes = b"",
+        at: int = NOW,
+        join_ref: bytes = b"",
+    ) -> CallAction:
         unsigned = CallAction(
-            SPACE, ROOM, call_id, self.key, name, target, at, secrets.token_bytes(16)
+            SPACE, ROOM, call_id, self.key, name, target, at, secrets.token_bytes(16), join_ref
         )
         return msgspec.structs.replace(
             unsigned, sig=crypto.sign(self.seed, action_signing_bytes(unsigned))
@@ -88,6 +95,11 @@ def conference(lobby: bool = False, stage: bool = False, mesh_max: int = 4) -> C
     )
 
 
+def on_seat(conf: Conference, host: Person, name: ActionName, target: Person) -> CallAction:
+    """A seat action by ``host`` about ``target``'s current join."""
+    return host.act(conf.call_id, name, target.key, join_ref=conf.seats[target.key].join.nonce)
+
+
 def join(conf: Conference, person: Person, everyone: dict[str, Person]) -> str:
     return conf.join(person.act(conf.call_id, "join", person.key), roles(everyone), NOW).status
 
@@ -95,7 +107,7 @@ def join(conf: Conference, person: Person, everyone: dict[str, Person]) -> str:
 def flags_of(conf: Conference, person: Person, everyone: dict[str, Person], viewer: Person):
     state = conf.state_for(viewer.key, roles(everyone))
     seat = next(p for p in state.participants if p.member == person.key)
-    return seat_flags(seat, state, roles(everyone), lambda a: True)
+    return seat_flags(seat, conf.room, state.call_id, roles(everyone), lambda a: True)
 
 
 # -- action checks -----------------------------------------------------------------------------
@@ -114,8 +126,20 @@ def test_action_problem(people: dict[str, Person]) -> None:
         problem(bob.act("c1", "mute", carol.key)) == "its signer is not a host (owner or moderator)"
     )
     assert problem(mod.act("c0", "mute", bob.key)) == "it belongs to another call"
-    assert problem(mod.act("c1", "kick", owner.key)) == "its target outranks its signer"
-    assert problem(owner.act("c1", "kick", owner.key)) == "a host cannot do that to themselves"
+    seat = bytes(16)  # seat actions name the join they are about
+    assert problem(mod.act("c1", "kick", owner.key, join_ref=seat)) == (
+        "its target outranks its signer"
+    )
+    assert problem(owner.act("c1", "kick", owner.key, join_ref=seat)) == (
+        "a host cannot do that to themselves"
+    )
+    assert problem(owner.act("c1", "kick", bob.key)) == "it names no join"
+    assert problem(owner.act("c1", "mute", bob.key, join_ref=seat)) == (
+        "it names a join it should not"
+    )
+    # Restrictions are honoured from any call of the room (call_id None), others are not.
+    kick = owner.act("c0", "kick", bob.key, join_ref=seat)
+    assert action_problem(kick, r, space_id=SPACE, room_id=ROOM, call_id=None) is None
     assert problem(bob.act("c1", "hand-up", carol.key)) == "it is about someone else"
     assert problem(mod.act("c1", "lock", bob.key)) == "it names a target it should not"
     assert problem(mod.act("c1", "mute")) == "it names no member"
@@ -169,7 +193,7 @@ def test_replayed_stale_and_old_actions_refused(people: dict[str, Person]) -> No
         conf.join(action, roles(people), NOW)
     with pytest.raises(StaleCall):
         conf.act(bob.act("other-call", "hand-up", bob.key), roles(people), NOW)
-    with pytest.raises(InvalidMessage, match="timestamp"):
+    with pytest.raises(InvalidMessage, match=r"stale .* behind the server's clock"):
         conf.act(bob.act(conf.call_id, "hand-up", bob.key, at=NOW - 600_000), roles(people), NOW)
     with pytest.raises(Forbidden, match="not a host"):
         conf.act(bob.act(conf.call_id, "lock"), roles(people), NOW)
@@ -186,15 +210,15 @@ def test_lobby_admit_deny_and_visibility(people: dict[str, Person]) -> None:
     assert [p.member for p in conf.state_for(bob.key, r).participants] == [bob.key]
     assert len(conf.state_for(owner.key, r).participants) == 3
     assert not conf.may_relay(owner.key, bob.key) and not conf.may_relay(bob.key, owner.key)
-    conf.act(owner.act(conf.call_id, "admit", bob.key), r, NOW)
+    conf.act(on_seat(conf, owner, "admit", bob), r, NOW)
     assert conf.may_relay(owner.key, bob.key)
     assert flags_of(conf, bob, people, owner).admitted
     # Non-hosts in the call do not see who knocks.
     assert [p.member for p in conf.state_for(bob.key, r).participants] == [owner.key, bob.key]
-    change = conf.act(owner.act(conf.call_id, "deny", carol.key), r, NOW)
+    change = conf.act(on_seat(conf, owner, "deny", carol), r, NOW)
     assert change.removed == [(carol.key, "denied")]
     with pytest.raises(NotFound):
-        conf.act(owner.act(conf.call_id, "admit", carol.key), r, NOW)
+        conf.act(owner.act(conf.call_id, "admit", carol.key, join_ref=bytes(16)), r, NOW)
 
 
 def test_lobby_admission_must_verify(people: dict[str, Person]) -> None:
@@ -205,7 +229,7 @@ def test_lobby_admission_must_verify(people: dict[str, Person]) -> None:
     join(conf, bob, people)
     conf.seats[bob.key].status = "joined"  # the server lies
     assert not flags_of(conf, bob, people, owner).admitted
-    fake_admit = people["carol"].act(conf.call_id, "admit", bob.key)  # not a host
+    fake_admit = on_seat(conf, people["carol"], "admit", bob)  # not a host
     conf.seats[bob.key].admission = fake_admit
     state = conf.state_for(owner.key, roles(people))
     seat = next(p for p in state.participants if p.member == bob.key)
@@ -218,7 +242,7 @@ def test_lobby_admission_must_verify(people: dict[str, Person]) -> None:
             is None
         )
 
-    assert not seat_flags(seat, state, roles(people), check).admitted
+    assert not seat_flags(seat, conf.room, state.call_id, roles(people), check).admitted
 
 
 def test_mute_hands_kick_ban_lock(people: dict[str, Person]) -> None:
@@ -241,8 +265,8 @@ def test_mute_hands_kick_ban_lock(people: dict[str, Person]) -> None:
     conf.act(mod.act(conf.call_id, "lower-hand", carol.key), r, NOW)
     assert not flags_of(conf, carol, people, bob).hand_raised
     with pytest.raises(Forbidden, match="outranks"):
-        conf.act(mod.act(conf.call_id, "kick", owner.key), r, NOW)
-    change = conf.act(mod.act(conf.call_id, "kick", carol.key), r, NOW)
+        conf.act(on_seat(conf, mod, "kick", owner), r, NOW)
+    change = conf.act(on_seat(conf, mod, "kick", carol), r, NOW)
     assert change.removed == [(carol.key, "removed")]
     join(conf, carol, people)  # a kick is not a ban
     change = conf.act(mod.act(conf.call_id, "ban", carol.key), r, NOW)
@@ -273,15 +297,15 @@ def test_stage_roles(people: dict[str, Person]) -> None:
     join(conf, bob, people)
     assert flags_of(conf, owner, people, bob).speaker
     assert not flags_of(conf, bob, people, owner).speaker
-    conf.act(owner.act(conf.call_id, "promote", bob.key), roles(people), NOW)
+    conf.act(on_seat(conf, owner, "promote", bob), roles(people), NOW)
     assert flags_of(conf, bob, people, owner).speaker
-    conf.act(owner.act(conf.call_id, "demote", bob.key), roles(people), NOW)
+    conf.act(on_seat(conf, owner, "demote", bob), roles(people), NOW)
     assert not flags_of(conf, bob, people, owner).speaker
     with pytest.raises(InvalidMessage, match="stage"):
         plain = conference()
         join(plain, owner, people)
         join(plain, bob, people)
-        plain.act(owner.act(plain.call_id, "promote", bob.key), roles(people), NOW)
+        plain.act(on_seat(plain, owner, "promote", bob), roles(people), NOW)
 
 
 def test_mesh_is_full_without_an_sfu(people: dict[str, Person]) -> None:
@@ -291,7 +315,7 @@ def test_mesh_is_full_without_an_sfu(people: dict[str, Person]) -> None:
     join(conf, mod, people)
     assert join(conf, bob, people) == "lobby"  # the lobby still takes knocks
     with pytest.raises(CallFull, match="no SFU"):
-        conf.act(owner.act(conf.call_id, "admit", bob.key), roles(people), NOW)
+        conf.act(on_seat(conf, owner, "admit", bob), roles(people), NOW)
 
 
 def test_forged_mute_in_state_is_not_obeyed(people: dict[str, Person]) -> None:
@@ -319,7 +343,7 @@ def test_forged_mute_in_state_is_not_obeyed(people: dict[str, Person]) -> None:
         ]
         lying = msgspec.structs.replace(state, participants=seats)
         seat = next(p for p in lying.participants if p.member == bob.key)
-        assert not seat_flags(seat, lying, r, check).muted
+        assert not seat_flags(seat, conf.room, lying.call_id, r, check).muted
 
 
 # -- media keys and the verification code ------------------------------------------------------

@@ -131,11 +131,17 @@ async def test_server_enforces_lobby_signatures_and_removal(
             await request(carol, JoinCall(carol.conn.next_id(), room, old), CallJoined)
         assert stale.value.code == ErrorCode.STALE_CALL
         # A participant cannot admit anyone.
-        admit = sign_action(carol, room, call_id, "admit", bob.member_key)
+        bob_join = waiting.state.participants[0].join.nonce
+        admit = sign_action(carol, room, call_id, "admit", bob.member_key, bob_join)
         with pytest.raises(ServerError, match="not a host"):
             await request(carol, ActInCall(carol.conn.next_id(), room, admit), Done)
 
-        admit = sign_action(alice, room, call_id, "admit", bob.member_key)
+        # An admission names the join it admits: one for another join is refused.
+        elsewhere = sign_action(alice, room, call_id, "admit", bob.member_key, bytes(16))
+        with pytest.raises(ServerError) as other_join:
+            await request(alice, ActInCall(alice.conn.next_id(), room, elsewhere), Done)
+        assert other_join.value.code == ErrorCode.STALE_CALL
+        admit = sign_action(alice, room, call_id, "admit", bob.member_key, bob_join)
         await request(alice, ActInCall(alice.conn.next_id(), room, admit), Done)
         admitted = await next_event(bob, CallUpdate, lambda e: e.action == admit)
         assert admitted.action == admit
@@ -151,7 +157,7 @@ async def test_server_enforces_lobby_signatures_and_removal(
             await request(alice, signal(alice, room, call_id, bob.member_key, bytes(70_000)), Done)
         assert large.value.code == ErrorCode.TOO_LARGE
 
-        kick = sign_action(alice, room, call_id, "kick", bob.member_key)
+        kick = sign_action(alice, room, call_id, "kick", bob.member_key, bob_join)
         await request(alice, ActInCall(alice.conn.next_id(), room, kick), Done)
         ended = await next_event(bob, CallEnded)
         assert (ended.reason, ended.action) == ("removed", kick)
@@ -175,7 +181,7 @@ async def test_bans_outlive_the_server(tmp_path: Path) -> None:
     await store.append("space1", [StoredRecord(0, b"h" * 32, b"record")], create=True)
     bans = SqliteConferenceStore(path)
     await bans.open()
-    ban = CallAction("space1", "room1", "c", b"a" * 32, "ban", b"t" * 32, 1, b"n" * 16, b"s")
+    ban = CallAction("space1", "room1", "c", b"a" * 32, "ban", b"t" * 32, 1, b"n" * 16, sig=b"s")
     await bans.put_ban("space1", "room1", ban)
     await bans.close()
     await store.close()
