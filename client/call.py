@@ -585,12 +585,13 @@ class CallClient:
             and self._entry_problem(seat) is None
             and not self._barred(seat)
         }
+        barred = {m for m, seat in self.seats.items() if m != self.me and self._barred(seat)}
         for member, seat in self.seats.items():
             unverified = member != self.me and seat.status == "joined" and member not in peers
-            if unverified and self._barred(seat):
+            if unverified and member in barred:
                 continue  # _barred said why
-            if unverified and member not in self._unverified:
-                self._unverified.add(member)
+            if unverified and seat.join.nonce not in self._unverified:
+                self._unverified.add(seat.join.nonce)  # once per join of theirs
                 why = self._entry_problem(seat) if self.flags[member].admitted else None
                 self.note(
                     f"the server lists {self.label(member)} in the call, but their join or "
@@ -616,7 +617,7 @@ class CallClient:
                 self.key_changes.append(change)
         self.admitted = current
         for member in left:
-            if member not in current:
+            if member not in current and member not in barred:
                 self.note(f"{self.label(member)} left")
         for member in joined:
             self._peer_stats(member)
