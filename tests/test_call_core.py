@@ -22,7 +22,15 @@ from client.callsignal import (
     open_signal,
     seal_signal,
 )
-from protocol.conference_rules import action_problem, is_locked, seat_flags, topology_for
+from protocol.conference_rules import (
+    Restrictions,
+    action_problem,
+    end_problem,
+    freshness_problem,
+    is_locked,
+    seat_flags,
+    topology_for,
+)
 from protocol.conference_wire import ActionName, CallAction, CallState, action_signing_bytes
 from protocol.errors import (
     Banned,
@@ -243,6 +251,71 @@ def test_lobby_admission_must_verify(people: dict[str, Person]) -> None:
         )
 
     assert not seat_flags(seat, conf.room, state.call_id, roles(people), check).admitted
+
+
+def test_seat_actions_bind_to_one_join(people: dict[str, Person]) -> None:
+    """An admission or promotion counts for the join it names, never for a later one."""
+    conf = conference(lobby=True)
+    owner, bob = people["owner"], people["bob"]
+    r = roles(people)
+    join(conf, owner, people)
+    join(conf, bob, people)
+    first_join = conf.seats[bob.key].join.nonce
+    with pytest.raises(StaleCall, match="joined again"):
+        conf.act(owner.act(conf.call_id, "admit", bob.key, join_ref=bytes(16)), r, NOW)
+    conf.act(on_seat(conf, owner, "admit", bob), r, NOW)
+    assert flags_of(conf, bob, people, owner).admitted
+    # Joining again is a new incarnation: back to the lobby, the old admission is spent.
+    assert join(conf, bob, people) == "lobby"
+    seat = conf.seats[bob.key]
+    assert seat.admission is None and seat.join.nonce != first_join
+    # A server that puts the old admission back convinces no client.
+    old_admit = owner.act(conf.call_id, "admit", bob.key, join_ref=first_join)
+    seat.status, seat.admission = "joined", old_admit
+    assert not flags_of(conf, bob, people, owner).admitted
+    # Whether the room has a lobby is the room record's, not the state's, to say.
+    state = conf.state_for(owner.key, r)
+    wire = next(p for p in state.participants if p.member == bob.key)
+    assert seat_flags(wire, room(lobby=False), conf.call_id, r, lambda a: True).admitted
+    assert not seat_flags(wire, room(lobby=True), conf.call_id, r, lambda a: True).admitted
+
+
+def test_freshness_restrictions_and_end_reasons(people: dict[str, Person]) -> None:
+    owner, bob = people["owner"], people["bob"]
+    assert freshness_problem(owner.act("c1", "lock"), NOW + 299_000) is None
+    assert "behind this device's clock" in str(
+        freshness_problem(owner.act("c1", "lock"), NOW + 301_000)
+    )
+    ahead = owner.act("c1", "lock", at=NOW + 400_000)
+    assert "400 s ahead" in str(freshness_problem(ahead, NOW))
+    short = msgspec.structs.replace(owner.act("c1", "lock"), nonce=b"n")
+    assert "nonce" in str(freshness_problem(short, NOW))
+
+    join_a, join_b = secrets.token_bytes(16), secrets.token_bytes(16)
+    kept = Restrictions()
+    kick = owner.act("c1", "kick", bob.key, join_ref=join_a)
+    assert kept.add(kick) and not kept.add(kick)
+    assert kept.barring(bob.key, join_a) == kick
+    assert kept.barring(bob.key, join_b) is None  # a kick is no ban: a new join may enter
+    ban = owner.act("c1", "ban", bob.key, at=NOW)
+    unban = owner.act("c1", "unban", bob.key, at=NOW + 10)
+    assert kept.add(unban) and not kept.add(ban)  # an older ban does not undo a later unban
+    assert kept.barring(bob.key, join_b) is None
+    assert kept.add(owner.act("c1", "ban", bob.key, at=NOW + 20))
+    assert kept.barring(bob.key, join_b) is not None
+
+    mute = owner.act("c1", "mute", bob.key)
+    assert end_problem("removed", kick, bob.key, join_a) == ""
+    assert (
+        end_problem("removed", kick, bob.key, join_b) == "with a signed 'kick' of an earlier join"
+    )
+    assert end_problem("removed", None, bob.key, join_a) == "without a signed action"
+    assert (
+        end_problem("removed", mute, bob.key, join_a) == "with a signed 'mute', which is no 'kick'"
+    )
+    assert end_problem("banned", ban, owner.key, join_a) == "with a signed 'ban' of someone else"
+    assert end_problem("ended", owner.act("c1", "end"), bob.key, join_a) == ""
+    assert end_problem("replaced", None, bob.key, join_a) == ""
 
 
 def test_mute_hands_kick_ban_lock(people: dict[str, Person]) -> None:
