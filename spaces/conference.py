@@ -17,8 +17,13 @@ What only the server can enforce, it enforces: the lobby (nothing is relayed to 
 participant before a host admits it), the lock, bans, the mesh size, and a kick or a denial
 ends the member's part in the call at once.
 
+Seat actions (admit, deny, kick, promote, demote) must name the target's current join
+(``join_ref``); a member who joins again is a new incarnation, back in the lobby of a lobby
+room, its old admission and stage role gone.
+
 Errors: :class:`CallLocked` (``locked``), :class:`CallFull` (``call_full``),
-:class:`StaleCall` (``stale_call``: the call id moved on), plus the package's ``banned``,
+:class:`StaleCall` (``stale_call``: the call id moved on, or a seat action names an earlier
+join of its target), plus the package's ``banned``,
 ``forbidden``, ``not_found`` and ``invalid_message``.
 """
 
