@@ -1075,6 +1075,9 @@ async def moderate(
     target = session.resolve_member(member) if member else None
     # Seat actions name the join they are about (the server refuses one for another join).
     seat = next((p for p in state.participants if target and p.member == target.key), None)
+    if action in SEAT_ACTIONS and target is not None and seat is None:
+        where = "in the lobby" if action in ("admit", "deny") else "in the call"
+        raise CallError(f"{target.display_name} is not {where} in {room.name!r} right now", 1)
     join_ref = seat.join.nonce if seat is not None and action in SEAT_ACTIONS else b""
     signed = sign_action(
         session, room.room_id, state.call_id, action, target.key if target else b"", join_ref
