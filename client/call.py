@@ -956,8 +956,8 @@ class CallClient:
         stats, flags = self.stats.peers.get(member), self.flags.get(member)
         if stats is None:
             return
-        if flags is None or not flags.speaker:
-            stats.video_frames_dropped += 1
+        if flags is None or not flags.speaker or member not in self.admitted:
+            stats.video_frames_dropped += 1  # and anyone removed, whatever the server does
             return
         stats.video_frames_decoded += 1
         # The frame is ours alone until recorder.update() below hands it to the recorder's
@@ -977,7 +977,7 @@ class CallClient:
         stats, flags = self.stats.peers.get(member), self.flags.get(member)
         if stats is None:
             return
-        if flags is None or flags.muted or not flags.speaker:
+        if flags is None or flags.muted or not flags.speaker or member not in self.admitted:
             stats.audio_frames_dropped += 1  # a muted sender's audio is never played
             return
         stats.audio_frames_decoded += 1

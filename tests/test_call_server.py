@@ -210,6 +210,7 @@ def test_sink_drops_muted_and_non_speaking_senders() -> None:
     room: Any = SimpleNamespace(room_id="room1", name="hall")
     client = CallClient(session, room, CallOptions(), PlainDisplay())
     client.stats.peers[bob] = PeerStats(bob, "Bob", "f" * 16)
+    client.admitted[bob] = b"n" * 16
 
     def flags(muted: bool, speaker: bool) -> SeatFlags:
         return SeatFlags(True, False, muted, None, False, speaker)
@@ -226,3 +227,8 @@ def test_sink_drops_muted_and_non_speaking_senders() -> None:
     assert (stats.audio_frames_decoded, stats.audio_frames_dropped) == (1, 2)
     assert (stats.video_frames_decoded, stats.video_frames_dropped) == (0, 1)
     assert -7 < stats.audio_level_dbfs < -5  # the one frame played: half scale
+    # Someone no longer admitted (a verified kick the server hides): nothing of theirs plays.
+    del client.admitted[bob]
+    client.flags[bob] = flags(muted=False, speaker=True)
+    client.on_audio(bob, tone(0.5))
+    assert (stats.audio_frames_decoded, stats.audio_frames_dropped) == (1, 3)
