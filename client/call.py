@@ -296,6 +296,7 @@ class CallClient:
         # problem; and every nonce seen, with the signature of the action that used it.
         self._fresh: dict[bytes, str | None] = {}
         self._nonces: dict[bytes, bytes] = {}
+        self._noted: set[bytes] = set()  # signatures of the events we were told about
         self._baseline = False  # we have seen the call as it was when we were let in
         self.restrictions = Restrictions()
         self._barred_noted: set[bytes] = set()  # signatures of restrictions announced
@@ -814,6 +815,9 @@ class CallClient:
     def _note_action(self, action: CallAction) -> None:
         self._learn(action)
         problem = self._event_problem(action)
+        if problem is None and action.sig in self._noted:
+            problem = "it was already delivered (a replay)"
+        self._noted.add(action.sig)
         if problem is not None:
             self.stats.rejected_actions += 1
             self.note(f"ignored an unverifiable {action.action!r} event: {problem}")

@@ -27,6 +27,7 @@ from protocol.conference_wire import (
     ActionName,
     CallAction,
     CallEnded,
+    CallUpdate,
     SendCallSignal,
     action_signing_bytes,
 )
@@ -88,7 +89,7 @@ def signed(
         name,
         target,
         int(time.time() * 1000) - ago_ms,
-        secrets.token_bytes(16),
+        fields.pop("nonce", secrets.token_bytes(16)),
         **fields,
     )
     sig = crypto.sign(town.signing_seed(who), action_signing_bytes(unsigned))
@@ -304,6 +305,17 @@ async def test_call_ended_without_a_matching_signed_action_is_reported_as_such(
         await alice.wait_for(CODE_2)
         ((key, sessions),) = conferences._sessions.items()
         bob_key = town.member_key("Bob")
+        # First, a real event delivered twice, then its nonce on another action: replays.
+        _, roster = await conferences.conference(*key)
+        roles = {k: m.role for k, m in roster.members.items()}
+        lock = signed(town, "Alice", conference, "lock")
+        unlock = signed(town, "Alice", conference, "unlock", nonce=lock.nonce)
+        for event in (lock, lock, unlock):
+            update = CallUpdate(conference.state_for(bob_key, roles), event)
+            sessions[bob_key].push(encoder.encode(update))
+        await bob.wait_for(r"Alice \(\w+\) locked the call")
+        await bob.wait_for("ignored an unverifiable 'lock' event: it was already delivered")
+        await bob.wait_for("ignored an unverifiable 'unlock' event: its nonce was already used")
         # To Bob: "removed", with a real, fresh action of Alice's about him that is no kick.
         mute = signed(town, "Alice", conference, "mute", bob_key)
         sessions[bob_key].push(
