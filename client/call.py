@@ -480,6 +480,7 @@ class CallClient:
             state = event.state
             if state.room_id == self.room_id and state.call_id == self.call_id:
                 await self._apply_state(state, event.action)
+                return self._removed_anyway()
             elif event.action is not None and state.room_id == self.room_id:
                 self._learn(event.action)
         elif isinstance(event, CallSignal):
@@ -546,6 +547,22 @@ class CallClient:
         if event.reason == "denied":
             return CallOutcome("denied", f"{who} denied your request to join", EXIT_ENDED)
         return CallOutcome("ended", f"{who} ended the call for everyone")
+
+    def _removed_anyway(self) -> CallOutcome | None:
+        """A host removed, banned or turned us away with a signed action the server told us
+        about but did not carry out: we go, as the host meant."""
+        mine = self.seats.get(self.me)
+        barring = self.restrictions.barring(self.me, mine.join.nonce) if mine else None
+        if barring is None:
+            return None  # (still seated: leaving tells the server we went)
+        who = self.label(barring.actor)
+        kept = "; the server kept you in the call, so you left it"
+        if barring.action == "deny":
+            return CallOutcome("denied", f"{who} denied your request to join{kept}", EXIT_ENDED)
+        did = "banned you from this call" if barring.action == "ban" else "removed you"
+        if barring.action == "kick":
+            did += " from the call"
+        return CallOutcome("removed", f"{who} {did}{kept}", EXIT_ENDED)
 
     # -- state -------------------------------------------------------------------------------
 

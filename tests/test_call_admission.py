@@ -224,11 +224,21 @@ async def test_hidden_kick_and_ban_are_still_honoured(
 ) -> None:
     srv = await app_server()
     town = await amake_town(srv.url, user, ("Bob", "Carol"))
-    _, conference, _ = await hall(srv, town)
+    conferences, conference, roster = await hall(srv, town)
     relayed = Relayed(srv)
     carol_key = town.member_key("Carol")
     honest_act = conference.act
-    hidden: list[str] = []
+    hidden: list[CallAction] = []
+    honest_push = conferences._push
+
+    def push(subscriber: Any, event: msgspec.Struct) -> None:
+        """Carol (in league with the server, say) never hears of her removal."""
+        action = getattr(event, "action", None)
+        if subscriber.member == carol_key and action is not None and action in hidden:
+            return
+        honest_push(subscriber, event)
+
+    conferences._push = push  # type: ignore[method-assign]
 
     def hiding_act(action: CallAction, roles: dict[bytes, Role], now_ms: int) -> Change:
         """Accept the action and tell everyone about it, but keep the target in the call."""
@@ -238,7 +248,7 @@ async def test_hidden_kick_and_ban_are_still_honoured(
             conference.seats.update(seats)
             conference.bans.pop(action.target, None)
             change.removed, change.ban_added = [], None
-            hidden.append(action.action)
+            hidden.append(action)
         return change
 
     conference.act = hiding_act  # type: ignore[method-assign]
@@ -260,7 +270,7 @@ async def test_hidden_kick_and_ban_are_still_honoured(
         since_kick = len(relayed.sent)
         await asyncio.sleep(2)
         after_kick = relayed.to(carol_key, since_kick)
-        assert carol_key in conference.seats and hidden == ["kick"]
+        assert carol_key in conference.seats and [a.action for a in hidden] == ["kick"]
 
         # A kick is no ban: Carol may come back with a new join, and then be banned.
         await carol.stop()
@@ -278,11 +288,19 @@ async def test_hidden_kick_and_ban_are_still_honoured(
         since_ban = len(relayed.sent)
         await asyncio.sleep(2)
         after_ban = relayed.to(carol_key, since_ban)
-        assert carol_key in conference.seats and hidden == ["kick", "ban"]
-        banned = await carol.stop()
+        assert carol_key in conference.seats and [a.action for a in hidden] == ["kick", "ban"]
+        # Told of the ban at last (still seated by the server), Carol's own client leaves.
+        roles = {k: m.role for k, m in roster.members.items()}
+        ban = CallUpdate(conference.state_for(carol_key, roles), hidden[-1])
+        session = conferences.session_of((conference.space_id, conference.room_id), carol_key)
+        assert session is not None
+        honest_push(session, ban)
+        banned = await carol.finish()
         results = [await alice.stop(), await bob.stop()]
 
     assert after_kick == [] and after_ban == []
+    assert banned.returncode == 5 and "banned you from this call; the server kept" in banned.stderr
+    assert banned.stats["ended_reason"] == "removed"
     for result in results:
         assert result.returncode == 0
         assert result.peer("Carol")["connection"] != "connected"
