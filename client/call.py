@@ -10,7 +10,8 @@ follows the call's state as the server pushes it, and trusts nothing it cannot c
   never from the server. Someone who enters after us must do so with a fresh action (their
   join, or in a lobby room their admission), whose nonce no other action used;
 - a kick, denial or ban this device verified is honoured whatever the server says next:
-  the join it removed (or the banned member) gets no keys and no connection;
+  the join it removed (or the banned member) gets no keys and no connection, and if it
+  is about us, we leave;
 - why our part in the call ended: believed only with a signed action that says so;
 - signalling (SDP, media keys): opened and verified end to end (:mod:`client.callsignal`);
   a pair whose signalling fails is refused and never connects;
