@@ -5,7 +5,14 @@ follows the call's state as the server pushes it, and trusts nothing it cannot c
 
 - who is in the call, muted, promoted, holding up a hand, admitted from the lobby: derived
   from the signed actions in each state, re-verified against this device's verified roster
-  (:func:`spaces.conference.seat_flags`); an action that fails is ignored and counted;
+  (:func:`protocol.conference_rules.seat_flags`); an action that fails is ignored and
+  counted. Whether the room has a lobby or a stage comes from the room's signed record,
+  never from the server. Someone who enters after us must do so with a fresh action (their
+  join, or in a lobby room their admission), whose nonce no other action used;
+- a kick, denial or ban this device verified is honoured whatever the server says next:
+  the join it removed (or the banned member) gets no keys and no connection, and if it
+  is about us, we leave;
+- why our part in the call ended: believed only with a signed action that says so;
 - signalling (SDP, media keys): opened and verified end to end (:mod:`client.callsignal`);
   a pair whose signalling fails is refused and never connects;
 - media keys (:mod:`client.callkeys`): sent only to participants this device considers
@@ -59,14 +66,19 @@ from client.sfu_topology import MediaDebugLog, SfuTopology
 from client.space import SpaceSession
 from client.topology import TOPOLOGIES, LinkState, Peer, Topology, TopologyContext
 from protocol.conference_rules import (
+    RESTRICTIONS,
     TARGETED,
+    Restrictions,
     SeatFlags,
     action_problem,
+    end_problem,
+    freshness_problem,
     is_host,
     is_locked,
     seat_flags,
 )
 from protocol.conference_wire import (
+    SEAT_ACTIONS,
     ActInCall,
     ActionName,
     CallAction,
@@ -90,7 +102,7 @@ from protocol.conference_wire import (
 from protocol.errors import ErrorCode
 from protocol.forks import head_problem
 from protocol.media_keys import MAX_EPOCH
-from protocol.records import Role, fingerprint
+from protocol.records import Role, RoomCreate, fingerprint
 from protocol.wire import Done, RecordAdded, ServerMessage, SessionClosed
 from sfu.aiortc_adapter import apply_ice_env
 
@@ -220,6 +232,7 @@ def sign_action(
     call_id: str,
     name: ActionName,
     target: bytes = b"",
+    join_ref: bytes = b"",
 ) -> CallAction:
     unsigned = CallAction(
         space_id=session.space_id,
@@ -228,10 +241,11 @@ def sign_action(
         actor=session.member_key,
         action=name,
         target=target,
-        issued_at=int(time.time() * 1000),
+        issued_at=now_ms(),
         nonce=secrets.token_bytes(16),
         head_seq=session.verified.head_seq,
         head_hash=session.verified.head_hash,
+        join_ref=join_ref,
     )
     signature = crypto.sign(session.m.signing_seed, action_signing_bytes(unsigned))
     return msgspec.structs.replace(unsigned, sig=signature)
@@ -239,6 +253,10 @@ def sign_action(
 
 def _seat_actions(state: CallState) -> list[CallAction | None]:
     return [a for p in state.participants for a in (p.join, p.admission, p.mute, p.hand, p.stage)]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def roles_of(session: SpaceSession) -> dict[bytes, Role]:
@@ -294,6 +312,14 @@ class CallClient:
         self.speaker: bytes | None = None
         self._checked: dict[bytes, str | None] = {}  # action signature -> problem
         self._tried_head = -1  # the furthest action head we synced for
+        # Freshness, judged once, when this device first sees an action: signature ->
+        # problem; and every nonce seen, with the signature of the action that used it.
+        self._fresh: dict[bytes, str | None] = {}
+        self._nonces: dict[bytes, bytes] = {}
+        self._noted: set[bytes] = set()  # signatures of the events we were told about
+        self._baseline = False  # we have seen the call as it was when we were let in
+        self.restrictions = Restrictions()
+        self._barred_noted: set[bytes] = set()  # signatures of restrictions announced
         self._pending: list[tuple[float, CallSignal]] = []
         self._lobby_seen: set[bytes] = set()
         self._unverified: set[bytes] = set()
@@ -320,6 +346,12 @@ class CallClient:
     def valid(self, action: CallAction) -> bool:
         return self._problem(action) is None
 
+    @property
+    def room_spec(self) -> RoomCreate:
+        """The room's signed record as this device verified it (lobby, stage come from here)."""
+        room = self.session.verified.rooms.get(self.room_id)
+        return room.spec if room is not None else self.room.spec
+
     def _problem(self, action: CallAction) -> str | None:
         if action.sig not in self._checked:
             problem = action_problem(
@@ -327,7 +359,7 @@ class CallClient:
                 roles_of(self.session),
                 space_id=self.session.space_id,
                 room_id=self.room_id,
-                call_id=self.call_id,
+                call_id=None if action.action in RESTRICTIONS else self.call_id,
             )
             if problem is None:
                 # Signed on a roster head that is not on our chain: a forked history.
@@ -347,6 +379,26 @@ class CallClient:
             self._tried_head = ahead
             await self.session.sync()
             self._checked.clear()
+
+    def _freshness(self, action: CallAction) -> str | None:
+        """Whether ``action`` was fresh when this device first saw it, and the first action
+        with its nonce (judged once: an action stays fresh as the call goes on)."""
+        if action.sig not in self._fresh:
+            first = self._nonces.setdefault(action.nonce, action.sig)
+            if first != action.sig:
+                self._fresh[action.sig] = "its nonce was already used (a replay)"
+            else:
+                self._fresh[action.sig] = freshness_problem(action, now_ms())
+        return self._fresh[action.sig]
+
+    def _event_problem(self, action: CallAction) -> str | None:
+        """Why an action the server says just happened must be ignored (or None)."""
+        return self._problem(action) or self._freshness(action)
+
+    def _learn(self, action: CallAction) -> None:
+        """Remember a kick, denial or ban that verifies, to honour it from now on."""
+        if action.action in RESTRICTIONS and self._problem(action) is None:
+            self.restrictions.add(action)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -471,6 +523,9 @@ class CallClient:
                         "this call changed keys too often for its key ids; join it again",
                         1,
                     )
+                return self._removed_anyway()
+            elif event.action is not None and state.room_id == self.room_id:
+                self._learn(event.action)
         elif isinstance(event, CallSignal):
             if event.room_id == self.room_id and event.call_id == self.call_id:
                 await self._on_signal(event)
@@ -505,25 +560,53 @@ class CallClient:
 
     def _ended(self, event: CallEnded) -> CallOutcome:
         self.seated = False
-        action = event.action
-        who = None
-        if action is not None and self.valid(action) and action.target in (self.me, b""):
-            who = self.label(action.actor)
-        if who is None:
+        action, reason = event.action, event.reason
+        mine = self.seats.get(self.me)
+        problem = end_problem(reason, action, self.me, mine.join.nonce if mine else b"")
+        if not problem and action is not None:
+            invalid = self._event_problem(action)
+            problem = (
+                f"with a signed {action.action!r} that is invalid: {invalid}" if invalid else ""
+            )
+        if reason == "replaced" and not problem:
             return CallOutcome(
                 "interrupted",
-                f"the server ended your call ({event.reason}) without a host's signed action",
+                "the server says you joined this call from another session (it needs no "
+                "signed action for that)",
                 1,
             )
+        if problem or action is None:
+            self.stats.rejected_actions += 1
+            return CallOutcome(
+                "interrupted",
+                f"the server dropped you from the call (it says {reason!r}) {problem}; "
+                "nothing a host signed shows that",
+                1,
+            )
+        who = self.label(action.actor)
         if event.reason == "removed":
             return CallOutcome("removed", f"{who} removed you from the call", EXIT_ENDED)
         if event.reason == "banned":
             return CallOutcome("removed", f"{who} banned you from this call", EXIT_ENDED)
         if event.reason == "denied":
             return CallOutcome("denied", f"{who} denied your request to join", EXIT_ENDED)
-        if event.reason == "ended":
-            return CallOutcome("ended", f"{who} ended the call for everyone")
-        return CallOutcome("interrupted", "you joined this call from another session", 1)
+        return CallOutcome("ended", f"{who} ended the call for everyone")
+
+    def _removed_anyway(self) -> CallOutcome | None:
+        """A host removed, banned or turned us away with a signed action the server told us
+        about but did not carry out: we go, as the host meant."""
+        mine = self.seats.get(self.me)
+        barring = self.restrictions.barring(self.me, mine.join.nonce) if mine else None
+        if barring is None:
+            return None  # (still seated: leaving tells the server we went)
+        who = self.label(barring.actor)
+        kept = "; the server kept you in the call, so you left it"
+        if barring.action == "deny":
+            return CallOutcome("denied", f"{who} denied your request to join{kept}", EXIT_ENDED)
+        did = "banned you from this call" if barring.action == "ban" else "removed you"
+        if barring.action == "kick":
+            did += " from the call"
+        return CallOutcome("removed", f"{who} {did}{kept}", EXIT_ENDED)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -532,11 +615,16 @@ class CallClient:
         if any(p.member not in roster.members for p in state.participants):
             await self.session.sync()  # someone joined the space since we last looked
             self._checked.clear()
-        await self._catch_up([action, state.lock, *_seat_actions(state)])
+        await self._catch_up([action, state.lock, *state.bans, *_seat_actions(state)])
         self.state = state
         self.seats = {p.member: p for p in state.participants}
         roles = roles_of(self.session)
-        self.flags = {m: seat_flags(p, state, roles, self.valid) for m, p in self.seats.items()}
+        room = self.room_spec
+        self.flags = {
+            m: seat_flags(p, room, self.call_id, roles, self.valid) for m, p in self.seats.items()
+        }
+        for ban in state.bans:
+            self._learn(ban)
         if action is not None:
             self._note_action(action)
         mine = self.seats.get(self.me)
@@ -554,15 +642,24 @@ class CallClient:
         peers = {
             m: seat
             for m, seat in self.seats.items()
-            if m != self.me and seat.status == "joined" and self.flags[m].admitted
+            if m != self.me
+            and seat.status == "joined"
+            and self.flags[m].admitted
+            and self._entry_problem(seat) is None
+            and not self._barred(seat)
         }
+        barred = {m for m, seat in self.seats.items() if m != self.me and self._barred(seat)}
         for member, seat in self.seats.items():
             unverified = member != self.me and seat.status == "joined" and member not in peers
-            if unverified and member not in self._unverified:
-                self._unverified.add(member)
+            if unverified and member in barred:
+                continue  # _barred said why
+            if unverified and seat.join.nonce not in self._unverified:
+                self._unverified.add(seat.join.nonce)  # once per join of theirs
+                why = self._entry_problem(seat) if self.flags[member].admitted else None
                 self.note(
                     f"the server lists {self.label(member)} in the call, but their join or "
-                    "admission does not verify: not connecting to them, no keys for them"
+                    f"admission does not verify{f' ({why})' if why else ''}: not connecting "
+                    "to them, no keys for them"
                 )
         current = {m: seat.join.nonce for m, seat in peers.items()}
         joined = [m for m in current if self.admitted.get(m) != current[m]]
@@ -586,7 +683,7 @@ class CallClient:
                 self.key_changes.append(change)
         self.admitted = current
         for member in left:
-            if member not in current:
+            if member not in current and member not in barred:
                 self.note(f"{self.label(member)} left")
         for member in joined:
             self._peer_stats(member)
@@ -609,7 +706,36 @@ class CallClient:
                 stats.role = "host" if flags.host else "speaker" if flags.speaker else "listener"
         self._update_code()
         await self._retry_pending()
+        self._baseline = True
         self._refresh(force=True)
+
+    def _entry_problem(self, seat: CallParticipant) -> str | None:
+        """Why a participant who is new to us must not enter (None if they may).
+
+        Who was in the call when we were let in may have entered long ago; anyone after
+        that enters now, so what let them in (their admission in a lobby room, else their
+        join) must be fresh and its nonce unused: an old admit or join, even one whose call
+        id the server re-uses, is refused."""
+        if not self._baseline or self.admitted.get(seat.member) == seat.join.nonce:
+            return None
+        lobby = self.room_spec.lobby and not self.flags[seat.member].host
+        entry = seat.admission if lobby and seat.admission is not None else seat.join
+        problem = self._freshness(entry)
+        return f"their {entry.action!r} was refused: {problem}" if problem else None
+
+    def _barred(self, seat: CallParticipant) -> bool:
+        """Whether a verified kick, denial or ban keeps this seat out (noted once)."""
+        barring = self.restrictions.barring(seat.member, seat.join.nonce)
+        if barring is None:
+            return False
+        if barring.sig not in self._barred_noted:
+            self._barred_noted.add(barring.sig)
+            did = {"kick": "removed", "deny": "turned away", "ban": "banned"}[barring.action]
+            self.note(
+                f"the server still lists {self.label(seat.member)}, whom "
+                f"{self.label(barring.actor)} {did} (signed): ignoring them, no keys for them"
+            )
+        return True
 
     async def _ensure_topology(self, state: CallState) -> None:
         if self.topology is not None and self.topology.name == state.topology:
@@ -667,16 +793,16 @@ class CallClient:
                 self.stats.sfu = running.topology.stats()
         self.stats.key_changes = [change.to_json() for change in self.key_changes]
 
-    @staticmethod
-    def _topology_note(state: CallState) -> str:
+    def _topology_note(self, state: CallState) -> str:
         notes = []
-        if (state.requested_topology == "sfu" or state.stage) and state.topology == "mesh":
+        stage = self.room_spec.stage
+        if (state.requested_topology == "sfu" or stage) and state.topology == "mesh":
             notes.append("the room asks for an SFU; this server has none, so it runs as a mesh")
         elif state.requested_topology == "auto" and state.topology == "mesh":
             notes.append("auto: a mesh while the call is small")
         elif state.requested_topology == "auto":
             notes.append("auto: on the SFU while the call is large")
-        if state.stage:
+        if stage:
             notes.append("stage: only speakers send")
         return "; ".join(notes)
 
@@ -752,7 +878,11 @@ class CallClient:
         self._lobby_seen &= set(self.seats) | {self.me}
 
     def _note_action(self, action: CallAction) -> None:
-        problem = self._problem(action)
+        self._learn(action)
+        problem = self._event_problem(action)
+        if problem is None and action.sig in self._noted:
+            problem = "it was already delivered (a replay)"
+        self._noted.add(action.sig)
         if problem is not None:
             self.stats.rejected_actions += 1
             self.note(f"ignored an unverifiable {action.action!r} event: {problem}")
@@ -895,8 +1025,8 @@ class CallClient:
         stats, flags = self.stats.peers.get(member), self.flags.get(member)
         if stats is None:
             return
-        if flags is None or not flags.speaker:
-            stats.video_frames_dropped += 1
+        if flags is None or not flags.speaker or member not in self.admitted:
+            stats.video_frames_dropped += 1  # and anyone removed, whatever the server does
             return
         stats.video_frames_decoded += 1
         # The frame is ours alone until recorder.update() below hands it to the recorder's
@@ -916,7 +1046,7 @@ class CallClient:
         stats, flags = self.stats.peers.get(member), self.flags.get(member)
         if stats is None:
             return
-        if flags is None or flags.muted or not flags.speaker:
+        if flags is None or flags.muted or not flags.speaker or member not in self.admitted:
             stats.audio_frames_dropped += 1  # a muted sender's audio is never played
             return
         stats.audio_frames_decoded += 1
@@ -1012,8 +1142,14 @@ async def moderate(
     if not state.participants and action not in ("ban", "unban", "lock", "unlock"):
         raise CallError(f"nobody is in the call in {room.name!r} right now", 1)
     target = session.resolve_member(member) if member else None
+    # Seat actions name the join they are about (the server refuses one for another join).
+    seat = next((p for p in state.participants if target and p.member == target.key), None)
+    if action in SEAT_ACTIONS and target is not None and seat is None:
+        where = "in the lobby" if action in ("admit", "deny") else "in the call"
+        raise CallError(f"{target.display_name} is not {where} in {room.name!r} right now", 1)
+    join_ref = seat.join.nonce if seat is not None and action in SEAT_ACTIONS else b""
     signed = sign_action(
-        session, room.room_id, state.call_id, action, target.key if target else b""
+        session, room.room_id, state.call_id, action, target.key if target else b"", join_ref
     )
     conn = session.conn
     try:

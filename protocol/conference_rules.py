@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from protocol.conference_wire import (
+    END_ACTIONS,
+    SEAT_ACTIONS,
     ActionName,
     CallAction,
     CallParticipant,
@@ -18,7 +20,7 @@ from protocol.conference_wire import (
     TopologyName,
     action_signing_bytes,
 )
-from protocol.records import ROLE_RANK, Role, verify_signature
+from protocol.records import ROLE_RANK, Role, RoomCreate, verify_signature
 
 SELF_ACTIONS: Final[frozenset[str]] = frozenset({"join", "hand-up", "hand-down"})
 # Host actions about one member; the target may not outrank the actor.
@@ -31,6 +33,10 @@ NOT_ON_SELF: Final[frozenset[str]] = frozenset({"kick", "ban", "deny"})
 FRESHNESS_MS: Final = 5 * 60 * 1000
 NONCES_KEPT: Final = 20_000
 KEY_LEN: Final = 32
+NONCE_LEN: Final = 16  # an action's nonce, and so a join's (what join_ref names)
+# Restrictions a client honours whatever call they were signed in: obeying a replayed one
+# only keeps someone out, which a server can do anyway by not relaying to them.
+RESTRICTIONS: Final[frozenset[str]] = frozenset({"kick", "ban", "unban", "deny"})
 
 
 def is_host(role: Role | None) -> bool:
@@ -43,19 +49,25 @@ def action_problem(
     *,
     space_id: str,
     room_id: str,
-    call_id: str,
+    call_id: str | None,
 ) -> str | None:
     """Why ``action`` must not be obeyed in this call, or None if it may.
 
     ``roles`` are the space's current members and roles as the checker verified them. An
-    action is valid when it is for this space, room and call, its signature verifies under
-    its actor's key, the actor is a member, self actions are about the actor, and host
-    actions come from a host whose role is not below the target's.
+    action is valid when it is for this space, room and call (``call_id`` None: any call of
+    the room, for :data:`RESTRICTIONS`), its signature verifies under its actor's key, the
+    actor is a member, self actions are about the actor, host actions come from a host
+    whose role is not below the target's, and seat actions name a join (``join_ref``).
+    Freshness is separate (:func:`freshness_problem`): it depends on the checker's clock.
     """
-    if (action.space_id, action.room_id, action.call_id) != (space_id, room_id, call_id):
+    if (action.space_id, action.room_id) != (space_id, room_id) or (
+        call_id is not None and action.call_id != call_id
+    ):
         return "it belongs to another call"
     if not verify_signature(action.actor, action_signing_bytes(action), action.sig):
         return "its signature does not verify"
+    if (len(action.join_ref) == NONCE_LEN) != (action.action in SEAT_ACTIONS):
+        return "it names a join it should not" if action.join_ref else "it names no join"
     actor_role = roles.get(action.actor)
     if actor_role is None:
         return "its signer is not a member of the space"
@@ -75,6 +87,73 @@ def action_problem(
     return None
 
 
+def freshness_problem(
+    action: CallAction, now_ms: int, clock: str = "this device's clock"
+) -> str | None:
+    """Why ``action`` is not fresh at ``now_ms`` (the checker's ``clock``), or None."""
+    if len(action.nonce) != NONCE_LEN:
+        return f"it has no {NONCE_LEN}-byte nonce"
+    skew = action.issued_at - now_ms
+    if abs(skew) > FRESHNESS_MS:
+        when = "ahead of" if skew > 0 else "behind"
+        return f"it is stale (its timestamp is {abs(skew) // 1000} s {when} {clock})"
+    return None
+
+
+def end_problem(reason: str, action: CallAction | None, member: bytes, join_nonce: bytes) -> str:
+    """Why a CallEnded ``reason`` is not proven by ``action`` for ``member`` whose join has
+    ``join_nonce`` ("" if it is; validity and freshness are checked separately)."""
+    wanted = END_ACTIONS.get(reason)
+    if wanted is None:
+        return "" if action is None else "it carries an action it should not"
+    if action is None:
+        return "without a signed action"
+    if action.action != wanted:
+        return f"with a signed {action.action!r}, which is no {wanted!r}"
+    if wanted == "end":
+        return ""
+    if action.target != member:
+        return f"with a signed {wanted!r} of someone else"
+    if wanted in SEAT_ACTIONS and action.join_ref != join_nonce:
+        return f"with a signed {wanted!r} of an earlier join"
+    return ""
+
+
+class Restrictions:
+    """The kicks, denials and bans a participant has verified, and whom they keep out.
+
+    A kick or denial removes one join (its ``join_ref``); a ban keeps its target out of
+    every call of the room until a later (by ``issued_at``) unban. The checker adds only
+    actions it verified (with :func:`action_problem`, ``call_id`` None).
+    """
+
+    def __init__(self) -> None:
+        self.removed: dict[bytes, CallAction] = {}  # join nonce -> the kick or deny
+        self.bans: dict[bytes, CallAction] = {}  # member -> its latest ban or unban
+
+    def add(self, action: CallAction) -> bool:
+        """Remember a verified restriction; True if it is new."""
+        if action.action in ("kick", "deny"):
+            if action.join_ref in self.removed:
+                return False
+            self.removed[action.join_ref] = action
+            return True
+        if action.action in ("ban", "unban"):
+            known = self.bans.get(action.target)
+            if known is not None and known.issued_at >= action.issued_at:
+                return False
+            self.bans[action.target] = action
+            return True
+        return False
+
+    def barring(self, member: bytes, join_nonce: bytes) -> CallAction | None:
+        """The signed action that keeps this join of ``member`` out, or None."""
+        ban = self.bans.get(member)
+        if ban is not None and ban.action == "ban":
+            return ban
+        return self.removed.get(join_nonce)
+
+
 @dataclass(frozen=True)
 class SeatFlags:
     """What a participant's signed actions say about it (see :func:`seat_flags`)."""
@@ -91,12 +170,21 @@ Verifier = Callable[[CallAction], bool]
 
 
 def seat_flags(
-    seat: CallParticipant, state: CallState, roles: Mapping[bytes, Role], valid: Verifier
+    seat: CallParticipant,
+    room: RoomCreate,
+    call_id: str,
+    roles: Mapping[bytes, Role],
+    valid: Verifier,
 ) -> SeatFlags:
     """Derive a participant's state from the actions in ``seat``, trusting only those for
-    which ``valid`` is true (the server passes an always-true check: it verified on entry)."""
+    which ``valid`` is true (the server passes an always-true check: it verified on entry).
+
+    Whether the room has a lobby or a stage comes from ``room``, its signed record as the
+    checker verified it, never from the server's call state. An admission or a promotion
+    counts only for the join it names (``join_ref``)."""
     member = seat.member
     host = is_host(roles.get(member))
+    join_nonce = seat.join.nonce
 
     def ok(action: CallAction | None, *names: ActionName) -> bool:
         return action is not None and action.action in names and valid(action)
@@ -104,15 +192,16 @@ def seat_flags(
     joined = (
         seat.status == "joined"
         and seat.join.actor == member
-        and seat.join.call_id == state.call_id
+        and seat.join.call_id == call_id
         and ok(seat.join, "join")
     )
     admitted = joined and (
-        not state.lobby
+        not room.lobby
         or host
         or (
             seat.admission is not None
             and seat.admission.target == member
+            and seat.admission.join_ref == join_nonce
             and ok(seat.admission, "admit")
         )
     )
@@ -124,14 +213,19 @@ def seat_flags(
     hand = seat.hand
     hand_raised = hand is not None and hand.actor == member and ok(hand, "hand-up")
     stage = seat.stage
-    promoted = stage is not None and stage.target == member and ok(stage, "promote")
+    promoted = (
+        stage is not None
+        and stage.target == member
+        and stage.join_ref == join_nonce
+        and ok(stage, "promote")
+    )
     return SeatFlags(
         admitted=admitted,
         host=host,
         muted=muted,
         muted_by=mute.actor if muted and mute is not None else None,
         hand_raised=hand_raised,
-        speaker=not state.stage or host or promoted,
+        speaker=not room.stage or host or promoted,
     )
 
 

@@ -55,18 +55,31 @@ TopologyName = Literal["mesh", "sfu"]
 ParticipantStatus = Literal["lobby", "joined"]
 EndReason = Literal["removed", "banned", "denied", "ended", "replaced"]
 
+# The signed action each CallEnded reason needs (see CallEnded).
+END_ACTIONS: Final[dict[str, ActionName]] = {
+    "removed": "kick",
+    "banned": "ban",
+    "denied": "deny",
+    "ended": "end",
+}
+
 _encoder = msgspec.msgpack.Encoder()
 
 
 class CallAction(msgspec.Struct, frozen=True):
     """A signed statement by ``actor``: ``action`` on ``target`` in one call of one room.
 
-    ``issued_at`` (ms since the epoch) and the random ``nonce`` make each statement unique,
-    so neither the server nor anyone else can replay it within the call, and the call id
-    keeps it from being replayed into another call. ``head_seq`` and ``head_hash`` name the
-    roster head the actor had verified (:mod:`protocol.forks`): a participant obeys an
-    action only if that head is on its own verified chain, so a server showing members
-    different histories (a hidden kick or demotion) is detected.
+    ``issued_at`` (ms since the epoch) and the random ``nonce`` make each statement unique:
+    the server and every client refuse one whose time is more than ``FRESHNESS_MS`` from
+    their clock when it arrives, or whose nonce they already saw on another action. The
+    call id keeps it out of other calls; since a server picks call ids (and could re-use
+    one), actions about a participant's seat (:data:`SEAT_ACTIONS`: admit, deny, kick,
+    promote, demote) also name the seat's join in ``join_ref`` (the nonce of the target's
+    signed ``join``, which the target drew at random), so they apply to that join only and
+    never to a later one, in this call or in a call that re-uses its id.
+    ``head_seq`` and ``head_hash`` name the roster head the actor had verified
+    (:mod:`protocol.forks`): a participant obeys an action only if that head is on its own
+    verified chain, so a server showing members different histories is detected.
     """
 
     space_id: str
@@ -79,7 +92,12 @@ class CallAction(msgspec.Struct, frozen=True):
     nonce: bytes = b""
     head_seq: int = -1
     head_hash: bytes = b""
+    join_ref: bytes = b""
     sig: bytes = b""
+
+
+# Host actions bound to one join of their target (CallAction.join_ref).
+SEAT_ACTIONS: Final[frozenset[str]] = frozenset({"admit", "deny", "kick", "promote", "demote"})
 
 
 def action_signing_bytes(action: CallAction) -> bytes:
@@ -95,6 +113,7 @@ def action_signing_bytes(action: CallAction) -> bytes:
         action.nonce,
         action.head_seq,
         action.head_hash,
+        action.join_ref,
     )
     return CALL_ACTION_DOMAIN + _encoder.encode(unsigned)
 
@@ -118,10 +137,12 @@ class CallState(msgspec.Struct, frozen=True):
     version: int  # counts every change of this call; clients order key changes by it
     topology: TopologyName  # what carries the media now
     requested_topology: str  # the room's setting: auto, mesh or sfu
-    lobby: bool
-    stage: bool
     participants: list[CallParticipant] = []
     lock: CallAction | None = None  # the latest "lock" or "unlock"
+    # The room's standing bans (signed "ban" actions, from any call of the room), so a
+    # client that joins later honours them too. A room's lobby and stage settings are not
+    # here: clients take them from the room's signed record (RoomCreate), never the server.
+    bans: list[CallAction] = []
 
 
 # -- client to server ---------------------------------------------------------------------------
@@ -204,7 +225,13 @@ class CallSignal(msgspec.Struct, tag="call_signal", frozen=True):
 
 
 class CallEnded(msgspec.Struct, tag="call_ended", frozen=True):
-    """Event: this member's part in the call is over (``action`` says who did it)."""
+    """Event: this member's part in the call is over (``action`` says who did it).
+
+    A client believes ``reason`` only with a valid, fresh ``action`` that says the same
+    (:data:`END_ACTIONS`): "removed" needs a "kick" of its own current join, "banned" a
+    "ban" of it, "denied" a "deny" of its current join, "ended" an "end"; anything else it
+    reports as the server dropping it without a signed action. "replaced" has no action
+    (the member's own newer session took the seat)."""
 
     room_id: str
     call_id: str

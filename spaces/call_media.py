@@ -218,12 +218,13 @@ class CallMedia:
         """Make the node forward exactly what each participant may send now."""
         if roles is None:
             roles = await self._roles(conference)
-        state = conference.state_for(None, roles)
         for member in members:
             seat, participant = conference.seats.get(member), call.connected.get(member)
             if seat is None or participant is None:
                 continue
-            flags = seat_flags(seat.wire(), state, roles, lambda _action: True)
+            flags = seat_flags(
+                seat.wire(), conference.room, conference.call_id, roles, lambda _action: True
+            )
             wanted = (flags.muted or not flags.speaker, not flags.speaker)
             applied = call.muted.get(member, (False, False))
             for kind, want, have in zip(("audio", "video"), wanted, applied, strict=True):

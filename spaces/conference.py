@@ -17,8 +17,13 @@ What only the server can enforce, it enforces: the lobby (nothing is relayed to 
 participant before a host admits it), the lock, bans, the mesh size, and a kick or a denial
 ends the member's part in the call at once.
 
+Seat actions (admit, deny, kick, promote, demote) must name the target's current join
+(``join_ref``); a member who joins again is a new incarnation, back in the lobby of a lobby
+room, its old admission and stage role gone.
+
 Errors: :class:`CallLocked` (``locked``), :class:`CallFull` (``call_full``),
-:class:`StaleCall` (``stale_call``: the call id moved on), plus the package's ``banned``,
+:class:`StaleCall` (``stale_call``: the call id moved on, or a seat action names an earlier
+join of its target), plus the package's ``banned``,
 ``forbidden``, ``not_found`` and ``invalid_message``.
 """
 
@@ -29,13 +34,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from protocol.conference_rules import (
-    FRESHNESS_MS,
     NONCES_KEPT,
     action_problem,
+    freshness_problem,
     is_host,
     topology_for,
 )
 from protocol.conference_wire import (
+    SEAT_ACTIONS,
     CallAction,
     CallParticipant,
     CallState,
@@ -180,10 +186,9 @@ class Conference:
         )
         if problem is not None:
             raise Forbidden(f"refused call action {action.action!r}: {problem}")
-        if abs(now_ms - action.issued_at) > FRESHNESS_MS:
-            raise InvalidMessage("the action's timestamp is too far from the server's clock")
-        if len(action.nonce) < 16:
-            raise InvalidMessage("the action needs a 16-byte nonce")
+        stale = freshness_problem(action, now_ms, "the server's clock")
+        if stale is not None:
+            raise InvalidMessage(f"refused call action {action.action!r}: {stale}")
         if action.nonce in self._nonces:
             raise InvalidMessage("that action was already used")
         self._nonces[action.nonce] = None
@@ -209,6 +214,13 @@ class Conference:
             raise NotFound(f"that member is not {where}")
         return seat
 
+    def _target(self, action: CallAction, status: ParticipantStatus | None = None) -> Seat:
+        """The seat a seat action is about, which must be the join it names."""
+        seat = self._seat(action.target, status)
+        if action.action in SEAT_ACTIONS and action.join_ref != seat.join.nonce:
+            raise StaleCall("that participant joined again since; act on their current join")
+        return seat
+
     # -- changes ---------------------------------------------------------------------------
 
     def join(self, action: CallAction, roles: Mapping[bytes, Role], now_ms: int) -> Change:
@@ -223,8 +235,14 @@ class Conference:
         host = is_host(roles.get(member))
         existing = self.seats.get(member)
         if existing is not None:
+            # A new join is a new incarnation: what hosts did to the old one (an admission,
+            # a promotion) named the old join, and clients no longer count it.
             existing.join = action
+            existing.admission = existing.stage = None
+            if self.room.lobby and not host:
+                existing.status = "lobby"
             self.version += 1
+            self._retopologize()
             return Change(action=action, status=existing.status)
         if self.lock is not None and not host:
             raise CallLocked("a host locked this call; nobody new can join")
@@ -271,15 +289,15 @@ class Conference:
                 if seat.member != action.actor and (role is None or ROLE_RANK[role] <= actor_rank):
                     seat.mute = action
         elif name == "admit":
-            seat = self._seat(target, "lobby")
+            seat = self._target(action, "lobby")
             self._capacity_for_one_more()
             seat.status = "joined"
             seat.admission = action
         elif name == "deny":
-            self._seat(target, "lobby")
+            self._target(action, "lobby")
             change.removed.append((target, "denied"))
         elif name == "kick":
-            self._seat(target)
+            self._target(action)
             change.removed.append((target, "removed"))
         elif name == "ban":
             if target not in roles:
@@ -297,7 +315,7 @@ class Conference:
         elif name in ("promote", "demote"):
             if not self.room.stage:
                 raise InvalidMessage("promote and demote are for stage rooms")
-            self._seat(target, "joined").stage = action
+            self._target(action, "joined").stage = action
         elif name == "end":
             change.removed = [(m, "ended") for m in self.seats]
         for member, _ in change.removed:
@@ -336,10 +354,9 @@ class Conference:
             version=self.version,
             topology=self.topology,
             requested_topology=self.room.topology,
-            lobby=self.room.lobby,
-            stage=self.room.stage,
             participants=[s.wire() for s in sorted(visible, key=lambda s: s.index)],
             lock=self.lock,
+            bans=[] if seat is not None and seat.status == "lobby" else list(self.bans.values()),
         )
 
     def may_relay(self, sender: bytes, recipient: bytes) -> bool:

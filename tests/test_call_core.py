@@ -22,7 +22,15 @@ from client.callsignal import (
     open_signal,
     seal_signal,
 )
-from protocol.conference_rules import action_problem, is_locked, seat_flags, topology_for
+from protocol.conference_rules import (
+    Restrictions,
+    action_problem,
+    end_problem,
+    freshness_problem,
+    is_locked,
+    seat_flags,
+    topology_for,
+)
 from protocol.conference_wire import ActionName, CallAction, CallState, action_signing_bytes
 from protocol.errors import (
     Banned,
@@ -50,9 +58,16 @@ class Person:
         self.box_key = crypto.public_box_key(self.box_secret)
         self.role = role
 
-    def act(self, call_id: str, name: ActionName, target: bytes = b"", at: int = NOW) -> CallAction:
+    def act(
+        self,
+        call_id: str,
+        name: ActionName,
+        target: bytes = b"",
+        at: int = NOW,
+        join_ref: bytes = b"",
+    ) -> CallAction:
         unsigned = CallAction(
-            SPACE, ROOM, call_id, self.key, name, target, at, secrets.token_bytes(16)
+            SPACE, ROOM, call_id, self.key, name, target, at, secrets.token_bytes(16), join_ref
         )
         return msgspec.structs.replace(
             unsigned, sig=crypto.sign(self.seed, action_signing_bytes(unsigned))
@@ -89,6 +104,11 @@ def conference(lobby: bool = False, stage: bool = False, mesh_max: int = 4) -> C
     )
 
 
+def on_seat(conf: Conference, host: Person, name: ActionName, target: Person) -> CallAction:
+    """A seat action by ``host`` about ``target``'s current join."""
+    return host.act(conf.call_id, name, target.key, join_ref=conf.seats[target.key].join.nonce)
+
+
 def join(conf: Conference, person: Person, everyone: dict[str, Person]) -> str:
     return conf.join(person.act(conf.call_id, "join", person.key), roles(everyone), NOW).status
 
@@ -96,7 +116,7 @@ def join(conf: Conference, person: Person, everyone: dict[str, Person]) -> str:
 def flags_of(conf: Conference, person: Person, everyone: dict[str, Person], viewer: Person):
     state = conf.state_for(viewer.key, roles(everyone))
     seat = next(p for p in state.participants if p.member == person.key)
-    return seat_flags(seat, state, roles(everyone), lambda a: True)
+    return seat_flags(seat, conf.room, state.call_id, roles(everyone), lambda a: True)
 
 
 # -- action checks -----------------------------------------------------------------------------
@@ -115,8 +135,20 @@ def test_action_problem(people: dict[str, Person]) -> None:
         problem(bob.act("c1", "mute", carol.key)) == "its signer is not a host (owner or moderator)"
     )
     assert problem(mod.act("c0", "mute", bob.key)) == "it belongs to another call"
-    assert problem(mod.act("c1", "kick", owner.key)) == "its target outranks its signer"
-    assert problem(owner.act("c1", "kick", owner.key)) == "a host cannot do that to themselves"
+    seat = bytes(16)  # seat actions name the join they are about
+    assert problem(mod.act("c1", "kick", owner.key, join_ref=seat)) == (
+        "its target outranks its signer"
+    )
+    assert problem(owner.act("c1", "kick", owner.key, join_ref=seat)) == (
+        "a host cannot do that to themselves"
+    )
+    assert problem(owner.act("c1", "kick", bob.key)) == "it names no join"
+    assert problem(owner.act("c1", "mute", bob.key, join_ref=seat)) == (
+        "it names a join it should not"
+    )
+    # Restrictions are honoured from any call of the room (call_id None), others are not.
+    kick = owner.act("c0", "kick", bob.key, join_ref=seat)
+    assert action_problem(kick, r, space_id=SPACE, room_id=ROOM, call_id=None) is None
     assert problem(bob.act("c1", "hand-up", carol.key)) == "it is about someone else"
     assert problem(mod.act("c1", "lock", bob.key)) == "it names a target it should not"
     assert problem(mod.act("c1", "mute")) == "it names no member"
@@ -170,7 +202,7 @@ def test_replayed_stale_and_old_actions_refused(people: dict[str, Person]) -> No
         conf.join(action, roles(people), NOW)
     with pytest.raises(StaleCall):
         conf.act(bob.act("other-call", "hand-up", bob.key), roles(people), NOW)
-    with pytest.raises(InvalidMessage, match="timestamp"):
+    with pytest.raises(InvalidMessage, match=r"stale .* behind the server's clock"):
         conf.act(bob.act(conf.call_id, "hand-up", bob.key, at=NOW - 600_000), roles(people), NOW)
     with pytest.raises(Forbidden, match="not a host"):
         conf.act(bob.act(conf.call_id, "lock"), roles(people), NOW)
@@ -187,15 +219,15 @@ def test_lobby_admit_deny_and_visibility(people: dict[str, Person]) -> None:
     assert [p.member for p in conf.state_for(bob.key, r).participants] == [bob.key]
     assert len(conf.state_for(owner.key, r).participants) == 3
     assert not conf.may_relay(owner.key, bob.key) and not conf.may_relay(bob.key, owner.key)
-    conf.act(owner.act(conf.call_id, "admit", bob.key), r, NOW)
+    conf.act(on_seat(conf, owner, "admit", bob), r, NOW)
     assert conf.may_relay(owner.key, bob.key)
     assert flags_of(conf, bob, people, owner).admitted
     # Non-hosts in the call do not see who knocks.
     assert [p.member for p in conf.state_for(bob.key, r).participants] == [owner.key, bob.key]
-    change = conf.act(owner.act(conf.call_id, "deny", carol.key), r, NOW)
+    change = conf.act(on_seat(conf, owner, "deny", carol), r, NOW)
     assert change.removed == [(carol.key, "denied")]
     with pytest.raises(NotFound):
-        conf.act(owner.act(conf.call_id, "admit", carol.key), r, NOW)
+        conf.act(owner.act(conf.call_id, "admit", carol.key, join_ref=bytes(16)), r, NOW)
 
 
 def test_lobby_admission_must_verify(people: dict[str, Person]) -> None:
@@ -206,7 +238,7 @@ def test_lobby_admission_must_verify(people: dict[str, Person]) -> None:
     join(conf, bob, people)
     conf.seats[bob.key].status = "joined"  # the server lies
     assert not flags_of(conf, bob, people, owner).admitted
-    fake_admit = people["carol"].act(conf.call_id, "admit", bob.key)  # not a host
+    fake_admit = on_seat(conf, people["carol"], "admit", bob)  # not a host
     conf.seats[bob.key].admission = fake_admit
     state = conf.state_for(owner.key, roles(people))
     seat = next(p for p in state.participants if p.member == bob.key)
@@ -219,7 +251,72 @@ def test_lobby_admission_must_verify(people: dict[str, Person]) -> None:
             is None
         )
 
-    assert not seat_flags(seat, state, roles(people), check).admitted
+    assert not seat_flags(seat, conf.room, state.call_id, roles(people), check).admitted
+
+
+def test_seat_actions_bind_to_one_join(people: dict[str, Person]) -> None:
+    """An admission or promotion counts for the join it names, never for a later one."""
+    conf = conference(lobby=True)
+    owner, bob = people["owner"], people["bob"]
+    r = roles(people)
+    join(conf, owner, people)
+    join(conf, bob, people)
+    first_join = conf.seats[bob.key].join.nonce
+    with pytest.raises(StaleCall, match="joined again"):
+        conf.act(owner.act(conf.call_id, "admit", bob.key, join_ref=bytes(16)), r, NOW)
+    conf.act(on_seat(conf, owner, "admit", bob), r, NOW)
+    assert flags_of(conf, bob, people, owner).admitted
+    # Joining again is a new incarnation: back to the lobby, the old admission is spent.
+    assert join(conf, bob, people) == "lobby"
+    seat = conf.seats[bob.key]
+    assert seat.admission is None and seat.join.nonce != first_join
+    # A server that puts the old admission back convinces no client.
+    old_admit = owner.act(conf.call_id, "admit", bob.key, join_ref=first_join)
+    seat.status, seat.admission = "joined", old_admit
+    assert not flags_of(conf, bob, people, owner).admitted
+    # Whether the room has a lobby is the room record's, not the state's, to say.
+    state = conf.state_for(owner.key, r)
+    wire = next(p for p in state.participants if p.member == bob.key)
+    assert seat_flags(wire, room(lobby=False), conf.call_id, r, lambda a: True).admitted
+    assert not seat_flags(wire, room(lobby=True), conf.call_id, r, lambda a: True).admitted
+
+
+def test_freshness_restrictions_and_end_reasons(people: dict[str, Person]) -> None:
+    owner, bob = people["owner"], people["bob"]
+    assert freshness_problem(owner.act("c1", "lock"), NOW + 299_000) is None
+    assert "behind this device's clock" in str(
+        freshness_problem(owner.act("c1", "lock"), NOW + 301_000)
+    )
+    ahead = owner.act("c1", "lock", at=NOW + 400_000)
+    assert "400 s ahead" in str(freshness_problem(ahead, NOW))
+    short = msgspec.structs.replace(owner.act("c1", "lock"), nonce=b"n")
+    assert "nonce" in str(freshness_problem(short, NOW))
+
+    join_a, join_b = secrets.token_bytes(16), secrets.token_bytes(16)
+    kept = Restrictions()
+    kick = owner.act("c1", "kick", bob.key, join_ref=join_a)
+    assert kept.add(kick) and not kept.add(kick)
+    assert kept.barring(bob.key, join_a) == kick
+    assert kept.barring(bob.key, join_b) is None  # a kick is no ban: a new join may enter
+    ban = owner.act("c1", "ban", bob.key, at=NOW)
+    unban = owner.act("c1", "unban", bob.key, at=NOW + 10)
+    assert kept.add(unban) and not kept.add(ban)  # an older ban does not undo a later unban
+    assert kept.barring(bob.key, join_b) is None
+    assert kept.add(owner.act("c1", "ban", bob.key, at=NOW + 20))
+    assert kept.barring(bob.key, join_b) is not None
+
+    mute = owner.act("c1", "mute", bob.key)
+    assert end_problem("removed", kick, bob.key, join_a) == ""
+    assert (
+        end_problem("removed", kick, bob.key, join_b) == "with a signed 'kick' of an earlier join"
+    )
+    assert end_problem("removed", None, bob.key, join_a) == "without a signed action"
+    assert (
+        end_problem("removed", mute, bob.key, join_a) == "with a signed 'mute', which is no 'kick'"
+    )
+    assert end_problem("banned", ban, owner.key, join_a) == "with a signed 'ban' of someone else"
+    assert end_problem("ended", owner.act("c1", "end"), bob.key, join_a) == ""
+    assert end_problem("replaced", None, bob.key, join_a) == ""
 
 
 def test_mute_hands_kick_ban_lock(people: dict[str, Person]) -> None:
@@ -242,8 +339,8 @@ def test_mute_hands_kick_ban_lock(people: dict[str, Person]) -> None:
     conf.act(mod.act(conf.call_id, "lower-hand", carol.key), r, NOW)
     assert not flags_of(conf, carol, people, bob).hand_raised
     with pytest.raises(Forbidden, match="outranks"):
-        conf.act(mod.act(conf.call_id, "kick", owner.key), r, NOW)
-    change = conf.act(mod.act(conf.call_id, "kick", carol.key), r, NOW)
+        conf.act(on_seat(conf, mod, "kick", owner), r, NOW)
+    change = conf.act(on_seat(conf, mod, "kick", carol), r, NOW)
     assert change.removed == [(carol.key, "removed")]
     join(conf, carol, people)  # a kick is not a ban
     change = conf.act(mod.act(conf.call_id, "ban", carol.key), r, NOW)
@@ -274,15 +371,15 @@ def test_stage_roles(people: dict[str, Person]) -> None:
     join(conf, bob, people)
     assert flags_of(conf, owner, people, bob).speaker
     assert not flags_of(conf, bob, people, owner).speaker
-    conf.act(owner.act(conf.call_id, "promote", bob.key), roles(people), NOW)
+    conf.act(on_seat(conf, owner, "promote", bob), roles(people), NOW)
     assert flags_of(conf, bob, people, owner).speaker
-    conf.act(owner.act(conf.call_id, "demote", bob.key), roles(people), NOW)
+    conf.act(on_seat(conf, owner, "demote", bob), roles(people), NOW)
     assert not flags_of(conf, bob, people, owner).speaker
     with pytest.raises(InvalidMessage, match="stage"):
         plain = conference()
         join(plain, owner, people)
         join(plain, bob, people)
-        plain.act(owner.act(plain.call_id, "promote", bob.key), roles(people), NOW)
+        plain.act(on_seat(plain, owner, "promote", bob), roles(people), NOW)
 
 
 def test_mesh_is_full_without_an_sfu(people: dict[str, Person]) -> None:
@@ -292,7 +389,7 @@ def test_mesh_is_full_without_an_sfu(people: dict[str, Person]) -> None:
     join(conf, mod, people)
     assert join(conf, bob, people) == "lobby"  # the lobby still takes knocks
     with pytest.raises(CallFull, match="no SFU"):
-        conf.act(owner.act(conf.call_id, "admit", bob.key), roles(people), NOW)
+        conf.act(on_seat(conf, owner, "admit", bob), roles(people), NOW)
 
 
 def test_forged_mute_in_state_is_not_obeyed(people: dict[str, Person]) -> None:
@@ -320,7 +417,7 @@ def test_forged_mute_in_state_is_not_obeyed(people: dict[str, Person]) -> None:
         ]
         lying = msgspec.structs.replace(state, participants=seats)
         seat = next(p for p in lying.participants if p.member == bob.key)
-        assert not seat_flags(seat, lying, r, check).muted
+        assert not seat_flags(seat, conf.room, lying.call_id, r, check).muted
 
 
 # -- media keys and the verification code ------------------------------------------------------

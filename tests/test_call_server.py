@@ -131,11 +131,17 @@ async def test_server_enforces_lobby_signatures_and_removal(
             await request(carol, JoinCall(carol.conn.next_id(), room, old), CallJoined)
         assert stale.value.code == ErrorCode.STALE_CALL
         # A participant cannot admit anyone.
-        admit = sign_action(carol, room, call_id, "admit", bob.member_key)
+        bob_join = waiting.state.participants[0].join.nonce
+        admit = sign_action(carol, room, call_id, "admit", bob.member_key, bob_join)
         with pytest.raises(ServerError, match="not a host"):
             await request(carol, ActInCall(carol.conn.next_id(), room, admit), Done)
 
-        admit = sign_action(alice, room, call_id, "admit", bob.member_key)
+        # An admission names the join it admits: one for another join is refused.
+        elsewhere = sign_action(alice, room, call_id, "admit", bob.member_key, bytes(16))
+        with pytest.raises(ServerError) as other_join:
+            await request(alice, ActInCall(alice.conn.next_id(), room, elsewhere), Done)
+        assert other_join.value.code == ErrorCode.STALE_CALL
+        admit = sign_action(alice, room, call_id, "admit", bob.member_key, bob_join)
         await request(alice, ActInCall(alice.conn.next_id(), room, admit), Done)
         admitted = await next_event(bob, CallUpdate, lambda e: e.action == admit)
         assert admitted.action == admit
@@ -151,7 +157,7 @@ async def test_server_enforces_lobby_signatures_and_removal(
             await request(alice, signal(alice, room, call_id, bob.member_key, bytes(70_000)), Done)
         assert large.value.code == ErrorCode.TOO_LARGE
 
-        kick = sign_action(alice, room, call_id, "kick", bob.member_key)
+        kick = sign_action(alice, room, call_id, "kick", bob.member_key, bob_join)
         await request(alice, ActInCall(alice.conn.next_id(), room, kick), Done)
         ended = await next_event(bob, CallEnded)
         assert (ended.reason, ended.action) == ("removed", kick)
@@ -176,7 +182,7 @@ async def test_bans_outlive_the_server(tmp_path: Path) -> None:
     bans = SqliteConferenceStore(path)
     await bans.open()
     ban = CallAction(
-        "space1", "room1", "c", b"a" * 32, "ban", b"t" * 32, 1, b"n" * 16, 3, b"h" * 32, b"s"
+        "space1", "room1", "c", b"a" * 32, "ban", b"t" * 32, 1, b"n" * 16, 3, b"h" * 32, sig=b"s"
     )
     await bans.put_ban("space1", "room1", ban)
     await bans.close()
@@ -206,6 +212,7 @@ def test_sink_drops_muted_and_non_speaking_senders() -> None:
     room: Any = SimpleNamespace(room_id="room1", name="hall")
     client = CallClient(session, room, CallOptions(), PlainDisplay())
     client.stats.peers[bob] = PeerStats(bob, "Bob", "f" * 16)
+    client.admitted[bob] = b"n" * 16
 
     def flags(muted: bool, speaker: bool) -> SeatFlags:
         return SeatFlags(True, False, muted, None, False, speaker)
@@ -222,3 +229,8 @@ def test_sink_drops_muted_and_non_speaking_senders() -> None:
     assert (stats.audio_frames_decoded, stats.audio_frames_dropped) == (1, 2)
     assert (stats.video_frames_decoded, stats.video_frames_dropped) == (0, 1)
     assert -7 < stats.audio_level_dbfs < -5  # the one frame played: half scale
+    # Someone no longer admitted (a verified kick the server hides): nothing of theirs plays.
+    del client.admitted[bob]
+    client.flags[bob] = flags(muted=False, speaker=True)
+    client.on_audio(bob, tone(0.5))
+    assert (stats.audio_frames_decoded, stats.audio_frames_dropped) == (1, 3)
