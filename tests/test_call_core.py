@@ -67,7 +67,15 @@ class Person:
         join_ref: bytes = b"",
     ) -> CallAction:
         unsigned = CallAction(
-            SPACE, ROOM, call_id, self.key, name, target, at, secrets.token_bytes(16), join_ref
+            SPACE,
+            ROOM,
+            call_id,
+            self.key,
+            name,
+            target,
+            at,
+            secrets.token_bytes(16),
+            join_ref=join_ref,
         )
         return msgspec.structs.replace(
             unsigned, sig=crypto.sign(self.seed, action_signing_bytes(unsigned))
