@@ -78,9 +78,14 @@ def signed(
     *,
     call_id: str | None = None,
     ago_ms: int = 0,
+    roster: Roster | None = None,
     **fields: Any,
 ) -> CallAction:
-    """An action ``who`` really signed (the test holds their key), maybe long ago."""
+    """An action ``who`` really signed (the test holds their key), maybe long ago, on the
+    roster head ``roster`` shows (every client refuses an action naming no head)."""
+    if roster is not None:
+        fields.setdefault("head_seq", roster.head_seq)
+        fields.setdefault("head_hash", roster.head_hash)
     unsigned = CallAction(
         conference.space_id,
         conference.room_id,
@@ -201,9 +206,18 @@ async def test_old_admission_replayed_into_a_reused_call_id_is_refused(
             await honest.wait_for(UNVERIFIED)
 
         # And a whole old seat: a join and an admission signed ten minutes ago.
-        old_join = signed(town, "Carol", conference, "join", carol_key, ago_ms=660_000)
+        old_join = signed(
+            town, "Carol", conference, "join", carol_key, ago_ms=660_000, roster=roster
+        )
         stale_admit = signed(
-            town, "Alice", conference, "admit", carol_key, ago_ms=600_000, join_ref=old_join.nonce
+            town,
+            "Alice",
+            conference,
+            "admit",
+            carol_key,
+            ago_ms=600_000,
+            join_ref=old_join.nonce,
+            roster=roster,
         )
         seat.join, seat.admission = old_join, stale_admit
         push_state(conferences, conference, roster)
@@ -326,8 +340,8 @@ async def test_call_ended_without_a_matching_signed_action_is_reported_as_such(
         # First, a real event delivered twice, then its nonce on another action: replays.
         _, roster = await conferences.conference(*key)
         roles = {k: m.role for k, m in roster.members.items()}
-        lock = signed(town, "Alice", conference, "lock")
-        unlock = signed(town, "Alice", conference, "unlock", nonce=lock.nonce)
+        lock = signed(town, "Alice", conference, "lock", roster=roster)
+        unlock = signed(town, "Alice", conference, "unlock", nonce=lock.nonce, roster=roster)
         for event in (lock, lock, unlock):
             update = CallUpdate(conference.state_for(bob_key, roles), event)
             sessions[bob_key].push(encoder.encode(update))
@@ -335,7 +349,7 @@ async def test_call_ended_without_a_matching_signed_action_is_reported_as_such(
         await bob.wait_for("ignored an unverifiable 'lock' event: it was already delivered")
         await bob.wait_for("ignored an unverifiable 'unlock' event: its nonce was already used")
         # To Bob: "removed", with a real, fresh action of Alice's about him that is no kick.
-        mute = signed(town, "Alice", conference, "mute", bob_key)
+        mute = signed(town, "Alice", conference, "mute", bob_key, roster=roster)
         sessions[bob_key].push(
             encoder.encode(CallEnded(key[1], conference.call_id, "removed", mute))
         )

@@ -320,8 +320,9 @@ async def test_the_server_refuses_an_action_on_a_head_it_does_not_have(
     async with lobby_call(app_server, tmp_path) as call:
         room, alice, bob = call["room"], call["alice"], call["bob"]
         call_id = (await join(alice, room)).state.call_id
-        await join(bob, room)
-        admit = sign_action(alice, room, call_id, "admit", bob.member_key)
+        bob_joined = await join(bob, room)
+        seat = next(p for p in bob_joined.state.participants if p.member == bob.member_key)
+        admit = sign_action(alice, room, call_id, "admit", bob.member_key, seat.join.nonce)
         head = alice.verified
         for seq, digest in (
             (head.head_seq + 1, bytes(32)),  # beyond the chain
