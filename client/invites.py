@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from client.crypto import hkdf, public_signing_key
 from client.errors import LinkError
 from protocol.ids import is_valid_id, new_id
-from protocol.labels import INVITE_SEAL_LABEL, INVITE_SIGN_LABEL
+from protocol.labels import INVITE_PREVIEW_LABEL, INVITE_SEAL_LABEL, INVITE_SIGN_LABEL
 
 SECRET_LEN: Final = 32
 
@@ -64,7 +64,7 @@ def invite_seal_key(secret: bytes, invite_id: str) -> bytes:
 
 
 def invite_preview_key(secret: bytes, invite_id: str) -> bytes:
-    return hkdf(secret, "salon/invite/preview/v1", invite_id.encode())
+    return hkdf(secret, INVITE_PREVIEW_LABEL, invite_id.encode())
 
 
 def parse_invite_link(text: str) -> InviteLink:

@@ -40,6 +40,7 @@ CALL_LINK_PERSON: Final = b"salon-call-link"  # BLAKE2b-128 personalization of a
 # -- HKDF-SHA256 info labels ------------------------------------------------------------------
 INVITE_SIGN_LABEL: Final = "salon/invite/sign/v1"  # link secret -> invite Ed25519 seed
 INVITE_SEAL_LABEL: Final = "salon/invite/seal/v1"  # link secret -> secretbox key of the seal
+INVITE_PREVIEW_LABEL: Final = "salon/invite/preview/v1"  # link secret -> key of the preview
 MESSAGE_LABEL: Final = "salon/room-message/v1"  # room key -> message key
 STORY_LABEL: Final = "salon/room-story/v1"  # room key -> story key
 CALL_MEDIA_RATCHET_LABEL: Final = "salon/call-media-ratchet/v1"  # media key -> next epoch

@@ -20,12 +20,14 @@ from client import callkeys, callsignal, chatcrypto, crypto, sframe
 from client.e2ee_media import MEDIA_SUITE
 from client.errors import VerificationError
 from client.invites import parse_invite_link
-from client.space import ProfileInfo, SealedSpaceKey, SpaceInfo
-from protocol import labels, wire
+from client.space import InvitePreview, ProfileInfo, SealedSpaceKey, SpaceInfo, open_preview
+from protocol import labels, media_keys, wire
 from protocol import records as rec
 from protocol.conference_rules import action_problem
 from protocol.conference_wire import CallAction, action_signing_bytes
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.ids import ID_PATTERN, is_valid_id
+from sfu import rtp
 
 
 def test_labels_live_in_protocol_labels() -> None:
@@ -200,6 +202,61 @@ def test_invite_derivations_and_seal() -> None:
     )
     with pytest.raises(VerificationError):
         crypto.secretbox_open(link.seal_key, flip(sealed))
+    assert link.preview_key.hex() == vectors["preview_key"]
+    preview_box = b(seal["preview_box"])
+    assert preview_box[:24].hex() == seal["preview_nonce"]
+    opened = crypto.secretbox_open(link.preview_key, preview_box)
+    assert opened.hex() == seal["preview_plaintext_msgpack"]
+    preview = open_preview(link, seal["space_id"], preview_box)
+    assert msgspec.to_builtins(preview) == seal["preview"]
+    with pytest.raises(VerificationError):  # the preview key does not open the space key
+        crypto.secretbox_open(link.preview_key, sealed)
+    with pytest.raises(VerificationError):
+        open_preview(link, "anotherspace", preview_box)
+    both = msgspec.msgpack.decode(b(seal["invite_seal_msgpack"]), type=wire.InviteSeal)
+    assert (both.sealed, both.preview) == (sealed, preview_box)
+
+
+def test_invite_join_flow(people: dict[str, dict[str, bytes]]) -> None:
+    """Open (preview and head, no key), join (a Join record on that head), joined (the seal)."""
+    vectors = load("invites")
+    link = parse_invite_link(vectors["link"])
+    flow = vectors["join_flow"]
+    frames = {f["frame"]: f for f in flow["frames"]}
+    for frame in flow["frames"]:
+        data = b(frame["msgpack"])
+        decoder = wire.server_decoder if frame["frame"] in ("invite_opened", "joined") else None
+        message = (decoder or wire.client_decoder).decode(data)
+        assert wire.encoder.encode(message) == data
+        assert message.__struct_config__.tag == frame["frame"]
+    nonce = b(flow["nonce"])
+    opened = wire.server_decoder.decode(b(frames["invite_opened"]["msgpack"]))
+    assert isinstance(opened, wire.InviteOpened)
+    preview = open_preview(link, opened.space_id, opened.preview)
+    assert isinstance(preview, InvitePreview)
+    join = wire.client_decoder.decode(b(frames["join_space"]["msgpack"]))
+    assert isinstance(join, wire.JoinSpace) and isinstance(join.record.body, rec.Join)
+    assert (join.record.seq, join.record.prev) == (opened.head_seq + 1, opened.head_hash)
+    invite_statement = wire.auth_statement(flow["origin"], "invite", link.invite_id, nonce)
+    assert invite_statement.hex() == flow["invite_statement"]
+    assert rec.verify_signature(link.invite_key, invite_statement, join.invite_signature)
+    member_statement = wire.auth_statement(flow["origin"], "member", opened.space_id, nonce)
+    assert member_statement.hex() == flow["member_statement"]
+    bob = people[flow["joiner"]]
+    assert join.record.author == bob["member_key"]
+    assert rec.verify_signature(join.record.author, member_statement, join.signature)
+    assert not rec.verify_signature(join.record.author, member_statement, flip(join.signature))
+    statement = rec.join_statement(
+        opened.space_id, bob["member_key"], join.record.body.box_key, link.invite_id
+    )
+    assert rec.verify_signature(link.invite_key, statement, join.record.body.invite_sig)
+    joined = wire.server_decoder.decode(b(frames["joined"]["msgpack"]))
+    assert isinstance(joined, wire.Joined)
+    assert joined.head_seq == join.record.seq and joined.space_id == opened.space_id
+    key = msgspec.msgpack.decode(
+        crypto.secretbox_open(link.seal_key, joined.seal.sealed), type=SealedSpaceKey
+    )
+    assert key.space_id == opened.space_id and key.key.hex() == vectors["seal"]["space_key"]
 
 
 def test_space_key_boxes_rekey_and_envelope(people: dict[str, dict[str, bytes]]) -> None:
@@ -213,8 +270,24 @@ def test_space_key_boxes_rekey_and_envelope(people: dict[str, dict[str, bytes]])
             msgspec.msgpack.decode(opened, type=kinds[box["what"]])
         with pytest.raises(VerificationError):
             crypto.secretbox_open(keys[box["epoch"]], flip(b(box["box"])))
-    prev_box = b(vectors["rekey"]["prev_box"])
-    assert crypto.secretbox_open(keys[1], prev_box) == keys[0]
+    rekey = vectors["rekey"]
+    body = _records(load("records"))[rekey["seq"]].body
+    assert isinstance(body, rec.Rekey)
+    assert (body.epoch, body.prev_epoch, body.prev_box.hex()) == (
+        rekey["epoch"],
+        rekey["prev_epoch"],
+        rekey["prev_box"],
+    )
+    assert crypto.secretbox_open(keys[body.epoch], body.prev_box) == keys[body.prev_epoch]
+    with pytest.raises(VerificationError):
+        crypto.secretbox_open(keys[body.prev_epoch], body.prev_box)
+    repair = vectors["repair"]
+    roster = rec.Roster.from_records(vectors["space_id"], _records(load("records")))
+    assert roster.rekey_authors[1] == people["alice"]["member_key"]
+    record = rec.decode_record(b(repair["record_msgpack"]))
+    roster.apply(record)
+    assert roster.epoch == repair["epoch"] and roster.rekeys[2].prev_epoch == repair["prev_epoch"]
+    assert crypto.secretbox_open(keys[2], b(repair["prev_box"])) == keys[repair["prev_epoch"]]
     envelope = msgspec.msgpack.decode(
         b(vectors["envelope"]["envelope_msgpack"]), type=wire.Envelope
     )
@@ -354,8 +427,14 @@ def test_media_keys_and_verification_code() -> None:
 def test_sframe_kids_keys_and_frames() -> None:
     vectors = load("sframe")
     assert vectors["cipher_suite"] == int(MEDIA_SUITE)
+    assert vectors["max_epoch"] == media_keys.MAX_EPOCH == (1 << vectors["epoch_bits"]) - 1
     for case in vectors["kids"]:
         assert callkeys.media_kid(case["index"], case["epoch"]) == case["kid"]
+        assert media_keys.kid_index(case["kid"]) == case["index"]
+        assert media_keys.kid_epoch(case["kid"]) == case["epoch"]
+    for case in vectors["refused"]:  # never wrapped onto another key's id
+        with pytest.raises(media_keys.KeyIdExhausted):
+            media_keys.media_kid(case["index"], case["epoch"])
     key = vectors["key"]
     assert callkeys.media_kid(key["index"], key["epoch"]) == key["kid"]
     sframe_key, salt = sframe.derive_key_salt(MEDIA_SUITE, key["kid"], b(key["base_key"]))
@@ -377,3 +456,43 @@ def test_sframe_kids_keys_and_frames() -> None:
             fresh.add_key(key["kid"], b(key["base_key"]), usage=sframe.KeyUsage.DECRYPT)
             with pytest.raises(sframe.SFrameError):
                 sframe.unprotect_frame(fresh, frame["codec"], flip(protected, index))
+
+
+def test_sfu_reads_key_ids_and_names_the_publisher() -> None:
+    vectors = load("sfu_rtp")
+    index = vectors["publisher_index"]
+    for case in vectors["packets"]:
+        data = b(case["packet"])
+        header = rtp.parse_rtp(data)
+        assert header is not None and header.payload_start == case["payload_start"]
+        kid = rtp.sframe_kid(data, header, case["kind"] == "video")
+        assert kid == case["sframe_kid"], case["case"]
+        if kid >= 0:
+            assert media_keys.kid_index(kid) == case["kid_index"]
+        # Forwarded exactly when the frame's key id names the publisher.
+        if kid >= 0:
+            assert bool(case["forwarded"]) == (media_keys.kid_index(kid) == index), case["case"]
+        elif kid == rtp.SFRAME_MALFORMED:
+            assert not case["forwarded"]
+        for out in map(b, case["forwarded"]):
+            assert out[0] & 0x0F == 1  # one CSRC ...
+            assert int.from_bytes(out[12:16], "big") == index == case["forwarded_csrc"]
+            out_header = rtp.parse_rtp(out)
+            assert out_header is not None
+            # ... and the payload (descriptor, clear bytes, SFrame) untouched
+            assert out[out_header.payload_start :] == data[header.payload_start :]
+    assert vectors["dropped_kid"] == sum(1 for c in vectors["packets"] if not c["forwarded"])
+    for frame in vectors["receiver"]:
+        protected = b(frame["protected"])
+        clear = 1 if frame["codec"] == "opus" else (10 if protected[0] & 0x01 == 0 else 3)
+        kid = sframe.decode_header(protected[clear:]).kid
+        assert kid == frame["kid"]
+        assert (media_keys.kid_index(kid) == frame["slot_source"]) == frame["accepted"]
+
+
+def test_id_examples() -> None:
+    vectors = load("ids")
+    assert vectors["pattern"] == ID_PATTERN.pattern
+    for case in vectors["examples"]:
+        assert is_valid_id(case["id"]) == case["valid"], case["id"]
+    assert any(not c["valid"] and c["id"].startswith("-") for c in vectors["examples"])

@@ -26,6 +26,7 @@ from typing import Any
 from unittest import mock
 
 import msgspec
+from aiortc.rtp import RtpPacket
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: import this checkout's packages
@@ -34,12 +35,13 @@ if str(ROOT) not in sys.path:  # run as a script: import this checkout's package
 from client import callkeys, callsignal, chatcrypto, crypto, sframe  # noqa: E402
 from client import rooms as client_rooms  # noqa: E402
 from client import space as client_space  # noqa: E402
-from client.e2ee_media import MEDIA_SUITE  # noqa: E402
+from client.e2ee_media import MEDIA_SUITE, _peek_kid  # noqa: E402
 from client.invites import InviteLink, parse_invite_link  # noqa: E402
 from client.keystore import SpaceMembership  # noqa: E402
 from client.rooms import RoomName  # noqa: E402
-from protocol import labels, wire  # noqa: E402
+from protocol import labels, media_keys, wire  # noqa: E402
 from protocol.conference_wire import CallAction, action_signing_bytes  # noqa: E402
+from protocol.ids import ID_PATTERN, is_valid_id  # noqa: E402
 from protocol.records import (  # noqa: E402
     ChainConflict,
     Genesis,
@@ -64,6 +66,9 @@ from protocol.records import (  # noqa: E402
     record_hash,
     signing_bytes,
 )
+from sfu import rtp  # noqa: E402
+from sfu.aiortc_adapter import _source as rtp_source  # noqa: E402
+from sfu.forwarder import DownTrackSpec, Forwarder, ForwarderConfig, UpTrackSpec  # noqa: E402
 
 VECTOR_DIR = ROOT / "protocol" / "vectors"
 CLOCK = 1_760_000_000  # every record's created_at, and "now" for the vectors
@@ -126,6 +131,8 @@ PEOPLE = {"alice": ALICE, "bob": BOB, "carol": CAROL}
 INVITE = InviteLink(SERVER, "inviteAAAAAAAAAA", fixed("invite/secret"))
 SPACE_KEY_0 = fixed("space-key/0")
 SPACE_KEY_1 = fixed("space-key/1")
+SPACE_KEY_2 = fixed("space-key/2")
+ORIGIN = "salon.example"  # the challenge origin of every signed auth statement here
 ROOM_ID = "roomAAAAAAAAAAAA"
 ROOM_KEY = fixed("room-key/0")
 
@@ -189,7 +196,7 @@ def build_chain() -> tuple[str, list[Record], dict[str, Any]]:
         ],
     )
     roster = Roster.from_records(space_id, records)
-    rekey = Rekey(1, crypto.secretbox(SPACE_KEY_1, SPACE_KEY_0, fixed("rekey-prev-box", 24)))
+    rekey = Rekey(1, 0, crypto.secretbox(SPACE_KEY_1, SPACE_KEY_0, fixed("rekey-prev-box", 24)))
     records += _chain(ALICE, space_id, roster, [rekey])
     roster = Roster.from_records(space_id, records)
     profile = Profile(1, _box(SPACE_KEY_1, client_space.ProfileInfo("Bob M."), "profile/bob/1"))
@@ -253,8 +260,14 @@ def rejections(space_id: str, records: list[Record]) -> list[dict[str, Any]]:
         roster_at[8],
         [InviteCreate("bobinvite000", INVITE.invite_key, "member", CLOCK + 60, 1)],
     )
-    (skip_epoch,) = _chain(ALICE, space_id, roster_at[8], [Rekey(2, b"")])
+    (skip_epoch,) = _chain(ALICE, space_id, roster_at[8], [Rekey(2, 1, b"")])
+    (prev_not_below,) = _chain(ALICE, space_id, roster_at[8], [Rekey(1, 1, b"")])
+    (member_rekeys,) = _chain(BOB, space_id, roster_at[8], [Rekey(1, 0, b"")])
     (bob_kicks_alice,) = _chain(BOB, space_id, roster_at[8], [Remove(ALICE.key, False)])
+    dash_box = _box(SPACE_KEY_0, RoomName("dash"), "room-name/dash")
+    (dash_room,) = _chain(
+        ALICE, space_id, roster_at[8], [RoomCreate("-roomAAAAAAAAAAA", "chat", 0, dash_box)]
+    )
     return [
         _rejection(
             "bad signature",
@@ -282,6 +295,23 @@ def rejections(space_id: str, records: list[Record]) -> list[dict[str, Any]]:
         ),
         _rejection("a member invites", space_id, records, 8, bob_invites, RecordForbidden),
         _rejection("rekey skips an epoch", space_id, records, 8, skip_epoch, RecordError),
+        _rejection(
+            "rekey's prev_epoch is not below its epoch",
+            space_id,
+            records,
+            8,
+            prev_not_below,
+            RecordError,
+        ),
+        _rejection(
+            "a plain member rekeys with no departure pending",
+            space_id,
+            records,
+            8,
+            member_rekeys,
+            RecordForbidden,
+        ),
+        _rejection("a room id begins with '-'", space_id, records, 8, dash_room, RecordError),
         _rejection(
             "a member removes the owner", space_id, records, 8, bob_kicks_alice, RecordForbidden
         ),
@@ -372,19 +402,61 @@ def auth_vectors() -> dict[str, Any]:
 # -- invites -----------------------------------------------------------------------------------
 
 
-def invite_vectors() -> dict[str, Any]:
+def _seal() -> tuple[str, wire.InviteSeal, client_space.InvitePreview, tuple[bytes, bytes]]:
     space_id, _, _ = build_chain()
-    nonce = fixed("invite-seal-nonce", 24)
-    seal = client_space.seal_invite(INVITE, space_id, 0, SPACE_KEY_0, nonce)
+    preview = client_space.InvitePreview(space_id, "Vector space", "", "Alice")
+    nonces = (fixed("invite-seal-nonce", 24), fixed("invite-preview-nonce", 24))
+    seal = client_space.seal_invite(INVITE, space_id, 0, SPACE_KEY_0, preview, nonces)
+    return space_id, seal, preview, nonces
+
+
+def invite_vectors() -> dict[str, Any]:
+    space_id, records, _ = build_chain()
+    _, seal, preview, nonces = _seal()
     link = str(INVITE)
     assert parse_invite_link(link) == INVITE
+    assert client_space.open_preview(INVITE, space_id, seal.preview) == preview
+    # The join flow on the example chain: Bob opens the link when the head is seq 3 (the
+    # invite record) and joins with the record at seq 4.
+    nonce = fixed("challenge-nonce")
+    invite_statement = wire.auth_statement(ORIGIN, "invite", INVITE.invite_id, nonce)
+    invite_sig = crypto.sign(INVITE.signing_seed, invite_statement)
+    member_statement = wire.auth_statement(ORIGIN, "member", space_id, nonce)
+    member_sig = crypto.sign(BOB.signing_seed, member_statement)
+    head = records[3]
+    join = records[4]
+    assert isinstance(join.body, Join) and join.author == BOB.key
+    invite = head.body
+    assert isinstance(invite, InviteCreate)
+    frames: list[tuple[str, Any]] = [
+        ("open_invite", wire.OpenInvite(1, INVITE.invite_id, invite_sig)),
+        (
+            "invite_opened",
+            wire.InviteOpened(
+                1,
+                space_id,
+                invite.role,
+                invite.expires_at,
+                seal.preview,
+                head.seq,
+                record_hash(head),
+            ),
+        ),
+        ("join_space", wire.JoinSpace(2, INVITE.invite_id, invite_sig, join, member_sig)),
+        ("joined", wire.Joined(2, space_id, join.seq, seal)),
+    ]
     return {
         "about": "link = SERVER/join/ID#base64url(secret, no padding). signing_seed = "
         "HKDF-SHA256(secret, salt=empty, info=INVITE_SIGN_LABEL || 0x00 || utf8(id), 32); "
-        "invite_key = its Ed25519 public key; seal_key = HKDF(..., INVITE_SEAL_LABEL ...). "
-        "sealed = nonce || XSalsa20-Poly1305(seal_key, msgpack({space_id, epoch, key}))",
+        "invite_key = its Ed25519 public key; seal_key and preview_key likewise with "
+        "INVITE_SEAL_LABEL and INVITE_PREVIEW_LABEL. sealed = secretbox(seal_key, "
+        "msgpack(SealedSpaceKey{space_id, epoch, key})); preview = secretbox(preview_key, "
+        "msgpack(InvitePreview{space_id, name, description, inviter})); secretbox output is "
+        "nonce(24) || XSalsa20-Poly1305. join_flow: the four frames of opening and joining, "
+        "the auth statements signed under the challenge nonce.",
         "sign_label": labels.INVITE_SIGN_LABEL,
         "seal_label": labels.INVITE_SEAL_LABEL,
+        "preview_label": labels.INVITE_PREVIEW_LABEL,
         "server": SERVER,
         "invite_id": INVITE.invite_id,
         "secret": h(INVITE.secret),
@@ -392,16 +464,32 @@ def invite_vectors() -> dict[str, Any]:
         "signing_seed": h(INVITE.signing_seed),
         "invite_key": h(INVITE.invite_key),
         "seal_key": h(INVITE.seal_key),
+        "preview_key": h(INVITE.preview_key),
         "seal": {
             "space_id": space_id,
             "epoch": 0,
             "space_key": h(SPACE_KEY_0),
-            "nonce": h(nonce),
+            "nonce": h(nonces[0]),
             "plaintext_msgpack": h(
                 _enc.encode(client_space.SealedSpaceKey(space_id, 0, SPACE_KEY_0))
             ),
             "sealed": h(seal.sealed),
+            "preview": plain(preview),
+            "preview_nonce": h(nonces[1]),
+            "preview_plaintext_msgpack": h(_enc.encode(preview)),
+            "preview_box": h(seal.preview),
             "invite_seal_msgpack": h(_enc.encode(seal)),
+        },
+        "join_flow": {
+            "origin": ORIGIN,
+            "nonce": h(nonce),
+            "joiner": "bob",
+            "invite_statement": h(invite_statement),
+            "member_statement": h(member_statement),
+            "frames": [
+                {"frame": name, "message": plain(m), "msgpack": h(wire.encoder.encode(m))}
+                for name, m in frames
+            ],
         },
     }
 
@@ -446,14 +534,34 @@ def space_key_vectors() -> dict[str, Any]:
         ALICE.key,
         crypto.seal_to(ALICE.box_secret, BOB.box_key, SPACE_KEY_1, nonce),
     )
+    # A repair: were epoch 1's key bad (nobody could open it), a moderator's next rekey
+    # names the last good epoch (0) as its prev_epoch, stepping over epoch 1.
+    roster = Roster.from_records(space_id, records)
+    repair_body = Rekey(2, 0, crypto.secretbox(SPACE_KEY_2, SPACE_KEY_0, fixed("repair", 24)))
+    (repair,) = _chain(ALICE, space_id, roster, [repair_body])
+    roster.apply(repair)
     return {
         "about": "box = nonce(24) || XSalsa20-Poly1305(space_key[epoch], msgpack(value)). "
-        "Rekey.prev_box = secretbox(new key, previous key). A space envelope is crypto_box "
-        "(X25519 sender secret, recipient box key) of the bare new key.",
+        "Rekey.prev_box = secretbox(new key, key of prev_epoch). A space envelope is "
+        "crypto_box (X25519 sender secret, recipient box key) of the bare new key, sent by "
+        "the rekey's author. repair: a rekey appended to the whole example chain that steps "
+        "over epoch 1 (prev_epoch 0), accepted by the roster rules.",
         "space_id": space_id,
-        "space_keys": {"0": h(SPACE_KEY_0), "1": h(SPACE_KEY_1)},
+        "space_keys": {"0": h(SPACE_KEY_0), "1": h(SPACE_KEY_1), "2": h(SPACE_KEY_2)},
         "boxes": boxes,
-        "rekey": {"epoch": rekey.epoch, "prev_box": h(rekey.prev_box)},
+        "rekey": {
+            "seq": next(r.seq for r in records if r.body is rekey),
+            "epoch": rekey.epoch,
+            "prev_epoch": rekey.prev_epoch,
+            "prev_box": h(rekey.prev_box),
+        },
+        "repair": {
+            "prefix": len(records),
+            "epoch": repair_body.epoch,
+            "prev_epoch": repair_body.prev_epoch,
+            "prev_box": h(repair_body.prev_box),
+            "record_msgpack": h(encode_record(repair)),
+        },
         "envelope": {
             "sender": "alice",
             "recipient": "bob",
@@ -654,9 +762,20 @@ def sframe_vectors() -> dict[str, Any]:
     suite = MEDIA_SUITE
     key = callkeys.SenderKey(5, fixed("media-key/carol"))
     kids = [
-        {"index": i, "epoch": e, "kid": callkeys.media_kid(i, e)}
+        {"index": i, "epoch": e, "kid": media_keys.media_kid(i, e)}
         for i, e in ((0, 0), (1, 0), (3, 5), (2, 65534), (300, 65535))
     ]
+    for case in kids:
+        assert media_keys.kid_index(case["kid"]) == case["index"]
+        assert media_keys.kid_epoch(case["kid"]) == case["epoch"]
+    refused = []
+    for index, epoch in ((2, 65536), (300, 1 << 20), (2, -1)):
+        try:
+            media_keys.media_kid(index, epoch)
+        except media_keys.KeyIdExhausted as exc:
+            refused.append({"index": index, "epoch": epoch, "error": type(exc).__name__})
+        else:  # pragma: no cover - the vector would be wrong
+            raise AssertionError(f"epoch {epoch} got a key id")
     kid = callkeys.media_kid(2, key.epoch)
     sframe_key, salt = sframe.derive_key_salt(suite, kid, key.key)
     frames: list[dict[str, Any]] = []
@@ -676,13 +795,17 @@ def sframe_vectors() -> dict[str, Any]:
             }
         )
     return {
-        "about": "Suite 4 (AES_128_GCM_SHA256_128, RFC 9605). kid = index << 16 | (epoch & "
-        "0xffff). secret = HKDF-Extract(salt='', base_key); key = HKDF-Expand(secret, "
+        "about": "Suite 4 (AES_128_GCM_SHA256_128, RFC 9605). kid = index << 16 | epoch, "
+        "0 <= epoch <= 65535 (MAX_EPOCH): an epoch outside that has no key id (refused, "
+        "never wrapped). secret = HKDF-Extract(salt='', base_key); key = HKDF-Expand(secret, "
         "SFRAME_KEY_LABEL || kid(8 BE) || suite(2 BE), 16); salt = same with SFRAME_SALT_LABEL, "
         "12. protected = clear codec bytes || SFrame header || AES-GCM(key, salt XOR ctr, "
         "frame rest, aad = header || clear bytes).",
         "cipher_suite": int(suite),
+        "epoch_bits": media_keys.EPOCH_BITS,
+        "max_epoch": media_keys.MAX_EPOCH,
         "kids": kids,
+        "refused": refused,
         "key": {
             "base_key": h(key.key),
             "epoch": key.epoch,
@@ -692,6 +815,177 @@ def sframe_vectors() -> dict[str, Any]:
             "sframe_salt": h(salt),
         },
         "frames": frames,
+    }
+
+
+# -- the SFU reads key ids -------------------------------------------------------------------
+
+
+PUBLISHER, SUBSCRIBER, OTHER = 2, 1, 3  # sender indexes (seats)
+VP8_PT, OPUS_PT = 96, 111
+# RFC 7741 payload descriptors: X=1 S=1 PID=0 with a 15-bit picture id (as aiortc's
+# packetizer writes them), a continuation packet (S=0), and the bare one-byte form.
+VP8_START_LONG = bytes.fromhex("90808123")
+VP8_MIDDLE_LONG = bytes.fromhex("80808123")
+VP8_START_SHORT = bytes.fromhex("10")
+
+
+def _protect(index: int, epoch: int, codec: str, frame: bytes, ctr: int) -> tuple[int, bytes]:
+    key = fixed(f"media-key/{index}")
+    kid = media_keys.media_kid(index, epoch)
+    ctx = sframe.SFrameContext(MEDIA_SUITE)
+    ctx.add_key(kid, key, usage=sframe.KeyUsage.ENCRYPT, next_ctr=ctr)
+    return kid, sframe.protect_frame(ctx, kid, codec, frame)
+
+
+def sfu_rtp_vectors() -> dict[str, Any]:
+    """RTP packets as the publisher (index 2) sends them, what the SFU reads of each
+    (``sfu.rtp.sframe_kid``), what the real forwarder does with them (with a subscriber)
+    and, for what it forwards, the CSRC and key id the receiver checks."""
+    _, keyframe = _protect(PUBLISHER, 5, "vp8", FRAMES["vp8-keyframe"][1], 7)
+    _, delta = _protect(PUBLISHER, 5, "vp8", FRAMES["vp8-delta"][1], 8)
+    _, opus = _protect(PUBLISHER, 5, "opus", FRAMES["opus"][1], 9)
+    _, forged = _protect(OTHER, 0, "vp8", FRAMES["vp8-keyframe"][1], 1 << 40)
+    _, big_ctr = _protect(PUBLISHER, 5, "vp8", FRAMES["vp8-delta"][1], 1 << 40)
+    video, audio = 0x1000, 0x2000
+    cases: list[tuple[str, bool, bytes]] = [
+        ("vp8 keyframe, first packet", True, VP8_START_LONG + keyframe[:20]),
+        ("vp8 keyframe, next packet (no SFrame header)", True, VP8_MIDDLE_LONG + keyframe[20:]),
+        ("vp8 delta frame, one packet", True, VP8_START_SHORT + delta),
+        ("vp8 delta frame with a 5-byte counter", True, VP8_START_SHORT + big_ctr),
+        ("opus packet", False, opus),
+        ("vp8 keyframe under another sender's key id", True, VP8_START_LONG + forged[:20]),
+        ("its next packet follows the dropped start", True, VP8_MIDDLE_LONG + forged[20:]),
+        ("vp8 frame start cut before the SFrame header", True, VP8_START_SHORT + keyframe[:10]),
+    ]
+    fwd = Forwarder(ForwarderConfig(stale_after=None), clock=lambda: float(CLOCK))
+    out: list[bytes] = []
+    fwd.add_participant(
+        "publisher",
+        [
+            UpTrackSpec("video", video, frozenset({VP8_PT})),
+            UpTrackSpec("audio", audio, frozenset({OPUS_PT})),
+        ],
+        sender_index=PUBLISHER,
+    )
+    fwd.add_participant(
+        "subscriber",
+        downtracks=[
+            DownTrackSpec("video", 0x9000, VP8_PT, 90000),
+            DownTrackSpec("audio", 0xA000, OPUS_PT, 48000),
+        ],
+        sender_index=SUBSCRIBER,
+    )
+
+    def sink(packet: bytes) -> bool:
+        out.append(packet)
+        return True
+
+    fwd.set_sink("subscriber", sink)
+    packets = []
+    seq = {video: 100, audio: 500}
+    for name, is_video, payload in cases:
+        ssrc = video if is_video else audio
+        seq[ssrc] += 1
+        data = rtp.build_rtp(
+            True, VP8_PT if is_video else OPUS_PT, seq[ssrc], seq[ssrc] * 3000, ssrc, payload
+        )
+        header = rtp.parse_rtp(data)
+        assert header is not None
+        kid = rtp.sframe_kid(data, header, is_video)
+        before = len(out)
+        fwd.on_rtp("publisher", data)
+        forwarded = out[before:]
+        case: dict[str, Any] = {
+            "case": name,
+            "kind": "video" if is_video else "audio",
+            "packet": h(data),
+            "payload_start": header.payload_start,
+            "sframe_kid": kid,
+            "kid_index": media_keys.kid_index(kid) if kid >= 0 else None,
+            "forwarded": [h(p) for p in forwarded],
+        }
+        if forwarded:
+            parsed = RtpPacket.parse(forwarded[0])
+            case["forwarded_csrc"] = rtp_source(parsed)
+        packets.append(case)
+    receiver = []
+    for name, codec, frame in (
+        ("vp8 keyframe", "vp8", keyframe),
+        ("vp8 delta frame", "vp8", delta),
+        ("opus frame", "opus", opus),
+        ("forged vp8 keyframe", "vp8", forged),
+    ):
+        peeked = _peek_kid(codec, frame)
+        assert peeked is not None
+        kid = peeked
+        receiver.append(
+            {
+                "frame": name,
+                "codec": codec,
+                "protected": h(frame),
+                "kid": kid,
+                "kid_index": media_keys.kid_index(kid),
+                "slot_source": PUBLISHER,
+                "accepted": media_keys.kid_index(kid) == PUBLISHER,
+            }
+        )
+    return {
+        "about": "The SFU reads the SFrame key id of each frame's first RTP packet without a "
+        "key: after the RTP header (RFC 3550, CSRCs and extension skipped) and, for VP8, the "
+        "RFC 7741 payload descriptor, it skips the clear codec bytes (VP8 keyframe 10, delta "
+        "3, by bit 0 of the frame's first byte; Opus 1, the TOC) and parses the SFrame header "
+        "(RFC 9605 4.3). sframe_kid -1: not a frame start (the packet follows its frame's "
+        "verdict); -2: a frame start without a parseable header (dropped). The forwarder, "
+        "given the publisher's sender index, forwards a frame only if kid >> 16 == index and "
+        "writes the index as the one CSRC of every packet it forwards (here the forwarded "
+        "packets are the subscriber's re-headed copies). A receiver takes the CSRC as the "
+        "slot's publisher and accepts a reassembled frame only if its key id names it.",
+        "publisher_index": PUBLISHER,
+        "subscriber_index": SUBSCRIBER,
+        "payload_types": {"vp8": VP8_PT, "opus": OPUS_PT},
+        "not_frame_start": rtp.NOT_FRAME_START,
+        "malformed": rtp.SFRAME_MALFORMED,
+        "packets": packets,
+        "receiver": receiver,
+        "dropped_kid": _dropped_kid(fwd),
+    }
+
+
+def _dropped_kid(fwd: Forwarder) -> int:
+    participants = fwd.stats()["participants"]
+    assert isinstance(participants, dict)
+    return int(participants["publisher"]["dropped_kid"])
+
+
+# -- ids ---------------------------------------------------------------------------------------
+
+
+ID_EXAMPLES = [
+    "roomAAAAAAAAAAAA",
+    "_leading_underscore",
+    "a-b_c-d_",
+    "12345678",
+    "x" * 64,
+    "-roomAAAAAAAAAAA",
+    "short7c",
+    "x" * 65,
+    "has space here",
+    "dots.are.not.ok",
+    "plus+slash/",
+    "",
+    "ümlautsAAAAAAA",
+]
+
+
+def id_vectors() -> dict[str, Any]:
+    return {
+        "about": "Room, story, invite and call ids: 8 to 64 characters of the URL-safe "
+        "base64 alphabet, never beginning with '-' (it would read as a command-line option). "
+        "Generated as base64url(12 random bytes) (16 characters), drawn again when the "
+        "first character is '-'. Space ids are derived (records.json), not ids of this kind.",
+        "pattern": ID_PATTERN.pattern,
+        "examples": [{"id": text, "valid": is_valid_id(text)} for text in ID_EXAMPLES],
     }
 
 
@@ -713,6 +1007,7 @@ def wire_vectors() -> dict[str, Any]:
         wire.Challenge(nonce, "salon.example"),
         wire.Welcome(1, space_id, 13),
         wire.Error(None, "invalid_message", "bad frame"),
+        wire.Error(None, "rate_limited", "too many connections from your address"),
         wire.Error(2, "forbidden", "only owners and moderators invite"),
         wire.SessionClosed("removed"),
     ]
@@ -735,6 +1030,8 @@ BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "messages": message_vectors,
     "calls": call_vectors,
     "sframe": sframe_vectors,
+    "sfu_rtp": sfu_rtp_vectors,
+    "ids": id_vectors,
 }
 
 
