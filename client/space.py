@@ -3,6 +3,11 @@
 :class:`SpaceSession` is the SDK the CLI (and later the chat and call clients) build on.
 Everything it shows has been verified here: the record chain from the founding key, that
 the server did not rewrite history we saw before, and every key envelope it opens.
+
+The verified roster is cached in the keystore beside the verified head; a command fetches
+only the records after that head (page by page) and verifies them on top of it, so its cost
+does not grow with the chain. The first new record must link to the cached head's hash, so
+a server cannot swap the history this device already verified.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from client.invites import InviteLink, new_invite_link, parse_invite_link
 from client.keystore import Keystore, KeystoreData, SpaceMembership
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.records import (
+    ChainConflict,
     Genesis,
     InviteCreate,
     InviteRevoke,
@@ -36,7 +42,9 @@ from protocol.records import (
     RoleChange,
     Roster,
     SpaceMeta,
+    decode_roster,
     derive_space_id,
+    encode_roster,
     fingerprint,
     join_statement,
     record_hash,
@@ -167,7 +175,6 @@ class SpaceSession:
         self.m = membership
         self.conn = conn
         self.roster: Roster | None = None
-        self.records: list[Record] = []
 
     @property
     def space_id(self) -> str:
@@ -186,9 +193,9 @@ class SpaceSession:
     # -- keeping in step with the server ---------------------------------------------------------
 
     async def sync(self) -> Roster:
-        """Fetch and verify the whole chain, collect space keys, rotate if someone left."""
-        reply = await self.conn.request(GetRecords(self.conn.next_id()), Records)
-        roster = self._verify(reply.records)
+        """Fetch and verify the records after our verified head, collect space keys, rotate
+        if someone left."""
+        roster = await self._fetch_chain()
         await self._collect_space_keys(roster)
         self._remember()
         if roster.needs_rekey and self.member_key in roster.members:
@@ -213,22 +220,75 @@ class SpaceSession:
         if seals:
             await self.conn.request(PutSeals(self.conn.next_id(), seals), Done)
 
-    def _verify(self, records: list[Record]) -> Roster:
+    def _base(self) -> Roster | None:
+        """Where verification starts: this session's roster, else the roster cached with the
+        remembered head (None: from the genesis, e.g. if the cache is missing)."""
+        if self.roster is not None:
+            return self.roster.copy()
+        m = self.m
+        if not m.roster or m.head_seq < 0:
+            return None
         try:
-            roster = Roster.from_records(self.space_id, records)
+            cached = decode_roster(m.roster)
+        except ProtocolError:
+            return None
+        if (cached.space_id, cached.head_seq, cached.head_hash) != (
+            m.space_id,
+            m.head_seq,
+            m.head_hash,
+        ):
+            return None
+        return cached
+
+    async def _fetch_chain(self) -> Roster:
+        """Page through the records after our head, verifying each on top of it. Refuses a
+        continuation that does not link to our head, a server head behind ours, and (when
+        nothing is new) a server head that is ours by seq but not by hash."""
+        roster = self._base()
+        while True:
+            after = roster.head_seq if roster is not None else -1
+            reply = await self.conn.request(GetRecords(self.conn.next_id(), after), Records)
+            roster = self._extend(roster, reply.records)
+            if reply.head_seq < self.m.head_seq:
+                raise _rewritten()
+            if not reply.records:
+                if reply.head_seq < roster.head_seq:
+                    raise _rewritten()  # the server dropped records we verified
+                if reply.head_seq > roster.head_seq:
+                    raise VerificationError(
+                        "the server claims records after our head but does not send them"
+                    )
+                if reply.head_hash != roster.head_hash:
+                    raise _rewritten()
+                break
+            if roster.head_seq >= reply.head_seq:
+                if roster.head_seq == reply.head_seq and reply.head_hash != roster.head_hash:
+                    raise _rewritten()
+                break
+        self.roster = roster
+        return roster
+
+    def _extend(self, roster: Roster | None, records: list[Record]) -> Roster:
+        m = self.m
+        try:
+            for record in records:
+                if roster is None:
+                    roster = Roster.from_records(self.space_id, [record])
+                elif record is records[0] and roster.head_seq >= 0:
+                    try:
+                        roster.apply(record)
+                    except ChainConflict:
+                        raise _rewritten() from None
+                else:
+                    roster.apply(record)
+                if roster.head_seq == m.head_seq and roster.head_hash != m.head_hash:
+                    raise _rewritten()
         except ProtocolError as exc:
             raise VerificationError(
                 f"the server's roster for this space fails verification: {exc.message}"
             ) from None
-        m = self.m
-        if m.head_seq >= 0 and (
-            len(records) <= m.head_seq or record_hash(records[m.head_seq]) != m.head_hash
-        ):
-            raise VerificationError(
-                "the server rewrote this space's history (it differs from what this device "
-                "verified before); refusing it"
-            )
-        self.roster, self.records = roster, records
+        if roster is None:
+            raise VerificationError("the server sent an empty chain for this space")
         return roster
 
     async def _collect_space_keys(self, roster: Roster) -> None:
@@ -266,6 +326,7 @@ class SpaceSession:
         roster = self.verified
         m = self.m
         m.head_seq, m.head_hash = roster.head_seq, roster.head_hash
+        m.roster = encode_roster(roster)
         with contextlib.suppress(VerificationError):
             m.name = self.space_info().name
 
@@ -279,6 +340,7 @@ class SpaceSession:
                     stored.state.update(m.state)
                     if m.head_seq >= stored.head_seq:
                         stored.head_seq, stored.head_hash = m.head_seq, m.head_hash
+                        stored.roster = m.roster
                     stored.name = m.name
                     data.memberships[i] = stored
                     return
@@ -348,7 +410,7 @@ class SpaceSession:
         for _ in range(APPEND_RETRIES):
             roster = self.verified
             bodies = list(make_bodies(roster) if callable(make_bodies) else make_bodies)
-            scratch = Roster.from_records(self.space_id, self.records)
+            scratch = roster.copy()
             records = chain(self.m, self.space_id, roster, bodies)
             for record in records:
                 scratch.apply(record)
@@ -547,6 +609,7 @@ async def create_space(
     finally:
         await conn.close()
     m.head_seq, m.head_hash = records[-1].seq, record_hash(records[-1])
+    m.roster = encode_roster(Roster.from_records(space_id, records))
     keystore.update(lambda data: data.memberships.append(m))
     return m, link
 
@@ -611,9 +674,17 @@ async def join_space(keystore: Keystore, link_text: str, display_name: str) -> S
     session = SpaceSession(keystore, m, conn)
     for record in records:
         roster.apply(record)
-    session.roster, session.records = roster, opened.records + records
+    session.roster = roster
     await session._collect_space_keys(roster)  # walk back to older epochs' keys
     m.head_seq, m.head_hash = roster.head_seq, roster.head_hash
+    m.roster = encode_roster(roster)
     m.name = session.space_info().name
     keystore.update(lambda data: data.memberships.append(m))
     return m
+
+
+def _rewritten() -> VerificationError:
+    return VerificationError(
+        "the server rewrote this space's history (it differs from what this device "
+        "verified before); refusing it"
+    )

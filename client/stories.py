@@ -159,7 +159,7 @@ async def _upload(session: SpaceSession, story_id: str, blob: bytes) -> None:
 class StoryReader:
     def __init__(self, session: SpaceSession) -> None:
         self.session = session
-        self._history = RosterHistory(session.space_id, session.records)
+        self._history = RosterHistory(session)
 
     async def view(self, info: StoryInfo) -> tuple[StoryView, chatcrypto.StoryMeta]:
         """Decrypt and verify a story's caption block (VerificationError if it fails)."""

@@ -10,16 +10,27 @@ chain through :class:`Roster`, which applies the same rules:
 - each signature verifies under the author's member key (Ed25519);
 - the author was an active member with the right role when the record was made;
 - a join carries a signature by the invite key of an invite record earlier in the chain,
-  so the joiner proves it held the link's secret.
+  so the joiner proves it held the link's secret;
+- bodies stay within fixed sizes and a member makes at most :data:`PROFILE_QUOTA` profile
+  records within :data:`PROFILE_WINDOW` seconds (by their signed times), so no member can grow
+  the chain's cost for everyone else (the server adds time-based rate limits on top).
+
+A verified :class:`Roster` is also what a client keeps between commands (:func:`encode_roster`):
+it fetches only the records after its cached head, so a command's cost does not grow with the
+chain. For checking messages signed at an older head it keeps, besides the current state, the
+few facts that change who may post: role changes, room creation, publisher grants and epochs
+(:meth:`Roster.at`), never the whole chain.
 
 Errors (all :class:`ProtocolError`): :class:`RecordError` (malformed, bad signature),
-:class:`ChainConflict` (not on the current head) and :class:`RecordForbidden` (well formed
-but not allowed).
+:class:`ChainConflict` (not on the current head), :class:`RecordForbidden` (well formed
+but not allowed), :class:`RecordTooLarge` (a body over its size cap) and
+:class:`RecordRateLimited` (over the profile quota).
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -28,7 +39,7 @@ import msgspec
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from protocol.errors import Conflict, Forbidden, InvalidMessage
+from protocol.errors import Conflict, Forbidden, InvalidMessage, RateLimited, TooLarge
 
 Role = Literal["owner", "moderator", "member"]
 RoomKind = Literal["chat", "channel", "conference"]
@@ -38,6 +49,21 @@ RECORD_DOMAIN: Final = b"salon/record/v1\x00"
 JOIN_DOMAIN: Final = b"salon/join/v1\x00"
 ZERO_HASH: Final = bytes(32)
 KEY_LEN: Final = 32
+
+# Size caps of record bodies (bytes). A profile holds a display name and a 128-pixel JPEG
+# avatar; the rest hold short names. Together with PROFILE_QUOTA these bound what one member
+# can add to the chain that every client fetches.
+MAX_PROFILE_BOX: Final = 14_336
+MAX_META_BOX: Final = 4_096
+MAX_NAME_BOX: Final = 1_024
+MAX_ID_LEN: Final = 64  # invite and room ids
+MAX_PREV_BOX: Final = 128  # secretbox of a 32-byte key is 72 bytes
+# At most PROFILE_QUOTA profile records by one member whose signed times lie within
+# PROFILE_WINDOW seconds of each other (the server refuses records whose time is far from
+# its clock, so the signed times are honest enough for this to be a real rate).
+PROFILE_QUOTA: Final = 20
+PROFILE_WINDOW: Final = 3600
+MAX_ROOMS: Final = 1_000
 
 
 class RecordError(InvalidMessage):
@@ -50,6 +76,14 @@ class RecordForbidden(Forbidden):
 
 class ChainConflict(Conflict):
     """A record was made on a head that is no longer the head (retry on the new head)."""
+
+
+class RecordTooLarge(TooLarge):
+    """A record body is over its size cap."""
+
+
+class RecordRateLimited(RateLimited):
+    """A member is over a quota of records of one kind."""
 
 
 class Genesis(msgspec.Struct, tag="genesis", frozen=True):
@@ -216,12 +250,16 @@ class Member:
     role: Role
     joined_seq: int
     profile: Profile | None = None
+    profile_times: list[int] = field(default_factory=list)  # of the last PROFILE_QUOTA
 
 
 @dataclass
 class Room:
     spec: RoomCreate
     publishers: set[bytes] = field(default_factory=set)
+    created_seq: int = 0
+    # key -> [(seq, publisher?)]: grants over time, to judge posts made at older heads
+    publisher_log: dict[bytes, list[tuple[int, bool]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -244,6 +282,10 @@ class Roster:
     meta: SpaceMeta | None = None
     rekeys: dict[int, Rekey] = field(default_factory=dict)
     rooms: dict[str, Room] = field(default_factory=dict)
+    # History, bounded by membership events (not by the chain's length):
+    epoch_starts: list[int] = field(default_factory=lambda: [0])  # epoch -> seq it began
+    role_log: dict[bytes, list[tuple[int, str]]] = field(default_factory=dict)  # "" = gone
+    former_profiles: dict[bytes, Profile] = field(default_factory=dict)  # departed members
 
     @classmethod
     def from_records(cls, space_id: str, records: list[Record]) -> Roster:
@@ -259,6 +301,38 @@ class Roster:
         for record in records:
             roster.apply(record)
         return roster
+
+    def copy(self) -> Roster:
+        """An independent copy (applying records to it leaves this one untouched)."""
+        return decode_roster(encode_roster(self))
+
+    def at(self, seq: int) -> RosterAt | None:
+        """What the chain said at head ``seq`` about epochs and posting rights (None if
+        ``seq`` is not a head this roster has reached)."""
+        if not 0 <= seq <= self.head_seq:
+            return None
+        return RosterAt(self, seq)
+
+    def epoch_at(self, seq: int) -> int:
+        return bisect.bisect_right(self.epoch_starts, seq) - 1
+
+    def role_at(self, key: bytes, seq: int) -> str:
+        """The member's role after record ``seq`` ("" if not a member then)."""
+        log = self.role_log.get(key, [])
+        i = bisect.bisect_right(log, seq, key=lambda event: event[0])
+        return log[i - 1][1] if i else ""
+
+    def may_post_at(self, room_id: str, key: bytes, seq: int) -> bool:
+        """:meth:`may_post` as it was after record ``seq``."""
+        room = self.rooms.get(room_id)
+        role = self.role_at(key, seq)
+        if room is None or room.created_seq > seq or not role or room.spec.kind == "conference":
+            return False
+        if room.spec.kind == "chat" or ROLE_RANK[role] >= ROLE_RANK["moderator"]:
+            return True
+        grants = room.publisher_log.get(key, [])
+        i = bisect.bisect_right(grants, seq, key=lambda event: event[0])
+        return bool(i) and grants[i - 1][1]
 
     @property
     def needs_rekey(self) -> bool:
@@ -312,6 +386,7 @@ class Roster:
             raise RecordError("bad box key")
         self.members[record.author] = Member(record.author, body.box_key, "owner", 0)
         self.box_keys[record.author] = body.box_key
+        self.role_log[record.author] = [(0, "owner")]
 
     def _apply_join(self, record: Record, body: Join) -> None:
         invite = self.invites.get(body.invite_id)
@@ -334,15 +409,28 @@ class Roster:
         self.departed.pop(record.author, None)
         self.members[record.author] = Member(record.author, body.box_key, invite.role, record.seq)
         self.box_keys[record.author] = body.box_key
+        self.former_profiles.pop(record.author, None)
+        self.role_log.setdefault(record.author, []).append((record.seq, invite.role))
 
     def _apply_member_record(self, record: Record, author: Member, body: RecordBody) -> None:
         rank = ROLE_RANK[author.role]
         if isinstance(body, Profile):
             self._check_epoch(body.epoch)
+            _cap(body.box, MAX_PROFILE_BOX, "profile")
+            recent = [
+                t for t in author.profile_times if abs(t - record.created_at) < PROFILE_WINDOW
+            ]
+            if len(recent) >= PROFILE_QUOTA:
+                raise RecordRateLimited(
+                    f"at most {PROFILE_QUOTA} profile changes per member per "
+                    f"{PROFILE_WINDOW // 60} minutes; try again later"
+                )
+            author.profile_times = [*author.profile_times, record.created_at][-PROFILE_QUOTA:]
             author.profile = body
         elif isinstance(body, SpaceMeta):
             self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators rename")
             self._check_epoch(body.epoch)
+            _cap(body.box, MAX_META_BOX, "space name")
             self.meta = body
         elif isinstance(body, InviteCreate):
             self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators invite")
@@ -352,6 +440,7 @@ class Roster:
             self._require(body.max_uses >= 1, "an invite needs at least one use")
             if len(body.invite_key) != KEY_LEN:
                 raise RecordError("bad invite key")
+            _cap(body.invite_id.encode(), MAX_ID_LEN, "invite id")
             self.invites[body.invite_id] = body
         elif isinstance(body, InviteRevoke):
             self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators revoke")
@@ -363,6 +452,7 @@ class Roster:
             self._require(rank > ROLE_RANK[target.role], "target's role is not below yours")
             self._require(ROLE_RANK[body.role] <= rank, "cannot grant a role above your own")
             target.role = body.role
+            self.role_log[target.key].append((record.seq, body.role))
         elif isinstance(body, Remove):
             target = self._target(body.member)
             self._require(target.key != author.key, "use leave to remove yourself")
@@ -378,10 +468,13 @@ class Roster:
         elif isinstance(body, RoomCreate):
             self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators add rooms")
             self._require(body.room_id not in self.rooms, "duplicate room id")
-            if not 8 <= len(body.room_id) <= 64 or body.ttl < 0:
+            if not 8 <= len(body.room_id) <= MAX_ID_LEN or body.ttl < 0:
                 raise RecordError("bad room id or lifetime")
             self._check_epoch(body.epoch)
-            self.rooms[body.room_id] = Room(body)
+            _cap(body.name_box, MAX_NAME_BOX, "room name")
+            if len(self.rooms) >= MAX_ROOMS:
+                raise RecordTooLarge(f"a space holds at most {MAX_ROOMS} rooms")
+            self.rooms[body.room_id] = Room(body, created_seq=record.seq)
         elif isinstance(body, RoomGrant):
             self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators grant")
             room = self.rooms.get(body.room_id)
@@ -393,10 +486,13 @@ class Roster:
                 room.publishers.add(body.member)
             else:
                 room.publishers.discard(body.member)
+            room.publisher_log.setdefault(body.member, []).append((record.seq, body.publisher))
         elif isinstance(body, Rekey):
             if body.epoch != self.epoch + 1:
                 raise RecordError(f"rekey to epoch {body.epoch}, expected {self.epoch + 1}")
+            _cap(body.prev_box, MAX_PREV_BOX, "rekey")
             self.epoch = body.epoch
+            self.epoch_starts.append(record.seq)
             self.epoch_seq = record.seq
             self.rekeys[body.epoch] = body
         else:  # Genesis and Join are handled by apply()
@@ -413,9 +509,14 @@ class Roster:
         return target
 
     def _depart(self, seq: int, key: bytes, *, banned: bool) -> None:
-        del self.members[key]
+        member = self.members.pop(key)
+        if member.profile is not None:
+            self.former_profiles[key] = member.profile
+        self.role_log[key].append((seq, ""))
         for room in self.rooms.values():
-            room.publishers.discard(key)
+            if key in room.publishers:
+                room.publishers.discard(key)
+                room.publisher_log.setdefault(key, []).append((seq, False))
         self.departed[key] = banned
         self.last_departure_seq = seq
 
@@ -423,3 +524,38 @@ class Roster:
     def _require(condition: bool, reason: str) -> None:
         if not condition:
             raise RecordForbidden(reason)
+
+
+def _cap(value: bytes, limit: int, what: str) -> None:
+    if len(value) > limit:
+        raise RecordTooLarge(f"{what} record over its size cap ({len(value)} > {limit} bytes)")
+
+
+@dataclass(frozen=True)
+class RosterAt:
+    """The roster's answers as of an earlier head (see :meth:`Roster.at`)."""
+
+    roster: Roster
+    seq: int
+
+    @property
+    def epoch(self) -> int:
+        return self.roster.epoch_at(self.seq)
+
+    def may_post(self, room_id: str, key: bytes) -> bool:
+        return self.roster.may_post_at(room_id, key, self.seq)
+
+
+_roster_decoder = msgspec.msgpack.Decoder(Roster)
+
+
+def encode_roster(roster: Roster) -> bytes:
+    """Every field of a roster (generically: a field added to Roster is kept too)."""
+    return _encoder.encode(roster)
+
+
+def decode_roster(data: bytes) -> Roster:
+    try:
+        return _roster_decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"malformed roster: {exc}") from None
