@@ -412,8 +412,12 @@ class SpaceSession:
             bodies = list(make_bodies(roster) if callable(make_bodies) else make_bodies)
             scratch = roster.copy()
             records = chain(self.m, self.space_id, roster, bodies)
-            for record in records:
-                scratch.apply(record)
+            try:
+                for record in records:
+                    scratch.apply(record)
+            except ProtocolError as exc:
+                # The refusal the server would answer (e.g. over the profile quota), made here.
+                raise ServerError(exc.code, exc.message) from None
             sealed: list[Envelope] = []
             new_key: tuple[int, bytes] | None = None
             if scratch.needs_rekey and self.member_key in scratch.members:

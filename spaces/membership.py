@@ -232,13 +232,14 @@ class Membership:
                     raise InvalidMessage("joins go through an invite")
             if not allow_join:
                 roster.active(author)
-            self._check_quotas(space_id, author, records)
+            self._check_clock(records)
             # Validate on a scratch copy: a bad record in the batch must change nothing.
             scratch = roster.copy()
             for record in records:
                 scratch.apply(record)
             await self._check_envelopes(space_id, scratch, author, envelopes)
             self._check_seals(scratch, seals)
+            self._take_quotas(space_id, author, records)
             await self.store.append(
                 space_id, [self._stored(r) for r in records], envelopes=envelopes, seals=seals
             )
@@ -279,9 +280,9 @@ class Membership:
         await self.store.wipe_invite_seals(dead)
         return len(dead)
 
-    def _check_quotas(self, space_id: str, author: bytes, records: Sequence[Record]) -> None:
-        """Server policy on top of the roster's rules: signed times near our clock, and
-        token buckets per member for records and for profile changes."""
+    def _check_clock(self, records: Sequence[Record]) -> None:
+        """Signed times near our clock, so the roster's profile quota (over signed times)
+        is a real rate."""
         now = self.clock()
         skew = self.config.limits.record_clock_skew_seconds
         for record in records:
@@ -290,6 +291,10 @@ class Membership:
                     f"record {record.seq} is signed with a time more than {skew} s from the "
                     "server's clock; check this device's clock"
                 )
+
+    def _take_quotas(self, space_id: str, author: bytes, records: Sequence[Record]) -> None:
+        """Server policy on top of the roster's rules: token buckets per member for records
+        and for profile changes (taken only for valid records)."""
         if not records:
             return
         key = f"{space_id}/{author.hex()}"
