@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.toml
 
-.PHONY: run test lint typecheck unit vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey clean
+.PHONY: run test lint typecheck unit vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-call: .make-installed
 
 bench-chat: .make-installed
 	$(BIN)/python bench/bench_chat.py
+
+# A space of 100,000 records vs one of 10: salon members / salon send times and their ratio.
+bench-roster: .make-installed
+	$(BIN)/python bench/bench_roster.py
 
 clean:
 	rm -rf $(VENV) .make-installed .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -379,6 +379,10 @@ class CallClient:
             self._tried_head = ahead
             await self.session.sync()
             self._checked.clear()
+        for action in actions:  # heads older than the roster keeps hashes of
+            if action is not None and self.session.hash_at(action.head_seq) is None:
+                await self.session.load_hash(action.head_seq)
+                self._checked.pop(action.sig, None)
 
     def _freshness(self, action: CallAction) -> str | None:
         """Whether ``action`` was fresh when this device first saw it, and the first action

@@ -55,7 +55,7 @@ from protocol.chat_wire import (
 from protocol.chat_wire import SendMessage as SendRequest
 from protocol.errors import ErrorCode
 from protocol.forks import FORK_WARNING
-from protocol.records import Join, Profile, Record, Roster, fingerprint
+from protocol.records import Join, RosterAt, fingerprint
 from protocol.wire import RecordAdded, SessionClosed
 
 log = logging.getLogger(__name__)
@@ -182,37 +182,29 @@ async def send_message(
 
 
 class RosterHistory:
-    """Answers "could this member post in this room at chain head H?" by replaying the
-    verified chain up to H (forward from the last question, from scratch if H goes back)."""
+    """Answers "could this member post in this room at chain head H?" from the session's
+    verified roster, which keeps the history of posting rights and epochs (not the chain)."""
 
-    def __init__(self, space_id: str, records: list[Record]) -> None:
-        self.space_id = space_id
-        self.records = records
-        self._roster: Roster | None = None
+    def __init__(self, session: SpaceSession) -> None:
+        self.session = session
 
-    def at(self, head: int) -> Roster | None:
-        if not 0 <= head < len(self.records):
-            return None
-        if self._roster is None or self._roster.head_seq > head:
-            self._roster = Roster.from_records(self.space_id, self.records[:1])
-        for record in self.records[self._roster.head_seq + 1 : head + 1]:
-            self._roster.apply(record)
-        return self._roster
+    def at(self, head: int) -> RosterAt | None:
+        return self.session.verified.at(head)
 
 
 def display_name(session: SpaceSession, key: bytes) -> str:
     """A member's display name; for a former member, their last profile, marked."""
-    if key in session.verified.members:
+    roster = session.verified
+    if key in roster.members:
         return session.profile(key).display_name
-    for record in reversed(session.records):
-        if record.author == key and isinstance(record.body, Profile):
-            try:
-                box_key = session.space_key(record.body.epoch)
-                plain = crypto.secretbox_open(box_key, record.body.box, "a profile")
-                name = msgspec.msgpack.decode(plain, type=ProfileInfo).display_name
-            except (VerificationError, msgspec.DecodeError):
-                break
-            return f"{name} (left)"
+    profile = roster.former_profiles.get(key)
+    if profile is not None:
+        try:
+            box_key = session.space_key(profile.epoch)
+            plain = crypto.secretbox_open(box_key, profile.box, "a profile")
+            return f"{msgspec.msgpack.decode(plain, type=ProfileInfo).display_name} (left)"
+        except (VerificationError, msgspec.DecodeError):
+            pass
     return "(former member)"
 
 
@@ -236,13 +228,12 @@ class RoomReader:
         self.stats = ReadStats()
         self.guard = ReplayGuard() if guard is None else guard
         self.heads = HeadCheck(session, self.refresh)
-        self._history = RosterHistory(session.space_id, session.records)
+        self._history = RosterHistory(session)
         self._names: dict[bytes, str] = {}
 
     async def refresh(self) -> None:
         """Re-sync the roster (new members, a new epoch) before reading further."""
         await self.session.sync()
-        self._history = RosterHistory(self.session.space_id, self.session.records)
         self._names.clear()
 
     async def open(self, message: ChatMessage, now: float | None = None) -> ReadMessage | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from client.errors import ClientError, UsageError
 from client.keystore import Keystore, SpaceMembership
+from protocol.records import MAX_PROFILE_BOX
 
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -264,6 +265,7 @@ async def cmd_kick(args: argparse.Namespace) -> int:
 
 
 AVATAR_SIDE = 128  # pixels; keeps a profile record well under the record size limit
+MAX_AVATAR_BYTES = MAX_PROFILE_BOX - 1024  # room for the name and the encryption
 
 
 async def cmd_profile(args: argparse.Namespace) -> int:
@@ -277,7 +279,14 @@ async def cmd_profile(args: argparse.Namespace) -> int:
             raw = Path(args.avatar).read_bytes()
         except OSError as exc:
             raise UsageError(f"cannot read {args.avatar}: {exc.strerror}") from None
-        avatar = bounded_jpeg(decode_image(raw, "avatar"), AVATAR_SIDE, quality=80).jpeg
+        pixels = decode_image(raw, "avatar")
+        # A profile record has a size cap (a roster rule): lower the quality until it fits.
+        for quality in (80, 65, 50, 35):
+            avatar = bounded_jpeg(pixels, AVATAR_SIDE, quality=quality).jpeg
+            if len(avatar) <= MAX_AVATAR_BYTES:
+                break
+        else:
+            raise UsageError("the avatar does not fit in a profile even at low quality")
     elif args.no_avatar:
         avatar = None
     if args.display_name is not None and not args.display_name.strip():

@@ -30,6 +30,7 @@ class HeadCheck:
         if seq > self.session.verified.head_seq and seq > self._tried_head:
             self._tried_head = seq
             await self.refresh()
+        await self.session.load_hash(seq)  # an older head than the roster keeps a hash of
         roster = self.session.verified
         return forks.head_problem(self.session.hash_at, roster.head_seq, seq, head_hash)
 

@@ -49,6 +49,10 @@ class SpaceMembership(msgspec.Struct):
     room_keys: dict[str, dict[int, bytes]] = {}  # room id -> epoch -> key
     head_seq: int = -1  # last verified chain head, to detect a server forking history
     head_hash: bytes = b""
+    # The verified roster at head_seq (protocol.records.encode_roster), this device's trust
+    # anchor: a command fetches only the records after it. Kept here, inside the encrypted
+    # keystore, so it is integrity protected and always matches head_seq/head_hash.
+    roster: bytes = b""
     state: dict[str, bytes] = {}  # per-feature data (rooms, calls) keyed by feature
 
 

@@ -3,6 +3,11 @@
 :class:`SpaceSession` is the SDK the CLI (and later the chat and call clients) build on.
 Everything it shows has been verified here: the record chain from the founding key, that
 the server did not rewrite history we saw before, and every key envelope it opens.
+
+The verified roster is cached in the keystore beside the verified head; a command fetches
+only the records after that head (page by page) and verifies them on top of it, so its cost
+does not grow with the chain. The first new record must link to the cached head's hash, so
+a server cannot swap the history this device already verified.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from client.errors import ServerError, UsageError, VerificationError
 from client.invites import InviteLink, new_invite_link, parse_invite_link
 from client.keystore import Keystore, KeystoreData, SpaceMembership
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.forks import FORK_WARNING
 from protocol.records import (
+    ChainConflict,
     Genesis,
     InviteCreate,
     InviteRevoke,
@@ -37,7 +44,9 @@ from protocol.records import (
     RoleChange,
     Roster,
     SpaceMeta,
+    decode_roster,
     derive_space_id,
+    encode_roster,
     fingerprint,
     join_statement,
     record_hash,
@@ -205,9 +214,9 @@ class SpaceSession:
         self.m = membership
         self.conn = conn
         self.roster: Roster | None = None
-        self.records: list[Record] = []
         self.warnings: list[str] = []  # what was skipped as bad (also logged), once each
         self._bad: set[int] = set()  # space-key epochs found bad
+        self._proven: dict[int, bytes] = {}  # older record hashes proven by load_hash
 
     @property
     def space_id(self) -> str:
@@ -224,19 +233,50 @@ class SpaceSession:
         return self.roster
 
     def hash_at(self, seq: int) -> bytes | None:
-        """The hash of record ``seq`` of the chain this device verified; None beyond its head.
-        Fork checks (:mod:`protocol.forks`) compare the head references other members sign
-        with it, so it must only ever answer from verified records."""
-        if 0 <= seq < len(self.records):
-            return record_hash(self.records[seq])
-        return None
+        """The hash of record ``seq`` of the chain this device verified, if known here: the
+        roster keeps recent hashes and checkpoints (``Roster.hashes``), and :meth:`load_hash`
+        proves others. Fork checks (:mod:`protocol.forks`) compare the head references
+        other members sign with it, so it must only ever answer from verified records."""
+        known = self.verified.hashes.get(seq)
+        return known if known is not None else self._proven.get(seq)
+
+    async def load_hash(self, seq: int) -> None:
+        """Make :meth:`hash_at` answer for ``seq`` (at or below our head): fetch the records
+        from ``seq`` up to the next hash the roster keeps and check that they link to it, so
+        the server cannot substitute a record the chain we verified does not hold. The cost
+        is bounded by ``HASH_CHECKPOINT`` records, whatever the chain's length."""
+        roster = self.verified
+        if not 0 <= seq <= roster.head_seq or self.hash_at(seq) is not None:
+            return
+        anchor = min(k for k in roster.hashes if k > seq)  # the head is always kept
+        fetched: list[Record] = []
+        while len(fetched) < anchor - seq + 1:
+            after = seq - 1 + len(fetched)
+            reply = await self.conn.request(GetRecords(self.conn.next_id(), after), Records)
+            if not reply.records:
+                break
+            fetched += reply.records[: anchor - seq + 1 - len(fetched)]
+        hashes = [record_hash(r) for r in fetched]
+        linked = (
+            len(fetched) == anchor - seq + 1
+            and all(r.seq == seq + i for i, r in enumerate(fetched))
+            and all(fetched[i + 1].prev == hashes[i] for i in range(len(fetched) - 1))
+            and hashes[-1] == roster.hashes[anchor]
+        )
+        if not linked:
+            self.warn(
+                f"the server could not show roster record #{seq} of the chain this device "
+                f"verified: {FORK_WARNING}"
+            )
+            return
+        self._proven.update(zip(range(seq, anchor + 1), hashes, strict=True))
 
     # -- keeping in step with the server ---------------------------------------------------------
 
     async def sync(self) -> Roster:
-        """Fetch and verify the whole chain, collect space keys, rotate if someone left."""
-        reply = await self.conn.request(GetRecords(self.conn.next_id()), Records)
-        roster = self._verify(reply.records)
+        """Fetch and verify the records after our verified head, collect space keys, rotate
+        if someone left."""
+        roster = await self._fetch_chain()
         await self._collect_space_keys(roster)
         self._remember()
         if self._should_rekey(roster):
@@ -266,22 +306,75 @@ class SpaceSession:
         if seals:
             await self.conn.request(PutSeals(self.conn.next_id(), seals), Done)
 
-    def _verify(self, records: list[Record]) -> Roster:
+    def _base(self) -> Roster | None:
+        """Where verification starts: this session's roster, else the roster cached with the
+        remembered head (None: from the genesis, e.g. if the cache is missing)."""
+        if self.roster is not None:
+            return self.roster.copy()
+        m = self.m
+        if not m.roster or m.head_seq < 0:
+            return None
         try:
-            roster = Roster.from_records(self.space_id, records)
+            cached = decode_roster(m.roster)
+        except ProtocolError:
+            return None
+        if (cached.space_id, cached.head_seq, cached.head_hash) != (
+            m.space_id,
+            m.head_seq,
+            m.head_hash,
+        ):
+            return None
+        return cached
+
+    async def _fetch_chain(self) -> Roster:
+        """Page through the records after our head, verifying each on top of it. Refuses a
+        continuation that does not link to our head, a server head behind ours, and (when
+        nothing is new) a server head that is ours by seq but not by hash."""
+        roster = self._base()
+        while True:
+            after = roster.head_seq if roster is not None else -1
+            reply = await self.conn.request(GetRecords(self.conn.next_id(), after), Records)
+            roster = self._extend(roster, reply.records)
+            if reply.head_seq < self.m.head_seq:
+                raise _rewritten()
+            if not reply.records:
+                if reply.head_seq < roster.head_seq:
+                    raise _rewritten()  # the server dropped records we verified
+                if reply.head_seq > roster.head_seq:
+                    raise VerificationError(
+                        "the server claims records after our head but does not send them"
+                    )
+                if reply.head_hash != roster.head_hash:
+                    raise _rewritten()
+                break
+            if roster.head_seq >= reply.head_seq:
+                if roster.head_seq == reply.head_seq and reply.head_hash != roster.head_hash:
+                    raise _rewritten()
+                break
+        self.roster = roster
+        return roster
+
+    def _extend(self, roster: Roster | None, records: list[Record]) -> Roster:
+        m = self.m
+        try:
+            for record in records:
+                if roster is None:
+                    roster = Roster.from_records(self.space_id, [record])
+                elif record is records[0] and roster.head_seq >= 0:
+                    try:
+                        roster.apply(record)
+                    except ChainConflict:
+                        raise _rewritten() from None
+                else:
+                    roster.apply(record)
+                if roster.head_seq == m.head_seq and roster.head_hash != m.head_hash:
+                    raise _rewritten()
         except ProtocolError as exc:
             raise VerificationError(
                 f"the server's roster for this space fails verification: {exc.message}"
             ) from None
-        m = self.m
-        if m.head_seq >= 0 and (
-            len(records) <= m.head_seq or record_hash(records[m.head_seq]) != m.head_hash
-        ):
-            raise VerificationError(
-                "the server rewrote this space's history (it differs from what this device "
-                "verified before); refusing it"
-            )
-        self.roster, self.records = roster, records
+        if roster is None:
+            raise VerificationError("the server sent an empty chain for this space")
         return roster
 
     async def _collect_space_keys(self, roster: Roster) -> None:
@@ -377,6 +470,7 @@ class SpaceSession:
         roster = self.verified
         m = self.m
         m.head_seq, m.head_hash = roster.head_seq, roster.head_hash
+        m.roster = encode_roster(roster)
         with contextlib.suppress(VerificationError):
             m.name = self.space_info().name
 
@@ -390,6 +484,7 @@ class SpaceSession:
                     stored.state.update(m.state)
                     if m.head_seq >= stored.head_seq:
                         stored.head_seq, stored.head_hash = m.head_seq, m.head_hash
+                        stored.roster = m.roster
                     stored.name = m.name
                     data.memberships[i] = stored
                     return
@@ -459,10 +554,14 @@ class SpaceSession:
         for _ in range(APPEND_RETRIES):
             roster = self.verified
             bodies = list(make_bodies(roster) if callable(make_bodies) else make_bodies)
-            scratch = Roster.from_records(self.space_id, self.records)
+            scratch = roster.copy()
             records = chain(self.m, self.space_id, roster, bodies)
-            for record in records:
-                scratch.apply(record)
+            try:
+                for record in records:
+                    scratch.apply(record)
+            except ProtocolError as exc:
+                # The refusal the server would answer (e.g. over the profile quota), made here.
+                raise ServerError(exc.code, exc.message) from None
             sealed: list[Envelope] = []
             new_key: tuple[int, bytes] | None = None
             if self._should_rekey(scratch):
@@ -710,6 +809,7 @@ async def create_space(
     finally:
         await conn.close()
     m.head_seq, m.head_hash = records[-1].seq, record_hash(records[-1])
+    m.roster = encode_roster(Roster.from_records(space_id, records))
     keystore.update(lambda data: data.memberships.append(m))
     return m, link
 
@@ -786,12 +886,18 @@ async def join_space(keystore: Keystore, link_text: str, display_name: str) -> S
         keystore.update(lambda data: data.memberships.append(m))
         session = SpaceSession(keystore, m, conn)
         await session.sync()  # verifies the chain, then publishes our profile
-        ours = session.records[record.seq] if record.seq < len(session.records) else None
-        if ours is None or record_hash(ours) != record_hash(record):
+        if session.hash_at(record.seq) != record_hash(record):
             raise VerificationError("the server's chain does not hold this join")
-        at_join = sum(1 for r in session.records[: record.seq] if isinstance(r.body, Rekey))
+        at_join = session.verified.epoch_at(record.seq)
         if sealed.epoch != at_join:
             session.warn(f"the invite carried the key of epoch {sealed.epoch}, not {at_join}")
     finally:
         await conn.close()
     return m
+
+
+def _rewritten() -> VerificationError:
+    return VerificationError(
+        "the server rewrote this space's history (it differs from what this device "
+        "verified before); refusing it"
+    )

@@ -162,11 +162,11 @@ class StoryReader:
     def __init__(self, session: SpaceSession) -> None:
         self.session = session
         self.heads = HeadCheck(session, self.refresh)
-        self._history = RosterHistory(session.space_id, session.records)
+        self._history = RosterHistory(session)
 
     async def refresh(self) -> None:
         await self.session.sync()
-        self._history = RosterHistory(self.session.space_id, self.session.records)
+        self._history = RosterHistory(self.session)
 
     async def view(self, info: StoryInfo) -> tuple[StoryView, chatcrypto.StoryMeta]:
         """Decrypt and verify a story's caption block (VerificationError if it fails, with

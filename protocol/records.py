@@ -13,15 +13,26 @@ chain through :class:`Roster`, which applies the same rules:
   so the joiner proves it held the link's secret;
 - a rekey comes from an owner or moderator, or from any member while a departure awaits one
   (the server also checks that its envelopes reach exactly the current members).
+- bodies stay within fixed sizes and a member makes at most :data:`PROFILE_QUOTA` profile
+  records within :data:`PROFILE_WINDOW` seconds (by their signed times), so no member can grow
+  the chain's cost for everyone else (the server adds time-based rate limits on top).
+
+A verified :class:`Roster` is also what a client keeps between commands (:func:`encode_roster`):
+it fetches only the records after its cached head, so a command's cost does not grow with the
+chain. For checking messages signed at an older head it keeps, besides the current state, the
+few facts that change who may post: role changes, room creation, publisher grants and epochs
+(:meth:`Roster.at`), never the whole chain.
 
 Errors (all :class:`ProtocolError`): :class:`RecordError` (malformed, bad signature),
-:class:`ChainConflict` (not on the current head) and :class:`RecordForbidden` (well formed
-but not allowed).
+:class:`ChainConflict` (not on the current head), :class:`RecordForbidden` (well formed
+but not allowed), :class:`RecordTooLarge` (a body over its size cap) and
+:class:`RecordRateLimited` (over the profile quota).
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -30,7 +41,7 @@ import msgspec
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from protocol.errors import Conflict, Forbidden, InvalidMessage
+from protocol.errors import Conflict, Forbidden, InvalidMessage, RateLimited, TooLarge
 from protocol.ids import is_valid_id
 from protocol.labels import FINGERPRINT_DOMAIN, JOIN_DOMAIN, RECORD_DOMAIN
 
@@ -40,6 +51,27 @@ Topology = Literal["auto", "mesh", "sfu"]
 ROLE_RANK: Final[dict[str, int]] = {"member": 1, "moderator": 2, "owner": 3}
 ZERO_HASH: Final = bytes(32)
 KEY_LEN: Final = 32
+
+# Size caps of record bodies (bytes). A profile holds a display name and a 128-pixel JPEG
+# avatar; the rest hold short names. Together with PROFILE_QUOTA these bound what one member
+# can add to the chain that every client fetches.
+MAX_PROFILE_BOX: Final = 14_336
+MAX_META_BOX: Final = 4_096
+MAX_NAME_BOX: Final = 1_024
+MAX_ID_LEN: Final = 64  # invite and room ids
+MAX_PREV_BOX: Final = 128  # secretbox of a 32-byte key is 72 bytes
+# At most PROFILE_QUOTA profile records by one member whose signed times lie within
+# PROFILE_WINDOW seconds of each other (the server refuses records whose time is far from
+# its clock, so the signed times are honest enough for this to be a real rate).
+PROFILE_QUOTA: Final = 20
+PROFILE_WINDOW: Final = 3600
+MAX_ROOMS: Final = 1_000
+# Record hashes a roster keeps, so readers can check the head (seq, hash) that others sign
+# (protocol.forks) without keeping the chain: every hash of the last HASH_WINDOW records, and
+# one every HASH_CHECKPOINT records before them. An older hash is proven by fetching the
+# records from it up to the next checkpoint and checking their links (client.space.load_hash).
+HASH_WINDOW: Final = 1_024
+HASH_CHECKPOINT: Final = 256
 
 
 class RecordError(InvalidMessage):
@@ -52,6 +84,14 @@ class RecordForbidden(Forbidden):
 
 class ChainConflict(Conflict):
     """A record was made on a head that is no longer the head (retry on the new head)."""
+
+
+class RecordTooLarge(TooLarge):
+    """A record body is over its size cap."""
+
+
+class RecordRateLimited(RateLimited):
+    """A member is over a quota of records of one kind."""
 
 
 class Genesis(msgspec.Struct, tag="genesis", frozen=True):
@@ -223,12 +263,16 @@ class Member:
     role: Role
     joined_seq: int
     profile: Profile | None = None
+    profile_times: list[int] = field(default_factory=list)  # of the last PROFILE_QUOTA
 
 
 @dataclass
 class Room:
     spec: RoomCreate
     publishers: set[bytes] = field(default_factory=set)
+    created_seq: int = 0
+    # key -> [(seq, publisher?)]: grants over time, to judge posts made at older heads
+    publisher_log: dict[bytes, list[tuple[int, bool]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -253,6 +297,11 @@ class Roster:
     rekey_authors: dict[int, bytes] = field(default_factory=dict)
     invite_authors: dict[str, bytes] = field(default_factory=dict)
     rooms: dict[str, Room] = field(default_factory=dict)
+    # History, bounded by membership events (not by the chain's length):
+    epoch_starts: list[int] = field(default_factory=lambda: [0])  # epoch -> seq it began
+    role_log: dict[bytes, list[tuple[int, str]]] = field(default_factory=dict)  # "" = gone
+    former_profiles: dict[bytes, Profile] = field(default_factory=dict)  # departed members
+    hashes: dict[int, bytes] = field(default_factory=dict)  # seq -> record hash (see HASH_WINDOW)
 
     @classmethod
     def from_records(cls, space_id: str, records: list[Record]) -> Roster:
@@ -268,6 +317,38 @@ class Roster:
         for record in records:
             roster.apply(record)
         return roster
+
+    def copy(self) -> Roster:
+        """An independent copy (applying records to it leaves this one untouched)."""
+        return decode_roster(encode_roster(self))
+
+    def at(self, seq: int) -> RosterAt | None:
+        """What the chain said at head ``seq`` about epochs and posting rights (None if
+        ``seq`` is not a head this roster has reached)."""
+        if not 0 <= seq <= self.head_seq:
+            return None
+        return RosterAt(self, seq)
+
+    def epoch_at(self, seq: int) -> int:
+        return bisect.bisect_right(self.epoch_starts, seq) - 1
+
+    def role_at(self, key: bytes, seq: int) -> str:
+        """The member's role after record ``seq`` ("" if not a member then)."""
+        log = self.role_log.get(key, [])
+        i = bisect.bisect_right(log, seq, key=lambda event: event[0])
+        return log[i - 1][1] if i else ""
+
+    def may_post_at(self, room_id: str, key: bytes, seq: int) -> bool:
+        """:meth:`may_post` as it was after record ``seq``."""
+        room = self.rooms.get(room_id)
+        role = self.role_at(key, seq)
+        if room is None or room.created_seq > seq or not role or room.spec.kind == "conference":
+            return False
+        if room.spec.kind == "chat" or ROLE_RANK[role] >= ROLE_RANK["moderator"]:
+            return True
+        grants = room.publisher_log.get(key, [])
+        i = bisect.bisect_right(grants, seq, key=lambda event: event[0])
+        return bool(i) and grants[i - 1][1]
 
     @property
     def needs_rekey(self) -> bool:
@@ -311,6 +392,10 @@ class Roster:
             self._apply_member_record(record, author, body)
         self.head_seq = record.seq
         self.head_hash = record_hash(record)
+        self.hashes[record.seq] = self.head_hash
+        old = record.seq - HASH_WINDOW
+        if old >= 0 and old % HASH_CHECKPOINT:
+            self.hashes.pop(old, None)
 
     def _check_link(self, record: Record) -> None:
         if record.space_id != self.space_id:
@@ -329,6 +414,7 @@ class Roster:
             raise RecordError("bad box key")
         self.members[record.author] = Member(record.author, body.box_key, "owner", 0)
         self.box_keys[record.author] = body.box_key
+        self.role_log[record.author] = [(0, "owner")]
 
     def _apply_join(self, record: Record, body: Join) -> None:
         invite = self.invites.get(body.invite_id)
@@ -351,15 +437,28 @@ class Roster:
         self.departed.pop(record.author, None)
         self.members[record.author] = Member(record.author, body.box_key, invite.role, record.seq)
         self.box_keys[record.author] = body.box_key
+        self.former_profiles.pop(record.author, None)
+        self.role_log.setdefault(record.author, []).append((record.seq, invite.role))
 
     def _apply_member_record(self, record: Record, author: Member, body: RecordBody) -> None:
         rank = ROLE_RANK[author.role]
         if isinstance(body, Profile):
             self._check_epoch(body.epoch)
+            _cap(body.box, MAX_PROFILE_BOX, "profile")
+            recent = [
+                t for t in author.profile_times if abs(t - record.created_at) < PROFILE_WINDOW
+            ]
+            if len(recent) >= PROFILE_QUOTA:
+                raise RecordRateLimited(
+                    f"at most {PROFILE_QUOTA} profile changes per member per "
+                    f"{PROFILE_WINDOW // 60} minutes; try again later"
+                )
+            author.profile_times = [*author.profile_times, record.created_at][-PROFILE_QUOTA:]
             author.profile = body
         elif isinstance(body, SpaceMeta):
             self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators rename")
             self._check_epoch(body.epoch)
+            _cap(body.box, MAX_META_BOX, "space name")
             self.meta = body
         elif isinstance(body, InviteCreate):
             self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators invite")
@@ -369,6 +468,7 @@ class Roster:
             self._require(body.max_uses >= 1, "an invite needs at least one use")
             if len(body.invite_key) != KEY_LEN or not is_valid_id(body.invite_id):
                 raise RecordError("bad invite key or id")
+            _cap(body.invite_id.encode(), MAX_ID_LEN, "invite id")
             self.invites[body.invite_id] = body
             self.invite_authors[body.invite_id] = author.key
         elif isinstance(body, InviteRevoke):
@@ -381,6 +481,7 @@ class Roster:
             self._require(rank > ROLE_RANK[target.role], "target's role is not below yours")
             self._require(ROLE_RANK[body.role] <= rank, "cannot grant a role above your own")
             target.role = body.role
+            self.role_log[target.key].append((record.seq, body.role))
         elif isinstance(body, Remove):
             target = self._target(body.member)
             self._require(target.key != author.key, "use leave to remove yourself")
@@ -399,7 +500,10 @@ class Roster:
             if not is_valid_id(body.room_id) or body.ttl < 0:
                 raise RecordError("bad room id or lifetime")
             self._check_epoch(body.epoch)
-            self.rooms[body.room_id] = Room(body)
+            _cap(body.name_box, MAX_NAME_BOX, "room name")
+            if len(self.rooms) >= MAX_ROOMS:
+                raise RecordTooLarge(f"a space holds at most {MAX_ROOMS} rooms")
+            self.rooms[body.room_id] = Room(body, created_seq=record.seq)
         elif isinstance(body, RoomGrant):
             self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators grant")
             room = self.rooms.get(body.room_id)
@@ -411,6 +515,7 @@ class Roster:
                 room.publishers.add(body.member)
             else:
                 room.publishers.discard(body.member)
+            room.publisher_log.setdefault(body.member, []).append((record.seq, body.publisher))
         elif isinstance(body, Rekey):
             if body.epoch != self.epoch + 1:
                 raise RecordError(f"rekey to epoch {body.epoch}, expected {self.epoch + 1}")
@@ -420,7 +525,9 @@ class Roster:
                 self.may_rekey(author.key),
                 "only owners and moderators rekey, or a member completing a removal or leave",
             )
+            _cap(body.prev_box, MAX_PREV_BOX, "rekey")
             self.epoch = body.epoch
+            self.epoch_starts.append(record.seq)
             self.epoch_seq = record.seq
             self.rekeys[body.epoch] = body
             self.rekey_authors[body.epoch] = author.key
@@ -438,9 +545,14 @@ class Roster:
         return target
 
     def _depart(self, seq: int, key: bytes, *, banned: bool) -> None:
-        del self.members[key]
+        member = self.members.pop(key)
+        if member.profile is not None:
+            self.former_profiles[key] = member.profile
+        self.role_log[key].append((seq, ""))
         for room in self.rooms.values():
-            room.publishers.discard(key)
+            if key in room.publishers:
+                room.publishers.discard(key)
+                room.publisher_log.setdefault(key, []).append((seq, False))
         self.departed[key] = banned
         self.last_departure_seq = seq
 
@@ -448,3 +560,38 @@ class Roster:
     def _require(condition: bool, reason: str) -> None:
         if not condition:
             raise RecordForbidden(reason)
+
+
+def _cap(value: bytes, limit: int, what: str) -> None:
+    if len(value) > limit:
+        raise RecordTooLarge(f"{what} record over its size cap ({len(value)} > {limit} bytes)")
+
+
+@dataclass(frozen=True)
+class RosterAt:
+    """The roster's answers as of an earlier head (see :meth:`Roster.at`)."""
+
+    roster: Roster
+    seq: int
+
+    @property
+    def epoch(self) -> int:
+        return self.roster.epoch_at(self.seq)
+
+    def may_post(self, room_id: str, key: bytes) -> bool:
+        return self.roster.may_post_at(room_id, key, self.seq)
+
+
+_roster_decoder = msgspec.msgpack.Decoder(Roster)
+
+
+def encode_roster(roster: Roster) -> bytes:
+    """Every field of a roster (generically: a field added to Roster is kept too)."""
+    return _encoder.encode(roster)
+
+
+def decode_roster(data: bytes) -> Roster:
+    try:
+        return _roster_decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"malformed roster: {exc}") from None

@@ -129,6 +129,9 @@ class JoinSpace(msgspec.Struct, tag="join_space", frozen=True):
 
 
 class GetRecords(msgspec.Struct, tag="get_records", frozen=True):
+    """Records with seq > ``after``, one bounded page (see :class:`Records`). A client asks
+    from its cached verified head; the first record must then link to that head's hash."""
+
     id: int
     after: int = -1
 
@@ -228,8 +231,15 @@ class Joined(msgspec.Struct, tag="joined", frozen=True):
 
 
 class Records(msgspec.Struct, tag="records", frozen=True):
+    """One page of records after the asked seq, in order, and the server's current head.
+    A page holds at least one record when there are any, and at most the server's page
+    limits; the client asks again from its new head until it reaches ``head_seq``, then
+    checks that its head hash equals ``head_hash``."""
+
     id: int
     records: list[Record]
+    head_seq: int
+    head_hash: bytes
 
 
 class Appended(msgspec.Struct, tag="appended", frozen=True):

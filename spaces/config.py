@@ -32,6 +32,14 @@ class LimitsSection(msgspec.Struct, forbid_unknown_fields=True):
     max_record_bytes: int = 16_384
     max_records_per_append: int = 64
     max_envelopes_per_append: int = 2048
+    # the record chain (spaces/membership.py): pages of GetRecords, per-member quotas
+    records_page_max: int = 1024
+    records_page_bytes: int = 1_048_576
+    records_per_minute_per_member: float = 30.0
+    record_burst_per_member: int = 200
+    profiles_per_hour_per_member: float = 20.0
+    profile_burst_per_member: int = 10
+    record_clock_skew_seconds: int = 600
     requests_per_second: float = 50.0
     request_burst: int = 200
     join_attempts_per_minute_per_address: int = 30

@@ -9,7 +9,6 @@ client would refuse; clients still verify everything themselves.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from protocol.errors import (
     InvalidMessage,
     NotFound,
     ProtocolError,
+    RateLimited,
     Revoked,
     TooLarge,
     Unauthenticated,
@@ -32,6 +32,7 @@ from protocol.records import (
     InviteCreate,
     Join,
     Leave,
+    Profile,
     Record,
     RecordError,
     Rekey,
@@ -52,6 +53,7 @@ from protocol.wire import (
 )
 from spaces.config import Config
 from spaces.hub import Hub
+from spaces.limits import KeyedLimiter
 from spaces.storage import Store, StoredRecord
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,16 @@ class Membership:
         self.hub = hub
         self.clock = clock
         self._rosters: dict[str, Roster] = {}
-        self._records: dict[str, list[Record]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        limits = config.limits
+        # Per (space, member): records of any kind, and profile changes (the chain every
+        # client fetches must not grow at one member's whim; see also the roster's quota).
+        self._record_limiter = KeyedLimiter(
+            limits.records_per_minute_per_member / 60, limits.record_burst_per_member, clock
+        )
+        self._profile_limiter = KeyedLimiter(
+            limits.profiles_per_hour_per_member / 3600, limits.profile_burst_per_member, clock
+        )
 
     def _lock(self, space_id: str) -> asyncio.Lock:
         return self._locks.setdefault(space_id, asyncio.Lock())
@@ -101,12 +111,30 @@ class Membership:
             records = [decode_record(data) for data in stored]
             roster = Roster.from_records(space_id, records)
             self._rosters[space_id] = roster
-            self._records[space_id] = records
             return roster
 
     async def records(self, space_id: str, after: int = -1) -> list[Record]:
+        """Every record with seq > after (for a newcomer, who verifies from the genesis)."""
         await self.roster(space_id)
-        return self._records[space_id][after + 1 :]
+        return [decode_record(data) for data in await self.store.load_records(space_id, after)]
+
+    async def records_page(self, space_id: str, after: int = -1) -> tuple[list[Record], Roster]:
+        """One bounded page of the records with seq > after, and the roster (for its head):
+        at most ``records_page_max`` records and about ``records_page_bytes`` bytes, but at
+        least one record when there are any."""
+        await self.roster(space_id)
+        limits = self.config.limits
+        page: list[Record] = []
+        size = 0
+        for data in await self.store.load_records(space_id, after, limits.records_page_max):
+            size += len(data)
+            if page and size > limits.records_page_bytes:
+                break
+            page.append(decode_record(data))
+        # The roster as of after the read, so its head is normally at or past the page's end
+        # (an append committing during the read can leave it one batch behind; clients
+        # accept a page that runs past the head they were told).
+        return page, self._rosters[space_id]
 
     # -- creation ------------------------------------------------------------------------------
 
@@ -133,7 +161,6 @@ class Membership:
                 space_id, [self._stored(r) for r in records], seals=seals, create=True
             )
             self._rosters[space_id] = roster
-            self._records[space_id] = list(records)
         log.info("space created (%d records)", len(records))
         return roster
 
@@ -205,18 +232,19 @@ class Membership:
                     raise InvalidMessage("joins go through an invite")
             if not allow_join:
                 roster.active(author)
+            self._check_clock(records)
             # Validate on a scratch copy: a bad record in the batch must change nothing.
-            scratch = _copy_roster(roster)
+            scratch = roster.copy()
             for record in records:
                 scratch.apply(record)
             _check_rekey(records, scratch, envelopes)
             await self._check_envelopes(space_id, scratch, author, envelopes)
             self._check_seals(scratch, seals)
+            self._take_quotas(space_id, author, records)
             await self.store.append(
                 space_id, [self._stored(r) for r in records], envelopes=envelopes, seals=seals
             )
             self._rosters[space_id] = scratch
-            self._records[space_id].extend(records)
         await self._announce(space_id, records)
         await self._forget_dead_invites(scratch, records)
         return scratch.head_seq
@@ -252,6 +280,30 @@ class Membership:
         ]
         await self.store.wipe_invite_seals(dead)
         return len(dead)
+
+    def _check_clock(self, records: Sequence[Record]) -> None:
+        """Signed times near our clock, so the roster's profile quota (over signed times)
+        is a real rate."""
+        now = self.clock()
+        skew = self.config.limits.record_clock_skew_seconds
+        for record in records:
+            if abs(record.created_at - now) > skew:
+                raise InvalidMessage(
+                    f"record {record.seq} is signed with a time more than {skew} s from the "
+                    "server's clock; check this device's clock"
+                )
+
+    def _take_quotas(self, space_id: str, author: bytes, records: Sequence[Record]) -> None:
+        """Server policy on top of the roster's rules: token buckets per member for records
+        and for profile changes (taken only for valid records)."""
+        if not records:
+            return
+        key = f"{space_id}/{author.hex()}"
+        profiles = sum(isinstance(r.body, Profile) for r in records)
+        if profiles and not self._profile_limiter.allow(key, profiles):
+            raise RateLimited("too many profile changes from this member; wait a while")
+        if not self._record_limiter.allow(key, len(records)):
+            raise RateLimited("too many records from this member; wait a minute")
 
     def _check_sizes(
         self,
@@ -368,11 +420,6 @@ def _check_rekey(records: Sequence[Record], roster: Roster, envelopes: Sequence[
             f"({missing} missing, {len(set(recipients) - expected)} not members, "
             f"{len(recipients) - len(set(recipients))} duplicates)"
         )
-
-
-def _copy_roster(roster: Roster) -> Roster:
-    """A copy deep enough that applying records to it leaves ``roster`` untouched."""
-    return copy.deepcopy(roster)
 
 
 __all__ = ["SPACE_SCOPE", "Membership", "OpenedInvite", "RecordError", "Stale"]

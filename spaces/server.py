@@ -110,7 +110,8 @@ def add_routes(app: web.Application, routes: dict[type, Route]) -> None:
 async def get_records(caller: Caller, message: GetRecords) -> msgspec.Struct:
     m = caller.app[MEMBERSHIP]
     (await m.roster(caller.space_id)).active(caller.member)
-    return Records(message.id, await m.records(caller.space_id, message.after))
+    page, roster = await m.records_page(caller.space_id, message.after)
+    return Records(message.id, page, roster.head_seq, roster.head_hash)
 
 
 async def append(caller: Caller, message: Append) -> msgspec.Struct:

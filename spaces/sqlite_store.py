@@ -102,10 +102,10 @@ class SqliteStore:
         async with self.db.execute("SELECT 1 FROM spaces WHERE space_id = ?", (space_id,)) as c:
             return await c.fetchone() is not None
 
-    async def load_records(self, space_id: str, after: int = -1) -> list[bytes]:
+    async def load_records(self, space_id: str, after: int = -1, limit: int = -1) -> list[bytes]:
         async with self.db.execute(
-            "SELECT data FROM records WHERE space_id = ? AND seq > ? ORDER BY seq",
-            (space_id, after),
+            "SELECT data FROM records WHERE space_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (space_id, after, limit),
         ) as cursor:
             return [bytes(row[0]) for row in await cursor.fetchall()]
 

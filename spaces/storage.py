@@ -26,8 +26,8 @@ class Store(Protocol):
 
     async def space_exists(self, space_id: str) -> bool: ...
 
-    async def load_records(self, space_id: str, after: int = -1) -> list[bytes]:
-        """Encoded records with seq > after, in order."""
+    async def load_records(self, space_id: str, after: int = -1, limit: int = -1) -> list[bytes]:
+        """Encoded records with seq > after, in order; at most ``limit`` (-1: all)."""
         ...
 
     async def append(

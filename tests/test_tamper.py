@@ -16,11 +16,12 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
 import pytest
-from conftest import SalonServer, SalonUser, stored_records
+from conftest import SalonServer, SalonUser, assert_one_line_error, stored_records
 from nacl.signing import SigningKey
 
 from protocol.errors import ProtocolError
@@ -508,7 +509,8 @@ def serve_altered(app: Any, alter: Callable[[list[Record]], list[Record]] | None
     ``alter(true chain)`` (None: the truth again), while it keeps validating appends against
     the true chain."""
     membership = app[MEMBERSHIP]
-    vars(membership).pop("records", None)  # back to the class's honest method
+    vars(membership).pop("records", None)  # back to the class's honest methods
+    vars(membership).pop("records_page", None)
     if alter is None:
         return
     true_records = membership.records
@@ -517,7 +519,13 @@ def serve_altered(app: Any, alter: Callable[[list[Record]], list[Record]] | None
         chain = await true_records(space_id)
         return alter(list(chain))[after + 1 :]
 
+    async def records_page(space_id: str, after: int = -1) -> tuple[list[Record], Any]:
+        chain = alter(list(await true_records(space_id)))
+        head = SimpleNamespace(head_seq=chain[-1].seq, head_hash=record_hash(chain[-1]))
+        return chain[after + 1 :], head
+
     membership.records = records
+    membership.records_page = records_page
 
 
 def escalated_chain(records: list[Record]) -> list[Record]:
@@ -542,6 +550,17 @@ ALTERATIONS: dict[str, Callable[[list[Record]], list[Record]]] = {
     "hidden-member": dropped_member_chain,
     "reordered": lambda rs: [rs[0], rs[2], rs[1], *rs[3:]],
 }
+# What a member who verified the true chain before sees. Members fetch only what follows
+# their cached, verified head: a forged continuation fails verification, a changed head is a
+# rewrite; a change strictly inside the past they verified never reaches them (None: they keep
+# their verified view). Newcomers verify from the genesis and refuse every one of them.
+MEMBER_SEES: dict[str, str | None] = {
+    "escalated-role": "rewrote",  # the role change is the head
+    "forged-promotion": "fails verification",
+    "ghost-member": "fails verification",
+    "hidden-member": None,  # a hole in the past; the head is still the true one
+    "reordered": None,
+}
 
 
 async def test_client_refuses_an_altered_chain(app_server, user):
@@ -558,8 +577,14 @@ async def test_client_refuses_an_altered_chain(app_server, user):
     for name, alteration in ALTERATIONS.items():
         serve_altered(srv.app, alteration)
         for person in (alice, bob):
-            line = await person.afail("members", space_id)
-            assert "fails verification" in line, (name, line)
+            expected = MEMBER_SEES[name]
+            if expected is None:
+                assert len(await person.ajson("members", space_id)) == 2, name
+                continue
+            result = await person.arun("members", space_id, check=False)
+            assert result.returncode != 0, (name, result.stdout)
+            line = assert_one_line_error(result)
+            assert expected in line, (name, line)
     # A newcomer sees no chain before joining; once joined, it is served the altered chain
     # and refuses it like any member (the join itself is recorded and kept).
     line = await carol.afail("join", created["link"], "--as", "Carol")
