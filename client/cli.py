@@ -302,9 +302,17 @@ async def cmd_room_create(args: argparse.Namespace) -> int:
             stage=args.stage,
             topology=args.topology,
             ttl=ttl,
+            history=args.history,
         )
     if args.json:
-        emit_json({"room_id": room.room_id, "name": room.name, "kind": room.kind})
+        emit_json(
+            {
+                "room_id": room.room_id,
+                "name": room.name,
+                "kind": room.kind,
+                "history": room.spec.history,
+            }
+        )
     else:
         print(f"Created {room.kind} room {room.name!r} ({room.room_id}).")
     return 0
@@ -509,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", action="store_true", help="conference: only speakers send")
     p.add_argument("--topology", choices=["auto", "mesh", "sfu"], default="auto")
     p.add_argument("--ttl", help="default message lifetime, like 1h")
+    p.add_argument(
+        "--history",
+        choices=["since-join", "shared"],
+        default="since-join",
+        help="what a later joiner can read: only what is sent after they join (default), or "
+        "also the current key epoch's earlier messages",
+    )
     for name, grant in (("grant", True), ("ungrant", False)):
         p = command(name, cmd_room_publisher, room_sub, help=f"{name} publishing in a channel")
         p.add_argument("space")

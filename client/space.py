@@ -168,6 +168,8 @@ class SpaceSession:
         self.conn = conn
         self.roster: Roster | None = None
         self.records: list[Record] = []
+        # Room keys derived and checked this session: (room id, epoch, generation) -> key.
+        self.room_key_cache: dict[tuple[str, int, int], bytes] = {}
 
     @property
     def space_id(self) -> str:
@@ -252,7 +254,11 @@ class SpaceSession:
         sender_box = roster.box_keys.get(envelope.sender)
         if sender_box is None or envelope.epoch not in roster.rekeys:
             return  # not from anyone we know, or for an epoch the chain never made
-        key = crypto.open_from(self.m.box_secret, sender_box, envelope.box)
+        if not roster.member_during(envelope.sender, envelope.epoch):
+            return  # sealed by someone who was no member in that epoch (a removed member)
+        key = crypto.open_key(
+            self.m.box_secret, sender_box, envelope.box, self.space_id, SPACE_SCOPE, envelope.epoch
+        ).key
         previous = self.m.space_keys.get(envelope.epoch - 1)
         if previous is not None:
             # Bind the envelope to the signed rekey record: the new key must unlock the old.
@@ -275,7 +281,10 @@ class SpaceSession:
                     stored.space_keys.update(m.space_keys)
                     stored.invite_secrets.update(m.invite_secrets)
                     for room_id, keys in m.room_keys.items():
-                        stored.room_keys.setdefault(room_id, {}).update(keys)
+                        kept = stored.room_keys.setdefault(room_id, {})
+                        for epoch, held in keys.items():  # keep the oldest generation
+                            if epoch not in kept or held.generation < kept[epoch].generation:
+                                kept[epoch] = held
                     stored.state.update(m.state)
                     if m.head_seq >= stored.head_seq:
                         stored.head_seq, stored.head_hash = m.head_seq, m.head_hash
@@ -368,7 +377,15 @@ class SpaceSession:
                         new_key[0],
                         member.key,
                         self.member_key,
-                        crypto.seal_to(self.m.box_secret, member.box_key, new_key[1]),
+                        crypto.seal_key(
+                            self.m.box_secret,
+                            member.box_key,
+                            self.space_id,
+                            SPACE_SCOPE,
+                            new_key[0],
+                            0,
+                            new_key[1],
+                        ),
                     )
                     for member in scratch.members.values()
                 ]
