@@ -34,6 +34,7 @@ from client import chatcrypto, crypto
 from client.errors import ClientError, ServerError, Unreachable, VerificationError
 from client.rooms import (
     RoomKeyConflict,
+    RoomKeyRefused,
     RoomKeyUnavailable,
     RoomView,
     resolve_room,
@@ -222,6 +223,9 @@ class RoomReader:
             return None
         try:
             key = await room_key(session, self.room.room_id, message.epoch, generation)
+        except RoomKeyRefused as exc:
+            self.stats.rejected.append((message.seq, str(exc)))
+            return None
         except RoomKeyUnavailable:
             self.stats.unreadable += 1
             return None

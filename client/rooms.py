@@ -11,7 +11,6 @@ unreadable to them.
 
 from __future__ import annotations
 
-import logging
 import secrets
 from dataclasses import dataclass
 
@@ -44,11 +43,21 @@ from protocol.wire import (
     GetEnvelopes,
 )
 
-log = logging.getLogger(__name__)
-
 
 class RoomKeyUnavailable(VerificationError):
     """No member holding this epoch's room key has shared it with us yet."""
+
+
+class RoomKeyRefused(RoomKeyUnavailable):
+    """The only envelopes for this key failed the checks (relabelled, from a non-member,
+    or a key that does not match the commitment on the chain)."""
+
+
+def _unavailable(session: SpaceSession, room_id: str, epoch: int, why: str) -> RoomKeyUnavailable:
+    refused = session.refused_keys.get((room_id, epoch))
+    if refused is None:
+        return RoomKeyUnavailable(why)
+    return RoomKeyRefused(f"refused this room's key for epoch {epoch}: {refused}")
 
 
 class RoomName(msgspec.Struct):
@@ -251,7 +260,9 @@ async def room_key(
         await _make_room_key(session, room_id)
         return await room_key(session, room_id, epoch, generation)
     if epoch not in held:
-        raise RoomKeyUnavailable("this device never received the key for those messages")
+        raise _unavailable(
+            session, room_id, epoch, "this device never received the key for those messages"
+        )
     if generation < held[epoch].generation:
         raise RoomKeyUnavailable("sent before this member joined (the room's history is closed)")
     key = _advance(session, room_id, epoch, held[epoch], generation)
@@ -280,12 +291,12 @@ async def _make_room_key(session: SpaceSession, room_id: str) -> None:
                 raise RoomKeyUnavailable("the space's key epoch moved on; try again") from None
             if roster.epoch in session.m.room_keys.get(room_id, {}):
                 return
-            raise RoomKeyUnavailable(NOT_SHARED_YET) from None
+            raise _unavailable(session, room_id, roster.epoch, NOT_SHARED_YET) from None
         session.m.room_keys.setdefault(room_id, {})[roster.epoch] = base
         session._remember()
         await session.sync()
         return
-    raise RoomKeyUnavailable(NOT_SHARED_YET)
+    raise _unavailable(session, room_id, roster.epoch, NOT_SHARED_YET)
 
 
 NOT_SHARED_YET = (
@@ -294,24 +305,21 @@ NOT_SHARED_YET = (
 )
 
 
-async def _fetch_room_keys(session: SpaceSession, room_id: str) -> list[str]:
-    """Open the envelopes sealed to us for epochs we lack; returns why any were refused."""
+async def _fetch_room_keys(session: SpaceSession, room_id: str) -> None:
+    """Open the envelopes sealed to us for epochs we lack (noting why any were refused)."""
     roster = session.verified
     held = session.m.room_keys.setdefault(room_id, {})
     reply = await session.conn.request(
         GetEnvelopes(session.conn.next_id(), room_id, min(held, default=0)), Envelopes
     )
-    refused = []
     for envelope in reply.envelopes:
         if envelope.epoch in held or envelope.recipient != session.member_key:
             continue
         try:
             held[envelope.epoch] = _open_room_envelope(session, roster, room_id, envelope)
         except VerificationError as exc:
-            refused.append(str(exc))
-            log.warning("refused a room key envelope: %s", exc)
+            session.refused_keys[(room_id, envelope.epoch)] = str(exc)
     session._remember()
-    return refused
 
 
 def _open_room_envelope(

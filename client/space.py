@@ -170,6 +170,8 @@ class SpaceSession:
         self.records: list[Record] = []
         # Room keys derived and checked this session: (room id, epoch, generation) -> key.
         self.room_key_cache: dict[tuple[str, int, int], bytes] = {}
+        # Room key envelopes refused this session: (room id, epoch) -> why (shown to the user).
+        self.refused_keys: dict[tuple[str, int], str] = {}
 
     @property
     def space_id(self) -> str:
