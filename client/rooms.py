@@ -1,12 +1,21 @@
-"""Rooms of a space and their keys (DESIGN §5).
+"""Rooms of a space and their keys (DESIGN §5; the key rules are in :mod:`protocol.roomkeys`).
 
 A room is a signed :class:`~protocol.records.RoomCreate` record; its name is encrypted under
 the space key. Each room has one symmetric key per space epoch (a new epoch starts whenever
-someone leaves or is removed). The first member who needs the key for an epoch makes it and
-seals it (crypto_box) to every member; afterwards any member who holds it seals it to members
-who lack it — on every command they run — so key delivery never waits on one person being
-online. A member who joins later gets only the current epoch's key: earlier messages stay
-unreadable to them.
+someone leaves or is removed). The first member who needs the key for an epoch makes it,
+commits to it in a signed :class:`~protocol.records.RoomKey` record and seals it (crypto_box,
+the plaintext naming space, room, epoch and generation) to every member; afterwards any
+member who holds it seals it to members who lack it — on every command they run — so key
+delivery never waits on one person being online.
+
+An envelope is accepted only if it opens, names this room and epoch, comes from someone who
+was a member during that epoch, and carries the key committed to on the chain. Refusals are
+remembered for the session and shown (a message is "not shown: refused ..."; a send fails).
+
+History: in a ``since-join`` room the epoch's key moves one generation forward (one-way) on
+every join, members advance locally, and a joiner is sealed the generation its join started,
+so nothing said before it joined opens for it. In a ``shared`` room a joiner gets the epoch's
+key (generation 0) and reads the epoch's history.
 """
 
 from __future__ import annotations
@@ -235,11 +244,6 @@ def _check_commit(
         )
 
 
-def sending_generation(session: SpaceSession, room_id: str) -> int:
-    """The key generation a message to the room uses now (protocol.roomkeys)."""
-    return session.verified.room_generation(room_id)
-
-
 async def room_key(
     session: SpaceSession, room_id: str, epoch: int | None = None, generation: int | None = None
 ) -> bytes:
@@ -274,7 +278,7 @@ async def room_key(
 async def _make_room_key(session: SpaceSession, room_id: str) -> None:
     """Make the current epoch's key if nobody committed to one; else wait for an envelope."""
     roster = session.verified
-    if not any(r == room_id and e == roster.epoch for r, e, _g in roster.room_keys):
+    if (room_id, roster.epoch) not in roster.room_key_epochs:
         base = HeldRoomKey(0, crypto.random_key())
         commits, envelopes = _seal_room_key(session, roster, room_id, base, list(roster.members))
         records = chain(session.m, session.space_id, roster, commits)

@@ -258,9 +258,12 @@ class SpaceSession:
             return  # not from anyone we know, or for an epoch the chain never made
         if not roster.member_during(envelope.sender, envelope.epoch):
             return  # sealed by someone who was no member in that epoch (a removed member)
-        key = crypto.open_key(
+        sealed = crypto.open_key(
             self.m.box_secret, sender_box, envelope.box, self.space_id, SPACE_SCOPE, envelope.epoch
-        ).key
+        )
+        if sealed.generation != 0:
+            raise VerificationError("a sealed space key claims a key generation")
+        key = sealed.key
         previous = self.m.space_keys.get(envelope.epoch - 1)
         if previous is not None:
             # Bind the envelope to the signed rekey record: the new key must unlock the old.

@@ -267,6 +267,7 @@ class Roster:
     epoch_seqs: dict[int, int] = field(default_factory=lambda: {0: 0})
     tenures: dict[bytes, list[list[int]]] = field(default_factory=dict)
     room_keys: dict[tuple[str, int, int], tuple[bytes, bytes]] = field(default_factory=dict)
+    room_key_epochs: set[tuple[str, int]] = field(default_factory=set)  # (room, epoch) committed
 
     @classmethod
     def from_records(cls, space_id: str, records: list[Record]) -> Roster:
@@ -475,6 +476,7 @@ class Roster:
             "a member cannot commit to a room key older than its own",
         )
         self.room_keys[slot] = (body.commit, author.key)
+        self.room_key_epochs.add((body.room_id, body.epoch))
 
     def _check_epoch(self, epoch: int) -> None:
         if not 0 <= epoch <= self.epoch:

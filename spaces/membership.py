@@ -275,7 +275,6 @@ class Membership:
         is sealed only once some member committed to it on the chain (a RoomKey record, in
         this append or before): clients accept only the committed key, so the server needs
         no first-sealer rule of its own."""
-        committed = {(room_id, epoch) for room_id, epoch, _g in roster.room_keys}
         for envelope in envelopes:
             if envelope.sender != sender:
                 raise Forbidden("envelopes must come from the session's member")
@@ -287,7 +286,7 @@ class Membership:
                 continue
             if envelope.scope not in roster.rooms:
                 raise InvalidMessage("envelope for an unknown room")
-            if (envelope.scope, envelope.epoch) not in committed:
+            if (envelope.scope, envelope.epoch) not in roster.room_key_epochs:
                 raise InvalidMessage("envelope for a room key nobody committed to")
 
     @staticmethod
