@@ -45,6 +45,8 @@ from protocol.roomkeys import HistoryMode
 from protocol.wire import (
     Append,
     Appended,
+    Done,
+    DropEnvelope,
     Envelope,
     EnvelopeHolders,
     Envelopes,
@@ -323,6 +325,11 @@ async def _fetch_room_keys(session: SpaceSession, room_id: str) -> None:
             held[envelope.epoch] = _open_room_envelope(session, roster, room_id, envelope)
         except VerificationError as exc:
             session.refused_keys[(room_id, envelope.epoch)] = str(exc)
+            if envelope.epoch == roster.epoch:
+                # Free our slot so a member holding the committed key seals it to us again.
+                await session.conn.request(
+                    DropEnvelope(session.conn.next_id(), room_id, envelope.epoch), Done
+                )
     session._remember()
 
 

@@ -152,6 +152,16 @@ class GetEnvelopeHolders(msgspec.Struct, tag="get_envelope_holders", frozen=True
     epoch: int
 
 
+class DropEnvelope(msgspec.Struct, tag="drop_envelope", frozen=True):
+    """The caller refuses its own envelope for (scope, epoch) — it failed the checks of
+    protocol.roomkeys — and asks the server to delete it, so that members who hold the key
+    see the caller lacks it and seal it again. Answered with Done."""
+
+    id: int
+    scope: str
+    epoch: int
+
+
 class PutSeals(msgspec.Struct, tag="put_seals", frozen=True):
     id: int
     seals: list[InviteSeal]
@@ -167,6 +177,7 @@ ClientMessage = (
     | ListInvites
     | GetEnvelopes
     | GetEnvelopeHolders
+    | DropEnvelope
     | PutSeals
     | SendMessage
     | FetchMessages

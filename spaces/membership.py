@@ -330,6 +330,12 @@ class Membership:
         roster.active(member)
         return await self.store.envelope_holders(space_id, scope, epoch)
 
+    async def drop_envelope(self, space_id: str, member: bytes, scope: str, epoch: int) -> None:
+        """A member refuses its own envelope (it affects nobody else's keys)."""
+        roster = await self.roster(space_id)
+        roster.active(member)
+        await self.store.drop_envelope(space_id, scope, epoch, member)
+
     async def envelopes(
         self, space_id: str, member: bytes, scope: str, min_epoch: int
     ) -> list[Envelope]:
