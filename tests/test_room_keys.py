@@ -9,9 +9,10 @@ a member sealing a key other than the one committed to on the chain; a joiner of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import msgspec
@@ -148,6 +149,25 @@ def box_key(m: Any) -> bytes:
     return crypto.public_box_key(m.box_secret)
 
 
+@contextlib.asynccontextmanager
+async def raw_session(person: SalonUser, space_id: str) -> AsyncIterator[SpaceSession]:
+    """A modified client: authenticated and synced, but without the honest client's
+    automatic key sharing (open_space would seal the right keys first)."""
+    m = membership(person, space_id)
+    conn = await Connection.open(m.server)
+    try:
+        statement = auth_statement(conn.origin, "member", space_id, conn.nonce)
+        signature = crypto.sign(m.signing_seed, statement)
+        await conn.request(
+            Authenticate(conn.next_id(), space_id, member_key(m), signature), Welcome
+        )
+        session = SpaceSession(person.keystore(), m, conn)
+        await session.sync()
+        yield session
+    finally:
+        await conn.close()
+
+
 # -- point 1: after a kick, neither a relabelling server nor the kicked member's key --------
 
 
@@ -241,15 +261,9 @@ async def test_a_swapped_room_key_is_caught_and_named(app_server, user):
     # Bob (a modified client) races the honest members: he seals Dave a key of his own for
     # the room's committed epoch-0 key, through the real server (which cannot tell).
     bob_m = membership(bob, space_id)
-    conn = await Connection.open(bob_m.server)
-    try:
-        statement = auth_statement(conn.origin, "member", space_id, conn.nonce)
-        signature = crypto.sign(bob_m.signing_seed, statement)
-        await conn.request(
-            Authenticate(conn.next_id(), space_id, member_key(bob_m), signature), Welcome
-        )
-        session = SpaceSession(bob.keystore(), bob_m, conn)
-        roster = await session.sync()
+    async with raw_session(bob, space_id) as session:
+        conn = session.conn
+        roster = session.verified
         dave_m = membership(dave, space_id)
         bogus = crypto.seal_key(
             bob_m.box_secret, box_key(dave_m), space_id, room_id, 0, 0, crypto.random_key()
@@ -260,8 +274,6 @@ async def test_a_swapped_room_key_is_caught_and_named(app_server, user):
         assert member_key(dave_m) not in holders.recipients  # nobody honest sealed to Dave yet
         swapped = Envelope(room_id, roster.epoch, member_key(dave_m), member_key(bob_m), bogus)
         await conn.request(Append(conn.next_id(), [], [swapped]), Appended)
-    finally:
-        await conn.close()
     result = await dave.arun("read", space_id, "general", "--json")
     assert json.loads(result.stdout) == []
     assert "different key than the one committed" in result.stderr, result.stderr
@@ -277,6 +289,35 @@ async def test_a_swapped_room_key_is_caught_and_named(app_server, user):
     await dave.arun("send", space_id, "general", "in the same room as everyone")
     texts = [m["text"] for m in await alice.ajson("read", space_id, "general")]
     assert texts == ["hello", "in the same room as everyone"]
+
+
+async def test_a_bogus_commitment_for_a_later_generation_is_named(app_server, user):
+    """A member commits (first) a key for the generation a join started that does not derive
+    from the epoch's key: every member who holds the real key sees the conflict and who made
+    it; nobody encrypts under the bogus key."""
+    srv = await app_server()
+    alice, bob, dave = user("alice"), user("bob"), user("dave")
+    created = await alice.ajson("space", "create", "Hall", "--server", srv.url, "--as", "Alice")
+    space_id = created["space_id"]
+    await bob.ajson("join", created["link"], "--as", "Bob")
+    room = await alice.ajson("room", "create", space_id, "general", "--kind", "chat")
+    await alice.arun("send", space_id, "general", "hello")
+    await dave.ajson("join", created["link"], "--as", "Dave")
+    async with raw_session(bob, space_id) as session:
+        roster = session.verified
+        generation = roster.room_generation(room["room_id"])
+        assert (room["room_id"], roster.epoch, generation) not in roster.room_keys
+        bogus = RoomKey(room["room_id"], roster.epoch, generation, os.urandom(32))
+        await session.append([bogus])
+    line = await alice.afail("send", space_id, "general", "under which key?")
+    assert "room key conflict" in line
+    assert fingerprint(member_key(membership(bob, space_id))) in line
+    # Nobody honest seals Dave the disowned key; kicking the member who made it (a new
+    # epoch, a new key) repairs the room for everyone.
+    assert not membership(dave, space_id).room_keys.get(room["room_id"])
+    await alice.arun("kick", space_id, "Bob")
+    await alice.arun("send", space_id, "general", "after Bob")
+    assert [m["text"] for m in await dave.ajson("read", space_id, "general")] == ["after Bob"]
 
 
 # -- point 9: history visibility is a setting of the room, enforced by keys ------------------
