@@ -96,6 +96,41 @@ def test_a_sealed_key_names_its_space_room_epoch_and_generation():
         roomkeys.open_sealed_key(bytes(32), "space", "room", 0)  # a bare key, as before
 
 
+def test_known_answers_for_sealed_keys_commitments_and_the_ratchet():
+    """Pinned values (for a second implementation), and each recomputed from its definition."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    key = bytes(range(32))
+    sealed = roomkeys.sealed_key("space0", "room0", 1, 2, key)
+    assert sealed.hex() == (
+        "96b373616c6f6e2f7365616c65642d6b65792f7631a6737061636530a5726f6f6d300102c420"
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    )
+    assert sealed == msgspec.msgpack.encode(["salon/sealed-key/v1", "space0", "room0", 1, 2, key])
+    commit = roomkeys.key_commitment("space0", "room0", 1, 2, key)
+    assert commit.hex() == "6e1831ebb9cee3f25025242332fd69c9be807fc5c04036c18b078abea7deac8f"
+    assert (
+        commit
+        == hashlib.sha256(
+            b"salon/room-key-commit/v1\x00" + msgspec.msgpack.encode(["space0", "room0", 1, 2, key])
+        ).digest()
+    )
+    next_key = roomkeys.ratchet(key, "space0", "room0", 1, 3)
+    assert next_key.hex() == "dbb9052c1504e6a4b75104a9d96f6652247e3c897a08f38f2c6ae3d466fc7c60"
+    info = b"salon/room-key-ratchet/v1\x00" + msgspec.msgpack.encode(["space0", "room0", 1, 3])
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info)
+    assert next_key == hkdf.derive(key)
+    two = roomkeys.advance(key, "space0", "room0", 1, 0, 2)
+    assert two.hex() == "eb4ab9c50cbcb0dc9ed6cd98ce59d2934214f67e0f4f9fd43c05978c73bbf7a9"
+    assert roomkeys.frame(3, b"box").hex() == "00000003626f78"
+    assert roomkeys.unframe(bytes.fromhex("00000003626f78")) == (3, b"box")
+    with pytest.raises(roomkeys.KeyBindingError):
+        roomkeys.advance(key, "space0", "room0", 1, 2, 1)  # never backwards
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 
