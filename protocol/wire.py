@@ -60,7 +60,9 @@ def auth_statement(origin: str, purpose: str, subject: str, nonce: bytes) -> byt
 
 
 class Envelope(msgspec.Struct, frozen=True):
-    """A key sealed (crypto_box) from one member to another for (scope, epoch)."""
+    """A key sealed (crypto_box) from one member to another for (scope, epoch). The clear
+    fields are routing only: the sealed plaintext (protocol.roomkeys.SealedKey) repeats space,
+    scope, epoch and the key's generation, and recipients check them on open."""
 
     scope: str
     epoch: int
