@@ -292,6 +292,8 @@ async def cmd_room_create(args: argparse.Namespace) -> int:
 
     if args.kind != "conference" and (args.lobby or args.stage or args.topology != "auto"):
         raise UsageError("--lobby, --stage and --topology are for conference rooms")
+    if args.kind == "conference" and args.history:
+        raise UsageError("--history is for chat rooms and channels (calls have their own keys)")
     ttl = parse_duration(args.ttl) if args.ttl else 0
     async with session_for(args) as session:
         room = await create_room(
@@ -302,7 +304,7 @@ async def cmd_room_create(args: argparse.Namespace) -> int:
             stage=args.stage,
             topology=args.topology,
             ttl=ttl,
-            history=args.history,
+            history=args.history or ("shared" if args.kind == "conference" else "since-join"),
         )
     if args.json:
         emit_json(
@@ -520,9 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--history",
         choices=["since-join", "shared"],
-        default="since-join",
-        help="what a later joiner can read: only what is sent after they join (default), or "
-        "also the current key epoch's earlier messages",
+        help="what a later joiner reads: only what is sent after they join (since-join, the "
+        "default), or also what was sent earlier in the current key epoch (shared)",
     )
     for name, grant in (("grant", True), ("ungrant", False)):
         p = command(name, cmd_room_publisher, room_sub, help=f"{name} publishing in a channel")

@@ -188,6 +188,8 @@ async def create_room(
     existing = {v.name.lower() for v in rooms(session)}
     if name.strip().lower() in existing:
         raise UsageError(f"there is already a room called {name.strip()!r}")
+    if kind == "conference":
+        history = "shared"  # no messages; a call's media keys ratchet on joins by themselves
     room_id = secrets.token_urlsafe(12)
     base = HeldRoomKey(0, crypto.random_key())
 
