@@ -61,6 +61,7 @@ except ImportError:  # running from a checkout without the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from client import chatcrypto, crypto
 from client.chat import new_client_id
+from protocol import roomkeys
 from protocol.chat_wire import ChatMessage, FetchMessages, Messages, MessagesAdded, SendMessage
 from protocol.ids import new_id
 from protocol.records import (
@@ -236,7 +237,9 @@ def build_space(members: int) -> dict[str, Any]:
     room_id = new_id()
     invite_seed = crypto.random_key()
     add(founder, genesis)
-    add(founder, RoomCreate(room_id, "chat", 0, crypto.secretbox(crypto.random_key(), b"bench")))
+    name_box = crypto.secretbox(crypto.random_key(), b"bench")
+    # Shared history: the room key stays at generation 0 however many members join.
+    add(founder, RoomCreate(room_id, "chat", 0, name_box, history="shared"))
     add(
         founder,
         InviteCreate(
@@ -274,11 +277,12 @@ async def create_space(host: str, port: int, space: dict[str, Any]) -> None:
 
 
 def sample_box() -> bytes:
-    """The ciphertext of a short real message (padded: 296 bytes), reused by every send."""
+    """A short real message (padded, with its key generation: 300 bytes), reused by every send."""
     header = chatcrypto.MessageHeader("s" * 24, "r" * 16, 0, bytes(32), bytes(16), 0)
-    return chatcrypto.seal_message(
+    box = chatcrypto.seal_message(
         crypto.random_key(), crypto.random_key(), header, "hi!", 0, 0, bytes(32)
     )
+    return roomkeys.frame(0, box)  # the key generation in front
 
 
 # -- the client process --------------------------------------------------------------------------

@@ -42,8 +42,17 @@ import msgspec
 from client import chatcrypto, crypto
 from client.errors import ClientError, ServerError, Unreachable, VerificationError
 from client.forks import HeadCheck
-from client.rooms import RoomKeyUnavailable, RoomView, resolve_room, room_key, share_room_keys
+from client.rooms import (
+    RoomKeyConflict,
+    RoomKeyRefused,
+    RoomKeyUnavailable,
+    RoomView,
+    resolve_room,
+    room_key,
+    share_room_keys,
+)
 from client.space import ProfileInfo, SpaceSession
+from protocol import roomkeys
 from protocol.chat_wire import (
     CLIENT_ID_LEN,
     ChatMessage,
@@ -153,18 +162,22 @@ async def send_message(
     client_id = client_id or new_client_id()
     for attempt in range(3):
         roster = session.verified
-        key = await room_key(session, room.room_id)
+        generation = roster.room_generation(room.room_id)
+        key = await room_key(session, room.room_id, roster.epoch, generation)
         header = chatcrypto.MessageHeader(
             session.space_id, room.room_id, roster.epoch, session.member_key, client_id, ttl
         )
-        box = chatcrypto.seal_message(
-            key,
-            session.m.signing_seed,
-            header,
-            text,
-            int(time.time()),
-            roster.head_seq,
-            roster.head_hash,
+        box = roomkeys.frame(
+            generation,
+            chatcrypto.seal_message(
+                key,
+                session.m.signing_seed,
+                header,
+                text,
+                int(time.time()),
+                roster.head_seq,
+                roster.head_hash,
+            ),
         )
         request = SendRequest(
             session.conn.next_id(), room.room_id, client_id, header.epoch, ttl, box
@@ -251,9 +264,20 @@ class RoomReader:
             self.stats.rejected.append((message.seq, problem))
             return None
         try:
-            key = await room_key(session, self.room.room_id, message.epoch)
+            generation, box = roomkeys.unframe(message.box)
+        except roomkeys.KeyBindingError as exc:
+            self.stats.rejected.append((message.seq, exc.message))
+            return None
+        try:
+            key = await room_key(session, self.room.room_id, message.epoch, generation)
+        except RoomKeyRefused as exc:
+            self.stats.rejected.append((message.seq, str(exc)))
+            return None
         except RoomKeyUnavailable:
             self.stats.unreadable += 1
+            return None
+        except RoomKeyConflict as exc:
+            self.stats.rejected.append((message.seq, str(exc)))
             return None
         header = chatcrypto.MessageHeader(
             session.space_id,
@@ -264,7 +288,7 @@ class RoomReader:
             message.ttl,
         )
         try:
-            content = chatcrypto.open_message(key, header, message.box)
+            content = chatcrypto.open_message(key, header, box)
         except VerificationError as exc:
             self.stats.rejected.append((message.seq, str(exc)))
             return None
@@ -277,6 +301,11 @@ class RoomReader:
             # Signed at a head whose epoch is not the one it is encrypted for: a post with a
             # key its sender's own chain had already retired (or never made).
             self.stats.rejected.append((message.seq, "it claims a roster state that never was"))
+            return None
+        if roster.room_generation(self.room.room_id) != generation:
+            # Sealed under another generation than the sender's roster head implies (e.g. an
+            # older one, so members who joined since could not read it).
+            self.stats.rejected.append((message.seq, "its key generation does not match"))
             return None
         if not roster.may_post(self.room.room_id, message.sender):
             self.stats.rejected.append((message.seq, "its sender was not allowed to post here"))

@@ -323,6 +323,8 @@ async def cmd_room_create(args: argparse.Namespace) -> int:
 
     if args.kind != "conference" and (args.lobby or args.stage or args.topology != "auto"):
         raise UsageError("--lobby, --stage and --topology are for conference rooms")
+    if args.kind == "conference" and args.history:
+        raise UsageError("--history is for chat rooms and channels (calls have their own keys)")
     ttl = parse_duration(args.ttl) if args.ttl else 0
     async with session_for(args) as session:
         room = await create_room(
@@ -333,9 +335,17 @@ async def cmd_room_create(args: argparse.Namespace) -> int:
             stage=args.stage,
             topology=args.topology,
             ttl=ttl,
+            history=args.history or ("shared" if args.kind == "conference" else "since-join"),
         )
     if args.json:
-        emit_json({"room_id": room.room_id, "name": room.name, "kind": room.kind})
+        emit_json(
+            {
+                "room_id": room.room_id,
+                "name": room.name,
+                "kind": room.kind,
+                "history": room.spec.history,
+            }
+        )
     else:
         print(f"Created {room.kind} room {room.name!r} ({room.room_id}).")
     return 0
@@ -548,6 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", action="store_true", help="conference: only speakers send")
     p.add_argument("--topology", choices=["auto", "mesh", "sfu"], default="auto")
     p.add_argument("--ttl", help="default message lifetime, like 1h")
+    p.add_argument(
+        "--history",
+        choices=["since-join", "shared"],
+        help="what a later joiner reads: only what is sent after they join (since-join, the "
+        "default), or also what was sent earlier in the current key epoch (shared)",
+    )
     for name, grant in (("grant", True), ("ungrant", False)):
         p = command(name, cmd_room_publisher, room_sub, help=f"{name} publishing in a channel")
         p.add_argument("space")

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from client.errors import VerificationError
+from protocol.roomkeys import KeyBindingError, SealedKey, open_sealed_key, sealed_key
 
 KEY_LEN: Final = 32
 
@@ -61,6 +62,38 @@ def open_from(recipient_secret: bytes, sender_public: bytes, ciphertext: bytes) 
         return bytes(box.decrypt(ciphertext))
     except (nacl.exceptions.CryptoError, ValueError, TypeError):
         raise VerificationError("cannot open a sealed key: wrong sender or altered data") from None
+
+
+def seal_key(
+    sender_secret: bytes,
+    recipient_public: bytes,
+    space_id: str,
+    scope: str,
+    epoch: int,
+    generation: int,
+    key: bytes,
+) -> bytes:
+    """An envelope's box: ``key`` sealed together with what it is for (protocol.roomkeys)."""
+    return seal_to(
+        sender_secret, recipient_public, sealed_key(space_id, scope, epoch, generation, key)
+    )
+
+
+def open_key(
+    recipient_secret: bytes,
+    sender_public: bytes,
+    box: bytes,
+    space_id: str,
+    scope: str,
+    epoch: int,
+) -> SealedKey:
+    """Open an envelope's box and check it is for (space, scope, epoch)."""
+    try:
+        return open_sealed_key(
+            open_from(recipient_secret, sender_public, box), space_id, scope, epoch
+        )
+    except KeyBindingError as exc:
+        raise VerificationError(exc.message) from None
 
 
 def signing_key(seed: bytes) -> nacl.signing.SigningKey:

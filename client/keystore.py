@@ -35,6 +35,14 @@ FILE_NAME: Final = "keystore.salon"
 T = TypeVar("T")
 
 
+class HeldRoomKey(msgspec.Struct, array_like=True):
+    """A room key of one epoch at the oldest generation this device holds (later
+    generations are derived from it; protocol.roomkeys)."""
+
+    generation: int
+    key: bytes
+
+
 class SpaceMembership(msgspec.Struct):
     """One per-space identity. Nothing here links it to any other membership."""
 
@@ -46,7 +54,7 @@ class SpaceMembership(msgspec.Struct):
     box_secret: bytes
     space_keys: dict[int, bytes] = {}
     invite_secrets: dict[str, bytes] = {}  # invites this identity created: id -> secret
-    room_keys: dict[str, dict[int, bytes]] = {}  # room id -> epoch -> key
+    room_keys: dict[str, dict[int, HeldRoomKey]] = {}  # room id -> epoch -> key
     head_seq: int = -1  # last verified chain head, to detect a server forking history
     head_hash: bytes = b""
     # The verified roster at head_seq (protocol.records.encode_roster), this device's trust

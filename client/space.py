@@ -217,6 +217,10 @@ class SpaceSession:
         self.warnings: list[str] = []  # what was skipped as bad (also logged), once each
         self._bad: set[int] = set()  # space-key epochs found bad
         self._proven: dict[int, bytes] = {}  # older record hashes proven by load_hash
+        # Room keys derived and checked this session: (room id, epoch, generation) -> key.
+        self.room_key_cache: dict[tuple[str, int, int], bytes] = {}
+        # Room key envelopes refused this session: (room id, epoch) -> why (shown to the user).
+        self.refused_keys: dict[tuple[str, int], str] = {}
 
     @property
     def space_id(self) -> str:
@@ -422,12 +426,22 @@ class SpaceSession:
             self._bad_rekey(roster, epoch, "came with an envelope from someone else")
             return
         try:
-            key = crypto.open_from(
-                self.m.box_secret, roster.box_keys[envelope.sender], envelope.box
+            # The sealed plaintext names (space, "space", epoch): a relabelled envelope fails.
+            sealed = crypto.open_key(
+                self.m.box_secret,
+                roster.box_keys[envelope.sender],
+                envelope.box,
+                self.space_id,
+                SPACE_SCOPE,
+                epoch,
             )
-        except VerificationError:
-            self._bad_rekey(roster, epoch, "was sealed to us so that it does not open")
+        except VerificationError as exc:
+            self._bad_rekey(roster, epoch, f"was sealed to us so that it does not open ({exc})")
             return
+        if sealed.generation != 0:
+            self._bad_rekey(roster, epoch, "claims a key generation")
+            return
+        key = sealed.key
         previous = self.m.space_keys.get(rekey.prev_epoch)
         if previous is not None:
             # Bind the envelope to the signed rekey record: the new key must unlock the old.
@@ -480,7 +494,10 @@ class SpaceSession:
                     stored.space_keys.update(m.space_keys)
                     stored.invite_secrets.update(m.invite_secrets)
                     for room_id, keys in m.room_keys.items():
-                        stored.room_keys.setdefault(room_id, {}).update(keys)
+                        kept = stored.room_keys.setdefault(room_id, {})
+                        for epoch, held in keys.items():  # keep the oldest generation
+                            if epoch not in kept or held.generation < kept[epoch].generation:
+                                kept[epoch] = held
                     stored.state.update(m.state)
                     if m.head_seq >= stored.head_seq:
                         stored.head_seq, stored.head_hash = m.head_seq, m.head_hash
@@ -582,7 +599,15 @@ class SpaceSession:
                         new_key[0],
                         member.key,
                         self.member_key,
-                        crypto.seal_to(self.m.box_secret, member.box_key, new_key[1]),
+                        crypto.seal_key(
+                            self.m.box_secret,
+                            member.box_key,
+                            self.space_id,
+                            SPACE_SCOPE,
+                            new_key[0],
+                            0,
+                            new_key[1],
+                        ),
                     )
                     for member in scratch.members.values()
                 ]

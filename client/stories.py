@@ -22,6 +22,7 @@ from client.forks import HeadCheck
 from client.images import bounded_jpeg, decode_image
 from client.rooms import RoomView, room_key
 from client.space import SpaceSession
+from protocol import roomkeys
 from protocol.chat_wire import (
     STORY_CHUNK_BYTES,
     FetchStoryPart,
@@ -111,7 +112,8 @@ async def post_story(
     story_id = new_id()  # 96 bits, 16 characters
     for attempt in range(3):
         roster = session.verified
-        key = await room_key(session, room.room_id)
+        generation = roster.room_generation(room.room_id)
+        key = await room_key(session, room.room_id, roster.epoch, generation)
         header = chatcrypto.StoryHeader(
             session.space_id, room.room_id, roster.epoch, session.member_key, story_id, ttl
         )
@@ -136,7 +138,7 @@ async def post_story(
                     story_id,
                     header.epoch,
                     ttl,
-                    sealed.meta,
+                    roomkeys.frame(generation, sealed.meta),
                     sealed.thumb,
                     len(sealed.image),
                 ),
@@ -175,14 +177,20 @@ class StoryReader:
         problem = await self.heads.epoch_problem(info.epoch)
         if problem is not None:
             raise VerificationError(problem)
-        key = await room_key(session, info.room_id, info.epoch)
-        meta = chatcrypto.open_story_meta(key, _header(session, info), info.meta)
+        try:
+            generation, box = roomkeys.unframe(info.meta)
+        except roomkeys.KeyBindingError as exc:
+            raise VerificationError(exc.message) from None
+        key = await room_key(session, info.room_id, info.epoch, generation)
+        meta = chatcrypto.open_story_meta(key, _header(session, info), box)
         problem = await self.heads.head_problem(meta.head, meta.head_hash)
         if problem is not None:
             raise VerificationError(problem)
         roster = self._history.at(meta.head)
         if roster is None or roster.epoch != info.epoch:
             raise VerificationError("a story claims a roster state that never was")
+        if roster.room_generation(info.room_id) != generation:
+            raise VerificationError("a story's key generation does not match its roster state")
         if not roster.may_post(info.room_id, info.sender):
             raise VerificationError("a story's author was not allowed to post in this channel")
         view = StoryView(
@@ -256,7 +264,7 @@ async def get_story(
     if view.expires_at <= time.time():
         raise UsageError(f"no story {story_id!r} in this space (it may have expired)")
     plain = chatcrypto.open_story_part(
-        await room_key(session, info.room_id, info.epoch),
+        await room_key(session, info.room_id, info.epoch, roomkeys.unframe(info.meta)[0]),
         _header(session, info),
         meta,
         part,

@@ -44,6 +44,7 @@ from nacl.signing import VerifyKey
 from protocol.errors import Conflict, Forbidden, InvalidMessage, RateLimited, TooLarge
 from protocol.ids import is_valid_id
 from protocol.labels import FINGERPRINT_DOMAIN, JOIN_DOMAIN, RECORD_DOMAIN
+from protocol.roomkeys import HistoryMode
 
 Role = Literal["owner", "moderator", "member"]
 RoomKind = Literal["chat", "channel", "conference"]
@@ -153,6 +154,19 @@ class RoomCreate(msgspec.Struct, tag="room", frozen=True):
     stage: bool = False
     topology: Topology = "auto"
     ttl: int = 0  # default lifetime of messages in seconds; 0 = keep
+    # Who reads what was said before they joined (protocol.roomkeys): "since-join" ratchets
+    # the room key on every join, "shared" gives joiners the current epoch's key.
+    history: HistoryMode = "since-join"
+
+
+class RoomKey(msgspec.Struct, tag="room_key", frozen=True):
+    """Commits to a room's key of one (epoch, generation); the first commitment wins, and
+    clients accept only a key that matches it (protocol.roomkeys.key_commitment)."""
+
+    room_id: str
+    epoch: int
+    generation: int
+    commit: bytes
 
 
 class RoomGrant(msgspec.Struct, tag="room_grant", frozen=True):
@@ -185,6 +199,7 @@ RecordBody = (
     | Leave
     | Rekey
     | RoomCreate
+    | RoomKey
     | RoomGrant
 )
 
@@ -264,6 +279,7 @@ class Member:
     joined_seq: int
     profile: Profile | None = None
     profile_times: list[int] = field(default_factory=list)  # of the last PROFILE_QUOTA
+    generation: int = 0  # the space's join count in its epoch when this member joined
 
 
 @dataclass
@@ -302,6 +318,14 @@ class Roster:
     role_log: dict[bytes, list[tuple[int, str]]] = field(default_factory=dict)  # "" = gone
     former_profiles: dict[bytes, Profile] = field(default_factory=dict)  # departed members
     hashes: dict[int, bytes] = field(default_factory=dict)  # seq -> record hash (see HASH_WINDOW)
+    # Room keys (protocol.roomkeys): joins since the current epoch began (= the key
+    # generation of since-join rooms), where each epoch began, every member's tenures
+    # [joined seq, departed seq or -1], and the commitment (and its author) per room key.
+    generation: int = 0
+    epoch_seqs: dict[int, int] = field(default_factory=lambda: {0: 0})
+    tenures: dict[bytes, list[list[int]]] = field(default_factory=dict)
+    room_keys: dict[tuple[str, int, int], tuple[bytes, bytes]] = field(default_factory=dict)
+    room_key_epochs: set[tuple[str, int]] = field(default_factory=set)  # (room, epoch) committed
 
     @classmethod
     def from_records(cls, space_id: str, records: list[Record]) -> Roster:
@@ -373,6 +397,44 @@ class Roster:
             return True
         return ROLE_RANK[member.role] >= ROLE_RANK["moderator"] or key in room.publishers
 
+    def generation_at(self, seq: int) -> int:
+        """The join count of the epoch in force after record ``seq`` (what
+        :attr:`generation` was then): joins after that epoch's rekey, up to ``seq``."""
+        start = self.epoch_starts[self.epoch_at(seq)]
+        return sum(
+            1
+            for spans in self.tenures.values()
+            for joined, _ in spans
+            if joined != 0 and start < joined <= seq
+        )
+
+    def room_generation(self, room_id: str) -> int:
+        """The key generation a message to ``room_id`` uses at this head."""
+        room = self.rooms.get(room_id)
+        return self.generation if room is not None and room.spec.history == "since-join" else 0
+
+    def member_generation(self, room_id: str, key: bytes) -> int:
+        """The oldest key generation of the current epoch ``key`` may hold for the room:
+        that of its join if it joined during this epoch (since-join rooms), else 0."""
+        member = self.members.get(key)
+        room = self.rooms.get(room_id)
+        if member is None or room is None or room.spec.history != "since-join":
+            return 0
+        return member.generation if member.joined_seq > self.epoch_seq else 0
+
+    def member_during(self, key: bytes, epoch: int) -> bool:
+        """Was ``key`` a member at some point while ``epoch`` was the current epoch? Only
+        they may seal that epoch's keys: a removed member's envelope for a later one is
+        refused, whatever the server says."""
+        start = self.epoch_seqs.get(epoch)
+        if start is None:
+            return False
+        end = self.epoch_seqs.get(epoch + 1, self.head_seq + 1)
+        return any(
+            joined < end and (left < 0 or left > start)
+            for joined, left in self.tenures.get(key, [])
+        )
+
     def active(self, key: bytes) -> Member:
         member = self.members.get(key)
         if member is None:
@@ -415,6 +477,7 @@ class Roster:
         self.members[record.author] = Member(record.author, body.box_key, "owner", 0)
         self.box_keys[record.author] = body.box_key
         self.role_log[record.author] = [(0, "owner")]
+        self.tenures[record.author] = [[0, -1]]
 
     def _apply_join(self, record: Record, body: Join) -> None:
         invite = self.invites.get(body.invite_id)
@@ -435,10 +498,14 @@ class Roster:
             raise RecordForbidden("join is not signed by the invite key")
         self.invite_uses[body.invite_id] = self.invite_uses.get(body.invite_id, 0) + 1
         self.departed.pop(record.author, None)
-        self.members[record.author] = Member(record.author, body.box_key, invite.role, record.seq)
+        self.generation += 1
+        self.members[record.author] = Member(
+            record.author, body.box_key, invite.role, record.seq, generation=self.generation
+        )
         self.box_keys[record.author] = body.box_key
         self.former_profiles.pop(record.author, None)
         self.role_log.setdefault(record.author, []).append((record.seq, invite.role))
+        self.tenures.setdefault(record.author, []).append([record.seq, -1])
 
     def _apply_member_record(self, record: Record, author: Member, body: RecordBody) -> None:
         rank = ROLE_RANK[author.role]
@@ -504,6 +571,8 @@ class Roster:
             if len(self.rooms) >= MAX_ROOMS:
                 raise RecordTooLarge(f"a space holds at most {MAX_ROOMS} rooms")
             self.rooms[body.room_id] = Room(body, created_seq=record.seq)
+        elif isinstance(body, RoomKey):
+            self._apply_room_key(author, body)
         elif isinstance(body, RoomGrant):
             self._require(rank >= ROLE_RANK["moderator"], "only owners and moderators grant")
             room = self.rooms.get(body.room_id)
@@ -529,10 +598,28 @@ class Roster:
             self.epoch = body.epoch
             self.epoch_starts.append(record.seq)
             self.epoch_seq = record.seq
+            self.epoch_seqs[body.epoch] = record.seq
+            self.generation = 0
             self.rekeys[body.epoch] = body
             self.rekey_authors[body.epoch] = author.key
         else:  # Genesis and Join are handled by apply()
             raise RecordError(f"misplaced {type(body).__name__} record")
+
+    def _apply_room_key(self, author: Member, body: RoomKey) -> None:
+        room = self.rooms.get(body.room_id)
+        self._require(room is not None, "no such room")
+        if body.epoch != self.epoch or len(body.commit) != KEY_LEN:
+            raise RecordError("a room key commitment must be for the current epoch")
+        if not 0 <= body.generation <= self.room_generation(body.room_id):
+            raise RecordError(f"room key generation {body.generation} does not exist yet")
+        slot = (body.room_id, body.epoch, body.generation)
+        self._require(slot not in self.room_keys, "this room key is already committed to")
+        self._require(
+            self.member_generation(body.room_id, author.key) <= body.generation,
+            "a member cannot commit to a room key older than its own",
+        )
+        self.room_keys[slot] = (body.commit, author.key)
+        self.room_key_epochs.add((body.room_id, body.epoch))
 
     def _check_epoch(self, epoch: int) -> None:
         if not 0 <= epoch <= self.epoch:
@@ -549,6 +636,7 @@ class Roster:
         if member.profile is not None:
             self.former_profiles[key] = member.profile
         self.role_log[key].append((seq, ""))
+        self.tenures[key][-1][1] = seq
         for room in self.rooms.values():
             if key in room.publishers:
                 room.publishers.discard(key)
@@ -580,6 +668,13 @@ class RosterAt:
 
     def may_post(self, room_id: str, key: bytes) -> bool:
         return self.roster.may_post_at(room_id, key, self.seq)
+
+    def room_generation(self, room_id: str) -> int:
+        """The key generation a message to ``room_id`` used at this head."""
+        room = self.roster.rooms.get(room_id)
+        if room is None or room.spec.history != "since-join":
+            return 0
+        return self.roster.generation_at(self.seq)
 
 
 _roster_decoder = msgspec.msgpack.Decoder(Roster)

@@ -60,7 +60,9 @@ def auth_statement(origin: str, purpose: str, subject: str, nonce: bytes) -> byt
 
 
 class Envelope(msgspec.Struct, frozen=True):
-    """A key sealed (crypto_box) from one member to another for (scope, epoch)."""
+    """A key sealed (crypto_box) from one member to another for (scope, epoch). The clear
+    fields are routing only: the sealed plaintext (protocol.roomkeys.SealedKey) repeats space,
+    scope, epoch and the key's generation, and recipients check them on open."""
 
     scope: str
     epoch: int
@@ -161,6 +163,16 @@ class GetEnvelopeHolders(msgspec.Struct, tag="get_envelope_holders", frozen=True
     epoch: int
 
 
+class DropEnvelope(msgspec.Struct, tag="drop_envelope", frozen=True):
+    """The caller refuses its own envelope for (scope, epoch) — it failed the checks of
+    protocol.roomkeys — and asks the server to delete it, so that members who hold the key
+    see the caller lacks it and seal it again. Answered with Done."""
+
+    id: int
+    scope: str
+    epoch: int
+
+
 class PutSeals(msgspec.Struct, tag="put_seals", frozen=True):
     id: int
     seals: list[InviteSeal]
@@ -176,6 +188,7 @@ ClientMessage = (
     | ListInvites
     | GetEnvelopes
     | GetEnvelopeHolders
+    | DropEnvelope
     | PutSeals
     | SendMessage
     | FetchMessages

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 from aiohttp import web
 
+from protocol import roomkeys
 from protocol.chat_wire import (
     CLIENT_ID_LEN,
     STORY_CHUNK_BYTES,
@@ -115,8 +116,12 @@ def check_read(roster: Roster, room_id: str, member: bytes) -> Room:
     return room
 
 
-def check_post(roster: Roster, room_id: str, member: bytes, epoch: int) -> Room:
-    """The room ``member`` may post to now, with a key of ``epoch``."""
+def check_post(
+    roster: Roster, room_id: str, member: bytes, epoch: int, framed: bytes | None = None
+) -> Room:
+    """The room ``member`` may post to now, with a key of ``epoch``; and if ``framed`` (a
+    ciphertext with its key generation in front, protocol.roomkeys) is given, of the room's
+    current generation, so a since-join room's joiners can read whatever is sent after them."""
     room = check_read(roster, room_id, member)
     if not roster.may_post(room_id, member):
         raise Forbidden(
@@ -127,11 +132,15 @@ def check_post(roster: Roster, room_id: str, member: bytes, epoch: int) -> Room:
             f"the space moved to key epoch {roster.epoch} (a member left or was removed); "
             "encrypt with the current room key"
         )
+    if framed is not None and roomkeys.unframe(framed)[0] != roster.room_generation(room_id):
+        raise Stale("someone joined this room's space: encrypt with the room key's new generation")
     return room
 
 
-def check_story(roster: Roster, room_id: str, member: bytes, epoch: int) -> Room:
-    room = check_post(roster, room_id, member, epoch)
+def check_story(
+    roster: Roster, room_id: str, member: bytes, epoch: int, framed: bytes | None = None
+) -> Room:
+    room = check_post(roster, room_id, member, epoch, framed)
     if room.spec.kind != "channel":
         raise InvalidMessage("stories are posted to channels")
     return room
@@ -331,7 +340,7 @@ class Chat:
                 f"message too large: at most {self.limits.max_chat_message_bytes} bytes encrypted"
             )
         try:
-            room = check_post(roster, msg.room_id, member, msg.epoch)
+            room = check_post(roster, msg.room_id, member, msg.epoch, msg.box)
         except Stale:
             # A retry of a message that was committed before the epoch moved on.
             prior = await self.store.find_message(space_id, msg.room_id, member, msg.client_id)
@@ -452,7 +461,7 @@ class Chat:
 
     async def post_story(self, space_id: str, member: bytes, msg: PostStory) -> StoryPosted:
         roster = await self.membership.roster(space_id)
-        check_story(roster, msg.room_id, member, msg.epoch)
+        check_story(roster, msg.room_id, member, msg.epoch, msg.meta)
         limits = self.limits
         if not 0 < msg.ttl <= MAX_STORY_TTL:
             raise InvalidMessage(f"a story lasts between 1 and {MAX_STORY_TTL} seconds")

@@ -324,9 +324,9 @@ class Membership:
         self, space_id: str, roster: Roster, sender: bytes, envelopes: Sequence[Envelope]
     ) -> None:
         """Envelopes carry the current epoch's key of the space or of a room. A room key
-        for an epoch is made once: the first member to seal it wins, and afterwards only
-        members who hold it may seal it to others (so two members cannot split a room)."""
-        holders: dict[str, set[bytes]] = {}
+        is sealed only once some member committed to it on the chain (a RoomKey record, in
+        this append or before): clients accept only the committed key, so the server needs
+        no first-sealer rule of its own."""
         for envelope in envelopes:
             if envelope.sender != sender:
                 raise Forbidden("envelopes must come from the session's member")
@@ -338,13 +338,8 @@ class Membership:
                 continue  # checked with the rekey they travel with (_check_rekey)
             if envelope.scope not in roster.rooms:
                 raise InvalidMessage("envelope for an unknown room")
-            if envelope.scope not in holders:
-                holders[envelope.scope] = await self.store.envelope_holders(
-                    space_id, envelope.scope, envelope.epoch
-                )
-            existing = holders[envelope.scope]
-            if existing and sender not in existing:
-                raise Forbidden("this room's key for the epoch was made by someone else")
+            if (envelope.scope, envelope.epoch) not in roster.room_key_epochs:
+                raise InvalidMessage("envelope for a room key nobody committed to")
 
     @staticmethod
     def _check_seals(roster: Roster, seals: Sequence[InviteSeal]) -> None:
@@ -386,6 +381,12 @@ class Membership:
         roster = await self.roster(space_id)
         roster.active(member)
         return await self.store.envelope_holders(space_id, scope, epoch)
+
+    async def drop_envelope(self, space_id: str, member: bytes, scope: str, epoch: int) -> None:
+        """A member refuses its own envelope (it affects nobody else's keys)."""
+        roster = await self.roster(space_id)
+        roster.active(member)
+        await self.store.drop_envelope(space_id, scope, epoch, member)
 
     async def envelopes(
         self, space_id: str, member: bytes, scope: str, min_epoch: int

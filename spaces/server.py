@@ -39,6 +39,7 @@ from protocol.wire import (
     ClientMessage,
     CreateSpace,
     Done,
+    DropEnvelope,
     EnvelopeHolders,
     Envelopes,
     Error,
@@ -133,6 +134,12 @@ async def get_envelopes(caller: Caller, message: GetEnvelopes) -> msgspec.Struct
     return Envelopes(message.id, found)
 
 
+async def drop_envelope(caller: Caller, message: DropEnvelope) -> msgspec.Struct:
+    m = caller.app[MEMBERSHIP]
+    await m.drop_envelope(caller.space_id, caller.member, message.scope, message.epoch)
+    return Done(message.id)
+
+
 async def envelope_holders(caller: Caller, message: GetEnvelopeHolders) -> msgspec.Struct:
     m = caller.app[MEMBERSHIP]
     holders = await m.envelope_holders(caller.space_id, caller.member, message.scope, message.epoch)
@@ -150,6 +157,7 @@ MEMBERSHIP_ROUTES: dict[type, Route] = {
     ListInvites: list_invites,
     GetEnvelopes: get_envelopes,
     GetEnvelopeHolders: envelope_holders,
+    DropEnvelope: drop_envelope,
     PutSeals: put_seals,
 }
 

@@ -195,6 +195,19 @@ class SqliteStore:
             await self.db.execute("ROLLBACK")
             raise
 
+    async def drop_envelope(self, space_id: str, scope: str, epoch: int, recipient: bytes) -> None:
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            await self.db.execute(
+                "DELETE FROM envelopes WHERE space_id = ? AND scope = ? AND epoch = ?"
+                " AND recipient = ?",
+                (space_id, scope, epoch, recipient),
+            )
+            await self.db.execute("COMMIT")
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+
     async def envelope_holders(self, space_id: str, scope: str, epoch: int) -> set[bytes]:
         async with self.db.execute(
             "SELECT recipient FROM envelopes WHERE space_id = ? AND scope = ? AND epoch = ?",

@@ -67,3 +67,7 @@ class Store(Protocol):
     async def envelopes(
         self, space_id: str, scope: str, recipient: bytes, min_epoch: int = 0
     ) -> list[Envelope]: ...
+
+    async def drop_envelope(self, space_id: str, scope: str, epoch: int, recipient: bytes) -> None:
+        """Delete the envelope of (scope, epoch) sealed to ``recipient``, if any."""
+        ...

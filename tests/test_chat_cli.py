@@ -31,6 +31,7 @@ from conftest import SalonServer, SalonUser
 
 from client import chatcrypto
 from client.errors import VerificationError
+from protocol import roomkeys
 
 SERVER_CONFIG = {
     "limits": {"expiry_sweep_seconds": 0.2, "join_attempts_per_minute_per_address": 1000}
@@ -289,7 +290,10 @@ def test_kicked_member_cannot_decrypt_what_follows(server, user):
     s = make_space(server, user)
     carol = user("carol")
     carol.json("join", s.link, "--as", "Carol")
-    room = s.alice.json("room", "create", s.space_id, "general", "--kind", "chat")
+    room = s.alice.json(
+        "room", "create", s.space_id, "general", "--kind", "chat", "--history", "shared"
+    )
+    assert room["history"] == "shared"
     s.alice.run("send", s.space_id, "general", "before the kick")
     assert texts(read(carol, s.space_id, "general")) == [(1, "Alice", "before the kick")]
 
@@ -329,8 +333,14 @@ def test_kicked_member_cannot_decrypt_what_follows(server, user):
     }
     carol_key = _member_key(kept.signing_seed)
     assert len(recipients) == 2 and carol_key not in recipients
-    candidates = [*carol_room_keys.values(), *kept.space_keys.values()]
-    for _seq, sender, client_id, epoch, ttl, box in rows[1:]:
+    candidates = [
+        roomkeys.advance(held.key, s.space_id, room["room_id"], e, held.generation, g)
+        for e, held in carol_room_keys.items()
+        for g in range(held.generation, 6)
+    ] + list(kept.space_keys.values())
+    for _seq, sender, client_id, epoch, ttl, framed in rows[1:]:
+        generation, box = roomkeys.unframe(bytes(framed))
+        assert generation == 0  # a shared room does not ratchet on joins
         header = chatcrypto.MessageHeader(
             s.space_id, room["room_id"], epoch, bytes(sender), bytes(client_id), ttl
         )
@@ -340,16 +350,19 @@ def test_kicked_member_cannot_decrypt_what_follows(server, user):
                     chatcrypto.open_message(key, header._replace(epoch=claimed), bytes(box))
         # Control: Bob's key for the new epoch opens it.
         (bob_m,) = [m for m in s.bob.keystore().load().memberships if m.space_id == s.space_id]
-        assert chatcrypto.open_message(bob_m.room_keys[room["room_id"]][1], header, bytes(box))
+        bob_key = bob_m.room_keys[room["room_id"]][1].key
+        assert chatcrypto.open_message(bob_key, header, bytes(box))
     # And her old key still opens the message from before (nothing was re-encrypted).
-    _seq, sender, client_id, epoch, ttl, box = rows[0]
+    _seq, sender, client_id, epoch, ttl, framed = rows[0]
+    box = roomkeys.unframe(bytes(framed))[1]
     header = chatcrypto.MessageHeader(
         s.space_id, room["room_id"], epoch, bytes(sender), bytes(client_id), ttl
     )
-    assert chatcrypto.open_message(carol_room_keys[0], header, bytes(box)).text == "before the kick"
+    assert chatcrypto.open_message(carol_room_keys[0].key, header, box).text == "before the kick"
 
-    # A member who joins now gets the current epoch's key from a member (Bob, on his next
-    # command) and reads from there on; the epoch before her arrival stays closed to her.
+    # A member who joins this shared room now gets the current epoch's key from a member
+    # (Bob, on his next command) and reads from there on; the epoch before her arrival stays
+    # closed to her.
     dave = user("dave")
     dave.json("join", s.link, "--as", "Dave")
     s.bob.run("rooms", s.space_id)  # any command by a key holder seals the key to Dave

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from protocol import roomkeys
 from protocol.errors import Forbidden, InvalidMessage, NotFound, Unauthenticated
 from protocol.records import Member, Room, RoomCreate, Roster
 from spaces.chat import check_post, check_read, check_story, message_lifetime
@@ -74,6 +75,21 @@ def test_only_the_current_epoch_is_accepted(epoch: int) -> None:
     """A message encrypted with an older epoch's key could be read by a member who left."""
     with pytest.raises(Stale):
         check_post(roster(), "chat-room-01", MEMBER, epoch)
+
+
+def test_since_join_rooms_take_only_the_current_key_generation() -> None:
+    """After a join, a since-join room's messages must use the new generation (else the
+    joiner could not read what is sent after it); a shared room stays at generation 0."""
+    r = roster()
+    r.generation = 3  # three joins since epoch 2 began
+    r.rooms["shared-room1"] = Room(RoomCreate("shared-room1", "chat", 0, b"n", history="shared"))
+    assert check_post(r, "chat-room-01", MEMBER, 2, roomkeys.frame(3, b"box"))
+    assert check_post(r, "shared-room1", MEMBER, 2, roomkeys.frame(0, b"box"))
+    for room_id, generation in (("chat-room-01", 2), ("chat-room-01", 0), ("shared-room1", 3)):
+        with pytest.raises(Stale):
+            check_post(r, room_id, MEMBER, 2, roomkeys.frame(generation, b"box"))
+    with pytest.raises(InvalidMessage):
+        check_post(r, "chat-room-01", MEMBER, 2, b"\x00")  # no room for a generation
 
 
 def test_lifetimes() -> None:
