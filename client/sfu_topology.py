@@ -105,9 +105,22 @@ class MediaKeyRing:
         self._retired: set[int] = set()  # kids whose overlap ended (that key never again)
         self._expiry: dict[int, float] = {}  # received kid -> when it goes
 
-    def set_index(self, member: bytes, index: int) -> None:
+    def set_index(self, member: bytes, index: int) -> bool:
+        """Learn ``member``'s sender index; False (nothing changed) if the index already
+        named someone else in this call.
+
+        The server hands out indexes and never gives one to two participants of a call (a
+        participant who comes back gets a new one). A server that moves an index to
+        another member would make frames under the first one's key ids (still held here
+        during the overlap, or arriving before the new key) show as the second's, so an
+        index stays bound to the first member it named.
+        """
+        named = self.members.get(index)
+        if named is not None and named != member:
+            return False
         self.members[index] = member
         self.indexes[member] = index
+        return True
 
     def context_for(self, source: int | None) -> SFrameContext | None:
         """The receiving context of the publisher with sender index ``source`` (the CSRC
@@ -394,7 +407,12 @@ class SfuTopology:
         for member, peer in peers.items():
             known = self.peers.get(member)
             self.peers[member] = peer
-            self.ring.set_index(member, peer.index)
+            if not self.ring.set_index(member, peer.index):
+                # A server reusing an index would put one member's frames under another's name.
+                if member not in self.refused:
+                    reason = f"the server gave them sender index {peer.index}, already another's"
+                    await self.refuse(member, reason)
+                continue
             if known is None:
                 self._on_key(member)
                 if self.state == "connected":
