@@ -160,6 +160,9 @@ class CallKeys:
         held.as_of = version
         if kind == "leave" or held.key.epoch >= self.max_epoch:
             self._stale.add(member)  # its fresh key is on its way (or it must leave)
+            # Its key is superseded now, not when the next one arrives: a server that
+            # withholds that one must not keep alive a key the removed member holds.
+            self._notify(member)
         else:
             held.key = held.key.ratchet()
             self._notify(member)

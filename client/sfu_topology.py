@@ -178,6 +178,8 @@ class MediaKeyRing:
         ctx = self._context(index)
         same = self._keys.get(kid) == key.key
         if same and (kid in ctx or kid in self._retired):
+            if not current and kid in ctx:  # superseded (a leave): its overlap starts now
+                self._expiry.setdefault(kid, now + OVERLAP_SECONDS)
             return False  # held already, or its overlap is over (no fresh replay window)
         if kid in ctx:  # the member joined again under its seat: a fresh epoch-0 key
             ctx.remove_key(kid)

@@ -40,14 +40,14 @@ from test_sfu_keyids import (
     ring_for_alice,
 )
 
-from client.callkeys import CallKeys
+from client.callkeys import CallKeys, MediaKeyMessage
 from client.e2ee_media import MEDIA_SUITE, _peek_kid
-from client.sframe import ReplayError, SFrameContext, unprotect_frame
+from client.sframe import ReplayError, SFrameContext, UnknownKeyError, unprotect_frame
 from client.sfu_topology import SfuTopology
 from client.topology import Peer
 from protocol.chat_wire import UploadStoryChunk
 from protocol.errors import RateLimited
-from protocol.media_keys import kid_index
+from protocol.media_keys import kid_index, media_kid
 from sfu import rtp
 from sfu.aiortc_adapter import MarkerJitterBuffer
 from sfu.forwarder import ForwarderConfig
@@ -273,3 +273,51 @@ async def test_uploads_kept_alive_cannot_hold_the_servers_staging_budget_forever
             assert await upload(space, member, "stuckstory", 100, 0) == 100
     assert await upload("honest", ALICE_M, "honeststory", 0, 10) == 10
     await asyncio.sleep(0)
+
+
+# -- a removed member's copy of a sender's key, after the leave --------------------------------
+
+
+async def test_a_senders_key_stops_decrypting_soon_after_a_leave_even_if_its_next_is_withheld() -> (
+    None
+):
+    """Carol is removed; every sender moves to a fresh key at once. Before, Alice kept
+    accepting Bob's previous key (which Carol holds) until Bob's next key reached her — a
+    server that withholds that key let Carol's frames under Bob's key id play as Bob's
+    for as long as it liked. Now the previous key goes after the overlap, key or no key."""
+    now = [100.0]
+    keys = CallKeys(ALICE_M)
+    sfu = SimpleNamespace(my_index=ALICE, send_frames=SFrameContext(MEDIA_SUITE))
+    ctx: Any = SimpleNamespace(sfu=sfu, me=ALICE_M, keys=keys, video=None, audio=None, sink=_Sink())
+    topology = SfuTopology(ctx, clock=lambda: now[0])
+    topology._connecting = asyncio.get_running_loop().create_future()  # type: ignore[assignment]  # never connects
+    carol = b"c" * 32
+    try:
+        peers = {
+            BOB_M: Peer(BOB_M, BOB, b"l1", False, "Bob"),
+            carol: Peer(carol, 7, b"l2", False, "Carol"),
+        }
+        await topology.set_peers(peers)
+        keys.baseline(1)
+        assert keys.receive(BOB_M, MediaKeyMessage(0, BOB_KEY * 2, 1))
+        ring = topology.ring
+        assert BOB_KID in ring.recv_kids
+        # Carol is removed (she keeps Bob's key); Bob's fresh key never comes (withheld).
+        keys.membership(2, [], [carol])
+        del peers[carol]
+        await topology.set_peers(peers)
+        now[0] += 1.0
+        ring.tick()
+        assert BOB_KID in ring.recv_kids  # the overlap: frames already in flight
+        now[0] += 10.0
+        ring.tick()
+        forged = protected(BOB_KID, BOB_KEY * 2, "opus", b"\x78" + bytes(20), 99)  # Carol's
+        bob_ctx = ring.context_for(BOB)
+        assert bob_ctx is not None
+        with pytest.raises(UnknownKeyError):
+            unprotect_frame(bob_ctx, "opus", forged)
+        # Bob's next key, when it comes, works (and a later replay of the old one is refused).
+        assert keys.receive(BOB_M, MediaKeyMessage(1, MALLORY_KEY * 2, 2))
+        assert media_kid(BOB, 1) in ring.recv_kids and BOB_KID not in ring.recv_kids
+    finally:
+        await topology.close()
