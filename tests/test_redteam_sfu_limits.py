@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -53,6 +54,9 @@ from sfu.aiortc_adapter import MarkerJitterBuffer
 from sfu.forwarder import ForwarderConfig
 from spaces.chat import Chat
 from spaces.config import Config, LimitsSection
+from spaces.server import CONNECTION_SLACK
+
+ELSEWHERE = "127.0.0.2"
 
 ALICE_M, BOB_M, MALLORY_M = b"a" * 32, b"b" * 32, b"m" * 32
 
@@ -321,3 +325,59 @@ async def test_a_senders_key_stops_decrypting_soon_after_a_leave_even_if_its_nex
         assert media_kid(BOB, 1) in ring.recv_kids and BOB_KID not in ring.recv_kids
     finally:
         await topology.close()
+
+
+# -- half-sent HTTP requests past the per-address cap ------------------------------------------
+
+
+def test_one_address_cannot_hold_more_tcp_connections_than_its_cap(make_server: Any) -> None:
+    """The WebSocket cap counted upgraded connections only: one address could hold any
+    number of half-sent HTTP requests (a slowloris; 300 were still open after 20 s with a cap
+    of 128) and exhaust the server's file descriptors. Now an address holds at most its
+    WebSocket cap plus a few; the rest are closed at once, other addresses unaffected."""
+    srv = make_server({"limits": {"websockets_per_address": 4}})
+    limit = 4 + CONNECTION_SLACK
+    held: list[socket.socket] = []
+    try:
+        for _ in range(limit + 10):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # never finishes its headers
+            held.append(s)
+
+        def closed(s: socket.socket) -> bool:
+            s.settimeout(0.2)
+            try:
+                return s.recv(1) == b""
+            except TimeoutError:
+                return False
+            except OSError:
+                return True
+
+        deadline = time.monotonic() + 10
+        while sum(map(closed, held)) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sum(map(closed, held)) == 10
+        # Another address still gets in.
+        other = socket.create_connection(("127.0.0.1", srv.port), source_address=(ELSEWHERE, 0))
+        other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        other.settimeout(5)
+        assert other.recv(64).startswith(b"HTTP/1.1 200")
+        other.close()
+    finally:
+        for s in held:
+            s.close()
+    # Closed connections are forgotten: the address can connect again.
+    deadline = time.monotonic() + 10
+    while True:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.settimeout(5)
+        try:
+            answer = s.recv(64)
+        except OSError:
+            answer = b""
+        s.close()
+        if answer.startswith(b"HTTP/1.1 200") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert answer.startswith(b"HTTP/1.1 200")
