@@ -384,7 +384,10 @@ class SfuTopology:
             self.ctx.sink.on_send_key(keys.own.epoch)
         elif member in self.peers:
             current = keys.current(member)
-            added = [self.ring.install(member, k, k == current) for k in keys.usable(member)[::-1]]
+            usable = keys.usable(member)
+            if not usable:  # it left (and maybe joined again): its keys go after the overlap
+                self.ring.forget(member)
+            added = [self.ring.install(member, k, k == current) for k in usable[::-1]]
             if any(added) and self.session is not None:
                 self.session.keys_changed()  # held frames may be readable now
 

@@ -282,9 +282,10 @@ async def test_uploads_kept_alive_cannot_hold_the_servers_staging_budget_forever
 # -- a removed member's copy of a sender's key, after the leave --------------------------------
 
 
-async def test_a_senders_key_stops_decrypting_soon_after_a_leave_even_if_its_next_is_withheld() -> (
-    None
-):
+@pytest.mark.parametrize("rejoined", [False, True])
+async def test_a_senders_key_stops_decrypting_soon_after_a_leave_even_if_its_next_is_withheld(
+    rejoined: bool,
+) -> None:
     """Carol is removed; every sender moves to a fresh key at once. Before, Alice kept
     accepting Bob's previous key (which Carol holds) until Bob's next key reached her — a
     server that withholds that key let Carol's frames under Bob's key id play as Bob's
@@ -307,7 +308,8 @@ async def test_a_senders_key_stops_decrypting_soon_after_a_leave_even_if_its_nex
         ring = topology.ring
         assert BOB_KID in ring.recv_kids
         # Carol is removed (she keeps Bob's key); Bob's fresh key never comes (withheld).
-        keys.membership(2, [], [carol])
+        # With ``rejoined``, the server also says Bob joined again in the same change.
+        keys.membership(2, [BOB_M] if rejoined else [], [carol, BOB_M] if rejoined else [carol])
         del peers[carol]
         await topology.set_peers(peers)
         now[0] += 1.0
