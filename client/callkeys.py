@@ -130,9 +130,11 @@ class CallKeys:
         """The admitted participants changed at state ``version``: rekey if anyone left,
         else ratchet if anyone joined."""
         for member in left:
-            self._peers.pop(member, None)
+            had = self._peers.pop(member, None) or self._previous.pop(member, None)
             self._previous.pop(member, None)
             self._stale.discard(member)
+            if had is not None:  # its keys are over (if it joined again too, its new key comes)
+                self._notify(member)
         if version <= self.version or not (joined or left):
             self.version = max(self.version, version)
             return
@@ -160,6 +162,9 @@ class CallKeys:
         held.as_of = version
         if kind == "leave" or held.key.epoch >= self.max_epoch:
             self._stale.add(member)  # its fresh key is on its way (or it must leave)
+            # Its key is superseded now, not when the next one arrives: a server that
+            # withholds that one must not keep alive a key the removed member holds.
+            self._notify(member)
         else:
             held.key = held.key.ratchet()
             self._notify(member)

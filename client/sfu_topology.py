@@ -105,9 +105,22 @@ class MediaKeyRing:
         self._retired: set[int] = set()  # kids whose overlap ended (that key never again)
         self._expiry: dict[int, float] = {}  # received kid -> when it goes
 
-    def set_index(self, member: bytes, index: int) -> None:
+    def set_index(self, member: bytes, index: int) -> bool:
+        """Learn ``member``'s sender index; False (nothing changed) if the index already
+        named someone else in this call.
+
+        The server hands out indexes and never gives one to two participants of a call (a
+        participant who comes back gets a new one). A server that moves an index to
+        another member would make frames under the first one's key ids (still held here
+        during the overlap, or arriving before the new key) show as the second's, so an
+        index stays bound to the first member it named.
+        """
+        named = self.members.get(index)
+        if named is not None and named != member:
+            return False
         self.members[index] = member
         self.indexes[member] = index
+        return True
 
     def context_for(self, source: int | None) -> SFrameContext | None:
         """The receiving context of the publisher with sender index ``source`` (the CSRC
@@ -165,6 +178,8 @@ class MediaKeyRing:
         ctx = self._context(index)
         same = self._keys.get(kid) == key.key
         if same and (kid in ctx or kid in self._retired):
+            if not current and kid in ctx:  # superseded (a leave): its overlap starts now
+                self._expiry.setdefault(kid, now + OVERLAP_SECONDS)
             return False  # held already, or its overlap is over (no fresh replay window)
         if kid in ctx:  # the member joined again under its seat: a fresh epoch-0 key
             ctx.remove_key(kid)
@@ -369,7 +384,10 @@ class SfuTopology:
             self.ctx.sink.on_send_key(keys.own.epoch)
         elif member in self.peers:
             current = keys.current(member)
-            added = [self.ring.install(member, k, k == current) for k in keys.usable(member)[::-1]]
+            usable = keys.usable(member)
+            if not usable:  # it left (and maybe joined again): its keys go after the overlap
+                self.ring.forget(member)
+            added = [self.ring.install(member, k, k == current) for k in usable[::-1]]
             if any(added) and self.session is not None:
                 self.session.keys_changed()  # held frames may be readable now
 
@@ -394,7 +412,12 @@ class SfuTopology:
         for member, peer in peers.items():
             known = self.peers.get(member)
             self.peers[member] = peer
-            self.ring.set_index(member, peer.index)
+            if not self.ring.set_index(member, peer.index):
+                # A server reusing an index would put one member's frames under another's name.
+                if member not in self.refused:
+                    reason = f"the server gave them sender index {peer.index}, already another's"
+                    await self.refuse(member, reason)
+                continue
             if known is None:
                 self._on_key(member)
                 if self.state == "connected":

@@ -88,6 +88,11 @@ MAX_FETCH: Final = 1000
 MAX_BATCH: Final = 2048
 STAGED_IDLE_SECONDS: Final = 600.0
 STAGED_BUSY_IDLE_SECONDS: Final = 60.0  # when the budget is tight, idle uploads go sooner
+# ... and so do uploads started this long ago, however often they are touched: an upload
+# kept alive with empty chunks must not hold a budget (another space's stories) forever.
+# A 4 MB image in 5 minutes needs 14 kB/s.
+STAGED_BUSY_MAX_SECONDS: Final = 300.0
+STAGED_MAX_SECONDS: Final = 3600.0
 MIN_WINDOW: Final = 0.001  # seconds: the smallest gap between two frames of a busy room
 MAX_WINDOW: Final = 0.025
 BACKLOG_HIGH: Final = 2.0  # frames queued per follower (including the new one)
@@ -282,6 +287,7 @@ class Staged:
     story_id: str
     data: bytearray = field(default_factory=bytearray)
     touched: float = 0.0
+    started: float = 0.0
 
 
 class Chat:
@@ -413,7 +419,7 @@ class Chat:
         staged = self.staged.get(key)
         if msg.offset == 0:
             self.staged.pop(key, None)  # a member has one upload in progress: this one
-            staged = Staged(msg.story_id, touched=now)
+            staged = Staged(msg.story_id, touched=now, started=now)
         elif staged is None or staged.story_id != msg.story_id or len(staged.data) != msg.offset:
             raise Conflict("story upload out of order; start again from offset 0")
         else:
@@ -434,8 +440,10 @@ class Chat:
         staging budgets of its space and of the server, with every other upload staged.
         Stories are staged in memory, so these bound what uploads can make the server hold;
         one space's uploads cannot take the whole server's budget."""
-        if not self._fits(space_id, size):
-            self._drop_idle_uploads(now, idle=STAGED_BUSY_IDLE_SECONDS)
+        if self._fits(space_id, size):  # a reason it does not fit: make room first
+            self._drop_idle_uploads(
+                now, idle=STAGED_BUSY_IDLE_SECONDS, oldest=STAGED_BUSY_MAX_SECONDS
+            )
         problem = self._fits(space_id, size)
         if problem:
             raise RateLimited(f"{problem}; try again in a minute")
@@ -454,9 +462,11 @@ class Chat:
             return "the server is receiving many stories"
         return ""
 
-    def _drop_idle_uploads(self, now: float, idle: float = STAGED_IDLE_SECONDS) -> None:
+    def _drop_idle_uploads(
+        self, now: float, idle: float = STAGED_IDLE_SECONDS, oldest: float = STAGED_MAX_SECONDS
+    ) -> None:
         for key, staged in list(self.staged.items()):
-            if now - staged.touched > idle:
+            if now - staged.touched > idle or now - staged.started > oldest:
                 del self.staged[key]
 
     async def post_story(self, space_id: str, member: bytes, msg: PostStory) -> StoryPosted:

@@ -512,6 +512,42 @@ async def _sweep(membership: Membership) -> None:
             log.exception("sweep failed")
 
 
+# TCP connections an address may hold beyond its WebSockets (a refusal being explained,
+# /health, the join page), before the next is closed unanswered.
+CONNECTION_SLACK = 16
+
+
+def cap_connections(server: web.Server, limit: int) -> ConcurrencyLimiter:
+    """Close, at once, a TCP connection from an address already holding ``limit``.
+
+    The WebSocket cap counts upgraded connections only: without this one address could hold
+    any number of half-sent HTTP requests (a slowloris) until aiohttp's keep-alive timeout.
+    aiohttp tells its ``Server`` of every connection made and lost; both are wrapped here.
+    """
+    limiter = ConcurrencyLimiter(limit)
+    keys: dict[object, str] = {}
+    made, lost = server.connection_made, server.connection_lost
+
+    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+        made(handler, transport)
+        peer = transport.get_extra_info("peername")
+        key = address_key(str(peer[0]) if isinstance(peer, tuple) else "")
+        if limiter.acquire(key):
+            keys[handler] = key
+        else:
+            transport.close()  # aiohttp then sees the connection lost, as any other
+
+    def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+        lost(handler, exc)
+        key = keys.pop(handler, None)
+        if key is not None:
+            limiter.release(key)
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+    server.connection_lost = connection_lost  # type: ignore[method-assign]
+    return limiter
+
+
 async def serve(config: Config) -> None:
     """Run until SIGINT/SIGTERM; prints ``listening on URL`` once ready."""
     data_dir = Path(config.server.data_dir)
@@ -521,6 +557,8 @@ async def serve(config: Config) -> None:
     app = build_app(config, store)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
+    assert runner.server is not None
+    cap_connections(runner.server, config.limits.websockets_per_address + CONNECTION_SLACK)
     site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()
     host, port = runner.addresses[0][:2]
