@@ -50,7 +50,10 @@ def fork_records_for(srv: Any, victim: bytes, view: Callable[[list[Record]], lis
         reply = await honest(caller, msgspec.structs.replace(message, after=-1))
         assert isinstance(reply, Records)
         shown = view(reply.records) if caller.member == victim else reply.records
-        return Records(message.id, shown[message.after + 1 :])
+        # The shown chain, whole and self-consistent: its own head (a small test chain fits
+        # one page).
+        head = shown[-1]
+        return Records(message.id, shown[message.after + 1 :], head.seq, record_hash(head))
 
     routes[GetRecords] = forking
     return lambda: routes.__setitem__(GetRecords, honest)
