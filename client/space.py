@@ -619,6 +619,10 @@ class SpaceSession:
             if new_key is not None:
                 for seal in self._reseal_invites(scratch, new_key[0], new_key[1]):
                     all_seals[seal.invite_id] = seal
+            if not records and not sealed and not all_seals:
+                # Nothing left to do: e.g. a rekey we raced another member for, which
+                # they made first (the retry's sync saw it).
+                return self.verified
             try:
                 await self.conn.request(
                     Append(self.conn.next_id(), records, sealed, list(all_seals.values())),
