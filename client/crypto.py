@@ -72,10 +72,12 @@ def seal_key(
     epoch: int,
     generation: int,
     key: bytes,
+    nonce: bytes | None = None,
 ) -> bytes:
-    """An envelope's box: ``key`` sealed together with what it is for (protocol.roomkeys)."""
+    """An envelope's box: ``key`` sealed together with what it is for (protocol.roomkeys).
+    ``nonce`` is for known-answer vectors only (random if None)."""
     return seal_to(
-        sender_secret, recipient_public, sealed_key(space_id, scope, epoch, generation, key)
+        sender_secret, recipient_public, sealed_key(space_id, scope, epoch, generation, key), nonce
     )
 
 

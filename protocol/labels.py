@@ -27,6 +27,9 @@ CALL_SIGNAL_DOMAIN: Final = b"salon/call-signal/v1\x00"  # a sealed call signal'
 MESSAGE_SIG: Final = b"salon/message-sig/v1\x00"  # a chat message, inside its encryption
 STORY_SIG: Final = b"salon/story-sig/v1\x00"  # a story's meta block, inside its encryption
 
+# -- sealed plaintexts (the first element of a MessagePack array, so a str) --------------------
+SEALED_KEY_DOMAIN: Final = "salon/sealed-key/v1"  # a key inside an envelope (protocol.roomkeys)
+
 # -- associated data (XChaCha20-Poly1305) -----------------------------------------------------
 MESSAGE_AD: Final = b"salon/message-ad/v1\x00"
 STORY_AD: Final = b"salon/story-ad/v1\x00"
@@ -36,6 +39,7 @@ FINGERPRINT_DOMAIN: Final = b"salon/fingerprint/v1\x00"  # SHA-256, first 8 byte
 CALL_KEY_COMMITMENT_DOMAIN: Final = b"salon/call-key-commitment/v1\x00"  # SHA-256[:16]
 CALL_CODE_DOMAIN: Final = b"salon/call-verification-code/v1\x00"  # SHA-256
 CALL_LINK_PERSON: Final = b"salon-call-link"  # BLAKE2b-128 personalization of a pair link
+ROOM_KEY_COMMIT_DOMAIN: Final = b"salon/room-key-commit/v1\x00"  # SHA-256 (protocol.roomkeys)
 
 # -- HKDF-SHA256 info labels ------------------------------------------------------------------
 INVITE_SIGN_LABEL: Final = "salon/invite/sign/v1"  # link secret -> invite Ed25519 seed
@@ -44,6 +48,8 @@ INVITE_PREVIEW_LABEL: Final = "salon/invite/preview/v1"  # link secret -> key of
 MESSAGE_LABEL: Final = "salon/room-message/v1"  # room key -> message key
 STORY_LABEL: Final = "salon/room-story/v1"  # room key -> story key
 CALL_MEDIA_RATCHET_LABEL: Final = "salon/call-media-ratchet/v1"  # media key -> next epoch
+# room key of one generation -> the next (context: msgpack([space, room, epoch, generation]))
+ROOM_KEY_RATCHET_LABEL: Final = "salon/room-key-ratchet/v1"
 
 # -- SFrame (RFC 9605 §4.4.2, verbatim: note the trailing space) ------------------------------
 SFRAME_KEY_LABEL: Final = b"SFrame 1.0 Secret key "

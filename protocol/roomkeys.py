@@ -36,11 +36,11 @@ from typing import Final, Literal
 import msgspec
 
 from protocol.errors import InvalidMessage
+from protocol.labels import ROOM_KEY_COMMIT_DOMAIN as COMMIT_DOMAIN
+from protocol.labels import ROOM_KEY_RATCHET_LABEL as RATCHET_LABEL
+from protocol.labels import SEALED_KEY_DOMAIN
 
 HistoryMode = Literal["since-join", "shared"]
-SEALED_KEY_DOMAIN: Final = "salon/sealed-key/v1"
-COMMIT_DOMAIN: Final = b"salon/room-key-commit/v1\x00"
-RATCHET_LABEL: Final = "salon/room-key-ratchet/v1"
 KEY_LEN: Final = 32
 _GEN = struct.Struct(">I")
 _encode = msgspec.msgpack.Encoder().encode

@@ -8,6 +8,7 @@ bit flipped, the way a second implementation must refuse it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import typing
 from typing import Any
@@ -21,8 +22,9 @@ from client.e2ee_media import MEDIA_SUITE
 from client.errors import VerificationError
 from client.invites import parse_invite_link
 from client.space import InvitePreview, ProfileInfo, SealedSpaceKey, SpaceInfo, open_preview
-from protocol import labels, media_keys, wire
+from protocol import labels, media_keys, roomkeys, wire
 from protocol import records as rec
+from protocol.chat_wire import PostStory, SendMessage
 from protocol.conference_rules import action_problem
 from protocol.conference_wire import CallAction, action_signing_bytes
 from protocol.errors import ErrorCode, ProtocolError
@@ -133,7 +135,10 @@ def test_record_chain_verifies() -> None:
         assert crypto.public_signing_key(signing_seed).hex() == join["invite_key"]
 
 
-@pytest.mark.parametrize("seq", range(14))
+RECORD_COUNT = len(json.loads((VECTOR_DIR / "records.json").read_text())["records"])
+
+
+@pytest.mark.parametrize("seq", range(RECORD_COUNT))
 def test_record_chain_refuses_a_flipped_signature(seq: int) -> None:
     vectors = load("records")
     records = _records(vectors)
@@ -292,24 +297,82 @@ def test_space_key_boxes_rekey_and_envelope(people: dict[str, dict[str, bytes]])
         b(vectors["envelope"]["envelope_msgpack"]), type=wire.Envelope
     )
     bob, alice = people["bob"], people["alice"]
-    assert crypto.open_from(bob["box_secret"], alice["box_key"], envelope.box) == keys[1]
+    opened = crypto.open_from(bob["box_secret"], alice["box_key"], envelope.box)
+    assert opened.hex() == vectors["envelope"]["sealed_key_msgpack"]
+    sealed = crypto.open_key(
+        bob["box_secret"], alice["box_key"], envelope.box, vectors["space_id"], "space", 1
+    )
+    assert (sealed.generation, sealed.key) == (0, keys[1])
     with pytest.raises(VerificationError):
         crypto.open_from(bob["box_secret"], alice["box_key"], flip(envelope.box))
+    with pytest.raises(VerificationError):  # relabelled as another epoch
+        crypto.open_key(
+            bob["box_secret"], alice["box_key"], envelope.box, vectors["space_id"], "space", 2
+        )
 
 
-def test_room_key_envelope(people: dict[str, dict[str, bytes]]) -> None:
+def test_room_key_envelopes_commitments_ratchet_framing(
+    people: dict[str, dict[str, bytes]],
+) -> None:
     vectors = load("room_keys")
-    envelope = msgspec.msgpack.decode(b(vectors["envelope_msgpack"]), type=wire.Envelope)
-    assert envelope.box[:24].hex() == vectors["nonce"]
-    bob, alice = people["bob"], people["alice"]
-    assert (
-        crypto.open_from(bob["box_secret"], alice["box_key"], envelope.box).hex()
-        == (vectors["room_key"])
+    space_id, room_id, epoch = vectors["space_id"], vectors["room_id"], vectors["epoch"]
+    keys = [b(vectors["room_key"])]
+    for step in vectors["ratchet"]:
+        g = step["generation"]
+        assert g == len(keys)
+        key = roomkeys.ratchet(keys[-1], space_id, room_id, epoch, g)
+        assert key.hex() == step["key"]
+        # the same as client.crypto.hkdf with the label and msgpack([space, room, epoch, g])
+        label = labels.ROOM_KEY_RATCHET_LABEL
+        info = b(step["info"])
+        assert info[: len(label) + 1] == label.encode() + b"\x00"
+        assert crypto.hkdf(keys[-1], label, info[len(label) + 1 :]) == key
+        keys.append(key)
+    assert roomkeys.advance(keys[0], space_id, room_id, epoch, 0, len(keys) - 1) == keys[-1]
+    with pytest.raises(roomkeys.KeyBindingError):
+        roomkeys.advance(keys[1], space_id, room_id, epoch, 1, 0)  # never backwards
+    for case in vectors["commitments"]:
+        g, key = case["generation"], b(case["key"])
+        assert key == keys[g]
+        commit = roomkeys.key_commitment(space_id, room_id, epoch, g, key)
+        assert commit.hex() == case["commit"]
+        assert hashlib.sha256(b(case["input"])).hexdigest() == case["commit"]
+        assert roomkeys.key_commitment(space_id, room_id, epoch, g, flip(key)) != commit
+    alice = people["alice"]
+    for case in vectors["envelopes"]:
+        person = people[case["recipient"]]
+        envelope = msgspec.msgpack.decode(b(case["envelope_msgpack"]), type=wire.Envelope)
+        assert envelope.box[:24].hex() == case["nonce"]
+        plain = crypto.open_from(person["box_secret"], alice["box_key"], envelope.box)
+        assert plain.hex() == case["sealed_key_msgpack"]
+        sealed = crypto.open_key(
+            person["box_secret"], alice["box_key"], envelope.box, space_id, room_id, epoch
+        )
+        assert (sealed.generation, sealed.key.hex()) == (case["generation"], case["key"])
+        assert sealed.key == keys[sealed.generation]
+        with pytest.raises(VerificationError):
+            crypto.open_from(person["box_secret"], alice["box_key"], flip(envelope.box, 30))
+        with pytest.raises(VerificationError):  # from someone else
+            crypto.open_from(person["box_secret"], people["carol"]["box_key"], envelope.box)
+        with pytest.raises(VerificationError):  # for another room
+            crypto.open_key(
+                person["box_secret"], alice["box_key"], envelope.box, space_id, "other", epoch
+            )
+    bob = people["bob"]
+    relabelled = msgspec.msgpack.decode(
+        b(vectors["relabelled"]["envelope_msgpack"]), type=wire.Envelope
     )
-    with pytest.raises(VerificationError):
-        crypto.open_from(bob["box_secret"], alice["box_key"], flip(envelope.box, 30))
-    with pytest.raises(VerificationError):  # from someone else
-        crypto.open_from(bob["box_secret"], people["carol"]["box_key"], envelope.box)
+    crypto.open_from(bob["box_secret"], alice["box_key"], relabelled.box)  # it opens, but
+    with pytest.raises(VerificationError, match="relabelled"):
+        crypto.open_key(
+            bob["box_secret"], alice["box_key"], relabelled.box, space_id, room_id, relabelled.epoch
+        )
+    framing = vectors["framing"]
+    framed = roomkeys.frame(framing["generation"], b(framing["box"]))
+    assert framed.hex() == framing["framed"]
+    assert roomkeys.unframe(framed) == (framing["generation"], b(framing["box"]))
+    with pytest.raises(roomkeys.KeyBindingError):
+        roomkeys.unframe(framed[:3])
 
 
 def _header(raw: list[Any]) -> chatcrypto.MessageHeader:
@@ -320,21 +383,32 @@ def _header(raw: list[Any]) -> chatcrypto.MessageHeader:
 def test_message_seal_open() -> None:
     vectors = load("messages")
     room_key, case = b(vectors["room_key"]), vectors["message"]
+    head, head_hash = vectors["head"], b(vectors["head_hash"])
+    records = _records(load("records"))
+    assert rec.record_hash(records[head]) == head_hash
     header = _header(case["header"])
     assert chatcrypto.message_key(room_key, header.room_id).hex() == case["message_key"]
     assert chatcrypto.message_ad(header).hex() == case["ad"]
-    box = b(case["box"])
+    send = wire.client_decoder.decode(b(case["send_message_msgpack"]))
+    assert isinstance(send, SendMessage) and send.box.hex() == case["framed"]
+    generation, box = roomkeys.unframe(send.box)
+    assert generation == vectors["generation"] and box.hex() == case["box"]
+    roster = rec.Roster.from_records(load("records")["space_id"], records)
+    at = roster.at(head)
+    assert at is not None and at.room_generation(header.room_id) == generation
+    assert at.epoch == header.epoch == send.epoch
     content = chatcrypto.open_message(room_key, header, box)
-    assert (content.text, content.created_at, content.head) == (
+    assert (content.text, content.created_at, content.head, content.head_hash) == (
         case["text"],
         case["created_at"],
-        case["head"],
+        head,
+        head_hash,
     )
     assert content.sig.hex() == case["sig"]
-    assert (
-        chatcrypto.message_statement(header, content.text, content.created_at, content.head).hex()
-        == (case["statement"])
+    statement = chatcrypto.message_statement(
+        header, content.text, content.created_at, content.head, content.head_hash
     )
+    assert statement.hex() == case["statement"]
     for bad_box, bad_header in (
         (flip(box), header),
         (flip(box, 30), header),
@@ -344,6 +418,12 @@ def test_message_seal_open() -> None:
     ):
         with pytest.raises(VerificationError):
             chatcrypto.open_message(room_key, bad_header, bad_box)
+    with pytest.raises(VerificationError):  # the key of another generation
+        chatcrypto.open_message(
+            roomkeys.ratchet(room_key, header.space_id, header.room_id, 0, generation + 1),
+            header,
+            box,
+        )
 
 
 def test_story_seal_open() -> None:
@@ -352,9 +432,15 @@ def test_story_seal_open() -> None:
     space_id, room_id, epoch, sender, story_id, ttl = case["header"]
     header = chatcrypto.StoryHeader(space_id, room_id, epoch, b(sender), story_id, ttl)
     assert chatcrypto.story_key(room_key, room_id).hex() == case["story_key"]
-    meta = chatcrypto.open_story_meta(room_key, header, b(case["meta_box"]))
+    post = wire.client_decoder.decode(b(case["post_story_msgpack"]))
+    assert isinstance(post, PostStory) and post.meta.hex() == case["meta_framed"]
+    generation, meta_box = roomkeys.unframe(post.meta)
+    assert generation == vectors["generation"] and meta_box.hex() == case["meta_box"]
+    meta = chatcrypto.open_story_meta(room_key, header, meta_box)
     assert (meta.caption, [meta.width, meta.height]) == (case["caption"], case["size"])
+    assert (meta.head, meta.head_hash.hex()) == (vectors["head"], vectors["head_hash"])
     assert chatcrypto.story_statement(header, meta).hex() == case["statement"]
+    assert post.image_size == len(b(case["image_box"]))
     for part in ("image", "thumb"):
         opened = chatcrypto.open_story_part(room_key, header, meta, part, b(case[f"{part}_box"]))
         assert opened.hex() == case[part]
@@ -363,19 +449,37 @@ def test_story_seal_open() -> None:
     with pytest.raises(VerificationError):  # the image box does not open as the thumbnail
         chatcrypto.open_story_part(room_key, header, meta, "thumb", b(case["image_box"]))
     with pytest.raises(VerificationError):
-        chatcrypto.open_story_meta(room_key, header, flip(b(case["meta_box"])))
+        chatcrypto.open_story_meta(room_key, header, flip(meta_box))
 
 
 def test_call_action_and_signal(people: dict[str, dict[str, bytes]]) -> None:
     vectors = load("calls")
-    action = msgspec.msgpack.decode(b(vectors["action"]["action_msgpack"]), type=CallAction)
-    assert action_signing_bytes(action).hex() == vectors["action"]["signing_bytes"]
     alice, bob = people["alice"], people["bob"]
     roles: dict[bytes, rec.Role] = {alice["member_key"]: "owner", bob["member_key"]: "member"}
-    where = {"space_id": action.space_id, "room_id": action.room_id, "call_id": action.call_id}
-    assert action_problem(action, roles, **where) is None
-    forged = msgspec.structs.replace(action, sig=flip(action.sig))
-    assert action_problem(forged, roles, **where) == "its signature does not verify"
+    actions = {}
+    for name in ("action", "join", "seat_action"):
+        case = vectors[name]
+        action = msgspec.msgpack.decode(b(case["action_msgpack"]), type=CallAction)
+        assert action_signing_bytes(action).hex() == case["signing_bytes"]
+        assert (action.head_seq, action.head_hash.hex()) == (
+            vectors["head_seq"],
+            vectors["head_hash"],
+        )
+        where = {"space_id": action.space_id, "room_id": action.room_id, "call_id": action.call_id}
+        assert action_problem(action, roles, **where) is None
+        forged = msgspec.structs.replace(action, sig=flip(action.sig))
+        assert action_problem(forged, roles, **where) == "its signature does not verify"
+        moved = msgspec.structs.replace(action, head_hash=flip(action.head_hash))
+        assert action_problem(moved, roles, **where) == "its signature does not verify"
+        actions[name] = action
+    kick, join = actions["seat_action"], actions["join"]
+    assert kick.join_ref == join.nonce and actions["action"].join_ref == b""
+    where = {"space_id": kick.space_id, "room_id": kick.room_id, "call_id": kick.call_id}
+    unbound = msgspec.structs.replace(kick, join_ref=b"")
+    assert action_problem(unbound, roles, **where) in (
+        "its signature does not verify",
+        "it names no join",
+    )
 
     signal = vectors["signal"]
     body = msgspec.msgpack.decode(b(signal["body_msgpack"]), type=callsignal.SignalBody)
@@ -496,3 +600,37 @@ def test_id_examples() -> None:
     for case in vectors["examples"]:
         assert is_valid_id(case["id"]) == case["valid"], case["id"]
     assert any(not c["valid"] and c["id"].startswith("-") for c in vectors["examples"])
+
+
+def test_paged_records() -> None:
+    """A continuation from a cached head: each page links to the head before it, the last
+    one ends at the server's head."""
+    paging = load("wire")["paging"]
+    head_seq, head_hash = paging["cached_head_seq"], b(paging["cached_head_hash"])
+    last: wire.Records | None = None
+    for frame in paging["frames"]:
+        data = b(frame["msgpack"])
+        if frame["frame"] == "get_records":
+            request = wire.client_decoder.decode(data)
+            assert isinstance(request, wire.GetRecords) and request.after == head_seq
+            continue
+        page = wire.server_decoder.decode(data)
+        assert isinstance(page, wire.Records) and wire.encoder.encode(page) == data
+        assert page.records[0].seq == head_seq + 1 and page.records[0].prev == head_hash
+        for before, after in zip(page.records, page.records[1:], strict=False):
+            assert after.prev == rec.record_hash(before)
+        head_seq, head_hash = page.records[-1].seq, rec.record_hash(page.records[-1])
+        last = page
+    assert last is not None and (head_seq, head_hash) == (last.head_seq, last.head_hash)
+
+
+def test_roster_hash_retention() -> None:
+    vectors = load("hashes")
+    window, checkpoint = vectors["hash_window"], vectors["hash_checkpoint"]
+    assert (window, checkpoint) == (rec.HASH_WINDOW, rec.HASH_CHECKPOINT)
+    head = vectors["head_seq"]
+    kept = [s for s in range(head + 1) if s > head - window or s % checkpoint == 0]
+    first, last = vectors["kept_window"]
+    assert kept == [*vectors["kept_checkpoints"], *range(first, last + 1)]
+    assert len(kept) == vectors["kept_count"] and last == head
+    assert sorted(map(int, vectors["checkpoint_hashes"])) == vectors["kept_checkpoints"]

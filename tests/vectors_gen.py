@@ -16,12 +16,12 @@ MessagePack bytes (hex) of a value, as signed, hashed or sent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -33,16 +33,19 @@ if str(ROOT) not in sys.path:  # run as a script: import this checkout's package
     sys.path.insert(0, str(ROOT))
 
 from client import callkeys, callsignal, chatcrypto, crypto, sframe  # noqa: E402
-from client import rooms as client_rooms  # noqa: E402
 from client import space as client_space  # noqa: E402
 from client.e2ee_media import MEDIA_SUITE, _peek_kid  # noqa: E402
 from client.invites import InviteLink, parse_invite_link  # noqa: E402
 from client.keystore import SpaceMembership  # noqa: E402
 from client.rooms import RoomName  # noqa: E402
-from protocol import labels, media_keys, wire  # noqa: E402
+from protocol import labels, media_keys, roomkeys, wire  # noqa: E402
+from protocol.chat_wire import PostStory, SendMessage  # noqa: E402
 from protocol.conference_wire import CallAction, action_signing_bytes  # noqa: E402
 from protocol.ids import ID_PATTERN, is_valid_id  # noqa: E402
 from protocol.records import (  # noqa: E402
+    HASH_CHECKPOINT,
+    HASH_WINDOW,
+    MAX_PROFILE_BOX,
     ChainConflict,
     Genesis,
     InviteCreate,
@@ -52,11 +55,13 @@ from protocol.records import (  # noqa: E402
     RecordBody,
     RecordError,
     RecordForbidden,
+    RecordTooLarge,
     Rekey,
     Remove,
     RoleChange,
     RoomCreate,
     RoomGrant,
+    RoomKey,
     Roster,
     SpaceMeta,
     derive_space_id,
@@ -134,7 +139,13 @@ SPACE_KEY_1 = fixed("space-key/1")
 SPACE_KEY_2 = fixed("space-key/2")
 ORIGIN = "salon.example"  # the challenge origin of every signed auth statement here
 ROOM_ID = "roomAAAAAAAAAAAA"
-ROOM_KEY = fixed("room-key/0")
+ROOM_KEY = fixed("room-key/0")  # the room's key of epoch 0, generation 0
+ROOM_GENERATIONS = 3  # generations 0..2: Bob's join made 1, Carol's 2
+
+
+def room_key_at(space_id: str, generation: int) -> bytes:
+    """The room key of epoch 0 at ``generation`` (the HKDF ratchet of protocol.roomkeys)."""
+    return roomkeys.advance(ROOM_KEY, space_id, ROOM_ID, 0, 0, generation)
 
 
 def identities() -> dict[str, Any]:
@@ -159,9 +170,11 @@ def _box(key: bytes, value: msgspec.Struct, nonce_name: str) -> bytes:
     return crypto.secretbox(key, _enc.encode(value), fixed(nonce_name, 24))
 
 
+@functools.cache
 def build_chain() -> tuple[str, list[Record], dict[str, Any]]:
-    """A space: Alice founds it with an invite; Bob and Carol join; Alice adds a room, makes
-    Bob moderator, bans Carol and rekeys (epoch 0 -> 1); Bob renames himself at epoch 1."""
+    """A space: Alice founds it with an invite; Bob and Carol join; Alice adds a room and
+    commits to its key at generations 0, 1, 2, makes Bob moderator, bans Carol and rekeys
+    (epoch 0 -> 1); Bob renames himself at epoch 1. (Cached: callers must not mutate it.)"""
     genesis = Genesis(ALICE.box_key, fixed("genesis-nonce", 16))
     space_id = derive_space_id(ALICE.key, genesis)
     records: list[Record] = _chain(
@@ -184,12 +197,22 @@ def build_chain() -> tuple[str, list[Record], dict[str, Any]]:
         records += _chain(person, space_id, roster, [join, profile])
         roster = Roster.from_records(space_id, records)
     name_box = _box(SPACE_KEY_0, RoomName("general"), "room-name")
+    commits = [
+        RoomKey(
+            ROOM_ID,
+            0,
+            g,
+            roomkeys.key_commitment(space_id, ROOM_ID, 0, g, room_key_at(space_id, g)),
+        )
+        for g in range(ROOM_GENERATIONS)
+    ]
     records += _chain(
         ALICE,
         space_id,
         roster,
         [
             RoomCreate(ROOM_ID, "channel", 0, name_box, ttl=3600),
+            *commits,
             RoomGrant(ROOM_ID, CAROL.key, True),
             RoleChange(BOB.key, "moderator"),
             Remove(CAROL.key, True),
@@ -210,9 +233,19 @@ def build_chain() -> tuple[str, list[Record], dict[str, Any]]:
         "departed": {h(k): banned for k, banned in roster.departed.items()},
         "invite_uses": roster.invite_uses,
         "rooms": {
-            rid: {"kind": r.spec.kind, "publishers": sorted(h(p) for p in r.publishers)}
+            rid: {
+                "kind": r.spec.kind,
+                "history": r.spec.history,
+                "publishers": sorted(h(p) for p in r.publishers),
+            }
             for rid, r in roster.rooms.items()
         },
+        "generation": roster.generation,
+        "room_keys": {
+            f"{room}/{epoch}/{gen}": h(commit)
+            for (room, epoch, gen), (commit, _) in sorted(roster.room_keys.items())
+        },
+        "hashes_kept": sorted(roster.hashes),
     }
     return space_id, records, summary
 
@@ -264,6 +297,17 @@ def rejections(space_id: str, records: list[Record]) -> list[dict[str, Any]]:
     (prev_not_below,) = _chain(ALICE, space_id, roster_at[8], [Rekey(1, 1, b"")])
     (member_rekeys,) = _chain(BOB, space_id, roster_at[8], [Rekey(1, 0, b"")])
     (bob_kicks_alice,) = _chain(BOB, space_id, roster_at[8], [Remove(ALICE.key, False)])
+    roster_at[9] = Roster.from_records(space_id, records[:9])  # the room, no commitment yet
+    roster_at[12] = Roster.from_records(space_id, records[:12])  # generations 0..2 committed
+    (carol_commits_older,) = _chain(
+        CAROL, space_id, roster_at[9], [RoomKey(ROOM_ID, 0, 1, bytes(32))]
+    )
+    (second_commit,) = _chain(ALICE, space_id, roster_at[12], [RoomKey(ROOM_ID, 0, 1, bytes(32))])
+    (future_generation,) = _chain(
+        ALICE, space_id, roster_at[12], [RoomKey(ROOM_ID, 0, 3, bytes(32))]
+    )
+    big_profile = Profile(0, bytes(MAX_PROFILE_BOX + 1))
+    (too_large,) = _chain(BOB, space_id, roster_at[8], [big_profile])
     dash_box = _box(SPACE_KEY_0, RoomName("dash"), "room-name/dash")
     (dash_room,) = _chain(
         ALICE, space_id, roster_at[8], [RoomCreate("-roomAAAAAAAAAAA", "chat", 0, dash_box)]
@@ -314,6 +358,33 @@ def rejections(space_id: str, records: list[Record]) -> list[dict[str, Any]]:
         _rejection("a room id begins with '-'", space_id, records, 8, dash_room, RecordError),
         _rejection(
             "a member removes the owner", space_id, records, 8, bob_kicks_alice, RecordForbidden
+        ),
+        _rejection(
+            "a member commits to a room key older than its join's generation",
+            space_id,
+            records,
+            9,
+            carol_commits_older,
+            RecordForbidden,
+        ),
+        _rejection(
+            "a second commitment to a committed room key",
+            space_id,
+            records,
+            12,
+            second_commit,
+            RecordForbidden,
+        ),
+        _rejection(
+            "a commitment to a generation that does not exist yet",
+            space_id,
+            records,
+            12,
+            future_generation,
+            RecordError,
+        ),
+        _rejection(
+            "a profile box over MAX_PROFILE_BOX", space_id, records, 8, too_large, RecordTooLarge
         ),
     ]
 
@@ -532,7 +603,16 @@ def space_key_vectors() -> dict[str, Any]:
         1,
         BOB.key,
         ALICE.key,
-        crypto.seal_to(ALICE.box_secret, BOB.box_key, SPACE_KEY_1, nonce),
+        crypto.seal_key(
+            ALICE.box_secret,
+            BOB.box_key,
+            space_id,
+            client_space.SPACE_SCOPE,
+            1,
+            0,
+            SPACE_KEY_1,
+            nonce,
+        ),
     )
     # A repair: were epoch 1's key bad (nobody could open it), a moderator's next rekey
     # names the last good epoch (0) as its prev_epoch, stepping over epoch 1.
@@ -543,8 +623,9 @@ def space_key_vectors() -> dict[str, Any]:
     return {
         "about": "box = nonce(24) || XSalsa20-Poly1305(space_key[epoch], msgpack(value)). "
         "Rekey.prev_box = secretbox(new key, key of prev_epoch). A space envelope is "
-        "crypto_box (X25519 sender secret, recipient box key) of the bare new key, sent by "
-        "the rekey's author. repair: a rekey appended to the whole example chain that steps "
+        "crypto_box (X25519 sender secret, recipient box key) of msgpack(SealedKey "
+        "[SEALED_KEY_DOMAIN, space_id, 'space', epoch, 0, new key]), sent by the rekey's "
+        "author. repair: a rekey appended to the whole example chain that steps "
         "over epoch 1 (prev_epoch 0), accepted by the roster rules.",
         "space_id": space_id,
         "space_keys": {"0": h(SPACE_KEY_0), "1": h(SPACE_KEY_1), "2": h(SPACE_KEY_2)},
@@ -566,6 +647,9 @@ def space_key_vectors() -> dict[str, Any]:
             "sender": "alice",
             "recipient": "bob",
             "nonce": h(nonce),
+            "sealed_key_msgpack": h(
+                roomkeys.sealed_key(space_id, client_space.SPACE_SCOPE, 1, 0, SPACE_KEY_1)
+            ),
             "envelope": plain(envelope),
             "envelope_msgpack": h(_enc.encode(envelope)),
         },
@@ -573,24 +657,98 @@ def space_key_vectors() -> dict[str, Any]:
 
 
 def room_key_vectors() -> dict[str, Any]:
-    """Sealed by client.rooms' own sealing function, PyNaCl's nonce source pinned (it has
-    no nonce parameter: it seals to many recipients)."""
+    """Sealed keys (room and space scope), room-key commitments, the generation ratchet and
+    the ciphertext framing, from protocol.roomkeys and client.crypto."""
     space_id, records, _ = build_chain()
-    roster = Roster.from_records(space_id, records)
-    sender = SimpleNamespace(m=SimpleNamespace(box_secret=ALICE.box_secret), member_key=ALICE.key)
-    nonce = fixed("room-envelope/bob", 24)
-    with mock.patch("nacl.public.random", return_value=nonce):
-        (envelope,) = client_rooms._seal_room_key(sender, roster, ROOM_ID, ROOM_KEY, [BOB.key])  # type: ignore[arg-type]
+    roster = Roster.from_records(space_id, records[:12])  # epoch 0, generations 0..2 committed
+    keys = [room_key_at(space_id, g) for g in range(ROOM_GENERATIONS + 1)]
+    ratchet = [
+        {
+            "generation": g,
+            "info": h(
+                labels.ROOM_KEY_RATCHET_LABEL.encode()
+                + b"\x00"
+                + _enc.encode((space_id, ROOM_ID, 0, g))
+            ),
+            "key": h(roomkeys.ratchet(keys[g - 1], space_id, ROOM_ID, 0, g)),
+        }
+        for g in range(1, ROOM_GENERATIONS + 1)
+    ]
+    assert [r["key"] for r in ratchet] == [h(k) for k in keys[1:]]
+    commitments = [
+        {
+            "generation": g,
+            "key": h(keys[g]),
+            "input": h(
+                labels.ROOM_KEY_COMMIT_DOMAIN + _enc.encode((space_id, ROOM_ID, 0, g, keys[g]))
+            ),
+            "commit": h(roomkeys.key_commitment(space_id, ROOM_ID, 0, g, keys[g])),
+        }
+        for g in range(ROOM_GENERATIONS)
+    ]
+    envelopes = []
+    for person in (BOB, CAROL):
+        # A joiner is sealed the generation its join started (client.rooms._seal_room_key).
+        generation = roster.member_generation(ROOM_ID, person.key)
+        nonce = fixed(f"room-envelope/{person.name}", 24)
+        box = crypto.seal_key(
+            ALICE.box_secret,
+            person.box_key,
+            space_id,
+            ROOM_ID,
+            0,
+            generation,
+            keys[generation],
+            nonce,
+        )
+        envelope = wire.Envelope(ROOM_ID, 0, person.key, ALICE.key, box)
+        envelopes.append(
+            {
+                "recipient": person.name,
+                "generation": generation,
+                "key": h(keys[generation]),
+                "sealed_key_msgpack": h(
+                    roomkeys.sealed_key(space_id, ROOM_ID, 0, generation, keys[generation])
+                ),
+                "nonce": h(nonce),
+                "envelope": plain(envelope),
+                "envelope_msgpack": h(_enc.encode(envelope)),
+            }
+        )
+    relabelled = wire.Envelope(
+        ROOM_ID, 1, BOB.key, ALICE.key, bytes.fromhex(envelopes[0]["envelope"]["box"])
+    )
+    box = fixed("some ciphertext", 24)
     return {
-        "about": "Room-key envelope as client.rooms seals it today: crypto_box of the bare "
-        "32-byte room key; scope = room id, epoch = space epoch (issue 8 point 1 changes this).",
+        "about": "Envelope.box = crypto_box(sender box secret, recipient box key, "
+        "msgpack(SealedKey [SEALED_KEY_DOMAIN, space_id, scope, epoch, generation, key])), "
+        "output nonce(24) || tag || ciphertext; on open the recipient requires domain, "
+        "space_id, scope and epoch to equal what it asked for (the envelope's clear fields) "
+        "and a 32-byte key. commit = SHA-256(ROOM_KEY_COMMIT_DOMAIN || msgpack([space_id, "
+        "room_id, epoch, generation, key])), carried by a RoomKey record. key[g] = "
+        "HKDF-SHA256(key[g-1], salt empty, info = ROOM_KEY_RATCHET_LABEL || 0x00 || "
+        "msgpack([space_id, room_id, epoch, g]), 32). framed = uint32 BE generation || box.",
+        "space_id": space_id,
         "room_id": ROOM_ID,
-        "room_key": h(ROOM_KEY),
+        "epoch": 0,
+        "sealed_key_domain": labels.SEALED_KEY_DOMAIN,
+        "commit_domain": h(labels.ROOM_KEY_COMMIT_DOMAIN),
+        "ratchet_label": labels.ROOM_KEY_RATCHET_LABEL,
         "sender": "alice",
-        "recipient": "bob",
-        "nonce": h(nonce),
-        "envelope": plain(envelope),
-        "envelope_msgpack": h(_enc.encode(envelope)),
+        "room_key": h(ROOM_KEY),
+        "ratchet": ratchet,
+        "commitments": commitments,
+        "envelopes": envelopes,
+        "relabelled": {
+            "why": "Bob's epoch-0 envelope with its clear epoch rewritten to 1: it opens, "
+            "but the sealed epoch (0) is not the one asked for (1), so it is refused",
+            "envelope_msgpack": h(_enc.encode(relabelled)),
+        },
+        "framing": {
+            "generation": 2,
+            "box": h(box),
+            "framed": h(roomkeys.frame(2, box)),
+        },
     }
 
 
@@ -598,20 +756,32 @@ def room_key_vectors() -> dict[str, Any]:
 
 
 def message_vectors() -> dict[str, Any]:
-    space_id, _, _ = build_chain()
-    header = chatcrypto.MessageHeader(space_id, ROOM_ID, 0, BOB.key, fixed("client-id", 16), 0)
-    text, created_at, head = "hello, salon ✓", CLOCK, 7
+    """A message and a story sealed in the example room at epoch 0, generation 2 (after
+    Carol's join), signed at head #11 (the last RoomKey record) with its hash."""
+    space_id, records, _ = build_chain()
+    head_record = records[11]
+    head, head_hash = head_record.seq, record_hash(head_record)
+    roster = Roster.from_records(space_id, records[: head + 1])
+    generation = roster.room_generation(ROOM_ID)
+    room_key = room_key_at(space_id, generation)
+    client_id = fixed("client-id", 16)
+    header = chatcrypto.MessageHeader(space_id, ROOM_ID, 0, BOB.key, client_id, 0)
+    text, created_at = "hello, salon ✓", CLOCK
     nonce = fixed("message-nonce", 24)
-    box = chatcrypto.seal_message(ROOM_KEY, BOB.signing_seed, header, text, created_at, head, nonce)
-    content = chatcrypto.open_message(ROOM_KEY, header, box)
-    statement = chatcrypto.message_statement(header, text, created_at, head)
+    box = chatcrypto.seal_message(
+        room_key, BOB.signing_seed, header, text, created_at, head, head_hash, nonce
+    )
+    content = chatcrypto.open_message(room_key, header, box)
+    statement = chatcrypto.message_statement(header, text, created_at, head, head_hash)
+    framed = roomkeys.frame(generation, box)
+    send = SendMessage(7, ROOM_ID, client_id, 0, 0, framed)
     story_header = chatcrypto.StoryHeader(
         space_id, ROOM_ID, 0, ALICE.key, "storyAAAAAAAAAAA", 86400
     )
     image, thumb = b"\xff\xd8 not really a jpeg \xff\xd9", b"\xff\xd8 thumb \xff\xd9"
     story_nonces = (fixed("story/meta", 24), fixed("story/image", 24), fixed("story/thumb", 24))
     story = chatcrypto.seal_story(
-        ROOM_KEY,
+        room_key,
         ALICE.signing_seed,
         story_header,
         "a caption",
@@ -619,42 +789,64 @@ def message_vectors() -> dict[str, Any]:
         thumb,
         (640, 480),
         CLOCK,
-        7,
+        head,
+        head_hash,
         story_nonces,
     )
-    meta = chatcrypto.open_story_meta(ROOM_KEY, story_header, story.meta)
+    meta = chatcrypto.open_story_meta(room_key, story_header, story.meta)
+    post = PostStory(
+        8,
+        ROOM_ID,
+        story_header.story_id,
+        0,
+        86400,
+        roomkeys.frame(generation, story.meta),
+        story.thumb,
+        len(story.image),
+    )
     return {
-        "about": "message_key = HKDF(room_key, MESSAGE_LABEL, utf8(room_id)); ad = MESSAGE_AD "
+        "about": "room_key = the room's key of (epoch, generation) (room_keys.json); "
+        "message_key = HKDF(room_key, MESSAGE_LABEL, utf8(room_id)); ad = MESSAGE_AD "
         "|| msgpack(header array); statement = MESSAGE_SIG || msgpack(header fields + "
-        "[created_at, head, text]); plaintext = pad(msgpack([text, created_at, head, sig])) "
-        "(4-byte BE length, zeros to a multiple of 256); box = nonce(24) || "
-        "XChaCha20-Poly1305-IETF(message_key, nonce, plaintext, ad). Stories likewise under "
-        "story_key, ad = STORY_AD || msgpack(header + [part]).",
-        "room_key": h(ROOM_KEY),
+        "[created_at, head, head_hash, text]); plaintext = pad(msgpack([text, created_at, "
+        "head, head_hash, sig])) (4-byte BE length, zeros to a multiple of 256); box = "
+        "nonce(24) || XChaCha20-Poly1305-IETF(message_key, nonce, plaintext, ad); what is "
+        "sent (SendMessage.box) is uint32 BE generation || box. Stories likewise under "
+        "story_key, ad = STORY_AD || msgpack(header + [part]); only the meta box is framed "
+        "with the generation (PostStory.meta); image and thumb boxes are not.",
+        "space_id": space_id,
+        "room_id": ROOM_ID,
+        "epoch": 0,
+        "generation": generation,
+        "room_key": h(room_key),
+        "head": head,
+        "head_hash": h(head_hash),
         "message": {
             "header": plain(list(header)),
             "text": text,
             "created_at": created_at,
-            "head": head,
-            "message_key": h(chatcrypto.message_key(ROOM_KEY, ROOM_ID)),
+            "message_key": h(chatcrypto.message_key(room_key, ROOM_ID)),
             "ad": h(chatcrypto.message_ad(header)),
             "statement": h(statement),
             "sig": h(content.sig),
             "padded_plaintext": h(
                 chatcrypto.pad(
-                    _enc.encode(chatcrypto.MessageContent(text, created_at, head, content.sig))
+                    _enc.encode(
+                        chatcrypto.MessageContent(text, created_at, head, head_hash, content.sig)
+                    )
                 )
             ),
             "nonce": h(nonce),
             "box": h(box),
+            "framed": h(framed),
+            "send_message_msgpack": h(wire.encoder.encode(send)),
         },
         "story": {
             "header": plain(list(story_header)),
-            "story_key": h(chatcrypto.story_key(ROOM_KEY, ROOM_ID)),
+            "story_key": h(chatcrypto.story_key(room_key, ROOM_ID)),
             "caption": meta.caption,
             "size": [meta.width, meta.height],
             "created_at": meta.created_at,
-            "head": meta.head,
             "image": h(image),
             "thumb": h(thumb),
             "statement": h(chatcrypto.story_statement(story_header, meta)),
@@ -665,9 +857,12 @@ def message_vectors() -> dict[str, Any]:
                 "thumb": h(story_nonces[2]),
             },
             "ad": {p: h(chatcrypto.story_ad(story_header, p)) for p in ("meta", "image", "thumb")},
+            "meta_plaintext_msgpack": h(_enc.encode(meta)),
             "meta_box": h(story.meta),
+            "meta_framed": h(roomkeys.frame(generation, story.meta)),
             "image_box": h(story.image),
             "thumb_box": h(story.thumb),
+            "post_story_msgpack": h(wire.encoder.encode(post)),
         },
     }
 
@@ -675,15 +870,46 @@ def message_vectors() -> dict[str, Any]:
 # -- calls -------------------------------------------------------------------------------------
 
 
+def _signed_action(person: Person, unsigned: CallAction) -> CallAction:
+    return msgspec.structs.replace(
+        unsigned, sig=crypto.sign(person.signing_seed, action_signing_bytes(unsigned))
+    )
+
+
+def _action_case(action: CallAction) -> dict[str, Any]:
+    return {
+        "action": plain(action),
+        "signing_bytes": h(action_signing_bytes(action)),
+        "sig": h(action.sig),
+        "action_msgpack": h(_enc.encode(action)),
+    }
+
+
 def call_vectors() -> dict[str, Any]:
-    space_id, _, _ = build_chain()
+    space_id, records, _ = build_chain()
     call_id = "callAAAAAAAAAAAA"
-    unsigned = CallAction(
-        space_id, ROOM_ID, call_id, ALICE.key, "mute", BOB.key, CLOCK * 1000, fixed("action", 16)
-    )
-    action = msgspec.structs.replace(
-        unsigned, sig=crypto.sign(ALICE.signing_seed, action_signing_bytes(unsigned))
-    )
+    head = records[-1]
+    head_seq, head_hash = head.seq, record_hash(head)
+
+    def action(person: Person, name: Any, target: bytes, nonce: str, ref: bytes = b"") -> Any:
+        unsigned = CallAction(
+            space_id,
+            ROOM_ID,
+            call_id,
+            person.key,
+            name,
+            target,
+            CLOCK * 1000,
+            fixed(nonce, 16),
+            head_seq,
+            head_hash,
+            ref,
+        )
+        return _signed_action(person, unsigned)
+
+    mute = action(ALICE, "mute", BOB.key, "action")
+    join = action(BOB, "join", BOB.key, "action/bob-join")
+    kick = action(ALICE, "kick", BOB.key, "action/kick", join.nonce)
     base = callkeys.SenderKey(0, fixed("media-key/bob"))
     ratcheted = base.ratchet()
     media = callkeys.MediaKeyMessage(ratcheted.epoch, ratcheted.key, 12)
@@ -705,15 +931,17 @@ def call_vectors() -> dict[str, Any]:
     pairs = [(ALICE.key, alice_key.commitment()), (BOB.key, ratcheted.commitment())]
     return {
         "about": "action sig = Ed25519(actor, CALL_ACTION_DOMAIN || msgpack([space_id, "
-        "room_id, call_id, actor, action, target, issued_at, nonce])). A signal box = "
+        "room_id, call_id, actor, action, target, issued_at, nonce, head_seq, head_hash, "
+        "join_ref])); head = the actor's verified roster head (here the example chain's "
+        "last record); join_ref = the nonce of the target's join for admit, deny, kick, "
+        "promote, demote, else empty. A signal box = "
         "crypto_box(sender box secret, recipient box key, msgpack({body: msgpack(SignalBody "
         "map), sig: Ed25519(CALL_SIGNAL_DOMAIN || body)})).",
-        "action": {
-            "action": plain(action),
-            "signing_bytes": h(action_signing_bytes(action)),
-            "sig": h(action.sig),
-            "action_msgpack": h(_enc.encode(action)),
-        },
+        "head_seq": head_seq,
+        "head_hash": h(head_hash),
+        "action": _action_case(mute),
+        "join": _action_case(join),
+        "seat_action": _action_case(kick),
         "signal": {
             "sender": "bob",
             "recipient": "alice",
@@ -1005,17 +1233,71 @@ def wire_vectors() -> dict[str, Any]:
     ]
     server: list[Any] = [
         wire.Challenge(nonce, "salon.example"),
-        wire.Welcome(1, space_id, 13),
+        wire.Welcome(1, space_id, records[-1].seq),
         wire.Error(None, "invalid_message", "bad frame"),
         wire.Error(None, "rate_limited", "too many connections from your address"),
         wire.Error(2, "forbidden", "only owners and moderators invite"),
         wire.SessionClosed("removed"),
     ]
+    head = records[-1]
+    # A client whose cached head is #8 pages to the server's head (#16) in two pages (here
+    # the server's page limit is taken to be 3 records).
+    paging: list[Any] = [
+        wire.GetRecords(5, 8),
+        wire.Records(5, records[9:12], head.seq, record_hash(head)),
+        wire.GetRecords(6, 11),
+        wire.Records(6, records[12:], head.seq, record_hash(head)),
+    ]
     return {
         "about": "MessagePack frames. Each message is a map: 'type' first, then the fields in "
-        "the order PROTOCOL.md lists them; fields with defaults are still sent.",
+        "the order PROTOCOL.md lists them; fields with defaults are still sent. paging: "
+        "GetRecords from a cached head (#8) and the two Records pages up to the server's "
+        "head; the first record of each page links (prev) to the hash of the record asked "
+        "after, and the last page ends at head_seq with head_hash.",
         "client": [{"message": plain(m), "msgpack": h(wire.encoder.encode(m))} for m in client],
         "server": [{"message": plain(m), "msgpack": h(wire.encoder.encode(m))} for m in server],
+        "paging": {
+            "cached_head_seq": 8,
+            "cached_head_hash": h(record_hash(records[8])),
+            "frames": [
+                {"frame": m.__struct_config__.tag, "msgpack": h(wire.encoder.encode(m))}
+                for m in paging
+            ],
+        },
+    }
+
+
+HASHES_CHAIN = 1300  # records in the retention example (> HASH_WINDOW + HASH_CHECKPOINT)
+
+
+def hashes_vectors() -> dict[str, Any]:
+    """Which record hashes a roster keeps (Roster.hashes) after HASHES_CHAIN records: Alice
+    founds a space and renames it HASHES_CHAIN - 1 times (the real Roster applies them)."""
+    genesis = Genesis(ALICE.box_key, fixed("hashes/genesis-nonce", 16))
+    space_id = derive_space_id(ALICE.key, genesis)
+    meta = SpaceMeta(0, _box(SPACE_KEY_0, client_space.SpaceInfo("Long space"), "hashes/meta"))
+    records = _chain(ALICE, space_id, None, [genesis] + [meta] * (HASHES_CHAIN - 1))
+    roster = Roster.from_records(space_id, records)
+    kept = sorted(roster.hashes)
+    window = [s for s in kept if s > roster.head_seq - HASH_WINDOW]
+    checkpoints = [s for s in kept if s not in window]
+    assert all(roster.hashes[s] == record_hash(records[s]) for s in kept)
+    return {
+        "about": "After applying record seq s a roster keeps hash[s] and forgets hash[s - "
+        "HASH_WINDOW] unless (s - HASH_WINDOW) % HASH_CHECKPOINT == 0. So with head H it "
+        "holds every hash of seq > H - HASH_WINDOW and, below that, those of seqs divisible "
+        "by HASH_CHECKPOINT. An older hash is proven by fetching the records from it up to "
+        "the next kept seq and checking their prev links and the kept hash.",
+        "hash_window": HASH_WINDOW,
+        "hash_checkpoint": HASH_CHECKPOINT,
+        "records": len(records),
+        "head_seq": roster.head_seq,
+        "kept_count": len(kept),
+        "kept_checkpoints": checkpoints,
+        "kept_window": [window[0], window[-1]],
+        "checkpoint_hashes": {str(s): h(roster.hashes[s]) for s in checkpoints},
+        "first_window_hash": h(roster.hashes[window[0]]),
+        "head_hash": h(roster.head_hash),
     }
 
 
@@ -1032,6 +1314,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "sframe": sframe_vectors,
     "sfu_rtp": sfu_rtp_vectors,
     "ids": id_vectors,
+    "hashes": hashes_vectors,
 }
 
 
