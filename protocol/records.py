@@ -326,6 +326,7 @@ class Roster:
     tenures: dict[bytes, list[list[int]]] = field(default_factory=dict)
     room_keys: dict[tuple[str, int, int], tuple[bytes, bytes]] = field(default_factory=dict)
     room_key_epochs: set[tuple[str, int]] = field(default_factory=set)  # (room, epoch) committed
+    room_key_makers: dict[tuple[str, int], bytes] = field(default_factory=dict)  # first committer
 
     @classmethod
     def from_records(cls, space_id: str, records: list[Record]) -> Roster:
@@ -614,12 +615,18 @@ class Roster:
             raise RecordError(f"room key generation {body.generation} does not exist yet")
         slot = (body.room_id, body.epoch, body.generation)
         self._require(slot not in self.room_keys, "this room key is already committed to")
+        # Whoever makes a room's key for an epoch (its first commitment) made every
+        # generation of it; anyone else holds only generations from its own join on, and so
+        # may not vouch for older ones.
+        maker = self.room_key_makers.get((body.room_id, body.epoch))
         self._require(
-            self.member_generation(body.room_id, author.key) <= body.generation,
+            maker in (None, author.key)
+            or self.member_generation(body.room_id, author.key) <= body.generation,
             "a member cannot commit to a room key older than its own",
         )
         self.room_keys[slot] = (body.commit, author.key)
         self.room_key_epochs.add((body.room_id, body.epoch))
+        self.room_key_makers.setdefault((body.room_id, body.epoch), author.key)
 
     def _check_epoch(self, epoch: int) -> None:
         if not 0 <= epoch <= self.epoch:
