@@ -406,3 +406,22 @@ async def test_since_join_rooms_hide_history_from_joiners_and_shared_rooms_do_no
     ]
     # In the shared room the epoch's key is the same for everyone (generation 0).
     assert dave_m.room_keys[shared["room_id"]][0].generation == 0
+
+
+async def test_a_moderator_who_joined_this_epoch_creates_rooms_others_read(app_server, user):
+    """Whoever makes a room's key for an epoch commits every generation of it, also older
+    ones than its own join (it made them all): a moderator who joined after others creates a
+    since-join room, and a member who joined before reads and writes in it."""
+    srv = await app_server()
+    alice, bob, carol = user("alice"), user("bob"), user("carol")
+    created = await alice.ajson("space", "create", "Town hall", "--server", srv.url, "--as", "A")
+    space = created["space_id"]
+    await bob.arun("join", created["link"], "--as", "Bob")
+    mod_link = await alice.ajson("invite", "create", space, "--role", "moderator")
+    await carol.arun("join", mod_link["link"], "--as", "Carol")
+    await carol.arun("room", "create", space, "corner", "--kind", "chat")
+    await carol.arun("send", space, "corner", "from Carol")
+    await bob.arun("send", space, "corner", "from Bob")
+    for person in (alice, bob, carol):
+        texts = [m["text"] for m in await person.ajson("read", space, "corner")]
+        assert texts == ["from Carol", "from Bob"], texts
