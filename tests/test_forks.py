@@ -26,7 +26,7 @@ from conftest import stored_records
 
 from client import chatcrypto, crypto
 from client.chat import ReplayGuard, new_client_id
-from protocol import forks
+from protocol import forks, roomkeys
 from protocol.chat_wire import CLIENT_ID_LEN, ChatMessage, FetchMessages, Messages
 from protocol.records import Profile, Record, record_hash, signing_bytes
 from protocol.wire import GetRecords, Records
@@ -238,7 +238,10 @@ async def test_a_post_at_a_retired_epoch_is_refused(app_server: Any, user: Any) 
     srv = await app_server()
     town = await amake_town(srv.url, user, ("Bob", "Carol"))
     alice, bob = town["Alice"], town["Bob"]
-    await alice.arun("room", "create", town.space, "general", "--kind", "chat")
+    # A shared-history room: its key has one generation (0) per epoch.
+    await alice.arun(
+        "room", "create", town.space, "general", "--kind", "chat", "--history", "shared"
+    )
     await alice.arun("send", town.space, "general", "at epoch 0")
     old_head = chain_of(srv, town)[-1]
     await alice.arun("kick", town.space, "Carol")
@@ -247,7 +250,7 @@ async def test_a_post_at_a_retired_epoch_is_refused(app_server: Any, user: Any) 
 
     membership = alice.keystore().load().memberships[0]
     room_id = next(iter(membership.room_keys))
-    old_key = membership.room_keys[room_id][0]
+    old_key = membership.room_keys[room_id][0].key
 
     def alices_old_epoch_post(text: str, head: Record) -> ChatMessage:
         client_id = new_client_id()
@@ -263,6 +266,7 @@ async def test_a_post_at_a_retired_epoch_is_refused(app_server: Any, user: Any) 
             head.seq,
             record_hash(head),
         )
+        box = roomkeys.frame(0, box)
         return ChatMessage(0, header.sender, client_id, 0, 0, time.time(), None, box)
 
     injected = [

@@ -153,7 +153,15 @@ class RawMember:
                 rekey.epoch,
                 member.key,
                 self.key,
-                crypto.seal_to(self.m.box_secret, member.box_key, bad_key),
+                crypto.seal_key(
+                    self.m.box_secret,
+                    member.box_key,
+                    self.m.space_id,
+                    "space",
+                    rekey.epoch,
+                    0,
+                    bad_key,
+                ),
             )
             for member in members
         ]

@@ -83,7 +83,7 @@ def test_link_under_a_path_prefix_and_https():
 @given(
     host=st.from_regex(r"\A[a-z][a-z0-9-]{0,20}(\.[a-z]{2,6})?\Z"),
     port=st.none() | st.integers(1, 65535),
-    invite_id=st.from_regex(r"\A[A-Za-z0-9_-]{8,64}\Z"),
+    invite_id=st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_-]{7,63}\Z"),
     secret=st.binary(min_size=SECRET_LEN, max_size=SECRET_LEN),
 )
 def test_link_round_trip_property(host, port, invite_id, secret):
