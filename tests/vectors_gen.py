@@ -204,7 +204,9 @@ def build_chain() -> tuple[str, list[Record], dict[str, Any]]:
             g,
             roomkeys.key_commitment(space_id, ROOM_ID, 0, g, room_key_at(space_id, g)),
         )
-        for g in range(ROOM_GENERATIONS)
+        # Generation 2 first, so the chain has a point where Alice made the key but has not
+        # committed generation 1 yet (the "older than its join" refusal needs that).
+        for g in (2, *range(ROOM_GENERATIONS - 1))
     ]
     records += _chain(
         ALICE,
@@ -299,8 +301,9 @@ def rejections(space_id: str, records: list[Record]) -> list[dict[str, Any]]:
     (bob_kicks_alice,) = _chain(BOB, space_id, roster_at[8], [Remove(ALICE.key, False)])
     roster_at[9] = Roster.from_records(space_id, records[:9])  # the room, no commitment yet
     roster_at[12] = Roster.from_records(space_id, records[:12])  # generations 0..2 committed
+    roster_at[10] = Roster.from_records(space_id, records[:10])  # Alice committed generation 2
     (carol_commits_older,) = _chain(
-        CAROL, space_id, roster_at[9], [RoomKey(ROOM_ID, 0, 1, bytes(32))]
+        CAROL, space_id, roster_at[10], [RoomKey(ROOM_ID, 0, 1, bytes(32))]
     )
     (second_commit,) = _chain(ALICE, space_id, roster_at[12], [RoomKey(ROOM_ID, 0, 1, bytes(32))])
     (future_generation,) = _chain(
@@ -360,10 +363,10 @@ def rejections(space_id: str, records: list[Record]) -> list[dict[str, Any]]:
             "a member removes the owner", space_id, records, 8, bob_kicks_alice, RecordForbidden
         ),
         _rejection(
-            "a member commits to a room key older than its join's generation",
+            "a member commits to a room key older than its join's generation (another made it)",
             space_id,
             records,
-            9,
+            10,
             carol_commits_older,
             RecordForbidden,
         ),
@@ -684,7 +687,9 @@ def room_key_vectors() -> dict[str, Any]:
             ),
             "commit": h(roomkeys.key_commitment(space_id, ROOM_ID, 0, g, keys[g])),
         }
-        for g in range(ROOM_GENERATIONS)
+        # Generation 2 first, so the chain has a point where Alice made the key but has not
+        # committed generation 1 yet (the "older than its join" refusal needs that).
+        for g in (2, *range(ROOM_GENERATIONS - 1))
     ]
     envelopes = []
     for person in (BOB, CAROL):
