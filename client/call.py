@@ -294,6 +294,9 @@ class CallClient:
         self.flags: dict[bytes, SeatFlags] = {}
         self.admitted: dict[bytes, bytes] = {}  # admitted peers -> their join nonce
         self.me_admitted = False
+        # The join this device signed: what a kick or denial of us must name (the server's
+        # view of our seat could show an earlier join of ours, whose kick is genuine).
+        self.my_join_nonce = b""
         self.seated = False
         self.topology: Topology | None = None
         self.feed: _Feed | None = None
@@ -443,6 +446,7 @@ class CallClient:
             info = await conn.request(GetCall(conn.next_id(), self.room_id), CallInfo)
             self.call_id = info.state.call_id
             action = sign_action(self.session, self.room_id, self.call_id, "join", self.me)
+            self.my_join_nonce = action.nonce
             self._join_started = self.clock()
             try:
                 joined = await conn.request(
@@ -565,8 +569,7 @@ class CallClient:
     def _ended(self, event: CallEnded) -> CallOutcome:
         self.seated = False
         action, reason = event.action, event.reason
-        mine = self.seats.get(self.me)
-        problem = end_problem(reason, action, self.me, mine.join.nonce if mine else b"")
+        problem = end_problem(reason, action, self.me, self.my_join_nonce)
         if not problem and action is not None:
             invalid = self._event_problem(action)
             problem = (
@@ -600,7 +603,7 @@ class CallClient:
         """A host removed, banned or turned us away with a signed action the server told us
         about but did not carry out: we go, as the host meant."""
         mine = self.seats.get(self.me)
-        barring = self.restrictions.barring(self.me, mine.join.nonce) if mine else None
+        barring = self.restrictions.barring(self.me, self.my_join_nonce) if mine else None
         if barring is None:
             return None  # (still seated: leaving tells the server we went)
         who = self.label(barring.actor)
@@ -719,7 +722,11 @@ class CallClient:
         Who was in the call when we were let in may have entered long ago; anyone after
         that enters now, so what let them in (their admission in a lobby room, else their
         join) must be fresh and its nonce unused: an old admit or join, even one whose call
-        id the server re-uses, is refused."""
+        id the server re-uses, is refused. A join must also use a nonce no other action
+        used: an admission names its join by nonce, so a later join re-using an admitted
+        join's nonce would otherwise inherit that admission."""
+        if self._nonces.setdefault(seat.join.nonce, seat.join.sig) != seat.join.sig:
+            return "their 'join' was refused: its nonce was already used (a replay)"
         if not self._baseline or self.admitted.get(seat.member) == seat.join.nonce:
             return None
         lobby = self.room_spec.lobby and not self.flags[seat.member].host

@@ -206,9 +206,17 @@ def seat_flags(
         )
     )
     mute = seat.mute
+    # A "mute-all" covers only those its signer does not rank below (as the server applies
+    # it): filed on a higher host's seat, it must not silence them.
+    member_role, actor_role = roles.get(member), roles.get(mute.actor) if mute else None
+    outranks = (
+        member_role is not None
+        and actor_role is not None
+        and ROLE_RANK[member_role] > ROLE_RANK[actor_role]
+    )
     muted = mute is not None and (
         (mute.target == member and ok(mute, "mute"))
-        or (mute.target == b"" and mute.actor != member and ok(mute, "mute-all"))
+        or (mute.target == b"" and mute.actor != member and not outranks and ok(mute, "mute-all"))
     )
     hand = seat.hand
     hand_raised = hand is not None and hand.actor == member and ok(hand, "hand-up")

@@ -1,0 +1,150 @@
+"""Red team on call admission and moderation (issue 8, points 3 and 7): a hostile server,
+a removed member and a malicious participant, each doing one attack the signed facts must
+defeat. The servers are the real spaces app in the test's event loop, doctored the way a
+compromised operator could; the participants are real ``salon call`` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from call_helpers import CallProcess, amake_town, calls
+from test_call_admission import CODE_2, CODE_3, UNVERIFIED, Relayed, hall, push_state, signed, until
+from test_call_core import SPACE, Person, roles, room
+
+from protocol.conference_rules import seat_flags
+from protocol.conference_wire import CallAction, CallParticipant, CallUpdate
+from protocol.wire import encoder
+from spaces.conference import Seat
+
+pytestmark = pytest.mark.timeout(180)
+
+
+# -- a server muting a host with a lower host's "mute-all" -------------------------------------
+
+
+def test_mute_all_never_covers_a_higher_ranked_host() -> None:
+    """A moderator's genuine "mute-all" mutes those not above them; an honest server applies
+    it that way. A server that files it on the owner's seat must not mute the owner (their
+    own client would stop sending audio, and everyone would drop it)."""
+    people = {"owner": Person("owner"), "mod": Person("moderator"), "bob": Person("member")}
+    owner, mod, bob = people["owner"], people["mod"], people["bob"]
+    mute_all = mod.act("c1", "mute-all")
+    flags = {}
+    for who in (owner, bob):
+        join = who.act("c1", "join", who.key)
+        seat = CallParticipant(who.key, 1, "joined", join, mute=mute_all)
+        flags[who.role] = seat_flags(seat, room(), "c1", roles(people), lambda a: True)
+    assert flags["member"].muted  # what the moderator meant
+    assert not flags["owner"].muted and flags["owner"].muted_by is None
+    assert SPACE  # (the actions above are for the test_call_core space and room)
+
+
+# -- a removed join's kick shown again to its member -------------------------------------------
+
+
+async def test_old_kick_of_an_earlier_join_does_not_make_a_member_leave(
+    app_server: Any, user: Any, tmp_path: Path
+) -> None:
+    """Carol was kicked once (a genuine kick of that join). She joins again; the server shows
+    her a state in which her seat is that old join, and the old kick: her client must judge
+    the kick against the join it signed itself, and stay."""
+    srv = await app_server()
+    town = await amake_town(srv.url, user, ("Bob", "Carol"))
+    conferences, conference, roster = await hall(srv, town)
+    carol_key = town.member_key("Carol")
+    kicks: list[CallAction] = []
+    honest_act = conference.act
+
+    def recording_act(action: CallAction, *args: Any) -> Any:
+        if action.action == "kick":
+            kicks.append(action)
+        return honest_act(action, *args)
+
+    conference.act = recording_act  # type: ignore[method-assign]
+    async with calls() as running:
+        alice = await CallProcess.start(town["Alice"], town.space, "hall", tmp_path / "a.json", 90)
+        carol = await CallProcess.start(town["Carol"], town.space, "hall", tmp_path / "c1.json", 90)
+        running += [alice, carol]
+        await carol.wait_for(CODE_2)
+        old_join = conference.seats[carol_key].join
+        await town["Alice"].arun("mod", town.space, "hall", "kick", "Carol")
+        kicked = await carol.finish()
+        assert kicked.returncode == 5 and kicks
+
+        carol = await CallProcess.start(town["Carol"], town.space, "hall", tmp_path / "c2.json", 90)
+        running.append(carol)
+        await carol.wait_for(CODE_2)
+        roles_now = {k: m.role for k, m in roster.members.items()}
+        state = conference.state_for(carol_key, roles_now)
+        seats = [
+            msgspec.structs.replace(p, join=old_join) if p.member == carol_key else p
+            for p in state.participants
+        ]
+        update = CallUpdate(msgspec.structs.replace(state, participants=seats), kicks[0])
+        session = conferences.session_of((conference.space_id, conference.room_id), carol_key)
+        assert session is not None
+        session.push(encoder.encode(update))
+        await asyncio.sleep(3)
+        assert carol.proc.returncode is None, carol.lines
+        stayed = await carol.stop()
+        await alice.stop()
+
+    assert stayed.returncode == 0, stayed.stderr
+    assert "removed you" not in stayed.stderr
+
+
+# -- an admission replayed onto a later join that re-uses the admitted join's nonce -------------
+
+
+async def test_admission_replayed_onto_a_join_reusing_its_nonce_is_refused(
+    app_server: Any, user: Any, tmp_path: Path
+) -> None:
+    """In a lobby room Alice admitted Carol's join; Carol left. Carol (a malicious member,
+    with the server) signs a new join with the same nonce, and the server seats it with the
+    old admission, which names that nonce. Nobody admitted this join: no keys for it."""
+    srv = await app_server()
+    town = await amake_town(srv.url, user, ("Bob", "Carol"))
+    conferences, conference, roster = await hall(srv, town, "--lobby")
+    relayed = Relayed(srv)
+    carol_key = town.member_key("Carol")
+    async with calls() as running:
+        alice = await CallProcess.start(town["Alice"], town.space, "hall", tmp_path / "a.json", 90)
+        running.append(alice)
+        await alice.wait_for("topology mesh")
+        bob = await CallProcess.start(town["Bob"], town.space, "hall", tmp_path / "b.json", 90)
+        running.append(bob)
+        await alice.wait_for(r"Bob \(\w+\) is waiting in the lobby")
+        await town["Alice"].arun("mod", town.space, "hall", "admit", "Bob")
+        await bob.wait_for(CODE_2)
+        carol = await CallProcess.start(town["Carol"], town.space, "hall", tmp_path / "c.json", 90)
+        running.append(carol)
+        await alice.wait_for(r"Carol \(\w+\) is waiting in the lobby")
+        await town["Alice"].arun("mod", town.space, "hall", "admit", "Carol")
+        await carol.wait_for(CODE_3)
+        await bob.wait_for(CODE_3)
+        admitted = conference.seats[carol_key]
+        old_join, old_admit = admitted.join, admitted.admission
+        assert old_admit is not None
+        await carol.stop()
+        await until(lambda: carol_key not in conference.seats, "Carol's departure")
+        await bob.wait_for(r"Carol \(\w+\) left")
+
+        since = len(relayed.sent)
+        rejoin = signed(
+            town, "Carol", conference, "join", carol_key, nonce=old_join.nonce, roster=roster
+        )
+        conference.seats[carol_key] = Seat(carol_key, 99, "joined", rejoin, old_admit)
+        push_state(conferences, conference, roster)
+        for honest in (alice, bob):
+            await honest.wait_for(UNVERIFIED + r".*nonce was already used")
+        await asyncio.sleep(2)
+        results = [await alice.stop(), await bob.stop()]
+
+    assert relayed.to(carol_key, since) == []
+    for result in results:
+        assert result.returncode == 0
