@@ -322,6 +322,9 @@ class CallClient:
         self._noted: set[bytes] = set()  # signatures of the events we were told about
         self._baseline = False  # we have seen the call as it was when we were let in
         self.restrictions = Restrictions()
+        # The newest verified mute and stage action seen on each join (member, join nonce,
+        # field): a server showing an older one again cannot undo what a host signed.
+        self._pinned: dict[tuple[bytes, bytes, str], CallAction] = {}
         self._barred_noted: set[bytes] = set()  # signatures of restrictions announced
         self._pending: list[tuple[float, CallSignal]] = []
         self._lobby_seen: set[bytes] = set()
@@ -624,7 +627,7 @@ class CallClient:
             self._checked.clear()
         await self._catch_up([action, state.lock, *state.bans, *_seat_actions(state)])
         self.state = state
-        self.seats = {p.member: p for p in state.participants}
+        self.seats = {p.member: self._pin(p) for p in state.participants}
         roles = roles_of(self.session)
         room = self.room_spec
         self.flags = {
@@ -715,6 +718,33 @@ class CallClient:
         await self._retry_pending()
         self._baseline = True
         self._refresh(force=True)
+
+    def _pin(self, seat: CallParticipant) -> CallParticipant:
+        """The seat with its mute and stage actions no older than the newest this device
+        verified on this join: only a later signed action (unmute, promote) changes them."""
+        changes = {}
+        for field in ("mute", "stage"):
+            key = (seat.member, seat.join.nonce, field)
+            shown: CallAction | None = getattr(seat, field)
+            pinned = self._pinned.get(key)
+            newer = shown is not None and (pinned is None or shown.issued_at >= pinned.issued_at)
+            if newer and shown is not None and self._about(shown, seat, field):
+                self._pinned[key] = pinned = shown
+            if pinned is not None and pinned is not shown:
+                changes[field] = pinned
+        return msgspec.structs.replace(seat, **changes) if changes else seat
+
+    def _about(self, action: CallAction, seat: CallParticipant, field: str) -> bool:
+        """Whether a verified ``action`` is one that sets ``field`` of this join."""
+        if field == "mute" and action.action == "mute-all":
+            return action.target == b"" and self.valid(action)
+        names = ("mute", "unmute") if field == "mute" else ("promote", "demote")
+        return (
+            action.action in names
+            and action.target == seat.member
+            and (field == "mute" or action.join_ref == seat.join.nonce)
+            and self.valid(action)
+        )
 
     def _entry_problem(self, seat: CallParticipant) -> str | None:
         """Why a participant who is new to us must not enter (None if they may).
