@@ -32,6 +32,7 @@ action and send it; the server relays it to the call, whose clients verify it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -66,6 +67,7 @@ from client.sfu_topology import MediaDebugLog, SfuTopology
 from client.space import SpaceSession
 from client.topology import TOPOLOGIES, LinkState, Peer, Topology, TopologyContext
 from protocol.conference_rules import (
+    FRESHNESS_MS,
     RESTRICTIONS,
     TARGETED,
     Restrictions,
@@ -111,6 +113,7 @@ TOPOLOGIES.setdefault("mesh", MeshTopology)
 TOPOLOGIES.setdefault("sfu", SfuTopology)
 
 JOIN_RETRIES = 3
+FORGET_MS = 2 * FRESHNESS_MS  # older actions are stale for any clock within the skew
 PENDING_SIGNAL_SECONDS = 5.0
 PENDING_SIGNALS_MAX = 64
 COLOUR_SAMPLE_EVERY = 5  # decoded frames between dominant-colour samples
@@ -320,6 +323,10 @@ class CallClient:
         self._fresh: dict[bytes, str | None] = {}
         self._nonces: dict[bytes, bytes] = {}
         self._noted: set[bytes] = set()  # signatures of the events we were told about
+        # (issued_at, signature, nonce) of each action as first judged: entries are dropped
+        # once FORGET_MS old, since such an action is refused as stale anyway; so a
+        # participant streaming actions cannot grow these tables with the call's length.
+        self._judged: collections.deque[tuple[int, bytes, bytes]] = collections.deque()
         self._baseline = False  # we have seen the call as it was when we were let in
         self.restrictions = Restrictions()
         # The newest verified mute and stage action seen on each join (member, join nonce,
@@ -394,12 +401,35 @@ class CallClient:
         """Whether ``action`` was fresh when this device first saw it, and the first action
         with its nonce (judged once: an action stays fresh as the call goes on)."""
         if action.sig not in self._fresh:
-            first = self._nonces.setdefault(action.nonce, action.sig)
-            if first != action.sig:
+            self._forget_old()
+            if not self._claim_nonce(action):
                 self._fresh[action.sig] = "its nonce was already used (a replay)"
+                self._judged.append((now_ms(), action.sig, b""))
             else:
                 self._fresh[action.sig] = freshness_problem(action, now_ms())
         return self._fresh[action.sig]
+
+    def _claim_nonce(self, action: CallAction, keep_until: int = 0) -> bool:
+        """Record ``action`` as its nonce's first user; False if another action was. The
+        record is forgotten FORGET_MS after ``action.issued_at`` (or ``keep_until``)."""
+        first = self._nonces.get(action.nonce)
+        if first is None:
+            self._nonces[action.nonce] = action.sig
+            # (Capped: an action beyond the skew is refused as stale, forgotten or not.)
+            at = min(max(action.issued_at, keep_until), now_ms() + FRESHNESS_MS)
+            self._judged.append((at, action.sig, action.nonce))
+        return first in (None, action.sig)
+
+    def _forget_old(self) -> None:
+        horizon = now_ms() - FORGET_MS
+        judged = self._judged
+        while judged and judged[0][0] < horizon:
+            _, sig, nonce = judged.popleft()
+            self._fresh.pop(sig, None)
+            self._checked.pop(sig, None)
+            self._noted.discard(sig)
+            if self._nonces.get(nonce) == sig:
+                del self._nonces[nonce]
 
     def _event_problem(self, action: CallAction) -> str | None:
         """Why an action the server says just happened must be ignored (or None)."""
@@ -755,7 +785,8 @@ class CallClient:
         id the server re-uses, is refused. A join must also use a nonce no other action
         used: an admission names its join by nonce, so a later join re-using an admitted
         join's nonce would otherwise inherit that admission."""
-        if self._nonces.setdefault(seat.join.nonce, seat.join.sig) != seat.join.sig:
+        # (Remembered at least as long as an admission judged with it now.)
+        if not self._claim_nonce(seat.join, now_ms() + FRESHNESS_MS):
             return "their 'join' was refused: its nonce was already used (a replay)"
         if not self._baseline or self.admitted.get(seat.member) == seat.join.nonce:
             return None

@@ -7,6 +7,7 @@ compromised operator could; the participants are real ``salon call`` processes.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from call_helpers import CallProcess, amake_town, calls
 from test_call_admission import CODE_2, CODE_3, UNVERIFIED, Relayed, hall, push_state, signed, until
 from test_call_core import SPACE, Person, roles, room
 
-from protocol.conference_rules import seat_flags
+from protocol.conference_rules import FRESHNESS_MS, seat_flags
 from protocol.conference_wire import CallAction, CallParticipant, CallUpdate
 from protocol.wire import encoder
 from spaces.conference import Seat
@@ -228,3 +229,48 @@ async def test_mute_rolled_back_by_the_server_still_holds(
 
     assert muted.stats["self"]["muted"] is True, muted.stdout
     assert host.peer("Bob")["muted"] is True
+
+
+# -- a participant streaming actions at every client ----------------------------------------------
+
+
+def test_a_stream_of_actions_leaves_the_clients_replay_tables_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mallory raises and lowers her hand 50 times a second (the server's request rate) for
+    an hour; each is a genuine, fresh action every client judges. What a client keeps to
+    refuse replays must not grow with the call's length, and still refuse replays."""
+    from types import SimpleNamespace
+
+    import client.call as call
+
+    clock = [1_800_000_000_000]
+    monkeypatch.setattr(call, "now_ms", lambda: clock[0])
+    session = SimpleNamespace(member_key=bytes(32))
+    client = call.CallClient(session, None, call.CallOptions(), None)  # type: ignore[arg-type]
+    mallory = bytes(range(32))
+    first = None
+    for n in range(50 * 3600):
+        clock[0] += 20
+        action = CallAction(
+            "s",
+            "r",
+            "c",
+            mallory,
+            "hand-up",
+            mallory,
+            clock[0],
+            secrets.token_bytes(16),
+            sig=n.to_bytes(64, "big"),
+        )
+        first = first or action
+        assert client._freshness(action) is None
+        client._noted.add(action.sig)
+    window = 2 * FRESHNESS_MS // 20 + 100
+    assert len(client._fresh) < window and len(client._nonces) < window
+    assert len(client._noted) < window
+    # A recent nonce on another action is still a replay; the first action, long gone from
+    # the tables, is still refused (stale).
+    replay = msgspec.structs.replace(action, sig=b"x" * 64)
+    assert client._freshness(replay) == "its nonce was already used (a replay)"
+    assert first is not None and "stale" in (client._freshness(first) or "")
