@@ -438,7 +438,7 @@ class CallClient:
     def _learn(self, action: CallAction) -> None:
         """Remember a kick, denial or ban that verifies, to honour it from now on."""
         if action.action in RESTRICTIONS and self._problem(action) is None:
-            self.restrictions.add(action)
+            self.restrictions.add(action, now_ms())
 
     # -- running -----------------------------------------------------------------------------
 

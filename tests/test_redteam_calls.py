@@ -17,7 +17,7 @@ from call_helpers import CallProcess, amake_town, calls
 from test_call_admission import CODE_2, CODE_3, UNVERIFIED, Relayed, hall, push_state, signed, until
 from test_call_core import SPACE, Person, roles, room
 
-from protocol.conference_rules import FRESHNESS_MS, seat_flags
+from protocol.conference_rules import FRESHNESS_MS, Restrictions, seat_flags
 from protocol.conference_wire import CallAction, CallParticipant, CallUpdate
 from protocol.wire import encoder
 from spaces.conference import Seat
@@ -274,3 +274,23 @@ def test_a_stream_of_actions_leaves_the_clients_replay_tables_bounded(
     replay = msgspec.structs.replace(action, sig=b"x" * 64)
     assert client._freshness(replay) == "its nonce was already used (a replay)"
     assert first is not None and "stale" in (client._freshness(first) or "")
+
+
+# -- a future-dated unban outliving the owner's later ban ---------------------------------------
+
+
+def test_a_future_dated_unban_does_not_outlive_a_later_ban() -> None:
+    """Mallory, a moderator in league with the server, signs an unban of Carol dated almost
+    the whole allowed skew ahead (the server takes it: it is within FRESHNESS_MS). The owner
+    bans Carol again a minute later. A client that saw both must honour the ban: an action
+    counts from when it was seen, not from a time its signer may have put in the future."""
+    people = {"owner": Person("owner"), "mod": Person("moderator"), "carol": Person("member")}
+    owner, mallory, carol = people["owner"], people["mod"], people["carol"]
+    t0 = 1_800_000_000_000
+    kept = Restrictions()
+    assert kept.add(owner.act("c1", "ban", carol.key, at=t0), now_ms=t0)
+    unban = mallory.act("c1", "unban", carol.key, at=t0 + FRESHNESS_MS - 10_000)
+    assert kept.add(unban, now_ms=t0 + 10_000)
+    reban = owner.act("c1", "ban", carol.key, at=t0 + 60_000)
+    assert kept.add(reban, now_ms=t0 + 61_000)
+    assert kept.barring(carol.key, bytes(16)) == reban
