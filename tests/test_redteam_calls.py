@@ -294,3 +294,31 @@ def test_a_future_dated_unban_does_not_outlive_a_later_ban() -> None:
     reban = owner.act("c1", "ban", carol.key, at=t0 + 60_000)
     assert kept.add(reban, now_ms=t0 + 61_000)
     assert kept.barring(carol.key, bytes(16)) == reban
+
+
+# -- a participant naming old roster heads, to make every client fetch the chain ---------------
+
+
+def test_the_server_refuses_an_action_naming_a_long_gone_head() -> None:
+    """Every client proves an action's head: beyond the hashes its roster keeps (the last
+    HASH_WINDOW records and checkpoints) it fetches up to HASH_CHECKPOINT records. Mallory
+    signing hand-ups that each name another old segment would make every client fetch the
+    whole chain, a segment per action; honest clients sign on a head they just synced, so
+    the server takes only heads within HASH_WINDOW of its own."""
+    from types import SimpleNamespace
+
+    from protocol.errors import InvalidMessage
+    from protocol.records import HASH_WINDOW
+    from spaces.conference_routes import _check_head
+
+    roster: Any = SimpleNamespace(head_seq=100_000, head_hash=bytes(32))
+    mallory = Person("member")
+    recent = msgspec.structs.replace(
+        mallory.act("c1", "hand-up", mallory.key),
+        head_seq=100_000 - HASH_WINDOW,
+        head_hash=b"h" * 32,
+    )
+    _check_head(recent, roster)
+    old = msgspec.structs.replace(recent, head_seq=100_000 - HASH_WINDOW - 1)
+    with pytest.raises(InvalidMessage, match="roster head"):
+        _check_head(old, roster)
