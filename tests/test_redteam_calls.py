@@ -15,7 +15,7 @@ import msgspec
 import pytest
 from call_helpers import CallProcess, amake_town, calls
 from test_call_admission import CODE_2, CODE_3, UNVERIFIED, Relayed, hall, push_state, signed, until
-from test_call_core import SPACE, Person, roles, room
+from test_call_core import Person, roles, room
 
 from protocol.conference_rules import FRESHNESS_MS, Restrictions, seat_flags
 from protocol.conference_wire import CallAction, CallParticipant, CallUpdate
@@ -42,7 +42,6 @@ def test_mute_all_never_covers_a_higher_ranked_host() -> None:
         flags[who.role] = seat_flags(seat, room(), "c1", roles(people), lambda a: True)
     assert flags["member"].muted  # what the moderator meant
     assert not flags["owner"].muted and flags["owner"].muted_by is None
-    assert SPACE  # (the actions above are for the test_call_core space and room)
 
 
 # -- a removed join's kick shown again to its member -------------------------------------------
@@ -66,7 +65,7 @@ async def test_old_kick_of_an_earlier_join_does_not_make_a_member_leave(
             kicks.append(action)
         return honest_act(action, *args)
 
-    conference.act = recording_act  # type: ignore[method-assign]
+    conference.act = recording_act  # type: ignore[method-assign,assignment]
     async with calls() as running:
         alice = await CallProcess.start(town["Alice"], town.space, "hall", tmp_path / "a.json", 90)
         carol = await CallProcess.start(town["Carol"], town.space, "hall", tmp_path / "c1.json", 90)
