@@ -32,6 +32,7 @@ action and send it; the server relays it to the call, whose clients verify it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -66,6 +67,7 @@ from client.sfu_topology import MediaDebugLog, SfuTopology
 from client.space import SpaceSession
 from client.topology import TOPOLOGIES, LinkState, Peer, Topology, TopologyContext
 from protocol.conference_rules import (
+    FRESHNESS_MS,
     RESTRICTIONS,
     TARGETED,
     Restrictions,
@@ -111,6 +113,7 @@ TOPOLOGIES.setdefault("mesh", MeshTopology)
 TOPOLOGIES.setdefault("sfu", SfuTopology)
 
 JOIN_RETRIES = 3
+FORGET_MS = 2 * FRESHNESS_MS  # older actions are stale for any clock within the skew
 PENDING_SIGNAL_SECONDS = 5.0
 PENDING_SIGNALS_MAX = 64
 COLOUR_SAMPLE_EVERY = 5  # decoded frames between dominant-colour samples
@@ -294,6 +297,9 @@ class CallClient:
         self.flags: dict[bytes, SeatFlags] = {}
         self.admitted: dict[bytes, bytes] = {}  # admitted peers -> their join nonce
         self.me_admitted = False
+        # The join this device signed: what a kick or denial of us must name (the server's
+        # view of our seat could show an earlier join of ours, whose kick is genuine).
+        self.my_join_nonce = b""
         self.seated = False
         self.topology: Topology | None = None
         self.feed: _Feed | None = None
@@ -317,8 +323,15 @@ class CallClient:
         self._fresh: dict[bytes, str | None] = {}
         self._nonces: dict[bytes, bytes] = {}
         self._noted: set[bytes] = set()  # signatures of the events we were told about
+        # (issued_at, signature, nonce) of each action as first judged: entries are dropped
+        # once FORGET_MS old, since such an action is refused as stale anyway; so a
+        # participant streaming actions cannot grow these tables with the call's length.
+        self._judged: collections.deque[tuple[int, bytes, bytes]] = collections.deque()
         self._baseline = False  # we have seen the call as it was when we were let in
         self.restrictions = Restrictions()
+        # The newest verified mute and stage action seen on each join (member, join nonce,
+        # field): a server showing an older one again cannot undo what a host signed.
+        self._pinned: dict[tuple[bytes, bytes, str], CallAction] = {}
         self._barred_noted: set[bytes] = set()  # signatures of restrictions announced
         self._pending: list[tuple[float, CallSignal]] = []
         self._lobby_seen: set[bytes] = set()
@@ -388,12 +401,35 @@ class CallClient:
         """Whether ``action`` was fresh when this device first saw it, and the first action
         with its nonce (judged once: an action stays fresh as the call goes on)."""
         if action.sig not in self._fresh:
-            first = self._nonces.setdefault(action.nonce, action.sig)
-            if first != action.sig:
+            self._forget_old()
+            if not self._claim_nonce(action):
                 self._fresh[action.sig] = "its nonce was already used (a replay)"
+                self._judged.append((now_ms(), action.sig, b""))
             else:
                 self._fresh[action.sig] = freshness_problem(action, now_ms())
         return self._fresh[action.sig]
+
+    def _claim_nonce(self, action: CallAction, keep_until: int = 0) -> bool:
+        """Record ``action`` as its nonce's first user; False if another action was. The
+        record is forgotten FORGET_MS after ``action.issued_at`` (or ``keep_until``)."""
+        first = self._nonces.get(action.nonce)
+        if first is None:
+            self._nonces[action.nonce] = action.sig
+            # (Capped: an action beyond the skew is refused as stale, forgotten or not.)
+            at = min(max(action.issued_at, keep_until), now_ms() + FRESHNESS_MS)
+            self._judged.append((at, action.sig, action.nonce))
+        return first in (None, action.sig)
+
+    def _forget_old(self) -> None:
+        horizon = now_ms() - FORGET_MS
+        judged = self._judged
+        while judged and judged[0][0] < horizon:
+            _, sig, nonce = judged.popleft()
+            self._fresh.pop(sig, None)
+            self._checked.pop(sig, None)
+            self._noted.discard(sig)
+            if self._nonces.get(nonce) == sig:
+                del self._nonces[nonce]
 
     def _event_problem(self, action: CallAction) -> str | None:
         """Why an action the server says just happened must be ignored (or None)."""
@@ -402,7 +438,7 @@ class CallClient:
     def _learn(self, action: CallAction) -> None:
         """Remember a kick, denial or ban that verifies, to honour it from now on."""
         if action.action in RESTRICTIONS and self._problem(action) is None:
-            self.restrictions.add(action)
+            self.restrictions.add(action, now_ms())
 
     # -- running -----------------------------------------------------------------------------
 
@@ -443,6 +479,7 @@ class CallClient:
             info = await conn.request(GetCall(conn.next_id(), self.room_id), CallInfo)
             self.call_id = info.state.call_id
             action = sign_action(self.session, self.room_id, self.call_id, "join", self.me)
+            self.my_join_nonce = action.nonce
             self._join_started = self.clock()
             try:
                 joined = await conn.request(
@@ -565,8 +602,7 @@ class CallClient:
     def _ended(self, event: CallEnded) -> CallOutcome:
         self.seated = False
         action, reason = event.action, event.reason
-        mine = self.seats.get(self.me)
-        problem = end_problem(reason, action, self.me, mine.join.nonce if mine else b"")
+        problem = end_problem(reason, action, self.me, self.my_join_nonce)
         if not problem and action is not None:
             invalid = self._event_problem(action)
             problem = (
@@ -600,7 +636,7 @@ class CallClient:
         """A host removed, banned or turned us away with a signed action the server told us
         about but did not carry out: we go, as the host meant."""
         mine = self.seats.get(self.me)
-        barring = self.restrictions.barring(self.me, mine.join.nonce) if mine else None
+        barring = self.restrictions.barring(self.me, self.my_join_nonce) if mine else None
         if barring is None:
             return None  # (still seated: leaving tells the server we went)
         who = self.label(barring.actor)
@@ -621,7 +657,7 @@ class CallClient:
             self._checked.clear()
         await self._catch_up([action, state.lock, *state.bans, *_seat_actions(state)])
         self.state = state
-        self.seats = {p.member: p for p in state.participants}
+        self.seats = {p.member: self._pin(p) for p in state.participants}
         roles = roles_of(self.session)
         room = self.room_spec
         self.flags = {
@@ -713,13 +749,45 @@ class CallClient:
         self._baseline = True
         self._refresh(force=True)
 
+    def _pin(self, seat: CallParticipant) -> CallParticipant:
+        """The seat with its mute and stage actions no older than the newest this device
+        verified on this join: only a later signed action (unmute, promote) changes them."""
+        changes = {}
+        for field in ("mute", "stage"):
+            key = (seat.member, seat.join.nonce, field)
+            shown: CallAction | None = getattr(seat, field)
+            pinned = self._pinned.get(key)
+            newer = shown is not None and (pinned is None or shown.issued_at >= pinned.issued_at)
+            if newer and shown is not None and self._about(shown, seat, field):
+                self._pinned[key] = pinned = shown
+            if pinned is not None and pinned is not shown:
+                changes[field] = pinned
+        return msgspec.structs.replace(seat, **changes) if changes else seat
+
+    def _about(self, action: CallAction, seat: CallParticipant, field: str) -> bool:
+        """Whether a verified ``action`` is one that sets ``field`` of this join."""
+        if field == "mute" and action.action == "mute-all":
+            return action.target == b"" and self.valid(action)
+        names = ("mute", "unmute") if field == "mute" else ("promote", "demote")
+        return (
+            action.action in names
+            and action.target == seat.member
+            and (field == "mute" or action.join_ref == seat.join.nonce)
+            and self.valid(action)
+        )
+
     def _entry_problem(self, seat: CallParticipant) -> str | None:
         """Why a participant who is new to us must not enter (None if they may).
 
         Who was in the call when we were let in may have entered long ago; anyone after
         that enters now, so what let them in (their admission in a lobby room, else their
         join) must be fresh and its nonce unused: an old admit or join, even one whose call
-        id the server re-uses, is refused."""
+        id the server re-uses, is refused. A join must also use a nonce no other action
+        used: an admission names its join by nonce, so a later join re-using an admitted
+        join's nonce would otherwise inherit that admission."""
+        # (Remembered at least as long as an admission judged with it now.)
+        if not self._claim_nonce(seat.join, now_ms() + FRESHNESS_MS):
+            return "their 'join' was refused: its nonce was already used (a replay)"
         if not self._baseline or self.admitted.get(seat.member) == seat.join.nonce:
             return None
         lobby = self.room_spec.lobby and not self.flags[seat.member].host

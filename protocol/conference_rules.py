@@ -130,19 +130,23 @@ class Restrictions:
     def __init__(self) -> None:
         self.removed: dict[bytes, CallAction] = {}  # join nonce -> the kick or deny
         self.bans: dict[bytes, CallAction] = {}  # member -> its latest ban or unban
+        self._since: dict[bytes, int] = {}  # member -> when its latest ban or unban counts
 
-    def add(self, action: CallAction) -> bool:
-        """Remember a verified restriction; True if it is new."""
+    def add(self, action: CallAction, now_ms: int | None = None) -> bool:
+        """Remember a verified restriction; True if it is new. Bans and unbans are ordered
+        by ``issued_at``, but one counts no later than when it was seen (``now_ms``): a
+        signer dating an unban ahead, within the allowed skew, cannot outlive a later ban."""
         if action.action in ("kick", "deny"):
             if action.join_ref in self.removed:
                 return False
             self.removed[action.join_ref] = action
             return True
         if action.action in ("ban", "unban"):
-            known = self.bans.get(action.target)
-            if known is not None and known.issued_at >= action.issued_at:
+            since = action.issued_at if now_ms is None else min(action.issued_at, now_ms)
+            known = self._since.get(action.target)
+            if known is not None and known >= since:
                 return False
-            self.bans[action.target] = action
+            self.bans[action.target], self._since[action.target] = action, since
             return True
         return False
 
@@ -206,9 +210,17 @@ def seat_flags(
         )
     )
     mute = seat.mute
+    # A "mute-all" covers only those its signer does not rank below (as the server applies
+    # it): filed on a higher host's seat, it must not silence them.
+    member_role, actor_role = roles.get(member), roles.get(mute.actor) if mute else None
+    outranks = (
+        member_role is not None
+        and actor_role is not None
+        and ROLE_RANK[member_role] > ROLE_RANK[actor_role]
+    )
     muted = mute is not None and (
         (mute.target == member and ok(mute, "mute"))
-        or (mute.target == b"" and mute.actor != member and ok(mute, "mute-all"))
+        or (mute.target == b"" and mute.actor != member and not outranks and ok(mute, "mute-all"))
     )
     hand = seat.hand
     hand_raised = hand is not None and hand.actor == member and ok(hand, "hand-up")

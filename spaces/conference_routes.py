@@ -37,7 +37,7 @@ from protocol.conference_wire import (
 )
 from protocol.errors import Forbidden, InvalidMessage, NotFound, TooLarge
 from protocol.forks import HEAD_HASH_LEN
-from protocol.records import Role, Roster
+from protocol.records import HASH_WINDOW, Role, Roster
 from protocol.wire import Done, encoder
 from spaces.conference import Change, Conference
 from spaces.conference_store import (
@@ -60,13 +60,21 @@ CallKey = tuple[str, str]  # (space id, room id)
 def _check_head(action: CallAction, roster: Roster) -> None:
     """An action must name a head of this chain. Clients refuse any other as a fork; an
     honest server refuses it up front so its author learns at once. (Only the newest hash
-    is at hand here; older heads are compared by every client.)"""
+    is at hand here; older heads are compared by every client.) The head must also be
+    recent (within HASH_WINDOW records): its author signs on a head it just synced, and
+    every client proves an older one by fetching records, which a participant must not be
+    able to make every client do, action after action."""
     if (
         len(action.head_hash) != HEAD_HASH_LEN
         or not 0 <= action.head_seq <= roster.head_seq
         or (action.head_seq == roster.head_seq and action.head_hash != roster.head_hash)
     ):
         raise InvalidMessage("the action names a roster head this space does not have")
+    if action.head_seq < roster.head_seq - HASH_WINDOW:
+        raise InvalidMessage(
+            f"the action names an old roster head (#{action.head_seq}; the space is at "
+            f"#{roster.head_seq}): sync and sign it again"
+        )
 
 
 def roles_of(roster: Roster) -> dict[bytes, Role]:
