@@ -288,7 +288,12 @@ class SpaceSession:
         else:
             await self._refresh_stale_invites()
         me = self.verified.members.get(self.member_key)
-        if me is not None and me.profile is None and self.m.display_name:
+        if (
+            me is not None
+            and me.profile is None
+            and self.m.display_name
+            and any(e <= self.verified.epoch for e in self.m.space_keys)
+        ):
             # A joiner publishes its profile once it holds the space key, that is after the
             # join (and again here if that step was interrupted).
             await self._publish_profile(ProfileInfo(self.m.display_name))
@@ -907,9 +912,20 @@ async def join_space(keystore: Keystore, link_text: str, display_name: str) -> S
             raise VerificationError("the invite's key belongs to another space")
         # The join is on the chain now: keep the identity even if what follows fails.
         m.space_id, m.name = space_id, preview.name
-        m.space_keys = {sealed.epoch: sealed.key}
-        keystore.update(lambda data: data.memberships.append(m))
         session = SpaceSession(keystore, m, conn)
+        # The seal is the server's to swap, with anyone who knows the link's secret: take
+        # its key only if the verified chain says it is the space's key of its epoch
+        # (before the sync below publishes our profile under it).
+        fits = key_fits_chain(await session._fetch_chain(), sealed.epoch, sealed.key)
+        if fits:
+            m.space_keys = {sealed.epoch: sealed.key}
+        keystore.update(lambda data: data.memberships.append(m))
+        if not fits:
+            raise VerificationError(
+                "the invite carried a space key that this space's chain does not hold (the "
+                "server, or someone else who has the link, swapped it); you are on the member "
+                "list but can read nothing until an owner or moderator rekeys"
+            )
         await session.sync()  # verifies the chain, then publishes our profile
         if session.hash_at(record.seq) != record_hash(record):
             raise VerificationError("the server's chain does not hold this join")
@@ -919,6 +935,30 @@ async def join_space(keystore: Keystore, link_text: str, display_name: str) -> S
     finally:
         await conn.close()
     return m
+
+
+def key_fits_chain(roster: Roster, epoch: int, key: bytes) -> bool:
+    """Is ``key`` the space key of ``epoch`` by the verified chain? A later epoch's key opens
+    the signed rekey record that began it (``prev_box``); epoch 0's opens the space's name
+    (or, without one, a profile) sealed at epoch 0. An authenticated box opens under no other
+    key, so whoever knows only an invite link cannot make one that passes."""
+    if epoch > 0:
+        rekey = roster.rekeys.get(epoch)
+        boxes = [rekey.prev_box] if rekey is not None and epoch <= roster.epoch else []
+    elif roster.meta is not None and roster.meta.epoch == 0:
+        boxes = [roster.meta.box]
+    else:
+        profiles = [m.profile for m in roster.members.values()]
+        boxes = [
+            p.box
+            for p in [*profiles, *roster.former_profiles.values()]
+            if p is not None and p.epoch == 0
+        ]
+    for box in boxes:
+        with contextlib.suppress(VerificationError):
+            crypto.secretbox_open(key, box, "a key")
+            return True
+    return False
 
 
 def _rewritten() -> VerificationError:

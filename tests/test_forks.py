@@ -26,9 +26,9 @@ from conftest import stored_records
 
 from client import chatcrypto, crypto
 from client.chat import ReplayGuard, new_client_id
-from protocol import forks
+from protocol import forks, roomkeys
 from protocol.chat_wire import CLIENT_ID_LEN, ChatMessage, FetchMessages, Messages
-from protocol.records import Profile, Record, record_hash, signing_bytes
+from protocol.records import Profile, Record, Roster, record_hash, signing_bytes
 from protocol.wire import GetRecords, Records
 from spaces.server import ROUTES, Caller
 
@@ -50,7 +50,8 @@ def fork_records_for(srv: Any, victim: bytes, view: Callable[[list[Record]], lis
         reply = await honest(caller, msgspec.structs.replace(message, after=-1))
         assert isinstance(reply, Records)
         shown = view(reply.records) if caller.member == victim else reply.records
-        return Records(message.id, shown[message.after + 1 :])
+        head = shown[-1]
+        return Records(message.id, shown[message.after + 1 :], head.seq, record_hash(head))
 
     routes[GetRecords] = forking
     return lambda: routes.__setitem__(GetRecords, honest)
@@ -244,7 +245,10 @@ async def test_a_post_at_a_retired_epoch_is_refused(app_server: Any, user: Any) 
 
     membership = alice.keystore().load().memberships[0]
     room_id = next(iter(membership.room_keys))
-    old_key = membership.room_keys[room_id][0]
+    held = membership.room_keys[room_id][0]
+    old_chain = chain_of(srv, town)[: old_head.seq + 1]
+    old_generation = Roster.from_records(town.space, old_chain).room_generation(room_id)
+    old_key = roomkeys.advance(held.key, town.space, room_id, 0, held.generation, old_generation)
 
     def alices_old_epoch_post(text: str, head: Record) -> ChatMessage:
         client_id = new_client_id()
@@ -260,7 +264,8 @@ async def test_a_post_at_a_retired_epoch_is_refused(app_server: Any, user: Any) 
             head.seq,
             record_hash(head),
         )
-        return ChatMessage(0, header.sender, client_id, 0, 0, time.time(), None, box)
+        framed = roomkeys.frame(old_generation, box)
+        return ChatMessage(0, header.sender, client_id, 0, 0, time.time(), None, framed)
 
     injected = [
         alices_old_epoch_post("old head, old key", old_head),

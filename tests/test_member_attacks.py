@@ -12,6 +12,7 @@ the banned member may know unless ``--keep-links``.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import msgspec
@@ -152,7 +153,15 @@ class RawMember:
                 rekey.epoch,
                 member.key,
                 self.key,
-                crypto.seal_to(self.m.box_secret, member.box_key, bad_key),
+                crypto.seal_key(
+                    self.m.box_secret,
+                    member.box_key,
+                    self.m.space_id,
+                    "space",
+                    rekey.epoch,
+                    0,
+                    bad_key,
+                ),
             )
             for member in members
         ]
@@ -338,7 +347,9 @@ async def test_the_key_comes_only_with_a_recorded_join(app_server, user):
         member, box_key = crypto.public_signing_key(seed), crypto.public_box_key(box_secret)
         statement = join_statement(space_id, member, box_key, link.invite_id)
         join = Join(link.invite_id, box_key, crypto.sign(link.signing_seed, statement))
-        unsigned = Record(space_id, opened.head_seq + 1, opened.head_hash, member, 0, join)
+        unsigned = Record(
+            space_id, opened.head_seq + 1, opened.head_hash, member, int(time.time()), join
+        )
         record = msgspec.structs.replace(unsigned, sig=crypto.sign(seed, signing_bytes(unsigned)))
         member_sig = crypto.sign(seed, auth_statement(conn.origin, "member", space_id, conn.nonce))
         joined = await conn.request(

@@ -78,7 +78,7 @@ def test_only_members_of_an_epoch_may_seal_its_keys():
     chain = Chain()
     bob, carol = chain.join(), chain.join()
     chain.add(chain.owner, Remove(carol.public, False))
-    chain.add(chain.owner, Rekey(1, b"prev"))
+    chain.add(chain.owner, Rekey(1, 0, b"prev"))
     roster = chain.roster
     assert roster.member_during(carol.public, 0) and not roster.member_during(carol.public, 1)
     assert roster.member_during(bob.public, 0) and roster.member_during(bob.public, 1)

@@ -1,0 +1,64 @@
+"""Red team (issue 8): room keys, rekeys, invites and the cached roster, attacked as a hostile
+server, a removed member and a malicious current member would."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from conftest import stored_records
+
+from client import crypto
+from client.errors import VerificationError
+from client.invites import parse_invite_link
+from client.space import InvitePreview, ProfileInfo, seal_invite
+from protocol.records import Profile
+
+
+def membership(person, space_id):
+    found = [m for m in person.keystore().load().memberships if m.space_id == space_id]
+    return found[0] if found else None
+
+
+def readable_profiles(srv, space_id: str, key: bytes) -> list[str]:
+    names = []
+    for record in stored_records(srv.data_dir / "salon.db", space_id):
+        if isinstance(record.body, Profile):
+            try:
+                plain = crypto.secretbox_open(key, record.body.box)
+            except VerificationError:
+                continue
+            names.append(msgspec.msgpack.decode(plain, type=ProfileInfo).display_name)
+    return names
+
+
+# -- the invite seal is the server's to swap, with anyone who holds the link ------------------
+
+
+@pytest.mark.parametrize("kick_first", [False, True])
+async def test_a_joiner_refuses_an_invite_key_the_chain_does_not_hold(app_server, user, kick_first):
+    """Mallory knows a multi-use link (it was posted where she reads it; or she was kicked
+    without --ban) and the server helps her: it swaps the link's stored seal for one carrying
+    a space key of her choosing. Carol joins: she must not take that key as the space's (she
+    would publish her profile under it, readable by Mallory and by no member, and refuse every
+    later rekey as not matching it)."""
+    srv = await app_server()
+    alice, bob, carol = user("alice"), user("bob"), user("carol")
+    created = await alice.ajson("space", "create", "Town", "--server", srv.url, "--as", "Alice")
+    space_id = created["space_id"]
+    if kick_first:  # the space is at epoch 1: the key is checked against the rekey record
+        await bob.ajson("join", created["link"], "--as", "Bob")
+        await alice.arun("kick", space_id, "Bob")
+    epoch = max(membership(alice, space_id).space_keys)
+    assert epoch == (1 if kick_first else 0)
+    link = parse_invite_link(created["link"])
+    mallorys = crypto.random_key()
+    forged = seal_invite(
+        link, space_id, epoch, mallorys, InvitePreview(space_id, "Town", "", "Alice")
+    )
+    await srv.store.put_seals(space_id, [forged])
+
+    line = await carol.afail("join", created["link"], "--as", "Carol")
+    assert "invite" in line and "space key" in line
+    m = membership(carol, space_id)
+    assert m is None or mallorys not in m.space_keys.values()
+    assert "Carol" not in readable_profiles(srv, space_id, mallorys)
