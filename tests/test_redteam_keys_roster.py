@@ -3,15 +3,18 @@ server, a removed member and a malicious current member would."""
 
 from __future__ import annotations
 
+import os
+
 import msgspec
 import pytest
 from conftest import stored_records
+from test_tamper import Chain
 
 from client import crypto
 from client.errors import VerificationError
 from client.invites import parse_invite_link
 from client.space import InvitePreview, ProfileInfo, seal_invite
-from protocol.records import Profile
+from protocol.records import Profile, RecordForbidden, RoomCreate, RoomKey
 
 
 def membership(person, space_id):
@@ -62,3 +65,24 @@ async def test_a_joiner_refuses_an_invite_key_the_chain_does_not_hold(app_server
     m = membership(carol, space_id)
     assert m is None or mallorys not in m.space_keys.values()
     assert "Carol" not in readable_profiles(srv, space_id, mallorys)
+
+
+# -- a moderator who joined during the epoch must still be able to make a room ---------------
+
+
+def test_a_member_who_joined_this_epoch_may_create_a_since_join_room():
+    """Merge slip: "a member cannot commit to a room key older than its own" also refused the
+    generation-0 commitment of a room its author made after joining (so `salon room create`
+    failed for every moderator who joined since the last rekey). A room made after a join has
+    no history hidden from that member; a room made before it still does."""
+    chain = Chain()
+    older = os.urandom(8).hex()
+    chain.add(chain.owner, RoomCreate(older, "chat", 0, b"name"))
+    mod = chain.join("moderator")  # generation 1 of epoch 0
+    room = os.urandom(8).hex()
+    chain.add(mod, RoomCreate(room, "chat", 0, b"name"))
+    chain.add(mod, RoomKey(room, 0, 0, bytes(32)))
+    assert chain.roster.member_generation(room, mod.public) == 0
+    # The room made before the moderator joined: its history stays closed to them.
+    assert chain.roster.member_generation(older, mod.public) == 1
+    chain.refuses(chain.make(mod, RoomKey(older, 0, 0, bytes(32))), RecordForbidden)
