@@ -338,17 +338,22 @@ class RoomReader:
 async def fetch_after(
     session: SpaceSession, room_id: str, after: int, follow: bool = False
 ) -> list[ChatMessage]:
-    """Every unexpired message with seq > after, in order (page by page)."""
+    """Every unexpired message with seq > after, in order (page by page). Only strictly
+    increasing seqs are kept: the replay guard lets a message's own seq through again (a
+    re-fetch), so a server repeating a message under its seq must not show it twice."""
     found: list[ChatMessage] = []
     while True:
         reply = await session.conn.request(
             FetchMessages(session.conn.next_id(), room_id, after, PAGE, follow), Messages
         )
         follow = False  # once is enough
-        found += reply.messages
-        if len(reply.messages) < PAGE or not reply.messages:
+        start = after
+        for message in reply.messages:
+            if message.seq > after:
+                found.append(message)
+                after = message.seq
+        if len(reply.messages) < PAGE or after == start:  # the end, or a server going round
             return found
-        after = reply.messages[-1].seq
 
 
 async def read_messages(

@@ -7,6 +7,7 @@ import os
 
 import msgspec
 import pytest
+from call_helpers import amake_town
 from conftest import stored_records
 from test_tamper import Chain
 
@@ -14,7 +15,9 @@ from client import crypto
 from client.errors import VerificationError
 from client.invites import parse_invite_link
 from client.space import InvitePreview, ProfileInfo, seal_invite
+from protocol.chat_wire import FetchMessages, Messages
 from protocol.records import Profile, RecordForbidden, RoomCreate, RoomKey
+from spaces.server import ROUTES, Caller
 
 
 def membership(person, space_id):
@@ -86,3 +89,31 @@ def test_a_member_who_joined_this_epoch_may_create_a_since_join_room():
     # The room made before the moderator joined: its history stays closed to them.
     assert chain.roster.member_generation(older, mod.public) == 1
     chain.refuses(chain.make(mod, RoomKey(older, 0, 0, bytes(32))), RecordForbidden)
+
+
+# -- the server hands a reader the same message twice under its own seq ----------------------
+
+
+async def test_a_message_served_twice_under_its_seq_is_shown_once(app_server, user):
+    """The replay guard lets a message's own seq through again (a re-fetch), so a server
+    that repeats a message under the same seq — in one page, or on the next page — made
+    `salon read` show it twice."""
+    srv = await app_server()
+    town = await amake_town(srv.url, user, ("Bob",))
+    alice, bob = town["Alice"], town["Bob"]
+    await alice.arun("room", "create", town.space, "general", "--kind", "chat")
+    await alice.arun("send", town.space, "general", "pay Bob 10")
+    await alice.arun("send", town.space, "general", "thanks")
+    routes = srv.app[ROUTES]
+    honest = routes[FetchMessages]
+
+    async def doubling(caller: Caller, message: FetchMessages) -> msgspec.Struct:
+        reply = await honest(caller, msgspec.structs.replace(message, after=0))
+        assert isinstance(reply, Messages)
+        first = reply.messages[0]
+        shown = [first, first, *reply.messages[1:], first]
+        return Messages(message.id, message.room_id, shown, reply.last_seq)
+
+    routes[FetchMessages] = doubling
+    texts = [m["text"] for m in await bob.ajson("read", town.space, "general")]
+    assert texts == ["pay Bob 10", "thanks"]
