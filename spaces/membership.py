@@ -37,6 +37,7 @@ from protocol.records import (
     RecordError,
     Rekey,
     Remove,
+    RoomKey,
     Roster,
     decode_record,
     derive_space_id,
@@ -238,7 +239,7 @@ class Membership:
             for record in records:
                 scratch.apply(record)
             _check_rekey(records, scratch, envelopes)
-            await self._check_envelopes(space_id, scratch, author, envelopes)
+            await self._check_envelopes(space_id, scratch, author, envelopes, records)
             self._check_seals(scratch, seals)
             self._take_quotas(space_id, author, records)
             await self.store.append(
@@ -321,12 +322,28 @@ class Membership:
                 raise TooLarge(f"a record is larger than {limits.max_record_bytes} bytes")
 
     async def _check_envelopes(
-        self, space_id: str, roster: Roster, sender: bytes, envelopes: Sequence[Envelope]
+        self,
+        space_id: str,
+        roster: Roster,
+        sender: bytes,
+        envelopes: Sequence[Envelope],
+        records: Sequence[Record] = (),
     ) -> None:
         """Envelopes carry the current epoch's key of the space or of a room. A room key
         is sealed only once some member committed to it on the chain (a RoomKey record, in
         this append or before): clients accept only the committed key, so the server needs
-        no first-sealer rule of its own."""
+        no first-sealer rule of its own. A commitment comes with the key sealed to every
+        member who holds no envelope for that room and epoch yet: the first commitment
+        wins, so one shared with nobody would lock the room for the whole epoch."""
+        committed = {(r.body.room_id, r.body.epoch) for r in records if isinstance(r.body, RoomKey)}
+        for room_id, epoch in committed:
+            holders = await self.store.envelope_holders(space_id, room_id, epoch)
+            holders |= {e.recipient for e in envelopes if (e.scope, e.epoch) == (room_id, epoch)}
+            if not holders >= set(roster.members):
+                raise InvalidMessage(
+                    "a room key commitment must come with the key sealed to every member "
+                    f"who lacks it ({len(set(roster.members) - holders)} missing)"
+                )
         for envelope in envelopes:
             if envelope.sender != sender:
                 raise Forbidden("envelopes must come from the session's member")

@@ -9,14 +9,23 @@ import msgspec
 import pytest
 from call_helpers import amake_town
 from conftest import stored_records
+from test_room_keys import raw_session
 from test_tamper import Chain
 
 from client import crypto
-from client.errors import VerificationError
+from client.errors import ServerError, VerificationError
 from client.invites import parse_invite_link
-from client.space import InvitePreview, ProfileInfo, seal_invite
+from client.space import InvitePreview, ProfileInfo, chain, seal_invite
 from protocol.chat_wire import FetchMessages, Messages
-from protocol.records import Profile, RecordForbidden, RoomCreate, RoomKey
+from protocol.errors import ErrorCode
+from protocol.records import (
+    Profile,
+    RecordForbidden,
+    RoomCreate,
+    RoomKey,
+    fingerprint,
+)
+from protocol.wire import Append, Appended, Envelope
 from spaces.server import ROUTES, Caller
 
 
@@ -117,3 +126,60 @@ async def test_a_message_served_twice_under_its_seq_is_shown_once(app_server, us
     routes[FetchMessages] = doubling
     texts = [m["text"] for m in await bob.ajson("read", town.space, "general")]
     assert texts == ["pay Bob 10", "thanks"]
+
+
+# -- a plain member locks a room for a whole epoch by committing first, sharing nothing -------
+
+
+async def test_a_withheld_room_key_commitment_is_refused_or_named(app_server, user):
+    """Room keys of a new epoch are made lazily, first commitment wins. Right after a kick
+    (epoch 1), Mallory, a plain member, commits to a key of her own for the room's epoch-1
+    key and seals it to nobody: everyone was told "no member has shared this room's current
+    key with you yet; it arrives as soon as ..." — it never arrives, and nothing said whom
+    to kick. Now a commitment must come with the key sealed to every member lacking one;
+    if what she seals is junk, everyone's error names her, and kicking her repairs the room."""
+    srv = await app_server()
+    alice, bob, mallory, carol = user("alice"), user("bob"), user("mallory"), user("carol")
+    created = await alice.ajson("space", "create", "Hall", "--server", srv.url, "--as", "Alice")
+    space_id = created["space_id"]
+    for person, name in ((bob, "Bob"), (mallory, "Mallory"), (carol, "Carol")):
+        await person.ajson("join", created["link"], "--as", name)
+    room = await alice.ajson("room", "create", space_id, "general", "--kind", "chat")
+    room_id = room["room_id"]
+    await alice.arun("send", space_id, "general", "before")
+    await alice.arun("kick", space_id, "Carol")
+    mallory_m = membership(mallory, space_id)
+    async with raw_session(mallory, space_id) as session:
+        roster = session.verified
+        assert roster.epoch == 1 and (room_id, 1) not in roster.room_key_epochs
+        bogus = RoomKey(room_id, 1, 0, os.urandom(32))
+        records = chain(session.m, space_id, roster, [bogus])
+        with pytest.raises(ServerError) as refused:
+            await session.conn.request(Append(session.conn.next_id(), records), Appended)
+        assert refused.value.code == ErrorCode.INVALID_MESSAGE
+        # With junk sealed to every member (the server cannot tell junk from a key).
+        junk = [
+            Envelope(
+                room_id,
+                1,
+                member.key,
+                session.member_key,
+                crypto.seal_key(
+                    mallory_m.box_secret,
+                    member.box_key,
+                    space_id,
+                    room_id,
+                    1,
+                    0,
+                    crypto.random_key(),
+                ),
+            )
+            for member in roster.members.values()
+        ]
+        await session.conn.request(Append(session.conn.next_id(), records, junk), Appended)
+    line = await alice.afail("send", space_id, "general", "after")
+    assert fingerprint(session.member_key) in line, line
+    await alice.arun("kick", space_id, "Mallory")
+    await alice.arun("send", space_id, "general", "after Mallory")
+    texts = [m["text"] for m in await bob.ajson("read", space_id, "general")]
+    assert texts == ["before", "after Mallory"]
