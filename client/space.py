@@ -79,6 +79,12 @@ from protocol.wire import (
 log = logging.getLogger(__name__)
 SPACE_SCOPE = "space"
 APPEND_RETRIES = 5
+INVITE_KEY = "invite-key"  # SpaceMembership.state: the joining invite's key, until checked
+INVITE_KEY_REFUSED = (
+    "the invite carried a space key that this space's chain does not hold (the server, or "
+    "someone else who has the link, swapped it); you are on the member list but can read "
+    "nothing until an owner or moderator rekeys"
+)
 
 
 class SpaceInfo(msgspec.Struct):
@@ -281,6 +287,8 @@ class SpaceSession:
         """Fetch and verify the records after our verified head, collect space keys, rotate
         if someone left."""
         roster = await self._fetch_chain()
+        if not self._take_invite_key(roster):
+            self.warn(INVITE_KEY_REFUSED)
         await self._collect_space_keys(roster)
         self._remember()
         if self._should_rekey(roster):
@@ -298,6 +306,19 @@ class SpaceSession:
             # join (and again here if that step was interrupted).
             await self._publish_profile(ProfileInfo(self.m.display_name))
         return self.verified
+
+    def _take_invite_key(self, roster: Roster) -> bool:
+        """Take the space key our join's invite carried once a verified chain shows it is
+        the space's key of its epoch (see :func:`key_fits_chain`); False if it was refused."""
+        pending = self.m.state.get(INVITE_KEY)
+        if not pending:
+            return True
+        self.m.state[INVITE_KEY] = b""  # decided once (state entries are merged, not removed)
+        sealed = msgspec.msgpack.decode(pending, type=SealedSpaceKey)
+        if not key_fits_chain(roster, sealed.epoch, sealed.key):
+            return False
+        self.m.space_keys.setdefault(sealed.epoch, sealed.key)
+        return True
 
     async def _refresh_stale_invites(self) -> None:
         """Re-seal our live invites that still carry an older space key (after a leave or a
@@ -912,20 +933,14 @@ async def join_space(keystore: Keystore, link_text: str, display_name: str) -> S
             raise VerificationError("the invite's key belongs to another space")
         # The join is on the chain now: keep the identity even if what follows fails.
         m.space_id, m.name = space_id, preview.name
-        session = SpaceSession(keystore, m, conn)
-        # The seal is the server's to swap, with anyone who knows the link's secret: take
-        # its key only if the verified chain says it is the space's key of its epoch
-        # (before the sync below publishes our profile under it).
-        fits = key_fits_chain(await session._fetch_chain(), sealed.epoch, sealed.key)
-        if fits:
-            m.space_keys = {sealed.epoch: sealed.key}
+        # The seal is the server's to swap, with anyone who knows the link's secret: its key
+        # waits until the sync below has verified the chain and found it there.
+        m.state[INVITE_KEY] = _encode(sealed)
         keystore.update(lambda data: data.memberships.append(m))
-        if not fits:
-            raise VerificationError(
-                "the invite carried a space key that this space's chain does not hold (the "
-                "server, or someone else who has the link, swapped it); you are on the member "
-                "list but can read nothing until an owner or moderator rekeys"
-            )
+        session = SpaceSession(keystore, m, conn)
+        if not session._take_invite_key(await session._fetch_chain()):
+            session._remember()
+            raise VerificationError(INVITE_KEY_REFUSED)
         await session.sync()  # verifies the chain, then publishes our profile
         if session.hash_at(record.seq) != record_hash(record):
             raise VerificationError("the server's chain does not hold this join")
