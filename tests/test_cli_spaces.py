@@ -118,7 +118,8 @@ async def join_with_identity(m: SpaceMembership, link_text: str) -> None:
             link.signing_seed, join_statement(space_id, member_key, box_key, link.invite_id)
         )
         join = Join(link.invite_id, box_key, join_sig)
-        unsigned = Record(space_id, opened.head_seq + 1, opened.head_hash, member_key, 0, join)
+        now = int(time.time())  # the server refuses signed times far from its clock
+        unsigned = Record(space_id, opened.head_seq + 1, opened.head_hash, member_key, now, join)
         record = msgspec.structs.replace(
             unsigned, sig=crypto.sign(m.signing_seed, signing_bytes(unsigned))
         )
@@ -136,7 +137,7 @@ async def join_with_identity(m: SpaceMembership, link_text: str) -> None:
             record.seq + 1,
             record_hash(record),
             member_key,
-            0,
+            now,
             Profile(sealed.epoch, profile),
         )
         signed_profile = msgspec.structs.replace(
