@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 
 from protocol.errors import (
@@ -239,7 +239,13 @@ class Membership:
             for record in records:
                 scratch.apply(record)
             _check_rekey(records, scratch, envelopes)
-            await self._check_envelopes(space_id, scratch, author, envelopes, records)
+            started = {
+                (r.body.room_id, r.body.epoch)
+                for r in records
+                if isinstance(r.body, RoomKey)
+                and (r.body.room_id, r.body.epoch) not in roster.room_key_epochs
+            }
+            await self._check_envelopes(space_id, scratch, author, envelopes, started)
             self._check_seals(scratch, seals)
             self._take_quotas(space_id, author, records)
             await self.store.append(
@@ -327,16 +333,16 @@ class Membership:
         roster: Roster,
         sender: bytes,
         envelopes: Sequence[Envelope],
-        records: Sequence[Record] = (),
+        started: Set[tuple[str, int]] = frozenset(),
     ) -> None:
         """Envelopes carry the current epoch's key of the space or of a room. A room key
         is sealed only once some member committed to it on the chain (a RoomKey record, in
         this append or before): clients accept only the committed key, so the server needs
-        no first-sealer rule of its own. A commitment comes with the key sealed to every
-        member who holds no envelope for that room and epoch yet: the first commitment
-        wins, so one shared with nobody would lock the room for the whole epoch."""
-        committed = {(r.body.room_id, r.body.epoch) for r in records if isinstance(r.body, RoomKey)}
-        for room_id, epoch in committed:
+        no first-sealer rule of its own. The first commitment of a room's key in an epoch
+        (``started``) comes with the key sealed to every member who holds no envelope for
+        that room and epoch: first commitments win, so one shared with nobody would lock the
+        room for the whole epoch (later generations are derived by every holder)."""
+        for room_id, epoch in started:
             holders = await self.store.envelope_holders(space_id, room_id, epoch)
             holders |= {e.recipient for e in envelopes if (e.scope, e.epoch) == (room_id, epoch)}
             if not holders >= set(roster.members):

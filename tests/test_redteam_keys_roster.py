@@ -148,15 +148,21 @@ async def test_a_withheld_room_key_commitment_is_refused_or_named(app_server, us
     room_id = room["room_id"]
     await alice.arun("send", space_id, "general", "before")
     await alice.arun("kick", space_id, "Carol")
+    dave = user("dave")
+    await dave.ajson("join", created["link"], "--as", "Dave")  # generation 1
     mallory_m = membership(mallory, space_id)
     async with raw_session(mallory, space_id) as session:
         roster = session.verified
         assert roster.epoch == 1 and (room_id, 1) not in roster.room_key_epochs
+        # Bare, for generation 0 or for the newest generation only: refused.
+        for generation in (0, 1):
+            bare = RoomKey(room_id, 1, generation, os.urandom(32))
+            records = chain(session.m, space_id, roster, [bare])
+            with pytest.raises(ServerError) as refused:
+                await session.conn.request(Append(session.conn.next_id(), records), Appended)
+            assert refused.value.code == ErrorCode.INVALID_MESSAGE
         bogus = RoomKey(room_id, 1, 0, os.urandom(32))
         records = chain(session.m, space_id, roster, [bogus])
-        with pytest.raises(ServerError) as refused:
-            await session.conn.request(Append(session.conn.next_id(), records), Appended)
-        assert refused.value.code == ErrorCode.INVALID_MESSAGE
         # With junk sealed to every member (the server cannot tell junk from a key).
         junk = [
             Envelope(
@@ -183,3 +189,5 @@ async def test_a_withheld_room_key_commitment_is_refused_or_named(app_server, us
     await alice.arun("send", space_id, "general", "after Mallory")
     texts = [m["text"] for m in await bob.ajson("read", space_id, "general")]
     assert texts == ["before", "after Mallory"]
+    texts = [m["text"] for m in await dave.ajson("read", space_id, "general")]
+    assert texts == ["after Mallory"]
