@@ -81,9 +81,10 @@ SPACE_SCOPE = "space"
 APPEND_RETRIES = 5
 INVITE_KEY = "invite-key"  # SpaceMembership.state: the joining invite's key, until checked
 INVITE_KEY_REFUSED = (
-    "the invite carried a space key that this space's chain does not hold (the server, or "
-    "someone else who has the link, swapped it); you are on the member list but can read "
-    "nothing until an owner or moderator rekeys"
+    "the invite carried a space key that this space's chain does not hold for the epoch of "
+    "your join (the server, or someone else who has the link, swapped it, or served an "
+    "outdated one); you are on the member list but can read nothing until an owner or "
+    "moderator rekeys"
 )
 
 
@@ -101,6 +102,13 @@ class SealedSpaceKey(msgspec.Struct):
     space_id: str
     epoch: int
     key: bytes
+
+
+class PendingInviteKey(msgspec.Struct):
+    """The key a joining invite carried, kept until a verified chain shows it (keystore)."""
+
+    sealed: SealedSpaceKey
+    join_seq: int
 
 
 class InvitePreview(msgspec.Struct):
@@ -314,7 +322,12 @@ class SpaceSession:
         if not pending:
             return True
         self.m.state[INVITE_KEY] = b""  # decided once (state entries are merged, not removed)
-        sealed = msgspec.msgpack.decode(pending, type=SealedSpaceKey)
+        invite = msgspec.msgpack.decode(pending, type=PendingInviteKey)
+        sealed = invite.sealed
+        # The key of the epoch our join was made in: an older one (a seal the server kept
+        # from before a removal) is one the removed member holds too.
+        if invite.join_seq > roster.head_seq or sealed.epoch != roster.epoch_at(invite.join_seq):
+            return False
         if not key_fits_chain(roster, sealed.epoch, sealed.key):
             return False
         self.m.space_keys.setdefault(sealed.epoch, sealed.key)
@@ -935,18 +948,17 @@ async def join_space(keystore: Keystore, link_text: str, display_name: str) -> S
         m.space_id, m.name = space_id, preview.name
         # The seal is the server's to swap, with anyone who knows the link's secret: its key
         # waits until the sync below has verified the chain and found it there.
-        m.state[INVITE_KEY] = _encode(sealed)
+        m.state[INVITE_KEY] = _encode(PendingInviteKey(sealed, record.seq))
         keystore.update(lambda data: data.memberships.append(m))
         session = SpaceSession(keystore, m, conn)
-        if not session._take_invite_key(await session._fetch_chain()):
+        roster = await session._fetch_chain()
+        await session.load_hash(record.seq)
+        if session.hash_at(record.seq) != record_hash(record):
+            raise VerificationError("the server's chain does not hold this join")
+        if not session._take_invite_key(roster):
             session._remember()
             raise VerificationError(INVITE_KEY_REFUSED)
         await session.sync()  # verifies the chain, then publishes our profile
-        if session.hash_at(record.seq) != record_hash(record):
-            raise VerificationError("the server's chain does not hold this join")
-        at_join = session.verified.epoch_at(record.seq)
-        if sealed.epoch != at_join:
-            session.warn(f"the invite carried the key of epoch {sealed.epoch}, not {at_join}")
     finally:
         await conn.close()
     return m

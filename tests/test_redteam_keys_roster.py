@@ -26,7 +26,8 @@ from protocol.records import (
     fingerprint,
 )
 from protocol.wire import Append, Appended, Envelope
-from spaces.server import ROUTES, Caller
+from spaces.membership import OpenedInvite
+from spaces.server import MEMBERSHIP, ROUTES, Caller
 
 
 def membership(person, space_id):
@@ -49,34 +50,49 @@ def readable_profiles(srv, space_id: str, key: bytes) -> list[str]:
 # -- the invite seal is the server's to swap, with anyone who holds the link ------------------
 
 
-@pytest.mark.parametrize("kick_first", [False, True])
-async def test_a_joiner_refuses_an_invite_key_the_chain_does_not_hold(app_server, user, kick_first):
-    """Mallory knows a multi-use link (it was posted where she reads it; or she was kicked
-    without --ban) and the server helps her: it swaps the link's stored seal for one carrying
-    a space key of her choosing. Carol joins: she must not take that key as the space's (she
-    would publish her profile under it, readable by Mallory and by no member, and refuse every
-    later rekey as not matching it)."""
+@pytest.mark.parametrize("attack", ["forged", "forged-after-kick", "stale"])
+async def test_a_joiner_refuses_an_invite_key_the_chain_does_not_hold(app_server, user, attack):
+    """``forged``: Mallory knows a multi-use link (it was posted where she reads it; or she
+    was kicked without --ban) and the server helps her: it swaps the link's stored seal for
+    one carrying a space key of her choosing. ``stale``: the server alone keeps the seal of
+    epoch 0 and serves it after Bob's kick (epoch 1). Carol joins: she must not take that key
+    (she would publish her profile under it, readable by Mallory or by Bob, who was kicked;
+    and refuse every later rekey as not matching it)."""
     srv = await app_server()
     alice, bob, carol = user("alice"), user("bob"), user("carol")
     created = await alice.ajson("space", "create", "Town", "--server", srv.url, "--as", "Alice")
     space_id = created["space_id"]
-    if kick_first:  # the space is at epoch 1: the key is checked against the rekey record
+    link = parse_invite_link(created["link"])
+    _, old_seal = await srv.store.invite_seal(link.invite_id)
+    key_0 = membership(alice, space_id).space_keys[0]
+    if attack != "forged":  # the space is at epoch 1: the key is checked against the rekey
         await bob.ajson("join", created["link"], "--as", "Bob")
         await alice.arun("kick", space_id, "Bob")
-    epoch = max(membership(alice, space_id).space_keys)
-    assert epoch == (1 if kick_first else 0)
-    link = parse_invite_link(created["link"])
-    mallorys = crypto.random_key()
-    forged = seal_invite(
-        link, space_id, epoch, mallorys, InvitePreview(space_id, "Town", "", "Alice")
-    )
-    await srv.store.put_seals(space_id, [forged])
+    if attack == "stale":
+        attackers = key_0  # Bob, kicked, holds it
+        await srv.store.put_seals(space_id, [old_seal])
+    else:
+        epoch = max(membership(alice, space_id).space_keys)
+        attackers = crypto.random_key()
+        preview = InvitePreview(space_id, "Town", "", "Alice")
+        await srv.store.put_seals(
+            space_id, [seal_invite(link, space_id, epoch, attackers, preview)]
+        )
+    members = srv.app[MEMBERSHIP]
+
+    async def serve_any_seal(invite_id: str) -> OpenedInvite:
+        """An honest server refuses a stale seal itself; this one serves it."""
+        space_id, seal = await members.store.invite_seal(invite_id)
+        roster = await members.roster(space_id)
+        return OpenedInvite(space_id, roster.invites[invite_id], seal, roster)
+
+    members.open_invite = serve_any_seal
 
     line = await carol.afail("join", created["link"], "--as", "Carol")
     assert "invite" in line and "space key" in line
     m = membership(carol, space_id)
-    assert m is None or mallorys not in m.space_keys.values()
-    assert "Carol" not in readable_profiles(srv, space_id, mallorys)
+    assert m is None or attackers not in m.space_keys.values()
+    assert "Carol" not in readable_profiles(srv, space_id, attackers)
 
 
 # -- a moderator who joined during the epoch must still be able to make a room ---------------
