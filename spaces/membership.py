@@ -167,8 +167,11 @@ class Membership:
 
     # -- invites and joins ---------------------------------------------------------------------
 
-    async def open_invite(self, invite_id: str) -> OpenedInvite:
-        """Look up a usable invite; raises NotFound/Revoked/Expired/UsedUp/Stale."""
+    async def open_invite(self, invite_id: str, statement: bytes, sig: bytes) -> OpenedInvite:
+        """Look up a usable invite, signed for by its invite key; raises Unauthenticated/
+        NotFound/Revoked/Expired/UsedUp/Stale. The signature is checked first: the invite
+        id travels in the URL's path, and whoever has only that learns nothing of the
+        link's state (nor that the membership changed since it was made)."""
         found = await self.store.invite_seal(invite_id)
         if found is None:
             raise NotFound("unknown invite link")
@@ -177,6 +180,8 @@ class Membership:
         invite = roster.invites.get(invite_id)
         if invite is None:
             raise NotFound("unknown invite link")
+        if not verify_signature(invite.invite_key, statement, sig):
+            raise Unauthenticated("the invite signature does not match this link")
         if invite_id in roster.revoked:
             raise Revoked("this invite link was revoked")
         if invite.expires_at <= self.clock():
@@ -189,10 +194,6 @@ class Membership:
                 "it yet; ask for a new link"
             )
         return OpenedInvite(space_id, invite, seal, roster)
-
-    def check_invite_signature(self, opened: OpenedInvite, statement: bytes, sig: bytes) -> None:
-        if not verify_signature(opened.invite.invite_key, statement, sig):
-            raise Unauthenticated("the invite signature does not match this link")
 
     async def join(self, opened: OpenedInvite, record: Record) -> bytes:
         """Append a joiner's Join record (using up one use of the invite); returns the new

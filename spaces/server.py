@@ -257,12 +257,11 @@ class Session:
             self._bind(message.space_id, message.member_key)
             return Welcome(message.id, message.space_id, roster.head_seq)
         self._limit_join_attempt(message.invite_id)
-        opened = await m.open_invite(message.invite_id)
         signature = (
             message.signature if isinstance(message, OpenInvite) else message.invite_signature
         )
         statement = auth_statement(self.origin, "invite", message.invite_id, self.nonce)
-        m.check_invite_signature(opened, statement, signature)
+        opened = await m.open_invite(message.invite_id, statement, signature)
         if isinstance(message, OpenInvite):
             # Before joining: the preview and the head to build on, no chain, no space key.
             return InviteOpened(

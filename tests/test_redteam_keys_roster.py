@@ -13,6 +13,7 @@ from test_room_keys import raw_session
 from test_tamper import Chain
 
 from client import crypto
+from client.connection import Connection
 from client.errors import ServerError, VerificationError
 from client.invites import parse_invite_link
 from client.space import InvitePreview, ProfileInfo, chain, seal_invite
@@ -25,7 +26,7 @@ from protocol.records import (
     RoomKey,
     fingerprint,
 )
-from protocol.wire import Append, Appended, Envelope
+from protocol.wire import Append, Appended, Envelope, InviteOpened, OpenInvite
 from spaces.membership import OpenedInvite
 from spaces.server import MEMBERSHIP, ROUTES, Caller
 
@@ -80,7 +81,7 @@ async def test_a_joiner_refuses_an_invite_key_the_chain_does_not_hold(app_server
         )
     members = srv.app[MEMBERSHIP]
 
-    async def serve_any_seal(invite_id: str) -> OpenedInvite:
+    async def serve_any_seal(invite_id: str, *_: bytes) -> OpenedInvite:
         """An honest server refuses a stale seal itself; this one serves it."""
         space_id, seal = await members.store.invite_seal(invite_id)
         roster = await members.roster(space_id)
@@ -207,3 +208,33 @@ async def test_a_withheld_room_key_commitment_is_refused_or_named(app_server, us
     assert texts == ["before", "after Mallory"]
     texts = [m["text"] for m in await dave.ajson("read", space_id, "general")]
     assert texts == ["after Mallory"]
+
+
+# -- whoever has only an invite's id (the URL's path) learns nothing of its state -------------
+
+
+async def test_an_invite_id_without_its_secret_reveals_nothing(app_server, user):
+    """The invite id travels in the link's path (proxies, history); the secret in the
+    fragment. The server answered OpenInvite with "revoked" / "expired" / "used up" / "predates
+    a membership change" before checking the invite key's signature, so the id alone told
+    whether the link was dead and whether someone had left or been removed."""
+    srv = await app_server()
+    alice = user("alice")
+    created = await alice.ajson("space", "create", "Town", "--server", srv.url, "--as", "Alice")
+    space_id = created["space_id"]
+    made = await alice.ajson("invite", "create", space_id, "--uses", "3")
+    link = parse_invite_link(made["link"])
+    await alice.arun("invite", "revoke", space_id, link.invite_id)
+    conn = await Connection.open(link.server)
+    try:
+        with pytest.raises(ServerError) as refused:
+            await conn.request(
+                OpenInvite(conn.next_id(), link.invite_id, crypto.sign(os.urandom(32), b"x")),
+                InviteOpened,
+            )
+    finally:
+        await conn.close()
+    assert refused.value.code == ErrorCode.UNAUTHENTICATED
+    assert "revoked" not in str(refused.value)
+    # With the secret, the state is told as before.
+    assert "revoked" in await user("carol").afail("join", made["link"])
