@@ -238,3 +238,29 @@ async def test_an_invite_id_without_its_secret_reveals_nothing(app_server, user)
     assert "revoked" not in str(refused.value)
     # With the secret, the state is told as before.
     assert "revoked" in await user("carol").afail("join", made["link"])
+
+
+async def test_an_invite_id_without_its_secret_cannot_use_up_its_attempts(app_server, user):
+    """The per-invite attempt limit was taken before the signature was checked: anyone who
+    saw a link's path could keep its real holders out."""
+    srv = await app_server(
+        {
+            "limits": {
+                "join_attempts_per_minute_per_address": 1000,
+                "join_attempts_per_minute_per_invite": 3,
+            }
+        }
+    )
+    alice = user("alice")
+    created = await alice.ajson("space", "create", "Town", "--server", srv.url, "--as", "Alice")
+    link = parse_invite_link(created["link"])
+    conn = await Connection.open(link.server)
+    try:
+        for _ in range(10):
+            with pytest.raises(ServerError) as refused:
+                bad = crypto.sign(os.urandom(32), b"x")
+                await conn.request(OpenInvite(conn.next_id(), link.invite_id, bad), InviteOpened)
+            assert refused.value.code == ErrorCode.UNAUTHENTICATED
+    finally:
+        await conn.close()
+    await user("bob").ajson("join", created["link"], "--as", "Bob")
