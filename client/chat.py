@@ -73,6 +73,10 @@ RECONNECT_FIRST = 0.2
 RECONNECT_MAX = 5.0
 END_OF_SESSION = ("removed", "banned", "left")
 CLOCK_SKEW = 300  # seconds we allow between a sender's clock and the server's
+# A message the server says it received this long after its signed creation time is a replay
+# (a device whose clock is off by more than the server's record skew, 600 s, cannot even
+# append records; sending takes seconds).
+REPLAY_DELAY = 900
 REPLAY_MEMORY = 100_000  # (sender, client id) pairs a reader remembers per room
 
 
@@ -291,6 +295,14 @@ class RoomReader:
             content = chatcrypto.open_message(key, header, box)
         except VerificationError as exc:
             self.stats.rejected.append((message.seq, str(exc)))
+            return None
+        if message.sent_at - content.created_at > REPLAY_DELAY:
+            # A message is signed just before it is sent. One the server says it received
+            # long after its signed time is an old message served again under a new seq
+            # (the replay guard only knows what this reader saw in this run).
+            self.stats.rejected.append(
+                (message.seq, "it was signed long before the server says it came (a replay)")
+            )
             return None
         problem = await self.heads.head_problem(content.head, content.head_hash)
         if problem is not None:

@@ -264,3 +264,34 @@ async def test_an_invite_id_without_its_secret_cannot_use_up_its_attempts(app_se
     finally:
         await conn.close()
     await user("bob").ajson("join", created["link"], "--as", "Bob")
+
+
+# -- a replay outside the reader's window -----------------------------------------------------
+
+
+async def test_a_message_replayed_later_outside_the_window_is_refused(app_server, user):
+    """The replay guard remembers what one reader saw in one run: a server that, an hour
+    later, serves Alice's old message again under a new seq is caught only if the original
+    is in the same fetch. Read with --since (or --follow, started after it), the copy was
+    shown as new. Its signed creation time gives it away."""
+    srv = await app_server()
+    town = await amake_town(srv.url, user, ("Bob",))
+    alice, bob = town["Alice"], town["Bob"]
+    await alice.arun("room", "create", town.space, "general", "--kind", "chat")
+    await alice.arun("send", town.space, "general", "pay Bob 10")
+    await alice.arun("send", town.space, "general", "thanks")
+    routes = srv.app[ROUTES]
+    honest = routes[FetchMessages]
+
+    async def replaying(caller: Caller, message: FetchMessages) -> msgspec.Struct:
+        reply = await honest(caller, msgspec.structs.replace(message, after=0))
+        assert isinstance(reply, Messages)
+        first, last = reply.messages[0], reply.messages[-1]
+        copy = msgspec.structs.replace(first, seq=last.seq + 1, sent_at=last.sent_at + 3600)
+        shown = [m for m in [*reply.messages, copy] if m.seq > message.after]
+        return Messages(message.id, message.room_id, shown, copy.seq)
+
+    routes[FetchMessages] = replaying
+    result = await bob.arun("read", town.space, "general", "--since", "1", "--json")
+    assert [m["text"] for m in msgspec.json.decode(result.stdout)] == ["thanks"]
+    assert "message #3 is not shown" in result.stderr, result.stderr
