@@ -73,6 +73,10 @@ RECONNECT_FIRST = 0.2
 RECONNECT_MAX = 5.0
 END_OF_SESSION = ("removed", "banned", "left")
 CLOCK_SKEW = 300  # seconds we allow between a sender's clock and the server's
+# A message the server says it received this long after its signed creation time is a replay
+# (a device whose clock is off by more than the server's record skew, 600 s, cannot even
+# append records; sending takes seconds).
+REPLAY_DELAY = 900
 REPLAY_MEMORY = 100_000  # (sender, client id) pairs a reader remembers per room
 
 
@@ -292,6 +296,14 @@ class RoomReader:
         except VerificationError as exc:
             self.stats.rejected.append((message.seq, str(exc)))
             return None
+        if message.sent_at - content.created_at > REPLAY_DELAY:
+            # A message is signed just before it is sent. One the server says it received
+            # long after its signed time is an old message served again under a new seq
+            # (the replay guard only knows what this reader saw in this run).
+            self.stats.rejected.append(
+                (message.seq, "it was signed long before the server says it came (a replay)")
+            )
+            return None
         problem = await self.heads.head_problem(content.head, content.head_hash)
         if problem is not None:
             self.stats.rejected.append((message.seq, problem))
@@ -338,17 +350,22 @@ class RoomReader:
 async def fetch_after(
     session: SpaceSession, room_id: str, after: int, follow: bool = False
 ) -> list[ChatMessage]:
-    """Every unexpired message with seq > after, in order (page by page)."""
+    """Every unexpired message with seq > after, in order (page by page). Only strictly
+    increasing seqs are kept: the replay guard lets a message's own seq through again (a
+    re-fetch), so a server repeating a message under its seq must not show it twice."""
     found: list[ChatMessage] = []
     while True:
         reply = await session.conn.request(
             FetchMessages(session.conn.next_id(), room_id, after, PAGE, follow), Messages
         )
         follow = False  # once is enough
-        found += reply.messages
-        if len(reply.messages) < PAGE or not reply.messages:
+        start = after
+        for message in reply.messages:
+            if message.seq > after:
+                found.append(message)
+                after = message.seq
+        if len(reply.messages) < PAGE or after == start:  # the end, or a server going round
             return found
-        after = reply.messages[-1].seq
 
 
 async def read_messages(

@@ -304,7 +304,21 @@ async def _make_room_key(session: SpaceSession, room_id: str) -> None:
         session._remember()
         await session.sync()
         return
-    raise _unavailable(session, room_id, roster.epoch, NOT_SHARED_YET)
+    slot = (room_id, roster.epoch)
+    committers = sorted(
+        {
+            fingerprint(author)
+            for (r, e, _), (_, author) in roster.room_keys.items()
+            if (r, e) == slot
+        }
+    )
+    raise _unavailable(
+        session,
+        room_id,
+        roster.epoch,
+        f"{NOT_SHARED_YET} (the key was made by member {', '.join(committers)}; if it never "
+        "comes, that member may be withholding it, and removing them makes a new key)",
+    )
 
 
 NOT_SHARED_YET = (
@@ -326,7 +340,11 @@ async def _fetch_room_keys(session: SpaceSession, room_id: str) -> None:
         try:
             held[envelope.epoch] = _open_room_envelope(session, roster, room_id, envelope)
         except VerificationError as exc:
-            session.refused_keys[(room_id, envelope.epoch)] = str(exc)
+            why = str(exc)
+            sender = fingerprint(envelope.sender)
+            if sender not in why:  # say who sealed it, so members know whom to kick
+                why = f"{why} (sealed by {sender})"
+            session.refused_keys[(room_id, envelope.epoch)] = why
             if envelope.epoch == roster.epoch:
                 # Free our slot so a member holding the committed key seals it to us again.
                 await session.conn.request(

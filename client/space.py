@@ -79,6 +79,13 @@ from protocol.wire import (
 log = logging.getLogger(__name__)
 SPACE_SCOPE = "space"
 APPEND_RETRIES = 5
+INVITE_KEY = "invite-key"  # SpaceMembership.state: the joining invite's key, until checked
+INVITE_KEY_REFUSED = (
+    "the invite carried a space key that this space's chain does not hold for the epoch of "
+    "your join (the server, or someone else who has the link, swapped it, or served an "
+    "outdated one); you are on the member list but can read nothing until an owner or "
+    "moderator rekeys"
+)
 
 
 class SpaceInfo(msgspec.Struct):
@@ -95,6 +102,13 @@ class SealedSpaceKey(msgspec.Struct):
     space_id: str
     epoch: int
     key: bytes
+
+
+class PendingInviteKey(msgspec.Struct):
+    """The key a joining invite carried, kept until a verified chain shows it (keystore)."""
+
+    sealed: SealedSpaceKey
+    join_seq: int
 
 
 class InvitePreview(msgspec.Struct):
@@ -281,6 +295,8 @@ class SpaceSession:
         """Fetch and verify the records after our verified head, collect space keys, rotate
         if someone left."""
         roster = await self._fetch_chain()
+        if not self._take_invite_key(roster):
+            self.warn(INVITE_KEY_REFUSED)
         await self._collect_space_keys(roster)
         self._remember()
         if self._should_rekey(roster):
@@ -288,11 +304,34 @@ class SpaceSession:
         else:
             await self._refresh_stale_invites()
         me = self.verified.members.get(self.member_key)
-        if me is not None and me.profile is None and self.m.display_name:
+        if (
+            me is not None
+            and me.profile is None
+            and self.m.display_name
+            and any(e <= self.verified.epoch for e in self.m.space_keys)
+        ):
             # A joiner publishes its profile once it holds the space key, that is after the
             # join (and again here if that step was interrupted).
             await self._publish_profile(ProfileInfo(self.m.display_name))
         return self.verified
+
+    def _take_invite_key(self, roster: Roster) -> bool:
+        """Take the space key our join's invite carried once a verified chain shows it is
+        the space's key of its epoch (see :func:`key_fits_chain`); False if it was refused."""
+        pending = self.m.state.get(INVITE_KEY)
+        if not pending:
+            return True
+        self.m.state[INVITE_KEY] = b""  # decided once (state entries are merged, not removed)
+        invite = msgspec.msgpack.decode(pending, type=PendingInviteKey)
+        sealed = invite.sealed
+        # The key of the epoch our join was made in: an older one (a seal the server kept
+        # from before a removal) is one the removed member holds too.
+        if invite.join_seq > roster.head_seq or sealed.epoch != roster.epoch_at(invite.join_seq):
+            return False
+        if not key_fits_chain(roster, sealed.epoch, sealed.key):
+            return False
+        self.m.space_keys.setdefault(sealed.epoch, sealed.key)
+        return True
 
     async def _refresh_stale_invites(self) -> None:
         """Re-seal our live invites that still carry an older space key (after a leave or a
@@ -911,18 +950,46 @@ async def join_space(keystore: Keystore, link_text: str, display_name: str) -> S
             raise VerificationError("the invite's key belongs to another space")
         # The join is on the chain now: keep the identity even if what follows fails.
         m.space_id, m.name = space_id, preview.name
-        m.space_keys = {sealed.epoch: sealed.key}
+        # The seal is the server's to swap, with anyone who knows the link's secret: its key
+        # waits until the sync below has verified the chain and found it there.
+        m.state[INVITE_KEY] = _encode(PendingInviteKey(sealed, record.seq))
         keystore.update(lambda data: data.memberships.append(m))
         session = SpaceSession(keystore, m, conn)
-        await session.sync()  # verifies the chain, then publishes our profile
+        roster = await session._fetch_chain()
+        await session.load_hash(record.seq)
         if session.hash_at(record.seq) != record_hash(record):
             raise VerificationError("the server's chain does not hold this join")
-        at_join = session.verified.epoch_at(record.seq)
-        if sealed.epoch != at_join:
-            session.warn(f"the invite carried the key of epoch {sealed.epoch}, not {at_join}")
+        if not session._take_invite_key(roster):
+            session._remember()
+            raise VerificationError(INVITE_KEY_REFUSED)
+        await session.sync()  # verifies the chain, then publishes our profile
     finally:
         await conn.close()
     return m
+
+
+def key_fits_chain(roster: Roster, epoch: int, key: bytes) -> bool:
+    """Is ``key`` the space key of ``epoch`` by the verified chain? A later epoch's key opens
+    the signed rekey record that began it (``prev_box``); epoch 0's opens the space's name
+    (or, without one, a profile) sealed at epoch 0. An authenticated box opens under no other
+    key, so whoever knows only an invite link cannot make one that passes."""
+    if epoch > 0:
+        rekey = roster.rekeys.get(epoch)
+        boxes = [rekey.prev_box] if rekey is not None and epoch <= roster.epoch else []
+    elif roster.meta is not None and roster.meta.epoch == 0:
+        boxes = [roster.meta.box]
+    else:
+        profiles = [m.profile for m in roster.members.values()]
+        boxes = [
+            p.box
+            for p in [*profiles, *roster.former_profiles.values()]
+            if p is not None and p.epoch == 0
+        ]
+    for box in boxes:
+        with contextlib.suppress(VerificationError):
+            crypto.secretbox_open(key, box, "a key")
+            return True
+    return False
 
 
 def _rewritten() -> VerificationError:

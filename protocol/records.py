@@ -416,10 +416,14 @@ class Roster:
 
     def member_generation(self, room_id: str, key: bytes) -> int:
         """The oldest key generation of the current epoch ``key`` may hold for the room:
-        that of its join if it joined during this epoch (since-join rooms), else 0."""
+        that of its join if it joined during this epoch (since-join rooms), else 0. A room
+        made after the join has no history the member may not read: 0 too (so a member who
+        joined during this epoch can create a room, committing to its generation 0)."""
         member = self.members.get(key)
         room = self.rooms.get(room_id)
         if member is None or room is None or room.spec.history != "since-join":
+            return 0
+        if room.created_seq > member.joined_seq:
             return 0
         return member.generation if member.joined_seq > self.epoch_seq else 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 
 from protocol.errors import (
@@ -37,6 +37,7 @@ from protocol.records import (
     RecordError,
     Rekey,
     Remove,
+    RoomKey,
     Roster,
     decode_record,
     derive_space_id,
@@ -166,8 +167,11 @@ class Membership:
 
     # -- invites and joins ---------------------------------------------------------------------
 
-    async def open_invite(self, invite_id: str) -> OpenedInvite:
-        """Look up a usable invite; raises NotFound/Revoked/Expired/UsedUp/Stale."""
+    async def open_invite(self, invite_id: str, statement: bytes, sig: bytes) -> OpenedInvite:
+        """Look up a usable invite, signed for by its invite key; raises Unauthenticated/
+        NotFound/Revoked/Expired/UsedUp/Stale. The signature is checked first: the invite
+        id travels in the URL's path, and whoever has only that learns nothing of the
+        link's state (nor that the membership changed since it was made)."""
         found = await self.store.invite_seal(invite_id)
         if found is None:
             raise NotFound("unknown invite link")
@@ -176,6 +180,8 @@ class Membership:
         invite = roster.invites.get(invite_id)
         if invite is None:
             raise NotFound("unknown invite link")
+        if not verify_signature(invite.invite_key, statement, sig):
+            raise Unauthenticated("the invite signature does not match this link")
         if invite_id in roster.revoked:
             raise Revoked("this invite link was revoked")
         if invite.expires_at <= self.clock():
@@ -188,10 +194,6 @@ class Membership:
                 "it yet; ask for a new link"
             )
         return OpenedInvite(space_id, invite, seal, roster)
-
-    def check_invite_signature(self, opened: OpenedInvite, statement: bytes, sig: bytes) -> None:
-        if not verify_signature(opened.invite.invite_key, statement, sig):
-            raise Unauthenticated("the invite signature does not match this link")
 
     async def join(self, opened: OpenedInvite, record: Record) -> bytes:
         """Append a joiner's Join record (using up one use of the invite); returns the new
@@ -238,7 +240,13 @@ class Membership:
             for record in records:
                 scratch.apply(record)
             _check_rekey(records, scratch, envelopes)
-            await self._check_envelopes(space_id, scratch, author, envelopes)
+            started = {
+                (r.body.room_id, r.body.epoch)
+                for r in records
+                if isinstance(r.body, RoomKey)
+                and (r.body.room_id, r.body.epoch) not in roster.room_key_epochs
+            }
+            await self._check_envelopes(space_id, scratch, author, envelopes, started)
             self._check_seals(scratch, seals)
             self._take_quotas(space_id, author, records)
             await self.store.append(
@@ -321,12 +329,28 @@ class Membership:
                 raise TooLarge(f"a record is larger than {limits.max_record_bytes} bytes")
 
     async def _check_envelopes(
-        self, space_id: str, roster: Roster, sender: bytes, envelopes: Sequence[Envelope]
+        self,
+        space_id: str,
+        roster: Roster,
+        sender: bytes,
+        envelopes: Sequence[Envelope],
+        started: Set[tuple[str, int]] = frozenset(),
     ) -> None:
         """Envelopes carry the current epoch's key of the space or of a room. A room key
         is sealed only once some member committed to it on the chain (a RoomKey record, in
         this append or before): clients accept only the committed key, so the server needs
-        no first-sealer rule of its own."""
+        no first-sealer rule of its own. The first commitment of a room's key in an epoch
+        (``started``) comes with the key sealed to every member who holds no envelope for
+        that room and epoch: first commitments win, so one shared with nobody would lock the
+        room for the whole epoch (later generations are derived by every holder)."""
+        for room_id, epoch in started:
+            holders = await self.store.envelope_holders(space_id, room_id, epoch)
+            holders |= {e.recipient for e in envelopes if (e.scope, e.epoch) == (room_id, epoch)}
+            if not holders >= set(roster.members):
+                raise InvalidMessage(
+                    "a room key commitment must come with the key sealed to every member "
+                    f"who lacks it ({len(set(roster.members) - holders)} missing)"
+                )
         for envelope in envelopes:
             if envelope.sender != sender:
                 raise Forbidden("envelopes must come from the session's member")

@@ -257,12 +257,15 @@ class Session:
             self._bind(message.space_id, message.member_key)
             return Welcome(message.id, message.space_id, roster.head_seq)
         self._limit_join_attempt(message.invite_id)
-        opened = await m.open_invite(message.invite_id)
         signature = (
             message.signature if isinstance(message, OpenInvite) else message.invite_signature
         )
         statement = auth_statement(self.origin, "invite", message.invite_id, self.nonce)
-        m.check_invite_signature(opened, statement, signature)
+        opened = await m.open_invite(message.invite_id, statement, signature)
+        # Per invite only once signed for: whoever has just the id (the URL's path) cannot
+        # use up a link's attempts and keep its real holders out.
+        if not self.app[ATTEMPTS_BY_INVITE].allow(message.invite_id):
+            raise RateLimited("too many join attempts on this invite; wait a minute")
         if isinstance(message, OpenInvite):
             # Before joining: the preview and the head to build on, no chain, no space key.
             return InviteOpened(
@@ -299,8 +302,6 @@ class Session:
             raise RateLimited("too many join attempts from this address; wait a minute")
         if not is_valid_id(invite_id):  # before it becomes a key of the per-invite limiter
             raise NotFound("unknown invite link")
-        if not self.app[ATTEMPTS_BY_INVITE].allow(invite_id):
-            raise RateLimited("too many join attempts on this invite; wait a minute")
 
     def _check_member_signature(
         self, space_id: str, key: bytes, signature: bytes, purpose: str = "member"
