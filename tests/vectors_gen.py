@@ -301,10 +301,6 @@ def rejections(space_id: str, records: list[Record]) -> list[dict[str, Any]]:
     (bob_kicks_alice,) = _chain(BOB, space_id, roster_at[8], [Remove(ALICE.key, False)])
     roster_at[9] = Roster.from_records(space_id, records[:9])  # the room, no commitment yet
     roster_at[12] = Roster.from_records(space_id, records[:12])  # generations 0..2 committed
-    roster_at[10] = Roster.from_records(space_id, records[:10])  # Alice committed generation 2
-    (carol_commits_older,) = _chain(
-        CAROL, space_id, roster_at[10], [RoomKey(ROOM_ID, 0, 1, bytes(32))]
-    )
     (second_commit,) = _chain(ALICE, space_id, roster_at[12], [RoomKey(ROOM_ID, 0, 1, bytes(32))])
     (future_generation,) = _chain(
         ALICE, space_id, roster_at[12], [RoomKey(ROOM_ID, 0, 3, bytes(32))]
@@ -361,14 +357,6 @@ def rejections(space_id: str, records: list[Record]) -> list[dict[str, Any]]:
         _rejection("a room id begins with '-'", space_id, records, 8, dash_room, RecordError),
         _rejection(
             "a member removes the owner", space_id, records, 8, bob_kicks_alice, RecordForbidden
-        ),
-        _rejection(
-            "a member commits to a room key older than its join's generation (another made it)",
-            space_id,
-            records,
-            10,
-            carol_commits_older,
-            RecordForbidden,
         ),
         _rejection(
             "a second commitment to a committed room key",
