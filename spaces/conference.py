@@ -225,7 +225,8 @@ class Conference:
 
     def join(self, action: CallAction, roles: Mapping[bytes, Role], now_ms: int) -> Change:
         """Seat the signer of a ``join`` (in the lobby, if the room has one and it is not a
-        host). Joining again from a new connection keeps its seat and state."""
+        host). Joining again from a new connection keeps its seat and state, under a new
+        sender index."""
         if action.action != "join":
             raise InvalidMessage("a call is joined with a 'join' action")
         member = action.actor
@@ -239,6 +240,10 @@ class Conference:
             # a promotion) named the old join, and clients no longer count it.
             existing.join = action
             existing.admission = existing.stage = None
+            # A new incarnation starts its media keys afresh at epoch 0: give it a new sender
+            # index, so no SFrame key id ever names two keys in one call (no aliasing).
+            existing.index = self._next_index
+            self._next_index += 1
             if self.room.lobby and not host:
                 existing.status = "lobby"
             self.version += 1
