@@ -803,7 +803,8 @@ class CallClient:
     def _entry_problem(self, seat: CallParticipant) -> str | None:
         """Why a participant who is new to us must not enter (None if they may).
 
-        Who was in the call when we were let in may have entered long ago; anyone after
+        Who was in the call when we were let in may have entered long ago (they get
+        nothing from us until they prove they are here now: :meth:`_now_live`); anyone after
         that enters now, so what let them in (their admission in a lobby room, else their
         join) must be fresh and its nonce unused: an old admit or join, even one whose call
         id the server re-uses, is refused. A join must also use a nonce no other action
@@ -1059,7 +1060,7 @@ class CallClient:
 
     async def _on_signal(self, event: CallSignal) -> None:
         sender = event.sender
-        if sender not in self.admitted:
+        if sender not in self.admitted or sender not in self.seats:
             if len(self._pending) < PENDING_SIGNALS_MAX:
                 self._pending.append((self.clock() + PENDING_SIGNAL_SECONDS, event))
             return
