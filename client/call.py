@@ -17,7 +17,14 @@ follows the call's state as the server pushes it, and trusts nothing it cannot c
   a pair whose signalling fails is refused and never connects;
 - media keys (:mod:`client.callkeys`): sent only to participants this device considers
   admitted, so a lobby member gets none; rekeyed on leave, ratcheted on join; they give the
-  verification code every participant shows.
+  verification code every participant shows. Every signal, media keys included, names the
+  pair's current joins (its link), so none is taken for another join of either side;
+- liveness: who was in the call when we were let in may have entered long ago, so their
+  seat (a genuine join and admission) proves nothing about now: a server re-using a call
+  id could show an old one whose owner is gone. We connect to such a participant and seal
+  our key to them only once they have sent us a signal naming *our* join (its random
+  nonce), which only someone in the call now can do. Participants who enter after us
+  entered with a fresh action, so we seal to them at once, which is that proof for them.
 
 Media goes through a :class:`~client.topology.Topology`: a mesh of direct connections
 (:mod:`client.mesh`) or the call's SFU node (:mod:`client.sfu_topology`), whichever the
@@ -296,6 +303,9 @@ class CallClient:
         self.seats: dict[bytes, CallParticipant] = {}
         self.flags: dict[bytes, SeatFlags] = {}
         self.admitted: dict[bytes, bytes] = {}  # admitted peers -> their join nonce
+        # Those of them live for our join (see the module doc): they entered after us with
+        # a fresh action, or sent us a signal naming our join. Only these get our key.
+        self._live: dict[bytes, bytes] = {}
         self.me_admitted = False
         # The join this device signed: what a kick or denial of us must name (the server's
         # view of our seat could show an earlier join of ours, whose kick is genuine).
@@ -722,20 +732,21 @@ class CallClient:
                     change.sending_at = change.seen_at  # a sender switches keys at once
                 self.key_changes.append(change)
         self.admitted = current
+        self._live = {m: n for m, n in self._live.items() if current.get(m) == n}
+        if not first:  # they entered after us, with a fresh join or admission: live
+            self._live.update((m, current[m]) for m in joined)
         for member in left:
             if member not in current and member not in barred:
                 self.note(f"{self.label(member)} left")
         for member in joined:
             self._peer_stats(member)
             self.note(f"{self.label(member)} is in the call")
-        await self.topology.set_peers({m: self._peer(m) for m in peers})
-        if self._current is not None:
-            self._current.peers = set(peers)
+        await self._set_live_peers()
         retiring = self._retiring
         if retiring is not None:  # the old topology keeps its remaining peers, gains none
-            retiring.peers &= set(peers)
+            retiring.peers &= set(self._live)
             await retiring.topology.set_peers({m: self._peer(m) for m in retiring.peers})
-        recipients = list(peers) if first or left else joined
+        recipients = [m for m in (self._live if left else joined) if m in self._live]
         # Concurrently: a rekey is done when the last participant has our new key.
         await asyncio.gather(*(self._send_key(self._peer(member)) for member in recipients))
         self._apply_own_flags()
@@ -748,6 +759,19 @@ class CallClient:
         await self._retry_pending()
         self._baseline = True
         self._refresh(force=True)
+
+    async def _set_live_peers(self) -> None:
+        assert self.topology is not None
+        await self.topology.set_peers({m: self._peer(m) for m in self._live})
+        if self._current is not None:
+            self._current.peers = set(self._live)
+
+    async def _now_live(self, member: bytes) -> None:
+        """``member``, in the call when we were let in, sent us a signal naming our join:
+        they are in the call now, so connect to them and give them our key."""
+        self._live[member] = self.admitted[member]
+        await self._set_live_peers()
+        await self._send_key(self._peer(member))
 
     def _pin(self, seat: CallParticipant) -> CallParticipant:
         """The seat with its mute and stage actions no older than the newest this device
@@ -779,7 +803,8 @@ class CallClient:
     def _entry_problem(self, seat: CallParticipant) -> str | None:
         """Why a participant who is new to us must not enter (None if they may).
 
-        Who was in the call when we were let in may have entered long ago; anyone after
+        Who was in the call when we were let in may have entered long ago (they get
+        nothing from us until they prove they are here now: :meth:`_now_live`); anyone after
         that enters now, so what let them in (their admission in a lobby room, else their
         join) must be fresh and its nonce unused: an old admit or join, even one whose call
         id the server re-uses, is refused. A join must also use a nonce no other action
@@ -899,12 +924,11 @@ class CallClient:
 
     def _peer(self, member: bytes) -> Peer:
         seat = self.seats[member]
-        mine = self.seats[self.me]
+        # Our join as this device signed it, not as the server shows it: a signal for an
+        # earlier join of ours must never match.
+        mine = self.my_join_nonce
         offerer = self.me < member
-        if offerer:
-            link = link_id(mine.join.nonce, seat.join.nonce)
-        else:
-            link = link_id(seat.join.nonce, mine.join.nonce)
+        link = link_id(mine, seat.join.nonce) if offerer else link_id(seat.join.nonce, mine)
         return Peer(member, seat.index, link, offerer, self.label(member))
 
     def _peer_stats(self, member: bytes) -> PeerStats:
@@ -1020,7 +1044,7 @@ class CallClient:
             sender=self.me,
             recipient=peer.member,
             kind=kind,
-            link=peer.link if kind != "media-key" else b"",
+            link=peer.link,
             attempt=attempt,
             payload=payload,
         )
@@ -1036,7 +1060,7 @@ class CallClient:
 
     async def _on_signal(self, event: CallSignal) -> None:
         sender = event.sender
-        if sender not in self.admitted:
+        if sender not in self.admitted or sender not in self.seats:
             if len(self._pending) < PENDING_SIGNALS_MAX:
                 self._pending.append((self.clock() + PENDING_SIGNAL_SECONDS, event))
             return
@@ -1049,6 +1073,17 @@ class CallClient:
         except SignalRejected as exc:
             await self._refuse(sender, str(exc))
             return
+        peer = self._peer(sender)
+        if body.link != peer.link:
+            if body.kind == "media-key":  # an offer may just be for an earlier connection
+                self.stats.rejected_signals += 1
+                self.note(
+                    f"ignored a media key from {self.label(sender)}: it is for another join "
+                    "of theirs or ours (a replay)"
+                )
+            return
+        if self._live.get(sender) != self.admitted[sender]:
+            await self._now_live(sender)  # it names our join: they are here now
         if body.kind == "media-key":
             try:
                 message = msgspec.msgpack.decode(body.payload, type=MediaKeyMessage)
@@ -1058,9 +1093,6 @@ class CallClient:
             if self.keys.receive(sender, message):
                 self._update_code()
             return
-        peer = self._peer(sender)
-        if body.link != peer.link:
-            return  # for an earlier connection of ours or theirs
         assert self.topology is not None
         topology = self.topology
         if topology.name != "mesh" and self._retiring is not None:

@@ -1,7 +1,8 @@
 """Per-sender media keys of a call and the verification code they give (sans-I/O).
 
 Every participant makes a random *base key* for the media it sends (epoch 0) and seals it
-(crypto_box, signed; see :mod:`client.callsignal`) to each admitted participant. Membership
+(crypto_box, signed, naming both joins; see :mod:`client.callsignal`) to each admitted
+participant that is live for its join (:mod:`client.call`). Membership
 changes move every sender's key on, in the server's order of call states (``version``):
 
 - someone joins: every key **ratchets forward** (``HKDF(key, "salon/call-media-ratchet/v1")``,

@@ -7,6 +7,12 @@ member key (Ed25519) and sealed with crypto_box from the sender's box key to the
 recipient's, both keys taken from the *verified* roster. The server relays an opaque box: it
 cannot read it, and if it alters, swaps, re-addresses or replays one into another call, the
 recipient's :func:`open_signal` raises :class:`SignalRejected` and the pair fails closed.
+
+Every body, media keys included, carries the pair's link: a hash of both participants'
+current join nonces (random, signed by each in their ``join``). The recipient takes a
+signal only if its link names the join *it* signed and the sender's current one, so a
+signal sent to an earlier join of either cannot be replayed into this one, and a signal
+naming our join proves its sender is in the call now (see :mod:`client.call`).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ class SignalBody(msgspec.Struct, frozen=True):
     sender: bytes
     recipient: bytes
     kind: SignalKind
-    link: bytes  # the pair's incarnation (see link_id); b"" for media keys
+    link: bytes  # the pair's incarnation (see link_id): both sides' current join nonces
     attempt: int  # offers/answers: counts up per link, so an old one cannot be replayed
     payload: bytes
 

@@ -18,9 +18,16 @@ from test_call_admission import CODE_2, CODE_3, UNVERIFIED, Relayed, hall, push_
 from test_call_core import Person, roles, room
 
 from protocol.conference_rules import FRESHNESS_MS, Restrictions, seat_flags
-from protocol.conference_wire import CallAction, CallParticipant, CallUpdate
+from protocol.conference_wire import (
+    CallAction,
+    CallParticipant,
+    CallSignal,
+    CallUpdate,
+    SendCallSignal,
+)
 from protocol.wire import encoder
 from spaces.conference import Seat
+from spaces.server import ROUTES
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -153,16 +160,14 @@ async def test_admission_replayed_onto_a_join_reusing_its_nonce_is_refused(
 # -- a whole old seat (join and admission from long ago) shown to someone just let in ---------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a participant just let in trusts every seat of its first state (they may have "
-    "entered long ago), so a server re-using a call id can show it a seat a host admitted "
-    "in an earlier call with that id; closing this needs hosts to re-attest who is in the "
-    "call (or call ids the server cannot re-use)",
-)
 async def test_old_seat_in_a_reused_call_id_gets_no_keys_from_a_newcomer(
     app_server: Any, user: Any, tmp_path: Path
 ) -> None:
+    """Bob, just let in, trusts every seat of his first state (they may have entered long
+    ago), so a server re-using a call id can show him a seat Alice admitted in an earlier
+    call with that id, whose owner is not here. Bob connects to and seals his key to such a
+    participant only once they have sent him a signal naming his join (random, just
+    signed): the old seat never does, so it gets nothing from Bob."""
     srv = await app_server()
     town = await amake_town(srv.url, user, ("Bob", "Carol"))
     conferences, conference, roster = await hall(srv, town, "--lobby")
@@ -199,6 +204,56 @@ async def test_old_seat_in_a_reused_call_id_gets_no_keys_from_a_newcomer(
         await alice.stop()
 
     assert [s for s, to in relayed.sent if to == carol_key and s == bob_key] == []
+
+
+# -- a media key sealed to an earlier join, replayed into a later one ----------------------------
+
+
+async def test_media_key_sealed_to_an_earlier_join_is_refused(
+    app_server: Any, user: Any, tmp_path: Path
+) -> None:
+    """Alice sealed her media key (and offers) to Bob's first join of the call. Bob leaves
+    and joins again (same call id: Alice stayed). The server replays Alice's old boxes to
+    Bob's new join: they open and verify, but they name his earlier join, so Bob refuses
+    them, and his call goes on."""
+    srv = await app_server()
+    town = await amake_town(srv.url, user, ("Bob",))
+    conferences, conference, _ = await hall(srv, town)
+    alice_key, bob_key = town.member_key("Alice"), town.member_key("Bob")
+    boxes: list[tuple[bytes, bytes, bytes]] = []
+    relay = srv.app[ROUTES][SendCallSignal]
+
+    async def recording(caller: Any, message: SendCallSignal) -> msgspec.Struct:
+        boxes.append((caller.subscriber.member, message.to, message.box))
+        return await relay(caller, message)
+
+    srv.app[ROUTES][SendCallSignal] = recording
+    async with calls() as running:
+        alice = await CallProcess.start(town["Alice"], town.space, "hall", tmp_path / "a.json", 90)
+        bob = await CallProcess.start(town["Bob"], town.space, "hall", tmp_path / "b1.json", 90)
+        running += [alice, bob]
+        await bob.wait_for(CODE_2)
+        call_id = conference.call_id
+        old = [box for sender, to, box in boxes if (sender, to) == (alice_key, bob_key)]
+        assert old
+        await bob.stop()
+        await alice.wait_for(r"Bob \(\w+\) left")
+        bob = await CallProcess.start(town["Bob"], town.space, "hall", tmp_path / "b2.json", 90)
+        running.append(bob)
+        await bob.wait_for(CODE_2)
+        assert conference.call_id == call_id
+        session = conferences.session_of((conference.space_id, conference.room_id), bob_key)
+        assert session is not None
+        for box in old:
+            session.push(encoder.encode(CallSignal(conference.room_id, call_id, alice_key, box)))
+        await bob.wait_for(r"ignored a media key from Alice \(\w+\): it is for another join")
+        await asyncio.sleep(2)
+        again = await bob.stop()
+        await alice.stop()
+
+    assert again.returncode == 0, again.stderr
+    assert again.stats["rejected_signals"] >= 1
+    assert again.peer("Alice")["connection"] != "refused"
 
 
 # -- a server rolling a mute back after everyone saw it ------------------------------------------

@@ -491,6 +491,10 @@ def test_call_action_and_signal(people: dict[str, dict[str, bytes]]) -> None:
         alice["box_secret"], bob["box_key"], bob["member_key"], box, context
     )
     assert opened == body
+    # Every signal, a media key too, names both current joins (the smaller member key offers).
+    joins = b(signal["sender_join_nonce"]), b(signal["recipient_join_nonce"])
+    pair = joins if bob["member_key"] < alice["member_key"] else joins[::-1]
+    assert body.link == callsignal.link_id(*pair)
     with pytest.raises(callsignal.SignalRejected):
         callsignal.open_signal(
             alice["box_secret"], bob["box_key"], bob["member_key"], flip(box), context

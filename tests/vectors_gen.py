@@ -906,6 +906,10 @@ def call_vectors() -> dict[str, Any]:
     base = callkeys.SenderKey(0, fixed("media-key/bob"))
     ratcheted = base.ratchet()
     media = callkeys.MediaKeyMessage(ratcheted.epoch, ratcheted.key, 12)
+    join_nonces = (fixed("join-nonce/alice", 16), fixed("join-nonce/bob", 16))
+    # Every signal names the pair's current joins; the smaller member key offers.
+    alice_join, bob_join = join_nonces
+    pair = (bob_join, alice_join) if BOB.key < ALICE.key else (alice_join, bob_join)
     body = callsignal.SignalBody(
         space_id,
         ROOM_ID,
@@ -913,13 +917,12 @@ def call_vectors() -> dict[str, Any]:
         BOB.key,
         ALICE.key,
         "media-key",
-        b"",
+        callsignal.link_id(*pair),
         0,
         _enc.encode(media),
     )
     nonce = fixed("signal-nonce", 24)
     box = callsignal.seal_signal(BOB.signing_seed, BOB.box_secret, ALICE.box_key, body, nonce)
-    join_nonces = (fixed("join-nonce/alice", 16), fixed("join-nonce/bob", 16))
     alice_key = callkeys.SenderKey(3, fixed("media-key/alice"))
     pairs = [(ALICE.key, alice_key.commitment()), (BOB.key, ratcheted.commitment())]
     return {
@@ -938,6 +941,8 @@ def call_vectors() -> dict[str, Any]:
         "signal": {
             "sender": "bob",
             "recipient": "alice",
+            "sender_join_nonce": h(bob_join),
+            "recipient_join_nonce": h(alice_join),
             "body": plain(body),
             "body_msgpack": h(_enc.encode(body)),
             "nonce": h(nonce),
