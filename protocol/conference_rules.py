@@ -131,6 +131,7 @@ class Restrictions:
         self.removed: dict[bytes, CallAction] = {}  # join nonce -> the kick or deny
         self.bans: dict[bytes, CallAction] = {}  # member -> its latest ban or unban
         self._since: dict[bytes, int] = {}  # member -> when its latest ban or unban counts
+        self._first_seen: dict[bytes, int] = {}  # ban/unban signature -> when first seen
 
     def add(self, action: CallAction, now_ms: int | None = None) -> bool:
         """Remember a verified restriction; True if it is new. Bans and unbans are ordered
@@ -142,7 +143,10 @@ class Restrictions:
             self.removed[action.join_ref] = action
             return True
         if action.action in ("ban", "unban"):
-            since = action.issued_at if now_ms is None else min(action.issued_at, now_ms)
+            # The time it was *first* seen: shown again later (by a server replaying a ban
+            # dated ahead), it must not overtake an unban seen in between.
+            seen = now_ms if now_ms is None else self._first_seen.setdefault(action.sig, now_ms)
+            since = action.issued_at if seen is None else min(action.issued_at, seen)
             known = self._since.get(action.target)
             if known is not None and known >= since:
                 return False

@@ -350,6 +350,21 @@ def test_a_future_dated_unban_does_not_outlive_a_later_ban() -> None:
     assert kept.barring(carol.key, bytes(16)) == reban
 
 
+def test_a_ban_shown_again_does_not_overtake_an_unban_seen_in_between() -> None:
+    """A ban dated ahead counts from when it was first seen; a server that shows it again
+    after an unban cannot make it count from the later sighting."""
+    people = {"owner": Person("owner"), "mod": Person("moderator"), "carol": Person("member")}
+    owner, mod, carol = people["owner"], people["mod"], people["carol"]
+    t0 = 1_800_000_000_000
+    kept = Restrictions()
+    ban = owner.act("c1", "ban", carol.key, at=t0 + 200_000)  # dated ahead
+    assert kept.add(ban, now_ms=t0)
+    unban = mod.act("c1", "unban", carol.key, at=t0 + 5_000)
+    assert kept.add(unban, now_ms=t0 + 5_000)
+    assert not kept.add(ban, now_ms=t0 + 10_000)  # shown again
+    assert kept.barring(carol.key, bytes(16)) is None
+
+
 # -- a participant naming old roster heads, to make every client fetch the chain ---------------
 
 
