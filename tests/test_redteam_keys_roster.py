@@ -112,8 +112,12 @@ def test_a_member_who_joined_this_epoch_may_create_a_since_join_room():
     chain.add(mod, RoomCreate(room, "chat", 0, b"name"))
     chain.add(mod, RoomKey(room, 0, 0, bytes(32)))
     assert chain.roster.member_generation(room, mod.public) == 0
-    # The room made before the moderator joined: its history stays closed to them.
+    # The room made before the moderator joined: its history stays closed to them. Once
+    # someone else made its key (committed generation 1 here), the moderator may not vouch
+    # for the older generation 0. (With no key made yet there is no history, and whoever
+    # makes it commits every generation: protocol/records.py, the maker rule.)
     assert chain.roster.member_generation(older, mod.public) == 1
+    chain.add(chain.owner, RoomKey(older, 0, 1, bytes(32)))
     chain.refuses(chain.make(mod, RoomKey(older, 0, 0, bytes(32))), RecordForbidden)
 
 
