@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.toml
 
-.PHONY: run test lint typecheck unit vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster clean
+.PHONY: run test lint typecheck unit web-test vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,15 @@ typecheck: .make-installed
 unit: .make-installed
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck unit
+# The web client (web/): npm ci from the committed package-lock.json, tsc --strict, node --test.
+web/node_modules/.installed: web/package-lock.json web/package.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+web-test: web/node_modules/.installed
+	cd web && npm run --silent typecheck && npm test
+
+test: lint typecheck unit web-test
 
 # Rewrite protocol/vectors/*.json (known-answer vectors) after a deliberate format change;
 # tests/test_vectors.py fails until they match the implementation again.
