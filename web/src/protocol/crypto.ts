@@ -1,0 +1,132 @@
+/**
+ * The primitives of PROTOCOL.md §1, as pure async functions over bytes.
+ *
+ * Ed25519 goes through libsodium, not WebCrypto: a record's validity is consensus between
+ * members, so verification must accept exactly what PyNaCl (libsodium) accepts — libsodium
+ * refuses small-order public keys and non-canonical encodings that other implementations
+ * (OpenSSL behind WebCrypto) may accept. Signing is deterministic either way.
+ * HKDF-SHA256 and SHA-256 come from WebCrypto.
+ */
+import sodium from "libsodium-wrappers-sumo";
+import { concat, utf8 } from "./bytes.ts";
+
+export class CryptoError extends Error {
+  override name = "CryptoError";
+}
+
+async function lib(): Promise<typeof sodium> {
+  await sodium.ready;
+  return sodium;
+}
+
+const subtle = (): SubtleCrypto => globalThis.crypto.subtle;
+/** A copy on a plain ArrayBuffer (what WebCrypto's types ask for). */
+const own = (bytes: Uint8Array): Uint8Array<ArrayBuffer> => new Uint8Array(bytes);
+
+/** The Ed25519 public key of a 32-byte seed. */
+export async function ed25519PublicKey(seed: Uint8Array): Promise<Uint8Array> {
+  if (seed.length !== 32) throw new CryptoError("an Ed25519 seed is 32 bytes");
+  return (await lib()).crypto_sign_seed_keypair(seed).publicKey;
+}
+
+/** Ed25519(seed, message): a 64-byte detached signature. */
+export async function ed25519Sign(seed: Uint8Array, message: Uint8Array): Promise<Uint8Array> {
+  if (seed.length !== 32) throw new CryptoError("an Ed25519 seed is 32 bytes");
+  const s = await lib();
+  const { privateKey } = s.crypto_sign_seed_keypair(seed);
+  try {
+    return s.crypto_sign_detached(message, privateKey);
+  } finally {
+    privateKey.fill(0);
+  }
+}
+
+/** Valid only if the key is 32 bytes, the signature 64, and libsodium accepts it (§1). */
+export async function ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): Promise<boolean> {
+  if (publicKey.length !== 32 || signature.length !== 64) return false;
+  const s = await lib();
+  try {
+    return s.crypto_sign_verify_detached(signature, message, publicKey);
+  } catch {
+    return false;
+  }
+}
+
+/** The X25519 public key of a 32-byte box secret (`crypto_scalarmult_base`). */
+export async function x25519PublicKey(secret: Uint8Array): Promise<Uint8Array> {
+  if (secret.length !== 32) throw new CryptoError("a box secret is 32 bytes");
+  return (await lib()).crypto_scalarmult_base(secret);
+}
+
+/** HKDF(secret, label, context, n) of §1: HKDF-SHA256, empty salt, info = utf8(label) || 0x00 || context. */
+export async function hkdf(secret: Uint8Array, label: string, context: Uint8Array, n = 32): Promise<Uint8Array> {
+  const key = await subtle().importKey("raw", own(secret), "HKDF", false, ["deriveBits"]);
+  const info = concat(utf8(label), new Uint8Array([0]), context);
+  const bits = await subtle().deriveBits({ name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info: own(info) }, key, n * 8);
+  return new Uint8Array(bits);
+}
+
+export async function sha256(data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await subtle().digest("SHA-256", own(data)));
+}
+
+/** BLAKE2b with an `bytes`-byte digest, unkeyed, no personalization. */
+export async function blake2b(bytes: number, data: Uint8Array): Promise<Uint8Array> {
+  return (await lib()).crypto_generichash(bytes, data, null);
+}
+
+/** secretbox(key, pt, nonce) of §1: nonce(24) || tag(16) || ciphertext. */
+export async function secretbox(key: Uint8Array, plaintext: Uint8Array, nonce: Uint8Array): Promise<Uint8Array> {
+  if (key.length !== 32 || nonce.length !== 24) throw new CryptoError("secretbox takes a 32-byte key and a 24-byte nonce");
+  return concat(nonce, (await lib()).crypto_secretbox_easy(plaintext, nonce, key));
+}
+
+/** Open a secretbox; a box too short or that does not authenticate is a `CryptoError`. */
+export async function secretboxOpen(key: Uint8Array, box: Uint8Array): Promise<Uint8Array> {
+  if (key.length !== 32) throw new CryptoError("secretbox takes a 32-byte key");
+  if (box.length < 40) throw new CryptoError("secretbox too short");
+  const s = await lib();
+  try {
+    return s.crypto_secretbox_open_easy(box.subarray(24), box.subarray(0, 24), key);
+  } catch {
+    throw new CryptoError("secretbox does not open under this key");
+  }
+}
+
+const BASE32 = "abcdefghijklmnopqrstuvwxyz234567";
+
+/** RFC 4648 §6 base32, lowercased, without padding (§1; space ids are 15 bytes → 24 chars). */
+export function base32Lower(bytes: Uint8Array): string {
+  let out = "";
+  let bits = 0;
+  let value = 0;
+  for (const byte of bytes) {
+    value = (value << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      out += BASE32[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+    value &= (1 << bits) - 1;
+  }
+  if (bits > 0) out += BASE32[(value << (5 - bits)) & 31];
+  return out;
+}
+
+const B64URL = /^[A-Za-z0-9_-]*$/;
+
+/** base64url without padding (RFC 4648 §5). */
+export function base64urlEncode(bytes: Uint8Array): string {
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+/** Strict: only the URL alphabet, no padding, no leftover bits (a canonical encoding). */
+export function base64urlDecode(text: string): Uint8Array {
+  if (!B64URL.test(text) || text.length % 4 === 1) throw new CryptoError("not base64url");
+  const bin = atob(text.replaceAll("-", "+").replaceAll("_", "/") + "=".repeat((4 - (text.length % 4)) % 4));
+  const out = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+  if (base64urlEncode(out) !== text) throw new CryptoError("not canonical base64url");
+  return out;
+}
