@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { fromHex, toHex } from "../src/protocol/bytes.ts";
 import { RECORD, decodeRecord, type Record } from "../src/protocol/records.ts";
-import { applyRecord, mayPost, needsRekey, roomGeneration, rosterFromRecords, type Roster } from "../src/protocol/roster.ts";
+import { HASH_CHECKPOINT, HASH_WINDOW, applyRecord, mayPost, rememberHash, needsRekey, roomGeneration, rosterFromRecords, type Roster } from "../src/protocol/roster.ts";
 import { fromJson, loadVectors } from "./vectors.ts";
 
 const vectors = loadVectors("records");
@@ -57,4 +57,18 @@ test("applying does not modify the input roster", async () => {
   assert.equal(before.head.seq, 4);
   assert.equal(after.head.seq, 5);
   await assert.rejects(applyRecord(after, chain[5]!));
+});
+
+test("hashes.json: the hashes a roster keeps after 1,300 records", () => {
+  const v = loadVectors("hashes");
+  const count = Number(v.records);
+  let hashes: ReadonlyMap<number, Uint8Array> = new Map();
+  for (let seq = 0; seq < count; seq++) hashes = rememberHash(hashes, seq, new Uint8Array(0));
+  assert.equal(HASH_WINDOW, Number(v.hash_window));
+  assert.equal(HASH_CHECKPOINT, Number(v.hash_checkpoint));
+  const kept = [...hashes.keys()].sort((a, b) => a - b);
+  assert.equal(kept.length, Number(v.kept_count));
+  const [lo, hi] = v.kept_window as [number, number];
+  const checkpoints = v.kept_checkpoints as number[];
+  assert.deepEqual(kept, [...checkpoints, ...Array.from({ length: hi - lo + 1 }, (_, i) => lo + i)]);
 });

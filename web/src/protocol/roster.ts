@@ -177,6 +177,9 @@ export async function applyRecord(r: Roster, record: Record): Promise<Roster> {
       boxKey: body.box_key, role: invite.role, joinedSeq: seq, joinGeneration: next.generation, profileTimes: [],
     });
     next.boxKeys = new Map(r.boxKeys).set(author, body.box_key);
+    const profiles = new Map(r.profiles);
+    profiles.delete(author); // a rejoining key starts without its former profile
+    next.profiles = profiles;
   } else {
     const member = r.members.get(author);
     if (member === undefined) throw new RecordForbidden("author is not a member");
@@ -309,10 +312,7 @@ export async function applyRecord(r: Roster, record: Record): Promise<Roster> {
     }
   }
 
-  const hashes = new Map(r.hashes).set(seq, head.hash);
-  const old = seq - HASH_WINDOW;
-  if (old >= 0 && old % HASH_CHECKPOINT !== 0) hashes.delete(old);
-  next.hashes = hashes;
+  next.hashes = rememberHash(r.hashes, seq, head.hash);
   next.head = head;
   return next;
 }
@@ -323,6 +323,19 @@ export async function rosterFromRecords(spaceId: string, records: readonly Recor
   let roster = emptyRoster(spaceId, toHex(records[0]!.author));
   for (const record of records) roster = await applyRecord(roster, record);
   return roster;
+}
+
+/**
+ * §6.6: after record `seq` keep its hash and forget `hash[seq - HASH_WINDOW]` unless that seq
+ * is a multiple of HASH_CHECKPOINT. Returns a new map.
+ */
+export function rememberHash(
+  hashes: ReadonlyMap<number, Uint8Array>, seq: number, hash: Uint8Array,
+): ReadonlyMap<number, Uint8Array> {
+  const out = new Map(hashes).set(seq, hash);
+  const old = seq - HASH_WINDOW;
+  if (old >= 0 && old % HASH_CHECKPOINT !== 0) out.delete(old);
+  return out;
 }
 
 /** The hash of record `seq`, if the roster kept it. */
