@@ -6,7 +6,7 @@ import {
   decodeSignalBody, encodeCallAction, encodeMediaKeyMessage, encodeSignalBody, keyCommitment, linkId, openSignal,
   pairLink, ratchetSenderKey, sealSignal, signAction, verificationCode,
 } from "../src/protocol/calls.ts";
-import { type Json, flip, vectors } from "./vectors.ts";
+import { type Json, flip, vectors } from "./kat.ts";
 
 const v = vectors("calls.json");
 const HASHLIB_ABC = "1525d65a75314259c6a5465e6a668bad";

@@ -7,7 +7,7 @@ import {
   messageStatement, openMessage, openStoryMeta, openStoryPart, pad, sealMessage, sealStory, storyAd, storyKey,
   storyStatement, unpad,
 } from "../src/protocol/messages.ts";
-import { flip, vectors } from "./vectors.ts";
+import { flip, vectors } from "./kat.ts";
 
 const v = vectors("messages.json");
 const rk = vectors("room_keys.json");

@@ -5,7 +5,7 @@ import {
   ROOM_KEY_COMMIT_DOMAIN, ROOM_KEY_RATCHET_LABEL, advance, frame, ratchetContext, ratchetStep,
   roomKeyCommit, roomKeyCommitInput, unframe,
 } from "../src/protocol/roomkeys.ts";
-import { vectors } from "./vectors.ts";
+import { vectors } from "./kat.ts";
 
 const v = vectors("room_keys.json");
 

@@ -6,7 +6,7 @@ import { open, seal } from "../src/protocol/secretbox.ts";
 import {
   SEALED_KEY_DOMAIN, SealedKeyError, decodeEnvelope, encodeEnvelope, openEnvelope, sealKey, sealedKeyBytes,
 } from "../src/protocol/sealed.ts";
-import { flip, vectors } from "./vectors.ts";
+import { flip, vectors } from "./kat.ts";
 
 const sk = vectors("space_keys.json");
 const rk = vectors("room_keys.json");

@@ -8,7 +8,7 @@ import {
   deriveKeySalt, encodeHeader, encryptFrame, kidEpoch, kidIndex, makeNonce, mediaKid, protectFrame, sframeKey,
   unprotectFrame,
 } from "../src/protocol/sframe.ts";
-import { type Json, flip, vectors } from "./vectors.ts";
+import { type Json, flip, vectors } from "./kat.ts";
 
 const v = vectors("sframe.json");
 const rfc = JSON.parse(readFileSync(join(process.cwd(), "..", "tests", "data", "sframe-rfc9605.json"), "utf8"));
