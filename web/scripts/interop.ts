@@ -1,0 +1,194 @@
+/**
+ * The reverse of the vector tests (issue 9): with fresh random keys, build with the
+ * TypeScript protocol modules alone a space's chain, an invite seal and preview, a room-key
+ * envelope, a chat message, a story, SFrame media frames, a call action and a media-key
+ * signal, and write them (with the secrets a verifier needs) as JSON for
+ * tests/test_web_interop.py, which checks every item with the Python implementation.
+ *
+ * Run: node scripts/interop.mjs OUT.json (it bundles this file with esbuild).
+ * Byte strings are lowercase hex in the JSON.
+ */
+import { writeFileSync } from "node:fs";
+import { toHex, utf8 } from "../src/protocol/bytes.ts";
+import { ed25519Sign, secretbox } from "../src/protocol/crypto.ts";
+import { newMembership, randomBytes, type Membership } from "../src/protocol/identities.ts";
+import { newId } from "../src/protocol/ids.ts";
+import {
+  encodeInviteSeal, formatInviteLink, inviteKey, invitePreviewKey, inviteSealKey, inviteSigningSeed, sealPreview,
+  sealSpaceKey,
+} from "../src/protocol/invites.ts";
+import { ratchetSenderKey, encodeCallAction, encodeMediaKeyMessage, pairLink, sealSignal, signAction } from "../src/protocol/calls.ts";
+import { sealMessage, sealStory } from "../src/protocol/messages.ts";
+import {
+  deriveSpaceId, encodeRecord, joinStatement, recordHash, signRecord, EMPTY_HEAD, type Head, type Record,
+  type RecordBody,
+} from "../src/protocol/records.ts";
+import { advance, roomKeyCommit } from "../src/protocol/roomkeys.ts";
+import { f, optional, struct, encodeStruct } from "../src/protocol/schema.ts";
+import { encodeEnvelope, sealKey } from "../src/protocol/sealed.ts";
+import { mediaKid, protectFrame, sframeKey } from "../src/protocol/sframe.ts";
+
+// The space-key box contents of PROTOCOL.md §9 (no TS module defines them yet).
+const SPACE_INFO = struct("SpaceInfo", [f("name", "str"), f("description", "str")]);
+const PROFILE_INFO = struct("ProfileInfo", [f("display_name", "str"), f("avatar", optional("bytes"))]);
+const ROOM_NAME = struct("RoomName", [f("name", "str")]);
+
+const out = process.argv[2];
+if (out === undefined) {
+  console.error("usage: interop OUT.json");
+  process.exit(2);
+}
+
+const now = Math.floor(Date.now() / 1000);
+const server = "https://interop.example";
+const person = (m: Membership) => ({
+  signing_seed: toHex(m.signingSeed), member_key: toHex(m.memberKey), box_secret: toHex(m.boxSecret),
+  box_key: toHex(m.boxKey),
+});
+
+const owner = await newMembership();
+const member = await newMembership();
+const spaceKey = randomBytes(32);
+
+// ---- the chain ----
+const genesis = { type: "genesis", box_key: owner.boxKey, nonce: randomBytes(16) } as const;
+const spaceId = await deriveSpaceId(owner.memberKey, genesis);
+const records: Record[] = [];
+let head: Head = EMPTY_HEAD;
+async function append(author: Membership, body: RecordBody): Promise<Record> {
+  const r = await signRecord(author.signingSeed, {
+    space_id: spaceId, seq: head.seq + 1, prev: head.hash, author: author.memberKey, created_at: now, body,
+  });
+  records.push(r);
+  head = { seq: r.seq, hash: await recordHash(r) };
+  return r;
+}
+const box = async (value: unknown, def: typeof SPACE_INFO) => secretbox(spaceKey, encodeStruct(def, value), randomBytes(24));
+
+const inviteId = newId();
+const secret = randomBytes(32);
+await append(owner, genesis);
+await append(owner, { type: "meta", epoch: 0, box: await box({ name: "Interop space", description: "made by TS" }, SPACE_INFO) });
+await append(owner, { type: "profile", epoch: 0, box: await box({ display_name: "Owner", avatar: null }, PROFILE_INFO) });
+await append(owner, {
+  type: "invite", invite_id: inviteId, invite_key: await inviteKey(secret, inviteId), role: "member",
+  expires_at: now + 86400, max_uses: 3,
+});
+const inviteHead = head;
+const statement = joinStatement(spaceId, member.memberKey, member.boxKey, inviteId);
+await append(member, {
+  type: "join", invite_id: inviteId, box_key: member.boxKey,
+  invite_sig: await ed25519Sign(await inviteSigningSeed(secret, inviteId), statement),
+});
+await append(member, { type: "profile", epoch: 0, box: await box({ display_name: "Member", avatar: null }, PROFILE_INFO) });
+const roomId = newId();
+await append(owner, {
+  type: "room", room_id: roomId, kind: "chat", epoch: 0, name_box: await box({ name: "general" }, ROOM_NAME),
+  lobby: false, stage: false, topology: "auto", ttl: 0, history: "since-join",
+});
+// One join since the epoch began: the room's messages use generation 1.
+const generation = 1;
+const roomKey0 = randomBytes(32);
+const roomKey = await advance(roomKey0, spaceId, roomId, 0, 0, generation);
+await append(owner, {
+  type: "room_key", room_id: roomId, epoch: 0, generation, commit: await roomKeyCommit(spaceId, roomId, 0, generation, roomKey),
+});
+
+// ---- invite seal and preview ----
+const seal = {
+  invite_id: inviteId, epoch: 0,
+  sealed: await sealSpaceKey(await inviteSealKey(secret, inviteId), { space_id: spaceId, epoch: 0, key: spaceKey }, randomBytes(24)),
+  preview: await sealPreview(
+    await invitePreviewKey(secret, inviteId),
+    { space_id: spaceId, name: "Interop space", description: "made by TS", inviter: "Owner" }, randomBytes(24),
+  ),
+};
+
+// ---- the room key sealed to the member ----
+const envelope = {
+  scope: roomId, epoch: 0, recipient: member.memberKey, sender: owner.memberKey,
+  box: await sealKey(owner.boxSecret, member.boxKey, { spaceId, scope: roomId, epoch: 0, generation, key: roomKey }),
+};
+
+// ---- a chat message and a story at the chain head ----
+const clientId = randomBytes(16);
+const message = {
+  header: { spaceId, roomId, epoch: 0, sender: member.memberKey, clientId, ttl: 0 },
+  text: "hello from TypeScript ✓", createdAt: now, head: head.seq, headHash: head.hash,
+};
+const framed = await sealMessage(message, member.signingSeed, roomKey, generation);
+const storyId = newId();
+const storyHeader = { spaceId, roomId, epoch: 0, sender: owner.memberKey, storyId, ttl: 86400 };
+const image = utf8("\xff\xd8 an image from TS");
+const thumb = utf8("a thumb from TS");
+const story = await sealStory(
+  storyHeader, { caption: "a TS caption", createdAt: now, head: head.seq, headHash: head.hash, width: 320, height: 240 },
+  image, thumb, owner.signingSeed, roomKey, generation,
+);
+
+// ---- SFrame media ----
+const mediaBase = { epoch: 4, key: randomBytes(32) };
+const index = 3;
+const kid = mediaKid(index, mediaBase.epoch);
+const sk = await sframeKey(mediaBase.key, kid);
+const keyframe = new Uint8Array([0x50, 0x15, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01, ...utf8("TS keyframe payload")]);
+const opus = new Uint8Array([0x78, ...utf8("TS opus payload")]);
+const frames = [
+  { codec: "vp8", ctr: 77, frame: keyframe, protected: await protectFrame(sk, 77, "vp8", keyframe) },
+  { codec: "opus", ctr: 300, frame: opus, protected: await protectFrame(sk, 300, "opus", opus) },
+];
+
+// ---- a call action and a media-key signal ----
+const callId = newId();
+const action = await signAction({
+  spaceId, roomId, callId, actor: owner.memberKey, action: "mute", target: member.memberKey, issuedAt: now * 1000,
+  nonce: randomBytes(16), headSeq: head.seq, headHash: head.hash, joinRef: new Uint8Array(0),
+}, owner.signingSeed);
+const ownerJoin = randomBytes(16);
+const memberJoin = randomBytes(16);
+const next = await ratchetSenderKey(mediaBase);
+const signalBody = {
+  spaceId, roomId, callId, sender: member.memberKey, recipient: owner.memberKey, kind: "media-key" as const,
+  link: await pairLink(member.memberKey, memberJoin, owner.memberKey, ownerJoin), attempt: 0,
+  payload: encodeMediaKeyMessage({ epoch: next.epoch, key: next.key, atVersion: 5 }),
+};
+const signal = await sealSignal(signalBody, member.signingSeed, member.boxSecret, owner.boxKey);
+
+const json = {
+  server,
+  space_id: spaceId,
+  owner: person(owner),
+  member: person(member),
+  space_key: toHex(spaceKey),
+  records: records.map((r) => toHex(encodeRecord(r))),
+  head_seq: head.seq,
+  head_hash: toHex(head.hash),
+  invite: {
+    link: formatInviteLink({ server, inviteId, secret }),
+    invite_head_seq: inviteHead.seq,
+    seal_msgpack: toHex(encodeInviteSeal(seal)),
+  },
+  room: { room_id: roomId, epoch: 0, generation, room_key: toHex(roomKey), room_key_0: toHex(roomKey0) },
+  envelope_msgpack: toHex(encodeEnvelope(envelope)),
+  message: {
+    header: [spaceId, roomId, 0, toHex(member.memberKey), toHex(clientId), 0],
+    text: message.text, created_at: now, framed: toHex(framed),
+  },
+  story: {
+    header: [spaceId, roomId, 0, toHex(owner.memberKey), storyId, 86400],
+    caption: "a TS caption", size: [320, 240], meta_framed: toHex(story.metaFramed),
+    image_box: toHex(story.imageBox), thumb_box: toHex(story.thumbBox), image: toHex(image), thumb: toHex(thumb),
+  },
+  sframe: {
+    base_key: toHex(mediaBase.key), epoch: mediaBase.epoch, index, kid,
+    frames: frames.map((x) => ({ codec: x.codec, ctr: x.ctr, frame: toHex(x.frame), protected: toHex(x.protected) })),
+  },
+  call: {
+    call_id: callId,
+    action_msgpack: toHex(encodeCallAction(action)),
+    owner_join_nonce: toHex(ownerJoin), member_join_nonce: toHex(memberJoin),
+    signal_box: toHex(signal),
+    media_key: { epoch: next.epoch, key: toHex(next.key), at_version: 5 },
+  },
+};
+writeFileSync(out, JSON.stringify(json, null, 2) + "\n");
