@@ -1,7 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { fromHex, toHex } from "../src/protocol/bytes.ts";
-import { advance, pack, unframe } from "../src/protocol/roomkeys.ts";
+import { advance, unframe } from "../src/protocol/roomkeys.ts";
+import { pack } from "./kat.ts";
 import {
   MessageError, type MessageHeader, type StoryHeader, decodeMessageContent, encodeStoryMeta, messageAd, messageKey,
   messageStatement, openMessage, openStoryMeta, openStoryPart, pad, sealMessage, sealStory, storyAd, storyKey,

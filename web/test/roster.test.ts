@@ -2,7 +2,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { fromHex, toHex } from "../src/protocol/bytes.ts";
 import { RECORD, decodeRecord, type Record } from "../src/protocol/records.ts";
-import { HASH_CHECKPOINT, HASH_WINDOW, applyRecord, mayPost, rememberHash, needsRekey, roomGeneration, rosterFromRecords, type Roster } from "../src/protocol/roster.ts";
+import {
+  HASH_CHECKPOINT, HASH_WINDOW, applyRecord, epochAt, epochStart, formerProfile, generationAt, mayPost, mayPostAt,
+  memberDuring, rememberHash, needsRekey, roleAt, roomGeneration, roomGenerationAt, rosterAt, rosterFromRecords,
+  type Roster,
+} from "../src/protocol/roster.ts";
 import { fromJson, loadVectors } from "./vectors.ts";
 
 const vectors = loadVectors("records");
@@ -71,4 +75,82 @@ test("hashes.json: the hashes a roster keeps after 1,300 records", () => {
   const [lo, hi] = v.kept_window as [number, number];
   const checkpoints = v.kept_checkpoints as number[];
   assert.deepEqual(kept, [...checkpoints, ...Array.from({ length: hi - lo + 1 }, (_, i) => lo + i)]);
+});
+
+// ---- history (§6.6 Roster.at, §7 member_during), from the vector chain ----
+// The chain: 4 bob joins (member), 6 carol joins, 8 channel room (since-join), 12 carol granted
+// publisher, 13 bob made moderator, 14 carol removed (banned), 15 rekey to epoch 1.
+const ROOM = "roomAAAAAAAAAAAA";
+const keyOf = (seq: number): string => vectors.records[seq].record.author;
+const [alice, bob, carol] = [keyOf(0), keyOf(4), keyOf(6)];
+const seqs = [...Array(chain.length).keys()];
+
+test("history: epoch_at, the epoch starts and Roster.at bounds", async () => {
+  const roster = await rosterFromRecords(vectors.space_id, chain);
+  assert.deepEqual(roster.epochStarts, [0, 15]);
+  assert.equal(epochStart(roster, 1), 15);
+  assert.equal(epochStart(roster, 2), undefined);
+  assert.deepEqual(seqs.map((s) => epochAt(roster, s)), seqs.map((s) => (s >= 15 ? 1 : 0)));
+  assert.deepEqual(seqs.map((s) => rosterAt(roster, s)?.epoch), seqs.map((s) => (s >= 15 ? 1 : 0)));
+  assert.equal(rosterAt(roster, -1), null);
+  assert.equal(rosterAt(roster, chain.length), null);
+});
+
+test("history: role_at and the role log", async () => {
+  const roster = await rosterFromRecords(vectors.space_id, chain);
+  assert.deepEqual(seqs.map((s) => roleAt(roster, alice, s)), seqs.map(() => "owner"));
+  assert.deepEqual(seqs.map((s) => roleAt(roster, bob, s)), seqs.map((s) => (s < 4 ? "" : s < 13 ? "member" : "moderator")));
+  assert.deepEqual(seqs.map((s) => roleAt(roster, carol, s)), seqs.map((s) => (s >= 6 && s < 14 ? "member" : "")));
+  assert.deepEqual(roster.roleLog.get(carol), [[6, "member"], [14, ""]]);
+  assert.deepEqual(roster.roleLog.get(bob), [[4, "member"], [13, "moderator"]]);
+  assert.deepEqual(roster.tenures.get(carol), [[6, 14]]);
+  assert.deepEqual(roster.tenures.get(bob), [[4, -1]]);
+  assert.deepEqual(roster.tenures.get(alice), [[0, -1]]);
+});
+
+test("history: may_post_at in the channel (creation, grant, role change, removal)", async () => {
+  const roster = await rosterFromRecords(vectors.space_id, chain);
+  const at = (key: string): boolean[] => seqs.map((s) => rosterAt(roster, s)!.mayPost(ROOM, key));
+  assert.deepEqual(at(alice), seqs.map((s) => s >= 8));
+  assert.deepEqual(at(bob), seqs.map((s) => s >= 13));
+  assert.deepEqual(at(carol), seqs.map((s) => s === 12 || s === 13));
+  assert.deepEqual(roster.rooms.get(ROOM)!.publisherLog.get(carol), [[12, true], [14, false]]);
+  assert.equal(mayPostAt(roster, "no-such-room", alice, 16), false);
+  // today's answer agrees with the history's at the head
+  for (const key of [alice, bob, carol]) assert.equal(mayPostAt(roster, ROOM, key, 16), mayPost(roster, ROOM, key));
+});
+
+test("history: generation_at and room_generation at a head", async () => {
+  const roster = await rosterFromRecords(vectors.space_id, chain);
+  const want = (s: number): number => (s >= 15 ? 0 : s >= 6 ? 2 : s >= 4 ? 1 : 0);
+  assert.deepEqual(seqs.map((s) => generationAt(roster, s)), seqs.map(want));
+  assert.deepEqual(seqs.map((s) => rosterAt(roster, s)!.roomGeneration(ROOM)), seqs.map(want));
+  // the room keys committed at 9..11 are the generations that existed then
+  for (const s of [9, 10, 11]) {
+    const body = chain[s]!.body;
+    assert.ok(body.type === "room_key" && body.generation <= roomGenerationAt(roster, ROOM, s));
+  }
+  // and the history agrees with each prefix's live generation
+  for (const s of seqs) {
+    const prefix = await rosterFromRecords(vectors.space_id, chain.slice(0, s + 1));
+    assert.equal(generationAt(roster, s), prefix.generation, `seq ${s}`);
+    assert.equal(epochAt(roster, s), prefix.epoch, `seq ${s}`);
+    for (const key of [alice, bob, carol]) assert.equal(mayPostAt(roster, ROOM, key, s), mayPost(prefix, ROOM, key));
+  }
+});
+
+test("history: member_during and former profiles", async () => {
+  const roster = await rosterFromRecords(vectors.space_id, chain);
+  assert.equal(memberDuring(roster, alice, 0), true);
+  assert.equal(memberDuring(roster, alice, 1), true);
+  assert.equal(memberDuring(roster, bob, 1), true);
+  assert.equal(memberDuring(roster, carol, 0), true);
+  assert.equal(memberDuring(roster, carol, 1), false); // removed at 14, before the rekey at 15
+  assert.equal(memberDuring(roster, alice, 2), false);
+  assert.equal(memberDuring(roster, "00".repeat(32), 0), false);
+  // before the rekey carol was still within epoch 0's open span
+  const before = await rosterFromRecords(vectors.space_id, chain.slice(0, 14));
+  assert.equal(memberDuring(before, carol, 0), true);
+  assert.deepEqual(formerProfile(roster, carol), chain[7]!.body);
+  assert.equal(formerProfile(roster, bob), undefined);
 });

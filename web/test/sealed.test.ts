@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { fromHex, toHex } from "../src/protocol/bytes.ts";
-import { pack } from "../src/protocol/roomkeys.ts";
+import { pack } from "./kat.ts";
 import { open, seal } from "../src/protocol/secretbox.ts";
 import {
   SEALED_KEY_DOMAIN, SealedKeyError, decodeEnvelope, encodeEnvelope, openEnvelope, sealKey, sealedKeyBytes,

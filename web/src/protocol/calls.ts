@@ -2,12 +2,15 @@
  * Calls (PROTOCOL.md §13.1, §14): call-action signing bytes, sealed signals, the pair link,
  * per-sender media keys (ratchet, commitment) and the verification code.
  */
-import { decode } from "@msgpack/msgpack";
 import { concat, equal, utf8 } from "./bytes.ts";
-import { ed25519Sign, ed25519Verify } from "./messages.ts";
-import { hkdf, pack, sha256 } from "./roomkeys.ts";
-import { NONCE_BYTES, randomBytes, ready } from "./secretbox.ts";
+import { blake2bPersonal, box, ed25519Sign, ed25519Verify, hkdf, randomBytes, sha256 } from "./crypto.ts";
+import { encode as pack } from "./msgpack.ts";
+import { WireError, decodeStruct, encodeStruct, f, fd, literal, struct } from "./schema.ts";
 import { openBox } from "./sealed.ts";
+
+export { blake2bPersonal };
+
+const NONCE_BYTES = 24;
 
 export const CALL_ACTION_DOMAIN = utf8("salon/call-action/v1\x00");
 export const CALL_SIGNAL_DOMAIN = utf8("salon/call-signal/v1\x00");
@@ -19,7 +22,6 @@ export const CALL_MEDIA_RATCHET_LABEL = "salon/call-media-ratchet/v1";
 
 export class CallError extends Error {}
 
-const isInt = (x: unknown): x is number => typeof x === "number" && Number.isSafeInteger(x);
 
 // ---- call actions (§13.1) ---------------------------------------------------------------
 
@@ -65,55 +67,23 @@ export async function actionSignatureProblem(a: CallAction): Promise<string | nu
   return null;
 }
 
-/** The CallAction map, fields in declaration order. TODO(merge with web1): belongs with the wire types. */
+const EMPTY = new Uint8Array(0);
+
+/** CallAction (§13.1, not tagged), fields in declaration order. */
+export const CALL_ACTION = struct("CallAction", [
+  f("space_id", "str"), f("room_id", "str"), f("call_id", "str"), f("actor", "bytes"), f("action", "str"),
+  fd("target", "bytes", EMPTY), fd("issued_at", "int", 0), fd("nonce", "bytes", EMPTY), fd("head_seq", "int", -1),
+  fd("head_hash", "bytes", EMPTY), fd("join_ref", "bytes", EMPTY), fd("sig", "bytes", EMPTY),
+]);
+
 export function encodeCallAction(a: CallAction): Uint8Array {
-  return pack({
+  return encodeStruct(CALL_ACTION, {
     space_id: a.spaceId, room_id: a.roomId, call_id: a.callId, actor: a.actor, action: a.action, target: a.target,
     issued_at: a.issuedAt, nonce: a.nonce, head_seq: a.headSeq, head_hash: a.headHash, join_ref: a.joinRef, sig: a.sig,
   });
 }
 
 // ---- pair link (§14.2) ------------------------------------------------------------------
-
-/** The raw libsodium module behind the wrappers (emscripten exports). */
-interface RawSodium {
-  HEAPU8: Uint8Array;
-  _malloc(n: number): number;
-  _free(p: number): void;
-  _crypto_generichash_blake2b_salt_personal(
-    out: number, outlen: number, input: number, inlenLow: number, inlenHigh: number,
-    key: number, keylen: number, salt: number, personal: number,
-  ): number;
-}
-
-/**
- * BLAKE2b with a digest of `outlen` bytes, no key, zero salt and a personalization zero-padded
- * to 16 bytes (hashlib's `blake2b(person=...)`). libsodium.js's own
- * `crypto_generichash_blake2b_salt_personal` wrapper hashes no message (it is a KDF), so this
- * calls the libsodium function itself.
- */
-export async function blake2bPersonal(outlen: number, message: Uint8Array, person: Uint8Array): Promise<Uint8Array> {
-  if (person.length > 16) throw new Error("a BLAKE2b personalization is at most 16 bytes");
-  if (outlen < 1 || outlen > 64) throw new Error("bad BLAKE2b digest size");
-  const s = await ready();
-  const raw = (s as unknown as { libsodium: RawSodium }).libsodium;
-  const p = raw._malloc(outlen + message.length + 32);
-  const out = p;
-  const input = p + outlen;
-  const salt = input + message.length;
-  const personal = salt + 16;
-  try {
-    raw.HEAPU8.set(message, input);
-    raw.HEAPU8.fill(0, salt, salt + 32);
-    raw.HEAPU8.set(person, personal);
-    if (raw._crypto_generichash_blake2b_salt_personal(out, outlen, input, message.length, 0, 0, 0, salt, personal) !== 0) {
-      throw new Error("BLAKE2b failed");
-    }
-    return raw.HEAPU8.slice(out, out + outlen);
-  } finally {
-    raw._free(p);
-  }
-}
 
 /** link = BLAKE2b-128(offerer_join_nonce || answerer_join_nonce, person = CALL_LINK_PERSON). */
 export function linkId(offererJoinNonce: Uint8Array, answererJoinNonce: Uint8Array): Promise<Uint8Array> {
@@ -152,36 +122,41 @@ export interface SignalBody {
   payload: Uint8Array;
 }
 
+/** SignalBody (§14.1, not tagged). */
+export const SIGNAL_BODY = struct("SignalBody", [
+  f("space_id", "str"), f("room_id", "str"), f("call_id", "str"), f("sender", "bytes"), f("recipient", "bytes"),
+  f("kind", literal("offer", "answer", "media-key")), f("link", "bytes"), f("attempt", "int"), f("payload", "bytes"),
+]);
+/** The signed signal inside the box: {body: raw SignalBody bytes, sig}. */
+export const SIGNED_SIGNAL = struct("SignedSignal", [f("body", "bytes"), f("sig", "bytes")]);
+/** MediaKeyMessage (§14.3). */
+export const MEDIA_KEY_MESSAGE = struct("MediaKeyMessage", [f("epoch", "int"), f("key", "bytes"), f("at_version", "int")]);
+
 export function encodeSignalBody(b: SignalBody): Uint8Array {
-  return pack({
+  return encodeStruct(SIGNAL_BODY, {
     space_id: b.spaceId, room_id: b.roomId, call_id: b.callId, sender: b.sender, recipient: b.recipient,
     kind: b.kind, link: b.link, attempt: b.attempt, payload: b.payload,
   });
 }
 
-function decodeMap(bytes: Uint8Array, what: string): Record<string, unknown> {
-  let v: unknown;
+function decodeAs<T>(def: Parameters<typeof decodeStruct>[0], bytes: Uint8Array, what: string): T {
   try {
-    v = decode(bytes);
-  } catch {
-    throw new CallError(`malformed ${what}`);
+    return decodeStruct<T>(def, bytes);
+  } catch (err) {
+    if (err instanceof WireError) throw new CallError(`malformed ${what}`);
+    throw err;
   }
-  if (v === null || typeof v !== "object" || Array.isArray(v) || v instanceof Uint8Array) throw new CallError(`malformed ${what}`);
-  return v as Record<string, unknown>;
 }
 
 export function decodeSignalBody(bytes: Uint8Array): SignalBody {
-  const m = decodeMap(bytes, "signal body");
-  const { space_id, room_id, call_id, sender, recipient, kind, link, attempt, payload } = m;
-  if (
-    typeof space_id !== "string" || typeof room_id !== "string" || typeof call_id !== "string" ||
-    !(sender instanceof Uint8Array) || !(recipient instanceof Uint8Array) ||
-    (kind !== "offer" && kind !== "answer" && kind !== "media-key") ||
-    !(link instanceof Uint8Array) || !isInt(attempt) || !(payload instanceof Uint8Array)
-  ) {
-    throw new CallError("malformed signal body");
-  }
-  return { spaceId: space_id, roomId: room_id, callId: call_id, sender, recipient, kind, link, attempt, payload };
+  const m = decodeAs<{
+    space_id: string; room_id: string; call_id: string; sender: Uint8Array; recipient: Uint8Array; kind: SignalKind;
+    link: Uint8Array; attempt: number; payload: Uint8Array;
+  }>(SIGNAL_BODY, bytes, "signal body");
+  return {
+    spaceId: m.space_id, roomId: m.room_id, callId: m.call_id, sender: m.sender, recipient: m.recipient, kind: m.kind,
+    link: m.link, attempt: m.attempt, payload: m.payload,
+  };
 }
 
 /** box(sender box secret, recipient box key, msgpack({body: raw, sig: Ed25519(CALL_SIGNAL_DOMAIN || raw)})). */
@@ -190,9 +165,8 @@ export async function sealSignal(
   nonce: Uint8Array = randomBytes(NONCE_BYTES),
 ): Promise<Uint8Array> {
   const raw = encodeSignalBody(body);
-  const signed = pack({ body: raw, sig: await ed25519Sign(senderSeed, concat(CALL_SIGNAL_DOMAIN, raw)) });
-  const s = await ready();
-  return concat(nonce, s.crypto_box_easy(signed, nonce, recipientBoxKey, senderBoxSecret));
+  const signed = encodeStruct(SIGNED_SIGNAL, { body: raw, sig: await ed25519Sign(senderSeed, concat(CALL_SIGNAL_DOMAIN, raw)) });
+  return box(senderBoxSecret, recipientBoxKey, signed, nonce);
 }
 
 /**
@@ -210,8 +184,7 @@ export async function openSignal(
   } catch {
     throw new CallError("the signal does not open");
   }
-  const { body: raw, sig } = decodeMap(plain, "signed signal");
-  if (!(raw instanceof Uint8Array) || !(sig instanceof Uint8Array)) throw new CallError("malformed signed signal");
+  const { body: raw, sig } = decodeAs<{ body: Uint8Array; sig: Uint8Array }>(SIGNED_SIGNAL, plain, "signed signal");
   const body = decodeSignalBody(raw);
   if (!(await ed25519Verify(sender.memberKey, concat(CALL_SIGNAL_DOMAIN, raw), sig))) throw new CallError("bad signal signature");
   if (!equal(body.sender, sender.memberKey)) throw new CallError("the signal names another sender");
@@ -247,12 +220,13 @@ export interface MediaKeyMessage {
 }
 
 export function encodeMediaKeyMessage(m: MediaKeyMessage): Uint8Array {
-  return pack({ epoch: m.epoch, key: m.key, at_version: m.atVersion });
+  return encodeStruct(MEDIA_KEY_MESSAGE, { epoch: m.epoch, key: m.key, at_version: m.atVersion });
 }
 
 export function decodeMediaKeyMessage(bytes: Uint8Array): MediaKeyMessage {
-  const { epoch, key, at_version } = decodeMap(bytes, "media key message");
-  if (!isInt(epoch) || !(key instanceof Uint8Array) || key.length !== 32 || !isInt(at_version)) {
+  const { epoch, key, at_version } = decodeAs<{ epoch: number; key: Uint8Array; at_version: number }>(
+    MEDIA_KEY_MESSAGE, bytes, "media key message");
+  if (key.length !== 32) {
     throw new CallError("malformed media key message");
   }
   return { epoch, key, atVersion: at_version };

@@ -21,7 +21,7 @@ async function lib(): Promise<typeof sodium> {
 
 const subtle = (): SubtleCrypto => globalThis.crypto.subtle;
 /** A copy on a plain ArrayBuffer (what WebCrypto's types ask for). */
-const own = (bytes: Uint8Array): Uint8Array<ArrayBuffer> => new Uint8Array(bytes);
+export const own = (bytes: Uint8Array): Uint8Array<ArrayBuffer> => new Uint8Array(bytes);
 
 /** The Ed25519 public key of a 32-byte seed. */
 export async function ed25519PublicKey(seed: Uint8Array): Promise<Uint8Array> {
@@ -58,12 +58,23 @@ export async function x25519PublicKey(secret: Uint8Array): Promise<Uint8Array> {
   return (await lib()).crypto_scalarmult_base(secret);
 }
 
+/** `n` bytes from the platform's CSPRNG. */
+export function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  globalThis.crypto.getRandomValues(out);
+  return out;
+}
+
+/** HKDF-SHA256 (RFC 5869) with an explicit salt and info (SFrame's key schedule, §15). */
+export async function hkdfRaw(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, n: number): Promise<Uint8Array> {
+  const key = await subtle().importKey("raw", own(ikm), "HKDF", false, ["deriveBits"]);
+  const bits = await subtle().deriveBits({ name: "HKDF", hash: "SHA-256", salt: own(salt), info: own(info) }, key, n * 8);
+  return new Uint8Array(bits);
+}
+
 /** HKDF(secret, label, context, n) of §1: HKDF-SHA256, empty salt, info = utf8(label) || 0x00 || context. */
 export async function hkdf(secret: Uint8Array, label: string, context: Uint8Array, n = 32): Promise<Uint8Array> {
-  const key = await subtle().importKey("raw", own(secret), "HKDF", false, ["deriveBits"]);
-  const info = concat(utf8(label), new Uint8Array([0]), context);
-  const bits = await subtle().deriveBits({ name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info: own(info) }, key, n * 8);
-  return new Uint8Array(bits);
+  return hkdfRaw(secret, new Uint8Array(0), concat(utf8(label), new Uint8Array([0]), context), n);
 }
 
 export async function sha256(data: Uint8Array): Promise<Uint8Array> {
@@ -90,6 +101,80 @@ export async function secretboxOpen(key: Uint8Array, box: Uint8Array): Promise<U
     return s.crypto_secretbox_open_easy(box.subarray(24), box.subarray(0, 24), key);
   } catch {
     throw new CryptoError("secretbox does not open under this key");
+  }
+}
+
+/** The raw libsodium module behind the wrappers (emscripten exports). */
+interface RawSodium {
+  HEAPU8: Uint8Array;
+  _malloc(n: number): number;
+  _free(p: number): void;
+  _crypto_generichash_blake2b_salt_personal(
+    out: number, outlen: number, input: number, inlenLow: number, inlenHigh: number,
+    key: number, keylen: number, salt: number, personal: number,
+  ): number;
+}
+
+/**
+ * BLAKE2b with a digest of `outlen` bytes, no key, zero salt and a personalization zero-padded
+ * to 16 bytes (hashlib's `blake2b(person=...)`, §1). libsodium.js's own
+ * `crypto_generichash_blake2b_salt_personal` wrapper hashes no message (it is a KDF), so this
+ * calls the libsodium function itself.
+ */
+export async function blake2bPersonal(outlen: number, message: Uint8Array, person: Uint8Array): Promise<Uint8Array> {
+  if (person.length > 16) throw new CryptoError("a BLAKE2b personalization is at most 16 bytes");
+  if (outlen < 1 || outlen > 64) throw new CryptoError("bad BLAKE2b digest size");
+  const raw = ((await lib()) as unknown as { libsodium: RawSodium }).libsodium;
+  const p = raw._malloc(outlen + message.length + 32);
+  const out = p;
+  const input = p + outlen;
+  const salt = input + message.length;
+  const personal = salt + 16;
+  try {
+    raw.HEAPU8.set(message, input);
+    raw.HEAPU8.fill(0, salt, salt + 32);
+    raw.HEAPU8.set(person, personal);
+    if (raw._crypto_generichash_blake2b_salt_personal(out, outlen, input, message.length, 0, 0, 0, salt, personal) !== 0) {
+      throw new CryptoError("BLAKE2b failed");
+    }
+    return raw.HEAPU8.slice(out, out + outlen);
+  } finally {
+    raw._free(p);
+  }
+}
+
+/** box(sender secret, recipient key, pt, nonce) of §1 (X25519 + XSalsa20-Poly1305): nonce(24) || tag(16) || ciphertext. */
+export async function box(senderSecret: Uint8Array, recipientPublic: Uint8Array, plaintext: Uint8Array, nonce: Uint8Array): Promise<Uint8Array> {
+  if (nonce.length !== 24) throw new CryptoError("a box nonce is 24 bytes");
+  return concat(nonce, (await lib()).crypto_box_easy(plaintext, nonce, recipientPublic, senderSecret));
+}
+
+/** Open a box; too short or not authenticating is a `CryptoError`. */
+export async function boxOpen(recipientSecret: Uint8Array, senderPublic: Uint8Array, sealed: Uint8Array): Promise<Uint8Array> {
+  if (sealed.length < 40) throw new CryptoError("box too short");
+  const s = await lib();
+  try {
+    return s.crypto_box_open_easy(sealed.subarray(24), sealed.subarray(0, 24), senderPublic, recipientSecret);
+  } catch {
+    throw new CryptoError("the box does not open");
+  }
+}
+
+/** aead(key, nonce, pt, ad) of §1: nonce(24) || XChaCha20-Poly1305-IETF(ciphertext || tag). */
+export async function aead(key: Uint8Array, plaintext: Uint8Array, ad: Uint8Array, nonce: Uint8Array): Promise<Uint8Array> {
+  if (key.length !== 32 || nonce.length !== 24) throw new CryptoError("aead takes a 32-byte key and a 24-byte nonce");
+  return concat(nonce, (await lib()).crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, null, nonce, key));
+}
+
+/** Open an aead box; too short or not authenticating is a `CryptoError`. */
+export async function aeadOpen(key: Uint8Array, sealed: Uint8Array, ad: Uint8Array): Promise<Uint8Array> {
+  if (key.length !== 32) throw new CryptoError("aead takes a 32-byte key");
+  if (sealed.length < 40) throw new CryptoError("aead box too short");
+  const s = await lib();
+  try {
+    return s.crypto_aead_xchacha20poly1305_ietf_decrypt(null, sealed.subarray(24), ad, sealed.subarray(0, 24), key);
+  } catch {
+    throw new CryptoError("the aead box does not open");
   }
 }
 

@@ -1,6 +1,6 @@
 /** Identities (PROTOCOL.md §4): a membership's member key, box key and fingerprint. */
 import { concat, toHex } from "./bytes.ts";
-import { ed25519PublicKey, sha256, x25519PublicKey } from "./crypto.ts";
+import { ed25519PublicKey, randomBytes, sha256, x25519PublicKey } from "./crypto.ts";
 import { FINGERPRINT_DOMAIN } from "./labels.ts";
 
 /** member_key: the Ed25519 public key of the 32-byte signing seed. */
@@ -28,6 +28,4 @@ export async function newMembership(random: (n: number) => Uint8Array = randomBy
   return { signingSeed, memberKey: await memberKey(signingSeed), boxSecret, boxKey: await boxKey(boxSecret) };
 }
 
-export function randomBytes(n: number): Uint8Array {
-  return globalThis.crypto.getRandomValues(new Uint8Array(n));
-}
+export { randomBytes };

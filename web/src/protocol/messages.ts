@@ -3,10 +3,10 @@
  * key derived from the room key of (epoch, generation), with the header bound as associated
  * data and an Ed25519 signature by the sender inside the padded plaintext.
  */
-import { decode } from "@msgpack/msgpack";
 import { concat, equal, utf8 } from "./bytes.ts";
-import { ab, frame, hkdf, pack, sha256, unframe } from "./roomkeys.ts";
-import { randomBytes, ready } from "./secretbox.ts";
+import { aead, aeadOpen as aeadOpenRaw, ed25519Sign, ed25519Verify, hkdf, randomBytes, sha256 } from "./crypto.ts";
+import { decode, encode as pack, type MsgValue } from "./msgpack.ts";
+import { frame, unframe } from "./roomkeys.ts";
 
 export const MESSAGE_SIG = utf8("salon/message-sig/v1\x00");
 export const MESSAGE_AD = utf8("salon/message-ad/v1\x00");
@@ -25,40 +25,17 @@ const isInt = (x: unknown): x is number => typeof x === "number" && Number.isSaf
 // ---- primitives -------------------------------------------------------------------------
 
 /** aead(key, nonce, pt, ad) = nonce || XChaCha20-Poly1305-IETF(key, nonce, pt, ad) (ciphertext || tag). */
-export async function aeadSeal(key: Uint8Array, plaintext: Uint8Array, ad: Uint8Array, nonce: Uint8Array = randomBytes(NONCE_BYTES)): Promise<Uint8Array> {
-  if (key.length !== 32 || nonce.length !== NONCE_BYTES) throw new Error("bad aead key or nonce length");
-  const s = await ready();
-  return concat(nonce, s.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, null, nonce, key));
+export function aeadSeal(key: Uint8Array, plaintext: Uint8Array, ad: Uint8Array, nonce: Uint8Array = randomBytes(NONCE_BYTES)): Promise<Uint8Array> {
+  return aead(key, plaintext, ad, nonce);
 }
 
 export async function aeadOpen(key: Uint8Array, box: Uint8Array, ad: Uint8Array): Promise<Uint8Array> {
   if (key.length !== 32) throw new Error("bad aead key length");
   if (box.length < NONCE_BYTES + TAG_BYTES) throw new MessageError("the box is too short");
-  const s = await ready();
   try {
-    return s.crypto_aead_xchacha20poly1305_ietf_decrypt(null, box.subarray(NONCE_BYTES), ad, box.subarray(0, NONCE_BYTES), key);
+    return await aeadOpenRaw(key, box, ad);
   } catch {
     throw new MessageError("the box does not open");
-  }
-}
-
-const PKCS8_ED25519 = new Uint8Array([0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20]);
-
-/** Ed25519 signature (RFC 8032) from a 32-byte seed, with WebCrypto. */
-export async function ed25519Sign(seed: Uint8Array, message: Uint8Array): Promise<Uint8Array> {
-  if (seed.length !== 32) throw new Error("an Ed25519 seed is 32 bytes");
-  const key = await crypto.subtle.importKey("pkcs8", ab(concat(PKCS8_ED25519, seed)), "Ed25519", false, ["sign"]);
-  return new Uint8Array(await crypto.subtle.sign("Ed25519", key, ab(message)));
-}
-
-/** Valid only if the key is 32 bytes and the signature 64 (§1). Never throws. */
-export async function ed25519Verify(publicKey: Uint8Array, message: Uint8Array, sig: Uint8Array): Promise<boolean> {
-  if (publicKey.length !== 32 || sig.length !== 64) return false;
-  try {
-    const key = await crypto.subtle.importKey("raw", ab(publicKey), "Ed25519", false, ["verify"]);
-    return await crypto.subtle.verify("Ed25519", key, ab(sig), ab(message));
-  } catch {
-    return false;
   }
 }
 
@@ -111,7 +88,7 @@ export interface MessageContent {
   sig: Uint8Array;
 }
 
-const headerArray = (h: MessageHeader): unknown[] => [h.spaceId, h.roomId, h.epoch, h.sender, h.clientId, h.ttl];
+const headerArray = (h: MessageHeader): MsgValue[] => [h.spaceId, h.roomId, h.epoch, h.sender, h.clientId, h.ttl];
 
 /** message_key = HKDF(room_key, MESSAGE_LABEL, utf8(room_id)). */
 export function messageKey(roomKey: Uint8Array, roomId: string): Promise<Uint8Array> {
@@ -206,7 +183,7 @@ export interface StoryMeta {
 
 export type UnsignedStoryMeta = Omit<StoryMeta, "sig">;
 
-const storyHeaderArray = (h: StoryHeader): unknown[] => [h.spaceId, h.roomId, h.epoch, h.sender, h.storyId, h.ttl];
+const storyHeaderArray = (h: StoryHeader): MsgValue[] => [h.spaceId, h.roomId, h.epoch, h.sender, h.storyId, h.ttl];
 
 export function storyKey(roomKey: Uint8Array, roomId: string): Promise<Uint8Array> {
   return hkdf(roomKey, STORY_LABEL, utf8(roomId));

@@ -1,45 +1,10 @@
 /**
  * Room keys (PROTOCOL.md §10.3, §10.4, §10.6): the commitment a RoomKey record carries, the
  * one-way generation ratchet, and the generation framing of room ciphertexts.
- *
- * Also holds, for now, the two small helpers the room/message modules share: `pack` (canonical
- * MessagePack, §2) and `hkdf` (§1). TODO(merge with web1): move them to wire.ts / a kdf module.
  */
-import { encode } from "@msgpack/msgpack";
 import { concat, utf8 } from "./bytes.ts";
-
-/** Canonical MessagePack (§2) of plain values: arrays, strings, safe integers, Uint8Array (bin), null. */
-export function pack(value: unknown): Uint8Array {
-  return encode(value);
-}
-
-/** A copy backed by a plain ArrayBuffer, as WebCrypto's BufferSource wants. */
-export function ab(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(bytes.length);
-  out.set(bytes);
-  return out;
-}
-
-/** HKDF-SHA256 with an empty salt and info = utf8(label) || 0x00 || context (§1). */
-export async function hkdf(secret: Uint8Array, label: string, context: Uint8Array, n = 32): Promise<Uint8Array> {
-  const info = concat(utf8(label), new Uint8Array([0]), context);
-  return hkdfRaw(secret, new Uint8Array(0), info, n);
-}
-
-/** HKDF-SHA256 (RFC 5869) with an explicit salt and info. */
-export async function hkdfRaw(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, n: number): Promise<Uint8Array> {
-  const key = await crypto.subtle.importKey("raw", ab(ikm), "HKDF", false, ["deriveBits"]);
-  const bits = await crypto.subtle.deriveBits(
-    { name: "HKDF", hash: "SHA-256", salt: ab(salt), info: ab(info) },
-    key,
-    8 * n,
-  );
-  return new Uint8Array(bits);
-}
-
-export async function sha256(data: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", ab(data)));
-}
+import { hkdf, sha256 } from "./crypto.ts";
+import { encode as pack } from "./msgpack.ts";
 
 export const ROOM_KEY_COMMIT_DOMAIN = utf8("salon/room-key-commit/v1\x00");
 export const ROOM_KEY_RATCHET_LABEL = "salon/room-key-ratchet/v1";

@@ -3,7 +3,9 @@
  *
  * `applyRecord(roster, record)` returns a new roster (the input is not modified) or throws the
  * first failing check's error class; `rosterFromRecords` starts from the genesis.
- * Not yet kept: tenures, role log and epoch starts for `Roster.at` (§6.6 "state at an older head").
+ * The history a reader needs (§6.6 "state at an older head", §7 `member_during`) is kept too:
+ * epoch starts, every member's role log and tenures, each room's publisher log; `rosterAt`
+ * answers from them as of an older head.
  */
 import { toHex } from "./bytes.ts";
 import { ed25519Verify } from "./crypto.ts";
@@ -39,7 +41,14 @@ export interface RoomState {
   readonly spec: Room;
   readonly publishers: ReadonlySet<string>;
   readonly createdSeq: number;
+  /** key → [(seq, publisher?)]: grants, revocations and departures over time. */
+  readonly publisherLog: ReadonlyMap<string, readonly (readonly [number, boolean])[]>;
 }
+
+/** A role log entry: the member's role from `seq` on ("" = not a member). */
+export type RoleEvent = readonly [seq: number, role: Role | ""];
+/** A membership: [joined seq, departed seq or -1]. */
+export type Tenure = readonly [joined: number, left: number];
 
 export interface Roster {
   readonly spaceId: string;
@@ -71,6 +80,10 @@ export interface Roster {
   readonly roomKeyMakers: ReadonlyMap<string, string>;
   /** Record hashes kept (§6.6): the last HASH_WINDOW and every HASH_CHECKPOINT-th. */
   readonly hashes: ReadonlyMap<number, Uint8Array>;
+  /** epoch → the seq of the record that began it (0 for epoch 0). */
+  readonly epochStarts: readonly number[];
+  readonly roleLog: ReadonlyMap<string, readonly RoleEvent[]>;
+  readonly tenures: ReadonlyMap<string, readonly Tenure[]>;
 }
 
 export const roomKeyId = (room: string, epoch: number, generation: number): string => `${room}/${epoch}/${generation}`;
@@ -110,7 +123,12 @@ function emptyRoster(spaceId: string, founder: string): Roster {
     invites: new Map(), inviteAuthors: new Map(), inviteUses: new Map(), revoked: new Set(), epoch: 0, epochSeq: 0,
     lastDepartureSeq: -1, meta: null, rekeys: new Map(), rekeyAuthors: new Map(), rooms: new Map(), generation: 0,
     roomKeys: new Map(), roomKeyAuthors: new Map(), roomKeyMakers: new Map(), hashes: new Map(),
+    epochStarts: [0], roleLog: new Map(), tenures: new Map(),
   };
+}
+
+function appendLog<T>(log: ReadonlyMap<string, readonly T[]>, key: string, event: T): ReadonlyMap<string, readonly T[]> {
+  return new Map(log).set(key, [...(log.get(key) ?? []), event]);
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -124,10 +142,14 @@ function depart(next: Mutable<Roster>, key: string, banned: boolean, seq: number
     if (room.publishers.has(key)) {
       const publishers = new Set(room.publishers);
       publishers.delete(key);
-      rooms.set(id, { ...room, publishers });
+      rooms.set(id, { ...room, publishers, publisherLog: appendLog(room.publisherLog, key, [seq, false]) });
     } else rooms.set(id, room);
   }
   next.rooms = rooms;
+  next.roleLog = appendLog(next.roleLog, key, [seq, ""]);
+  const tenures = next.tenures.get(key) ?? [];
+  const last = tenures[tenures.length - 1];
+  if (last !== undefined) next.tenures = new Map(next.tenures).set(key, [...tenures.slice(0, -1), [last[0], seq]]);
   next.departed = new Map(next.departed).set(key, banned);
   next.lastDepartureSeq = seq;
 }
@@ -155,6 +177,8 @@ export async function applyRecord(r: Roster, record: Record): Promise<Roster> {
       boxKey: body.box_key, role: "owner", joinedSeq: seq, joinGeneration: 0, profileTimes: [],
     });
     next.boxKeys = new Map(r.boxKeys).set(author, body.box_key);
+    next.roleLog = appendLog(r.roleLog, author, [seq, "owner"]);
+    next.tenures = appendLog(r.tenures, author, [seq, -1]);
   } else if (body.type === "join") {
     const invite = r.invites.get(body.invite_id);
     if (invite === undefined) throw new RecordForbidden("unknown invite");
@@ -180,6 +204,8 @@ export async function applyRecord(r: Roster, record: Record): Promise<Roster> {
     const profiles = new Map(r.profiles);
     profiles.delete(author); // a rejoining key starts without its former profile
     next.profiles = profiles;
+    next.roleLog = appendLog(r.roleLog, author, [seq, invite.role]);
+    next.tenures = appendLog(r.tenures, author, [seq, -1]);
   } else {
     const member = r.members.get(author);
     if (member === undefined) throw new RecordForbidden("author is not a member");
@@ -230,6 +256,7 @@ export async function applyRecord(r: Roster, record: Record): Promise<Roster> {
         if (myRank <= rank(current.role)) throw new RecordForbidden("target's role is not below yours");
         if (rank(body.role) > myRank) throw new RecordForbidden("you cannot grant a role above yours");
         next.members = new Map(r.members).set(target, { ...current, role: body.role });
+        next.roleLog = appendLog(r.roleLog, target, [seq, body.role]);
         break;
       }
       case "remove": {
@@ -256,7 +283,9 @@ export async function applyRecord(r: Roster, record: Record): Promise<Roster> {
         checkEpoch(r, body.epoch, "room");
         checkSize("room", body.name_box.length, MAX_NAME_BOX);
         if (r.rooms.size >= MAX_ROOMS) throw new RecordTooLarge(`at most ${MAX_ROOMS} rooms`);
-        next.rooms = new Map(r.rooms).set(body.room_id, { spec: body, publishers: new Set(), createdSeq: seq });
+        next.rooms = new Map(r.rooms).set(body.room_id, {
+          spec: body, publishers: new Set(), createdSeq: seq, publisherLog: new Map(),
+        });
         break;
       case "room_key": {
         if (!r.rooms.has(body.room_id)) throw new RecordForbidden("no such room");
@@ -287,7 +316,8 @@ export async function applyRecord(r: Roster, record: Record): Promise<Roster> {
         const publishers = new Set(room.publishers);
         if (body.publisher) publishers.add(target);
         else publishers.delete(target);
-        next.rooms = new Map(r.rooms).set(body.room_id, { ...room, publishers });
+        const publisherLog = appendLog(room.publisherLog, target, [seq, body.publisher] as const);
+        next.rooms = new Map(r.rooms).set(body.room_id, { ...room, publishers, publisherLog });
         break;
       }
       case "rekey":
@@ -301,6 +331,7 @@ export async function applyRecord(r: Roster, record: Record): Promise<Roster> {
         checkSize("rekey", body.prev_box.length, MAX_PREV_BOX);
         next.epoch = body.epoch;
         next.epochSeq = seq;
+        next.epochStarts = [...r.epochStarts, seq];
         next.generation = 0;
         next.rekeys = new Map(r.rekeys).set(body.epoch, body);
         next.rekeyAuthors = new Map(r.rekeyAuthors).set(body.epoch, author);
@@ -341,4 +372,97 @@ export function rememberHash(
 /** The hash of record `seq`, if the roster kept it. */
 export function hashAt(r: Roster, seq: number): Uint8Array | undefined {
   return r.hashes.get(seq);
+}
+
+// ---- history: the state at an older head (§6.6) and member_during (§7) ----
+
+/** The last entry of a seq-sorted log with seq ≤ `seq` (bisect_right − 1), if any. */
+function lastAtOrBefore<T extends readonly [number, ...unknown[]]>(log: readonly T[], seq: number): T | undefined {
+  let lo = 0;
+  let hi = log.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (log[mid]![0] <= seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo > 0 ? log[lo - 1] : undefined;
+}
+
+/** The epoch in force after record `seq`. */
+export function epochAt(r: Roster, seq: number): number {
+  let epoch = 0;
+  r.epochStarts.forEach((start, e) => {
+    if (start <= seq) epoch = e;
+  });
+  return epoch;
+}
+
+/** The seq epoch `epoch` began at, if it has begun. */
+export const epochStart = (r: Roster, epoch: number): number | undefined => r.epochStarts[epoch];
+
+/** The member's role after record `seq` ("" if it was not a member then). */
+export function roleAt(r: Roster, key: string, seq: number): Role | "" {
+  return lastAtOrBefore(r.roleLog.get(key) ?? [], seq)?.[1] ?? "";
+}
+
+/** `mayPost` as it was after record `seq`. */
+export function mayPostAt(r: Roster, roomId: string, key: string, seq: number): boolean {
+  const room = r.rooms.get(roomId);
+  const role = roleAt(r, key, seq);
+  if (room === undefined || room.createdSeq > seq || role === "" || room.spec.kind === "conference") return false;
+  if (room.spec.kind === "chat" || rank(role) >= RANK.moderator) return true;
+  return lastAtOrBefore(room.publisherLog.get(key) ?? [], seq)?.[1] ?? false;
+}
+
+/** The join count of the epoch in force after `seq`: joins after that epoch began, up to `seq`. */
+export function generationAt(r: Roster, seq: number): number {
+  const start = r.epochStarts[epochAt(r, seq)] ?? 0;
+  let n = 0;
+  for (const spans of r.tenures.values()) {
+    for (const [joined] of spans) if (joined !== 0 && start < joined && joined <= seq) n++;
+  }
+  return n;
+}
+
+/** The key generation a message to `roomId` used at head `seq` (§10.4). */
+export function roomGenerationAt(r: Roster, roomId: string, seq: number): number {
+  const room = r.rooms.get(roomId);
+  return room !== undefined && room.spec.history === "since-join" ? generationAt(r, seq) : 0;
+}
+
+/**
+ * member_during(key, epoch) (§7): a tenure [joined, left] overlaps the epoch's span
+ * [start, end), start its rekey's seq, end the next epoch's (or head + 1).
+ */
+export function memberDuring(r: Roster, key: string, epoch: number): boolean {
+  const start = r.epochStarts[epoch];
+  if (start === undefined) return false;
+  const end = r.epochStarts[epoch + 1] ?? r.head.seq + 1;
+  return (r.tenures.get(key) ?? []).some(([joined, left]) => joined < end && (left < 0 || left > start));
+}
+
+/** The last profile of a departed member (kept for display), or undefined. */
+export function formerProfile(r: Roster, key: string): Profile | undefined {
+  return r.members.has(key) ? undefined : r.profiles.get(key);
+}
+
+/** `Roster.at(seq)`: the roster's answers as of head `seq`. */
+export interface RosterAt {
+  readonly seq: number;
+  readonly epoch: number;
+  mayPost(roomId: string, key: string): boolean;
+  roomGeneration(roomId: string): number;
+  role(key: string): Role | "";
+}
+
+/** `Roster.at(seq)`; null unless 0 ≤ seq ≤ head seq. */
+export function rosterAt(r: Roster, seq: number): RosterAt | null {
+  if (!Number.isSafeInteger(seq) || seq < 0 || seq > r.head.seq) return null;
+  return {
+    seq,
+    epoch: epochAt(r, seq),
+    mayPost: (roomId, key) => mayPostAt(r, roomId, key, seq),
+    roomGeneration: (roomId) => roomGenerationAt(r, roomId, seq),
+    role: (key) => roleAt(r, key, seq),
+  };
 }

@@ -5,10 +5,14 @@
  * The clear Envelope fields are routing only: opening checks the sealed ones against what
  * the reader expects.
  */
-import { decode } from "@msgpack/msgpack";
-import { concat } from "./bytes.ts";
-import { pack } from "./roomkeys.ts";
-import { NONCE_BYTES, TAG_BYTES, randomBytes, ready } from "./secretbox.ts";
+import { box, boxOpen, randomBytes } from "./crypto.ts";
+import { decode, encode as pack } from "./msgpack.ts";
+import { decodeStruct, encodeStruct } from "./schema.ts";
+import { ENVELOPE, type Envelope } from "./wire.ts";
+
+export type { Envelope };
+
+const NONCE_BYTES = 24;
 
 export const SEALED_KEY_DOMAIN = "salon/sealed-key/v1";
 
@@ -18,15 +22,6 @@ export interface SealedKey {
   epoch: number;
   generation: number;
   key: Uint8Array;
-}
-
-/** Envelope (not tagged): {scope, epoch, recipient, sender, box}. */
-export interface Envelope {
-  scope: string;
-  epoch: number;
-  recipient: Uint8Array;
-  sender: Uint8Array;
-  box: Uint8Array;
 }
 
 export class SealedKeyError extends Error {}
@@ -43,17 +38,13 @@ export async function sealKey(
   senderSecret: Uint8Array, recipientPublic: Uint8Array, k: SealedKey,
   nonce: Uint8Array = randomBytes(NONCE_BYTES),
 ): Promise<Uint8Array> {
-  if (nonce.length !== NONCE_BYTES) throw new Error("a box nonce is 24 bytes");
-  const s = await ready();
-  return concat(nonce, s.crypto_box_easy(sealedKeyBytes(k), nonce, recipientPublic, senderSecret));
+  return box(senderSecret, recipientPublic, sealedKeyBytes(k), nonce);
 }
 
 /** crypto_box_open: needs the recipient's secret and the sender's public key. */
-export async function openBox(box: Uint8Array, recipientSecret: Uint8Array, senderPublic: Uint8Array): Promise<Uint8Array> {
-  if (box.length < NONCE_BYTES + TAG_BYTES) throw new SealedKeyError("box too short");
-  const s = await ready();
+export async function openBox(sealed: Uint8Array, recipientSecret: Uint8Array, senderPublic: Uint8Array): Promise<Uint8Array> {
   try {
-    return s.crypto_box_open_easy(box.subarray(NONCE_BYTES), box.subarray(0, NONCE_BYTES), senderPublic, recipientSecret);
+    return await boxOpen(recipientSecret, senderPublic, sealed);
   } catch {
     throw new SealedKeyError("the box does not open");
   }
@@ -97,22 +88,13 @@ export async function openSealedKey(
   return sealed;
 }
 
-/** Envelope → msgpack map in declaration order. TODO(merge with web1): belongs with the wire types. */
+/** Envelope → msgpack map in declaration order (the wire.ts struct). */
 export function encodeEnvelope(e: Envelope): Uint8Array {
-  return pack({ scope: e.scope, epoch: e.epoch, recipient: e.recipient, sender: e.sender, box: e.box });
+  return encodeStruct(ENVELOPE, e);
 }
 
 export function decodeEnvelope(bytes: Uint8Array): Envelope {
-  const value = decode(bytes) as Record<string, unknown> | null;
-  if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error("not an envelope");
-  const { scope, epoch, recipient, sender, box } = value;
-  if (
-    typeof scope !== "string" || !isInt(epoch) || !(recipient instanceof Uint8Array) ||
-    !(sender instanceof Uint8Array) || !(box instanceof Uint8Array)
-  ) {
-    throw new Error("not an envelope");
-  }
-  return { scope, epoch, recipient, sender, box };
+  return decodeStruct<Envelope>(ENVELOPE, bytes);
 }
 
 /** Opens an envelope addressed to this reader, expecting its own space id, the scope it asked for and the clear epoch. */

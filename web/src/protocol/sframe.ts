@@ -6,7 +6,7 @@
  * are index << 16 | epoch and its counters start at 0, so a larger value is refused).
  */
 import { concat, utf8 } from "./bytes.ts";
-import { ab, hkdfRaw } from "./roomkeys.ts";
+import { hkdfRaw, own as ab } from "./crypto.ts";
 
 export const CIPHER_SUITE = 4; // AES_128_GCM_SHA256_128
 export const NK = 16;
