@@ -215,3 +215,15 @@ export function base64urlDecode(text: string): Uint8Array {
   if (base64urlEncode(out) !== text) throw new CryptoError("not canonical base64url");
   return out;
 }
+
+/** Argon2id's INTERACTIVE limits (libsodium `crypto_pwhash_*_INTERACTIVE`): 2 passes, 64 MiB. */
+export const ARGON2ID_INTERACTIVE = { opslimit: 2, memlimit: 64 * 1024 * 1024 } as const;
+
+/** Argon2id(passphrase, 16-byte salt) → `n` bytes (libsodium `crypto_pwhash`, ALG_ARGON2ID13). */
+export async function argon2id(
+  passphrase: Uint8Array, salt: Uint8Array, n = 32, limits: { opslimit: number; memlimit: number } = ARGON2ID_INTERACTIVE,
+): Promise<Uint8Array> {
+  if (salt.length !== 16) throw new CryptoError("an Argon2id salt is 16 bytes");
+  const s = await lib();
+  return s.crypto_pwhash(n, passphrase, salt, limits.opslimit, limits.memlimit, s.crypto_pwhash_ALG_ARGON2ID13);
+}
