@@ -364,9 +364,12 @@ class Forwarder:
         if up.muted:
             c.dropped_muted += 1
             return []
+        video = up.kind == "video"
+        # Where the VP8 frame starts, parsed once for the key id and the keyframe flag.
+        vp8_start = rtp.vp8_frame_start(data, hdr) if video else -1
         index = p.sender_index
         if index is not None and self.config.check_key_ids:
-            kid = rtp.sframe_kid(data, hdr, up.kind == "video")
+            kid = rtp.sframe_kid_at(data, hdr, vp8_start if video else None)
             if kid != rtp.NOT_FRAME_START:
                 up.frame_ok = kid >= 0 and kid >> EPOCH_BITS == index
             if not up.frame_ok:
@@ -384,8 +387,8 @@ class Forwarder:
             return []
         keyframe = False
         level = -1
-        if up.kind == "video":
-            keyframe = rtp.vp8_keyframe_start(data, hdr)
+        if video:
+            keyframe = vp8_start >= 0 and data[vp8_start] & 0x01 == 0  # RFC 6386 §9.1
             if keyframe:
                 up.pli_pending = False
         elif up.audio_level_id is not None:

@@ -30,6 +30,8 @@ __all__ = [
     "parse_rtp",
     "seq_newer",
     "sframe_kid",
+    "sframe_kid_at",
+    "vp8_frame_start",
     "vp8_keyframe_start",
 ]
 
@@ -168,7 +170,7 @@ def build_rtp(
     return _FIXED_CSRC.pack(b0 | 1, b1, sequence, timestamp, ssrc, csrc) + extension + payload
 
 
-def _vp8_frame_start(data: bytes, header: RtpHeader) -> int:
+def vp8_frame_start(data: bytes, header: RtpHeader) -> int:
     """Offset of the VP8 frame's first byte if this packet starts a frame, else -1.
 
     Parses the RFC 7741 §4.2 payload descriptor as aiortc's depayloader does, so the SFU
@@ -204,7 +206,7 @@ def vp8_keyframe_start(data: bytes, header: RtpHeader) -> bool:
     Reads only the payload descriptor and the first byte of the VP8 frame tag, which
     SFrame leaves in clear; anything truncated or odd is "not a keyframe start".
     """
-    pos = _vp8_frame_start(data, header)
+    pos = vp8_frame_start(data, header)
     # VP8 frame tag bit 0 is the inverse keyframe flag (RFC 6386 §9.1).
     return pos >= 0 and data[pos] & 0x01 == 0
 
@@ -218,8 +220,15 @@ def sframe_kid(data: bytes, header: RtpHeader, video: bool) -> int:
     :data:`NOT_FRAME_START` for a VP8 packet inside a frame and :data:`SFRAME_MALFORMED`
     when the header is missing or truncated. O(1): a few byte reads per packet.
     """
-    if video:
-        pos = _vp8_frame_start(data, header)
+    return sframe_kid_at(data, header, vp8_frame_start(data, header) if video else None)
+
+
+def sframe_kid_at(data: bytes, header: RtpHeader, vp8_start: int | None) -> int:
+    """:func:`sframe_kid` for a packet whose VP8 frame start is already known
+    (``vp8_start`` from :func:`vp8_frame_start`; None for Opus), so the SFU parses each
+    video packet's payload descriptor once for both the key id and the keyframe flag."""
+    if vp8_start is not None:
+        pos = vp8_start
         if pos < 0:
             start = header.payload_start
             claims_start = start < header.payload_end and data[start] & 0x17 == 0x10
