@@ -49,7 +49,9 @@ def flip(data: bytes, index: int = 0) -> bytes:
 def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """What the TypeScript modules made, as JSON (byte strings hex)."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed to run the web client's modules")
+        # make test needs them anyway (web-test) and .ci/run installs them: a missing Node.js
+        # must fail this cross-check, not let it silently vanish.
+        pytest.fail("node and npm are needed to run the web client's modules")
     if not (WEB / "node_modules").is_dir():
         done = subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund"],
@@ -59,7 +61,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             timeout=100,
         )
         if done.returncode != 0 or not (WEB / "node_modules").is_dir():
-            pytest.skip(f"web/node_modules is missing and npm ci failed: {done.stderr[-500:]}")
+            pytest.fail(f"web/node_modules is missing and npm ci failed: {done.stderr[-500:]}")
     out = tmp_path_factory.mktemp("interop") / "interop.json"
     subprocess.run(["node", "scripts/interop.mjs", str(out)], cwd=WEB, check=True, timeout=60)
     data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
