@@ -20,13 +20,15 @@ Fixtures
     test's event loop: for raw WebSocket tests and for playing a *malicious* server. Drive
     the CLI against it with ``SalonUser.arun``/``ajson``/``afail`` so the loop keeps serving.
 
-Helpers that tests import: :func:`assert_one_line_error`, :data:`PASSPHRASE`.
+Helpers that tests import: :func:`assert_one_line_error`, :data:`PASSPHRASE`, :func:`until`
+(the one polling helper), and the ``loopback_ice`` fixture (real aiortc peers on 127.0.0.1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import re
@@ -73,6 +75,40 @@ def with_test_limits(
     merged: dict[str, Mapping[str, Any]] = dict(config or {})
     merged["limits"] = {**TEST_LIMITS, **merged.get("limits", {})}
     return merged
+
+
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]],
+    what: str,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+) -> None:
+    """Poll ``condition`` (sync or async) until it holds; AssertionError naming ``what`` if
+    it does not within ``timeout`` seconds. Tests wait with this, never with fixed sleeps."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def loopback_ice() -> Iterator[None]:
+    """Keep aiortc's ICE host candidates on 127.0.0.1 for in-process peers (aioice never
+    offers loopback by itself); request it with ``pytest.mark.usefixtures``."""
+    import aioice.ice
+
+    from sfu import aiortc_adapter
+
+    previous = aioice.ice.get_host_addresses
+    aiortc_adapter.restrict_ice_host_addresses(["127.0.0.1"])
+    yield
+    aioice.ice.get_host_addresses = previous
 
 
 def free_port() -> int:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import conftest
 import msgspec
 import pytest
 from call_helpers import CallProcess, Town, amake_town, calls
@@ -114,10 +115,7 @@ async def wait_after(call: CallProcess, pattern: str, mark: int) -> None:
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
+    await conftest.until(condition, what, timeout, interval=0.1)
 
 
 async def test_server_claiming_no_lobby_gets_no_keys_to_the_knocker(

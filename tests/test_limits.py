@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import msgspec
 import pytest
 from call_helpers import amake_town
 from chat_support import jpeg_with_gps
-from conftest import AppServer, SalonUser
+from conftest import AppServer, SalonUser, until
 
 from client.errors import ServerError
 from protocol.chat_wire import StoryChunkStored, UploadStoryChunk
@@ -49,14 +49,6 @@ from spaces.server import ATTEMPTS_BY_INVITE, MEMBERSHIP
 pytestmark = pytest.mark.timeout(180)
 
 ELSEWHERE = "127.0.0.2"  # another client address (all of 127/8 is this machine on Linux)
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 # -- raw WebSockets ------------------------------------------------------------------------------

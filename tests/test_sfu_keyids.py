@@ -15,15 +15,15 @@ import asyncio
 import collections
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aioice.ice
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from call_helpers import CallProcess, Town, calls, make_town
+from conftest import until
 
 from client.callkeys import CallKeys, MediaKeyMessage, SenderKey
 from client.e2ee_media import (
@@ -37,7 +37,7 @@ from client.media import TestPatternTrack, ToneTrack, colour_distance, dominant_
 from client.sframe import SFrameContext, protect_frame
 from client.sfu_topology import MediaKeyRing
 from protocol.media_keys import MAX_EPOCH, KeyIdExhausted, kid_index, media_kid
-from sfu import aiortc_adapter, rtp
+from sfu import rtp
 from sfu.aiortc_adapter import EncodedFrame, MarkerJitterBuffer
 from sfu.forwarder import DownTrackSpec, Forwarder, ForwarderConfig, UpTrackSpec
 from sfu.node import SfuConfig, SfuNode
@@ -220,20 +220,11 @@ async def test_a_forged_frame_on_the_wrong_slot_never_plays_nor_blocks_the_sende
 # -- real SFU, real aiortc peers ---------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    previous = aioice.ice.get_host_addresses
-    aiortc_adapter.restrict_ice_host_addresses(["127.0.0.1"])
-    yield
-    aioice.ice.get_host_addresses = previous
+pytestmark = pytest.mark.usefixtures("loopback_ice")
 
 
 async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    await until(condition, what, timeout)
 
 
 class Viewer:
