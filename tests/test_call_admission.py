@@ -114,6 +114,24 @@ async def wait_after(call: CallProcess, pattern: str, mark: int) -> None:
     await until(lambda: any(regex.search(line) for line in call.lines[mark:]), pattern)
 
 
+async def alice_admits_bob(
+    town: Town, running: list[CallProcess], tmp_path: Path, duration: int
+) -> tuple[CallProcess, CallProcess]:
+    """In the lobby room "hall": Alice (a host) starts the call, Bob knocks, Alice admits
+    him; returns once Bob shows the two-person verification code."""
+    alice = await CallProcess.start(
+        town["Alice"], town.space, "hall", tmp_path / "a.json", duration
+    )
+    running.append(alice)
+    await alice.wait_for("topology mesh")
+    bob = await CallProcess.start(town["Bob"], town.space, "hall", tmp_path / "b.json", duration)
+    running.append(bob)
+    await alice.wait_for(r"Bob \(\w+\) is waiting in the lobby")
+    await town["Alice"].arun("mod", town.space, "hall", "admit", "Bob")
+    await bob.wait_for(CODE_2)
+    return alice, bob
+
+
 async def until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
     await conftest.until(condition, what, timeout, interval=0.1)
 
@@ -127,14 +145,7 @@ async def test_server_claiming_no_lobby_gets_no_keys_to_the_knocker(
     relayed = Relayed(srv)
     carol_key = town.member_key("Carol")
     async with calls() as running:
-        alice = await CallProcess.start(town["Alice"], town.space, "hall", tmp_path / "a.json", 60)
-        running.append(alice)
-        await alice.wait_for("topology mesh")
-        bob = await CallProcess.start(town["Bob"], town.space, "hall", tmp_path / "b.json", 60)
-        running.append(bob)
-        await alice.wait_for(r"Bob \(\w+\) is waiting in the lobby")
-        await town["Alice"].arun("mod", town.space, "hall", "admit", "Bob")
-        await bob.wait_for(CODE_2)
+        alice, bob = await alice_admits_bob(town, running, tmp_path, 60)
         await alice.wait_for(CODE_2)
 
         # The server now says the room has no lobby: Carol walks straight in, unadmitted.

@@ -14,7 +14,17 @@ from typing import Any
 import msgspec
 import pytest
 from call_helpers import CallProcess, amake_town, calls
-from test_call_admission import CODE_2, CODE_3, UNVERIFIED, Relayed, hall, push_state, signed, until
+from test_call_admission import (
+    CODE_2,
+    CODE_3,
+    UNVERIFIED,
+    Relayed,
+    alice_admits_bob,
+    hall,
+    push_state,
+    signed,
+    until,
+)
 from test_call_core import Person, roles, room
 
 from protocol.conference_rules import FRESHNESS_MS, Restrictions, seat_flags
@@ -120,14 +130,7 @@ async def test_admission_replayed_onto_a_join_reusing_its_nonce_is_refused(
     relayed = Relayed(srv)
     carol_key = town.member_key("Carol")
     async with calls() as running:
-        alice = await CallProcess.start(town["Alice"], town.space, "hall", tmp_path / "a.json", 90)
-        running.append(alice)
-        await alice.wait_for("topology mesh")
-        bob = await CallProcess.start(town["Bob"], town.space, "hall", tmp_path / "b.json", 90)
-        running.append(bob)
-        await alice.wait_for(r"Bob \(\w+\) is waiting in the lobby")
-        await town["Alice"].arun("mod", town.space, "hall", "admit", "Bob")
-        await bob.wait_for(CODE_2)
+        alice, bob = await alice_admits_bob(town, running, tmp_path, 90)
         carol = await CallProcess.start(town["Carol"], town.space, "hall", tmp_path / "c.json", 90)
         running.append(carol)
         await alice.wait_for(r"Carol \(\w+\) is waiting in the lobby")
