@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import bisect
 import hashlib
+from collections.abc import KeysView
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -319,14 +320,18 @@ class Roster:
     former_profiles: dict[bytes, Profile] = field(default_factory=dict)  # departed members
     hashes: dict[int, bytes] = field(default_factory=dict)  # seq -> record hash (see HASH_WINDOW)
     # Room keys (protocol.roomkeys): joins since the current epoch began (= the key
-    # generation of since-join rooms), where each epoch began, every member's tenures
-    # [joined seq, departed seq or -1], and the commitment (and its author) per room key.
+    # generation of since-join rooms), every member's tenures [joined seq, departed seq or
+    # -1], the commitment (and its author) per room key, and who made each (room, epoch)'s
+    # key (its first committer; a (room, epoch) is committed once it has one).
     generation: int = 0
-    epoch_seqs: dict[int, int] = field(default_factory=lambda: {0: 0})
     tenures: dict[bytes, list[list[int]]] = field(default_factory=dict)
     room_keys: dict[tuple[str, int, int], tuple[bytes, bytes]] = field(default_factory=dict)
-    room_key_epochs: set[tuple[str, int]] = field(default_factory=set)  # (room, epoch) committed
-    room_key_makers: dict[tuple[str, int], bytes] = field(default_factory=dict)  # first committer
+    room_key_makers: dict[tuple[str, int], bytes] = field(default_factory=dict)
+
+    @property
+    def room_key_epochs(self) -> KeysView[tuple[str, int]]:
+        """The (room, epoch) pairs whose key someone has committed to."""
+        return self.room_key_makers.keys()
 
     @classmethod
     def from_records(cls, space_id: str, records: list[Record]) -> Roster:
@@ -431,10 +436,14 @@ class Roster:
         """Was ``key`` a member at some point while ``epoch`` was the current epoch? Only
         they may seal that epoch's keys: a removed member's envelope for a later one is
         refused, whatever the server says."""
-        start = self.epoch_seqs.get(epoch)
-        if start is None:
+        if not 0 <= epoch < len(self.epoch_starts):
             return False
-        end = self.epoch_seqs.get(epoch + 1, self.head_seq + 1)
+        start = self.epoch_starts[epoch]
+        end = (
+            self.epoch_starts[epoch + 1]
+            if epoch + 1 < len(self.epoch_starts)
+            else self.head_seq + 1
+        )
         return any(
             joined < end and (left < 0 or left > start)
             for joined, left in self.tenures.get(key, [])
@@ -603,7 +612,6 @@ class Roster:
             self.epoch = body.epoch
             self.epoch_starts.append(record.seq)
             self.epoch_seq = record.seq
-            self.epoch_seqs[body.epoch] = record.seq
             self.generation = 0
             self.rekeys[body.epoch] = body
             self.rekey_authors[body.epoch] = author.key
@@ -629,7 +637,6 @@ class Roster:
             "a member cannot commit to a room key older than its own",
         )
         self.room_keys[slot] = (body.commit, author.key)
-        self.room_key_epochs.add((body.room_id, body.epoch))
         self.room_key_makers.setdefault((body.room_id, body.epoch), author.key)
 
     def _check_epoch(self, epoch: int) -> None:
