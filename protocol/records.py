@@ -60,7 +60,6 @@ KEY_LEN: Final = 32
 MAX_PROFILE_BOX: Final = 14_336
 MAX_META_BOX: Final = 4_096
 MAX_NAME_BOX: Final = 1_024
-MAX_ID_LEN: Final = 64  # invite and room ids
 MAX_PREV_BOX: Final = 128  # secretbox of a 32-byte key is 72 bytes
 # At most PROFILE_QUOTA profile records by one member whose signed times lie within
 # PROFILE_WINDOW seconds of each other (the server refuses records whose time is far from
@@ -549,7 +548,6 @@ class Roster:
             self._require(body.max_uses >= 1, "an invite needs at least one use")
             if len(body.invite_key) != KEY_LEN or not is_valid_id(body.invite_id):
                 raise RecordError("bad invite key or id")
-            _cap(body.invite_id.encode(), MAX_ID_LEN, "invite id")
             self.invites[body.invite_id] = body
             self.invite_authors[body.invite_id] = author.key
         elif isinstance(body, InviteRevoke):

@@ -9,7 +9,7 @@
  */
 import { toHex } from "./bytes.ts";
 import { ed25519Verify } from "./crypto.ts";
-import { MAX_ID_LEN, isValidId } from "./ids.ts";
+import { isValidId } from "./ids.ts";
 import {
   EMPTY_HEAD, RecordError, RecordForbidden, RecordRateLimited, RecordTooLarge, checkGenesis, checkLink, joinStatement,
   type Head, type InviteCreate, type Meta, type Profile, type Record, type Rekey, type Role, type Room,
@@ -239,7 +239,6 @@ export async function applyRecord(r: Roster, record: Record): Promise<Roster> {
         if (r.invites.has(body.invite_id)) throw new RecordForbidden("this invite id is taken");
         if (body.max_uses < 1) throw new RecordForbidden("an invite needs at least one use");
         if (body.invite_key.length !== 32 || !isValidId(body.invite_id)) throw new RecordError("bad invite key or id");
-        if (new TextEncoder().encode(body.invite_id).length > MAX_ID_LEN) throw new RecordTooLarge("invite id too long");
         next.invites = new Map(r.invites).set(body.invite_id, body);
         next.inviteAuthors = new Map(r.inviteAuthors).set(body.invite_id, author);
         break;
