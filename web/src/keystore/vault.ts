@@ -33,7 +33,7 @@ export interface HeldRoomKey { room_id: string; epoch: number; generation: numbe
 /** The secret of an invite link this identity made, so it can show the link again and re-seal it (§8.3). */
 export interface HeldInviteSecret { invite_id: string; secret: Uint8Array }
 /** The space key a joining invite carried, pending until a verified chain shows it (§8.4 step 2). */
-export interface PendingInviteKeyHeld { space_id: string; epoch: number; key: Uint8Array; join_seq: number }
+export interface PendingInviteKeyHeld { space_id: string; epoch: number; key: Uint8Array; join_seq: number; join_hash: Uint8Array }
 
 /** One per-space identity. Nothing in it names or links any other membership. */
 export interface Membership {
@@ -60,7 +60,8 @@ const RoomKeyDef = struct("HeldRoomKey", [f("room_id", "str"), f("epoch", "int")
   arrayLike: true,
 });
 const InviteSecretDef = struct("HeldInviteSecret", [f("invite_id", "str"), f("secret", "bytes")], { arrayLike: true });
-const PendingKeyDef = struct("PendingInviteKey", [f("space_id", "str"), f("epoch", "int"), f("key", "bytes"), f("join_seq", "int")], {
+const PendingKeyDef = struct("PendingInviteKey", [f("space_id", "str"), f("epoch", "int"), f("key", "bytes"), f("join_seq", "int"),
+  f("join_hash", "bytes")], {
   arrayLike: true,
 });
 export const MembershipDef = struct("Membership", [
