@@ -206,8 +206,11 @@ export class Connection {
     const frame = encodeClientMessage({ ...message, id } as ClientMessage);
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
+        // A server that answers nothing for this long is gone (a silently dead network):
+        // end the socket, so a member session reconnects.
         this.pending.delete(id);
         reject(new Unreachable(`the server at ${this.server} did not answer in time`));
+        this.fail(new Unreachable(`the server at ${this.server} stopped answering`));
       }, this.requestTimeoutMs);
       this.pending.set(id, {
         resolve: (reply) => (reply.type === "error" ? reject(errorFromReply(reply)) : resolve(reply as T)),
@@ -380,6 +383,14 @@ export class MemberSession {
   async request<T extends ServerMessage>(message: WithoutId<ClientMessage>): Promise<T> {
     await this.whenOnline();
     return this.conn!.request<T>(message);
+  }
+
+  /** While reconnecting: try now instead of waiting out the back-off (e.g. the browser went online). */
+  reconnectNow(): void {
+    if (this.stateValue !== "reconnecting" || this.retryTimer === null) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    void this.reconnect();
   }
 
   /** End the session for good (no more reconnection). */

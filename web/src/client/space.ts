@@ -457,6 +457,11 @@ export class SpaceClient implements SpaceContext {
     await this.persist();
   }
 
+  /** While reconnecting, try at once (e.g. on the browser's "online" event or a "Retry" button). */
+  reconnectNow(): void {
+    this.session.reconnectNow();
+  }
+
   /** Close the connection (the membership stays in the vault). */
   close(): void {
     this.session.close();
