@@ -47,15 +47,21 @@ class NodeClient:
         for line in self.proc.stdout:
             self.lines.put(line)
 
-    def ask(self, op: str, **args: Any) -> dict[str, Any]:
+    def send(self, op: str, **args: Any) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
         self.proc.stdin.flush()
+
+    def receive(self, op: str = "") -> dict[str, Any]:
         try:
             answer: dict[str, Any] = json.loads(self.lines.get(timeout=ANSWER_TIMEOUT))
         except queue.Empty:
             raise AssertionError(f"no answer to {op}; stderr: {self._stderr()}") from None
         return answer
+
+    def ask(self, op: str, **args: Any) -> dict[str, Any]:
+        self.send(op, **args)
+        return self.receive(op)
 
     def ok(self, op: str, **args: Any) -> Any:
         answer = self.ask(op, **args)
@@ -182,6 +188,24 @@ def test_web_core_with_cli(
     removed = node.ok("wait_removed")
     assert removed["how"] == "kicked" and removed["state"] == "closed"
     assert node.error("list_invites")["name"] == "Removed"
+
+
+def test_web_core_reconnects(
+    make_server: Callable[..., SalonServer], user: Callable[..., SalonUser], node: NodeClient
+) -> None:
+    srv = make_server()
+    alice = user("alice")
+    created = alice.json("space", "create", "Book club", "--server", srv.url, "--as", "Alice")
+    node.ok("join", link=created["link"], name="Bob")
+    srv.stop()
+    node.ok("wait_state", state="reconnecting")
+    node.send("sync")  # made while reconnecting: waits instead of failing
+    srv.start(port=srv.port)
+    assert names(node.receive("sync")["ok"]) == {"Alice": "owner", "Bob": "member"}
+    assert node.ok("wait_state", state="online")[-2:] == ["reconnecting", "online"]
+    # Events flow on the new session: Alice's role change reaches the web client.
+    alice.run("role", created["space_id"], "Bob", "moderator")
+    assert node.ok("wait_role", role="moderator") == "moderator"
 
 
 def test_web_core_unreachable(node: NodeClient) -> None:

@@ -79,6 +79,11 @@ const handlers: { [op: string]: (c: Command) => Promise<unknown> } = {
     return { epoch: r.epoch, held: client().spaceKey(r.epoch) !== undefined };
   },
   list: async () => spaces.list(),
+  sync: async () => {
+    await client().sync();
+    return members();
+  },
+  wait_state: async (c) => until(() => (client().connectionState() === c["state"] ? states : undefined)),
   states: async () => states,
 };
 
