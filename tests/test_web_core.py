@@ -183,10 +183,10 @@ def test_web_core_with_cli(
     alice.run("invite", "revoke", space, revoked.split("/join/")[1].split("#")[0])
     assert node.error("preview", link=revoked)["kind"] == "revoked"
 
-    # Alice kicks Bob with the CLI: the web client reports Removed and stops.
-    alice.run("kick", space, "Bob")
+    # Alice bans Bob with the CLI: the web client reports Removed and stops.
+    alice.run("kick", space, "Bob", "--ban")
     removed = node.ok("wait_removed")
-    assert removed["how"] == "kicked" and removed["state"] == "closed"
+    assert removed["how"] == "banned" and removed["state"] == "closed"
     assert node.error("list_invites")["name"] == "Removed"
 
 
@@ -206,6 +206,16 @@ def test_web_core_reconnects(
     # Events flow on the new session: Alice's role change reaches the web client.
     alice.run("role", created["space_id"], "Bob", "moderator")
     assert node.ok("wait_role", role="moderator") == "moderator"
+
+    # A new display name from the web client reaches the CLI; then Bob leaves and is forgotten.
+    node.ok("set_profile", name="Robert")
+    assert names(alice.json("members", created["space_id"])) == {
+        "Alice": "owner",
+        "Robert": "moderator",
+    }
+    node.ok("leave")
+    assert node.ok("list") == []
+    assert names(alice.json("members", created["space_id"])) == {"Alice": "owner"}
 
 
 def test_web_core_unreachable(node: NodeClient) -> None:

@@ -16,6 +16,7 @@ type Command = { op: string; [key: string]: unknown };
 
 const spaces = await Spaces.open({ store: new MemorySlotStore(), device: await generateDeviceKey() });
 let current: SpaceClient | null = null;
+let currentSlot = "";
 let removed: Removed | null = null;
 const states: string[] = [];
 
@@ -57,6 +58,7 @@ const handlers: { [op: string]: (c: Command) => Promise<unknown> } = {
   join: async (c) => {
     const result = await spaces.join(c["link"] as string, c["name"] as string);
     watch(result.client);
+    currentSlot = result.slot;
     return { space_id: result.spaceId, name: result.spaceName, slot: result.slot };
   },
   info: async () => ({ ...(await client().info()), role: client().myRole(), may_invite: client().mayInvite(), state: client().connectionState() }),
@@ -79,6 +81,7 @@ const handlers: { [op: string]: (c: Command) => Promise<unknown> } = {
     return { epoch: r.epoch, held: client().spaceKey(r.epoch) !== undefined };
   },
   list: async () => spaces.list(),
+  leave: async () => spaces.leave(currentSlot),
   sync: async () => {
     await client().sync();
     return members();

@@ -32,8 +32,8 @@ import type {
 import type { HeldRoomKey, Membership } from "../keystore/vault.ts";
 import type { Vault } from "../keystore/store.ts";
 import {
-  ClientError, type ConnectionState, type Me, Removed, ServerError, type SpaceContext, UsageError, VerificationError,
-  type WithoutId,
+  ClientError, type ConnectionState, type Me, Removed, ServerError, type SpaceContext, Unreachable, UsageError,
+  VerificationError, type WithoutId,
 } from "./context.ts";
 import { Listeners, type MemberAuth, MemberSession, type SessionOptions } from "./session.ts";
 
@@ -164,6 +164,7 @@ export class SpaceClient implements SpaceContext {
   private queued: Promise<Roster> | null = null;
   private dutiesRunning = false;
   private profileAvatar: Uint8Array | null = null;
+  private leaving = false;
   private saving: Promise<void> = Promise.resolve();
 
   private constructor(
@@ -444,7 +445,29 @@ export class SpaceClient implements SpaceContext {
 
   /** Leave the space (the server ends the session; the caller forgets the membership). */
   async leave(): Promise<void> {
-    await this.appendPlan({ bodies: () => [{ type: "leave" }], resync: false });
+    this.leaving = true;
+    try {
+      await this.appendPlan({ bodies: () => [{ type: "leave" }], resync: false });
+    } catch (err) {
+      if (err instanceof Removed) {
+        // The server ended the session ("left") before its reply arrived.
+      } else if (err instanceof Unreachable) {
+        // The connection dropped with the reply (the server closes it right after a leave):
+        // the session reconnects, and a refused authentication proves we are gone.
+        try {
+          await this.session.request({ type: "get_records", after: this.m.head_seq });
+        } catch (again) {
+          if (!(again instanceof Removed)) throw err;
+          this.markRemoved(new Removed("left", "you left this space"));
+          return;
+        }
+        this.leaving = false;
+        throw err;
+      } else {
+        this.leaving = false;
+        throw err;
+      }
+    }
     this.markRemoved(new Removed("left", "you left this space"));
   }
 
@@ -489,8 +512,9 @@ export class SpaceClient implements SpaceContext {
     else console.error("salon: background sync failed", err);
   }
 
-  private markRemoved(err: Removed): void {
+  private markRemoved(removal: Removed): void {
     if (this.removedError !== null) return;
+    const err = this.leaving ? new Removed("left", "you left this space") : removal;
     this.removedError = err;
     this.session.removed(err);
     this.removedListeners.emit(err);
