@@ -13,6 +13,7 @@ import queue
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,13 @@ def test_web_core_with_cli(
     revoked = alice.json("invite", "create", space, "--uses", "3")["link"]
     alice.run("invite", "revoke", space, revoked.split("/join/")[1].split("#")[0])
     assert node.error("preview", link=revoked)["kind"] == "revoked"
+
+    # An expired link has its own error (polled: it expires a second after it is made).
+    short = alice.json("invite", "create", space, "--expires", "1s")["link"]
+    deadline = time.monotonic() + 30
+    while (kind := node.ask("preview", link=short).get("kind")) != "expired":
+        assert time.monotonic() < deadline, f"the link never expired ({kind})"
+        time.sleep(0.2)  # poll gently: previews count against the join-attempt limit
 
     # Alice bans Bob with the CLI: the web client reports Removed and stops.
     alice.run("kick", space, "Bob", "--ban")
