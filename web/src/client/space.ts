@@ -802,12 +802,45 @@ export class SpaceClient implements SpaceContext {
     throw new ServerError("conflict", "the space is changing too fast; try again");
   }
 
-  /** Write keys, head, name and invite secrets to the vault slot (writes take turns). */
+  /**
+   * Write keys, head, name and invite secrets to the vault slot (writes take turns). What is
+   * stored is merged in first, as the CLI's keystore does, so another tab of the app with the
+   * same membership open loses nothing: keys and invite secrets are united, the oldest room-key
+   * generation kept, the newer head kept.
+   */
   private persist(): Promise<void> {
-    this.m.space_keys = [...this.keys].sort(([a], [b]) => a - b).map(([epoch, key]) => ({ epoch, key }));
-    const snapshot: Membership = { ...this.m, space_keys: [...this.m.space_keys], room_keys: [...this.m.room_keys] };
-    const run = this.saving.then(() => this.vault.update(this.slot, snapshot));
+    const run = this.saving.then(async () => {
+      let stored: Membership | null = null;
+      try {
+        stored = await this.vault.get(this.slot);
+      } catch {
+        stored = null;
+      }
+      if (stored !== null) this.merge(stored);
+      this.m.space_keys = [...this.keys].sort(([a], [b]) => a - b).map(([epoch, key]) => ({ epoch, key }));
+      await this.vault.update(this.slot, { ...this.m, space_keys: [...this.m.space_keys], room_keys: [...this.m.room_keys] });
+    });
     this.saving = run.catch(() => undefined);
     return run;
+  }
+
+  private merge(stored: Membership): void {
+    if (stored.space_id !== this.m.space_id || !equal(stored.signing_seed, this.m.signing_seed)) return;
+    for (const { epoch, key } of stored.space_keys) if (!this.keys.has(epoch) && !this.bad.has(epoch)) this.keys.set(epoch, key);
+    for (const k of stored.room_keys) {
+      const i = this.m.room_keys.findIndex((h) => h.room_id === k.room_id && h.epoch === k.epoch);
+      if (i < 0) this.m.room_keys.push(k);
+      else if (k.generation < this.m.room_keys[i]!.generation) this.m.room_keys[i] = k;
+    }
+    const secrets = this.m.invite_secrets ?? [];
+    for (const held of stored.invite_secrets ?? []) {
+      if (!secrets.some((s) => s.invite_id === held.invite_id)) secrets.push(held);
+    }
+    this.m.invite_secrets = secrets;
+    if (stored.head_seq > this.m.head_seq) {
+      this.m.head_seq = stored.head_seq;
+      this.m.head_hash = stored.head_hash;
+    }
+    if (stored.pending_key === null || stored.pending_key === undefined) this.m.pending_key = null;
   }
 }
