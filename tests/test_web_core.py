@@ -179,6 +179,21 @@ def test_web_core_with_cli(
     assert names(alice.json("members", space)) == {"Alice": "owner", "Bob": "moderator"}
     assert "error" in carol.run("members", space, check=False).stderr
 
+    # Dave (CLI) joins and leaves: Bob's open web client completes the rekey the departure
+    # needs (its key duty), and Alice's CLI takes the new key from Bob's envelope.
+    dave, erin = user("dave"), user("erin")
+    dave.run("join", alice.json("invite", "create", space)["link"], "--as", "Dave")
+    node.ok("wait_member", name="Dave")
+    dave.run("leave", space)
+    assert node.ok("wait_epoch", epoch=2) == {"epoch": 2, "held": True, "rekey_by_me": True}
+    assert names(alice.json("members", space)) == {"Alice": "owner", "Bob": "moderator"}
+    # Erin (CLI) joins and Alice (CLI) removes her: Bob's client opens Alice's envelope.
+    erin.run("join", alice.json("invite", "create", space)["link"], "--as", "Erin")
+    node.ok("wait_member", name="Erin")
+    alice.run("kick", space, "Erin")
+    assert node.ok("wait_epoch", epoch=3) == {"epoch": 3, "held": True, "rekey_by_me": False}
+    assert names(node.ok("members")) == {"Alice": "owner", "Bob": "moderator"}
+
     # A revoked link has its own error too.
     revoked = alice.json("invite", "create", space, "--uses", "3")["link"]
     alice.run("invite", "revoke", space, revoked.split("/join/")[1].split("#")[0])

@@ -80,6 +80,12 @@ const handlers: { [op: string]: (c: Command) => Promise<unknown> } = {
     const r = client().roster();
     return { epoch: r.epoch, held: client().spaceKey(r.epoch) !== undefined };
   },
+  wait_epoch: async (c) => until(() => {
+    const r = client().roster();
+    return r.epoch >= (c["epoch"] as number) && client().spaceKey(r.epoch) !== undefined
+      ? { epoch: r.epoch, held: true, rekey_by_me: r.rekeyAuthors.get(r.epoch) === [...client().me.memberKey].map((b) => b.toString(16).padStart(2, "0")).join("") }
+      : undefined;
+  }),
   list: async () => spaces.list(),
   leave: async () => spaces.leave(currentSlot),
   sync: async () => {
