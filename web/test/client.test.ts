@@ -18,7 +18,9 @@ import {
   websocketUrl,
 } from "../src/client/session.ts";
 import { Invitation, JoinError, joinErrorOf } from "../src/client/join.ts";
-import { type MemberView, linksKnownTo, shouldRekey, sortMembers, wantedEpochs } from "../src/client/space.ts";
+import {
+  type MemberView, linksKnownTo, mayInvite, mayModerate, rolesFor, shouldRekey, sortMembers, wantedEpochs,
+} from "../src/client/space.ts";
 import { LinkError, SealError } from "../src/protocol/invites.ts";
 
 // ---- back-off ----
@@ -179,6 +181,28 @@ test("rekey duty and wanted epochs follow the roster and the keys held (§9.2, �
   assert.deepEqual(wantedEpochs(chain.roster, new Map([[1, randomBytes(32)]])), []);
   await chain.add(owner, { type: "rekey", epoch: 2, prev_epoch: 0, prev_box: randomBytes(72) });
   assert.deepEqual(wantedEpochs(chain.roster, held0), [2]); // the repair stepped over epoch 1
+});
+
+test("permissions: who may invite, moderate whom, and give which roles (§7)", async () => {
+  const { chain, owner } = await space();
+  const secret = await invite(chain, owner, "inviteAAAAAAAAAA", 5);
+  const bob = await join(chain, "inviteAAAAAAAAAA", secret);
+  const carol = await join(chain, "inviteAAAAAAAAAA", secret);
+  const dave = await join(chain, "inviteAAAAAAAAAA", secret);
+  await chain.add(owner, { type: "role", member: bob.memberKey, role: "moderator" });
+  await chain.add(owner, { type: "role", member: dave.memberKey, role: "moderator" });
+  const r = chain.roster;
+  const [o, b, c, d] = [owner, bob, carol, dave].map((x) => toHex(x.memberKey)) as [string, string, string, string];
+  assert.deepEqual([mayInvite(r, o), mayInvite(r, b), mayInvite(r, c), mayInvite(r, "00")], [true, true, false, false]);
+  assert.equal(mayModerate(r, o), true);
+  assert.equal(mayModerate(r, c), false);
+  assert.equal(mayModerate(r, b, c), true);
+  assert.equal(mayModerate(r, b, d), false); // a moderator does not outrank a moderator
+  assert.equal(mayModerate(r, b, o), false);
+  assert.equal(mayModerate(r, o, o), false);
+  assert.deepEqual(rolesFor(r, o, b), ["member", "owner"]);
+  assert.deepEqual(rolesFor(r, b, c), ["moderator"]);
+  assert.deepEqual(rolesFor(r, c, b), []);
 });
 
 test("members sort like the CLI: owners, moderators, members; then name, then fingerprint", () => {

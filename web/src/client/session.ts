@@ -349,6 +349,7 @@ export class MemberSession {
     }
     session.adopt(conn);
     session.setState("online");
+    session.listenOnline();
     return session;
   }
 
@@ -403,6 +404,17 @@ export class MemberSession {
     if (this.finalError !== null) return;
     this.finish(err);
     this.removals.emit(err);
+  }
+
+  private stopListening: (() => void) | null = null;
+
+  /** In a browser: when the device comes back online, reconnect at once. */
+  private listenOnline(): void {
+    const target = globalThis as { addEventListener?: (type: string, f: () => void) => void; removeEventListener?: (type: string, f: () => void) => void };
+    if (typeof target.addEventListener !== "function" || typeof target.removeEventListener !== "function") return;
+    const handler = (): void => this.reconnectNow();
+    target.addEventListener("online", handler);
+    this.stopListening = () => target.removeEventListener?.("online", handler);
   }
 
   private whenOnline(): Promise<void> {
@@ -499,6 +511,8 @@ export class MemberSession {
     const conn = this.conn;
     this.conn = null;
     conn?.close();
+    this.stopListening?.();
+    this.stopListening = null;
     this.setState("closed");
   }
 }

@@ -111,6 +111,32 @@ export function linksKnownTo(r: Roster, member: string, now: number = nowSeconds
   return out;
 }
 
+/** Owners and moderators create, list and revoke invites (§7 "invite"). */
+export function mayInvite(r: Roster, me: string): boolean {
+  const role = r.members.get(me)?.role;
+  return role !== undefined && rank(role) >= rank("moderator");
+}
+
+/**
+ * Whether `me` may change a member's role or remove it (§7 "role", "remove": outrank the
+ * target, never oneself); without a target, whether `me` moderates at all.
+ */
+export function mayModerate(r: Roster, me: string, target?: string): boolean {
+  const role = r.members.get(me)?.role;
+  if (role === undefined || rank(role) < rank("moderator")) return false;
+  if (target === undefined) return true;
+  const other = r.members.get(target);
+  return other !== undefined && target !== me && rank(role) > rank(other.role);
+}
+
+/** The roles `me` may give `target`: none unless it may moderate it; at most its own rank. */
+export function rolesFor(r: Roster, me: string, target: string): Role[] {
+  if (!mayModerate(r, me, target)) return [];
+  const mine = rank(r.members.get(me)!.role);
+  const current = r.members.get(target)!.role;
+  return (["member", "moderator", "owner"] as const).filter((role) => rank(role) <= mine && role !== current);
+}
+
 /** Whether we should append a rekey (§9.2 `_should_rekey`) given the keys we hold. */
 export function shouldRekey(r: Roster, me: string, held: ReadonlyMap<number, Uint8Array>): boolean {
   return mayRekey(r, me) && (needsRekey(r) || !held.has(r.epoch)) && [...held.keys()].some((e) => e <= r.epoch);
@@ -353,18 +379,17 @@ export class SpaceClient implements SpaceContext {
 
   /** Owners and moderators create, list and revoke invites. */
   mayInvite(): boolean {
-    const role = this.myRole();
-    return role !== null && rank(role) >= rank("moderator");
+    return mayInvite(this.roster(), this.meHex);
   }
 
   /** Whether we may change `target`'s role or remove it (any member if no target is given). */
   mayModerate(target?: Uint8Array | string): boolean {
-    const role = this.myRole();
-    if (role === null || rank(role) < rank("moderator")) return false;
-    if (target === undefined) return true;
-    const id = typeof target === "string" ? target : toHex(target);
-    const other = this.roster().members.get(id);
-    return other !== undefined && id !== this.meHex && rank(role) > rank(other.role);
+    return mayModerate(this.roster(), this.meHex, target === undefined ? undefined : typeof target === "string" ? target : toHex(target));
+  }
+
+  /** The roles we may give `target` (§7 "role": above none of ours, not the target's own). */
+  rolesFor(target: Uint8Array | string): Role[] {
+    return rolesFor(this.roster(), this.meHex, typeof target === "string" ? target : toHex(target));
   }
 
   /** The display name this identity uses here. */
