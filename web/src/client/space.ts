@@ -209,9 +209,13 @@ export class SpaceClient implements SpaceContext {
       if (event.type === "record_added") this.sync().catch((err) => this.backgroundError(err));
     });
     session.onReconnect(() => {
+      // Catch up on the chain first, then let followers resubscribe (even if the sync failed:
+      // their own requests will say why).
       this.sync()
-        .then(() => this.reconnectListeners.emit())
-        .catch((err) => this.backgroundError(err));
+        .catch((err) => this.backgroundError(err))
+        .finally(() => {
+          if (this.removedError === null) this.reconnectListeners.emit();
+        });
     });
     session.onRemoved((err) => this.markRemoved(err));
   }
