@@ -562,6 +562,11 @@ export class SpaceClient implements SpaceContext {
       this.dutiesRunning = true;
       try {
         await this.duties(r);
+      } catch (err) {
+        // A duty that fails now (rate limited, a lost connection) is tried on the next sync;
+        // it never makes the sync, or opening the space, fail.
+        if (err instanceof Removed || !(err instanceof ClientError)) throw err;
+        this.warn(`a key duty could not be done yet: ${err.message}`);
       } finally {
         this.dutiesRunning = false;
       }
