@@ -850,7 +850,9 @@ export class SpaceClient implements SpaceContext {
       } catch {
         stored = null;
       }
-      if (stored !== null) this.merge(stored);
+      // A slot that is gone (the membership was forgotten after leaving) is not written again.
+      if (stored === null) return;
+      this.merge(stored);
       this.m.space_keys = [...this.keys].sort(([a], [b]) => a - b).map(([epoch, key]) => ({ epoch, key }));
       await this.vault.update(this.slot, { ...this.m, space_keys: [...this.m.space_keys], room_keys: [...this.m.room_keys] });
     });
