@@ -111,6 +111,16 @@ export function linksKnownTo(r: Roster, member: string, now: number = nowSeconds
   return out;
 }
 
+/** An invite seal (§8.3): the space key of `epoch` under the link's seal key, and its preview. */
+export async function makeInviteSeal(link: InviteLink, epoch: number, key: Uint8Array, preview: InvitePreview): Promise<InviteSeal> {
+  return {
+    invite_id: link.inviteId,
+    epoch,
+    sealed: await sealSpaceKey(await inviteSealKey(link.secret, link.inviteId), { space_id: preview.space_id, epoch, key }, randomBytes(24)),
+    preview: await sealPreview(await invitePreviewKey(link.secret, link.inviteId), preview, randomBytes(24)),
+  };
+}
+
 /** Owners and moderators create, list and revoke invites (§7 "invite"). */
 export function mayInvite(r: Roster, me: string): boolean {
   const role = r.members.get(me)?.role;
@@ -735,13 +745,7 @@ export class SpaceClient implements SpaceContext {
   }
 
   private async sealInvite(link: InviteLink, epoch: number, key: Uint8Array, preview?: InvitePreview): Promise<InviteSeal> {
-    const p = preview ?? (await this.invitePreview());
-    return {
-      invite_id: link.inviteId,
-      epoch,
-      sealed: await sealSpaceKey(await inviteSealKey(link.secret, link.inviteId), { space_id: this.spaceId, epoch, key }, randomBytes(24)),
-      preview: await sealPreview(await invitePreviewKey(link.secret, link.inviteId), p, randomBytes(24)),
-    };
+    return makeInviteSeal(link, epoch, key, preview ?? (await this.invitePreview()));
   }
 
   /** Fresh seals under `key` for our live invites (those whose secret this device holds). */
