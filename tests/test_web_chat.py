@@ -11,6 +11,7 @@ keys to a newcomer while no CLI user runs anything.
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +33,6 @@ class ChatNode(NodeClient):
 
     def __init__(self) -> None:  # NodeClient's reader, ask/ok/error and close are reused
         import queue
-        import threading
 
         self.proc = subprocess.Popen(
             ["node", "scripts/chat_e2e.mjs"],
@@ -198,6 +198,25 @@ def test_web_chat_with_cli(
     # Her post made while she could publish still verifies afterwards, on both sides.
     assert ("Carol", "Carol, now a publisher") in texts(read(alice, space, "news"))
     assert "Carol, now a publisher" in [i.get("text") for i in web.ok("history", room="news")]
+
+    # The server restarts: a message sent from the page while it is down goes out once it is
+    # back (same client id: once), and the follower resumes from its last seq.
+    server.stop()
+    offline: dict[str, Any] = {}
+    sender = threading.Thread(
+        target=lambda: offline.update(web.ok("send", room="general", text="sent while offline"))
+    )
+    sender.start()
+    server.start(port=server.port)
+    sender.join(timeout=60)
+    assert offline.get("seq") is not None
+    alice.run("send", space, "general", "after the restart")
+    web.ok("wait_text", room="general", text="after the restart")
+    web.ok("wait_text", room="general", text="sent while offline")
+    said = [r["text"] for r in read(alice, space, "general")]
+    assert said.count("sent while offline") == 1 and said[-1] == "after the restart"
+    seqs = [i["seq"] for i in web.ok("items", room="general")]
+    assert seqs == sorted(set(seqs))  # nothing twice, in order
 
     # The one-minute message leaves the page when its time comes, and the CLI's view.
     web.ok("wait_expired", room="general", seq=fleeting["seq"], timeout=120_000)
