@@ -8,7 +8,7 @@ import { Rooms, RoomKeyRefused, RoomKeyUnavailable, UNREADABLE_NAME } from "../s
 import { Chat, ReplayGuard, RoomReader, fetchAfter, visibleUntil, type ReadItem } from "../src/client/chat.ts";
 import { FORK_WARNING, epochProblem, headProblem } from "../src/client/forks.ts";
 import { StoriesClient, StoryReader } from "../src/client/stories.ts";
-import { boundedSize, isJpeg } from "../src/client/images.ts";
+import { boundedSize, isJpeg, stripJpegMetadata } from "../src/client/images.ts";
 import { FakeContext, people } from "./fakectx.ts";
 import { flip, vectors } from "./kat.ts";
 
@@ -295,4 +295,18 @@ test("images: bounded sizes as client/images.py rounds them; JPEG sniffing", () 
   assert.deepEqual(boundedSize(10000, 1, 320), { width: 320, height: 1 });
   assert.equal(isJpeg(new Uint8Array([0xff, 0xd8, 0xff, 0xe0])), true);
   assert.equal(isJpeg(new Uint8Array([0x89, 0x50, 0x4e, 0x47])), false);
+});
+
+test("images: stripJpegMetadata drops APP1–APP15 and COM before the scan, keeps JFIF and the picture", () => {
+  const seg = (marker: number, body: number[]): number[] => [0xff, marker, 0, body.length + 2, ...body];
+  const jpeg = new Uint8Array([
+    0xff, 0xd8, ...seg(0xe0, [0x4a, 0x46]), ...seg(0xe1, [0x45, 0x78, 0x69, 0x66]), ...seg(0xe2, [1, 2, 3]),
+    ...seg(0xfe, [0x68, 0x69]), ...seg(0xdb, [9, 9]), ...seg(0xda, [7]), 0x12, 0xff, 0xe1, 0x34, 0xff, 0xd9,
+  ]);
+  const out = stripJpegMetadata(jpeg);
+  assert.deepEqual([...out], [
+    0xff, 0xd8, ...seg(0xe0, [0x4a, 0x46]), ...seg(0xdb, [9, 9]), ...seg(0xda, [7]), 0x12, 0xff, 0xe1, 0x34, 0xff, 0xd9,
+  ]);
+  assert.throws(() => stripJpegMetadata(new Uint8Array([0xff, 0xd8, 0xff, 0xe1, 0, 200, 1])), /malformed/);
+  assert.throws(() => stripJpegMetadata(new Uint8Array([0x89, 0x50, 0x4e, 0x47])), /not a JPEG/);
 });
