@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { fromHex, toHex } from "../src/protocol/bytes.ts";
 import { sealMessage, type MessageHeader } from "../src/protocol/messages.ts";
 import type { ChatMessage, StoryInfo } from "../src/protocol/chat_wire.ts";
-import { decodeEnvelope } from "../src/protocol/sealed.ts";
+import { decodeEnvelope, openEnvelope } from "../src/protocol/sealed.ts";
+import { roomKeyCommit } from "../src/protocol/roomkeys.ts";
 import { Rooms, RoomKeyRefused, RoomKeyUnavailable, UNREADABLE_NAME } from "../src/client/rooms.ts";
 import { Chat, ReplayGuard, RoomReader, fetchAfter, visibleUntil, type ReadItem } from "../src/client/chat.ts";
 import { FORK_WARNING, epochProblem, headProblem } from "../src/client/forks.ts";
@@ -309,4 +310,28 @@ test("images: stripJpegMetadata drops APP1–APP15 and COM before the scan, keep
   ]);
   assert.throws(() => stripJpegMetadata(new Uint8Array([0xff, 0xd8, 0xff, 0xe1, 0, 200, 1])), /malformed/);
   assert.throws(() => stripJpegMetadata(new Uint8Array([0x89, 0x50, 0x4e, 0x47])), /not a JPEG/);
+});
+
+test("room keys: the maker rule — make, commit and seal the current epoch's key; keep nothing if refused", async () => {
+  const refused = await FakeContext.of("alice");
+  refused.handlers.set("get_envelopes", () => ({ type: "envelopes", envelopes: [] }));
+  await assert.rejects(new Rooms(refused).key(ROOM), RoomKeyUnavailable); // someone else committed first
+  assert.deepEqual(refused.keys, []);
+  assert.ok(refused.syncs >= 1);
+
+  const ctx = await FakeContext.of("alice");
+  ctx.handlers.set("get_envelopes", () => ({ type: "envelopes", envelopes: [] }));
+  ctx.appendImpl = async () => {};
+  const key = await new Rooms(ctx).key(ROOM);
+  assert.equal(ctx.roster().epoch, 1);
+  assert.deepEqual(ctx.keys.map((k) => [k.room_id, k.epoch, k.generation]), [[ROOM, 1, 0]]);
+  const [{ bodies, envelopes }] = ctx.appended as [(typeof ctx.appended)[number]];
+  assert.equal(bodies.length, 1);
+  const commit = bodies[0] as { type: string; epoch: number; generation: number; commit: Uint8Array };
+  assert.deepEqual([commit.type, commit.epoch, commit.generation], ["room_key", 1, 0]);
+  assert.equal(toHex(commit.commit), toHex(await roomKeyCommit(v.space_id, ROOM, 1, 0, key)));
+  assert.deepEqual(envelopes.map((e) => toHex(e.recipient)).sort(), [people.alice.member_key, people.bob.member_key].sort());
+  const forBob = envelopes.find((e) => toHex(e.recipient) === people.bob.member_key)!;
+  const sealed = await openEnvelope(forBob, v.space_id, ROOM, fromHex(people.bob.box_secret), fromHex(people.alice.box_key));
+  assert.equal(toHex(sealed.key), toHex(key));
 });
