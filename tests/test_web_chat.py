@@ -99,6 +99,7 @@ def test_web_chat_with_cli(
     before = [i for i in backlog if i["kind"] != "shown"]  # said before he joined: unreadable
     assert [(i["kind"], i["seq"]) for i in before] == [("unreadable", 1)]
     assert "history is closed" in before[0]["reason"]
+    assert before[0]["summary"] == "Sent before you joined, so it can't be read here."
     alice.run("send", space, "general", "Live from the terminal")
     live = web.ok("wait_text", room="general", text="Live from the terminal")
     assert (live["sender"], live["mine"], live["visible_until"]) == ("Alice", False, None)

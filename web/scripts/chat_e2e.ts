@@ -55,7 +55,7 @@ async function memberKey(name: string): Promise<Uint8Array> {
 
 const plain = (item: ReadItem): unknown => (item.kind === "shown"
   ? { kind: item.kind, seq: item.seq, text: item.text, sender: item.senderName, fingerprint: item.fingerprint, mine: item.mine, visible_until: item.visibleUntil }
-  : { kind: item.kind, seq: item.seq, reason: item.reason, forked: item.forked, fingerprint: item.fingerprint });
+  : { kind: item.kind, seq: item.seq, reason: item.reason, summary: item.summary, forked: item.forked, fingerprint: item.fingerprint });
 
 const view = (v: RoomView): unknown => ({ room_id: v.roomId, name: v.name, kind: v.kind, history: v.history, ttl: v.ttl, may_post: v.mayPost });
 

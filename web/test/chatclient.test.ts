@@ -140,6 +140,7 @@ test("reader: no key on this device is reported unreadable, not dropped", async 
   const older = await r.open(await message("alice", { seq: 2, generation: 1, key: roomKeyG2 }), NOW);
   assert.ok(older !== null && older.kind === "unreadable");
   assert.match((older as { reason: string }).reason, /history is closed/);
+  assert.equal((older as { summary: string }).summary, "Sent before you joined, so it can't be read here.");
 });
 
 test("room keys: open Bob's envelope from Alice (checked against the commitment); refuse the relabelled one", async () => {
@@ -275,6 +276,7 @@ test("stories: the vector story (Alice, head #11) views, and its image and thumb
   const listed = await stories.list(ROOM);
   assert.equal(listed.stories.length, 0); // expired by now
   assert.deepEqual(listed.skipped.map((x) => x.reason), ["it is listed twice (a replay)"]);
+  assert.equal(listed.skipped[0]!.summary, "Hidden: a repeated copy of an earlier story.");
   await assert.rejects(new StoryReader(ctx, new Rooms(ctx)).view({ ...info, meta: flip(info.meta, 50) }), /does not verify/);
   await assert.rejects(new StoryReader(ctx, new Rooms(ctx)).view({ ...info, sender: fromHex(people.bob.member_key) }), /does not verify/);
 });
