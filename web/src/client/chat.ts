@@ -195,6 +195,11 @@ export class RoomReader {
     this.names.clear();
   }
 
+  /** Drops cached display names (a profile may have changed). */
+  forgetNames(): void {
+    this.names.clear();
+  }
+
   private async fp(senderHex: string, sender: Uint8Array): Promise<string> {
     let out = this.fingerprints.get(senderHex);
     if (out === undefined) {
@@ -298,6 +303,7 @@ export class Follower {
   start(): Promise<void> {
     this.offs.push(this.ctx.onEvent((event) => this.onEvent(event)));
     this.offs.push(this.ctx.onReconnect(() => void this.enqueue(() => this.catchUp())));
+    this.offs.push(this.ctx.onRoster(() => this.reader.forgetNames()));
     return this.enqueue(() => this.catchUp());
   }
 
