@@ -60,8 +60,8 @@ export interface SpaceVM {
   readonly rooms: readonly RoomVM[];
   readonly members: readonly MemberVM[];
   readonly invites: readonly InviteVM[];
-  /** Whether this browser's key store asks for a passphrase. */
-  readonly passphrase: boolean;
+  /** Whether this browser's key store asks for a passphrase (null: cannot be changed here). */
+  readonly passphrase: boolean | null;
 }
 
 export interface MessageVM {
@@ -76,6 +76,8 @@ export interface MessageVM {
   readonly expiresAt: number | null;
   /** Still on its way to the server. */
   readonly pending: boolean;
+  /** A message that cannot be shown (no key here, or a failed check): `text` says so plainly. */
+  readonly hidden: boolean;
 }
 
 export interface StoryVM {
@@ -117,6 +119,8 @@ export interface AppState {
   readonly locked: boolean;
   readonly spaces: readonly SpaceCardVM[];
   readonly space: Readonly<Record<string, SpaceVM>>;
+  /** Why a space could not be opened yet (plain words; it is retried), by slot. */
+  readonly spaceErrors: Readonly<Record<string, string>>;
   /** Keyed by `${slot}/${roomId}`. */
   readonly rooms: Readonly<Record<string, RoomLiveVM>>;
 }
@@ -160,7 +164,7 @@ export interface Intents {
 type Listener = () => void;
 
 export class Store {
-  #state: AppState = { ready: false, startError: null, locked: false, spaces: [], space: {}, rooms: {} };
+  #state: AppState = { ready: false, startError: null, locked: false, spaces: [], space: {}, spaceErrors: {}, rooms: {} };
   readonly #listeners = new Set<Listener>();
 
   get state(): AppState {

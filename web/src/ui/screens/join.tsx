@@ -94,7 +94,7 @@ export function JoinScreen({ inviteId }: { inviteId: string }): JSX.Element {
         <p class="muted">
           {preview.inviter ? <>Invited by <strong>{preview.inviter}</strong>. </> : null}
           {preview.role !== "member" ? <>You will join as {preview.role}. </> : null}
-          This link works until {new Date(preview.expiresAt).toLocaleDateString()} ({expiresIn(preview.expiresAt, Date.now())}).
+          This link expires {expiresIn(preview.expiresAt, Date.now())}.
         </p>
         <label class="field">
           <span>Your name in this space</span>

@@ -83,7 +83,7 @@ function MessageList({ live, channel }: { live: RoomLiveVM; channel: boolean }):
     const newDay = previous === undefined || day(previous.at, now) !== day(message.at, now);
     if (newDay) items.push(<li class="day" key={`day-${message.id}`}><span>{day(message.at, now)}</span></li>);
     if (message.id === live.firstUnread) items.push(<li class="new-marker" key="new" role="separator" aria-label="New messages"><span>New messages</span></li>);
-    const first = newDay || message.id === live.firstUnread || previous === undefined || previous.authorKey !== message.authorKey || message.at - previous.at > GROUP_GAP;
+    const first = newDay || message.id === live.firstUnread || previous === undefined || previous.hidden || previous.authorKey !== message.authorKey || message.at - previous.at > GROUP_GAP;
     items.push(<MessageItem key={message.id} message={message} first={first} now={now} />);
     previous = message;
   }
@@ -106,6 +106,14 @@ function MessageList({ live, channel }: { live: RoomLiveVM; channel: boolean }):
 }
 
 function MessageItem({ message, first, now }: { message: MessageVM; first: boolean; now: number }): JSX.Element {
+  if (message.hidden) {
+    return (
+      <li class="message message-first message-hidden">
+        <div class="message-gutter" />
+        <p class="message-body muted small">{message.text}</p>
+      </li>
+    );
+  }
   const left = message.expiresAt !== null ? timeLeft(message.expiresAt, now) : "";
   return (
     <li class={`message${first ? " message-first" : ""}${message.mine ? " message-mine" : ""}${message.pending ? " message-pending" : ""}`}>

@@ -22,7 +22,7 @@ export function SettingsScreen({ space }: { space: SpaceVM }): JSX.Element {
       <PanelHeader space={space} title="Settings" />
       <div class="panel-scroll">
         <Profile space={space} />
-        <Passphrase space={space} />
+        {space.passphrase !== null ? <Passphrase space={space} passphrase={space.passphrase} /> : null}
         <AppCode />
         <Leave space={space} />
       </div>
@@ -63,7 +63,7 @@ function Profile({ space }: { space: SpaceVM }): JSX.Element {
   );
 }
 
-function Passphrase({ space }: { space: SpaceVM }): JSX.Element {
+function Passphrase({ passphrase: has }: { space: SpaceVM; passphrase: boolean }): JSX.Element {
   const { intents } = useEnv();
   // The passphrase stays in the input elements (uncontrolled), never in component state.
   const first = useRef<HTMLInputElement>(null);
@@ -98,7 +98,7 @@ function Passphrase({ space }: { space: SpaceVM }): JSX.Element {
       <h2>Passphrase for this browser</h2>
       <p class="muted small">Optional. Your keys are already locked to this browser; with a passphrase, someone using this computer also needs it to open your spaces. If you forget it, you lose access here.</p>
       <label class="field">
-        <span>{space.passphrase ? "New passphrase" : "Passphrase"}</span>
+        <span>{has ? "New passphrase" : "Passphrase"}</span>
         <input ref={first} type="password" autocomplete="new-password" minLength={8} required />
       </label>
       <label class="field">
@@ -107,8 +107,8 @@ function Passphrase({ space }: { space: SpaceVM }): JSX.Element {
       </label>
       {status !== null ? <p role="status">{status}</p> : null}
       <div class="button-row">
-        <button type="submit" class="button button-primary" disabled={busy}>{space.passphrase ? "Change passphrase" : "Set passphrase"}</button>
-        {space.passphrase ? <button type="button" class="button" disabled={busy} onClick={() => apply(null)}>Remove passphrase</button> : null}
+        <button type="submit" class="button button-primary" disabled={busy}>{has ? "Change passphrase" : "Set passphrase"}</button>
+        {has ? <button type="button" class="button" disabled={busy} onClick={() => apply(null)}>Remove passphrase</button> : null}
       </div>
     </form>
   );

@@ -24,12 +24,14 @@ export function SpaceScreen({ route }: { route: SpaceRoute }): JSX.Element {
   const { store, intents } = useEnv();
   const space = useStore(store, (s) => s.space[route.slot]);
   const known = useStore(store, (s) => s.spaces.some((card) => card.slot === route.slot));
+  const problem = useStore(store, (s) => s.spaceErrors[route.slot]);
   useEffect(() => {
     intents.openSpace(route.slot);
   }, [route.slot]);
 
   if (space === undefined) {
     if (!known) return <Message title="This space is not on this browser" text="You may have joined it on another device or browser. Open an invitation link to join here." home />;
+    if (problem !== undefined) return <Message title="Opening the space…" text={problem} busy />;
     return <Message title="Opening the space…" text="Connecting and checking the latest changes." busy />;
   }
   if (space.removed !== null) return <RemovedScreen space={space} />;
@@ -188,11 +190,34 @@ function NewRoom({ space, onClose }: { space: SpaceVM; onClose: () => void }): J
 }
 
 function RemovedScreen({ space }: { space: SpaceVM }): JSX.Element {
+  const { intents } = useEnv();
+  const [busy, setBusy] = useState(false);
   const text =
     space.removed === "banned"
       ? "You were removed from this space and can't rejoin it. What you could read before stays on this device until you remove the space."
       : space.removed === "left"
         ? "You left this space. You can join again only with a new invitation."
         : "You were removed from this space. You won't be able to read anything new. Ask for a new link if this was a mistake.";
-  return <Message title={space.removed === "left" ? `You left ${space.name}` : `You are no longer in ${space.name}`} text={text} home />;
+  return (
+    <main class="centered">
+      <div class="card narrow">
+        <h1>{space.removed === "left" ? `You left ${space.name}` : `You are no longer in ${space.name}`}</h1>
+        <p>{text}</p>
+        <div class="button-row">
+          <Link href="/" class="button button-primary">Go to your spaces</Link>
+          <button
+            type="button"
+            class="button"
+            disabled={busy}
+            onClick={() => {
+              setBusy(true);
+              intents.leave(space.slot).then(() => navigate("/", { replace: true }), () => setBusy(false));
+            }}
+          >
+            Remove it from this browser
+          </button>
+        </div>
+      </div>
+    </main>
+  );
 }
