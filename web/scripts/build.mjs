@@ -63,7 +63,10 @@ async function main() {
   }
   const result = await build({
     absWorkingDir: web, // every path esbuild records is relative to web/, never absolute
-    entryPoints: ["src/main.tsx"],
+    // The app, and the crypto self-check (its own entry: it runs whatever the app does);
+    // what they share (libsodium) goes into a common chunk, loaded once.
+    entryPoints: ["src/main.tsx", "src/selfcheck.ts"],
+    splitting: true,
     outdir: "out", // virtual: write is false, nothing lands here
     write: false,
     bundle: true,
@@ -89,7 +92,7 @@ async function main() {
     define: { "process.env.NODE_ENV": '"production"' },
     // libsodium's emscripten module names node's `crypto` on a path the browser never takes.
     external: ["crypto", "fs", "path"],
-    metafile: false,
+    metafile: true, // in memory only: which output is an entry (never written)
     logLevel: "warning",
   });
   const outBase = join(web, "out");
@@ -103,12 +106,19 @@ async function main() {
   }
   const paths = Object.keys(files).sort(byPath);
   const hash = bundleHash(files);
-  const scripts = paths.filter((p) => p.endsWith(".js") && p.startsWith("assets/main-"));
+  const outputs = result.metafile.outputs;
+  const entryOf = (path) => outputs[`out/${path}`]?.entryPoint;
+  const scripts = ["src/main.tsx", "src/selfcheck.ts"].map((entry) => {
+    const found = paths.filter((p) => p.endsWith(".js") && entryOf(p) === entry);
+    if (found.length !== 1) throw new Error(`expected one output for ${entry}, got ${found}`);
+    return found[0];
+  });
+  const chunks = paths.filter((p) => p.endsWith(".js") && !scripts.includes(p));
   const styles = paths.filter((p) => p.endsWith(".css"));
-  if (scripts.length !== 1) throw new Error(`expected one entry script, got ${scripts}`);
   const head = [
     `<meta name="salon-bundle" content="${hash}">`,
     ...styles.map((p) => `<link rel="stylesheet" href="/${escapeAttr(p)}">`),
+    ...chunks.map((p) => `<link rel="modulepreload" href="/${escapeAttr(p)}">`),
     ...scripts.map((p) => `<script type="module" src="/${escapeAttr(p)}"></script>`),
   ].join("\n");
   let html = readFileSync(template, "utf8");

@@ -3,6 +3,9 @@
  * needs `'wasm-unsafe-eval'`) signs and verifies, WebCrypto does Ed25519 and X25519. The
  * result goes on `<html data-salon-selfcheck="ok">` (or `"failed"`, with the reason in
  * `data-salon-selfcheck-error`) for the browser tests to read; nothing secret is in it.
+ *
+ * The build (scripts/build.mjs) makes this module an entry of its own, loaded by index.html
+ * beside the app: it runs once on every page, whatever the app does.
  */
 import { ed25519PublicKey, ed25519Sign, ed25519Verify } from "./protocol/crypto.ts";
 
@@ -39,3 +42,5 @@ export async function selfCheck(root: HTMLElement = document.documentElement): P
     return false;
   }
 }
+
+if (typeof document !== "undefined") void selfCheck();
