@@ -76,3 +76,4 @@ def test_shell_on_a_phone_in_dark_firefox(web_server: SalonServer, firefox: Any)
     assert page.evaluate("innerWidth") == 390
     page.screenshot("shell")
     assert page.problems() == []
+
