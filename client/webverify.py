@@ -96,7 +96,10 @@ def build_local(checkout: Path, outdir: Path) -> dict[str, bytes]:
     """Build the bundle from ``checkout`` into ``outdir``; its files by relative path."""
     web = checkout / "web"
     if not (web / "scripts" / "build.mjs").is_file():
-        raise UsageError(f"{checkout} is not a Salon checkout (no web/scripts/build.mjs)")
+        raise UsageError(
+            f"{checkout} is not a Salon checkout (no web/scripts/build.mjs); "
+            "give the one to build with --checkout DIR"
+        )
     npm, node = shutil.which("npm"), shutil.which("node")
     if npm is None or node is None:
         raise WebBuildError("building the web app needs Node.js and npm (apt install nodejs npm)")

@@ -76,4 +76,3 @@ def test_shell_on_a_phone_in_dark_firefox(web_server: SalonServer, firefox: Any)
     assert page.evaluate("innerWidth") == 390
     page.screenshot("shell")
     assert page.problems() == []
-
