@@ -113,7 +113,18 @@ async function main() {
     if (found.length !== 1) throw new Error(`expected one output for ${entry}, got ${found}`);
     return found[0];
   });
-  const chunks = paths.filter((p) => p.endsWith(".js") && !scripts.includes(p));
+  // Preload what the entries import statically (not what they may import later, lazily).
+  const chunks = [];
+  const visit = (path) => {
+    for (const imported of outputs[`out/${path}`]?.imports ?? []) {
+      const chunk = imported.path.replace(/^out\//, "");
+      if (imported.kind !== "import-statement" || chunks.includes(chunk)) continue;
+      if (!scripts.includes(chunk)) chunks.push(chunk);
+      visit(chunk);
+    }
+  };
+  scripts.forEach(visit);
+  chunks.sort(byPath);
   const styles = paths.filter((p) => p.endsWith(".css"));
   const head = [
     `<meta name="salon-bundle" content="${hash}">`,
