@@ -47,9 +47,9 @@ export function App({ env }: { env: AppEnv }): JSX.Element {
 function Screen({ route }: { route: Route }): JSX.Element {
   const { store } = useEnv();
   const { ready, locked, startError } = useStore(store, (s) => s);
-  if (route.name === "join") return <JoinScreen inviteId={route.inviteId} />;
   if (startError !== null) return <Message title="Salon can't start here" text={startError} />;
   if (locked) return <UnlockScreen />;
+  if (route.name === "join") return <JoinScreen inviteId={route.inviteId} />;
   if (!ready) return <Message title="Opening Salon…" text="Reading your spaces from this browser." busy />;
   switch (route.name) {
     case "home": return <HomeScreen />;

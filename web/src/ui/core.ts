@@ -8,7 +8,7 @@ import { fromHex } from "../protocol/bytes.ts";
 import { Removed, Unreachable, UsageError } from "../client/context.ts";
 import { Spaces, type SpaceEntry } from "../client/spaces.ts";
 import type { SpaceClient, MemberView, InviteView } from "../client/space.ts";
-import { Rooms, type RoomView } from "../client/rooms.ts";
+import { HISTORY_CLOSED, NOT_SHARED_YET, Rooms, type RoomView } from "../client/rooms.ts";
 import { Chat, type Follower, type ReadItem } from "../client/chat.ts";
 import { StoriesClient, type StoryView } from "../client/stories.ts";
 import { prepareAvatar, prepareStoryImage } from "../client/images.ts";
@@ -21,6 +21,9 @@ import type {
 
 /** How often an open channel's stories are listed again (the server pushes no story events). */
 const STORY_POLL_MS = 30_000;
+/** How often a room waiting for its key checks whether a member has shared it. */
+const KEY_POLL_MS = 4_000;
+const WAITING_FOR_KEY = "Waiting for the room's key. It arrives as soon as a member who has it is online; messages appear then.";
 /** How long to wait before opening a space again after the server could not be reached. */
 const RETRY_OPEN_MS = 5_000;
 
@@ -36,6 +39,7 @@ interface OpenRoom {
   notice: string | null;
   loading: boolean;
   poll: ReturnType<typeof setInterval> | null;
+  keyPoll: ReturnType<typeof setInterval> | null;
   closed: boolean;
 }
 
@@ -70,6 +74,9 @@ export class Bridge implements Intents {
   private readonly seen = new Set<string>();
   private readonly hiddenSince = new Map<string, number>();
 
+  /** Settles once the vault was opened (or found locked). */
+  started: Promise<void> = Promise.resolve();
+
   constructor(private readonly store: Store) {}
 
   // ---- start and unlock ------------------------------------------------------------------------
@@ -94,7 +101,8 @@ export class Bridge implements Intents {
   }
 
   unlock(passphrase: string): Promise<void> {
-    return this.start(passphrase);
+    this.started = this.start(passphrase);
+    return this.started;
   }
 
   private async reloadList(): Promise<void> {
@@ -131,12 +139,14 @@ export class Bridge implements Intents {
   }
 
   async previewInvite(inviteId: string, secret: string): Promise<InvitePreviewVM> {
+    await this.started;
     const preview = await this.requireSpaces().preview(this.linkOf(inviteId, secret));
     const role: Role = preview.role === "moderator" || preview.role === "owner" ? preview.role : "member";
     return { spaceName: preview.spaceName, description: preview.description, inviter: preview.inviter, role, expiresAt: preview.expiresAt * 1000 };
   }
 
   async join(inviteId: string, secret: string, name: string, photo: Blob | null): Promise<string> {
+    await this.started;
     const spaces = this.requireSpaces();
     const avatar = photo === null ? null : (await prepareAvatar(photo)).jpeg;
     const result = await spaces.join(this.linkOf(inviteId, secret), name, avatar);
@@ -327,7 +337,7 @@ export class Bridge implements Intents {
     live.unread.delete(roomId);
     const open: OpenRoom = {
       roomId, kind: kindOf(view.kind), follower: null, items: [], stories: [], firstUnread: null, notice: null,
-      loading: true, poll: null, closed: false,
+      loading: true, poll: null, keyPoll: null, closed: false,
     };
     live.open = open;
     this.publishRoom(live, open);
@@ -338,6 +348,17 @@ export class Bridge implements Intents {
       .follow(roomId, {
         onMessage: (item) => {
           if (open.closed) return;
+          if (item.kind === "unreadable" && (item.reason === HISTORY_CLOSED || /before (this member|you) joined/.test(item.reason))) {
+            // A room whose history starts at each member's join: say it once, not per message.
+            open.notice = "Messages sent before you joined are not shown: this room keeps them private to who was here.";
+            this.publishRoom(live, open);
+            return;
+          }
+          if (item.kind === "unreadable" && (item.reason.startsWith(NOT_SHARED_YET) || item.reason.includes("never received the key"))) {
+            this.waitForKey(live, open);
+            return;
+          }
+          if (item.kind !== "shown") console.warn(`salon: message ${item.seq} ${item.kind}: ${item.reason}`);
           const vm = this.messageVM(item);
           open.items = [...open.items.filter((m) => m.id !== vm.id), vm];
           if (!backlog && open.firstUnread === null && !vm.mine && document.hidden) open.firstUnread = vm.id;
@@ -383,7 +404,30 @@ export class Bridge implements Intents {
     open.closed = true;
     open.follower?.stop();
     if (open.poll !== null) clearInterval(open.poll);
+    if (open.keyPoll !== null) clearInterval(open.keyPoll);
     live.open = null;
+  }
+
+  /** No member has shared the room's key with us yet: say so, and reopen the room once it came. */
+  private waitForKey(live: Live, open: OpenRoom): void {
+    open.notice = WAITING_FOR_KEY;
+    this.publishRoom(live, open);
+    if (open.keyPoll !== null) return;
+    let checking = false;
+    open.keyPoll = setInterval(() => {
+      if (checking || open.closed) return;
+      checking = true;
+      live.rooms.key(open.roomId).then(
+        () => {
+          if (open.closed || live.open !== open) return;
+          this.closeRoom(live);
+          this.openRoom(live.slot, open.roomId);
+        },
+        () => undefined,
+      ).finally(() => {
+        checking = false;
+      });
+    }, KEY_POLL_MS);
   }
 
   private messageVM(item: ReadItem): MessageVM {
@@ -536,6 +580,6 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 /** Starts the core behind the store; returns the intents the components send. */
 export function startCore(store: Store): Intents {
   const bridge = new Bridge(store);
-  void bridge.start();
+  bridge.started = bridge.start();
   return bridge;
 }

@@ -2,11 +2,14 @@
  * Every error a person can hit, in plain words with what to do. Components show `explain(error)`;
  * nothing technical (codes, ids, stack traces) reaches the screen.
  */
+import { RoomKeyUnavailable } from "../client/rooms.ts";
 import { ClientError, Removed, ServerError, Unreachable, UsageError, VerificationError } from "../client/context.ts";
 
 export type Situation = "join" | "action";
 
 export function explain(error: unknown, situation: Situation = "action"): string {
+  // The technical reason goes to the developer console only (the core's messages hold no secrets).
+  if (error instanceof Error) console.warn(`salon: ${error.name}: ${error.message}`);
   if (error instanceof ServerError) {
     switch (error.code) {
       case "expired": return "This invitation has expired. Ask for a new link.";
@@ -30,6 +33,9 @@ export function explain(error: unknown, situation: Situation = "action"): string
     if (error.how === "banned") return "You were removed from this space and can't come back with a new link.";
     if (error.how === "left") return "You left this space.";
     return "You were removed from this space.";
+  }
+  if (error instanceof RoomKeyUnavailable) {
+    return "You can't write here yet: no member has shared this room's key with you. It arrives as soon as one of them is online.";
   }
   if (error instanceof VerificationError) {
     return situation === "join"

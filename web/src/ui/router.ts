@@ -13,7 +13,8 @@ export type Route =
   | { readonly name: "settings"; readonly slot: string }
   | { readonly name: "missing"; readonly path: string };
 
-const SEGMENT = /^[A-Za-z0-9_-]{1,64}$/;
+/** Ids and vault slots ("m.<base64url>"): URL-safe, never "." or "..". */
+const SEGMENT = /^(?!\.{1,2}$)[A-Za-z0-9._~-]{1,96}$/;
 
 /** The route of a path (no query, no fragment). Unknown paths are "missing", never thrown. */
 export function parseRoute(path: string): Route {

@@ -119,8 +119,8 @@ function AppCode(): JSX.Element {
   return (
     <section class="card" aria-labelledby="code-title">
       <h2 id="code-title">This app's code</h2>
-      {hash !== null ? <p class="hash">{hash}</p> : <p class="muted">This copy of the app was not built with a fingerprint.</p>}
-      <p class="muted small">The server sends this app's code, so it could send altered code. Anyone can build the app from Salon's source and check that the code fingerprint is the same as this one.</p>
+      {hash !== null ? <><p class="hash-label">Code fingerprint</p><p class="hash">{hash}</p></> : <p class="muted">This copy of the app was not built with a fingerprint.</p>}
+      <p class="muted small">The server sends this app's code, so it could send altered code. Anyone can build the app from Salon's source and check that its code fingerprint is the same as this one (<code>salon web verify</code> does it).</p>
     </section>
   );
 }
