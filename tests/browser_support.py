@@ -220,8 +220,8 @@ class FirefoxPage:
         if not json.loads(ready).get("ready"):
             raise FirefoxError(f"firefox driver did not start: {ready}")
         self.version = json.loads(ready).get("version", "")
-        if phone:
-            self.viewport(PHONE["width"], PHONE["height"])
+        size = PHONE if phone else DESKTOP
+        self.viewport(size["width"], size["height"])
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

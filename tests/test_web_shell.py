@@ -76,3 +76,31 @@ def test_shell_on_a_phone_in_dark_firefox(web_server: SalonServer, firefox: Any)
     assert page.evaluate("innerWidth") == 390
     page.screenshot("shell")
     assert page.problems() == []
+
+
+@pytest.fixture(scope="module")
+def invite(web_server: SalonServer, module_user: Any) -> dict[str, str]:
+    """Alice (CLI) made a space on the web server; its invite link (25 uses)."""
+    alice = module_user("alice")
+    made = alice.json("space", "create", "Shell Club", "--server", web_server.url, "--as", "Alice")
+    return {"link": made["link"], "name": "Shell Club"}
+
+
+def test_invite_link_previews_over_the_websocket_chromium(invite: dict[str, str], new_page: Any):
+    # The app itself connects (connect-src 'self'), fetches the preview and shows the space's
+    # name; the secret has left the address bar.
+    web: WebPage = new_page()
+    web.page.goto(invite["link"])
+    web.page.wait_for_selector(f"h1:has-text('{invite['name']}')")
+    assert "#" not in web.page.url and web.page.evaluate("location.hash") == ""
+    web.screenshot("join-preview")
+    assert web.problems() == []
+
+
+def test_invite_link_previews_over_the_websocket_firefox(invite: dict[str, str], firefox: Any):
+    page: FirefoxPage = firefox()
+    page.goto(invite["link"])
+    page.wait("h1", text=invite["name"])
+    assert "#" not in page.url() and page.evaluate("location.hash") == ""
+    page.screenshot("join-preview")
+    assert page.problems() == []
