@@ -2,7 +2,8 @@
 
 ``GET /`` and the app's own routes (``/join/<id>``, ``/space/...``) answer ``index.html``;
 ``/assets/<name>`` the content-hashed files (cached for good: a new build has new names);
-``/manifest.json`` what ``salon web verify`` compares. Every response of the server (the
+``/manifest.json`` what ``salon web verify`` compares. Text assets go gzip-compressed to
+clients that accept it (compressed once per file version). Every response of the server (the
 WebSocket upgrade, /health and errors included) carries the security headers below.
 
 The bundle lives in ``spaces/web_dist/`` (shipped as package data) unless ``[server] web_dir``
@@ -15,6 +16,7 @@ access log (``AppRunner(access_log=None)``), so no path or query is written anyw
 
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 
@@ -75,6 +77,9 @@ The command-line client works without them: <code>salon join 'LINK' --as NAME</c
 """
 
 WEB_DIR: web.AppKey[Path] = web.AppKey("web_dir", Path)
+GZIPPED: web.AppKey[dict[tuple[str, int, int], bytes]] = web.AppKey("gzipped_assets", dict)
+COMPRESSIBLE = {".js", ".css", ".txt", ".svg", ".json"}
+MAX_GZIPPED_CACHE = 64  # assets of one or two builds
 
 # The routes of the single-page app (web/src/ui): each answers index.html.
 APP_ROUTES = ("/", "/join/{invite_id}", "/space", "/space/{tail:.*}")
@@ -118,14 +123,27 @@ async def asset(request: web.Request) -> web.Response:
     suffix = Path(name).suffix
     if not ASSET_NAME.match(name) or ".." in name or suffix not in CONTENT_TYPES:
         raise web.HTTPNotFound()
-    body = _read(request.app[WEB_DIR] / "assets" / name)
+    path = request.app[WEB_DIR] / "assets" / name
+    body = _read(path)
     if body is None:
         raise web.HTTPNotFound()
+    headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
+    if suffix in COMPRESSIBLE and "gzip" in request.headers.get("Accept-Encoding", ""):
+        # Compressed once per file version (name, size, mtime), not per request.
+        stat = path.stat()
+        key = (name, stat.st_size, stat.st_mtime_ns)
+        cache = request.app[GZIPPED]
+        if key not in cache:
+            if len(cache) >= MAX_GZIPPED_CACHE:
+                cache.clear()
+            cache[key] = gzip.compress(body, compresslevel=9, mtime=0)
+        body = cache[key]
+        headers["Content-Encoding"] = "gzip"
     return web.Response(
         body=body,
         content_type=CONTENT_TYPES[suffix],
-        charset="utf-8" if suffix in {".js", ".css", ".txt", ".svg", ".json"} else None,
-        headers={"Cache-Control": IMMUTABLE},
+        charset="utf-8" if suffix in COMPRESSIBLE else None,
+        headers=headers,
     )
 
 
@@ -152,6 +170,7 @@ def _escape(text: str) -> str:
 def install_webapp(app: web.Application, config: Config) -> None:
     """Serve the web app from ``app`` and put the security headers on every response."""
     app[WEB_DIR] = web_dir(config)
+    app[GZIPPED] = {}
     app.on_response_prepare.append(add_security_headers)
     for route in APP_ROUTES:
         app.router.add_get(route, index)

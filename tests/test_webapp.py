@@ -6,6 +6,7 @@ serving it, the real ``salon web verify`` command.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -23,9 +24,10 @@ from spaces.webapp import SECURITY_HEADERS
 pytestmark = pytest.mark.timeout(180)
 
 
-def get(url: str) -> tuple[int, dict[str, str], bytes]:
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
@@ -87,6 +89,9 @@ def test_served_app_headers_and_caching(web_server: SalonServer, web_dist: Path)
         if asset.endswith(".js"):
             assert headers["Content-Type"] == "text/javascript; charset=utf-8"
         assert body == (web_dist / asset).read_bytes(), digest
+        status, headers, packed = get(f"{web_server.url}/{asset}", {"Accept-Encoding": "gzip"})
+        assert headers["Content-Encoding"] == "gzip" and headers["Vary"] == "Accept-Encoding"
+        assert gzip.decompress(packed) == body
     # Every response carries the headers: the API, a miss, a path trick.
     for path in ("/health", "/assets/nope-123.js", "/assets/..%2fmanifest.json", "/nothing"):
         status, headers, _ = get(web_server.url + path)
