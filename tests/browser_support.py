@@ -9,9 +9,10 @@ Fixtures (registered by conftest.py)
 ``web_server`` (module)
     A real ``salon serve`` (:class:`conftest.SalonServer`) serving ``web_dist``; a module's
     ``SERVER_CONFIG`` is merged in as for ``server``. ``web_server.url`` is the app's origin.
-``chromium`` (session)
+``chromium`` (module)
     A Playwright (sync API) ``Browser``: Debian's ``/usr/bin/chromium``, headless, fake camera
-    and microphone (never ``playwright install``).
+    and microphone (never ``playwright install``). Module scope, not session: while the sync
+    API is open an event loop runs, and async tests elsewhere could not start theirs.
 ``new_page`` (function)
     ``new_page(theme="light"|"dark", phone=False) -> WebPage``: a page in a fresh browser
     context (its own storage, so its own IndexedDB) with the light/dark colour scheme and a
@@ -115,7 +116,7 @@ def web_server(
 # -- Chromium (Playwright) ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing (.ci/run installs it: apt-get install chromium)")
