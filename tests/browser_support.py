@@ -23,11 +23,16 @@ Fixtures (registered by conftest.py)
 
 Helpers: :class:`WebPage` (``.page`` is the Playwright ``Page``; ``.problems()`` lists console
 errors, page errors, CSP violations and failed requests; ``.screenshot(name)``),
-:class:`FirefoxPage` (``goto``, ``wait``, ``fill``, ``click``, ``evaluate``, ``screenshot``,
-``problems``), :func:`screenshot_path` (``test-artifacts/screens/NAME.png``), and the
-selectors the UI promises (:data:`SPACE_VIEW`, :data:`MESSAGE`, :data:`JOIN_NAME`,
-:data:`JOIN_SUBMIT`). Browser tests are plain ``def`` tests (Playwright's sync API refuses
-to run inside an event loop); they drive the CLI with ``SalonUser.run``/``.json``.
+:class:`FirefoxPage` (``goto``, ``wait``, ``fill``, ``click``, ``upload``, ``press``,
+``evaluate``, ``url``, ``screenshot``, ``problems``), :func:`screenshot_path`
+(``test-artifacts/screens/NAME.png``), and the selectors the UI promises
+(:data:`SPACE_VIEW`, :data:`MESSAGE`, :data:`JOIN_NAME`, :data:`JOIN_SUBMIT`).
+
+Browser tests are plain ``def`` tests (Playwright's sync API refuses to run inside an event
+loop), in modules without async tests; they drive the CLI with ``SalonUser.run``/``.json``.
+A Firefox flow, as proven against the app: ``ff = firefox(); ff.goto(link);
+ff.fill(JOIN_NAME, "Bob"); ff.click(JOIN_SUBMIT); ff.wait(SPACE_VIEW);
+ff.wait(MESSAGE, text="hi")`` (puppeteer selectors also take ``::-p-text(...)``).
 """
 
 from __future__ import annotations
@@ -40,10 +45,12 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import SalonServer
+
+if TYPE_CHECKING:  # conftest imports this module: import it back only when needed
+    from conftest import SalonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
@@ -107,6 +114,8 @@ def web_server(
         for section, values in (getattr(request.module, "SERVER_CONFIG", None) or {}).items()
     }
     config.setdefault("server", {})["web_dir"] = str(web_dist)
+    from conftest import SalonServer
+
     srv = SalonServer(tmp_path_factory.mktemp("web-server"), config)
     srv.start()
     yield srv
@@ -269,6 +278,14 @@ class FirefoxPage:
 
     def click(self, selector: str) -> None:
         self.command("click", selector=selector)
+
+    def upload(self, selector: str, *paths: Path | str) -> None:
+        """Put files into an ``<input type=file>`` (it may be hidden)."""
+        self.command("upload", selector=selector, paths=[str(p) for p in paths])
+
+    def press(self, key: str) -> None:
+        """A key press on the focused element, like ``Enter``."""
+        self.command("press", key=key)
 
     def evaluate(self, expression: str, timeout: float = 15.0) -> Any:
         """The value of a JavaScript expression in the page (a Promise is awaited)."""

@@ -5,7 +5,8 @@
 //   {"id": 1, "op": "goto", "url": "..."}              → {"id": 1, "ok": true, "value": ...}
 //   ops: goto {url} · wait {selector, text?, timeout?} · fill {selector, value} · click {selector}
 //        · evaluate {expression} (an expression; a Promise is awaited) · screenshot {path,
-//        fullPage?} · viewport {width, height} · log {} (console messages, page errors and CSP
+//        fullPage?} · viewport {width, height} · upload {selector, paths} (files into an
+//        <input type=file>) · press {key} · log {} (console messages, page errors and CSP
 //        violations so far) · url {} · close {}
 //   a failure: {"id": 1, "ok": false, "error": "..."}
 // The first line written is {"ready": true, "version": "<browser version>"}.
@@ -64,6 +65,14 @@ async function run(command) {
       return null;
     case "click":
       await page.locator(command.selector).setTimeout(timeout).click();
+      return null;
+    case "upload": {
+      const input = await page.waitForSelector(command.selector, { timeout });
+      await input.uploadFile(...command.paths);
+      return null;
+    }
+    case "press":
+      await page.keyboard.press(command.key);
       return null;
     case "evaluate":
       return await page.evaluate(`(async () => (${command.expression}))()`);
