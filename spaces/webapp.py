@@ -17,12 +17,15 @@ access log (``AppRunner(access_log=None)``), so no path or query is written anyw
 from __future__ import annotations
 
 import gzip
+import logging
 import re
 from pathlib import Path
 
 from aiohttp import web
 
 from spaces.config import Config
+
+log = logging.getLogger(__name__)
 
 PACKAGED_DIST = Path(__file__).resolve().parent / "web_dist"
 
@@ -68,8 +71,7 @@ ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 NOT_BUILT_PAGE = """<!doctype html>
 <html lang="en"><meta charset="utf-8"><title>Salon: the web app is not built</title>
 <h1>The web app is not built</h1>
-<p>This Salon server runs, but it has no web app to serve: its files are not in
-<code>{where}</code>.</p>
+<p>This Salon server runs, but it has no web app to serve (its log says where it looked).</p>
 <p>Build them from a checkout with <code>make run</code>, or
 <code>cd web &amp;&amp; npm ci &amp;&amp; npm run build</code>, then reload this page.
 The command-line client works without them: <code>salon join 'LINK' --as NAME</code>.</p>
@@ -106,9 +108,11 @@ async def index(request: web.Request) -> web.Response:
     root = request.app[WEB_DIR]
     page = _read(root / "index.html")
     if page is None:
-        text = NOT_BUILT_PAGE.format(where=_escape(str(root)))
         return web.Response(
-            status=503, text=text, content_type="text/html", headers={"Cache-Control": "no-store"}
+            status=503,
+            text=NOT_BUILT_PAGE,
+            content_type="text/html",
+            headers={"Cache-Control": "no-store"},
         )
     return web.Response(
         body=page,
@@ -163,14 +167,12 @@ async def no_icon(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Cache-Control": IMMUTABLE})
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def install_webapp(app: web.Application, config: Config) -> None:
     """Serve the web app from ``app`` and put the security headers on every response."""
     app[WEB_DIR] = web_dir(config)
     app[GZIPPED] = {}
+    if not (app[WEB_DIR] / "index.html").is_file():
+        log.warning("the web app is not built (no %s): / answers 503", app[WEB_DIR] / "index.html")
     app.on_response_prepare.append(add_security_headers)
     for route in APP_ROUTES:
         app.router.add_get(route, index)

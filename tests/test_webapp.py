@@ -116,6 +116,8 @@ def test_unbuilt_app_is_a_clear_503(make_server, tmp_path: Path):
     text = body.decode()
     assert "not built" in text and "npm run build" in text and "make run" in text
     assert "Traceback" not in text and "Traceback" not in srv.log_text()
+    assert str(empty) not in text  # the server's paths are its own business; the log says
+    assert f"the web app is not built (no {empty / 'index.html'})" in srv.log_text()
     assert get(srv.url + "/health")[0] == 200
 
 
