@@ -354,13 +354,14 @@ export class Bridge implements Intents {
       .follow(roomId, {
         onMessage: (item) => {
           if (open.closed) return;
-          if (item.kind === "unreadable" && (item.reason === HISTORY_CLOSED || /before (this member|you) joined/.test(item.reason))) {
+          const earlier = item.kind === "unreadable" && backlog && item.reason.includes("never received the key");
+          if (item.kind === "unreadable" && (earlier || item.reason === HISTORY_CLOSED || /before (this member|you) joined/.test(item.reason))) {
             // A room whose history starts at each member's join: say it once, not per message.
-            open.notice = "Messages sent before you joined are not shown: this room keeps them private to who was here.";
+            open.notice = "Earlier messages stay private to the people who were here before you joined.";
             this.publishRoom(live, open);
             return;
           }
-          if (item.kind === "unreadable" && (item.reason.startsWith(NOT_SHARED_YET) || item.reason.includes("never received the key"))) {
+          if (item.kind === "unreadable" && item.reason.startsWith(NOT_SHARED_YET)) {
             this.waitForKey(live, open);
             return;
           }
