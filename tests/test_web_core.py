@@ -13,6 +13,7 @@ import queue
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,15 +48,21 @@ class NodeClient:
         for line in self.proc.stdout:
             self.lines.put(line)
 
-    def ask(self, op: str, **args: Any) -> dict[str, Any]:
+    def send(self, op: str, **args: Any) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
         self.proc.stdin.flush()
+
+    def receive(self, op: str = "") -> dict[str, Any]:
         try:
             answer: dict[str, Any] = json.loads(self.lines.get(timeout=ANSWER_TIMEOUT))
         except queue.Empty:
             raise AssertionError(f"no answer to {op}; stderr: {self._stderr()}") from None
         return answer
+
+    def ask(self, op: str, **args: Any) -> dict[str, Any]:
+        self.send(op, **args)
+        return self.receive(op)
 
     def ok(self, op: str, **args: Any) -> Any:
         answer = self.ask(op, **args)
@@ -172,16 +179,66 @@ def test_web_core_with_cli(
     assert names(alice.json("members", space)) == {"Alice": "owner", "Bob": "moderator"}
     assert "error" in carol.run("members", space, check=False).stderr
 
+    # Dave (CLI) joins and leaves: Bob's open web client completes the rekey the departure
+    # needs (its key duty), and Alice's CLI takes the new key from Bob's envelope.
+    dave, erin = user("dave"), user("erin")
+    dave.run("join", alice.json("invite", "create", space)["link"], "--as", "Dave")
+    node.ok("wait_member", name="Dave")
+    dave.run("leave", space)
+    assert node.ok("wait_epoch", epoch=2) == {"epoch": 2, "held": True, "rekey_by_me": True}
+    assert names(alice.json("members", space)) == {"Alice": "owner", "Bob": "moderator"}
+    # Erin (CLI) joins and Alice (CLI) removes her: Bob's client opens Alice's envelope.
+    erin.run("join", alice.json("invite", "create", space)["link"], "--as", "Erin")
+    node.ok("wait_member", name="Erin")
+    alice.run("kick", space, "Erin")
+    assert node.ok("wait_epoch", epoch=3) == {"epoch": 3, "held": True, "rekey_by_me": False}
+    assert names(node.ok("members")) == {"Alice": "owner", "Bob": "moderator"}
+
     # A revoked link has its own error too.
     revoked = alice.json("invite", "create", space, "--uses", "3")["link"]
     alice.run("invite", "revoke", space, revoked.split("/join/")[1].split("#")[0])
     assert node.error("preview", link=revoked)["kind"] == "revoked"
 
-    # Alice kicks Bob with the CLI: the web client reports Removed and stops.
-    alice.run("kick", space, "Bob")
+    # An expired link has its own error (polled: it expires a second after it is made).
+    short = alice.json("invite", "create", space, "--expires", "1s")["link"]
+    deadline = time.monotonic() + 30
+    while (kind := node.ask("preview", link=short).get("kind")) != "expired":
+        assert time.monotonic() < deadline, f"the link never expired ({kind})"
+        time.sleep(0.2)  # poll gently: previews count against the join-attempt limit
+
+    # Alice bans Bob with the CLI: the web client reports Removed and stops.
+    alice.run("kick", space, "Bob", "--ban")
     removed = node.ok("wait_removed")
-    assert removed["how"] == "kicked" and removed["state"] == "closed"
+    assert removed["how"] == "banned" and removed["state"] == "closed"
     assert node.error("list_invites")["name"] == "Removed"
+
+
+def test_web_core_reconnects(
+    make_server: Callable[..., SalonServer], user: Callable[..., SalonUser], node: NodeClient
+) -> None:
+    srv = make_server()
+    alice = user("alice")
+    created = alice.json("space", "create", "Book club", "--server", srv.url, "--as", "Alice")
+    node.ok("join", link=created["link"], name="Bob")
+    srv.stop()
+    node.ok("wait_state", state="reconnecting")
+    node.send("sync")  # made while reconnecting: waits instead of failing
+    srv.start(port=srv.port)
+    assert names(node.receive("sync")["ok"]) == {"Alice": "owner", "Bob": "member"}
+    assert node.ok("wait_state", state="online")[-2:] == ["reconnecting", "online"]
+    # Events flow on the new session: Alice's role change reaches the web client.
+    alice.run("role", created["space_id"], "Bob", "moderator")
+    assert node.ok("wait_role", role="moderator") == "moderator"
+
+    # A new display name from the web client reaches the CLI; then Bob leaves and is forgotten.
+    node.ok("set_profile", name="Robert")
+    assert names(alice.json("members", created["space_id"])) == {
+        "Alice": "owner",
+        "Robert": "moderator",
+    }
+    node.ok("leave")
+    assert node.ok("list") == []
+    assert names(alice.json("members", created["space_id"])) == {"Alice": "owner"}
 
 
 def test_web_core_unreachable(node: NodeClient) -> None:

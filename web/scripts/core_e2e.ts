@@ -16,6 +16,7 @@ type Command = { op: string; [key: string]: unknown };
 
 const spaces = await Spaces.open({ store: new MemorySlotStore(), device: await generateDeviceKey() });
 let current: SpaceClient | null = null;
+let currentSlot = "";
 let removed: Removed | null = null;
 const states: string[] = [];
 
@@ -57,6 +58,7 @@ const handlers: { [op: string]: (c: Command) => Promise<unknown> } = {
   join: async (c) => {
     const result = await spaces.join(c["link"] as string, c["name"] as string);
     watch(result.client);
+    currentSlot = result.slot;
     return { space_id: result.spaceId, name: result.spaceName, slot: result.slot };
   },
   info: async () => ({ ...(await client().info()), role: client().myRole(), may_invite: client().mayInvite(), state: client().connectionState() }),
@@ -78,7 +80,19 @@ const handlers: { [op: string]: (c: Command) => Promise<unknown> } = {
     const r = client().roster();
     return { epoch: r.epoch, held: client().spaceKey(r.epoch) !== undefined };
   },
+  wait_epoch: async (c) => until(() => {
+    const r = client().roster();
+    return r.epoch >= (c["epoch"] as number) && client().spaceKey(r.epoch) !== undefined
+      ? { epoch: r.epoch, held: true, rekey_by_me: r.rekeyAuthors.get(r.epoch) === [...client().me.memberKey].map((b) => b.toString(16).padStart(2, "0")).join("") }
+      : undefined;
+  }),
   list: async () => spaces.list(),
+  leave: async () => spaces.leave(currentSlot),
+  sync: async () => {
+    await client().sync();
+    return members();
+  },
+  wait_state: async (c) => until(() => (client().connectionState() === c["state"] ? states : undefined)),
   states: async () => states,
 };
 

@@ -3,12 +3,13 @@ import assert from "node:assert/strict";
 import { fromHex, toHex } from "../src/protocol/bytes.ts";
 import { sealMessage, type MessageHeader } from "../src/protocol/messages.ts";
 import type { ChatMessage, StoryInfo } from "../src/protocol/chat_wire.ts";
-import { decodeEnvelope } from "../src/protocol/sealed.ts";
+import { decodeEnvelope, openEnvelope } from "../src/protocol/sealed.ts";
+import { roomKeyCommit } from "../src/protocol/roomkeys.ts";
 import { Rooms, RoomKeyRefused, RoomKeyUnavailable, UNREADABLE_NAME } from "../src/client/rooms.ts";
 import { Chat, ReplayGuard, RoomReader, fetchAfter, visibleUntil, type ReadItem } from "../src/client/chat.ts";
 import { FORK_WARNING, epochProblem, headProblem } from "../src/client/forks.ts";
 import { StoriesClient, StoryReader } from "../src/client/stories.ts";
-import { boundedSize, isJpeg } from "../src/client/images.ts";
+import { boundedSize, isJpeg, stripJpegMetadata } from "../src/client/images.ts";
 import { FakeContext, people } from "./fakectx.ts";
 import { flip, vectors } from "./kat.ts";
 
@@ -139,6 +140,7 @@ test("reader: no key on this device is reported unreadable, not dropped", async 
   const older = await r.open(await message("alice", { seq: 2, generation: 1, key: roomKeyG2 }), NOW);
   assert.ok(older !== null && older.kind === "unreadable");
   assert.match((older as { reason: string }).reason, /history is closed/);
+  assert.equal((older as { summary: string }).summary, "Sent before you joined, so it can't be read here.");
 });
 
 test("room keys: open Bob's envelope from Alice (checked against the commitment); refuse the relabelled one", async () => {
@@ -274,6 +276,7 @@ test("stories: the vector story (Alice, head #11) views, and its image and thumb
   const listed = await stories.list(ROOM);
   assert.equal(listed.stories.length, 0); // expired by now
   assert.deepEqual(listed.skipped.map((x) => x.reason), ["it is listed twice (a replay)"]);
+  assert.equal(listed.skipped[0]!.summary, "Hidden: a repeated copy of an earlier story.");
   await assert.rejects(new StoryReader(ctx, new Rooms(ctx)).view({ ...info, meta: flip(info.meta, 50) }), /does not verify/);
   await assert.rejects(new StoryReader(ctx, new Rooms(ctx)).view({ ...info, sender: fromHex(people.bob.member_key) }), /does not verify/);
 });
@@ -295,4 +298,42 @@ test("images: bounded sizes as client/images.py rounds them; JPEG sniffing", () 
   assert.deepEqual(boundedSize(10000, 1, 320), { width: 320, height: 1 });
   assert.equal(isJpeg(new Uint8Array([0xff, 0xd8, 0xff, 0xe0])), true);
   assert.equal(isJpeg(new Uint8Array([0x89, 0x50, 0x4e, 0x47])), false);
+});
+
+test("images: stripJpegMetadata drops APP1–APP15 and COM before the scan, keeps JFIF and the picture", () => {
+  const seg = (marker: number, body: number[]): number[] => [0xff, marker, 0, body.length + 2, ...body];
+  const jpeg = new Uint8Array([
+    0xff, 0xd8, ...seg(0xe0, [0x4a, 0x46]), ...seg(0xe1, [0x45, 0x78, 0x69, 0x66]), ...seg(0xe2, [1, 2, 3]),
+    ...seg(0xfe, [0x68, 0x69]), ...seg(0xdb, [9, 9]), ...seg(0xda, [7]), 0x12, 0xff, 0xe1, 0x34, 0xff, 0xd9,
+  ]);
+  const out = stripJpegMetadata(jpeg);
+  assert.deepEqual([...out], [
+    0xff, 0xd8, ...seg(0xe0, [0x4a, 0x46]), ...seg(0xdb, [9, 9]), ...seg(0xda, [7]), 0x12, 0xff, 0xe1, 0x34, 0xff, 0xd9,
+  ]);
+  assert.throws(() => stripJpegMetadata(new Uint8Array([0xff, 0xd8, 0xff, 0xe1, 0, 200, 1])), /malformed/);
+  assert.throws(() => stripJpegMetadata(new Uint8Array([0x89, 0x50, 0x4e, 0x47])), /not a JPEG/);
+});
+
+test("room keys: the maker rule — make, commit and seal the current epoch's key; keep nothing if refused", async () => {
+  const refused = await FakeContext.of("alice");
+  refused.handlers.set("get_envelopes", () => ({ type: "envelopes", envelopes: [] }));
+  await assert.rejects(new Rooms(refused).key(ROOM), RoomKeyUnavailable); // someone else committed first
+  assert.deepEqual(refused.keys, []);
+  assert.ok(refused.syncs >= 1);
+
+  const ctx = await FakeContext.of("alice");
+  ctx.handlers.set("get_envelopes", () => ({ type: "envelopes", envelopes: [] }));
+  ctx.appendImpl = async () => {};
+  const key = await new Rooms(ctx).key(ROOM);
+  assert.equal(ctx.roster().epoch, 1);
+  assert.deepEqual(ctx.keys.map((k) => [k.room_id, k.epoch, k.generation]), [[ROOM, 1, 0]]);
+  const [{ bodies, envelopes }] = ctx.appended as [(typeof ctx.appended)[number]];
+  assert.equal(bodies.length, 1);
+  const commit = bodies[0] as { type: string; epoch: number; generation: number; commit: Uint8Array };
+  assert.deepEqual([commit.type, commit.epoch, commit.generation], ["room_key", 1, 0]);
+  assert.equal(toHex(commit.commit), toHex(await roomKeyCommit(v.space_id, ROOM, 1, 0, key)));
+  assert.deepEqual(envelopes.map((e) => toHex(e.recipient)).sort(), [people.alice.member_key, people.bob.member_key].sort());
+  const forBob = envelopes.find((e) => toHex(e.recipient) === people.bob.member_key)!;
+  const sealed = await openEnvelope(forBob, v.space_id, ROOM, fromHex(people.bob.box_secret), fromHex(people.alice.box_key));
+  assert.equal(toHex(sealed.key), toHex(key));
 });

@@ -6,7 +6,8 @@
 import { fromHex } from "../src/protocol/bytes.ts";
 import { RECORD, type Record } from "../src/protocol/records.ts";
 import { rosterFromRecords, type Roster } from "../src/protocol/roster.ts";
-import type { ClientMessage, ServerMessage } from "../src/protocol/wire.ts";
+import type { ClientMessage, Envelope, ServerMessage } from "../src/protocol/wire.ts";
+import type { RecordBody } from "../src/protocol/recordtypes.ts";
 import type { HeldRoomKey } from "../src/keystore/vault.ts";
 import { ServerError, type ConnectionState, type SpaceContext, type WithoutId } from "../src/client/context.ts";
 import { fromJson, loadVectors } from "./vectors.ts";
@@ -80,10 +81,22 @@ export class FakeContext implements SpaceContext {
   roomKeys(): readonly HeldRoomKey[] {
     return this.keys;
   }
+  /** Merges, keeping the oldest generation per (room, epoch), as space.ts does. */
   async saveRoomKeys(keys: readonly HeldRoomKey[]): Promise<void> {
-    this.keys = [...keys];
+    for (const k of keys) {
+      const i = this.keys.findIndex((h) => h.room_id === k.room_id && h.epoch === k.epoch);
+      if (i < 0) this.keys.push(k);
+      else if (k.generation < this.keys[i]!.generation) this.keys[i] = k;
+    }
   }
-  async append(): Promise<Roster> {
-    throw new ServerError("forbidden", "the fake context does not append");
+  /** What `append` does; by default the server refuses (as when someone else committed first). */
+  appendImpl: (bodies: readonly RecordBody[], envelopes: readonly Envelope[]) => Promise<void> = async () => {
+    throw new ServerError("forbidden", "this room key is already committed to");
+  };
+  readonly appended: { bodies: readonly RecordBody[]; envelopes: readonly Envelope[] }[] = [];
+  async append(bodies: readonly RecordBody[], envelopes: readonly Envelope[] = []): Promise<Roster> {
+    await this.appendImpl(bodies, envelopes);
+    this.appended.push({ bodies, envelopes });
+    return this.current;
   }
 }

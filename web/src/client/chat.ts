@@ -71,9 +71,29 @@ export interface HiddenMessage {
   readonly sender: Uint8Array;
   readonly senderHex: string;
   readonly fingerprint: string;
+  /** The detailed reason (for a "details" view; may use protocol words). */
   readonly reason: string;
+  /** One calm sentence for the page (no protocol words), from `plainReason`. */
+  readonly summary: string;
   /** The refusal says the server may be showing this device a forked history. */
   readonly forked: boolean;
+  /** The server's expiry (null = kept): remove the placeholder then too. */
+  readonly visibleUntil: number | null;
+}
+
+/** The page's sentence for a message it cannot show (UX: no "epoch", "roster", "key generation"). */
+export function plainReason(kind: "unreadable" | "refused", reason: string, what: "message" | "story" = "message"): string {
+  if (kind === "unreadable") {
+    if (reason.includes("history is closed")) return "Sent before you joined, so it can't be read here.";
+    if (reason.includes("no member has shared")) return `Waiting for another member to share the key for this ${what}.`;
+    return `This ${what} can't be read on this device.`;
+  }
+  if (reason.includes(FORK_WARNING)) {
+    return "Hidden: the server may be showing you a different history than other members see.";
+  }
+  if (reason.includes("not allowed to post")) return "Hidden: its sender wasn't allowed to post here.";
+  if (reason.includes("replay")) return `Hidden: a repeated copy of an earlier ${what}.`;
+  return `Hidden: this ${what} failed its security checks.`;
 }
 
 export type ReadItem = ShownMessage | HiddenMessage;
@@ -175,6 +195,11 @@ export class RoomReader {
     this.names.clear();
   }
 
+  /** Drops cached display names (a profile may have changed). */
+  forgetNames(): void {
+    this.names.clear();
+  }
+
   private async fp(senderHex: string, sender: Uint8Array): Promise<string> {
     let out = this.fingerprints.get(senderHex);
     if (out === undefined) {
@@ -190,9 +215,9 @@ export class RoomReader {
     const ctx = this.ctx;
     const senderHex = toHex(m.sender);
     const base = { roomId: this.roomId, seq: m.seq, sentAt: m.sent_at, sender: m.sender, senderHex, fingerprint: await this.fp(senderHex, m.sender) };
-    const hidden = (kind: "unreadable" | "refused", reason: string): HiddenMessage => (
-      { ...base, kind, reason, forked: reason.includes(FORK_WARNING) }
-    );
+    const hidden = (kind: "unreadable" | "refused", reason: string): HiddenMessage => ({
+      ...base, kind, reason, summary: plainReason(kind, reason), forked: reason.includes(FORK_WARNING), visibleUntil: m.expires_at,
+    });
     if (!ctx.roster().boxKeys.has(senderHex)) await this.refresh(); // someone joined since we synced
     const epochProblem = await this.heads.epochProblem(m.epoch);
     if (epochProblem !== null) return hidden("refused", epochProblem);
@@ -251,7 +276,7 @@ export class RoomReader {
 export interface FollowHandlers {
   /** Each message in seq order (shown, unreadable or refused). */
   onMessage(item: ReadItem): void;
-  /** A shown message reached its visible-until time: remove it from the page. */
+  /** A message (or a placeholder) reached its visible-until time: remove it from the page. */
   onExpired?(roomId: string, seq: number): void;
   /** A catch-up or an event could not be handled (the follower keeps going; a reconnection retries). */
   onError?(err: unknown): void;
@@ -278,6 +303,7 @@ export class Follower {
   start(): Promise<void> {
     this.offs.push(this.ctx.onEvent((event) => this.onEvent(event)));
     this.offs.push(this.ctx.onReconnect(() => void this.enqueue(() => this.catchUp())));
+    this.offs.push(this.ctx.onRoster(() => this.reader.forgetNames()));
     return this.enqueue(() => this.catchUp());
   }
 
@@ -325,7 +351,7 @@ export class Follower {
       this.last = m.seq;
       if (item === null) continue;
       this.handlers.onMessage(item);
-      if (item.kind === "shown" && item.visibleUntil !== null) this.schedule(item.seq, item.visibleUntil);
+      if (item.visibleUntil !== null) this.schedule(item.seq, item.visibleUntil);
     }
   }
 

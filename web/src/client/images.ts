@@ -2,9 +2,9 @@
  * Image hygiene in the browser before anything is encrypted (issue 9; the rules of
  * client/images.py and client/stories.py): decode the picked file, scale it down (never up) so
  * its longest side is at most 1920 px, and re-encode it as JPEG (quality 0.85) from pixels on
- * a canvas, plus a 320 px thumbnail (quality 0.70). A canvas-encoded JPEG holds only the pixels:
- * EXIF (GPS position, camera serial, time), XMP, ICC profiles and comments never leave the
- * device. EXIF orientation is applied while decoding (`imageOrientation: "from-image"`), so
+ * a canvas, plus a 320 px thumbnail (quality 0.70). A canvas-encoded JPEG holds only the pixels
+ * (and, from Chromium, a stock sRGB profile, which `stripJpegMetadata` removes too): EXIF (GPS
+ * position, camera serial, time), XMP, ICC profiles and comments never leave the device. EXIF orientation is applied while decoding (`imageOrientation: "from-image"`), so
  * the picture stands the way the camera meant, without the tag.
  *
  * Avatars follow `salon profile --avatar`: longest side ≤ 128 px, JPEG quality 0.80, lowered
@@ -12,6 +12,7 @@
  *
  * Browser only (createImageBitmap and a canvas); the rest of the client is testable in Node.
  */
+import { concat } from "../protocol/bytes.ts";
 import { UsageError } from "./context.ts";
 import type { StoryImage } from "./stories.ts";
 
@@ -38,6 +39,33 @@ export function boundedSize(width: number, height: number, maxSide: number): { w
   return { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
 }
 
+/**
+ * Drops every APP1–APP15 and COM segment before the scan (EXIF, XMP, ICC, comments…), keeping
+ * APP0 (JFIF) and the segments that code the picture. A canvas encoder writes no camera data,
+ * but Chromium adds its sRGB ICC profile (APP2): the output is then pixels only, like the CLI's.
+ */
+export function stripJpegMetadata(jpeg: Uint8Array): Uint8Array {
+  if (!isJpeg(jpeg)) throw new UsageError("not a JPEG");
+  const parts: Uint8Array[] = [jpeg.subarray(0, 2)];
+  let at = 2;
+  while (at + 4 <= jpeg.length) {
+    if (jpeg[at] !== 0xff) break;
+    const marker = jpeg[at + 1]!;
+    if (marker === 0xff) {
+      at++; // fill byte
+      continue;
+    }
+    if (marker === 0xda) {
+      return concat(...parts, jpeg.subarray(at)); // start of scan: the rest is the picture
+    }
+    const end = at + 2 + ((jpeg[at + 2]! << 8) | jpeg[at + 3]!);
+    if (end > jpeg.length) break;
+    if (!((marker >= 0xe1 && marker <= 0xef) || marker === 0xfe)) parts.push(jpeg.subarray(at, end));
+    at = end;
+  }
+  throw new UsageError("the browser produced a malformed JPEG");
+}
+
 /** Whether bytes look like a JPEG (SOI marker), i.e. the browser really encoded JPEG. */
 export function isJpeg(bytes: Uint8Array): boolean {
   return bytes.length > 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff;
@@ -46,7 +74,14 @@ export function isJpeg(bytes: Uint8Array): boolean {
 async function decode(file: Blob, what: string): Promise<ImageBitmap> {
   if (file.size > MAX_INPUT_BYTES) throw new UsageError(`the ${what} file is larger than ${MAX_INPUT_BYTES / (1024 * 1024)} MB`);
   try {
-    return await createImageBitmap(file, { imageOrientation: "from-image" });
+    try {
+      return await createImageBitmap(file, { imageOrientation: "from-image" });
+    } catch (err) {
+      // A browser that predates the "from-image" value refuses the option itself (TypeError);
+      // its default applies the EXIF orientation too.
+      if (err instanceof TypeError) return await createImageBitmap(file);
+      throw err;
+    }
   } catch {
     throw new UsageError(`the ${what} is not a picture this browser can read`);
   }
@@ -95,9 +130,9 @@ export async function boundedJpeg(bitmap: ImageBitmap, maxSide: number, quality:
   ctx.imageSmoothingEnabled = true;
   ctx.imageSmoothingQuality = "high";
   ctx.drawImage(source, 0, 0, width, height);
-  const jpeg = new Uint8Array(await (await toJpegBlob(canvas, quality)).arrayBuffer());
-  if (!isJpeg(jpeg)) throw new UsageError("this browser could not encode a JPEG");
-  return { jpeg, width, height };
+  const encoded = new Uint8Array(await (await toJpegBlob(canvas, quality)).arrayBuffer());
+  if (!isJpeg(encoded)) throw new UsageError("this browser could not encode a JPEG");
+  return { jpeg: stripJpegMetadata(encoded), width, height };
 }
 
 /** A picked picture → a story's clean JPEG (≤ 1920 px) and thumbnail (≤ 320 px), metadata gone. */

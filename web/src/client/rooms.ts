@@ -170,13 +170,9 @@ export class Rooms {
     for (const [memberHex, member] of roster.members) {
       envelopes.push(await this.envelope(roster, roomId, member.boxKey, memberHex, base.key, 0));
     }
+    await this.ctx.append([spec, ...commits, ...grants] as RecordBody[], envelopes);
+    // Kept only once committed (an envelope to ourselves is on the server in any case).
     await this.remember(base);
-    try {
-      await this.ctx.append([spec, ...commits, ...grants] as RecordBody[], envelopes);
-    } catch (err) {
-      await this.forget(base);
-      throw err;
-    }
     return this.get(roomId);
   }
 
@@ -199,12 +195,11 @@ export class Rooms {
     return this.ctx.roomKeys().find((k) => k.room_id === roomId && k.epoch === epoch);
   }
 
-  /** Keeps the key of (room, epoch) at the oldest generation held. */
+  /** Keeps the key of (room, epoch) (the context keeps the oldest generation per room and epoch). */
   private async remember(key: HeldRoomKey): Promise<void> {
-    const keys = this.ctx.roomKeys();
-    const old = keys.find((k) => k.room_id === key.room_id && k.epoch === key.epoch);
+    const old = this.held(key.room_id, key.epoch);
     if (old !== undefined && old.generation <= key.generation) return;
-    await this.ctx.saveRoomKeys([...keys.filter((k) => k !== old), key]);
+    await this.ctx.saveRoomKeys([key]);
   }
 
   private unavailable(roomId: string, epoch: number, why: string): RoomKeyUnavailable {
@@ -260,11 +255,8 @@ export class Rooms {
       const base: HeldRoomKey = { room_id: roomId, epoch: roster.epoch, generation: 0, key: randomBytes(32) };
       const { commits, envelopes } = await this.sealTo(roster, roomId, base, [...roster.members.keys()]);
       try {
-        await this.remember(base);
         await this.ctx.append(commits, envelopes);
-        return;
       } catch (err) {
-        await this.forget(base);
         if (!(err instanceof ServerError) || !["conflict", "forbidden", "invalid_message"].includes(err.code)) throw err;
         await this.ctx.sync(); // someone else made it, or the epoch moved on: use theirs
         await this.fetchKeys(roomId);
@@ -272,6 +264,8 @@ export class Rooms {
         if (this.held(roomId, roster.epoch) !== undefined) return;
         throw this.unavailable(roomId, roster.epoch, NOT_SHARED_YET);
       }
+      await this.remember(base); // only once committed: a key the chain disowns is never kept
+      return;
     }
     const committers = new Set<string>();
     for (const [id, author] of roster.roomKeyAuthors) {
@@ -280,11 +274,6 @@ export class Rooms {
     throw this.unavailable(roomId, roster.epoch,
       `${NOT_SHARED_YET} (the key was made by member ${[...committers].sort().join(", ")}; if it never comes, ` +
       "that member may be withholding it, and removing them makes a new key)");
-  }
-
-  private async forget(key: HeldRoomKey): Promise<void> {
-    const keys = this.ctx.roomKeys();
-    if (keys.some((k) => k.key === key.key)) await this.ctx.saveRoomKeys(keys.filter((k) => k.key !== key.key));
   }
 
   /** Opens the envelopes sealed to us for epochs we lack (noting why any were refused). */

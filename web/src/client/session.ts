@@ -206,8 +206,11 @@ export class Connection {
     const frame = encodeClientMessage({ ...message, id } as ClientMessage);
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
+        // A server that answers nothing for this long is gone (a silently dead network):
+        // end the socket, so a member session reconnects.
         this.pending.delete(id);
         reject(new Unreachable(`the server at ${this.server} did not answer in time`));
+        this.fail(new Unreachable(`the server at ${this.server} stopped answering`));
       }, this.requestTimeoutMs);
       this.pending.set(id, {
         resolve: (reply) => (reply.type === "error" ? reject(errorFromReply(reply)) : resolve(reply as T)),
@@ -346,6 +349,7 @@ export class MemberSession {
     }
     session.adopt(conn);
     session.setState("online");
+    session.listenOnline();
     return session;
   }
 
@@ -382,6 +386,14 @@ export class MemberSession {
     return this.conn!.request<T>(message);
   }
 
+  /** While reconnecting: try now instead of waiting out the back-off (e.g. the browser went online). */
+  reconnectNow(): void {
+    if (this.stateValue !== "reconnecting" || this.retryTimer === null) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    void this.reconnect();
+  }
+
   /** End the session for good (no more reconnection). */
   close(): void {
     this.finish(new Unreachable("this space was closed"));
@@ -392,6 +404,17 @@ export class MemberSession {
     if (this.finalError !== null) return;
     this.finish(err);
     this.removals.emit(err);
+  }
+
+  private stopListening: (() => void) | null = null;
+
+  /** In a browser: when the device comes back online, reconnect at once. */
+  private listenOnline(): void {
+    const target = globalThis as { addEventListener?: (type: string, f: () => void) => void; removeEventListener?: (type: string, f: () => void) => void };
+    if (typeof target.addEventListener !== "function" || typeof target.removeEventListener !== "function") return;
+    const handler = (): void => this.reconnectNow();
+    target.addEventListener("online", handler);
+    this.stopListening = () => target.removeEventListener?.("online", handler);
   }
 
   private whenOnline(): Promise<void> {
@@ -488,6 +511,8 @@ export class MemberSession {
     const conn = this.conn;
     this.conn = null;
     conn?.close();
+    this.stopListening?.();
+    this.stopListening = null;
     this.setState("closed");
   }
 }

@@ -32,8 +32,8 @@ import type {
 import type { HeldRoomKey, Membership } from "../keystore/vault.ts";
 import type { Vault } from "../keystore/store.ts";
 import {
-  ClientError, type ConnectionState, type Me, Removed, ServerError, type SpaceContext, UsageError, VerificationError,
-  type WithoutId,
+  ClientError, type ConnectionState, type Me, Removed, ServerError, type SpaceContext, Unreachable, UsageError,
+  VerificationError, type WithoutId,
 } from "./context.ts";
 import { Listeners, type MemberAuth, MemberSession, type SessionOptions } from "./session.ts";
 
@@ -111,6 +111,32 @@ export function linksKnownTo(r: Roster, member: string, now: number = nowSeconds
   return out;
 }
 
+/** Owners and moderators create, list and revoke invites (§7 "invite"). */
+export function mayInvite(r: Roster, me: string): boolean {
+  const role = r.members.get(me)?.role;
+  return role !== undefined && rank(role) >= rank("moderator");
+}
+
+/**
+ * Whether `me` may change a member's role or remove it (§7 "role", "remove": outrank the
+ * target, never oneself); without a target, whether `me` moderates at all.
+ */
+export function mayModerate(r: Roster, me: string, target?: string): boolean {
+  const role = r.members.get(me)?.role;
+  if (role === undefined || rank(role) < rank("moderator")) return false;
+  if (target === undefined) return true;
+  const other = r.members.get(target);
+  return other !== undefined && target !== me && rank(role) > rank(other.role);
+}
+
+/** The roles `me` may give `target`: none unless it may moderate it; at most its own rank. */
+export function rolesFor(r: Roster, me: string, target: string): Role[] {
+  if (!mayModerate(r, me, target)) return [];
+  const mine = rank(r.members.get(me)!.role);
+  const current = r.members.get(target)!.role;
+  return (["member", "moderator", "owner"] as const).filter((role) => rank(role) <= mine && role !== current);
+}
+
 /** Whether we should append a rekey (§9.2 `_should_rekey`) given the keys we hold. */
 export function shouldRekey(r: Roster, me: string, held: ReadonlyMap<number, Uint8Array>): boolean {
   return mayRekey(r, me) && (needsRekey(r) || !held.has(r.epoch)) && [...held.keys()].some((e) => e <= r.epoch);
@@ -164,6 +190,7 @@ export class SpaceClient implements SpaceContext {
   private queued: Promise<Roster> | null = null;
   private dutiesRunning = false;
   private profileAvatar: Uint8Array | null = null;
+  private leaving = false;
   private saving: Promise<void> = Promise.resolve();
 
   private constructor(
@@ -182,9 +209,13 @@ export class SpaceClient implements SpaceContext {
       if (event.type === "record_added") this.sync().catch((err) => this.backgroundError(err));
     });
     session.onReconnect(() => {
+      // Catch up on the chain first, then let followers resubscribe (even if the sync failed:
+      // their own requests will say why).
       this.sync()
-        .then(() => this.reconnectListeners.emit())
-        .catch((err) => this.backgroundError(err));
+        .catch((err) => this.backgroundError(err))
+        .finally(() => {
+          if (this.removedError === null) this.reconnectListeners.emit();
+        });
     });
     session.onRemoved((err) => this.markRemoved(err));
   }
@@ -352,18 +383,17 @@ export class SpaceClient implements SpaceContext {
 
   /** Owners and moderators create, list and revoke invites. */
   mayInvite(): boolean {
-    const role = this.myRole();
-    return role !== null && rank(role) >= rank("moderator");
+    return mayInvite(this.roster(), this.meHex);
   }
 
   /** Whether we may change `target`'s role or remove it (any member if no target is given). */
   mayModerate(target?: Uint8Array | string): boolean {
-    const role = this.myRole();
-    if (role === null || rank(role) < rank("moderator")) return false;
-    if (target === undefined) return true;
-    const id = typeof target === "string" ? target : toHex(target);
-    const other = this.roster().members.get(id);
-    return other !== undefined && id !== this.meHex && rank(role) > rank(other.role);
+    return mayModerate(this.roster(), this.meHex, target === undefined ? undefined : typeof target === "string" ? target : toHex(target));
+  }
+
+  /** The roles we may give `target` (§7 "role": above none of ours, not the target's own). */
+  rolesFor(target: Uint8Array | string): Role[] {
+    return rolesFor(this.roster(), this.meHex, typeof target === "string" ? target : toHex(target));
   }
 
   /** The display name this identity uses here. */
@@ -444,7 +474,29 @@ export class SpaceClient implements SpaceContext {
 
   /** Leave the space (the server ends the session; the caller forgets the membership). */
   async leave(): Promise<void> {
-    await this.appendPlan({ bodies: () => [{ type: "leave" }], resync: false });
+    this.leaving = true;
+    try {
+      await this.appendPlan({ bodies: () => [{ type: "leave" }], resync: false });
+    } catch (err) {
+      if (err instanceof Removed) {
+        // The server ended the session ("left") before its reply arrived.
+      } else if (err instanceof Unreachable) {
+        // The connection dropped with the reply (the server closes it right after a leave):
+        // the session reconnects, and a refused authentication proves we are gone.
+        try {
+          await this.session.request({ type: "get_records", after: this.m.head_seq });
+        } catch (again) {
+          if (!(again instanceof Removed)) throw err;
+          this.markRemoved(new Removed("left", "you left this space"));
+          return;
+        }
+        this.leaving = false;
+        throw err;
+      } else {
+        this.leaving = false;
+        throw err;
+      }
+    }
     this.markRemoved(new Removed("left", "you left this space"));
   }
 
@@ -455,6 +507,11 @@ export class SpaceClient implements SpaceContext {
     await this.publishProfile({ display_name: name, avatar });
     this.m.display_name = name;
     await this.persist();
+  }
+
+  /** While reconnecting, try at once (e.g. on the browser's "online" event or a "Retry" button). */
+  reconnectNow(): void {
+    this.session.reconnectNow();
   }
 
   /** Close the connection (the membership stays in the vault). */
@@ -484,8 +541,9 @@ export class SpaceClient implements SpaceContext {
     else console.error("salon: background sync failed", err);
   }
 
-  private markRemoved(err: Removed): void {
+  private markRemoved(removal: Removed): void {
     if (this.removedError !== null) return;
+    const err = this.leaving ? new Removed("left", "you left this space") : removal;
     this.removedError = err;
     this.session.removed(err);
     this.removedListeners.emit(err);
@@ -773,12 +831,45 @@ export class SpaceClient implements SpaceContext {
     throw new ServerError("conflict", "the space is changing too fast; try again");
   }
 
-  /** Write keys, head, name and invite secrets to the vault slot (writes take turns). */
+  /**
+   * Write keys, head, name and invite secrets to the vault slot (writes take turns). What is
+   * stored is merged in first, as the CLI's keystore does, so another tab of the app with the
+   * same membership open loses nothing: keys and invite secrets are united, the oldest room-key
+   * generation kept, the newer head kept.
+   */
   private persist(): Promise<void> {
-    this.m.space_keys = [...this.keys].sort(([a], [b]) => a - b).map(([epoch, key]) => ({ epoch, key }));
-    const snapshot: Membership = { ...this.m, space_keys: [...this.m.space_keys], room_keys: [...this.m.room_keys] };
-    const run = this.saving.then(() => this.vault.update(this.slot, snapshot));
+    const run = this.saving.then(async () => {
+      let stored: Membership | null = null;
+      try {
+        stored = await this.vault.get(this.slot);
+      } catch {
+        stored = null;
+      }
+      if (stored !== null) this.merge(stored);
+      this.m.space_keys = [...this.keys].sort(([a], [b]) => a - b).map(([epoch, key]) => ({ epoch, key }));
+      await this.vault.update(this.slot, { ...this.m, space_keys: [...this.m.space_keys], room_keys: [...this.m.room_keys] });
+    });
     this.saving = run.catch(() => undefined);
     return run;
+  }
+
+  private merge(stored: Membership): void {
+    if (stored.space_id !== this.m.space_id || !equal(stored.signing_seed, this.m.signing_seed)) return;
+    for (const { epoch, key } of stored.space_keys) if (!this.keys.has(epoch) && !this.bad.has(epoch)) this.keys.set(epoch, key);
+    for (const k of stored.room_keys) {
+      const i = this.m.room_keys.findIndex((h) => h.room_id === k.room_id && h.epoch === k.epoch);
+      if (i < 0) this.m.room_keys.push(k);
+      else if (k.generation < this.m.room_keys[i]!.generation) this.m.room_keys[i] = k;
+    }
+    const secrets = this.m.invite_secrets ?? [];
+    for (const held of stored.invite_secrets ?? []) {
+      if (!secrets.some((s) => s.invite_id === held.invite_id)) secrets.push(held);
+    }
+    this.m.invite_secrets = secrets;
+    if (stored.head_seq > this.m.head_seq) {
+      this.m.head_seq = stored.head_seq;
+      this.m.head_hash = stored.head_hash;
+    }
+    if (stored.pending_key === null || stored.pending_key === undefined) this.m.pending_key = null;
   }
 }

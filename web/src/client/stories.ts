@@ -18,9 +18,9 @@ import {
 } from "../protocol/chat_wire.ts";
 import { encodeStruct } from "../protocol/schema.ts";
 import { ServerError, Unreachable, UsageError, VerificationError, type SpaceContext } from "./context.ts";
-import { memberName, visibleUntil } from "./chat.ts";
+import { memberName, plainReason, visibleUntil } from "./chat.ts";
 import { HeadCheck } from "./forks.ts";
-import type { Rooms } from "./rooms.ts";
+import { RoomKeyRefused, RoomKeyUnavailable, type Rooms } from "./rooms.ts";
 
 export const DEFAULT_STORY_TTL = 24 * 3600;
 export const MAX_STORY_TTL = 7 * 86400;
@@ -60,8 +60,15 @@ export interface StoryView {
 /** A listed story that could not be shown, and why. */
 export interface SkippedStory {
   readonly storyId: string;
+  /** The detailed reason (may use protocol words). */
   readonly reason: string;
+  /** One calm sentence for the page. */
+  readonly summary: string;
 }
+
+const skip = (storyId: string, reason: string, unreadable = false): SkippedStory => (
+  { storyId, reason, summary: plainReason(unreadable ? "unreadable" : "refused", reason, "story") }
+);
 
 const header = (ctx: SpaceContext, info: StoryInfo): StoryHeader => ({
   spaceId: ctx.spaceId, roomId: info.room_id, epoch: info.epoch, sender: info.sender, storyId: info.story_id, ttl: info.ttl,
@@ -144,11 +151,11 @@ export class StoriesClient {
     const now = Date.now() / 1000;
     for (const info of reply.stories) {
       if (info.room_id !== roomId) {
-        skipped.push({ storyId: info.story_id, reason: "it belongs to another room" });
+        skipped.push(skip(info.story_id, "it belongs to another room"));
         continue;
       }
       if (listed.has(info.story_id)) {
-        skipped.push({ storyId: info.story_id, reason: "it is listed twice (a replay)" });
+        skipped.push(skip(info.story_id, "it is listed twice (a replay)"));
         continue;
       }
       listed.add(info.story_id);
@@ -157,7 +164,7 @@ export class StoriesClient {
         if (view.visibleUntil > now) stories.push(view);
       } catch (err) {
         if (!(err instanceof VerificationError)) throw err;
-        skipped.push({ storyId: info.story_id, reason: err.message });
+        skipped.push(skip(info.story_id, err.message, err instanceof RoomKeyUnavailable && !(err instanceof RoomKeyRefused)));
       }
     }
     stories.sort((a, b) => b.postedAt - a.postedAt);

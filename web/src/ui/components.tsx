@@ -85,8 +85,11 @@ export function Link(props: { href: string; class?: string; children: ComponentC
 export function Dialog(props: { title: string; onClose: () => void; children: ComponentChildren; wide?: boolean }): JSX.Element {
   const ref = useRef<HTMLDialogElement>(null);
   useEffect(() => {
+    // Focus goes back where it was when the dialog goes away (it is unmounted, not closed).
+    const before = document.activeElement instanceof HTMLElement ? document.activeElement : null;
     const dialog = ref.current;
     if (dialog !== null && !dialog.open) dialog.showModal();
+    return () => before?.focus();
   }, []);
   return (
     <dialog

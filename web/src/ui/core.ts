@@ -7,7 +7,7 @@
 import { fromHex } from "../protocol/bytes.ts";
 import { Removed, Unreachable, UsageError } from "../client/context.ts";
 import { Spaces, type SpaceEntry } from "../client/spaces.ts";
-import type { SpaceClient, MemberView, InviteView } from "../client/space.ts";
+import { mayModerate, rolesFor, type SpaceClient, type MemberView, type InviteView } from "../client/space.ts";
 import { HISTORY_CLOSED, NOT_SHARED_YET, Rooms, type RoomView } from "../client/rooms.ts";
 import { Chat, type Follower, type ReadItem } from "../client/chat.ts";
 import { StoriesClient, type StoryView } from "../client/stories.ts";
@@ -263,15 +263,21 @@ export class Bridge implements Intents {
     return url;
   }
 
-  private memberVM(view: MemberView): MemberVM {
-    return { key: view.id, name: view.displayName, role: view.role, fingerprint: view.fingerprint, me: view.me, photo: this.photo(view.avatar) };
+  private memberVM(live: Live, view: MemberView): MemberVM {
+    const roster = live.client.roster();
+    const me = live.client.me.memberKey;
+    const meHex = hexOf(me);
+    return {
+      key: view.id, name: view.displayName, role: view.role, fingerprint: view.fingerprint, me: view.me, photo: this.photo(view.avatar),
+      manageable: mayModerate(roster, meHex, view.id), roles: rolesFor(roster, meHex, view.id),
+    };
   }
 
   private publishSpace(live: Live): void {
-    const members = live.members.map((m) => this.memberVM(m));
-    const meHex = Array.from(live.client.me.memberKey, (b) => b.toString(16).padStart(2, "0")).join("");
+    const members = live.members.map((m) => this.memberVM(live, m));
     const me = members.find((m) => m.me) ?? {
-      key: meHex, name: live.client.displayName(), role: live.client.myRole() ?? "member", fingerprint: "", me: true, photo: null,
+      key: hexOf(live.client.me.memberKey), name: live.client.displayName(), role: live.client.myRole() ?? "member", fingerprint: "",
+      me: true, photo: null, manageable: false, roles: [],
     };
     const rooms: RoomVM[] = live.roomViews.map((r) => ({
       id: r.roomId, name: r.name, kind: kindOf(r.kind), unread: live.open?.roomId === r.roomId ? 0 : (live.unread.get(r.roomId) ?? 0), canPost: r.mayPost,
@@ -304,7 +310,7 @@ export class Bridge implements Intents {
       const entry = this.entries.find((e) => e.slot === slot);
       this.store.setSpace({
         slot, name: entry?.name || "this space", description: "", connection: "closed", removed: how,
-        me: { key: "", name: entry?.displayName ?? "", role: "member", fingerprint: "", me: true, photo: null },
+        me: { key: "", name: entry?.displayName ?? "", role: "member", fingerprint: "", me: true, photo: null, manageable: false, roles: [] },
         rooms: [], members: [], invites: [], passphrase: null,
       });
     }
@@ -348,13 +354,14 @@ export class Bridge implements Intents {
       .follow(roomId, {
         onMessage: (item) => {
           if (open.closed) return;
-          if (item.kind === "unreadable" && (item.reason === HISTORY_CLOSED || /before (this member|you) joined/.test(item.reason))) {
+          const earlier = item.kind === "unreadable" && backlog && item.reason.includes("never received the key");
+          if (item.kind === "unreadable" && (earlier || item.reason === HISTORY_CLOSED || /before (this member|you) joined/.test(item.reason))) {
             // A room whose history starts at each member's join: say it once, not per message.
-            open.notice = "Messages sent before you joined are not shown: this room keeps them private to who was here.";
+            open.notice = "Earlier messages stay private to the people who were here before you joined.";
             this.publishRoom(live, open);
             return;
           }
-          if (item.kind === "unreadable" && (item.reason.startsWith(NOT_SHARED_YET) || item.reason.includes("never received the key"))) {
+          if (item.kind === "unreadable" && item.reason.startsWith(NOT_SHARED_YET)) {
             this.waitForKey(live, open);
             return;
           }
@@ -437,10 +444,10 @@ export class Bridge implements Intents {
         at: item.sentAt * 1000, expiresAt: item.visibleUntil === null ? null : item.visibleUntil * 1000, pending: false, hidden: false,
       };
     }
-    const text = item.kind === "unreadable"
-      ? "This message can't be read on this device: it was sent before you joined, or its key has not reached you yet."
-      : "This message did not pass a security check, so it is not shown.";
-    return { id: String(item.seq), authorKey: item.senderHex, authorName: "", mine: false, text, at: item.sentAt * 1000, expiresAt: null, pending: false, hidden: true };
+    return {
+      id: String(item.seq), authorKey: item.senderHex, authorName: "", mine: false, text: item.summary, at: item.sentAt * 1000,
+      expiresAt: item.visibleUntil === null ? null : item.visibleUntil * 1000, pending: false, hidden: true,
+    };
   }
 
   private publishRoom(live: Live, open: OpenRoom): void {
@@ -570,6 +577,8 @@ export class Bridge implements Intents {
     await this.reloadList();
   }
 }
+
+const hexOf = (bytes: Uint8Array): string => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;

@@ -38,6 +38,10 @@ export interface MemberVM {
   readonly me: boolean;
   /** An object URL of the member's photo, or null. */
   readonly photo: string | null;
+  /** May I change this member's role or remove them (outrank them, not me). */
+  readonly manageable: boolean;
+  /** The roles I may give this member (excluding the current one). */
+  readonly roles: readonly Role[];
 }
 
 export interface InviteVM {

@@ -109,7 +109,7 @@ function NewLink({ space }: { space: SpaceVM }): JSX.Element {
           <span>Joins as</span>
           <select value={role} onChange={(e) => setRole(e.currentTarget.value as Role)}>
             <option value="member">Member</option>
-            {space.me.role === "owner" ? <option value="moderator">Moderator</option> : null}
+            <option value="moderator">Moderator</option>
           </select>
         </label>
       </div>

@@ -10,9 +10,6 @@ import { PanelHeader } from "./space.tsx";
 
 const RANK: Record<Role, number> = { member: 1, moderator: 2, owner: 3 };
 
-/** May `me` act on `them`? Owners act on everyone else; moderators on members. */
-const mayManage = (me: MemberVM, them: MemberVM): boolean => !them.me && RANK[me.role] >= 2 && RANK[me.role] > RANK[them.role];
-
 type Pending = { readonly kind: "role"; readonly role: Role } | { readonly kind: "remove" } | { readonly kind: "ban" };
 
 export function MembersScreen({ space }: { space: SpaceVM }): JSX.Element {
@@ -33,7 +30,7 @@ export function MembersScreen({ space }: { space: SpaceVM }): JSX.Element {
             <button type="button" class="fingerprint" aria-label={`Fingerprint of ${member.name}: ${groupFingerprint(member.fingerprint)}. What is this?`} onClick={() => setExplaining(member)}>
               {groupFingerprint(member.fingerprint, 2)}
             </button>
-            {mayManage(space.me, member) ? <IconButton icon="more" label={`Manage ${member.name}`} onClick={() => setManaging(member)} /> : <span class="icon-spacer" />}
+            {member.manageable ? <IconButton icon="more" label={`Manage ${member.name}`} onClick={() => setManaging(member)} /> : <span class="icon-spacer" />}
           </li>
         ))}
       </ul>
@@ -66,21 +63,23 @@ function Manage({ space, member, onClose }: { space: SpaceVM; member: MemberVM; 
     const name = member.name;
     const copy =
       pending.kind === "role"
-        ? pending.role === "moderator"
-          ? { title: `Make ${name} a moderator?`, body: `${name} will be able to invite people, create rooms, and remove members.`, action: "Make moderator" }
-          : { title: `Make ${name} a member?`, body: `${name} will no longer be able to invite people or remove members.`, action: "Make member" }
+        ? pending.role === "owner"
+          ? { title: `Make ${name} an owner?`, body: `${name} will be able to do everything you can: invite people, remove people and change anyone's role, yours included.`, action: "Make owner" }
+          : pending.role === "moderator"
+            ? { title: `Make ${name} a moderator?`, body: `${name} will be able to invite people, create rooms, and remove members.`, action: "Make moderator" }
+            : { title: `Make ${name} a member?`, body: `${name} will no longer be able to invite people or remove members.`, action: "Make member" }
         : pending.kind === "remove"
           ? { title: `Remove ${name}?`, body: `${name} will be removed and will not be able to read anything new. They could come back only with a new invitation.`, action: "Remove" }
-          : { title: `Ban ${name}?`, body: `${name} will be removed, will not be able to read anything new, and can never rejoin. The invitation links they made stop working.`, action: "Ban" };
+          : { title: `Ban ${name}?`, body: `${name} will be removed, will not be able to read anything new, and can never rejoin. The invitation links they could know stop working.`, action: "Ban" };
     const work = (): Promise<void> => (pending.kind === "role" ? intents.setRole(space.slot, member.key, pending.role) : intents.remove(space.slot, member.key, pending.kind === "ban"));
     return <Confirm {...copy} busy={busy} error={error} onCancel={onClose} onConfirm={() => run(work())} />;
   }
-  const owner = space.me.role === "owner";
   return (
     <Dialog title={member.name} onClose={onClose}>
       <div class="menu-list">
-        {owner && member.role === "member" ? <button type="button" class="menu-item" onClick={() => setPending({ kind: "role", role: "moderator" })}>Make moderator</button> : null}
-        {owner && member.role === "moderator" ? <button type="button" class="menu-item" onClick={() => setPending({ kind: "role", role: "member" })}>Make member</button> : null}
+        {[...member.roles].reverse().map((role) => (
+          <button key={role} type="button" class="menu-item" onClick={() => setPending({ kind: "role", role })}>Make {role}</button>
+        ))}
         <button type="button" class="menu-item danger" onClick={() => setPending({ kind: "remove" })}>Remove from the space</button>
         <button type="button" class="menu-item danger" onClick={() => setPending({ kind: "ban" })}>Ban</button>
       </div>

@@ -1,6 +1,6 @@
 /** A channel's stories: the row of round thumbnails, the full-screen viewer and "Post a story". */
 import type { JSX } from "preact";
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { useEnv } from "../app.tsx";
 import { explain } from "../errors.ts";
 import { timeLeft } from "../format.ts";
@@ -51,6 +51,12 @@ export function StoriesRow({ space, room, stories }: { space: SpaceVM; room: Roo
 
 function StoryViewer(props: { space: SpaceVM; room: RoomVM; stories: readonly StoryVM[]; index: number; onIndex: (i: number) => void; onClose: () => void }): JSX.Element {
   const { intents } = useEnv();
+  const box = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    const before = document.activeElement instanceof HTMLElement ? document.activeElement : null;
+    box.current?.focus();
+    return () => before?.focus();
+  }, []);
   const story = props.stories[props.index]!;
   const [picture, setPicture] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -78,7 +84,7 @@ function StoryViewer(props: { space: SpaceVM; room: RoomVM; stories: readonly St
       aria-modal="true"
       aria-label={`Story by ${story.authorName}`}
       tabIndex={-1}
-      ref={(el) => el?.focus()}
+      ref={box}
       onKeyDown={(e) => {
         if (e.key === "Escape") props.onClose();
         if (e.key === "ArrowLeft") move(-1);
