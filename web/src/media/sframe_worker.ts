@@ -1,0 +1,160 @@
+/**
+ * The SFrame media worker (PROTOCOL.md §15): every RTCRtpScriptTransform of one participant
+ * runs here, so its tracks share one sending counter per key id (§15.3) and one set of
+ * receiving contexts. Modelled on the W3C WebRTC samples' encoded-transform demo: one worker,
+ * messages in (keys, from the page's call code only), frames through.
+ *
+ * Sender: every encoded frame is protected under the current key (codec header bytes in clear,
+ * §15.4); without a key the frame is dropped, never sent in clear. Receiver: a frame is opened
+ * only with its source's context and only under a key id naming that source (§15.8); frames
+ * that fail, replay, or name another sender are dropped and counted, never passed to the
+ * decoder. Nothing here logs; no key leaves this worker.
+ *
+ * SFU only: mesh media is DTLS-SRTP end to end (§14.2), not SFrame.
+ */
+import type { Codec } from "../protocol/sframe.ts";
+import {
+  type TrackCounters, KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, countDrop, newCounters,
+} from "./frames.ts";
+import type { FromWorker, ToWorker, TransformOptions } from "./messages.ts";
+
+const scope = self as unknown as DedicatedWorkerGlobalScope;
+const sender = new MediaSender();
+const receivers = new MediaReceivers();
+const tracks = new Map<string, TrackCounters>();
+const videoSenders = new Set<RTCRtpScriptTransformer>();
+
+type Encoded = RTCEncodedVideoFrame | RTCEncodedAudioFrame;
+
+function kindOf(frame: Encoded): "video" | "audio" {
+  return "type" in frame ? "video" : "audio";
+}
+
+/** VP8 video, Opus audio; anything else (H.264 breaks with transformed frames) is dropped. */
+function codecOf(frame: Encoded, kind: "video" | "audio"): Codec | null {
+  const mime = frame.getMetadata().mimeType?.toLowerCase();
+  if (kind === "video") return mime === undefined || mime === "video/vp8" ? "vp8" : null;
+  return mime === undefined || mime === "audio/opus" ? "opus" : null;
+}
+
+function sourceOf(frame: Encoded, publisher: number | "csrc"): number | null {
+  if (publisher !== "csrc") return publisher;
+  const csrcs = frame.getMetadata().contributingSources ?? [];
+  return csrcs.length === 1 ? (csrcs[0] ?? null) : null;
+}
+
+function counters(track: string, side: "send" | "receive"): TrackCounters {
+  let c = tracks.get(track);
+  if (c === undefined) {
+    c = newCounters(side);
+    tracks.set(track, c);
+  }
+  return c;
+}
+
+function attach(transformer: RTCRtpScriptTransformer): void {
+  const options = transformer.options as TransformOptions;
+  const c = counters(options.track, options.side);
+  let video = false;
+  const transform = new TransformStream<Encoded, Encoded>({
+    async transform(frame, controller) {
+      const kind = kindOf(frame);
+      c.kind = kind;
+      const codec = codecOf(frame, kind);
+      if (codec === null) {
+        c.droppedOther++;
+        return;
+      }
+      const data = new Uint8Array(frame.data);
+      const start = performance.now();
+      if (options.side === "send") {
+        if (kind === "video" && !video) {
+          video = true;
+          videoSenders.add(transformer);
+        }
+        const out = await sender.protect(codec, data);
+        c.cryptoMs += performance.now() - start;
+        if (out === null) {
+          c.droppedOther++;
+          return;
+        }
+        frame.data = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) as ArrayBuffer;
+        c.encrypted++;
+        c.lastKid = sender.kid;
+        controller.enqueue(frame);
+        return;
+      }
+      const opened = await receivers.open(sourceOf(frame, options.publisher), codec, data, Date.now());
+      c.cryptoMs += performance.now() - start;
+      if (!opened.ok) {
+        countDrop(c, opened.drop);
+        return;
+      }
+      const out = opened.frame;
+      frame.data = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) as ArrayBuffer;
+      c.decrypted++;
+      c.lastKid = opened.kid;
+      controller.enqueue(frame);
+    },
+  });
+  transformer.readable.pipeThrough(transform).pipeTo(transformer.writable).catch(() => {
+    videoSenders.delete(transformer); // the sender or receiver was closed
+  });
+}
+
+scope.onrtctransform = (event: RTCTransformEvent) => attach(event.transformer);
+
+async function keyframeNext(): Promise<void> {
+  for (const t of videoSenders) {
+    try {
+      await t.generateKeyFrame();
+    } catch {
+      // not supported here, or not sending yet: the new key id still applies to the next frame
+    }
+  }
+}
+
+async function handle(msg: ToWorker): Promise<FromWorker> {
+  switch (msg.type) {
+    case "send-key": {
+      const kid = await sender.setKey(msg.index, msg.epoch, msg.key);
+      receivers.self = msg.index;
+      void keyframeNext();
+      return { id: msg.id, type: "done", kid };
+    }
+    case "stop-sending":
+      sender.clear();
+      return { id: msg.id, type: "done" };
+    case "receive-key":
+      return { id: msg.id, type: "done", kid: await receivers.setKey(msg.index, msg.epoch, msg.key, Date.now()) };
+    case "supersede":
+      receivers.supersede(msg.index, Date.now());
+      return { id: msg.id, type: "done" };
+    case "remove":
+      receivers.remove(msg.index, Date.now());
+      return { id: msg.id, type: "done" };
+    case "counters":
+      return {
+        id: msg.id, type: "counters", tracks: Object.fromEntries([...tracks].map(([k, v]) => [k, { ...v }])),
+        sendKid: sender.kid, receiveKids: receivers.kids(Date.now()),
+      };
+  }
+}
+
+// Messages are handled one at a time, in order (a key, then the counters that follow it).
+let queue: Promise<void> = Promise.resolve();
+scope.onmessage = (event: MessageEvent<ToWorker>) => {
+  const msg = event.data;
+  queue = queue.then(async () => {
+    let reply: FromWorker;
+    try {
+      reply = await handle(msg);
+    } catch (e) {
+      const error = e instanceof KeyIdExhausted ? "KeyIdExhausted" : e instanceof MediaKeyError ? "MediaKeyError" : "Error";
+      reply = { id: msg.id, type: "error", error, message: e instanceof Error ? e.message : "failed" };
+    } finally {
+      if ("key" in msg) msg.key.fill(0);
+    }
+    scope.postMessage(reply);
+  });
+};
