@@ -141,7 +141,7 @@ class PublisherContext {
 }
 
 /** Why a received frame was not passed to the decoder. */
-export type Drop = "foreign-kid" | "no-key" | "failure" | "replay" | "malformed";
+export type Drop = "foreign-kid" | "no-key" | "failure" | "replay" | "malformed" | "empty";
 
 export type Opened = { ok: true; kid: number; frame: Uint8Array } | { ok: false; drop: Drop; detail: string };
 
@@ -226,6 +226,7 @@ export class MediaReceivers {
     if (source === this.self) return { ok: false, drop: "foreign-kid", detail: "one's own index" };
     const ctx = this.#contexts.get(source);
     if (ctx === undefined) return { ok: false, drop: "foreign-kid", detail: `unknown sender index ${source}` };
+    if (data.length === 0) return { ok: false, drop: "empty", detail: "an empty frame" }; // browsers make some
     const full = clearSize(codec, data);
     let kid: number;
     try {
@@ -266,17 +267,23 @@ export interface TrackCounters {
   droppedNoKey: number;
   droppedReplay: number;
   droppedMalformed: number;
+  /** Empty encoded frames (nothing to decrypt, nothing passed on). */
+  droppedEmpty: number;
   /** send side: frames dropped for want of a key or a counter; any side: unsupported codec. */
   droppedOther: number;
+  /** send side: frames shorter than their clear bytes (empty), sent per §15.4 but dropped by receivers (§15.8). */
+  sentShort: number;
   /** Total time spent in protect/open (ms), for the figures. */
   cryptoMs: number;
   lastKid: number | null;
+  /** Why the last dropped frame was dropped (words and numbers, no key material). */
+  lastDrop: string;
 }
 
 export function newCounters(side: "send" | "receive"): TrackCounters {
   return {
     side, kind: "", encrypted: 0, decrypted: 0, failures: 0, droppedForeignKid: 0, droppedNoKey: 0, droppedReplay: 0,
-    droppedMalformed: 0, droppedOther: 0, cryptoMs: 0, lastKid: null,
+    droppedMalformed: 0, droppedEmpty: 0, droppedOther: 0, sentShort: 0, cryptoMs: 0, lastKid: null, lastDrop: "",
   };
 }
 
@@ -285,5 +292,6 @@ export function countDrop(c: TrackCounters, drop: Drop): void {
   else if (drop === "no-key") c.droppedNoKey++;
   else if (drop === "failure") c.failures++;
   else if (drop === "replay") c.droppedReplay++;
+  else if (drop === "empty") c.droppedEmpty++;
   else c.droppedMalformed++;
 }

@@ -12,7 +12,7 @@
  *
  * SFU only: mesh media is DTLS-SRTP end to end (§14.2), not SFrame.
  */
-import type { Codec } from "../protocol/sframe.ts";
+import { type Codec, clearSize } from "../protocol/sframe.ts";
 import {
   type TrackCounters, KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, countDrop, newCounters,
 } from "./frames.ts";
@@ -80,6 +80,7 @@ function attach(transformer: RTCRtpScriptTransformer): void {
         }
         frame.data = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) as ArrayBuffer;
         c.encrypted++;
+        if (data.length < clearSize(codec, data) || data.length === 0) c.sentShort++;
         c.lastKid = sender.kid;
         controller.enqueue(frame);
         return;
@@ -88,6 +89,7 @@ function attach(transformer: RTCRtpScriptTransformer): void {
       c.cryptoMs += performance.now() - start;
       if (!opened.ok) {
         countDrop(c, opened.drop);
+        c.lastDrop = `${opened.drop}: ${opened.detail} (${data.length} bytes)`;
         return;
       }
       const out = opened.frame;
