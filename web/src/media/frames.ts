@@ -273,6 +273,8 @@ export interface TrackCounters {
   droppedOther: number;
   /** send side: frames shorter than their clear bytes (empty), sent per §15.4 but dropped by receivers (§15.8). */
   sentShort: number;
+  /** Plain frame bytes protected (send) or opened (receive). */
+  bytes: number;
   /** Total time spent in protect/open (ms), for the figures. */
   cryptoMs: number;
   lastKid: number | null;
@@ -283,7 +285,7 @@ export interface TrackCounters {
 export function newCounters(side: "send" | "receive"): TrackCounters {
   return {
     side, kind: "", encrypted: 0, decrypted: 0, failures: 0, droppedForeignKid: 0, droppedNoKey: 0, droppedReplay: 0,
-    droppedMalformed: 0, droppedEmpty: 0, droppedOther: 0, sentShort: 0, cryptoMs: 0, lastKid: null, lastDrop: "",
+    droppedMalformed: 0, droppedEmpty: 0, droppedOther: 0, sentShort: 0, bytes: 0, cryptoMs: 0, lastKid: null, lastDrop: "",
   };
 }
 

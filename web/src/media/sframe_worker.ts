@@ -80,6 +80,7 @@ function attach(transformer: RTCRtpScriptTransformer): void {
         }
         frame.data = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) as ArrayBuffer;
         c.encrypted++;
+        c.bytes += data.length;
         if (data.length < clearSize(codec, data) || data.length === 0) c.sentShort++;
         c.lastKid = sender.kid;
         controller.enqueue(frame);
@@ -95,6 +96,7 @@ function attach(transformer: RTCRtpScriptTransformer): void {
       const out = opened.frame;
       frame.data = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) as ArrayBuffer;
       c.decrypted++;
+      c.bytes += out.length;
       c.lastKid = opened.kid;
       controller.enqueue(frame);
     },

@@ -6,6 +6,7 @@
  * and the workers' counters are returned. The key bytes stay in this page's locals.
  */
 import { MediaKeys, mediaE2EEProblem } from "../../src/media/media_keys.ts";
+import { MediaReceivers, MediaSender } from "../../src/media/frames.ts";
 
 export interface Scenario {
   /** The sender's index (its key ids name it). */
@@ -183,9 +184,41 @@ export async function loopback(s: Scenario): Promise<Outcome> {
   return out;
 }
 
+/**
+ * The worker's frame code alone, on this thread: protect then open `n` VP8 delta frames of
+ * `size` bytes (and one keyframe in 30); returns ms per frame for each step.
+ */
+export async function micro(n: number, size: number): Promise<{ protectMs: number; openMs: number }> {
+  const sender = new MediaSender();
+  const receivers = new MediaReceivers();
+  const key = random();
+  await sender.setKey(1, 0, key);
+  await receivers.setKey(1, 0, key, 0);
+  const frames: Uint8Array[] = [];
+  for (let i = 0; i < 30; i++) {
+    const f = new Uint8Array(i === 0 ? size * 8 : size);
+    crypto.getRandomValues(f.subarray(0, Math.min(f.length, 65536)));
+    f.set(i === 0 ? [0x50, 0x15, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01] : [0xb1, 0x08, 0x00]);
+    frames.push(f);
+  }
+  let protectMs = 0;
+  let openMs = 0;
+  for (let i = 0; i < n; i++) {
+    const f = frames[i % frames.length] as Uint8Array;
+    let t = performance.now();
+    const p = await sender.protect("vp8", f);
+    protectMs += performance.now() - t;
+    t = performance.now();
+    const o = await receivers.open(1, "vp8", p as Uint8Array, 0);
+    openMs += performance.now() - t;
+    if (!o.ok) throw new Error(o.detail);
+  }
+  return { protectMs: protectMs / n, openMs: openMs / n };
+}
+
 declare global {
   interface Window {
-    mediaTest: { loopback: typeof loopback; ready: boolean };
+    mediaTest: { loopback: typeof loopback; micro: typeof micro; ready: boolean };
   }
 }
-window.mediaTest = { loopback, ready: true };
+window.mediaTest = { loopback, micro, ready: true };
