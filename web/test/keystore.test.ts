@@ -20,6 +20,9 @@ function membership(spaceId: string, name = "Bob"): Membership {
     room_keys: [{ room_id: "r0omAAAAAAAAAAAA", epoch: 1, generation: 2, key: randomBytes(32) }],
     head_seq: 7,
     head_hash: randomBytes(32),
+    name: "A space",
+    invite_secrets: [{ invite_id: "inv0AAAAAAAAAAAA", secret: randomBytes(32) }],
+    pending_key: null,
   };
 }
 

@@ -30,6 +30,10 @@ export const SALT_BYTES = 16;
 
 export interface HeldSpaceKey { epoch: number; key: Uint8Array }
 export interface HeldRoomKey { room_id: string; epoch: number; generation: number; key: Uint8Array }
+/** The secret of an invite link this identity made, so it can show the link again and re-seal it (§8.3). */
+export interface HeldInviteSecret { invite_id: string; secret: Uint8Array }
+/** The space key a joining invite carried, pending until a verified chain shows it (§8.4 step 2). */
+export interface PendingInviteKeyHeld { space_id: string; epoch: number; key: Uint8Array; join_seq: number; join_hash: Uint8Array }
 
 /** One per-space identity. Nothing in it names or links any other membership. */
 export interface Membership {
@@ -45,10 +49,19 @@ export interface Membership {
   /** The last verified chain head (-1 and empty before the first sync), to detect a fork (§6.6). */
   head_seq: number;
   head_hash: Uint8Array;
+  /** The space's name as last read (so a home screen needs no connection); "" until known. */
+  name?: string;
+  invite_secrets?: HeldInviteSecret[];
+  pending_key?: PendingInviteKeyHeld | null;
 }
 
 const SpaceKeyDef = struct("HeldSpaceKey", [f("epoch", "int"), f("key", "bytes")], { arrayLike: true });
 const RoomKeyDef = struct("HeldRoomKey", [f("room_id", "str"), f("epoch", "int"), f("generation", "int"), f("key", "bytes")], {
+  arrayLike: true,
+});
+const InviteSecretDef = struct("HeldInviteSecret", [f("invite_id", "str"), f("secret", "bytes")], { arrayLike: true });
+const PendingKeyDef = struct("PendingInviteKey", [f("space_id", "str"), f("epoch", "int"), f("key", "bytes"), f("join_seq", "int"),
+  f("join_hash", "bytes")], {
   arrayLike: true,
 });
 export const MembershipDef = struct("Membership", [
@@ -61,6 +74,9 @@ export const MembershipDef = struct("Membership", [
   fd("room_keys", list(ref(RoomKeyDef)), []),
   fd("head_seq", "int", -1),
   fd("head_hash", "bytes", new Uint8Array(0)),
+  fd("name", "str", ""),
+  fd("invite_secrets", list(ref(InviteSecretDef)), []),
+  fd("pending_key", optional(ref(PendingKeyDef)), null),
 ], { tag: "membership" });
 
 /** The vault's own record: whether a passphrase is set (its salt) and a check sealed under it. */

@@ -1,9 +1,10 @@
 /**
- * WebSocket frames of PROTOCOL.md §5 (authentication, member requests and events, §5.3–5.5).
- * Chat (§11–12) and call (§13–15) frames are not in these unions yet: decoding one is an
- * unknown-tag `WireError`.
+ * WebSocket frames of PROTOCOL.md §5 (authentication, member requests and events, §5.3–5.5),
+ * with the chat and story frames of §11–12 (chat_wire.ts). Call (§13–15) frames are not in
+ * these unions yet: decoding one is an unknown-tag `WireError`.
  */
 import { RECORD, type Record } from "./recordtypes.ts";
+import { CHAT_CLIENT_STRUCTS, CHAT_SERVER_STRUCTS, type ChatClientMessage, type ChatServerMessage } from "./chat_wire.ts";
 import { WireError, decodeUnion, encodeUnion, f, fd, list, optional, ref, struct, union } from "./schema.ts";
 
 export { WireError };
@@ -46,7 +47,7 @@ export interface PutSeals { type: "put_seals"; id: number; seals: InviteSeal[] }
 
 export type ClientMessage =
   | CreateSpace | Authenticate | OpenInvite | JoinSpace | GetRecords | Append | ListInvites | GetEnvelopes
-  | GetEnvelopeHolders | DropEnvelope | PutSeals;
+  | GetEnvelopeHolders | DropEnvelope | PutSeals | ChatClientMessage;
 
 const records = list(ref(RECORD));
 const seals = list(ref(INVITE_SEAL));
@@ -67,6 +68,7 @@ export const CLIENT_MESSAGE = union("ClientMessage", [
   struct("GetEnvelopeHolders", [f("id", "int"), f("scope", "str"), f("epoch", "int")], { tag: "get_envelope_holders" }),
   struct("DropEnvelope", [f("id", "int"), f("scope", "str"), f("epoch", "int")], { tag: "drop_envelope" }),
   struct("PutSeals", [f("id", "int"), f("seals", seals)], { tag: "put_seals" }),
+  ...CHAT_CLIENT_STRUCTS,
 ]);
 
 // ---- server → client ----
@@ -90,7 +92,7 @@ export interface SessionClosed { type: "session_closed"; reason: string }
 
 export type ServerMessage =
   | Challenge | Welcome | InviteOpened | Joined | Records | Appended | Invites | Envelopes | EnvelopeHolders | Done
-  | ErrorReply | RecordAdded | SessionClosed;
+  | ErrorReply | RecordAdded | SessionClosed | ChatServerMessage;
 
 export const PROTOCOL_VERSION = 1;
 
@@ -112,6 +114,7 @@ export const SERVER_MESSAGE = union("ServerMessage", [
   struct("Error", [f("id", optional("int")), f("code", "str"), f("message", "str")], { tag: "error" }),
   struct("RecordAdded", [f("record", ref(RECORD))], { tag: "record_added" }),
   struct("SessionClosed", [f("reason", "str")], { tag: "session_closed" }),
+  ...CHAT_SERVER_STRUCTS,
 ]);
 
 export const encodeClientMessage = (message: ClientMessage): Uint8Array => encodeUnion(CLIENT_MESSAGE, message);

@@ -1,0 +1,109 @@
+/**
+ * A line-driven Node client for tests/test_web_core.py: reads one JSON command per line on
+ * stdin, answers one JSON line on stdout ({ok: ...} or {error, kind, name}). It uses the web
+ * client's own modules (spaces.ts, join.ts, space.ts, session.ts) over Node's global WebSocket,
+ * with the vault in a MemorySlotStore under a WebCrypto device key.
+ */
+import { createInterface } from "node:readline";
+import { MemorySlotStore } from "../src/keystore/store.ts";
+import { generateDeviceKey } from "../src/keystore/vault.ts";
+import { ClientError, Removed, ServerError } from "../src/client/context.ts";
+import { JoinError } from "../src/client/join.ts";
+import type { SpaceClient } from "../src/client/space.ts";
+import { Spaces } from "../src/client/spaces.ts";
+
+type Command = { op: string; [key: string]: unknown };
+
+const spaces = await Spaces.open({ store: new MemorySlotStore(), device: await generateDeviceKey() });
+let current: SpaceClient | null = null;
+let removed: Removed | null = null;
+const states: string[] = [];
+
+function client(): SpaceClient {
+  if (current === null) throw new Error("no space is open");
+  return current;
+}
+
+function watch(c: SpaceClient): void {
+  current = c;
+  c.onRemoved((err) => {
+    removed = err;
+  });
+  c.onConnectionState((s) => states.push(s));
+}
+
+async function until<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > end) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function members(): Promise<unknown[]> {
+  return (await client().members()).map((m) => ({ display_name: m.displayName, role: m.role, fingerprint: m.fingerprint, me: m.me }));
+}
+
+async function memberKey(fp: string): Promise<Uint8Array> {
+  const m = (await client().members()).find((v) => v.fingerprint.startsWith(fp) || v.displayName === fp);
+  if (m === undefined) throw new Error(`no member ${fp}`);
+  return m.key;
+}
+
+const handlers: { [op: string]: (c: Command) => Promise<unknown> } = {
+  preview: async (c) => spaces.preview(c["link"] as string),
+  join: async (c) => {
+    const result = await spaces.join(c["link"] as string, c["name"] as string);
+    watch(result.client);
+    return { space_id: result.spaceId, name: result.spaceName, slot: result.slot };
+  },
+  info: async () => ({ ...(await client().info()), role: client().myRole(), may_invite: client().mayInvite(), state: client().connectionState() }),
+  members: async () => members(),
+  wait_member: async (c) => until(async () => {
+    const all = await members();
+    return all.some((m) => (m as { display_name: string }).display_name === c["name"]) ? all : undefined;
+  }),
+  wait_role: async (c) => until(() => (client().myRole() === c["role"] ? client().myRole() : undefined)),
+  create_invite: async (c) => ({
+    link: await client().createInvite(c["uses"] as number, c["expires"] as number, (c["role"] as "member" | "moderator") ?? "member"),
+  }),
+  list_invites: async () => client().listInvites(),
+  revoke_invite: async (c) => client().revokeInvite(c["invite_id"] as string),
+  set_profile: async (c) => client().setProfile(c["name"] as string, null),
+  kick: async (c) => client().kick(await memberKey(c["member"] as string), { ban: c["ban"] === true }),
+  wait_removed: async () => until(() => (removed === null ? undefined : { how: removed.how, message: removed.message, state: client().connectionState() })),
+  space_keys: async () => {
+    const r = client().roster();
+    return { epoch: r.epoch, held: client().spaceKey(r.epoch) !== undefined };
+  },
+  list: async () => spaces.list(),
+  states: async () => states,
+};
+
+function describe(err: unknown): { error: string; kind: string; name: string } {
+  if (err instanceof JoinError) return { error: err.message, kind: err.kind, name: err.name };
+  if (err instanceof ServerError) return { error: err.message, kind: err.code, name: err.name };
+  if (err instanceof Removed) return { error: err.message, kind: err.how, name: err.name };
+  if (err instanceof ClientError) return { error: err.message, kind: "", name: err.name };
+  return { error: String((err as Error)?.stack ?? err), kind: "", name: "Error" };
+}
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  if (line.trim() === "") continue;
+  const command = JSON.parse(line) as Command;
+  if (command.op === "quit") break;
+  let answer: unknown;
+  try {
+    const handler = handlers[command.op];
+    if (handler === undefined) throw new Error(`unknown op ${command.op}`);
+    answer = { ok: (await handler(command)) ?? null };
+  } catch (err) {
+    answer = describe(err);
+  }
+  process.stdout.write(JSON.stringify(answer, (_k, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString("hex") : v)) + "\n");
+}
+await spaces.closeAll();
+process.exit(0);

@@ -1,0 +1,200 @@
+/**
+ * The UI's store: plain view models that components render, and the intents they send. The
+ * client core (spaces, rooms, chat, stories) feeds the store through a `Core` (see core.ts);
+ * components never touch the core, keys or the wire. Nothing secret is ever put here: members
+ * appear by their public key's fingerprint, never by a seed or a room key.
+ */
+import { useEffect, useState } from "preact/hooks";
+
+export type Role = "owner" | "moderator" | "member";
+export type RoomKind = "chat" | "channel" | "call";
+export type Connection = "connecting" | "online" | "reconnecting" | "closed";
+export type RemovedHow = "kicked" | "banned" | "left";
+
+export interface SpaceCardVM {
+  readonly slot: string;
+  readonly name: string;
+  readonly unread: number;
+  readonly connection: Connection;
+  readonly removed: RemovedHow | null;
+}
+
+export interface RoomVM {
+  readonly id: string;
+  readonly name: string;
+  readonly kind: RoomKind;
+  readonly unread: number;
+  /** May I post here (chat: any member; channel: publishers only). */
+  readonly canPost: boolean;
+}
+
+export interface MemberVM {
+  /** The member's public key in hex: an address for intents, never shown. */
+  readonly key: string;
+  readonly name: string;
+  readonly role: Role;
+  /** A short, human-comparable digest of the member's public key. */
+  readonly fingerprint: string;
+  readonly me: boolean;
+  /** An object URL of the member's photo, or null. */
+  readonly photo: string | null;
+}
+
+export interface InviteVM {
+  readonly id: string;
+  readonly role: Role;
+  readonly maxUses: number;
+  readonly uses: number;
+  /** Milliseconds since the epoch. */
+  readonly expiresAt: number;
+  readonly revoked: boolean;
+}
+
+export interface SpaceVM {
+  readonly slot: string;
+  readonly name: string;
+  readonly description: string;
+  readonly connection: Connection;
+  readonly removed: RemovedHow | null;
+  readonly me: MemberVM;
+  readonly rooms: readonly RoomVM[];
+  readonly members: readonly MemberVM[];
+  readonly invites: readonly InviteVM[];
+  /** Whether this browser's key store asks for a passphrase (null: cannot be changed here). */
+  readonly passphrase: boolean | null;
+}
+
+export interface MessageVM {
+  readonly id: string;
+  readonly authorKey: string;
+  readonly authorName: string;
+  readonly mine: boolean;
+  readonly text: string;
+  /** Milliseconds since the epoch. */
+  readonly at: number;
+  /** When it disappears (ms), or null when it stays. */
+  readonly expiresAt: number | null;
+  /** Still on its way to the server. */
+  readonly pending: boolean;
+  /** A message that cannot be shown (no key here, or a failed check): `text` says so plainly. */
+  readonly hidden: boolean;
+}
+
+export interface StoryVM {
+  readonly id: string;
+  readonly authorKey: string;
+  readonly authorName: string;
+  readonly caption: string;
+  readonly at: number;
+  readonly expiresAt: number;
+  readonly seen: boolean;
+  /** An object URL of the decrypted thumbnail, or null while it loads. */
+  readonly thumb: string | null;
+}
+
+export interface RoomLiveVM {
+  readonly loading: boolean;
+  readonly messages: readonly MessageVM[];
+  readonly stories: readonly StoryVM[];
+  /** The first message that arrived while the room was not being read, or null. */
+  readonly firstUnread: string | null;
+  /** A message (already in plain words) about the room, e.g. keys not yet shared with us. */
+  readonly notice: string | null;
+}
+
+export interface InvitePreviewVM {
+  readonly spaceName: string;
+  readonly description: string;
+  readonly inviter: string;
+  readonly role: Role;
+  readonly expiresAt: number;
+}
+
+export interface AppState {
+  /** The list of spaces on this browser has been read. */
+  readonly ready: boolean;
+  /** Why the key store cannot be opened (in plain words), or null. */
+  readonly startError: string | null;
+  /** This browser's key store is locked by a passphrase and waits for it. */
+  readonly locked: boolean;
+  readonly spaces: readonly SpaceCardVM[];
+  readonly space: Readonly<Record<string, SpaceVM>>;
+  /** Why a space could not be opened yet (plain words; it is retried), by slot. */
+  readonly spaceErrors: Readonly<Record<string, string>>;
+  /** Keyed by `${slot}/${roomId}`. */
+  readonly rooms: Readonly<Record<string, RoomLiveVM>>;
+}
+
+export const roomKey = (slot: string, roomId: string): string => `${slot}/${roomId}`;
+
+export interface InviteOptions {
+  readonly uses: number;
+  /** Seconds from now. */
+  readonly expiresIn: number;
+  readonly role: Role;
+}
+
+/** What the UI asks of the client core. Every method may reject with a ClientError. */
+export interface Intents {
+  unlock(passphrase: string): Promise<void>;
+  /** Opens the invite (nothing is recorded, no use is taken): the join screen's preview. */
+  previewInvite(inviteId: string, secret: string): Promise<InvitePreviewVM>;
+  /** Joins; resolves to the new space's slot. */
+  join(inviteId: string, secret: string, name: string, photo: Blob | null): Promise<string>;
+  /** The screen of `slot` is shown (connect, sync, follow). */
+  openSpace(slot: string): void;
+  /** A room is shown (subscribe, load history, mark read) or hidden (null). */
+  openRoom(slot: string, roomId: string | null): void;
+  send(slot: string, roomId: string, text: string, ttlSeconds: number): Promise<void>;
+  postStory(slot: string, roomId: string, photo: Blob, caption: string): Promise<void>;
+  /** An object URL of the full-size story picture. */
+  storyPicture(slot: string, roomId: string, storyId: string): Promise<string>;
+  markStorySeen(slot: string, roomId: string, storyId: string): void;
+  createRoom(slot: string, name: string, kind: RoomKind): Promise<string>;
+  setRole(slot: string, memberKey: string, role: Role): Promise<void>;
+  remove(slot: string, memberKey: string, ban: boolean): Promise<void>;
+  /** Resolves to the full link to hand over (it holds the secret: shown once, never stored). */
+  createInvite(slot: string, options: InviteOptions): Promise<string>;
+  revokeInvite(slot: string, inviteId: string): Promise<void>;
+  setProfile(slot: string, name: string, photo: Blob | null | undefined): Promise<void>;
+  setPassphrase(passphrase: string | null): Promise<void>;
+  leave(slot: string): Promise<void>;
+}
+
+type Listener = () => void;
+
+export class Store {
+  #state: AppState = { ready: false, startError: null, locked: false, spaces: [], space: {}, spaceErrors: {}, rooms: {} };
+  readonly #listeners = new Set<Listener>();
+
+  get state(): AppState {
+    return this.#state;
+  }
+
+  update(change: (state: AppState) => AppState): void {
+    const next = change(this.#state);
+    if (next === this.#state) return;
+    this.#state = next;
+    for (const listener of this.#listeners) listener();
+  }
+
+  setSpace(space: SpaceVM): void {
+    this.update((s) => ({ ...s, space: { ...s.space, [space.slot]: space } }));
+  }
+
+  setRoom(slot: string, roomId: string, room: RoomLiveVM): void {
+    this.update((s) => ({ ...s, rooms: { ...s.rooms, [roomKey(slot, roomId)]: room } }));
+  }
+
+  subscribe(listener: Listener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+}
+
+/** Re-renders the calling component on every store change; `select` picks its view model. */
+export function useStore<T>(store: Store, select: (state: AppState) => T): T {
+  const [, setTick] = useState(0);
+  useEffect(() => store.subscribe(() => setTick((n) => n + 1)), [store]);
+  return select(store.state);
+}
