@@ -14,16 +14,16 @@ Run ``PYTHONPATH=. .venv/bin/python bench/web_sframe.py``. The last line printed
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from tests.test_web_media import CHROMIUM, build_media, chromium_args, serve
+from test_web_media import CHROMIUM, PageServer, build_media, chromium_args  # noqa: E402
 
 FRAMES = 600  # about 20 s of 30 fps video
 MICRO_FRAMES = 3000
@@ -40,41 +40,40 @@ def per_frame(counters: dict[str, Any], kind: str) -> dict[str, float]:
     }
 
 
-async def main() -> dict[str, Any]:
-    from playwright.async_api import async_playwright
+def main() -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory() as tmp:
-        runner, url = await serve(build_media(Path(tmp)))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        PageServer(build_media(Path(tmp))) as server,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=chromium_args(None)
+        )
         try:
-            async with async_playwright() as p:
-                browser = await p.chromium.launch(
-                    executable_path=str(CHROMIUM), headless=True, args=chromium_args(None)
-                )
-                try:
-                    page = await browser.new_page()
-                    await page.goto(url)
-                    await page.wait_for_function("() => window.mediaTest?.ready === true")
-                    out = await page.evaluate(
-                        "s => window.mediaTest.loopback(s)",
-                        {
-                            "senderIndex": 1,
-                            "publisher": 1,
-                            "wrongKey": False,
-                            "wantDecoded": FRAMES,
-                            "wantDropped": 0,
-                            "timeoutMs": 90000,
-                        },
-                    )
-                    video_rx = per_frame(out["receiver"], "video")
-                    size = max(int(video_rx["bytes_per_frame"]), 1000)
-                    micro = await page.evaluate(
-                        "([n, size]) => window.mediaTest.micro(n, size)", [MICRO_FRAMES, size]
-                    )
-                    version = browser.version
-                finally:
-                    await browser.close()
+            page = browser.new_page()
+            page.goto(server.url)
+            page.wait_for_function("() => window.mediaTest?.ready === true")
+            out = page.evaluate(
+                "s => window.mediaTest.loopback(s)",
+                {
+                    "senderIndex": 1,
+                    "publisher": 1,
+                    "wrongKey": False,
+                    "wantDecoded": FRAMES,
+                    "wantDropped": 0,
+                    "timeoutMs": 90000,
+                },
+            )
+            video_rx = per_frame(out["receiver"], "video")
+            size = max(int(video_rx["bytes_per_frame"]), 1000)
+            micro = page.evaluate(
+                "([n, size]) => window.mediaTest.micro(n, size)", [MICRO_FRAMES, size]
+            )
+            version = browser.version
         finally:
-            await runner.cleanup()
+            browser.close()
     video_tx = per_frame(out["sender"], "video")
     result = {
         "browser": f"chromium {version}",
@@ -96,7 +95,7 @@ async def main() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    result = asyncio.run(main())
+    result = main()
     for key, value in result.items():
         print(f"{key}: {value}")
     print(json.dumps(result))

@@ -6,7 +6,8 @@ RTCPeerConnections: fake camera (a Y4M of a known colour) and microphone, VP8 + 
 transforms encrypt, receiver transforms decrypt. Checked: the receiver decodes the camera's
 colour and hears audio with zero decrypt failures; a receiver with the wrong key decodes
 nothing and counts failures; frames under a foreign key id are dropped. Chromium through
-Playwright, Firefox ESR through puppeteer-core (WebDriver BiDi).
+Playwright, Firefox ESR through puppeteer-core (WebDriver BiDi): the harness of
+tests/browser_support.py.
 """
 
 from __future__ import annotations
@@ -15,19 +16,19 @@ import asyncio
 import json
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from browser_support import CHROMIUM, CHROMIUM_ARGS, FirefoxPage, WebPage
 
 pytestmark = pytest.mark.timeout(240)
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
-CHROMIUM = Path("/usr/bin/chromium")
-FIREFOX = Path("/usr/bin/firefox-esr")
 CSP = (
     "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; "
     "connect-src 'self'; style-src 'self'"
@@ -70,43 +71,63 @@ def write_y4m(path: Path, yuv: tuple[int, int, int], width: int = 640, height: i
     return path
 
 
+class PageServer:
+    """A static server for ``directory`` with the web app's CSP on every response, on its own
+    thread and loop (the browser tests are plain ``def`` tests: Playwright's sync API and the
+    Firefox driver block)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.loop = asyncio.new_event_loop()
+        self.url = ""
+        self._ready = threading.Event()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _start(self) -> None:
+        @web.middleware
+        async def csp(request: web.Request, handler: Any) -> web.StreamResponse:
+            response: web.StreamResponse = await handler(request)
+            response.headers["Content-Security-Policy"] = CSP
+            return response
+
+        app = web.Application(middlewares=[csp])
+        app.router.add_static("/", self.directory)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/index.html"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self._ready.set()
+        self.loop.run_forever()
+
+    def __enter__(self) -> PageServer:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the page server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+        self.loop.close()
+
+
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_media(tmp_path_factory.mktemp("media-page"))
-
-
-async def serve(directory: Path) -> tuple[web.AppRunner, str]:
-    """A static server for ``directory`` with the web app's CSP on every response."""
-
-    @web.middleware
-    async def csp(request: web.Request, handler: Any) -> web.StreamResponse:
-        response: web.StreamResponse = await handler(request)
-        response.headers["Content-Security-Policy"] = CSP
-        return response
-
-    app = web.Application(middlewares=[csp])
-    app.router.add_static("/", directory)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}/index.html"
-
-
-@pytest.fixture
-async def page_url(bundle: Path) -> AsyncIterator[str]:
-    runner, url = await serve(bundle)
-    try:
-        yield url
-    finally:
-        await runner.cleanup()
+def page_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with PageServer(build_media(tmp_path_factory.mktemp("media-page"))) as server:
+        yield server.url
 
 
 def chromium_args(y4m: Path | None) -> list[str]:
     args = [
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
+        *CHROMIUM_ARGS,
         "--autoplay-policy=no-user-gesture-required",
     ]
     if y4m is not None:
@@ -114,54 +135,19 @@ def chromium_args(y4m: Path | None) -> list[str]:
     return args
 
 
-async def run_chromium(
-    url: str, scenarios: list[dict[str, Any]], y4m: Path | None
+def run_chromium(
+    browser_type: Any, url: str, scenarios: list[dict[str, Any]], y4m: Path | None
 ) -> dict[str, Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=chromium_args(y4m)
-        )
-        try:
-            page = await browser.new_page()
-            errors: list[str] = []
-            csp_reports: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on(
-                "console",
-                lambda m: csp_reports.append(m.text) if "Content Security" in m.text else None,
-            )
-            await page.goto(url)
-            await page.wait_for_function("() => window.mediaTest?.ready === true")
-            results = [
-                await page.evaluate("s => window.mediaTest.loopback(s)", s) for s in scenarios
-            ]
-            return {
-                "browser": browser.version,
-                "errors": errors + csp_reports,
-                "results": results,
-            }
-        finally:
-            await browser.close()
-
-
-async def run_firefox(url: str, scenarios: list[dict[str, Any]]) -> dict[str, Any]:
-    """The node driver (puppeteer-core), run without blocking this loop's page server."""
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        "test/browser/firefox_media.mjs",
-        url,
-        json.dumps(scenarios),
-        str(FIREFOX),
-        cwd=WEB,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 200)
-    assert proc.returncode == 0, stderr.decode()[-2000:]
-    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
-    return result
+    """A Chromium of its own (the fake camera plays ``y4m``), the scenarios run in one page."""
+    browser = browser_type.launch(executable_path=CHROMIUM, headless=True, args=chromium_args(y4m))
+    try:
+        page = WebPage(browser.new_page(), "media")
+        page.page.goto(url)
+        page.page.wait_for_selector("html[data-media-ready]", state="attached")
+        results = [page.page.evaluate("s => window.mediaTest.loopback(s)", s) for s in scenarios]
+        return {"browser": browser.version, "errors": page.problems(), "results": results}
+    finally:
+        browser.close()
 
 
 def check_good(out: dict[str, Any], *, colour: bool, webaudio: bool = True) -> None:
@@ -210,11 +196,10 @@ def check_foreign(out: dict[str, Any]) -> None:
     assert got["video"]["decrypted"] == got["audio"]["decrypted"] == 0
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed")
-async def test_chromium_sframe_loopback(page_url: str, tmp_path: Path) -> None:
+def test_chromium_sframe_loopback(chromium: Any, page_url: str, tmp_path: Path) -> None:
     y4m = write_y4m(tmp_path / "colour.y4m", YUV)
     scenarios = [scenario(GOOD), scenario(WRONG_KEY), scenario(FOREIGN)]
-    run = await run_chromium(page_url, scenarios, y4m)
+    run = run_chromium(chromium.browser_type, page_url, scenarios, y4m)
     assert [e for e in run["errors"] if "favicon" not in e] == []
     good, wrong, foreign = run["results"]
     check_good(good, colour=True)
@@ -222,12 +207,16 @@ async def test_chromium_sframe_loopback(page_url: str, tmp_path: Path) -> None:
     check_foreign(foreign)
 
 
-@pytest.mark.skipif(not FIREFOX.exists(), reason="Debian firefox-esr is not installed")
-async def test_firefox_sframe_loopback(page_url: str) -> None:
-    scenarios = [scenario(GOOD, 45000), scenario(WRONG_KEY, 45000), scenario(FOREIGN, 45000)]
-    run = await run_firefox(page_url, scenarios)
-    assert [e for e in run["errors"] if "favicon" not in e] == []
-    good, wrong, foreign = run["results"]
+def test_firefox_sframe_loopback(firefox: Any, page_url: str) -> None:
+    page: FirefoxPage = firefox()
+    page.goto(page_url)
+    page.wait("html[data-media-ready]")
+    results = [
+        page.evaluate(f"window.mediaTest.loopback({json.dumps(s)})", timeout=70.0)
+        for s in (scenario(GOOD, 45000), scenario(WRONG_KEY, 45000), scenario(FOREIGN, 45000))
+    ]
+    assert [e for e in page.problems() if "favicon" not in e] == []
+    good, wrong, foreign = results
     check_good(good, colour=False, webaudio=False)
     check_wrong_key(wrong)
     check_foreign(foreign)

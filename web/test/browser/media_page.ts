@@ -222,3 +222,4 @@ declare global {
   }
 }
 window.mediaTest = { loopback, micro, ready: true };
+document.documentElement.dataset["mediaReady"] = "1";
