@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from test_web_media import CHROMIUM, PageServer, build_media, chromium_args  # noqa: E402
+from media_page_support import CHROMIUM, PageServer, build_media, chromium_args  # noqa: E402
 
 FRAMES = 600  # about 20 s of 30 fps video
 MICRO_FRAMES = 3000
