@@ -128,3 +128,44 @@ def test_firefox_sframe_loopback(firefox: Any, page_url: str) -> None:
     check_good(good, colour=False, webaudio=False)
     check_wrong_key(wrong)
     check_foreign(foreign)
+
+
+def video_rx(phase: dict[str, Any]) -> dict[str, Any]:
+    tracks: dict[str, Any] = phase["receiver"]["tracks"]
+    return dict(tracks["video"])
+
+
+def test_chromium_key_rotation_and_leave(chromium: Any, page_url: str) -> None:
+    """§15.5 in the browser: a new epoch installed at the receiver first switches with no frame
+    lost; a sender that switches before its key arrives loses only the frames in between and
+    decodes again (a keyframe follows the switch); after the sender leaves, its keys decrypt
+    for the 2 s overlap and never after."""
+    kid0, kid1 = SENDER << 16, SENDER << 16 | 1
+    scenarios = [
+        scenario({**GOOD, "rotate": "receiver-first", "leave": True}),
+        scenario({**GOOD, "rotate": "sender-first", "keyDelayMs": 300}),
+    ]
+    run = run_chromium(chromium.browser_type, page_url, scenarios, None)
+    assert [e for e in run["errors"] if "favicon" not in e] == []
+    first, second = run["results"]
+
+    assert first["framesDecoded"] >= 30
+    assert first["rotatedKids"] == [kid0, kid1], "both keys during the overlap"
+    after = video_rx(first["afterRotate"])
+    assert after["lastKid"] == kid1
+    assert (after["failures"], after["droppedNoKey"]) == (0, 0), "make-before-break: no gap"
+    assert first["afterRotate"]["framesDecoded"] >= first["framesDecoded"] + 30
+    assert first["kidsAfterOverlap"] == [kid1], "the old key is gone after the overlap"
+    dropped_at = first["leaveFirstDrop"]["elapsedMs"] - first["leaveAtMs"]
+    assert 1900 <= dropped_at <= 6000, f"keys kept for the 2 s overlap, then dropped ({dropped_at})"
+    at_drop, later = video_rx(first["leaveFirstDrop"]), video_rx(first["afterLeave"])
+    assert later["droppedNoKey"] >= at_drop["droppedNoKey"] + 20
+    assert later["decrypted"] == at_drop["decrypted"], "nothing decrypts after the overlap"
+    assert first["afterLeave"]["receiveKids"] == []
+    assert later["failures"] == 0
+
+    assert second["framesDecoded"] >= 30
+    after = video_rx(second["afterRotate"])
+    assert after["lastKid"] == kid1 and after["failures"] == 0
+    assert after["droppedNoKey"] > 0, "frames under the new key before it arrived"
+    assert second["afterRotate"]["framesDecoded"] >= second["framesDecoded"] + 30, "it recovers"

@@ -20,6 +20,23 @@ export interface Scenario {
   /** …or when the receiver counted this many dropped or failed video frames. */
   wantDropped: number;
   timeoutMs: number;
+  /**
+   * Then move the sender to epoch 1 (a new key): "receiver-first" installs it at the receiver
+   * before the sender switches (make-before-break); "sender-first" switches the sender and
+   * gives the receiver the key `keyDelayMs` later (frames in between have no key yet).
+   */
+  rotate?: "receiver-first" | "sender-first";
+  keyDelayMs?: number;
+  /** Then the sender leaves: the receiver removes its keys (they stop after the overlap). */
+  leave?: boolean;
+}
+
+export interface Phase {
+  framesDecoded: number;
+  receiveKids: number[];
+  receiver: unknown;
+  sender: unknown;
+  elapsedMs: number;
 }
 
 export interface Outcome {
@@ -35,6 +52,15 @@ export interface Outcome {
   statsAudioEnergy: number;
   /** The receiver's AudioContext state (WebAudio runs only when "running"). */
   audioState: string;
+  /** After the rotation: the receiver's key ids at once, and once it decodes under the new key. */
+  rotatedKids?: number[];
+  afterRotate?: Phase;
+  /** The key ids held once the overlap is over. */
+  kidsAfterOverlap?: number[];
+  /** After the leave: when the first frame found no key, and 20 dropped frames later. */
+  leaveAtMs?: number;
+  leaveFirstDrop?: Phase;
+  afterLeave?: Phase;
   sender: unknown;
   receiver: unknown;
 }
@@ -168,6 +194,50 @@ export async function loopback(s: Scenario): Promise<Outcome> {
       : dropped >= s.wantDropped && (rc.tracks["audio"]?.decrypted ?? 0) + (rc.tracks["audio"]?.failures ?? 0)
         + (rc.tracks["audio"]?.droppedForeignKid ?? 0) > 0;
     if (enough || performance.now() - start > s.timeoutMs) break;
+  }
+  const phase = async (): Promise<Phase> => {
+    const rc = await b.counters();
+    return {
+      framesDecoded: (await inbound(pc2)).framesDecoded, receiveKids: rc.receiveKids, receiver: rc,
+      sender: await a.counters(), elapsedMs: performance.now() - start,
+    };
+  };
+  const until = async (done: (p: Phase) => boolean, ms: number): Promise<Phase> => {
+    const end = performance.now() + ms;
+    for (;;) {
+      const p = await phase();
+      if (done(p) || performance.now() > end) return p;
+      await tick(100);
+    }
+  };
+  const rxVideo = (p: Phase): { decrypted: number; droppedNoKey: number; lastKid: number | null } =>
+    (p.receiver as { tracks: Record<string, { decrypted: number; droppedNoKey: number; lastKid: number | null }> })
+      .tracks["video"] ?? { decrypted: 0, droppedNoKey: 0, lastKid: null };
+  if (s.rotate !== undefined) {
+    const key2 = random();
+    const before = out.framesDecoded;
+    const kid1 = s.senderIndex * 65536 + 1;
+    if (s.rotate === "receiver-first") {
+      await b.setReceiveKey(s.senderIndex, 1, key2);
+      await a.setSendKey(s.senderIndex, 1, key2);
+    } else {
+      await a.setSendKey(s.senderIndex, 1, key2);
+      await tick(s.keyDelayMs ?? 300); // the key's way through the signalling
+      await b.setReceiveKey(s.senderIndex, 1, key2);
+    }
+    key2.fill(0);
+    out.rotatedKids = (await b.counters()).receiveKids;
+    out.afterRotate = await until(
+      (p) => p.framesDecoded >= before + Math.max(s.wantDecoded, 30) && rxVideo(p).lastKid === kid1, s.timeoutMs,
+    );
+    out.kidsAfterOverlap = (await until((p) => p.receiveKids.length === 1, 5000)).receiveKids;
+  }
+  if (s.leave === true) {
+    out.leaveAtMs = performance.now() - start;
+    await b.removePublisher(s.senderIndex);
+    out.leaveFirstDrop = await until((p) => rxVideo(p).droppedNoKey > 0, 10000);
+    const first = rxVideo(out.leaveFirstDrop).droppedNoKey;
+    out.afterLeave = await until((p) => rxVideo(p).droppedNoKey >= first + 20, 10000);
   }
   out.audioState = ctx.state;
   out.sender = await a.counters();
