@@ -31,6 +31,8 @@ SENDER = 1
 GOOD = {"senderIndex": SENDER, "publisher": SENDER, "wrongKey": False, "wantDecoded": 30}
 WRONG_KEY = {"senderIndex": SENDER, "publisher": SENDER, "wrongKey": True, "wantDecoded": 0}
 FOREIGN = {"senderIndex": 3, "publisher": SENDER, "wrongKey": False, "wantDecoded": 0}
+# an SFU slot's receiver (source = the frame's single CSRC): a direct link puts no CSRC on them
+NO_CSRC = {"senderIndex": SENDER, "publisher": "csrc", "wrongKey": False, "wantDecoded": 0}
 
 
 def scenario(base: dict[str, Any], timeout_ms: int = 30000) -> dict[str, Any]:
@@ -93,10 +95,10 @@ def check_wrong_key(out: dict[str, Any]) -> None:
     assert got["video"]["decrypted"] == got["audio"]["decrypted"] == 0
 
 
-def check_foreign(out: dict[str, Any]) -> None:
+def check_foreign(out: dict[str, Any], kids: list[int] | None = None) -> None:
     got = out["receiver"]["tracks"]
     # the receiver holds the sender's real key (index 3), but its transform is bound to index 1
-    assert sorted(out["receiver"]["receiveKids"]) == [SENDER << 16, 3 << 16]
+    assert sorted(out["receiver"]["receiveKids"]) == (kids or [SENDER << 16, 3 << 16])
     assert out["framesDecoded"] == 0
     assert got["video"]["droppedForeignKid"] >= 20
     assert got["audio"]["droppedForeignKid"] > 0
@@ -106,13 +108,15 @@ def check_foreign(out: dict[str, Any]) -> None:
 
 def test_chromium_sframe_loopback(chromium: Any, page_url: str, tmp_path: Path) -> None:
     y4m = write_y4m(tmp_path / "colour.y4m", YUV)
-    scenarios = [scenario(GOOD), scenario(WRONG_KEY), scenario(FOREIGN)]
+    scenarios = [scenario(GOOD), scenario(WRONG_KEY), scenario(FOREIGN), scenario(NO_CSRC)]
     run = run_chromium(chromium.browser_type, page_url, scenarios, y4m)
     assert [e for e in run["errors"] if "favicon" not in e] == []
-    good, wrong, foreign = run["results"]
+    good, wrong, foreign, no_csrc = run["results"]
     check_good(good, colour=True)
     check_wrong_key(wrong)
     check_foreign(foreign)
+    check_foreign(no_csrc, kids=[SENDER << 16])
+    assert no_csrc["receiver"]["tracks"]["video"]["lastDrop"].startswith("foreign-kid: no source")
 
 
 def test_firefox_sframe_loopback(firefox: Any, page_url: str) -> None:

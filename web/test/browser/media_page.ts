@@ -11,8 +11,8 @@ import { MediaReceivers, MediaSender } from "../../src/media/frames.ts";
 export interface Scenario {
   /** The sender's index (its key ids name it). */
   senderIndex: number;
-  /** The publisher the receiver is bound to (§15.8). */
-  publisher: number;
+  /** The publisher the receiver is bound to (§15.8), or "csrc" (each frame's single CSRC). */
+  publisher: number | "csrc";
   /** The receiver gets another key than the sender's. */
   wrongKey: boolean;
   /** Stop when this many video frames were decoded… */
@@ -133,7 +133,7 @@ export async function loopback(s: Scenario): Promise<Outcome> {
   const key = random();
   await a.setSendKey(s.senderIndex, 0, key);
   await b.setReceiveKey(s.senderIndex, 0, s.wrongKey ? random() : key);
-  if (s.publisher !== s.senderIndex) await b.setReceiveKey(s.publisher, 0, random());
+  if (typeof s.publisher === "number" && s.publisher !== s.senderIndex) await b.setReceiveKey(s.publisher, 0, random());
   key.fill(0);
 
   const pc1 = new RTCPeerConnection();
