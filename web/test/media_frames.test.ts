@@ -9,8 +9,8 @@ import { createHash } from "node:crypto";
 import { fromHex, toHex } from "../src/protocol/bytes.ts";
 import { decodeHeader } from "../src/protocol/sframe.ts";
 import {
-  KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, OVERLAP_MS, REPLAY_WINDOW, ReplayWindow, countDrop,
-  newCounters,
+  FrameQueue, HOLD_MAX_FRAMES, HOLD_MS, KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, OVERLAP_MS,
+  REPLAY_WINDOW, ReplayWindow, countDrop, newCounters,
 } from "../src/media/frames.ts";
 import { type Json, flip, vectors } from "./kat.ts";
 
@@ -224,4 +224,60 @@ test("what the SFU forwards opens under the CSRC's context; a forged key id on t
   }
   await flush();
   assert.equal(opened, 4); // the keyframe (two packets), two delta frames, the Opus frame
+});
+
+test("frames wait up to 1 s for a key on its way, in order; then they are dropped", async () => {
+  const k0 = new Uint8Array(32).fill(1);
+  const k1 = new Uint8Array(32).fill(2);
+  const s = new MediaSender();
+  await s.setKey(4, 0, k0);
+  const early = await s.protect("opus", new Uint8Array([0x78, 1]));
+  await s.setKey(4, 1, k1);
+  const a = await s.protect("opus", new Uint8Array([0x78, 2]));
+  const b = await s.protect("opus", new Uint8Array([0x78, 3]));
+  assert.ok(early && a && b);
+  const r = new MediaReceivers();
+  // no key yet for an expected publisher: its first frames may wait
+  r.expect(4);
+  const first = await r.open(4, "opus", early, 0);
+  assert.ok(!first.ok && first.drop === "no-key" && first.hold === true);
+  await r.setKey(4, 0, k0, 0);
+  // a later epoch than the newest installed: may wait; an unknown publisher: refused at once
+  const later = await r.open(4, "opus", a, 0);
+  assert.ok(!later.ok && later.hold === true);
+  const unknown = await r.open(5, "opus", a, 0);
+  assert.ok(!unknown.ok && unknown.drop === "foreign-kid");
+
+  const emitted: string[] = [];
+  const dropped: string[] = [];
+  const q = new FrameQueue<Uint8Array>(
+    (f) => r.open(4, "opus", f, 0),
+    (_f, o) => emitted.push(toHex(o.frame)),
+    (_f, o) => dropped.push(o.drop),
+  );
+  await q.push(a, 0);
+  await q.push(b, 10);
+  assert.deepEqual([q.waiting, q.waited, emitted.length], [2, 1, 0]);
+  await r.setKey(4, 1, k1, 300);
+  await q.retry(300);
+  assert.deepEqual(emitted, ["7802", "7803"], "opened in order once the key came");
+  assert.equal(q.waiting, 0);
+
+  // a key that never comes: the frame goes after HOLD_MS
+  const s2 = new MediaSender();
+  await s2.setKey(4, 2, new Uint8Array(32).fill(3));
+  const c = await s2.protect("opus", new Uint8Array([0x78, 4]));
+  assert.ok(c);
+  await q.push(c, 1000);
+  await q.retry(1000 + HOLD_MS - 1);
+  assert.equal(q.waiting, 1);
+  await q.retry(1000 + HOLD_MS);
+  assert.deepEqual([q.waiting, dropped], [0, ["no-key"]]);
+  // no more than HOLD_MAX_FRAMES wait
+  for (let i = 0; i <= HOLD_MAX_FRAMES; i++) await q.push(c, 5000);
+  assert.deepEqual([q.waiting, dropped.length], [HOLD_MAX_FRAMES, 2]);
+  // a publisher that left: nothing waits for it
+  r.remove(4, 6000);
+  const gone = await r.open(4, "opus", c, 6000);
+  assert.ok(!gone.ok && gone.hold === false);
 });

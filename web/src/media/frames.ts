@@ -9,13 +9,16 @@
  */
 import {
   type Codec, type SFrameKey, KeyIdExhausted, MAX_EPOCH, SFrameError, clearSize, decodeHeader, kidIndex,
-  mediaKid, protectFrame, sframeKey, unprotectFrame,
+  kidEpoch, mediaKid, protectFrame, sframeKey, unprotectFrame,
 } from "../protocol/sframe.ts";
 
 /** How long a superseded key still decrypts (§15.5 `OVERLAP_SECONDS`). */
 export const OVERLAP_MS = 2000;
 /** Per key id (§15.3: audio and video share one counter). */
 export const REPLAY_WINDOW = 1024;
+/** How long a frame may wait for its key, and how many may wait per track (§15.5). */
+export const HOLD_MS = 1000;
+export const HOLD_MAX_FRAMES = 128;
 /** Counters stop here: JS numbers are exact up to 2^53 − 1 (RFC 9605 allows 2^64 − 1). */
 export const MAX_CTR = Number.MAX_SAFE_INTEGER;
 
@@ -127,6 +130,8 @@ class PublisherContext {
   readonly keys = new Map<number, HeldKey>();
   /** The time the whole context goes (the publisher left), or null. */
   gone: number | null = null;
+  /** The newest epoch ever installed (−1: none yet). */
+  newestEpoch = -1;
 
   constructor(readonly index: number) {}
 
@@ -143,7 +148,10 @@ class PublisherContext {
 /** Why a received frame was not passed to the decoder. */
 export type Drop = "foreign-kid" | "no-key" | "failure" | "replay" | "malformed" | "empty";
 
-export type Opened = { ok: true; kid: number; frame: Uint8Array } | { ok: false; drop: Drop; detail: string };
+/** `hold`: a "no-key" frame may wait for its key (its kid names a current sender whose key is on its way). */
+export type Opened =
+  | { ok: true; kid: number; frame: Uint8Array }
+  | { ok: false; drop: Drop; detail: string; hold?: boolean };
 
 /**
  * Every publisher's receiving context. Keys come from the page's call code (which applies
@@ -187,7 +195,14 @@ export class MediaReceivers {
     } // else: no current key (superseded on a leave); the previous one runs out on its own
 
     ctx.keys.set(kid, entry);
+    ctx.newestEpoch = Math.max(ctx.newestEpoch, epoch);
     return kid;
+  }
+
+  /** A publisher the page knows is in the call (a receiver bound to it): its first frames may wait for its first key. */
+  expect(index: number): void {
+    if (index === this.self || this.#contexts.has(index)) return;
+    this.#contexts.set(index, new PublisherContext(index));
   }
 
   /** Someone left: publisher `index`'s current key becomes previous, decrypting OVERLAP_MS more (§15.5). */
@@ -238,7 +253,11 @@ export class MediaReceivers {
     if (kidIndex(kid) !== source) return { ok: false, drop: "foreign-kid", detail: `key id ${kid} is not sender ${source}'s` };
     ctx.prune(now);
     const held = ctx.keys.get(kid);
-    if (held === undefined) return { ok: false, drop: "no-key", detail: `no key for key id ${kid}` };
+    if (held === undefined) {
+      // §15.5: a current sender's first key, or a later epoch than the newest installed, may be on its way
+      const hold = ctx.gone === null && kidEpoch(kid) > ctx.newestEpoch;
+      return { ok: false, drop: "no-key", detail: `no key for key id ${kid}`, hold };
+    }
     let out: { kid: number; ctr: number; frame: Uint8Array };
     try {
       out = await unprotectFrame(codec, data, (k) => (k === kid ? held.key : undefined));
@@ -249,6 +268,65 @@ export class MediaReceivers {
     if (ctx.keys.get(kid) !== held) return { ok: false, drop: "no-key", detail: "key removed meanwhile" };
     if (!held.window.accept(out.ctr)) return { ok: false, drop: "replay", detail: `counter ${out.ctr} replayed` };
     return { ok: true, kid, frame: out.frame };
+  }
+}
+
+// ---- frames waiting for their key (§15.5) --------------------------------------------------
+
+/**
+ * One receiving track's frames in order: each is opened as it comes, unless frames wait
+ * before it; a frame whose key is on its way (Opened.hold) waits up to HOLD_MS, at most
+ * HOLD_MAX_FRAMES of them; `retry` (a key arrived, or time passed) opens what waits, in order.
+ * Only opened frames are emitted; everything else is dropped, counted by the caller.
+ */
+export class FrameQueue<F> {
+  readonly #items: { frame: F; since: number; waited: boolean }[] = [];
+  /** Frames that waited for their key (opened or not in the end). */
+  waited = 0;
+  #chain: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly open: (frame: F) => Promise<Opened>,
+    readonly emit: (frame: F, opened: Opened & { ok: true }) => void,
+    readonly drop: (frame: F, opened: Opened & { ok: false }) => void,
+  ) {}
+
+  get waiting(): number {
+    return this.#items.length;
+  }
+
+  /** A new frame, at `now` (ms). Resolves once it was handled or put to wait. */
+  push(frame: F, now: number): Promise<void> {
+    this.#items.push({ frame, since: now, waited: false });
+    return this.retry(now);
+  }
+
+  /** Opens the waiting frames, in order, as far as their keys allow. */
+  retry(now: number): Promise<void> {
+    this.#chain = this.#chain.then(() => this.#drain(now));
+    return this.#chain;
+  }
+
+  async #drain(now: number): Promise<void> {
+    while (this.#items.length > 0) {
+      const head = this.#items[0] as { frame: F; since: number; waited: boolean };
+      const opened = await this.open(head.frame);
+      if (opened.ok) {
+        this.#items.shift();
+        this.emit(head.frame, opened);
+        continue;
+      }
+      const young = now - head.since < HOLD_MS;
+      if (opened.hold === true && young && this.#items.length <= HOLD_MAX_FRAMES) {
+        if (!head.waited) {
+          head.waited = true;
+          this.waited++;
+        }
+        return; // wait for the key
+      }
+      this.#items.shift();
+      this.drop(head.frame, opened);
+    }
   }
 }
 
@@ -271,6 +349,8 @@ export interface TrackCounters {
   droppedEmpty: number;
   /** send side: frames dropped for want of a key or a counter; any side: unsupported codec. */
   droppedOther: number;
+  /** receive side: frames that waited for their key (§15.5: up to 1 s). */
+  held: number;
   /** send side: frames shorter than their clear bytes (empty), sent per §15.4 but dropped by receivers (§15.8). */
   sentShort: number;
   /** Plain frame bytes protected (send) or opened (receive). */
@@ -285,7 +365,7 @@ export interface TrackCounters {
 export function newCounters(side: "send" | "receive"): TrackCounters {
   return {
     side, kind: "", encrypted: 0, decrypted: 0, failures: 0, droppedForeignKid: 0, droppedNoKey: 0, droppedReplay: 0,
-    droppedMalformed: 0, droppedEmpty: 0, droppedOther: 0, sentShort: 0, bytes: 0, cryptoMs: 0, lastKid: null, lastDrop: "",
+    droppedMalformed: 0, droppedEmpty: 0, droppedOther: 0, sentShort: 0, held: 0, bytes: 0, cryptoMs: 0, lastKid: null, lastDrop: "",
   };
 }
 

@@ -14,7 +14,8 @@
  */
 import { type Codec, clearSize } from "../protocol/sframe.ts";
 import {
-  type TrackCounters, KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, countDrop, newCounters,
+  type TrackCounters, FrameQueue, HOLD_MS, KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, countDrop,
+  newCounters,
 } from "./frames.ts";
 import type { FromWorker, ToWorker, TransformOptions } from "./messages.ts";
 
@@ -23,6 +24,14 @@ const sender = new MediaSender();
 const receivers = new MediaReceivers();
 const tracks = new Map<string, TrackCounters>();
 const videoSenders = new Set<RTCRtpScriptTransformer>();
+/** Every receiving transform's queue of frames (some may wait for their key). */
+const receiving = new Map<RTCRtpScriptTransformer, FrameQueue<Incoming>>();
+
+interface Incoming {
+  frame: Encoded;
+  codec: Codec;
+  data: Uint8Array;
+}
 
 type Encoded = RTCEncodedVideoFrame | RTCEncodedAudioFrame;
 
@@ -56,7 +65,52 @@ function attach(transformer: RTCRtpScriptTransformer): void {
   const options = transformer.options as TransformOptions;
   const c = counters(options.track, options.side);
   let video = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  /** Frames wait: look again when the oldest may no longer (HOLD_MS), if no frame or key comes first. */
+  const later = (): void => {
+    if (timer !== undefined) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      void queue?.retry(Date.now()).then(() => {
+        if ((queue?.waiting ?? 0) > 0) later();
+      });
+    }, HOLD_MS);
+  };
+  let queue: FrameQueue<Incoming> | undefined;
+  let output: TransformStreamDefaultController<Encoded> | undefined;
+  if (options.side === "receive") {
+    const publisher = options.publisher;
+    if (publisher !== "csrc") receivers.expect(publisher);
+    queue = new FrameQueue<Incoming>(
+      async (f) => {
+        const start = performance.now();
+        const opened = await receivers.open(sourceOf(f.frame, publisher), f.codec, f.data, Date.now());
+        c.cryptoMs += performance.now() - start;
+        return opened;
+      },
+      (f, opened) => {
+        const out = opened.frame;
+        f.frame.data = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) as ArrayBuffer;
+        c.decrypted++;
+        c.bytes += out.length;
+        c.lastKid = opened.kid;
+        try {
+          output?.enqueue(f.frame);
+        } catch {
+          // the receiver was closed meanwhile
+        }
+      },
+      (f, opened) => {
+        countDrop(c, opened.drop);
+        c.lastDrop = `${opened.drop}: ${opened.detail} (${f.data.length} bytes)`;
+      },
+    );
+    receiving.set(transformer, queue);
+  }
   const transform = new TransformStream<Encoded, Encoded>({
+    start(controller) {
+      output = controller;
+    },
     async transform(frame, controller) {
       const kind = kindOf(frame);
       c.kind = kind;
@@ -86,23 +140,14 @@ function attach(transformer: RTCRtpScriptTransformer): void {
         controller.enqueue(frame);
         return;
       }
-      const opened = await receivers.open(sourceOf(frame, options.publisher), codec, data, Date.now());
-      c.cryptoMs += performance.now() - start;
-      if (!opened.ok) {
-        countDrop(c, opened.drop);
-        c.lastDrop = `${opened.drop}: ${opened.detail} (${data.length} bytes)`;
-        return;
-      }
-      const out = opened.frame;
-      frame.data = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) as ArrayBuffer;
-      c.decrypted++;
-      c.bytes += out.length;
-      c.lastKid = opened.kid;
-      controller.enqueue(frame);
+      await queue?.push({ frame, codec, data }, Date.now());
+      c.held = queue?.waited ?? 0;
+      if (queue !== undefined && queue.waiting > 0) later();
     },
   });
   transformer.readable.pipeThrough(transform).pipeTo(transformer.writable).catch(() => {
     videoSenders.delete(transformer); // the sender or receiver was closed
+    receiving.delete(transformer);
   });
 }
 
@@ -129,8 +174,11 @@ async function handle(msg: ToWorker): Promise<FromWorker> {
     case "stop-sending":
       sender.clear();
       return { id: msg.id, type: "done" };
-    case "receive-key":
-      return { id: msg.id, type: "done", kid: await receivers.setKey(msg.index, msg.epoch, msg.key, Date.now()) };
+    case "receive-key": {
+      const kid = await receivers.setKey(msg.index, msg.epoch, msg.key, Date.now());
+      for (const q of receiving.values()) void q.retry(Date.now()); // frames that waited for it
+      return { id: msg.id, type: "done", kid };
+    }
     case "supersede":
       receivers.supersede(msg.index, Date.now());
       return { id: msg.id, type: "done" };
