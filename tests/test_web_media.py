@@ -125,13 +125,19 @@ def test_firefox_sframe_loopback(firefox: Any, page_url: str) -> None:
     page.wait("html[data-media-ready]")
     results = [
         page.evaluate(f"window.mediaTest.loopback({json.dumps(s)})", timeout=70.0)
-        for s in (scenario(GOOD, 45000), scenario(WRONG_KEY, 45000), scenario(FOREIGN, 45000))
+        for s in (
+            scenario(GOOD, 45000),
+            scenario(WRONG_KEY, 45000),
+            scenario(FOREIGN, 45000),
+            scenario({**GOOD, "rotate": "receiver-first", "leave": True}, 45000),
+        )
     ]
     assert [e for e in page.problems() if "favicon" not in e] == []
-    good, wrong, foreign = results
+    good, wrong, foreign, rotation = results
     check_good(good, colour=False, webaudio=False)
     check_wrong_key(wrong)
     check_foreign(foreign)
+    check_rotation_and_leave(rotation)
 
 
 def video_rx(phase: dict[str, Any]) -> dict[str, Any]:
@@ -139,22 +145,9 @@ def video_rx(phase: dict[str, Any]) -> dict[str, Any]:
     return dict(tracks["video"])
 
 
-def test_chromium_key_rotation_and_leave(chromium: Any, page_url: str) -> None:
-    """§15.5 in the browser: a new epoch installed at the receiver first switches with no frame
-    lost; frames of a sender that switched before its key arrived wait for it (up to 1 s) and
-    none is lost; a key later than that loses only the frames in between, and the video decodes
-    again (a keyframe follows); after the sender leaves, its keys decrypt for the 2 s overlap
-    and never after."""
+def check_rotation_and_leave(first: dict[str, Any]) -> None:
+    """A receiver-first rotation loses nothing; after a leave, keys go after the overlap."""
     kid0, kid1 = SENDER << 16, SENDER << 16 | 1
-    scenarios = [
-        scenario({**GOOD, "rotate": "receiver-first", "leave": True}),
-        scenario({**GOOD, "rotate": "sender-first", "keyDelayMs": 300}),
-        scenario({**GOOD, "rotate": "sender-first", "keyDelayMs": 1500}),
-    ]
-    run = run_chromium(chromium.browser_type, page_url, scenarios, None)
-    assert [e for e in run["errors"] if "favicon" not in e] == []
-    first, second, third = run["results"]
-
     assert first["framesDecoded"] >= 30
     assert first["rotatedKids"] == [kid0, kid1], "both keys during the overlap"
     after = video_rx(first["afterRotate"])
@@ -169,6 +162,25 @@ def test_chromium_key_rotation_and_leave(chromium: Any, page_url: str) -> None:
     assert later["decrypted"] == at_drop["decrypted"], "nothing decrypts after the overlap"
     assert first["afterLeave"]["receiveKids"] == []
     assert later["failures"] == 0
+
+
+def test_chromium_key_rotation_and_leave(chromium: Any, page_url: str) -> None:
+    """§15.5 in the browser: a new epoch installed at the receiver first switches with no frame
+    lost; frames of a sender that switched before its key arrived wait for it (up to 1 s) and
+    none is lost; a key later than that loses only the frames in between, and the video decodes
+    again (a keyframe follows); after the sender leaves, its keys decrypt for the 2 s overlap
+    and never after."""
+    kid1 = SENDER << 16 | 1
+    scenarios = [
+        scenario({**GOOD, "rotate": "receiver-first", "leave": True}),
+        scenario({**GOOD, "rotate": "sender-first", "keyDelayMs": 300}),
+        scenario({**GOOD, "rotate": "sender-first", "keyDelayMs": 1500}),
+    ]
+    run = run_chromium(chromium.browser_type, page_url, scenarios, None)
+    assert [e for e in run["errors"] if "favicon" not in e] == []
+    first, second, third = run["results"]
+
+    check_rotation_and_leave(first)
 
     assert second["framesDecoded"] >= 30
     after = video_rx(second["afterRotate"])
