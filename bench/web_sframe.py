@@ -71,6 +71,10 @@ def main() -> dict[str, Any]:
             micro = page.evaluate(
                 "([n, size]) => window.mediaTest.micro(n, size)", [MICRO_FRAMES, size]
             )
+            # 640x480 at 2.5 Mbit/s and 30 fps: about 10 kB a frame
+            micro_10k = page.evaluate(
+                "([n, size]) => window.mediaTest.micro(n, size)", [MICRO_FRAMES, 10_000]
+            )
             version = browser.version
         finally:
             browser.close()
@@ -89,6 +93,12 @@ def main() -> dict[str, Any]:
             "delta_bytes": size,
             "protect_ms": round(micro["protectMs"], 4),
             "open_ms": round(micro["openMs"], 4),
+        },
+        "frame_code_alone_10kB": {
+            "frames": MICRO_FRAMES,
+            "delta_bytes": 10_000,
+            "protect_ms": round(micro_10k["protectMs"], 4),
+            "open_ms": round(micro_10k["openMs"], 4),
         },
     }
     return result
