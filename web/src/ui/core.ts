@@ -13,7 +13,7 @@ import { Chat, type Follower, type ReadItem } from "../client/chat.ts";
 import { StoriesClient, type StoryView } from "../client/stories.ts";
 import { prepareAvatar, prepareStoryImage } from "../client/images.ts";
 import { WrongPassphrase } from "../keystore/vault.ts";
-import type { MessagesAdded } from "../protocol/chat_wire.ts";
+import type { Messages, MessagesAdded } from "../protocol/chat_wire.ts";
 import type {
   Connection, Intents, InviteOptions, InvitePreviewVM, MemberVM, MessageVM, RemovedHow, Role, RoomKind,
   RoomLiveVM, RoomVM, SpaceCardVM, SpaceVM, Store, StoryVM,
@@ -59,6 +59,8 @@ interface Live {
   open: OpenRoom | null;
   refreshing: Promise<void> | null;
   refreshAgain: boolean;
+  /** Rooms this session asked the server to push new messages of (for unread counts). */
+  followed: Set<string>;
 }
 
 const kindOf = (kind: RoomView["kind"]): RoomKind => (kind === "conference" ? "call" : kind);
@@ -182,7 +184,7 @@ export class Bridge implements Intents {
     const live: Live = {
       slot, client, rooms, chat: new Chat(client, rooms), stories: new StoriesClient(client, rooms), offs: [],
       members: [], invites: [], roomViews: [], name: "", description: "", unread: new Map(), open: null,
-      refreshing: null, refreshAgain: false,
+      refreshing: null, refreshAgain: false, followed: new Set(),
     };
     this.live.set(slot, live);
     this.store.update((s) => {
@@ -209,6 +211,10 @@ export class Bridge implements Intents {
         }
       }),
       rooms.startKeyDuty(),
+      client.onReconnect(() => {
+        live.followed.clear();
+        void this.followAll(live);
+      }),
     );
     if (client.removed() !== null) {
       this.markRemoved(slot, client.removed()!.how);
@@ -243,11 +249,26 @@ export class Bridge implements Intents {
         }
         this.publishSpace(live);
         this.publishCards();
+        void this.followAll(live);
       } while (live.refreshAgain);
     })().finally(() => {
       live.refreshing = null;
     });
     return live.refreshing;
+  }
+
+  /** Asks the server to push every chat and channel's new messages to this session (no backlog
+   * is fetched: `after` is past any seq), so rooms not being read can count what is unread. */
+  private async followAll(live: Live): Promise<void> {
+    for (const room of live.roomViews) {
+      if (room.kind === "conference" || live.followed.has(room.roomId)) continue;
+      live.followed.add(room.roomId);
+      try {
+        await live.client.request<Messages>({ type: "fetch_messages", room_id: room.roomId, after: Number.MAX_SAFE_INTEGER, limit: 1, follow: true });
+      } catch {
+        live.followed.delete(room.roomId);
+      }
+    }
   }
 
   private photo(avatar: Uint8Array | null): string | null {

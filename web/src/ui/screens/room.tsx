@@ -218,9 +218,20 @@ function Composer({ space, room }: { space: SpaceVM; room: RoomVM }): JSX.Elemen
 
 function TimerMenu({ value, onPick, onClose }: { value: number; onPick: (seconds: number) => void; onClose: () => void }): JSX.Element {
   const first = useRef<HTMLButtonElement>(null);
-  useEffect(() => first.current?.focus(), []);
+  const box = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    first.current?.focus();
+    // A press anywhere outside the menu closes it.
+    const outside = (event: PointerEvent): void => {
+      const target = event.target as Node | null;
+      if (box.current !== null && target !== null && !box.current.parentElement?.contains(target)) onClose();
+    };
+    document.addEventListener("pointerdown", outside);
+    return () => document.removeEventListener("pointerdown", outside);
+  }, []);
   return (
     <div
+      ref={box}
       class="menu timer-menu"
       role="menu"
       aria-label="Disappearing messages"
