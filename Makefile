@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.toml
 
-.PHONY: run test lint typecheck unit web-test vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster clean
+.PHONY: run test lint typecheck unit web-build web-test bench-web vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-run: .make-installed
+run: .make-installed web-build
 	$(BIN)/salon serve --config $(CONFIG)
 
 lint: .make-installed
@@ -33,10 +33,17 @@ web/node_modules/.installed: web/package-lock.json web/package.json
 	cd web && npm ci --no-audit --no-fund
 	touch $@
 
+# The web app's bundle, reproducibly (web/scripts/build.mjs), into the Python package
+# (spaces/web_dist, shipped as package data), where `salon serve` serves it from.
+web-build: web/node_modules/.installed
+	cd web && npm run --silent build
+
 web-test: web/node_modules/.installed
 	cd web && npm run --silent typecheck && npm test
 
-test: lint typecheck unit web-test
+# web-build first: the browser tests (tests/test_web*.py) build their own copy too, but a
+# broken build should fail here, plainly.
+test: lint typecheck web-build unit web-test
 
 # Rewrite protocol/vectors/*.json (known-answer vectors) after a deliberate format change;
 # tests/test_vectors.py fails until they match the implementation again.
@@ -55,6 +62,11 @@ bench-rekey: .make-installed
 
 bench-call: .make-installed
 	$(BIN)/python bench/bench_call.py
+
+# The web app: invite link → space shown, `salon send` → text in the page (p50/p95, with the
+# CLI's figures beside them), bundle size gzip. Last line JSON.
+bench-web: .make-installed web-build
+	$(BIN)/python bench/web.py
 
 bench-chat: .make-installed
 	$(BIN)/python bench/bench_chat.py

@@ -448,6 +448,22 @@ def cmd_sfu(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_web_verify(args: argparse.Namespace) -> int:
+    """Exit 0: the server serves exactly the local build; 1: it does not (files named)."""
+    from pathlib import Path
+
+    from client import webverify
+
+    checkout = Path(args.checkout) if args.checkout else webverify.default_checkout()
+    outcome = await webverify.verify(args.url, checkout)
+    if args.json:
+        print(json.dumps(outcome.as_json()))
+    else:
+        print(outcome.text())
+        print(webverify.CANNOT_CHECK)
+    return webverify.MATCHES if outcome.matches else webverify.DIFFERS
+
+
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     try:
         import uvloop
@@ -572,6 +588,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(grant=grant)
     p = with_json(command("rooms", cmd_rooms, help="list a space's rooms"))
     p.add_argument("space")
+
+    webapp = sub.add_parser("web", help="the web app a server serves")
+    web_sub = webapp.add_subparsers(dest="web_command", required=True, parser_class=Parser)
+    p = with_json(
+        command(
+            "verify",
+            cmd_web_verify,
+            web_sub,
+            help="compare what a server serves with the web app your checkout builds",
+        )
+    )
+    p.add_argument("url", help="the server's address (or any link into its web app)")
+    p.add_argument("--checkout", help="the Salon source checkout to build (default: this one)")
 
     from client.cli_chat import add_chat_commands  # send, read, story
 

@@ -19,6 +19,7 @@ class ServerSection(msgspec.Struct, forbid_unknown_fields=True):
     port: int = 8080
     data_dir: str = "./salon-data"
     public_url: str = ""
+    web_dir: str = ""  # the built web app; "": the one in the package (spaces/web_dist)
     log_level: str = "info"
 
 

@@ -69,6 +69,7 @@ from spaces.limits import ConcurrencyLimiter, KeyedLimiter, TokenBucket, address
 from spaces.membership import Membership
 from spaces.sqlite_store import SqliteStore
 from spaces.storage import Store
+from spaces.webapp import install_webapp
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 60.0
@@ -394,27 +395,6 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-JOIN_PAGE = """<!doctype html><meta charset="utf-8"><title>Salon invite</title>
-<p>You have been invited to a Salon space.</p>
-<p>Copy this whole link, including the part after <code>#</code>, and run:</p>
-<pre>salon join 'LINK' --as YOUR_NAME</pre>
-<p>The part after <code>#</code> is the invite's secret. It never leaves your device:
-this server has not seen it.</p>
-"""
-
-
-async def join_page(request: web.Request) -> web.Response:
-    return web.Response(
-        text=JOIN_PAGE,
-        content_type="text/html",
-        headers={
-            "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-store",
-            "Content-Security-Policy": "default-src 'none'",
-        },
-    )
-
-
 def request_origin(request: web.Request, config: Config) -> str:
     """The origin clients sign challenges for: the configured public URL, else Host."""
     if config.server.public_url:
@@ -480,7 +460,7 @@ def build_app(config: Config, store: Store) -> web.Application:
     app[SOCKETS_BY_ADDRESS] = ConcurrencyLimiter(limits.websockets_per_address)
     app.router.add_get("/health", health)
     app.router.add_get("/ws", websocket)
-    app.router.add_get("/join/{invite_id}", join_page)
+    install_webapp(app, config)  # /, /join/<id>, /space/..., /assets/...; headers on all
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()
@@ -514,7 +494,7 @@ async def _sweep(membership: Membership) -> None:
 
 
 # TCP connections an address may hold beyond its WebSockets (a refusal being explained,
-# /health, the join page), before the next is closed unanswered.
+# /health, the web app's files), before the next is closed unanswered.
 CONNECTION_SLACK = 16
 
 

@@ -466,3 +466,8 @@ def stored_records(db_path: Path, space_id: str) -> list[Any]:
     finally:
         db.close()
     return [decode_record(bytes(row[0])) for row in rows]
+
+
+# -- the web app in browsers (tests/browser_support.py documents these) ------------------------
+
+from browser_support import chromium, firefox, new_page, web_dist, web_server  # noqa: E402, F401

@@ -444,18 +444,6 @@ async def test_health(app_server):
         assert await response.json() == {"status": "ok"}
 
 
-async def test_join_page_sends_no_referrer(app_server):
-    srv = await app_server()
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"{srv.url}/join/abcdefghijkl") as response,
-    ):
-        assert response.status == 200
-        assert response.headers["Referrer-Policy"] == "no-referrer"
-        assert "no-store" in response.headers["Cache-Control"]
-        assert "salon join" in await response.text()
-
-
 # -- the server's edge: WebSocket validation -------------------------------------------------------
 
 

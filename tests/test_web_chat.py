@@ -200,6 +200,16 @@ def test_web_chat_with_cli(
     assert ("Carol", "Carol, now a publisher") in texts(read(alice, space, "news"))
     assert "Carol, now a publisher" in [i.get("text") for i in web.ok("history", room="news")]
 
+    # Alice removes Carol (a new key epoch). Bob's page is the first to write in general, so
+    # it makes the room's key for the new epoch (commitment and envelopes, the maker rule);
+    # Alice's CLI reads with it and writes back.
+    alice.run("kick", space, "Carol")
+    web.ok("send", room="general", text="after Carol left")
+    assert texts(read(alice, space, "general"))[-1] == ("Bob", "after Carol left")
+    alice.run("send", space, "general", "Alice, in the new epoch")
+    web.ok("wait_text", room="general", text="Alice, in the new epoch")
+    assert "error" in carol.run("read", space, "general", check=False).stderr
+
     # The server restarts: a message sent from the page while it is down goes out once it is
     # back (same client id: once), and the follower resumes from its last seq.
     server.stop()

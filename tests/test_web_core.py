@@ -241,6 +241,22 @@ def test_web_core_reconnects(
     assert names(alice.json("members", created["space_id"])) == {"Alice": "owner"}
 
 
+def test_web_core_creates_a_space(
+    server: SalonServer, user: Callable[..., SalonUser], node: NodeClient
+) -> None:
+    frank = user("frank")
+    created = node.ok("create", server=server.url, name="Web club", **{"as": "Wanda"})
+    assert node.ok("info")["name"] == "Web club" and node.ok("info")["role"] == "owner"
+    preview = frank.json("join", created["link"], "--preview")
+    assert (preview["name"], preview["inviter"]) == ("Web club", "Wanda")
+    frank.run("join", created["link"], "--as", "Frank")
+    assert names(node.ok("wait_member", name="Frank")) == {"Wanda": "owner", "Frank": "member"}
+    assert names(frank.json("members", created["space_id"])) == {
+        "Wanda": "owner",
+        "Frank": "member",
+    }
+
+
 def test_web_core_unreachable(node: NodeClient) -> None:
     from tests.conftest import free_port
 

@@ -61,6 +61,12 @@ const handlers: { [op: string]: (c: Command) => Promise<unknown> } = {
     currentSlot = result.slot;
     return { space_id: result.spaceId, name: result.spaceName, slot: result.slot };
   },
+  create: async (c) => {
+    const created = await spaces.create(c["server"] as string, c["name"] as string, c["as"] as string);
+    watch(created.client);
+    currentSlot = created.slot;
+    return { space_id: created.spaceId, link: created.link };
+  },
   info: async () => ({ ...(await client().info()), role: client().myRole(), may_invite: client().mayInvite(), state: client().connectionState() }),
   members: async () => members(),
   wait_member: async (c) => until(async () => {

@@ -27,6 +27,7 @@ import { advance, roomKeyCommit } from "../src/protocol/roomkeys.ts";
 import { f, optional, struct, encodeStruct } from "../src/protocol/schema.ts";
 import { encodeEnvelope, sealKey } from "../src/protocol/sealed.ts";
 import { mediaKid, protectFrame, sframeKey } from "../src/protocol/sframe.ts";
+import { encodeClientMessage, encodeServerMessage, type ClientMessage, type ServerMessage } from "../src/protocol/wire.ts";
 
 // The space-key box contents of PROTOCOL.md §9 (no TS module defines them yet).
 const SPACE_INFO = struct("SpaceInfo", [f("name", "str"), f("description", "str")]);
@@ -190,5 +191,38 @@ const json = {
     signal_box: toHex(signal),
     media_key: { epoch: next.epoch, key: toHex(next.key), at_version: 5 },
   },
+};
+// ---- chat and story frames (§11.3, §12) as wire.ts encodes them ----
+const chatMessage = {
+  seq: 4, sender: member.memberKey, client_id: clientId, epoch: 0, ttl: 60, sent_at: now + 0.25, expires_at: now + 60.25,
+  box: framed,
+};
+const storyInfo = {
+  story_id: storyId, room_id: roomId, sender: owner.memberKey, epoch: 0, ttl: 86400, posted_at: now + 0.5,
+  expires_at: now + 86400.5, meta: story.metaFramed, image_size: story.imageBox.length, thumb_size: story.thumbBox.length,
+};
+const clientFrames: ClientMessage[] = [
+  { type: "send_message", id: 1, room_id: roomId, client_id: clientId, epoch: 0, ttl: 60, box: framed },
+  { type: "fetch_messages", id: 2, room_id: roomId, after: 3, limit: 500, follow: true },
+  { type: "upload_story_chunk", id: 3, story_id: storyId, offset: 0, data: story.imageBox },
+  {
+    type: "post_story", id: 4, room_id: roomId, story_id: storyId, epoch: 0, ttl: 86400, meta: story.metaFramed,
+    thumb: story.thumbBox, image_size: story.imageBox.length,
+  },
+  { type: "list_stories", id: 5, room_id: roomId },
+  { type: "fetch_story_part", id: 6, story_id: storyId, part: "thumb", offset: 0 },
+];
+const serverFrames: ServerMessage[] = [
+  { type: "message_sent", id: 1, room_id: roomId, seq: 4, sent_at: now + 0.25, expires_at: null, duplicate: true },
+  { type: "messages", id: 2, room_id: roomId, messages: [chatMessage, { ...chatMessage, seq: 5, expires_at: null }], last_seq: 5 },
+  { type: "messages_added", room_id: roomId, messages: [chatMessage] },
+  { type: "story_chunk_stored", id: 3, story_id: storyId, size: story.imageBox.length },
+  { type: "story_posted", id: 4, story_id: storyId, posted_at: now + 0.5, expires_at: now + 86400.5, duplicate: false },
+  { type: "stories", id: 5, room_id: roomId, stories: [storyInfo] },
+  { type: "story_part", id: 6, story: storyInfo, part: "thumb", offset: 0, total: story.thumbBox.length, data: story.thumbBox },
+];
+(json as { [key: string]: unknown })["chat_frames"] = {
+  client: clientFrames.map((m) => toHex(encodeClientMessage(m))),
+  server: serverFrames.map((m) => toHex(encodeServerMessage(m))),
 };
 writeFileSync(out, JSON.stringify(json, null, 2) + "\n");

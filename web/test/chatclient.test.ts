@@ -337,3 +337,21 @@ test("room keys: the maker rule — make, commit and seal the current epoch's ke
   const sealed = await openEnvelope(forBob, v.space_id, ROOM, fromHex(people.bob.box_secret), fromHex(people.alice.box_key));
   assert.equal(toHex(sealed.key), toHex(key));
 });
+
+test("follow: a shown message is removed when its visible-until time comes", async () => {
+  const { ctx } = await reader();
+  const createdAt = Math.floor(Date.now() / 1000);
+  const soon = await message("alice", { seq: 1, text: "soon gone", createdAt, ttl: 60, expiresAt: Date.now() / 1000 + 0.3 });
+  ctx.handlers.set("fetch_messages", () => ({ type: "messages", room_id: ROOM, messages: [soon], last_seq: 1 }));
+  const gone: number[] = [];
+  const shownTexts: string[] = [];
+  const follower = await new Chat(ctx, new Rooms(ctx)).follow(ROOM, {
+    onMessage: (item) => shownTexts.push(item.kind === "shown" ? item.text : item.kind),
+    onExpired: (_room, seq) => gone.push(seq),
+  });
+  assert.deepEqual(shownTexts, ["soon gone"]);
+  const until = Date.now() + 3000;
+  while (gone.length === 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(gone, [1]);
+  follower.stop();
+});

@@ -111,6 +111,16 @@ export function linksKnownTo(r: Roster, member: string, now: number = nowSeconds
   return out;
 }
 
+/** An invite seal (§8.3): the space key of `epoch` under the link's seal key, and its preview. */
+export async function makeInviteSeal(link: InviteLink, epoch: number, key: Uint8Array, preview: InvitePreview): Promise<InviteSeal> {
+  return {
+    invite_id: link.inviteId,
+    epoch,
+    sealed: await sealSpaceKey(await inviteSealKey(link.secret, link.inviteId), { space_id: preview.space_id, epoch, key }, randomBytes(24)),
+    preview: await sealPreview(await invitePreviewKey(link.secret, link.inviteId), preview, randomBytes(24)),
+  };
+}
+
 /** Owners and moderators create, list and revoke invites (§7 "invite"). */
 export function mayInvite(r: Roster, me: string): boolean {
   const role = r.members.get(me)?.role;
@@ -562,6 +572,11 @@ export class SpaceClient implements SpaceContext {
       this.dutiesRunning = true;
       try {
         await this.duties(r);
+      } catch (err) {
+        // A duty that fails now (rate limited, a lost connection) is tried on the next sync;
+        // it never makes the sync, or opening the space, fail.
+        if (err instanceof Removed || !(err instanceof ClientError)) throw err;
+        this.warn(`a key duty could not be done yet: ${err.message}`);
       } finally {
         this.dutiesRunning = false;
       }
@@ -730,13 +745,7 @@ export class SpaceClient implements SpaceContext {
   }
 
   private async sealInvite(link: InviteLink, epoch: number, key: Uint8Array, preview?: InvitePreview): Promise<InviteSeal> {
-    const p = preview ?? (await this.invitePreview());
-    return {
-      invite_id: link.inviteId,
-      epoch,
-      sealed: await sealSpaceKey(await inviteSealKey(link.secret, link.inviteId), { space_id: this.spaceId, epoch, key }, randomBytes(24)),
-      preview: await sealPreview(await invitePreviewKey(link.secret, link.inviteId), p, randomBytes(24)),
-    };
+    return makeInviteSeal(link, epoch, key, preview ?? (await this.invitePreview()));
   }
 
   /** Fresh seals under `key` for our live invites (those whose secret this device holds). */
@@ -845,7 +854,9 @@ export class SpaceClient implements SpaceContext {
       } catch {
         stored = null;
       }
-      if (stored !== null) this.merge(stored);
+      // A slot that is gone (the membership was forgotten after leaving) is not written again.
+      if (stored === null) return;
+      this.merge(stored);
       this.m.space_keys = [...this.keys].sort(([a], [b]) => a - b).map(([epoch, key]) => ({ epoch, key }));
       await this.vault.update(this.slot, { ...this.m, space_keys: [...this.m.space_keys], room_keys: [...this.m.room_keys] });
     });
