@@ -117,7 +117,7 @@ function MessageItem({ message, first, now }: { message: MessageVM; first: boole
   }
   const left = message.expiresAt !== null ? timeLeft(message.expiresAt, now) : "";
   return (
-    <li class={`message${first ? " message-first" : ""}${message.mine ? " message-mine" : ""}${message.pending ? " message-pending" : ""}`}>
+    <li data-testid="message" class={`message${first ? " message-first" : ""}${message.mine ? " message-mine" : ""}${message.pending ? " message-pending" : ""}`}>
       <div class="message-gutter">{first ? <Avatar name={message.authorName} keyHex={message.authorKey} photo={null} size="s" /> : null}</div>
       <div class="message-body">
         {first ? (

@@ -37,7 +37,7 @@ export function SpaceScreen({ route }: { route: SpaceRoute }): JSX.Element {
   if (space.removed !== null) return <RemovedScreen space={space} />;
   const panel = route.name !== "space";
   return (
-    <div class="space" data-panel={panel ? "open" : undefined}>
+    <div class="space" data-testid="space-view" data-panel={panel ? "open" : undefined}>
       <Sidebar space={space} route={route} />
       <main class="space-main" id="main">
         <ConnectionBanner connection={space.connection} />
