@@ -386,7 +386,7 @@ export class Bridge implements Intents {
             this.waitForKey(live, open);
             return;
           }
-          if (item.kind !== "shown") console.warn(`salon: message ${item.seq} ${item.kind}: ${item.reason}`);
+          if (item.kind !== "shown") console.debug(`salon: message ${item.seq} ${item.kind}: ${item.reason}`);
           const vm = this.messageVM(item);
           open.items = [...open.items.filter((m) => m.id !== vm.id), vm];
           if (!backlog && open.firstUnread === null && !vm.mine && document.hidden) open.firstUnread = vm.id;
