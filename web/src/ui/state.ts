@@ -26,6 +26,8 @@ export interface RoomVM {
   readonly unread: number;
   /** May I post here (chat: any member; channel: publishers only). */
   readonly canPost: boolean;
+  /** The room's own message lifetime in seconds (0 = messages stay unless the sender sets one). */
+  readonly lifetime: number;
 }
 
 export interface MemberVM {

@@ -3,7 +3,7 @@ import type { JSX } from "preact";
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { useEnv } from "../app.tsx";
 import { explain } from "../errors.ts";
-import { clock, day, TIMERS, timeLeft } from "../format.ts";
+import { clock, day, duration, TIMERS, timeLeft } from "../format.ts";
 import { roomKey, useStore, type MessageVM, type RoomLiveVM, type RoomVM, type SpaceVM } from "../state.ts";
 import { Avatar, Icon, IconButton, Private } from "../components.tsx";
 import { PanelHeader } from "./space.tsx";
@@ -190,6 +190,7 @@ function Composer({ space, room }: { space: SpaceVM; room: RoomVM }): JSX.Elemen
           {menu ? (
             <TimerMenu
               value={ttl}
+              lifetime={room.lifetime}
               onPick={(seconds) => {
                 setTtl(seconds);
                 setMenu(false);
@@ -217,12 +218,16 @@ function Composer({ space, room }: { space: SpaceVM; room: RoomVM }): JSX.Elemen
         </label>
         <IconButton icon="send" label="Send" type="submit" class="send-button" disabled={text.trim() === ""} />
       </div>
-      {ttl > 0 ? <p class="composer-hint small muted">New messages disappear after {timer.label}.</p> : null}
+      {ttl > 0 ? (
+        <p class="composer-hint small muted">New messages disappear after {timer.label}.</p>
+      ) : room.lifetime > 0 ? (
+        <p class="composer-hint small muted">Messages in this room disappear after {duration(room.lifetime)}.</p>
+      ) : null}
     </form>
   );
 }
 
-function TimerMenu({ value, onPick, onClose }: { value: number; onPick: (seconds: number) => void; onClose: () => void }): JSX.Element {
+function TimerMenu({ value, lifetime, onPick, onClose }: { value: number; lifetime: number; onPick: (seconds: number) => void; onClose: () => void }): JSX.Element {
   const first = useRef<HTMLButtonElement>(null);
   const box = useRef<HTMLDivElement>(null);
   useEffect(() => {
@@ -257,7 +262,7 @@ function TimerMenu({ value, onPick, onClose }: { value: number; onPick: (seconds
       <p class="menu-title small muted">Messages disappear after</p>
       {TIMERS.map((t, i) => (
         <button key={t.seconds} ref={i === 0 ? first : null} type="button" role="menuitemradio" aria-checked={t.seconds === value} class="menu-item" onClick={() => onPick(t.seconds)}>
-          {t.label}
+          {t.seconds === 0 && lifetime > 0 ? `Room's own (${duration(lifetime)})` : t.label}
           {t.seconds === value ? <span aria-hidden="true"> ✓</span> : null}
         </button>
       ))}
