@@ -102,6 +102,9 @@ def test_moderator_screens_and_removal(
     alice.run("rooms", space)  # the CLI shares the room key with the newcomers
     alice.run("send", space, "general", "Welcome, Carol")
     cpage.wait_for_selector(f"{MESSAGE}:has-text('Welcome, Carol')", timeout=30_000)
+    alice.run("send", space, "general", "The door code is 4471", "--ttl", "1h")
+    cpage.wait_for_selector(f"{MESSAGE}:has-text('door code') .countdown", timeout=30_000)
+    assert "disappears in 1 h" in cpage.inner_text(f"{MESSAGE}:has-text('door code')")
     carol.screenshot("ui-chat")
 
     # Bob removes Carol: the menu, a confirmation that says what happens.
