@@ -37,10 +37,12 @@ ff.wait(MESSAGE, text="hi")`` (puppeteer selectors also take ``::-p-text(...)``)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -150,10 +152,12 @@ class WebPage:
         page.add_init_script(WATCH_CSP)
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.messages.append(f"pageerror: {error}"))
-        page.on(
-            "requestfailed",
-            lambda req: self.failed_requests.append(f"{req.url} {req.failure}"),
-        )
+        page.on("requestfailed", self._request_failed)
+
+    def _request_failed(self, request: Any) -> None:
+        # A navigation cancels what the page was loading (net::ERR_ABORTED): not a problem.
+        if "ERR_ABORTED" not in str(request.failure):
+            self.failed_requests.append(f"{request.url} {request.failure}")
 
     def _console(self, message: Any) -> None:
         if message.type in ("error", "warning"):
@@ -222,16 +226,21 @@ class FirefoxPage:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            start_new_session=True,  # its own process group: node and the Firefox it started
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self._next = 0
-        ready = self._line(60.0)
-        if not json.loads(ready).get("ready"):
-            raise FirefoxError(f"firefox driver did not start: {ready}")
-        self.version = json.loads(ready).get("version", "")
-        size = PHONE if phone else DESKTOP
-        self.viewport(size["width"], size["height"])
+        try:
+            ready = self._line(60.0)
+            if not json.loads(ready).get("ready"):
+                raise FirefoxError(f"firefox driver did not start: {ready}")
+            self.version = json.loads(ready).get("version", "")
+            size = PHONE if phone else DESKTOP
+            self.viewport(size["width"], size["height"])
+        except BaseException:
+            self.kill()
+            raise
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -317,9 +326,15 @@ class FirefoxPage:
             try:
                 self.command("close", timeout=10.0)
                 self.proc.wait(timeout=20)
+                self.kill()  # whatever of Firefox outlived the driver
             except (FirefoxError, OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+                self.kill()
+
+    def kill(self) -> None:
+        """End the driver and the Firefox it started (their process group) at once."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
 
 
 @pytest.fixture
