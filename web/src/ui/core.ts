@@ -61,6 +61,8 @@ interface Live {
   refreshAgain: boolean;
   /** Rooms this session asked the server to push new messages of (for unread counts). */
   followed: Set<string>;
+  /** The first refresh is done: before it the screen would show an empty space. */
+  loaded: boolean;
 }
 
 const kindOf = (kind: RoomView["kind"]): RoomKind => (kind === "conference" ? "call" : kind);
@@ -184,7 +186,7 @@ export class Bridge implements Intents {
     const live: Live = {
       slot, client, rooms, chat: new Chat(client, rooms), stories: new StoriesClient(client, rooms), offs: [],
       members: [], invites: [], roomViews: [], name: "", description: "", unread: new Map(), open: null,
-      refreshing: null, refreshAgain: false, followed: new Set(),
+      refreshing: null, refreshAgain: false, followed: new Set(), loaded: false,
     };
     this.live.set(slot, live);
     this.store.update((s) => {
@@ -240,6 +242,7 @@ export class Bridge implements Intents {
           live.members = await live.client.members();
           live.roomViews = await live.rooms.list();
           live.invites = live.client.mayInvite() ? await live.client.listInvites() : [];
+          live.loaded = true;
         } catch (err) {
           if (err instanceof Removed) {
             this.markRemoved(live.slot, err.how);
@@ -295,6 +298,7 @@ export class Bridge implements Intents {
   }
 
   private publishSpace(live: Live): void {
+    if (!live.loaded && !this.removed.has(live.slot)) return;
     const members = live.members.map((m) => this.memberVM(live, m));
     const me = members.find((m) => m.me) ?? {
       key: hexOf(live.client.me.memberKey), name: live.client.displayName(), role: live.client.myRole() ?? "member", fingerprint: "",
