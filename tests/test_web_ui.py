@@ -107,9 +107,22 @@ def test_moderator_screens_and_removal(
     assert "disappears in 1 h" in cpage.inner_text(f"{MESSAGE}:has-text('door code')")
     carol.screenshot("ui-chat")
 
-    # Bob removes Carol: the menu, a confirmation that says what happens.
+    # Bob lets Carol post in the channel: her page shows its composer.
     page.click("a[href$='/members']")
     page.wait_for_selector("button[aria-label='Manage Carol']", timeout=30_000)
+    page.click("button.fingerprint >> nth=0")  # what a fingerprint is for; Esc closes
+    page.wait_for_selector("dialog:has-text('in person')")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("dialog", state="detached")
+    page.click("button[aria-label='Manage Carol']")
+    page.click("dialog button:has-text('Let post in news')")
+    page.wait_for_selector("text=Member · posts in news", timeout=30_000)
+    cpage.go_back()
+    cpage.click("nav.sidebar a:has-text('news')")
+    cpage.wait_for_selector("text=Post a story", timeout=30_000)
+    assert cpage.is_visible("textarea")
+
+    # Bob removes Carol: the menu, a confirmation that says what happens.
     page.click("button[aria-label='Manage Carol']")
     page.click("dialog button:has-text('Remove from the space')")
     assert "will not be able to read anything new" in page.inner_text("dialog")

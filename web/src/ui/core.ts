@@ -306,7 +306,7 @@ export class Bridge implements Intents {
     };
     const rooms: RoomVM[] = live.roomViews.map((r) => ({
       id: r.roomId, name: r.name, kind: kindOf(r.kind), unread: live.open?.roomId === r.roomId ? 0 : (live.unread.get(r.roomId) ?? 0), canPost: r.mayPost,
-      lifetime: r.ttl,
+      lifetime: r.ttl, publishers: [...r.publishers],
     }));
     const state = live.client.connectionState();
     const space: SpaceVM = {
@@ -555,6 +555,12 @@ export class Bridge implements Intents {
   async remove(slot: string, memberKey: string, ban: boolean): Promise<void> {
     const live = this.need(slot);
     await live.client.kick(fromHex(memberKey), { ban });
+    await this.refresh(live);
+  }
+
+  async setPublisher(slot: string, roomId: string, memberKey: string, on: boolean): Promise<void> {
+    const live = this.need(slot);
+    await live.rooms.setPublisher(roomId, fromHex(memberKey), on);
     await this.refresh(live);
   }
 
