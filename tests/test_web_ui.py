@@ -77,6 +77,8 @@ def test_moderator_screens_and_removal(
     # Channel: Alice's story in the row (unseen ring), the viewer, Esc closes it.
     page.click("nav.sidebar a:has-text('news')")
     page.wait_for_selector(".story-unseen img", timeout=30_000)
+    assert "left" in page.inner_text(".stories")  # author and time left under each thumbnail
+    bob.screenshot("ui-channel")
     page.click(".story-unseen")
     page.wait_for_selector(".viewer-stage img:not(.viewer-blur)", timeout=30_000)
     assert "Market day" in page.inner_text(".viewer")
