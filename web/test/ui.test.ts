@@ -43,3 +43,12 @@ test("fingerprints group by four; initials; timers", () => {
   assert.equal(initials(""), "?");
   assert.deepEqual(TIMERS.map((t) => t.seconds), [0, 300, 3600, 86_400, 604_800]);
 });
+
+test("lifetimes in words", async () => {
+  const { duration } = await import("../src/ui/format.ts");
+  assert.equal(duration(300), "5 minutes");
+  assert.equal(duration(60), "1 minute");
+  assert.equal(duration(7200), "2 hours");
+  assert.equal(duration(2 * 86_400), "2 days");
+  assert.equal(duration(90), "90 seconds");
+});

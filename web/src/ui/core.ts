@@ -13,7 +13,7 @@ import { Chat, type Follower, type ReadItem } from "../client/chat.ts";
 import { StoriesClient, type StoryView } from "../client/stories.ts";
 import { prepareAvatar, prepareStoryImage } from "../client/images.ts";
 import { WrongPassphrase } from "../keystore/vault.ts";
-import type { MessagesAdded } from "../protocol/chat_wire.ts";
+import type { Messages, MessagesAdded } from "../protocol/chat_wire.ts";
 import type {
   Connection, Intents, InviteOptions, InvitePreviewVM, MemberVM, MessageVM, RemovedHow, Role, RoomKind,
   RoomLiveVM, RoomVM, SpaceCardVM, SpaceVM, Store, StoryVM,
@@ -59,6 +59,10 @@ interface Live {
   open: OpenRoom | null;
   refreshing: Promise<void> | null;
   refreshAgain: boolean;
+  /** Rooms this session asked the server to push new messages of (for unread counts). */
+  followed: Set<string>;
+  /** The first refresh is done: before it the screen would show an empty space. */
+  loaded: boolean;
 }
 
 const kindOf = (kind: RoomView["kind"]): RoomKind => (kind === "conference" ? "call" : kind);
@@ -182,7 +186,7 @@ export class Bridge implements Intents {
     const live: Live = {
       slot, client, rooms, chat: new Chat(client, rooms), stories: new StoriesClient(client, rooms), offs: [],
       members: [], invites: [], roomViews: [], name: "", description: "", unread: new Map(), open: null,
-      refreshing: null, refreshAgain: false,
+      refreshing: null, refreshAgain: false, followed: new Set(), loaded: false,
     };
     this.live.set(slot, live);
     this.store.update((s) => {
@@ -209,6 +213,10 @@ export class Bridge implements Intents {
         }
       }),
       rooms.startKeyDuty(),
+      client.onReconnect(() => {
+        live.followed.clear();
+        void this.followAll(live);
+      }),
     );
     if (client.removed() !== null) {
       this.markRemoved(slot, client.removed()!.how);
@@ -234,6 +242,7 @@ export class Bridge implements Intents {
           live.members = await live.client.members();
           live.roomViews = await live.rooms.list();
           live.invites = live.client.mayInvite() ? await live.client.listInvites() : [];
+          live.loaded = true;
         } catch (err) {
           if (err instanceof Removed) {
             this.markRemoved(live.slot, err.how);
@@ -243,11 +252,26 @@ export class Bridge implements Intents {
         }
         this.publishSpace(live);
         this.publishCards();
+        void this.followAll(live);
       } while (live.refreshAgain);
     })().finally(() => {
       live.refreshing = null;
     });
     return live.refreshing;
+  }
+
+  /** Asks the server to push every chat and channel's new messages to this session (no backlog
+   * is fetched: `after` is past any seq), so rooms not being read can count what is unread. */
+  private async followAll(live: Live): Promise<void> {
+    for (const room of live.roomViews) {
+      if (room.kind === "conference" || live.followed.has(room.roomId)) continue;
+      live.followed.add(room.roomId);
+      try {
+        await live.client.request<Messages>({ type: "fetch_messages", room_id: room.roomId, after: Number.MAX_SAFE_INTEGER, limit: 1, follow: true });
+      } catch {
+        live.followed.delete(room.roomId);
+      }
+    }
   }
 
   private photo(avatar: Uint8Array | null): string | null {
@@ -274,6 +298,7 @@ export class Bridge implements Intents {
   }
 
   private publishSpace(live: Live): void {
+    if (!live.loaded && !this.removed.has(live.slot)) return;
     const members = live.members.map((m) => this.memberVM(live, m));
     const me = members.find((m) => m.me) ?? {
       key: hexOf(live.client.me.memberKey), name: live.client.displayName(), role: live.client.myRole() ?? "member", fingerprint: "",
@@ -281,6 +306,7 @@ export class Bridge implements Intents {
     };
     const rooms: RoomVM[] = live.roomViews.map((r) => ({
       id: r.roomId, name: r.name, kind: kindOf(r.kind), unread: live.open?.roomId === r.roomId ? 0 : (live.unread.get(r.roomId) ?? 0), canPost: r.mayPost,
+      lifetime: r.ttl, publishers: [...r.publishers],
     }));
     const state = live.client.connectionState();
     const space: SpaceVM = {
@@ -365,7 +391,7 @@ export class Bridge implements Intents {
             this.waitForKey(live, open);
             return;
           }
-          if (item.kind !== "shown") console.warn(`salon: message ${item.seq} ${item.kind}: ${item.reason}`);
+          if (item.kind !== "shown") console.debug(`salon: message ${item.seq} ${item.kind}: ${item.reason}`);
           const vm = this.messageVM(item);
           open.items = [...open.items.filter((m) => m.id !== vm.id), vm];
           if (!backlog && open.firstUnread === null && !vm.mine && document.hidden) open.firstUnread = vm.id;
@@ -529,6 +555,12 @@ export class Bridge implements Intents {
   async remove(slot: string, memberKey: string, ban: boolean): Promise<void> {
     const live = this.need(slot);
     await live.client.kick(fromHex(memberKey), { ban });
+    await this.refresh(live);
+  }
+
+  async setPublisher(slot: string, roomId: string, memberKey: string, on: boolean): Promise<void> {
+    const live = this.need(slot);
+    await live.rooms.setPublisher(roomId, fromHex(memberKey), on);
     await this.refresh(live);
   }
 

@@ -9,7 +9,7 @@ export type Situation = "join" | "action";
 
 export function explain(error: unknown, situation: Situation = "action"): string {
   // The technical reason goes to the developer console only (the core's messages hold no secrets).
-  if (error instanceof Error) console.warn(`salon: ${error.name}: ${error.message}`);
+  if (error instanceof Error) console.debug(`salon: ${error.name}: ${error.message}`);
   if (error instanceof ServerError) {
     switch (error.code) {
       case "expired": return "This invitation has expired. Ask for a new link.";

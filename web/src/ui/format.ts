@@ -11,6 +11,17 @@ export const TIMERS: readonly { readonly seconds: number; readonly label: string
 
 const pad = (n: number): string => String(n).padStart(2, "0");
 
+/** A lifetime in words: "5 minutes", "1 hour", "3 days", "90 seconds". */
+export function duration(seconds: number): string {
+  const known = TIMERS.find((t) => t.seconds === seconds && seconds > 0);
+  if (known !== undefined) return known.label;
+  const unit = (n: number, word: string): string => `${n} ${word}${n === 1 ? "" : "s"}`;
+  if (seconds % 86_400 === 0) return unit(seconds / 86_400, "day");
+  if (seconds % 3600 === 0) return unit(seconds / 3600, "hour");
+  if (seconds % 60 === 0) return unit(seconds / 60, "minute");
+  return unit(seconds, "second");
+}
+
 /** "14:05" in the person's own time zone. */
 export function clock(ms: number): string {
   const d = new Date(ms);

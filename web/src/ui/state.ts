@@ -26,6 +26,10 @@ export interface RoomVM {
   readonly unread: number;
   /** May I post here (chat: any member; channel: publishers only). */
   readonly canPost: boolean;
+  /** The room's own message lifetime in seconds (0 = messages stay unless the sender sets one). */
+  readonly lifetime: number;
+  /** Channels: the members (hex keys) allowed to post besides owners and moderators. */
+  readonly publishers: readonly string[];
 }
 
 export interface MemberVM {
@@ -157,6 +161,8 @@ export interface Intents {
   createRoom(slot: string, name: string, kind: RoomKind): Promise<string>;
   setRole(slot: string, memberKey: string, role: Role): Promise<void>;
   remove(slot: string, memberKey: string, ban: boolean): Promise<void>;
+  /** Channels: let a member post there, or stop them. */
+  setPublisher(slot: string, roomId: string, memberKey: string, on: boolean): Promise<void>;
   /** Resolves to the full link to hand over (it holds the secret: shown once, never stored). */
   createInvite(slot: string, options: InviteOptions): Promise<string>;
   revokeInvite(slot: string, inviteId: string): Promise<void>;

@@ -1,12 +1,18 @@
 /** Home (`/`): the spaces kept in this browser, as cards. */
 import type { JSX } from "preact";
+import { useEffect } from "preact/hooks";
 import { useEnv } from "../app.tsx";
 import { useStore } from "../state.ts";
 import { Link, Private } from "../components.tsx";
 
 export function HomeScreen(): JSX.Element {
-  const { store } = useEnv();
+  const { store, intents } = useEnv();
   const spaces = useStore(store, (s) => s.spaces);
+  const slots = spaces.map((space) => space.slot).join(" ");
+  useEffect(() => {
+    // Connect every space, so its card shows what is unread.
+    for (const slot of slots.split(" ")) if (slot !== "") intents.openSpace(slot);
+  }, [slots]);
   return (
     <main class="page home">
       <header class="page-header">

@@ -103,6 +103,7 @@ export function JoinScreen({ inviteId }: { inviteId: string }): JSX.Element {
             maxLength={64}
             required
             autocomplete="nickname"
+            data-testid="join-name"
             onInput={(e) => setName(e.currentTarget.value)}
             aria-describedby="name-help"
           />
@@ -110,7 +111,7 @@ export function JoinScreen({ inviteId }: { inviteId: string }): JSX.Element {
         </label>
         <PhotoPicker photo={photo} onChange={setPhoto} label="Add a photo (optional)" />
         {error !== null ? <p class="error" role="alert">{error}</p> : null}
-        <button class="button button-primary wide" type="submit" disabled={joining || name.trim() === ""}>
+        <button class="button button-primary wide" type="submit" data-testid="join-submit" disabled={joining || name.trim() === ""}>
           {joining ? "Joining…" : "Join"}
         </button>
         <p class="center"><Private /></p>

@@ -10,6 +10,13 @@ import { PanelHeader } from "./space.tsx";
 
 const RANK: Record<Role, number> = { member: 1, moderator: 2, owner: 3 };
 
+/** " · posts in News, Market" for a member allowed to post in channels. */
+function postsIn(space: SpaceVM, member: MemberVM): string {
+  if (member.role !== "member") return "";
+  const names = space.rooms.filter((room) => room.kind === "channel" && room.publishers.includes(member.key)).map((room) => room.name);
+  return names.length === 0 ? "" : ` · posts in ${names.join(", ")}`;
+}
+
 type Pending = { readonly kind: "role"; readonly role: Role } | { readonly kind: "remove" } | { readonly kind: "ban" };
 
 export function MembersScreen({ space }: { space: SpaceVM }): JSX.Element {
@@ -25,7 +32,7 @@ export function MembersScreen({ space }: { space: SpaceVM }): JSX.Element {
             <Avatar name={member.name} keyHex={member.key} photo={member.photo} />
             <div class="member-info">
               <p class="member-name">{member.name}{member.me ? <span class="muted"> (you)</span> : null}</p>
-              <p class="muted small">{ROLE_LABEL[member.role]}</p>
+              <p class="muted small">{ROLE_LABEL[member.role]}{postsIn(space, member)}</p>
             </div>
             <button type="button" class="fingerprint" aria-label={`Fingerprint of ${member.name}: ${groupFingerprint(member.fingerprint)}. What is this?`} onClick={() => setExplaining(member)}>
               {groupFingerprint(member.fingerprint, 2)}
@@ -80,9 +87,20 @@ function Manage({ space, member, onClose }: { space: SpaceVM; member: MemberVM; 
         {[...member.roles].reverse().map((role) => (
           <button key={role} type="button" class="menu-item" onClick={() => setPending({ kind: "role", role })}>Make {role}</button>
         ))}
+        {member.role === "member"
+          ? space.rooms.filter((room) => room.kind === "channel").map((room) => {
+            const on = room.publishers.includes(member.key);
+            return (
+              <button key={room.id} type="button" class="menu-item" disabled={busy} onClick={() => run(intents.setPublisher(space.slot, room.id, member.key, !on))}>
+                {on ? `Stop posting in ${room.name}` : `Let post in ${room.name}`}
+              </button>
+            );
+          })
+          : null}
         <button type="button" class="menu-item danger" onClick={() => setPending({ kind: "remove" })}>Remove from the space</button>
         <button type="button" class="menu-item danger" onClick={() => setPending({ kind: "ban" })}>Ban</button>
       </div>
+      {error !== null ? <p class="error" role="alert">{error}</p> : null}
       <div class="dialog-actions"><button type="button" class="button" onClick={onClose}>Cancel</button></div>
     </Dialog>
   );

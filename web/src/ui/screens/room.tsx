@@ -3,7 +3,7 @@ import type { JSX } from "preact";
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { useEnv } from "../app.tsx";
 import { explain } from "../errors.ts";
-import { clock, day, TIMERS, timeLeft } from "../format.ts";
+import { clock, day, duration, TIMERS, timeLeft } from "../format.ts";
 import { roomKey, useStore, type MessageVM, type RoomLiveVM, type RoomVM, type SpaceVM } from "../state.ts";
 import { Avatar, Icon, IconButton, Private } from "../components.tsx";
 import { PanelHeader } from "./space.tsx";
@@ -38,7 +38,7 @@ export function RoomScreen({ space, room }: { space: SpaceVM; room: RoomVM }): J
       <PanelHeader space={space} title={room.name} sub={<Private text={channel ? "Channel · end-to-end encrypted" : "End-to-end encrypted"} />} />
       {channel ? <StoriesRow space={space} room={room} stories={live.stories} /> : null}
       {live.notice !== null ? <p class="notice" role="status">{live.notice}</p> : null}
-      <MessageList live={live} channel={channel} />
+      <MessageList live={live} channel={channel} photos={photosOf(space)} />
       {room.canPost ? (
         <Composer space={space} room={room} />
       ) : (
@@ -46,6 +46,12 @@ export function RoomScreen({ space, room }: { space: SpaceVM; room: RoomVM }): J
       )}
     </div>
   );
+}
+
+function photosOf(space: SpaceVM): ReadonlyMap<string, string> {
+  const photos = new Map<string, string>();
+  for (const member of space.members) if (member.photo !== null) photos.set(member.key, member.photo);
+  return photos;
 }
 
 /** Re-renders every `ms` while `active` (countdowns). */
@@ -62,7 +68,7 @@ function useNow(active: boolean, ms = 1000): number {
 
 const GROUP_GAP = 5 * 60 * 1000;
 
-function MessageList({ live, channel }: { live: RoomLiveVM; channel: boolean }): JSX.Element {
+function MessageList({ live, channel, photos }: { live: RoomLiveVM; channel: boolean; photos: ReadonlyMap<string, string> }): JSX.Element {
   const list = useRef<HTMLDivElement>(null);
   const atBottom = useRef(true);
   const counting = live.messages.some((m) => m.expiresAt !== null);
@@ -85,7 +91,7 @@ function MessageList({ live, channel }: { live: RoomLiveVM; channel: boolean }):
     if (newDay) items.push(<li class="day" key={`day-${message.id}`}><span>{day(message.at, now)}</span></li>);
     if (message.id === live.firstUnread) items.push(<li class="new-marker" key="new" role="separator" aria-label="New messages"><span>New messages</span></li>);
     const first = newDay || message.id === live.firstUnread || previous === undefined || previous.hidden || previous.authorKey !== message.authorKey || message.at - previous.at > GROUP_GAP;
-    items.push(<MessageItem key={message.id} message={message} first={first} now={now} />);
+    items.push(<MessageItem key={message.id} message={message} first={first} now={now} photo={photos.get(message.authorKey) ?? null} />);
     previous = message;
   }
   return (
@@ -106,7 +112,7 @@ function MessageList({ live, channel }: { live: RoomLiveVM; channel: boolean }):
   );
 }
 
-function MessageItem({ message, first, now }: { message: MessageVM; first: boolean; now: number }): JSX.Element {
+function MessageItem({ message, first, now, photo }: { message: MessageVM; first: boolean; now: number; photo: string | null }): JSX.Element {
   if (message.hidden) {
     return (
       <li class="message message-first message-hidden">
@@ -117,8 +123,8 @@ function MessageItem({ message, first, now }: { message: MessageVM; first: boole
   }
   const left = message.expiresAt !== null ? timeLeft(message.expiresAt, now) : "";
   return (
-    <li class={`message${first ? " message-first" : ""}${message.mine ? " message-mine" : ""}${message.pending ? " message-pending" : ""}`}>
-      <div class="message-gutter">{first ? <Avatar name={message.authorName} keyHex={message.authorKey} photo={null} size="s" /> : null}</div>
+    <li data-testid="message" class={`message${first ? " message-first" : ""}${message.mine ? " message-mine" : ""}${message.pending ? " message-pending" : ""}`}>
+      <div class="message-gutter">{first ? <Avatar name={message.authorName} keyHex={message.authorKey} photo={photo} size="s" /> : null}</div>
       <div class="message-body">
         {first ? (
           <p class="message-meta">
@@ -184,6 +190,7 @@ function Composer({ space, room }: { space: SpaceVM; room: RoomVM }): JSX.Elemen
           {menu ? (
             <TimerMenu
               value={ttl}
+              lifetime={room.lifetime}
               onPick={(seconds) => {
                 setTtl(seconds);
                 setMenu(false);
@@ -211,16 +218,31 @@ function Composer({ space, room }: { space: SpaceVM; room: RoomVM }): JSX.Elemen
         </label>
         <IconButton icon="send" label="Send" type="submit" class="send-button" disabled={text.trim() === ""} />
       </div>
-      {ttl > 0 ? <p class="composer-hint small muted">New messages disappear after {timer.label}.</p> : null}
+      {ttl > 0 ? (
+        <p class="composer-hint small muted">New messages disappear after {timer.label}.</p>
+      ) : room.lifetime > 0 ? (
+        <p class="composer-hint small muted">Messages in this room disappear after {duration(room.lifetime)}.</p>
+      ) : null}
     </form>
   );
 }
 
-function TimerMenu({ value, onPick, onClose }: { value: number; onPick: (seconds: number) => void; onClose: () => void }): JSX.Element {
+function TimerMenu({ value, lifetime, onPick, onClose }: { value: number; lifetime: number; onPick: (seconds: number) => void; onClose: () => void }): JSX.Element {
   const first = useRef<HTMLButtonElement>(null);
-  useEffect(() => first.current?.focus(), []);
+  const box = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    first.current?.focus();
+    // A press anywhere outside the menu closes it.
+    const outside = (event: PointerEvent): void => {
+      const target = event.target as Node | null;
+      if (box.current !== null && target !== null && !box.current.parentElement?.contains(target)) onClose();
+    };
+    document.addEventListener("pointerdown", outside);
+    return () => document.removeEventListener("pointerdown", outside);
+  }, []);
   return (
     <div
+      ref={box}
       class="menu timer-menu"
       role="menu"
       aria-label="Disappearing messages"
@@ -240,7 +262,7 @@ function TimerMenu({ value, onPick, onClose }: { value: number; onPick: (seconds
       <p class="menu-title small muted">Messages disappear after</p>
       {TIMERS.map((t, i) => (
         <button key={t.seconds} ref={i === 0 ? first : null} type="button" role="menuitemradio" aria-checked={t.seconds === value} class="menu-item" onClick={() => onPick(t.seconds)}>
-          {t.label}
+          {t.seconds === 0 && lifetime > 0 ? `Room's own (${duration(lifetime)})` : t.label}
           {t.seconds === value ? <span aria-hidden="true"> ✓</span> : null}
         </button>
       ))}

@@ -37,7 +37,7 @@ export function SpaceScreen({ route }: { route: SpaceRoute }): JSX.Element {
   if (space.removed !== null) return <RemovedScreen space={space} />;
   const panel = route.name !== "space";
   return (
-    <div class="space" data-panel={panel ? "open" : undefined}>
+    <div class="space" data-testid="space-view" data-panel={panel ? "open" : undefined}>
       <Sidebar space={space} route={route} />
       <main class="space-main" id="main">
         <ConnectionBanner connection={space.connection} />
@@ -99,14 +99,14 @@ function Sidebar({ space, route }: { space: SpaceVM; route: SpaceRoute }): JSX.E
     <nav class="sidebar" aria-label={`${space.name} rooms`}>
       <div class="sidebar-head">
         <Link href="/" class="icon-button" label="All your spaces"><Icon name="home" /></Link>
-        <h1 class="sidebar-title">{space.name}</h1>
+        <h2 class="sidebar-title">{space.name}</h2>
       </div>
       {GROUPS.map((group) => {
         const rooms = space.rooms.filter((room) => room.kind === group.kind);
         if (rooms.length === 0) return null;
         return (
           <section class="nav-group" key={group.kind} aria-labelledby={`group-${group.kind}`}>
-            <h2 class="nav-group-title" id={`group-${group.kind}`}>{group.title}</h2>
+            <h3 class="nav-group-title" id={`group-${group.kind}`}>{group.title}</h3>
             <ul role="list">
               {rooms.map((room) => <RoomLink key={room.id} space={space} room={room} icon={group.icon} current={here("room", room.id)} />)}
             </ul>

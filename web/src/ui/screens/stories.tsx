@@ -30,13 +30,15 @@ export function StoriesRow({ space, room, stories }: { space: SpaceVM; room: Roo
             <button
               type="button"
               class="story-thumb"
-              aria-label={`Story by ${story.authorName}${story.caption ? `: ${story.caption}` : ""}${story.seen ? "" : " (new)"}`}
+              aria-label={`Story by ${story.authorName}${story.caption ? `: ${story.caption}` : ""}, ${timeLeft(story.expiresAt, now) || "ending"} left${story.seen ? "" : " (new)"}`}
+              title={story.caption || undefined}
               onClick={() => setOpen(i)}
             >
               <span class={`story-ring${story.seen ? "" : " story-unseen"}`}>
                 {story.thumb !== null ? <img src={story.thumb} alt="" /> : <Avatar name={story.authorName} keyHex={story.authorKey} photo={null} size="l" />}
               </span>
               <span class="story-name">{story.authorName}</span>
+              <span class="story-left">{timeLeft(story.expiresAt, now) || "ending"} left</span>
             </button>
           </li>
         ))}
