@@ -65,6 +65,7 @@ from client.callstats import CallStats, PeerStats
 from client.callview import CallPicture, LiveDisplay, PlainDisplay, Row
 from client.e2ee_media import MEDIA_SUITE
 from client.errors import ClientError, ServerError, UsageError
+from client.ice import IceServers, fetch_ice_servers
 from client.media import MediaError, dominant_colour, open_sources
 from client.mesh import MeshTopology
 from client.recorder import GridRecorder
@@ -149,6 +150,7 @@ class CallOptions:
     audio: str = "test"
     duration: float | None = None
     record: str | None = None
+    relay_only: bool = False  # every connection through the TURN server (client.ice)
 
 
 @dataclass
@@ -318,6 +320,7 @@ class CallClient:
         self.video: MediaStreamTrack | None = None
         self.audio: MediaStreamTrack | None = None
         self.recorder: GridRecorder | None = None
+        self.ice = IceServers(relay_only=options.relay_only)
         self.relay = MediaRelay()  # each topology reads our sources through its own proxy
         self.debug = MediaDebugLog.from_env()
         # The call's one sending SFrame context: counters outlive SFU reconnects and switches.
@@ -483,8 +486,18 @@ class CallClient:
             await self._shutdown()
         return outcome
 
+    async def _fetch_ice_servers(self) -> None:
+        self.ice.update(await fetch_ice_servers(self.session.conn))
+        if self.ice.relay_only and not self.ice.has_turn:
+            raise CallError(
+                "--relay-only needs a TURN server, and this server offers none "
+                "(its [ice] turn_urls)",
+                1,
+            )
+
     async def _join(self) -> CallOutcome | None:
         conn = self.session.conn
+        await self._fetch_ice_servers()
         for _ in range(JOIN_RETRIES):
             info = await conn.request(GetCall(conn.next_id(), self.room_id), CallInfo)
             self.call_id = info.state.call_id
@@ -534,6 +547,8 @@ class CallClient:
                     if outcome is not None:
                         return outcome
                 self._expire_pending()
+                if self.ice.stale():
+                    await self._fetch_ice_servers()
                 await self._check_retiring()
                 self._refresh()
         finally:
@@ -848,7 +863,9 @@ class CallClient:
         tracks = [self.relay.subscribe(t, buffered=False) for t in (self.video, self.audio) if t]
         video = next((t for t in tracks if t.kind == "video"), None)
         audio = next((t for t in tracks if t.kind == "audio"), None)
-        context = TopologyContext(self.me, self.keys, feed, self, video, audio, sfu=self)
+        context = TopologyContext(
+            self.me, self.keys, feed, self, video, audio, sfu=self, ice=self.ice
+        )
         topology = factory(context)
         feed.topology = topology
         self._current = _Running(topology, feed, tracks, set())

@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 import av
 from aiortc import (
-    RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
     RTCRtpTransceiver,
@@ -88,7 +87,7 @@ class _Link:
             self._set("failed", str(exc) or type(exc).__name__)
 
     def _new_pc(self) -> None:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = RTCPeerConnection(self.mesh.ctx.ice.configuration())
         self._audio = pc.addTransceiver("audio", direction="sendrecv")
         self._video = pc.addTransceiver("video", direction="sendrecv")
         _prefer(self._audio, "audio/opus")
@@ -162,6 +161,7 @@ class _Link:
         await pc.setLocalDescription(await pc.createOffer())
         if pc is not self.pc:
             return
+        self.mesh.ctx.ice.check_gathered(pc.localDescription.sdp)
         self._set("connecting")
         sdp = pc.localDescription.sdp.encode()
         await self.mesh.ctx.signaller.send(self.peer, "offer", sdp, self.attempt)
@@ -200,6 +200,7 @@ class _Link:
         except Exception as exc:  # aiortc raises several types for SDP it cannot use
             await self.refuse(f"unusable offer from {self.peer.label}: {exc}")
             return
+        self.mesh.ctx.ice.check_gathered(pc.localDescription.sdp)
         self._set("connecting")
         answer = pc.localDescription.sdp.encode()
         await self.mesh.ctx.signaller.send(self.peer, "answer", answer, attempt)

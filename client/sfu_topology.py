@@ -521,6 +521,7 @@ class SfuTopology:
             audio_slots=AUDIO_SLOTS,
             hold_unknown=ring.may_arrive,  # a sender's new key on its way: wait for it
             kid_source=kid_index,  # a frame's key id must name its slot's publisher
+            configuration=self.ctx.ice.configuration(max_bundle=True),
         )
         self.session = session
         session.set_sending(video=self.sending_video, audio=self.sending_audio)
@@ -533,6 +534,7 @@ class SfuTopology:
         self._set_state("connecting")
         self.counters.connects += 1
         offer = await session.create_offer()
+        self.ctx.ice.check_gathered(offer)
         answer = await self.sfu.sfu_offer(offer)
         if session is not self.session:
             return

@@ -16,7 +16,7 @@ keys it uses for SFrame, and the call's :class:`SfuChannel`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import av
@@ -26,6 +26,7 @@ from av.packet import Packet
 
 from client.callkeys import CallKeys
 from client.callsignal import SignalKind
+from client.ice import IceServers
 from client.sframe import SFrameContext
 
 LinkState = Literal["waiting", "connecting", "connected", "failed", "refused", "closed"]
@@ -88,6 +89,8 @@ class TopologyContext:
     video: MediaStreamTrack | None  # our sources (None: nothing of that kind)
     audio: MediaStreamTrack | None
     sfu: SfuChannel | None = None
+    # STUN/TURN and the transport policy, for every RTCPeerConnection a topology makes.
+    ice: IceServers = field(default_factory=IceServers)
 
 
 class Topology(Protocol):

@@ -56,6 +56,7 @@ from sfu.forwarder import (
     SpeakerChanged,
     UpTrackSpec,
 )
+from sfu.public_address import advertise_public_address
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class SfuConfig:
     tick_interval: float = 0.05
     write_buffer_limit: int = 256 * 1024  # per subscriber socket; above it we queue/drop
     latency_samples: int = 50_000  # processing-time samples kept for stats()
+    # Behind a 1:1 NAT: the address clients reach us at, written into our host candidates.
+    public_address: str = ""
     forwarder: ForwarderConfig = field(default_factory=ForwarderConfig)
 
 
@@ -214,7 +217,10 @@ class SfuNode:
         def on_state_change() -> None:
             self._on_connection_state(peer)
 
-        return str(pc.localDescription.sdp)
+        answer = str(pc.localDescription.sdp)
+        if self.config.public_address:
+            answer = advertise_public_address(answer, self.config.public_address)
+        return answer
 
     async def leave(self, conference_id: str, participant_id: str) -> None:
         """The participant left: stop forwarding and close its connection."""
