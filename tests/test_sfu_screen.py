@@ -1,0 +1,70 @@
+"""Screen share through the SFU, with real processes: ``salon call --screen test``.
+
+Alice shares a test screen (a pattern in the complement of her camera colour) besides her
+camera and microphone; Bob and Carol decode it on screen slots of their own, SFrame-decrypted
+under Alice's key, with no decrypt failure, each in its own ``screen`` entry of ``--stats``
+(and Bob's ``--record`` has a tile for it) — while the cameras still arrive as before.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from call_helpers import CallProcess, Town, calls, make_town
+
+from client.media import colour_distance, name_colour, screen_colour
+
+pytestmark = pytest.mark.timeout(150)
+SAME_COLOUR = 40.0
+
+
+@pytest.fixture(scope="module")
+def town(server: Any, module_user: Any) -> Town:
+    return make_town(server.url, module_user, ("Bob", "Carol"))
+
+
+async def test_a_shared_screen_reaches_everyone_through_the_sfu(town: Town, tmp_path: Path) -> None:
+    town["Alice"].run(
+        "room", "create", town.space, "demo", "--kind", "conference", "--topology", "sfu"
+    )
+    record = tmp_path / "bob.webm"
+    extra = {"Alice": ("--screen", "test"), "Bob": ("--record", str(record)), "Carol": ()}
+    async with calls() as running:
+        for name, args in extra.items():
+            stats = tmp_path / f"{name}.json"
+            running.append(
+                await CallProcess.start(town[name], town.space, "demo", stats, 14, *args)
+            )
+        for call in running[1:]:
+            await call.wait_for(r"Alice .* is sharing a screen", 40)
+        results = dict(zip(extra, [await call.finish(60) for call in running], strict=True))
+
+    for name in ("Bob", "Carol"):
+        result = results[name]
+        assert result.returncode == 0, result.stderr
+        alice = result.peer("Alice")
+        screen = alice["screen"]
+        assert screen["frames_decoded"] > 10, (name, screen, result.stats.get("sfu"))
+        assert screen["decrypt_failures"] == 0, (name, screen)
+        colour = tuple(screen["dominant_colour"])
+        assert colour_distance(colour, screen_colour("Alice")) < SAME_COLOUR, (name, colour)
+        # The camera still arrives, as the camera (not the screen).
+        assert alice["video_frames_decoded"] > 15, (name, alice)
+        camera = tuple(alice["dominant_colour"])
+        assert colour_distance(camera, name_colour("Alice")) < SAME_COLOUR, (name, camera)
+        assert alice["decrypt_failures"] == 0
+        # Nobody else shared a screen.
+        other = "Carol" if name == "Bob" else "Bob"
+        assert result.peer(other)["screen"]["frames_received"] == 0
+    assert results["Alice"].peer("Bob")["screen"]["frames_received"] == 0
+    # Bob's recording holds a tile for Alice's screen: a frame whose colour is mostly there.
+    with av.open(str(record)) as container:
+        frames = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    assert frames
+    last = frames[-1]
+    target = screen_colour("Alice")
+    close = (abs(last.astype(int) - target).sum(axis=2) < 60).mean()
+    assert close > 0.05, close
