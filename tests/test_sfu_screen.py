@@ -68,3 +68,14 @@ async def test_a_shared_screen_reaches_everyone_through_the_sfu(town: Town, tmp_
     target = screen_colour("Alice")
     close = (abs(last.astype(int) - target).sum(axis=2) < 60).mean()
     assert close > 0.05, close
+
+
+def test_screen_sections_are_marked_and_read_back() -> None:
+    from protocol.sfu_sdp import SCREEN_CONTENT, mark_screen_sections, screen_mids
+
+    video, audio = "m=video 9 UDP/TLS/RTP/SAVPF 96", "m=audio 9 UDP/TLS/RTP/SAVPF 111"
+    sdp = "\r\n".join(["v=0", video, "a=mid:0", audio, "a=mid:1", video, "a=mid:2", ""])
+    marked = mark_screen_sections(sdp, ["2", "1"])
+    assert marked.count(SCREEN_CONTENT) == 2 and "\r\n" in marked
+    assert screen_mids(marked) == {"2"}  # an audio section is never a screen
+    assert screen_mids(sdp) == set()
