@@ -151,7 +151,7 @@ class CallOptions:
     duration: float | None = None
     record: str | None = None
     relay_only: bool = False  # every connection through the TURN server (client.ice)
-    screen: str | None = None  # a screen to share: "test" or a media file (SFU only)
+    screen: str | None = None  # a screen to share: "test" or a media file
 
 
 @dataclass
@@ -209,8 +209,8 @@ class _Feed:
         self.client.on_decrypt_failure(member)
 
     def on_screen(self, member: bytes, frame: av.VideoFrame) -> None:
-        # Only the SFU carries screens: no switch-over accounting needed.
-        self.client.on_screen(member, frame)
+        if self.client.feed is self:  # during a switch, only the current topology's
+            self.client.on_screen(member, frame)
 
     def on_screen_decrypt_failure(self, member: bytes) -> None:
         self.client.on_screen_decrypt_failure(member)
@@ -881,11 +881,9 @@ class CallClient:
         video = next((t for t in tracks if t.kind == "video"), None)
         audio = next((t for t in tracks if t.kind == "audio"), None)
         screen = None
-        if self.screen is not None and state.topology == "sfu":
+        if self.screen is not None:
             screen = self.relay.subscribe(self.screen, buffered=False)
             tracks.append(screen)
-        elif self.screen is not None:
-            self.note("your screen is shared only while the call is on the SFU (not in a mesh)")
         context = TopologyContext(
             self.me, self.keys, feed, self, video, audio, sfu=self, ice=self.ice, screen=screen
         )

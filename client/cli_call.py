@@ -115,7 +115,7 @@ def add_call_commands(sub: Any) -> None:
     p.add_argument(
         "--screen",
         metavar="SOURCE",
-        help="share a screen too: test (a test pattern) or a media file (SFU calls)",
+        help="share a screen too: test (a test pattern) or a media file",
     )
     p.add_argument(
         "--relay-only",

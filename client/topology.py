@@ -53,7 +53,7 @@ class MediaSink(Protocol):
     def on_decrypt_failure(self, member: bytes) -> None: ...
 
     def on_screen(self, member: bytes, frame: av.VideoFrame) -> None:
-        """A decoded frame of ``member``'s shared screen (SFU only)."""
+        """A decoded frame of ``member``'s shared screen."""
         ...
 
     def on_screen_decrypt_failure(self, member: bytes) -> None: ...
@@ -95,7 +95,7 @@ class TopologyContext:
     video: MediaStreamTrack | None  # our sources (None: nothing of that kind)
     audio: MediaStreamTrack | None
     sfu: SfuChannel | None = None
-    screen: MediaStreamTrack | None = None  # our shared screen (the SFU carries it)
+    screen: MediaStreamTrack | None = None  # our shared screen
     # STUN/TURN and the transport policy, for every RTCPeerConnection a topology makes.
     ice: IceServers = field(default_factory=IceServers)
 

@@ -1,4 +1,4 @@
-"""Screen share through the SFU, with real processes: ``salon call --screen test``.
+"""Screen share, with real processes: ``salon call --screen test``, on the SFU and in a mesh.
 
 Alice shares a test screen (a pattern in the complement of her camera colour) besides her
 camera and microphone; Bob and Carol decode it on screen slots of their own, SFrame-decrypted
@@ -68,6 +68,29 @@ async def test_a_shared_screen_reaches_everyone_through_the_sfu(town: Town, tmp_
     target = screen_colour("Alice")
     close = (abs(last.astype(int) - target).sum(axis=2) < 60).mean()
     assert close > 0.05, close
+
+
+async def test_a_shared_screen_reaches_the_other_side_of_a_mesh(town: Town, tmp_path: Path) -> None:
+    town["Alice"].run(
+        "room", "create", town.space, "pair", "--kind", "conference", "--topology", "mesh"
+    )
+    extra = {"Alice": ("--screen", "test"), "Bob": ()}
+    async with calls() as running:
+        for name, args in extra.items():
+            stats = tmp_path / f"{name}.json"
+            running.append(
+                await CallProcess.start(town[name], town.space, "pair", stats, 10, *args)
+            )
+        await running[1].wait_for(r"Alice .* is sharing a screen", 40)
+        bob, alice = [await call.finish(60) for call in running[::-1]]
+    assert bob.stats["topology"] == "mesh" and bob.returncode == 0, bob.stderr
+    screen = bob.peer("Alice")["screen"]
+    assert screen["frames_decoded"] > 5, screen
+    colour = tuple(screen["dominant_colour"])
+    assert colour_distance(colour, screen_colour("Alice")) < SAME_COLOUR, colour
+    camera = tuple(bob.peer("Alice")["dominant_colour"])
+    assert colour_distance(camera, name_colour("Alice")) < SAME_COLOUR, camera
+    assert alice.peer("Bob")["screen"]["frames_received"] == 0
 
 
 def test_screen_sections_are_marked_and_read_back() -> None:
