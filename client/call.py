@@ -65,7 +65,7 @@ from client.callstats import CallStats, PeerStats
 from client.callview import CallPicture, LiveDisplay, PlainDisplay, Row
 from client.e2ee_media import MEDIA_SUITE
 from client.errors import ClientError, ServerError, UsageError
-from client.ice import IceServers, fetch_ice_servers
+from client.ice import IceConfig, fetch_ice_servers
 from client.media import MediaError, dominant_colour, open_screen_source, open_sources
 from client.mesh import MeshTopology
 from client.recorder import GridRecorder
@@ -329,7 +329,7 @@ class CallClient:
         self.audio: MediaStreamTrack | None = None
         self.screen: MediaStreamTrack | None = None
         self.recorder: GridRecorder | None = None
-        self.ice = IceServers(relay_only=options.relay_only)
+        self.ice = IceConfig(relay_only=options.relay_only)
         self.relay = MediaRelay()  # each topology reads our sources through its own proxy
         self.debug = MediaDebugLog.from_env()
         # The call's one sending SFrame context: counters outlive SFU reconnects and switches.

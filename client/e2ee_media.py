@@ -643,7 +643,10 @@ class SfuSession:
     ``recv_ctx``'s replay window spans both, so keep every receiver consumed (as
     :meth:`start_receiving` does) or give ``recv_ctx`` a wider window (e.g. 1024).
     ``video_slots`` / ``audio_slots`` bound how many publishers this client sees and hears
-    at once (the SFU fills them with the most recent active speakers). ``resolve_kid``,
+    at once (the SFU fills them with the most recent active speakers). ``screen`` is a
+    shared screen to publish (a second VP8 track under the same key id and counter) and
+    ``screen_slots`` how many others' screens to receive; those receivers have
+    ``screen = True`` (PROTOCOL.md §15.6). ``resolve_kid``,
     ``hold_unknown`` and ``kid_source`` are handed to every :class:`DecryptingReceiver`.
     """
 

@@ -2,7 +2,7 @@
 
 The call client asks once when it joins (:func:`fetch_ice_servers`) and again before the
 TURN credentials expire; every ``RTCPeerConnection`` it makes — each mesh pair, each SFU
-link — takes :meth:`IceServers.configuration` at the moment it is made. ``relay_only``
+link — takes :meth:`IceConfig.configuration` at the moment it is made. ``relay_only``
 (``salon call --relay-only``) is WebRTC's ``iceTransportPolicy: "relay"``: no host or
 server-reflexive candidates, every byte through the TURN server. aiortc uses only the first
 STUN and the first TURN URL it can (UDP or TCP; ``turns:`` over TCP).
@@ -21,6 +21,7 @@ from client.errors import ClientError
 from protocol import ice_wire
 
 REFRESH_MARGIN = 0.1  # ask again when this share of the credentials' lifetime is left
+MIN_REFRESH_SECONDS = 60.0  # and never more often (a clock far off the server's)
 
 
 class IceFailure(ClientError):
@@ -31,7 +32,7 @@ async def fetch_ice_servers(conn: Connection) -> ice_wire.IceServers:
     return await conn.request(ice_wire.GetIceServers(conn.next_id()), ice_wire.IceServers)
 
 
-class IceServers:
+class IceConfig:
     """The servers in force and the transport policy (see the module doc)."""
 
     def __init__(self, relay_only: bool = False, clock: Callable[[], float] = time.time) -> None:
@@ -52,7 +53,7 @@ class IceServers:
 
     def stale(self) -> bool:
         """Whether the TURN credentials are close enough to expiry to ask for new ones."""
-        if not self.expires_at:
+        if not self.expires_at or self._clock() - self._fetched_at < MIN_REFRESH_SECONDS:
             return False
         left = self.expires_at - self._clock()
         return left <= (self.expires_at - self._fetched_at) * REFRESH_MARGIN

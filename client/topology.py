@@ -26,7 +26,7 @@ from av.packet import Packet
 
 from client.callkeys import CallKeys
 from client.callsignal import SignalKind
-from client.ice import IceServers
+from client.ice import IceConfig
 from client.sframe import SFrameContext
 
 LinkState = Literal["waiting", "connecting", "connected", "failed", "refused", "closed"]
@@ -97,7 +97,7 @@ class TopologyContext:
     sfu: SfuChannel | None = None
     screen: MediaStreamTrack | None = None  # our shared screen
     # STUN/TURN and the transport policy, for every RTCPeerConnection a topology makes.
-    ice: IceServers = field(default_factory=IceServers)
+    ice: IceConfig = field(default_factory=IceConfig)
 
 
 class Topology(Protocol):

@@ -188,9 +188,9 @@ def test_ice_config_mistakes_name_the_key(tmp_path: Path, ice: str, key: str) ->
 
 
 def test_relay_only_policy_and_its_failure_message() -> None:
-    from client.ice import IceFailure, IceServers
+    from client.ice import IceConfig, IceFailure
 
-    ice = IceServers(relay_only=True)
+    ice = IceConfig(relay_only=True)
     config = ice.configuration(max_bundle=True)
     # An explicit empty list: aiortc's default for None is a public STUN server.
     assert config.iceServers == [] and config.iceTransportPolicy.value == "relay"
@@ -235,3 +235,19 @@ def test_sfu_public_address_must_be_an_address(tmp_path: Path) -> None:
     path.write_text('[sfu]\npublic_address = "sfu.example.org"\n')
     with pytest.raises(ConfigError, match=r"sfu\.public_address"):
         load_config(path)
+
+
+def test_the_client_asks_again_before_the_credentials_expire() -> None:
+    from client.ice import IceConfig
+    from protocol.ice_wire import IceServer, IceServers
+
+    now = [1000.0]
+    ice = IceConfig(clock=lambda: now[0])
+    ice.update(IceServers(1, [IceServer(["turn:t.example"], "2000:x", "c")], expires_at=2000))
+    assert ice.has_turn and not ice.stale()
+    now[0] = 1890.0
+    assert not ice.stale()  # more than a tenth of the lifetime left
+    now[0] = 1901.0
+    assert ice.stale()
+    ice.update(IceServers(2, [], expires_at=0))  # TURN gone: nothing to renew
+    assert not ice.stale() and not ice.has_turn
