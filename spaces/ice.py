@@ -29,6 +29,11 @@ from spaces.config import IceSection
 USERNAME_RANDOM_BYTES = 16
 
 
+def wall_clock() -> float:
+    """What credentials are dated by (unix seconds); tests replace it to make expired ones."""
+    return time.time()
+
+
 def turn_credentials(
     secret: str, ttl_seconds: int, now: float, token: Callable[[int], str] = secrets.token_urlsafe
 ) -> tuple[str, str, int]:
@@ -52,7 +57,7 @@ def ice_servers(
     expires_at = 0
     if ice.turn_urls and ice.turn_secret:
         username, credential, expires_at = turn_credentials(
-            ice.turn_secret, ice.turn_ttl_seconds, time.time() if now is None else now, token
+            ice.turn_secret, ice.turn_ttl_seconds, wall_clock() if now is None else now, token
         )
         servers.append(IceServer(list(ice.turn_urls), username, credential))
     return IceServers(request_id, servers, expires_at)

@@ -5,8 +5,8 @@
   server-reflexive candidates) decode each other in a mesh and on the SFU, and coturn's log
   shows the relay allocations under our REST usernames ("<expiry>:<random>", one per
   request, naming neither member nor space);
-- credentials made with a wrong secret are refused by coturn and the call says why; an
-  expired username is refused too;
+- credentials made with a wrong secret, or expired, are refused by coturn and the call says
+  why (and a direct allocation shows coturn checking the expiry and the HMAC);
 - the credentials themselves: coturn's scheme (HMAC-SHA1 of the username under the secret),
   fresh for every request, and ``[ice]`` mistakes are one clear line naming the key.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import aioice
 import pytest
-from call_helpers import CallProcess, Town, calls, first_line, make_town
+from call_helpers import CallProcess, Town, amake_town, calls, first_line, make_town
 
 from spaces.config import ConfigError, IceSection, load_config
 from spaces.ice import ice_servers, turn_credentials
@@ -100,12 +100,21 @@ async def test_relay_only_call_goes_through_coturn(
     assert "CREATE_PERMISSION processed, success" in log or "CHANNEL_BIND processed" in log
 
 
-async def test_wrong_credentials_are_refused_and_the_call_says_so(
-    coturn: Any, make_server: Any, user: Any, tmp_path: Path
+@pytest.mark.parametrize("fault", ["wrong-secret", "expired"])
+async def test_refused_credentials_fail_the_call_with_a_clear_message(
+    fault: str, coturn: Any, app_server: Any, user: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    server = make_server(ice_config(coturn, secret="not-the-secret-coturn-holds"))
-    town = make_town(server.url, user, ("Bob",))
-    town["Alice"].run("room", "create", town.space, "desk", "--kind", "conference")
+    """A server whose secret is not coturn's, or whose credentials have expired (its clock
+    set back by two lifetimes): coturn refuses them, and the call says why."""
+    import spaces.ice
+
+    if fault == "wrong-secret":
+        srv = await app_server(ice_config(coturn, secret="not-the-secret-coturn-holds"))
+    else:
+        srv = await app_server(ice_config(coturn))
+        monkeypatch.setattr(spaces.ice, "wall_clock", lambda: time.time() - 2 * 86_400)
+    town = await amake_town(srv.url, user, ("Bob",))
+    await town["Alice"].arun("room", "create", town.space, "desk", "--kind", "conference")
     async with calls() as running:
         for name in ("Alice", "Bob"):
             stats = tmp_path / f"{name}.json"
@@ -117,7 +126,7 @@ async def test_wrong_credentials_are_refused_and_the_call_says_so(
         assert "the TURN server refused our credentials" in line, line
         results = [await call.finish(60) for call in running]
     assert results[0].peer("Bob")["video_frames_decoded"] == 0
-    assert "Unauthorized" in coturn.log() and not coturn.allocated_usernames()
+    assert "401: Unauthorized" in coturn.log() and not coturn.allocated_usernames()
 
 
 async def allocate(coturn: Any, username: str, password: str) -> list[str]:
