@@ -102,3 +102,49 @@ def test_screen_sections_are_marked_and_read_back() -> None:
     assert marked.count(SCREEN_CONTENT) == 2 and "\r\n" in marked
     assert screen_mids(marked) == {"2"}  # an audio section is never a screen
     assert screen_mids(sdp) == set()
+
+
+@pytest.mark.usefixtures("loopback_ice")
+async def test_the_node_reads_the_screen_sections_and_refuses_two_published_screens() -> None:
+    from client.e2ee_media import MEDIA_SUITE, SfuSession
+    from client.media import TestPatternTrack
+    from client.sframe import KeyUsage, SFrameContext
+    from protocol.media_keys import media_kid
+    from protocol.sfu_sdp import SCREEN_CONTENT
+    from sfu.errors import InvalidOffer
+    from sfu.node import SfuNode
+
+    kid = media_kid(1, 0)
+    send = SFrameContext(MEDIA_SUITE)
+    send.add_key(kid, bytes(32), usage=KeyUsage.ENCRYPT)
+    camera, screen = TestPatternTrack("A"), TestPatternTrack("A screen")
+    session = SfuSession(
+        recv_ctx=SFrameContext(MEDIA_SUITE),
+        send_ctx=send,
+        send_kid=kid,
+        video=camera,
+        screen=screen,
+        video_slots=1,
+        audio_slots=1,
+        screen_slots=1,
+    )
+    node = SfuNode()
+    try:
+        offer = await session.create_offer()
+        assert offer.count(SCREEN_CONTENT) == 2  # the published screen and the screen slot
+        # Mark the camera as a screen too: two published screens.
+        camera_mid = offer.split("a=mid:")[1].split("\r\n")[0]
+        doubled = offer.replace(
+            f"a=mid:{camera_mid}\r\n", f"a=mid:{camera_mid}\r\n{SCREEN_CONTENT}\r\n", 1
+        )
+        with pytest.raises(InvalidOffer, match="more than one published screen"):
+            await node.join("conference", "p1", doubled)
+        await node.join("conference", "p1", offer, sender_index=1)
+        peer = node._conferences["conference"].peers["p1"]
+        assert sorted(u.kind for u in peer.uptracks) == ["screen", "video"]
+        assert sorted(d.kind for d in peer.downtracks) == ["audio", "screen", "video"]
+    finally:
+        await session.close()
+        await node.close()
+        camera.stop()
+        screen.stop()

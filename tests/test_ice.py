@@ -260,3 +260,21 @@ def test_the_client_asks_again_before_the_credentials_expire() -> None:
     assert ice.stale()
     ice.update(IceServers(2, [], expires_at=0))  # TURN gone: nothing to renew
     assert not ice.stale() and not ice.has_turn
+
+
+@pytest.mark.usefixtures("loopback_ice")
+async def test_an_sfu_node_advertises_its_public_address() -> None:
+    from client.e2ee_media import MEDIA_SUITE, SfuSession
+    from client.sframe import SFrameContext
+    from sfu.node import SfuConfig, SfuNode
+
+    session = SfuSession(recv_ctx=SFrameContext(MEDIA_SUITE), video_slots=1, audio_slots=1)
+    node = SfuNode(SfuConfig(public_address="203.0.113.7"))
+    try:
+        answer = await node.join("conference", "p1", await session.create_offer())
+        candidates = [line for line in answer.splitlines() if line.startswith("a=candidate:")]
+        assert candidates and all(" 203.0.113.7 " in line for line in candidates), candidates
+        assert "127.0.0.1" not in answer  # the bound (private) address is not offered
+    finally:
+        await session.close()
+        await node.close()
