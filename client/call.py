@@ -504,6 +504,7 @@ class CallClient:
         return outcome
 
     async def _fetch_ice_servers(self) -> None:
+        self.ice.asking()
         self.ice.update(await fetch_ice_servers(self.session.conn))
         if self.ice.relay_only and not self.ice.has_turn:
             raise CallError(
@@ -511,6 +512,14 @@ class CallClient:
                 "(its [ice] turn_urls)",
                 1,
             )
+
+    async def _renew_ice_servers(self) -> None:
+        """New TURN credentials for connections made from now on; the old ones stay in use
+        if the server cannot give new ones (relays in use keep theirs anyway)."""
+        try:
+            await self._fetch_ice_servers()
+        except (ClientError, TimeoutError) as exc:
+            self.note(f"could not renew the TURN credentials: {exc}")
 
     async def _join(self) -> CallOutcome | None:
         conn = self.session.conn
@@ -565,7 +574,7 @@ class CallClient:
                         return outcome
                 self._expire_pending()
                 if self.ice.stale():
-                    await self._fetch_ice_servers()
+                    await self._renew_ice_servers()
                 await self._check_retiring()
                 self._refresh()
         finally:

@@ -40,7 +40,12 @@ class IceConfig:
         self.servers: list[ice_wire.IceServer] = []
         self.expires_at = 0
         self._fetched_at = 0.0
+        self._asked_at = 0.0
         self._clock = clock
+
+    def asking(self) -> None:
+        """About to ask the server (so a failing server is not asked again at once)."""
+        self._asked_at = self._clock()
 
     def update(self, answer: ice_wire.IceServers) -> None:
         self.servers = list(answer.servers)
@@ -53,7 +58,8 @@ class IceConfig:
 
     def stale(self) -> bool:
         """Whether the TURN credentials are close enough to expiry to ask for new ones."""
-        if not self.expires_at or self._clock() - self._fetched_at < MIN_REFRESH_SECONDS:
+        last = max(self._fetched_at, self._asked_at)
+        if not self.expires_at or self._clock() - last < MIN_REFRESH_SECONDS:
             return False
         left = self.expires_at - self._clock()
         return left <= (self.expires_at - self._fetched_at) * REFRESH_MARGIN
