@@ -65,7 +65,8 @@ from client.callstats import CallStats, PeerStats
 from client.callview import CallPicture, LiveDisplay, PlainDisplay, Row
 from client.e2ee_media import MEDIA_SUITE
 from client.errors import ClientError, ServerError, UsageError
-from client.media import MediaError, dominant_colour, open_sources
+from client.ice import IceConfig, fetch_ice_servers
+from client.media import MediaError, dominant_colour, open_screen_source, open_sources
 from client.mesh import MeshTopology
 from client.recorder import GridRecorder
 from client.rooms import RoomView
@@ -149,6 +150,8 @@ class CallOptions:
     audio: str = "test"
     duration: float | None = None
     record: str | None = None
+    relay_only: bool = False  # every connection through the TURN server (client.ice)
+    screen: str | None = None  # a screen to share: "test" or a media file
 
 
 @dataclass
@@ -204,6 +207,13 @@ class _Feed:
 
     def on_decrypt_failure(self, member: bytes) -> None:
         self.client.on_decrypt_failure(member)
+
+    def on_screen(self, member: bytes, frame: av.VideoFrame) -> None:
+        if self.client.feed is self:  # during a switch, only the current topology's
+            self.client.on_screen(member, frame)
+
+    def on_screen_decrypt_failure(self, member: bytes) -> None:
+        self.client.on_screen_decrypt_failure(member)
 
     def on_send_key(self, epoch: int) -> None:
         self.client.on_send_key(epoch)
@@ -317,7 +327,9 @@ class CallClient:
         self._retiring: _Running | None = None
         self.video: MediaStreamTrack | None = None
         self.audio: MediaStreamTrack | None = None
+        self.screen: MediaStreamTrack | None = None
         self.recorder: GridRecorder | None = None
+        self.ice = IceConfig(relay_only=options.relay_only)
         self.relay = MediaRelay()  # each topology reads our sources through its own proxy
         self.debug = MediaDebugLog.from_env()
         # The call's one sending SFrame context: counters outlive SFU reconnects and switches.
@@ -461,6 +473,14 @@ class CallClient:
         except MediaError as exc:
             raise MediaUnavailable(str(exc)) from None
         self.video, self.audio = video, audio
+        if self.options.screen is not None:
+            try:
+                self.screen = open_screen_source(self.options.screen, self.session.m.display_name)
+            except MediaError as exc:
+                for track in (video, audio):
+                    if track is not None:
+                        track.stop()
+                raise MediaUnavailable(str(exc)) from None
         outcome = CallOutcome("interrupted", "the call was interrupted", 1)
         try:
             if self.options.record:
@@ -483,8 +503,27 @@ class CallClient:
             await self._shutdown()
         return outcome
 
+    async def _fetch_ice_servers(self) -> None:
+        self.ice.asking()
+        self.ice.update(await fetch_ice_servers(self.session.conn))
+        if self.ice.relay_only and not self.ice.has_turn:
+            raise CallError(
+                "--relay-only needs a TURN server, and this server offers none "
+                "(its [ice] turn_urls)",
+                1,
+            )
+
+    async def _renew_ice_servers(self) -> None:
+        """New TURN credentials for connections made from now on; the old ones stay in use
+        if the server cannot give new ones (relays in use keep theirs anyway)."""
+        try:
+            await self._fetch_ice_servers()
+        except (ClientError, TimeoutError) as exc:
+            self.note(f"could not renew the TURN credentials: {exc}")
+
     async def _join(self) -> CallOutcome | None:
         conn = self.session.conn
+        await self._fetch_ice_servers()
         for _ in range(JOIN_RETRIES):
             info = await conn.request(GetCall(conn.next_id(), self.room_id), CallInfo)
             self.call_id = info.state.call_id
@@ -534,6 +573,8 @@ class CallClient:
                     if outcome is not None:
                         return outcome
                 self._expire_pending()
+                if self.ice.stale():
+                    await self._renew_ice_servers()
                 await self._check_retiring()
                 self._refresh()
         finally:
@@ -552,7 +593,7 @@ class CallClient:
         for running in (self._retiring, self._current):
             if running is not None:
                 await self._close_running(running)
-        for track in (self.video, self.audio):
+        for track in (self.video, self.audio, self.screen):
             if track is not None:
                 track.stop()
         if self.recorder is not None:
@@ -848,7 +889,13 @@ class CallClient:
         tracks = [self.relay.subscribe(t, buffered=False) for t in (self.video, self.audio) if t]
         video = next((t for t in tracks if t.kind == "video"), None)
         audio = next((t for t in tracks if t.kind == "audio"), None)
-        context = TopologyContext(self.me, self.keys, feed, self, video, audio, sfu=self)
+        screen = None
+        if self.screen is not None:
+            screen = self.relay.subscribe(self.screen, buffered=False)
+            tracks.append(screen)
+        context = TopologyContext(
+            self.me, self.keys, feed, self, video, audio, sfu=self, ice=self.ice, screen=screen
+        )
         topology = factory(context)
         feed.topology = topology
         self._current = _Running(topology, feed, tracks, set())
@@ -1145,6 +1192,30 @@ class CallClient:
             stats.dominant_colour = dominant_colour(frame.to_ndarray(format="bgr24"))
         if self.recorder is not None:
             self.recorder.update(stats.fingerprint, stats.display_name, frame)
+
+    def on_screen(self, member: bytes, frame: av.VideoFrame) -> None:
+        stats, flags = self.stats.peers.get(member), self.flags.get(member)
+        if stats is None:
+            return
+        screen = stats.screen
+        screen.frames_received += 1
+        if flags is None or not flags.speaker or member not in self.admitted:
+            screen.frames_dropped += 1
+            return
+        screen.frames_decoded += 1
+        if screen.frames_decoded == 1:
+            self.note(f"{self.label(member)} is sharing a screen")
+        if screen.frames_decoded % COLOUR_SAMPLE_EVERY == 1:
+            screen.dominant_colour = dominant_colour(frame.to_ndarray(format="bgr24"))
+        if self.recorder is not None:
+            self.recorder.update(
+                f"{stats.fingerprint}/screen", f"{stats.display_name} (screen)", frame
+            )
+
+    def on_screen_decrypt_failure(self, member: bytes) -> None:
+        screen = self._peer_stats(member).screen
+        screen.frames_received += 1
+        screen.decrypt_failures += 1
 
     def on_audio(self, member: bytes, frame: av.AudioFrame) -> None:
         stats, flags = self.stats.peers.get(member), self.flags.get(member)

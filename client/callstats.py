@@ -36,6 +36,27 @@ EndedReason = str  # duration | removed | ended | denied | interrupted | key-ids
 
 
 @dataclass
+class ScreenStats:
+    """A participant's shared screen as received: encrypted frames that arrived (decrypted
+    or not), decoded, dropped (not a speaker now), and failed to decrypt."""
+
+    frames_received: int = 0
+    frames_decoded: int = 0
+    frames_dropped: int = 0
+    decrypt_failures: int = 0
+    dominant_colour: tuple[int, int, int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "frames_received": self.frames_received,
+            "frames_decoded": self.frames_decoded,
+            "frames_dropped": self.frames_dropped,
+            "decrypt_failures": self.decrypt_failures,
+            "dominant_colour": list(self.dominant_colour) if self.dominant_colour else None,
+        }
+
+
+@dataclass
 class PeerStats:
     member: bytes
     display_name: str
@@ -54,6 +75,7 @@ class PeerStats:
     first_video_frame_ms: float | None = None
     audio_level_dbfs: float = -math.inf
     audio_level_at: float = 0.0
+    screen: ScreenStats = field(default_factory=ScreenStats)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +97,7 @@ class PeerStats:
                 if self.first_video_frame_ms is not None
                 else None
             ),
+            "screen": self.screen.to_json(),
         }
 
 

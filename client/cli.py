@@ -439,6 +439,7 @@ def cmd_sfu(args: argparse.Namespace) -> int:
                 sfu.node_name,
                 sfu.ice_hosts,
                 sfu.load_report_seconds,
+                sfu.public_address,
             )
         )
     except NodeConfigError as exc:

@@ -50,7 +50,14 @@ async def cmd_call(args: argparse.Namespace) -> int:
             pick_codec(args.record)  # a bad extension fails now, not after joining
         except MediaError as exc:
             raise MediaUnavailable(str(exc)) from None
-    options = CallOptions(args.video, args.audio, duration, args.record)
+    options = CallOptions(
+        args.video,
+        args.audio,
+        duration,
+        args.record,
+        relay_only=args.relay_only,
+        screen=args.screen,
+    )
     async with session_for(args) as session:
         room = resolve_room(session, args.room, ("conference",))
         display = make_display()
@@ -105,6 +112,16 @@ def add_call_commands(sub: Any) -> None:
     p.add_argument("--duration", help="leave after this many seconds (default: stay)")
     p.add_argument("--record", metavar="FILE", help="record what you receive (.mp4, .webm)")
     p.add_argument("--stats", metavar="FILE", help="write call statistics as JSON at the end")
+    p.add_argument(
+        "--screen",
+        metavar="SOURCE",
+        help="share a screen too: test (a test pattern) or a media file",
+    )
+    p.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="send all media through the server's TURN relay (ICE policy 'relay')",
+    )
 
     p = sub.add_parser("mod", help="moderate a call (owners and moderators)")
     p.set_defaults(handler=cmd_mod)

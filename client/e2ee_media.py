@@ -68,6 +68,7 @@ from client.sframe import (
     protect_frame,
     unprotect_frame,
 )
+from protocol.sfu_sdp import mark_screen_sections
 from sfu import aiortc_adapter
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ OPUS_FRAME_SAMPLES = 960  # 20 ms
 KEYFRAME_REQUEST_INTERVAL = 1.0  # s; a receiver asks at most this often
 HOLD_SECONDS = 1.0  # how long a frame may wait for its key (see hold_unknown)
 HOLD_MAX_FRAMES = 128  # per receiver; ~1 s of a sender's video and audio
+SCREEN_BITRATE = 500_000  # text on a shared screen needs more than a talking head
 _VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 _AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 
@@ -421,6 +423,7 @@ class DecryptingReceiver(MediaStreamTrack):
         self._retry_held = False
         self.track = track
         self.keys = keys
+        self.screen = False  # a screen-share slot (SfuSession sets it)
         self.stats = ReceiverStats()
         self.last_kid: int | None = None
         # Called with the frame's KID (None if unparsable) for every frame dropped as
@@ -640,7 +643,10 @@ class SfuSession:
     ``recv_ctx``'s replay window spans both, so keep every receiver consumed (as
     :meth:`start_receiving` does) or give ``recv_ctx`` a wider window (e.g. 1024).
     ``video_slots`` / ``audio_slots`` bound how many publishers this client sees and hears
-    at once (the SFU fills them with the most recent active speakers). ``resolve_kid``,
+    at once (the SFU fills them with the most recent active speakers). ``screen`` is a
+    shared screen to publish (a second VP8 track under the same key id and counter) and
+    ``screen_slots`` how many others' screens to receive; those receivers have
+    ``screen = True`` (PROTOCOL.md §15.6). ``resolve_kid``,
     ``hold_unknown`` and ``kid_source`` are handed to every :class:`DecryptingReceiver`.
     """
 
@@ -654,6 +660,8 @@ class SfuSession:
         audio: MediaStreamTrack | None = None,
         video_slots: int = 4,
         audio_slots: int = 4,
+        screen: MediaStreamTrack | None = None,
+        screen_slots: int = 0,
         configuration: RTCConfiguration | None = None,
         video_bitrate: int = 300_000,
         resolve_kid: Callable[[int], bool] | None = None,
@@ -672,11 +680,13 @@ class SfuSession:
         self._kid_source = kid_source
         self.video_sender: EncryptedVideoSender | None = None
         self.audio_sender: EncryptedAudioSender | None = None
+        self.screen_sender: EncryptedVideoSender | None = None
         self.receivers: list[DecryptingReceiver] = []
         self._slots: list[RTCRtpTransceiver] = []
+        self._screen_sections: list[RTCRtpTransceiver] = []  # marked in the offer
         self._tasks: list[asyncio.Task[None]] = []
         self._pli_tasks: set[asyncio.Future[None]] = set()
-        if (video is not None or audio is not None) and (send_ctx is None or send_kid is None):
+        if (video or audio or screen) is not None and (send_ctx is None or send_kid is None):
             raise ValueError("publishing needs send_ctx and send_kid")
         if video is not None:
             assert send_ctx is not None and send_kid is not None
@@ -693,18 +703,36 @@ class SfuSession:
             t = self.pc.addTransceiver(self.audio_sender, direction="sendonly")
             _prefer(t, "audio/opus")
             aiortc_adapter.enable_preencoded(t.sender)
-        for kind, count in (("video", video_slots), ("audio", audio_slots)):
+        if screen is not None:
+            # Same key id and counter as the camera and microphone (PROTOCOL.md §15.6).
+            assert send_ctx is not None and send_kid is not None
+            self.screen_sender = EncryptedVideoSender(
+                screen, send_ctx, send_kid, bitrate=SCREEN_BITRATE
+            )
+            t = self.pc.addTransceiver(self.screen_sender, direction="sendonly")
+            _prefer(t, "video/vp8")
+            aiortc_adapter.enable_preencoded(t.sender)
+            aiortc_adapter.on_keyframe_request(t.sender, self.screen_sender.request_keyframe)
+            self._screen_sections.append(t)
+        for kind, count, is_screen in (
+            ("video", video_slots, False),
+            ("audio", audio_slots, False),
+            ("video", screen_slots, True),
+        ):
             for _ in range(count):
                 t = self.pc.addTransceiver(kind, direction="recvonly")
                 _prefer(t, "video/vp8" if kind == "video" else "audio/opus")
                 aiortc_adapter.enable_passthrough(t.receiver)
                 aiortc_adapter.use_marker_release(t.receiver, kind)
                 self._slots.append(t)
+                if is_screen:
+                    self._screen_sections.append(t)
 
     async def create_offer(self) -> str:
         """Create the offer SDP to hand to ``SfuNode.join`` (candidates included)."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        return str(self.pc.localDescription.sdp)
+        mids = [t.mid for t in self._screen_sections if t.mid is not None]
+        return mark_screen_sections(str(self.pc.localDescription.sdp), mids)
 
     async def set_answer(self, sdp: str) -> None:
         """Apply the SFU's answer; receivers exist from here on."""
@@ -712,16 +740,16 @@ class SfuSession:
         for t in self._slots:
             if t.receiver.track is None:
                 continue
-            self.receivers.append(
-                DecryptingReceiver(
-                    t.receiver.track,
-                    self.recv_ctx,
-                    request_keyframe=self._pli_sender(t.receiver),
-                    resolve_kid=self._resolve_kid,
-                    hold_unknown=self._hold_unknown,
-                    kid_source=self._kid_source,
-                )
+            receiver = DecryptingReceiver(
+                t.receiver.track,
+                self.recv_ctx,
+                request_keyframe=self._pli_sender(t.receiver),
+                resolve_kid=self._resolve_kid,
+                hold_unknown=self._hold_unknown,
+                kid_source=self._kid_source,
             )
+            receiver.screen = t in self._screen_sections
+            self.receivers.append(receiver)
 
     def _pli_sender(self, receiver: RTCRtpReceiver) -> Callable[[], None]:
         def request() -> None:
@@ -767,7 +795,7 @@ class SfuSession:
 
     def set_send_key(self, kid: int) -> None:
         """Encrypt outgoing media under ``kid`` from now on (a keyframe follows)."""
-        for sender in (self.video_sender, self.audio_sender):
+        for sender in (self.video_sender, self.audio_sender, self.screen_sender):
             if sender is not None:
                 sender.set_key(kid)
 
@@ -777,6 +805,8 @@ class SfuSession:
             self.video_sender.set_paused(not video)
         if self.audio_sender is not None:
             self.audio_sender.set_paused(not audio)
+        if self.screen_sender is not None:  # a screen is video: the same permission
+            self.screen_sender.set_paused(not video)
 
     def keys_changed(self) -> None:
         """Tell the receivers that ``recv_ctx`` changed (ask for keyframes if stalled)."""
@@ -784,18 +814,24 @@ class SfuSession:
             r.keys_changed()
 
     def stats(self) -> dict[str, Any]:
-        video = [r.stats for r in self.receivers if r.kind == "video"]
+        video = [r.stats for r in self.receivers if r.kind == "video" and not r.screen]
         audio = [r.stats for r in self.receivers if r.kind == "audio"]
+        screen = [r.stats for r in self.receivers if r.screen]
         return {
             "connection_state": self.pc.connectionState,
             "video_frames_decoded": sum(s.frames_decoded for s in video),
             "audio_frames_decoded": sum(s.frames_decoded for s in audio),
-            "decrypt_failures": sum(s.decrypt_failures for s in video + audio),
+            "screen_frames_decoded": sum(s.frames_decoded for s in screen),
+            "decrypt_failures": sum(s.decrypt_failures for s in video + audio + screen),
             "frames_sent": {
                 "video": self.video_sender.frames_sent if self.video_sender else 0,
                 "audio": self.audio_sender.frames_sent if self.audio_sender else 0,
+                "screen": self.screen_sender.frames_sent if self.screen_sender else 0,
             },
-            "receivers": [{"kind": r.kind, **r.stats.as_dict()} for r in self.receivers],
+            "receivers": [
+                {"kind": "screen" if r.screen else r.kind, **r.stats.as_dict()}
+                for r in self.receivers
+            ],
         }
 
     async def close(self) -> None:

@@ -487,6 +487,27 @@ def open_video_source(spec: str, display_name: str) -> MediaStreamTrack | None:
     return _file_tracks(spec, want_video=True, want_audio=False)[0]
 
 
+def screen_colour(display_name: str) -> BGR:
+    """The test screen's colour: the complement of the sender's camera colour."""
+    b, g, r = name_colour(display_name)
+    return (255 - b, 255 - g, 255 - r)
+
+
+def open_screen_source(spec: str, display_name: str) -> MediaStreamTrack:
+    """Open the screen to share: ``test`` (a 640x360, 5 fps pattern in
+    :func:`screen_colour`) or a media file's video. Raises :class:`MediaError`."""
+    key = spec.strip().lower()
+    if key == "test":
+        return TestPatternTrack(
+            f"{display_name} screen", 640, 360, fps=5, colour=screen_colour(display_name)
+        )
+    if not _looks_like_path(spec):
+        raise MediaError(f"unknown screen source {spec!r} (expected test or a media file path)")
+    track = _file_tracks(spec, want_video=True, want_audio=False)[0]
+    assert track is not None
+    return track
+
+
 def open_audio_source(spec: str, display_name: str) -> MediaStreamTrack | None:
     """Open the audio source named by ``spec``; ``None`` for ``none``.
 

@@ -7,8 +7,9 @@ fingerprint in the SDP it received — SDP that came sealed and signed end to en
 that fails those checks never reaches this module: the call client calls :meth:`refuse`,
 and the pair stays down.
 
-Each pair negotiates once: the participant with the lower member key offers, with an audio
-and a video transceiver in both directions (VP8, Opus), and the answerer answers. Sending
+Each pair negotiates once: the participant with the lower member key offers, with an audio, a
+video and a screen-share video transceiver in both directions (VP8, Opus; max-bundle), and
+the answerer answers. Sending
 starts and stops by attaching or detaching the local sources (no renegotiation), so muting
 and stage promotion are instant. One local source feeds every pair through a
 :class:`~aiortc.contrib.media.MediaRelay`. If a connection fails, the offerer offers again
@@ -25,7 +26,6 @@ from typing import Any, Literal
 
 import av
 from aiortc import (
-    RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
     RTCRtpTransceiver,
@@ -62,6 +62,7 @@ class _Link:
         self.pc: RTCPeerConnection | None = None
         self._audio: RTCRtpTransceiver | None = None
         self._video: RTCRtpTransceiver | None = None
+        self._screen: RTCRtpTransceiver | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -88,15 +89,21 @@ class _Link:
             self._set("failed", str(exc) or type(exc).__name__)
 
     def _new_pc(self) -> None:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # max-bundle: with aiortc's default (balanced) the second video transceiver (the
+        # screen) can stay on a transport that BUNDLE negotiation then stops.
+        pc = RTCPeerConnection(self.mesh.ctx.ice.configuration(max_bundle=True))
         self._audio = pc.addTransceiver("audio", direction="sendrecv")
         self._video = pc.addTransceiver("video", direction="sendrecv")
+        # Both sides add the same three in this order, so the answer matches them in
+        # order: the second video section is each side's screen share.
+        screen = self._screen = pc.addTransceiver("video", direction="sendrecv")
         _prefer(self._audio, "audio/opus")
         _prefer(self._video, "video/VP8")
+        _prefer(screen, "video/VP8")
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            self._spawn(self._consume(pc, track))
+            self._spawn(self._consume(pc, track, track is screen.receiver.track))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -162,6 +169,7 @@ class _Link:
         await pc.setLocalDescription(await pc.createOffer())
         if pc is not self.pc:
             return
+        self.mesh.ctx.ice.check_gathered(pc.localDescription.sdp)
         self._set("connecting")
         sdp = pc.localDescription.sdp.encode()
         await self.mesh.ctx.signaller.send(self.peer, "offer", sdp, self.attempt)
@@ -200,6 +208,7 @@ class _Link:
         except Exception as exc:  # aiortc raises several types for SDP it cannot use
             await self.refuse(f"unusable offer from {self.peer.label}: {exc}")
             return
+        self.mesh.ctx.ice.check_gathered(pc.localDescription.sdp)
         self._set("connecting")
         answer = pc.localDescription.sdp.encode()
         await self.mesh.ctx.signaller.send(self.peer, "answer", answer, attempt)
@@ -220,6 +229,7 @@ class _Link:
         for transceiver, source, allowed in (
             (self._audio, mesh.audio, mesh.sending_audio),
             (self._video, mesh.video, mesh.sending_video),
+            (self._screen, mesh.screen, mesh.sending_video),  # a screen is video
         ):
             if transceiver is None:
                 continue
@@ -233,13 +243,15 @@ class _Link:
                 sender.replaceTrack(None)
                 track.stop()
 
-    async def _consume(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
+    async def _consume(self, pc: RTCPeerConnection, track: MediaStreamTrack, screen: bool) -> None:
         sink = self.mesh.ctx.sink
         member = self.peer.member
         with contextlib.suppress(MediaStreamError):
             while pc is self.pc:
                 frame = await track.recv()
-                if isinstance(frame, av.VideoFrame):
+                if isinstance(frame, av.VideoFrame) and screen:
+                    sink.on_screen(member, frame)
+                elif isinstance(frame, av.VideoFrame):
                     sink.on_video(member, frame)
                 elif isinstance(frame, av.AudioFrame):
                     sink.on_audio(member, frame)
@@ -257,6 +269,7 @@ class MeshTopology:
         self.relay = MediaRelay()
         self.video = SourceTap(ctx.video) if ctx.video is not None else None
         self.audio = SourceTap(ctx.audio) if ctx.audio is not None else None
+        self.screen = SourceTap(ctx.screen) if ctx.screen is not None else None
         self.sending_video = False
         self.sending_audio = False
         self._links: dict[bytes, _Link] = {}
@@ -296,6 +309,6 @@ class MeshTopology:
         links = list(self._links.values())
         self._links.clear()
         await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
-        for tap in (self.video, self.audio):
+        for tap in (self.video, self.audio, self.screen):
             if tap is not None:
                 tap.stop()  # the relay's reader ends; the source is the call client's

@@ -68,6 +68,7 @@ RECONNECTS = 3
 RECONNECT_DELAY = 1.0
 VIDEO_SLOTS = 6  # the most remote videos (and audios) received at once; the SFU picks
 AUDIO_SLOTS = 6  # the most recent speakers when there are more
+SCREEN_SLOTS = 2  # shared screens received at once (last-N like the cameras)
 REPLAY_WINDOW = 1024  # a sender's audio and video share its counter: allow for skew
 DEBUG_ENV = "SALON_MEDIA_DEBUG_DIR"
 CAPTURE_EVERY = 10  # the debug log keeps every 10th frame sent (and every keyframe)
@@ -352,6 +353,7 @@ class SfuTopology:
         self.sending_audio = False
         self.video = SourceTap(ctx.video) if ctx.video is not None else None
         self.audio = ctx.audio
+        self.screen = SourceTap(ctx.screen) if ctx.screen is not None else None
         self._started = clock()
         self._changed = self._started
         self._closed = False
@@ -510,7 +512,7 @@ class SfuTopology:
 
     async def _open_session(self) -> None:
         ring = self.ring
-        publishing = self.video is not None or self.audio is not None
+        publishing = (self.video or self.audio or self.screen) is not None
         session = SfuSession(
             recv_ctx=ring.context_for,  # a slot's frames: only its publisher's keys
             send_ctx=ring.send if publishing else None,
@@ -519,8 +521,11 @@ class SfuTopology:
             audio=self.audio,
             video_slots=VIDEO_SLOTS,
             audio_slots=AUDIO_SLOTS,
+            screen=self.screen,
+            screen_slots=SCREEN_SLOTS,
             hold_unknown=ring.may_arrive,  # a sender's new key on its way: wait for it
             kid_source=kid_index,  # a frame's key id must name its slot's publisher
+            configuration=self.ctx.ice.configuration(max_bundle=True),
         )
         self.session = session
         session.set_sending(video=self.sending_video, audio=self.sending_audio)
@@ -533,11 +538,15 @@ class SfuTopology:
         self._set_state("connecting")
         self.counters.connects += 1
         offer = await session.create_offer()
+        self.ctx.ice.check_gathered(offer)
         answer = await self.sfu.sfu_offer(offer)
         if session is not self.session:
             return
         await session.set_answer(answer)
         session.start_receiving(self._on_frame, self._on_decrypt_failure)
+        for receiver in session.receivers:
+            if receiver.screen:
+                receiver.on_decrypt_failure = self._on_screen_decrypt_failure
 
     def _on_connection_state(self, session: SfuSession) -> None:
         if session is not self.session or self._closed:
@@ -570,15 +579,22 @@ class SfuTopology:
         member = self.ring.member_of(kid)
         if member is None or member not in self.peers or member in self.refused:
             return
-        if isinstance(frame, av.VideoFrame):
+        if isinstance(frame, av.VideoFrame) and receiver.screen:
+            self.ctx.sink.on_screen(member, frame)
+        elif isinstance(frame, av.VideoFrame):
             self.ctx.sink.on_video(member, frame)
         elif isinstance(frame, av.AudioFrame):
             self.ctx.sink.on_audio(member, frame)
 
-    def _on_decrypt_failure(self, kid: int | None) -> None:
+    def _on_screen_decrypt_failure(self, kid: int | None) -> None:
+        self._on_decrypt_failure(kid, screen=True)
+
+    def _on_decrypt_failure(self, kid: int | None, screen: bool = False) -> None:
         member = self.ring.member_of(kid)
         if member is None or member == self.ctx.me:
             self.counters.unattributed_decrypt_failures += 1
+        elif member in self.peers and screen:
+            self.ctx.sink.on_screen_decrypt_failure(member)
         elif member in self.peers:
             self.ctx.sink.on_decrypt_failure(member)
         else:  # a departed sender's last frames: dropped either way, its keys are gone

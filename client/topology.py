@@ -16,7 +16,7 @@ keys it uses for SFrame, and the call's :class:`SfuChannel`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import av
@@ -26,6 +26,7 @@ from av.packet import Packet
 
 from client.callkeys import CallKeys
 from client.callsignal import SignalKind
+from client.ice import IceConfig
 from client.sframe import SFrameContext
 
 LinkState = Literal["waiting", "connecting", "connected", "failed", "refused", "closed"]
@@ -50,6 +51,12 @@ class MediaSink(Protocol):
     def on_link(self, member: bytes, state: LinkState, detail: str = "") -> None: ...
 
     def on_decrypt_failure(self, member: bytes) -> None: ...
+
+    def on_screen(self, member: bytes, frame: av.VideoFrame) -> None:
+        """A decoded frame of ``member``'s shared screen."""
+        ...
+
+    def on_screen_decrypt_failure(self, member: bytes) -> None: ...
 
     def on_send_key(self, epoch: int) -> None:
         """Our media now leaves encrypted under our key of ``epoch`` (SFU only)."""
@@ -88,6 +95,9 @@ class TopologyContext:
     video: MediaStreamTrack | None  # our sources (None: nothing of that kind)
     audio: MediaStreamTrack | None
     sfu: SfuChannel | None = None
+    screen: MediaStreamTrack | None = None  # our shared screen
+    # STUN/TURN and the transport policy, for every RTCPeerConnection a topology makes.
+    ice: IceConfig = field(default_factory=IceConfig)
 
 
 class Topology(Protocol):

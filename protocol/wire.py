@@ -47,6 +47,7 @@ from protocol.conference_wire import (
     SfuOffer,
     SfuReconnect,
 )
+from protocol.ice_wire import GetIceServers, IceServers
 from protocol.labels import AUTH_DOMAIN
 from protocol.records import Record
 
@@ -202,6 +203,7 @@ ClientMessage = (
     | ActInCall
     | SendCallSignal
     | SfuOffer
+    | GetIceServers
 )
 AUTH_REQUESTS: Final = (CreateSpace, Authenticate, OpenInvite, JoinSpace)
 
@@ -326,6 +328,7 @@ ServerMessage = (
     | SfuAnswer
     | CallSpeaker
     | SfuReconnect
+    | IceServers
 )
 
 client_decoder = msgspec.msgpack.Decoder(ClientMessage)

@@ -7,10 +7,12 @@ is copied as is. Nothing here decodes, reassembles frames or holds a key.
 
 Model:
 
-* A *participant* publishes up to one video and one audio *up-track* (SSRCs from its SDP
-  offer) and receives on a fixed set of *down-tracks* ("slots", one outbound SSRC each,
-  negotiated once). A slot carries one publisher at a time; when there are more publishers
-  than slots the most recent active speakers get them (last-N).
+* A *participant* publishes up to one camera ("video"), one screen-share ("screen") and one
+  audio *up-track* (SSRCs from its SDP offer) and receives on a fixed set of *down-tracks*
+  ("slots", one outbound SSRC each, negotiated once) of those kinds. A slot carries one
+  publisher's track of its kind at a time; when there are more publishers than slots the
+  most recent active speakers get them (last-N). A screen is VP8 video like the camera
+  (keyframe gating, PLIs, rate limit) on slots of its own.
 * Nobody speaks as someone else: every receiver holds every sender's key, so a participant
   *could* encrypt under another's SFrame key id. A participant added with its
   ``sender_index`` may only publish frames whose key id names that index
@@ -60,7 +62,15 @@ __all__ = [
     "UpTrackSpec",
 ]
 
-Kind = Literal["audio", "video"]
+Kind = Literal["audio", "video", "screen"]
+KINDS: tuple[Kind, ...] = ("video", "screen", "audio")
+
+
+def is_video(kind: Kind) -> bool:
+    """Camera and screen share are both VP8 video: keyframe-gated, PLI-driven, 90 kHz."""
+    return kind != "audio"
+
+
 Clock = Callable[[], float]
 Sink = Callable[[bytes], bool]  # non-blocking send; False: not taken (congested)
 
@@ -168,7 +178,7 @@ class _UpTrack:
         self.tokens = 0.0  # rate limit: bytes this track may still send now
         self.refill_at: float | None = None
         # Staleness: arrival time minus media time, against the smallest seen so far.
-        self.clock_rate = 90_000 if spec.kind == "video" else 48_000  # RFC 7741, RFC 7587
+        self.clock_rate = 90_000 if is_video(spec.kind) else 48_000  # RFC 7741, RFC 7587
         self.ts_last: int | None = None
         self.ts_ext = 0  # unwrapped RTP timestamp
         self.min_lag = 0.0
@@ -331,9 +341,9 @@ class Forwarder:
                 continue
             for dt in up.down:
                 dt.resync = True  # the gap must not look like packet loss
-                if kind == "video":
+                if is_video(kind):
                     dt.waiting_keyframe = True
-            if kind == "video" and up.down:
+            if is_video(kind) and up.down:
                 self._request_keyframe(up)
 
     def is_muted(self, participant_id: str, kind: Kind) -> bool:
@@ -364,7 +374,7 @@ class Forwarder:
         if up.muted:
             c.dropped_muted += 1
             return []
-        video = up.kind == "video"
+        video = is_video(up.kind)
         # Where the VP8 frame starts, parsed once for the key id and the keyframe flag.
         vp8_start = rtp.vp8_frame_start(data, hdr) if video else -1
         index = p.sender_index
@@ -382,7 +392,7 @@ class Forwarder:
         if self._stale(up, hdr.timestamp, now):
             c.dropped_stale += 1
             for dt in up.down:  # the picture breaks: resume on a keyframe
-                if dt.kind == "video":
+                if is_video(dt.kind):
                     dt.waiting_keyframe = True
             return []
         keyframe = False
@@ -473,7 +483,7 @@ class Forwarder:
         now = self._clock()
         for p in self._participants.values():
             for up in p.uptracks.values():
-                if up.kind != "video" or up.muted:
+                if not is_video(up.kind) or up.muted:
                     continue
                 waiting = up.pli_pending or any(dt.waiting_keyframe for dt in up.down)
                 if waiting and now - up.pli_sent_at >= self.config.pli_interval:
@@ -533,7 +543,7 @@ class Forwarder:
         """Token bucket per up-track: every byte a publisher sends is multiplied by the
         subscriber count, so a flood (or a runaway encoder) is cut at the door."""
         cfg = self.config
-        rate = (cfg.max_video_bps if up.kind == "video" else cfg.max_audio_bps) / 8
+        rate = (cfg.max_video_bps if is_video(up.kind) else cfg.max_audio_bps) / 8
         burst = rate * cfg.rate_burst_seconds
         if up.refill_at is None:
             tokens = burst
@@ -595,13 +605,13 @@ class Forwarder:
             p.counters.dropped_queue += 1
             # The subscriber's picture is now broken: stop feeding it deltas.
             source = old_dt.source
-            if old_dt.kind == "video" and source is not None and not old_dt.waiting_keyframe:
+            if is_video(old_dt.kind) and source is not None and not old_dt.waiting_keyframe:
                 old_dt.waiting_keyframe = True
                 self._request_keyframe(source)
         q.append((dt, packet))
 
     def _request_keyframe(self, up: _UpTrack) -> None:
-        if up.kind != "video" or up.muted:
+        if not is_video(up.kind) or up.muted:
             return
         now = self._clock()
         if now - up.pli_sent_at >= self.config.pli_interval:
@@ -623,7 +633,7 @@ class Forwarder:
         dt.source = up
         up.down.add(dt)
         dt.resync = True
-        if dt.kind == "video":
+        if is_video(dt.kind):
             dt.waiting_keyframe = True
             self._request_keyframe(up)
 
@@ -646,7 +656,7 @@ class Forwarder:
         return ups
 
     def _fill_slots(self, sub: _Participant) -> None:
-        for kind in ("video", "audio"):
+        for kind in KINDS:
             free = [dt for dt in sub.downtracks if dt.kind == kind and dt.source is None]
             if not free:
                 continue

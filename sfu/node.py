@@ -45,6 +45,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
+from protocol.sfu_sdp import screen_mids
 from sfu import aiortc_adapter
 from sfu.errors import InvalidOffer, NotFound, OfferTooLarge
 from sfu.forwarder import (
@@ -56,6 +57,7 @@ from sfu.forwarder import (
     SpeakerChanged,
     UpTrackSpec,
 )
+from sfu.public_address import advertise_public_address
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,17 @@ AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 _CODEC_FOR_KIND = {"video": "vp8", "audio": "opus"}
 
 
+def _kind(transceiver: RTCRtpTransceiver, screens: set[str]) -> Kind:
+    if transceiver.kind == "audio":
+        return "audio"
+    return "screen" if transceiver.mid in screens else "video"
+
+
+def _muted_kinds(kind: str) -> tuple[Kind, ...]:
+    """What a mute of ``kind`` stops: a video mute (stage listener) stops the screen too."""
+    return ("video", "screen") if kind == "video" else ("audio",)
+
+
 @dataclass(slots=True)
 class SfuConfig:
     max_offer_bytes: int = 65_536
@@ -81,6 +94,8 @@ class SfuConfig:
     tick_interval: float = 0.05
     write_buffer_limit: int = 256 * 1024  # per subscriber socket; above it we queue/drop
     latency_samples: int = 50_000  # processing-time samples kept for stats()
+    # Behind a 1:1 NAT: the address clients reach us at, written into our host candidates.
+    public_address: str = ""
     forwarder: ForwarderConfig = field(default_factory=ForwarderConfig)
 
 
@@ -214,7 +229,10 @@ class SfuNode:
         def on_state_change() -> None:
             self._on_connection_state(peer)
 
-        return str(pc.localDescription.sdp)
+        answer = str(pc.localDescription.sdp)
+        if self.config.public_address:
+            answer = advertise_public_address(answer, self.config.public_address)
+        return answer
 
     async def leave(self, conference_id: str, participant_id: str) -> None:
         """The participant left: stop forwarding and close its connection."""
@@ -241,7 +259,8 @@ class SfuNode:
             peer_mutes.discard(kind)
         fwd = self._conferences[conference_id].forwarder
         if peer.forwarding:
-            fwd.set_muted(participant_id, kind, muted)
+            for each in _muted_kinds(kind):
+                fwd.set_muted(participant_id, each, muted)
 
     def is_muted(self, conference_id: str, participant_id: str, kind: Kind = "audio") -> bool:
         self._peer(conference_id, participant_id)
@@ -339,15 +358,17 @@ class SfuNode:
         if len(offer.media) > cfg.max_media_sections:
             raise OfferTooLarge(f"offer has more than {cfg.max_media_sections} media sections")
         published: set[str] = set()
+        screens = screen_mids(offer_sdp)
         for media in offer.media:
             if media.kind not in ("audio", "video"):
                 raise InvalidOffer(f"unsupported media kind {media.kind!r}")
             if media.direction in ("sendonly", "sendrecv"):
-                if media.kind in published:
-                    raise InvalidOffer(f"more than one published {media.kind} track")
+                kind = "screen" if media.rtp.muxId in screens else media.kind
+                if kind in published:
+                    raise InvalidOffer(f"more than one published {kind} track")
                 if not media.ssrc:
-                    raise InvalidOffer(f"published {media.kind} track without an SSRC")
-                published.add(media.kind)
+                    raise InvalidOffer(f"published {kind} track without an SSRC")
+                published.add(kind)
         bundle = next((g for g in offer.group if g.semantic == "BUNDLE"), None)
         mids = {m.rtp.muxId for m in offer.media}
         if bundle is None or set(bundle.items) != mids:
@@ -367,6 +388,7 @@ class SfuNode:
         except Exception as exc:
             raise InvalidOffer(f"offer rejected: {exc}") from exc
         offered = {m.rtp.muxId: m for m in offer.media}
+        screens = screen_mids(offer_sdp)
         slots: list[RTCRtpTransceiver] = []
         publishing: list[tuple[RTCRtpTransceiver, int]] = []
         for t in pc.getTransceivers():
@@ -390,7 +412,7 @@ class SfuNode:
             codecs = _media_codecs(t)
             if not codecs or codecs[0].name.lower() != _CODEC_FOR_KIND[t.kind]:
                 raise InvalidOffer(f"published {t.kind} must be {_CODEC_FOR_KIND[t.kind]}")
-            kind: Kind = "video" if t.kind == "video" else "audio"
+            kind: Kind = _kind(t, screens)
             uptracks.append(
                 UpTrackSpec(
                     kind,
@@ -408,7 +430,7 @@ class SfuNode:
             ssrc = aiortc_adapter.sender_ssrc(t.sender)
             downtracks.append(
                 DownTrackSpec(
-                    "video" if t.kind == "video" else "audio",
+                    _kind(t, screens),
                     ssrc,
                     codecs[0].payloadType or 0,
                     codecs[0].clockRate,
@@ -494,7 +516,8 @@ class SfuNode:
         )
         fwd.set_sink(peer.participant_id, peer.sink)
         for kind in self._mutes.get((peer.conference_id, peer.participant_id), set()):
-            fwd.set_muted(peer.participant_id, "video" if kind == "video" else "audio", True)
+            for muted in _muted_kinds(kind):
+                fwd.set_muted(peer.participant_id, muted, True)
         peer.forwarding = True
         self._handle_events(peer.conference_id, conference)
 

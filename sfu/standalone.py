@@ -30,7 +30,7 @@ from aiohttp import WSMsgType, web
 from sfu import control
 from sfu.aiortc_adapter import apply_ice_env, restrict_ice_host_addresses
 from sfu.errors import SfuError
-from sfu.node import ActiveSpeaker, NodeEvent, ParticipantLeft, SfuNode
+from sfu.node import ActiveSpeaker, NodeEvent, ParticipantLeft, SfuConfig, SfuNode
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 10.0
@@ -59,12 +59,13 @@ class StandaloneNode:
         secret: str,
         name: str,
         report_seconds: float = 1.0,
+        public_address: str = "",
     ) -> None:
         self.url = node_url(server_url, secret)
         self.secret = secret
         self.name = name
         self.report_seconds = report_seconds
-        self.node = SfuNode(on_event=self._on_event)
+        self.node = SfuNode(SfuConfig(public_address=public_address), on_event=self._on_event)
         self.registered = False
         self.registrations = 0
         self._send: Callable[[msgspec.Struct], None] | None = None
@@ -249,6 +250,7 @@ async def run_standalone(
     name: str = "",
     ice_hosts: list[str] | None = None,
     report_seconds: float = 1.0,
+    public_address: str = "",
 ) -> None:
     """``salon sfu``: serve ``/health``, register, run until SIGINT/SIGTERM."""
     node_url(server_url, secret)  # a bad config fails before anything starts
@@ -269,7 +271,11 @@ async def run_standalone(
     await site.start()
     bound_host, bound_port = runner.addresses[0][:2]
     node = StandaloneNode(
-        server_url, secret, name or f"{socket.gethostname()}:{bound_port}", report_seconds
+        server_url,
+        secret,
+        name or f"{socket.gethostname()}:{bound_port}",
+        report_seconds,
+        public_address,
     )
     holder["node"] = node
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host

@@ -335,7 +335,9 @@ def install_call_media(app: web.Application) -> CallMedia:
     from spaces.server import CONFIG, add_routes
 
     config = app[CONFIG]
-    registry = install_registry(app, config.sfu.enabled, bool(config.sfu.node_secret))
+    registry = install_registry(
+        app, config.sfu.enabled, bool(config.sfu.node_secret), config.sfu.public_address
+    )
     media = CallMedia(app[CONFERENCES], registry, config)
     app[CALL_MEDIA] = media
     add_routes(app, {SfuOffer: _sfu_offer})

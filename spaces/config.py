@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 
@@ -87,10 +88,24 @@ class SfuSection(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8081
     ice_hosts: list[str] = []  # addresses offered for media; []: every interface
+    # The address clients reach the node's media at, when it is behind a 1:1 NAT (a cloud
+    # VM's public IP): its ICE host candidates carry this address instead of the local one.
+    public_address: str = ""
     load_report_seconds: float = 1.0
 
 
+class IceSection(msgspec.Struct, forbid_unknown_fields=True):
+    """STUN and TURN servers handed to members (``spaces/ice.py``, ``protocol/ice_wire.py``)."""
+
+    stun_urls: list[str] = []
+    turn_urls: list[str] = []
+    turn_secret: str = ""  # coturn's static-auth-secret (use-auth-secret)
+    turn_ttl_seconds: int = 86_400
+
+
 MIN_NODE_SECRET = 32
+MIN_TURN_SECRET = 16
+MAX_TURN_TTL = 7 * 86_400
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
@@ -99,6 +114,26 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
     conference: ConferenceSection = msgspec.field(default_factory=ConferenceSection)
     sfu: SfuSection = msgspec.field(default_factory=SfuSection)
+    ice: IceSection = msgspec.field(default_factory=IceSection)
+
+
+def _ice_problem(ice: IceSection) -> str | None:
+    for key, urls, schemes in (
+        ("stun_urls", ice.stun_urls, ("stun:", "stuns:")),
+        ("turn_urls", ice.turn_urls, ("turn:", "turns:")),
+    ):
+        for url in urls:
+            if not url.startswith(schemes) or len(url) <= len(url.split(":")[0]) + 1:
+                return f"ice.{key}: {url!r} is not a {' or '.join(schemes)} URL"
+    if ice.turn_urls and not ice.turn_secret:
+        return "ice.turn_secret must be set when ice.turn_urls is (coturn's static-auth-secret)"
+    if ice.turn_secret and not ice.turn_urls:
+        return "ice.turn_urls must list the TURN server when ice.turn_secret is set"
+    if ice.turn_secret and len(ice.turn_secret) < MIN_TURN_SECRET:
+        return f"ice.turn_secret must be at least {MIN_TURN_SECRET} characters"
+    if not 60 <= ice.turn_ttl_seconds <= MAX_TURN_TTL:
+        return f"ice.turn_ttl_seconds must be between 60 and {MAX_TURN_TTL}"
+    return None
 
 
 def config_problem(config: Config) -> str | None:
@@ -130,7 +165,17 @@ def config_problem(config: Config) -> str | None:
         return "sfu.max_offer_bytes must be at least 1024 and sfu.request_timeout_seconds > 0"
     if sfu.load_report_seconds <= 0 or sfu.mesh_grace_seconds < 0:
         return "sfu.load_report_seconds must be > 0 and sfu.mesh_grace_seconds >= 0"
-    return None
+    if sfu.public_address and not _is_ip_address(sfu.public_address):
+        return f"sfu.public_address: {sfu.public_address!r} is not an IP address"
+    return _ice_problem(config.ice)
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -65,6 +65,7 @@ from spaces.chat import install_chat
 from spaces.conference_routes import install_conferences
 from spaces.config import Config
 from spaces.hub import Hub, Subscriber
+from spaces.ice import install_ice
 from spaces.limits import ConcurrencyLimiter, KeyedLimiter, TokenBucket, address_key
 from spaces.membership import Membership
 from spaces.sqlite_store import SqliteStore
@@ -481,6 +482,7 @@ def build_app(config: Config, store: Store) -> web.Application:
     install_chat(app, store)  # after the store's context: opens after it, closes before
     install_conferences(app, store)  # likewise
     install_call_media(app)  # the SFU: after conferences, which it follows
+    install_ice(app)
     return app
 
 

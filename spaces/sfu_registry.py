@@ -34,7 +34,7 @@ from aiohttp import WSMsgType, web
 from protocol.errors import ErrorCode, InvalidMessage, NotFound, ProtocolError, TooLarge
 from sfu import control
 from sfu.errors import SfuError
-from sfu.node import ActiveSpeaker, NodeEvent, ParticipantLeft, SfuNode
+from sfu.node import ActiveSpeaker, NodeEvent, ParticipantLeft, SfuConfig, SfuNode
 
 log = logging.getLogger(__name__)
 LOCAL_NAME = "local"
@@ -203,10 +203,12 @@ class SfuRegistry:
 class LocalNode:
     """An :class:`SfuNode` on the server's own event loop."""
 
-    def __init__(self, registry: SfuRegistry, name: str = LOCAL_NAME) -> None:
+    def __init__(
+        self, registry: SfuRegistry, name: str = LOCAL_NAME, public_address: str = ""
+    ) -> None:
         self.name = name
         self._registry = registry
-        self.node = SfuNode(on_event=self._on_event)
+        self.node = SfuNode(SfuConfig(public_address=public_address), on_event=self._on_event)
 
     def _on_event(self, event: NodeEvent) -> None:
         if isinstance(event, ParticipantLeft):
@@ -422,7 +424,7 @@ async def node_endpoint(request: web.Request) -> web.StreamResponse:
 
 
 def install_registry(
-    app: web.Application, enabled: bool, accept_remote: bool = False
+    app: web.Application, enabled: bool, accept_remote: bool = False, public_address: str = ""
 ) -> SfuRegistry:
     """Add the registry, the in-process node (if ``enabled``) and the ``/sfu/node`` route."""
     registry = SfuRegistry()
@@ -430,7 +432,7 @@ def install_registry(
     app.router.add_get(control.PATH, node_endpoint)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        local = LocalNode(registry) if enabled else None
+        local = LocalNode(registry, public_address=public_address) if enabled else None
         if local is not None:
             registry.add(local)
         log.info(

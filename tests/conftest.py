@@ -468,6 +468,124 @@ def stored_records(db_path: Path, space_id: str) -> list[Any]:
     return [decode_record(bytes(row[0])) for row in rows]
 
 
+# -- a real TURN server ------------------------------------------------------------------------
+
+TURNSERVER = Path("/usr/bin/turnserver")
+TURN_USER = re.compile(r"new, realm=<[^>]*>, username=<([^>]*)>")
+
+
+class Coturn:
+    """Debian's coturn (``turnserver``) on 127.0.0.1 with a random port and a fresh secret,
+    in the shared-secret REST mode (``use-auth-secret``). No daemon: a child process with a
+    temp config, its log in ``log_path``."""
+
+    def __init__(self, root: Path) -> None:
+        import secrets
+
+        self.root = root
+        self.secret = secrets.token_urlsafe(24)
+        self.port = free_udp_port()
+        self.log_path = root / "turnserver.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"turn:127.0.0.1:{self.port}?transport=udp"
+
+    def start(self) -> None:
+        import random
+
+        low = random.randrange(49152, 64000, 100)
+        config = self.root / "turnserver.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    "listening-ip=127.0.0.1",
+                    "relay-ip=127.0.0.1",
+                    f"listening-port={self.port}",
+                    f"min-port={low}",
+                    f"max-port={low + 99}",
+                    "realm=salon.test",
+                    "use-auth-secret",
+                    f"static-auth-secret={self.secret}",
+                    "allow-loopback-peers",  # every test peer is on 127.0.0.1
+                    "no-tls",
+                    "no-dtls",
+                    "no-cli",
+                    "no-multicast-peers",
+                    "no-stdout-log",
+                    f"log-file={self.log_path}",
+                    "simple-log",
+                    "verbose",
+                    f"userdb={self.root / 'turndb'}",
+                    f"pidfile={self.root / 'turnserver.pid'}",
+                    "no-software-attribute",
+                    "",
+                ]
+            )
+        )
+        self.proc = subprocess.Popen(
+            [str(TURNSERVER), "-c", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        ready = f"UDP listener opened on: 127.0.0.1:{self.port}"
+        deadline = time.monotonic() + START_TIMEOUT
+        while ready not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"turnserver did not start:\n{self.log()}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def allocated_usernames(self) -> list[str]:
+        """Usernames of the relay allocations coturn made (in order)."""
+        return TURN_USER.findall(self.log())
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def free_udp_port() -> int:
+    """A port free for both UDP and TCP right now (coturn listens on both)."""
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+@pytest.fixture
+def coturn(tmp_path: Path) -> Iterator[Coturn]:
+    """A running :class:`Coturn` (skipped where ``turnserver`` is not installed; .ci/run
+    installs Debian's ``coturn``)."""
+    if not TURNSERVER.exists():
+        if os.environ.get("CI"):
+            pytest.fail("coturn (turnserver) is not installed: .ci/run installs it")
+        pytest.skip("coturn (turnserver) is not installed")
+    root = tmp_path / "coturn"
+    root.mkdir()
+    server = Coturn(root)
+    server.start()
+    yield server
+    server.stop()
+
+
 # -- the web app in browsers (tests/browser_support.py documents these) ------------------------
 
 from browser_support import chromium, firefox, new_page, web_dist, web_server  # noqa: E402, F401

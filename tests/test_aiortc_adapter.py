@@ -403,3 +403,20 @@ async def test_rtp_from_the_socket_while_rtcp_keeps_aiortcs_path(
         a.getTransceivers()[1].receiver, aiortc_adapter.sender_ssrc(tb.sender)
     )
     await wait_for(lambda: asked == [1], "PLI through aiortc's RTCP path")
+
+
+async def test_relay_only_policy_reaches_aioice() -> None:
+    """``salon call --relay-only`` relies on aiortc's public iceTransportPolicy reaching
+    aioice's transport policy (client/ice.py); fail loudly if that plumbing changes."""
+    import aioice
+    from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+    pc = RTCPeerConnection(
+        RTCConfiguration(iceServers=[], iceTransportPolicy=RTCIceTransportPolicy.RELAY)
+    )
+    try:
+        pc.addTransceiver("audio")
+        gatherer = pc.getTransceivers()[0].sender.transport.transport.iceGatherer
+        assert gatherer._connection._transport_policy == aioice.TransportPolicy.RELAY
+    finally:
+        await pc.close()

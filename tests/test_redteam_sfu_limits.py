@@ -94,7 +94,9 @@ async def test_the_sfu_topology_refuses_a_peer_given_another_members_index() -> 
     keys = CallKeys(ALICE_M)
     sfu = SimpleNamespace(my_index=ALICE, send_frames=SFrameContext(MEDIA_SUITE))
     sink = _Sink()
-    ctx: Any = SimpleNamespace(sfu=sfu, me=ALICE_M, keys=keys, video=None, audio=None, sink=sink)
+    ctx: Any = SimpleNamespace(
+        sfu=sfu, me=ALICE_M, keys=keys, video=None, audio=None, screen=None, sink=sink
+    )
     topology = SfuTopology(ctx)
     topology._closed = True  # no connection attempts: only the key bookkeeping is tested
     try:
@@ -293,7 +295,9 @@ async def test_a_senders_key_stops_decrypting_soon_after_a_leave_even_if_its_nex
     now = [100.0]
     keys = CallKeys(ALICE_M)
     sfu = SimpleNamespace(my_index=ALICE, send_frames=SFrameContext(MEDIA_SUITE))
-    ctx: Any = SimpleNamespace(sfu=sfu, me=ALICE_M, keys=keys, video=None, audio=None, sink=_Sink())
+    ctx: Any = SimpleNamespace(
+        sfu=sfu, me=ALICE_M, keys=keys, video=None, audio=None, screen=None, sink=_Sink()
+    )
     topology = SfuTopology(ctx, clock=lambda: now[0])
     topology._connecting = asyncio.get_running_loop().create_future()  # type: ignore[assignment]  # never connects
     carol = b"c" * 32

@@ -413,3 +413,41 @@ def test_a_timestamp_jump_is_not_mistaken_for_a_stall_for_long() -> None:
         h.send("alice", alice.audio())
     # Two seconds of doubt, then the new timeline is accepted.
     assert 290 >= len(h.received["bob"]) >= 20 + 200 - 2 / 0.02 - 5
+
+
+def screen_packet(ssrc: int, seq: int, ts: int, keyframe: bool) -> bytes:
+    payload = b"\x10" + bytes((0x10 if keyframe else 0x11, 0x9D, 0x01)) + b"screen-ciphertext"
+    return rtp.build_rtp(True, VP8, seq, ts, ssrc, payload)
+
+
+def test_a_screen_share_has_slots_of_its_own_with_keyframe_gating_and_video_mute() -> None:
+    h = Harness()
+    alice = h.join("alice")
+    screen_ssrc = 0x3000
+    h.fwd.remove_participant("alice")  # again, now with a screen as well
+    h.fwd.add_participant(
+        "alice", [*alice.specs(), UpTrackSpec("screen", screen_ssrc, frozenset({VP8}))], []
+    )
+    h.fwd.set_sink("alice", functools.partial(h._deliver, "alice"))
+    h.join("bob")
+    screen_slot = DownTrackSpec("screen", 0x9000, 120, 90000)
+    h.fwd.remove_participant("bob")
+    h.fwd.add_participant("bob", [], [*slots(2), screen_slot])
+    h.fwd.set_sink("bob", functools.partial(h._deliver, "bob"))
+    routes = h.fwd.routes("bob")
+    assert routes[screen_slot.ssrc] == "alice"  # the screen slot carries Alice's screen
+    assert sum(1 for who in routes.values() if who == "alice") == 3  # camera, screen, mic
+    # A new subscriber asks for a keyframe on the screen too, and gets none before it.
+    assert KeyframeRequest("alice", screen_ssrc) in h.plis("alice")
+    h.send("alice", screen_packet(screen_ssrc, 1, 0, keyframe=False))
+    assert h.received["bob"] == []
+    h.send("alice", screen_packet(screen_ssrc, 2, 9000, keyframe=True))
+    h.send("alice", screen_packet(screen_ssrc, 3, 18000, keyframe=False))
+    got = [hdr.ssrc for hdr in h.headers("bob")]
+    assert got == [screen_slot.ssrc] * 2  # on the screen slot, never a camera slot
+    # The camera goes to a camera slot, not the screen slot.
+    h.send("alice", alice.video(keyframe=True))
+    assert h.headers("bob")[-1].ssrc in {s.ssrc for s in slots(2) if s.kind == "video"}
+    # A video mute (a stage listener) is applied to the screen by the node; here directly.
+    h.fwd.set_muted("alice", "screen", True)
+    assert h.send("alice", screen_packet(screen_ssrc, 4, 27000, keyframe=True)) == []

@@ -38,7 +38,13 @@ from client.e2ee_media import MEDIA_SUITE, _peek_kid  # noqa: E402
 from client.invites import InviteLink, parse_invite_link  # noqa: E402
 from client.keystore import SpaceMembership  # noqa: E402
 from client.rooms import RoomName  # noqa: E402
-from protocol import labels, media_keys, roomkeys, wire  # noqa: E402
+from protocol import (  # noqa: E402
+    ice_wire,
+    labels,
+    media_keys,
+    roomkeys,
+    wire,
+)
 from protocol.chat_wire import PostStory, SendMessage  # noqa: E402
 from protocol.conference_wire import CallAction, action_signing_bytes  # noqa: E402
 from protocol.ids import ID_PATTERN, is_valid_id  # noqa: E402
@@ -74,6 +80,8 @@ from protocol.records import (  # noqa: E402
 from sfu import rtp  # noqa: E402
 from sfu.aiortc_adapter import _source as rtp_source  # noqa: E402
 from sfu.forwarder import DownTrackSpec, Forwarder, ForwarderConfig, UpTrackSpec  # noqa: E402
+from spaces import ice as spaces_ice  # noqa: E402
+from spaces.config import IceSection  # noqa: E402
 
 VECTOR_DIR = ROOT / "protocol" / "vectors"
 CLOCK = 1_760_000_000  # every record's created_at, and "now" for the vectors
@@ -1218,6 +1226,20 @@ def id_vectors() -> dict[str, Any]:
 # -- wire encoding -----------------------------------------------------------------------------
 
 
+def _ice_servers_example() -> ice_wire.IceServers:
+    """IceServers as spaces/ice.py makes it: turn_secret "vector-turn-secret-0123", TTL 3600 s
+    from 2026-01-01T00:00:00Z, the random part fixed."""
+    ice = IceSection(
+        stun_urls=["stun:turn.salon.example:3478"],
+        turn_urls=["turn:turn.salon.example:3478?transport=udp"],
+        turn_secret="vector-turn-secret-0123",
+        turn_ttl_seconds=3600,
+    )
+    return spaces_ice.ice_servers(
+        ice, 7, now=1_767_225_600, token=lambda n: "AAECAwQFBgcICQoLDA0ODw"
+    )
+
+
 def wire_vectors() -> dict[str, Any]:
     """How tagged structs look on the wire: a map whose first key is "type" (msgspec's default
     tag field), then every field in declaration order, defaults included."""
@@ -1228,6 +1250,7 @@ def wire_vectors() -> dict[str, Any]:
         wire.GetRecords(2),
         wire.Append(3, [records[-1]]),
         wire.GetEnvelopes(4, client_space.SPACE_SCOPE, 1),
+        ice_wire.GetIceServers(7),
     ]
     server: list[Any] = [
         wire.Challenge(nonce, "salon.example"),
@@ -1236,6 +1259,7 @@ def wire_vectors() -> dict[str, Any]:
         wire.Error(None, "rate_limited", "too many connections from your address"),
         wire.Error(2, "forbidden", "only owners and moderators invite"),
         wire.SessionClosed("removed"),
+        _ice_servers_example(),
     ]
     head = records[-1]
     # A client whose cached head is #8 pages to the server's head (#16) in two pages (here

@@ -22,6 +22,11 @@ export const ENVELOPE = struct("Envelope", [
 export const INVITE_SEAL = struct("InviteSeal", [
   f("invite_id", "str"), f("epoch", "int"), f("sealed", "bytes"), f("preview", "bytes"),
 ]);
+/** One entry of RTCConfiguration.iceServers (§5.6): STUN URLs carry no credentials (""). */
+export interface IceServer { urls: string[]; username: string; credential: string }
+export const ICE_SERVER = struct("IceServer", [
+  f("urls", list("str")), fd("username", "str", ""), fd("credential", "str", ""),
+]);
 export const INVITE_STATUS = struct("InviteStatus", [
   f("invite_id", "str"), f("role", "str"), f("expires_at", "int"), f("max_uses", "int"), f("uses", "int"),
   f("revoked", "bool"), fd("seal_epoch", "int", -1),
@@ -44,10 +49,11 @@ export interface GetEnvelopes { type: "get_envelopes"; id: number; scope: string
 export interface GetEnvelopeHolders { type: "get_envelope_holders"; id: number; scope: string; epoch: number }
 export interface DropEnvelope { type: "drop_envelope"; id: number; scope: string; epoch: number }
 export interface PutSeals { type: "put_seals"; id: number; seals: InviteSeal[] }
+export interface GetIceServers { type: "get_ice_servers"; id: number }
 
 export type ClientMessage =
   | CreateSpace | Authenticate | OpenInvite | JoinSpace | GetRecords | Append | ListInvites | GetEnvelopes
-  | GetEnvelopeHolders | DropEnvelope | PutSeals | ChatClientMessage;
+  | GetEnvelopeHolders | DropEnvelope | PutSeals | GetIceServers | ChatClientMessage;
 
 const records = list(ref(RECORD));
 const seals = list(ref(INVITE_SEAL));
@@ -68,6 +74,7 @@ export const CLIENT_MESSAGE = union("ClientMessage", [
   struct("GetEnvelopeHolders", [f("id", "int"), f("scope", "str"), f("epoch", "int")], { tag: "get_envelope_holders" }),
   struct("DropEnvelope", [f("id", "int"), f("scope", "str"), f("epoch", "int")], { tag: "drop_envelope" }),
   struct("PutSeals", [f("id", "int"), f("seals", seals)], { tag: "put_seals" }),
+  struct("GetIceServers", [f("id", "int")], { tag: "get_ice_servers" }),
   ...CHAT_CLIENT_STRUCTS,
 ]);
 
@@ -89,10 +96,12 @@ export interface Done { type: "done"; id: number }
 export interface ErrorReply { type: "error"; id: number | null; code: string; message: string }
 export interface RecordAdded { type: "record_added"; record: Record }
 export interface SessionClosed { type: "session_closed"; reason: string }
+/** §5.6: give `servers` to every RTCPeerConnection (drop empty username/credential). */
+export interface IceServers { type: "ice_servers"; id: number; servers: IceServer[]; expires_at: number }
 
 export type ServerMessage =
   | Challenge | Welcome | InviteOpened | Joined | Records | Appended | Invites | Envelopes | EnvelopeHolders | Done
-  | ErrorReply | RecordAdded | SessionClosed | ChatServerMessage;
+  | ErrorReply | RecordAdded | SessionClosed | IceServers | ChatServerMessage;
 
 export const PROTOCOL_VERSION = 1;
 
@@ -114,6 +123,8 @@ export const SERVER_MESSAGE = union("ServerMessage", [
   struct("Error", [f("id", optional("int")), f("code", "str"), f("message", "str")], { tag: "error" }),
   struct("RecordAdded", [f("record", ref(RECORD))], { tag: "record_added" }),
   struct("SessionClosed", [f("reason", "str")], { tag: "session_closed" }),
+  struct("IceServers", [f("id", "int"), f("servers", list(ref(ICE_SERVER))), fd("expires_at", "int", 0)],
+    { tag: "ice_servers" }),
   ...CHAT_SERVER_STRUCTS,
 ]);
 
