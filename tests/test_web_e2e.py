@@ -11,13 +11,16 @@ Bob in Chromium who only ever has the links he is sent:
    ``salon read`` (the expiry sweep runs every second here). The minute runs while steps 4-7
    go on; the check that it is gone comes after them, bounded to 75 s after sending.
 4. Alice posts a story from the CLI; Bob sees it in the channel's stories row and opens it.
-5. Bob posts a JPEG carrying an EXIF GPS block from the page; Alice's ``salon story get`` file
-   has no APP1/Exif segment, none of the GPS bytes, decodes, and is at most 1920 px long.
+5. Bob posts a JPEG carrying an EXIF GPS block from the page (it shows in his row); Alice's
+   ``salon story get`` file has no APP1/Exif segment, none of the GPS bytes, decodes, and is
+   at most 1920 px long (its thumbnail at most 320 px, clean too).
 6. Bob, made a moderator by Alice, makes an invite link in the page (uses, expiry, role; QR
    code) that CLI Carol joins with; revokes another link (a CLI join with it fails as
-   revoked); creates a room from the page that the CLI lists.
+   revoked); creates a room from the page that the CLI lists and Carol (CLI) writes in.
 7. Bob renames himself in the page; ``salon members`` shows the new name.
-8. Alice kicks Bob; his page says he was removed; Alice's next message never shows on it.
+8. Alice kicks Bob; his page says he was removed; Alice's next message never shows on it,
+   not even after a reload, and the server's tables show why: it is sealed under a newer
+   key epoch than any key envelope ever addressed to Bob.
 9. A used-up link shows its error in plain words.
 10. Bob in a fresh browser joins two spaces from two links; home lists both; the two
     memberships share no identifier (Alice's CLI sees different fingerprints for him).
@@ -76,12 +79,15 @@ def poll(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
 
 
 def shots(web: WebPage, name: str) -> None:
-    """``name`` on a desktop in light mode and on a phone (390 px) in dark mode."""
+    """``name`` on a desktop in light mode and on a phone (390 px) in dark mode. The switch of
+    colour scheme starts the buttons' colour transitions: the pictures show where they end."""
     page = web.page
-    page.screenshot(path=str(screenshot_path(f"e2e-{name}-desktop-light")), full_page=True)
-    page.set_viewport_size(PHONE)
-    page.emulate_media(color_scheme="dark")
-    page.screenshot(path=str(screenshot_path(f"e2e-{name}-phone-dark")), full_page=True)
+    for variant in ("desktop-light", "phone-dark"):
+        if variant == "phone-dark":
+            page.set_viewport_size(PHONE)
+            page.emulate_media(color_scheme="dark")
+        path = str(screenshot_path(f"e2e-{name}-{variant}"))
+        page.screenshot(path=path, full_page=True, animations="disabled")
     page.set_viewport_size(DESKTOP)
     page.emulate_media(color_scheme="light")
 
@@ -182,6 +188,17 @@ def read_texts(user: Any, space: str, room: str) -> list[str]:
     return [m["text"] for m in user.json("read", space, room)]
 
 
+def stored(db_path: Path, query: str, *args: Any) -> list[Any]:
+    """Rows of the server's SQLite file, read-only (committed WAL contents included)."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return db.execute(query, args).fetchall()
+    finally:
+        db.close()
+
+
 # -- the flow ----------------------------------------------------------------------------------
 
 
@@ -276,6 +293,7 @@ def test_issue_flow_cli_and_chromium(
     shots(bob, "story-post")
     page.click("dialog button[type=submit]")
     page.wait_for_selector("dialog", state="detached", timeout=WAIT)
+    page.wait_for_selector(".story-thumb[aria-label^='Story by Bob: From the park']")
     stories = poll(
         lambda: [s for s in alice.json("story", "list", space, "news") if s["author"] == "Bob"],
         "Bob's story in salon story list",
@@ -343,6 +361,9 @@ def test_issue_flow_cli_and_chromium(
     page.wait_for_selector("h1:has-text('garden')", timeout=WAIT)
     poll(lambda: "garden" in [r["name"] for r in alice.json("rooms", space)], "garden in rooms")
     poll(lambda: "garden" in [r["name"] for r in carol.json("rooms", space)], "Carol sees garden")
+    carol.run("send", space, "garden", "Carol, in the new garden room")  # keys from the page
+    page.wait_for_selector(f"{MESSAGE}:has-text('Carol, in the new garden room')", timeout=WAIT)
+    assert "Carol, in the new garden room" in read_texts(alice, space, "garden")
 
     # 7. Bob renames himself in the page; the CLI's members list follows.
     page.click("a[href$='/settings']")
@@ -382,6 +403,29 @@ def test_issue_flow_cli_and_chromium(
     page.wait_for_selector(f"text=You are no longer in {SPACE}", timeout=WAIT)
     assert "9931" not in page.content()
     assert page.locator(MESSAGE).count() == 0
+    # ... and no key could open it on his side: it is sealed under a space-key epoch newer
+    # than his messages', and no key envelope of that epoch or later was ever sealed to him.
+    from protocol.records import fingerprint
+
+    general = next(r["room_id"] for r in alice.json("rooms", space) if r["name"] == "general")
+    epochs = stored(
+        web_server.db_path,
+        "SELECT epoch FROM messages WHERE space_id = ? AND room_id = ? ORDER BY seq",
+        space,
+        general,
+    )
+    assert epochs[-1][0] > epochs[0][0]
+    bob_fp = members["Bobby"]["fingerprint"].replace(" ", "")
+    to_bob = [
+        (scope, epoch)
+        for scope, epoch, recipient in stored(
+            web_server.db_path,
+            "SELECT scope, epoch, recipient FROM envelopes WHERE space_id = ?",
+            space,
+        )
+        if fingerprint(bytes(recipient)) == bob_fp
+    ]
+    assert to_bob and all(epoch < epochs[-1][0] for _, epoch in to_bob), to_bob
 
     # 9. A used-up link says so in plain words.
     once = alice.json("invite", "create", space, "--uses", "1", "--expires", "1d")["link"]
