@@ -82,14 +82,25 @@ def shots(web: WebPage, name: str) -> None:
     """``name`` on a desktop in light mode and on a phone (390 px) in dark mode. The switch of
     colour scheme starts the buttons' colour transitions: the pictures show where they end."""
     page = web.page
-    for variant in ("desktop-light", "phone-dark"):
+    for variant, size in (("desktop-light", DESKTOP), ("phone-dark", PHONE)):
         if variant == "phone-dark":
-            page.set_viewport_size(PHONE)
             page.emulate_media(color_scheme="dark")
+        # A panel scrolls inside the page (full_page sees only the page): a viewport tall
+        # enough for the panel's whole content shows all of it.
+        page.set_viewport_size(size)
+        height = page.evaluate(TALLEST)
+        page.set_viewport_size({"width": size["width"], "height": max(size["height"], height)})
         path = str(screenshot_path(f"e2e-{name}-{variant}"))
         page.screenshot(path=path, full_page=True, animations="disabled")
     page.set_viewport_size(DESKTOP)
     page.emulate_media(color_scheme="light")
+
+
+# The height the page would need for its scrolled panels to show whole (none: the viewport's).
+TALLEST = """
+Math.ceil(Math.max(window.innerHeight, ...[...document.querySelectorAll(".panel-scroll")]
+  .map((el) => window.innerHeight + el.scrollHeight - el.clientHeight)))
+"""
 
 
 def photo_with_gps(path: Path, width: int = 2400, height: int = 1600) -> Path:
