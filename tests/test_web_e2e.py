@@ -35,6 +35,7 @@ import re
 import struct
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -349,6 +350,11 @@ def test_issue_flow_cli_and_chromium(
     shots(bob, "invite-qr")
     page.click("button:has-text('Done')")
     page.wait_for_selector("text=5 of 5 uses left", timeout=WAIT)
+    made_id = carol_link.split("/join/")[1].split("#")[0]
+    listed = {i["invite_id"]: i for i in alice.json("invite", "list", space)}[made_id]
+    assert (listed["uses_left"], listed["role"]) == (5, "member")
+    expires = datetime.fromisoformat(listed["expires_at"]).timestamp()
+    assert abs(expires - (time.time() + 7 * 86_400)) < 600  # a week, as picked
     joined = carol.json("join", carol_link, "--as", "Carol")
     assert joined["space_id"] == space
     page.wait_for_selector("text=4 of 5 uses left", timeout=WAIT)
@@ -408,6 +414,7 @@ def test_issue_flow_cli_and_chromium(
     page.wait_for_selector(f"text=You are no longer in {SPACE}", timeout=WAIT)
     assert "You were removed from this space" in page.inner_text("main")
     shots(bob, "removed")
+    assert "Bobby" not in member_names(alice, space)
     alice.run("send", space, "general", "After Bob left: the new door code is 9931")
     assert "9931" in " ".join(read_texts(carol, space, "general"))  # Carol reads it
     page.goto(room_url)  # even asked for the room again, after a fresh start
