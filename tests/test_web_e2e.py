@@ -421,6 +421,8 @@ def test_issue_flow_cli_and_chromium(
     page.wait_for_selector(f"text=You are no longer in {SPACE}", timeout=WAIT)
     assert "9931" not in page.content()
     assert page.locator(MESSAGE).count() == 0
+    page.click("a:has-text('Go to your spaces')")
+    page.wait_for_selector(f".space-card:has-text('{SPACE}'):has-text('You were removed')")
     # ... and no key could open it on his side: it is sealed under a space-key epoch newer
     # than his messages', and no key envelope of that epoch or later was ever sealed to him.
     from protocol.records import fingerprint
