@@ -262,7 +262,6 @@ def test_issue_flow_cli_and_chromium(
 
     # 3. A room whose messages live one minute (CLI --ttl 1m); Bob writes there from the page.
     alice.run("room", "create", space, "minute", "--kind", "chat", "--ttl", "1m")
-    alice.run("rooms", space)
     page.click("nav.sidebar a:has-text('minute')", timeout=WAIT)
     page.wait_for_selector("text=Messages in this room disappear after", timeout=WAIT)
     page.fill("textarea", "This vanishes in a minute")
