@@ -1,7 +1,8 @@
 """Bob, in Debian's firefox-esr, joins from the invite link alone and chats with Alice (CLI).
 
-The issue's minimum for Firefox: join + chat both ways, with a real server, the real CLI
-(``salon read --follow`` running) and the real browser (puppeteer-core over WebDriver BiDi).
+The issue's minimum for Firefox: join (the space's name and Alice as inviter first) + chat both
+ways + each sees the other among the members, with a real server, the real CLI (``salon read
+--follow`` running) and the real browser (puppeteer-core over WebDriver BiDi).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def test_bob_joins_in_firefox_and_chats_with_the_cli(
     bob: FirefoxPage = firefox()
     bob.goto(made["link"])
     bob.wait("h1", text="Fox Club")
+    bob.wait("form.join", text="Invited by Alice")
     assert "#" not in bob.url()
     bob.screenshot("join")
     bob.fill(NAME_FIELD, "Bob")
@@ -90,4 +92,10 @@ def test_bob_joins_in_firefox_and_chats_with_the_cli(
     members = alice.run("members", space).stdout
     assert "Bob" in members
     bob.screenshot("chat")
+    bob.click("a[href$='/members']")  # and Bob sees Alice, the owner, beside himself
+    bob.wait(".member", text="Alice")
+    rows = bob.evaluate("[...document.querySelectorAll('.member')].map((li) => li.innerText)")
+    assert any("Alice" in row and "Owner" in row for row in rows), rows
+    assert any("Bob" in row and "(you)" in row for row in rows), rows
+    bob.screenshot("members")
     assert bob.problems() == []

@@ -8,6 +8,8 @@ import { Link, Private } from "../components.tsx";
 export function HomeScreen(): JSX.Element {
   const { store, intents } = useEnv();
   const spaces = useStore(store, (s) => s.spaces);
+  // By name (the vault lists memberships by their random slot ids: an order that means nothing).
+  const cards = [...spaces].sort((a, b) => a.name.localeCompare(b.name) || a.slot.localeCompare(b.slot));
   const slots = spaces.map((space) => space.slot).join(" ");
   useEffect(() => {
     // Connect every space, so its card shows what is unread.
@@ -27,7 +29,7 @@ export function HomeScreen(): JSX.Element {
         </div>
       ) : (
         <ul class="space-cards" role="list">
-          {spaces.map((space) => (
+          {cards.map((space) => (
             <li key={space.slot}>
               <Link href={`/space/${space.slot}`} class="space-card">
                 <span class="space-card-name">{space.name || "Unnamed space"}</span>
