@@ -37,6 +37,9 @@ import {
 } from "./context.ts";
 import { Listeners, type MemberAuth, MemberSession, type SessionOptions } from "./session.ts";
 
+/** How many opened stories a membership remembers (stories last a day; this is plenty). */
+const MAX_SEEN_STORIES = 500;
+
 export const SPACE_SCOPE = "space";
 export const APPEND_RETRIES = 5;
 
@@ -314,6 +317,18 @@ export class SpaceClient implements SpaceContext {
       if (i < 0) this.m.room_keys.push(k);
       else if (k.generation < this.m.room_keys[i]!.generation) this.m.room_keys[i] = k;
     }
+    await this.persist();
+  }
+
+  /** This person's reading marks here (unread counts per room, stories opened), as last saved. */
+  readingMarks(): { unread: ReadonlyMap<string, number>; seen: readonly string[] } {
+    return { unread: new Map((this.m.unread ?? []).map((u) => [u.room_id, u.count])), seen: [...(this.m.seen_stories ?? [])] };
+  }
+
+  /** Keep the reading marks in the membership's vault slot (never anywhere else), so a reload keeps them. */
+  async saveReadingMarks(unread: ReadonlyMap<string, number>, seen: readonly string[]): Promise<void> {
+    this.m.unread = [...unread].filter(([, count]) => count > 0).map(([room_id, count]) => ({ room_id, count }));
+    this.m.seen_stories = seen.slice(-MAX_SEEN_STORIES);
     await this.persist();
   }
 

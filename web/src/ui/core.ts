@@ -63,6 +63,8 @@ interface Live {
   followed: Set<string>;
   /** The first refresh is done: before it the screen would show an empty space. */
   loaded: boolean;
+  /** The stories opened in this membership (kept in its vault slot with the unread counts). */
+  seen: Set<string>;
 }
 
 const kindOf = (kind: RoomView["kind"]): RoomKind => (kind === "conference" ? "call" : kind);
@@ -75,7 +77,6 @@ export class Bridge implements Intents {
   private readonly removed = new Map<string, RemovedHow>();
   private readonly photos = new Map<string, string>();
   private readonly pictures = new Map<string, string>();
-  private readonly seen = new Set<string>();
   private readonly hiddenSince = new Map<string, number>();
 
   /** Settles once the vault was opened (or found locked). */
@@ -118,7 +119,7 @@ export class Bridge implements Intents {
   private publishCards(): void {
     const cards: SpaceCardVM[] = this.entries.map((entry) => {
       const live = this.live.get(entry.slot);
-      let unread = 0;
+      let unread = live === undefined ? entry.unread : 0;
       for (const n of live?.unread.values() ?? []) unread += n;
       return {
         slot: entry.slot,
@@ -186,8 +187,11 @@ export class Bridge implements Intents {
     const live: Live = {
       slot, client, rooms, chat: new Chat(client, rooms), stories: new StoriesClient(client, rooms), offs: [],
       members: [], invites: [], roomViews: [], name: "", description: "", unread: new Map(), open: null,
-      refreshing: null, refreshAgain: false, followed: new Set(), loaded: false,
+      refreshing: null, refreshAgain: false, followed: new Set(), loaded: false, seen: new Set(),
     };
+    const marks = client.readingMarks();
+    for (const [roomId, count] of marks.unread) live.unread.set(roomId, count);
+    for (const id of marks.seen) live.seen.add(id);
     this.live.set(slot, live);
     this.store.update((s) => {
       const { [slot]: _gone, ...spaceErrors } = s.spaceErrors;
@@ -208,8 +212,11 @@ export class Bridge implements Intents {
         const reading = live.open?.roomId === added.room_id && !document.hidden;
         if (theirs > 0 && !reading) {
           live.unread.set(added.room_id, (live.unread.get(added.room_id) ?? 0) + theirs);
-          this.publishSpace(live);
-          this.publishCards();
+          // The count is shown once it is kept: a reload right after shows it again.
+          void this.saveMarks(live).finally(() => {
+            this.publishSpace(live);
+            this.publishCards();
+          });
         }
       }),
       rooms.startKeyDuty(),
@@ -321,7 +328,7 @@ export class Bridge implements Intents {
       invites: live.invites
         .filter((i) => !i.revoked && !i.expired && i.usesLeft > 0)
         .map((i) => ({ id: i.inviteId, role: i.role === "moderator" ? "moderator" : "member", maxUses: i.maxUses, uses: i.maxUses - i.usesLeft, expiresAt: i.expiresAt * 1000, revoked: i.revoked })),
-      passphrase: null,
+      passphrase: this.spaces?.vault.hasPassphrase ?? null,
     };
     this.store.setSpace(space);
   }
@@ -341,6 +348,12 @@ export class Bridge implements Intents {
       });
     }
     this.publishCards();
+  }
+
+  /** Keep the reading marks (unread counts, stories opened) in the membership's vault slot. */
+  private async saveMarks(live: Live): Promise<void> {
+    if (this.live.get(live.slot) !== live || this.removed.has(live.slot)) return;
+    await live.client.saveReadingMarks(live.unread, [...live.seen]).catch(() => undefined);
   }
 
   private need(slot: string): Live {
@@ -366,7 +379,7 @@ export class Bridge implements Intents {
     const view = live.roomViews.find((r) => r.roomId === roomId);
     if (view === undefined || view.kind === "conference") return;
     const unread = live.unread.get(roomId) ?? 0;
-    live.unread.delete(roomId);
+    if (live.unread.delete(roomId)) void this.saveMarks(live);
     const open: OpenRoom = {
       roomId, kind: kindOf(view.kind), follower: null, items: [], stories: [], firstUnread: null, notice: null,
       loading: true, poll: null, keyPoll: null, closed: false,
@@ -492,7 +505,7 @@ export class Bridge implements Intents {
     const byId = new Map(open.stories.map((s) => [s.id, s]));
     open.stories = listed.map((s) => byId.get(s.storyId) ?? {
       id: s.storyId, authorKey: s.senderHex, authorName: s.author, caption: s.caption, at: s.postedAt * 1000,
-      expiresAt: s.visibleUntil * 1000, seen: this.seen.has(s.storyId) || s.mine, thumb: null,
+      expiresAt: s.visibleUntil * 1000, seen: live.seen.has(s.storyId) || s.mine, thumb: null,
     });
     this.publishRoom(live, open);
     for (const story of open.stories) {
@@ -529,8 +542,11 @@ export class Bridge implements Intents {
   }
 
   markStorySeen(slot: string, roomId: string, storyId: string): void {
-    this.seen.add(storyId);
     const live = this.live.get(slot);
+    if (live !== undefined && !live.seen.has(storyId)) {
+      live.seen.add(storyId);
+      void this.saveMarks(live);
+    }
     const open = live?.open;
     if (live === undefined || open === null || open === undefined || open.roomId !== roomId) return;
     open.stories = open.stories.map((s) => (s.id === storyId ? { ...s, seen: true } : s));
@@ -588,8 +604,15 @@ export class Bridge implements Intents {
     await this.reloadList();
   }
 
-  setPassphrase(): Promise<void> {
-    return Promise.reject(new UsageError("Setting a passphrase is not available in this version yet."));
+  async setPassphrase(next: string | null, current: string | null): Promise<void> {
+    const spaces = this.requireSpaces();
+    try {
+      await spaces.vault.setPassphrase(next, current ?? undefined);
+    } catch (err) {
+      if (err instanceof WrongPassphrase) throw new UsageError("The current passphrase is not right. Nothing was changed.");
+      throw err;
+    }
+    for (const live of this.live.values()) this.publishSpace(live);
   }
 
   async leave(slot: string): Promise<void> {
