@@ -2,7 +2,8 @@
 
 Bob joins Alice's space in Chromium, sets a passphrase in Settings and reloads: the page asks
 for it, refuses a wrong one in plain words and opens his spaces with the right one. Alice's
-messages sent while Bob is away are counted as unread, and the count, like a story he opened,
+messages sent while Bob is away from the room, or has the page closed, are counted as
+unread, and the count, like a story he opened,
 is still there after a reload: both are kept in his membership's sealed vault slot, nothing in
 localStorage or cookies.
 """
@@ -64,6 +65,7 @@ def test_passphrase_and_reading_marks_survive_a_reload(
     page.reload()
     page.wait_for_selector("text=Unlock Salon", timeout=30_000)
     bob.screenshot("passphrase-unlock")
+    alice.run("send", space, "general", "three")  # sent while Bob's page is closed: counted too
     page.fill("input[type=password]", "not my passphrase")
     page.click("button:has-text('Unlock')")
     page.wait_for_selector("[role=alert]:has-text('That passphrase is not right')", timeout=60_000)
@@ -72,11 +74,11 @@ def test_passphrase_and_reading_marks_survive_a_reload(
     page.click("button:has-text('Unlock')")
     page.wait_for_selector(SPACE_VIEW, timeout=60_000)
     assert page.url == space_url
-    page.wait_for_selector(f"{badge}:has-text('2')", timeout=30_000)
+    page.wait_for_selector(f"{badge}:has-text('3')", timeout=30_000)
 
     # Reading clears the count, and that too is kept.
     page.click("nav.sidebar a:has-text('general')")
-    page.wait_for_selector("[data-testid=message]:has-text('two')", timeout=30_000)
+    page.wait_for_selector("[data-testid=message]:has-text('three')", timeout=30_000)
     page.go_back()
     page.wait_for_selector("nav.sidebar", timeout=30_000)
     assert page.locator(badge).count() == 0

@@ -272,7 +272,7 @@ test("a passphrase change cut short at any write loses nothing", async () => {
 });
 
 test("unread counts and seen stories are kept in the membership", () => {
-  const m = { ...membership("aaaabbbbccccddddeeeeffff"), unread: [{ room_id: "r0omAAAAAAAAAAAA", count: 3 }], seen_stories: ["s1", "s2"] };
+  const m = { ...membership("aaaabbbbccccddddeeeeffff"), unread: [{ room_id: "r0omAAAAAAAAAAAA", count: 3, seq: 41 }], seen_stories: ["s1", "s2"] };
   assert.deepEqual(decodeMembership(encodeMembership(m)), m);
   const plain = decodeMembership(encodeMembership(membership("aaaabbbbccccddddeeeeffff")));
   assert.deepEqual([plain.unread, plain.seen_stories], [[], []]);

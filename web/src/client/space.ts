@@ -37,6 +37,9 @@ import {
 } from "./context.ts";
 import { Listeners, type MemberAuth, MemberSession, type SessionOptions } from "./session.ts";
 
+/** One room's reading mark: messages not read yet, and the newest message seq counted. */
+export interface ReadingMark { readonly count: number; readonly seq: number }
+
 /** How many opened stories a membership remembers (stories last a day; this is plenty). */
 const MAX_SEEN_STORIES = 500;
 
@@ -320,14 +323,15 @@ export class SpaceClient implements SpaceContext {
     await this.persist();
   }
 
-  /** This person's reading marks here (unread counts per room, stories opened), as last saved. */
-  readingMarks(): { unread: ReadonlyMap<string, number>; seen: readonly string[] } {
-    return { unread: new Map((this.m.unread ?? []).map((u) => [u.room_id, u.count])), seen: [...(this.m.seen_stories ?? [])] };
+  /** This person's reading marks here (per room: unread count and newest seq counted; stories
+   * opened), as last saved. */
+  readingMarks(): { rooms: ReadonlyMap<string, ReadingMark>; seen: readonly string[] } {
+    return { rooms: new Map((this.m.unread ?? []).map((u) => [u.room_id, { count: u.count, seq: u.seq }])), seen: [...(this.m.seen_stories ?? [])] };
   }
 
   /** Keep the reading marks in the membership's vault slot (never anywhere else), so a reload keeps them. */
-  async saveReadingMarks(unread: ReadonlyMap<string, number>, seen: readonly string[]): Promise<void> {
-    this.m.unread = [...unread].filter(([, count]) => count > 0).map(([room_id, count]) => ({ room_id, count }));
+  async saveReadingMarks(rooms: ReadonlyMap<string, ReadingMark>, seen: readonly string[]): Promise<void> {
+    this.m.unread = [...rooms].map(([room_id, { count, seq }]) => ({ room_id, count, seq }));
     this.m.seen_stories = seen.slice(-MAX_SEEN_STORIES);
     await this.persist();
   }

@@ -53,14 +53,15 @@ export interface Membership {
   name?: string;
   invite_secrets?: HeldInviteSecret[];
   pending_key?: PendingInviteKeyHeld | null;
-  /** What this person has not read yet, per room (so a reload keeps the counts). */
+  /** What this person has not read yet, per room, and the last message seq counted (so a
+   * reload keeps the counts and what arrived meanwhile is counted too). */
   unread?: HeldUnread[];
   /** The stories this person has opened (so a reload keeps their rings off); newest last. */
   seen_stories?: string[];
 }
 
-/** Unread messages in one room of this membership. */
-export interface HeldUnread { room_id: string; count: number }
+/** Unread messages in one room of this membership, and the newest message seq already counted. */
+export interface HeldUnread { room_id: string; count: number; seq: number }
 
 const SpaceKeyDef = struct("HeldSpaceKey", [f("epoch", "int"), f("key", "bytes")], { arrayLike: true });
 const RoomKeyDef = struct("HeldRoomKey", [f("room_id", "str"), f("epoch", "int"), f("generation", "int"), f("key", "bytes")], {
@@ -71,7 +72,7 @@ const PendingKeyDef = struct("PendingInviteKey", [f("space_id", "str"), f("epoch
   f("join_hash", "bytes")], {
   arrayLike: true,
 });
-const UnreadDef = struct("HeldUnread", [f("room_id", "str"), f("count", "int")], { arrayLike: true });
+const UnreadDef = struct("HeldUnread", [f("room_id", "str"), f("count", "int"), fd("seq", "int", -1)], { arrayLike: true });
 export const MembershipDef = struct("Membership", [
   f("space_id", "str"),
   f("server", "str"),

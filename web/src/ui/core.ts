@@ -7,7 +7,7 @@
 import { fromHex } from "../protocol/bytes.ts";
 import { Removed, Unreachable, UsageError } from "../client/context.ts";
 import { Spaces, type SpaceEntry } from "../client/spaces.ts";
-import { mayModerate, rolesFor, type SpaceClient, type MemberView, type InviteView } from "../client/space.ts";
+import { mayModerate, rolesFor, type SpaceClient, type MemberView, type InviteView, type ReadingMark } from "../client/space.ts";
 import { HISTORY_CLOSED, NOT_SHARED_YET, Rooms, type RoomView } from "../client/rooms.ts";
 import { Chat, type Follower, type ReadItem } from "../client/chat.ts";
 import { StoriesClient, type StoryView } from "../client/stories.ts";
@@ -26,6 +26,8 @@ const KEY_POLL_MS = 4_000;
 const WAITING_FOR_KEY = "Waiting for the room's key. It arrives as soon as a member who has it is online; messages appear then.";
 /** How long to wait before opening a space again after the server could not be reached. */
 const RETRY_OPEN_MS = 5_000;
+/** At most this many messages that arrived while the page was closed are counted per room. */
+const CATCH_UP_LIMIT = 200;
 
 const jpegUrl = (bytes: Uint8Array): string => URL.createObjectURL(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: "image/jpeg" }));
 
@@ -65,6 +67,8 @@ interface Live {
   loaded: boolean;
   /** The stories opened in this membership (kept in its vault slot with the unread counts). */
   seen: Set<string>;
+  /** The newest message seq counted per room (read or unread): what comes after is new. */
+  lastSeq: Map<string, number>;
 }
 
 const kindOf = (kind: RoomView["kind"]): RoomKind => (kind === "conference" ? "call" : kind);
@@ -187,10 +191,13 @@ export class Bridge implements Intents {
     const live: Live = {
       slot, client, rooms, chat: new Chat(client, rooms), stories: new StoriesClient(client, rooms), offs: [],
       members: [], invites: [], roomViews: [], name: "", description: "", unread: new Map(), open: null,
-      refreshing: null, refreshAgain: false, followed: new Set(), loaded: false, seen: new Set(),
+      refreshing: null, refreshAgain: false, followed: new Set(), loaded: false, seen: new Set(), lastSeq: new Map(),
     };
     const marks = client.readingMarks();
-    for (const [roomId, count] of marks.unread) live.unread.set(roomId, count);
+    for (const [roomId, { count, seq }] of marks.rooms) {
+      if (count > 0) live.unread.set(roomId, count);
+      if (seq >= 0) live.lastSeq.set(roomId, seq);
+    }
     for (const id of marks.seen) live.seen.add(id);
     this.live.set(slot, live);
     this.store.update((s) => {
@@ -210,6 +217,9 @@ export class Bridge implements Intents {
         const me = client.me.memberKey;
         const theirs = added.messages.filter((m) => !sameBytes(m.sender, me)).length;
         const reading = live.open?.roomId === added.room_id && !document.hidden;
+        const newest = Math.max(live.lastSeq.get(added.room_id) ?? -1, ...added.messages.map((m) => m.seq));
+        live.lastSeq.set(added.room_id, newest);
+        if (theirs === 0 || reading) void this.saveMarks(live);
         if (theirs > 0 && !reading) {
           live.unread.set(added.room_id, (live.unread.get(added.room_id) ?? 0) + theirs);
           // The count is shown once it is kept: a reload right after shows it again.
@@ -267,17 +277,37 @@ export class Bridge implements Intents {
     return live.refreshing;
   }
 
-  /** Asks the server to push every chat and channel's new messages to this session (no backlog
-   * is fetched: `after` is past any seq), so rooms not being read can count what is unread. */
+  /** Asks the server to push every chat and channel's new messages to this session, so rooms
+   * not being read can count what is unread; what others sent since the newest seq counted
+   * (while this page was closed) is counted now (only the envelopes' senders are read). */
   private async followAll(live: Live): Promise<void> {
+    let changed = false;
+    const me = live.client.me.memberKey;
     for (const room of live.roomViews) {
       if (room.kind === "conference" || live.followed.has(room.roomId)) continue;
       live.followed.add(room.roomId);
+      const after = live.lastSeq.get(room.roomId);
       try {
-        await live.client.request<Messages>({ type: "fetch_messages", room_id: room.roomId, after: Number.MAX_SAFE_INTEGER, limit: 1, follow: true });
+        const got = await live.client.request<Messages>({
+          type: "fetch_messages", room_id: room.roomId, after: after ?? Number.MAX_SAFE_INTEGER, limit: after === undefined ? 1 : CATCH_UP_LIMIT, follow: true,
+        });
+        const newest = Math.max(got.last_seq, ...got.messages.map((m) => m.seq));
+        if (after !== undefined && live.open?.roomId !== room.roomId) {
+          const theirs = got.messages.filter((m) => m.seq > after && !sameBytes(m.sender, me)).length;
+          if (theirs > 0) live.unread.set(room.roomId, (live.unread.get(room.roomId) ?? 0) + theirs);
+        }
+        if (newest > (live.lastSeq.get(room.roomId) ?? -1)) {
+          live.lastSeq.set(room.roomId, newest);
+          changed = true;
+        }
       } catch {
         live.followed.delete(room.roomId);
       }
+    }
+    if (changed) {
+      await this.saveMarks(live);
+      this.publishSpace(live);
+      this.publishCards();
     }
   }
 
@@ -353,7 +383,11 @@ export class Bridge implements Intents {
   /** Keep the reading marks (unread counts, stories opened) in the membership's vault slot. */
   private async saveMarks(live: Live): Promise<void> {
     if (this.live.get(live.slot) !== live || this.removed.has(live.slot)) return;
-    await live.client.saveReadingMarks(live.unread, [...live.seen]).catch(() => undefined);
+    const rooms = new Map<string, ReadingMark>();
+    for (const roomId of new Set([...live.unread.keys(), ...live.lastSeq.keys()])) {
+      rooms.set(roomId, { count: live.unread.get(roomId) ?? 0, seq: live.lastSeq.get(roomId) ?? -1 });
+    }
+    await live.client.saveReadingMarks(rooms, [...live.seen]).catch(() => undefined);
   }
 
   private need(slot: string): Live {
