@@ -126,15 +126,15 @@ function Passphrase({ passphrase: has }: { space: SpaceVM; passphrase: boolean }
       <label class="field">
         <span>{has ? "New passphrase" : "Passphrase"}</span>
         <input ref={first} type="password" autocomplete="new-password" minLength={8} required data-testid="passphrase-new" aria-describedby="passphrase-hint" />
+        <small id="passphrase-hint" class="muted">At least 8 characters. A few words you will remember work well.</small>
       </label>
       <label class="field">
         <span>Type it again</span>
         <input ref={second} type="password" autocomplete="new-password" minLength={8} required data-testid="passphrase-again" />
       </label>
-      <p id="passphrase-hint" class="muted small">At least 8 characters. A few words you will remember work well.</p>
       {status !== null ? <p class={status.error ? "error" : "ok"} role={status.error ? "alert" : "status"}>{status.text}</p> : null}
       <div class="button-row">
-        <button type="submit" class="button button-primary" disabled={busy}>{busy ? "Saving…" : has ? "Change passphrase" : "Set passphrase"}</button>
+        <button type="submit" class="button" disabled={busy}>{busy ? "Saving…" : has ? "Change passphrase" : "Set passphrase"}</button>
         {has ? <button type="button" class="button" disabled={busy} onClick={() => apply(null)}>Remove passphrase</button> : null}
       </div>
     </form>
