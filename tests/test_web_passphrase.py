@@ -10,8 +10,10 @@ localStorage or cookies.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from browser_support import JOIN_NAME, JOIN_SUBMIT, SPACE_VIEW
 from conftest import SalonServer
@@ -21,13 +23,23 @@ pytestmark = pytest.mark.timeout(240)
 PASSPHRASE = "river stones at dawn"
 
 
+def picture(path: Path) -> Path:
+    import cv2
+
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[:, :, 2] = np.linspace(80, 220, 640, dtype=np.uint8)[None, :]
+    cv2.imwrite(str(path), image)
+    return path
+
+
 def test_passphrase_and_reading_marks_survive_a_reload(
-    web_server: SalonServer, module_user: Any, new_page: Any
+    web_server: SalonServer, module_user: Any, new_page: Any, tmp_path: Path
 ) -> None:
     alice = module_user("alice")
     made = alice.json("space", "create", "Orchard", "--server", web_server.url, "--as", "Alice")
     space = made["space_id"]
     alice.run("room", "create", space, "general", "--kind", "chat")
+    alice.run("room", "create", space, "news", "--kind", "channel")
 
     bob = new_page()
     page = bob.page
@@ -36,6 +48,17 @@ def test_passphrase_and_reading_marks_survive_a_reload(
     page.click(JOIN_SUBMIT)
     page.wait_for_selector(SPACE_VIEW, timeout=30_000)
     space_url = page.url
+
+    # Bob opens Alice's story: its ring goes.
+    blossom = str(picture(tmp_path / "p.jpg"))
+    alice.run("story", "post", space, "news", blossom, "--caption", "Blossom")
+    page.click("nav.sidebar a:has-text('news')")
+    page.click(".story-unseen", timeout=30_000)
+    page.wait_for_selector(".viewer-stage img:not(.viewer-blur)", timeout=30_000)
+    page.keyboard.press("Escape")
+    page.wait_for_selector(".story-ring:not(.story-unseen) img", timeout=30_000)
+    page.go_back()
+    page.wait_for_url(space_url)
 
     # Settings: set a passphrase (the two fields must agree).
     page.click("a[href$='/settings']")
@@ -75,6 +98,12 @@ def test_passphrase_and_reading_marks_survive_a_reload(
     page.wait_for_selector(SPACE_VIEW, timeout=60_000)
     assert page.url == space_url
     page.wait_for_selector(f"{badge}:has-text('3')", timeout=30_000)
+
+    # The story stays seen.
+    page.click("nav.sidebar a:has-text('news')")
+    page.wait_for_selector(".story-ring img", timeout=30_000)
+    assert page.locator(".story-unseen").count() == 0
+    page.go_back()
 
     # Reading clears the count, and that too is kept.
     page.click("nav.sidebar a:has-text('general')")
