@@ -247,6 +247,19 @@ test("writes wait for a passphrase change: nothing written meanwhile is lost", a
   assert.deepEqual(await (await Vault.open(store, device, { passphrase: "pw pw pw pw" })).get(slot), updated);
 });
 
+test("a second tab's vault does not write under keys the first tab replaced", async () => {
+  const device = await generateDeviceKey();
+  const store = new MemorySlotStore();
+  const first = await Vault.open(store, device);
+  const m = membership("aaaabbbbccccddddeeeeffff");
+  const slot = await first.add(m);
+  const second = await Vault.open(store, device);
+  await first.setPassphrase("new one here");
+  await assert.rejects(second.update(slot, { ...m, head_seq: 100 }), WrongPassphrase);
+  await assert.rejects(second.setPassphrase("another"), WrongPassphrase);
+  assert.deepEqual(await (await Vault.open(store, device, { passphrase: "new one here" })).get(slot), m);
+});
+
 test("a passphrase change cut short at any write loses nothing", async () => {
   const device = await generateDeviceKey();
   // Writes of the change itself with two memberships: 2 staged, 1 switch, 2 × (copy, delete).

@@ -130,6 +130,7 @@ export class Vault {
         await openSlot({ device: this.keys.device, passphrase: await passphraseKey(current, meta.salt) }, CHECK_SLOT, meta.check);
       }
       if (next !== null && next === "") throw new RangeError("an empty passphrase");
+      await this.current();
       const generation = randomBytes(GENERATION_BYTES);
       const { keys, meta } = await newKeys(this.keys.device, next, generation);
       const staging = stagingPrefix(generation);
@@ -207,7 +208,19 @@ export class Vault {
   }
 
   private async write(slot: string, membership: Membership): Promise<void> {
+    await this.current();
     await this.store.put(slot, await sealSlot(this.keys, slot, encodeMembership(membership)));
+  }
+
+  /** Refuse to write under keys another tab has replaced (its passphrase change would make the
+   * record unreadable): `WrongPassphrase`, so the page asks for the passphrase again. */
+  private async current(): Promise<void> {
+    const sealed = await this.required(META_SLOT);
+    const meta = decodeMeta(await openSlot({ device: this.keys.device, passphrase: null }, META_SLOT, sealed));
+    const stored = meta.generation ?? new Uint8Array(0);
+    if (stored.length !== this.generation.length || stored.some((b, i) => b !== this.generation[i])) {
+      throw new WrongPassphrase("the passphrase of this browser was changed elsewhere");
+    }
   }
 }
 
