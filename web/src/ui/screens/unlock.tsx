@@ -25,6 +25,7 @@ export function UnlockScreen(): JSX.Element {
           intents.unlock(passphrase).catch((e: unknown) => {
             setError(explain(e));
             setBusy(false);
+            field.focus();
           });
         }}
       >
