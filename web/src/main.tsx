@@ -13,6 +13,11 @@ import { startCore } from "./ui/core.ts";
 const secret = takeInviteSecret();
 const route = currentRoute();
 if (route.name === "join") holdInviteSecret(route.inviteId, secret);
+// A join link opened in a tab already showing its address (only the part after # differs) does
+// not load the page again: load it, so the secret is taken and used exactly as on a first load.
+addEventListener("hashchange", () => {
+  if (location.hash.length > 1 && currentRoute().name === "join") location.reload();
+});
 
 const store = new Store();
 const intents = startCore(store);

@@ -23,6 +23,8 @@ function membership(spaceId: string, name = "Bob"): Membership {
     name: "A space",
     invite_secrets: [{ invite_id: "inv0AAAAAAAAAAAA", secret: randomBytes(32) }],
     pending_key: null,
+    unread: [],
+    seen_stories: [],
   };
 }
 
@@ -169,4 +171,122 @@ test("a wrong or missing passphrase is WrongPassphrase, and leaks nothing else",
   const plain = new MemorySlotStore();
   await Vault.open(plain, device);
   await assert.rejects(Vault.open(plain, device, { passphrase: "x" }), WrongPassphrase);
+});
+
+// ---- the passphrase: set, change, remove, and a change cut short ------------------------------
+
+/** A slot store that fails every write after the first `budget` ones: a crash at that point. */
+class CrashingStore extends MemorySlotStore {
+  constructor(public budget: number) {
+    super();
+  }
+  private spend(): void {
+    if (this.budget <= 0) throw new Error("crash");
+    this.budget -= 1;
+  }
+  override async put(slot: string, bytes: Uint8Array): Promise<void> {
+    this.spend();
+    await super.put(slot, bytes);
+  }
+  override async delete(slot: string): Promise<void> {
+    this.spend();
+    await super.delete(slot);
+  }
+}
+
+const byslot = async (vault: Vault): Promise<Map<string, Membership>> =>
+  new Map((await vault.list()).map(({ slot, membership: m }) => [slot, m]));
+
+test("a passphrase is set, changed and removed; each time only the right one opens", async () => {
+  const device = await generateDeviceKey();
+  const store = new MemorySlotStore();
+  const vault = await Vault.open(store, device);
+  await vault.add(membership("aaaabbbbccccddddeeeeffff", "Bob"));
+  await vault.add(membership("zzzzyyyyxxxxwwwwvvvvuuuu", "Robert"));
+  const all = await byslot(vault);
+  assert.equal(vault.hasPassphrase, false);
+
+  await vault.setPassphrase("first passphrase");
+  assert.equal(vault.hasPassphrase, true);
+  assert.deepEqual(await byslot(vault), all); // the open vault keeps working
+  await assert.rejects(Vault.open(store, device), WrongPassphrase);
+  await assert.rejects(Vault.open(store, device, { passphrase: "wrong" }), WrongPassphrase);
+  assert.deepEqual(await byslot(await Vault.open(store, device, { passphrase: "first passphrase" })), all);
+  // Nothing staged is left behind, and every record really is under the passphrase now.
+  assert.deepEqual([...store.slots.keys()].filter((s) => !s.startsWith("m.") && s !== META_SLOT), []);
+  for (const slot of all.keys()) {
+    await assert.rejects(openSlot({ device, passphrase: null }, slot, store.slots.get(slot)!).then(decodeMembership));
+  }
+
+  // Changing or removing it needs the current one: a wrong one changes nothing.
+  const before = snapshot(store);
+  await assert.rejects(vault.setPassphrase("second", "not it"), WrongPassphrase);
+  await assert.rejects(vault.setPassphrase(null), WrongPassphrase);
+  assert.deepEqual(snapshot(store), before);
+
+  await vault.setPassphrase("second passphrase", "first passphrase");
+  await assert.rejects(Vault.open(store, device, { passphrase: "first passphrase" }), WrongPassphrase);
+  assert.deepEqual(await byslot(await Vault.open(store, device, { passphrase: "second passphrase" })), all);
+
+  await vault.setPassphrase(null, "second passphrase");
+  assert.equal(vault.hasPassphrase, false);
+  await assert.rejects(Vault.open(store, device, { passphrase: "second passphrase" }), WrongPassphrase);
+  assert.deepEqual(await byslot(await Vault.open(store, device)), all);
+});
+
+test("writes wait for a passphrase change: nothing written meanwhile is lost", async () => {
+  const device = await generateDeviceKey();
+  const store = new MemorySlotStore();
+  const vault = await Vault.open(store, device);
+  const m = membership("aaaabbbbccccddddeeeeffff");
+  const slot = await vault.add(m);
+  const changing = vault.setPassphrase("pw pw pw pw");
+  const updated = { ...m, head_seq: 99 };
+  const writing = vault.update(slot, updated);
+  await Promise.all([changing, writing]);
+  assert.deepEqual(await (await Vault.open(store, device, { passphrase: "pw pw pw pw" })).get(slot), updated);
+});
+
+test("a second tab's vault does not write under keys the first tab replaced", async () => {
+  const device = await generateDeviceKey();
+  const store = new MemorySlotStore();
+  const first = await Vault.open(store, device);
+  const m = membership("aaaabbbbccccddddeeeeffff");
+  const slot = await first.add(m);
+  const second = await Vault.open(store, device);
+  await first.setPassphrase("new one here");
+  await assert.rejects(second.update(slot, { ...m, head_seq: 100 }), WrongPassphrase);
+  await assert.rejects(second.setPassphrase("another"), WrongPassphrase);
+  assert.deepEqual(await (await Vault.open(store, device, { passphrase: "new one here" })).get(slot), m);
+});
+
+test("a passphrase change cut short at any write loses nothing", async () => {
+  const device = await generateDeviceKey();
+  // Writes of the change itself with two memberships: 2 staged, 1 switch, 2 × (copy, delete).
+  for (let crashAt = 0; crashAt <= 7; crashAt += 1) {
+    const store = new CrashingStore(Number.POSITIVE_INFINITY);
+    const vault = await Vault.open(store, device);
+    await vault.add(membership("aaaabbbbccccddddeeeeffff", "Bob"));
+    await vault.add(membership("zzzzyyyyxxxxwwwwvvvvuuuu", "Robert"));
+    const all = await byslot(vault);
+    store.budget = crashAt;
+    const change = vault.setPassphrase("a new passphrase");
+    if (crashAt < 7) await assert.rejects(change, /crash/);
+    else await change;
+    store.budget = Number.POSITIVE_INFINITY;
+    // Before the switch the vault still opens without a passphrase, after it only with the new one.
+    const switched = crashAt >= 3;
+    const reopened = switched ? await Vault.open(store, device, { passphrase: "a new passphrase" }) : await Vault.open(store, device);
+    if (switched) await assert.rejects(Vault.open(store, device), WrongPassphrase);
+    else await assert.rejects(Vault.open(store, device, { passphrase: "a new passphrase" }), WrongPassphrase);
+    assert.deepEqual(await byslot(reopened), all, `crash at write ${crashAt}`);
+    assert.deepEqual([...store.slots.keys()].sort(), [...all.keys(), META_SLOT].sort(), `crash at write ${crashAt}: staging cleared`);
+  }
+});
+
+test("unread counts and seen stories are kept in the membership", () => {
+  const m = { ...membership("aaaabbbbccccddddeeeeffff"), unread: [{ room_id: "r0omAAAAAAAAAAAA", count: 3, seq: 41 }], seen_stories: ["s1", "s2"] };
+  assert.deepEqual(decodeMembership(encodeMembership(m)), m);
+  const plain = decodeMembership(encodeMembership(membership("aaaabbbbccccddddeeeeffff")));
+  assert.deepEqual([plain.unread, plain.seen_stories], [[], []]);
 });

@@ -37,6 +37,12 @@ import {
 } from "./context.ts";
 import { Listeners, type MemberAuth, MemberSession, type SessionOptions } from "./session.ts";
 
+/** One room's reading mark: messages not read yet, and the newest message seq counted. */
+export interface ReadingMark { readonly count: number; readonly seq: number }
+
+/** How many opened stories a membership remembers (stories last a day; this is plenty). */
+const MAX_SEEN_STORIES = 500;
+
 export const SPACE_SCOPE = "space";
 export const APPEND_RETRIES = 5;
 
@@ -314,6 +320,19 @@ export class SpaceClient implements SpaceContext {
       if (i < 0) this.m.room_keys.push(k);
       else if (k.generation < this.m.room_keys[i]!.generation) this.m.room_keys[i] = k;
     }
+    await this.persist();
+  }
+
+  /** This person's reading marks here (per room: unread count and newest seq counted; stories
+   * opened), as last saved. */
+  readingMarks(): { rooms: ReadonlyMap<string, ReadingMark>; seen: readonly string[] } {
+    return { rooms: new Map((this.m.unread ?? []).map((u) => [u.room_id, { count: u.count, seq: u.seq }])), seen: [...(this.m.seen_stories ?? [])] };
+  }
+
+  /** Keep the reading marks in the membership's vault slot (never anywhere else), so a reload keeps them. */
+  async saveReadingMarks(rooms: ReadonlyMap<string, ReadingMark>, seen: readonly string[]): Promise<void> {
+    this.m.unread = [...rooms].map(([room_id, { count, seq }]) => ({ room_id, count, seq }));
+    this.m.seen_stories = seen.slice(-MAX_SEEN_STORIES);
     await this.persist();
   }
 

@@ -96,6 +96,8 @@ export interface SpaceEntry {
   readonly name: string;
   readonly displayName: string;
   readonly server: string;
+  /** Unread messages as last saved (see SpaceClient.saveReadingMarks). */
+  readonly unread: number;
 }
 
 export interface SpacesOptions {
@@ -129,6 +131,7 @@ export class Spaces {
   async list(): Promise<SpaceEntry[]> {
     return (await this.vault.list()).map(({ slot, membership: m }) => ({
       slot, spaceId: m.space_id, name: m.name ?? "", displayName: m.display_name, server: m.server,
+      unread: (m.unread ?? []).reduce((sum, u) => sum + u.count, 0),
     }));
   }
 

@@ -53,7 +53,15 @@ export interface Membership {
   name?: string;
   invite_secrets?: HeldInviteSecret[];
   pending_key?: PendingInviteKeyHeld | null;
+  /** What this person has not read yet, per room, and the last message seq counted (so a
+   * reload keeps the counts and what arrived meanwhile is counted too). */
+  unread?: HeldUnread[];
+  /** The stories this person has opened (so a reload keeps their rings off); newest last. */
+  seen_stories?: string[];
 }
+
+/** Unread messages in one room of this membership, and the newest message seq already counted. */
+export interface HeldUnread { room_id: string; count: number; seq: number }
 
 const SpaceKeyDef = struct("HeldSpaceKey", [f("epoch", "int"), f("key", "bytes")], { arrayLike: true });
 const RoomKeyDef = struct("HeldRoomKey", [f("room_id", "str"), f("epoch", "int"), f("generation", "int"), f("key", "bytes")], {
@@ -64,6 +72,7 @@ const PendingKeyDef = struct("PendingInviteKey", [f("space_id", "str"), f("epoch
   f("join_hash", "bytes")], {
   arrayLike: true,
 });
+const UnreadDef = struct("HeldUnread", [f("room_id", "str"), f("count", "int"), fd("seq", "int", -1)], { arrayLike: true });
 export const MembershipDef = struct("Membership", [
   f("space_id", "str"),
   f("server", "str"),
@@ -77,11 +86,15 @@ export const MembershipDef = struct("Membership", [
   fd("name", "str", ""),
   fd("invite_secrets", list(ref(InviteSecretDef)), []),
   fd("pending_key", optional(ref(PendingKeyDef)), null),
+  fd("unread", list(ref(UnreadDef)), []),
+  fd("seen_stories", list("str"), []),
 ], { tag: "membership" });
 
-/** The vault's own record: whether a passphrase is set (its salt) and a check sealed under it. */
-export interface VaultMeta { type: "vault"; salt: Uint8Array | null; check: Uint8Array | null }
-export const VaultMetaDef = struct("VaultMeta", [f("salt", optional("bytes")), f("check", optional("bytes"))], { tag: "vault" });
+/** The vault's own record: whether a passphrase is set (its salt), a check sealed under it, and
+ * the generation of the keys (a random tag, new at every passphrase change; empty at first). */
+export interface VaultMeta { type: "vault"; salt: Uint8Array | null; check: Uint8Array | null; generation?: Uint8Array }
+export const VaultMetaDef = struct("VaultMeta", [f("salt", optional("bytes")), f("check", optional("bytes")),
+  fd("generation", "bytes", new Uint8Array(0))], { tag: "vault" });
 
 export function encodeMembership(m: Membership): Uint8Array {
   if (m.signing_seed.length !== 32 || m.box_secret.length !== 32) throw new RangeError("a seed and a box secret are 32 bytes");

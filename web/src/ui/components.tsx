@@ -30,7 +30,7 @@ export type IconName = keyof typeof PATHS;
 export function Icon({ name, size = 22 }: { name: IconName; size?: number }): JSX.Element {
   return (
     <svg class="icon" width={size} height={size} viewBox="0 0 24 24" aria-hidden="true" focusable="false">
-      <path d={PATHS[name]} fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" />
+      <path d={PATHS[name]} fill="none" stroke="currentColor" stroke-width={name === "more" ? 3.5 : 2} stroke-linecap="round" stroke-linejoin="round" />
     </svg>
   );
 }

@@ -7,7 +7,7 @@
 import { fromHex } from "../protocol/bytes.ts";
 import { Removed, Unreachable, UsageError } from "../client/context.ts";
 import { Spaces, type SpaceEntry } from "../client/spaces.ts";
-import { mayModerate, rolesFor, type SpaceClient, type MemberView, type InviteView } from "../client/space.ts";
+import { mayModerate, rolesFor, type SpaceClient, type MemberView, type InviteView, type ReadingMark } from "../client/space.ts";
 import { HISTORY_CLOSED, NOT_SHARED_YET, Rooms, type RoomView } from "../client/rooms.ts";
 import { Chat, type Follower, type ReadItem } from "../client/chat.ts";
 import { StoriesClient, type StoryView } from "../client/stories.ts";
@@ -26,6 +26,8 @@ const KEY_POLL_MS = 4_000;
 const WAITING_FOR_KEY = "Waiting for the room's key. It arrives as soon as a member who has it is online; messages appear then.";
 /** How long to wait before opening a space again after the server could not be reached. */
 const RETRY_OPEN_MS = 5_000;
+/** At most this many messages that arrived while the page was closed are counted per room. */
+const CATCH_UP_LIMIT = 200;
 
 const jpegUrl = (bytes: Uint8Array): string => URL.createObjectURL(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: "image/jpeg" }));
 
@@ -63,6 +65,10 @@ interface Live {
   followed: Set<string>;
   /** The first refresh is done: before it the screen would show an empty space. */
   loaded: boolean;
+  /** The stories opened in this membership (kept in its vault slot with the unread counts). */
+  seen: Set<string>;
+  /** The newest message seq counted per room (read or unread): what comes after is new. */
+  lastSeq: Map<string, number>;
 }
 
 const kindOf = (kind: RoomView["kind"]): RoomKind => (kind === "conference" ? "call" : kind);
@@ -75,7 +81,6 @@ export class Bridge implements Intents {
   private readonly removed = new Map<string, RemovedHow>();
   private readonly photos = new Map<string, string>();
   private readonly pictures = new Map<string, string>();
-  private readonly seen = new Set<string>();
   private readonly hiddenSince = new Map<string, number>();
 
   /** Settles once the vault was opened (or found locked). */
@@ -118,7 +123,7 @@ export class Bridge implements Intents {
   private publishCards(): void {
     const cards: SpaceCardVM[] = this.entries.map((entry) => {
       const live = this.live.get(entry.slot);
-      let unread = 0;
+      let unread = live === undefined ? entry.unread : 0;
       for (const n of live?.unread.values() ?? []) unread += n;
       return {
         slot: entry.slot,
@@ -186,8 +191,14 @@ export class Bridge implements Intents {
     const live: Live = {
       slot, client, rooms, chat: new Chat(client, rooms), stories: new StoriesClient(client, rooms), offs: [],
       members: [], invites: [], roomViews: [], name: "", description: "", unread: new Map(), open: null,
-      refreshing: null, refreshAgain: false, followed: new Set(), loaded: false,
+      refreshing: null, refreshAgain: false, followed: new Set(), loaded: false, seen: new Set(), lastSeq: new Map(),
     };
+    const marks = client.readingMarks();
+    for (const [roomId, { count, seq }] of marks.rooms) {
+      if (count > 0) live.unread.set(roomId, count);
+      if (seq >= 0) live.lastSeq.set(roomId, seq);
+    }
+    for (const id of marks.seen) live.seen.add(id);
     this.live.set(slot, live);
     this.store.update((s) => {
       const { [slot]: _gone, ...spaceErrors } = s.spaceErrors;
@@ -206,10 +217,16 @@ export class Bridge implements Intents {
         const me = client.me.memberKey;
         const theirs = added.messages.filter((m) => !sameBytes(m.sender, me)).length;
         const reading = live.open?.roomId === added.room_id && !document.hidden;
+        const newest = Math.max(live.lastSeq.get(added.room_id) ?? -1, ...added.messages.map((m) => m.seq));
+        live.lastSeq.set(added.room_id, newest);
+        if (theirs === 0 || reading) void this.saveMarks(live);
         if (theirs > 0 && !reading) {
           live.unread.set(added.room_id, (live.unread.get(added.room_id) ?? 0) + theirs);
-          this.publishSpace(live);
-          this.publishCards();
+          // The count is shown once it is kept: a reload right after shows it again.
+          void this.saveMarks(live).finally(() => {
+            this.publishSpace(live);
+            this.publishCards();
+          });
         }
       }),
       rooms.startKeyDuty(),
@@ -260,17 +277,37 @@ export class Bridge implements Intents {
     return live.refreshing;
   }
 
-  /** Asks the server to push every chat and channel's new messages to this session (no backlog
-   * is fetched: `after` is past any seq), so rooms not being read can count what is unread. */
+  /** Asks the server to push every chat and channel's new messages to this session, so rooms
+   * not being read can count what is unread; what others sent since the newest seq counted
+   * (while this page was closed) is counted now (only the envelopes' senders are read). */
   private async followAll(live: Live): Promise<void> {
+    let changed = false;
+    const me = live.client.me.memberKey;
     for (const room of live.roomViews) {
       if (room.kind === "conference" || live.followed.has(room.roomId)) continue;
       live.followed.add(room.roomId);
+      const after = live.lastSeq.get(room.roomId);
       try {
-        await live.client.request<Messages>({ type: "fetch_messages", room_id: room.roomId, after: Number.MAX_SAFE_INTEGER, limit: 1, follow: true });
+        const got = await live.client.request<Messages>({
+          type: "fetch_messages", room_id: room.roomId, after: after ?? Number.MAX_SAFE_INTEGER, limit: after === undefined ? 1 : CATCH_UP_LIMIT, follow: true,
+        });
+        const newest = Math.max(got.last_seq, ...got.messages.map((m) => m.seq));
+        if (after !== undefined && live.open?.roomId !== room.roomId) {
+          const theirs = got.messages.filter((m) => m.seq > after && !sameBytes(m.sender, me)).length;
+          if (theirs > 0) live.unread.set(room.roomId, (live.unread.get(room.roomId) ?? 0) + theirs);
+        }
+        if (newest > (live.lastSeq.get(room.roomId) ?? -1)) {
+          live.lastSeq.set(room.roomId, newest);
+          changed = true;
+        }
       } catch {
         live.followed.delete(room.roomId);
       }
+    }
+    if (changed) {
+      await this.saveMarks(live);
+      this.publishSpace(live);
+      this.publishCards();
     }
   }
 
@@ -321,7 +358,7 @@ export class Bridge implements Intents {
       invites: live.invites
         .filter((i) => !i.revoked && !i.expired && i.usesLeft > 0)
         .map((i) => ({ id: i.inviteId, role: i.role === "moderator" ? "moderator" : "member", maxUses: i.maxUses, uses: i.maxUses - i.usesLeft, expiresAt: i.expiresAt * 1000, revoked: i.revoked })),
-      passphrase: null,
+      passphrase: this.spaces?.vault.hasPassphrase ?? null,
     };
     this.store.setSpace(space);
   }
@@ -341,6 +378,16 @@ export class Bridge implements Intents {
       });
     }
     this.publishCards();
+  }
+
+  /** Keep the reading marks (unread counts, stories opened) in the membership's vault slot. */
+  private async saveMarks(live: Live): Promise<void> {
+    if (this.live.get(live.slot) !== live || this.removed.has(live.slot)) return;
+    const rooms = new Map<string, ReadingMark>();
+    for (const roomId of new Set([...live.unread.keys(), ...live.lastSeq.keys()])) {
+      rooms.set(roomId, { count: live.unread.get(roomId) ?? 0, seq: live.lastSeq.get(roomId) ?? -1 });
+    }
+    await live.client.saveReadingMarks(rooms, [...live.seen]).catch(() => undefined);
   }
 
   private need(slot: string): Live {
@@ -366,7 +413,7 @@ export class Bridge implements Intents {
     const view = live.roomViews.find((r) => r.roomId === roomId);
     if (view === undefined || view.kind === "conference") return;
     const unread = live.unread.get(roomId) ?? 0;
-    live.unread.delete(roomId);
+    if (live.unread.delete(roomId)) void this.saveMarks(live);
     const open: OpenRoom = {
       roomId, kind: kindOf(view.kind), follower: null, items: [], stories: [], firstUnread: null, notice: null,
       loading: true, poll: null, keyPoll: null, closed: false,
@@ -492,7 +539,7 @@ export class Bridge implements Intents {
     const byId = new Map(open.stories.map((s) => [s.id, s]));
     open.stories = listed.map((s) => byId.get(s.storyId) ?? {
       id: s.storyId, authorKey: s.senderHex, authorName: s.author, caption: s.caption, at: s.postedAt * 1000,
-      expiresAt: s.visibleUntil * 1000, seen: this.seen.has(s.storyId) || s.mine, thumb: null,
+      expiresAt: s.visibleUntil * 1000, seen: live.seen.has(s.storyId) || s.mine, thumb: null,
     });
     this.publishRoom(live, open);
     for (const story of open.stories) {
@@ -529,8 +576,11 @@ export class Bridge implements Intents {
   }
 
   markStorySeen(slot: string, roomId: string, storyId: string): void {
-    this.seen.add(storyId);
     const live = this.live.get(slot);
+    if (live !== undefined && !live.seen.has(storyId)) {
+      live.seen.add(storyId);
+      void this.saveMarks(live);
+    }
     const open = live?.open;
     if (live === undefined || open === null || open === undefined || open.roomId !== roomId) return;
     open.stories = open.stories.map((s) => (s.id === storyId ? { ...s, seen: true } : s));
@@ -588,8 +638,15 @@ export class Bridge implements Intents {
     await this.reloadList();
   }
 
-  setPassphrase(): Promise<void> {
-    return Promise.reject(new UsageError("Setting a passphrase is not available in this version yet."));
+  async setPassphrase(next: string | null, current: string | null): Promise<void> {
+    const spaces = this.requireSpaces();
+    try {
+      await spaces.vault.setPassphrase(next, current ?? undefined);
+    } catch (err) {
+      if (err instanceof WrongPassphrase) throw new UsageError("The current passphrase is not right. Nothing was changed.");
+      throw err;
+    }
+    for (const live of this.live.values()) this.publishSpace(live);
   }
 
   async leave(slot: string): Promise<void> {

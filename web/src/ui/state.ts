@@ -167,7 +167,9 @@ export interface Intents {
   createInvite(slot: string, options: InviteOptions): Promise<string>;
   revokeInvite(slot: string, inviteId: string): Promise<void>;
   setProfile(slot: string, name: string, photo: Blob | null | undefined): Promise<void>;
-  setPassphrase(passphrase: string | null): Promise<void>;
+  /** Set, change or remove (null) the passphrase of this browser's key store; `current` is
+   * required when it has one. */
+  setPassphrase(next: string | null, current: string | null): Promise<void>;
   leave(slot: string): Promise<void>;
 }
 

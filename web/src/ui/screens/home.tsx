@@ -32,7 +32,7 @@ export function HomeScreen(): JSX.Element {
           {cards.map((space) => (
             <li key={space.slot}>
               <Link href={`/space/${space.slot}`} class="space-card">
-                <span class="space-card-name">{space.name || "Unnamed space"}</span>
+                <span class="space-card-name"><bdi>{space.name || "Unnamed space"}</bdi></span>
                 {space.removed !== null ? (
                   <span class="muted small">{space.removed === "left" ? "You left" : "You were removed"}</span>
                 ) : space.unread > 0 ? (

@@ -31,7 +31,7 @@ export function MembersScreen({ space }: { space: SpaceVM }): JSX.Element {
           <li class="member" key={member.key}>
             <Avatar name={member.name} keyHex={member.key} photo={member.photo} />
             <div class="member-info">
-              <p class="member-name">{member.name}{member.me ? <span class="muted"> (you)</span> : null}</p>
+              <p class="member-name"><bdi>{member.name}</bdi>{member.me ? <span class="muted"> (you)</span> : null}</p>
               <p class="muted small">{ROLE_LABEL[member.role]}{postsIn(space, member)}</p>
             </div>
             <button type="button" class="fingerprint" aria-label={`Fingerprint of ${member.name}: ${groupFingerprint(member.fingerprint)}. What is this?`} onClick={() => setExplaining(member)}>

@@ -117,7 +117,7 @@ function MessageItem({ message, first, now, photo }: { message: MessageVM; first
     return (
       <li class="message message-first message-hidden">
         <div class="message-gutter" />
-        <p class="message-body muted small">{message.text}</p>
+        <p class="message-body muted small" dir="auto">{message.text}</p>
       </li>
     );
   }
@@ -128,11 +128,11 @@ function MessageItem({ message, first, now, photo }: { message: MessageVM; first
       <div class="message-body">
         {first ? (
           <p class="message-meta">
-            <strong class="message-author">{message.mine ? "You" : message.authorName}</strong>{" "}
+            <strong class="message-author"><bdi>{message.mine ? "You" : message.authorName}</bdi></strong>{" "}
             <time class="muted small" dateTime={new Date(message.at).toISOString()}>{clock(message.at)}</time>
           </p>
         ) : null}
-        <p class="message-text">{message.text}</p>
+        <p class="message-text" dir="auto">{message.text}</p>
         {left !== "" || message.pending ? (
           <p class="message-foot muted small">
             {message.pending ? <span>Sending…</span> : null}

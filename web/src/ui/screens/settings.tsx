@@ -65,49 +65,76 @@ function Profile({ space }: { space: SpaceVM }): JSX.Element {
 
 function Passphrase({ passphrase: has }: { space: SpaceVM; passphrase: boolean }): JSX.Element {
   const { intents } = useEnv();
-  // The passphrase stays in the input elements (uncontrolled), never in component state.
+  // Passphrases stay in the input elements (uncontrolled), never in component state.
+  const current = useRef<HTMLInputElement>(null);
   const first = useRef<HTMLInputElement>(null);
   const second = useRef<HTMLInputElement>(null);
   const [busy, setBusy] = useState(false);
-  const [status, setStatus] = useState<string | null>(null);
-  const apply = (passphrase: string | null): void => {
+  const [status, setStatus] = useState<{ text: string; error: boolean } | null>(null);
+  const clear = (): void => {
+    for (const field of [current.current, first.current, second.current]) if (field !== null) field.value = "";
+  };
+  const apply = (next: string | null): void => {
+    const now = current.current?.value ?? null;
+    if (has && (now === null || now === "")) {
+      setStatus({ text: "Type your current passphrase first.", error: true });
+      current.current?.focus();
+      return;
+    }
     setBusy(true);
     setStatus(null);
-    intents.setPassphrase(passphrase).then(
-      () => { setBusy(false); setStatus(passphrase === null ? "Passphrase removed." : "Passphrase set."); },
-      (e: unknown) => { setBusy(false); setStatus(explain(e)); },
+    intents.setPassphrase(next, has ? now : null).then(
+      () => {
+        clear();
+        setBusy(false);
+        setStatus({ text: next === null ? "Passphrase removed. This browser opens your spaces without asking." : "Passphrase saved. This browser will ask for it next time.", error: false });
+      },
+      (e: unknown) => {
+        if (current.current !== null) current.current.value = "";
+        setBusy(false);
+        setStatus({ text: explain(e), error: true });
+      },
     );
   };
   return (
     <form
       class="card"
+      aria-labelledby="passphrase-title"
       onSubmit={(event) => {
         event.preventDefault();
         const a = first.current, b = second.current;
         if (a === null || b === null) return;
         if (a.value !== b.value) {
-          setStatus("The two passphrases are not the same.");
+          setStatus({ text: "The two new passphrases are not the same.", error: true });
           return;
         }
-        const value = a.value;
-        a.value = "";
-        b.value = "";
-        apply(value);
+        apply(a.value);
       }}
     >
-      <h2>Passphrase for this browser</h2>
-      <p class="muted small">Optional. Your keys are already locked to this browser; with a passphrase, someone using this computer also needs it to open your spaces. If you forget it, you lose access here.</p>
+      <h2 id="passphrase-title">Passphrase for this browser</h2>
+      <p class="muted small">
+        {has
+          ? "This browser asks for your passphrase before it opens your spaces. It protects every space on this browser."
+          : "Optional. Your spaces are already locked to this browser. With a passphrase, someone using this computer also needs it to open them. If you forget it, you lose your spaces here."}
+      </p>
+      {has ? (
+        <label class="field">
+          <span>Current passphrase</span>
+          <input ref={current} type="password" autocomplete="current-password" data-testid="passphrase-current" />
+        </label>
+      ) : null}
       <label class="field">
         <span>{has ? "New passphrase" : "Passphrase"}</span>
-        <input ref={first} type="password" autocomplete="new-password" minLength={8} required />
+        <input ref={first} type="password" autocomplete="new-password" minLength={8} required data-testid="passphrase-new" aria-describedby="passphrase-hint" />
+        <small id="passphrase-hint" class="muted">At least 8 characters. A few words you will remember work well.</small>
       </label>
       <label class="field">
         <span>Type it again</span>
-        <input ref={second} type="password" autocomplete="new-password" minLength={8} required />
+        <input ref={second} type="password" autocomplete="new-password" minLength={8} required data-testid="passphrase-again" />
       </label>
-      {status !== null ? <p role="status">{status}</p> : null}
+      {status !== null ? <p class={status.error ? "error" : "ok"} role={status.error ? "alert" : "status"}>{status.text}</p> : null}
       <div class="button-row">
-        <button type="submit" class="button button-primary" disabled={busy}>{has ? "Change passphrase" : "Set passphrase"}</button>
+        <button type="submit" class="button" disabled={busy}>{busy ? "Saving…" : has ? "Change passphrase" : "Set passphrase"}</button>
         {has ? <button type="button" class="button" disabled={busy} onClick={() => apply(null)}>Remove passphrase</button> : null}
       </div>
     </form>

@@ -99,7 +99,7 @@ function Sidebar({ space, route }: { space: SpaceVM; route: SpaceRoute }): JSX.E
     <nav class="sidebar" aria-label={`${space.name} rooms`}>
       <div class="sidebar-head">
         <Link href="/" class="icon-button" label="All your spaces"><Icon name="home" /></Link>
-        <h2 class="sidebar-title">{space.name}</h2>
+        <h2 class="sidebar-title" title={space.name}><bdi>{space.name}</bdi></h2>
       </div>
       {GROUPS.map((group) => {
         const rooms = space.rooms.filter((room) => room.kind === group.kind);
@@ -135,7 +135,7 @@ function RoomLink({ space, room, icon, current }: { space: SpaceVM; room: RoomVM
     <li>
       <Link href={`/space/${space.slot}/room/${room.id}`} class="nav-item" current={current}>
         <Icon name={icon} />
-        <span class="nav-label">{room.name}</span>
+        <span class="nav-label"><bdi>{room.name}</bdi></span>
         {room.unread > 0 ? <span class="badge" aria-label={`${room.unread} unread`}>{room.unread > 99 ? "99+" : room.unread}</span> : null}
       </Link>
     </li>

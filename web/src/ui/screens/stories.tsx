@@ -37,7 +37,7 @@ export function StoriesRow({ space, room, stories }: { space: SpaceVM; room: Roo
               <span class={`story-ring${story.seen ? "" : " story-unseen"}`}>
                 {story.thumb !== null ? <img src={story.thumb} alt="" /> : <Avatar name={story.authorName} keyHex={story.authorKey} photo={null} size="l" />}
               </span>
-              <span class="story-name">{story.authorName}</span>
+              <span class="story-name"><bdi>{story.authorName}</bdi></span>
               <span class="story-left">{timeLeft(story.expiresAt, now) || "ending"} left</span>
             </button>
           </li>
@@ -96,7 +96,7 @@ function StoryViewer(props: { space: SpaceVM; room: RoomVM; stories: readonly St
       <header class="viewer-head">
         <Avatar name={story.authorName} keyHex={story.authorKey} photo={null} size="s" />
         <div>
-          <p class="viewer-author">{story.authorName}</p>
+          <p class="viewer-author"><bdi>{story.authorName}</bdi></p>
           <p class="small">{timeLeft(story.expiresAt, Date.now()) || "ending"} left · {props.index + 1} of {props.stories.length}</p>
         </div>
         <IconButton icon="close" label="Close" onClick={props.onClose} class="viewer-close" />
@@ -104,7 +104,7 @@ function StoryViewer(props: { space: SpaceVM; room: RoomVM; stories: readonly St
       <div class="viewer-stage">
         {picture !== null ? <img src={picture} alt={story.caption || `Story by ${story.authorName}`} /> : error !== null ? <p role="alert">{error}</p> : story.thumb !== null ? <img class="viewer-blur" src={story.thumb} alt="Loading the full picture" /> : <p>Loading…</p>}
       </div>
-      {story.caption ? <p class="viewer-caption">{story.caption}</p> : null}
+      {story.caption ? <p class="viewer-caption" dir="auto">{story.caption}</p> : null}
       <IconButton icon="left" label="Previous story" class="viewer-prev" disabled={props.index === 0} onClick={() => move(-1)} />
       <IconButton icon="right" label="Next story" class="viewer-next" disabled={props.index === props.stories.length - 1} onClick={() => move(1)} />
     </div>

@@ -25,6 +25,7 @@ export function UnlockScreen(): JSX.Element {
           intents.unlock(passphrase).catch((e: unknown) => {
             setError(explain(e));
             setBusy(false);
+            field.focus();
           });
         }}
       >
@@ -36,6 +37,7 @@ export function UnlockScreen(): JSX.Element {
         </label>
         {error !== null ? <p class="error" role="alert">{error}</p> : null}
         <button class="button button-primary wide" type="submit" disabled={busy}>{busy ? "Unlocking…" : "Unlock"}</button>
+        <p class="muted small">Forgot it? It can't be recovered: your spaces on this browser stay locked. Ask for new invitations to join again.</p>
       </form>
     </main>
   );
