@@ -23,6 +23,7 @@ function membership(spaceId: string, name = "Bob"): Membership {
     name: "A space",
     invite_secrets: [{ invite_id: "inv0AAAAAAAAAAAA", secret: randomBytes(32) }],
     pending_key: null,
+    removed: "",
   };
 }
 

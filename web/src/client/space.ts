@@ -78,6 +78,22 @@ export interface InviteView {
 
 const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
+/** How many pushed records are kept to check a claimed removal with. */
+export const PUSHED_KEPT = 64;
+
+/** A removal the verified chain shows (or our own leave). */
+export function removal(how: "kicked" | "banned" | "left"): Removed {
+  const text = how === "banned" ? "you were banned from this space" : how === "left" ? "you left this space" :
+    "you are no longer a member of this space";
+  return new Removed(how, text, true);
+}
+
+/** The server says we are out, but nothing on the verified chain shows it. */
+export function unconfirmed(claim: "removed" | "banned" = "removed"): Removed {
+  return new Removed("unconfirmed", `the server no longer lets this device in (it says you were ${claim}); ` +
+    "this device could not confirm that from the space's signed history");
+}
+
 /** Open a payload box under the space key of its epoch; null if we lack the key or it does not open. */
 async function openBox<T>(key: Uint8Array | undefined, box: Uint8Array, def: typeof SPACE_INFO): Promise<T | null> {
   if (key === undefined) return null;
@@ -202,6 +218,8 @@ export class SpaceClient implements SpaceContext {
   private profileAvatar: Uint8Array | null = null;
   private leaving = false;
   private saving: Promise<void> = Promise.resolve();
+  /** Records the server pushed (`record_added`), kept to check a claimed removal against. */
+  private readonly pushed: Record[] = [];
 
   private constructor(
     private readonly vault: Vault,
@@ -216,7 +234,11 @@ export class SpaceClient implements SpaceContext {
     this.meHex = toHex(me.memberKey);
     for (const held of m.space_keys) this.keys.set(held.epoch, held.key);
     session.onEvent((event) => {
-      if (event.type === "record_added") this.sync().catch((err) => this.backgroundError(err));
+      if (event.type === "record_added") {
+        this.pushed.push(event.record);
+        if (this.pushed.length > PUSHED_KEPT) this.pushed.shift();
+        this.sync().catch((err) => this.backgroundError(err));
+      }
     });
     session.onReconnect(() => {
       // Catch up on the chain first, then let followers resubscribe (even if the sync failed:
@@ -227,17 +249,29 @@ export class SpaceClient implements SpaceContext {
           if (this.removedError === null) this.reconnectListeners.emit();
         });
     });
-    session.onRemoved((err) => this.markRemoved(err));
+    // The server ending the session as "removed" is only its word: believed once the signed
+    // chain shows it (the remove record it pushed just before), else "unconfirmed".
+    session.onRemoved((claim) => void this.confirmRemoval(claim));
   }
 
   /** Connect, authenticate and verify the membership in `slot`; runs the key duties once. */
   static async open(vault: Vault, slot: string, options: SpaceClientOptions = {}): Promise<SpaceClient> {
     const m = await vault.get(slot);
+    if (m.removed === "kicked" || m.removed === "banned" || m.removed === "left") {
+      throw removal(m.removed); // verified before: final, nothing to ask the server
+    }
     const memberKey = await deriveMemberKey(m.signing_seed);
     const boxKey = await deriveBoxKey(m.box_secret);
     const me: Me = { memberKey, signingSeed: m.signing_seed, boxSecret: m.box_secret, boxKey };
     const auth: MemberAuth = { spaceId: m.space_id, memberKey, signingSeed: m.signing_seed };
-    const session = await MemberSession.open(m.server, auth, options);
+    let session: MemberSession;
+    try {
+      session = await MemberSession.open(m.server, auth, options);
+    } catch (err) {
+      // A refused authentication is the server's word; without the chain we cannot check it.
+      if (err instanceof Removed) throw unconfirmed();
+      throw err;
+    }
     const client = new SpaceClient(vault, slot, m, session, me);
     client.profileAvatar = options.profileAvatar ?? null;
     if (options.onWarning !== undefined) client.onWarning(options.onWarning);
@@ -276,7 +310,10 @@ export class SpaceClient implements SpaceContext {
 
   request<T extends ServerMessage>(message: WithoutId<ClientMessage>): Promise<T> {
     if (this.removedError !== null) return Promise.reject(this.removedError);
-    return this.session.request<T>(message);
+    // The session's own `Removed` is the server's word; what we concluded replaces it.
+    return this.session.request<T>(message).catch((err: unknown) => {
+      throw err instanceof Removed ? (this.removedError ?? unconfirmed()) : err;
+    });
   }
 
   onEvent(listener: (event: ServerMessage) => void): () => void {
@@ -497,7 +534,7 @@ export class SpaceClient implements SpaceContext {
           await this.session.request({ type: "get_records", after: this.m.head_seq });
         } catch (again) {
           if (!(again instanceof Removed)) throw err;
-          this.markRemoved(new Removed("left", "you left this space"));
+          this.markRemoved(removal("left"));
           return;
         }
         this.leaving = false;
@@ -507,7 +544,7 @@ export class SpaceClient implements SpaceContext {
         throw err;
       }
     }
-    this.markRemoved(new Removed("left", "you left this space"));
+    this.markRemoved(removal("left"));
   }
 
   /** Publish a new profile: display name and avatar (JPEG bytes, or null for none). */
@@ -551,9 +588,9 @@ export class SpaceClient implements SpaceContext {
     else console.error("salon: background sync failed", err);
   }
 
-  private markRemoved(removal: Removed): void {
+  private markRemoved(removalErr: Removed): void {
     if (this.removedError !== null) return;
-    const err = this.leaving ? new Removed("left", "you left this space") : removal;
+    const err = this.leaving ? removal("left") : removalErr;
     this.removedError = err;
     this.session.removed(err);
     this.removedListeners.emit(err);
@@ -603,17 +640,60 @@ export class SpaceClient implements SpaceContext {
     }
     const name = (await this.info()).name;
     if (r.meta !== null && name !== "") this.m.name = name;
+    const out = this.removalIn(r);
+    if (out !== null) this.m.removed = out.how;
     await this.persist();
     if (changed) this.rosterListeners.emit(r);
-    if (!r.members.has(this.meHex)) {
-      const banned = r.departed.get(this.meHex);
-      const err = banned === true
-        ? new Removed("banned", "you were banned from this space")
-        : new Removed(banned === false ? "kicked" : "kicked", "you are no longer a member of this space");
-      this.markRemoved(err);
-      throw err;
+    if (out !== null) {
+      this.markRemoved(out);
+      throw out;
     }
     return r;
+  }
+
+  /** Our removal as roster `r` shows it (confirmed), or null while we are a member. */
+  private removalIn(r: Roster): Removed | null {
+    if (r.members.has(this.meHex)) return null;
+    if (this.leaving) return removal("left");
+    return removal(r.departed.get(this.meHex) === true ? "banned" : "kicked");
+  }
+
+  /**
+   * The server says we are out (closed the session as removed/banned, or refused us): believe
+   * it only if the records it pushed extend our verified chain to a roster without us.
+   */
+  private async confirmRemoval(claim: Removed): Promise<void> {
+    if (this.removedError !== null) return;
+    if (this.leaving) {
+      this.markRemoved(removal("left"));
+      return;
+    }
+    let r = this.rosterValue;
+    if (r !== null) {
+      for (const record of [...this.pushed].sort((a, b) => a.seq - b.seq)) {
+        if (record.seq !== r.head.seq + 1) continue;
+        try {
+          r = await applyRecord(r, record);
+        } catch {
+          break; // not a record of this chain (forged, or a fork): proves nothing
+        }
+      }
+    }
+    if (this.removedError !== null) return;
+    const out = r === null ? null : this.removalIn(r);
+    if (out === null || r === null) {
+      this.markRemoved(unconfirmed(claim.how === "banned" ? "banned" : "removed"));
+      return;
+    }
+    this.rosterValue = r;
+    if (r.head.seq >= this.m.head_seq) {
+      this.m.head_seq = r.head.seq;
+      this.m.head_hash = r.head.hash;
+    }
+    this.m.removed = out.how;
+    this.markRemoved(out);
+    await this.persist().catch(() => undefined);
+    this.rosterListeners.emit(r);
   }
 
   private async takePendingKey(r: Roster): Promise<void> {

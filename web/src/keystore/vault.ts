@@ -53,6 +53,8 @@ export interface Membership {
   name?: string;
   invite_secrets?: HeldInviteSecret[];
   pending_key?: PendingInviteKeyHeld | null;
+  /** Our removal as the verified chain showed it ("kicked", "banned", "left"); "" while a member. */
+  removed?: string;
 }
 
 const SpaceKeyDef = struct("HeldSpaceKey", [f("epoch", "int"), f("key", "bytes")], { arrayLike: true });
@@ -77,6 +79,7 @@ export const MembershipDef = struct("Membership", [
   fd("name", "str", ""),
   fd("invite_secrets", list(ref(InviteSecretDef)), []),
   fd("pending_key", optional(ref(PendingKeyDef)), null),
+  fd("removed", "str", ""),
 ], { tag: "membership" });
 
 /** The vault's own record: whether a passphrase is set (its salt) and a check sealed under it. */

@@ -1,0 +1,207 @@
+/**
+ * The web client against a hostile server (red team, issue 9): an in-process WebSocket that
+ * serves a real signed chain and then lies. Each test plays one attack and checks that the
+ * client believes only what the signed chain proves.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { ed25519Sign, randomBytes } from "../src/protocol/crypto.ts";
+import { newMembership, type Membership as Identity } from "../src/protocol/identities.ts";
+import { inviteKey, inviteSigningSeed } from "../src/protocol/invites.ts";
+import { deriveSpaceId, joinStatement, recordHash, signRecord, type Record, type RecordBody } from "../src/protocol/records.ts";
+import { applyRecord, rosterFromRecords, type Roster } from "../src/protocol/roster.ts";
+import { seal as secretboxSeal } from "../src/protocol/secretbox.ts";
+import { encodeStruct } from "../src/protocol/schema.ts";
+import { decodeClientMessage, encodeServerMessage, type ClientMessage, type ServerMessage } from "../src/protocol/wire.ts";
+import { MemorySlotStore, Vault } from "../src/keystore/store.ts";
+import { generateDeviceKey } from "../src/keystore/vault.ts";
+import { Removed } from "../src/client/context.ts";
+import { PROFILE_INFO, SpaceClient } from "../src/client/space.ts";
+
+const ORIGIN = "http://127.0.0.1:9";
+
+class Chain {
+  records: Record[] = [];
+  roster!: Roster;
+  constructor(readonly spaceId: string) {}
+  async add(who: Identity, body: RecordBody): Promise<Record> {
+    const head = this.roster?.head ?? { seq: -1, hash: new Uint8Array(32) };
+    const record = await signRecord(who.signingSeed, {
+      space_id: this.spaceId, seq: head.seq + 1, prev: head.hash, author: who.memberKey, created_at: Math.floor(Date.now() / 1000), body,
+    });
+    this.roster = this.roster === undefined ? await rosterFromRecords(this.spaceId, [record]) : await applyRecord(this.roster, record);
+    this.records.push(record);
+    return record;
+  }
+}
+
+/** Alice founds a space, invites Bob; Bob (the web client) joined and has a profile. */
+async function world(): Promise<{ chain: Chain; alice: Identity; bob: Identity; key: Uint8Array }> {
+  const alice = await newMembership();
+  const genesis = { type: "genesis" as const, box_key: alice.boxKey, nonce: randomBytes(16) };
+  const chain = new Chain(await deriveSpaceId(alice.memberKey, genesis));
+  const key = randomBytes(32);
+  await chain.add(alice, genesis);
+  const secret = randomBytes(32);
+  const id = "i".repeat(22);
+  await chain.add(alice, { type: "invite", invite_id: id, invite_key: await inviteKey(secret, id), role: "member", expires_at: 4_000_000_000, max_uses: 5 });
+  const bob = await newMembership();
+  const sig = await ed25519Sign(await inviteSigningSeed(secret, id), joinStatement(chain.spaceId, bob.memberKey, bob.boxKey, id));
+  await chain.add(bob, { type: "join", invite_id: id, box_key: bob.boxKey, invite_sig: sig });
+  for (const who of [alice, bob]) {
+    await chain.add(who, { type: "profile", epoch: 0, box: await secretboxSeal(key, encodeStruct(PROFILE_INFO, { display_name: who === alice ? "Alice" : "Bob", avatar: null })) });
+  }
+  return { chain, alice, bob, key };
+}
+
+interface Hostile {
+  chain: Chain;
+  sockets: HostileSocket[];
+  /** What `auth` is answered with (default: welcome). */
+  auth?: (m: ClientMessage) => ServerMessage;
+}
+
+let hostile: Hostile;
+
+class HostileSocket {
+  binaryType = "blob";
+  onmessage: ((ev: { data: unknown }) => void) | null = null;
+  onclose: (() => void) | null = null;
+  onerror: (() => void) | null = null;
+  closed = false;
+  constructor(readonly url: string) {
+    hostile.sockets.push(this);
+    setTimeout(() => this.deliver({ type: "challenge", nonce: randomBytes(32), origin: ORIGIN, version: 1 }), 1);
+  }
+  deliver(message: ServerMessage): void {
+    if (this.closed) return;
+    const bytes = encodeServerMessage(message);
+    this.onmessage?.({ data: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) });
+  }
+  send(data: Uint8Array): void {
+    const m: ClientMessage = decodeClientMessage(data);
+    const chain = hostile.chain;
+    setTimeout(() => {
+      if (m.type === "auth") {
+        this.deliver(hostile.auth?.(m) ?? { type: "welcome", id: m.id, space_id: chain.spaceId, head_seq: chain.roster.head.seq });
+      } else if (m.type === "get_records") {
+        this.deliver({ type: "records", id: m.id, records: chain.records.filter((r) => r.seq > m.after), head_seq: chain.roster.head.seq, head_hash: chain.roster.head.hash });
+      } else if (m.type === "get_envelopes") {
+        this.deliver({ type: "envelopes", id: m.id, envelopes: [] });
+      } else if (m.type === "list_invites") {
+        this.deliver({ type: "invites", id: m.id, invites: [] });
+      } else {
+        this.deliver({ type: "error", id: m.id, code: "forbidden", message: "no" });
+      }
+    }, 1);
+  }
+  close(): void {
+    this.drop();
+  }
+  drop(): void {
+    if (this.closed) return;
+    this.closed = true;
+    const onclose = this.onclose;
+    setTimeout(() => onclose?.(), 1);
+  }
+}
+
+async function withHostileServer(chain: Chain, run: () => Promise<void>): Promise<void> {
+  const saved = globalThis.WebSocket;
+  hostile = { chain, sockets: [] };
+  (globalThis as { WebSocket: unknown }).WebSocket = HostileSocket;
+  try {
+    await run();
+  } finally {
+    (globalThis as { WebSocket: unknown }).WebSocket = saved;
+  }
+}
+
+async function bobsVault(chain: Chain, bob: Identity, key: Uint8Array): Promise<{ vault: Vault; slot: string }> {
+  const vault = await Vault.open(new MemorySlotStore(), await generateDeviceKey());
+  const head = chain.roster.head;
+  const slot = await vault.add({
+    type: "membership", space_id: chain.spaceId, server: ORIGIN, display_name: "Bob", signing_seed: bob.signingSeed,
+    box_secret: bob.boxSecret, space_keys: [{ epoch: 0, key }], room_keys: [], head_seq: head.seq, head_hash: head.hash,
+    name: "", invite_secrets: [], pending_key: null,
+  });
+  return { vault, slot };
+}
+
+const waitFor = async (check: () => boolean): Promise<void> => {
+  for (let i = 0; i < 400 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(check(), "timed out");
+};
+
+// ---- removal: the server's word is not a removal ----
+
+test("hostile server: session_closed 'removed' without a remove record on the chain is not believed", async () => {
+  const { chain, bob, key } = await world();
+  await withHostileServer(chain, async () => {
+    const { vault, slot } = await bobsVault(chain, bob, key);
+    const client = await SpaceClient.open(vault, slot, { random: () => 0 });
+    let removed: Removed | null = null;
+    client.onRemoved((err) => (removed = err));
+    hostile.sockets[0]!.deliver({ type: "session_closed", reason: "removed" });
+    hostile.sockets[0]!.drop();
+    await waitFor(() => removed !== null);
+    assert.equal((removed as Removed | null)?.how, "unconfirmed");
+    assert.equal((removed as Removed | null)?.confirmed, false);
+    // Nothing was forgotten: the keys are still in the vault.
+    assert.equal((await vault.get(slot)).space_keys.length, 1);
+  });
+});
+
+test("hostile server: auth refused as 'not a member' at open is an unconfirmed removal", async () => {
+  const { chain, bob, key } = await world();
+  await withHostileServer(chain, async () => {
+    const { vault, slot } = await bobsVault(chain, bob, key);
+    hostile.auth = (m) => ({ type: "error", id: (m as { id: number }).id, code: "unauthenticated", message: "not a member of this space" });
+    await assert.rejects(SpaceClient.open(vault, slot), (err: unknown) => err instanceof Removed && err.how === "unconfirmed" && !err.confirmed);
+  });
+});
+
+test("a real kick pushed as record_added before session_closed is a confirmed removal, remembered in the vault", async () => {
+  const { chain, alice, bob, key } = await world();
+  await withHostileServer(chain, async () => {
+    const { vault, slot } = await bobsVault(chain, bob, key);
+    const client = await SpaceClient.open(vault, slot, { random: () => 0 });
+    let removed: Removed | null = null;
+    client.onRemoved((err) => (removed = err));
+    const remove = await chain.add(alice, { type: "remove", member: bob.memberKey, ban: true });
+    hostile.auth = (m) => ({ type: "error", id: (m as { id: number }).id, code: "unauthenticated", message: "you are banned from this space" });
+    hostile.sockets[0]!.deliver({ type: "record_added", record: remove });
+    hostile.sockets[0]!.deliver({ type: "session_closed", reason: "banned" });
+    hostile.sockets[0]!.drop();
+    await waitFor(() => removed !== null);
+    assert.equal((removed as Removed | null)?.how, "banned");
+    assert.equal((removed as Removed | null)?.confirmed, true);
+    // Reopening later (the server refuses us): the vault remembers the verified removal.
+    await waitFor(() => true);
+    const stored = await vault.get(slot);
+    assert.equal(stored.head_seq, remove.seq);
+    assert.deepEqual(stored.head_hash, await recordHash(remove));
+    await assert.rejects(SpaceClient.open(vault, slot), (err: unknown) => err instanceof Removed && err.how === "banned" && err.confirmed);
+  });
+});
+
+test("hostile server: a forged remove record (not signed by a moderator) pushed with session_closed is not believed", async () => {
+  const { chain, bob, key } = await world();
+  await withHostileServer(chain, async () => {
+    const { vault, slot } = await bobsVault(chain, bob, key);
+    const client = await SpaceClient.open(vault, slot, { random: () => 0 });
+    let removed: Removed | null = null;
+    client.onRemoved((err) => (removed = err));
+    const mallory = await newMembership();
+    const head = chain.roster.head;
+    const forged = await signRecord(mallory.signingSeed, {
+      space_id: chain.spaceId, seq: head.seq + 1, prev: head.hash, author: mallory.memberKey, created_at: Math.floor(Date.now() / 1000),
+      body: { type: "remove", member: bob.memberKey, ban: true },
+    });
+    hostile.sockets[0]!.deliver({ type: "record_added", record: forged });
+    hostile.sockets[0]!.deliver({ type: "session_closed", reason: "banned" });
+    hostile.sockets[0]!.drop();
+    await waitFor(() => removed !== null);
+    assert.equal((removed as Removed | null)?.how, "unconfirmed");
+  });
+});
