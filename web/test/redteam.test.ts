@@ -17,6 +17,10 @@ import { MemorySlotStore, Vault } from "../src/keystore/store.ts";
 import { generateDeviceKey } from "../src/keystore/vault.ts";
 import { Removed } from "../src/client/context.ts";
 import { PROFILE_INFO, SpaceClient } from "../src/client/space.ts";
+import { memberName } from "../src/client/chat.ts";
+import { MAX_NAME, cleanName, shortFingerprint } from "../src/client/names.ts";
+import { toHex } from "../src/protocol/bytes.ts";
+import { fingerprint } from "../src/protocol/identities.ts";
 
 const ORIGIN = "http://127.0.0.1:9";
 
@@ -203,5 +207,42 @@ test("hostile server: a forged remove record (not signed by a moderator) pushed 
     hostile.sockets[0]!.drop();
     await waitFor(() => removed !== null);
     assert.equal((removed as Removed | null)?.how, "unconfirmed");
+  });
+});
+
+// ---- a malicious participant's display name ----
+
+test("names: invisible and bidi characters are removed, white space collapsed, length capped", () => {
+  assert.equal(cleanName("Al\u200Bice"), "Alice");
+  assert.equal(cleanName("\u202Eecila\u202C"), "ecila");
+  assert.equal(cleanName("  A\n\tB\u2028C  "), "A B C");
+  assert.equal(cleanName("\u3164\u200D"), "");
+  const long = cleanName("x".repeat(10_000));
+  assert.equal(Array.from(long).length, MAX_NAME);
+  assert.ok(long.endsWith("…"));
+});
+
+test("malicious participant: a member posing as Alice (zero-width, other case) is labelled with fingerprints", async () => {
+  const { chain, alice, bob, key } = await world();
+  // Mallory joins through a second invite and names herself "ALICE" with a zero-width space.
+  const secret = randomBytes(32);
+  const id = "j".repeat(22);
+  await chain.add(alice, { type: "invite", invite_id: id, invite_key: await inviteKey(secret, id), role: "member", expires_at: 4_000_000_000, max_uses: 1 });
+  const mallory = await newMembership();
+  const sig = await ed25519Sign(await inviteSigningSeed(secret, id), joinStatement(chain.spaceId, mallory.memberKey, mallory.boxKey, id));
+  await chain.add(mallory, { type: "join", invite_id: id, box_key: mallory.boxKey, invite_sig: sig });
+  await chain.add(mallory, { type: "profile", epoch: 0, box: await secretboxSeal(key, encodeStruct(PROFILE_INFO, { display_name: "ALI\u200BCE\u202E", avatar: null })) });
+  await withHostileServer(chain, async () => {
+    const { vault, slot } = await bobsVault(chain, bob, key);
+    const client = await SpaceClient.open(vault, slot, { random: () => 0 });
+    const views = await client.members();
+    const label = (who: Identity): string => views.find((v) => v.id === toHex(who.memberKey))!.displayName;
+    const fp = async (who: Identity): Promise<string> => shortFingerprint(await fingerprint(who.memberKey));
+    assert.equal(label(alice), `Alice (${await fp(alice)})`);
+    assert.equal(label(mallory), `ALICE (${await fp(mallory)})`);
+    assert.equal(label(bob), "Bob");
+    assert.equal(await memberName(client, toHex(mallory.memberKey)), `ALICE (${await fp(mallory)})`);
+    assert.equal(await memberName(client, toHex(bob.memberKey)), "Bob");
+    client.close();
   });
 });

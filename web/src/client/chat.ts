@@ -31,6 +31,7 @@ import {
 import type { ServerMessage } from "../protocol/wire.ts";
 import { ServerError, Unreachable, UsageError, type SpaceContext } from "./context.ts";
 import { FORK_WARNING, HeadCheck } from "./forks.ts";
+import { cleanName, memberLabels } from "./names.ts";
 import { RoomKeyConflict, RoomKeyRefused, RoomKeyUnavailable, type Rooms } from "./rooms.ts";
 
 export const PAGE = 500;
@@ -141,23 +142,31 @@ export class ReplayGuard {
 
 const PROFILE_INFO = struct("ProfileInfo", [f("display_name", "str"), fd("avatar", optional("bytes"), null)]);
 
-/** A member's display name from its (encrypted) profile; a former member's last one, marked "(left)". */
+/** The display name in a member's (encrypted) profile, raw; null when missing or unreadable. */
+async function profileName(ctx: SpaceContext, keyHex: string): Promise<string | null> {
+  const profile = ctx.roster().profiles.get(keyHex);
+  const key = profile === undefined ? undefined : ctx.spaceKey(profile.epoch);
+  if (profile === undefined || key === undefined) return null;
+  try {
+    return decodeStruct<{ display_name: string }>(PROFILE_INFO, await secretboxOpen(key, profile.box)).display_name;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A member's label (names.ts: cleaned, with its fingerprint when another member's name looks
+ * the same); a former member's last name, marked "(left)".
+ */
 export async function memberName(ctx: SpaceContext, keyHex: string): Promise<string> {
   const roster = ctx.roster();
-  const profile = roster.profiles.get(keyHex);
-  const member = roster.members.has(keyHex);
-  if (profile !== undefined) {
-    const key = ctx.spaceKey(profile.epoch);
-    if (key !== undefined) {
-      try {
-        const name = decodeStruct<{ display_name: string }>(PROFILE_INFO, await secretboxOpen(key, profile.box)).display_name;
-        return member ? name : `${name} (left)`;
-      } catch {
-        // fall through
-      }
-    }
+  if (roster.members.has(keyHex)) {
+    const names = new Map<string, string | null>();
+    for (const id of roster.members.keys()) names.set(id, await profileName(ctx, id));
+    return (await memberLabels(roster, names)).get(keyHex) ?? "(no name)";
   }
-  return member ? "(no name)" : "(former member)";
+  const name = cleanName((await profileName(ctx, keyHex)) ?? "");
+  return name !== "" ? `${name} (left)` : "(former member)";
 }
 
 /** Every unexpired message with seq > after, in order, page by page; only strictly increasing seqs. */

@@ -35,6 +35,7 @@ import {
   ClientError, type ConnectionState, type Me, Removed, ServerError, type SpaceContext, Unreachable, UsageError,
   VerificationError, type WithoutId,
 } from "./context.ts";
+import { cleanName, memberLabels } from "./names.ts";
 import { Listeners, type MemberAuth, MemberSession, type SessionOptions } from "./session.ts";
 
 export const SPACE_SCOPE = "space";
@@ -392,7 +393,8 @@ export class SpaceClient implements SpaceContext {
     const meta = this.roster().meta;
     if (meta === null) return { name: this.spaceId, description: "" };
     if (this.infoCache === null || this.infoCache.box !== meta.box) {
-      this.infoCache = { box: meta.box, info: await openBox<SpaceInfo>(this.keys.get(meta.epoch), meta.box, SPACE_INFO) };
+      const info = await openBox<SpaceInfo>(this.keys.get(meta.epoch), meta.box, SPACE_INFO);
+      this.infoCache = { box: meta.box, info: info === null ? null : { ...info, name: cleanName(info.name) } };
     }
     return this.infoCache.info ?? { name: this.m.name ?? "", description: "" };
   }
@@ -414,10 +416,13 @@ export class SpaceClient implements SpaceContext {
   async members(): Promise<MemberView[]> {
     const r = this.roster();
     const views: MemberView[] = [];
+    const profiles = new Map<string, ProfileInfo>();
+    for (const id of r.members.keys()) profiles.set(id, await this.profile(id));
+    const labels = await memberLabels(r, new Map([...profiles].map(([id, p]) => [id, p.display_name])));
     for (const [id, member] of r.members) {
-      const p = await this.profile(id);
+      const p = profiles.get(id)!;
       views.push({
-        key: fromHex(id), id, displayName: p.display_name, avatar: p.avatar ?? null, role: member.role,
+        key: fromHex(id), id, displayName: labels.get(id) ?? NO_PROFILE, avatar: p.avatar ?? null, role: member.role,
         fingerprint: await fingerprint(fromHex(id)), me: id === this.meHex,
       });
     }
