@@ -15,9 +15,11 @@ import { encodeStruct } from "../src/protocol/schema.ts";
 import { decodeClientMessage, encodeServerMessage, type ClientMessage, type ServerMessage } from "../src/protocol/wire.ts";
 import { MemorySlotStore, Vault } from "../src/keystore/store.ts";
 import { generateDeviceKey } from "../src/keystore/vault.ts";
-import { Removed } from "../src/client/context.ts";
+import { Removed, VerificationError } from "../src/client/context.ts";
 import { PROFILE_INFO, SpaceClient } from "../src/client/space.ts";
 import { memberName } from "../src/client/chat.ts";
+import { Rooms } from "../src/client/rooms.ts";
+import { StoriesClient } from "../src/client/stories.ts";
 import { MAX_NAME, cleanName, shortFingerprint } from "../src/client/names.ts";
 import { toHex } from "../src/protocol/bytes.ts";
 import { fingerprint } from "../src/protocol/identities.ts";
@@ -63,6 +65,8 @@ interface Hostile {
   sockets: HostileSocket[];
   /** What `auth` is answered with (default: welcome). */
   auth?: (m: ClientMessage) => ServerMessage;
+  /** Any other answer (undefined: the default one). */
+  reply?: (m: ClientMessage) => ServerMessage | undefined;
 }
 
 let hostile: Hostile;
@@ -86,7 +90,10 @@ class HostileSocket {
     const m: ClientMessage = decodeClientMessage(data);
     const chain = hostile.chain;
     setTimeout(() => {
-      if (m.type === "auth") {
+      const custom = hostile.reply?.(m);
+      if (custom !== undefined) {
+        this.deliver(custom);
+      } else if (m.type === "auth") {
         this.deliver(hostile.auth?.(m) ?? { type: "welcome", id: m.id, space_id: chain.spaceId, head_seq: chain.roster.head.seq });
       } else if (m.type === "get_records") {
         this.deliver({ type: "records", id: m.id, records: chain.records.filter((r) => r.seq > m.after), head_seq: chain.roster.head.seq, head_hash: chain.roster.head.hash });
@@ -243,6 +250,57 @@ test("malicious participant: a member posing as Alice (zero-width, other case) i
     assert.equal(label(bob), "Bob");
     assert.equal(await memberName(client, toHex(mallory.memberKey)), `ALICE (${await fp(mallory)})`);
     assert.equal(await memberName(client, toHex(bob.memberKey)), "Bob");
+    client.close();
+  });
+});
+
+// ---- forks and rollbacks against the head remembered in the vault ----
+
+test("hostile server: a rewritten chain (a fork of the remembered head) or a rolled-back one is refused at open", async () => {
+  const { chain, alice, bob, key } = await world();
+  const { vault, slot } = await bobsVault(chain, bob, key);
+  // The fork: the same first records, then Alice's last profile signed again (another hash).
+  const fork = new Chain(chain.spaceId);
+  for (const r of chain.records.slice(0, -1)) {
+    fork.records.push(r);
+    fork.roster = fork.roster === undefined ? await rosterFromRecords(chain.spaceId, [r]) : await applyRecord(fork.roster, r);
+  }
+  await fork.add(bob, { type: "profile", epoch: 0, box: await secretboxSeal(key, encodeStruct(PROFILE_INFO, { display_name: "Bob", avatar: null })) });
+  await withHostileServer(fork, async () => {
+    await assert.rejects(SpaceClient.open(vault, slot), (err: unknown) => err instanceof VerificationError && /rewrote|fork|history/i.test(err.message));
+  });
+  // The rollback: the chain cut before Bob's head (his profile withheld, the head moved back).
+  const old = new Chain(chain.spaceId);
+  for (const r of chain.records.slice(0, -1)) {
+    old.records.push(r);
+    old.roster = old.roster === undefined ? await rosterFromRecords(chain.spaceId, [r]) : await applyRecord(old.roster, r);
+  }
+  await withHostileServer(old, async () => {
+    await assert.rejects(SpaceClient.open(vault, slot), VerificationError);
+  });
+  void alice;
+});
+
+// ---- a story part that never ends ----
+
+test("hostile server: a story part streamed without end (or claiming gigabytes) is refused, not buffered", async () => {
+  const { chain, bob, key } = await world();
+  await withHostileServer(chain, async () => {
+    const { vault, slot } = await bobsVault(chain, bob, key);
+    const client = await SpaceClient.open(vault, slot, { random: () => 0 });
+    const info = {
+      story_id: "s".repeat(22), room_id: "r".repeat(22), sender: bob.memberKey, epoch: 0, ttl: 3600, posted_at: 1, expires_at: 4_000_000_000,
+      meta: new Uint8Array(10), image_size: 1 << 30, thumb_size: 10,
+    };
+    let served = 0;
+    hostile.reply = (m) => {
+      if (m.type !== "fetch_story_part") return undefined;
+      served += 1;
+      return { type: "story_part", id: m.id, story: info, part: m.part, offset: m.offset, total: 1 << 30, data: new Uint8Array(1 << 20) } as ServerMessage;
+    };
+    const stories = new StoriesClient(client, new Rooms(client));
+    await assert.rejects(stories.view(info.story_id, "image"), (err: unknown) => err instanceof VerificationError && /larger than any story/.test(err.message));
+    assert.ok(served <= 1, `fetched ${served} chunks`);
     client.close();
   });
 });
