@@ -188,7 +188,6 @@ test("a real kick pushed as record_added before session_closed is a confirmed re
     assert.equal((removed as Removed | null)?.how, "banned");
     assert.equal((removed as Removed | null)?.confirmed, true);
     // Reopening later (the server refuses us): the vault remembers the verified removal.
-    await waitFor(() => true);
     const stored = await vault.get(slot);
     assert.equal(stored.head_seq, remove.seq);
     assert.deepEqual(stored.head_hash, await recordHash(remove));

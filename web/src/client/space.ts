@@ -696,8 +696,8 @@ export class SpaceClient implements SpaceContext {
       this.m.head_hash = r.head.hash;
     }
     this.m.removed = out.how;
+    await this.persist().catch(() => undefined); // kept before it is announced: a reload knows it
     this.markRemoved(out);
-    await this.persist().catch(() => undefined);
     this.rosterListeners.emit(r);
   }
 
