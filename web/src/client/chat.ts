@@ -43,6 +43,8 @@ export const REPLAY_MEMORY = 100_000;
 export const MAX_CHAT_MESSAGE_BYTES = 16_384;
 export const MAX_TTL = 366 * 86400;
 const SEND_ATTEMPTS = 3;
+/** Messages opened between two yields to the event loop. */
+export const YIELD_EVERY = 32;
 const RECONNECT_RETRIES = 20;
 
 /** A message in clear. Times are seconds since the epoch (server clock for `sentAt`). */
@@ -353,8 +355,11 @@ export class Follower {
   }
 
   private async deliver(messages: readonly ChatMessage[]): Promise<void> {
+    let handled = 0;
     for (const m of messages) {
       if (this.stopped) return;
+      // A long backlog (or a flood) is opened in slices, letting the page handle input between them.
+      if (++handled % YIELD_EVERY === 0) await new Promise((resolve) => setTimeout(resolve, 0));
       if (m.seq <= this.last) continue;
       const item = await this.reader.open(m);
       this.last = m.seq;

@@ -41,7 +41,13 @@ interface OpenRoom {
   poll: ReturnType<typeof setInterval> | null;
   keyPoll: ReturnType<typeof setInterval> | null;
   closed: boolean;
+  publishSoon?: boolean;
 }
+
+/** The most messages a room keeps on the page (the oldest leave first; a flood cannot grow it). */
+const MAX_SHOWN_MESSAGES = 1000;
+/** Messages arriving within this many ms are rendered together. */
+const PUBLISH_BATCH_MS = 50;
 
 interface Live {
   readonly slot: string;
@@ -393,14 +399,15 @@ export class Bridge implements Intents {
           }
           if (item.kind !== "shown") console.debug(`salon: message ${item.seq} ${item.kind}: ${item.reason}`);
           const vm = this.messageVM(item);
-          open.items = [...open.items.filter((m) => m.id !== vm.id), vm];
+          const kept = open.items.length >= MAX_SHOWN_MESSAGES ? open.items.slice(1 - MAX_SHOWN_MESSAGES) : open.items;
+          open.items = [...kept.filter((m) => m.id !== vm.id), vm];
           if (!backlog && open.firstUnread === null && !vm.mine && document.hidden) open.firstUnread = vm.id;
-          this.publishRoom(live, open);
+          this.publishRoomSoon(live, open);
         },
         onExpired: (_room, seq) => {
           if (open.closed) return;
           open.items = open.items.filter((m) => m.id !== String(seq));
-          this.publishRoom(live, open);
+          this.publishRoomSoon(live, open);
         },
         onError: () => undefined,
       })
@@ -474,6 +481,19 @@ export class Bridge implements Intents {
       id: String(item.seq), authorKey: item.senderHex, authorName: "", mine: false, text: item.summary, at: item.sentAt * 1000,
       expiresAt: item.visibleUntil === null ? null : item.visibleUntil * 1000, pending: false, hidden: true,
     };
+  }
+
+  /**
+   * Publish the room once the current burst of messages is handled (a flood or a long backlog
+   * renders a few times, not once per message, so the page stays responsive).
+   */
+  private publishRoomSoon(live: Live, open: OpenRoom): void {
+    if (open.publishSoon) return;
+    open.publishSoon = true;
+    setTimeout(() => {
+      open.publishSoon = false;
+      if (!open.closed) this.publishRoom(live, open);
+    }, PUBLISH_BATCH_MS);
   }
 
   private publishRoom(live: Live, open: OpenRoom): void {
