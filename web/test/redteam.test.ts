@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ed25519Sign, randomBytes } from "../src/protocol/crypto.ts";
 import { newMembership, type Membership as Identity } from "../src/protocol/identities.ts";
-import { inviteKey, inviteSigningSeed } from "../src/protocol/invites.ts";
+import { formatInviteLink, inviteKey, inviteSigningSeed } from "../src/protocol/invites.ts";
 import { deriveSpaceId, joinStatement, recordHash, signRecord, type Record, type RecordBody } from "../src/protocol/records.ts";
 import { applyRecord, rosterFromRecords, type Roster } from "../src/protocol/roster.ts";
 import { seal as secretboxSeal } from "../src/protocol/secretbox.ts";
@@ -16,7 +16,8 @@ import { decodeClientMessage, encodeServerMessage, type ClientMessage, type Serv
 import { MemorySlotStore, Vault } from "../src/keystore/store.ts";
 import { generateDeviceKey } from "../src/keystore/vault.ts";
 import { Removed, VerificationError } from "../src/client/context.ts";
-import { PROFILE_INFO, SpaceClient } from "../src/client/space.ts";
+import { PROFILE_INFO, SPACE_INFO, SpaceClient, makeInviteSeal } from "../src/client/space.ts";
+import { Invitation, JoinError } from "../src/client/join.ts";
 import { memberName } from "../src/client/chat.ts";
 import { Rooms } from "../src/client/rooms.ts";
 import { StoriesClient } from "../src/client/stories.ts";
@@ -302,4 +303,58 @@ test("hostile server: a story part streamed without end (or claiming gigabytes) 
     assert.ok(served <= 1, `fetched ${served} chunks`);
     client.close();
   });
+});
+
+// ---- joining: the space key a hostile server hands over must fit the chain ----
+
+async function joinThrough(sealKeyOf: (real: Uint8Array) => Uint8Array): Promise<unknown> {
+  const alice = await newMembership();
+  const genesis = { type: "genesis" as const, box_key: alice.boxKey, nonce: randomBytes(16) };
+  const chain = new Chain(await deriveSpaceId(alice.memberKey, genesis));
+  const key = randomBytes(32);
+  await chain.add(alice, genesis);
+  await chain.add(alice, { type: "meta", epoch: 0, box: await secretboxSeal(key, encodeStruct(SPACE_INFO, { name: "Harbour", description: "" })) });
+  const link = { server: ORIGIN, inviteId: "k".repeat(22), secret: randomBytes(32) };
+  await chain.add(alice, { type: "invite", invite_id: link.inviteId, invite_key: await inviteKey(link.secret, link.inviteId), role: "member", expires_at: 4_000_000_000, max_uses: 5 });
+  const seal = await makeInviteSeal(link, 0, sealKeyOf(key), { space_id: chain.spaceId, name: "Harbour", description: "", inviter: "Alice" });
+  let result: unknown = null;
+  await withHostileServer(chain, async () => {
+    hostile.reply = (m) => {
+      if (m.type === "open_invite") {
+        return { type: "invite_opened", id: m.id, space_id: chain.spaceId, role: "member", expires_at: 4_000_000_000, preview: seal.preview, head_seq: chain.roster.head.seq, head_hash: chain.roster.head.hash };
+      }
+      return undefined;
+    };
+    const realSend = HostileSocket.prototype.send;
+    HostileSocket.prototype.send = function (this: HostileSocket, data: Uint8Array): void {
+      const m = decodeClientMessage(data);
+      if (m.type !== "join_space") return realSend.call(this, data);
+      void applyRecord(chain.roster, m.record).then((roster) => {
+        chain.roster = roster;
+        chain.records.push(m.record);
+        this.deliver({ type: "joined", id: m.id, space_id: chain.spaceId, head_seq: roster.head.seq, seal });
+      });
+    };
+    try {
+      const vault = await Vault.open(new MemorySlotStore(), await generateDeviceKey());
+      result = await Invitation.parse(formatInviteLink(link)).join(vault, "Bob", null, { random: () => 0 }).then(
+        (joined) => {
+          joined.client.close();
+          return { spaceName: joined.spaceName };
+        },
+        (err: unknown) => err,
+      );
+    } finally {
+      HostileSocket.prototype.send = realSend;
+    }
+  });
+  return result;
+}
+
+test("hostile server: a Joined seal whose space key the chain does not hold is refused (key_refused)", async () => {
+  const honest = await joinThrough((real) => real);
+  assert.deepEqual(honest, { spaceName: "Harbour" });
+  const forged = await joinThrough(() => randomBytes(32));
+  assert.ok(forged instanceof JoinError, String(forged));
+  assert.equal((forged as JoinError).kind, "key_refused");
 });
