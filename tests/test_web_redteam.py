@@ -49,6 +49,9 @@ def test_flood_and_impersonation(web_server: SalonServer, module_user: Any, new_
     bob = new_page()
     page = bob.page
     page.add_init_script(LONG_TASKS)
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.on("websocket", lambda ws: urls.append(ws.url))
     page.goto(made["link"])
     page.wait_for_selector(JOIN_NAME)
     page.fill(JOIN_NAME, "Bob")
@@ -70,6 +73,7 @@ def test_flood_and_impersonation(web_server: SalonServer, module_user: Any, new_
         authors = page.locator(".message-author").all_inner_texts()
         assert any(a.startswith("Alice (") for a in authors), authors
         assert "Alice" not in authors and "Ali\u200bce" not in authors, authors
+        bob.screenshot("redteam-names")
 
         # The flood, while Bob's page is open on the room.
         mallory.ok("flood", room="general", count=FLOOD, text=SCRIPT)
@@ -99,5 +103,13 @@ def test_flood_and_impersonation(web_server: SalonServer, module_user: Any, new_
         assert froze < 1000, f"the page froze for {froze:.0f} ms"
         assert max(typing, typing_after) < 1.0
         assert bob.problems() == []
+
+        # The invite secret went nowhere: no request or WebSocket URL, no storage, not the DOM.
+        secret = made["link"].split("#", 1)[1]
+        assert urls and not [u for u in urls if secret in u or "#" in u], urls
+        assert page.evaluate("document.cookie") == ""
+        assert page.evaluate("localStorage.length + sessionStorage.length") == 0
+        assert secret not in page.content()
+        assert "#" not in page.url
     finally:
         mallory.close()
