@@ -358,3 +358,24 @@ test("hostile server: a Joined seal whose space key the chain does not hold is r
   assert.ok(forged instanceof JoinError, String(forged));
   assert.equal((forged as JoinError).kind, "key_refused");
 });
+
+// ---- the invite list comes from the chain ----
+
+test("hostile server: hiding a live invite from a moderator's list (or calling it revoked) does not work", async () => {
+  const { chain, alice, key } = await world();
+  await withHostileServer(chain, async () => {
+    const { vault, slot } = await bobsVault(chain, alice, key); // Alice, the owner, in the browser
+    await vault.update(slot, { ...(await vault.get(slot)), display_name: "Alice" });
+    const client = await SpaceClient.open(vault, slot, { random: () => 0 });
+    hostile.reply = (m) => (m.type === "list_invites" ? { type: "invites", id: m.id, invites: [] } : undefined);
+    const listed = await client.listInvites();
+    assert.equal(listed.length, 1);
+    assert.deepEqual([listed[0]!.inviteId, listed[0]!.usesLeft, listed[0]!.revoked], ["i".repeat(22), 4, false]);
+    hostile.reply = (m) => (m.type === "list_invites"
+      ? { type: "invites", id: m.id, invites: [{ invite_id: "i".repeat(22), role: "owner", expires_at: 1, max_uses: 1, uses: 1, revoked: true, seal_epoch: 0 }] }
+      : undefined);
+    const again = await client.listInvites();
+    assert.deepEqual([again[0]!.role, again[0]!.usesLeft, again[0]!.revoked, again[0]!.expired], ["member", 4, false, false]);
+    client.close();
+  });
+});

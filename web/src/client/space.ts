@@ -27,7 +27,7 @@ import { open as secretboxOpen, seal as secretboxSeal } from "../protocol/secret
 import { decodeStruct, encodeStruct, f, fd, optional, struct } from "../protocol/schema.ts";
 import { syncChain, syncBase } from "../protocol/sync.ts";
 import type {
-  Appended, ClientMessage, Envelope, Envelopes, Invites, InviteSeal, InviteStatus, Records, ServerMessage,
+  Appended, ClientMessage, Envelope, Envelopes, Invites, InviteSeal, Records, ServerMessage,
 } from "../protocol/wire.ts";
 import type { HeldRoomKey, Membership } from "../keystore/vault.ts";
 import type { Vault } from "../keystore/store.ts";
@@ -481,16 +481,23 @@ export class SpaceClient implements SpaceContext {
     return formatInviteLink(link);
   }
 
-  /** The space's invites (owners and moderators), with the link when this device made it. */
+  /**
+   * The space's invites (owners and moderators), with the link when this device made it. Read
+   * from the verified chain (invite, join and revoke records), not from the server's list: a
+   * server must not hide a live link from the people who would revoke it, nor call it used up.
+   */
   async listInvites(): Promise<InviteView[]> {
-    const reply = await this.request<Invites>({ type: "list_invites" });
+    if (this.removedError !== null) throw this.removedError;
+    if (!this.mayInvite()) throw new UsageError("only owners and moderators can see the invites");
+    const r = this.roster();
     const now = nowSeconds();
-    return reply.invites.map((s: InviteStatus) => {
-      const secret = this.secretOf(s.invite_id);
+    return [...r.invites.values()].map((invite) => {
+      const secret = this.secretOf(invite.invite_id);
       return {
-        inviteId: s.invite_id, role: s.role, expiresAt: s.expires_at, maxUses: s.max_uses,
-        usesLeft: Math.max(0, s.max_uses - s.uses), revoked: s.revoked, expired: s.expires_at <= now,
-        link: secret === undefined ? null : formatInviteLink({ server: this.m.server, inviteId: s.invite_id, secret }),
+        inviteId: invite.invite_id, role: invite.role, expiresAt: invite.expires_at, maxUses: invite.max_uses,
+        usesLeft: Math.max(0, invite.max_uses - (r.inviteUses.get(invite.invite_id) ?? 0)),
+        revoked: r.revoked.has(invite.invite_id), expired: invite.expires_at <= now,
+        link: secret === undefined ? null : formatInviteLink({ server: this.m.server, inviteId: invite.invite_id, secret }),
       };
     });
   }
