@@ -379,3 +379,44 @@ test("hostile server: hiding a live invite from a moderator's list (or calling i
     client.close();
   });
 });
+
+// ---- a malicious member's bogus rekey (the server colluding) ----
+
+test("malicious participant: a rekey sealed to nobody else warns Bob's page (not bricked) and Alice's page repairs it", async () => {
+  const { chain, alice, bob, key } = await world();
+  const joinWith = async (id: string): Promise<Identity> => {
+    const secret = randomBytes(32);
+    await chain.add(alice, { type: "invite", invite_id: id, invite_key: await inviteKey(secret, id), role: "member", expires_at: 4_000_000_000, max_uses: 1 });
+    const who = await newMembership();
+    const sig = await ed25519Sign(await inviteSigningSeed(secret, id), joinStatement(chain.spaceId, who.memberKey, who.boxKey, id));
+    await chain.add(who, { type: "join", invite_id: id, box_key: who.boxKey, invite_sig: sig });
+    return who;
+  };
+  const mallory = await joinWith("m".repeat(22));
+  const dave = await joinWith("d".repeat(22));
+  await chain.add(dave, { type: "leave" });
+  // Mallory's rekey: a key nobody else gets, and a prev_box that does not carry epoch 0's key.
+  await chain.add(mallory, { type: "rekey", epoch: 1, prev_epoch: 0, prev_box: await secretboxSeal(randomBytes(32), randomBytes(32)) });
+  await withHostileServer(chain, async () => {
+    const appended: Record[] = [];
+    hostile.reply = (m) => {
+      if (m.type !== "append") return undefined;
+      appended.push(...m.records);
+      return { type: "error", id: m.id, code: "unavailable", message: "held for the test" };
+    };
+    const warnings: string[] = [];
+    const { vault, slot } = await bobsVault(chain, bob, key);
+    const bobs = await SpaceClient.open(vault, slot, { random: () => 0, onWarning: (w) => warnings.push(w) });
+    await waitFor(() => warnings.some((w) => w.includes("epoch 1")));
+    assert.equal((await bobs.members()).length, 3); // Alice, Bob, Mallory: the page works
+    assert.equal(bobs.spaceKey(1), undefined);
+    bobs.close();
+    // Alice, the owner, opens the space in her browser: her page appends the repairing rekey.
+    const { vault: aliceVault, slot: aliceSlot } = await bobsVault(chain, alice, key);
+    const alices = await SpaceClient.open(aliceVault, aliceSlot, { random: () => 0 });
+    await waitFor(() => appended.some((r) => r.body.type === "rekey"));
+    const repair = appended.find((r) => r.body.type === "rekey")!.body as { epoch: number; prev_epoch: number };
+    assert.deepEqual([repair.epoch, repair.prev_epoch], [2, 0]); // past the bad epoch, from the last good key
+    alices.close();
+  });
+});
