@@ -307,7 +307,9 @@ test("hostile server: a story part streamed without end (or claiming gigabytes) 
 
 // ---- joining: the space key a hostile server hands over must fit the chain ----
 
-async function joinThrough(sealKeyOf: (real: Uint8Array) => Uint8Array): Promise<unknown> {
+async function joinThrough(
+  sealKeyOf: (real: Uint8Array) => Uint8Array, before?: (vault: Vault, spaceId: string) => Promise<void>,
+): Promise<unknown> {
   const alice = await newMembership();
   const genesis = { type: "genesis" as const, box_key: alice.boxKey, nonce: randomBytes(16) };
   const chain = new Chain(await deriveSpaceId(alice.memberKey, genesis));
@@ -337,6 +339,7 @@ async function joinThrough(sealKeyOf: (real: Uint8Array) => Uint8Array): Promise
     };
     try {
       const vault = await Vault.open(new MemorySlotStore(), await generateDeviceKey());
+      await before?.(vault, chain.spaceId);
       result = await Invitation.parse(formatInviteLink(link)).join(vault, "Bob", null, { random: () => 0 }).then(
         (joined) => {
           joined.client.close();
@@ -419,4 +422,18 @@ test("malicious participant: a rekey sealed to nobody else warns Bob's page (not
     assert.deepEqual([repair.epoch, repair.prev_epoch], [2, 0]); // past the bad epoch, from the last good key
     alices.close();
   });
+});
+
+test("removed member: a new link works after a verified removal; a second join while still a member is refused", async () => {
+  const old = (removed: string) => async (vault: Vault, spaceId: string): Promise<void> => {
+    const who = await newMembership();
+    await vault.add({
+      type: "membership", space_id: spaceId, server: ORIGIN, display_name: "Bob", signing_seed: who.signingSeed,
+      box_secret: who.boxSecret, space_keys: [], room_keys: [], head_seq: -1, head_hash: new Uint8Array(0), name: "",
+      invite_secrets: [], pending_key: null, removed,
+    });
+  };
+  assert.deepEqual(await joinThrough((real) => real, old("kicked")), { spaceName: "Harbour" });
+  const twice = await joinThrough((real) => real, old(""));
+  assert.ok(twice instanceof JoinError && twice.kind === "already_member", String(twice));
 });

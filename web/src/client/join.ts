@@ -174,7 +174,8 @@ export class Invitation {
         const opened = await this.open(conn, inviteSig);
         preview = await this.readPreview(opened);
         for (const { membership } of await vault.list()) {
-          if (membership.space_id === opened.space_id) {
+          // A membership whose removal the chain showed is over: coming back with a new link is allowed.
+          if (membership.space_id === opened.space_id && (membership.removed ?? "") === "") {
             throw new JoinError("already_member", `You are already in ${preview.spaceName || "this space"} as ${membership.display_name}.`);
           }
         }
