@@ -12,7 +12,7 @@ import { deriveSpaceId, joinStatement, recordHash, signRecord, type Record, type
 import { applyRecord, rosterFromRecords, type Roster } from "../src/protocol/roster.ts";
 import { seal as secretboxSeal } from "../src/protocol/secretbox.ts";
 import { encodeStruct } from "../src/protocol/schema.ts";
-import { decodeClientMessage, encodeServerMessage, type ClientMessage, type ServerMessage } from "../src/protocol/wire.ts";
+import { decodeClientMessage, decodeServerMessage, encodeServerMessage, type ClientMessage, type ServerMessage } from "../src/protocol/wire.ts";
 import { MemorySlotStore, Vault } from "../src/keystore/store.ts";
 import { generateDeviceKey } from "../src/keystore/vault.ts";
 import { Removed, VerificationError } from "../src/client/context.ts";
@@ -159,6 +159,10 @@ test("hostile server: session_closed 'removed' without a remove record on the ch
     await waitFor(() => removed !== null);
     assert.equal((removed as Removed | null)?.how, "unconfirmed");
     assert.equal((removed as Removed | null)?.confirmed, false);
+    // Whatever the page asks next says the same (never the server's "kicked").
+    for (const ask of [() => client.sync(), () => client.request({ type: "list_invites" }), () => client.listInvites()]) {
+      await assert.rejects(ask(), (err: unknown) => err instanceof Removed && err.how === "unconfirmed");
+    }
     // Nothing was forgotten: the keys are still in the vault.
     assert.equal((await vault.get(slot)).space_keys.length, 1);
   });
@@ -436,4 +440,19 @@ test("removed member: a new link works after a verified removal; a second join w
   assert.deepEqual(await joinThrough((real) => real, old("kicked")), { spaceName: "Harbour" });
   const twice = await joinThrough((real) => real, old(""));
   assert.ok(twice instanceof JoinError && twice.kind === "already_member", String(twice));
+});
+
+// ---- frames built to hang or exhaust the decoder ----
+
+test("hostile server: deep nesting, lying lengths and huge counts are refused at once", () => {
+  const deep = new Uint8Array(100_000).fill(0x91); // [[[[…]]]]
+  const lyingArray = Uint8Array.from([0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0]); // 4 billion items, one sent
+  const lyingMap = Uint8Array.from([0xdf, 0xff, 0xff, 0xff, 0xff]);
+  const lyingBin = Uint8Array.from([0xc6, 0xff, 0xff, 0xff, 0xff, 0x00]); // 4 GiB of bytes, one sent
+  const lyingStr = Uint8Array.from([0xdb, 0x7f, 0xff, 0xff, 0xff, 0x61]);
+  for (const frame of [deep, lyingArray, lyingMap, lyingBin, lyingStr]) {
+    const start = Date.now();
+    assert.throws(() => decodeServerMessage(frame));
+    assert.ok(Date.now() - start < 500, "refused at once");
+  }
 });

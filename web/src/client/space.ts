@@ -639,7 +639,7 @@ export class SpaceClient implements SpaceContext {
     const remembered: Head = { seq: this.m.head_seq, hash: this.m.head_hash };
     const base = this.rosterValue ?? syncBase(this.spaceId, null, remembered);
     const step = await syncChain(this.spaceId, base, remembered, (after) =>
-      this.session.request<Records>({ type: "get_records", after }));
+      this.request<Records>({ type: "get_records", after }));
     if (step.outcome !== "done") throw new VerificationError(step.reason);
     const r = step.roster;
     const changed = this.rosterValue === null || this.rosterValue.head.seq !== r.head.seq;
@@ -734,7 +734,7 @@ export class SpaceClient implements SpaceContext {
   private async collectSpaceKeys(r: Roster): Promise<void> {
     const wanted = wantedEpochs(r, this.keys);
     if (wanted.length > 0 && r.members.has(this.meHex)) {
-      const reply = await this.session.request<Envelopes>({ type: "get_envelopes", scope: SPACE_SCOPE, min_epoch: Math.min(...wanted) });
+      const reply = await this.request<Envelopes>({ type: "get_envelopes", scope: SPACE_SCOPE, min_epoch: Math.min(...wanted) });
       const envelopes = [...reply.envelopes].sort((a, b) => a.epoch - b.epoch);
       for (const e of envelopes) if (wanted.includes(e.epoch)) await this.openSpaceEnvelope(r, e);
       if (!this.keys.has(r.epoch) && !this.bad.has(r.epoch) && r.rekeys.has(r.epoch)) {
@@ -823,10 +823,10 @@ export class SpaceClient implements SpaceContext {
     if (role === undefined || role === "member" || key === undefined) return;
     const live = await this.resealInvites(r, r.epoch, key);
     if (live.length === 0) return;
-    const reply = await this.session.request<Invites>({ type: "list_invites" });
+    const reply = await this.request<Invites>({ type: "list_invites" });
     const stale = new Set(reply.invites.filter((s) => s.seal_epoch >= 0 && s.seal_epoch < r.epoch).map((s) => s.invite_id));
     const seals = live.filter((s) => stale.has(s.invite_id));
-    if (seals.length > 0) await this.session.request({ type: "put_seals", seals });
+    if (seals.length > 0) await this.request({ type: "put_seals", seals });
   }
 
   private async invitePreview(): Promise<InvitePreview> {
@@ -917,7 +917,7 @@ export class SpaceClient implements SpaceContext {
       if (newKey !== null) for (const s of await this.resealInvites(scratch, newKey.epoch, newKey.key)) seals.set(s.invite_id, s);
       if (records.length === 0 && envelopes.length === 0 && seals.size === 0) return roster;
       try {
-        await this.session.request<Appended>({ type: "append", records, envelopes, seals: [...seals.values()] });
+        await this.request<Appended>({ type: "append", records, envelopes, seals: [...seals.values()] });
       } catch (err) {
         if (err instanceof ServerError && err.code === "conflict") {
           await this.refresh();
