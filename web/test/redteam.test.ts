@@ -456,3 +456,16 @@ test("hostile server: deep nesting, lying lengths and huge counts are refused at
     assert.ok(Date.now() - start < 500, "refused at once");
   }
 });
+
+// ---- avatars: one member's picture never shows for another ----
+
+test("malicious participant: an avatar crafted to match another's sampled bytes gets its own picture", async () => {
+  const { Bridge } = await import("../src/ui/core.ts");
+  const { Store } = await import("../src/ui/state.ts");
+  const bridge = new Bridge(new Store()) as unknown as { photo(a: Uint8Array): string };
+  const alices = randomBytes(4000);
+  const mallorys = alices.slice();
+  for (let i = 1; i < mallorys.length; i++) if (i % 97 !== 0) mallorys[i] = mallorys[i]! ^ 0xff; // same every 97th byte
+  assert.notEqual(bridge.photo(alices), bridge.photo(mallorys));
+  assert.equal(bridge.photo(alices), bridge.photo(alices.slice()));
+});

@@ -282,9 +282,9 @@ export class Bridge implements Intents {
 
   private photo(avatar: Uint8Array | null): string | null {
     if (avatar === null) return null;
-    let key = "";
-    for (let i = 0; i < avatar.length; i += 97) key += avatar[i]!.toString(16);
-    key = `${avatar.length}:${key}`;
+    // Keyed by every byte (an avatar is at most ~13 KB): a member must not be able to craft a
+    // picture whose key matches another member's, so that one of them shows the other's photo.
+    const key = hexOf(avatar);
     let url = this.photos.get(key);
     if (url === undefined) {
       url = jpegUrl(avatar);
