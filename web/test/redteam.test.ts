@@ -469,3 +469,61 @@ test("malicious participant: an avatar crafted to match another's sampled bytes 
   assert.notEqual(bridge.photo(alices), bridge.photo(mallorys));
   assert.equal(bridge.photo(alices), bridge.photo(alices.slice()));
 });
+
+// ---- the page says so when the server's history contradicts the verified one ----
+
+async function forkOf(chain: Chain, author: Identity, key: Uint8Array, keep: number): Promise<Chain> {
+  const fork = new Chain(chain.spaceId);
+  for (const r of chain.records.slice(0, keep)) {
+    fork.records.push(r);
+    fork.roster = fork.roster === undefined ? await rosterFromRecords(chain.spaceId, [r]) : await applyRecord(fork.roster, r);
+  }
+  await fork.add(author, { type: "profile", epoch: 0, box: await secretboxSeal(key, encodeStruct(PROFILE_INFO, { display_name: "Forked", avatar: null })) });
+  await fork.add(author, { type: "profile", epoch: 0, box: await secretboxSeal(key, encodeStruct(PROFILE_INFO, { display_name: "Forked again", avatar: null })) });
+  return fork;
+}
+
+test("hostile server: a forked history is named on the page (opening, and later while open), not 'could not be opened'", async () => {
+  const { Bridge, HISTORY_MISMATCH } = await import("../src/ui/core.ts");
+  const { Store } = await import("../src/ui/state.ts");
+  const { Spaces } = await import("../src/client/spaces.ts");
+  const { chain, bob, key } = await world();
+  const store = new MemorySlotStore();
+  const device = await generateDeviceKey();
+  const { vault, slot } = await (async () => {
+    const v = await Vault.open(store, device);
+    const head = chain.roster.head;
+    const s = await v.add({
+      type: "membership", space_id: chain.spaceId, server: ORIGIN, display_name: "Bob", signing_seed: bob.signingSeed,
+      box_secret: bob.boxSecret, space_keys: [{ epoch: 0, key }], room_keys: [], head_seq: head.seq, head_hash: head.hash,
+      name: "Harbour", invite_secrets: [], pending_key: null,
+    });
+    return { vault: v, slot: s };
+  })();
+  void vault;
+  const fork = await forkOf(chain, bob, key, chain.records.length - 1);
+  const ui = new Store();
+  const bridge = new Bridge(ui) as unknown as { spaces: unknown; entries: unknown[]; reloadList(): Promise<void>; openSpace(slot: string): void };
+  bridge.spaces = await Spaces.open({ store, device, client: { random: () => 0 } });
+  await bridge.reloadList();
+  await withHostileServer(fork, async () => {
+    bridge.openSpace(slot);
+    await waitFor(() => ui.state.spaceErrors[slot] !== undefined);
+    assert.ok(ui.state.spaceErrors[slot]!.startsWith(HISTORY_MISMATCH), ui.state.spaceErrors[slot]);
+  });
+  bridge.entries = []; // no more retries
+  await new Promise((r) => setTimeout(r, 5_200));
+  // Now honest at first; later the server rewrites the last record and pushes a new one.
+  bridge.entries = [{ slot }];
+  await bridge.reloadList();
+  await withHostileServer(chain, async () => {
+    bridge.openSpace(slot);
+    await waitFor(() => ui.state.space[slot] !== undefined);
+    assert.ok(!ui.state.space[slot]!.warning);
+    const later = await forkOf(chain, bob, key, chain.records.length - 1);
+    hostile.chain = later;
+    hostile.sockets.at(-1)!.deliver({ type: "record_added", record: later.records.at(-1)! });
+    await waitFor(() => ui.state.space[slot]?.warning === HISTORY_MISMATCH);
+    (bridge as unknown as { live: Map<string, { client: SpaceClient }> }).live.get(slot)!.client.close();
+  });
+});

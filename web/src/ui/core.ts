@@ -5,7 +5,8 @@
  * wire message; secrets (seeds, space and room keys, invite secrets) never enter the store.
  */
 import { fromHex } from "../protocol/bytes.ts";
-import { Removed, Unreachable, UsageError } from "../client/context.ts";
+import { Removed, Unreachable, UsageError, VerificationError } from "../client/context.ts";
+import { EMPTY_CHAIN, FAILS, REWROTE, WITHHELD } from "../protocol/sync.ts";
 import { Spaces, type SpaceEntry } from "../client/spaces.ts";
 import { mayModerate, rolesFor, type SpaceClient, type MemberView, type InviteView } from "../client/space.ts";
 import { HISTORY_CLOSED, NOT_SHARED_YET, Rooms, type RoomView } from "../client/rooms.ts";
@@ -26,6 +27,9 @@ const KEY_POLL_MS = 4_000;
 const WAITING_FOR_KEY = "Waiting for the room's key. It arrives as soon as a member who has it is online; messages appear then.";
 /** How long to wait before opening a space again after the server could not be reached. */
 const RETRY_OPEN_MS = 5_000;
+/** What the page says when the server's chain contradicts what this browser verified before. */
+export const HISTORY_MISMATCH = "The server is showing this browser a history of this space that does not match what it " +
+  "verified before, so nothing new from it is shown. The server may be misbehaving: ask another member whether they see the same.";
 
 const jpegUrl = (bytes: Uint8Array): string => URL.createObjectURL(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: "image/jpeg" }));
 
@@ -69,6 +73,8 @@ interface Live {
   followed: Set<string>;
   /** The first refresh is done: before it the screen would show an empty space. */
   loaded: boolean;
+  /** HISTORY_MISMATCH once a sync refused the server's chain. */
+  warning: string | null;
 }
 
 const kindOf = (kind: RoomView["kind"]): RoomKind => (kind === "conference" ? "call" : kind);
@@ -176,7 +182,9 @@ export class Bridge implements Intents {
         if (err instanceof Removed) {
           this.markRemoved(slot, err.how);
         } else {
-          this.store.update((s) => ({ ...s, spaceErrors: { ...s.spaceErrors, [slot]: err instanceof Unreachable ? "Can't reach the server. Trying again…" : "This space could not be opened. Trying again…" } }));
+          const problem = err instanceof Unreachable ? "Can't reach the server. Trying again…"
+            : err instanceof VerificationError ? `${HISTORY_MISMATCH} Trying again…` : "This space could not be opened. Trying again…";
+          this.store.update((s) => ({ ...s, spaceErrors: { ...s.spaceErrors, [slot]: problem } }));
           setTimeout(() => this.openSpace(slot), RETRY_OPEN_MS);
         }
         return null;
@@ -192,7 +200,7 @@ export class Bridge implements Intents {
     const live: Live = {
       slot, client, rooms, chat: new Chat(client, rooms), stories: new StoriesClient(client, rooms), offs: [],
       members: [], invites: [], roomViews: [], name: "", description: "", unread: new Map(), open: null,
-      refreshing: null, refreshAgain: false, followed: new Set(), loaded: false,
+      refreshing: null, refreshAgain: false, followed: new Set(), loaded: false, warning: null,
     };
     this.live.set(slot, live);
     this.store.update((s) => {
@@ -206,6 +214,12 @@ export class Bridge implements Intents {
         this.publishCards();
       }),
       client.onRemoved((err) => this.markRemoved(slot, err.how)),
+      client.onWarning((text) => {
+        // A later sync found the server's history at odds with the verified one: say so plainly.
+        if (![REWROTE, WITHHELD, EMPTY_CHAIN, FAILS].some((refusal) => text.startsWith(refusal))) return;
+        live.warning = HISTORY_MISMATCH;
+        this.publishSpace(live);
+      }),
       client.onEvent((event) => {
         if (event.type !== "messages_added") return;
         const added = event as unknown as MessagesAdded;
@@ -328,6 +342,7 @@ export class Bridge implements Intents {
         .filter((i) => !i.revoked && !i.expired && i.usesLeft > 0)
         .map((i) => ({ id: i.inviteId, role: i.role === "moderator" ? "moderator" : "member", maxUses: i.maxUses, uses: i.maxUses - i.usesLeft, expiresAt: i.expiresAt * 1000, revoked: i.revoked })),
       passphrase: null,
+      warning: live.warning,
     };
     this.store.setSpace(space);
   }

@@ -71,6 +71,8 @@ export interface SpaceVM {
   readonly invites: readonly InviteVM[];
   /** Whether this browser's key store asks for a passphrase (null: cannot be changed here). */
   readonly passphrase: boolean | null;
+  /** The server showed a history that does not match the verified one (a fork, a rollback). */
+  readonly warning?: string | null;
 }
 
 export interface MessageVM {

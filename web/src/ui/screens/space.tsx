@@ -41,6 +41,7 @@ export function SpaceScreen({ route }: { route: SpaceRoute }): JSX.Element {
       <Sidebar space={space} route={route} />
       <main class="space-main" id="main">
         <ConnectionBanner connection={space.connection} />
+        {space.warning ? <div class="banner banner-warning" role="alert">{space.warning}</div> : null}
         <Panel space={space} route={route} />
       </main>
     </div>
