@@ -46,6 +46,7 @@ interface OpenRoom {
   keyPoll: ReturnType<typeof setInterval> | null;
   closed: boolean;
   publishSoon?: boolean;
+  publishedAt?: number;
 }
 
 /** The most messages a room keeps on the page (the oldest leave first; a flood cannot grow it). */
@@ -504,11 +505,19 @@ export class Bridge implements Intents {
    */
   private publishRoomSoon(live: Live, open: OpenRoom): void {
     if (open.publishSoon) return;
+    const wait = (open.publishedAt ?? 0) + PUBLISH_BATCH_MS - Date.now();
+    if (wait <= 0) {
+      // The first message after a quiet moment is shown at once (no added latency).
+      open.publishedAt = Date.now();
+      this.publishRoom(live, open);
+      return;
+    }
     open.publishSoon = true;
     setTimeout(() => {
       open.publishSoon = false;
+      open.publishedAt = Date.now();
       if (!open.closed) this.publishRoom(live, open);
-    }, PUBLISH_BATCH_MS);
+    }, wait);
   }
 
   private publishRoom(live: Live, open: OpenRoom): void {
