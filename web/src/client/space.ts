@@ -974,5 +974,7 @@ export class SpaceClient implements SpaceContext {
       this.m.head_hash = stored.head_hash;
     }
     if (stored.pending_key === null || stored.pending_key === undefined) this.m.pending_key = null;
+    const removedThere = stored.removed ?? "";
+    if (removedThere !== "") this.m.removed = removedThere; // a verified removal stays (another tab saw it)
   }
 }
