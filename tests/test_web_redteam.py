@@ -113,3 +113,27 @@ def test_flood_and_impersonation(web_server: SalonServer, module_user: Any, new_
         assert "#" not in page.url
     finally:
         mallory.close()
+
+
+def test_removed_while_the_page_was_closed(
+    web_server: SalonServer, module_user: Any, new_page: Any
+) -> None:
+    """Kicked while his page was closed, Bob's browser can only hear the server's word: the
+    page says the server turns him away and that it could not confirm it; his keys stay."""
+    alice = module_user("alice2")
+    made = alice.json("space", "create", "Quay", "--server", web_server.url, "--as", "Alice")
+    space = made["space_id"]
+    bob = new_page()
+    page = bob.page
+    page.goto(made["link"])
+    page.wait_for_selector(JOIN_NAME)
+    page.fill(JOIN_NAME, "Bob")
+    page.click(JOIN_SUBMIT)
+    page.wait_for_selector(SPACE_VIEW, timeout=30_000)
+    space_url = page.url
+    page.goto("about:blank")  # the app is closed
+    alice.run("kick", space, "Bob")
+    page.goto(space_url)
+    page.wait_for_selector("text=You can't get into Quay anymore", timeout=30_000)
+    assert "could not" in page.inner_text("main")
+    bob.screenshot("redteam-removed-unconfirmed")
