@@ -871,6 +871,12 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
       unban: `${who} lifted the ban on ${target}`, lock: `${who} locked the call`, unlock: `${who} unlocked the call`,
       promote: `${who} made ${target} a speaker`, demote: `${who} made ${target} a listener`,
     };
+    const aboutMe = equal(action.target, this.me);
+    if (action.action === "mute" && aboutMe) return; // applyOwnFlags says it, with what it means
+    if (action.action === "unmute" && aboutMe) {
+      this.note(`${who} asks you to unmute: you may turn your microphone on again`);
+      return;
+    }
     const text = texts[action.action];
     if (text !== undefined) this.note(text);
   }
