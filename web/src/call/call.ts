@@ -226,6 +226,18 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     return () => this.listeners.delete(listener);
   }
 
+  /** Like subscribe, without the view (ui/call_core.ts CallSession). */
+  onChange(listener: () => void): () => void {
+    const wrapped: Listener = () => listener();
+    this.listeners.add(wrapped);
+    return () => this.listeners.delete(wrapped);
+  }
+
+  /** The CallIntents (this client implements them). */
+  get intents(): CallIntents {
+    return this;
+  }
+
   private changed(): void {
     this.cachedView = null;
     if (this.listeners.size === 0) return;
