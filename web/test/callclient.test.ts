@@ -9,7 +9,7 @@ import { fromCallAction, type CallState } from "../src/protocol/conference_wire.
 import { randomBytes } from "../src/protocol/crypto.ts";
 import type { Roster } from "../src/protocol/roster.ts";
 import { CallClient, REASONS } from "../src/call/call.ts";
-import type { Topology, TopologyFactory } from "../src/call/topology.ts";
+import type { Topology, TopologyContext, TopologyFactory } from "../src/call/topology.ts";
 import { FakeContext, people } from "./fakectx.ts";
 
 const ROOM = "roomCALLCALLCALL";
@@ -160,4 +160,57 @@ async function until(check: () => boolean, ms = 5000): Promise<void> {
     if (Date.now() > end) throw new Error("timed out");
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+test("topology switch is make-before-break: the old one delivers until the new one does", async () => {
+  const made: { name: string; ctx: TopologyContext; closed: boolean; peers: string[][] }[] = [];
+  const fake = (name: "mesh" | "sfu"): TopologyFactory => (ctx) => {
+    const rec = { name, ctx, closed: false, peers: [] as string[][] };
+    made.push(rec);
+    return {
+      name, async setPeers(p) {
+        rec.peers.push([...p.keys()]);
+      }, async onSignal() {}, async refuse() {}, setSending() {}, async setMedia() {},
+      async close() {
+        rec.closed = true;
+      },
+    };
+  };
+  const ctx = await context("bob");
+  ctx.handlers.set("send_call_signal", () => ({ type: "done" }));
+  let mine: ReturnType<typeof fromCallAction> | null = null;
+  ctx.handlers.set("join_call", (m) => {
+    mine = (m as { join: ReturnType<typeof fromCallAction> }).join;
+    return { type: "call_joined", status: "joined", state: state([seat(mine, 0)]) };
+  });
+  const c = new CallClient(ctx, ROOM, { topologies: new Map([["mesh", fake("mesh")], ["sfu", fake("sfu")]]) });
+  await c.join();
+  const alice = fromHex(people.alice.member_key);
+  const aliceJoin = fromCallAction(await act(ctx, "alice", "join", alice));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), seat(aliceJoin, 1)], 2), action: aliceJoin });
+  await until(() => made[0]!.peers.at(-1)?.length === 1);
+  const aliceHex = people.alice.member_key as string;
+  const t1 = { kind: "video", id: "t1" } as unknown as MediaStreamTrack;
+  const t2 = { kind: "video", id: "t2" } as unknown as MediaStreamTrack;
+  made[0]!.ctx.sink.onTrack(aliceHex, "camera", t1);
+  assert.equal(c.view().participants.find((p) => p.memberHex === aliceHex)?.tracks.camera, t1);
+  ctx.emit({ type: "call_update", state: { ...state([seat(mine!, 0), seat(aliceJoin, 1)], 3), topology: "sfu" }, action: null });
+  await until(() => made.length === 2);
+  assert.equal(made[1]!.name, "sfu");
+  assert.ok(made[1]!.ctx.sfu !== null && made[0]!.closed === false); // the mesh keeps going
+  made[1]!.ctx.sink.onTrack(aliceHex, "camera", t2);
+  await until(() => made[0]!.closed);
+  made[0]!.ctx.sink.onTrack(aliceHex, "camera", t1); // superseded: ignored
+  assert.equal(c.view().participants.find((p) => p.memberHex === aliceHex)?.tracks.camera, t2);
+  assert.equal(c.view().topology, "sfu");
+  assert.deepEqual(c.topologiesUsed, ["mesh", "sfu"]);
+  // alice, who entered after us with a fresh join, got our media key at once
+  assert.ok(ctx.requests.some((r) => r.type === "send_call_signal"));
+  await c.leave();
+  assert.ok(made[1]!.closed);
+  assert.equal(c.view().phase, "ended");
+});
+
+function seat(join: ReturnType<typeof fromCallAction>, index: number): CallState["participants"][number] {
+  return { member: join.actor, index, status: "joined", join, admission: null, mute: null, hand: null, stage: null };
 }
