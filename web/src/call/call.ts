@@ -54,6 +54,11 @@ export const PENDING_SIGNALS_MAX = 64;
 export const RETIRE_MS = 8_000;
 export const SFU_OFFER_TIMEOUT_MS = 15_000;
 export const LEAVE_TIMEOUT_MS = 2_000;
+/** TURN credentials are asked for again when this share of their lifetime is left… */
+export const ICE_REFRESH_MARGIN = 0.1;
+/** …and never more often than this (client/ice.py). */
+export const ICE_MIN_REFRESH_MS = 60_000;
+const ICE_CHECK_MS = 15_000;
 
 /** The topology factories by name (client/topology.py TOPOLOGIES); mesh.ts / sfu.ts register. */
 export const TOPOLOGIES = new Map<TopologyName, TopologyFactory>();
@@ -168,7 +173,12 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   private code: string | null = null;
   private current: Running | null = null;
   private retiring: Running | null = null;
-  private iceServers: RTCIceServer[] = [];
+  /** Shared with every topology (updated in place when TURN credentials are renewed). */
+  private readonly iceServers: RTCIceServer[] = [];
+  private iceExpiresAt = 0; // s since the epoch, 0: never
+  private iceFetchedAt = 0; // ms
+  private iceAskedAt = 0; // ms
+  private iceTimer: ReturnType<typeof setInterval> | null = null;
   private checked = new Map<string, string | null>();
   private rosterGeneration = 0;
   private readonly fresh = new Map<string, string | null>();
@@ -469,6 +479,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
             throw err;
           }
           this.seated = true;
+          this.iceTimer = setInterval(() => void this.serial(() => this.renewIceServers()), ICE_CHECK_MS);
+          (this.iceTimer as { unref?: () => void }).unref?.(); // (Node: never keeps a process alive)
           this.note(`joined call ${this.callId} in '${this.roomLabel}'`);
           await this.applyState(joined.state, null);
           return;
@@ -481,12 +493,34 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   }
 
   private async fetchIceServers(): Promise<void> {
+    this.iceAskedAt = this.now();
     const answer = await this.request<IceServers>({ type: "get_ice_servers" });
-    this.iceServers = answer.servers.map((s) => ({
+    this.iceServers.splice(0, this.iceServers.length, ...answer.servers.map((s) => ({
       urls: s.urls, ...(s.username !== "" ? { username: s.username } : {}), ...(s.credential !== "" ? { credential: s.credential } : {}),
-    }));
+    })));
+    this.iceExpiresAt = answer.expires_at;
+    this.iceFetchedAt = this.now();
     const hasTurn = answer.servers.some((s) => s.urls.some((u) => u.startsWith("turn:") || u.startsWith("turns:")));
     if (this.options.relayOnly === true && !hasTurn) throw new CallRefused(REASONS.noRelay);
+  }
+
+  /** Whether the TURN credentials are near their end (client/ice.py IceConfig.stale). */
+  private iceStale(): boolean {
+    const now = this.now();
+    if (this.iceExpiresAt === 0 || now - Math.max(this.iceFetchedAt, this.iceAskedAt) < ICE_MIN_REFRESH_MS) return false;
+    const left = this.iceExpiresAt * 1000 - now;
+    return left <= (this.iceExpiresAt * 1000 - this.iceFetchedAt) * ICE_REFRESH_MARGIN;
+  }
+
+  /** New TURN credentials for connections made from now on; the old ones stay if the server
+   * cannot give new ones (relays in use keep theirs anyway). */
+  private async renewIceServers(): Promise<void> {
+    if (this.ended() || !this.iceStale()) return;
+    try {
+      await this.fetchIceServers();
+    } catch (err) {
+      this.note(`could not renew the TURN credentials: ${err instanceof Error ? err.message : String(err)}`);
+    }
   }
 
   private async crash(err: unknown): Promise<void> {
@@ -655,6 +689,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     this.note(reason);
     this.changed();
     for (const off of this.unlisten.splice(0)) off();
+    if (this.iceTimer !== null) clearInterval(this.iceTimer);
+    this.iceTimer = null;
     await this.closeTopologies();
     if (this.seated) {
       this.seated = false;
