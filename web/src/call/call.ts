@@ -540,33 +540,30 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     }
   }
 
-  /** After a reconnection the server has dropped our seat: join again (a new join, new keys
-   * for everyone, as the CLI does when it rejoins). */
+  /** After a reconnection: the server dropped our seat with the old connection (conference
+   * routes: a session that closes leaves the call), so we join again — a new join, so everyone
+   * rekeys; in a lobby room a host admits us again. */
   private async rejoin(): Promise<void> {
     if (this.phase !== "in-call" && this.phase !== "lobby") return;
-    const info = await this.request<CallInfo>({ type: "get_call", room_id: this.roomId });
-    const still = info.state.call_id === this.callId
-      && info.state.participants.some((p) => equal(p.member, this.me) && equal(p.join.nonce, this.myJoinNonce));
-    if (still) {
-      await this.applyState(info.state, null);
-      return;
-    }
     await this.closeTopologies();
     this.resetCallState();
+    const info = await this.request<CallInfo>({ type: "get_call", room_id: this.roomId });
     this.callId = info.state.call_id;
     const action = await this.sign("join", this.me);
     this.myJoinNonce = action.nonce;
+    let joined: CallJoined;
     try {
-      const joined = await this.request<CallJoined>({ type: "join_call", room_id: this.roomId, join: fromCallAction(action) });
-      this.reason = "";
-      this.note("joined the call again after the connection came back");
-      await this.applyState(joined.state, null);
+      joined = await this.request<CallJoined>({ type: "join_call", room_id: this.roomId, join: fromCallAction(action) });
     } catch (err) {
       if (err instanceof ServerError && err.code === "banned") return this.finish("failed", REASONS.banned);
       if (err instanceof ServerError && err.code === "locked") return this.finish("failed", REASONS.locked);
       if (err instanceof ServerError && err.code === "call_full") return this.finish("failed", REASONS.full);
       throw err;
     }
+    this.seated = true;
+    this.reason = "";
+    this.note("joined the call again after the connection came back");
+    await this.applyState(joined.state, null);
   }
 
   private resetCallState(): void {
@@ -580,6 +577,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     this.peerCache.clear();
     this.tracks.clear();
     this.links.clear();
+    this.code = null;
     this.keys = new CallKeys(this.me);
   }
 
