@@ -77,6 +77,9 @@ export const REASONS = {
   keyIds: "This call changed keys too often; join it again.",
   connectionLost: "Connection to the server lost. Reconnecting…",
   removedFromSpace: "You were removed from the space.",
+  bannedFromSpace: "You were banned from the space.",
+  leftSpace: "You left the space.",
+  connectionClosed: "The connection to the server was closed.",
   noRoom: "This room is not a conference room of the space.",
 } as const;
 
@@ -537,6 +540,14 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     } else if (state === "online" && this.reason === REASONS.connectionLost) {
       this.reason = "";
       this.changed();
+    } else if (state === "closed") {
+      // For good: removed from the space (the space client says so), or the space was closed.
+      const removed = (this.ctx as unknown as { removed?: () => { how: string } | null }).removed?.() ?? null;
+      this.seated = false;
+      const phase: CallPhase = removed !== null ? "removed" : "failed";
+      const reason = removed === null ? REASONS.connectionClosed : removed.how === "banned" ? REASONS.bannedFromSpace
+        : removed.how === "left" ? REASONS.leftSpace : REASONS.removedFromSpace;
+      void this.serial(() => this.finish(phase, reason));
     }
   }
 
@@ -635,7 +646,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
         return;
       case "session_closed":
         this.seated = false;
-        if (event.reason === "removed" || event.reason === "banned") return this.finish("removed", REASONS.removedFromSpace);
+        if (event.reason === "removed") return this.finish("removed", REASONS.removedFromSpace);
+        if (event.reason === "banned") return this.finish("removed", REASONS.bannedFromSpace);
         return;
       default:
         return;
