@@ -232,6 +232,23 @@ export async function waitTrack(name: string, kind: TrackKind, present: boolean,
   return false;
 }
 
+/** The candidate types of `name`'s selected pair (relay-only: both "relay"). */
+export async function selectedPair(name: string): Promise<{ local: string; remote: string }> {
+  const pc = side(name).topology.connection(hex(other(name).member));
+  const out = { local: "", remote: "" };
+  if (pc === null) return out;
+  const stats = await pc.getStats();
+  const all = new Map<string, Record<string, unknown>>();
+  stats.forEach((r: Record<string, unknown>) => all.set(r["id"] as string, r));
+  for (const r of all.values()) {
+    if (r["type"] !== "transport" || typeof r["selectedCandidatePairId"] !== "string") continue;
+    const pair = all.get(r["selectedCandidatePairId"]);
+    out.local = String(all.get(String(pair?.["localCandidateId"]))?.["candidateType"] ?? "");
+    out.remote = String(all.get(String(pair?.["remoteCandidateId"]))?.["candidateType"] ?? "");
+  }
+  return out;
+}
+
 export function setSending(name: string, sending: { audio: boolean; camera: boolean; screen: boolean }): void {
   side(name).topology.setSending(sending);
 }
@@ -373,5 +390,5 @@ declare global {
     callTest: Record<string, unknown>;
   }
 }
-window.callTest = { sfuStart, sfuSeen, sfuWaitTrack, sfuScreen, sfuClose, start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
+window.callTest = { selectedPair, sfuStart, sfuSeen, sfuWaitTrack, sfuScreen, sfuClose, start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
 document.documentElement.dataset["callReady"] = "1";
