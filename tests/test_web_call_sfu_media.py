@@ -1,13 +1,13 @@
 """The browser's SFU topology (web/src/call/sfu.ts) against the real SFU node (sfu/node.py).
 
-A Chromium (then Firefox) page joins a real ``SfuNode`` through ``SfuTopology`` (its offer goes to the node as
-the server would pass it: ``node.join(conference, participant, sdp, sender_index=1)``), its
-camera and microphone from devices.ts (fake devices, the camera a Y4M of a known colour),
-every frame SFrame-protected in the media worker. A Python participant (the reference
-``client.e2ee_media.SfuSession``) joins the same conference with index 2. Keys are given to
-both sides by the test (the call client's key exchange is tested with it). Checked: the node
-accepts the browser's offer layout; the Python side decrypts and decodes the browser's camera
-(its colour), microphone and shared screen (a third published section, marked
+A Chromium (then Firefox) page joins a real ``SfuNode`` through ``SfuTopology`` (its offer goes
+to the node as the server would pass it: ``node.join(conference, participant, sdp,
+sender_index=1)``), its camera and microphone from devices.ts (fake devices, the camera a Y4M of
+a known colour), every frame SFrame-protected in the media worker. A Python participant (the
+reference ``client.e2ee_media.SfuSession``) joins the same conference with index 2. Keys are
+given to both sides by the test (the call client's key exchange is tested with it). Checked: the
+node accepts the browser's offer layout; the Python side decrypts and decodes the browser's
+camera (its colour), microphone and shared screen (a third published section, marked
 ``a=content:slides``) with zero failures; the page maps the node's slots back to the Python
 participant (by the publisher index in the frames' key ids) and shows its camera (colour) and
 audio (WebAudio), with zero decrypt failures in the worker. The same in Firefox ESR (over
