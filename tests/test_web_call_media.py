@@ -142,6 +142,15 @@ def test_mesh_media_both_ways_mute_camera_off_and_screen(
         assert seen(page, "alice", "screen", 1500)["packets"] == 0, "screen share off"
         assert wait_track(page, "alice", "screen", present=False), "the sink is told: no screen"
 
+        # Alice shares her screen through devices.ts (getDisplayMedia, after a click): Bob sees it.
+        page.page.evaluate("() => window.callTest.aliceScreenButton()")
+        page.page.click("#alice-screen")
+        assert page.page.evaluate("() => window.callTest.screenResult") == "live"
+        assert wait_track(page, "bob", "screen"), "Alice's screen arrives"
+        assert seen(page, "bob", "screen", 1000)["framesDecoded"] > 0
+        assert page.page.evaluate("() => window.callTest.aliceStopScreen()") is True
+        assert wait_track(page, "bob", "screen", present=False), "and goes when she stops"
+
         events = page.page.evaluate("() => window.callTest.sinkEvents('alice')")
         assert events["links"] == ["connected"], events
         page.page.evaluate("() => window.callTest.close()")

@@ -260,6 +260,25 @@ export async function aliceCamera(on: boolean): Promise<boolean> {
   return aliceDevices?.camera !== null;
 }
 
+/** A button that makes Alice share her screen through devices.ts (getDisplayMedia needs a click). */
+export function aliceScreenButton(): void {
+  const button = document.createElement("button");
+  button.id = "alice-screen";
+  button.textContent = "Share screen";
+  button.onclick = () => {
+    window.callTest["screenResult"] = aliceDevices?.shareScreen(true).then(
+      () => aliceDevices?.screen?.readyState ?? "none",
+      (err: unknown) => (err instanceof DeviceError ? `${err.problem}: ${err.message}` : String(err)),
+    );
+  };
+  document.body.append(button);
+}
+
+export async function aliceStopScreen(): Promise<boolean> {
+  await aliceDevices?.shareScreen(false);
+  return aliceDevices?.screen === null;
+}
+
 /** Bob shares a "screen" (a canvas of another colour) or stops. */
 export async function bobScreen(on: boolean): Promise<void> {
   const b = side("bob");
@@ -390,5 +409,5 @@ declare global {
     callTest: Record<string, unknown>;
   }
 }
-window.callTest = { selectedPair, sfuStart, sfuSeen, sfuWaitTrack, sfuScreen, sfuClose, start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
+window.callTest = { aliceScreenButton, aliceStopScreen, selectedPair, sfuStart, sfuSeen, sfuWaitTrack, sfuScreen, sfuClose, start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
 document.documentElement.dataset["callReady"] = "1";
