@@ -233,6 +233,17 @@ def sfu_call(ev: Callable[[str], Any], server: SfuPageServer, *, firefox: bool) 
     assert close_to(bob.colour["screen"], SCREEN_RGB, 50), bob.colour
     assert bob.session.stats()["decrypt_failures"] == 0
 
+    # SfuReconnect: a new connection to the node (it replaces the old one); the worker's
+    # counter goes on under the same key, so Bob's replay window accepts what follows.
+    before = dict(bob.frames)
+    again = ev("window.callTest.sfuReconnect()")
+    assert again["state"] == "connected" and again["connects"] == 2, again
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not all(bob.frames[k] >= before[k] + 20 for k in before):
+        time.sleep(0.2)
+    assert all(bob.frames[k] >= before[k] + 20 for k in before), (before, bob.frames)
+    assert bob.session.stats()["decrypt_failures"] == 0
+
     counters = ev("window.callTest.sfuClose()")
     tracks = counters["tracks"]
     assert counters["sendKid"] == ALICE_INDEX << 16

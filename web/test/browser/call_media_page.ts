@@ -390,6 +390,15 @@ export async function sfuScreen(on: boolean): Promise<void> {
   await sfu.topology.setMedia(media);
 }
 
+/** The server's SfuReconnect: the topology connects to the node again (same worker, counters go on). */
+export async function sfuReconnect(): Promise<{ state: string; connects: number; reconnects: number }> {
+  if (sfu === null) throw new Error("not started");
+  await sfu.topology.reconnect("the test says so");
+  const end = performance.now() + 30000;
+  while (performance.now() < end && sfu.topology.state !== "connected") await tick(100);
+  return { state: sfu.topology.state, ...sfu.topology.counters };
+}
+
 export async function sfuClose(): Promise<unknown> {
   const counters = await sfu?.keys.counters();
   await sfu?.topology.close();
@@ -409,5 +418,5 @@ declare global {
     callTest: Record<string, unknown>;
   }
 }
-window.callTest = { aliceScreenButton, aliceStopScreen, selectedPair, sfuStart, sfuSeen, sfuWaitTrack, sfuScreen, sfuClose, start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
+window.callTest = { sfuReconnect, aliceScreenButton, aliceStopScreen, selectedPair, sfuStart, sfuSeen, sfuWaitTrack, sfuScreen, sfuClose, start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
 document.documentElement.dataset["callReady"] = "1";
