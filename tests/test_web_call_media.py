@@ -153,6 +153,9 @@ def test_mesh_media_both_ways_mute_camera_off_and_screen(
 
         events = page.page.evaluate("() => window.callTest.sinkEvents('alice')")
         assert events["links"] == ["connected"], events
+        lists = page.page.evaluate("() => window.callTest.listDevices()")
+        assert lists["cameras"] and lists["microphones"], lists
+        assert all(d["label"] and d["id"] for d in lists["cameras"] + lists["microphones"]), lists
         page.page.evaluate("() => window.callTest.close()")
         assert [e for e in page.problems() if "favicon" not in e] == []
         page.screenshot("call-media-mesh")
@@ -240,5 +243,14 @@ def test_mesh_relay_only_through_coturn(chromium: Any, page_url: str, coturn: An
         assert "ALLOCATE processed, success" in log
         assert coturn.allocated_usernames(), "the relay was allocated under our REST username"
         page.page.evaluate("() => window.callTest.close()")
+        # TURN refusing our credentials: no relay candidate, so the pair fails, saying why.
+        page.page.reload()
+        page.page.wait_for_selector("html[data-call-ready]", state="attached")
+        bad = [{**servers[0], "credential": "not-the-right-one"}]
+        failed = page.page.evaluate(
+            "s => window.callTest.start({ relayOnly: true, iceServers: s })", bad
+        )
+        assert "failed" in failed["links"], failed
+        assert any("relay-only: no relay candidate" in d for d in failed["details"]), failed
     finally:
         browser.close()

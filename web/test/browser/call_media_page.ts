@@ -121,7 +121,8 @@ export async function start(opts: { relayOnly?: boolean; iceServers?: RTCIceServ
   await bob.topology.setPeers(new Map([[hex(alice.member), peerOf(bob, alice, link)]]));
   const end = performance.now() + 30000;
   while (performance.now() < end) {
-    if ([...sides].every((s) => [...s.sink.links.values()].includes("connected"))) break;
+    const states = sides.map((s) => [...s.sink.links.values()].join(","));
+    if (states.every((st) => st === "connected") || states.some((st) => st === "failed" || st === "refused")) break;
     await tick(100);
   }
   return { links: sides.map((s) => [...s.sink.links.values()].join(",")), details: sides.flatMap((s) => s.sink.details) };
