@@ -7,8 +7,10 @@ microphone are Chromium's fake devices opened through devices.ts (the camera pla
 known colour); Bob's are a canvas of another colour and an oscillator. Checked: the pair
 connects with three sections (audio, camera, screen), each side decodes the other's video
 (colour) and hears its audio (WebAudio), mute stops the audio leaving, camera off stops the
-video, a shared screen arrives as a third track (its own colour); devices.ts names a denied
-permission and a missing device in plain words.
+video, a shared screen arrives as a third track (its own colour; also Alice's own screen
+through getDisplayMedia); relay-only through a real coturn (and a refused TURN credential fails
+the pair with its reason); the same pair in Firefox ESR; devices.ts names a denied permission
+and a missing device in plain words; the built app ships the SFrame worker under its CSP.
 """
 
 from __future__ import annotations
@@ -254,3 +256,33 @@ def test_mesh_relay_only_through_coturn(chromium: Any, page_url: str, coturn: An
         assert any("relay-only: no relay candidate" in d for d in failed["details"]), failed
     finally:
         browser.close()
+
+
+def test_firefox_mesh_media_both_ways_mute_and_screen(firefox: Any, page_url: str) -> None:
+    """The same pair in Firefox ESR (its own fake camera and microphone for Alice): each side
+    decodes the other, mute stops the audio leaving, a shared screen arrives as a third track."""
+    page = firefox()
+    page.goto(page_url)
+    page.wait("html[data-call-ready]")
+
+    def ev(expression: str) -> Any:
+        return page.evaluate(expression, timeout=60.0)
+
+    started = ev("window.callTest.start()")
+    assert started["links"] == ["connected", "connected"], started
+    for who in ("alice", "bob"):
+        for kind in ("camera", "audio"):
+            assert ev(f"window.callTest.waitTrack('{who}', '{kind}', true)"), (who, kind)
+    alice_sees = ev("window.callTest.seen('alice', 'camera', 1500)")
+    assert close_to(alice_sees["colour"], BOB_RGB), alice_sees
+    assert ev("window.callTest.seen('bob', 'camera', 1500)")["framesDecoded"] > 10
+    assert ev("window.callTest.seen('bob', 'audio', 1500)")["packets"] > 20
+    ev("window.callTest.setSending('alice', {audio: false, camera: true, screen: true})")
+    ev("window.callTest.seen('bob', 'audio', 500)")
+    assert ev("window.callTest.seen('bob', 'audio', 1500)")["packets"] == 0, "muted"
+    ev("window.callTest.bobScreen(true)")
+    assert ev("window.callTest.waitTrack('alice', 'screen', true)")
+    screen = ev("window.callTest.seen('alice', 'screen', 1500)")
+    assert close_to(screen["colour"], SCREEN_RGB), screen
+    ev("window.callTest.close()")
+    assert [e for e in page.problems() if "favicon" not in e] == []

@@ -199,12 +199,14 @@ async function inbound(name: string): Promise<Record<string, { packets: number; 
   const pc = s.topology.connection(hex(other(name).member));
   const out: Record<string, { packets: number; frames: number }> = {};
   if (pc === null) return out;
-  const mids = new Map(pc.getTransceivers().map((t, i) => [t.mid, ["audio", "camera", "screen"][i] as string]));
-  (await pc.getStats()).forEach((r: { type: string; mid?: string; packetsReceived?: number; framesDecoded?: number }) => {
-    if (r.type !== "inbound-rtp") return;
-    const kind = mids.get(r.mid ?? null) ?? `mid-${r.mid}`;
-    out[kind] = { packets: r.packetsReceived ?? 0, frames: r.framesDecoded ?? 0 };
-  });
+  const kinds = ["audio", "camera", "screen"];
+  await Promise.all(
+    pc.getTransceivers().map(async (t, i) => {
+      (await t.receiver.getStats()).forEach((r: { type: string; packetsReceived?: number; framesDecoded?: number }) => {
+        if (r.type === "inbound-rtp") out[kinds[i] ?? `section-${i}`] = { packets: r.packetsReceived ?? 0, frames: r.framesDecoded ?? 0 };
+      });
+    }),
+  );
   return out;
 }
 
