@@ -7,7 +7,7 @@
  * of other colours and a WebAudio oscillator. What each side's `MediaSink` receives is kept and
  * measured: decoded colour, audio level, packets arriving.
  */
-import { DeviceError, LocalDevices, listDevices, openDevices } from "../../src/call/devices.ts";
+import { DeviceError, LocalDevices, listDevices, openDevices, setSpeaker } from "../../src/call/devices.ts";
 import { MeshTopology } from "../../src/call/mesh.ts";
 import { SfuTopology, sframeWorkerUrl } from "../../src/call/sfu.ts";
 import { MediaKeys } from "../../src/media/media_keys.ts";
@@ -121,7 +121,8 @@ export async function start(opts: { relayOnly?: boolean; iceServers?: RTCIceServ
   await bob.topology.setPeers(new Map([[hex(alice.member), peerOf(bob, alice, link)]]));
   const end = performance.now() + 30000;
   while (performance.now() < end) {
-    if ([...sides].every((s) => [...s.sink.links.values()].includes("connected"))) break;
+    const states = sides.map((s) => [...s.sink.links.values()].join(","));
+    if (states.every((st) => st === "connected") || states.some((st) => st === "failed" || st === "refused")) break;
     await tick(100);
   }
   return { links: sides.map((s) => [...s.sink.links.values()].join(",")), details: sides.flatMap((s) => s.sink.details) };
@@ -198,12 +199,14 @@ async function inbound(name: string): Promise<Record<string, { packets: number; 
   const pc = s.topology.connection(hex(other(name).member));
   const out: Record<string, { packets: number; frames: number }> = {};
   if (pc === null) return out;
-  const mids = new Map(pc.getTransceivers().map((t, i) => [t.mid, ["audio", "camera", "screen"][i] as string]));
-  (await pc.getStats()).forEach((r: { type: string; mid?: string; packetsReceived?: number; framesDecoded?: number }) => {
-    if (r.type !== "inbound-rtp") return;
-    const kind = mids.get(r.mid ?? null) ?? `mid-${r.mid}`;
-    out[kind] = { packets: r.packetsReceived ?? 0, frames: r.framesDecoded ?? 0 };
-  });
+  const kinds = ["audio", "camera", "screen"];
+  await Promise.all(
+    pc.getTransceivers().map(async (t, i) => {
+      (await t.receiver.getStats()).forEach((r: { type: string; packetsReceived?: number; framesDecoded?: number }) => {
+        if (r.type === "inbound-rtp") out[kinds[i] ?? `section-${i}`] = { packets: r.packetsReceived ?? 0, frames: r.framesDecoded ?? 0 };
+      });
+    }),
+  );
   return out;
 }
 
@@ -232,6 +235,23 @@ export async function waitTrack(name: string, kind: TrackKind, present: boolean,
   return false;
 }
 
+/** The candidate types of `name`'s selected pair (relay-only: both "relay"). */
+export async function selectedPair(name: string): Promise<{ local: string; remote: string }> {
+  const pc = side(name).topology.connection(hex(other(name).member));
+  const out = { local: "", remote: "" };
+  if (pc === null) return out;
+  const stats = await pc.getStats();
+  const all = new Map<string, Record<string, unknown>>();
+  stats.forEach((r: Record<string, unknown>) => all.set(r["id"] as string, r));
+  for (const r of all.values()) {
+    if (r["type"] !== "transport" || typeof r["selectedCandidatePairId"] !== "string") continue;
+    const pair = all.get(r["selectedCandidatePairId"]);
+    out.local = String(all.get(String(pair?.["localCandidateId"]))?.["candidateType"] ?? "");
+    out.remote = String(all.get(String(pair?.["remoteCandidateId"]))?.["candidateType"] ?? "");
+  }
+  return out;
+}
+
 export function setSending(name: string, sending: { audio: boolean; camera: boolean; screen: boolean }): void {
   side(name).topology.setSending(sending);
 }
@@ -241,6 +261,25 @@ export async function aliceCamera(on: boolean): Promise<boolean> {
   await aliceDevices?.setCamera(on);
   await tick(50);
   return aliceDevices?.camera !== null;
+}
+
+/** A button that makes Alice share her screen through devices.ts (getDisplayMedia needs a click). */
+export function aliceScreenButton(): void {
+  const button = document.createElement("button");
+  button.id = "alice-screen";
+  button.textContent = "Share screen";
+  button.onclick = () => {
+    window.callTest["screenResult"] = aliceDevices?.shareScreen(true).then(
+      () => aliceDevices?.screen?.readyState ?? "none",
+      (err: unknown) => (err instanceof DeviceError ? `${err.problem}: ${err.message}` : String(err)),
+    );
+  };
+  document.body.append(button);
+}
+
+export async function aliceStopScreen(): Promise<boolean> {
+  await aliceDevices?.shareScreen(false);
+  return aliceDevices?.screen === null;
 }
 
 /** Bob shares a "screen" (a canvas of another colour) or stops. */
@@ -354,6 +393,15 @@ export async function sfuScreen(on: boolean): Promise<void> {
   await sfu.topology.setMedia(media);
 }
 
+/** The server's SfuReconnect: the topology connects to the node again (same worker, counters go on). */
+export async function sfuReconnect(): Promise<{ state: string; connects: number; reconnects: number }> {
+  if (sfu === null) throw new Error("not started");
+  await sfu.topology.reconnect("the test says so");
+  const end = performance.now() + 30000;
+  while (performance.now() < end && sfu.topology.state !== "connected") await tick(100);
+  return { state: sfu.topology.state, ...sfu.topology.counters };
+}
+
 export async function sfuClose(): Promise<unknown> {
   const counters = await sfu?.keys.counters();
   await sfu?.topology.close();
@@ -373,5 +421,18 @@ declare global {
     callTest: Record<string, unknown>;
   }
 }
-window.callTest = { sfuStart, sfuSeen, sfuWaitTrack, sfuScreen, sfuClose, start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
+/** devices.ts speaker choice on a media element: the default speaker, then a made-up one. */
+export async function speaker(): Promise<{ chosen: boolean; unknown: string }> {
+  const el = document.createElement("audio");
+  const chosen = await setSpeaker(el, "");
+  let unknown = "";
+  try {
+    await setSpeaker(el, "no-such-speaker");
+  } catch (err) {
+    unknown = err instanceof DeviceError ? err.problem : String(err);
+  }
+  return { chosen, unknown };
+}
+
+window.callTest = { speaker, sfuReconnect, aliceScreenButton, aliceStopScreen, selectedPair, sfuStart, sfuSeen, sfuWaitTrack, sfuScreen, sfuClose, start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
 document.documentElement.dataset["callReady"] = "1";
