@@ -26,8 +26,8 @@ from client.rooms import RoomName
 from client.space import ProfileInfo, SealedSpaceKey, SpaceInfo, key_fits_chain, open_preview
 from protocol import records as rec
 from protocol import roomkeys, wire
-from protocol.conference_rules import action_problem
-from protocol.conference_wire import CallAction
+from protocol.conference_rules import action_problem, seat_flags
+from protocol.conference_wire import CallAction, CallJoined
 from protocol.errors import ProtocolError
 
 pytestmark = pytest.mark.timeout(120)
@@ -344,3 +344,47 @@ def test_chat_frames(made: dict[str, Any]) -> None:
         "Stories",
         "StoryPart",
     ]
+
+
+def test_conference_frames(made: dict[str, Any]) -> None:
+    """conference_wire.ts's frames decode with msgspec, re-encode to the same bytes, and the
+    signed actions inside them verify under protocol.conference_rules."""
+    owner, member = _person(made, "owner"), _person(made, "member")
+    frames = made["conference_frames"]
+    decoded = []
+    for hex_frame, decoder in [(f, wire.client_decoder) for f in frames["client"]] + [
+        (f, wire.server_decoder) for f in frames["server"]
+    ]:
+        message = decoder.decode(b(hex_frame))
+        decoded.append(message)
+        assert wire.encoder.encode(message).hex() == hex_frame
+    assert [type(m).__name__ for m in decoded] == [
+        "GetCall",
+        "JoinCall",
+        "LeaveCall",
+        "ActInCall",
+        "SendCallSignal",
+        "SfuOffer",
+        "CallInfo",
+        "CallJoined",
+        "CallUpdate",
+        "CallSignal",
+        "CallEnded",
+        "SfuAnswer",
+        "CallSpeaker",
+        "SfuReconnect",
+    ]
+    joined = decoded[7]
+    assert isinstance(joined, CallJoined)
+    state = joined.state
+    roles: dict[bytes, rec.Role] = {owner["member_key"]: "owner", member["member_key"]: "member"}
+    where = {"space_id": made["space_id"], "room_id": state.room_id, "call_id": state.call_id}
+    seat = state.participants[1]
+    for action in (seat.join, seat.admission, seat.mute):
+        assert action is not None and action_problem(action, roles, **where) is None
+    assert seat.admission is not None and seat.admission.join_ref == seat.join.nonce
+    flags = seat_flags(seat, LOBBY_ROOM, state.call_id, roles, lambda a: True)
+    assert flags.admitted and flags.muted and not flags.host
+
+
+LOBBY_ROOM = rec.RoomCreate("r", "conference", 0, b"", True, False, "auto")

@@ -28,6 +28,7 @@ import { f, optional, struct, encodeStruct } from "../src/protocol/schema.ts";
 import { encodeEnvelope, sealKey } from "../src/protocol/sealed.ts";
 import { mediaKid, protectFrame, sframeKey } from "../src/protocol/sframe.ts";
 import { encodeClientMessage, encodeServerMessage, type ClientMessage, type ServerMessage } from "../src/protocol/wire.ts";
+import { fromCallAction, type CallState } from "../src/protocol/conference_wire.ts";
 
 // The space-key box contents of PROTOCOL.md §9 (no TS module defines them yet).
 const SPACE_INFO = struct("SpaceInfo", [f("name", "str"), f("description", "str")]);
@@ -224,5 +225,51 @@ const serverFrames: ServerMessage[] = [
 (json as { [key: string]: unknown })["chat_frames"] = {
   client: clientFrames.map((m) => toHex(encodeClientMessage(m))),
   server: serverFrames.map((m) => toHex(encodeServerMessage(m))),
+};
+// ---- conference frames (§13) as wire.ts encodes them ----
+const ownerJoinAction = await signAction({
+  spaceId, roomId, callId, actor: owner.memberKey, action: "join", target: owner.memberKey, issuedAt: now * 1000,
+  nonce: ownerJoin, headSeq: head.seq, headHash: head.hash, joinRef: new Uint8Array(0),
+}, owner.signingSeed);
+const memberJoinAction = await signAction({
+  spaceId, roomId, callId, actor: member.memberKey, action: "join", target: member.memberKey, issuedAt: now * 1000,
+  nonce: memberJoin, headSeq: head.seq, headHash: head.hash, joinRef: new Uint8Array(0),
+}, member.signingSeed);
+const admit = await signAction({
+  spaceId, roomId, callId, actor: owner.memberKey, action: "admit", target: member.memberKey, issuedAt: now * 1000,
+  nonce: randomBytes(16), headSeq: head.seq, headHash: head.hash, joinRef: memberJoin,
+}, owner.signingSeed);
+const w = fromCallAction;
+const callState: CallState = {
+  room_id: roomId, call_id: callId, version: 7, topology: "sfu", requested_topology: "auto",
+  participants: [
+    { member: owner.memberKey, index: 0, status: "joined", join: w(ownerJoinAction), admission: null, mute: null, hand: null,
+      stage: null },
+    { member: member.memberKey, index: 1, status: "joined", join: w(memberJoinAction), admission: w(admit), mute: w(action),
+      hand: null, stage: null },
+  ],
+  lock: null, bans: [],
+};
+const conferenceClient: ClientMessage[] = [
+  { type: "get_call", id: 1, room_id: roomId },
+  { type: "join_call", id: 2, room_id: roomId, join: w(memberJoinAction) },
+  { type: "leave_call", id: 3, room_id: roomId },
+  { type: "act_in_call", id: 4, room_id: roomId, action: w(admit) },
+  { type: "send_call_signal", id: 5, room_id: roomId, call_id: callId, to: owner.memberKey, box: signal },
+  { type: "sfu_offer", id: 6, room_id: roomId, call_id: callId, sdp: "v=0\r\n" },
+];
+const conferenceServer: ServerMessage[] = [
+  { type: "call_info", id: 1, state: { ...callState, participants: [], version: 0 } },
+  { type: "call_joined", id: 2, state: callState, status: "joined" },
+  { type: "call_update", state: callState, action: w(action) },
+  { type: "call_signal", room_id: roomId, call_id: callId, sender: member.memberKey, box: signal },
+  { type: "call_ended", room_id: roomId, call_id: callId, reason: "ended", action: null },
+  { type: "sfu_answer", id: 6, sdp: "v=0\r\n" },
+  { type: "call_speaker", room_id: roomId, call_id: callId, member: member.memberKey },
+  { type: "sfu_reconnect", room_id: roomId, call_id: callId, reason: "the node went away" },
+];
+(json as { [key: string]: unknown })["conference_frames"] = {
+  client: conferenceClient.map((m) => toHex(encodeClientMessage(m))),
+  server: conferenceServer.map((m) => toHex(encodeServerMessage(m))),
 };
 writeFileSync(out, JSON.stringify(json, null, 2) + "\n");

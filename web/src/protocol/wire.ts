@@ -1,10 +1,13 @@
 /**
  * WebSocket frames of PROTOCOL.md §5 (authentication, member requests and events, §5.3–5.5),
- * with the chat and story frames of §11–12 (chat_wire.ts). Call (§13–15) frames are not in
- * these unions yet: decoding one is an unknown-tag `WireError`.
+ * with the chat and story frames of §11–12 (chat_wire.ts) and the conference frames of §13
+ * (conference_wire.ts).
  */
 import { RECORD, type Record } from "./recordtypes.ts";
 import { CHAT_CLIENT_STRUCTS, CHAT_SERVER_STRUCTS, type ChatClientMessage, type ChatServerMessage } from "./chat_wire.ts";
+import {
+  CONFERENCE_CLIENT_STRUCTS, CONFERENCE_SERVER_STRUCTS, type ConferenceClientMessage, type ConferenceServerMessage,
+} from "./conference_wire.ts";
 import { WireError, decodeUnion, encodeUnion, f, fd, list, optional, ref, struct, union } from "./schema.ts";
 
 export { WireError };
@@ -53,7 +56,7 @@ export interface GetIceServers { type: "get_ice_servers"; id: number }
 
 export type ClientMessage =
   | CreateSpace | Authenticate | OpenInvite | JoinSpace | GetRecords | Append | ListInvites | GetEnvelopes
-  | GetEnvelopeHolders | DropEnvelope | PutSeals | GetIceServers | ChatClientMessage;
+  | GetEnvelopeHolders | DropEnvelope | PutSeals | GetIceServers | ChatClientMessage | ConferenceClientMessage;
 
 const records = list(ref(RECORD));
 const seals = list(ref(INVITE_SEAL));
@@ -76,6 +79,7 @@ export const CLIENT_MESSAGE = union("ClientMessage", [
   struct("PutSeals", [f("id", "int"), f("seals", seals)], { tag: "put_seals" }),
   struct("GetIceServers", [f("id", "int")], { tag: "get_ice_servers" }),
   ...CHAT_CLIENT_STRUCTS,
+  ...CONFERENCE_CLIENT_STRUCTS,
 ]);
 
 // ---- server → client ----
@@ -101,7 +105,7 @@ export interface IceServers { type: "ice_servers"; id: number; servers: IceServe
 
 export type ServerMessage =
   | Challenge | Welcome | InviteOpened | Joined | Records | Appended | Invites | Envelopes | EnvelopeHolders | Done
-  | ErrorReply | RecordAdded | SessionClosed | IceServers | ChatServerMessage;
+  | ErrorReply | RecordAdded | SessionClosed | IceServers | ChatServerMessage | ConferenceServerMessage;
 
 export const PROTOCOL_VERSION = 1;
 
@@ -126,6 +130,7 @@ export const SERVER_MESSAGE = union("ServerMessage", [
   struct("IceServers", [f("id", "int"), f("servers", list(ref(ICE_SERVER))), fd("expires_at", "int", 0)],
     { tag: "ice_servers" }),
   ...CHAT_SERVER_STRUCTS,
+  ...CONFERENCE_SERVER_STRUCTS,
 ]);
 
 export const encodeClientMessage = (message: ClientMessage): Uint8Array => encodeUnion(CLIENT_MESSAGE, message);

@@ -1,0 +1,376 @@
+/**
+ * The SFU topology in the browser (PROTOCOL.md §15.6–§15.8; the reference is
+ * client/sfu_topology.py and client/e2ee_media.py SfuSession): one RTCPeerConnection to the
+ * call's SFU node, every frame SFrame-protected in the media worker (`MediaKeys`).
+ *
+ * The offer (never renegotiated) publishes three `sendonly` sections — camera (VP8), audio
+ * (Opus), screen (VP8, marked `a=content:slides`) — and receives VIDEO_SLOTS camera,
+ * AUDIO_SLOTS audio and SCREEN_SLOTS screen slots (`recvonly`), all BUNDLEd. The node fills
+ * the slots with the most recent speakers and puts the publisher's sender index as the single
+ * CSRC on every forwarded packet; each slot's receiver transform opens a frame only under a key
+ * id naming that CSRC (§15.8). Which member a slot shows is read back from the worker: the key
+ * id of the last frame it decrypted (authenticated) names the publisher's index, and the call
+ * state names the member at that index.
+ *
+ * The `MediaKeys` worker belongs to the call, not to one topology: its sending counter must
+ * never restart under the same key (a mesh → SFU → mesh → SFU switch, a reconnect).
+ */
+import { MediaKeys } from "../media/media_keys.ts";
+import { gathered, outgoingSdp, preferCodec, rtcConfiguration } from "./mesh.ts";
+import type {
+  LinkState, LocalMedia, Peer, SignalKind, Topology, TopologyContext, TopologyFactory, TopologyName, TrackKind,
+} from "./topology.ts";
+
+export const VIDEO_SLOTS = 6;
+export const AUDIO_SLOTS = 6;
+export const SCREEN_SLOTS = 2;
+export const KEY_WAIT_MS = 3_000;
+export const RECONNECTS = 3;
+export const RECONNECT_DELAY_MS = 1_000;
+/** How often the slots are looked at, and how long a slot may be quiet before its member's track goes. */
+export const SLOT_POLL_MS = 250;
+export const SLOT_IDLE_MS = 2_500;
+export const SCREEN_CONTENT = "a=content:slides";
+
+/** The URL of the SFrame worker the build emitted (its `<meta name="salon-sframe-worker">`). */
+export function sframeWorkerUrl(doc: Document = document): URL {
+  const meta = doc.querySelector<HTMLMetaElement>('meta[name="salon-sframe-worker"]');
+  const path = meta?.content ?? "/sframe_worker.js";
+  return new URL(path, doc.baseURI);
+}
+
+/** `sdp` (CRLF) with `a=content:slides` after the `a=mid` line of each of `mids` (protocol/sfu_sdp.py). */
+export function markScreenSections(sdp: string, mids: ReadonlySet<string>): string {
+  const out: string[] = [];
+  for (const line of sdp.replace(/\r\n/g, "\n").split("\n")) {
+    out.push(line);
+    if (line.startsWith("a=mid:") && mids.has(line.slice("a=mid:".length))) out.push(SCREEN_CONTENT);
+  }
+  return out.join("\r\n");
+}
+
+interface Slot {
+  kind: TrackKind;
+  label: string;
+  transceiver: RTCRtpTransceiver;
+  /** The member it shows now, and the worker's decrypted count when last looked at. */
+  member: string | null;
+  decrypted: number;
+  lastFrame: number;
+}
+
+interface Sending {
+  audio: boolean;
+  camera: boolean;
+  screen: boolean;
+}
+
+export class SfuTopology implements Topology {
+  readonly name: TopologyName = "sfu";
+  media: LocalMedia;
+  sending: Sending = { audio: false, camera: false, screen: false };
+  state: LinkState = "waiting";
+  readonly peers = new Map<string, Peer>();
+  readonly refused = new Set<string>();
+  /** index → member, kept after they leave (an index stays bound to its first member, §15.5). */
+  readonly #members = new Map<number, string>();
+  #pc: RTCPeerConnection | null = null;
+  #senders: RTCRtpTransceiver[] = []; // camera, audio, screen
+  #slots: Slot[] = [];
+  #connecting: Promise<void> | null = null;
+  #closed = false;
+  #changed = Date.now();
+  #sendEpoch: number | null = null;
+  #poll: ReturnType<typeof setInterval> | null = null;
+  readonly #unlisten: () => void;
+  readonly counters = { connects: 0, reconnects: 0, sendKeySwitches: 0 };
+
+  constructor(readonly ctx: TopologyContext, readonly keys: MediaKeys) {
+    if (ctx.sfu === null) throw new Error("the SFU topology needs the call's SFU channel");
+    this.media = { ...ctx.media };
+    this.#members.set(ctx.sfu.myIndex, hex(ctx.me));
+    this.#unlisten = ctx.keys.onChange((member) => void this.#onKey(member));
+    void this.#onKey(hex(ctx.me));
+  }
+
+  get myIndex(): number {
+    return (this.ctx.sfu as { myIndex: number }).myIndex;
+  }
+
+  /** The connection to the node (tests read its stats). */
+  get connection(): RTCPeerConnection | null {
+    return this.#pc;
+  }
+
+  // -- keys --------------------------------------------------------------------------------
+
+  readonly #installed = new Map<string, Set<number>>(); // member → epochs posted to the worker
+
+  async #onKey(memberHex: string): Promise<void> {
+    if (this.#closed || this.refused.has(memberHex)) return;
+    try {
+      if (memberHex === hex(this.ctx.me)) {
+        const own = this.ctx.keys.current();
+        if (own === null || own.epoch === this.#sendEpoch) return;
+        await this.keys.setSendKey(this.myIndex, own.epoch, own.key);
+        this.#sendEpoch = own.epoch;
+        this.counters.sendKeySwitches++;
+        this.ctx.sink.onSendKey?.(own.epoch);
+        return;
+      }
+      const peer = this.peers.get(memberHex);
+      if (peer === undefined) return;
+      const usable = [...this.ctx.keys.usable(memberHex)].sort((a, b) => a.epoch - b.epoch);
+      const held = this.#installed.get(memberHex) ?? new Set<number>();
+      this.#installed.set(memberHex, held);
+      for (const k of usable) {
+        await this.keys.setReceiveKey(peer.index, k.epoch, k.key);
+        held.add(k.epoch);
+      }
+    } catch (err) {
+      // A key the worker refuses (a key id already naming another key): nothing of it decrypts.
+      this.ctx.sink.onLink(memberHex, this.state, `a media key was refused: ${err instanceof Error ? err.message : err}`);
+    }
+  }
+
+  #ready(): boolean {
+    for (const hexKey of this.peers.keys()) {
+      if (this.refused.has(hexKey)) continue;
+      if ((this.#installed.get(hexKey)?.size ?? 0) === 0) return false;
+    }
+    return this.#sendEpoch !== null;
+  }
+
+  // -- the Topology seam -------------------------------------------------------------------
+
+  async setPeers(peers: ReadonlyMap<string, Peer>): Promise<void> {
+    let left = false;
+    for (const [memberHex, peer] of [...this.peers]) {
+      if (peers.has(memberHex)) continue;
+      this.peers.delete(memberHex);
+      this.#installed.delete(memberHex);
+      left = true;
+      await this.keys.removePublisher(peer.index);
+      this.#dropMember(memberHex);
+      this.ctx.sink.onLink(memberHex, "closed");
+    }
+    if (left) {
+      // §15.5: every remaining sender's current key (the leaver held it) only overlaps now.
+      for (const [memberHex, peer] of peers) if (this.peers.has(memberHex)) await this.keys.supersede(peer.index);
+    }
+    for (const [memberHex, peer] of peers) {
+      const known = this.peers.has(memberHex);
+      const named = this.#members.get(peer.index);
+      if (named !== undefined && named !== memberHex) {
+        if (!this.refused.has(memberHex)) {
+          await this.refuse(memberHex, `the server gave them sender index ${peer.index}, already another's`);
+        }
+        continue;
+      }
+      this.#members.set(peer.index, memberHex);
+      this.peers.set(memberHex, peer);
+      if (!known) {
+        await this.#onKey(memberHex);
+        if (this.state === "connected") this.ctx.sink.onLink(memberHex, "connected");
+        else if (this.state === "failed") this.ctx.sink.onLink(memberHex, "failed", "no connection to the SFU");
+      }
+    }
+    this.#changed = Date.now();
+    if (this.#pc === null && this.#connecting === null && !this.#closed) this.#connecting = this.#connect(true);
+  }
+
+  /** Peers send no SDP to each other on the SFU (media keys reach us through the call's keys). */
+  async onSignal(_peer: Peer, _kind: SignalKind, _payload: Uint8Array, _attempt: number): Promise<void> {}
+
+  async refuse(memberHex: string, reason: string): Promise<void> {
+    this.refused.add(memberHex);
+    const peer = this.peers.get(memberHex);
+    if (peer !== undefined && this.#members.get(peer.index) === memberHex) await this.keys.removePublisher(peer.index);
+    this.#dropMember(memberHex);
+    this.ctx.sink.onLink(memberHex, "refused", reason);
+  }
+
+  setSending(sending: Sending): void {
+    this.sending = { ...sending };
+    void this.#applySending();
+  }
+
+  async setMedia(media: LocalMedia): Promise<void> {
+    this.media = { ...media };
+    await this.#applySending();
+  }
+
+  /** The server said our node connection is gone (`SfuReconnect`): connect again. */
+  async reconnect(_reason: string): Promise<void> {
+    if (this.#closed || this.#connecting !== null) return;
+    this.#connecting = this.#connect(false);
+    await this.#connecting;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#unlisten();
+    this.#dropPc();
+  }
+
+  // -- the connection ----------------------------------------------------------------------
+
+  async #connect(first: boolean): Promise<void> {
+    try {
+      for (let attempt = 0; attempt <= RECONNECTS; attempt++) {
+        if (attempt > 0 || !first) {
+          if (attempt > 0) await sleep(RECONNECT_DELAY_MS);
+          this.counters.reconnects++;
+        }
+        while (!this.#closed && !this.#ready() && Date.now() - this.#changed < KEY_WAIT_MS) await sleep(50);
+        if (this.#closed) return;
+        this.#dropPc();
+        try {
+          await this.#open();
+          return;
+        } catch (err) {
+          this.#dropPc();
+          this.#setState("failed", `no connection to the SFU: ${err instanceof Error ? err.message : err}`);
+        }
+      }
+    } finally {
+      this.#connecting = null;
+    }
+  }
+
+  async #open(): Promise<void> {
+    const pc = new RTCPeerConnection(rtcConfiguration(this.ctx));
+    this.#pc = pc;
+    this.counters.connects++;
+    const camera = pc.addTransceiver("video", { direction: "sendonly" });
+    const audio = pc.addTransceiver("audio", { direction: "sendonly" });
+    const screen = pc.addTransceiver("video", { direction: "sendonly" });
+    preferCodec(camera, "video", "video/vp8", false);
+    preferCodec(audio, "audio", "audio/opus", false);
+    preferCodec(screen, "video", "video/vp8", false);
+    this.keys.attachSender(camera.sender, "camera");
+    this.keys.attachSender(audio.sender, "audio");
+    this.keys.attachSender(screen.sender, "screen");
+    this.#senders = [camera, audio, screen];
+    const slots: Slot[] = [];
+    const screens: RTCRtpTransceiver[] = [screen];
+    for (const [kind, count] of [["camera", VIDEO_SLOTS], ["audio", AUDIO_SLOTS], ["screen", SCREEN_SLOTS]] as const) {
+      for (let i = 0; i < count; i++) {
+        const media = kind === "audio" ? "audio" : "video";
+        const t = pc.addTransceiver(media, { direction: "recvonly" });
+        preferCodec(t, media, media === "audio" ? "audio/opus" : "video/vp8", false);
+        const label = `slot-${kind}-${i}`;
+        this.keys.attachReceiver(t.receiver, label, "csrc");
+        slots.push({ kind, label, transceiver: t, member: null, decrypted: 0, lastFrame: 0 });
+        if (kind === "screen") screens.push(t);
+      }
+    }
+    this.#slots = slots;
+    await this.#applySending();
+    pc.onconnectionstatechange = () => {
+      if (pc !== this.#pc || this.#closed) return;
+      if (pc.connectionState === "connected") this.#setState("connected");
+      else if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+        this.#setState("failed", "the connection to the SFU was lost");
+        if (this.#connecting === null) this.#connecting = this.#connect(false);
+      }
+    };
+    this.#setState("connecting");
+    await pc.setLocalDescription();
+    await gathered(pc);
+    if (pc !== this.#pc) return;
+    const mids = new Set(screens.map((t) => t.mid).filter((m): m is string => m !== null));
+    const local = pc.localDescription?.sdp ?? "";
+    const offer = markScreenSections(outgoingSdp(local, this.ctx.relayOnly), mids);
+    const answer = await (this.ctx.sfu as { sfuOffer(sdp: string): Promise<string> }).sfuOffer(offer);
+    if (pc !== this.#pc) return;
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    if (this.#poll === null) this.#poll = setInterval(() => void this.#watchSlots(), SLOT_POLL_MS);
+  }
+
+  #dropPc(): void {
+    const pc = this.#pc;
+    this.#pc = null;
+    for (const slot of this.#slots) this.#showSlot(slot, null);
+    this.#slots = [];
+    this.#senders = [];
+    if (this.#poll !== null) clearInterval(this.#poll);
+    this.#poll = null;
+    pc?.close();
+  }
+
+  #setState(state: LinkState, detail = ""): void {
+    if (this.state === state) return;
+    this.state = state;
+    for (const memberHex of this.peers.keys()) {
+      if (!this.refused.has(memberHex)) this.ctx.sink.onLink(memberHex, state, detail === "" ? undefined : detail);
+    }
+  }
+
+  async #applySending(): Promise<void> {
+    const { media, sending } = this;
+    const sources = [media.camera, media.audio, media.screen];
+    const allowed = [sending.camera, sending.audio, sending.screen];
+    await Promise.all(
+      this.#senders.map(async (t, i) => {
+        const source = sources[i] ?? null;
+        const want = allowed[i] === true && source !== null && source.readyState === "live" ? source : null;
+        if (t.sender.track !== want) await t.sender.replaceTrack(want);
+      }),
+    );
+  }
+
+  // -- slots → members ---------------------------------------------------------------------
+
+  async #watchSlots(): Promise<void> {
+    if (this.#pc === null || this.#closed) return;
+    const { tracks } = await this.keys.counters();
+    const now = Date.now();
+    for (const slot of this.#slots) {
+      const c = tracks[slot.label];
+      if (c === undefined) continue;
+      if (c.decrypted > slot.decrypted && c.lastKid !== null) {
+        slot.decrypted = c.decrypted;
+        slot.lastFrame = now;
+        const member = this.#members.get(Math.floor(c.lastKid / 65536)) ?? null;
+        const live = member !== null && this.peers.has(member) && !this.refused.has(member) ? member : null;
+        this.#showSlot(slot, live);
+      } else if (slot.member !== null && now - slot.lastFrame > SLOT_IDLE_MS) {
+        this.#showSlot(slot, null);
+      }
+    }
+  }
+
+  #showSlot(slot: Slot, member: string | null): void {
+    if (slot.member === member) return;
+    const before = slot.member;
+    slot.member = member;
+    if (before !== null && !this.#slots.some((s) => s !== slot && s.kind === slot.kind && s.member === before)) {
+      this.ctx.sink.onTrack(before, slot.kind, null);
+    }
+    if (member !== null) this.ctx.sink.onTrack(member, slot.kind, slot.transceiver.receiver.track);
+  }
+
+  #dropMember(memberHex: string): void {
+    for (const slot of this.#slots) if (slot.member === memberHex) this.#showSlot(slot, null);
+  }
+
+  /** Which member each slot shows now (tests, status). */
+  slotMembers(): Array<{ label: string; kind: TrackKind; member: string | null }> {
+    return this.#slots.map((s) => ({ label: s.label, kind: s.kind, member: s.member }));
+  }
+}
+
+/**
+ * The factory call.ts uses: `keys` is the call's SFrame worker (`MediaKeys.start(sframeWorkerUrl())`),
+ * kept for the whole call and closed when it ends.
+ */
+export function sfuTopology(keys: MediaKeys): TopologyFactory {
+  return (ctx) => new SfuTopology(ctx, keys);
+}
+
+function hex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
