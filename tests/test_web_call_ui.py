@@ -96,7 +96,7 @@ def test_prejoin_preview_pickers_and_device_failures(
     page.wait_for_selector("[data-testid=camera-problem]", timeout=30_000)
     camera = page.inner_text("[data-testid=camera-problem]")
     microphone = page.inner_text("[data-testid=microphone-problem]")
-    assert "not allowed to use your camera" in camera and "Try again" in camera
+    assert "Permission to use your camera was denied" in camera and "try again" in camera
     assert "microphone is busy" in microphone
     assert page.is_checked("[data-testid=join-muted]") and page.is_checked("[data-testid=join-camera-off]")
     assert page.is_enabled(JOIN_CALL)

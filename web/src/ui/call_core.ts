@@ -7,6 +7,7 @@
 import type { CallIntents, CallView } from "../call/topology.ts";
 import type { SpaceClient } from "../client/space.ts";
 import { UsageError } from "../client/context.ts";
+import { deviceError, listDevices, LocalDevices, onDevicesChanged, speakerSelectable, type DeviceInfo, type DeviceLists } from "../call/devices.ts";
 import { roomKey, type CallChoices, type CallScreenVM, type DeviceKind, type DeviceVM, type PreviewVM, type Store } from "./state.ts";
 
 /** A joined call as the bridge drives it (the call client of web/src/call/call.ts). */
@@ -14,8 +15,6 @@ export interface CallSession {
   view(): CallView;
   onChange(listener: () => void): () => void;
   readonly intents: CallIntents;
-  /** Our camera / microphone changed (picked another device). */
-  replaceTrack(kind: "audio" | "camera", track: MediaStreamTrack | null): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -23,48 +22,36 @@ export interface CallSession {
 export type StartCall = (
   client: SpaceClient,
   roomId: string,
-  media: { audio: MediaStreamTrack | null; camera: MediaStreamTrack | null },
+  /** Our sources, already open (their `onChange` says when a device was switched). */
+  local: LocalDevices,
   choices: CallChoices,
 ) => Promise<CallSession>;
 
 interface OpenCall {
   readonly slot: string;
   readonly roomId: string;
+  readonly local: LocalDevices;
   preview: PreviewVM;
-  audio: MediaStreamTrack | null;
-  camera: MediaStreamTrack | null;
   session: CallSession | null;
-  off: (() => void) | null;
+  off: (() => void)[];
   error: string | null;
   closed: boolean;
-  onDevices: (() => void) | null;
 }
 
 const EMPTY_PREVIEW: PreviewVM = {
   starting: true, stream: null, cameras: [], microphones: [], speakers: [], camera: "", microphone: "", speaker: "",
-  canPickSpeaker: typeof HTMLMediaElement !== "undefined" && "setSinkId" in HTMLMediaElement.prototype,
-  cameraProblem: null, microphoneProblem: null,
+  canPickSpeaker: speakerSelectable(), cameraProblem: null, microphoneProblem: null,
 };
 
-/** Plain words for a getUserMedia failure of `what` (camera / microphone). */
+const STILL = {
+  camera: "You can still join: others will hear you but not see you.",
+  microphone: "You can still join and listen: others won't hear you.",
+} as const;
+
+/** Plain words for a camera / microphone that can't be used (devices.ts says what and why). */
 export function deviceProblem(error: unknown, what: "camera" | "microphone"): string {
-  const name = error instanceof DOMException || error instanceof Error ? error.name : "";
-  const other = what === "camera" ? "You can still join: others will hear you but not see you." : "You can still join and listen: others won't hear you.";
-  switch (name) {
-    case "NotAllowedError":
-    case "SecurityError":
-      return `Salon is not allowed to use your ${what}. Allow it in your browser (the icon next to the address), then press Try again. ${other}`;
-    case "NotReadableError":
-    case "AbortError":
-    case "TrackStartError":
-      return `Your ${what} is busy: another app or tab is using it. Close that, then press Try again. ${other}`;
-    case "NotFoundError":
-    case "OverconstrainedError":
-    case "DevicesNotFoundError":
-      return `No ${what} was found on this device. ${other}`;
-    default:
-      return `Your ${what} could not be opened. ${other}`;
-  }
+  const problem = deviceError(error, what);
+  return problem.problem === "missing" ? problem.message : `${problem.message} ${STILL[what]}`;
 }
 
 export class CallBridge {
@@ -83,19 +70,10 @@ export class CallBridge {
   openCall(slot: string, roomId: string): void {
     const key = roomKey(slot, roomId);
     if (this.open.has(key)) return;
-    const call: OpenCall = {
-      slot, roomId, preview: EMPTY_PREVIEW, audio: null, camera: null, session: null, off: null, error: null, closed: false, onDevices: null,
-    };
+    const call: OpenCall = { slot, roomId, local: new LocalDevices(), preview: EMPTY_PREVIEW, session: null, off: [], error: null, closed: false };
     this.open.set(key, call);
     this.publish(call);
-    if (typeof navigator === "undefined" || navigator.mediaDevices === undefined) {
-      const words = "This page can't use a camera or microphone (the browser allows it only on secure pages). You can still join and listen.";
-      call.preview = { ...call.preview, starting: false, cameraProblem: words, microphoneProblem: words };
-      this.publish(call);
-      return;
-    }
-    call.onDevices = () => void this.listDevices(call);
-    navigator.mediaDevices.addEventListener("devicechange", call.onDevices);
+    call.off.push(onDevicesChanged(() => void this.listDevices(call)));
     void this.startDevices(call);
   }
 
@@ -105,13 +83,11 @@ export class CallBridge {
     if (call === undefined) return;
     this.open.delete(key);
     call.closed = true;
-    if (call.onDevices !== null) navigator.mediaDevices?.removeEventListener("devicechange", call.onDevices);
-    call.off?.();
+    for (const off of call.off.splice(0)) off();
     const session = call.session;
     call.session = null;
     if (session !== null) void session.intents.leave().catch(() => undefined).finally(() => session.close().catch(() => undefined));
-    call.audio?.stop();
-    call.camera?.stop();
+    call.local.stop();
     this.store.setCall(slot, roomId, null);
   }
 
@@ -121,89 +97,70 @@ export class CallBridge {
     return call;
   }
 
-  private async open1(kind: "audio" | "video", deviceId: string): Promise<MediaStreamTrack> {
-    const constraint: MediaTrackConstraints | boolean = deviceId === "" ? true : { deviceId: { exact: deviceId } };
-    const stream = await navigator.mediaDevices.getUserMedia(kind === "audio" ? { audio: constraint } : { video: constraint });
-    const track = kind === "audio" ? stream.getAudioTracks()[0] : stream.getVideoTracks()[0];
-    if (track === undefined) throw new DOMException("no track", "NotFoundError");
-    return track;
-  }
-
   private stream(call: OpenCall): MediaStream | null {
-    const tracks = [call.audio, call.camera].filter((t): t is MediaStreamTrack => t !== null);
-    return tracks.length === 0 ? null : new MediaStream(tracks);
+    return call.local.camera === null ? null : new MediaStream([call.local.camera]);
   }
 
-  /** Opens the microphone and the camera separately: one refused or busy leaves the other. */
+  /** Opens the microphone and the camera one after the other: one refused or busy leaves the other. */
   private async startDevices(call: OpenCall): Promise<void> {
     call.preview = { ...call.preview, starting: true };
     this.publish(call);
-    const [audio, camera] = await Promise.allSettled([
-      call.audio ?? this.open1("audio", call.preview.microphone),
-      call.camera ?? this.open1("video", call.preview.camera),
-    ]);
+    let microphoneProblem: string | null = null;
+    let cameraProblem: string | null = null;
+    try {
+      await call.local.start({ audio: true, camera: false });
+    } catch (err) {
+      microphoneProblem = deviceProblem(err, "microphone");
+    }
+    try {
+      await call.local.start({ audio: false, camera: true });
+    } catch (err) {
+      cameraProblem = deviceProblem(err, "camera");
+    }
     if (call.closed) {
-      if (audio.status === "fulfilled") audio.value.stop();
-      if (camera.status === "fulfilled") camera.value.stop();
+      call.local.stop();
       return;
     }
-    call.audio = audio.status === "fulfilled" ? audio.value : null;
-    call.camera = camera.status === "fulfilled" ? camera.value : null;
-    call.preview = {
-      ...call.preview,
-      starting: false,
-      stream: this.stream(call),
-      microphoneProblem: audio.status === "rejected" ? deviceProblem(audio.reason, "microphone") : null,
-      cameraProblem: camera.status === "rejected" ? deviceProblem(camera.reason, "camera") : null,
-    };
-    for (const track of [call.audio, call.camera]) track?.addEventListener("ended", () => this.lost(call, track));
+    call.preview = { ...call.preview, starting: false, stream: this.stream(call), microphoneProblem, cameraProblem };
+    for (const track of [call.local.audio, call.local.camera]) track?.addEventListener("ended", () => this.lost(call, track));
     await this.listDevices(call);
   }
 
   /** A device went away (unplugged, taken by the system): say so, keep the call. */
   private lost(call: OpenCall, track: MediaStreamTrack): void {
     if (call.closed) return;
-    if (call.audio === track) {
-      call.audio = null;
+    if (call.local.audio === track) {
       call.preview = { ...call.preview, microphoneProblem: "Your microphone stopped (it may have been unplugged). Pick another one or press Try again." };
-      void call.session?.replaceTrack("audio", null);
-    } else if (call.camera === track) {
-      call.camera = null;
+    } else if (call.local.camera === track) {
       call.preview = { ...call.preview, cameraProblem: "Your camera stopped (it may have been unplugged). Pick another one or press Try again." };
-      void call.session?.replaceTrack("camera", null);
     } else {
       return;
     }
-    call.preview = { ...call.preview, stream: this.stream(call) };
     this.publish(call);
   }
 
   private async listDevices(call: OpenCall): Promise<void> {
-    let devices: MediaDeviceInfo[] = [];
+    let lists: DeviceLists = { cameras: [], microphones: [], speakers: [] };
     try {
-      devices = await navigator.mediaDevices.enumerateDevices();
+      lists = await listDevices();
     } catch {
       // No list: the pickers stay empty and the defaults are used.
     }
     if (call.closed) return;
-    const of = (kind: MediaDeviceKind, word: string): DeviceVM[] => {
-      const found = devices.filter((d) => d.kind === kind && d.deviceId !== "");
-      return found.map((d, i) => ({ id: d.deviceId, label: d.label || `${word} ${i + 1}` }));
-    };
-    const inUse = (track: MediaStreamTrack | null): string => track?.getSettings().deviceId ?? "";
-    const cameras = of("videoinput", "Camera");
-    const microphones = of("audioinput", "Microphone");
-    const speakers = call.preview.canPickSpeaker ? of("audiooutput", "Speaker") : [];
+    const vm = (list: readonly DeviceInfo[]): DeviceVM[] => list.filter((d) => d.id !== "").map((d) => ({ id: d.id, label: d.label }));
+    const cameras = vm(lists.cameras);
+    const microphones = vm(lists.microphones);
+    const speakers = vm(lists.speakers);
     // The picker shows what is used: the device of the open track, else the browser's first.
-    const shown = (list: DeviceVM[], id: string): string => (list.some((d) => d.id === id) ? id : (list[0]?.id ?? ""));
+    const shown = (list: DeviceVM[], id: string | undefined): string => (list.some((d) => d.id === id) ? id! : (list[0]?.id ?? ""));
     call.preview = {
       ...call.preview,
       cameras,
       microphones,
       speakers,
-      camera: shown(cameras, inUse(call.camera) || call.preview.camera),
-      microphone: shown(microphones, inUse(call.audio) || call.preview.microphone),
-      speaker: shown(speakers, call.preview.speaker),
+      camera: shown(cameras, call.local.camera?.getSettings().deviceId ?? call.local.cameraId),
+      microphone: shown(microphones, call.local.audio?.getSettings().deviceId ?? call.local.microphoneId),
+      speaker: shown(speakers, call.local.speakerId),
     };
     this.publish(call);
   }
@@ -215,26 +172,27 @@ export class CallBridge {
   async pickDevice(slot: string, roomId: string, kind: DeviceKind, id: string): Promise<void> {
     const call = this.need(slot, roomId);
     if (kind === "speaker") {
+      call.local.speakerId = id;
       call.preview = { ...call.preview, speaker: id };
       this.publish(call);
       return;
     }
-    const which = kind === "camera" ? "camera" : "microphone";
-    const old = kind === "camera" ? call.camera : call.audio;
-    old?.stop();
-    let track: MediaStreamTrack | null = null;
     let problem: string | null = null;
     try {
-      track = await this.open1(kind === "camera" ? "video" : "audio", id);
+      if (kind === "camera") {
+        call.local.cameraId = id;
+        if (call.local.camera === null) await call.local.start({ audio: false, camera: true });
+        else await call.local.useCamera(id);
+      } else {
+        call.local.microphoneId = id;
+        if (call.local.audio === null) await call.local.start({ audio: true, camera: false });
+        else await call.local.useMicrophone(id);
+      }
     } catch (err) {
-      problem = deviceProblem(err, which);
+      problem = deviceProblem(err, kind);
     }
-    if (call.closed) {
-      track?.stop();
-      return;
-    }
-    if (kind === "camera") call.camera = track;
-    else call.audio = track;
+    if (call.closed) return;
+    const track = kind === "camera" ? call.local.camera : call.local.audio;
     track?.addEventListener("ended", () => this.lost(call, track));
     call.preview = {
       ...call.preview,
@@ -242,7 +200,6 @@ export class CallBridge {
       ...(kind === "camera" ? { camera: id, cameraProblem: problem } : { microphone: id, microphoneProblem: problem }),
     };
     this.publish(call);
-    await call.session?.replaceTrack(kind === "camera" ? "camera" : "audio", track);
   }
 
   async joinCall(slot: string, roomId: string, choices: CallChoices): Promise<void> {
@@ -252,14 +209,14 @@ export class CallBridge {
     if (this.startCall === null) throw new UsageError("Calls can't be joined from this browser yet. Join from the Salon app on a computer for now.");
     call.error = null;
     this.publish(call);
-    const session = await this.startCall(client, roomId, { audio: call.audio, camera: call.camera }, choices);
+    const session = await this.startCall(client, roomId, call.local, choices);
     if (call.closed) {
       await session.intents.leave().catch(() => undefined);
       await session.close();
       return;
     }
     call.session = session;
-    call.off = session.onChange(() => this.publish(call));
+    call.off.push(session.onChange(() => this.publish(call)));
     this.publish(call);
   }
 
