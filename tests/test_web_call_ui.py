@@ -10,12 +10,20 @@ device). Screenshots go to test-artifacts/screens/ (call-prejoin-*, call-denied-
 
 from __future__ import annotations
 
+import contextlib
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import test_web_look as look
 from browser_support import JOIN_NAME, JOIN_SUBMIT, SPACE_VIEW, screenshot_path
-from conftest import SalonServer
+from conftest import SALON, SalonServer
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,6 +45,7 @@ navigator.mediaDevices.getUserMedia = async () => {
 navigator.mediaDevices.enumerateDevices = async () => [];
 """
 
+VIEWS = [(1280, 800, "light"), (1280, 800, "dark"), (390, 844, "light"), (390, 844, "dark")]
 PLAYING = """() => {
   const v = document.querySelector("[data-testid=call-prejoin] video");
   return v !== null && !v.paused && v.readyState >= 2 && v.videoWidth > 0;
@@ -85,7 +94,7 @@ def test_prejoin_preview_pickers_and_device_failures(
     page.wait_for_function(PLAYING, timeout=15_000)
 
     problems = look.audit(page, "call pre-join")
-    for width, height, theme in [(1280, 800, "light"), (1280, 800, "dark"), (390, 844, "light"), (390, 844, "dark")]:
+    for width, height, theme in VIEWS:
         shoot(page, "call-prejoin", width, height, theme)
     page.set_viewport_size({"width": 1280, "height": 800})
     page.emulate_media(color_scheme="light")
@@ -98,7 +107,9 @@ def test_prejoin_preview_pickers_and_device_failures(
     microphone = page.inner_text("[data-testid=microphone-problem]")
     assert "Permission to use your camera was denied" in camera and "try again" in camera
     assert "microphone is busy" in microphone
-    assert page.is_checked("[data-testid=join-muted]") and page.is_checked("[data-testid=join-camera-off]")
+    assert page.is_checked("[data-testid=join-muted]") and page.is_checked(
+        "[data-testid=join-camera-off]"
+    )
     assert page.is_enabled(JOIN_CALL)
     assert page.locator("button:has-text('Try again')").count() == 1
     problems += look.audit(page, "call pre-join, devices refused")
@@ -123,3 +134,211 @@ def test_prejoin_preview_pickers_and_device_failures(
 
     assert problems == []
     assert web.problems() == [] and web2.problems() == []
+
+
+# -- in a call, with real CLI participants ------------------------------------------------------
+
+CALL_VIEW = "[data-testid=call-view]"
+CALL_ENV = {"SALON_ICE_HOSTS": "127.0.0.1", "PYTHONFAULTHANDLER": "1"}
+# Every remote tile's video plays (a decoded picture, time moving on).
+REMOTE_PLAYING = """(n) => {
+  const videos = [...document.querySelectorAll("[data-testid=call-tile]:not([data-me]) video")];
+  return videos.length >= n && videos.every(
+    (v) => !v.paused && v.readyState >= 2 && v.videoWidth > 0 && v.currentTime > 0);
+}"""
+
+
+CODE_SHOWN = (
+    "(code) => document.querySelector('[data-testid=call-code-line]')?.textContent === code"
+)
+
+
+class CliCall:
+    """``salon call SPACE ROOM`` in the background; its output lines read as they come."""
+
+    def __init__(
+        self, user: Any, space: str, room: str, stats: Path, duration: float, *extra: str
+    ) -> None:
+        args = [
+            str(SALON),
+            "call",
+            space,
+            room,
+            "--duration",
+            str(duration),
+            "--stats",
+            str(stats),
+            *extra,
+        ]
+        self.stats = stats
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=user.env(CALL_ENV),
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 45.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if found := regex.search(line):
+                    return found
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.1)
+        stderr = (
+            self.proc.stderr.read() if self.proc.poll() is not None and self.proc.stderr else ""
+        )
+        raise AssertionError(
+            f"no {pattern!r} in the CLI's call:\n" + "\n".join(self.lines) + stderr[-3000:]
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextlib.contextmanager
+def cli_calls() -> Iterator[list[CliCall]]:
+    running: list[CliCall] = []
+    try:
+        yield running
+    finally:
+        for call in running:
+            if call.proc.poll() is None:
+                call.proc.kill()
+                call.proc.wait()
+
+
+def open_room(web: Any, link: str, name: str, room: str) -> None:
+    page = web.page
+    page.goto(link)
+    page.wait_for_selector(JOIN_NAME)
+    page.fill(JOIN_NAME, name)
+    page.click(JOIN_SUBMIT)
+    page.wait_for_selector(SPACE_VIEW, timeout=30_000)
+    goto_room(web, room)
+
+
+def goto_room(web: Any, room: str) -> None:
+    web.page.click(f"nav.sidebar a:has-text('{room}')", timeout=30_000)
+    web.page.wait_for_selector(PREJOIN, timeout=30_000)
+    web.page.wait_for_function(PLAYING, timeout=15_000)
+
+
+def join_call(web: Any) -> None:
+    web.page.click(JOIN_CALL)
+
+
+def page_code(page: Any) -> str:
+    page.click("[data-testid=call-lock]")
+    page.wait_for_selector("dialog[open] [data-testid=call-code]")
+    code = str(page.inner_text("[data-testid=call-code]")).strip()
+    return code
+
+
+@pytest.mark.skipif(
+    not (Path(__file__).parent.parent / "web/src/call/call.ts").exists(),
+    reason="the browser call client (web/src/call/call.ts) is not merged yet",
+)
+def test_two_pages_and_a_cli_in_a_mesh_then_a_host_admits(
+    web_server: SalonServer, module_user: Any, new_page: Any, tmp_path: Path
+) -> None:
+    alice = module_user("alice2")
+    made = alice.json("space", "create", "Town hall", "--server", web_server.url, "--as", "Alice")
+    space = made["space_id"]
+    alice.run("room", "create", space, "hall", "--kind", "conference")
+    alice.run("room", "create", space, "door", "--kind", "conference", "--lobby")
+    dave = module_user("dave")
+    dave.run("join", made["link"], "--as", "Dave")
+
+    bob = new_page()
+    carol = new_page(theme="dark")
+    open_room(bob, made["link"], "Bob", "hall")
+    open_room(carol, made["link"], "Carol", "door")
+    alice.run("role", space, "Bob", "moderator")
+
+    with cli_calls() as running:
+        # Mesh: Bob and Carol in pages, Alice on the CLI; each page decodes the other two.
+        join_call(bob)
+        bob.page.wait_for_selector(CALL_VIEW, timeout=30_000)
+        carol.page.click("nav.sidebar a:has-text('hall')")
+        carol.page.wait_for_selector(PREJOIN)
+        carol.page.wait_for_function(PLAYING, timeout=15_000)
+        join_call(carol)
+        cli = CliCall(alice, space, "hall", tmp_path / "alice.json", 60)
+        running.append(cli)
+        code = cli.wait_for(r"verification code ([\d ]+) \(3 in the call").group(1)
+        for web in (bob, carol):
+            web.page.wait_for_function(REMOTE_PLAYING, arg=2, timeout=45_000)
+            assert web.page.locator("[data-testid=call-tile]").count() == 3
+            assert "3 people" in web.page.inner_text("[data-testid=call-count]")
+        for web in (bob, carol):
+            web.page.wait_for_function(
+                CODE_SHOWN,
+                arg=code,
+                timeout=30_000,
+            )
+            assert page_code(web.page) == code
+        bob.screenshot("call-verify")
+        bob.page.keyboard.press("Escape")
+        bob.page.wait_for_selector("dialog[open]", state="detached")
+        problems = look.audit(bob.page, "call grid")
+        for width, height, theme in VIEWS:
+            shoot(bob.page, "call-grid", width, height, theme)
+        bob.page.set_viewport_size({"width": 1280, "height": 800})
+        bob.page.emulate_media(color_scheme="light")
+        carol.page.click("[data-testid=call-leave]")
+        carol.page.wait_for_selector(PREJOIN, timeout=30_000)
+        bob.page.click("[data-testid=call-leave]")
+        bob.page.wait_for_selector(PREJOIN, timeout=30_000)
+        cli.stop()
+
+        # A lobby room: Bob (a host) is in; Dave (CLI) knocks, Bob admits him; Carol's page waits.
+        goto_room(bob, "door")
+        join_call(bob)
+        bob.page.wait_for_selector(CALL_VIEW, timeout=30_000)
+        knocker = CliCall(dave, space, "door", tmp_path / "dave.json", 60)
+        running.append(knocker)
+        knocker.wait_for(r"lobby")
+        bob.page.click("[data-testid=call-people]")
+        bob.page.wait_for_selector("[data-testid=call-knocker][data-name=Dave]", timeout=30_000)
+        problems += look.audit(bob.page, "host panel")
+        bob.screenshot("call-host-panel")
+        bob.page.click("button[aria-label='Let Dave in']")
+        knocker.wait_for(r"verification code ([\d ]+) \(2 in the call")
+        bob.page.wait_for_function(REMOTE_PLAYING, arg=1, timeout=45_000)
+        goto_room(carol, "door")
+        join_call(carol)
+        carol.page.wait_for_selector("[data-testid=call-lobby]", timeout=30_000)
+        assert "Waiting for a host to let you in" in carol.page.inner_text(
+            "[data-testid=call-lobby]"
+        )
+        problems += look.audit(carol.page, "lobby")
+        shoot(carol.page, "call-lobby", 1280, 800, "dark")
+        shoot(carol.page, "call-lobby", 390, 844, "light")
+        bob.page.wait_for_selector("[data-testid=call-knocker][data-name=Carol]", timeout=30_000)
+        bob.page.click('button[aria-label="Don\'t let Carol in"]')
+        carol.page.wait_for_selector("[data-testid=call-over]", timeout=30_000)
+        shoot(carol.page, "call-denied-lobby", 1280, 800, "light")
+        knocker.stop()
+
+    assert problems == []
+    assert bob.problems() == [] and carol.problems() == []

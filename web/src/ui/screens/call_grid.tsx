@@ -74,7 +74,10 @@ export function InCall({ space, room, call, view, onLeft }: { space: SpaceVM; ro
           <span>{view.encrypted ? "End-to-end encrypted" : "Securing the call…"}</span>
         </button>
       </header>
-      <p class="call-route small" data-testid="call-topology">{topologyWords(view.topology)}</p>
+      <p class="call-route small">
+        <span data-testid="call-topology">{topologyWords(view.topology)}</span>
+        {view.code !== null ? <span class="call-code-line"> Verification code <span class="call-fp" data-testid="call-code-line">{view.code}</span></span> : null}
+      </p>
       {offline ? <div class="banner" role="status">Connection lost. Reconnecting… the call goes on when it is back.</div> : null}
       {moved ? <p class="notice" role="status">{topologyWords(view.topology)}</p> : null}
       {problem !== null ? <p class="call-problem call-toast" role="alert">{problem}</p> : null}
