@@ -38,7 +38,7 @@ CONTENT_SECURITY_POLICY = (
     "img-src 'self' blob: data:; "
     "media-src 'self' blob:; "
     "connect-src 'self'; "
-    "worker-src 'self' blob:; "
+    "worker-src 'self'; "  # the SFrame worker is an asset of its own (no blob: workers)
     "base-uri 'none'; "
     "form-action 'none'; "
     "frame-ancestors 'none'"

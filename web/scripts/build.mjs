@@ -6,7 +6,12 @@
 //   assets/<name>-<hash>.js|.css|…   the bundle (immutable, content-hashed names)
 //   assets/*.LEGAL.txt               the license comments esbuild took out of the bundle
 //   manifest.json                    {"bundle": HASH, "files": {path: sha256 hex}} of assets/
+//   assets/sframe_worker-<hash>.js   the SFrame media worker (src/media/sframe_worker.ts), its
+//                                    own self-contained module (a Worker loads it same-origin,
+//                                    CSP `worker-src 'self'`); inside HASH like every asset
 //   index.html                       web/index.html with <meta name="salon-bundle" content=HASH>,
+//                                    <meta name="salon-sframe-worker" content=/assets/…js> (the
+//                                    worker's URL, read by src/call/sfu.ts sframeWorkerUrl()),
 //                                    the stylesheet links and the module script put in
 //
 // HASH (the "bundle hash") covers every file under assets/ and nothing else: it is the SHA-256
@@ -95,10 +100,33 @@ async function main() {
     metafile: true, // in memory only: which output is an entry (never written)
     logLevel: "warning",
   });
+  // The SFrame worker: one file, nothing shared with the app's chunks (a worker cannot use
+  // them), same reproducibility settings.
+  const worker = await build({
+    absWorkingDir: web,
+    entryPoints: ["src/media/sframe_worker.ts"],
+    outdir: "out",
+    write: false,
+    bundle: true,
+    format: "esm",
+    platform: "browser",
+    target: ["es2022", "chrome120", "firefox115"],
+    minify: true,
+    sourcemap: false,
+    legalComments: "linked",
+    charset: "utf8",
+    entryNames: "assets/[name]-[hash]",
+    assetNames: "assets/[name]-[hash]",
+    define: { "process.env.NODE_ENV": '"production"' },
+    logLevel: "warning",
+  });
+  const workerFiles = worker.outputFiles.filter((f) => f.path.endsWith(".js"));
+  if (workerFiles.length !== 1) throw new Error("expected one output for src/media/sframe_worker.ts");
   const outBase = join(web, "out");
+  const workerPath = relative(outBase, workerFiles[0].path).split(sep).join("/");
   const files = {};
   const contents = new Map();
-  for (const file of result.outputFiles) {
+  for (const file of [...result.outputFiles, ...worker.outputFiles]) {
     const path = relative(outBase, file.path).split(sep).join("/");
     if (!path.startsWith("assets/")) throw new Error(`unexpected output ${path}`);
     contents.set(path, file.contents);
@@ -128,6 +156,7 @@ async function main() {
   const styles = paths.filter((p) => p.endsWith(".css"));
   const head = [
     `<meta name="salon-bundle" content="${hash}">`,
+    `<meta name="salon-sframe-worker" content="/${escapeAttr(workerPath)}">`,
     ...styles.map((p) => `<link rel="stylesheet" href="/${escapeAttr(p)}">`),
     ...chunks.map((p) => `<link rel="modulepreload" href="/${escapeAttr(p)}">`),
     ...scripts.map((p) => `<script type="module" src="/${escapeAttr(p)}"></script>`),

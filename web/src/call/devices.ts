@@ -50,7 +50,7 @@ export function deviceError(err: unknown, what: string): DeviceError {
     case "NotFoundError":
     case "DevicesNotFoundError":
     case "OverconstrainedError":
-      return new DeviceError("missing", what, `No ${what} was found. Connect one, or join without ${it}.`);
+      return new DeviceError("missing", what, `No ${what.replace(" and ", " or ")} was found. Connect one, or join without ${it}.`);
     case "NotSupportedError":
     case "TypeError":
       return new DeviceError("unsupported", what, `This browser cannot use a ${what} here (a secure https page is needed).`);

@@ -19,6 +19,9 @@ export const CONNECT_TIMEOUT_MS = 20_000;
 export const GATHER_TIMEOUT_MS = 10_000;
 export const RESTARTS = 2;
 export const RESTART_DELAY_MS = 1_000;
+/** How often the pair's receivers are looked at, and how long a quiet one keeps its track. */
+export const POLL_MS = 250;
+export const IDLE_MS = 1_500;
 /** `check_sdp` (§14.2). */
 export const MAX_SDP_BYTES = 32_768;
 export const MAX_CANDIDATES = 32;
@@ -100,7 +103,13 @@ class MeshLink {
   pc: RTCPeerConnection | null = null;
   /** audio, camera, screen (the pair's three sections, in order) once they exist. */
   transceivers: RTCRtpTransceiver[] = [];
+  /** The tracks shown to the sink (media is arriving on them). */
   readonly remote = new Map<TrackKind, MediaStreamTrack>();
+  /** Every remote track of the pair (one per section, whether the peer sends on it or not). */
+  readonly #incoming = new Map<TrackKind, MediaStreamTrack>();
+  /** Per kind: frames decoded (video) or packets received (audio) when last looked, and when it last grew. */
+  readonly #progress = new Map<TrackKind, { count: number; at: number }>();
+  #poll: ReturnType<typeof setInterval> | null = null;
   #timer: ReturnType<typeof setTimeout> | null = null;
   #ended = false;
 
@@ -108,6 +117,7 @@ class MeshLink {
 
   start(): void {
     this.#newPc();
+    this.#poll = setInterval(() => void this.#watch().catch(() => {}), POLL_MS);
     if (this.peer.offerer) void this.#guard(this.#offer());
     this.#timer = setTimeout(() => {
       if (this.state === "waiting" || this.state === "connecting") {
@@ -138,29 +148,8 @@ class MeshLink {
     }
     pc.ontrack = (e) => {
       if (pc !== this.pc) return;
-      const at = pc.getTransceivers().indexOf(e.transceiver);
-      const kind = KINDS[at];
-      if (kind === undefined) return;
-      const track = e.track;
-      const show = (): void => {
-        if (pc !== this.pc) return;
-        this.remote.set(kind, track);
-        this.mesh.ctx.sink.onTrack(this.peer.memberHex, kind, track);
-      };
-      // A remote track starts muted and unmutes when media arrives: a section the peer sends
-      // nothing on (no screen shared) shows no track.
-      track.addEventListener("unmute", show);
-      track.addEventListener("mute", () => {
-        if (pc !== this.pc || this.remote.get(kind) !== track) return;
-        this.remote.delete(kind);
-        this.mesh.ctx.sink.onTrack(this.peer.memberHex, kind, null);
-      });
-      track.addEventListener("ended", () => {
-        if (this.remote.get(kind) !== track) return;
-        this.remote.delete(kind);
-        this.mesh.ctx.sink.onTrack(this.peer.memberHex, kind, null);
-      });
-      if (!track.muted) show();
+      const kind = KINDS[pc.getTransceivers().indexOf(e.transceiver)];
+      if (kind !== undefined) this.#incoming.set(kind, e.track);
     };
     pc.onconnectionstatechange = () => {
       if (pc !== this.pc) return;
@@ -174,6 +163,44 @@ class MeshLink {
         }
       }
     };
+  }
+
+  /**
+   * A section shows a track only while media arrives on it (a peer with its camera off or no
+   * screen shared sends nothing there; a remote track's mute events are not reliable for it):
+   * the receivers' stats are read every POLL_MS.
+   */
+  async #watch(): Promise<void> {
+    const pc = this.pc;
+    if (pc === null || pc.connectionState !== "connected") return;
+    const byMid = new Map<string, TrackKind>();
+    pc.getTransceivers().forEach((t, i) => {
+      const kind = KINDS[i];
+      if (t.mid !== null && kind !== undefined) byMid.set(t.mid, kind);
+    });
+    const counts = new Map<TrackKind, number>();
+    (await pc.getStats()).forEach((r: { type: string; mid?: string; kind?: string; packetsReceived?: number; framesDecoded?: number }) => {
+      if (r.type !== "inbound-rtp" || r.mid === undefined) return;
+      const kind = byMid.get(r.mid);
+      if (kind !== undefined) counts.set(kind, kind === "audio" ? (r.packetsReceived ?? 0) : (r.framesDecoded ?? 0));
+    });
+    if (pc !== this.pc) return;
+    const now = Date.now();
+    for (const kind of KINDS) {
+      const count = counts.get(kind) ?? 0;
+      const last = this.#progress.get(kind) ?? { count: 0, at: 0 };
+      const track = this.#incoming.get(kind);
+      if (count > last.count && track !== undefined) {
+        this.#progress.set(kind, { count, at: now });
+        if (this.remote.get(kind) !== track) {
+          this.remote.set(kind, track);
+          this.mesh.ctx.sink.onTrack(this.peer.memberHex, kind, track);
+        }
+      } else if (this.remote.has(kind) && now - last.at > IDLE_MS) {
+        this.remote.delete(kind);
+        this.mesh.ctx.sink.onTrack(this.peer.memberHex, kind, null);
+      }
+    }
   }
 
   #adopt(transceivers: RTCRtpTransceiver[]): void {
@@ -197,6 +224,8 @@ class MeshLink {
     const pc = this.pc;
     this.pc = null;
     this.transceivers = [];
+    this.#incoming.clear();
+    this.#progress.clear();
     for (const kind of [...this.remote.keys()]) {
       this.remote.delete(kind);
       this.mesh.ctx.sink.onTrack(this.peer.memberHex, kind, null);
@@ -206,6 +235,7 @@ class MeshLink {
 
   async close(state: LinkState = "closed", detail = ""): Promise<void> {
     if (this.#timer !== null) clearTimeout(this.#timer);
+    if (this.#poll !== null) clearInterval(this.#poll);
     this.#dropPc();
     this.#set(state, detail);
     this.#ended = true;
