@@ -7,18 +7,26 @@
 import type { CallIntents, CallView } from "../call/topology.ts";
 import type { SpaceClient } from "../client/space.ts";
 import { UsageError } from "../client/context.ts";
-import { deviceError, listDevices, LocalDevices, onDevicesChanged, speakerSelectable, type DeviceInfo, type DeviceLists } from "../call/devices.ts";
+import { CallClient, CallRefused } from "../call/call.ts";
+import { meshTopology } from "../call/mesh.ts";
+import { sframeWorkerUrl, sfuTopology } from "../call/sfu.ts";
+import { MediaKeys } from "../media/media_keys.ts";
+import type { TopologyFactory, TopologyName } from "../call/topology.ts";
+import { explain } from "./errors.ts";
+import { DeviceError, deviceError, listDevices, LocalDevices, onDevicesChanged, speakerSelectable, type DeviceInfo, type DeviceLists } from "../call/devices.ts";
 import { roomKey, type CallChoices, type CallScreenVM, type DeviceKind, type DeviceVM, type PreviewVM, type Store } from "./state.ts";
 
-/** A joined call as the bridge drives it (the call client of web/src/call/call.ts). */
+/** A call as the bridge drives it: the call client of web/src/call/call.ts with our devices. */
 export interface CallSession {
   view(): CallView;
   onChange(listener: () => void): () => void;
+  /** Join (or knock): resolves once seated, waiting in the lobby, or refused (see view()). */
+  join(): Promise<void>;
   readonly intents: CallIntents;
   close(): Promise<void>;
 }
 
-/** How a call session is started for a room (set by core.ts once the call client is there). */
+/** How a call session is made for a room. */
 export type StartCall = (
   client: SpaceClient,
   roomId: string,
@@ -26,6 +34,68 @@ export type StartCall = (
   local: LocalDevices,
   choices: CallChoices,
 ) => Promise<CallSession>;
+
+/** Plain words for what went wrong in a call action (refusals and devices say it themselves). */
+export function callProblem(error: unknown): string {
+  if (error instanceof CallRefused || error instanceof DeviceError) return error.message;
+  return explain(error);
+}
+
+/** The real call: CallClient over the space's connection, mesh or SFU media, our devices. */
+export const startRealCall: StartCall = async (client, roomId, local, choices) => {
+  let keys: MediaKeys | null = null;
+  const sfu: TopologyFactory = (ctx) => {
+    keys ??= MediaKeys.start(sframeWorkerUrl());
+    return sfuTopology(keys)(ctx);
+  };
+  if (choices.cameraOff) await local.setCamera(false);
+  const call = new CallClient(client, roomId, {
+    topologies: new Map<TopologyName, TopologyFactory>([["mesh", meshTopology], ["sfu", sfu]]),
+    media: local.media,
+    startMuted: choices.muted,
+    cameraOff: choices.cameraOff,
+  });
+  const offMedia = local.onChange((media) => void call.setLocalMedia(media).catch(() => undefined));
+  const intents: CallIntents = {
+    setMuted: async (muted) => {
+      if (!muted) await local.ensureMicrophone();
+      await call.setMuted(muted);
+    },
+    setCamera: async (on) => {
+      if (on) {
+        await local.setCamera(true);
+        await call.setCamera(true);
+      } else {
+        await call.setCamera(false);
+        await local.setCamera(false);
+      }
+    },
+    shareScreen: (on) => local.shareScreen(on),
+    setHand: (up) => call.setHand(up),
+    leave: () => call.leave(),
+    admit: (m) => call.admit(m),
+    deny: (m) => call.deny(m),
+    mute: (m) => call.mute(m),
+    muteAll: () => call.muteAll(),
+    kick: (m, ban) => call.kick(m, ban),
+    lock: (locked) => call.lock(locked),
+    promote: (m) => call.promote(m),
+    demote: (m) => call.demote(m),
+    lowerHand: (m) => call.lowerHand(m),
+    end: () => call.end(),
+  };
+  return {
+    view: () => call.view(),
+    onChange: (listener) => call.subscribe(() => listener()),
+    join: () => call.join(),
+    intents,
+    close: async () => {
+      offMedia();
+      await call.close().catch(() => undefined);
+      (keys as MediaKeys | null)?.close();
+    },
+  };
+};
 
 interface OpenCall {
   readonly slot: string;
@@ -56,8 +126,8 @@ export function deviceProblem(error: unknown, what: "camera" | "microphone"): st
 
 export class CallBridge {
   private readonly open = new Map<string, OpenCall>();
-  /** Set when the browser call client is available; until then Join says calls can't start. */
-  startCall: StartCall | null = null;
+  /** How calls are made (the real call client; a seam for nothing else). */
+  startCall: StartCall = startRealCall;
 
   constructor(private readonly store: Store, private readonly clientOf: (slot: string) => SpaceClient | null) {}
 
@@ -86,7 +156,7 @@ export class CallBridge {
     for (const off of call.off.splice(0)) off();
     const session = call.session;
     call.session = null;
-    if (session !== null) void session.intents.leave().catch(() => undefined).finally(() => session.close().catch(() => undefined));
+    if (session !== null) void session.close().catch(() => undefined);
     call.local.stop();
     this.store.setCall(slot, roomId, null);
   }
@@ -206,18 +276,17 @@ export class CallBridge {
     const call = this.need(slot, roomId);
     const client = this.clientOf(slot);
     if (client === null) throw new UsageError("This space is still opening. Try again in a moment.");
-    if (this.startCall === null) throw new UsageError("Calls can't be joined from this browser yet. Join from the Salon app on a computer for now.");
+    if (call.session !== null) return;
     call.error = null;
-    this.publish(call);
     const session = await this.startCall(client, roomId, call.local, choices);
     if (call.closed) {
-      await session.intents.leave().catch(() => undefined);
       await session.close();
       return;
     }
     call.session = session;
     call.off.push(session.onChange(() => this.publish(call)));
     this.publish(call);
+    await session.join();
   }
 
   callIntents(slot: string, roomId: string): CallIntents | null {

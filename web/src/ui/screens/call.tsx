@@ -7,7 +7,7 @@ import type { JSX } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import type { CallView } from "../../call/topology.ts";
 import { useEnv } from "../app.tsx";
-import { explain } from "../errors.ts";
+import { callProblem as explain } from "../call_core.ts";
 import { Avatar, Link, Private } from "../components.tsx";
 import { roomKey, useStore, type CallScreenVM, type DeviceKind, type DeviceVM, type RoomVM, type SpaceVM } from "../state.ts";
 import { PanelHeader } from "./space.tsx";

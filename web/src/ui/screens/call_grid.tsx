@@ -7,7 +7,7 @@ import type { JSX } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import type { CallIntents, CallView, ParticipantView } from "../../call/topology.ts";
 import { useEnv } from "../app.tsx";
-import { explain } from "../errors.ts";
+import { callProblem as explain } from "../call_core.ts";
 import { Avatar, Dialog } from "../components.tsx";
 import type { CallScreenVM, RoomVM, SpaceVM } from "../state.ts";
 import { CallIcon, countWords, inCall, RemoteAudio, SEAT_WORDS, tileLabel, topologyWords, TrackVideo, type CallIconName } from "./call_parts.tsx";
@@ -69,14 +69,22 @@ export function InCall({ space, room, call, view, onLeft }: { space: SpaceVM; ro
           <h1><bdi>{room.name}</bdi></h1>
           <p class="muted small" data-testid="call-count">{countWords(here.length)}{view.locked ? " · locked" : ""}</p>
         </div>
-        <button type="button" class="call-lock" onClick={() => setVerify(true)} data-testid="call-lock" aria-haspopup="dialog">
+        <button
+          type="button"
+          class="call-lock"
+          onClick={() => setVerify(true)}
+          data-testid="call-lock"
+          aria-haspopup="dialog"
+          aria-label={view.encrypted ? "End-to-end encrypted: see the verification code" : "Securing the call…"}
+        >
           <CallIcon name="lock" size={16} />
-          <span>{view.encrypted ? "End-to-end encrypted" : "Securing the call…"}</span>
+          <span class="call-lock-long" aria-hidden="true">{view.encrypted ? "End-to-end encrypted" : "Securing the call…"}</span>
+          <span class="call-lock-short" aria-hidden="true">{view.encrypted ? "Encrypted" : "Securing…"}</span>
         </button>
       </header>
       <p class="call-route small">
         <span data-testid="call-topology">{topologyWords(view.topology)}</span>
-        {view.code !== null ? <span class="call-code-line"> Verification code <span class="call-fp" data-testid="call-code-line">{view.code}</span></span> : null}
+        {view.code !== null ? <span class="call-code-line">Verification code <span class="call-fp" data-testid="call-code-line">{view.code}</span></span> : null}
       </p>
       {offline ? <div class="banner" role="status">Connection lost. Reconnecting… the call goes on when it is back.</div> : null}
       {moved ? <p class="notice" role="status">{topologyWords(view.topology)}</p> : null}

@@ -6,7 +6,7 @@
 import type { JSX } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { CallIntents, CallView, ParticipantView } from "../../call/topology.ts";
-import { explain } from "../errors.ts";
+import { callProblem as explain } from "../call_core.ts";
 import { Avatar, Confirm, Dialog } from "../components.tsx";
 import { CallIcon, inCall, SEAT_WORDS } from "./call_parts.tsx";
 
@@ -48,7 +48,7 @@ export function PeoplePanel(props: { view: CallView; actions: CallIntents | null
             <h3 class="call-people-group" id="call-lobby-title">Waiting to join ({view.lobby.length})</h3>
             <ul role="list">
               {view.lobby.map((p) => (
-                <li class="call-person" key={p.memberHex} data-testid="call-knocker" data-name={p.name}>
+                <li class="call-person call-knock" key={p.memberHex} data-testid="call-knocker" data-name={p.name}>
                   <Avatar name={p.name} keyHex={p.memberHex} photo={null} size="s" />
                   <div class="call-person-info">
                     <p class="member-name"><bdi>{p.name}</bdi></p>
