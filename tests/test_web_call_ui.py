@@ -326,6 +326,10 @@ def test_two_pages_and_a_cli_in_a_mesh_then_a_host_admits(
         bob.page.click("button[aria-label='Let Dave in']")
         knocker.wait_for(r"verification code ([\d ]+) \(2 in the call")
         bob.page.wait_for_function(REMOTE_PLAYING, arg=1, timeout=45_000)
+        # Per-person controls: Bob turns Dave's microphone off (a signed mute the CLI obeys).
+        bob.page.click("button[aria-label='Manage Dave']")
+        bob.page.click('dialog[open] button:has-text("Turn off Dave\'s microphone")')
+        knocker.wait_for(r"Bob \(\w+\) muted you")
         goto_room(carol, "door")
         join_call(carol)
         carol.page.wait_for_selector("[data-testid=call-lobby]", timeout=30_000)
@@ -338,8 +342,24 @@ def test_two_pages_and_a_cli_in_a_mesh_then_a_host_admits(
         bob.page.wait_for_selector("[data-testid=call-knocker][data-name=Carol]", timeout=30_000)
         bob.page.click('button[aria-label="Don\'t let Carol in"]')
         carol.page.wait_for_selector("[data-testid=call-over]", timeout=30_000)
+        assert "Bob did not let you in" in carol.page.inner_text("[data-testid=call-reason]")
         shoot(carol.page, "call-denied-lobby", 1280, 800, "light")
-        knocker.stop()
+
+        # Bob locks the call: Carol's next try says so.
+        bob.page.click("[data-testid=call-lock-toggle]")
+        bob.page.wait_for_selector("[data-testid=call-count]:has-text('locked')", timeout=30_000)
+        carol.page.click("nav.sidebar a:has-text('hall')")
+        goto_room(carol, "door")
+        join_call(carol)
+        carol.page.wait_for_selector("[data-testid=call-over]", timeout=30_000)
+        assert "locked" in carol.page.inner_text("[data-testid=call-reason]")
+
+        # Bob ends the call for everyone (confirmed): Dave's CLI is ended, Bob's page says so.
+        bob.page.click("button:has-text('End the call for everyone')")
+        bob.page.click("dialog[open] button:has-text('End the call')")
+        bob.page.wait_for_selector("[data-testid=call-over][data-phase=ended]", timeout=30_000)
+        knocker.proc.wait(timeout=30)
+        shoot(bob.page, "call-ended", 390, 844, "light")
 
     assert problems == []
     assert bob.problems() == [] and carol.problems() == []

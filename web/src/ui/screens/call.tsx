@@ -164,7 +164,7 @@ function Lobby({ space, room, onLeft }: { space: SpaceVM; room: RoomVM; onLeft: 
   );
 }
 
-const OVER_TITLES = { ended: "The call has ended", removed: "You were removed from the call", failed: "You could not join the call" } as const;
+const OVER_TITLES = { ended: "The call has ended", removed: "You are not in the call", failed: "You could not join the call" } as const;
 const OVER_TEXTS = {
   ended: "A host ended the call for everyone.",
   removed: "A host removed you from this call.",
