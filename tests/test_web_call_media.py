@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,3 +206,30 @@ def test_the_built_app_ships_the_sframe_worker_under_its_csp(
 def web_server_csp(web_server: Any) -> str:
     with urllib.request.urlopen(f"{web_server.url}/") as response:
         return str(response.headers["Content-Security-Policy"])
+
+
+def test_mesh_relay_only_through_coturn(chromium: Any, page_url: str, coturn: Any) -> None:
+    """iceTransportPolicy "relay" with TURN REST credentials (as GetIceServers hands them out):
+    both sides connect through a real coturn, and media flows."""
+    from spaces.ice import turn_credentials
+
+    username, credential, _expiry = turn_credentials(coturn.secret, 600, time.time())
+    servers = [{"urls": [coturn.url], "username": username, "credential": credential}]
+    browser = launch(chromium, [*chromium_args(None), "--allow-loopback-in-peer-connection"])
+    try:
+        page = open_page(browser, page_url)
+        started = page.page.evaluate(
+            "s => window.callTest.start({ relayOnly: true, iceServers: s })", servers
+        )
+        assert started["links"] == ["connected", "connected"], started
+        for who in ("alice", "bob"):
+            pair = page.page.evaluate("w => window.callTest.selectedPair(w)", who)
+            assert pair == {"local": "relay", "remote": "relay"}, pair
+        assert wait_track(page, "alice", "camera") and wait_track(page, "bob", "audio")
+        assert seen(page, "alice", "camera", 1000)["packets"] > 10
+        log = coturn.log()
+        assert "ALLOCATE processed, success" in log
+        assert coturn.allocated_usernames(), "the relay was allocated under our REST username"
+        page.page.evaluate("() => window.callTest.close()")
+    finally:
+        browser.close()

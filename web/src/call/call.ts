@@ -226,6 +226,18 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     return () => this.listeners.delete(listener);
   }
 
+  /** Like subscribe, without the view (ui/call_core.ts CallSession). */
+  onChange(listener: () => void): () => void {
+    const wrapped: Listener = () => listener();
+    this.listeners.add(wrapped);
+    return () => this.listeners.delete(wrapped);
+  }
+
+  /** The CallIntents (this client implements them). */
+  get intents(): CallIntents {
+    return this;
+  }
+
   private changed(): void {
     this.cachedView = null;
     if (this.listeners.size === 0) return;
@@ -871,6 +883,12 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
       unban: `${who} lifted the ban on ${target}`, lock: `${who} locked the call`, unlock: `${who} unlocked the call`,
       promote: `${who} made ${target} a speaker`, demote: `${who} made ${target} a listener`,
     };
+    const aboutMe = equal(action.target, this.me);
+    if (action.action === "mute" && aboutMe) return; // applyOwnFlags says it, with what it means
+    if (action.action === "unmute" && aboutMe) {
+      this.note(`${who} asks you to unmute: you may turn your microphone on again`);
+      return;
+    }
     const text = texts[action.action];
     if (text !== undefined) this.note(text);
   }

@@ -16,7 +16,7 @@
  * never restart under the same key (a mesh → SFU → mesh → SFU switch, a reconnect).
  */
 import { MediaKeys } from "../media/media_keys.ts";
-import { gathered, outgoingSdp, preferCodec, rtcConfiguration } from "./mesh.ts";
+import { gathered, meshTopology, outgoingSdp, preferCodec, rtcConfiguration } from "./mesh.ts";
 import type {
   LinkState, LocalMedia, Peer, SignalKind, Topology, TopologyContext, TopologyFactory, TopologyName, TrackKind,
 } from "./topology.ts";
@@ -374,3 +374,34 @@ function hex(bytes: Uint8Array): string {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The topologies of one call in this browser, for `CallOptions.topologies`: mesh, and the SFU
+ * with one SFrame worker for the whole call (started the first time the call goes through the
+ * SFU; `MediaE2EEUnsupported` then, in plain words, where the browser cannot encrypt media).
+ * `close()` when the call ends: the worker and its keys go.
+ *
+ *   const media = callTopologies();
+ *   const call = new CallClient(ctx, room, { topologies: media.topologies, … });
+ *   …; media.close();
+ */
+export function callTopologies(workerUrl: () => URL | string = sframeWorkerUrl): {
+  topologies: Map<TopologyName, TopologyFactory>;
+  /** The call's SFrame worker, once the SFU was used (its counters for a status line or tests). */
+  mediaKeys(): MediaKeys | null;
+  close(): void;
+} {
+  let keys: MediaKeys | null = null;
+  const sfu: TopologyFactory = (ctx) => {
+    keys ??= MediaKeys.start(workerUrl());
+    return new SfuTopology(ctx, keys);
+  };
+  return {
+    topologies: new Map<TopologyName, TopologyFactory>([["mesh", meshTopology], ["sfu", sfu]]),
+    mediaKeys: () => keys,
+    close(): void {
+      keys?.close();
+      keys = null;
+    },
+  };
+}

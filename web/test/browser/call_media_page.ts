@@ -9,6 +9,8 @@
  */
 import { DeviceError, LocalDevices, listDevices, openDevices } from "../../src/call/devices.ts";
 import { MeshTopology } from "../../src/call/mesh.ts";
+import { SfuTopology, sframeWorkerUrl } from "../../src/call/sfu.ts";
+import { MediaKeys } from "../../src/media/media_keys.ts";
 import type {
   LinkState, LocalMedia, MediaSink, Peer, SenderKeys, SignalKind, Signaller, TopologyContext, TrackKind,
 } from "../../src/call/topology.ts";
@@ -163,9 +165,10 @@ function picture(track: MediaStreamTrack): Promise<number[]> {
     const g = canvas.getContext("2d", { willReadFrequently: true }) as CanvasRenderingContext2D;
     g.drawImage(v, 0, 0, 32, 24);
     const px = g.getImageData(0, 0, 32, 24).data;
-    const sum = [0, 0, 0];
-    for (let i = 0; i < px.length; i += 4) for (let c = 0; c < 3; c++) sum[c] = (sum[c] ?? 0) + (px[i + c] ?? 0);
-    return sum.map((s) => Math.round(s / (32 * 24)));
+    // the per-channel median: a test pattern's text and bar do not move it
+    const channels: number[][] = [[], [], []];
+    for (let i = 0; i < px.length; i += 4) for (let c = 0; c < 3; c++) channels[c]?.push(px[i + c] ?? 0);
+    return channels.map((ch) => ch.sort((a, b) => a - b)[ch.length >> 1] ?? 0);
   })();
 }
 
@@ -229,6 +232,23 @@ export async function waitTrack(name: string, kind: TrackKind, present: boolean,
   return false;
 }
 
+/** The candidate types of `name`'s selected pair (relay-only: both "relay"). */
+export async function selectedPair(name: string): Promise<{ local: string; remote: string }> {
+  const pc = side(name).topology.connection(hex(other(name).member));
+  const out = { local: "", remote: "" };
+  if (pc === null) return out;
+  const stats = await pc.getStats();
+  const all = new Map<string, Record<string, unknown>>();
+  stats.forEach((r: Record<string, unknown>) => all.set(r["id"] as string, r));
+  for (const r of all.values()) {
+    if (r["type"] !== "transport" || typeof r["selectedCandidatePairId"] !== "string") continue;
+    const pair = all.get(r["selectedCandidatePairId"]);
+    out.local = String(all.get(String(pair?.["localCandidateId"]))?.["candidateType"] ?? "");
+    out.remote = String(all.get(String(pair?.["remoteCandidateId"]))?.["candidateType"] ?? "");
+  }
+  return out;
+}
+
 export function setSending(name: string, sending: { audio: boolean; camera: boolean; screen: boolean }): void {
   side(name).topology.setSending(sending);
 }
@@ -266,6 +286,99 @@ export async function tryDevices(): Promise<{ ok: boolean; problem: string; mess
   }
 }
 
+// ---- the SFU: this page is one participant, the test's Python SfuSession another ----------
+
+let sfu: { topology: SfuTopology; sink: Sink; keys: MediaKeys; devices: LocalDevices } | null = null;
+const unhex = (h: string): Uint8Array => Uint8Array.from(h.match(/../g) ?? [], (b) => parseInt(b, 16));
+
+export interface SfuSetup {
+  me: string;
+  myIndex: number;
+  myKey: string;
+  peers: Array<{ member: string; index: number; key: string; label: string }>;
+  offerUrl: string;
+}
+
+/** Joins the SFU node through SfuTopology: our camera and microphone (LocalDevices), keys given. */
+export async function sfuStart(setup: SfuSetup): Promise<{ state: string; details: string[] }> {
+  const devices = new LocalDevices();
+  await devices.start({ audio: true, camera: true });
+  const keys = MediaKeys.start(sframeWorkerUrl());
+  const sink = new Sink();
+  const listeners = new Set<(m: string) => void>();
+  const senderKeys: SenderKeys = {
+    current: () => ({ epoch: 0, key: unhex(setup.myKey) }),
+    usable: (m) => {
+      const p = setup.peers.find((x) => x.member === m);
+      return p === undefined ? [] : [{ epoch: 0, key: unhex(p.key) }];
+    },
+    onChange: (l) => {
+      listeners.add(l);
+      return () => listeners.delete(l);
+    },
+  };
+  const ctx: TopologyContext = {
+    me: unhex(setup.me), keys: senderKeys, sink, media: devices.media, iceServers: [], relayOnly: false,
+    signaller: { send: async () => {} },
+    sfu: {
+      myIndex: setup.myIndex,
+      async sfuOffer(sdp: string): Promise<string> {
+        const r = await fetch(setup.offerUrl, { method: "POST", body: sdp });
+        if (!r.ok) throw new Error(`the SFU refused the offer: ${await r.text()}`);
+        return r.text();
+      },
+    },
+  };
+  const topology = new SfuTopology(ctx, keys);
+  sfu = { topology, sink, keys, devices };
+  devices.onChange((media) => void topology.setMedia(media));
+  topology.setSending({ audio: true, camera: true, screen: true });
+  await topology.setPeers(new Map(setup.peers.map((p) => [p.member, {
+    member: unhex(p.member), memberHex: p.member, index: p.index, link: new Uint8Array(16), offerer: false, label: p.label,
+  }])));
+  const end = performance.now() + 30000;
+  while (performance.now() < end && topology.state !== "connected") await tick(100);
+  return { state: topology.state, details: sink.details };
+}
+
+/** What the page gets from `member` through the SFU: tracks by kind, colour, audio, worker counters. */
+export async function sfuSeen(member: string, ms = 1500): Promise<Record<string, unknown>> {
+  if (sfu === null) throw new Error("not started");
+  const out: Record<string, unknown> = { slots: sfu.topology.slotMembers(), state: sfu.topology.state };
+  for (const kind of ["camera", "screen", "audio"] as const) {
+    const track = sfu.sink.tracks.get(`${member}/${kind}`);
+    if (track === undefined) continue;
+    out[kind] = kind === "audio" ? { peak: await level(track, ms) } : { colour: await picture(track) };
+  }
+  out["counters"] = await sfu.keys.counters();
+  out["events"] = sfu.sink.events;
+  return out;
+}
+
+export async function sfuWaitTrack(member: string, kind: TrackKind, ms = 20000): Promise<boolean> {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    if (sfu?.sink.tracks.has(`${member}/${kind}`) === true) return true;
+    await tick(100);
+  }
+  return false;
+}
+
+/** Shares a "screen" (a canvas of one colour) on the SFU. */
+export async function sfuScreen(on: boolean): Promise<void> {
+  if (sfu === null) throw new Error("not started");
+  const media = { ...sfu.devices.media, screen: on ? colourTrack([30, 200, 40]) : null };
+  await sfu.topology.setMedia(media);
+}
+
+export async function sfuClose(): Promise<unknown> {
+  const counters = await sfu?.keys.counters();
+  await sfu?.topology.close();
+  sfu?.devices.stop();
+  sfu?.keys.close();
+  return counters;
+}
+
 export async function close(): Promise<void> {
   await alice?.topology.close();
   await bob?.topology.close();
@@ -277,5 +390,5 @@ declare global {
     callTest: Record<string, unknown>;
   }
 }
-window.callTest = { start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
+window.callTest = { selectedPair, sfuStart, sfuSeen, sfuWaitTrack, sfuScreen, sfuClose, start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
 document.documentElement.dataset["callReady"] = "1";

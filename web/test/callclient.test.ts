@@ -1,0 +1,216 @@
+// call.ts CallClient against a fake context (the real cross-check with the CLI is
+// tests/test_web_call_signalling.py): plain-word refusals, CallEnded only with a signed action.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { ServerError } from "../src/client/context.ts";
+import { fromHex } from "../src/protocol/bytes.ts";
+import { signAction, type CallAction, type CallActionKind } from "../src/protocol/calls.ts";
+import { fromCallAction, type CallState } from "../src/protocol/conference_wire.ts";
+import { randomBytes } from "../src/protocol/crypto.ts";
+import type { Roster } from "../src/protocol/roster.ts";
+import { CallClient, REASONS } from "../src/call/call.ts";
+import type { Topology, TopologyContext, TopologyFactory } from "../src/call/topology.ts";
+import { FakeContext, people } from "./fakectx.ts";
+
+const ROOM = "roomCALLCALLCALL";
+const CALL = "callCALLCALLCALL";
+
+async function context(who: "alice" | "bob"): Promise<FakeContext> {
+  const ctx = await FakeContext.of(who);
+  const r = ctx.roster();
+  const room = {
+    spec: { type: "room", room_id: ROOM, kind: "conference", epoch: 0, name_box: new Uint8Array(0), lobby: false, stage: false,
+      topology: "auto", ttl: 0, history: "since-join" },
+    publishers: new Set<string>(), createdSeq: r.head.seq, publisherLog: new Map(),
+  } as const;
+  // Bob is a moderator in records.json; here he is a plain member (alice owns the space).
+  const members = new Map(r.members);
+  const bob = people.bob.member_key as string;
+  members.set(bob, { ...members.get(bob)!, role: "member" });
+  (ctx as unknown as { current: Roster }).current = { ...r, members, rooms: new Map(r.rooms).set(ROOM, room as never) };
+  ctx.handlers.set("get_ice_servers", () => ({ type: "ice_servers", servers: [{ urls: ["stun:127.0.0.1:3478"], username: "", credential: "" }], expires_at: 0 }));
+  ctx.handlers.set("get_call", () => ({ type: "call_info", state: state([]) }));
+  ctx.handlers.set("leave_call", () => ({ type: "done" }));
+  return ctx;
+}
+
+function state(participants: CallState["participants"], version = 1): CallState {
+  return { room_id: ROOM, call_id: CALL, version, topology: "mesh", requested_topology: "auto", participants, lock: null, bans: [] };
+}
+
+const recorder: { sending: { audio: boolean }[]; closed: number } = { sending: [], closed: 0 };
+const mesh: TopologyFactory = (): Topology => ({
+  name: "mesh",
+  async setPeers() {},
+  async onSignal() {},
+  async refuse() {},
+  setSending(s) {
+    recorder.sending.push(s);
+  },
+  async setMedia() {},
+  async close() {
+    recorder.closed++;
+  },
+});
+
+async function act(ctx: FakeContext, who: "alice" | "bob", name: CallActionKind, target: Uint8Array, joinRef: Uint8Array = new Uint8Array(0)): Promise<CallAction> {
+  const head = ctx.roster().head;
+  const p = people[who];
+  return signAction({
+    spaceId: ctx.spaceId, roomId: ROOM, callId: CALL, actor: fromHex(p.member_key), action: name, target, issuedAt: Date.now(),
+    nonce: randomBytes(16), headSeq: head.seq, headHash: head.hash, joinRef,
+  }, fromHex(p.signing_seed));
+}
+
+function client(ctx: FakeContext): CallClient {
+  return new CallClient(ctx, ROOM, { topologies: new Map([["mesh", mesh]]) });
+}
+
+test("refusals to join have their own plain words (banned, locked, full)", async () => {
+  for (const [code, reason] of [["banned", REASONS.banned], ["locked", REASONS.locked], ["call_full", REASONS.full]] as const) {
+    const ctx = await context("bob");
+    ctx.handlers.set("join_call", () => {
+      throw new ServerError(code, "no");
+    });
+    const c = client(ctx);
+    await c.join();
+    assert.equal(c.view().phase, "failed");
+    assert.equal(c.view().reason, reason);
+  }
+  const ctx = await context("bob");
+  ctx.handlers.set("join_call", () => {
+    throw new ServerError("stale_call", "again");
+  });
+  const c = client(ctx);
+  await c.join();
+  assert.equal(c.view().reason, REASONS.restarting);
+  assert.equal(ctx.requests.filter((r) => r.type === "join_call").length, 3);
+});
+
+async function joined(who: "alice" | "bob") {
+  const ctx = await context(who);
+  let join: CallAction | null = null;
+  ctx.handlers.set("join_call", (m) => {
+    const j = (m as { join: ReturnType<typeof fromCallAction> }).join;
+    join = { ...j } as unknown as CallAction;
+    return { type: "call_joined", status: "joined", state: state([{ member: j.actor, index: 0, status: "joined", join: j, admission: null, mute: null, hand: null, stage: null }]) };
+  });
+  const c = client(ctx);
+  await c.join();
+  assert.equal(c.view().phase, "in-call", c.view().reason);
+  return { ctx, c, joinNonce: (join as unknown as { nonce: Uint8Array }).nonce as Uint8Array<ArrayBuffer> };
+}
+
+test("CallEnded is believed only with a fresh signed action that says so", async () => {
+  {
+    const { ctx, c } = await joined("bob");
+    ctx.emit({ type: "call_ended", room_id: ROOM, call_id: CALL, reason: "removed", action: null });
+    await until(() => c.view().phase !== "in-call");
+    assert.equal(c.view().phase, "failed");
+    assert.match(c.view().reason, /without any host's signed say-so/);
+  }
+  {
+    // a kick of an earlier join of ours is no kick of this one
+    const { ctx, c } = await joined("bob");
+    const kick = await act(ctx, "alice", "kick", ctx.me.memberKey, randomBytes(16));
+    ctx.emit({ type: "call_ended", room_id: ROOM, call_id: CALL, reason: "removed", action: fromCallAction(kick) });
+    await until(() => c.view().phase !== "in-call");
+    assert.equal(c.view().phase, "failed");
+  }
+  {
+    const { ctx, c, joinNonce } = await joined("bob");
+    const kick = await act(ctx, "alice", "kick", ctx.me.memberKey, joinNonce);
+    ctx.emit({ type: "call_ended", room_id: ROOM, call_id: CALL, reason: "removed", action: fromCallAction(kick) });
+    await until(() => c.view().phase !== "in-call");
+    assert.equal(c.view().phase, "removed");
+    assert.match(c.view().reason, /removed you from the call\.$/);
+  }
+  {
+    const { ctx, c } = await joined("bob");
+    const end = await act(ctx, "alice", "end", new Uint8Array(0));
+    ctx.emit({ type: "call_ended", room_id: ROOM, call_id: CALL, reason: "ended", action: fromCallAction(end) });
+    await until(() => c.view().phase !== "in-call");
+    assert.equal(c.view().phase, "ended");
+    assert.match(c.view().reason, /ended the call for everyone/);
+    // an "end" signed by a plain member proves nothing
+    const other = await joined("bob");
+    const fake = await act(other.ctx, "bob", "end", new Uint8Array(0));
+    other.ctx.emit({ type: "call_ended", room_id: ROOM, call_id: CALL, reason: "ended", action: fromCallAction(fake) });
+    await until(() => other.c.view().phase !== "in-call");
+    assert.equal(other.c.view().phase, "failed");
+  }
+});
+
+test("hosts only: a member's moderation intent is refused before anything is signed", async () => {
+  const { ctx, c } = await joined("bob");
+  const before = ctx.requests.length;
+  await assert.rejects(c.lock(true), /Only the space's owners and moderators/);
+  assert.equal(ctx.requests.length, before);
+  ctx.handlers.set("act_in_call", () => ({ type: "done" }));
+  await c.setHand(true);
+  const sent = ctx.requests.at(-1) as { type: string; action: { action: string; head_seq: number; head_hash: Uint8Array } };
+  assert.equal(sent.type, "act_in_call");
+  assert.equal(sent.action.action, "hand-up");
+  assert.equal(sent.action.head_seq, ctx.roster().head.seq);
+});
+
+async function until(check: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test("topology switch is make-before-break: the old one delivers until the new one does", async () => {
+  const made: { name: string; ctx: TopologyContext; closed: boolean; peers: string[][] }[] = [];
+  const fake = (name: "mesh" | "sfu"): TopologyFactory => (ctx) => {
+    const rec = { name, ctx, closed: false, peers: [] as string[][] };
+    made.push(rec);
+    return {
+      name, async setPeers(p) {
+        rec.peers.push([...p.keys()]);
+      }, async onSignal() {}, async refuse() {}, setSending() {}, async setMedia() {},
+      async close() {
+        rec.closed = true;
+      },
+    };
+  };
+  const ctx = await context("bob");
+  ctx.handlers.set("send_call_signal", () => ({ type: "done" }));
+  let mine: ReturnType<typeof fromCallAction> | null = null;
+  ctx.handlers.set("join_call", (m) => {
+    mine = (m as { join: ReturnType<typeof fromCallAction> }).join;
+    return { type: "call_joined", status: "joined", state: state([seat(mine, 0)]) };
+  });
+  const c = new CallClient(ctx, ROOM, { topologies: new Map([["mesh", fake("mesh")], ["sfu", fake("sfu")]]) });
+  await c.join();
+  const alice = fromHex(people.alice.member_key);
+  const aliceJoin = fromCallAction(await act(ctx, "alice", "join", alice));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), seat(aliceJoin, 1)], 2), action: aliceJoin });
+  await until(() => made[0]!.peers.at(-1)?.length === 1);
+  const aliceHex = people.alice.member_key as string;
+  const t1 = { kind: "video", id: "t1" } as unknown as MediaStreamTrack;
+  const t2 = { kind: "video", id: "t2" } as unknown as MediaStreamTrack;
+  made[0]!.ctx.sink.onTrack(aliceHex, "camera", t1);
+  assert.equal(c.view().participants.find((p) => p.memberHex === aliceHex)?.tracks.camera, t1);
+  ctx.emit({ type: "call_update", state: { ...state([seat(mine!, 0), seat(aliceJoin, 1)], 3), topology: "sfu" }, action: null });
+  await until(() => made.length === 2);
+  assert.equal(made[1]!.name, "sfu");
+  assert.ok(made[1]!.ctx.sfu !== null && made[0]!.closed === false); // the mesh keeps going
+  made[1]!.ctx.sink.onTrack(aliceHex, "camera", t2);
+  await until(() => made[0]!.closed);
+  made[0]!.ctx.sink.onTrack(aliceHex, "camera", t1); // superseded: ignored
+  assert.equal(c.view().participants.find((p) => p.memberHex === aliceHex)?.tracks.camera, t2);
+  assert.equal(c.view().topology, "sfu");
+  assert.deepEqual(c.topologiesUsed, ["mesh", "sfu"]);
+  // alice, who entered after us with a fresh join, got our media key at once
+  assert.ok(ctx.requests.some((r) => r.type === "send_call_signal"));
+  await c.leave();
+  assert.ok(made[1]!.closed);
+  assert.equal(c.view().phase, "ended");
+});
+
+function seat(join: ReturnType<typeof fromCallAction>, index: number): CallState["participants"][number] {
+  return { member: join.actor, index, status: "joined", join, admission: null, mute: null, hand: null, stage: null };
+}
