@@ -11,6 +11,7 @@ device). Screenshots go to test-artifacts/screens/ (call-prejoin-*, call-denied-
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 import subprocess
@@ -362,4 +363,65 @@ def test_two_pages_and_a_cli_in_a_mesh_then_a_host_admits(
         shoot(bob.page, "call-ended", 390, 844, "light")
 
     assert problems == []
+    assert bob.problems() == [] and carol.problems() == []
+
+
+SCREEN_PLAYING = """() => {
+  const v = document.querySelector("[data-testid=call-tile-screen] video");
+  return v !== null && !v.paused && v.readyState >= 2 && v.videoWidth > 0;
+}"""
+
+
+def test_server_call_screen_share_and_removal(
+    web_server: SalonServer, module_user: Any, new_page: Any, tmp_path: Path
+) -> None:
+    alice = module_user("alice3")
+    made = alice.json("space", "create", "Library", "--server", web_server.url, "--as", "Alice")
+    space = made["space_id"]
+    alice.run("room", "create", space, "stage", "--kind", "conference", "--topology", "sfu")
+
+    bob = new_page()
+    carol = new_page(theme="dark", phone=True)
+    open_room(bob, made["link"], "Bob", "stage")
+    alice.run("role", space, "Bob", "moderator")
+    open_room(carol, made["link"], "Carol", "stage")
+
+    with cli_calls() as running:
+        cli = CliCall(alice, space, "stage", tmp_path / "alice.json", 90, "--screen", "test")
+        running.append(cli)
+        cli.wait_for(r"joined call")
+        join_call(bob)
+        join_call(carol)
+        code = cli.wait_for(r"verification code ([\d ]+) \(3 in the call").group(1)
+        for web in (bob, carol):
+            web.page.wait_for_selector(f"{CALL_VIEW}[data-topology=sfu]", timeout=30_000)
+            assert "moved to the server" in web.page.inner_text("[data-testid=call-topology]")
+            web.page.wait_for_function(REMOTE_PLAYING, arg=2, timeout=45_000)
+            web.page.wait_for_function(SCREEN_PLAYING, timeout=45_000)
+            web.page.wait_for_function(CODE_SHOWN, arg=code, timeout=30_000)
+        shoot(bob.page, "call-grid-server", 1280, 800, "light")
+        shoot(carol.page, "call-grid-server", 390, 844, "dark")
+
+        # Bob shares his screen: the CLI sees it.
+        bob.page.click("[data-testid=call-screen]")
+        cli.wait_for(r"Bob .* is sharing a screen", 45)
+        bob.page.wait_for_selector("[data-testid=call-screen][aria-pressed=true]")
+
+        # Bob removes Carol (confirmed): her page says so.
+        bob.page.click("[data-testid=call-people]")
+        bob.page.click("button[aria-label='Manage Carol']")
+        bob.page.click("dialog[open] button:has-text('Remove from the call')")
+        confirm = bob.page.inner_text("dialog[open]")
+        assert "Carol will be removed from the call" in confirm
+        bob.page.click("dialog[open] button:has-text('Remove')")
+        carol.page.wait_for_selector("[data-testid=call-over][data-phase=removed]", timeout=30_000)
+        web_removed = carol.page.inner_text("[data-testid=call-reason]")
+        assert "Bob" in web_removed, web_removed
+        shoot(carol.page, "call-removed", 390, 844, "dark")
+        bob.page.click("[data-testid=call-leave]")
+        bob.page.wait_for_selector(PREJOIN, timeout=30_000)
+        cli.stop()
+        stats = json.loads((tmp_path / "alice.json").read_text())
+    bob_seen = [p for p in stats["participants"] if p["display_name"] == "Bob"]
+    assert bob_seen and bob_seen[0]["screen"]["frames_decoded"] > 0, stats
     assert bob.problems() == [] and carol.problems() == []

@@ -8,10 +8,7 @@ import type { CallIntents, CallView } from "../call/topology.ts";
 import type { SpaceClient } from "../client/space.ts";
 import { UsageError } from "../client/context.ts";
 import { CallClient, CallRefused } from "../call/call.ts";
-import { meshTopology } from "../call/mesh.ts";
-import { sframeWorkerUrl, sfuTopology } from "../call/sfu.ts";
-import { MediaKeys } from "../media/media_keys.ts";
-import type { TopologyFactory, TopologyName } from "../call/topology.ts";
+import { callTopologies } from "../call/sfu.ts";
 import { explain } from "./errors.ts";
 import { DeviceError, deviceError, listDevices, LocalDevices, onDevicesChanged, speakerSelectable, type DeviceInfo, type DeviceLists } from "../call/devices.ts";
 import { roomKey, type CallChoices, type CallScreenVM, type DeviceKind, type DeviceVM, type PreviewVM, type Store } from "./state.ts";
@@ -43,14 +40,10 @@ export function callProblem(error: unknown): string {
 
 /** The real call: CallClient over the space's connection, mesh or SFU media, our devices. */
 export const startRealCall: StartCall = async (client, roomId, local, choices) => {
-  let keys: MediaKeys | null = null;
-  const sfu: TopologyFactory = (ctx) => {
-    keys ??= MediaKeys.start(sframeWorkerUrl());
-    return sfuTopology(keys)(ctx);
-  };
+  const routes = callTopologies();
   if (choices.cameraOff) await local.setCamera(false);
   const call = new CallClient(client, roomId, {
-    topologies: new Map<TopologyName, TopologyFactory>([["mesh", meshTopology], ["sfu", sfu]]),
+    topologies: routes.topologies,
     media: local.media,
     startMuted: choices.muted,
     cameraOff: choices.cameraOff,
@@ -92,7 +85,7 @@ export const startRealCall: StartCall = async (client, roomId, local, choices) =
     close: async () => {
       offMedia();
       await call.close().catch(() => undefined);
-      (keys as MediaKeys | null)?.close();
+      routes.close();
     },
   };
 };
