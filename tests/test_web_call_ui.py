@@ -297,6 +297,19 @@ def test_two_pages_and_a_cli_in_a_mesh_then_a_host_admits(
             if web is carol:  # Esc closes the dialog
                 web.page.keyboard.press("Escape")
                 web.page.wait_for_selector("dialog[open]", state="detached")
+        # Carol raises her hand: Bob's page shows it on her tile (not by colour alone).
+        carol.page.click("[data-testid=call-hand]")
+        bob.page.wait_for_selector(
+            "[data-testid=call-tile][data-name=Carol] .tile-hand", timeout=30_000
+        )
+        carol_tile = bob.page.get_attribute(
+            "[data-testid=call-tile][data-name=Carol]", "aria-label"
+        )
+        assert "hand raised" in str(carol_tile)
+        carol.page.click("[data-testid=call-hand]")
+        bob.page.wait_for_selector(
+            "[data-testid=call-tile][data-name=Carol] .tile-hand", state="detached", timeout=30_000
+        )
         bob.screenshot("call-verify")
         bob.page.keyboard.press("Escape")
         bob.page.wait_for_selector("dialog[open]", state="detached")
@@ -331,6 +344,9 @@ def test_two_pages_and_a_cli_in_a_mesh_then_a_host_admits(
         bob.page.click("button[aria-label='Manage Dave']")
         bob.page.click('dialog[open] button:has-text("Turn off Dave\'s microphone")')
         knocker.wait_for(r"Bob \(\w+\) muted you")
+        bob.page.keyboard.press("Escape")  # Esc closes the people panel
+        bob.page.wait_for_selector("[data-testid=call-people-panel]", state="detached")
+        bob.page.click("[data-testid=call-people]")
         goto_room(carol, "door")
         join_call(carol)
         carol.page.wait_for_selector("[data-testid=call-lobby]", timeout=30_000)
@@ -399,6 +415,8 @@ def test_server_call_screen_share_and_removal(
             web.page.wait_for_function(REMOTE_PLAYING, arg=2, timeout=45_000)
             web.page.wait_for_function(SCREEN_PLAYING, timeout=45_000)
             web.page.wait_for_function(CODE_SHOWN, arg=code, timeout=30_000)
+        # The server names who is speaking (the CLI's tone): a tile says so in words.
+        bob.page.wait_for_selector(".tile-speaking .tile-speaking-tag", timeout=30_000)
         shoot(bob.page, "call-grid-server", 1280, 800, "light")
         shoot(carol.page, "call-grid-server", 390, 844, "dark")
 

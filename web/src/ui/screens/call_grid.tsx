@@ -86,7 +86,9 @@ export function InCall({ space, room, call, view, onLeft }: { space: SpaceVM; ro
         <span data-testid="call-topology">{topologyWords(view.topology)}</span>
         {view.code !== null ? <span class="call-code-line">Verification code <span class="call-fp" data-testid="call-code-line">{view.code}</span></span> : null}
       </p>
-      {offline ? <div class="banner" role="status">Connection lost. Reconnecting… the call goes on when it is back.</div> : null}
+      {offline || view.reason !== "" ? (
+        <div class="banner" role="status" data-testid="call-banner">{view.reason || "Connection lost. Reconnecting… the call goes on when it is back."}</div>
+      ) : null}
       {moved ? <p class="notice" role="status">{topologyWords(view.topology)}</p> : null}
       {problem !== null ? <p class="call-problem call-toast" role="alert">{problem}</p> : null}
       {me !== null && me.seat === "listener" ? <p class="notice" role="status">You are listening. Raise your hand to ask to speak.</p> : null}
