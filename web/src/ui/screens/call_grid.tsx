@@ -83,7 +83,7 @@ export function InCall({ space, room, call, view, onLeft }: { space: SpaceVM; ro
         </button>
       </header>
       <p class="call-route small">
-        <span data-testid="call-topology">{topologyWords(view.topology)}</span>
+        <span data-testid="call-topology">{here.length <= 1 ? "You are the only one here. Others appear as they join." : topologyWords(view.topology)}</span>
         {view.code !== null ? <span class="call-code-line">Verification code <span class="call-fp" data-testid="call-code-line">{view.code}</span></span> : null}
       </p>
       {offline || view.reason !== "" ? (
