@@ -7,8 +7,10 @@ microphone are Chromium's fake devices opened through devices.ts (the camera pla
 known colour); Bob's are a canvas of another colour and an oscillator. Checked: the pair
 connects with three sections (audio, camera, screen), each side decodes the other's video
 (colour) and hears its audio (WebAudio), mute stops the audio leaving, camera off stops the
-video, a shared screen arrives as a third track (its own colour); devices.ts names a denied
-permission and a missing device in plain words.
+video, a shared screen arrives as a third track (its own colour; also Alice's own screen
+through getDisplayMedia); relay-only through a real coturn (and a refused TURN credential fails
+the pair with its reason); the same pair in Firefox ESR; devices.ts names a denied permission
+and a missing device in plain words; the built app ships the SFrame worker under its CSP.
 """
 
 from __future__ import annotations
@@ -142,8 +144,20 @@ def test_mesh_media_both_ways_mute_camera_off_and_screen(
         assert seen(page, "alice", "screen", 1500)["packets"] == 0, "screen share off"
         assert wait_track(page, "alice", "screen", present=False), "the sink is told: no screen"
 
+        # Alice shares her screen through devices.ts (getDisplayMedia, after a click): Bob sees it.
+        page.page.evaluate("() => window.callTest.aliceScreenButton()")
+        page.page.click("#alice-screen")
+        assert page.page.evaluate("() => window.callTest.screenResult") == "live"
+        assert wait_track(page, "bob", "screen"), "Alice's screen arrives"
+        assert seen(page, "bob", "screen", 1000)["framesDecoded"] > 0
+        assert page.page.evaluate("() => window.callTest.aliceStopScreen()") is True
+        assert wait_track(page, "bob", "screen", present=False), "and goes when she stops"
+
         events = page.page.evaluate("() => window.callTest.sinkEvents('alice')")
         assert events["links"] == ["connected"], events
+        lists = page.page.evaluate("() => window.callTest.listDevices()")
+        assert lists["cameras"] and lists["microphones"], lists
+        assert all(d["label"] and d["id"] for d in lists["cameras"] + lists["microphones"]), lists
         page.page.evaluate("() => window.callTest.close()")
         assert [e for e in page.problems() if "favicon" not in e] == []
         page.screenshot("call-media-mesh")
@@ -231,5 +245,44 @@ def test_mesh_relay_only_through_coturn(chromium: Any, page_url: str, coturn: An
         assert "ALLOCATE processed, success" in log
         assert coturn.allocated_usernames(), "the relay was allocated under our REST username"
         page.page.evaluate("() => window.callTest.close()")
+        # TURN refusing our credentials: no relay candidate, so the pair fails, saying why.
+        page.page.reload()
+        page.page.wait_for_selector("html[data-call-ready]", state="attached")
+        bad = [{**servers[0], "credential": "not-the-right-one"}]
+        failed = page.page.evaluate(
+            "s => window.callTest.start({ relayOnly: true, iceServers: s })", bad
+        )
+        assert "failed" in failed["links"], failed
+        assert any("relay-only: no relay candidate" in d for d in failed["details"]), failed
     finally:
         browser.close()
+
+
+def test_firefox_mesh_media_both_ways_mute_and_screen(firefox: Any, page_url: str) -> None:
+    """The same pair in Firefox ESR (its own fake camera and microphone for Alice): each side
+    decodes the other, mute stops the audio leaving, a shared screen arrives as a third track."""
+    page = firefox()
+    page.goto(page_url)
+    page.wait("html[data-call-ready]")
+
+    def ev(expression: str) -> Any:
+        return page.evaluate(expression, timeout=60.0)
+
+    started = ev("window.callTest.start()")
+    assert started["links"] == ["connected", "connected"], started
+    for who in ("alice", "bob"):
+        for kind in ("camera", "audio"):
+            assert ev(f"window.callTest.waitTrack('{who}', '{kind}', true)"), (who, kind)
+    alice_sees = ev("window.callTest.seen('alice', 'camera', 1500)")
+    assert close_to(alice_sees["colour"], BOB_RGB), alice_sees
+    assert ev("window.callTest.seen('bob', 'camera', 1500)")["framesDecoded"] > 10
+    assert ev("window.callTest.seen('bob', 'audio', 1500)")["packets"] > 20
+    ev("window.callTest.setSending('alice', {audio: false, camera: true, screen: true})")
+    ev("window.callTest.seen('bob', 'audio', 500)")
+    assert ev("window.callTest.seen('bob', 'audio', 1500)")["packets"] == 0, "muted"
+    ev("window.callTest.bobScreen(true)")
+    assert ev("window.callTest.waitTrack('alice', 'screen', true)")
+    screen = ev("window.callTest.seen('alice', 'screen', 1500)")
+    assert close_to(screen["colour"], SCREEN_RGB), screen
+    ev("window.callTest.close()")
+    assert [e for e in page.problems() if "favicon" not in e] == []

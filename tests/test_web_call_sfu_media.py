@@ -1,32 +1,35 @@
 """The browser's SFU topology (web/src/call/sfu.ts) against the real SFU node (sfu/node.py).
 
-A Chromium page joins a real ``SfuNode`` through ``SfuTopology`` (its offer goes to the node as
-the server would pass it: ``node.join(conference, participant, sdp, sender_index=1)``), its
-camera and microphone from devices.ts (fake devices, the camera a Y4M of a known colour),
-every frame SFrame-protected in the media worker. A Python participant (the reference
-``client.e2ee_media.SfuSession``) joins the same conference with index 2. Keys are given to
-both sides by the test (the call client's key exchange is tested with it). Checked: the node
-accepts the browser's offer layout; the Python side decrypts and decodes the browser's camera
-(its colour), microphone and shared screen (a third published section, marked
+A Chromium (then Firefox) page joins a real ``SfuNode`` through ``SfuTopology`` (its offer goes
+to the node as the server would pass it: ``node.join(conference, participant, sdp,
+sender_index=1)``), its camera and microphone from devices.ts (fake devices, the camera a Y4M of
+a known colour), every frame SFrame-protected in the media worker. A Python participant (the
+reference ``client.e2ee_media.SfuSession``) joins the same conference with index 2. Keys are
+given to both sides by the test (the call client's key exchange is tested with it). Checked: the
+node accepts the browser's offer layout; the Python side decrypts and decodes the browser's
+camera (its colour), microphone and shared screen (a third published section, marked
 ``a=content:slides``) with zero failures; the page maps the node's slots back to the Python
 participant (by the publisher index in the frames' key ids) and shows its camera (colour) and
-audio (WebAudio), with zero decrypt failures in the worker.
+audio (WebAudio), with zero decrypt failures in the worker. The same in Firefox ESR (over
+WebDriver BiDi; its fake camera is its own picture and headless it plays no audio, so there the
+camera's colour and the page's audio level are not checked, the worker's counters are).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from browser_support import CHROMIUM, WebPage
+from browser_support import CHROMIUM, FirefoxPage, WebPage
 from media_page_support import CSP, WEB, chromium_args, write_y4m
 
 from client.e2ee_media import MEDIA_SUITE, DecryptingReceiver, SfuSession
@@ -162,14 +165,19 @@ class SfuPageServer:
 
 
 @pytest.fixture
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SfuPageServer]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SfuPageServer]:
+    """The page server and node; ICE on 127.0.0.1 (Chromium: --allow-loopback-in-peer-connection)
+    unless the test asks for other host addresses (Firefox gathers no loopback candidates)."""
     out = tmp_path_factory.mktemp("call-sfu-page")
     if not (WEB / "node_modules").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True, timeout=200)
     subprocess.run(
         ["node", "test/browser/build_call_media.mjs", str(out)], cwd=WEB, check=True, timeout=60
     )
-    aiortc_adapter.restrict_ice_host_addresses(["127.0.0.1"])
+    every = getattr(request, "param", None) == "every-interface"
+    aiortc_adapter.restrict_ice_host_addresses(None if every else ["127.0.0.1"])
     try:
         with SfuPageServer(out) as srv:
             yield srv
@@ -177,7 +185,78 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SfuPageServer]:
         aiortc_adapter.restrict_ice_host_addresses(None)
 
 
-def test_browser_publishes_to_the_real_sfu_and_decodes_a_python_participant(
+SETUP = {
+    "me": ALICE,
+    "myIndex": ALICE_INDEX,
+    "myKey": ALICE_KEY.hex(),
+    "peers": [{"member": BOB, "index": BOB_INDEX, "key": BOB_KEY.hex(), "label": "Bob"}],
+    "offerUrl": "/offer",
+}
+
+
+def sfu_call(ev: Callable[[str], Any], server: SfuPageServer, *, firefox: bool) -> None:
+    """The page (driven by ``ev``, JavaScript expressions) and Bob on the node; see the module."""
+    bob = server.bob = Bob()
+    server.call(bob.join(server.node))  # type: ignore[arg-type]
+    started = ev(f"window.callTest.sfuStart({json.dumps(SETUP)})")
+    assert started["state"] == "connected", started
+    offer = server.offers[-1]
+    assert offer.count("a=content:slides") == 3, "the published screen and 2 screen slots"
+    assert offer.count("m=video") == 6 + 2 + 2 and offer.count("m=audio") == 6 + 1
+
+    # The page shows Bob's camera and audio, found through the node's slots.
+    assert ev(f"window.callTest.sfuWaitTrack('{BOB}', 'camera')")
+    assert ev(f"window.callTest.sfuWaitTrack('{BOB}', 'audio')")
+    seen = ev(f"window.callTest.sfuSeen('{BOB}', 2500)")
+    assert close_to(seen["camera"]["colour"], BOB_BGR[::-1]), seen
+    if not firefox:  # headless Firefox has no audio output: its AudioContext never runs
+        assert seen["audio"]["peak"] > 0.01, seen
+
+    # Bob decodes the page's camera, microphone and shared screen under Alice's key id.
+    ev("window.callTest.sfuScreen(true)")
+
+    def bob_has_all() -> bool:
+        return all(
+            bob.frames[k] >= 20 and (k == "audio" or k in bob.colour)
+            for k in ("video", "audio", "screen")
+        )
+
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not bob_has_all():
+        time.sleep(0.2)
+    assert bob.frames["video"] >= 20 and bob.frames["audio"] >= 20, bob.frames
+    assert bob.frames["screen"] >= 20, bob.frames
+    assert bob.kids == {ALICE_INDEX << 16}
+    if not firefox:  # Firefox's fake camera is its own moving picture, not the Y4M
+        assert close_to(bob.colour["video"], ALICE_RGB), bob.colour
+    # (the canvas is full-range RGB; the decoder's conversion stretches it a little)
+    assert close_to(bob.colour["screen"], SCREEN_RGB, 50), bob.colour
+    assert bob.session.stats()["decrypt_failures"] == 0
+
+    # SfuReconnect: a new connection to the node (it replaces the old one); the worker's
+    # counter goes on under the same key, so Bob's replay window accepts what follows.
+    before = dict(bob.frames)
+    again = ev("window.callTest.sfuReconnect()")
+    assert again["state"] == "connected" and again["connects"] == 2, again
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not all(bob.frames[k] >= before[k] + 20 for k in before):
+        time.sleep(0.2)
+    assert all(bob.frames[k] >= before[k] + 20 for k in before), (before, bob.frames)
+    assert bob.session.stats()["decrypt_failures"] == 0
+
+    counters = ev("window.callTest.sfuClose()")
+    tracks = counters["tracks"]
+    assert counters["sendKid"] == ALICE_INDEX << 16
+    for name in ("camera", "audio", "screen"):
+        assert tracks[name]["encrypted"] > 0, name
+    received = {k: v for k, v in tracks.items() if k.startswith("slot-")}
+    assert sum(v["decrypted"] for v in received.values()) > 50
+    assert sum(v["failures"] for v in received.values()) == 0, received
+    audio_slots = [v for k, v in received.items() if k.startswith("slot-audio")]
+    assert sum(v["decrypted"] for v in audio_slots) > 20, "Bob's audio decrypted"
+
+
+def test_chromium_publishes_to_the_real_sfu_and_decodes_a_python_participant(
     chromium: Any, server: SfuPageServer, tmp_path: Path
 ) -> None:
     y4m = write_y4m(tmp_path / "colour.y4m", YUV)
@@ -187,56 +266,18 @@ def test_browser_publishes_to_the_real_sfu_and_decodes_a_python_participant(
         page = WebPage(browser.new_page(), "call-sfu")
         page.page.goto(server.url)
         page.page.wait_for_selector("html[data-call-ready]", state="attached")
-        bob = server.bob = Bob()
-        server.call(bob.join(server.node))  # type: ignore[arg-type]
-        setup = {
-            "me": ALICE,
-            "myIndex": ALICE_INDEX,
-            "myKey": ALICE_KEY.hex(),
-            "peers": [{"member": BOB, "index": BOB_INDEX, "key": BOB_KEY.hex(), "label": "Bob"}],
-            "offerUrl": "/offer",
-        }
-        started = page.page.evaluate("s => window.callTest.sfuStart(s)", setup)
-        assert started["state"] == "connected", started
-        offer = server.offers[-1]
-        assert offer.count("a=content:slides") == 3, "the published screen and 2 screen slots"
-        assert offer.count("m=video") == 6 + 2 + 2 and offer.count("m=audio") == 6 + 1
-
-        # The page shows Bob's camera and audio, found through the node's slots.
-        assert page.page.evaluate("m => window.callTest.sfuWaitTrack(m, 'camera')", BOB)
-        assert page.page.evaluate("m => window.callTest.sfuWaitTrack(m, 'audio')", BOB)
-        seen = page.page.evaluate("m => window.callTest.sfuSeen(m, 2500)", BOB)
-        assert close_to(seen["camera"]["colour"], BOB_BGR[::-1]), seen
-        assert seen["audio"]["peak"] > 0.01, seen
-
-        # Bob decodes the page's camera, microphone and shared screen under Alice's key id.
-        page.page.evaluate("() => window.callTest.sfuScreen(true)")
-
-        def bob_has_all() -> bool:
-            return all(
-                bob.frames[k] >= 20 and (k == "audio" or k in bob.colour)
-                for k in ("video", "audio", "screen")
-            )
-
-        end = time.monotonic() + 30
-        while time.monotonic() < end and not bob_has_all():
-            time.sleep(0.2)
-        assert bob.frames["video"] >= 20 and bob.frames["audio"] >= 20, bob.frames
-        assert bob.frames["screen"] >= 20, bob.frames
-        assert bob.kids == {ALICE_INDEX << 16}
-        assert close_to(bob.colour["video"], ALICE_RGB), bob.colour
-        # (the canvas is full-range RGB; the decoder's conversion stretches it a little)
-        assert close_to(bob.colour["screen"], SCREEN_RGB, 50), bob.colour
-        assert bob.session.stats()["decrypt_failures"] == 0
-
-        counters = page.page.evaluate("() => window.callTest.sfuClose()")
-        tracks = counters["tracks"]
-        assert counters["sendKid"] == ALICE_INDEX << 16
-        for name in ("camera", "audio", "screen"):
-            assert tracks[name]["encrypted"] > 0, name
-        received = {k: v for k, v in tracks.items() if k.startswith("slot-")}
-        assert sum(v["decrypted"] for v in received.values()) > 50
-        assert sum(v["failures"] for v in received.values()) == 0, received
+        sfu_call(page.page.evaluate, server, firefox=False)
         assert [e for e in page.problems() if "favicon" not in e] == []
     finally:
         browser.close()
+
+
+@pytest.mark.parametrize("server", ["every-interface"], indirect=True)
+def test_firefox_publishes_to_the_real_sfu_and_decodes_a_python_participant(
+    firefox: Any, server: SfuPageServer
+) -> None:
+    page: FirefoxPage = firefox()
+    page.goto(server.url)
+    page.wait("html[data-call-ready]")
+    sfu_call(lambda expression: page.evaluate(expression, timeout=60.0), server, firefox=True)
+    assert [e for e in page.problems() if "favicon" not in e] == []

@@ -199,6 +199,17 @@ async def test_web_call_signalling_with_cli(server: SalonServer, user: Any, tmp_
             await knocker.wait_for(r"Bob \(\w+\) admitted you")
             view = await bob2.ok("wait_code", people=2)
             await knocker.wait_for(r"verification code .* \(2 in the call")
+            first_code = view["code"]
+
+            # -- Bob's connection drops: he says so, comes back, joins again (new keys) ---
+            await bob2.ok("drop_connection")
+            await bob2.ok("wait_reason", reason="Connection to the server lost. Reconnecting…")
+            await knocker.wait_for(r"Bob \(\w+\) left")
+            await bob2.ok("wait_reason", reason="")
+            view = await bob2.ok("wait_code", people=2)
+            assert view["phase"] == "in-call" and view["reason"] == "", view
+            assert view["code"] != first_code  # everyone rekeyed
+            await asyncio.sleep(0.5)
             await bob2.ok("intent", name="mute", member="Carol")
             await knocker.wait_for(r"muted you")
             await bob2.ok("wait_participant", name="Carol", muted=True)

@@ -204,6 +204,13 @@ const handlers: { [op: string]: (c: Command) => Promise<unknown> } = {
     void toCallAction;
     return { rejected: cc.counters.rejectedActions - before, view: plain(cc.view()), notes: cc.notes.slice(-3) };
   },
+  /** Close our WebSocket as a network drop would (the session reconnects by itself). */
+  drop_connection: async () => {
+    const session = (need(space, "space") as unknown as { session: { conn: { ws: WebSocket } } }).session;
+    session.conn.ws.close();
+    return null;
+  },
+  wait_reason: async (c) => until(() => (need(call, "call").view().reason === c["reason"] ? plain(call!.view()) : undefined)),
   recorded: async () => recorded,
   stats: async () => {
     const cc = need(call, "call");

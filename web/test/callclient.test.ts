@@ -214,3 +214,37 @@ test("topology switch is make-before-break: the old one delivers until the new o
 function seat(join: ReturnType<typeof fromCallAction>, index: number): CallState["participants"][number] {
   return { member: join.actor, index, status: "joined", join, admission: null, mute: null, hand: null, stage: null };
 }
+
+test("events: a replayed or stale action is ignored and counted; a host's mute holds against self-unmute", async () => {
+  const { ctx, c, joinNonce } = await joined("bob");
+  void joinNonce;
+  const me = c.view().participants.find((p) => p.me)!;
+  const bobSeat = (mute: CallAction | null) => {
+    const j = ctx.requests.find((r) => r.type === "join_call") as { join: ReturnType<typeof fromCallAction> };
+    return { ...seat(j.join, 0), mute: mute === null ? null : fromCallAction(mute) };
+  };
+  const mute = await act(ctx, "alice", "mute", ctx.me.memberKey);
+  ctx.emit({ type: "call_update", state: state([bobSeat(mute)], 2), action: fromCallAction(mute) });
+  await until(() => c.notes.some((n) => n.includes("muted you")));
+  assert.equal(c.counters.rejectedActions, 0);
+  await assert.rejects(c.setMuted(false), /A host muted you/);
+  ctx.emit({ type: "call_update", state: state([bobSeat(mute)], 3), action: fromCallAction(mute) });
+  await until(() => c.counters.rejectedActions === 1);
+  assert.match(c.notes.at(-1)!, /already delivered \(a replay\)/);
+  const head = ctx.roster().head;
+  const stale = await signAction({
+    spaceId: ctx.spaceId, roomId: ROOM, callId: CALL, actor: fromHex(people.alice.member_key), action: "lock",
+    target: new Uint8Array(0), issuedAt: Date.now() - 10 * 60_000, nonce: randomBytes(16), headSeq: head.seq, headHash: head.hash,
+    joinRef: new Uint8Array(0),
+  }, fromHex(people.alice.signing_seed));
+  ctx.emit({ type: "call_update", state: state([bobSeat(mute)], 4), action: fromCallAction(stale) });
+  await until(() => c.counters.rejectedActions === 2);
+  assert.match(c.notes.at(-1)!, /stale/);
+  // a host's unmute lets us speak again
+  const unmute = await act(ctx, "alice", "unmute", ctx.me.memberKey);
+  ctx.emit({ type: "call_update", state: state([bobSeat(unmute)], 5), action: fromCallAction(unmute) });
+  await until(() => c.notes.some((n) => n.includes("asks you to unmute")));
+  await c.setMuted(false);
+  assert.equal(me.me, true);
+  await c.leave();
+});

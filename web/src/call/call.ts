@@ -54,6 +54,11 @@ export const PENDING_SIGNALS_MAX = 64;
 export const RETIRE_MS = 8_000;
 export const SFU_OFFER_TIMEOUT_MS = 15_000;
 export const LEAVE_TIMEOUT_MS = 2_000;
+/** TURN credentials are asked for again when this share of their lifetime is left… */
+export const ICE_REFRESH_MARGIN = 0.1;
+/** …and never more often than this (client/ice.py). */
+export const ICE_MIN_REFRESH_MS = 60_000;
+const ICE_CHECK_MS = 15_000;
 
 /** The topology factories by name (client/topology.py TOPOLOGIES); mesh.ts / sfu.ts register. */
 export const TOPOLOGIES = new Map<TopologyName, TopologyFactory>();
@@ -72,6 +77,9 @@ export const REASONS = {
   keyIds: "This call changed keys too often; join it again.",
   connectionLost: "Connection to the server lost. Reconnecting…",
   removedFromSpace: "You were removed from the space.",
+  bannedFromSpace: "You were banned from the space.",
+  leftSpace: "You left the space.",
+  connectionClosed: "The connection to the server was closed.",
   noRoom: "This room is not a conference room of the space.",
 } as const;
 
@@ -168,7 +176,12 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   private code: string | null = null;
   private current: Running | null = null;
   private retiring: Running | null = null;
-  private iceServers: RTCIceServer[] = [];
+  /** Shared with every topology (updated in place when TURN credentials are renewed). */
+  private readonly iceServers: RTCIceServer[] = [];
+  private iceExpiresAt = 0; // s since the epoch, 0: never
+  private iceFetchedAt = 0; // ms
+  private iceAskedAt = 0; // ms
+  private iceTimer: ReturnType<typeof setInterval> | null = null;
   private checked = new Map<string, string | null>();
   private rosterGeneration = 0;
   private readonly fresh = new Map<string, string | null>();
@@ -469,6 +482,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
             throw err;
           }
           this.seated = true;
+          this.iceTimer = setInterval(() => void this.serial(() => this.renewIceServers()), ICE_CHECK_MS);
+          (this.iceTimer as { unref?: () => void }).unref?.(); // (Node: never keeps a process alive)
           this.note(`joined call ${this.callId} in '${this.roomLabel}'`);
           await this.applyState(joined.state, null);
           return;
@@ -481,12 +496,34 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   }
 
   private async fetchIceServers(): Promise<void> {
+    this.iceAskedAt = this.now();
     const answer = await this.request<IceServers>({ type: "get_ice_servers" });
-    this.iceServers = answer.servers.map((s) => ({
+    this.iceServers.splice(0, this.iceServers.length, ...answer.servers.map((s) => ({
       urls: s.urls, ...(s.username !== "" ? { username: s.username } : {}), ...(s.credential !== "" ? { credential: s.credential } : {}),
-    }));
+    })));
+    this.iceExpiresAt = answer.expires_at;
+    this.iceFetchedAt = this.now();
     const hasTurn = answer.servers.some((s) => s.urls.some((u) => u.startsWith("turn:") || u.startsWith("turns:")));
     if (this.options.relayOnly === true && !hasTurn) throw new CallRefused(REASONS.noRelay);
+  }
+
+  /** Whether the TURN credentials are near their end (client/ice.py IceConfig.stale). */
+  private iceStale(): boolean {
+    const now = this.now();
+    if (this.iceExpiresAt === 0 || now - Math.max(this.iceFetchedAt, this.iceAskedAt) < ICE_MIN_REFRESH_MS) return false;
+    const left = this.iceExpiresAt * 1000 - now;
+    return left <= (this.iceExpiresAt * 1000 - this.iceFetchedAt) * ICE_REFRESH_MARGIN;
+  }
+
+  /** New TURN credentials for connections made from now on; the old ones stay if the server
+   * cannot give new ones (relays in use keep theirs anyway). */
+  private async renewIceServers(): Promise<void> {
+    if (this.ended() || !this.iceStale()) return;
+    try {
+      await this.fetchIceServers();
+    } catch (err) {
+      this.note(`could not renew the TURN credentials: ${err instanceof Error ? err.message : String(err)}`);
+    }
   }
 
   private async crash(err: unknown): Promise<void> {
@@ -503,36 +540,41 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     } else if (state === "online" && this.reason === REASONS.connectionLost) {
       this.reason = "";
       this.changed();
+    } else if (state === "closed") {
+      // For good: removed from the space (the space client says so), or the space was closed.
+      const removed = (this.ctx as unknown as { removed?: () => { how: string } | null }).removed?.() ?? null;
+      this.seated = false;
+      const phase: CallPhase = removed !== null ? "removed" : "failed";
+      const reason = removed === null ? REASONS.connectionClosed : removed.how === "banned" ? REASONS.bannedFromSpace
+        : removed.how === "left" ? REASONS.leftSpace : REASONS.removedFromSpace;
+      void this.serial(() => this.finish(phase, reason));
     }
   }
 
-  /** After a reconnection the server has dropped our seat: join again (a new join, new keys
-   * for everyone, as the CLI does when it rejoins). */
+  /** After a reconnection: the server dropped our seat with the old connection (conference
+   * routes: a session that closes leaves the call), so we join again — a new join, so everyone
+   * rekeys; in a lobby room a host admits us again. */
   private async rejoin(): Promise<void> {
     if (this.phase !== "in-call" && this.phase !== "lobby") return;
-    const info = await this.request<CallInfo>({ type: "get_call", room_id: this.roomId });
-    const still = info.state.call_id === this.callId
-      && info.state.participants.some((p) => equal(p.member, this.me) && equal(p.join.nonce, this.myJoinNonce));
-    if (still) {
-      await this.applyState(info.state, null);
-      return;
-    }
     await this.closeTopologies();
     this.resetCallState();
+    const info = await this.request<CallInfo>({ type: "get_call", room_id: this.roomId });
     this.callId = info.state.call_id;
     const action = await this.sign("join", this.me);
     this.myJoinNonce = action.nonce;
+    let joined: CallJoined;
     try {
-      const joined = await this.request<CallJoined>({ type: "join_call", room_id: this.roomId, join: fromCallAction(action) });
-      this.reason = "";
-      this.note("joined the call again after the connection came back");
-      await this.applyState(joined.state, null);
+      joined = await this.request<CallJoined>({ type: "join_call", room_id: this.roomId, join: fromCallAction(action) });
     } catch (err) {
       if (err instanceof ServerError && err.code === "banned") return this.finish("failed", REASONS.banned);
       if (err instanceof ServerError && err.code === "locked") return this.finish("failed", REASONS.locked);
       if (err instanceof ServerError && err.code === "call_full") return this.finish("failed", REASONS.full);
       throw err;
     }
+    this.seated = true;
+    this.reason = "";
+    this.note("joined the call again after the connection came back");
+    await this.applyState(joined.state, null);
   }
 
   private resetCallState(): void {
@@ -546,6 +588,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     this.peerCache.clear();
     this.tracks.clear();
     this.links.clear();
+    this.code = null;
     this.keys = new CallKeys(this.me);
   }
 
@@ -603,7 +646,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
         return;
       case "session_closed":
         this.seated = false;
-        if (event.reason === "removed" || event.reason === "banned") return this.finish("removed", REASONS.removedFromSpace);
+        if (event.reason === "removed") return this.finish("removed", REASONS.removedFromSpace);
+        if (event.reason === "banned") return this.finish("removed", REASONS.bannedFromSpace);
         return;
       default:
         return;
@@ -655,6 +699,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     this.note(reason);
     this.changed();
     for (const off of this.unlisten.splice(0)) off();
+    if (this.iceTimer !== null) clearInterval(this.iceTimer);
+    this.iceTimer = null;
     await this.closeTopologies();
     if (this.seated) {
       this.seated = false;

@@ -173,17 +173,17 @@ class MeshLink {
   async #watch(): Promise<void> {
     const pc = this.pc;
     if (pc === null || pc.connectionState !== "connected") return;
-    const byMid = new Map<string, TrackKind>();
-    pc.getTransceivers().forEach((t, i) => {
-      const kind = KINDS[i];
-      if (t.mid !== null && kind !== undefined) byMid.set(t.mid, kind);
-    });
+    // Per receiver (not by mid: not every browser names the mid in its stats).
     const counts = new Map<TrackKind, number>();
-    (await pc.getStats()).forEach((r: { type: string; mid?: string; kind?: string; packetsReceived?: number; framesDecoded?: number }) => {
-      if (r.type !== "inbound-rtp" || r.mid === undefined) return;
-      const kind = byMid.get(r.mid);
-      if (kind !== undefined) counts.set(kind, kind === "audio" ? (r.packetsReceived ?? 0) : (r.framesDecoded ?? 0));
-    });
+    await Promise.all(
+      pc.getTransceivers().map(async (t, i) => {
+        const kind = KINDS[i];
+        if (kind === undefined) return;
+        (await t.receiver.getStats()).forEach((r: { type: string; packetsReceived?: number; framesDecoded?: number }) => {
+          if (r.type === "inbound-rtp") counts.set(kind, kind === "audio" ? (r.packetsReceived ?? 0) : (r.framesDecoded ?? 0));
+        });
+      }),
+    );
     if (pc !== this.pc) return;
     const now = Date.now();
     for (const kind of KINDS) {

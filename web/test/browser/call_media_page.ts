@@ -121,7 +121,8 @@ export async function start(opts: { relayOnly?: boolean; iceServers?: RTCIceServ
   await bob.topology.setPeers(new Map([[hex(alice.member), peerOf(bob, alice, link)]]));
   const end = performance.now() + 30000;
   while (performance.now() < end) {
-    if ([...sides].every((s) => [...s.sink.links.values()].includes("connected"))) break;
+    const states = sides.map((s) => [...s.sink.links.values()].join(","));
+    if (states.every((st) => st === "connected") || states.some((st) => st === "failed" || st === "refused")) break;
     await tick(100);
   }
   return { links: sides.map((s) => [...s.sink.links.values()].join(",")), details: sides.flatMap((s) => s.sink.details) };
@@ -198,12 +199,14 @@ async function inbound(name: string): Promise<Record<string, { packets: number; 
   const pc = s.topology.connection(hex(other(name).member));
   const out: Record<string, { packets: number; frames: number }> = {};
   if (pc === null) return out;
-  const mids = new Map(pc.getTransceivers().map((t, i) => [t.mid, ["audio", "camera", "screen"][i] as string]));
-  (await pc.getStats()).forEach((r: { type: string; mid?: string; packetsReceived?: number; framesDecoded?: number }) => {
-    if (r.type !== "inbound-rtp") return;
-    const kind = mids.get(r.mid ?? null) ?? `mid-${r.mid}`;
-    out[kind] = { packets: r.packetsReceived ?? 0, frames: r.framesDecoded ?? 0 };
-  });
+  const kinds = ["audio", "camera", "screen"];
+  await Promise.all(
+    pc.getTransceivers().map(async (t, i) => {
+      (await t.receiver.getStats()).forEach((r: { type: string; packetsReceived?: number; framesDecoded?: number }) => {
+        if (r.type === "inbound-rtp") out[kinds[i] ?? `section-${i}`] = { packets: r.packetsReceived ?? 0, frames: r.framesDecoded ?? 0 };
+      });
+    }),
+  );
   return out;
 }
 
@@ -258,6 +261,25 @@ export async function aliceCamera(on: boolean): Promise<boolean> {
   await aliceDevices?.setCamera(on);
   await tick(50);
   return aliceDevices?.camera !== null;
+}
+
+/** A button that makes Alice share her screen through devices.ts (getDisplayMedia needs a click). */
+export function aliceScreenButton(): void {
+  const button = document.createElement("button");
+  button.id = "alice-screen";
+  button.textContent = "Share screen";
+  button.onclick = () => {
+    window.callTest["screenResult"] = aliceDevices?.shareScreen(true).then(
+      () => aliceDevices?.screen?.readyState ?? "none",
+      (err: unknown) => (err instanceof DeviceError ? `${err.problem}: ${err.message}` : String(err)),
+    );
+  };
+  document.body.append(button);
+}
+
+export async function aliceStopScreen(): Promise<boolean> {
+  await aliceDevices?.shareScreen(false);
+  return aliceDevices?.screen === null;
 }
 
 /** Bob shares a "screen" (a canvas of another colour) or stops. */
@@ -371,6 +393,15 @@ export async function sfuScreen(on: boolean): Promise<void> {
   await sfu.topology.setMedia(media);
 }
 
+/** The server's SfuReconnect: the topology connects to the node again (same worker, counters go on). */
+export async function sfuReconnect(): Promise<{ state: string; connects: number; reconnects: number }> {
+  if (sfu === null) throw new Error("not started");
+  await sfu.topology.reconnect("the test says so");
+  const end = performance.now() + 30000;
+  while (performance.now() < end && sfu.topology.state !== "connected") await tick(100);
+  return { state: sfu.topology.state, ...sfu.topology.counters };
+}
+
 export async function sfuClose(): Promise<unknown> {
   const counters = await sfu?.keys.counters();
   await sfu?.topology.close();
@@ -390,5 +421,5 @@ declare global {
     callTest: Record<string, unknown>;
   }
 }
-window.callTest = { selectedPair, sfuStart, sfuSeen, sfuWaitTrack, sfuScreen, sfuClose, start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
+window.callTest = { sfuReconnect, aliceScreenButton, aliceStopScreen, selectedPair, sfuStart, sfuSeen, sfuWaitTrack, sfuScreen, sfuClose, start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
 document.documentElement.dataset["callReady"] = "1";
