@@ -310,10 +310,27 @@ def test_two_pages_and_a_cli_in_a_mesh_then_a_host_admits(
         bob.page.wait_for_selector(
             "[data-testid=call-tile][data-name=Carol] .tile-hand", state="detached", timeout=30_000
         )
+        # Carol's own controls: microphone off and on, camera off (her tile shows her initial)
+        # and on again, the device dialog (Esc closes it).
+        mic = "[data-testid=call-mic]"
+        carol.page.click(mic)
+        carol.page.wait_for_selector(f"{mic}[aria-label='Turn on your microphone']")
+        carol.page.click(mic)
+        carol.page.wait_for_selector(f"{mic}[aria-label='Turn off your microphone']")
+        carol.page.click("[data-testid=call-camera]")
+        carol.page.wait_for_selector("[data-testid=call-tile][data-me] .tile-off", timeout=15_000)
+        carol.page.click("[data-testid=call-camera]")
+        carol.page.wait_for_selector("[data-testid=call-tile][data-me] video", timeout=15_000)
+        carol.page.click("[data-testid=call-devices]")
+        carol.page.wait_for_selector("dialog[open] select")
+        problems_devices = look.audit(carol.page, "call devices dialog")
+        carol.page.keyboard.press("Escape")
+        carol.page.wait_for_selector("dialog[open]", state="detached")
+        bob.page.wait_for_function(REMOTE_PLAYING, arg=2, timeout=45_000)
         bob.screenshot("call-verify")
         bob.page.keyboard.press("Escape")
         bob.page.wait_for_selector("dialog[open]", state="detached")
-        problems = look.audit(bob.page, "call grid")
+        problems = problems_devices + look.audit(bob.page, "call grid")
         for width, height, theme in VIEWS:
             shoot(bob.page, "call-grid", width, height, theme)
         bob.page.set_viewport_size({"width": 1280, "height": 800})

@@ -9,9 +9,9 @@ import type { CallView } from "../../call/topology.ts";
 import { useEnv } from "../app.tsx";
 import { callProblem as explain } from "../call_core.ts";
 import { Avatar, Link, Private } from "../components.tsx";
-import { roomKey, useStore, type CallScreenVM, type DeviceKind, type DeviceVM, type RoomVM, type SpaceVM } from "../state.ts";
+import { roomKey, useStore, type CallScreenVM, type DeviceKind, type RoomVM, type SpaceVM } from "../state.ts";
 import { PanelHeader } from "./space.tsx";
-import { CallIcon, TrackVideo } from "./call_parts.tsx";
+import { CallIcon, DevicePicker, TrackVideo } from "./call_parts.tsx";
 import { InCall } from "./call_grid.tsx";
 
 export function CallScreen({ space, room }: { space: SpaceVM; room: RoomVM }): JSX.Element {
@@ -119,19 +119,6 @@ function PreJoin({ space, room, call, joining }: { space: SpaceVM; room: RoomVM;
         </div>
       </div>
     </div>
-  );
-}
-
-function DevicePicker(props: { label: string; none: string; devices: readonly DeviceVM[]; value: string; onPick: (id: string) => void }): JSX.Element {
-  const empty = props.devices.length === 0;
-  return (
-    <label class="field">
-      <span>{props.label}</span>
-      <select value={props.value} disabled={empty} onChange={(e) => props.onPick(e.currentTarget.value)}>
-        {empty ? <option value="">{props.none}</option> : null}
-        {props.devices.map((d) => <option key={d.id} value={d.id}>{d.label}</option>)}
-      </select>
-    </label>
   );
 }
 

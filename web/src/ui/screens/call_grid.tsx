@@ -9,8 +9,8 @@ import type { CallIntents, CallView, ParticipantView } from "../../call/topology
 import { useEnv } from "../app.tsx";
 import { callProblem as explain } from "../call_core.ts";
 import { Avatar, Dialog } from "../components.tsx";
-import type { CallScreenVM, RoomVM, SpaceVM } from "../state.ts";
-import { CallIcon, countWords, inCall, RemoteAudio, SEAT_WORDS, tileLabel, topologyWords, TrackVideo, type CallIconName } from "./call_parts.tsx";
+import type { CallScreenVM, DeviceKind, RoomVM, SpaceVM } from "../state.ts";
+import { CallIcon, countWords, DevicePicker, inCall, RemoteAudio, SEAT_WORDS, tileLabel, topologyWords, TrackVideo, type CallIconName } from "./call_parts.tsx";
 import { PeoplePanel } from "./call_people.tsx";
 
 interface Tile {
@@ -33,6 +33,7 @@ export function InCall({ space, room, call, view, onLeft }: { space: SpaceVM; ro
   const actions = intents.callIntents(space.slot, room.id);
   const [verify, setVerify] = useState(false);
   const [people, setPeople] = useState(false);
+  const [devices, setDevices] = useState(false);
   const [problem, setProblem] = useState<string | null>(null);
   const [leaving, setLeaving] = useState(false);
   const here = inCall(view);
@@ -136,6 +137,17 @@ export function InCall({ space, room, call, view, onLeft }: { space: SpaceVM; ro
         />
         <button
           type="button"
+          class="call-button"
+          aria-label="Camera, microphone and speaker"
+          title="Camera, microphone and speaker"
+          aria-haspopup="dialog"
+          data-testid="call-devices"
+          onClick={() => setDevices(true)}
+        >
+          <CallIcon name="settings" />
+        </button>
+        <button
+          type="button"
           class={`call-button${people ? " call-button-on" : ""}`}
           aria-label={waiting > 0 && view.mayModerate ? `People, ${waiting} waiting to join` : "People"}
           title="People"
@@ -162,6 +174,7 @@ export function InCall({ space, room, call, view, onLeft }: { space: SpaceVM; ro
         </button>
       </nav>
       {verify ? <VerifyDialog view={view} onClose={() => setVerify(false)} /> : null}
+      {devices ? <DevicesDialog space={space} room={room} call={call} onClose={() => setDevices(false)} /> : null}
     </div>
   );
 }
@@ -236,6 +249,33 @@ function VerifyDialog({ view, onClose }: { view: CallView; onClose: () => void }
       <p class="muted small">{topologyWords(view.topology)}</p>
       <div class="dialog-actions">
         <button type="button" class="button" onClick={onClose}>Close</button>
+      </div>
+    </Dialog>
+  );
+}
+
+function DevicesDialog({ space, room, call, onClose }: { space: SpaceVM; room: RoomVM; call: CallScreenVM; onClose: () => void }): JSX.Element {
+  const { intents } = useEnv();
+  const [problem, setProblem] = useState<string | null>(null);
+  const preview = call.preview;
+  const pick = (kind: DeviceKind, id: string): void => {
+    setProblem(null);
+    intents.pickDevice(space.slot, room.id, kind, id).catch((e: unknown) => setProblem(explain(e)));
+  };
+  return (
+    <Dialog title="Camera, microphone and speaker" onClose={onClose}>
+      <DevicePicker label="Camera" none="No camera found" devices={preview.cameras} value={preview.camera} onPick={(id) => pick("camera", id)} />
+      <DevicePicker label="Microphone" none="No microphone found" devices={preview.microphones} value={preview.microphone} onPick={(id) => pick("microphone", id)} />
+      {preview.canPickSpeaker && preview.speakers.length > 0 ? (
+        <DevicePicker label="Speaker" none="" devices={preview.speakers} value={preview.speaker} onPick={(id) => pick("speaker", id)} />
+      ) : (
+        <p class="muted small">Sound plays on this device's usual speaker.</p>
+      )}
+      {preview.cameraProblem !== null ? <p class="call-problem" role="alert">{preview.cameraProblem}</p> : null}
+      {preview.microphoneProblem !== null ? <p class="call-problem" role="alert">{preview.microphoneProblem}</p> : null}
+      {problem !== null ? <p class="error" role="alert">{problem}</p> : null}
+      <div class="dialog-actions">
+        <button type="button" class="button" onClick={onClose}>Done</button>
       </div>
     </Dialog>
   );

@@ -1,7 +1,8 @@
-/** Small pieces of the call screens: their icons, a <video> / <audio> of a track, words. */
+/** Small pieces of the call screens: their icons, a <video> / <audio> of a track, a device picker, words. */
 import type { JSX } from "preact";
 import { useEffect, useRef } from "preact/hooks";
 import type { CallView, ParticipantView, Seat, TopologyName } from "../../call/topology.ts";
+import type { DeviceVM } from "../state.ts";
 
 const PATHS = {
   mic: "M12 3a3 3 0 00-3 3v6a3 3 0 006 0V6a3 3 0 00-3-3zM5 11a7 7 0 0014 0M12 18v3",
@@ -16,6 +17,7 @@ const PATHS = {
   speaking: "M4 10v4h3l5 4V6L7 10zM15.5 9a4 4 0 010 6M18 6.5a8 8 0 010 11",
   close: "M6 6l12 12M18 6L6 18",
   more: "M5 12h.01M12 12h.01M19 12h.01",
+  settings: "M4 6h10M18 6h2M4 12h4M12 12h8M4 18h12M20 18h0M14 4v4M8 10v4M16 16v4",
 } as const;
 
 export type CallIconName = keyof typeof PATHS;
@@ -96,4 +98,17 @@ export function tileLabel(p: ParticipantView): string {
 /** The participants shown: everyone admitted, me included (I am in `participants`). */
 export function inCall(view: CallView): readonly ParticipantView[] {
   return view.participants.filter((p) => p.seat !== "lobby");
+}
+
+export function DevicePicker(props: { label: string; none: string; devices: readonly DeviceVM[]; value: string; onPick: (id: string) => void }): JSX.Element {
+  const empty = props.devices.length === 0;
+  return (
+    <label class="field">
+      <span>{props.label}</span>
+      <select value={props.value} disabled={empty} onChange={(e) => props.onPick(e.currentTarget.value)}>
+        {empty ? <option value="">{props.none}</option> : null}
+        {props.devices.map((d) => <option key={d.id} value={d.id}>{d.label}</option>)}
+      </select>
+    </label>
+  );
 }
