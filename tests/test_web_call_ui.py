@@ -26,6 +26,8 @@ import test_web_look as look
 from browser_support import JOIN_NAME, JOIN_SUBMIT, SPACE_VIEW, screenshot_path
 from conftest import SALON, SalonServer
 
+from client.media import colour_distance, name_colour
+
 pytestmark = pytest.mark.timeout(240)
 
 PREJOIN = "[data-testid=call-prejoin]"
@@ -149,6 +151,40 @@ REMOTE_PLAYING = """(n) => {
 }"""
 
 
+# The per-channel median RGB of what a tile's <video> shows (like client.media.dominant_colour).
+TILE_COLOUR = """(name) => {
+  const v = document.querySelector(`[data-testid=call-tile][data-name="${name}"] video`);
+  if (v === null || v.videoWidth === 0) return null;
+  const c = document.createElement("canvas");
+  c.width = 64; c.height = 48;
+  const g = c.getContext("2d");
+  g.drawImage(v, 0, 0, 64, 48);
+  const d = g.getImageData(0, 0, 64, 48).data;
+  const ch = [[], [], []];
+  for (let i = 0; i < d.length; i += 4) for (let k = 0; k < 3; k++) ch[k].push(d[i + k]);
+  return ch.map((a) => a.sort((x, y) => x - y)[a.length >> 1]);
+}"""
+# The loudest level (RMS, 0..1) heard over ~1.5 s on every remote participant's <audio>.
+AUDIO_LEVELS = """async () => {
+  const ctx = new AudioContext();
+  await ctx.resume();
+  const meters = [...document.querySelectorAll("[data-testid=call-audio]")].map((el) => {
+    const an = ctx.createAnalyser();
+    ctx.createMediaStreamSource(el.srcObject).connect(an);
+    return { an, max: 0, buf: new Float32Array(an.fftSize) };
+  });
+  for (let i = 0; i < 30; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    for (const m of meters) {
+      m.an.getFloatTimeDomainData(m.buf);
+      let sum = 0;
+      for (const x of m.buf) sum += x * x;
+      m.max = Math.max(m.max, Math.sqrt(sum / m.buf.length));
+    }
+  }
+  await ctx.close();
+  return meters.map((m) => m.max);
+}"""
 CODE_SHOWN = (
     "(code) => document.querySelector('[data-testid=call-code-line]')?.textContent === code"
 )
@@ -287,6 +323,13 @@ def test_two_pages_and_a_cli_in_a_mesh_then_a_host_admits(
             web.page.wait_for_function(REMOTE_PLAYING, arg=2, timeout=45_000)
             assert web.page.locator("[data-testid=call-tile]").count() == 3
             assert "3 people" in web.page.inner_text("[data-testid=call-count]")
+        # What the pages decode is Alice's own picture (her colour) and sound (not silence).
+        for web in (bob, carol):
+            rgb = web.page.evaluate(TILE_COLOUR, "Alice")
+            b, g, r = name_colour("Alice")
+            assert rgb is not None and colour_distance(tuple(rgb), (r, g, b)) < 60, rgb
+            levels = web.page.evaluate(AUDIO_LEVELS)
+            assert len(levels) == 2 and min(levels) > 0.005, levels
         for web in (carol, bob):
             web.page.wait_for_function(
                 CODE_SHOWN,

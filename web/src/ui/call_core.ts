@@ -137,6 +137,10 @@ export class CallBridge {
     this.open.set(key, call);
     this.publish(call);
     call.off.push(onDevicesChanged(() => void this.listDevices(call)));
+    // Closing the tab leaves the call (a signed leave, sent while the page can still send).
+    const gone = (): void => this.closeCall(slot, roomId);
+    addEventListener("pagehide", gone);
+    call.off.push(() => removeEventListener("pagehide", gone));
     void this.startDevices(call);
   }
 
