@@ -509,6 +509,48 @@ def test_server_call_screen_share_and_removal(
     assert bob.problems() == [] and carol.problems() == []
 
 
+def test_a_stage_hosts_choose_who_speaks(
+    web_server: SalonServer, module_user: Any, new_page: Any, tmp_path: Path
+) -> None:
+    """A stage: Carol's page listens (her microphone can't be turned on, she is told why) until
+    Bob's page lets her speak; Bob lets Dave (CLI) speak too, and Dave's CLI says so."""
+    alice = module_user("alice5")
+    made = alice.json("space", "create", "Forum", "--server", web_server.url, "--as", "Alice")
+    space = made["space_id"]
+    alice.run("room", "create", space, "forum", "--kind", "conference", "--stage")
+    dave = module_user("dave5")
+    dave.run("join", made["link"], "--as", "Dave")
+    bob = new_page()
+    carol = new_page(phone=True)
+    open_room(bob, made["link"], "Bob", "forum")
+    alice.run("role", space, "Bob", "moderator")
+    open_room(carol, made["link"], "Carol", "forum")
+    with cli_calls() as running:
+        join_call(bob)
+        bob.page.wait_for_selector(CALL_VIEW, timeout=30_000)
+        join_call(carol)
+        carol.page.wait_for_selector(CALL_VIEW, timeout=30_000)
+        cli = CliCall(dave, space, "forum", tmp_path / "dave.json", 60)
+        running.append(cli)
+        cli.wait_for(r"joined call")
+        mic = "[data-testid=call-mic]"
+        carol.page.wait_for_selector(f"{mic}[aria-label='Only speakers can talk']:disabled")
+        assert "Raise your hand to ask to speak" in carol.page.inner_text(CALL_VIEW)
+        shoot(carol.page, "call-stage-listener", 390, 844, "light")
+        bob.page.click("[data-testid=call-people]")
+        for name in ("Carol", "Dave"):
+            bob.page.click(f"button[aria-label='Manage {name}']", timeout=30_000)
+            bob.page.click(f"dialog[open] button:has-text('Let {name} speak')")
+            bob.page.wait_for_selector("dialog[open]", state="detached")
+        cli.wait_for(r"you are a speaker now")
+        carol.page.wait_for_selector(f"{mic}:not(:disabled)", timeout=30_000)
+        bob.page.wait_for_selector(
+            "[data-testid=call-person][data-name=Dave]:has-text('Speaker')", timeout=30_000
+        )
+        cli.stop()
+    assert bob.problems() == [] and carol.problems() == []
+
+
 def test_connection_lost_in_a_call_then_back(
     web_server: SalonServer, module_user: Any, new_page: Any
 ) -> None:

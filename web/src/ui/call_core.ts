@@ -126,7 +126,7 @@ export class CallBridge {
 
   private publish(call: OpenCall): void {
     if (call.closed) return;
-    const vm: CallScreenVM = { preview: call.preview, view: call.session?.view() ?? null, error: call.error, screen: null };
+    const vm: CallScreenVM = { preview: call.preview, view: call.session?.view() ?? null, error: call.error };
     this.store.setCall(call.slot, call.roomId, vm);
   }
 

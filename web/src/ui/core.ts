@@ -350,7 +350,7 @@ export class Bridge implements Intents {
     };
     const rooms: RoomVM[] = live.roomViews.map((r) => ({
       id: r.roomId, name: r.name, kind: kindOf(r.kind), unread: live.open?.roomId === r.roomId ? 0 : (live.unread.get(r.roomId) ?? 0), canPost: r.mayPost,
-      lifetime: r.ttl, publishers: [...r.publishers],
+      lifetime: r.ttl, publishers: [...r.publishers], stage: r.spec.stage,
     }));
     const state = live.client.connectionState();
     const space: SpaceVM = {

@@ -31,6 +31,8 @@ export interface RoomVM {
   readonly lifetime: number;
   /** Channels: the members (hex keys) allowed to post besides owners and moderators. */
   readonly publishers: readonly string[];
+  /** Calls: a stage, where hosts choose who speaks (the others listen). */
+  readonly stage?: boolean;
 }
 
 export interface MemberVM {
@@ -177,8 +179,6 @@ export interface CallScreenVM {
   readonly view: CallView | null;
   /** Why joining (or the last action) failed, in plain words, or null. */
   readonly error: string | null;
-  /** Our screen is being shared (the picture shown in our own screen tile). */
-  readonly screen: MediaStream | null;
 }
 
 export const roomKey = (slot: string, roomId: string): string => `${slot}/${roomId}`;

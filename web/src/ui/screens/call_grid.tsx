@@ -47,10 +47,12 @@ export function InCall({ space, room, call, view, onLeft }: { space: SpaceVM; ro
   const [topology, setTopology] = useState(view.topology);
   const [moved, setMoved] = useState(false);
   useEffect(() => {
-    if (view.topology !== topology) {
-      if (topology !== null) setMoved(true);
-      setTopology(view.topology);
-    }
+    if (view.topology === topology) return;
+    setTopology(view.topology);
+    if (topology === null) return;
+    setMoved(true);
+    const quiet = setTimeout(() => setMoved(false), 10_000);
+    return () => clearTimeout(quiet);
   }, [view.topology]);
 
   const tiles: Tile[] = [];
@@ -97,7 +99,7 @@ export function InCall({ space, room, call, view, onLeft }: { space: SpaceVM; ro
         <ul class={`call-grid call-grid-${gridSize(tiles.length)}`} role="list" aria-label="People in the call">
           {tiles.map((t) => <CallTile key={t.key} tile={t} selfCamera={selfCamera} />)}
         </ul>
-        {people ? <PeoplePanel view={view} actions={actions} onClose={() => setPeople(false)} onProblem={setProblem} /> : null}
+        {people ? <PeoplePanel view={view} stage={room.stage === true} actions={actions} onClose={() => setPeople(false)} onProblem={setProblem} /> : null}
       </div>
       {here.filter((p) => !p.me && p.tracks.audio !== undefined).map((p) => <RemoteAudio key={p.memberHex} track={p.tracks.audio!} speaker={call.preview.speaker} />)}
       <nav class="call-bar" aria-label="Call controls">

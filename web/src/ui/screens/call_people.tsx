@@ -12,7 +12,7 @@ import { CallIcon, inCall, SEAT_WORDS } from "./call_parts.tsx";
 
 type Ask = { readonly title: string; readonly body: string; readonly action: string; readonly run: (a: CallIntents) => Promise<void> };
 
-export function PeoplePanel(props: { view: CallView; actions: CallIntents | null; onClose: () => void; onProblem: (text: string | null) => void }): JSX.Element {
+export function PeoplePanel(props: { view: CallView; stage: boolean; actions: CallIntents | null; onClose: () => void; onProblem: (text: string | null) => void }): JSX.Element {
   const { view, actions } = props;
   const host = view.mayModerate;
   const panel = useRef<HTMLElement>(null);
@@ -106,6 +106,7 @@ export function PeoplePanel(props: { view: CallView; actions: CallIntents | null
       ) : null}
       {manage !== null ? (
         <ManageDialog
+          stage={props.stage}
           person={view.participants.find((p) => p.memberHex === manage.memberHex) ?? manage}
           onClose={() => setManage(null)}
           onAct={(run) => {
@@ -138,7 +139,7 @@ export function PeoplePanel(props: { view: CallView; actions: CallIntents | null
   );
 }
 
-function ManageDialog(props: { person: ParticipantView; onClose: () => void; onAct: (run: (a: CallIntents) => Promise<void>) => void; onAsk: (ask: Ask) => void }): JSX.Element {
+function ManageDialog(props: { stage: boolean; person: ParticipantView; onClose: () => void; onAct: (run: (a: CallIntents) => Promise<void>) => void; onAsk: (ask: Ask) => void }): JSX.Element {
   const p = props.person;
   const name = p.name;
   return (
@@ -147,8 +148,8 @@ function ManageDialog(props: { person: ParticipantView; onClose: () => void; onA
       <div class="menu-list">
         {!p.muted ? <button type="button" class="menu-item" onClick={() => props.onAct((a) => a.mute(p.memberHex))}>Turn off {name}'s microphone</button> : null}
         {p.hand ? <button type="button" class="menu-item" onClick={() => props.onAct((a) => a.lowerHand(p.memberHex))}>Lower {name}'s hand</button> : null}
-        {p.seat === "listener" ? <button type="button" class="menu-item" onClick={() => props.onAct((a) => a.promote(p.memberHex))}>Let {name} speak</button> : null}
-        {p.seat === "speaker" ? <button type="button" class="menu-item" onClick={() => props.onAct((a) => a.demote(p.memberHex))}>Make {name} a listener</button> : null}
+        {props.stage && p.seat === "listener" ? <button type="button" class="menu-item" onClick={() => props.onAct((a) => a.promote(p.memberHex))}>Let {name} speak</button> : null}
+        {props.stage && p.seat === "speaker" ? <button type="button" class="menu-item" onClick={() => props.onAct((a) => a.demote(p.memberHex))}>Make {name} a listener</button> : null}
         <button
           type="button"
           class="menu-item danger"
