@@ -29,6 +29,8 @@ from conftest import SALON, SalonServer
 from client.media import colour_distance, name_colour
 
 pytestmark = pytest.mark.timeout(240)
+# Calls of at most three: a fourth is told the call is full.
+SERVER_CONFIG = {"conference": {"max_participants": 3}}
 
 PREJOIN = "[data-testid=call-prejoin]"
 JOIN_CALL = "[data-testid=call-join]"
@@ -513,7 +515,8 @@ def test_a_stage_hosts_choose_who_speaks(
     web_server: SalonServer, module_user: Any, new_page: Any, tmp_path: Path
 ) -> None:
     """A stage: Carol's page listens (her microphone can't be turned on, she is told why) until
-    Bob's page lets her speak; Bob lets Dave (CLI) speak too, and Dave's CLI says so."""
+    Bob's page lets her speak; Bob lets Dave (CLI) speak too, and Dave's CLI says so. A fourth
+    (Eve's page) finds the call full."""
     alice = module_user("alice5")
     made = alice.json("space", "create", "Forum", "--server", web_server.url, "--as", "Alice")
     space = made["space_id"]
@@ -547,6 +550,14 @@ def test_a_stage_hosts_choose_who_speaks(
         bob.page.wait_for_selector(
             "[data-testid=call-person][data-name=Dave]:has-text('Speaker')", timeout=30_000
         )
+        # A fourth person: the call is full, and her page says so.
+        eve = new_page(theme="dark")
+        open_room(eve, made["link"], "Eve", "forum")
+        join_call(eve)
+        eve.page.wait_for_selector("[data-testid=call-over]", timeout=30_000)
+        assert "full" in eve.page.inner_text("[data-testid=call-reason]")
+        shoot(eve.page, "call-full", 1280, 800, "dark")
+        assert eve.problems() == []
         cli.stop()
     assert bob.problems() == [] and carol.problems() == []
 

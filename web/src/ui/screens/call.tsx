@@ -168,7 +168,7 @@ function CallOver({ space, room, view, onAgain }: { space: SpaceVM; room: RoomVM
           <h2>{OVER_TITLES[phase]}</h2>
           <p data-testid="call-reason">{view.reason || OVER_TEXTS[phase]}</p>
           <div class="button-row">
-            {phase !== "removed" ? <button type="button" class="button button-primary" onClick={onAgain}>Join again</button> : null}
+            {phase !== "removed" ? <button type="button" class="button button-primary" onClick={onAgain}>{phase === "failed" ? "Try again" : "Join again"}</button> : null}
             <Link href={`/space/${space.slot}`} class="button">Back to {space.name}</Link>
           </div>
         </div>
