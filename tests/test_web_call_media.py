@@ -155,6 +155,8 @@ def test_mesh_media_both_ways_mute_camera_off_and_screen(
 
         events = page.page.evaluate("() => window.callTest.sinkEvents('alice')")
         assert events["links"] == ["connected"], events
+        speaker = page.page.evaluate("() => window.callTest.speaker()")
+        assert speaker["chosen"] is True and speaker["unknown"] == "missing", speaker
         lists = page.page.evaluate("() => window.callTest.listDevices()")
         assert lists["cameras"] and lists["microphones"], lists
         assert all(d["label"] and d["id"] for d in lists["cameras"] + lists["microphones"]), lists

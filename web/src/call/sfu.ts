@@ -146,7 +146,8 @@ export class SfuTopology implements Topology {
   async setPeers(peers: ReadonlyMap<string, Peer>): Promise<void> {
     let left = false;
     for (const [memberHex, peer] of [...this.peers]) {
-      if (peers.has(memberHex)) continue;
+      // Gone, or joined again under a new sender index: the old one's keys go after the overlap.
+      if (peers.get(memberHex)?.index === peer.index) continue;
       this.peers.delete(memberHex);
       this.#installed.delete(memberHex);
       left = true;

@@ -7,7 +7,7 @@
  * of other colours and a WebAudio oscillator. What each side's `MediaSink` receives is kept and
  * measured: decoded colour, audio level, packets arriving.
  */
-import { DeviceError, LocalDevices, listDevices, openDevices } from "../../src/call/devices.ts";
+import { DeviceError, LocalDevices, listDevices, openDevices, setSpeaker } from "../../src/call/devices.ts";
 import { MeshTopology } from "../../src/call/mesh.ts";
 import { SfuTopology, sframeWorkerUrl } from "../../src/call/sfu.ts";
 import { MediaKeys } from "../../src/media/media_keys.ts";
@@ -421,5 +421,18 @@ declare global {
     callTest: Record<string, unknown>;
   }
 }
-window.callTest = { sfuReconnect, aliceScreenButton, aliceStopScreen, selectedPair, sfuStart, sfuSeen, sfuWaitTrack, sfuScreen, sfuClose, start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
+/** devices.ts speaker choice on a media element: the default speaker, then a made-up one. */
+export async function speaker(): Promise<{ chosen: boolean; unknown: string }> {
+  const el = document.createElement("audio");
+  const chosen = await setSpeaker(el, "");
+  let unknown = "";
+  try {
+    await setSpeaker(el, "no-such-speaker");
+  } catch (err) {
+    unknown = err instanceof DeviceError ? err.problem : String(err);
+  }
+  return { chosen, unknown };
+}
+
+window.callTest = { speaker, sfuReconnect, aliceScreenButton, aliceStopScreen, selectedPair, sfuStart, sfuSeen, sfuWaitTrack, sfuScreen, sfuClose, start, seen, waitTrack, setSending, aliceCamera, bobScreen, sinkEvents, tryDevices, close, listDevices };
 document.documentElement.dataset["callReady"] = "1";
