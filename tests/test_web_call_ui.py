@@ -562,6 +562,43 @@ def test_a_stage_hosts_choose_who_speaks(
     assert bob.problems() == [] and carol.problems() == []
 
 
+def test_firefox_prejoin_and_a_call_with_the_cli(
+    web_server: SalonServer, module_user: Any, firefox: Any, tmp_path: Path
+) -> None:
+    """Firefox ESR: the pre-join preview plays its fake camera, and the page joins a server-routed
+    call with a CLI participant: the call screen shows her and the CLI's verification code.
+    (Media between Firefox and the CLI is not checked here: it does not flow yet, see the
+    report; tests/test_web_call_media.py covers Firefox media between pages.)"""
+    alice = module_user("alice6")
+    made = alice.json("space", "create", "Orchard", "--server", web_server.url, "--as", "Alice")
+    space = made["space_id"]
+    alice.run("room", "create", space, "shed", "--kind", "conference", "--topology", "sfu")
+    ff = firefox()
+    ff.goto(made["link"])
+    ff.wait(JOIN_NAME)
+    ff.fill(JOIN_NAME, "Bob")
+    ff.click(JOIN_SUBMIT)
+    ff.wait(SPACE_VIEW, timeout=30)
+    ff.click("nav.sidebar a::-p-text(shed)")
+    ff.wait(PREJOIN, timeout=30)
+    deadline = time.monotonic() + 20
+    while not ff.evaluate(f"({PLAYING})()"):
+        assert time.monotonic() < deadline, "the preview does not play in Firefox"
+        time.sleep(0.2)
+    ff.screenshot("call-prejoin")
+    with cli_calls() as running:
+        cli = CliCall(alice, space, "shed", tmp_path / "alice.json", 60)
+        running.append(cli)
+        cli.wait_for(r"joined call")
+        ff.click(JOIN_CALL)
+        code = cli.wait_for(r"verification code ([\d ]+) \(2 in the call").group(1)
+        ff.wait("[data-testid=call-tile][data-name=Alice]", timeout=30)
+        ff.wait(f"[data-testid=call-code-line]::-p-text({code})", timeout=30)
+        ff.screenshot("call-grid")
+        cli.stop()
+    assert ff.problems() == []
+
+
 def test_connection_lost_in_a_call_then_back(
     web_server: SalonServer, module_user: Any, new_page: Any
 ) -> None:

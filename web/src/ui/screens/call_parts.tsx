@@ -49,6 +49,7 @@ export function TrackVideo(props: { track?: MediaStreamTrack | null; stream?: Me
       autoplay
       playsInline
       muted
+      disablePictureInPicture
       aria-label={props.label}
     />
   );
