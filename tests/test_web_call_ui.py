@@ -88,6 +88,10 @@ def test_prejoin_preview_pickers_and_device_failures(
     assert page.locator("select").nth(0).locator("option").count() >= 1
     assert page.locator("select").nth(1).locator("option").count() >= 1
     assert page.is_enabled(JOIN_CALL)
+    # The microphone's level moves (the fake microphone beeps).
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=mic-meter]')?.value > 0.02", timeout=15_000
+    )
     assert page.locator("[data-testid=join-muted]").count() == 1
     assert page.locator("[data-testid=join-camera-off]").count() == 1
     assert page.locator("[role=alert]").count() == 0

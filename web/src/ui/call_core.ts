@@ -188,7 +188,7 @@ export class CallBridge {
       call.local.stop();
       return;
     }
-    call.preview = { ...call.preview, starting: false, stream: this.stream(call), microphoneProblem, cameraProblem };
+    call.preview = { ...call.preview, starting: false, stream: this.stream(call), microphoneTrack: call.local.audio, microphoneProblem, cameraProblem };
     for (const track of [call.local.audio, call.local.camera]) track?.addEventListener("ended", () => this.lost(call, track));
     await this.listDevices(call);
   }
@@ -264,6 +264,7 @@ export class CallBridge {
     call.preview = {
       ...call.preview,
       stream: this.stream(call),
+      microphoneTrack: call.local.audio,
       ...(kind === "camera" ? { camera: id, cameraProblem: problem } : { microphone: id, microphoneProblem: problem }),
     };
     this.publish(call);

@@ -152,8 +152,10 @@ export interface DeviceVM {
 export interface PreviewVM {
   /** Asking the browser for the camera and microphone. */
   readonly starting: boolean;
-  /** The local camera + microphone (shown muted, mirrored); null when neither could be opened. */
+  /** The local camera (shown mirrored); null when it could not be opened. */
   readonly stream: MediaStream | null;
+  /** The microphone (for the level meter; never played back), or null. */
+  readonly microphoneTrack?: MediaStreamTrack | null;
   readonly cameras: readonly DeviceVM[];
   readonly microphones: readonly DeviceVM[];
   readonly speakers: readonly DeviceVM[];

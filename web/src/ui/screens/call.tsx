@@ -11,7 +11,7 @@ import { callProblem as explain } from "../call_core.ts";
 import { Avatar, Link, Private } from "../components.tsx";
 import { roomKey, useStore, type CallScreenVM, type DeviceKind, type RoomVM, type SpaceVM } from "../state.ts";
 import { PanelHeader } from "./space.tsx";
-import { CallIcon, DevicePicker, TrackVideo } from "./call_parts.tsx";
+import { CallIcon, DevicePicker, MicMeter, TrackVideo } from "./call_parts.tsx";
 import { InCall } from "./call_grid.tsx";
 
 export function CallScreen({ space, room }: { space: SpaceVM; room: RoomVM }): JSX.Element {
@@ -100,6 +100,7 @@ function PreJoin({ space, room, call, joining }: { space: SpaceVM; room: RoomVM;
             ) : null}
             <DevicePicker label="Camera" none="No camera found" devices={preview.cameras} value={preview.camera} onPick={(id) => pick("camera", id)} />
             <DevicePicker label="Microphone" none="No microphone found" devices={preview.microphones} value={preview.microphone} onPick={(id) => pick("microphone", id)} />
+            {preview.microphoneTrack ? <MicMeter track={preview.microphoneTrack} /> : null}
             {preview.canPickSpeaker && preview.speakers.length > 0 ? (
               <DevicePicker label="Speaker" none="" devices={preview.speakers} value={preview.speaker} onPick={(id) => pick("speaker", id)} />
             ) : null}

@@ -1,6 +1,6 @@
 /** Small pieces of the call screens: their icons, a <video> / <audio> of a track, a device picker, words. */
 import type { JSX } from "preact";
-import { useEffect, useRef } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import type { CallView, ParticipantView, Seat, TopologyName } from "../../call/topology.ts";
 import type { DeviceVM } from "../state.ts";
 
@@ -110,6 +110,34 @@ export function DevicePicker(props: { label: string; none: string; devices: read
         {empty ? <option value="">{props.none}</option> : null}
         {props.devices.map((d) => <option key={d.id} value={d.id}>{d.label}</option>)}
       </select>
+    </label>
+  );
+}
+
+/** How loud the microphone is now: a <meter> (no style needed), so a person sees it works. */
+export function MicMeter({ track }: { track: MediaStreamTrack }): JSX.Element {
+  const [level, setLevel] = useState(0);
+  useEffect(() => {
+    const ctx = new AudioContext();
+    const analyser = ctx.createAnalyser();
+    ctx.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+    void ctx.resume().catch(() => undefined);
+    const samples = new Float32Array(analyser.fftSize);
+    const timer = setInterval(() => {
+      analyser.getFloatTimeDomainData(samples);
+      let sum = 0;
+      for (const x of samples) sum += x * x;
+      setLevel(Math.min(1, Math.sqrt(sum / samples.length) * 4));
+    }, 120);
+    return () => {
+      clearInterval(timer);
+      void ctx.close().catch(() => undefined);
+    };
+  }, [track]);
+  return (
+    <label class="mic-meter">
+      <span class="small muted">Microphone level</span>
+      <meter min={0} max={1} low={0.05} value={level} data-testid="mic-meter" />
     </label>
   );
 }
