@@ -206,10 +206,12 @@ def test_web_core_with_cli(
         assert time.monotonic() < deadline, f"the link never expired ({kind})"
         time.sleep(0.2)  # poll gently: previews count against the join-attempt limit
 
-    # Alice bans Bob with the CLI: the web client reports Removed and stops.
+    # Alice bans Bob with the CLI: the web client reports Removed and stops. "banned" when it saw
+    # the signed remove record; "unconfirmed" when its connection happened to be down and the
+    # server only refuses it (the server's word is never taken for a verified removal).
     alice.run("kick", space, "Bob", "--ban")
     removed = node.ok("wait_removed")
-    assert removed["how"] == "banned" and removed["state"] == "closed"
+    assert removed["how"] in ("banned", "unconfirmed") and removed["state"] == "closed"
     assert node.error("list_invites")["name"] == "Removed"
 
 

@@ -103,6 +103,12 @@ const handlers: { [op: string]: (cmd: Command) => Promise<unknown> } = {
     const id = (await room(cmd["room"] as string)).roomId;
     return until(() => (expired.get(id)?.has(cmd["seq"] as number) ? cmd["seq"] : undefined), (cmd["timeout"] as number | undefined) ?? 120_000);
   },
+  /** `count` messages "TEXT i" as fast as the server takes them (a flooding member, for the red-team test). */
+  flood: async (cmd) => {
+    const roomId = (await room(cmd["room"] as string)).roomId;
+    for (let i = 0; i < (cmd["count"] as number); i++) await c().chat.send(roomId, `${cmd["text"] as string} ${i}`);
+    return cmd["count"];
+  },
   send: async (cmd) => c().chat.send((await room(cmd["room"] as string)).roomId, cmd["text"] as string, (cmd["ttl"] as number | undefined) ?? 0),
   history: async (cmd) => (await c().chat.history((await room(cmd["room"] as string)).roomId)).map(plain),
   post_story: async (cmd) => c().stories.post((await room(cmd["room"] as string)).roomId, {

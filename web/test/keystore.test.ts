@@ -25,6 +25,7 @@ function membership(spaceId: string, name = "Bob"): Membership {
     pending_key: null,
     unread: [],
     seen_stories: [],
+    removed: "",
   };
 }
 

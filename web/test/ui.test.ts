@@ -41,6 +41,7 @@ test("fingerprints group by four; initials; timers", () => {
   assert.equal(initials("Ada Lovelace"), "AL");
   assert.equal(initials("  bob "), "B");
   assert.equal(initials(""), "?");
+  assert.equal(initials("Alice (665a 727a)"), "A");
   assert.deepEqual(TIMERS.map((t) => t.seconds), [0, 300, 3600, 86_400, 604_800]);
 });
 

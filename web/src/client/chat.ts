@@ -31,6 +31,7 @@ import {
 import type { ServerMessage } from "../protocol/wire.ts";
 import { ServerError, Unreachable, UsageError, type SpaceContext } from "./context.ts";
 import { FORK_WARNING, HeadCheck } from "./forks.ts";
+import { cleanName, memberLabels } from "./names.ts";
 import { RoomKeyConflict, RoomKeyRefused, RoomKeyUnavailable, type Rooms } from "./rooms.ts";
 
 export const PAGE = 500;
@@ -42,6 +43,8 @@ export const REPLAY_MEMORY = 100_000;
 export const MAX_CHAT_MESSAGE_BYTES = 16_384;
 export const MAX_TTL = 366 * 86400;
 const SEND_ATTEMPTS = 3;
+/** Messages opened between two yields to the event loop. */
+export const YIELD_EVERY = 32;
 const RECONNECT_RETRIES = 20;
 
 /** A message in clear. Times are seconds since the epoch (server clock for `sentAt`). */
@@ -141,23 +144,31 @@ export class ReplayGuard {
 
 const PROFILE_INFO = struct("ProfileInfo", [f("display_name", "str"), fd("avatar", optional("bytes"), null)]);
 
-/** A member's display name from its (encrypted) profile; a former member's last one, marked "(left)". */
+/** The display name in a member's (encrypted) profile, raw; null when missing or unreadable. */
+async function profileName(ctx: SpaceContext, keyHex: string): Promise<string | null> {
+  const profile = ctx.roster().profiles.get(keyHex);
+  const key = profile === undefined ? undefined : ctx.spaceKey(profile.epoch);
+  if (profile === undefined || key === undefined) return null;
+  try {
+    return decodeStruct<{ display_name: string }>(PROFILE_INFO, await secretboxOpen(key, profile.box)).display_name;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A member's label (names.ts: cleaned, with its fingerprint when another member's name looks
+ * the same); a former member's last name, marked "(left)".
+ */
 export async function memberName(ctx: SpaceContext, keyHex: string): Promise<string> {
   const roster = ctx.roster();
-  const profile = roster.profiles.get(keyHex);
-  const member = roster.members.has(keyHex);
-  if (profile !== undefined) {
-    const key = ctx.spaceKey(profile.epoch);
-    if (key !== undefined) {
-      try {
-        const name = decodeStruct<{ display_name: string }>(PROFILE_INFO, await secretboxOpen(key, profile.box)).display_name;
-        return member ? name : `${name} (left)`;
-      } catch {
-        // fall through
-      }
-    }
+  if (roster.members.has(keyHex)) {
+    const names = new Map<string, string | null>();
+    for (const id of roster.members.keys()) names.set(id, await profileName(ctx, id));
+    return (await memberLabels(roster, names)).get(keyHex) ?? "(no name)";
   }
-  return member ? "(no name)" : "(former member)";
+  const name = cleanName((await profileName(ctx, keyHex)) ?? "");
+  return name !== "" ? `${name} (left)` : "(former member)";
 }
 
 /** Every unexpired message with seq > after, in order, page by page; only strictly increasing seqs. */
@@ -344,8 +355,11 @@ export class Follower {
   }
 
   private async deliver(messages: readonly ChatMessage[]): Promise<void> {
+    let handled = 0;
     for (const m of messages) {
       if (this.stopped) return;
+      // A long backlog (or a flood) is opened in slices, letting the page handle input between them.
+      if (++handled % YIELD_EVERY === 0) await new Promise((resolve) => setTimeout(resolve, 0));
       if (m.seq <= this.last) continue;
       const item = await this.reader.open(m);
       this.last = m.seq;

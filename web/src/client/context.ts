@@ -7,7 +7,8 @@
  *   ├─ ServerError        the server answered `error` (code = protocol ErrorCode, message)
  *   ├─ Unreachable        no connection (will retry when the context is reconnecting)
  *   ├─ VerificationError  the server sent something the protocol rules refuse
- *   ├─ Removed            this membership was removed (kicked/banned) or left
+ *   ├─ Removed            this membership was removed (kicked/banned) or left; `confirmed` only
+ *   │                     when the verified signed chain shows it (else the server's word: "unconfirmed")
  *   └─ UsageError         the person asked for something impossible (bad input, no permission)
  */
 import type { Envelope, ClientMessage, ServerMessage } from "../protocol/wire.ts";
@@ -30,9 +31,13 @@ export class Unreachable extends ClientError {
 export class VerificationError extends ClientError {
   override name = "VerificationError";
 }
+/** "unconfirmed": the server says we are out (closed the session, refuses us) but the signed chain does not show it. */
+export type RemovalKind = "kicked" | "banned" | "left" | "unconfirmed";
+
 export class Removed extends ClientError {
   override name = "Removed";
-  constructor(readonly how: "kicked" | "banned" | "left", message: string) {
+  /** `confirmed`: proven by a record on the verified chain (or our own leave), not just the server's word. */
+  constructor(readonly how: RemovalKind, message: string, readonly confirmed = false) {
     super(message);
   }
 }

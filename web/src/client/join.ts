@@ -19,6 +19,7 @@ import type { InviteOpened, Joined } from "../protocol/wire.ts";
 import type { Membership } from "../keystore/vault.ts";
 import type { Vault } from "../keystore/store.ts";
 import { ClientError, Removed, ServerError, Unreachable, VerificationError } from "./context.ts";
+import { cleanName } from "./names.ts";
 import { Connection, type ConnectionOptions } from "./session.ts";
 import { SpaceClient, type SpaceClientOptions } from "./space.ts";
 
@@ -173,7 +174,8 @@ export class Invitation {
         const opened = await this.open(conn, inviteSig);
         preview = await this.readPreview(opened);
         for (const { membership } of await vault.list()) {
-          if (membership.space_id === opened.space_id) {
+          // A membership whose removal the chain showed is over: coming back with a new link is allowed.
+          if (membership.space_id === opened.space_id && (membership.removed ?? "") === "") {
             throw new JoinError("already_member", `You are already in ${preview.spaceName || "this space"} as ${membership.display_name}.`);
           }
         }
@@ -244,7 +246,7 @@ export class Invitation {
   private async readPreview(opened: InviteOpened): Promise<JoinPreview> {
     const p = await openPreview(await invitePreviewKey(this.link.secret, this.link.inviteId), opened.preview, opened.space_id);
     return {
-      spaceId: opened.space_id, spaceName: p.name, description: p.description, inviter: p.inviter, role: opened.role,
+      spaceId: opened.space_id, spaceName: cleanName(p.name), description: p.description, inviter: cleanName(p.inviter), role: opened.role,
       expiresAt: opened.expires_at,
     };
   }

@@ -28,6 +28,7 @@ import { open as secretboxOpen, seal as secretboxSeal } from "../protocol/secret
 import type { Envelope, EnvelopeHolders, Envelopes, Appended, Done } from "../protocol/wire.ts";
 import type { HeldRoomKey } from "../keystore/vault.ts";
 import { ServerError, UsageError, VerificationError, type SpaceContext } from "./context.ts";
+import { cleanName } from "./names.ts";
 
 export type RoomKind = "chat" | "channel" | "conference";
 export type HistoryMode = "since-join" | "shared";
@@ -85,7 +86,7 @@ export async function roomName(ctx: SpaceContext, spec: Room): Promise<string> {
   const key = ctx.spaceKey(spec.epoch);
   if (key === undefined) return UNREADABLE_NAME;
   try {
-    return decodeStruct<{ name: string }>(ROOM_NAME, await secretboxOpen(key, spec.name_box)).name;
+    return cleanName(decodeStruct<{ name: string }>(ROOM_NAME, await secretboxOpen(key, spec.name_box)).name) || UNREADABLE_NAME;
   } catch {
     return UNREADABLE_NAME;
   }

@@ -27,7 +27,7 @@ import { open as secretboxOpen, seal as secretboxSeal } from "../protocol/secret
 import { decodeStruct, encodeStruct, f, fd, optional, struct } from "../protocol/schema.ts";
 import { syncChain, syncBase } from "../protocol/sync.ts";
 import type {
-  Appended, ClientMessage, Envelope, Envelopes, Invites, InviteSeal, InviteStatus, Records, ServerMessage,
+  Appended, ClientMessage, Envelope, Envelopes, Invites, InviteSeal, Records, ServerMessage,
 } from "../protocol/wire.ts";
 import type { HeldRoomKey, Membership } from "../keystore/vault.ts";
 import type { Vault } from "../keystore/store.ts";
@@ -35,6 +35,7 @@ import {
   ClientError, type ConnectionState, type Me, Removed, ServerError, type SpaceContext, Unreachable, UsageError,
   VerificationError, type WithoutId,
 } from "./context.ts";
+import { cleanName, memberLabels } from "./names.ts";
 import { Listeners, type MemberAuth, MemberSession, type SessionOptions } from "./session.ts";
 
 /** One room's reading mark: messages not read yet, and the newest message seq counted. */
@@ -83,6 +84,22 @@ export interface InviteView {
 }
 
 const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+
+/** How many pushed records are kept to check a claimed removal with. */
+export const PUSHED_KEPT = 64;
+
+/** A removal the verified chain shows (or our own leave). */
+export function removal(how: "kicked" | "banned" | "left"): Removed {
+  const text = how === "banned" ? "you were banned from this space" : how === "left" ? "you left this space" :
+    "you are no longer a member of this space";
+  return new Removed(how, text, true);
+}
+
+/** The server says we are out, but nothing on the verified chain shows it. */
+export function unconfirmed(claim: "removed" | "banned" = "removed"): Removed {
+  return new Removed("unconfirmed", `the server no longer lets this device in (it says you were ${claim}); ` +
+    "this device could not confirm that from the space's signed history");
+}
 
 /** Open a payload box under the space key of its epoch; null if we lack the key or it does not open. */
 async function openBox<T>(key: Uint8Array | undefined, box: Uint8Array, def: typeof SPACE_INFO): Promise<T | null> {
@@ -208,6 +225,8 @@ export class SpaceClient implements SpaceContext {
   private profileAvatar: Uint8Array | null = null;
   private leaving = false;
   private saving: Promise<void> = Promise.resolve();
+  /** Records the server pushed (`record_added`), kept to check a claimed removal against. */
+  private readonly pushed: Record[] = [];
 
   private constructor(
     private readonly vault: Vault,
@@ -222,7 +241,11 @@ export class SpaceClient implements SpaceContext {
     this.meHex = toHex(me.memberKey);
     for (const held of m.space_keys) this.keys.set(held.epoch, held.key);
     session.onEvent((event) => {
-      if (event.type === "record_added") this.sync().catch((err) => this.backgroundError(err));
+      if (event.type === "record_added") {
+        this.pushed.push(event.record);
+        if (this.pushed.length > PUSHED_KEPT) this.pushed.shift();
+        this.sync().catch((err) => this.backgroundError(err));
+      }
     });
     session.onReconnect(() => {
       // Catch up on the chain first, then let followers resubscribe (even if the sync failed:
@@ -233,17 +256,29 @@ export class SpaceClient implements SpaceContext {
           if (this.removedError === null) this.reconnectListeners.emit();
         });
     });
-    session.onRemoved((err) => this.markRemoved(err));
+    // The server ending the session as "removed" is only its word: believed once the signed
+    // chain shows it (the remove record it pushed just before), else "unconfirmed".
+    session.onRemoved((claim) => void this.confirmRemoval(claim));
   }
 
   /** Connect, authenticate and verify the membership in `slot`; runs the key duties once. */
   static async open(vault: Vault, slot: string, options: SpaceClientOptions = {}): Promise<SpaceClient> {
     const m = await vault.get(slot);
+    if (m.removed === "kicked" || m.removed === "banned" || m.removed === "left") {
+      throw removal(m.removed); // verified before: final, nothing to ask the server
+    }
     const memberKey = await deriveMemberKey(m.signing_seed);
     const boxKey = await deriveBoxKey(m.box_secret);
     const me: Me = { memberKey, signingSeed: m.signing_seed, boxSecret: m.box_secret, boxKey };
     const auth: MemberAuth = { spaceId: m.space_id, memberKey, signingSeed: m.signing_seed };
-    const session = await MemberSession.open(m.server, auth, options);
+    let session: MemberSession;
+    try {
+      session = await MemberSession.open(m.server, auth, options);
+    } catch (err) {
+      // A refused authentication is the server's word; without the chain we cannot check it.
+      if (err instanceof Removed) throw unconfirmed();
+      throw err;
+    }
     const client = new SpaceClient(vault, slot, m, session, me);
     client.profileAvatar = options.profileAvatar ?? null;
     if (options.onWarning !== undefined) client.onWarning(options.onWarning);
@@ -282,7 +317,10 @@ export class SpaceClient implements SpaceContext {
 
   request<T extends ServerMessage>(message: WithoutId<ClientMessage>): Promise<T> {
     if (this.removedError !== null) return Promise.reject(this.removedError);
-    return this.session.request<T>(message);
+    // The session's own `Removed` is the server's word; what we concluded replaces it.
+    return this.session.request<T>(message).catch((err: unknown) => {
+      throw err instanceof Removed ? (this.removedError ?? unconfirmed()) : err;
+    });
   }
 
   onEvent(listener: (event: ServerMessage) => void): () => void {
@@ -374,7 +412,8 @@ export class SpaceClient implements SpaceContext {
     const meta = this.roster().meta;
     if (meta === null) return { name: this.spaceId, description: "" };
     if (this.infoCache === null || this.infoCache.box !== meta.box) {
-      this.infoCache = { box: meta.box, info: await openBox<SpaceInfo>(this.keys.get(meta.epoch), meta.box, SPACE_INFO) };
+      const info = await openBox<SpaceInfo>(this.keys.get(meta.epoch), meta.box, SPACE_INFO);
+      this.infoCache = { box: meta.box, info: info === null ? null : { ...info, name: cleanName(info.name) } };
     }
     return this.infoCache.info ?? { name: this.m.name ?? "", description: "" };
   }
@@ -396,10 +435,13 @@ export class SpaceClient implements SpaceContext {
   async members(): Promise<MemberView[]> {
     const r = this.roster();
     const views: MemberView[] = [];
+    const profiles = new Map<string, ProfileInfo>();
+    for (const id of r.members.keys()) profiles.set(id, await this.profile(id));
+    const labels = await memberLabels(r, new Map([...profiles].map(([id, p]) => [id, p.display_name])));
     for (const [id, member] of r.members) {
-      const p = await this.profile(id);
+      const p = profiles.get(id)!;
       views.push({
-        key: fromHex(id), id, displayName: p.display_name, avatar: p.avatar ?? null, role: member.role,
+        key: fromHex(id), id, displayName: labels.get(id) ?? NO_PROFILE, avatar: p.avatar ?? null, role: member.role,
         fingerprint: await fingerprint(fromHex(id)), me: id === this.meHex,
       });
     }
@@ -458,16 +500,23 @@ export class SpaceClient implements SpaceContext {
     return formatInviteLink(link);
   }
 
-  /** The space's invites (owners and moderators), with the link when this device made it. */
+  /**
+   * The space's invites (owners and moderators), with the link when this device made it. Read
+   * from the verified chain (invite, join and revoke records), not from the server's list: a
+   * server must not hide a live link from the people who would revoke it, nor call it used up.
+   */
   async listInvites(): Promise<InviteView[]> {
-    const reply = await this.request<Invites>({ type: "list_invites" });
+    if (this.removedError !== null) throw this.removedError;
+    if (!this.mayInvite()) throw new UsageError("only owners and moderators can see the invites");
+    const r = this.roster();
     const now = nowSeconds();
-    return reply.invites.map((s: InviteStatus) => {
-      const secret = this.secretOf(s.invite_id);
+    return [...r.invites.values()].map((invite) => {
+      const secret = this.secretOf(invite.invite_id);
       return {
-        inviteId: s.invite_id, role: s.role, expiresAt: s.expires_at, maxUses: s.max_uses,
-        usesLeft: Math.max(0, s.max_uses - s.uses), revoked: s.revoked, expired: s.expires_at <= now,
-        link: secret === undefined ? null : formatInviteLink({ server: this.m.server, inviteId: s.invite_id, secret }),
+        inviteId: invite.invite_id, role: invite.role, expiresAt: invite.expires_at, maxUses: invite.max_uses,
+        usesLeft: Math.max(0, invite.max_uses - (r.inviteUses.get(invite.invite_id) ?? 0)),
+        revoked: r.revoked.has(invite.invite_id), expired: invite.expires_at <= now,
+        link: secret === undefined ? null : formatInviteLink({ server: this.m.server, inviteId: invite.invite_id, secret }),
       };
     });
   }
@@ -516,7 +565,7 @@ export class SpaceClient implements SpaceContext {
           await this.session.request({ type: "get_records", after: this.m.head_seq });
         } catch (again) {
           if (!(again instanceof Removed)) throw err;
-          this.markRemoved(new Removed("left", "you left this space"));
+          this.markRemoved(removal("left"));
           return;
         }
         this.leaving = false;
@@ -526,7 +575,7 @@ export class SpaceClient implements SpaceContext {
         throw err;
       }
     }
-    this.markRemoved(new Removed("left", "you left this space"));
+    this.markRemoved(removal("left"));
   }
 
   /** Publish a new profile: display name and avatar (JPEG bytes, or null for none). */
@@ -570,9 +619,9 @@ export class SpaceClient implements SpaceContext {
     else console.error("salon: background sync failed", err);
   }
 
-  private markRemoved(removal: Removed): void {
+  private markRemoved(removalErr: Removed): void {
     if (this.removedError !== null) return;
-    const err = this.leaving ? new Removed("left", "you left this space") : removal;
+    const err = this.leaving ? removal("left") : removalErr;
     this.removedError = err;
     this.session.removed(err);
     this.removedListeners.emit(err);
@@ -609,7 +658,7 @@ export class SpaceClient implements SpaceContext {
     const remembered: Head = { seq: this.m.head_seq, hash: this.m.head_hash };
     const base = this.rosterValue ?? syncBase(this.spaceId, null, remembered);
     const step = await syncChain(this.spaceId, base, remembered, (after) =>
-      this.session.request<Records>({ type: "get_records", after }));
+      this.request<Records>({ type: "get_records", after }));
     if (step.outcome !== "done") throw new VerificationError(step.reason);
     const r = step.roster;
     const changed = this.rosterValue === null || this.rosterValue.head.seq !== r.head.seq;
@@ -622,17 +671,60 @@ export class SpaceClient implements SpaceContext {
     }
     const name = (await this.info()).name;
     if (r.meta !== null && name !== "") this.m.name = name;
+    const out = this.removalIn(r);
+    if (out !== null) this.m.removed = out.how;
     await this.persist();
     if (changed) this.rosterListeners.emit(r);
-    if (!r.members.has(this.meHex)) {
-      const banned = r.departed.get(this.meHex);
-      const err = banned === true
-        ? new Removed("banned", "you were banned from this space")
-        : new Removed(banned === false ? "kicked" : "kicked", "you are no longer a member of this space");
-      this.markRemoved(err);
-      throw err;
+    if (out !== null) {
+      this.markRemoved(out);
+      throw out;
     }
     return r;
+  }
+
+  /** Our removal as roster `r` shows it (confirmed), or null while we are a member. */
+  private removalIn(r: Roster): Removed | null {
+    if (r.members.has(this.meHex)) return null;
+    if (this.leaving) return removal("left");
+    return removal(r.departed.get(this.meHex) === true ? "banned" : "kicked");
+  }
+
+  /**
+   * The server says we are out (closed the session as removed/banned, or refused us): believe
+   * it only if the records it pushed extend our verified chain to a roster without us.
+   */
+  private async confirmRemoval(claim: Removed): Promise<void> {
+    if (this.removedError !== null) return;
+    if (this.leaving) {
+      this.markRemoved(removal("left"));
+      return;
+    }
+    let r = this.rosterValue;
+    if (r !== null) {
+      for (const record of [...this.pushed].sort((a, b) => a.seq - b.seq)) {
+        if (record.seq !== r.head.seq + 1) continue;
+        try {
+          r = await applyRecord(r, record);
+        } catch {
+          break; // not a record of this chain (forged, or a fork): proves nothing
+        }
+      }
+    }
+    if (this.removedError !== null) return;
+    const out = r === null ? null : this.removalIn(r);
+    if (out === null || r === null) {
+      this.markRemoved(unconfirmed(claim.how === "banned" ? "banned" : "removed"));
+      return;
+    }
+    this.rosterValue = r;
+    if (r.head.seq >= this.m.head_seq) {
+      this.m.head_seq = r.head.seq;
+      this.m.head_hash = r.head.hash;
+    }
+    this.m.removed = out.how;
+    await this.persist().catch(() => undefined); // kept before it is announced: a reload knows it
+    this.markRemoved(out);
+    this.rosterListeners.emit(r);
   }
 
   private async takePendingKey(r: Roster): Promise<void> {
@@ -661,7 +753,7 @@ export class SpaceClient implements SpaceContext {
   private async collectSpaceKeys(r: Roster): Promise<void> {
     const wanted = wantedEpochs(r, this.keys);
     if (wanted.length > 0 && r.members.has(this.meHex)) {
-      const reply = await this.session.request<Envelopes>({ type: "get_envelopes", scope: SPACE_SCOPE, min_epoch: Math.min(...wanted) });
+      const reply = await this.request<Envelopes>({ type: "get_envelopes", scope: SPACE_SCOPE, min_epoch: Math.min(...wanted) });
       const envelopes = [...reply.envelopes].sort((a, b) => a.epoch - b.epoch);
       for (const e of envelopes) if (wanted.includes(e.epoch)) await this.openSpaceEnvelope(r, e);
       if (!this.keys.has(r.epoch) && !this.bad.has(r.epoch) && r.rekeys.has(r.epoch)) {
@@ -750,10 +842,10 @@ export class SpaceClient implements SpaceContext {
     if (role === undefined || role === "member" || key === undefined) return;
     const live = await this.resealInvites(r, r.epoch, key);
     if (live.length === 0) return;
-    const reply = await this.session.request<Invites>({ type: "list_invites" });
+    const reply = await this.request<Invites>({ type: "list_invites" });
     const stale = new Set(reply.invites.filter((s) => s.seal_epoch >= 0 && s.seal_epoch < r.epoch).map((s) => s.invite_id));
     const seals = live.filter((s) => stale.has(s.invite_id));
-    if (seals.length > 0) await this.session.request({ type: "put_seals", seals });
+    if (seals.length > 0) await this.request({ type: "put_seals", seals });
   }
 
   private async invitePreview(): Promise<InvitePreview> {
@@ -844,7 +936,7 @@ export class SpaceClient implements SpaceContext {
       if (newKey !== null) for (const s of await this.resealInvites(scratch, newKey.epoch, newKey.key)) seals.set(s.invite_id, s);
       if (records.length === 0 && envelopes.length === 0 && seals.size === 0) return roster;
       try {
-        await this.session.request<Appended>({ type: "append", records, envelopes, seals: [...seals.values()] });
+        await this.request<Appended>({ type: "append", records, envelopes, seals: [...seals.values()] });
       } catch (err) {
         if (err instanceof ServerError && err.code === "conflict") {
           await this.refresh();
@@ -901,5 +993,7 @@ export class SpaceClient implements SpaceContext {
       this.m.head_hash = stored.head_hash;
     }
     if (stored.pending_key === null || stored.pending_key === undefined) this.m.pending_key = null;
+    const removedThere = stored.removed ?? "";
+    if (removedThere !== "") this.m.removed = removedThere; // a verified removal stays (another tab saw it)
   }
 }

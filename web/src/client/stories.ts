@@ -26,6 +26,9 @@ export const DEFAULT_STORY_TTL = 24 * 3600;
 export const MAX_STORY_TTL = 7 * 86400;
 export const MAX_STORY_BYTES = 4 * 1024 * 1024;
 export const MAX_STORY_THUMB_BYTES = 128 * 1024;
+/** What this page accepts to fetch (4× the default server limits, which operators may raise). */
+export const MAX_FETCHED_IMAGE = 4 * MAX_STORY_BYTES;
+export const MAX_FETCHED_THUMB = 4 * MAX_STORY_THUMB_BYTES;
 const SEND_ATTEMPTS = 3;
 const RECONNECT_RETRIES = 20;
 
@@ -188,6 +191,12 @@ export class StoriesClient {
         throw new VerificationError("the story changed while it was being fetched");
       }
       if (reply.part !== part || reply.offset !== offset) throw new VerificationError("the server sent another part of the story");
+      // A server streaming (or claiming) a part far larger than any server's limit would only
+      // fill this page's memory.
+      const cap = part === "image" ? MAX_FETCHED_IMAGE : MAX_FETCHED_THUMB;
+      if (reply.total > cap || offset + reply.data.length > cap) {
+        throw new VerificationError(`the server sends a story ${part} larger than any story may be`);
+      }
       info = reply.story;
       chunks.push(reply.data);
       offset += reply.data.length;

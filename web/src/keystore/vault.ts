@@ -58,6 +58,8 @@ export interface Membership {
   unread?: HeldUnread[];
   /** The stories this person has opened (so a reload keeps their rings off); newest last. */
   seen_stories?: string[];
+  /** Our removal as the verified chain showed it ("kicked", "banned", "left"); "" while a member. */
+  removed?: string;
 }
 
 /** Unread messages in one room of this membership, and the newest message seq already counted. */
@@ -88,6 +90,7 @@ export const MembershipDef = struct("Membership", [
   fd("pending_key", optional(ref(PendingKeyDef)), null),
   fd("unread", list(ref(UnreadDef)), []),
   fd("seen_stories", list("str"), []),
+  fd("removed", "str", ""),
 ], { tag: "membership" });
 
 /** The vault's own record: whether a passphrase is set (its salt), a check sealed under it, and

@@ -5,7 +5,8 @@
  * wire message; secrets (seeds, space and room keys, invite secrets) never enter the store.
  */
 import { fromHex } from "../protocol/bytes.ts";
-import { Removed, Unreachable, UsageError } from "../client/context.ts";
+import { Removed, Unreachable, UsageError, VerificationError } from "../client/context.ts";
+import { EMPTY_CHAIN, FAILS, REWROTE, WITHHELD } from "../protocol/sync.ts";
 import { Spaces, type SpaceEntry } from "../client/spaces.ts";
 import { mayModerate, rolesFor, type SpaceClient, type MemberView, type InviteView, type ReadingMark } from "../client/space.ts";
 import { HISTORY_CLOSED, NOT_SHARED_YET, Rooms, type RoomView } from "../client/rooms.ts";
@@ -30,6 +31,9 @@ const WAITING_FOR_KEY = "Waiting for the room's key. It arrives as soon as a mem
 const RETRY_OPEN_MS = 5_000;
 /** At most this many messages that arrived while the page was closed are counted per room. */
 const CATCH_UP_LIMIT = 200;
+/** What the page says when the server's chain contradicts what this browser verified before. */
+export const HISTORY_MISMATCH = "The server is showing this browser a history of this space that does not match what it " +
+  "verified before, so nothing new from it is shown. The server may be misbehaving: ask another member whether they see the same.";
 
 const jpegUrl = (bytes: Uint8Array): string => URL.createObjectURL(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: "image/jpeg" }));
 
@@ -45,7 +49,14 @@ interface OpenRoom {
   poll: ReturnType<typeof setInterval> | null;
   keyPoll: ReturnType<typeof setInterval> | null;
   closed: boolean;
+  publishSoon?: boolean;
+  publishedAt?: number;
 }
+
+/** The most messages a room keeps on the page (the oldest leave first; a flood cannot grow it). */
+const MAX_SHOWN_MESSAGES = 1000;
+/** Messages arriving within this many ms are rendered together. */
+const PUBLISH_BATCH_MS = 50;
 
 interface Live {
   readonly slot: string;
@@ -71,6 +82,8 @@ interface Live {
   seen: Set<string>;
   /** The newest message seq counted per room (read or unread): what comes after is new. */
   lastSeq: Map<string, number>;
+  /** HISTORY_MISMATCH once a sync refused the server's chain. */
+  warning: string | null;
 }
 
 const kindOf = (kind: RoomView["kind"]): RoomKind => (kind === "conference" ? "call" : kind);
@@ -182,7 +195,9 @@ export class Bridge implements Intents {
         if (err instanceof Removed) {
           this.markRemoved(slot, err.how);
         } else {
-          this.store.update((s) => ({ ...s, spaceErrors: { ...s.spaceErrors, [slot]: err instanceof Unreachable ? "Can't reach the server. Trying again…" : "This space could not be opened. Trying again…" } }));
+          const problem = err instanceof Unreachable ? "Can't reach the server. Trying again…"
+            : err instanceof VerificationError ? `${HISTORY_MISMATCH} Trying again…` : "This space could not be opened. Trying again…";
+          this.store.update((s) => ({ ...s, spaceErrors: { ...s.spaceErrors, [slot]: problem } }));
           setTimeout(() => this.openSpace(slot), RETRY_OPEN_MS);
         }
         return null;
@@ -198,7 +213,7 @@ export class Bridge implements Intents {
     const live: Live = {
       slot, client, rooms, chat: new Chat(client, rooms), stories: new StoriesClient(client, rooms), offs: [],
       members: [], invites: [], roomViews: [], name: "", description: "", unread: new Map(), open: null,
-      refreshing: null, refreshAgain: false, followed: new Set(), loaded: false, seen: new Set(), lastSeq: new Map(),
+      refreshing: null, refreshAgain: false, followed: new Set(), loaded: false, seen: new Set(), lastSeq: new Map(), warning: null,
     };
     const marks = client.readingMarks();
     for (const [roomId, { count, seq }] of marks.rooms) {
@@ -218,6 +233,12 @@ export class Bridge implements Intents {
         this.publishCards();
       }),
       client.onRemoved((err) => this.markRemoved(slot, err.how)),
+      client.onWarning((text) => {
+        // A later sync found the server's history at odds with the verified one: say so plainly.
+        if (![REWROTE, WITHHELD, EMPTY_CHAIN, FAILS].some((refusal) => text.startsWith(refusal))) return;
+        live.warning = HISTORY_MISMATCH;
+        this.publishSpace(live);
+      }),
       client.onEvent((event) => {
         if (event.type !== "messages_added") return;
         const added = event as unknown as MessagesAdded;
@@ -320,9 +341,9 @@ export class Bridge implements Intents {
 
   private photo(avatar: Uint8Array | null): string | null {
     if (avatar === null) return null;
-    let key = "";
-    for (let i = 0; i < avatar.length; i += 97) key += avatar[i]!.toString(16);
-    key = `${avatar.length}:${key}`;
+    // Keyed by every byte (an avatar is at most ~13 KB): a member must not be able to craft a
+    // picture whose key matches another member's, so that one of them shows the other's photo.
+    const key = hexOf(avatar);
     let url = this.photos.get(key);
     if (url === undefined) {
       url = jpegUrl(avatar);
@@ -366,6 +387,7 @@ export class Bridge implements Intents {
         .filter((i) => !i.revoked && !i.expired && i.usesLeft > 0)
         .map((i) => ({ id: i.inviteId, role: i.role === "moderator" ? "moderator" : "member", maxUses: i.maxUses, uses: i.maxUses - i.usesLeft, expiresAt: i.expiresAt * 1000, revoked: i.revoked })),
       passphrase: this.spaces?.vault.hasPassphrase ?? null,
+      warning: live.warning,
     };
     this.store.setSpace(space);
   }
@@ -447,14 +469,15 @@ export class Bridge implements Intents {
           }
           if (item.kind !== "shown") console.debug(`salon: message ${item.seq} ${item.kind}: ${item.reason}`);
           const vm = this.messageVM(item);
-          open.items = [...open.items.filter((m) => m.id !== vm.id), vm];
+          const kept = open.items.length >= MAX_SHOWN_MESSAGES ? open.items.slice(1 - MAX_SHOWN_MESSAGES) : open.items;
+          open.items = [...kept.filter((m) => m.id !== vm.id), vm];
           if (!backlog && open.firstUnread === null && !vm.mine && document.hidden) open.firstUnread = vm.id;
-          this.publishRoom(live, open);
+          this.publishRoomSoon(live, open);
         },
         onExpired: (_room, seq) => {
           if (open.closed) return;
           open.items = open.items.filter((m) => m.id !== String(seq));
-          this.publishRoom(live, open);
+          this.publishRoomSoon(live, open);
         },
         onError: () => undefined,
       })
@@ -528,6 +551,27 @@ export class Bridge implements Intents {
       id: String(item.seq), authorKey: item.senderHex, authorName: "", mine: false, text: item.summary, at: item.sentAt * 1000,
       expiresAt: item.visibleUntil === null ? null : item.visibleUntil * 1000, pending: false, hidden: true,
     };
+  }
+
+  /**
+   * Publish the room once the current burst of messages is handled (a flood or a long backlog
+   * renders a few times, not once per message, so the page stays responsive).
+   */
+  private publishRoomSoon(live: Live, open: OpenRoom): void {
+    if (open.publishSoon) return;
+    const wait = (open.publishedAt ?? 0) + PUBLISH_BATCH_MS - Date.now();
+    if (wait <= 0) {
+      // The first message after a quiet moment is shown at once (no added latency).
+      open.publishedAt = Date.now();
+      this.publishRoom(live, open);
+      return;
+    }
+    open.publishSoon = true;
+    setTimeout(() => {
+      open.publishSoon = false;
+      open.publishedAt = Date.now();
+      if (!open.closed) this.publishRoom(live, open);
+    }, wait);
   }
 
   private publishRoom(live: Live, open: OpenRoom): void {

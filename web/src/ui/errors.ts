@@ -32,6 +32,7 @@ export function explain(error: unknown, situation: Situation = "action"): string
   if (error instanceof Removed) {
     if (error.how === "banned") return "You were removed from this space and can't come back with a new link.";
     if (error.how === "left") return "You left this space.";
+    if (error.how === "unconfirmed") return "The server no longer lets you into this space, and says you were removed. Your space's own history does not show that yet.";
     return "You were removed from this space.";
   }
   if (error instanceof RoomKeyUnavailable) {

@@ -69,7 +69,8 @@ export function groupFingerprint(fingerprint: string, groups = 4): string {
 
 /** Initials for an avatar without a photo: "Ada Lovelace" → "AL", "bob" → "B". */
 export function initials(name: string): string {
-  const words = name.trim().split(/\s+/).filter((w) => w !== "");
+  // A "(a1b2 c3d4)" fingerprint beside a name that looks like another's is not part of it.
+  const words = name.replace(/\s*\([0-9a-f]{4} [0-9a-f]{4}\)$/, "").trim().split(/\s+/).filter((w) => w !== "");
   const letters = words.slice(0, 2).map((w) => Array.from(w)[0]?.toUpperCase() ?? "");
   return letters.join("") || "?";
 }

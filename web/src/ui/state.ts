@@ -10,7 +10,8 @@ import type { CallIntents, CallView } from "../call/topology.ts";
 export type Role = "owner" | "moderator" | "member";
 export type RoomKind = "chat" | "channel" | "call";
 export type Connection = "connecting" | "online" | "reconnecting" | "closed";
-export type RemovedHow = "kicked" | "banned" | "left";
+/** "unconfirmed": the server refuses us, but the space's signed history does not show a removal. */
+export type RemovedHow = "kicked" | "banned" | "left" | "unconfirmed";
 
 export interface SpaceCardVM {
   readonly slot: string;
@@ -73,6 +74,8 @@ export interface SpaceVM {
   readonly invites: readonly InviteVM[];
   /** Whether this browser's key store asks for a passphrase (null: cannot be changed here). */
   readonly passphrase: boolean | null;
+  /** The server showed a history that does not match the verified one (a fork, a rollback). */
+  readonly warning?: string | null;
 }
 
 export interface MessageVM {

@@ -34,7 +34,7 @@ export function HomeScreen(): JSX.Element {
               <Link href={`/space/${space.slot}`} class="space-card">
                 <span class="space-card-name"><bdi>{space.name || "Unnamed space"}</bdi></span>
                 {space.removed !== null ? (
-                  <span class="muted small">{space.removed === "left" ? "You left" : "You were removed"}</span>
+                  <span class="muted small">{space.removed === "left" ? "You left" : space.removed === "unconfirmed" ? "You can't get in anymore" : "You were removed"}</span>
                 ) : space.unread > 0 ? (
                   <span class="badge" aria-label={`${space.unread} unread`}>{space.unread > 99 ? "99+" : space.unread}</span>
                 ) : null}

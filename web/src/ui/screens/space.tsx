@@ -41,6 +41,7 @@ export function SpaceScreen({ route }: { route: SpaceRoute }): JSX.Element {
       <Sidebar space={space} route={route} />
       <main class="space-main" id="main">
         <ConnectionBanner connection={space.connection} />
+        {space.warning ? <div class="banner banner-warning" role="alert">{space.warning}</div> : null}
         <Panel space={space} route={route} />
       </main>
     </div>
@@ -197,11 +198,14 @@ function RemovedScreen({ space }: { space: SpaceVM }): JSX.Element {
       ? "You were removed from this space and can't rejoin it. What you could read before stays on this device until you remove the space."
       : space.removed === "left"
         ? "You left this space. You can join again only with a new invitation."
-        : "You were removed from this space. You won't be able to read anything new. Ask for a new link if this was a mistake.";
+        : space.removed === "unconfirmed"
+          ? "The server no longer lets this browser in and says you were removed, probably while this page was closed. This browser could not " +
+            "check that against the space's signed history, so if you think it is wrong, ask another member. What you could read stays here until you remove the space."
+          : "You were removed from this space. You won't be able to read anything new. Ask for a new link if this was a mistake.";
   return (
     <main class="centered">
       <div class="card narrow">
-        <h1>{space.removed === "left" ? `You left ${space.name}` : `You are no longer in ${space.name}`}</h1>
+        <h1>{space.removed === "left" ? `You left ${space.name}` : space.removed === "unconfirmed" ? `You can't get into ${space.name} anymore` : `You are no longer in ${space.name}`}</h1>
         <p>{text}</p>
         <div class="button-row">
           <Link href="/" class="button button-primary">Go to your spaces</Link>
