@@ -15,8 +15,10 @@ import { StoriesClient, type StoryView } from "../client/stories.ts";
 import { prepareAvatar, prepareStoryImage } from "../client/images.ts";
 import { WrongPassphrase } from "../keystore/vault.ts";
 import type { Messages, MessagesAdded } from "../protocol/chat_wire.ts";
+import type { CallIntents } from "../call/topology.ts";
+import { CallBridge } from "./call_core.ts";
 import type {
-  Connection, Intents, InviteOptions, InvitePreviewVM, MemberVM, MessageVM, RemovedHow, Role, RoomKind,
+  CallChoices, DeviceKind, Connection, Intents, InviteOptions, InvitePreviewVM, MemberVM, MessageVM, RemovedHow, Role, RoomKind,
   RoomLiveVM, RoomVM, SpaceCardVM, SpaceVM, Store, StoryVM,
 } from "./state.ts";
 
@@ -99,7 +101,12 @@ export class Bridge implements Intents {
   /** Settles once the vault was opened (or found locked). */
   started: Promise<void> = Promise.resolve();
 
-  constructor(private readonly store: Store) {}
+  /** The call rooms on screen (camera preview, the call client once joined). */
+  readonly calls: CallBridge;
+
+  constructor(private readonly store: Store) {
+    this.calls = new CallBridge(store, (slot) => this.live.get(slot)?.client ?? null);
+  }
 
   // ---- start and unlock ------------------------------------------------------------------------
 
@@ -364,7 +371,7 @@ export class Bridge implements Intents {
     };
     const rooms: RoomVM[] = live.roomViews.map((r) => ({
       id: r.roomId, name: r.name, kind: kindOf(r.kind), unread: live.open?.roomId === r.roomId ? 0 : (live.unread.get(r.roomId) ?? 0), canPost: r.mayPost,
-      lifetime: r.ttl, publishers: [...r.publishers],
+      lifetime: r.ttl, publishers: [...r.publishers], stage: r.spec.stage,
     }));
     const state = live.client.connectionState();
     const space: SpaceVM = {
@@ -708,6 +715,32 @@ export class Bridge implements Intents {
       return { ...s, space };
     });
     await this.reloadList();
+  }
+
+  // ---- calls (call_core.ts) --------------------------------------------------------------------
+
+  openCall(slot: string, roomId: string): void {
+    this.calls.openCall(slot, roomId);
+  }
+
+  closeCall(slot: string, roomId: string): void {
+    this.calls.closeCall(slot, roomId);
+  }
+
+  pickDevice(slot: string, roomId: string, kind: DeviceKind, id: string): Promise<void> {
+    return this.calls.pickDevice(slot, roomId, kind, id);
+  }
+
+  retryDevices(slot: string, roomId: string): Promise<void> {
+    return this.calls.retryDevices(slot, roomId);
+  }
+
+  joinCall(slot: string, roomId: string, choices: CallChoices): Promise<void> {
+    return this.calls.joinCall(slot, roomId, choices);
+  }
+
+  callIntents(slot: string, roomId: string): CallIntents | null {
+    return this.calls.callIntents(slot, roomId);
   }
 }
 

@@ -5,6 +5,7 @@
  * appear by their public key's fingerprint, never by a seed or a room key.
  */
 import { useEffect, useState } from "preact/hooks";
+import type { CallIntents, CallView } from "../call/topology.ts";
 
 export type Role = "owner" | "moderator" | "member";
 export type RoomKind = "chat" | "channel" | "call";
@@ -31,6 +32,8 @@ export interface RoomVM {
   readonly lifetime: number;
   /** Channels: the members (hex keys) allowed to post besides owners and moderators. */
   readonly publishers: readonly string[];
+  /** Calls: a stage, where hosts choose who speaks (the others listen). */
+  readonly stage?: boolean;
 }
 
 export interface MemberVM {
@@ -134,6 +137,53 @@ export interface AppState {
   readonly spaceErrors: Readonly<Record<string, string>>;
   /** Keyed by `${slot}/${roomId}`. */
   readonly rooms: Readonly<Record<string, RoomLiveVM>>;
+  /** Call rooms on screen, keyed by `${slot}/${roomId}` (see CallScreenVM). */
+  readonly calls: Readonly<Record<string, CallScreenVM>>;
+}
+
+// ---- calls ---------------------------------------------------------------------------------
+
+export type DeviceKind = "camera" | "microphone" | "speaker";
+
+export interface DeviceVM {
+  /** The browser's device id (opaque, per site). */
+  readonly id: string;
+  readonly label: string;
+}
+
+/** The camera and microphone before joining (and the devices in use once in the call). */
+export interface PreviewVM {
+  /** Asking the browser for the camera and microphone. */
+  readonly starting: boolean;
+  /** The local camera (shown mirrored); null when it could not be opened. */
+  readonly stream: MediaStream | null;
+  /** The microphone (for the level meter; never played back), or null. */
+  readonly microphoneTrack?: MediaStreamTrack | null;
+  readonly cameras: readonly DeviceVM[];
+  readonly microphones: readonly DeviceVM[];
+  readonly speakers: readonly DeviceVM[];
+  /** The chosen devices' ids ("" = the system's default). */
+  readonly camera: string;
+  readonly microphone: string;
+  readonly speaker: string;
+  /** This browser can send sound to a chosen speaker (HTMLMediaElement.setSinkId). */
+  readonly canPickSpeaker: boolean;
+  /** Plain words when the camera / microphone can't be used (denied, busy, none), or null. */
+  readonly cameraProblem: string | null;
+  readonly microphoneProblem: string | null;
+}
+
+export interface CallChoices {
+  readonly muted: boolean;
+  readonly cameraOff: boolean;
+}
+
+export interface CallScreenVM {
+  readonly preview: PreviewVM;
+  /** The call as the call client sees it; null before Join was pressed. */
+  readonly view: CallView | null;
+  /** Why joining (or the last action) failed, in plain words, or null. */
+  readonly error: string | null;
 }
 
 export const roomKey = (slot: string, roomId: string): string => `${slot}/${roomId}`;
@@ -174,12 +224,25 @@ export interface Intents {
    * required when it has one. */
   setPassphrase(next: string | null, current: string | null): Promise<void>;
   leave(slot: string): Promise<void>;
+
+  // ---- calls (screens/call*.tsx) ----
+  /** A call room is shown: open the camera and microphone for the preview. */
+  openCall(slot: string, roomId: string): void;
+  /** The call room is no longer shown: leave the call if in it, release the devices. */
+  closeCall(slot: string, roomId: string): void;
+  /** Use another camera, microphone or speaker (before or during the call). */
+  pickDevice(slot: string, roomId: string, kind: DeviceKind, id: string): Promise<void>;
+  /** Ask the browser again for the camera and microphone (after a refusal or a busy device). */
+  retryDevices(slot: string, roomId: string): Promise<void>;
+  joinCall(slot: string, roomId: string, choices: CallChoices): Promise<void>;
+  /** What can be done in the call once joined (null before). */
+  callIntents(slot: string, roomId: string): CallIntents | null;
 }
 
 type Listener = () => void;
 
 export class Store {
-  #state: AppState = { ready: false, startError: null, locked: false, spaces: [], space: {}, spaceErrors: {}, rooms: {} };
+  #state: AppState = { ready: false, startError: null, locked: false, spaces: [], space: {}, spaceErrors: {}, rooms: {}, calls: {} };
   readonly #listeners = new Set<Listener>();
 
   get state(): AppState {
@@ -199,6 +262,15 @@ export class Store {
 
   setRoom(slot: string, roomId: string, room: RoomLiveVM): void {
     this.update((s) => ({ ...s, rooms: { ...s.rooms, [roomKey(slot, roomId)]: room } }));
+  }
+
+  setCall(slot: string, roomId: string, call: CallScreenVM | null): void {
+    this.update((s) => {
+      const key = roomKey(slot, roomId);
+      if (call !== null) return { ...s, calls: { ...s.calls, [key]: call } };
+      const { [key]: _gone, ...calls } = s.calls;
+      return { ...s, calls };
+    });
   }
 
   subscribe(listener: Listener): () => void {

@@ -1,4 +1,4 @@
-/** A room: chat (messages + composer), channel (stories + posts) or call (coming to the browser). */
+/** A room: chat (messages + composer), channel (stories + posts) or call (call.tsx). */
 import type { JSX } from "preact";
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { useEnv } from "../app.tsx";
@@ -8,6 +8,7 @@ import { roomKey, useStore, type MessageVM, type RoomLiveVM, type RoomVM, type S
 import { Avatar, Icon, IconButton, Private } from "../components.tsx";
 import { PanelHeader } from "./space.tsx";
 import { StoriesRow } from "./stories.tsx";
+import { CallScreen } from "./call.tsx";
 
 const EMPTY: RoomLiveVM = { loading: true, messages: [], stories: [], firstUnread: null, notice: null };
 
@@ -20,18 +21,7 @@ export function RoomScreen({ space, room }: { space: SpaceVM; room: RoomVM }): J
     return () => intents.openRoom(space.slot, null);
   }, [space.slot, room.id]);
 
-  if (room.kind === "call") {
-    return (
-      <div class="room">
-        <PanelHeader space={space} title={room.name} sub="Call" />
-        <div class="panel-empty call-soon">
-          <Icon name="call" size={40} />
-          <h2>Calls in the browser are coming soon</h2>
-          <p class="muted">For now, people in this space join this call from the Salon app on a computer. You can keep chatting here in the meantime.</p>
-        </div>
-      </div>
-    );
-  }
+  if (room.kind === "call") return <CallScreen space={space} room={room} />;
   const channel = room.kind === "channel";
   return (
     <div class="room">
