@@ -49,6 +49,13 @@ export const startRealCall: StartCall = async (client, roomId, local, choices) =
     cameraOff: choices.cameraOff,
   });
   const offMedia = local.onChange((media) => void call.setLocalMedia(media).catch(() => undefined));
+  // For the tests and the benchmark: counts only (key events received, the SFrame worker's
+  // per-track frame/failure/time counters) — never key material. Kept after the call ends so a
+  // test can read what a removed page received; the next call replaces it.
+  (globalThis as { salonCallStats?: () => Promise<unknown> }).salonCallStats = async () => ({
+    keyEvents: call.keyLog.length,
+    tracks: (await routes.mediaKeys()?.counters().catch(() => null))?.tracks ?? null,
+  });
   const intents: CallIntents = {
     setMuted: async (muted) => {
       if (!muted) await local.ensureMicrophone();

@@ -101,7 +101,7 @@ export function InCall({ space, room, call, view, onLeft }: { space: SpaceVM; ro
         </ul>
         {people ? <PeoplePanel view={view} stage={room.stage === true} actions={actions} onClose={() => setPeople(false)} onProblem={setProblem} /> : null}
       </div>
-      {here.filter((p) => !p.me && p.tracks.audio !== undefined).map((p) => <RemoteAudio key={p.memberHex} track={p.tracks.audio!} speaker={call.preview.speaker} />)}
+      {here.filter((p) => !p.me && p.tracks.audio !== undefined).map((p) => <RemoteAudio key={p.memberHex} track={p.tracks.audio!} speaker={call.preview.speaker} name={p.name} />)}
       <nav class="call-bar" aria-label="Call controls">
         <BarButton
           icon={me?.muted !== false ? "micOff" : "mic"}

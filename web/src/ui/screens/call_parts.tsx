@@ -56,7 +56,7 @@ export function TrackVideo(props: { track?: MediaStreamTrack | null; stream?: Me
 }
 
 /** A participant's sound, on the speaker picked (where the browser lets us pick one). */
-export function RemoteAudio({ track, speaker }: { track: MediaStreamTrack; speaker: string }): JSX.Element {
+export function RemoteAudio({ track, speaker, name }: { track: MediaStreamTrack; speaker: string; name: string }): JSX.Element {
   const ref = useRef<HTMLAudioElement>(null);
   useEffect(() => {
     const el = ref.current;
@@ -69,7 +69,7 @@ export function RemoteAudio({ track, speaker }: { track: MediaStreamTrack; speak
     if (el === null || el.setSinkId === undefined) return;
     el.setSinkId(speaker).catch(() => undefined);
   }, [speaker, track]);
-  return <audio ref={ref} autoplay class="visually-hidden" data-testid="call-audio" />;
+  return <audio ref={ref} autoplay class="visually-hidden" data-testid="call-audio" data-name={name} />;
 }
 
 export const SEAT_WORDS: Record<Seat, string> = { host: "Host", speaker: "Speaker", listener: "Listener", lobby: "Waiting to join" };
