@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.toml
 
-.PHONY: run test lint typecheck unit web-build web-test bench-web vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster clean
+.PHONY: run test lint typecheck unit web-build web-test bench-web bench-web-call vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,11 @@ bench-call: .make-installed
 # CLI's figures beside them), bundle size gzip. Last line JSON.
 bench-web: .make-installed web-build
 	$(BIN)/python bench/web.py
+
+# Calls in the browser (SFU): join click → first remote frame in the page, CPU per browser
+# and per CLI participant in a 4-way call, SFrame worker time per frame. Last line JSON.
+bench-web-call: .make-installed
+	$(BIN)/python bench/web_call.py
 
 bench-chat: .make-installed
 	$(BIN)/python bench/bench_chat.py
