@@ -15,7 +15,9 @@ served by a real ``salon serve``), in Debian's firefox-esr (tests/browser_suppor
 
 ICE: Firefox ESR gathers no loopback candidates (media.peerconnection.ice.loopback does not
 change that in 153 ESR), so here the CLI and the server's SFU offer every interface instead of
-127.0.0.1 (``SALON_ICE_HOSTS=""``), the driver turns off Firefox's mDNS host obfuscation.
+127.0.0.1 (``SALON_ICE_HOSTS=""``, ``SalonServer.ice_hosts``). Firefox keeps its defaults: its
+host candidates are mDNS ``.local`` names (no camera grant: the prompt is off), which aioice
+resolves; the ``c=`` line naming one is made plain by client/mesh.py.
 """
 
 from __future__ import annotations

@@ -23,11 +23,6 @@ const browser = await puppeteer.launch({
     "media.navigator.streams.fake": true, // fake camera and microphone
     "media.navigator.permission.disabled": true, // and no permission prompt
     "dom.webnotifications.enabled": false,
-    // Host candidates as addresses, not mDNS names: the permission prompt is off, so Firefox
-    // would hide them. (Firefox ESR gathers no loopback candidates even with
-    // media.peerconnection.ice.loopback, so tests with Firefox and the CLI or the server's SFU
-    // put those on every interface, not on 127.0.0.1: tests/test_web_call_firefox.py.)
-    "media.peerconnection.ice.obfuscate_host_addresses": false,
     // prefers-color-scheme for the page: 0 dark, 1 light (SALON_FIREFOX_THEME)
     "layout.css.prefers-color-scheme.content-override": process.env.SALON_FIREFOX_THEME === "dark" ? 0 : 1,
   },
