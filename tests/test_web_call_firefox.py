@@ -10,8 +10,8 @@ served by a real ``salon serve``), in Debian's firefox-esr (tests/browser_suppor
   audio; zero decrypt failures in both pages' SFrame workers and in the CLI; the verification
   code is the same in the three. (Firefox's fake camera is its own picture, not the Y4M, and
   headless it plays no audio: what others get from it is checked by frame counts.)
-- Mesh: Firefox and the CLI, media both ways (CLI's colour in Firefox, Firefox's video and audio
-  decoded by the CLI), the same code.
+- Mesh: Firefox and the CLI, each making the offer in turn; media both ways (the CLI's colour
+  in Firefox, Firefox's video and audio decoded by the CLI), the same code.
 
 ICE: Firefox ESR gathers no loopback candidates (media.peerconnection.ice.loopback does not
 change that in 153 ESR), so here the CLI and the server's SFU offer every interface instead of
@@ -218,12 +218,20 @@ def test_firefox_chromium_and_the_cli_on_the_sfu(
 YUV_BGR = CHROMIUM_RGB[::-1]
 
 
+@pytest.mark.parametrize("offerer", ["firefox", "cli"])
 def test_firefox_and_the_cli_in_a_mesh(
-    firefox: Any, ff_server: SalonServer, module_user: Any, tmp_path: Path
+    offerer: str, firefox: Any, ff_server: SalonServer, module_user: Any, tmp_path: Path
 ) -> None:
-    alice = module_user("alice-ff-mesh")
+    """Both ways: Firefox makes the offer (its member key the lower), then the CLI does."""
+    alice = module_user(f"alice-ff-mesh-{offerer}")
     space, link = room(alice, ff_server, "porch", "mesh")
     bob = open_firefox(firefox, ff_server, link, "Bob")
+    for _ in range(20):  # a new member (key) until the pair's offerer is the one wanted
+        if bob.evaluate("window.callCli.offersToFounder()") == (offerer == "firefox"):
+            break
+        bob.evaluate(f"window.callCli.join({json.dumps(link)}, 'Bob')", timeout=30)
+    else:
+        raise AssertionError("no member key of the wanted order")
     cli = Cli(alice, space, "porch", tmp_path / "alice.json")
     try:
         cli.wait_for(r"joined call")
