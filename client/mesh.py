@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import re
 from collections.abc import Coroutine, Mapping
 from typing import Any, Literal
 
@@ -203,7 +205,9 @@ class _Link:
         pc = self.pc
         assert pc is not None
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+            await pc.setRemoteDescription(
+                RTCSessionDescription(plain_connection_lines(sdp), "offer")
+            )
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises several types for SDP it cannot use
             await self.refuse(f"unusable offer from {self.peer.label}: {exc}")
@@ -215,7 +219,9 @@ class _Link:
 
     async def _accept(self, pc: RTCPeerConnection, sdp: str) -> None:
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+            await pc.setRemoteDescription(
+                RTCSessionDescription(plain_connection_lines(sdp), "answer")
+            )
         except Exception as exc:
             await self.refuse(f"unusable answer from {self.peer.label}: {exc}")
 
@@ -255,6 +261,27 @@ class _Link:
                     sink.on_video(member, frame)
                 elif isinstance(frame, av.AudioFrame):
                     sink.on_audio(member, frame)
+
+
+_CONNECTION_LINE = re.compile(r"^c=IN (IP4|IP6) (\S+)$", re.MULTILINE)
+
+
+def plain_connection_lines(sdp: str) -> str:
+    """``sdp`` with every ``c=`` line that names no IP address (Firefox writes its default
+    candidate there, an mDNS ``….local`` name when it hides its host addresses) set to the
+    null address: aiortc accepts such a description but raises ``ValueError`` whenever it
+    writes it out again (``pc.remoteDescription``). ICE uses the candidates, never ``c=``;
+    aioice resolves the ``.local`` candidates themselves."""
+
+    def plain(match: re.Match[str]) -> str:
+        family, address = match.group(1), match.group(2)
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            return f"c=IN {family} {'0.0.0.0' if family == 'IP4' else '::'}"
+        return match.group(0)
+
+    return _CONNECTION_LINE.sub(plain, sdp.replace("\r\n", "\n")).replace("\n", "\r\n")
 
 
 class MeshTopology:

@@ -140,6 +140,8 @@ class SalonServer:
         self.port = 0
         self.url = ""
         self.proc: subprocess.Popen[bytes] | None = None
+        # Where its in-process SFU offers media ($SALON_ICE_HOSTS; "" is every interface).
+        self.ice_hosts = "127.0.0.1"
 
     @property
     def db_path(self) -> Path:
@@ -158,7 +160,7 @@ class SalonServer:
             cmd += ["--config", str(self.config_path)]
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         # The in-process SFU offers media on loopback only (this sandbox's rule, and tests'):
-        env = {**os.environ, "SALON_ICE_HOSTS": "127.0.0.1"}
+        env = {**os.environ, "SALON_ICE_HOSTS": self.ice_hosts}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd,

@@ -83,3 +83,16 @@ def test_codes_differ_between_names() -> None:
     """Sanity of the content check itself: the cast's colours are far apart."""
     for a, b in itertools.combinations(("Alice", "Bob", "Carol", "Dave"), 2):
         assert colour_distance(name_colour(a), name_colour(b)) > 3 * SAME_COLOUR
+
+
+def test_a_firefox_mdns_connection_line_is_made_plain() -> None:
+    """Firefox writes its default candidate, an mDNS name when it hides its addresses, into
+    ``c=``; aiortc takes it but fails on ``pc.remoteDescription`` later: made 0.0.0.0."""
+    from client.mesh import plain_connection_lines
+
+    sdp = "v=0\r\nc=IN IP4 f691ced2-44bd-44dc-9b7e-f314ca46c92b.local\r\nc=IN IP4 10.0.0.1\r\n"
+    sdp += "c=IN IP6 ab-cd.local\r\na=candidate:0 1 UDP 1 f691ced2.local 5000 typ host\r\n"
+    assert plain_connection_lines(sdp) == (
+        "v=0\r\nc=IN IP4 0.0.0.0\r\nc=IN IP4 10.0.0.1\r\nc=IN IP6 ::\r\n"
+        "a=candidate:0 1 UDP 1 f691ced2.local 5000 typ host\r\n"
+    )

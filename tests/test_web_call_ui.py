@@ -571,8 +571,8 @@ def test_firefox_prejoin_and_a_call_with_the_cli(
 ) -> None:
     """Firefox ESR: the pre-join preview plays its fake camera, and the page joins a server-routed
     call with a CLI participant: the call screen shows her and the CLI's verification code.
-    (Media between Firefox and the CLI is not checked here: it does not flow yet, see the
-    report; tests/test_web_call_media.py covers Firefox media between pages.)"""
+    (Media between Firefox and the CLI is checked in tests/test_web_call_firefox.py: Firefox
+    gathers no loopback candidates, and this module's SFU and CLI are on 127.0.0.1.)"""
     alice = module_user("alice6")
     made = alice.json("space", "create", "Orchard", "--server", web_server.url, "--as", "Alice")
     space = made["space_id"]

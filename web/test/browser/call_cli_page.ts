@@ -39,6 +39,15 @@ export async function join(link: string, name: string): Promise<string> {
   return result.spaceId;
 }
 
+/** Whether this page's member would offer to the space's founder in a mesh (the lower key offers). */
+export async function offersToFounder(): Promise<boolean> {
+  const client = space;
+  if (client === null) throw new Error("join a space first");
+  await client.sync();
+  const me = [...client.me.memberKey].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return me < client.roster().founder;
+}
+
 export async function startCall(room: string, opts: { relayOnly?: boolean } = {}): Promise<unknown> {
   const client = space;
   if (client === null) throw new Error("join a space first");
@@ -159,5 +168,5 @@ declare global {
     callCli: Record<string, unknown>;
   }
 }
-window.callCli = { join, startCall, view, waitTrack, seen, shareScreen, counters, leave, notes: () => notes };
+window.callCli = { join, offersToFounder, startCall, view, waitTrack, seen, shareScreen, counters, leave, notes: () => notes };
 document.documentElement.dataset["callReady"] = "1";
