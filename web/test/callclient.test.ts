@@ -3,7 +3,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ServerError } from "../src/client/context.ts";
-import { fromHex } from "../src/protocol/bytes.ts";
+import { fromHex, toHex } from "../src/protocol/bytes.ts";
+import { PROFILE_INFO } from "../src/client/space.ts";
+import { encodeStruct } from "../src/protocol/schema.ts";
+import { seal as secretboxSeal } from "../src/protocol/secretbox.ts";
 import { signAction, type CallAction, type CallActionKind } from "../src/protocol/calls.ts";
 import { fromCallAction, type CallState } from "../src/protocol/conference_wire.ts";
 import { randomBytes } from "../src/protocol/crypto.ts";
@@ -246,5 +249,37 @@ test("events: a replayed or stale action is ignored and counted; a host's mute h
   await until(() => c.notes.some((n) => n.includes("asks you to unmute")));
   await c.setMuted(false);
   assert.equal(me.me, true);
+  await c.leave();
+});
+
+test("redteam: a participant named like the host with invisible/bidi characters is cleaned and marked in the call", async () => {
+  // Bob (a plain member) names himself "Alice" with a zero-width space and a right-to-left
+  // override; Alice (the owner, a host) sees the call's tiles and verification dialog.
+  const ctx = await context("alice");
+  const key = ctx.spaceKey(0)!;
+  const profile = async (name: string) => ({ epoch: 0, box: await secretboxSeal(key, encodeStruct(PROFILE_INFO, { display_name: name, avatar: null })) });
+  const r = ctx.roster();
+  const aliceHex = people.alice.member_key as string;
+  const bobHex = people.bob.member_key as string;
+  const profiles = new Map(r.profiles).set(aliceHex, await profile("Alice") as never).set(bobHex, await profile("Ali\u200Bce\u202E") as never);
+  (ctx as unknown as { current: Roster }).current = { ...r, profiles };
+  // like SpaceClient.profile: the raw name
+  const raw = new Map([[aliceHex, "Alice"], [bobHex, "Ali\u200Bce\u202E"]]);
+  (ctx as unknown as { profile: (k: Uint8Array) => Promise<unknown> }).profile = async (k) => ({ display_name: raw.get(toHex(k)) ?? "", avatar: null });
+  let mine: ReturnType<typeof fromCallAction> | null = null;
+  ctx.handlers.set("join_call", (m) => {
+    mine = (m as { join: ReturnType<typeof fromCallAction> }).join;
+    return { type: "call_joined", status: "joined", state: state([seat(mine, 0)]) };
+  });
+  ctx.handlers.set("send_call_signal", () => ({ type: "done" }));
+  const c = client(ctx);
+  await c.join();
+  const bobJoin = fromCallAction(await act(ctx, "bob", "join", fromHex(bobHex)));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), seat(bobJoin, 1)], 2), action: bobJoin });
+  await until(() => c.view().participants.some((p) => p.memberHex === bobHex));
+  const bob = c.view().participants.find((p) => p.memberHex === bobHex)!;
+  assert.doesNotMatch(bob.name, /[\u200B\u202E]/u, "invisible and bidi characters are gone");
+  assert.notEqual(bob.name, "Alice", "the look-alike is not shown as the host's bare name");
+  assert.match(bob.name, /^Alice \(\S{4} \S{4}\)$/u, "it carries its fingerprint");
   await c.leave();
 });

@@ -21,6 +21,8 @@
  */
 import { ServerError, type SpaceContext, type WithoutId } from "../client/context.ts";
 import { HeadCheck } from "../client/forks.ts";
+import { memberName } from "../client/chat.ts";
+import { cleanName } from "../client/names.ts";
 import { roomName } from "../client/rooms.ts";
 import { equal, fromHex, toHex } from "../protocol/bytes.ts";
 import {
@@ -339,15 +341,15 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     this.fingerprints.set(memberHex, await fingerprint(key));
     let name: string | undefined;
     try {
-      if (this.options.nameOf !== undefined) name = await this.options.nameOf(key);
-      else {
-        const withProfile = this.ctx as unknown as { profile?: (k: Uint8Array) => Promise<{ display_name: string }> };
-        if (typeof withProfile.profile === "function") name = (await withProfile.profile(key)).display_name;
-      }
+      // A display name is whatever its member typed: cleaned of invisible and bidi characters,
+      // and with its fingerprint beside it when it looks like another member's (names.ts), so a
+      // participant cannot pass for the host in a tile or the verification dialog.
+      if (this.options.nameOf !== undefined) name = cleanName(await this.options.nameOf(key));
+      else if (this.ctx.roster().members.has(memberHex)) name = await memberName(this.ctx, memberHex);
     } catch {
       name = undefined;
     }
-    if (name !== undefined) this.names.set(memberHex, name);
+    if (name !== undefined && name !== "" && name !== "(no name)") this.names.set(memberHex, name);
   }
 
   private valid(action: CallAction): boolean {
