@@ -283,3 +283,57 @@ test("redteam: a participant named like the host with invisible/bidi characters 
   assert.match(bob.name, /^Alice \(\S{4} \S{4}\)$/u, "it carries its fingerprint");
   await c.leave();
 });
+
+test("redteam: a hostile server cannot get our media key to a knocker it seats without a signed admit, with a replayed admit, or after a kick it hides", async () => {
+  const ctx = await context("alice"); // the owner: a host
+  const r = ctx.roster();
+  const roomEntry = r.rooms.get(ROOM)!;
+  const lobbyRoom = { ...roomEntry, spec: { ...roomEntry.spec, lobby: true } };
+  (ctx as unknown as { current: Roster }).current = { ...r, rooms: new Map(r.rooms).set(ROOM, lobbyRoom as never) };
+  let mine: ReturnType<typeof fromCallAction> | null = null;
+  ctx.handlers.set("join_call", (m) => {
+    mine = (m as { join: ReturnType<typeof fromCallAction> }).join;
+    return { type: "call_joined", status: "joined", state: state([seat(mine, 0)]) };
+  });
+  ctx.handlers.set("send_call_signal", () => ({ type: "done" }));
+  const c = client(ctx);
+  await c.join();
+  assert.equal(c.view().phase, "in-call", c.view().reason);
+  const bobHex = people.bob.member_key as string;
+  const bob = fromHex(bobHex);
+  const toBob = () => ctx.requests.filter((q) => q.type === "send_call_signal" && toHex((q as { to: Uint8Array }).to) === bobHex).length;
+  const settle = async (version: number) => {
+    await until(() => c.notes.length > 0 && (c as unknown as { state: CallState | null }).state?.version === version);
+    await new Promise((res) => setTimeout(res, 50));
+  };
+  // 1. the server seats Bob as joined, with no admission at all
+  const bobJoin = fromCallAction(await act(ctx, "bob", "join", bob));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), seat(bobJoin, 1)], 2), action: bobJoin });
+  await settle(2);
+  assert.equal(toBob(), 0, "no key for an unadmitted knocker");
+  assert.ok(!c.view().participants.some((p) => p.memberHex === bobHex));
+  // 2. an admission Alice signed for an earlier join of Bob's, replayed into this one
+  const oldAdmit = fromCallAction(await act(ctx, "alice", "admit", bob, randomBytes(16)));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), { ...seat(bobJoin, 1), admission: oldAdmit }], 3), action: null });
+  await settle(3);
+  assert.equal(toBob(), 0, "no key through an admission of another join");
+  // 3. an admission signed by a plain member (Bob admitting himself)
+  const selfAdmit = fromCallAction(await act(ctx, "bob", "admit", bob, bobJoin.nonce));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), { ...seat(bobJoin, 1), admission: selfAdmit }], 4), action: null });
+  await settle(4);
+  assert.equal(toBob(), 0, "no key through a plain member's admission");
+  // control: Alice's real admission of this join lets Bob in (he gets our key)
+  const admit = fromCallAction(await act(ctx, "alice", "admit", bob, bobJoin.nonce));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), { ...seat(bobJoin, 1), admission: admit }], 5), action: admit });
+  await until(() => toBob() === 1);
+  assert.ok(c.view().participants.some((p) => p.memberHex === bobHex));
+  // 4. Alice kicks Bob; the server shows the kick but keeps Bob seated (and a later state omits it)
+  const kick = fromCallAction(await act(ctx, "alice", "kick", bob, bobJoin.nonce));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), { ...seat(bobJoin, 1), admission: admit }], 6), action: kick });
+  await settle(6);
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), { ...seat(bobJoin, 1), admission: admit }], 7), action: null });
+  await settle(7);
+  assert.equal(toBob(), 1, "no key for a kicked member the server still lists");
+  assert.ok(!c.view().participants.some((p) => p.memberHex === bobHex));
+  await c.leave();
+});
