@@ -337,3 +337,23 @@ test("redteam: a hostile server cannot get our media key to a knocker it seats w
   assert.ok(!c.view().participants.some((p) => p.memberHex === bobHex));
   await c.leave();
 });
+
+test("redteam: a server pushing endless unverifiable actions does not grow the client's tables", async () => {
+  const { ctx, c } = await joined("bob");
+  const j = ctx.requests.find((q) => q.type === "join_call") as { join: ReturnType<typeof fromCallAction> };
+  const genuine = await act(ctx, "alice", "hand-up", fromHex(people.alice.member_key));
+  const N = 2_500;
+  for (let n = 0; n < N; n++) {
+    const forged = fromCallAction({ ...genuine, nonce: randomBytes(16), sig: randomBytes(64) });
+    ctx.emit({ type: "call_update", state: state([seat(j.join, 0)], 2 + n), action: forged });
+  }
+  await until(() => c.counters.rejectedActions === N, 60_000);
+  const inner = c as unknown as { checked: Map<string, unknown>; noted: Set<string> };
+  assert.ok(inner.checked.size <= 1_100, `checked holds ${inner.checked.size}`);
+  assert.ok(inner.noted.size <= 1_100, `noted holds ${inner.noted.size}`);
+  // still refused when shown again, and a genuine action still counts once
+  const again = fromCallAction({ ...genuine, nonce: randomBytes(16), sig: randomBytes(64) });
+  ctx.emit({ type: "call_update", state: state([seat(j.join, 0)], 2 + N), action: again });
+  await until(() => c.counters.rejectedActions === N + 1);
+  await c.leave();
+});

@@ -56,6 +56,8 @@ export const PENDING_SIGNALS_MAX = 64;
 export const RETIRE_MS = 8_000;
 export const SFU_OFFER_TIMEOUT_MS = 15_000;
 export const LEAVE_TIMEOUT_MS = 2_000;
+/** How many refused actions' verdicts are kept (a cache; a refused one seen again is checked again). */
+export const REFUSED_KEPT = 1_000;
 /** TURN credentials are asked for again when this share of their lifetime is left… */
 export const ICE_REFRESH_MARGIN = 0.1;
 /** …and never more often than this (client/ice.py). */
@@ -189,6 +191,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   private readonly fresh = new Map<string, string | null>();
   private readonly nonces = new Map<string, string>();
   private readonly noted = new Set<string>();
+  private readonly refusedSigs: string[] = [];
   private readonly judged: [number, string, string][] = [];
   private baselineSeen = false;
   private readonly restrictions = new Restrictions();
@@ -365,6 +368,16 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     // Signed on a roster head that is not on our chain: a forked history (syncs once if ahead).
     if (problem === null) problem = await this.heads.headProblem(action.headSeq, action.headHash);
     this.checked.set(sig, problem);
+    if (problem !== null) {
+      // Refusals are remembered only for a while: a server pushing endless unverifiable
+      // actions must not grow this table with the call's length (valid ones age out in forgetOld).
+      this.refusedSigs.push(sig);
+      if (this.refusedSigs.length > REFUSED_KEPT) {
+        for (const old of this.refusedSigs.splice(0, this.refusedSigs.length - REFUSED_KEPT)) {
+          if (this.checked.get(old) !== null) this.checked.delete(old);
+        }
+      }
+    }
     return problem;
   }
 
@@ -915,7 +928,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     let problem = await this.eventProblem(action);
     const sig = hexOf(action.sig);
     if (problem === null && this.noted.has(sig)) problem = "it was already delivered (a replay)";
-    this.noted.add(sig);
+    else if (problem === null) this.noted.add(sig); // (only valid ones: they age out with `judged`)
     if (problem !== null) {
       this.counters.rejectedActions++;
       this.note(`ignored an unverifiable '${action.action}' event: ${problem}`);
