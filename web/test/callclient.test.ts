@@ -7,7 +7,7 @@ import { fromHex, toHex } from "../src/protocol/bytes.ts";
 import { PROFILE_INFO } from "../src/client/space.ts";
 import { encodeStruct } from "../src/protocol/schema.ts";
 import { seal as secretboxSeal } from "../src/protocol/secretbox.ts";
-import { signAction, type CallAction, type CallActionKind } from "../src/protocol/calls.ts";
+import { encodeMediaKeyMessage, pairLink, sealSignal, signAction, type CallAction, type CallActionKind } from "../src/protocol/calls.ts";
 import { fromCallAction, type CallState } from "../src/protocol/conference_wire.ts";
 import { randomBytes } from "../src/protocol/crypto.ts";
 import type { Roster } from "../src/protocol/roster.ts";
@@ -355,5 +355,31 @@ test("redteam: a server pushing endless unverifiable actions does not grow the c
   const again = fromCallAction({ ...genuine, nonce: randomBytes(16), sig: randomBytes(64) });
   ctx.emit({ type: "call_update", state: state([seat(j.join, 0)], 2 + N), action: again });
   await until(() => c.counters.rejectedActions === N + 1);
+  await c.leave();
+});
+
+test("redteam: a participant flooding media keys does not grow the page's logs without end", async () => {
+  const { ctx, c, joinNonce } = await joined("bob");
+  ctx.handlers.set("send_call_signal", () => ({ type: "done" }));
+  const j = ctx.requests.find((q) => q.type === "join_call") as { join: ReturnType<typeof fromCallAction> };
+  const alice = fromHex(people.alice.member_key);
+  const aliceJoin = fromCallAction(await act(ctx, "alice", "join", alice));
+  ctx.emit({ type: "call_update", state: state([seat(j.join, 0), seat(aliceJoin, 1)], 2), action: aliceJoin });
+  await until(() => c.view().participants.some((p) => p.memberHex === people.alice.member_key));
+  const link = await pairLink(alice, aliceJoin.nonce, ctx.me.memberKey, joinNonce);
+  const N = 2_500;
+  for (let n = 1; n <= N; n++) {
+    const box = await sealSignal({
+      spaceId: ctx.spaceId, roomId: ROOM, callId: CALL, sender: alice, recipient: ctx.me.memberKey, kind: "media-key", link, attempt: 0,
+      payload: encodeMediaKeyMessage({ epoch: n, key: randomBytes(32), atVersion: 2 }),
+    }, fromHex(people.alice.signing_seed), fromHex(people.alice.box_secret), ctx.me.boxKey);
+    ctx.emit({ type: "call_signal", room_id: ROOM, call_id: CALL, sender: alice, box });
+  }
+  await until(() => c.keyLog.at(-1)?.epoch === N, 60_000);
+  assert.ok(c.keyLog.length <= 1_000, `key log holds ${c.keyLog.length}`);
+  assert.ok(c.codes.length <= 1_000, `codes hold ${c.codes.length}`);
+  assert.ok(c.notes.length <= 1_000, `notes hold ${c.notes.length}`);
+  assert.equal(c.keyLog.at(-1)!.epoch, N, "the latest entries are kept");
+  assert.equal((c.counters as { keyMessages?: number }).keyMessages, N, "every key message is counted");
   await c.leave();
 });

@@ -58,6 +58,14 @@ export const SFU_OFFER_TIMEOUT_MS = 15_000;
 export const LEAVE_TIMEOUT_MS = 2_000;
 /** How many refused actions' verdicts are kept (a cache; a refused one seen again is checked again). */
 export const REFUSED_KEPT = 1_000;
+/** The notes, codes and key-log entries kept (the latest): a participant flooding hands or
+ * media keys must not grow the page's memory with the call's length. */
+export const LOG_KEPT = 1_000;
+
+function keepLast<T>(list: T[], item: T): void {
+  list.push(item);
+  if (list.length > LOG_KEPT) list.splice(0, list.length - LOG_KEPT);
+}
 /** TURN credentials are asked for again when this share of their lifetime is left… */
 export const ICE_REFRESH_MARGIN = 0.1;
 /** …and never more often than this (client/ice.py). */
@@ -118,6 +126,8 @@ export interface CallCounters {
   rejectedSignals: number;
   /** Relayed signals that arrived after our part in the call ended (should stay 0). */
   signalsAfterEnd: number;
+  /** Media-key messages accepted in all (the key log keeps only the latest LOG_KEPT). */
+  keyMessages: number;
 }
 
 interface Running {
@@ -157,7 +167,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   readonly me: Uint8Array;
   readonly meHex: string;
   keys: CallKeys;
-  readonly counters: CallCounters = { rejectedActions: 0, rejectedSignals: 0, signalsAfterEnd: 0 };
+  readonly counters: CallCounters = { rejectedActions: 0, rejectedSignals: 0, signalsAfterEnd: 0, keyMessages: 0 };
   readonly keyLog: KeyLogEntry[] = [];
   readonly notes: string[] = [];
   /** Every verification code shown, in order. */
@@ -320,7 +330,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   // ---- helpers --------------------------------------------------------------------------
 
   private note(text: string): void {
-    this.notes.push(text);
+    keepLast(this.notes, text);
     this.options.onNote?.(text);
   }
 
@@ -1075,7 +1085,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     }
     const code = await this.keys.code(this.admitted.keys());
     if (code !== null && code !== this.code) {
-      this.codes.push(code);
+      keepLast(this.codes, code);
       this.note(`verification code ${code} (${this.admitted.size + 1} in the call; compare it out of band)`);
     }
     if (code !== this.code) {
@@ -1146,7 +1156,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
         throw err;
       }
       const news = await this.keys.receive(sender, message);
-      this.keyLog.push({ from: sender, epoch: message.epoch, at: this.now(), news });
+      keepLast(this.keyLog, { from: sender, epoch: message.epoch, at: this.now(), news });
+      this.counters.keyMessages++;
       if (news) await this.updateCode();
       return;
     }
