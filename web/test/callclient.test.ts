@@ -265,7 +265,7 @@ test("redteam: a participant named like the host with invisible/bidi characters 
   (ctx as unknown as { current: Roster }).current = { ...r, profiles };
   // like SpaceClient.profile: the raw name
   const raw = new Map([[aliceHex, "Alice"], [bobHex, "Ali\u200Bce\u202E"]]);
-  (ctx as unknown as { profile: (k: Uint8Array) => Promise<unknown> }).profile = async (k) => ({ display_name: raw.get(toHex(k)) ?? "", avatar: null });
+  (ctx as unknown as { profile: (k: Uint8Array | string) => Promise<unknown> }).profile = async (k) => ({ display_name: raw.get(typeof k === "string" ? k : toHex(k)) ?? "(no profile)", avatar: null });
   let mine: ReturnType<typeof fromCallAction> | null = null;
   ctx.handlers.set("join_call", (m) => {
     mine = (m as { join: ReturnType<typeof fromCallAction> }).join;

@@ -22,7 +22,8 @@
 import { ServerError, type SpaceContext, type WithoutId } from "../client/context.ts";
 import { HeadCheck } from "../client/forks.ts";
 import { memberName } from "../client/chat.ts";
-import { cleanName } from "../client/names.ts";
+import { cleanName, memberLabels } from "../client/names.ts";
+import { NO_PROFILE, UNREADABLE_PROFILE } from "../client/space.ts";
 import { roomName } from "../client/rooms.ts";
 import { equal, fromHex, toHex } from "../protocol/bytes.ts";
 import {
@@ -202,6 +203,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   private readonly nonces = new Map<string, string>();
   private readonly noted = new Set<string>();
   private readonly refusedSigs: string[] = [];
+  private labels: { generation: number; map: Map<string, string> } | null = null;
   private readonly judged: [number, string, string][] = [];
   private baselineSeen = false;
   private readonly restrictions = new Restrictions();
@@ -358,11 +360,27 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
       // and with its fingerprint beside it when it looks like another member's (names.ts), so a
       // participant cannot pass for the host in a tile or the verification dialog.
       if (this.options.nameOf !== undefined) name = cleanName(await this.options.nameOf(key));
-      else if (this.ctx.roster().members.has(memberHex)) name = await memberName(this.ctx, memberHex);
+      else if (this.ctx.roster().members.has(memberHex)) name = await this.labelOf(memberHex);
     } catch {
       name = undefined;
     }
     if (name !== undefined && name !== "" && name !== "(no name)") this.names.set(memberHex, name);
+  }
+
+  /** The page's label of a current member (names.ts), computed once per roster for everyone. */
+  private async labelOf(memberHex: string): Promise<string | undefined> {
+    const withProfile = this.ctx as unknown as { profile?: (k: string) => Promise<{ display_name: string }> };
+    if (typeof withProfile.profile !== "function") return memberName(this.ctx, memberHex);
+    if (this.labels?.generation !== this.rosterGeneration) {
+      const roster = this.ctx.roster();
+      const names = new Map<string, string | null>();
+      for (const id of roster.members.keys()) {
+        const name = (await withProfile.profile(id)).display_name;
+        names.set(id, name === NO_PROFILE || name === UNREADABLE_PROFILE ? null : name);
+      }
+      this.labels = { generation: this.rosterGeneration, map: await memberLabels(roster, names) };
+    }
+    return this.labels.map.get(memberHex);
   }
 
   private valid(action: CallAction): boolean {
