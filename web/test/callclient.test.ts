@@ -383,3 +383,34 @@ test("redteam: a participant flooding media keys does not grow the page's logs w
   assert.equal((c.counters as { keyMessages?: number }).keyMessages, N, "every key message is counted");
   await c.leave();
 });
+
+test("redteam: a media key sealed for an earlier join (another pair link) or from a sender we did not admit is refused", async () => {
+  const { ctx, c, joinNonce } = await joined("bob");
+  ctx.handlers.set("send_call_signal", () => ({ type: "done" }));
+  const j = ctx.requests.find((q) => q.type === "join_call") as { join: ReturnType<typeof fromCallAction> };
+  const alice = fromHex(people.alice.member_key);
+  const sealKey = async (link: Uint8Array, epoch: number) => sealSignal({
+    spaceId: ctx.spaceId, roomId: ROOM, callId: CALL, sender: alice, recipient: ctx.me.memberKey, kind: "media-key", link, attempt: 0,
+    payload: encodeMediaKeyMessage({ epoch, key: randomBytes(32), atVersion: 2 }),
+  }, fromHex(people.alice.signing_seed), fromHex(people.alice.box_secret), ctx.me.boxKey);
+  // before Alice is admitted: held back (pending), never used
+  const aliceJoin = fromCallAction(await act(ctx, "alice", "join", alice));
+  const link = await pairLink(alice, aliceJoin.nonce, ctx.me.memberKey, joinNonce);
+  ctx.emit({ type: "call_signal", room_id: ROOM, call_id: CALL, sender: alice, box: await sealKey(link, 1) });
+  await new Promise((res) => setTimeout(res, 50));
+  assert.equal(c.keyLog.length, 0);
+  ctx.emit({ type: "call_update", state: state([seat(j.join, 0), seat(aliceJoin, 1)], 2), action: aliceJoin });
+  await until(() => c.view().participants.some((p) => p.memberHex === people.alice.member_key));
+  // an earlier join of Alice's (the link of another incarnation): ignored and counted
+  const earlier = await pairLink(alice, randomBytes(16), ctx.me.memberKey, joinNonce);
+  const before = c.counters.rejectedSignals;
+  ctx.emit({ type: "call_signal", room_id: ROOM, call_id: CALL, sender: alice, box: await sealKey(earlier, 5) });
+  await until(() => c.counters.rejectedSignals === before + 1);
+  assert.ok(!c.keyLog.some((e) => e.epoch === 5));
+  // a key for our earlier join of this call: the same
+  const ours = await pairLink(alice, aliceJoin.nonce, ctx.me.memberKey, randomBytes(16));
+  ctx.emit({ type: "call_signal", room_id: ROOM, call_id: CALL, sender: alice, box: await sealKey(ours, 6) });
+  await until(() => c.counters.rejectedSignals === before + 2);
+  assert.ok(!c.keyLog.some((e) => e.epoch === 6));
+  await c.leave();
+});
