@@ -414,3 +414,45 @@ test("redteam: a media key sealed for an earlier join (another pair link) or fro
   assert.ok(!c.keyLog.some((e) => e.epoch === 6));
   await c.leave();
 });
+
+test("redteam: a host is not shown, and cannot admit, a 'knock' the server made of an old or forged join", async () => {
+  const ctx = await context("alice"); // the owner: a host
+  const r = ctx.roster();
+  const roomEntry = r.rooms.get(ROOM)!;
+  (ctx as unknown as { current: Roster }).current = { ...r, rooms: new Map(r.rooms).set(ROOM, { ...roomEntry, spec: { ...roomEntry.spec, lobby: true } } as never) };
+  let mine: ReturnType<typeof fromCallAction> | null = null;
+  ctx.handlers.set("join_call", (m) => {
+    mine = (m as { join: ReturnType<typeof fromCallAction> }).join;
+    return { type: "call_joined", status: "joined", state: state([seat(mine, 0)]) };
+  });
+  ctx.handlers.set("act_in_call", () => ({ type: "done" }));
+  const c = client(ctx);
+  await c.join();
+  const bobHex = people.bob.member_key as string;
+  const bob = fromHex(bobHex);
+  const knock = (join: ReturnType<typeof fromCallAction>) => ({ ...seat(join, 1), status: "lobby" as const });
+  const head = ctx.roster().head;
+  // Bob's genuine join of this call id, from an hour ago (an earlier incarnation of a re-used id)
+  const old = fromCallAction(await signAction({
+    spaceId: ctx.spaceId, roomId: ROOM, callId: CALL, actor: bob, action: "join", target: bob, issuedAt: Date.now() - 60 * 60_000,
+    nonce: randomBytes(16), headSeq: head.seq, headHash: head.hash, joinRef: new Uint8Array(0),
+  }, fromHex(people.bob.signing_seed)));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), knock(old)], 2), action: null });
+  await until(() => (c as unknown as { state: CallState | null }).state?.version === 2);
+  assert.deepEqual(c.view().lobby, [], "an old join is no knock");
+  await assert.rejects(c.admit(bobHex), /cannot be admitted/);
+  // a join with a forged signature
+  const forged = { ...fromCallAction(await act(ctx, "bob", "join", bob)), sig: randomBytes(64) };
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), knock(forged)], 3), action: null });
+  await until(() => (c as unknown as { state: CallState | null }).state?.version === 3);
+  assert.deepEqual(c.view().lobby, []);
+  await assert.rejects(c.admit(bobHex), /cannot be admitted/);
+  assert.equal(ctx.requests.filter((q) => q.type === "act_in_call").length, 0, "nothing was signed for them");
+  // control: Bob really knocking is listed and admitted
+  const fresh = fromCallAction(await act(ctx, "bob", "join", bob));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), knock(fresh)], 4), action: null });
+  await until(() => c.view().lobby.length === 1);
+  await c.admit(bobHex);
+  assert.equal(ctx.requests.filter((q) => q.type === "act_in_call").length, 1);
+  await c.leave();
+});

@@ -59,6 +59,9 @@ export const SFU_OFFER_TIMEOUT_MS = 15_000;
 export const LEAVE_TIMEOUT_MS = 2_000;
 /** How many refused actions' verdicts are kept (a cache; a refused one seen again is checked again). */
 export const REFUSED_KEPT = 1_000;
+/** The longest a knock may have waited in the lobby when a host first sees it (someone waiting
+ * longer before any host arrives has to join again). */
+export const KNOCK_MAX_AGE_MS = 30 * 60_000;
 /** The notes, codes and key-log entries kept (the latest): a participant flooding hands or
  * media keys must not grow the page's memory with the call's length. */
 export const LOG_KEPT = 1_000;
@@ -204,6 +207,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   private readonly noted = new Set<string>();
   private readonly refusedSigs: string[] = [];
   private labels: { generation: number; map: Map<string, string> } | null = null;
+  /** join sig (hex) of each lobby seat shown → when first shown (ms). */
+  private readonly knocksSeen = new Map<string, number>();
   private readonly judged: [number, string, string][] = [];
   private baselineSeen = false;
   private readonly restrictions = new Restrictions();
@@ -312,7 +317,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     const participants: ParticipantView[] = [];
     if (inCall) participants.push(this.participant(this.meHex));
     for (const member of this.admitted.keys()) participants.push(this.participant(member));
-    const lobby = [...this.seats.entries()].filter(([m, s]) => s.status === "lobby" && m !== this.meHex).map(([m]) => this.participant(m));
+    const lobby = [...this.seats.entries()].filter(([m, s]) => s.status === "lobby" && m !== this.meHex && this.knockProblem(s) === null)
+      .map(([m]) => this.participant(m));
     const myRole = this.roles().get(this.meHex);
     const topology = this.current?.topology.name ?? null;
     return {
@@ -784,6 +790,25 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
       && (field === "mute" || equal(action.joinRef, seat.join.nonce)) && this.valid(action);
   }
 
+  /**
+   * Why a lobby seat is no knock a host may admit, or null: its join must be the member's own,
+   * for this call, verified, and fresh when we first saw it — else a server could show an old
+   * join of someone who is not knocking (a re-used call id) and have a host's fresh admission
+   * seat a ghost of them that everyone lets in.
+   */
+  private knockProblem(seat: SeatActions): string | null {
+    const join = seat.join;
+    if (join.action !== "join" || !equal(join.actor, seat.member) || join.callId !== this.callId || !this.valid(join)) {
+      return "their 'join' does not verify";
+    }
+    const seen = this.knocksSeen.get(hexOf(join.sig)) ?? this.now();
+    if (join.issuedAt > seen + FRESHNESS_MS) return "their 'join' is dated in the future";
+    if (join.issuedAt < seen - KNOCK_MAX_AGE_MS) {
+      return `their 'join' is ${Math.floor((seen - join.issuedAt) / 60_000)} min old when first shown (an old join, not a knock)`;
+    }
+    return null;
+  }
+
   private entryProblem(seat: SeatActions): string | null {
     if (!this.claimNonce(seat.join, this.now() + FRESHNESS_MS)) {
       return "their 'join' was refused: its nonce was already used (a replay)";
@@ -822,6 +847,9 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     for (const p of rawSeats) await this.learnName(hexOf(p.member));
     this.state = state;
     this.seats = new Map(rawSeats.map((s) => [hexOf(s.member), this.pin(s)]));
+    const knocks = new Set(rawSeats.filter((s) => s.status === "lobby").map((s) => hexOf(s.join.sig)));
+    for (const sig of knocks) if (!this.knocksSeen.has(sig)) this.knocksSeen.set(sig, this.now());
+    for (const sig of [...this.knocksSeen.keys()]) if (!knocks.has(sig)) this.knocksSeen.delete(sig);
     const roles = this.roles();
     const room = this.room() ?? { lobby: false, stage: false };
     this.flags = new Map([...this.seats].map(([m, s]) => [m, seatFlags(s, room, this.callId, roles, (a) => this.valid(a))]));
@@ -1305,6 +1333,10 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
         const seat = this.seats.get(targetHex ?? "");
         if (seat === undefined) {
           throw new CallRefused(`${this.label(targetHex ?? "")} is not ${name === "admit" || name === "deny" ? "in the lobby" : "in the call"} right now.`);
+        }
+        if (name === "admit") {
+          const problem = seat.status === "lobby" ? this.knockProblem(seat) : null;
+          if (problem !== null) throw new CallRefused(`${this.label(targetHex ?? "")} cannot be admitted: ${problem}.`);
         }
         joinRef = seat.join.nonce;
       }
