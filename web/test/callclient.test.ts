@@ -456,3 +456,34 @@ test("redteam: a host is not shown, and cannot admit, a 'knock' the server made 
   assert.equal(ctx.requests.filter((q) => q.type === "act_in_call").length, 1);
   await c.leave();
 });
+
+test("redteam: a server saying 'session_closed: removed' without a remove record does not make the call page say you were removed", async () => {
+  const verdicts: ({ how: string } | null)[] = [null, { how: "unconfirmed" }, { how: "kicked" }];
+  for (const verdict of verdicts) {
+    const { ctx, c } = await joined("bob");
+    const listeners: ((r: { how: string }) => void)[] = [];
+    let judged: { how: string } | null = null;
+    Object.assign(ctx, {
+      removed: () => judged,
+      onRemoved: (l: (r: { how: string }) => void) => {
+        listeners.push(l);
+        return () => listeners.splice(listeners.indexOf(l), 1);
+      },
+    });
+    ctx.emit({ type: "session_closed", reason: "removed" });
+    if (verdict !== null) {
+      // the space client's judgement from the chain, a moment later
+      await new Promise((res) => setTimeout(res, 30));
+      judged = verdict;
+      for (const l of [...listeners]) l(verdict);
+    }
+    await until(() => c.view().phase !== "in-call", 10_000);
+    if (verdict?.how === "kicked") {
+      assert.equal(c.view().phase, "removed");
+      assert.equal(c.view().reason, REASONS.removedFromSpace);
+    } else {
+      assert.equal(c.view().phase, "failed", `verdict ${JSON.stringify(verdict)}`);
+      assert.equal(c.view().reason, REASONS.unconfirmedRemoval);
+    }
+  }
+});

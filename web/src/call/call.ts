@@ -59,6 +59,8 @@ export const SFU_OFFER_TIMEOUT_MS = 15_000;
 export const LEAVE_TIMEOUT_MS = 2_000;
 /** How many refused actions' verdicts are kept (a cache; a refused one seen again is checked again). */
 export const REFUSED_KEPT = 1_000;
+/** How long the call waits for the space client's verdict on a removal the server claims. */
+export const SPACE_VERDICT_MS = 3_000;
 /** The longest a knock may have waited in the lobby when a host first sees it (someone waiting
  * longer before any host arrives has to join again). */
 export const KNOCK_MAX_AGE_MS = 30 * 60_000;
@@ -97,6 +99,7 @@ export const REASONS = {
   leftSpace: "You left the space.",
   connectionClosed: "The connection to the server was closed.",
   noRoom: "This room is not a conference room of the space.",
+  unconfirmedRemoval: "The server closed this device's connection, saying you were removed from the space; the space's signed history does not show that.",
 } as const;
 
 export interface CallOptions {
@@ -591,13 +594,42 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
       this.changed();
     } else if (state === "closed") {
       // For good: removed from the space (the space client says so), or the space was closed.
-      const removed = (this.ctx as unknown as { removed?: () => { how: string } | null }).removed?.() ?? null;
       this.seated = false;
-      const phase: CallPhase = removed !== null ? "removed" : "failed";
-      const reason = removed === null ? REASONS.connectionClosed : removed.how === "banned" ? REASONS.bannedFromSpace
-        : removed.how === "left" ? REASONS.leftSpace : REASONS.removedFromSpace;
-      void this.serial(() => this.finish(phase, reason));
+      void this.serial(() => this.spaceEnd(false));
     }
+  }
+
+  /**
+   * Our session is over for good: why, as the space client judged it from the verified chain
+   * (client/space.ts: "unconfirmed" when the server's word is all there is). `claimed`: the
+   * server said we were removed or banned; we wait a moment for that judgement, never take it
+   * as said.
+   */
+  private async spaceEnd(claimed: boolean): Promise<void> {
+    if (this.ended()) return;
+    type Verdict = { how: string } | null;
+    const space = this.ctx as unknown as { removed?: () => Verdict; onRemoved?: (l: (r: { how: string }) => void) => () => void };
+    let removed: Verdict = space.removed?.() ?? null;
+    if (removed === null && claimed && typeof space.onRemoved === "function") {
+      const listen = space.onRemoved.bind(space);
+      removed = await new Promise<Verdict>((resolve) => {
+        let off: () => void = () => undefined;
+        const timer = setTimeout(() => {
+          off();
+          resolve(space.removed?.() ?? null);
+        }, SPACE_VERDICT_MS);
+        off = listen((r) => {
+          clearTimeout(timer);
+          off();
+          resolve(r);
+        });
+      });
+    }
+    if (removed === null || removed.how === "unconfirmed") {
+      return this.finish("failed", claimed || removed !== null ? REASONS.unconfirmedRemoval : REASONS.connectionClosed);
+    }
+    const reason = removed.how === "banned" ? REASONS.bannedFromSpace : removed.how === "left" ? REASONS.leftSpace : REASONS.removedFromSpace;
+    return this.finish("removed", reason);
   }
 
   /** After a reconnection: the server dropped our seat with the old connection (conference
@@ -695,8 +727,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
         return;
       case "session_closed":
         this.seated = false;
-        if (event.reason === "removed") return this.finish("removed", REASONS.removedFromSpace);
-        if (event.reason === "banned") return this.finish("removed", REASONS.bannedFromSpace);
+        // The server's word is no removal: the space client checks it against the chain.
+        if (event.reason === "removed" || event.reason === "banned") return this.spaceEnd(true);
         return;
       default:
         return;
