@@ -487,3 +487,24 @@ test("redteam: a server saying 'session_closed: removed' without a remove record
     }
   }
 });
+
+test("redteam: a participant not yet admitted flooding signals cannot crowd out another's early media key", async () => {
+  const { ctx, c, joinNonce } = await joined("bob");
+  ctx.handlers.set("send_call_signal", () => ({ type: "done" }));
+  const j = ctx.requests.find((q) => q.type === "join_call") as { join: ReturnType<typeof fromCallAction> };
+  const carol = fromHex(people.carol.member_key);
+  for (let n = 0; n < 200; n++) ctx.emit({ type: "call_signal", room_id: ROOM, call_id: CALL, sender: carol, box: randomBytes(80) });
+  // Alice's key arrives before the state that lets her in (a race the pending queue is for)
+  const alice = fromHex(people.alice.member_key);
+  const aliceJoin = fromCallAction(await act(ctx, "alice", "join", alice));
+  const link = await pairLink(alice, aliceJoin.nonce, ctx.me.memberKey, joinNonce);
+  const box = await sealSignal({
+    spaceId: ctx.spaceId, roomId: ROOM, callId: CALL, sender: alice, recipient: ctx.me.memberKey, kind: "media-key", link, attempt: 0,
+    payload: encodeMediaKeyMessage({ epoch: 0, key: randomBytes(32), atVersion: 2 }),
+  }, fromHex(people.alice.signing_seed), fromHex(people.alice.box_secret), ctx.me.boxKey);
+  ctx.emit({ type: "call_signal", room_id: ROOM, call_id: CALL, sender: alice, box });
+  ctx.emit({ type: "call_update", state: state([seat(j.join, 0), seat(aliceJoin, 1)], 2), action: aliceJoin });
+  await until(() => c.view().participants.some((p) => p.memberHex === people.alice.member_key));
+  await until(() => c.keyLog.some((e) => e.from === people.alice.member_key), 2_000);
+  await c.leave();
+});

@@ -53,6 +53,8 @@ export const JOIN_RETRIES = 3;
 export const FORGET_MS = 2 * FRESHNESS_MS;
 export const PENDING_SIGNAL_MS = 5_000;
 export const PENDING_SIGNALS_MAX = 64;
+/** Held back per sender: one participant not yet admitted cannot crowd out another's early signals. */
+export const PENDING_PER_SENDER = 8;
 /** The longest a topology being replaced keeps running. */
 export const RETIRE_MS = 8_000;
 export const SFU_OFFER_TIMEOUT_MS = 15_000;
@@ -1202,7 +1204,10 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   private async onSignal(event: CallSignal): Promise<void> {
     const sender = hexOf(event.sender);
     if (!this.admitted.has(sender) || !this.seats.has(sender)) {
-      if (this.pending.length < PENDING_SIGNALS_MAX) this.pending.push([this.now() + PENDING_SIGNAL_MS, event]);
+      const now = this.now();
+      this.pending = this.pending.filter(([t]) => t > now);
+      const theirs = this.pending.filter(([, ev]) => equal(ev.sender, event.sender)).length;
+      if (this.pending.length < PENDING_SIGNALS_MAX && theirs < PENDING_PER_SENDER) this.pending.push([now + PENDING_SIGNAL_MS, event]);
       return;
     }
     const boxKey = this.ctx.roster().boxKeys.get(sender);
