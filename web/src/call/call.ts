@@ -1372,6 +1372,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
           throw new CallRefused(`${this.label(targetHex ?? "")} is not ${name === "admit" || name === "deny" ? "in the lobby" : "in the call"} right now.`);
         }
         if (name === "admit") {
+          await this.checkAll([seat.join]); // (verdicts are dropped when the roster changes)
           const problem = seat.status === "lobby" ? this.knockProblem(seat) : null;
           if (problem !== null) throw new CallRefused(`${this.label(targetHex ?? "")} cannot be admitted: ${problem}.`);
         }
