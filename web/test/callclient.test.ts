@@ -3,8 +3,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ServerError } from "../src/client/context.ts";
-import { fromHex } from "../src/protocol/bytes.ts";
-import { signAction, type CallAction, type CallActionKind } from "../src/protocol/calls.ts";
+import { fromHex, toHex } from "../src/protocol/bytes.ts";
+import { PROFILE_INFO } from "../src/client/space.ts";
+import { encodeStruct } from "../src/protocol/schema.ts";
+import { seal as secretboxSeal } from "../src/protocol/secretbox.ts";
+import { encodeMediaKeyMessage, pairLink, sealSignal, signAction, type CallAction, type CallActionKind } from "../src/protocol/calls.ts";
 import { fromCallAction, type CallState } from "../src/protocol/conference_wire.ts";
 import { randomBytes } from "../src/protocol/crypto.ts";
 import type { Roster } from "../src/protocol/roster.ts";
@@ -246,5 +249,262 @@ test("events: a replayed or stale action is ignored and counted; a host's mute h
   await until(() => c.notes.some((n) => n.includes("asks you to unmute")));
   await c.setMuted(false);
   assert.equal(me.me, true);
+  await c.leave();
+});
+
+test("redteam: a participant named like the host with invisible/bidi characters is cleaned and marked in the call", async () => {
+  // Bob (a plain member) names himself "Alice" with a zero-width space and a right-to-left
+  // override; Alice (the owner, a host) sees the call's tiles and verification dialog.
+  const ctx = await context("alice");
+  const key = ctx.spaceKey(0)!;
+  const profile = async (name: string) => ({ epoch: 0, box: await secretboxSeal(key, encodeStruct(PROFILE_INFO, { display_name: name, avatar: null })) });
+  const r = ctx.roster();
+  const aliceHex = people.alice.member_key as string;
+  const bobHex = people.bob.member_key as string;
+  const profiles = new Map(r.profiles).set(aliceHex, await profile("Alice") as never).set(bobHex, await profile("Ali\u200Bce\u202E") as never);
+  (ctx as unknown as { current: Roster }).current = { ...r, profiles };
+  // like SpaceClient.profile: the raw name
+  const raw = new Map([[aliceHex, "Alice"], [bobHex, "Ali\u200Bce\u202E"]]);
+  (ctx as unknown as { profile: (k: Uint8Array | string) => Promise<unknown> }).profile = async (k) => ({ display_name: raw.get(typeof k === "string" ? k : toHex(k)) ?? "(no profile)", avatar: null });
+  let mine: ReturnType<typeof fromCallAction> | null = null;
+  ctx.handlers.set("join_call", (m) => {
+    mine = (m as { join: ReturnType<typeof fromCallAction> }).join;
+    return { type: "call_joined", status: "joined", state: state([seat(mine, 0)]) };
+  });
+  ctx.handlers.set("send_call_signal", () => ({ type: "done" }));
+  const c = client(ctx);
+  await c.join();
+  const bobJoin = fromCallAction(await act(ctx, "bob", "join", fromHex(bobHex)));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), seat(bobJoin, 1)], 2), action: bobJoin });
+  await until(() => c.view().participants.some((p) => p.memberHex === bobHex));
+  const bob = c.view().participants.find((p) => p.memberHex === bobHex)!;
+  assert.doesNotMatch(bob.name, /[\u200B\u202E]/u, "invisible and bidi characters are gone");
+  assert.notEqual(bob.name, "Alice", "the look-alike is not shown as the host's bare name");
+  assert.match(bob.name, /^Alice \(\S{4} \S{4}\)$/u, "it carries its fingerprint");
+  await c.leave();
+});
+
+test("redteam: a hostile server cannot get our media key to a knocker it seats without a signed admit, with a replayed admit, or after a kick it hides", async () => {
+  const ctx = await context("alice"); // the owner: a host
+  const r = ctx.roster();
+  const roomEntry = r.rooms.get(ROOM)!;
+  const lobbyRoom = { ...roomEntry, spec: { ...roomEntry.spec, lobby: true } };
+  (ctx as unknown as { current: Roster }).current = { ...r, rooms: new Map(r.rooms).set(ROOM, lobbyRoom as never) };
+  let mine: ReturnType<typeof fromCallAction> | null = null;
+  ctx.handlers.set("join_call", (m) => {
+    mine = (m as { join: ReturnType<typeof fromCallAction> }).join;
+    return { type: "call_joined", status: "joined", state: state([seat(mine, 0)]) };
+  });
+  ctx.handlers.set("send_call_signal", () => ({ type: "done" }));
+  const c = client(ctx);
+  await c.join();
+  assert.equal(c.view().phase, "in-call", c.view().reason);
+  const bobHex = people.bob.member_key as string;
+  const bob = fromHex(bobHex);
+  const toBob = () => ctx.requests.filter((q) => q.type === "send_call_signal" && toHex((q as { to: Uint8Array }).to) === bobHex).length;
+  const settle = async (version: number) => {
+    await until(() => c.notes.length > 0 && (c as unknown as { state: CallState | null }).state?.version === version);
+    await new Promise((res) => setTimeout(res, 50));
+  };
+  // 1. the server seats Bob as joined, with no admission at all
+  const bobJoin = fromCallAction(await act(ctx, "bob", "join", bob));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), seat(bobJoin, 1)], 2), action: bobJoin });
+  await settle(2);
+  assert.equal(toBob(), 0, "no key for an unadmitted knocker");
+  assert.ok(!c.view().participants.some((p) => p.memberHex === bobHex));
+  // 2. an admission Alice signed for an earlier join of Bob's, replayed into this one
+  const oldAdmit = fromCallAction(await act(ctx, "alice", "admit", bob, randomBytes(16)));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), { ...seat(bobJoin, 1), admission: oldAdmit }], 3), action: null });
+  await settle(3);
+  assert.equal(toBob(), 0, "no key through an admission of another join");
+  // 3. an admission signed by a plain member (Bob admitting himself)
+  const selfAdmit = fromCallAction(await act(ctx, "bob", "admit", bob, bobJoin.nonce));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), { ...seat(bobJoin, 1), admission: selfAdmit }], 4), action: null });
+  await settle(4);
+  assert.equal(toBob(), 0, "no key through a plain member's admission");
+  // control: Alice's real admission of this join lets Bob in (he gets our key)
+  const admit = fromCallAction(await act(ctx, "alice", "admit", bob, bobJoin.nonce));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), { ...seat(bobJoin, 1), admission: admit }], 5), action: admit });
+  await until(() => toBob() === 1);
+  assert.ok(c.view().participants.some((p) => p.memberHex === bobHex));
+  // 4. Alice kicks Bob; the server shows the kick but keeps Bob seated (and a later state omits it)
+  const kick = fromCallAction(await act(ctx, "alice", "kick", bob, bobJoin.nonce));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), { ...seat(bobJoin, 1), admission: admit }], 6), action: kick });
+  await settle(6);
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), { ...seat(bobJoin, 1), admission: admit }], 7), action: null });
+  await settle(7);
+  assert.equal(toBob(), 1, "no key for a kicked member the server still lists");
+  assert.ok(!c.view().participants.some((p) => p.memberHex === bobHex));
+  await c.leave();
+});
+
+test("redteam: a server pushing endless unverifiable actions does not grow the client's tables", async () => {
+  const { ctx, c } = await joined("bob");
+  const j = ctx.requests.find((q) => q.type === "join_call") as { join: ReturnType<typeof fromCallAction> };
+  const genuine = await act(ctx, "alice", "hand-up", fromHex(people.alice.member_key));
+  const N = 2_500;
+  for (let n = 0; n < N; n++) {
+    const forged = fromCallAction({ ...genuine, nonce: randomBytes(16), sig: randomBytes(64) });
+    ctx.emit({ type: "call_update", state: state([seat(j.join, 0)], 2 + n), action: forged });
+  }
+  await until(() => c.counters.rejectedActions === N, 60_000);
+  const inner = c as unknown as { checked: Map<string, unknown>; noted: Set<string> };
+  assert.ok(inner.checked.size <= 1_100, `checked holds ${inner.checked.size}`);
+  assert.ok(inner.noted.size <= 1_100, `noted holds ${inner.noted.size}`);
+  // still refused when shown again, and a genuine action still counts once
+  const again = fromCallAction({ ...genuine, nonce: randomBytes(16), sig: randomBytes(64) });
+  ctx.emit({ type: "call_update", state: state([seat(j.join, 0)], 2 + N), action: again });
+  await until(() => c.counters.rejectedActions === N + 1);
+  await c.leave();
+});
+
+test("redteam: a participant flooding media keys does not grow the page's logs without end", async () => {
+  const { ctx, c, joinNonce } = await joined("bob");
+  ctx.handlers.set("send_call_signal", () => ({ type: "done" }));
+  const j = ctx.requests.find((q) => q.type === "join_call") as { join: ReturnType<typeof fromCallAction> };
+  const alice = fromHex(people.alice.member_key);
+  const aliceJoin = fromCallAction(await act(ctx, "alice", "join", alice));
+  ctx.emit({ type: "call_update", state: state([seat(j.join, 0), seat(aliceJoin, 1)], 2), action: aliceJoin });
+  await until(() => c.view().participants.some((p) => p.memberHex === people.alice.member_key));
+  const link = await pairLink(alice, aliceJoin.nonce, ctx.me.memberKey, joinNonce);
+  const N = 2_500;
+  for (let n = 1; n <= N; n++) {
+    const box = await sealSignal({
+      spaceId: ctx.spaceId, roomId: ROOM, callId: CALL, sender: alice, recipient: ctx.me.memberKey, kind: "media-key", link, attempt: 0,
+      payload: encodeMediaKeyMessage({ epoch: n, key: randomBytes(32), atVersion: 2 }),
+    }, fromHex(people.alice.signing_seed), fromHex(people.alice.box_secret), ctx.me.boxKey);
+    ctx.emit({ type: "call_signal", room_id: ROOM, call_id: CALL, sender: alice, box });
+  }
+  await until(() => c.keyLog.at(-1)?.epoch === N, 60_000);
+  assert.ok(c.keyLog.length <= 1_000, `key log holds ${c.keyLog.length}`);
+  assert.ok(c.codes.length <= 1_000, `codes hold ${c.codes.length}`);
+  assert.ok(c.notes.length <= 1_000, `notes hold ${c.notes.length}`);
+  assert.equal(c.keyLog.at(-1)!.epoch, N, "the latest entries are kept");
+  assert.equal((c.counters as { keyMessages?: number }).keyMessages, N, "every key message is counted");
+  await c.leave();
+});
+
+test("redteam: a media key sealed for an earlier join (another pair link) or from a sender we did not admit is refused", async () => {
+  const { ctx, c, joinNonce } = await joined("bob");
+  ctx.handlers.set("send_call_signal", () => ({ type: "done" }));
+  const j = ctx.requests.find((q) => q.type === "join_call") as { join: ReturnType<typeof fromCallAction> };
+  const alice = fromHex(people.alice.member_key);
+  const sealKey = async (link: Uint8Array, epoch: number) => sealSignal({
+    spaceId: ctx.spaceId, roomId: ROOM, callId: CALL, sender: alice, recipient: ctx.me.memberKey, kind: "media-key", link, attempt: 0,
+    payload: encodeMediaKeyMessage({ epoch, key: randomBytes(32), atVersion: 2 }),
+  }, fromHex(people.alice.signing_seed), fromHex(people.alice.box_secret), ctx.me.boxKey);
+  // before Alice is admitted: held back (pending), never used
+  const aliceJoin = fromCallAction(await act(ctx, "alice", "join", alice));
+  const link = await pairLink(alice, aliceJoin.nonce, ctx.me.memberKey, joinNonce);
+  ctx.emit({ type: "call_signal", room_id: ROOM, call_id: CALL, sender: alice, box: await sealKey(link, 1) });
+  await new Promise((res) => setTimeout(res, 50));
+  assert.equal(c.keyLog.length, 0);
+  ctx.emit({ type: "call_update", state: state([seat(j.join, 0), seat(aliceJoin, 1)], 2), action: aliceJoin });
+  await until(() => c.view().participants.some((p) => p.memberHex === people.alice.member_key));
+  // an earlier join of Alice's (the link of another incarnation): ignored and counted
+  const earlier = await pairLink(alice, randomBytes(16), ctx.me.memberKey, joinNonce);
+  const before = c.counters.rejectedSignals;
+  ctx.emit({ type: "call_signal", room_id: ROOM, call_id: CALL, sender: alice, box: await sealKey(earlier, 5) });
+  await until(() => c.counters.rejectedSignals === before + 1);
+  assert.ok(!c.keyLog.some((e) => e.epoch === 5));
+  // a key for our earlier join of this call: the same
+  const ours = await pairLink(alice, aliceJoin.nonce, ctx.me.memberKey, randomBytes(16));
+  ctx.emit({ type: "call_signal", room_id: ROOM, call_id: CALL, sender: alice, box: await sealKey(ours, 6) });
+  await until(() => c.counters.rejectedSignals === before + 2);
+  assert.ok(!c.keyLog.some((e) => e.epoch === 6));
+  await c.leave();
+});
+
+test("redteam: a host is not shown, and cannot admit, a 'knock' the server made of an old or forged join", async () => {
+  const ctx = await context("alice"); // the owner: a host
+  const r = ctx.roster();
+  const roomEntry = r.rooms.get(ROOM)!;
+  (ctx as unknown as { current: Roster }).current = { ...r, rooms: new Map(r.rooms).set(ROOM, { ...roomEntry, spec: { ...roomEntry.spec, lobby: true } } as never) };
+  let mine: ReturnType<typeof fromCallAction> | null = null;
+  ctx.handlers.set("join_call", (m) => {
+    mine = (m as { join: ReturnType<typeof fromCallAction> }).join;
+    return { type: "call_joined", status: "joined", state: state([seat(mine, 0)]) };
+  });
+  ctx.handlers.set("act_in_call", () => ({ type: "done" }));
+  const c = client(ctx);
+  await c.join();
+  const bobHex = people.bob.member_key as string;
+  const bob = fromHex(bobHex);
+  const knock = (join: ReturnType<typeof fromCallAction>) => ({ ...seat(join, 1), status: "lobby" as const });
+  const head = ctx.roster().head;
+  // Bob's genuine join of this call id, from an hour ago (an earlier incarnation of a re-used id)
+  const old = fromCallAction(await signAction({
+    spaceId: ctx.spaceId, roomId: ROOM, callId: CALL, actor: bob, action: "join", target: bob, issuedAt: Date.now() - 60 * 60_000,
+    nonce: randomBytes(16), headSeq: head.seq, headHash: head.hash, joinRef: new Uint8Array(0),
+  }, fromHex(people.bob.signing_seed)));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), knock(old)], 2), action: null });
+  await until(() => (c as unknown as { state: CallState | null }).state?.version === 2);
+  assert.deepEqual(c.view().lobby, [], "an old join is no knock");
+  await assert.rejects(c.admit(bobHex), /cannot be admitted/);
+  // a join with a forged signature
+  const forged = { ...fromCallAction(await act(ctx, "bob", "join", bob)), sig: randomBytes(64) };
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), knock(forged)], 3), action: null });
+  await until(() => (c as unknown as { state: CallState | null }).state?.version === 3);
+  assert.deepEqual(c.view().lobby, []);
+  await assert.rejects(c.admit(bobHex), /cannot be admitted/);
+  assert.equal(ctx.requests.filter((q) => q.type === "act_in_call").length, 0, "nothing was signed for them");
+  // control: Bob really knocking is listed and admitted
+  const fresh = fromCallAction(await act(ctx, "bob", "join", bob));
+  ctx.emit({ type: "call_update", state: state([seat(mine!, 0), knock(fresh)], 4), action: null });
+  await until(() => c.view().lobby.length === 1);
+  await c.admit(bobHex);
+  assert.equal(ctx.requests.filter((q) => q.type === "act_in_call").length, 1);
+  await c.leave();
+});
+
+test("redteam: a server saying 'session_closed: removed' without a remove record does not make the call page say you were removed", async () => {
+  const verdicts: ({ how: string } | null)[] = [null, { how: "unconfirmed" }, { how: "kicked" }];
+  for (const verdict of verdicts) {
+    const { ctx, c } = await joined("bob");
+    const listeners: ((r: { how: string }) => void)[] = [];
+    let judged: { how: string } | null = null;
+    Object.assign(ctx, {
+      removed: () => judged,
+      onRemoved: (l: (r: { how: string }) => void) => {
+        listeners.push(l);
+        return () => listeners.splice(listeners.indexOf(l), 1);
+      },
+    });
+    ctx.emit({ type: "session_closed", reason: "removed" });
+    if (verdict !== null) {
+      // the space client's judgement from the chain, a moment later
+      await new Promise((res) => setTimeout(res, 30));
+      judged = verdict;
+      for (const l of [...listeners]) l(verdict);
+    }
+    await until(() => c.view().phase !== "in-call", 10_000);
+    if (verdict?.how === "kicked") {
+      assert.equal(c.view().phase, "removed");
+      assert.equal(c.view().reason, REASONS.removedFromSpace);
+    } else {
+      assert.equal(c.view().phase, "failed", `verdict ${JSON.stringify(verdict)}`);
+      assert.equal(c.view().reason, REASONS.unconfirmedRemoval);
+    }
+  }
+});
+
+test("redteam: a participant not yet admitted flooding signals cannot crowd out another's early media key", async () => {
+  const { ctx, c, joinNonce } = await joined("bob");
+  ctx.handlers.set("send_call_signal", () => ({ type: "done" }));
+  const j = ctx.requests.find((q) => q.type === "join_call") as { join: ReturnType<typeof fromCallAction> };
+  const carol = fromHex(people.carol.member_key);
+  for (let n = 0; n < 200; n++) ctx.emit({ type: "call_signal", room_id: ROOM, call_id: CALL, sender: carol, box: randomBytes(80) });
+  // Alice's key arrives before the state that lets her in (a race the pending queue is for)
+  const alice = fromHex(people.alice.member_key);
+  const aliceJoin = fromCallAction(await act(ctx, "alice", "join", alice));
+  const link = await pairLink(alice, aliceJoin.nonce, ctx.me.memberKey, joinNonce);
+  const box = await sealSignal({
+    spaceId: ctx.spaceId, roomId: ROOM, callId: CALL, sender: alice, recipient: ctx.me.memberKey, kind: "media-key", link, attempt: 0,
+    payload: encodeMediaKeyMessage({ epoch: 0, key: randomBytes(32), atVersion: 2 }),
+  }, fromHex(people.alice.signing_seed), fromHex(people.alice.box_secret), ctx.me.boxKey);
+  ctx.emit({ type: "call_signal", room_id: ROOM, call_id: CALL, sender: alice, box });
+  ctx.emit({ type: "call_update", state: state([seat(j.join, 0), seat(aliceJoin, 1)], 2), action: aliceJoin });
+  await until(() => c.view().participants.some((p) => p.memberHex === people.alice.member_key));
+  await until(() => c.keyLog.some((e) => e.from === people.alice.member_key), 2_000);
   await c.leave();
 });

@@ -21,6 +21,9 @@
  */
 import { ServerError, type SpaceContext, type WithoutId } from "../client/context.ts";
 import { HeadCheck } from "../client/forks.ts";
+import { memberName } from "../client/chat.ts";
+import { cleanName, memberLabels } from "../client/names.ts";
+import { NO_PROFILE, UNREADABLE_PROFILE } from "../client/space.ts";
 import { roomName } from "../client/rooms.ts";
 import { equal, fromHex, toHex } from "../protocol/bytes.ts";
 import {
@@ -50,10 +53,27 @@ export const JOIN_RETRIES = 3;
 export const FORGET_MS = 2 * FRESHNESS_MS;
 export const PENDING_SIGNAL_MS = 5_000;
 export const PENDING_SIGNALS_MAX = 64;
+/** Held back per sender: one participant not yet admitted cannot crowd out another's early signals. */
+export const PENDING_PER_SENDER = 8;
 /** The longest a topology being replaced keeps running. */
 export const RETIRE_MS = 8_000;
 export const SFU_OFFER_TIMEOUT_MS = 15_000;
 export const LEAVE_TIMEOUT_MS = 2_000;
+/** How many refused actions' verdicts are kept (a cache; a refused one seen again is checked again). */
+export const REFUSED_KEPT = 1_000;
+/** How long the call waits for the space client's verdict on a removal the server claims. */
+export const SPACE_VERDICT_MS = 3_000;
+/** The longest a knock may have waited in the lobby when a host first sees it (someone waiting
+ * longer before any host arrives has to join again). */
+export const KNOCK_MAX_AGE_MS = 30 * 60_000;
+/** The notes, codes and key-log entries kept (the latest): a participant flooding hands or
+ * media keys must not grow the page's memory with the call's length. */
+export const LOG_KEPT = 1_000;
+
+function keepLast<T>(list: T[], item: T): void {
+  list.push(item);
+  if (list.length > LOG_KEPT) list.splice(0, list.length - LOG_KEPT);
+}
 /** TURN credentials are asked for again when this share of their lifetime is left… */
 export const ICE_REFRESH_MARGIN = 0.1;
 /** …and never more often than this (client/ice.py). */
@@ -81,6 +101,7 @@ export const REASONS = {
   leftSpace: "You left the space.",
   connectionClosed: "The connection to the server was closed.",
   noRoom: "This room is not a conference room of the space.",
+  unconfirmedRemoval: "The server closed this device's connection, saying you were removed from the space; the space's signed history does not show that.",
 } as const;
 
 export interface CallOptions {
@@ -114,6 +135,8 @@ export interface CallCounters {
   rejectedSignals: number;
   /** Relayed signals that arrived after our part in the call ended (should stay 0). */
   signalsAfterEnd: number;
+  /** Media-key messages accepted in all (the key log keeps only the latest LOG_KEPT). */
+  keyMessages: number;
 }
 
 interface Running {
@@ -153,7 +176,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   readonly me: Uint8Array;
   readonly meHex: string;
   keys: CallKeys;
-  readonly counters: CallCounters = { rejectedActions: 0, rejectedSignals: 0, signalsAfterEnd: 0 };
+  readonly counters: CallCounters = { rejectedActions: 0, rejectedSignals: 0, signalsAfterEnd: 0, keyMessages: 0 };
   readonly keyLog: KeyLogEntry[] = [];
   readonly notes: string[] = [];
   /** Every verification code shown, in order. */
@@ -187,6 +210,10 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   private readonly fresh = new Map<string, string | null>();
   private readonly nonces = new Map<string, string>();
   private readonly noted = new Set<string>();
+  private readonly refusedSigs: string[] = [];
+  private labels: { generation: number; map: Map<string, string> } | null = null;
+  /** join sig (hex) of each lobby seat shown → when first shown (ms). */
+  private readonly knocksSeen = new Map<string, number>();
   private readonly judged: [number, string, string][] = [];
   private baselineSeen = false;
   private readonly restrictions = new Restrictions();
@@ -295,7 +322,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     const participants: ParticipantView[] = [];
     if (inCall) participants.push(this.participant(this.meHex));
     for (const member of this.admitted.keys()) participants.push(this.participant(member));
-    const lobby = [...this.seats.entries()].filter(([m, s]) => s.status === "lobby" && m !== this.meHex).map(([m]) => this.participant(m));
+    const lobby = [...this.seats.entries()].filter(([m, s]) => s.status === "lobby" && m !== this.meHex && this.knockProblem(s) === null)
+      .map(([m]) => this.participant(m));
     const myRole = this.roles().get(this.meHex);
     const topology = this.current?.topology.name ?? null;
     return {
@@ -315,7 +343,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   // ---- helpers --------------------------------------------------------------------------
 
   private note(text: string): void {
-    this.notes.push(text);
+    keepLast(this.notes, text);
     this.options.onNote?.(text);
   }
 
@@ -339,15 +367,31 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     this.fingerprints.set(memberHex, await fingerprint(key));
     let name: string | undefined;
     try {
-      if (this.options.nameOf !== undefined) name = await this.options.nameOf(key);
-      else {
-        const withProfile = this.ctx as unknown as { profile?: (k: Uint8Array) => Promise<{ display_name: string }> };
-        if (typeof withProfile.profile === "function") name = (await withProfile.profile(key)).display_name;
-      }
+      // A display name is whatever its member typed: cleaned of invisible and bidi characters,
+      // and with its fingerprint beside it when it looks like another member's (names.ts), so a
+      // participant cannot pass for the host in a tile or the verification dialog.
+      if (this.options.nameOf !== undefined) name = cleanName(await this.options.nameOf(key));
+      else if (this.ctx.roster().members.has(memberHex)) name = await this.labelOf(memberHex);
     } catch {
       name = undefined;
     }
-    if (name !== undefined) this.names.set(memberHex, name);
+    if (name !== undefined && name !== "" && name !== "(no name)") this.names.set(memberHex, name);
+  }
+
+  /** The page's label of a current member (names.ts), computed once per roster for everyone. */
+  private async labelOf(memberHex: string): Promise<string | undefined> {
+    const withProfile = this.ctx as unknown as { profile?: (k: string) => Promise<{ display_name: string }> };
+    if (typeof withProfile.profile !== "function") return memberName(this.ctx, memberHex);
+    if (this.labels?.generation !== this.rosterGeneration) {
+      const roster = this.ctx.roster();
+      const names = new Map<string, string | null>();
+      for (const id of roster.members.keys()) {
+        const name = (await withProfile.profile(id)).display_name;
+        names.set(id, name === NO_PROFILE || name === UNREADABLE_PROFILE ? null : name);
+      }
+      this.labels = { generation: this.rosterGeneration, map: await memberLabels(roster, names) };
+    }
+    return this.labels.map.get(memberHex);
   }
 
   private valid(action: CallAction): boolean {
@@ -363,6 +407,16 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     // Signed on a roster head that is not on our chain: a forked history (syncs once if ahead).
     if (problem === null) problem = await this.heads.headProblem(action.headSeq, action.headHash);
     this.checked.set(sig, problem);
+    if (problem !== null) {
+      // Refusals are remembered only for a while: a server pushing endless unverifiable
+      // actions must not grow this table with the call's length (valid ones age out in forgetOld).
+      this.refusedSigs.push(sig);
+      if (this.refusedSigs.length > REFUSED_KEPT) {
+        for (const old of this.refusedSigs.splice(0, this.refusedSigs.length - REFUSED_KEPT)) {
+          if (this.checked.get(old) !== null) this.checked.delete(old);
+        }
+      }
+    }
     return problem;
   }
 
@@ -542,13 +596,42 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
       this.changed();
     } else if (state === "closed") {
       // For good: removed from the space (the space client says so), or the space was closed.
-      const removed = (this.ctx as unknown as { removed?: () => { how: string } | null }).removed?.() ?? null;
       this.seated = false;
-      const phase: CallPhase = removed !== null ? "removed" : "failed";
-      const reason = removed === null ? REASONS.connectionClosed : removed.how === "banned" ? REASONS.bannedFromSpace
-        : removed.how === "left" ? REASONS.leftSpace : REASONS.removedFromSpace;
-      void this.serial(() => this.finish(phase, reason));
+      void this.serial(() => this.spaceEnd(false));
     }
+  }
+
+  /**
+   * Our session is over for good: why, as the space client judged it from the verified chain
+   * (client/space.ts: "unconfirmed" when the server's word is all there is). `claimed`: the
+   * server said we were removed or banned; we wait a moment for that judgement, never take it
+   * as said.
+   */
+  private async spaceEnd(claimed: boolean): Promise<void> {
+    if (this.ended()) return;
+    type Verdict = { how: string } | null;
+    const space = this.ctx as unknown as { removed?: () => Verdict; onRemoved?: (l: (r: { how: string }) => void) => () => void };
+    let removed: Verdict = space.removed?.() ?? null;
+    if (removed === null && claimed && typeof space.onRemoved === "function") {
+      const listen = space.onRemoved.bind(space);
+      removed = await new Promise<Verdict>((resolve) => {
+        let off: () => void = () => undefined;
+        const timer = setTimeout(() => {
+          off();
+          resolve(space.removed?.() ?? null);
+        }, SPACE_VERDICT_MS);
+        off = listen((r) => {
+          clearTimeout(timer);
+          off();
+          resolve(r);
+        });
+      });
+    }
+    if (removed === null || removed.how === "unconfirmed") {
+      return this.finish("failed", claimed || removed !== null ? REASONS.unconfirmedRemoval : REASONS.connectionClosed);
+    }
+    const reason = removed.how === "banned" ? REASONS.bannedFromSpace : removed.how === "left" ? REASONS.leftSpace : REASONS.removedFromSpace;
+    return this.finish("removed", reason);
   }
 
   /** After a reconnection: the server dropped our seat with the old connection (conference
@@ -646,8 +729,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
         return;
       case "session_closed":
         this.seated = false;
-        if (event.reason === "removed") return this.finish("removed", REASONS.removedFromSpace);
-        if (event.reason === "banned") return this.finish("removed", REASONS.bannedFromSpace);
+        // The server's word is no removal: the space client checks it against the chain.
+        if (event.reason === "removed" || event.reason === "banned") return this.spaceEnd(true);
         return;
       default:
         return;
@@ -741,6 +824,25 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
       && (field === "mute" || equal(action.joinRef, seat.join.nonce)) && this.valid(action);
   }
 
+  /**
+   * Why a lobby seat is no knock a host may admit, or null: its join must be the member's own,
+   * for this call, verified, and fresh when we first saw it — else a server could show an old
+   * join of someone who is not knocking (a re-used call id) and have a host's fresh admission
+   * seat a ghost of them that everyone lets in.
+   */
+  private knockProblem(seat: SeatActions): string | null {
+    const join = seat.join;
+    if (join.action !== "join" || !equal(join.actor, seat.member) || join.callId !== this.callId || !this.valid(join)) {
+      return "their 'join' does not verify";
+    }
+    const seen = this.knocksSeen.get(hexOf(join.sig)) ?? this.now();
+    if (join.issuedAt > seen + FRESHNESS_MS) return "their 'join' is dated in the future";
+    if (join.issuedAt < seen - KNOCK_MAX_AGE_MS) {
+      return `their 'join' is ${Math.floor((seen - join.issuedAt) / 60_000)} min old when first shown (an old join, not a knock)`;
+    }
+    return null;
+  }
+
   private entryProblem(seat: SeatActions): string | null {
     if (!this.claimNonce(seat.join, this.now() + FRESHNESS_MS)) {
       return "their 'join' was refused: its nonce was already used (a replay)";
@@ -779,6 +881,9 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     for (const p of rawSeats) await this.learnName(hexOf(p.member));
     this.state = state;
     this.seats = new Map(rawSeats.map((s) => [hexOf(s.member), this.pin(s)]));
+    const knocks = new Set(rawSeats.filter((s) => s.status === "lobby").map((s) => hexOf(s.join.sig)));
+    for (const sig of knocks) if (!this.knocksSeen.has(sig)) this.knocksSeen.set(sig, this.now());
+    for (const sig of [...this.knocksSeen.keys()]) if (!knocks.has(sig)) this.knocksSeen.delete(sig);
     const roles = this.roles();
     const room = this.room() ?? { lobby: false, stage: false };
     this.flags = new Map([...this.seats].map(([m, s]) => [m, seatFlags(s, room, this.callId, roles, (a) => this.valid(a))]));
@@ -913,7 +1018,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     let problem = await this.eventProblem(action);
     const sig = hexOf(action.sig);
     if (problem === null && this.noted.has(sig)) problem = "it was already delivered (a replay)";
-    this.noted.add(sig);
+    else if (problem === null) this.noted.add(sig); // (only valid ones: they age out with `judged`)
     if (problem !== null) {
       this.counters.rejectedActions++;
       this.note(`ignored an unverifiable '${action.action}' event: ${problem}`);
@@ -1060,7 +1165,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     }
     const code = await this.keys.code(this.admitted.keys());
     if (code !== null && code !== this.code) {
-      this.codes.push(code);
+      keepLast(this.codes, code);
       this.note(`verification code ${code} (${this.admitted.size + 1} in the call; compare it out of band)`);
     }
     if (code !== this.code) {
@@ -1099,7 +1204,10 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   private async onSignal(event: CallSignal): Promise<void> {
     const sender = hexOf(event.sender);
     if (!this.admitted.has(sender) || !this.seats.has(sender)) {
-      if (this.pending.length < PENDING_SIGNALS_MAX) this.pending.push([this.now() + PENDING_SIGNAL_MS, event]);
+      const now = this.now();
+      this.pending = this.pending.filter(([t]) => t > now);
+      const theirs = this.pending.filter(([, ev]) => equal(ev.sender, event.sender)).length;
+      if (this.pending.length < PENDING_SIGNALS_MAX && theirs < PENDING_PER_SENDER) this.pending.push([now + PENDING_SIGNAL_MS, event]);
       return;
     }
     const boxKey = this.ctx.roster().boxKeys.get(sender);
@@ -1131,7 +1239,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
         throw err;
       }
       const news = await this.keys.receive(sender, message);
-      this.keyLog.push({ from: sender, epoch: message.epoch, at: this.now(), news });
+      keepLast(this.keyLog, { from: sender, epoch: message.epoch, at: this.now(), news });
+      this.counters.keyMessages++;
       if (news) await this.updateCode();
       return;
     }
@@ -1261,6 +1370,11 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
         const seat = this.seats.get(targetHex ?? "");
         if (seat === undefined) {
           throw new CallRefused(`${this.label(targetHex ?? "")} is not ${name === "admit" || name === "deny" ? "in the lobby" : "in the call"} right now.`);
+        }
+        if (name === "admit") {
+          await this.checkAll([seat.join]); // (verdicts are dropped when the roster changes)
+          const problem = seat.status === "lobby" ? this.knockProblem(seat) : null;
+          if (problem !== null) throw new CallRefused(`${this.label(targetHex ?? "")} cannot be admitted: ${problem}.`);
         }
         joinRef = seat.join.nonce;
       }

@@ -53,7 +53,7 @@ export const startRealCall: StartCall = async (client, roomId, local, choices) =
   // per-track frame/failure/time counters) — never key material. Kept after the call ends so a
   // test can read what a removed page received; the next call replaces it.
   (globalThis as { salonCallStats?: () => Promise<unknown> }).salonCallStats = async () => ({
-    keyEvents: call.keyLog.length,
+    keyEvents: call.counters.keyMessages,
     tracks: (await routes.mediaKeys()?.counters().catch(() => null))?.tracks ?? null,
   });
   const intents: CallIntents = {
