@@ -505,7 +505,10 @@ class CallClient:
 
     async def _fetch_ice_servers(self) -> None:
         self.ice.asking()
+        was_relay_only = self.ice.relay_only
         self.ice.update(await fetch_ice_servers(self.session.conn))
+        if self.ice.relay_only and not was_relay_only:
+            self.note("relay calls: this server sends every connection through its TURN server")
         if self.ice.relay_only and not self.ice.has_turn:
             raise CallError(
                 "--relay-only needs a TURN server, and this server offers none "

@@ -48,6 +48,9 @@ class IceConfig:
         self._asked_at = self._clock()
 
     def update(self, answer: ice_wire.IceServers) -> None:
+        """Take the servers; the server's ``relay_only`` (the operator's "relay calls") turns
+        relay-only on for the rest of the call and never off (a local --relay-only stays)."""
+        self.relay_only = self.relay_only or answer.relay_only
         self.servers = list(answer.servers)
         self.expires_at = answer.expires_at
         self._fetched_at = self._clock()

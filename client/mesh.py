@@ -35,11 +35,36 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import candidate_from_sdp
 
 from client.callsignal import SignalKind, SignalRejected, check_sdp
 from client.topology import LinkState, Peer, SourceTap, TopologyContext
 
 log = logging.getLogger(__name__)
+
+
+async def add_bundled_candidates(pc: RTCPeerConnection, sdp: str) -> None:
+    """Hand aiortc every ICE candidate of a remote description.
+
+    With max-bundle our three transceivers share one ICE transport, and aiortc's
+    setRemoteDescription keeps the candidates of only one m-section of the bundle, while a
+    browser lists them in the first section only. A direct link survived that by learning
+    peer-reflexive candidates from the browser's checks; a relay-only link cannot (the TURN
+    server drops the checks until we create a permission for the browser's relay), so it
+    never connected. aioice ignores a candidate whose address it already has."""
+    seen: set[str] = set()
+    for line in sdp.splitlines():
+        if not line.startswith("a=candidate:"):
+            continue
+        value = line[len("a=candidate:") :].strip()
+        if value in seen:
+            continue
+        seen.add(value)
+        candidate = candidate_from_sdp(value)
+        candidate.sdpMLineIndex = 0  # the bundle's transport
+        await pc.addIceCandidate(candidate)
+
+
 CONNECT_TIMEOUT = 20.0
 RESTARTS = 2
 RESTART_DELAY = 1.0
@@ -208,6 +233,7 @@ class _Link:
             await pc.setRemoteDescription(
                 RTCSessionDescription(plain_connection_lines(sdp), "offer")
             )
+            await add_bundled_candidates(pc, sdp)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises several types for SDP it cannot use
             await self.refuse(f"unusable offer from {self.peer.label}: {exc}")
@@ -222,6 +248,7 @@ class _Link:
             await pc.setRemoteDescription(
                 RTCSessionDescription(plain_connection_lines(sdp), "answer")
             )
+            await add_bundled_candidates(pc, sdp)
         except Exception as exc:
             await self.refuse(f"unusable answer from {self.peer.label}: {exc}")
 

@@ -3,7 +3,8 @@
 After authenticating, a member asks the server for the STUN and TURN servers to give every
 ``RTCPeerConnection`` it makes (mesh pairs and SFU links)::
 
-    GetIceServers    -> IceServers    STUN URLs, and TURN URLs with short-lived credentials
+    GetIceServers    -> IceServers    STUN URLs, and TURN URLs with short-lived credentials,
+                                      and whether the operator wants relay-only calls
 
 TURN credentials follow the shared-secret REST scheme coturn implements (``use-auth-secret``):
 ``username`` is ``"<expiry unix time>:<random id>"`` and ``credential`` is
@@ -41,3 +42,7 @@ class IceServers(msgspec.Struct, tag="ice_servers", frozen=True):
     id: int
     servers: list[IceServer]
     expires_at: int = 0
+    # The operator's "relay calls" ([ice] relay_only): every client uses iceTransportPolicy
+    # "relay" for every connection, so no participant learns another's IP address (only the
+    # TURN server's). Clients may also force relay-only locally (``salon call --relay-only``).
+    relay_only: bool = False

@@ -101,6 +101,9 @@ class IceSection(msgspec.Struct, forbid_unknown_fields=True):
     turn_urls: list[str] = []
     turn_secret: str = ""  # coturn's static-auth-secret (use-auth-secret)
     turn_ttl_seconds: int = 86_400
+    # "Relay calls": tell every client to connect only through the TURN server (hides the
+    # participants' IP addresses from each other; needs turn_urls).
+    relay_only: bool = False
 
 
 MIN_NODE_SECRET = 32
@@ -127,6 +130,8 @@ def _ice_problem(ice: IceSection) -> str | None:
                 return f"ice.{key}: {url!r} is not a {' or '.join(schemes)} URL"
     if ice.turn_urls and not ice.turn_secret:
         return "ice.turn_secret must be set when ice.turn_urls is (coturn's static-auth-secret)"
+    if ice.relay_only and not ice.turn_urls:
+        return "ice.relay_only needs a TURN server (ice.turn_urls and ice.turn_secret)"
     if ice.turn_secret and not ice.turn_urls:
         return "ice.turn_urls must list the TURN server when ice.turn_secret is set"
     if ice.turn_secret and len(ice.turn_secret) < MIN_TURN_SECRET:

@@ -60,7 +60,7 @@ def ice_servers(
             ice.turn_secret, ice.turn_ttl_seconds, wall_clock() if now is None else now, token
         )
         servers.append(IceServer(list(ice.turn_urls), username, credential))
-    return IceServers(request_id, servers, expires_at)
+    return IceServers(request_id, servers, expires_at, ice.relay_only)
 
 
 def install_ice(app: web.Application) -> None:

@@ -185,6 +185,7 @@ def test_credentials_are_cotruns_scheme_and_fresh_per_request() -> None:
         ('stun_urls = ["http://t.example"]', "ice.stun_urls"),
         ('turn_urls = ["stun:t.example"]\nturn_secret = "0123456789abcdef"', "ice.turn_urls"),
         ("turn_ttl_seconds = 5", "ice.turn_ttl_seconds"),
+        ('stun_urls = ["stun:s.example"]\nrelay_only = true', "ice.relay_only"),
     ],
 )
 def test_ice_config_mistakes_name_the_key(tmp_path: Path, ice: str, key: str) -> None:
@@ -260,6 +261,31 @@ def test_the_client_asks_again_before_the_credentials_expire() -> None:
     assert ice.stale()
     ice.update(IceServers(2, [], expires_at=0))  # TURN gone: nothing to renew
     assert not ice.stale() and not ice.has_turn
+
+
+def test_relay_calls_are_the_servers_choice_and_stay_on() -> None:
+    """``[ice] relay_only`` reaches clients in the answer; a client turns relay-only on when
+    told, and a later answer cannot turn it off (nor the server undo a local --relay-only)."""
+    from client.ice import IceConfig
+    from protocol.ice_wire import IceServer, IceServers
+
+    ice = IceSection(turn_urls=["turn:t.example"], turn_secret="a-long-enough-secret")
+    assert ice_servers(ice, 1).relay_only is False
+    relay = IceSection(
+        turn_urls=["turn:t.example"], turn_secret="a-long-enough-secret", relay_only=True
+    )
+    assert ice_servers(relay, 1).relay_only is True
+    turn = [IceServer(["turn:t.example"], "2000:x", "c")]
+    client = IceConfig()
+    client.update(IceServers(1, turn, 2000))
+    assert client.configuration().iceTransportPolicy.value == "all"
+    client.update(IceServers(2, turn, 2000, relay_only=True))
+    assert client.configuration().iceTransportPolicy.value == "relay"
+    client.update(IceServers(3, turn, 2000))
+    assert client.relay_only
+    local = IceConfig(relay_only=True)
+    local.update(IceServers(1, turn, 2000))
+    assert local.relay_only
 
 
 @pytest.mark.usefixtures("loopback_ice")

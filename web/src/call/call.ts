@@ -202,6 +202,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   /** Shared with every topology (updated in place when TURN credentials are renewed). */
   private readonly iceServers: RTCIceServer[] = [];
   private iceExpiresAt = 0; // s since the epoch, 0: never
+  /** Relay-only: asked for by the options, or by the server (§5.6 relay_only), never undone. */
+  private relayOnly = false;
   private iceFetchedAt = 0; // ms
   private iceAskedAt = 0; // ms
   private iceTimer: ReturnType<typeof setInterval> | null = null;
@@ -558,7 +560,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     this.iceExpiresAt = answer.expires_at;
     this.iceFetchedAt = this.now();
     const hasTurn = answer.servers.some((s) => s.urls.some((u) => u.startsWith("turn:") || u.startsWith("turns:")));
-    if (this.options.relayOnly === true && !hasTurn) throw new CallRefused(REASONS.noRelay);
+    this.relayOnly = this.relayOnly || this.options.relayOnly === true || answer.relay_only;
+    if (this.relayOnly && !hasTurn) throw new CallRefused(REASONS.noRelay);
   }
 
   /** Whether the TURN credentials are near their end (client/ice.py IceConfig.stale). */
@@ -1086,7 +1089,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     const feed = new Feed(this);
     const topology = factory({
       me: this.me, keys: this.keys, sink: feed, signaller: this, media: { ...this.media },
-      sfu: state.topology === "sfu" ? this : null, iceServers: this.iceServers, relayOnly: this.options.relayOnly ?? false,
+      sfu: state.topology === "sfu" ? this : null, iceServers: this.iceServers, relayOnly: this.relayOnly,
     });
     const running: Running = { topology, feed, peers: new Set(), retireTimer: null };
     this.current = running;

@@ -100,8 +100,11 @@ export interface Done { type: "done"; id: number }
 export interface ErrorReply { type: "error"; id: number | null; code: string; message: string }
 export interface RecordAdded { type: "record_added"; record: Record }
 export interface SessionClosed { type: "session_closed"; reason: string }
-/** §5.6: give `servers` to every RTCPeerConnection (drop empty username/credential). */
-export interface IceServers { type: "ice_servers"; id: number; servers: IceServer[]; expires_at: number }
+/** §5.6: give `servers` to every RTCPeerConnection (drop empty username/credential);
+ * `relay_only`: the operator's "relay calls" — iceTransportPolicy "relay" everywhere. */
+export interface IceServers {
+  type: "ice_servers"; id: number; servers: IceServer[]; expires_at: number; relay_only: boolean;
+}
 
 export type ServerMessage =
   | Challenge | Welcome | InviteOpened | Joined | Records | Appended | Invites | Envelopes | EnvelopeHolders | Done
@@ -127,7 +130,8 @@ export const SERVER_MESSAGE = union("ServerMessage", [
   struct("Error", [f("id", optional("int")), f("code", "str"), f("message", "str")], { tag: "error" }),
   struct("RecordAdded", [f("record", ref(RECORD))], { tag: "record_added" }),
   struct("SessionClosed", [f("reason", "str")], { tag: "session_closed" }),
-  struct("IceServers", [f("id", "int"), f("servers", list(ref(ICE_SERVER))), fd("expires_at", "int", 0)],
+  struct("IceServers", [f("id", "int"), f("servers", list(ref(ICE_SERVER))), fd("expires_at", "int", 0),
+    fd("relay_only", "bool", false)],
     { tag: "ice_servers" }),
   ...CHAT_SERVER_STRUCTS,
   ...CONFERENCE_SERVER_STRUCTS,
