@@ -1,6 +1,6 @@
 """The web client's call core (web/src/call/call.ts) beside real ``salon call`` participants.
 
-``web/scripts/call_e2e.mjs`` runs the browser's CallClient under Node (its global WebSocket),
+``web/scripts/run_ts.mjs call_e2e`` runs the browser's CallClient under Node (its global WebSocket),
 one JSON command per stdin line. Node has no WebRTC, so its topology only records what the
 call client tells it (peers, verified signals, what may be sent): this checks the signalling,
 the signed moderation and the media keys end to end against the real server and CLI; the media
@@ -44,7 +44,8 @@ class NodeCall:
     async def start(cls) -> NodeCall:
         proc = await asyncio.create_subprocess_exec(
             "node",
-            "scripts/call_e2e.mjs",
+            "scripts/run_ts.mjs",
+            "call_e2e",
             cwd=WEB,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -1,6 +1,6 @@
 """The web client's rooms, chat and stories against the real server and CLI (issue 9).
 
-``web/scripts/chat_e2e.mjs`` runs the TypeScript modules (rooms.ts, chat.ts, stories.ts over
+``web/scripts/run_ts.mjs chat_e2e`` runs the TypeScript modules (rooms.ts, chat.ts, stories.ts over
 space.ts and session.ts) under Node's global WebSocket, one JSON command per stdin line; the
 other people are real ``salon`` CLI processes against one real ``salon serve``. Both
 directions of every flow: the web client reads what the CLI sends and posts, the CLI reads
@@ -29,13 +29,13 @@ pytestmark = pytest.mark.timeout(300)
 
 
 class ChatNode(NodeClient):
-    """The same line protocol as the core test's client, running scripts/chat_e2e.mjs."""
+    """The same line protocol as the core test's client, running scripts/chat_e2e.ts."""
 
     def __init__(self) -> None:  # NodeClient's reader, ask/ok/error and close are reused
         import queue
 
         self.proc = subprocess.Popen(
-            ["node", "scripts/chat_e2e.mjs"],
+            ["node", "scripts/run_ts.mjs", "chat_e2e"],
             cwd=WEB,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -1,6 +1,6 @@
 """The web client's core (session, space, join, spaces) against the real server and CLI (issue 9).
 
-``web/scripts/core_e2e.mjs`` runs the TypeScript client modules under Node's global WebSocket
+``web/scripts/run_ts.mjs core_e2e`` runs the TypeScript client modules under Node's global WebSocket
 (``node --experimental-websocket``), one JSON command per stdin line, one JSON answer per
 stdout line; its vault is a MemorySlotStore under a WebCrypto device key. The other people are
 real ``salon`` CLI processes, all against one real ``salon serve``.
@@ -33,7 +33,7 @@ class NodeClient:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            ["node", "scripts/core_e2e.mjs"],
+            ["node", "scripts/run_ts.mjs", "core_e2e"],
             cwd=WEB,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -1,6 +1,6 @@
 """The web client's protocol modules, checked by the Python implementation (issue 9).
 
-The reverse of the known-answer vectors: ``web/scripts/interop.mjs`` runs the TypeScript
+The reverse of the known-answer vectors: ``web/scripts/run_ts.mjs interop`` runs the TypeScript
 modules of ``web/src/protocol/`` with fresh random keys and writes what they make (a record
 chain, an invite seal and preview, a room-key envelope, a chat message, a story, SFrame
 media frames, a call action, a media-key signal) with the secrets a verifier needs; each is
@@ -63,7 +63,9 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         if done.returncode != 0 or not (WEB / "node_modules").is_dir():
             pytest.fail(f"web/node_modules is missing and npm ci failed: {done.stderr[-500:]}")
     out = tmp_path_factory.mktemp("interop") / "interop.json"
-    subprocess.run(["node", "scripts/interop.mjs", str(out)], cwd=WEB, check=True, timeout=60)
+    subprocess.run(
+        ["node", "scripts/run_ts.mjs", "interop", str(out)], cwd=WEB, check=True, timeout=60
+    )
     data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     return data
 

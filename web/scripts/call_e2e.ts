@@ -9,10 +9,10 @@
  * the real SpaceClient behind a thin wrapper that can also deliver a forged event "from the
  * server" (op inject_forged_mute), to show the client refuses it.
  */
-import { createInterface } from "node:readline";
+import { type Command, serveLines } from "./e2e_lines.ts";
 import { MemorySlotStore } from "../src/keystore/store.ts";
 import { generateDeviceKey } from "../src/keystore/vault.ts";
-import { ClientError, ServerError, type SpaceContext } from "../src/client/context.ts";
+import type { SpaceContext } from "../src/client/context.ts";
 import type { SpaceClient } from "../src/client/space.ts";
 import { Spaces } from "../src/client/spaces.ts";
 import { roomName } from "../src/client/rooms.ts";
@@ -26,7 +26,6 @@ import type {
   CallView, LocalMedia, Peer, SignalKind, Topology, TopologyContext, TopologyFactory, TopologyName,
 } from "../src/call/topology.ts";
 
-type Command = { op: string; [key: string]: unknown };
 
 interface Recorded {
   topology: TopologyName;
@@ -218,28 +217,7 @@ const handlers: { [op: string]: (c: Command) => Promise<unknown> } = {
   },
 };
 
-function describe(err: unknown): { error: string; kind: string; name: string } {
-  if (err instanceof CallRefused) return { error: err.message, kind: "refused", name: err.name };
-  if (err instanceof ServerError) return { error: err.message, kind: err.code, name: err.name };
-  if (err instanceof ClientError) return { error: err.message, kind: "", name: err.name };
-  return { error: String((err as Error)?.stack ?? err), kind: "", name: "Error" };
-}
-
-const lines = createInterface({ input: process.stdin });
-for await (const line of lines) {
-  if (line.trim() === "") continue;
-  const command = JSON.parse(line) as Command;
-  if (command.op === "quit") break;
-  let answer: unknown;
-  try {
-    const handler = handlers[command.op];
-    if (handler === undefined) throw new Error(`unknown op ${command.op}`);
-    answer = { ok: (await handler(command)) ?? null };
-  } catch (err) {
-    answer = describe(err);
-  }
-  process.stdout.write(JSON.stringify(answer, (_k, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString("hex") : v)) + "\n");
-}
+await serveLines(handlers, (err) => (err instanceof CallRefused ? { error: err.message, kind: "refused", name: err.name } : undefined));
 await (call as CallClient | null)?.leave().catch(() => undefined);
 await spaces.closeAll();
 process.exit(0);

@@ -5,18 +5,16 @@
  * with the page's key duty running — over Node's global WebSocket; the vault is a
  * MemorySlotStore under a WebCrypto device key. Bytes are hex in both directions.
  */
-import { createInterface } from "node:readline";
+import { type Command, serveLines } from "./e2e_lines.ts";
 import { fromHex } from "../src/protocol/bytes.ts";
 import { MemorySlotStore } from "../src/keystore/store.ts";
 import { generateDeviceKey } from "../src/keystore/vault.ts";
-import { ClientError, Removed, ServerError } from "../src/client/context.ts";
 import type { SpaceClient } from "../src/client/space.ts";
 import { Spaces } from "../src/client/spaces.ts";
 import { Rooms, type RoomView } from "../src/client/rooms.ts";
 import { Chat, type Follower, type ReadItem } from "../src/client/chat.ts";
 import { StoriesClient } from "../src/client/stories.ts";
 
-type Command = { op: string; [key: string]: unknown };
 
 const spaces = await Spaces.open({ store: new MemorySlotStore(), device: await generateDeviceKey() });
 let current: { client: SpaceClient; rooms: Rooms; chat: Chat; stories: StoriesClient } | null = null;
@@ -129,28 +127,7 @@ const handlers: { [op: string]: (cmd: Command) => Promise<unknown> } = {
   duty_errors: async () => dutyErrors,
 };
 
-function describe(err: unknown): { error: string; kind: string; name: string } {
-  if (err instanceof ServerError) return { error: err.message, kind: err.code, name: err.name };
-  if (err instanceof Removed) return { error: err.message, kind: err.how, name: err.name };
-  if (err instanceof ClientError) return { error: err.message, kind: "", name: err.name };
-  return { error: String((err as Error)?.stack ?? err), kind: "", name: "Error" };
-}
-
-const lines = createInterface({ input: process.stdin });
-for await (const line of lines) {
-  if (line.trim() === "") continue;
-  const command = JSON.parse(line) as Command;
-  if (command.op === "quit") break;
-  let answer: unknown;
-  try {
-    const handler = handlers[command.op];
-    if (handler === undefined) throw new Error(`unknown op ${command.op}`);
-    answer = { ok: (await handler(command)) ?? null };
-  } catch (err) {
-    answer = describe(err);
-  }
-  process.stdout.write(JSON.stringify(answer, (_k, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString("hex") : v)) + "\n");
-}
+await serveLines(handlers);
 for (const f of followers.values()) f.stop();
 await spaces.closeAll();
 process.exit(0);

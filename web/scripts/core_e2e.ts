@@ -4,15 +4,14 @@
  * client's own modules (spaces.ts, join.ts, space.ts, session.ts) over Node's global WebSocket,
  * with the vault in a MemorySlotStore under a WebCrypto device key.
  */
-import { createInterface } from "node:readline";
+import { type Command, serveLines } from "./e2e_lines.ts";
 import { MemorySlotStore } from "../src/keystore/store.ts";
 import { generateDeviceKey } from "../src/keystore/vault.ts";
-import { ClientError, Removed, ServerError } from "../src/client/context.ts";
+import type { Removed } from "../src/client/context.ts";
 import { JoinError } from "../src/client/join.ts";
 import type { SpaceClient } from "../src/client/space.ts";
 import { Spaces } from "../src/client/spaces.ts";
 
-type Command = { op: string; [key: string]: unknown };
 
 const spaces = await Spaces.open({ store: new MemorySlotStore(), device: await generateDeviceKey() });
 let current: SpaceClient | null = null;
@@ -102,28 +101,6 @@ const handlers: { [op: string]: (c: Command) => Promise<unknown> } = {
   states: async () => states,
 };
 
-function describe(err: unknown): { error: string; kind: string; name: string } {
-  if (err instanceof JoinError) return { error: err.message, kind: err.kind, name: err.name };
-  if (err instanceof ServerError) return { error: err.message, kind: err.code, name: err.name };
-  if (err instanceof Removed) return { error: err.message, kind: err.how, name: err.name };
-  if (err instanceof ClientError) return { error: err.message, kind: "", name: err.name };
-  return { error: String((err as Error)?.stack ?? err), kind: "", name: "Error" };
-}
-
-const lines = createInterface({ input: process.stdin });
-for await (const line of lines) {
-  if (line.trim() === "") continue;
-  const command = JSON.parse(line) as Command;
-  if (command.op === "quit") break;
-  let answer: unknown;
-  try {
-    const handler = handlers[command.op];
-    if (handler === undefined) throw new Error(`unknown op ${command.op}`);
-    answer = { ok: (await handler(command)) ?? null };
-  } catch (err) {
-    answer = describe(err);
-  }
-  process.stdout.write(JSON.stringify(answer, (_k, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString("hex") : v)) + "\n");
-}
+await serveLines(handlers, (err) => (err instanceof JoinError ? { error: err.message, kind: err.kind, name: err.name } : undefined));
 await spaces.closeAll();
 process.exit(0);

@@ -5,7 +5,7 @@
  * signal, and write them (with the secrets a verifier needs) as JSON for
  * tests/test_web_interop.py, which checks every item with the Python implementation.
  *
- * Run: node scripts/interop.mjs OUT.json (it bundles this file with esbuild).
+ * Run: node scripts/run_ts.mjs interop OUT.json (it bundles this file with esbuild).
  * Byte strings are lowercase hex in the JSON.
  */
 import { writeFileSync } from "node:fs";
