@@ -1038,7 +1038,8 @@ class CallClient:
         texts = {
             "hand-up": f"{who} raised a hand",
             "hand-down": f"{who} lowered their hand",
-            "lower-hand": f"{who} lowered {target}'s hand",
+            "lower-hand": f"{who} lowered "
+            + ("your hand" if action.target == self.me else f"{target}'s hand"),
             "mute": f"{who} muted {target}",
             "mute-all": f"{who} muted everyone",
             "admit": f"{who} admitted {target}",
