@@ -11,7 +11,8 @@ Fixtures (registered by conftest.py)
     ``SERVER_CONFIG`` is merged in as for ``server``. ``web_server.url`` is the app's origin.
 ``chromium`` (module)
     A Playwright (sync API) ``Browser``: Debian's ``/usr/bin/chromium``, headless, fake camera
-    and microphone (never ``playwright install``). Module scope, not session: while the sync
+    and microphone (never ``playwright install``); with a module's ``FAKE_CAMERA_YUV`` the
+    fake camera is a picture of that one colour. Module scope, not session: while the sync
     API is open an event loop runs, and async tests elsewhere could not start theirs.
 ``new_page`` (function)
     ``new_page(theme="light"|"dark", phone=False) -> WebPage``: a page in a fresh browser
@@ -128,15 +129,22 @@ def web_server(
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
+def chromium(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing (.ci/run installs it: apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
+    args = list(CHROMIUM_ARGS)
+    # A module's FAKE_CAMERA_YUV: every page's fake camera shows that one colour (a Y4M).
+    if (yuv := getattr(request.module, "FAKE_CAMERA_YUV", None)) is not None:
+        from media_page_support import write_y4m
+
+        y4m = write_y4m(tmp_path_factory.mktemp("camera") / "camera.y4m", yuv, 320, 240)
+        args.append(f"--use-file-for-fake-video-capture={y4m}")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         yield browser
         browser.close()
 

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import test_web_look as look
 from conftest import SalonServer
-from test_web_call_sfu6 import AUDIO_BY_NAME, poll
+from test_web_call_sfu6 import AUDIO_BY_NAME, poll, yuv
 from test_web_call_ui import (
     CALL_VIEW,
     REMOTE_PLAYING,
@@ -37,8 +37,14 @@ from test_web_call_ui import (
     shoot,
 )
 
+from client.media import colour_distance
+
 pytestmark = pytest.mark.timeout(300)
 SERVER_CONFIG = {"conference": {"max_participants": 6}}
+# Every page's camera is this colour (magenta): what is green in a CLI's recording is the
+# screen Chromium shares (its fake screen is a green test pattern).
+CAMERA_RGB = (210, 40, 200)
+FAKE_CAMERA_YUV = yuv(CAMERA_RGB)
 
 MIC = "[data-testid=call-mic]"
 OVER = "[data-testid=call-over]"
@@ -75,6 +81,18 @@ def views(web: Any, name: str) -> None:
 def recorded_frames(path: Path) -> list[Any]:
     with av.open(str(path)) as container:
         return [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+
+
+def assert_screen_recorded(screen: dict[str, Any], record: Path) -> None:
+    """The screen's colour (as the CLI decoded it) is not a camera's, and the recording shows
+    it: absent from its first frame (before the share), a good part of a later one."""
+    b, g, r = screen["dominant_colour"]
+    assert colour_distance((r, g, b), CAMERA_RGB) > 100, screen
+    frames = recorded_frames(record)
+    assert len(frames) > 15, len(frames)
+    target = np.array(screen["dominant_colour"])
+    share = [float((np.abs(f.astype(int) - target).sum(axis=2) < 60).mean()) for f in frames]
+    assert share[0] < 0.01 and max(share) > 0.05, share[:: max(1, len(share) // 20)]
 
 
 def test_a_page_host_moderates_pages_and_clis(
@@ -223,12 +241,68 @@ def test_a_page_host_moderates_pages_and_clis(
     assert seen["Carol"]["muted"] is True, seen["Carol"]
     screen = seen["Bob"]["screen"]
     assert screen["frames_decoded"] > 10 and screen["decrypt_failures"] == 0, screen
-    # The recording has Bob's screen in it: a tile of the colour Dave's CLI decoded.
-    frames = recorded_frames(record)
-    assert len(frames) > 15
-    target = np.array(screen["dominant_colour"])
-    close = max((np.abs(f.astype(int) - target).sum(axis=2) < 40).mean() for f in frames)
-    assert close > 0.05, close
+    assert_screen_recorded(screen, record)
     assert problems == []
     for web in (bob, carol, eve):
         assert [p for p in web.problems() if "favicon" not in p] == [], web.problems()
+
+
+def test_a_screen_shared_in_a_mesh_and_a_stage(
+    web_server: SalonServer, module_user: Any, new_page: Any, tmp_path: Path
+) -> None:
+    """A mesh: Bob's page shares his screen, the CLI's --stats and --record hold it. A stage:
+    Bob (a host, in his page) lets Dave's CLI speak (his tone arrives at Bob's page), then makes
+    him a listener again (it stops)."""
+    alice = module_user("alice2")
+    made = alice.json("space", "create", "Studio", "--server", web_server.url, "--as", "Alice")
+    space, link = made["space_id"], made["link"]
+    alice.run("room", "create", space, "pair", "--kind", "conference", "--topology", "mesh")
+    alice.run("room", "create", space, "forum", "--kind", "conference", "--stage")
+    dave = module_user("dave2")
+    dave.run("join", link, "--as", "Dave")
+    bob = new_page()
+    open_room(bob, link, "Bob", "pair")
+    alice.run("role", space, "Bob", "moderator")
+    record = tmp_path / "dave.webm"
+    with cli_calls() as running:
+        cli = CliCall(dave, space, "pair", tmp_path / "dave.json", 120, "--record", str(record))
+        running.append(cli)
+        cli.wait_for(r"joined call")
+        join_call(bob)
+        bob.page.wait_for_selector(f"{CALL_VIEW}[data-topology=mesh]", timeout=45_000)
+        bob.page.wait_for_function(REMOTE_PLAYING, arg=1, timeout=60_000)
+        cli.wait_for(r"first video from Bob")
+        bob.page.click("[data-testid=call-screen]")
+        cli.wait_for(r"Bob .* is sharing a screen", 45)
+        cli.wait_for(r"status: .*Bob \(connected")  # a status line after the screen arrived
+        bob.page.click("[data-testid=call-leave]")
+        cli.wait_for(r"Bob \(\w+\) left")
+        cli.stop()
+        assert cli.proc.returncode == 0
+        stats = json.loads((tmp_path / "dave.json").read_text())
+        assert stats["topology"] == "mesh", stats["topology"]
+        screen = next(p for p in stats["participants"] if p["display_name"] == "Bob")["screen"]
+        assert screen["frames_decoded"] > 10 and screen["decrypt_failures"] == 0, screen
+        assert_screen_recorded(screen, record)
+
+        # The stage: Dave (CLI) listens until Bob lets him speak, then listens again.
+        bob.page.click("nav.sidebar a:has-text('forum')")
+        bob.page.wait_for_selector("[data-testid=call-join]", timeout=30_000)
+        join_call(bob)
+        bob.page.wait_for_selector(CALL_VIEW, timeout=30_000)
+        stage = CliCall(dave, space, "forum", tmp_path / "stage.json", 120)
+        running.append(stage)
+        stage.wait_for(r"joined call")
+        manage(bob, "Dave", "Let Dave speak")
+        stage.wait_for(r"you are a speaker now")
+        bob.page.wait_for_selector(
+            "[data-testid=call-person][data-name=Dave]:has-text('Speaker')", timeout=30_000
+        )
+        poll(lambda: level(bob, "Dave") > LOUD, 45, "Bob's page never heard Dave speak")
+        manage(bob, "Dave", "Make Dave a listener")
+        stage.wait_for(r"you are a listener now")
+        bob.page.wait_for_selector(tile("Dave", ".tile-seat"), timeout=30_000)
+        poll(lambda: level(bob, "Dave") < SILENT, 30, "Bob's page still hears Dave")
+        views(bob, "call-mod-stage")
+        stage.stop()
+    assert [p for p in bob.problems() if "favicon" not in p] == [], bob.problems()
