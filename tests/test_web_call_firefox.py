@@ -33,10 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import CHROMIUM, FirefoxPage, WebPage
+from browser_support import CHROMIUM, JOIN_NAME, JOIN_SUBMIT, SPACE_VIEW, FirefoxPage, WebPage
 from call_helpers import CALL_ENV
 from conftest import SALON, SalonServer
 from media_page_support import WEB, chromium_args, write_y4m
+from test_web_call_sfu6 import AUDIO_BY_NAME, poll
+from test_web_call_ui import PLAYING, PREJOIN, REMOTE_PLAYING, TILE_COLOUR, join_call, open_room
 
 from client.media import colour_distance, name_colour
 
@@ -256,5 +258,89 @@ def test_firefox_and_the_cli_in_a_mesh(
         seen = peer(cli.finish(), "Bob")
         assert seen["video_frames_decoded"] > 10 and seen["audio_frames_decoded"] > 20, seen
         assert [e for e in bob.problems() if "favicon" not in e] == []
+    finally:
+        cli.kill()
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory: pytest.TempPathFactory, web_dist: Path) -> Iterator[SalonServer]:
+    """The web app itself (not the test page), its SFU on every interface (as ``ff_server``)."""
+    srv = SalonServer(
+        tmp_path_factory.mktemp("call-ff-app"), {"server": {"web_dir": str(web_dist)}}
+    )
+    srv.ice_hosts = ""
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def ff_until(ff: FirefoxPage, expression: str, what: str, timeout: float = 45) -> None:
+    end = time.monotonic() + timeout
+    while not ff.evaluate(expression):
+        assert time.monotonic() < end, what
+        time.sleep(0.3)
+
+
+def test_firefox_in_the_call_screen_with_chromium_and_the_cli(
+    firefox: Any, new_page: Any, app_server: SalonServer, module_user: Any, tmp_path: Path
+) -> None:
+    """The web app's own call screen in Firefox ESR, on the SFU with a Chromium page and a CLI:
+    its remote tiles play (the CLI's colour decoded), its microphone turns off and on again
+    (Chromium's page shows it), the CLI decodes it, the codes match; screenshots."""
+    alice = module_user("alice-ff-app")
+    space, link = room(alice, app_server, "porch", "sfu")
+    carol = new_page()
+    open_room(carol, link, "Carol", "porch")
+    cli = Cli(alice, space, "porch", tmp_path / "alice.json")
+    try:
+        cli.wait_for(r"joined call")
+        join_call(carol)
+        ff = firefox()
+        ff.goto(link)
+        ff.wait(JOIN_NAME)
+        ff.fill(JOIN_NAME, "Bob")
+        ff.click(JOIN_SUBMIT)
+        ff.wait(SPACE_VIEW, timeout=30)
+        ff.click("nav.sidebar a::-p-text(porch)")
+        ff.wait(PREJOIN, timeout=30)
+        ff_until(ff, f"({PLAYING})()", "the preview does not play in Firefox", 20)
+        ff.click("[data-testid=call-join]")
+        ff.wait("[data-testid=call-view][data-topology=sfu]", timeout=30)
+        ff_until(ff, f"({REMOTE_PLAYING})(2)", "Firefox's remote tiles do not play", 60)
+        rgb = ff.evaluate(f"({TILE_COLOUR})('Alice')")
+        b, g, r = name_colour("Alice")
+        assert rgb is not None and colour_distance(tuple(rgb), (r, g, b)) < 60, rgb
+        carol.page.wait_for_function(REMOTE_PLAYING, arg=2, timeout=60_000)
+        cli.decoding("Bob")
+        code = cli.wait_for(r"verification code ([\d ]+) \(3 in the call").group(1)
+        ff.wait(f"[data-testid=call-code-line]::-p-text({code})", timeout=30)
+
+        # Firefox turns its microphone off (a local choice: no signed action, so no icon on the
+        # others' pages): its fake microphone's tone stops arriving at Chromium's page; on again,
+        # it comes back.
+        mic = "[data-testid=call-mic]"
+
+        def bob_level() -> float:
+            return float(carol.page.evaluate(AUDIO_BY_NAME).get("Bob", 0.0))
+
+        poll(lambda: bob_level() > 0.005, 45, "Chromium's page never heard Firefox")
+        ff.click(mic)
+        ff.wait(f"{mic}[aria-label='Turn on your microphone']")
+        ff.wait("[data-testid=call-tile][data-me] .tile-muted")
+        poll(lambda: bob_level() < 0.002, 30, "Chromium's page still hears Firefox, muted")
+        ff.screenshot("call-grid-muted")
+        ff.click(mic)
+        ff.wait(f"{mic}[aria-label='Turn off your microphone']")
+        poll(lambda: bob_level() > 0.005, 30, "Chromium's page does not hear Firefox again")
+        ff.screenshot("call-grid-sfu")
+        ff.viewport(390, 844)
+        ff.screenshot("call-grid-sfu-phone")
+        ff.click("[data-testid=call-leave]")
+        ff.wait(PREJOIN, timeout=30)
+        stats = cli.finish()
+        seen = peer(stats, "Bob")
+        assert seen["video_frames_decoded"] > 10 and seen["decrypt_failures"] == 0, seen
+        assert [e for e in ff.problems() if "favicon" not in e] == []
+        assert [e for e in carol.problems() if "favicon" not in e] == []
     finally:
         cli.kill()
