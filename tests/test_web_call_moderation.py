@@ -142,9 +142,13 @@ def test_a_page_host_moderates_pages_and_clis(
         bob.page.wait_for_selector(
             "[data-testid=call-person][data-name=Dave]:has-text('hand raised')", timeout=30_000
         )
-        problems += look.audit(bob.page, "people panel, a hand raised")
-        views(bob, "call-mod-hand")
-        manage(bob, "Dave", "Lower Dave's hand")
+        problems += look.audit(carol.page, "a hand raised")
+        views(carol, "call-mod-hand")
+        bob.page.click("button[aria-label='Manage Dave']")
+        bob.page.wait_for_selector("dialog[open] button:has-text('Lower Dave')")
+        problems += look.audit(bob.page, "host menu")
+        views(bob, "call-mod-host-menu")
+        bob.page.click('dialog[open] button:has-text("Lower Dave\'s hand")')
         for web in (bob, carol):
             web.page.wait_for_selector(tile("Dave", ".tile-hand"), state="detached", timeout=30_000)
         cli.wait_for(r"Bob \(\w+\) lowered your hand")
@@ -303,6 +307,8 @@ def test_a_screen_shared_in_a_mesh_and_a_stage(
         stage.wait_for(r"you are a listener now")
         bob.page.wait_for_selector(tile("Dave", ".tile-seat"), timeout=30_000)
         poll(lambda: level(bob, "Dave") < SILENT, 30, "Bob's page still hears Dave")
+        bob.page.keyboard.press("Escape")
+        bob.page.wait_for_selector("[data-testid=call-people-panel]", state="detached")
         views(bob, "call-mod-stage")
         stage.stop()
     assert [p for p in bob.problems() if "favicon" not in p] == [], bob.problems()
