@@ -7,16 +7,18 @@ his hand (``salon hand``), every page shows it, Bob lowers it, everyone sees it 
 turns Dave's microphone off and Dave's tone, loud at Carol's page before, goes silent there
 (WebAudio on his ``<audio data-name=Dave>``); Bob mutes everyone: Carol's page says her
 microphone is off, every page shows the muted icons, Carol's beeps stop arriving at Bob's page
-and the CLI saw it; Bob locks the call (Eve's page is told it is locked), unlocks it (she gets
-in), bans her (her page says so, and she cannot join again) and bans Frank's CLI (it exits with
-its own error); Bob ends the call: every page says so and Dave's CLI exits cleanly. Then a stage
-room: Bob lets Dave's CLI speak and makes him a listener again. Screenshots of each state
+and the CLI saw it; Bob locks the call (Eve's page and Frank's CLI are told it is locked),
+unlocks it (she gets in), bans her (her page says so, and she cannot join again) and bans
+Frank's CLI (it exits with its own error); Bob ends the call: every page says so and Dave's
+CLI exits cleanly. Then a mesh (Bob's screen in the CLI's stats and recording) and a stage room
+(Bob lets Dave's CLI speak and makes him a listener again). Screenshots of each state
 (call-mod-*) in light and dark, desktop and phone width.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +189,9 @@ def test_a_page_host_moderates_pages_and_clis(
         eve.page.wait_for_selector(f"{OVER}[data-phase=failed]", timeout=30_000)
         assert "The call is locked" in eve.page.inner_text(REASON)
         views(eve, "call-mod-locked")
+        locked_out = frank.run("call", space, "hall", "--duration", "20", check=False)
+        assert locked_out.returncode == 5, locked_out.stderr
+        assert "error: cannot join: a host locked this call" in locked_out.stderr, locked_out.stderr
         bob.page.click("[data-testid=call-lock-toggle]")
         bob.page.wait_for_selector(
             "[data-testid=call-count]:not(:has-text('locked'))", timeout=30_000
@@ -224,7 +229,7 @@ def test_a_page_host_moderates_pages_and_clis(
         assert frank_call.proc.wait(timeout=30) == 5
         assert frank_call.proc.stderr is not None
         frank_error = frank_call.proc.stderr.read()
-        assert "error: " in frank_error and "banned you" in frank_error, frank_error
+        assert re.search(r"error: Bob \(\w+\) banned you from this call", frank_error), frank_error
         again = frank.run("call", space, "hall", "--duration", "20", check=False)
         assert again.returncode == 5 and "banned" in again.stderr, again.stderr
 
