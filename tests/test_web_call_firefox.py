@@ -310,6 +310,9 @@ def test_firefox_in_the_call_screen_with_chromium_and_the_cli(
         rgb = ff.evaluate(f"({TILE_COLOUR})('Alice')")
         b, g, r = name_colour("Alice")
         assert rgb is not None and colour_distance(tuple(rgb), (r, g, b)) < 60, rgb
+        # Chromium's fake camera: a green test pattern.
+        red, green, blue = ff.evaluate(f"({TILE_COLOUR})('Carol')")
+        assert green > red + 60 and green > blue + 60, (red, green, blue)
         carol.page.wait_for_function(REMOTE_PLAYING, arg=2, timeout=60_000)
         cli.decoding("Bob")
         code = cli.wait_for(r"verification code ([\d ]+) \(3 in the call").group(1)
