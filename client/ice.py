@@ -27,6 +27,8 @@ MIN_REFRESH_SECONDS = 60.0  # and never more often (a clock far off the server's
 class IceFailure(ClientError):
     """No way to reach a peer under the chosen policy (e.g. the TURN server refused us)."""
 
+    code = "ice_failed"
+
 
 async def fetch_ice_servers(conn: Connection) -> ice_wire.IceServers:
     return await conn.request(ice_wire.GetIceServers(conn.next_id()), ice_wire.IceServers)
