@@ -1,6 +1,6 @@
 """``salon completion bash|zsh``: a completion script made from the parser itself.
 
-The script holds four tables keyed by the command path (``"salon room create"``): the
+The script holds four tables keyed by the command path (``"salon:room:create"``): the
 subcommands, the options, the positional choices (``role``'s roles, ``mod``'s actions) and,
 keyed by path and option, an option's choices (``--kind chat channel conference``). A small
 shell function walks the words typed so far through the subcommand table and offers what
@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Iterator
 
 ROOT = "salon"
+SEP = ":"  # between the words of a key: no spaces, so no quoting inside a subscript
 
 
 def tables(
@@ -34,7 +35,7 @@ def tables(
                 opts[path] = " ".join([*opts.get(path, "").split(), *action.option_strings])
                 if action.choices:
                     for option in action.option_strings:
-                        choices[f"{path} {option}"] = " ".join(map(str, action.choices))
+                        choices[f"{path}{SEP}{option}"] = " ".join(map(str, action.choices))
             elif action.choices:
                 values += [str(c) for c in action.choices]
         if names:
@@ -52,12 +53,12 @@ def _walk(path: str, parser: argparse.ArgumentParser) -> Walked:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, child in action.choices.items():
-                yield from _walk(f"{path} {name}", child)
+                yield from _walk(f"{path}{SEP}{name}", child)
 
 
 def _assign(name: str, table: dict[str, str]) -> str:
-    pairs = " ".join(f"[{shlex.quote(k)}]={shlex.quote(v)}" for k, v in sorted(table.items()))
-    return f"{name}=({pairs})"
+    # One assignment a key (bash and every zsh read these alike); keys are plain words.
+    return "\n".join(f"{name}[{k}]={shlex.quote(v)}" for k, v in sorted(table.items()))
 
 
 BASH = """\
@@ -66,17 +67,17 @@ declare -gA _salon_sub _salon_opt _salon_pos _salon_choices
 {tables}
 _salon() {{
     local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}"
-    local path=salon word i
+    local at=salon word i
     for ((i = 1; i < COMP_CWORD; i++)); do
         word="${{COMP_WORDS[i]}}"
-        if [[ " ${{_salon_sub[$path]}} " == *" $word "* ]]; then path="$path $word"; fi
+        if [[ " ${{_salon_sub[$at]}} " == *" $word "* ]]; then at="$at:$word"; fi
     done
-    if [[ -n "${{_salon_choices[$path $prev]+set}}" ]]; then
-        COMPREPLY=($(compgen -W "${{_salon_choices[$path $prev]}}" -- "$cur"))
+    if [[ -n "${{_salon_choices[$at:$prev]+set}}" ]]; then
+        COMPREPLY=($(compgen -W "${{_salon_choices[$at:$prev]}}" -- "$cur"))
     elif [[ "$cur" == -* ]]; then
-        COMPREPLY=($(compgen -W "${{_salon_opt[$path]}}" -- "$cur"))
+        COMPREPLY=($(compgen -W "${{_salon_opt[$at]}}" -- "$cur"))
     else
-        COMPREPLY=($(compgen -W "${{_salon_sub[$path]}} ${{_salon_pos[$path]}}" -- "$cur"))
+        COMPREPLY=($(compgen -W "${{_salon_sub[$at]}} ${{_salon_pos[$at]}}" -- "$cur"))
     fi
 }}
 complete -o default -F _salon salon
@@ -89,17 +90,18 @@ ZSH = """\
 typeset -gA _salon_sub _salon_opt _salon_pos _salon_choices
 {tables}
 _salon() {{
-    local cur="${{words[CURRENT]}}" prev="${{words[CURRENT-1]}}" path=salon word i
+    # (not "path": zsh ties that name to $PATH)
+    local cur="${{words[CURRENT]}}" prev="${{words[CURRENT-1]}}" at=salon word i
     for ((i = 2; i < CURRENT; i++)); do
         word="${{words[i]}}"
-        if [[ " ${{_salon_sub[$path]}} " == *" $word "* ]]; then path="$path $word"; fi
+        if [[ " ${{_salon_sub[$at]}} " == *" $word "* ]]; then at="$at:$word"; fi
     done
-    if (( ${{+_salon_choices[$path $prev]}} )); then
-        compadd -- ${{=_salon_choices[$path $prev]}}
+    if (( ${{+_salon_choices[$at:$prev]}} )); then
+        compadd -- ${{=_salon_choices[$at:$prev]}}
     elif [[ "$cur" == -* ]]; then
-        compadd -- ${{=_salon_opt[$path]}}
-    elif [[ -n "${{_salon_sub[$path]}}${{_salon_pos[$path]}}" ]]; then
-        compadd -- ${{=_salon_sub[$path]}} ${{=_salon_pos[$path]}}
+        compadd -- ${{=_salon_opt[$at]}}
+    elif [[ -n "${{_salon_sub[$at]}}${{_salon_pos[$at]}}" ]]; then
+        compadd -- ${{=_salon_sub[$at]}} ${{=_salon_pos[$at]}}
     else
         _files
     fi
