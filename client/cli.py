@@ -92,8 +92,13 @@ def print_table(
             table.add_column(column)
     for row in rows:
         table.add_row(*row)
-    tty = sys.stdout.isatty()
-    width = None if tty else sum(len(c) for row in [columns, *rows] for c in row) + 80
+    width = None  # a terminal's own width
+    if not sys.stdout.isatty():
+        # Wide enough for the widest row (in terminal cells: CJK and emoji count two).
+        from rich.cells import cell_len
+
+        widest = max(sum(cell_len(c) for c in row) for row in [columns, *rows])
+        width = max(widest + 2 * len(columns) + 8, cell_len(title), 80)
     Console(highlight=False, soft_wrap=True, width=width).print(table)
 
 

@@ -308,6 +308,11 @@ def test_invite_list_in_a_pipe_prints_whole_links(town):
         assert "…" not in out
     ids = town.alice.run("space", "list", env={"COLUMNS": "30"}).stdout
     assert town.space_id in ids.split()
+    # Wide characters take two cells each: still nothing cut.
+    town.alice.run("profile", town.space_id, "--as", "アリス・ワンダーランド・" * 2)
+    members = town.alice.run("member", "list", town.space_id, env={"COLUMNS": "30"}).stdout
+    assert "アリス・ワンダーランド・" * 2 + " (you)" in members and "…" not in members
+    town.alice.run("profile", town.space_id, "--as", "Alice")
 
 
 # -- reconnect back-off --------------------------------------------------------------------------
