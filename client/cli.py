@@ -102,6 +102,15 @@ def print_table(
     Console(highlight=False, soft_wrap=True, width=width).print(table)
 
 
+def confirm(args: argparse.Namespace, message: str, document: dict[str, Any]) -> None:
+    """A command that changes something: one line for people on stderr, or under
+    ``--json`` the one JSON document on stdout."""
+    if getattr(args, "json", False):
+        emit_json(document)
+    else:
+        print(message, file=sys.stderr)
+
+
 # -- finding a membership ----------------------------------------------------------------------
 
 
@@ -236,7 +245,8 @@ async def cmd_invite_list(args: argparse.Namespace) -> int:
 async def cmd_invite_revoke(args: argparse.Namespace) -> int:
     async with session_for(args) as session:
         await session.revoke_invite(args.invite_id)
-    print(f"Revoked invite {args.invite_id}.", file=sys.stderr)
+    message = f"Revoked invite {args.invite_id}."
+    confirm(args, message, {"invite_id": args.invite_id, "revoked": True})
     return 0
 
 
@@ -293,8 +303,13 @@ async def cmd_role(args: argparse.Namespace) -> int:
     async with session_for(args) as session:
         member = session.resolve_member(args.member)
         await session.set_role(member, args.role)
-    print(f"{member.display_name} ({member.fingerprint}) is now {args.role}.", file=sys.stderr)
+    message = f"{member.display_name} ({member.fingerprint}) is now {args.role}."
+    confirm(args, message, {**member_json(member), "role": args.role})
     return 0
+
+
+def member_json(member: Any) -> dict[str, Any]:
+    return {"display_name": member.display_name, "fingerprint": member.fingerprint}
 
 
 async def cmd_kick(args: argparse.Namespace) -> int:
@@ -303,6 +318,9 @@ async def cmd_kick(args: argparse.Namespace) -> int:
         if member.key == session.member_key:
             raise UsageError("you cannot kick yourself; use 'salon leave'")
         revoked = await session.kick(member, args.ban, keep_links=args.keep_links)
+    if args.json:
+        emit_json({**member_json(member), "banned": args.ban, "revoked_invites": list(revoked)})
+        return 0
     verb = "Banned" if args.ban else "Removed"
     print(f"{verb} {member.display_name} ({member.fingerprint}); keys rotated.", file=sys.stderr)
     for invite_id in revoked:
@@ -341,7 +359,11 @@ async def cmd_profile(args: argparse.Namespace) -> int:
         raise UsageError("the display name cannot be empty")
     async with session_for(args) as session:
         await session.set_profile(args.display_name and args.display_name.strip(), avatar)
-    print("Profile updated.", file=sys.stderr)
+        me = next(v for v in session.members() if v.key == session.member_key)
+    changed = "set" if args.avatar else "removed" if args.no_avatar else "unchanged"
+    name = args.display_name.strip() if args.display_name else me.display_name
+    document = {"display_name": name, "fingerprint": me.fingerprint, "avatar": changed}
+    confirm(args, "Profile updated.", document)
     return 0
 
 
@@ -354,15 +376,17 @@ async def cmd_avatar(args: argparse.Namespace) -> int:
     if not avatar:
         raise UsageError(f"{member.display_name} has no avatar")
     Path(args.out).write_bytes(avatar)
-    print(f"Saved {member.display_name}'s avatar to {args.out}.", file=sys.stderr)
+    message = f"Saved {member.display_name}'s avatar to {args.out}."
+    confirm(args, message, {**member_json(member), "out": args.out, "bytes": len(avatar)})
     return 0
 
 
 async def cmd_leave(args: argparse.Namespace) -> int:
     async with session_for(args) as session:
-        name = session.m.name
+        name, space_id = session.m.name, session.m.space_id
         await session.leave()
-    print(f"Left {name!r}; this identity is forgotten.", file=sys.stderr)
+    message = f"Left {name!r}; this identity is forgotten."
+    confirm(args, message, {"space_id": space_id, "name": name, "left": True})
     return 0
 
 
@@ -431,7 +455,8 @@ async def cmd_room_publisher(args: argparse.Namespace) -> int:
         member = session.resolve_member(args.member)
         await set_publisher(session, room, member.key, args.grant)
     verb = "may now publish in" if args.grant else "may no longer publish in"
-    print(f"{member.display_name} {verb} {room.name!r}.", file=sys.stderr)
+    document = {"room_id": room.room_id, **member_json(member), "publisher": args.grant}
+    confirm(args, f"{member.display_name} {verb} {room.name!r}.", document)
     return 0
 
 
@@ -616,7 +641,9 @@ def make_command_adder(default_parent: Any) -> CommandAdder:
 
 def with_json(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument(
-        "--json", action="store_true", help="print one JSON document (errors too: see below)"
+        "--json",
+        action="store_true",
+        help='print one JSON document; a failure is {"error": {"code": ..., "message": ...}}',
     )
     return p
 
@@ -741,12 +768,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     p.add_argument("space", help=SPACE_HELP)
-    p = command(
-        "revoke",
-        cmd_invite_revoke,
-        invite_sub,
-        help="revoke an invite link",
-        example='salon invite revoke "Town hall" INVITE_ID',
+    p = with_json(
+        command(
+            "revoke",
+            cmd_invite_revoke,
+            invite_sub,
+            help="revoke an invite link",
+            example='salon invite revoke "Town hall" INVITE_ID',
+        )
     )
     p.add_argument("space", help=SPACE_HELP)
     p.add_argument("invite_id", help="the invite's id (see 'salon invite list SPACE')")
@@ -789,20 +818,24 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("space", help=SPACE_HELP)
 
-    p = command(
-        "role",
-        cmd_role,
-        help="change a member's role (owners; moderators for members)",
-        example='salon role "Town hall" Bob moderator',
+    p = with_json(
+        command(
+            "role",
+            cmd_role,
+            help="change a member's role (owners; moderators for members)",
+            example='salon role "Town hall" Bob moderator',
+        )
     )
     p.add_argument("space", help=SPACE_HELP)
     p.add_argument("member", help=MEMBER_HELP)
     p.add_argument("role", choices=["owner", "moderator", "member"], help="the new role")
-    p = command(
-        "kick",
-        cmd_kick,
-        help="remove a member (rotates the keys)",
-        example='salon kick "Town hall" Bob --ban',
+    p = with_json(
+        command(
+            "kick",
+            cmd_kick,
+            help="remove a member (rotates the keys)",
+            example='salon kick "Town hall" Bob --ban',
+        )
     )
     p.add_argument("space", help=SPACE_HELP)
     p.add_argument("member", help=MEMBER_HELP)
@@ -812,29 +845,35 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --ban: keep the multi-use invite links the banned member may know",
     )
-    p = command(
-        "leave",
-        cmd_leave,
-        help="leave a space and forget this identity",
-        example='salon leave "Town hall"',
+    p = with_json(
+        command(
+            "leave",
+            cmd_leave,
+            help="leave a space and forget this identity",
+            example='salon leave "Town hall"',
+        )
     )
     p.add_argument("space", help=SPACE_HELP)
-    p = command(
-        "profile",
-        cmd_profile,
-        help="change your display name or avatar in a space",
-        example='salon profile "Town hall" --as "Alice B." --avatar me.jpg',
+    p = with_json(
+        command(
+            "profile",
+            cmd_profile,
+            help="change your display name or avatar in a space",
+            example='salon profile "Town hall" --as "Alice B." --avatar me.jpg',
+        )
     )
     p.add_argument("space", help=SPACE_HELP)
     p.add_argument("--as", dest="display_name", help="new display name")
     avatar = p.add_mutually_exclusive_group()
     avatar.add_argument("--avatar", help="image file (re-encoded, metadata stripped)")
     avatar.add_argument("--no-avatar", action="store_true", help="remove your avatar")
-    p = command(
-        "avatar",
-        cmd_avatar,
-        help="save a member's avatar to a file",
-        example='salon avatar "Town hall" Bob --out bob.jpg',
+    p = with_json(
+        command(
+            "avatar",
+            cmd_avatar,
+            help="save a member's avatar to a file",
+            example='salon avatar "Town hall" Bob --out bob.jpg',
+        )
     )
     p.add_argument("space", help=SPACE_HELP)
     p.add_argument("member", help=MEMBER_HELP)
@@ -896,12 +935,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("space", help=SPACE_HELP)
     for name, grant in (("grant", True), ("ungrant", False)):
-        p = command(
-            name,
-            cmd_room_publisher,
-            room_sub,
-            help=f"{'let a member publish' if grant else 'stop a member publishing'} in a channel",
-            example=f'salon room {name} "Town hall" news Bob',
+        p = with_json(
+            command(
+                name,
+                cmd_room_publisher,
+                room_sub,
+                help=f"{'let a member' if grant else 'stop a member'} publish in a channel",
+                example=f'salon room {name} "Town hall" news Bob',
+            )
         )
         p.add_argument("space", help=SPACE_HELP)
         p.add_argument("room", help="the channel: its name or id")

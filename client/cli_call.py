@@ -70,31 +70,38 @@ async def cmd_call(args: argparse.Namespace) -> int:
 
 async def cmd_mod(args: argparse.Namespace) -> int:
     from client.call import moderate
-    from client.cli import session_for
+    from client.cli import emit_json, session_for
     from client.rooms import resolve_room
 
     async with session_for(args) as session:
         room = resolve_room(session, args.room, ("conference",))
         done = await moderate(session, room, args.action, args.member)
-    print(done, file=sys.stderr)
+    if args.json:
+        emit_json({"room_id": room.room_id, "action": args.action, "done": done})
+    else:
+        print(done, file=sys.stderr)
     return 0
 
 
 async def cmd_hand(args: argparse.Namespace) -> int:
     from client.call import raise_hand
-    from client.cli import session_for
+    from client.cli import emit_json, session_for
     from client.rooms import resolve_room
 
     async with session_for(args) as session:
         room = resolve_room(session, args.room, ("conference",))
         done = await raise_hand(session, room, args.direction == "up")
-    print(done, file=sys.stderr)
+    if args.json:
+        emit_json({"room_id": room.room_id, "hand": args.direction, "done": done})
+    else:
+        print(done, file=sys.stderr)
     return 0
 
 
 def add_call_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
-    """Add ``call``, ``mod`` and ``hand`` to the ``salon`` subcommands."""
-    from client.cli import MEMBER_HELP, SPACE_HELP
+    """Add ``call``, ``mod`` and ``hand`` to the ``salon`` subcommands (``call`` has no
+    ``--json``: its live view is for people, ``--stats`` writes the JSON)."""
+    from client.cli import MEMBER_HELP, SPACE_HELP, with_json
 
     conference = "the conference room: its name or id"
     p = command(
@@ -130,22 +137,29 @@ def add_call_commands(sub: Any, command: Callable[..., argparse.ArgumentParser])
         help="send all media through the server's TURN relay (ICE policy 'relay')",
     )
 
-    p = command(
-        "mod",
-        cmd_mod,
-        help="moderate a call (owners and moderators)",
-        example=['salon mod "Town hall" townhall admit Bob', 'salon mod "Town hall" townhall lock'],
+    p = with_json(
+        command(
+            "mod",
+            cmd_mod,
+            help="moderate a call (owners and moderators)",
+            example=[
+                'salon mod "Town hall" townhall admit Bob',
+                'salon mod "Town hall" townhall lock',
+            ],
+        )
     )
     p.add_argument("space", help=SPACE_HELP)
     p.add_argument("room", help=conference)
     p.add_argument("action", choices=MOD_ACTIONS, help="what to do: " + ", ".join(MOD_ACTIONS))
     p.add_argument("member", nargs="?", help=MEMBER_HELP + "; for actions on one member")
 
-    p = command(
-        "hand",
-        cmd_hand,
-        help="raise or lower your hand in a call",
-        example='salon hand "Town hall" townhall up',
+    p = with_json(
+        command(
+            "hand",
+            cmd_hand,
+            help="raise or lower your hand in a call",
+            example='salon hand "Town hall" townhall up',
+        )
     )
     p.add_argument("space", help=SPACE_HELP)
     p.add_argument("room", help=conference)

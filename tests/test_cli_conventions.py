@@ -205,6 +205,38 @@ def test_readme_lists_every_json_error_code():
     assert {code.value for code in ErrorCode} <= listed
 
 
+def test_commands_that_change_things_answer_in_json(server, user):
+    carol, dave, erin = user("carol"), user("dave"), user("erin")
+    made = carol.json("space", "create", "Guild", "--server", server.url, "--as", "Carol")
+    space = made["space_id"]
+    dave.json("join", made["link"], "--as", "Dave")
+    erin.json("join", made["link"], "--as", "Erin")
+    dave_fp = {m["display_name"]: m["fingerprint"] for m in carol.json("member", "list", space)}[
+        "Dave"
+    ]
+
+    assert carol.json("role", space, "Dave", "moderator") == {
+        "display_name": "Dave",
+        "fingerprint": dave_fp,
+        "role": "moderator",
+    }
+    room = carol.json("room", "create", space, "news", "--kind", "channel")
+    granted = carol.json("room", "grant", space, "news", "Erin")
+    assert granted["room_id"] == room["room_id"] and granted["publisher"] is True
+    invite = carol.json("invite", "create", space, "--uses", "2")
+    revoked = carol.json("invite", "revoke", space, invite["invite_id"])
+    assert revoked == {"invite_id": invite["invite_id"], "revoked": True}
+    profile = carol.json("profile", space, "--as", "Carol B.")
+    assert profile["display_name"] == "Carol B." and profile["avatar"] == "unchanged"
+    assert erin.json("leave", space) == {"space_id": space, "name": "Guild", "left": True}
+    kicked = carol.json("kick", space, "Dave", "--ban")
+    assert kicked["fingerprint"] == dave_fp and kicked["banned"] is True
+    assert set(kicked) == {"display_name", "fingerprint", "banned", "revoked_invites"}
+    # ... and their failures are JSON too.
+    again = carol.run("kick", space, "Dave", "--json", check=False)
+    assert json_error(again)["code"] == "usage"
+
+
 # -- SALON_PASSPHRASE_FILE -----------------------------------------------------------------------
 
 
