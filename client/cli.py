@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from client.errors import ClientError, ExitCode, UsageError
+from client.errors import ClientCode, ClientError, ExitCode, UsageError
 from client.keystore import Keystore, SpaceMembership
 from protocol.records import MAX_PROFILE_BOX
 
@@ -1053,7 +1053,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except KeyboardInterrupt:
         if as_json:
-            report_error("interrupted", "interrupted", as_json)
+            report_error(ClientCode.INTERRUPTED, "interrupted", as_json)
         else:
             print("interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED

@@ -12,12 +12,12 @@ Hierarchy (with the stable ``code`` a ``--json`` error carries and the exit code
     └── VerificationError       the server sent something that fails E2E checks verification 4
 
 :class:`ExitCode` is the one table of the ``salon`` command's exit codes (README, "The
-command line"); :data:`JSON_ERROR_CODES` lists every code a ``--json`` error may carry.
+command line"); :class:`ClientCode` lists the client's own ``--json`` error codes.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class ExitCode(IntEnum):
@@ -32,31 +32,47 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C
 
 
+class ClientCode(StrEnum):
+    """The stable codes of the client's own errors under ``--json`` (a ServerError carries
+    the server's instead: protocol/errors.py ErrorCode). Never rename one."""
+
+    ERROR = "error"
+    USAGE = "usage"
+    KEYSTORE = "keystore"
+    WRONG_PASSPHRASE = "wrong_passphrase"
+    BAD_LINK = "bad_link"
+    UNREACHABLE = "unreachable"
+    VERIFICATION = "verification"
+    ICE_FAILED = "ice_failed"
+    BUILD_FAILED = "build_failed"
+    INTERRUPTED = "interrupted"
+
+
 class ClientError(Exception):
     exit_code: int = ExitCode.FAILED
-    code: str = "error"
+    code: str = ClientCode.ERROR
 
 
 class UsageError(ClientError):
     exit_code = ExitCode.USAGE
-    code = "usage"
+    code = ClientCode.USAGE
 
 
 class KeystoreError(ClientError):
-    code = "keystore"
+    code = ClientCode.KEYSTORE
 
 
 class WrongPassphrase(KeystoreError):
-    code = "wrong_passphrase"
+    code = ClientCode.WRONG_PASSPHRASE
 
 
 class LinkError(ClientError):
-    code = "bad_link"
+    code = ClientCode.BAD_LINK
 
 
 class Unreachable(ClientError):
     exit_code = ExitCode.UNREACHABLE
-    code = "unreachable"
+    code = ClientCode.UNREACHABLE
 
 
 class ServerError(ClientError):
@@ -67,20 +83,8 @@ class ServerError(ClientError):
 
 class VerificationError(ClientError):
     exit_code = ExitCode.UNVERIFIED
-    code = "verification"
+    code = ClientCode.VERIFICATION
 
 
-# The codes of the client's own errors; a ServerError carries the server's (protocol/errors.py
-# ErrorCode, plus "shutdown" when the server stops). Never rename one.
-JSON_ERROR_CODES = (
-    "error",
-    "usage",
-    "keystore",
-    "wrong_passphrase",
-    "bad_link",
-    "unreachable",
-    "verification",
-    "ice_failed",
-    "build_failed",
-    "interrupted",
-)
+# Every code a --json error may carry besides the server's (README, "Errors under --json").
+JSON_ERROR_CODES = tuple(code.value for code in ClientCode)

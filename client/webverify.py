@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from client.errors import ClientError, ExitCode, Unreachable, UsageError
+from client.errors import ClientCode, ClientError, ExitCode, Unreachable, UsageError
 
 REFERENCED = re.compile(r"""(?:src|href)\s*=\s*["']/(assets/[A-Za-z0-9._-]+)["']""")
 ASSET_PATH = re.compile(r"^assets/[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -47,7 +47,7 @@ class WebBuildError(ClientError):
     """The local build could not be made (no Node.js/npm, npm ci or the build failed)."""
 
     exit_code = ExitCode.ENDED
-    code = "build_failed"
+    code = ClientCode.BUILD_FAILED
 
 
 @dataclass
