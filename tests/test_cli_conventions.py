@@ -237,6 +237,42 @@ def test_commands_that_change_things_answer_in_json(server, user):
     assert json_error(again)["code"] == "usage"
 
 
+def test_follow_json_ends_with_the_error_in_the_stream(server, user):
+    """``read --follow --json`` is JSON Lines; when the follower is removed, the last line
+    is the error object, and the exit code says it was refused."""
+    import selectors
+
+    fay, gus = user("fay"), user("gus")
+    made = fay.json("space", "create", "Yard", "--server", server.url, "--as", "Fay")
+    gus.json("join", made["link"], "--as", "Gus")
+    fay.json("room", "create", made["space_id"], "general", "--kind", "chat")
+    fay.json("send", made["space_id"], "general", "first")
+    proc = subprocess.Popen(
+        [str(SALON), "read", made["space_id"], "general", "--follow", "--json"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=gus.env(),
+    )
+    try:
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            assert selector.select(timeout=60), "the follower printed nothing"
+        assert json.loads(proc.stdout.readline())["text"] == "first"
+        fay.json("kick", made["space_id"], "Gus")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["error"]["code"] == "removed", (out, err)
+    assert proc.returncode == ExitCode.FAILED
+    assert "error:" not in err
+
+
 # -- SALON_PASSPHRASE_FILE -----------------------------------------------------------------------
 
 
