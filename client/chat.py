@@ -27,7 +27,6 @@ with back-off and resumes from its last sequence, fetching any gap, dropping dup
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import secrets
@@ -40,6 +39,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from client import chatcrypto, crypto
+from client.backoff import Backoff
 from client.errors import ClientError, ServerError, Unreachable, VerificationError
 from client.forks import HeadCheck
 from client.rooms import (
@@ -400,8 +400,10 @@ class Follower:
         on_message: Callable[[ReadMessage], None],
         on_stats: Callable[[ReadStats], None] | None = None,
         on_reconnect: Callable[[str], None] | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self.open_session = open_session
+        self.backoff = backoff or Backoff(RECONNECT_FIRST, RECONNECT_MAX)
         self.room_query = room_query
         self.room_id: str | None = None
         self.last = after
@@ -413,14 +415,14 @@ class Follower:
     async def run(self) -> None:
         """Print the backlog after :attr:`last`, then new messages as they come, forever.
 
-        Survives the server going away: reconnects (back-off up to 5 s) and resumes after
+        Survives the server going away: reconnects (jittered back-off up to 5 s,
+        :mod:`client.backoff`) and resumes after
         the last sequence handled, so nothing is skipped and nothing is shown twice. Returns
         only by cancellation; raises when the member is removed or the room is unknown."""
-        delay = RECONNECT_FIRST
         while True:
             try:
                 async with self.open_session() as session:
-                    delay = RECONNECT_FIRST
+                    self.backoff.reset()
                     reason = await self._session(session)
                 if reason in END_OF_SESSION:
                     raise ServerError(reason, f"the server ended the session: {reason}")
@@ -429,10 +431,10 @@ class Follower:
             except ServerError as exc:
                 if exc.code not in ("shutdown", "storage"):
                     raise
+            delay = self.backoff.next_delay()
             if self.on_reconnect is not None:
                 self.on_reconnect(f"connection lost; reconnecting in {delay:.1f}s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX)
+            await self.backoff.wait(delay)
 
     async def _session(self, session: SpaceSession) -> str:
         """Catch up, then handle pushed events until the session ends; returns why."""

@@ -11,24 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, get_args
 
-from client.errors import UsageError
 from protocol.conference_rules import SELF_ACTIONS
 from protocol.conference_wire import ActionName
 
 # Every signed action but the ones a participant makes about itself.
 MOD_ACTIONS = tuple(a for a in get_args(ActionName) if a not in SELF_ACTIONS)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"bad --duration {text!r}: give a number of seconds") from None
-    if not 0 < value < 1e7:
-        raise UsageError("--duration must be a positive number of seconds")
-    return value
 
 
 async def cmd_call(args: argparse.Namespace) -> int:
@@ -44,7 +34,10 @@ async def cmd_call(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("aiortc", "aioice", "av", "libav"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    duration = _seconds(args.duration) if args.duration is not None else None
+    from client.cli import parse_seconds
+
+    # The one duration grammar (1m, 30s, 2h, 1d); a bare number of seconds is still taken.
+    duration = parse_seconds(args.duration, bare_seconds=True) if args.duration else None
     if args.record:
         try:
             pick_codec(args.record)  # a bad extension fails now, not after joining
@@ -77,39 +70,60 @@ async def cmd_call(args: argparse.Namespace) -> int:
 
 async def cmd_mod(args: argparse.Namespace) -> int:
     from client.call import moderate
-    from client.cli import session_for
+    from client.cli import emit_json, session_for
     from client.rooms import resolve_room
 
     async with session_for(args) as session:
         room = resolve_room(session, args.room, ("conference",))
         done = await moderate(session, room, args.action, args.member)
-    print(done, file=sys.stderr)
+    if args.json:
+        emit_json({"room_id": room.room_id, "action": args.action, "done": done})
+    else:
+        print(done, file=sys.stderr)
     return 0
 
 
 async def cmd_hand(args: argparse.Namespace) -> int:
     from client.call import raise_hand
-    from client.cli import session_for
+    from client.cli import emit_json, session_for
     from client.rooms import resolve_room
 
     async with session_for(args) as session:
         room = resolve_room(session, args.room, ("conference",))
         done = await raise_hand(session, room, args.direction == "up")
-    print(done, file=sys.stderr)
+    if args.json:
+        emit_json({"room_id": room.room_id, "hand": args.direction, "done": done})
+    else:
+        print(done, file=sys.stderr)
     return 0
 
 
-def add_call_commands(sub: Any) -> None:
-    """Add ``call``, ``mod`` and ``hand`` to the ``salon`` subcommands."""
-    p = sub.add_parser("call", help="join a conference call")
-    p.set_defaults(handler=cmd_call)
-    p.add_argument("space")
-    p.add_argument("room")
+def add_call_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``call``, ``mod`` and ``hand`` to the ``salon`` subcommands (``call`` has no
+    ``--json``: its live view is for people, ``--stats`` writes the JSON)."""
+    from client.cli import MEMBER_HELP, SPACE_HELP, with_json
+
+    conference = "the conference room: its name or id"
+    p = command(
+        "call",
+        cmd_call,
+        help="join a conference call (until --duration, Ctrl-C, the end, or removal)",
+        example=[
+            'salon call "Town hall" townhall --video camera --duration 1h',
+            'salon call "Town hall" townhall --video test --duration 30s --stats stats.json',
+        ],
+    )
+    p.add_argument("space", help=SPACE_HELP)
+    p.add_argument("room", help=conference)
     p.add_argument(
         "--video", default="test", help="test (default), camera[:N], a media file, or none"
     )
     p.add_argument("--audio", default="test", help="test (default), a media file, or none")
-    p.add_argument("--duration", help="leave after this many seconds (default: stay)")
+    p.add_argument(
+        "--duration",
+        metavar="DURATION",
+        help="leave after this long, like 30s, 10m, 1h (a bare number is seconds; default: stay)",
+    )
     p.add_argument("--record", metavar="FILE", help="record what you receive (.mp4, .webm)")
     p.add_argument("--stats", metavar="FILE", help="write call statistics as JSON at the end")
     p.add_argument(
@@ -123,15 +137,30 @@ def add_call_commands(sub: Any) -> None:
         help="send all media through the server's TURN relay (ICE policy 'relay')",
     )
 
-    p = sub.add_parser("mod", help="moderate a call (owners and moderators)")
-    p.set_defaults(handler=cmd_mod)
-    p.add_argument("space")
-    p.add_argument("room")
-    p.add_argument("action", choices=MOD_ACTIONS)
-    p.add_argument("member", nargs="?", help="display name or fingerprint prefix")
+    p = with_json(
+        command(
+            "mod",
+            cmd_mod,
+            help="moderate a call (owners and moderators)",
+            example=[
+                'salon mod "Town hall" townhall admit Bob',
+                'salon mod "Town hall" townhall lock',
+            ],
+        )
+    )
+    p.add_argument("space", help=SPACE_HELP)
+    p.add_argument("room", help=conference)
+    p.add_argument("action", choices=MOD_ACTIONS, help="what to do: " + ", ".join(MOD_ACTIONS))
+    p.add_argument("member", nargs="?", help=MEMBER_HELP + "; for actions on one member")
 
-    p = sub.add_parser("hand", help="raise or lower your hand in a call")
-    p.set_defaults(handler=cmd_hand)
-    p.add_argument("space")
-    p.add_argument("room")
-    p.add_argument("direction", choices=["up", "down"])
+    p = with_json(
+        command(
+            "hand",
+            cmd_hand,
+            help="raise or lower your hand in a call",
+            example='salon hand "Town hall" townhall up',
+        )
+    )
+    p.add_argument("space", help=SPACE_HELP)
+    p.add_argument("room", help=conference)
+    p.add_argument("direction", choices=["up", "down"], help="raise (up) or lower (down)")

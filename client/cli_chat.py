@@ -283,35 +283,89 @@ def add_chat_commands(
     sub: Any,
     command: Callable[..., argparse.ArgumentParser],
     with_json: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
-    parser_class: type[argparse.ArgumentParser],
+    group: Callable[..., Any],
 ) -> None:
-    p = with_json(command("send", cmd_send, help="post an encrypted message to a room"))
-    p.add_argument("space")
-    p.add_argument("room")
-    p.add_argument("text", help="the message ('-' reads it from standard input)")
-    p.add_argument("--ttl", help="delete it after this long, like 30s, 1h, 7d")
+    from client.cli import ROOM_HELP, SPACE_HELP
 
-    p = with_json(command("read", cmd_read, help="print a room's messages"))
-    p.add_argument("space")
-    p.add_argument("room")
-    p.add_argument("--since", type=int, default=0, help="only messages after this sequence")
-    p.add_argument("--last", type=int, help="only the last N messages")
-    p.add_argument("--follow", action="store_true", help="keep printing new messages live")
+    p = with_json(
+        command(
+            "send",
+            cmd_send,
+            help="post an encrypted message to a room (channels: publishers only)",
+            example=['salon send "Town hall" general "Hello, town!"', "echo hi | salon send S R -"],
+        )
+    )
+    p.add_argument("space", help=SPACE_HELP)
+    p.add_argument("room", help=ROOM_HELP)
+    p.add_argument("text", help="the message ('-' reads it from standard input)")
+    p.add_argument("--ttl", metavar="DURATION", help="delete it after this long, like 30s, 1h, 7d")
+
+    p = with_json(
+        command(
+            "read",
+            cmd_read,
+            help="print a room's messages: sequence, time, sender, text",
+            example=[
+                'salon read "Town hall" general --last 20',
+                'salon read "Town hall" general --follow --json',
+            ],
+        )
+    )
+    p.add_argument("space", help=SPACE_HELP)
+    p.add_argument("room", help=ROOM_HELP)
+    p.add_argument(
+        "--since", type=int, default=0, metavar="SEQ", help="only messages after this sequence"
+    )
+    p.add_argument("--last", type=int, metavar="N", help="only the last N messages")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep printing new messages live, reconnecting (jittered back-off) if the "
+        "server goes away; with --json, one object per line",
+    )
     p.add_argument("--quiet", action="store_true", help="with --follow: no reconnect notes")
 
-    story = sub.add_parser("story", help="post, list and fetch stories in channels")
-    story_sub = story.add_subparsers(dest="story_command", required=True, parser_class=parser_class)
-    p = with_json(command("post", cmd_story_post, story_sub, help="post an image to a channel"))
-    p.add_argument("space")
-    p.add_argument("channel")
+    story_sub = group(
+        command,
+        "story",
+        "post, list and fetch stories in channels",
+        ['salon story post "Town hall" news photo.jpg', 'salon story list "Town hall" news'],
+    )
+    p = with_json(
+        command(
+            "post",
+            cmd_story_post,
+            story_sub,
+            help="post an image to a channel as a story (default lifetime 24h)",
+            example='salon story post "Town hall" news photo.jpg --caption "Market day"',
+        )
+    )
+    p.add_argument("space", help=SPACE_HELP)
+    p.add_argument("channel", help="the channel: its name or id")
     p.add_argument("image", help="a photo (JPEG, PNG, WebP, ...); metadata is stripped")
     p.add_argument("--caption", help="text shown with the story")
-    p.add_argument("--ttl", help="lifetime, like 12h (default 24h, at most 7d)")
-    p = with_json(command("list", cmd_story_list, story_sub, help="a channel's stories"))
-    p.add_argument("space")
-    p.add_argument("channel")
-    p = with_json(command("get", cmd_story_get, story_sub, help="fetch and decrypt a story"))
-    p.add_argument("space")
-    p.add_argument("story_id")
+    p.add_argument("--ttl", metavar="DURATION", help="lifetime, like 12h (default 24h, at most 7d)")
+    p = with_json(
+        command(
+            "list",
+            cmd_story_list,
+            story_sub,
+            help="list a channel's stories, newest first",
+            example='salon story list "Town hall" news',
+        )
+    )
+    p.add_argument("space", help=SPACE_HELP)
+    p.add_argument("channel", help="the channel: its name or id")
+    p = with_json(
+        command(
+            "get",
+            cmd_story_get,
+            story_sub,
+            help="fetch and decrypt a story's image",
+            example='salon story get "Town hall" STORY_ID --out market.jpg',
+        )
+    )
+    p.add_argument("space", help=SPACE_HELP)
+    p.add_argument("story_id", help="the story's id (see 'salon story list')")
     p.add_argument("--out", required=True, help="file to write the image to")
     p.add_argument("--thumbnail", action="store_true", help="fetch the thumbnail instead")

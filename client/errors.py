@@ -1,42 +1,78 @@
 """Errors of the client package. Each is shown to the user as one line, never a traceback.
 
-Hierarchy::
+Hierarchy (with the stable ``code`` a ``--json`` error carries and the exit code)::
 
-    ClientError                 root; ``str(error)`` is the one-line message
-    ├── UsageError              the command line names something that does not exist
-    ├── KeystoreError           keystore unreadable, or no passphrase available
-    │   └── WrongPassphrase
-    ├── LinkError               not an invite link, or a damaged one
-    ├── Unreachable             the server cannot be reached
-    ├── ServerError             the server refused (``code`` is its stable error code)
-    └── VerificationError       the server sent something that fails end-to-end checks
+    ClientError                 root; ``str(error)`` is the one-line message     error        1
+    ├── UsageError              a bad command line, or it names nothing known   usage        2
+    ├── KeystoreError           keystore unreadable, or no passphrase available keystore     1
+    │   └── WrongPassphrase                                                     wrong_passphrase 1
+    ├── LinkError               not an invite link, or a damaged one            bad_link     1
+    ├── Unreachable             the server cannot be reached                    unreachable  3
+    ├── ServerError             the server refused: ``code`` is the server's stable code  1
+    └── VerificationError       the server sent something that fails E2E checks verification 4
+
+:class:`ExitCode` is the one table of the ``salon`` command's exit codes (README, "The
+command line"); :class:`ClientCode` lists the client's own ``--json`` error codes.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum, StrEnum
+
+
+class ExitCode(IntEnum):
+    """Every exit code of ``salon``. Stable: scripts switch on them."""
+
+    OK = 0
+    FAILED = 1  # refused (server, keystore, link, permissions); web verify: the files differ
+    USAGE = 2  # a bad command line, or it names a space, room or member you do not have
+    UNREACHABLE = 3  # the server cannot be reached, or went away
+    UNVERIFIED = 4  # the server sent something that fails the end-to-end checks
+    ENDED = 5  # call: removed, banned, denied, locked or full; web verify: the build failed
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class ClientCode(StrEnum):
+    """The stable codes of the client's own errors under ``--json`` (a ServerError carries
+    the server's instead: protocol/errors.py ErrorCode). Never rename one."""
+
+    ERROR = "error"
+    USAGE = "usage"
+    KEYSTORE = "keystore"
+    WRONG_PASSPHRASE = "wrong_passphrase"
+    BAD_LINK = "bad_link"
+    UNREACHABLE = "unreachable"
+    VERIFICATION = "verification"
+    ICE_FAILED = "ice_failed"
+    BUILD_FAILED = "build_failed"
+    INTERRUPTED = "interrupted"
+
 
 class ClientError(Exception):
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
+    code: str = ClientCode.ERROR
 
 
 class UsageError(ClientError):
-    exit_code = 2
+    exit_code = ExitCode.USAGE
+    code = ClientCode.USAGE
 
 
 class KeystoreError(ClientError):
-    pass
+    code = ClientCode.KEYSTORE
 
 
 class WrongPassphrase(KeystoreError):
-    pass
+    code = ClientCode.WRONG_PASSPHRASE
 
 
 class LinkError(ClientError):
-    pass
+    code = ClientCode.BAD_LINK
 
 
 class Unreachable(ClientError):
-    exit_code = 3
+    exit_code = ExitCode.UNREACHABLE
+    code = ClientCode.UNREACHABLE
 
 
 class ServerError(ClientError):
@@ -46,4 +82,9 @@ class ServerError(ClientError):
 
 
 class VerificationError(ClientError):
-    exit_code = 4
+    exit_code = ExitCode.UNVERIFIED
+    code = ClientCode.VERIFICATION
+
+
+# Every code a --json error may carry besides the server's (README, "Errors under --json").
+JSON_ERROR_CODES = tuple(code.value for code in ClientCode)

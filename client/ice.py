@@ -17,7 +17,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from client.connection import Connection
-from client.errors import ClientError
+from client.errors import ClientCode, ClientError
 from protocol import ice_wire
 
 REFRESH_MARGIN = 0.1  # ask again when this share of the credentials' lifetime is left
@@ -26,6 +26,8 @@ MIN_REFRESH_SECONDS = 60.0  # and never more often (a clock far off the server's
 
 class IceFailure(ClientError):
     """No way to reach a peer under the chosen policy (e.g. the TURN server refused us)."""
+
+    code = ClientCode.ICE_FAILED
 
 
 async def fetch_ice_servers(conn: Connection) -> ice_wire.IceServers:

@@ -6,13 +6,16 @@ File layout (``$SALON_HOME/keystore.salon``)::
 
 The key is Argon2id(passphrase, salt); ``data`` is MessagePack of :class:`KeystoreData`.
 Writes go to a temporary file that is fsynced and renamed over the old one, under an
-exclusive ``flock`` so concurrent ``salon`` processes never lose each other's updates.
+exclusive file lock (``flock``, or ``msvcrt`` on Windows: :mod:`client.filelock`) so
+concurrent ``salon`` processes never lose each other's updates.
+
+The passphrase comes from ``$SALON_PASSPHRASE``, else the first line of the file named by
+``$SALON_PASSPHRASE_FILE``, else a prompt on a terminal.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import os
 import struct
@@ -28,6 +31,7 @@ import nacl.utils
 import platformdirs
 
 from client.errors import KeystoreError, WrongPassphrase
+from client.filelock import exclusive
 
 MAGIC: Final = b"SALONKS1"
 HEADER = struct.Struct(">8s16sQQ")
@@ -74,12 +78,32 @@ def default_home() -> Path:
     return Path(env) if env else Path(platformdirs.user_data_dir("salon", appauthor=False))
 
 
+def passphrase_from_file(path: str) -> str:
+    """The first line of ``path``, its line ending stripped (nothing else: spaces count)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as file:
+            line = file.readline()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise KeystoreError(f"cannot read SALON_PASSPHRASE_FILE {path}: {why}") from None
+    line = line.removesuffix("\n").removesuffix("\r")
+    if not line:
+        raise KeystoreError(f"SALON_PASSPHRASE_FILE {path}: the first line is empty")
+    return line
+
+
 def passphrase_from_env_or_prompt(creating: bool) -> str:
+    """``$SALON_PASSPHRASE``, else ``$SALON_PASSPHRASE_FILE``'s first line, else a prompt."""
     env = os.environ.get("SALON_PASSPHRASE")
     if env is not None:
         return env
+    path = os.environ.get("SALON_PASSPHRASE_FILE")
+    if path:
+        return passphrase_from_file(path)
     if not os.isatty(0):
-        raise KeystoreError("no passphrase: set SALON_PASSPHRASE or run in a terminal")
+        raise KeystoreError(
+            "no passphrase: set SALON_PASSPHRASE or SALON_PASSPHRASE_FILE, or run in a terminal"
+        )
     if not creating:
         return getpass.getpass("Keystore passphrase: ")
     first = getpass.getpass("New keystore passphrase: ")
@@ -107,12 +131,8 @@ class Keystore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.home / "keystore.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with open(self.home / "keystore.lock", "a") as lock, exclusive(lock):
+            yield
 
     def _derive(self, params: tuple[bytes, int, int], creating: bool) -> bytes:
         """The key for (salt, opslimit, memlimit), derived once per process."""
@@ -165,6 +185,8 @@ class Keystore:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
+        if os.name == "nt":
+            return  # a directory cannot be opened (or fsynced) there; the rename is durable
         dir_fd = os.open(self.home, os.O_RDONLY)
         try:
             os.fsync(dir_fd)

@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 import av
 
+from client.backoff import Backoff
 from client.callkeys import CallKeys, SenderKey
 from client.callsignal import SignalKind
 from client.e2ee_media import MEDIA_SUITE, DecryptingReceiver, SfuSession
@@ -65,7 +66,8 @@ OVERLAP_SECONDS = 2.0  # a sender's previous key stays usable this long for late
 KEY_WAIT_SECONDS = 3.0  # connect without someone's key after this long
 TICK_SECONDS = 0.1
 RECONNECTS = 3
-RECONNECT_DELAY = 1.0
+RECONNECT_FIRST = 1.0  # jittered back-off between attempts (client.backoff): 0.5-1 s, 1-2 s...
+RECONNECT_MAX = 2.0
 VIDEO_SLOTS = 6  # the most remote videos (and audios) received at once; the SFU picks
 AUDIO_SLOTS = 6  # the most recent speakers when there are more
 SCREEN_SLOTS = 2  # shared screens received at once (last-N like the cameras)
@@ -482,9 +484,11 @@ class SfuTopology:
 
     async def _connect(self, first: bool) -> None:
         try:
+            backoff = Backoff(RECONNECT_FIRST, RECONNECT_MAX)
             for attempt in range(RECONNECTS + 1):
+                if attempt:
+                    await backoff.wait()
                 if attempt or not first:
-                    await asyncio.sleep(RECONNECT_DELAY if attempt else 0)
                     self.counters.reconnects += 1
                 await self._wait_for_keys()
                 if self._closed:

@@ -23,16 +23,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from client.errors import ClientError, Unreachable, UsageError
+from client.errors import ClientCode, ClientError, ExitCode, Unreachable, UsageError
 
 REFERENCED = re.compile(r"""(?:src|href)\s*=\s*["']/(assets/[A-Za-z0-9._-]+)["']""")
 ASSET_PATH = re.compile(r"^assets/[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 FETCH_TIMEOUT = 30.0
 MAX_FILE_BYTES = 32 * 1024 * 1024
 
-# Exit codes of `salon web verify` (distinct; 2 is a usage error, 3 an unreachable server).
-MATCHES = 0
-DIFFERS = 1
+# Exit codes of `salon web verify` (client.errors.ExitCode; 2 is a usage error, 3 an
+# unreachable server, 5 a failed local build).
+MATCHES = ExitCode.OK
+DIFFERS = ExitCode.FAILED
 
 CANNOT_CHECK = (
     "not checked: what this server sends to other people or at other times (it can tell "
@@ -45,7 +46,8 @@ CANNOT_CHECK = (
 class WebBuildError(ClientError):
     """The local build could not be made (no Node.js/npm, npm ci or the build failed)."""
 
-    exit_code = 5
+    exit_code = ExitCode.ENDED
+    code = ClientCode.BUILD_FAILED
 
 
 @dataclass
