@@ -30,12 +30,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
-
-import msgspec
-from aiohttp import web
+from typing import Final
 
 from protocol import roomkeys
 from protocol.chat_wire import (
@@ -69,16 +66,11 @@ from protocol.errors import (
 from protocol.ids import is_valid_id
 from protocol.records import Room, Roster
 from protocol.wire import encoder
-from spaces.chat_sqlite import SqliteChatStore
-from spaces.chat_storage import ChatStore, Committed, NewMessage, NewStory
 from spaces.config import Config, LimitsSection
 from spaces.hub import Subscriber
 from spaces.limits import KeyedLimiter
 from spaces.membership import Membership, Stale
-from spaces.storage import Store
-
-if TYPE_CHECKING:
-    from spaces.server import Caller
+from spaces.storage.interfaces import ChatStore, Committed, NewMessage, NewStory
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +308,7 @@ class Chat:
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.store.open()
+        """Start committing and sweeping (the store is already open: the app opens it)."""
         self.committer.start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
@@ -329,7 +321,6 @@ class Chat:
         for outbox in self.outboxes.values():
             if outbox.handle is not None:
                 outbox.handle.cancel()
-        await self.store.close()
 
     def _take(self, space_id: str, member: bytes) -> None:
         if not self.limiter.allow(f"{space_id}/{member.hex()}"):
@@ -553,69 +544,3 @@ class Chat:
 def _sent(msg: SendMessage, result: Committed) -> MessageSent:
     m = result.message
     return MessageSent(msg.id, msg.room_id, m.seq, m.sent_at, m.expires_at, result.duplicate)
-
-
-# -- the aiohttp edge ----------------------------------------------------------------------------
-
-CHAT = web.AppKey("chat", Chat)
-
-
-async def _send(caller: Caller, message: SendMessage) -> msgspec.Struct:
-    return await caller.app[CHAT].send(caller.space_id, caller.member, message)
-
-
-async def _fetch(caller: Caller, message: FetchMessages) -> msgspec.Struct:
-    return await caller.app[CHAT].fetch(caller.space_id, caller.subscriber, message)
-
-
-async def _upload(caller: Caller, message: UploadStoryChunk) -> msgspec.Struct:
-    return await caller.app[CHAT].upload_chunk(caller.space_id, caller.member, message)
-
-
-async def _post_story(caller: Caller, message: PostStory) -> msgspec.Struct:
-    return await caller.app[CHAT].post_story(caller.space_id, caller.member, message)
-
-
-async def _list_stories(caller: Caller, message: ListStories) -> msgspec.Struct:
-    return await caller.app[CHAT].list_stories(caller.space_id, caller.member, message)
-
-
-async def _story_part(caller: Caller, message: FetchStoryPart) -> msgspec.Struct:
-    return await caller.app[CHAT].story_part(caller.space_id, caller.member, message)
-
-
-CHAT_ROUTES: Final[dict[type, Any]] = {
-    SendMessage: _send,
-    FetchMessages: _fetch,
-    UploadStoryChunk: _upload,
-    PostStory: _post_story,
-    ListStories: _list_stories,
-    FetchStoryPart: _story_part,
-}
-
-
-def chat_store_for(store: Store) -> ChatStore:
-    """The chat store living next to the main store (same SQLite file)."""
-    from spaces.sqlite_store import SqliteStore
-
-    if isinstance(store, SqliteStore):
-        return SqliteChatStore(store.path)
-    raise TypeError(f"no chat store for {type(store).__name__}")
-
-
-def install_chat(app: web.Application, store: Store) -> Chat:
-    """Add chat and stories to a spaces app (call after the main store's cleanup context,
-    so the database is migrated before the chat store opens and closed after it)."""
-    from spaces.server import CONFIG, MEMBERSHIP, add_routes
-
-    chat = Chat(chat_store_for(store), app[MEMBERSHIP], app[CONFIG])
-    app[CHAT] = chat
-    add_routes(app, CHAT_ROUTES)
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await chat.start()
-        yield
-        await chat.stop()
-
-    app.cleanup_ctx.append(lifecycle)
-    return chat

@@ -419,9 +419,9 @@ async def app_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Ap
     """``await app_server(config=None)``: start an in-process server; cleaned up after."""
     from aiohttp import web
 
+    from spaces.app import build_app
     from spaces.config import load_config
-    from spaces.server import build_app
-    from spaces.sqlite_store import SqliteStore
+    from spaces.storage.sqlite.store import sqlite_stores
 
     started: list[AppServer] = []
 
@@ -432,11 +432,11 @@ async def app_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Ap
         path.write_text(toml_text(with_test_limits(config)), encoding="utf-8")
         cfg = load_config(path)
         data_dir = root / "data"
-        store = SqliteStore(data_dir / "salon.db")
-        app = build_app(cfg, store)
+        stores = sqlite_stores(data_dir / "salon.db")
+        app = build_app(cfg, stores)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        srv = AppServer(app, runner, store, "", data_dir)
+        srv = AppServer(app, runner, stores.spaces, "", data_dir)
         started.append(srv)
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -1,4 +1,4 @@
-"""Chat storage on a real SQLite file (spaces/chat_sqlite.py) and group commit
+"""Chat storage on a real SQLite file (spaces/storage/sqlite/chat.py) and group commit
 (spaces/chat.py): gap-free sequences, idempotent client ids, batching, and deletion that
 leaves no bytes behind in the database or its WAL."""
 
@@ -15,10 +15,9 @@ import pytest
 
 from client.chat import new_client_id
 from spaces.chat import GroupCommitter
-from spaces.chat_sqlite import SqliteChatStore
-from spaces.chat_storage import Committed, NewMessage, NewStory
-from spaces.sqlite_store import SqliteStore
-from spaces.storage import StoredRecord
+from spaces.storage.interfaces import Committed, NewMessage, NewStory, StoredRecord
+from spaces.storage.sqlite.chat import SqliteChatStore
+from spaces.storage.sqlite.store import SqliteStore
 
 SPACE = "s" * 24
 SENDER = b"\xaa" * 32
@@ -259,7 +258,7 @@ async def test_fan_out_sends_one_frame_per_room_and_commit():
 async def test_checkpointer_keeps_the_wal_bounded(tmp_path: Path):
     """Our writer never checkpoints (no stalls inside a commit); the Checkpointer does, on
     its own connection, so the WAL is reused instead of growing without end."""
-    from spaces.chat_sqlite import Checkpointer
+    from spaces.storage.sqlite.chat import Checkpointer
 
     main = SqliteStore(tmp_path / "salon.db")
     await main.open()

@@ -42,7 +42,7 @@ from protocol.wire import (
     OpenInvite,
     auth_statement,
 )
-from spaces.server import MEMBERSHIP
+from spaces.services import MEMBERSHIP
 
 # Every join costs two attempts against the per-address limit (open, then join) and this
 # module joins a lot within a minute from one address; the limit itself is tested elsewhere.
