@@ -1,7 +1,9 @@
 """The storage engine named by ``[storage] url``, and its stores.
 
 - ``""`` — SQLite in ``[server] data_dir`` (``salon.db``), the embedded default;
-- ``sqlite:PATH`` or a bare ``PATH`` — that SQLite file.
+- ``sqlite:PATH`` or a bare ``PATH`` — that SQLite file;
+- ``postgresql://…`` (or ``postgres://…``) — a PostgreSQL database
+  (:mod:`spaces.storage.postgres`), which several instances may share.
 
 The stores are built here once, at start-up, and handed to the app (:mod:`spaces.services`).
 """
@@ -32,6 +34,17 @@ def sqlite_path(config: Config) -> Path:
     return path
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(POSTGRES_SCHEMES)
+
+
 def stores_for(config: Config) -> Stores:
     """The stores of the database ``[storage] url`` names (not yet open)."""
+    if is_postgres(config.storage.url):
+        from spaces.storage.postgres.store import postgres_stores  # asyncpg only when used
+
+        return postgres_stores(config.storage.url)
     return sqlite_stores(sqlite_path(config))

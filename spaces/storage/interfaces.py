@@ -5,7 +5,8 @@ envelopes), :class:`ChatStore` (messages with expiry, stories) and :class:`Confe
 (conference bans). :class:`Stores` holds one of each, built once at start-up from
 ``[storage] url`` (:func:`spaces.storage.engines.stores_for`) and handed to the app, which
 opens them in that order (the main store applies the engine's numbered migrations first) and
-closes them in reverse. Engines: :mod:`spaces.storage.sqlite` (embedded, the default).
+closes them in reverse. Engines: :mod:`spaces.storage.sqlite` (embedded, the default) and
+:mod:`spaces.storage.postgres` (one database that several instances may share).
 
 Every implementation keeps the same transactional meaning: every method that writes commits
 before it returns (acknowledged means durable).
