@@ -185,10 +185,17 @@ def test_masked_url_hides_only_the_password():
     assert masked_url("postgresql://salon@/salon?host=/run/pg") == (
         "postgresql://salon@/salon?host=/run/pg"
     )
+    assert masked_url("postgresql://u:p@ss:w@h:1/x") == "postgresql://u:***@h:1/x"
+    assert masked_url("postgresql://u:pw@h:notaport/x") == "postgresql://u:***@h:notaport/x"
+    assert masked_url("postgresql://h/x?user=u&password=pw&sslmode=require") == (
+        "postgresql://h/x?user=u&password=***&sslmode=require"
+    )
 
 
-def test_unreachable_postgres_is_one_error_line_naming_the_url(tmp_path: Path):
-    port = free_port()  # nothing listens there
+@pytest.mark.parametrize("port", ["free", "notaport"])
+def test_unreachable_postgres_is_one_error_line_naming_the_url(tmp_path: Path, port: str):
+    if port == "free":
+        port = str(free_port())  # nothing listens there
     url = f"postgresql://salon:hunter2-secret@127.0.0.1:{port}/salon"
     web = tmp_path / "web"  # a built web app, so that the error is the only line
     web.mkdir()

@@ -13,8 +13,8 @@ Every write is a transaction committed before the method returns; PostgreSQL's d
 from __future__ import annotations
 
 import logging
+import re
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -28,23 +28,16 @@ POOL_MIN: Final = 2
 POOL_MAX: Final = 16
 # pg_advisory_lock key for applying migrations: "salon" in ASCII.
 MIGRATION_LOCK: Final = 0x73616C6F6E
+# scheme://user:PASSWORD@ — the user part has no ':', '/' or '@'; the password ends at the
+# last '@' before the host (a password may itself hold '@' or ':').
+_PASSWORD: Final = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@]*:)[^/]*@")
+_PASSWORD_PARAMETER: Final = re.compile(r"([?&]password=)[^&]*")
 
 
 def masked_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``, fit for a log or an error."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable database URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
-    netloc = f"{user}:***@{host}{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """``url`` with its password (if any) replaced by ``***``, fit for a log or an error.
+    Textual, so that even a URL too broken to parse is named without its password."""
+    return _PASSWORD_PARAMETER.sub(r"\1***", _PASSWORD.sub(r"\1***@", url, count=1))
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -71,7 +64,7 @@ class Database:
                 max_size=POOL_MAX,
                 timeout=CONNECT_TIMEOUT,
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise StorageError(
                 f"cannot reach the database at {masked_url(self.url)}: {reason}"
