@@ -421,9 +421,12 @@ def user(tmp_path: Path) -> Callable[..., SalonUser]:
 
 
 @pytest.fixture(scope="module")
-def module_user(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., SalonUser]:
-    """Like ``user``, for module-scoped fixtures (people shared by a module's tests)."""
-    return user_factory(tmp_path_factory.mktemp("people"))
+def module_user(
+    tmp_path_factory: pytest.TempPathFactory, storage_engine: str
+) -> Callable[..., SalonUser]:
+    """Like ``user``, for module-scoped fixtures (people shared by a module's tests; new
+    people for each storage engine the module runs on, as its ``server`` is new)."""
+    return user_factory(tmp_path_factory.mktemp(f"people-{storage_engine}"))
 
 
 # -- an in-process server ----------------------------------------------------------------------
