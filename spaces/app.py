@@ -41,9 +41,11 @@ from spaces.services import (
     SOCKETS_BY_ADDRESS,
     SPACE_STORE,
     STORES,
+    STORY_STAGING,
 )
 from spaces.storage.engines import stores_for
 from spaces.storage.interfaces import Stores
+from spaces.storage.staging import MemoryStoryStaging
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 60.0
@@ -63,6 +65,7 @@ def build_app(config: Config, stores: Stores) -> web.Application:
     app[SPACE_STORE] = stores.spaces
     app[CHAT_STORE] = stores.chat
     app[CONFERENCE_STORE] = stores.conference
+    app[STORY_STAGING] = MemoryStoryStaging(limits)
     app[MEMBERSHIP] = Membership(stores.spaces, config, hub)
     app[ATTEMPTS_BY_ADDRESS] = KeyedLimiter(
         limits.join_attempts_per_minute_per_address / 60,

@@ -20,7 +20,7 @@ from spaces.config import Config
 from spaces.hub import Hub, Subscriber
 from spaces.limits import ConcurrencyLimiter, KeyedLimiter
 from spaces.membership import Membership
-from spaces.storage.interfaces import ChatStore, ConferenceStore, Store, Stores
+from spaces.storage.interfaces import ChatStore, ConferenceStore, Store, Stores, StoryStaging
 
 CONFIG = web.AppKey("config", Config)
 HUB = web.AppKey("hub", Hub)
@@ -30,6 +30,7 @@ STORES = web.AppKey("stores", Stores)
 SPACE_STORE = web.AppKey("space_store", Store)
 CHAT_STORE = web.AppKey("chat_store", ChatStore)
 CONFERENCE_STORE = web.AppKey("conference_store", ConferenceStore)
+STORY_STAGING = web.AppKey("story_staging", StoryStaging)  # uploads until posted
 ATTEMPTS_BY_ADDRESS = web.AppKey("attempts_by_address", KeyedLimiter)
 ATTEMPTS_BY_INVITE = web.AppKey("attempts_by_invite", KeyedLimiter)
 CREATIONS_BY_ADDRESS = web.AppKey("creations_by_address", KeyedLimiter)

@@ -213,3 +213,31 @@ class Stores:
             await self.chat.close()
         finally:
             await self.spaces.close()
+
+
+class StoryStaging(Protocol):
+    """Story images on their way in, chunk by chunk, until posted (then they go to the
+    :class:`ChatStore`). One upload in progress per member of a space; what may be staged
+    is bounded per space and for the server. Async, so that an engine could keep them in a
+    database; today's (:mod:`spaces.storage.staging`) keeps them in the instance's memory —
+    an upload rides one connection, and a client whose connection drops uploads again."""
+
+    async def add_chunk(
+        self, space_id: str, member: bytes, story_id: str, offset: int, data: bytes, now: float
+    ) -> int:
+        """Stage ``data`` at ``offset`` (0 starts the member's upload afresh); the bytes
+        staged so far. Raises Conflict (out of order), TooLarge or RateLimited (a budget)."""
+        ...
+
+    async def upload(self, space_id: str, member: bytes, story_id: str) -> bytes | None:
+        """The member's staged bytes of ``story_id``, or None if that is not its upload."""
+        ...
+
+    async def discard(self, space_id: str, member: bytes, story_id: str, size: int) -> None:
+        """Forget the member's upload of ``story_id`` if it still holds ``size`` bytes
+        (posted; a new upload started meanwhile stays)."""
+        ...
+
+    async def drop_idle(self, now: float) -> None:
+        """Forget uploads idle, or in progress, for too long."""
+        ...
