@@ -461,8 +461,8 @@ async def cmd_room_publisher(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from spaces.app import serve
     from spaces.config import load_config
-    from spaces.server import serve
 
     config = load_config(args.config)
     if args.host is not None:

@@ -30,12 +30,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
-
-import msgspec
-from aiohttp import web
+from collections.abc import Callable
+from typing import Final
 
 from protocol import roomkeys
 from protocol.chat_wire import (
@@ -57,7 +53,6 @@ from protocol.chat_wire import (
     UploadStoryChunk,
 )
 from protocol.errors import (
-    Conflict,
     ErrorCode,
     Forbidden,
     InvalidMessage,
@@ -69,16 +64,12 @@ from protocol.errors import (
 from protocol.ids import is_valid_id
 from protocol.records import Room, Roster
 from protocol.wire import encoder
-from spaces.chat_sqlite import SqliteChatStore
-from spaces.chat_storage import ChatStore, Committed, NewMessage, NewStory
 from spaces.config import Config, LimitsSection
 from spaces.hub import Subscriber
 from spaces.limits import KeyedLimiter
 from spaces.membership import Membership, Stale
-from spaces.storage import Store
-
-if TYPE_CHECKING:
-    from spaces.server import Caller
+from spaces.storage.interfaces import ChatStore, Committed, NewMessage, NewStory, StoryStaging
+from spaces.storage.staging import MemoryStoryStaging
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +77,6 @@ MAX_MESSAGE_TTL: Final = 366 * 86400
 MAX_STORY_TTL: Final = 7 * 86400
 MAX_FETCH: Final = 1000
 MAX_BATCH: Final = 2048
-STAGED_IDLE_SECONDS: Final = 600.0
-STAGED_BUSY_IDLE_SECONDS: Final = 60.0  # when the budget is tight, idle uploads go sooner
-# ... and so do uploads started this long ago, however often they are touched: an upload
-# kept alive with empty chunks must not hold a budget (another space's stories) forever.
-# A 4 MB image in 5 minutes needs 14 kB/s.
-STAGED_BUSY_MAX_SECONDS: Final = 300.0
-STAGED_MAX_SECONDS: Final = 3600.0
 MIN_WINDOW: Final = 0.001  # seconds: the smallest gap between two frames of a busy room
 MAX_WINDOW: Final = 0.025
 BACKLOG_HIGH: Final = 2.0  # frames queued per follower (including the new one)
@@ -282,14 +266,6 @@ class Outbox:
 # -- the service ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Staged:
-    story_id: str
-    data: bytearray = field(default_factory=bytearray)
-    touched: float = 0.0
-    started: float = 0.0
-
-
 class Chat:
     def __init__(
         self,
@@ -298,8 +274,10 @@ class Chat:
         config: Config,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        staging: StoryStaging | None = None,
     ) -> None:
         self.store = store
+        self.staging = MemoryStoryStaging(config.limits) if staging is None else staging
         self.membership = membership
         self.limits: LimitsSection = config.limits
         self.clock = clock
@@ -312,11 +290,10 @@ class Chat:
         self.committer = GroupCommitter(store, self._deliver, clock)
         self.followers: dict[tuple[str, str], set[Subscriber]] = {}
         self.outboxes: dict[tuple[str, str], Outbox] = {}
-        self.staged: dict[tuple[str, bytes], Staged] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.store.open()
+        """Start committing and sweeping (the store is already open: the app opens it)."""
         self.committer.start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
@@ -329,7 +306,6 @@ class Chat:
         for outbox in self.outboxes.values():
             if outbox.handle is not None:
                 outbox.handle.cancel()
-        await self.store.close()
 
     def _take(self, space_id: str, member: bytes) -> None:
         if not self.limiter.allow(f"{space_id}/{member.hex()}"):
@@ -414,60 +390,10 @@ class Chat:
         roster.active(member)
         if not is_valid_id(msg.story_id):
             raise InvalidMessage("a story id is 8 to 64 URL-safe characters, not starting with -")
-        key = (space_id, member)
-        now = self.monotonic()
-        staged = self.staged.get(key)
-        if msg.offset == 0:
-            self.staged.pop(key, None)  # a member has one upload in progress: this one
-            staged = Staged(msg.story_id, touched=now, started=now)
-        elif staged is None or staged.story_id != msg.story_id or len(staged.data) != msg.offset:
-            raise Conflict("story upload out of order; start again from offset 0")
-        else:
-            del self.staged[key]  # put back below once the chunk fits every budget
-        if len(staged.data) + len(msg.data) > self.limits.max_story_bytes:
-            raise TooLarge(
-                f"story image too large: this server accepts at most "
-                f"{self.limits.max_story_bytes} bytes"
-            )
-        self._make_room_for(space_id, len(staged.data) + len(msg.data), now)
-        staged.data += msg.data
-        staged.touched = now
-        self.staged[key] = staged
-        return StoryChunkStored(msg.id, msg.story_id, len(staged.data))
-
-    def _make_room_for(self, space_id: str, size: int, now: float) -> None:
-        """Refuse (RateLimited) an upload of ``size`` bytes in all that does not fit the
-        staging budgets of its space and of the server, with every other upload staged.
-        Stories are staged in memory, so these bound what uploads can make the server hold;
-        one space's uploads cannot take the whole server's budget."""
-        if self._fits(space_id, size):  # a reason it does not fit: make room first
-            self._drop_idle_uploads(
-                now, idle=STAGED_BUSY_IDLE_SECONDS, oldest=STAGED_BUSY_MAX_SECONDS
-            )
-        problem = self._fits(space_id, size)
-        if problem:
-            raise RateLimited(f"{problem}; try again in a minute")
-
-    def _fits(self, space_id: str, size: int) -> str:
-        """Why one more upload holding ``size`` bytes does not fit ("" if it does)."""
-        limits = self.limits
-        in_space = [s for (sid, _), s in self.staged.items() if sid == space_id]
-        if len(in_space) + 1 > limits.max_staged_stories_per_space:
-            return "too many story uploads in progress in this space"
-        if sum(len(s.data) for s in in_space) + size > limits.max_staged_story_bytes_per_space:
-            return "too many story bytes being uploaded in this space"
-        if len(self.staged) + 1 > limits.max_staged_stories:
-            return "the server is receiving many stories"
-        if sum(len(s.data) for s in self.staged.values()) + size > limits.max_staged_story_bytes:
-            return "the server is receiving many stories"
-        return ""
-
-    def _drop_idle_uploads(
-        self, now: float, idle: float = STAGED_IDLE_SECONDS, oldest: float = STAGED_MAX_SECONDS
-    ) -> None:
-        for key, staged in list(self.staged.items()):
-            if now - staged.touched > idle or now - staged.started > oldest:
-                del self.staged[key]
+        size = await self.staging.add_chunk(
+            space_id, member, msg.story_id, msg.offset, msg.data, self.monotonic()
+        )
+        return StoryChunkStored(msg.id, msg.story_id, size)
 
     async def post_story(self, space_id: str, member: bytes, msg: PostStory) -> StoryPosted:
         roster = await self.membership.roster(space_id)
@@ -479,11 +405,10 @@ class Chat:
             raise TooLarge(f"story caption too large: at most {limits.max_story_meta_bytes} bytes")
         if len(msg.thumb) > limits.max_story_thumb_bytes:
             raise TooLarge(f"story thumbnail too large: at most {limits.max_story_thumb_bytes}")
-        key = (space_id, member)
-        staged = self.staged.get(key)
-        if staged is None or staged.story_id != msg.story_id:
+        image = await self.staging.upload(space_id, member, msg.story_id)
+        if image is None:
             raise InvalidMessage("upload the story's image before posting it")
-        if len(staged.data) != msg.image_size:
+        if len(image) != msg.image_size:
             raise InvalidMessage("the story's image upload is incomplete")
         self._take(space_id, member)
         new = NewStory(
@@ -495,11 +420,10 @@ class Chat:
             msg.ttl,
             msg.meta,
             msg.thumb,
-            bytes(staged.data),
+            image,
         )
         info, duplicate = await self.store.add_story(new, self.clock())
-        if self.staged.get(key) is staged:
-            del self.staged[key]
+        await self.staging.discard(space_id, member, msg.story_id, len(image))
         return StoryPosted(msg.id, info.story_id, info.posted_at, info.expires_at, duplicate)
 
     async def list_stories(self, space_id: str, member: bytes, msg: ListStories) -> Stories:
@@ -529,7 +453,7 @@ class Chat:
     async def sweep(self) -> int:
         """Delete what has expired (for good); forget idle uploads and closed followers."""
         deleted = await self.store.delete_expired(self.clock())
-        self._drop_idle_uploads(self.monotonic())
+        await self.staging.drop_idle(self.monotonic())
         for key, followers in list(self.followers.items()):
             followers.difference_update([s for s in followers if s.closed])
             if not followers:
@@ -553,69 +477,3 @@ class Chat:
 def _sent(msg: SendMessage, result: Committed) -> MessageSent:
     m = result.message
     return MessageSent(msg.id, msg.room_id, m.seq, m.sent_at, m.expires_at, result.duplicate)
-
-
-# -- the aiohttp edge ----------------------------------------------------------------------------
-
-CHAT = web.AppKey("chat", Chat)
-
-
-async def _send(caller: Caller, message: SendMessage) -> msgspec.Struct:
-    return await caller.app[CHAT].send(caller.space_id, caller.member, message)
-
-
-async def _fetch(caller: Caller, message: FetchMessages) -> msgspec.Struct:
-    return await caller.app[CHAT].fetch(caller.space_id, caller.subscriber, message)
-
-
-async def _upload(caller: Caller, message: UploadStoryChunk) -> msgspec.Struct:
-    return await caller.app[CHAT].upload_chunk(caller.space_id, caller.member, message)
-
-
-async def _post_story(caller: Caller, message: PostStory) -> msgspec.Struct:
-    return await caller.app[CHAT].post_story(caller.space_id, caller.member, message)
-
-
-async def _list_stories(caller: Caller, message: ListStories) -> msgspec.Struct:
-    return await caller.app[CHAT].list_stories(caller.space_id, caller.member, message)
-
-
-async def _story_part(caller: Caller, message: FetchStoryPart) -> msgspec.Struct:
-    return await caller.app[CHAT].story_part(caller.space_id, caller.member, message)
-
-
-CHAT_ROUTES: Final[dict[type, Any]] = {
-    SendMessage: _send,
-    FetchMessages: _fetch,
-    UploadStoryChunk: _upload,
-    PostStory: _post_story,
-    ListStories: _list_stories,
-    FetchStoryPart: _story_part,
-}
-
-
-def chat_store_for(store: Store) -> ChatStore:
-    """The chat store living next to the main store (same SQLite file)."""
-    from spaces.sqlite_store import SqliteStore
-
-    if isinstance(store, SqliteStore):
-        return SqliteChatStore(store.path)
-    raise TypeError(f"no chat store for {type(store).__name__}")
-
-
-def install_chat(app: web.Application, store: Store) -> Chat:
-    """Add chat and stories to a spaces app (call after the main store's cleanup context,
-    so the database is migrated before the chat store opens and closed after it)."""
-    from spaces.server import CONFIG, MEMBERSHIP, add_routes
-
-    chat = Chat(chat_store_for(store), app[MEMBERSHIP], app[CONFIG])
-    app[CHAT] = chat
-    add_routes(app, CHAT_ROUTES)
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await chat.start()
-        yield
-        await chat.stop()
-
-    app.cleanup_ctx.append(lifecycle)
-    return chat

@@ -24,6 +24,12 @@ class ServerSection(msgspec.Struct, forbid_unknown_fields=True):
     log_level: str = "info"
 
 
+class StorageSection(msgspec.Struct, forbid_unknown_fields=True):
+    # "": SQLite in [server] data_dir (salon.db); "sqlite:PATH" or a bare path: that SQLite
+    # file; "postgresql://…": a PostgreSQL database (spaces/storage/engines.py)
+    url: str = ""
+
+
 class SpacesSection(msgspec.Struct, forbid_unknown_fields=True):
     allow_create: bool = True
     creation_tokens: list[str] = []
@@ -95,7 +101,8 @@ class SfuSection(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class IceSection(msgspec.Struct, forbid_unknown_fields=True):
-    """STUN and TURN servers handed to members (``spaces/ice.py``, ``protocol/ice_wire.py``)."""
+    """STUN and TURN servers handed to members (``spaces/handlers/ice.py``,
+    ``protocol/ice_wire.py``)."""
 
     stun_urls: list[str] = []
     turn_urls: list[str] = []
@@ -113,6 +120,7 @@ MAX_TURN_TTL = 7 * 86_400
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     server: ServerSection = msgspec.field(default_factory=ServerSection)
+    storage: StorageSection = msgspec.field(default_factory=StorageSection)
     spaces: SpacesSection = msgspec.field(default_factory=SpacesSection)
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
     conference: ConferenceSection = msgspec.field(default_factory=ConferenceSection)

@@ -1,6 +1,6 @@
 """Spaces, invites, joins and the record chain: the server's membership logic.
 
-No HTTP here: the WebSocket edge (:mod:`spaces.server`) authenticates a session and calls
+No HTTP here: the WebSocket edge (:mod:`spaces.handlers.session`) authenticates a session and calls
 these methods with already-decoded messages. Every record goes through the same
 :class:`~protocol.records.Roster` rules the clients apply, so the server refuses what an honest
 client would refuse; clients still verify everything themselves.
@@ -55,7 +55,7 @@ from protocol.wire import (
 from spaces.config import Config
 from spaces.hub import Hub
 from spaces.limits import KeyedLimiter
-from spaces.storage import Store, StoredRecord
+from spaces.storage.interfaces import Store, StoredRecord
 
 log = logging.getLogger(__name__)
 SPACE_SCOPE = "space"

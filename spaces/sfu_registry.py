@@ -35,6 +35,7 @@ from protocol.errors import ErrorCode, InvalidMessage, NotFound, ProtocolError, 
 from sfu import control
 from sfu.errors import SfuError
 from sfu.node import ActiveSpeaker, NodeEvent, ParticipantLeft, SfuConfig, SfuNode
+from spaces.services import CONFIG
 
 log = logging.getLogger(__name__)
 LOCAL_NAME = "local"
@@ -80,7 +81,7 @@ class NodeHandle(Protocol):
 
 
 class NodeEvents(Protocol):
-    """What the registry tells the conference side (see :mod:`spaces.call_media`)."""
+    """What the registry tells the conference side (see :mod:`spaces.handlers.call_media`)."""
 
     def participant_left(self, conference: str, participant: str, reason: str) -> None: ...
 
@@ -381,8 +382,6 @@ async def _handshake(
 
 async def node_endpoint(request: web.Request) -> web.StreamResponse:
     """``GET /sfu/node``: a standalone SFU node registers (see the module docstring)."""
-    from spaces.server import CONFIG
-
     config = request.app[CONFIG].sfu
     if not config.node_secret:
         raise web.HTTPNotFound()

@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 from conftest import SALON, SalonServer, SalonUser
+from postgres_support import is_postgres, pg_query
 
 # -- a JPEG carrying EXIF with GPS ------------------------------------------------------------
 
@@ -118,7 +119,10 @@ def metadata_markers(data: bytes) -> list[int]:
 
 
 def query(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Rows from the server's database through a short-lived read-only connection."""
+    """Rows from the server's database through a short-lived read-only connection (SQLite,
+    or PostgreSQL when ``db_path`` is its URL: :attr:`SalonServer.db_path`)."""
+    if is_postgres(db_path):
+        return pg_query(db_path, sql, *params)
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
         return db.execute(sql, params).fetchall()
@@ -127,7 +131,7 @@ def query(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 
 
 def data_files(server: SalonServer) -> list[Path]:
-    return [p for p in server.data_dir.iterdir() if p.is_file()]
+    return server.stored_files()
 
 
 def files_containing(server: SalonServer, needle: bytes) -> list[str]:

@@ -8,10 +8,13 @@ Fixtures
 --------
 ``server`` (module scope)
     One :class:`SalonServer` shared by a test module. A module may set
-    ``SERVER_CONFIG = {"limits": {...}}`` to run it with config overrides.
+    ``SERVER_CONFIG = {"limits": {...}}`` to run it with config overrides, and
+    ``STORAGE_ENGINES = ("sqlite", "postgresql")`` to run its tests on both engines
+    (``postgres_support.py``: a real PostgreSQL started by the suite).
 ``make_server`` (function scope)
     A factory for private servers (``make_server(config=None)``), for tests that stop,
-    tamper with or grep a server's files. All are stopped at teardown.
+    tamper with or grep a server's files. All are stopped at teardown. On the module's
+    storage engine, like ``server``.
 ``user`` (function scope), ``module_user`` (module scope)
     A factory: ``user("alice")`` is a :class:`SalonUser` with its own ``SALON_HOME`` and
     ``SALON_PASSPHRASE``. ``.run()``, ``.json()`` and ``.fail()`` run the CLI.
@@ -48,6 +51,8 @@ PASSPHRASE = "correct horse battery staple"
 CLI_TIMEOUT = 60.0
 START_TIMEOUT = 20.0
 LISTENING = re.compile(rb"listening on (http://\S+)")
+# The PostgreSQL fixtures and the per-engine parametrization (STORAGE_ENGINES).
+pytest_plugins = ["postgres_support"]
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -130,12 +135,20 @@ class SalonServer:
     memberships remember the server's URL.
     """
 
-    def __init__(self, root: Path, config: Mapping[str, Mapping[str, Any]] | None = None):
+    def __init__(
+        self,
+        root: Path,
+        config: Mapping[str, Mapping[str, Any]] | None = None,
+        storage_url: str = "",
+    ):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.data_dir = root / "data"
         self.log_path = root / "server.log"
         self.config_path = root / "salon.toml"
+        self.storage_url = storage_url  # "": SQLite in data_dir
+        if storage_url:
+            config = {**(config or {}), "storage": {"url": storage_url}}
         self.config_path.write_text(toml_text(with_test_limits(config)), encoding="utf-8")
         self.port = 0
         self.url = ""
@@ -144,8 +157,27 @@ class SalonServer:
         self.ice_hosts = "127.0.0.1"
 
     @property
-    def db_path(self) -> Path:
-        return self.data_dir / "salon.db"
+    def db_path(self) -> Any:
+        """The database: the SQLite file's path, or the PostgreSQL URL (``query`` and
+        ``stored_records`` take either)."""
+        return self.storage_url or self.data_dir / "salon.db"
+
+    @property
+    def db_file(self) -> Path:
+        """The file that holds the database: ``salon.db``, or on PostgreSQL the dump that
+        :meth:`stored_files` writes."""
+        return self.root / "pg_dump.bin" if self.storage_url else self.data_dir / "salon.db"
+
+    def stored_files(self) -> list[Path]:
+        """Every file holding what the server stored, for canary greps: its data directory's
+        files and, on PostgreSQL, a fresh dump of its database (``postgres_support.pg_dump``)."""
+        files = sorted(p for p in self.data_dir.rglob("*") if p.is_file())
+        if self.storage_url:
+            from postgres_support import pg_dump
+
+            self.db_file.write_bytes(pg_dump(self.storage_url))
+            files.append(self.db_file)
+        return files
 
     @property
     def running(self) -> bool:
@@ -206,24 +238,30 @@ class SalonServer:
 
 
 @pytest.fixture(scope="module")
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+def server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    storage_url: Callable[[], str],
+):
     """One running server for the whole module (config from the module's SERVER_CONFIG)."""
     config = getattr(request.module, "SERVER_CONFIG", None)
-    srv = SalonServer(tmp_path_factory.mktemp("server"), config)
+    srv = SalonServer(tmp_path_factory.mktemp("server"), config, storage_url())
     srv.start()
     yield srv
     srv.stop()
 
 
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., SalonServer]]:
+def make_server(
+    tmp_path: Path, storage_url: Callable[[], str]
+) -> Iterator[Callable[..., SalonServer]]:
     """``make_server(config=None, start=True)``: a private server, stopped at teardown."""
     made: list[SalonServer] = []
 
     def make(
         config: Mapping[str, Mapping[str, Any]] | None = None, start: bool = True
     ) -> SalonServer:
-        srv = SalonServer(tmp_path / f"server{len(made)}", config)
+        srv = SalonServer(tmp_path / f"server{len(made)}", config, storage_url())
         made.append(srv)
         if start:
             srv.start()
@@ -383,9 +421,12 @@ def user(tmp_path: Path) -> Callable[..., SalonUser]:
 
 
 @pytest.fixture(scope="module")
-def module_user(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., SalonUser]:
-    """Like ``user``, for module-scoped fixtures (people shared by a module's tests)."""
-    return user_factory(tmp_path_factory.mktemp("people"))
+def module_user(
+    tmp_path_factory: pytest.TempPathFactory, storage_engine: str
+) -> Callable[..., SalonUser]:
+    """Like ``user``, for module-scoped fixtures (people shared by a module's tests; new
+    people for each storage engine the module runs on, as its ``server`` is new)."""
+    return user_factory(tmp_path_factory.mktemp(f"people-{storage_engine}"))
 
 
 # -- an in-process server ----------------------------------------------------------------------
@@ -419,9 +460,9 @@ async def app_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Ap
     """``await app_server(config=None)``: start an in-process server; cleaned up after."""
     from aiohttp import web
 
+    from spaces.app import build_app
     from spaces.config import load_config
-    from spaces.server import build_app
-    from spaces.sqlite_store import SqliteStore
+    from spaces.storage.sqlite.store import sqlite_stores
 
     started: list[AppServer] = []
 
@@ -432,11 +473,11 @@ async def app_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Ap
         path.write_text(toml_text(with_test_limits(config)), encoding="utf-8")
         cfg = load_config(path)
         data_dir = root / "data"
-        store = SqliteStore(data_dir / "salon.db")
-        app = build_app(cfg, store)
+        stores = sqlite_stores(data_dir / "salon.db")
+        app = build_app(cfg, stores)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        srv = AppServer(app, runner, store, "", data_dir)
+        srv = AppServer(app, runner, stores.spaces, "", data_dir)
         started.append(srv)
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -458,8 +499,13 @@ def stored_records(db_path: Path, space_id: str) -> list[Any]:
     the server runs: a second, read-only connection sees committed WAL contents)."""
     import sqlite3
 
+    from postgres_support import is_postgres, pg_query
+
     from protocol.records import decode_record
 
+    if is_postgres(db_path):
+        sql = "SELECT data FROM records WHERE space_id = ? ORDER BY seq"
+        return [decode_record(bytes(row[0])) for row in pg_query(db_path, sql, space_id)]
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
         rows = db.execute(

@@ -35,8 +35,8 @@ from protocol.conference_wire import (
 from protocol.records import Role, Roster
 from protocol.wire import encoder
 from spaces.conference import Change, Conference
-from spaces.conference_routes import CONFERENCES, Conferences
-from spaces.server import MEMBERSHIP, ROUTES, Caller
+from spaces.handlers.conference import CONFERENCES, Conferences
+from spaces.services import MEMBERSHIP, ROUTES, Caller
 
 pytestmark = pytest.mark.timeout(180)
 CODE_2 = r"verification code .* \(2 in the call"

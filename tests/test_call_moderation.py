@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from call_helpers import CallProcess, Town, calls, code_for, make_town
 
+STORAGE_ENGINES = ("sqlite", "postgresql")  # the server fixtures run on each (conftest.py)
+
 pytestmark = pytest.mark.timeout(150)
 CONNECTED_2 = r"verification code .* \(2 in the call"
 CONNECTED_3 = r"verification code .* \(3 in the call"

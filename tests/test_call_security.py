@@ -22,8 +22,8 @@ from call_helpers import CallProcess, amake_town, calls, code_for, first_line
 from client import crypto
 from protocol.conference_wire import CallAction, CallUpdate, SendCallSignal, action_signing_bytes
 from protocol.wire import encoder
-from spaces.conference_routes import CONFERENCES
-from spaces.server import ROUTES, Caller
+from spaces.handlers.conference import CONFERENCES
+from spaces.services import ROUTES, Caller
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -41,9 +41,9 @@ from protocol.conference_wire import (
 )
 from protocol.errors import ErrorCode
 from protocol.wire import Done
-from spaces.conference_store import SqliteConferenceStore
-from spaces.sqlite_store import SqliteStore
-from spaces.storage import StoredRecord
+from spaces.storage.interfaces import StoredRecord
+from spaces.storage.sqlite.conference import SqliteConferenceStore
+from spaces.storage.sqlite.store import SqliteStore
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -47,7 +47,7 @@ from protocol.records import (
     signing_bytes,
 )
 from protocol.wire import Append, Appended
-from spaces.server import MEMBERSHIP
+from spaces.services import MEMBERSHIP
 
 # -- roster rules (sans-I/O) ----------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from client import chatcrypto
 from client.errors import VerificationError
 from protocol import roomkeys
 
+STORAGE_ENGINES = ("sqlite", "postgresql")  # the server fixtures run on each (conftest.py)
 SERVER_CONFIG = {
     "limits": {"expiry_sweep_seconds": 0.2, "join_attempts_per_minute_per_address": 1000}
 }

@@ -25,6 +25,7 @@ from client.rooms import resolve_room
 from client.space import open_space
 from protocol.errors import ErrorCode
 
+STORAGE_ENGINES = ("sqlite", "postgresql")  # the server fixtures run on each (conftest.py)
 FAST = {
     "limits": {
         "messages_per_second_per_member": 100_000.0,

@@ -1,6 +1,7 @@
-"""Chat storage on a real SQLite file (spaces/chat_sqlite.py) and group commit
-(spaces/chat.py): gap-free sequences, idempotent client ids, batching, and deletion that
-leaves no bytes behind in the database or its WAL."""
+"""Chat storage on both engines — a real SQLite file (spaces/storage/sqlite/chat.py) and a
+real PostgreSQL (spaces/storage/postgres/chat.py) — and group commit (spaces/chat.py):
+gap-free sequences, idempotent client ids, batching, and (SQLite) deletion that leaves no
+bytes behind in the database or its WAL."""
 
 from __future__ import annotations
 
@@ -15,18 +16,40 @@ import pytest
 
 from client.chat import new_client_id
 from spaces.chat import GroupCommitter
-from spaces.chat_sqlite import SqliteChatStore
-from spaces.chat_storage import Committed, NewMessage, NewStory
-from spaces.sqlite_store import SqliteStore
-from spaces.storage import StoredRecord
+from spaces.storage.interfaces import (
+    ChatStore,
+    Committed,
+    NewMessage,
+    NewStory,
+    Store,
+    StoredRecord,
+)
+from spaces.storage.sqlite.chat import SqliteChatStore
+from spaces.storage.sqlite.store import SqliteStore, sqlite_stores
 
 SPACE = "s" * 24
 SENDER = b"\xaa" * 32
 OTHER = b"\xbb" * 32
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Store, ChatStore]]:
+    if request.param == "sqlite":
+        both = sqlite_stores(tmp_path / "salon.db")
+    else:
+        from spaces.storage.postgres.store import postgres_stores
+
+        both = postgres_stores(request.getfixturevalue("postgres").create_database())
+    await both.open()
+    await both.spaces.append(SPACE, [StoredRecord(0, bytes(32), b"genesis")], create=True)
+    yield both.spaces, both.chat
+    await both.close()
+
+
 @pytest.fixture
-async def stores(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, SqliteChatStore]]:
+async def sqlite_only(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, SqliteChatStore]]:
     main = SqliteStore(tmp_path / "salon.db")
     await main.open()
     await main.append(SPACE, [StoredRecord(0, bytes(32), b"genesis")], create=True)
@@ -52,7 +75,7 @@ def new(room: str = "room-0001", client_id: bytes | None = None, **kw: object) -
     return NewMessage(**fields)  # type: ignore[arg-type]
 
 
-async def test_sequences_are_per_room_and_gap_free(stores: tuple[SqliteStore, SqliteChatStore]):
+async def test_sequences_are_per_room_and_gap_free(stores: tuple[Store, ChatStore]):
     _, chat = stores
     batch = [new("room-a"), new("room-b"), new("room-a"), new("room-a"), new("room-b")]
     results = await chat.append_messages(batch, 1000.0)
@@ -68,7 +91,7 @@ async def test_sequences_are_per_room_and_gap_free(stores: tuple[SqliteStore, Sq
 
 
 async def test_client_id_retries_return_the_first_message(
-    stores: tuple[SqliteStore, SqliteChatStore],
+    stores: tuple[Store, ChatStore],
 ):
     _, chat = stores
     cid = b"1" * 16
@@ -110,7 +133,7 @@ async def test_sequences_survive_reopen_and_expiry(tmp_path: Path):
 
 
 async def test_expired_messages_are_hidden_before_the_sweep(
-    stores: tuple[SqliteStore, SqliteChatStore],
+    stores: tuple[Store, ChatStore],
 ):
     _, chat = stores
     results = await chat.append_messages([new(lifetime=10, ttl=10), new()], 1000.0)
@@ -126,11 +149,11 @@ def _files(db: Path) -> list[Path]:
 
 
 async def test_deleted_bytes_leave_the_database_and_the_wal(
-    stores: tuple[SqliteStore, SqliteChatStore], tmp_path: Path
+    sqlite_only: tuple[SqliteStore, SqliteChatStore], tmp_path: Path
 ):
     """secure_delete zeroes the rows and the truncating checkpoint empties the WAL: the
     ciphertext of expired messages and stories is in none of the files afterwards."""
-    _, chat = stores
+    _, chat = sqlite_only
     doomed = [secrets.token_bytes(300) for _ in range(20)]
     kept = secrets.token_bytes(300)
     await chat.append_messages([new(box=b, lifetime=5) for b in doomed], 1000.0)
@@ -153,7 +176,7 @@ async def test_deleted_bytes_leave_the_database_and_the_wal(
     assert [m.box for m in found] == [kept]
 
 
-async def test_story_parts_and_duplicates(stores: tuple[SqliteStore, SqliteChatStore]):
+async def test_story_parts_and_duplicates(stores: tuple[Store, ChatStore]):
     _, chat = stores
     image = os.urandom(300_000)
     story = NewStory(SPACE, "story-0001", "chan", SENDER, 0, 100, b"meta", b"thumb", image)
@@ -183,7 +206,7 @@ def info_of(listed: Sequence[object], story_id: str) -> object:
 
 
 async def test_group_commit_batches_concurrent_sends(
-    stores: tuple[SqliteStore, SqliteChatStore],
+    stores: tuple[Store, ChatStore],
 ):
     """200 concurrent sends share a handful of transactions; each is answered after the
     commit holding it, and events go out once per new message in sequence order."""
@@ -259,7 +282,7 @@ async def test_fan_out_sends_one_frame_per_room_and_commit():
 async def test_checkpointer_keeps_the_wal_bounded(tmp_path: Path):
     """Our writer never checkpoints (no stalls inside a commit); the Checkpointer does, on
     its own connection, so the WAL is reused instead of growing without end."""
-    from spaces.chat_sqlite import Checkpointer
+    from spaces.storage.sqlite.chat import Checkpointer
 
     main = SqliteStore(tmp_path / "salon.db")
     await main.open()

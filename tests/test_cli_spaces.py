@@ -42,8 +42,9 @@ from protocol.wire import (
     OpenInvite,
     auth_statement,
 )
-from spaces.server import MEMBERSHIP
+from spaces.services import MEMBERSHIP
 
+STORAGE_ENGINES = ("sqlite", "postgresql")  # the server fixtures run on each (conftest.py)
 # Every join costs two attempts against the per-address limit (open, then join) and this
 # module joins a lot within a minute from one address; the limit itself is tested elsewhere.
 SERVER_CONFIG = {"limits": {"join_attempts_per_minute_per_address": 1000}}

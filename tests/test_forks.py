@@ -30,7 +30,7 @@ from protocol import forks, roomkeys
 from protocol.chat_wire import CLIENT_ID_LEN, ChatMessage, FetchMessages, Messages
 from protocol.records import Profile, Record, record_hash, signing_bytes
 from protocol.wire import GetRecords, Records
-from spaces.server import ROUTES, Caller
+from spaces.services import ROUTES, Caller
 
 pytestmark = pytest.mark.timeout(150)
 FORK = forks.FORK_WARNING

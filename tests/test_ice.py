@@ -27,7 +27,7 @@ import pytest
 from call_helpers import CallProcess, Town, amake_town, calls, first_line, make_town
 
 from spaces.config import ConfigError, IceSection, load_config
-from spaces.ice import ice_servers, turn_credentials
+from spaces.handlers.ice import ice_servers, turn_credentials
 
 pytestmark = pytest.mark.timeout(150)
 REST_USERNAME = re.compile(r"^(\d+):([A-Za-z0-9_-]{22})$")
@@ -106,13 +106,13 @@ async def test_refused_credentials_fail_the_call_with_a_clear_message(
 ) -> None:
     """A server whose secret is not coturn's, or whose credentials have expired (its clock
     set back by two lifetimes): coturn refuses them, and the call says why."""
-    import spaces.ice
+    import spaces.handlers.ice
 
     if fault == "wrong-secret":
         srv = await app_server(ice_config(coturn, secret="not-the-secret-coturn-holds"))
     else:
         srv = await app_server(ice_config(coturn))
-        monkeypatch.setattr(spaces.ice, "wall_clock", lambda: time.time() - 2 * 86_400)
+        monkeypatch.setattr(spaces.handlers.ice, "wall_clock", lambda: time.time() - 2 * 86_400)
     town = await amake_town(srv.url, user, ("Bob",))
     await town["Alice"].arun("room", "create", town.space, "desk", "--kind", "conference")
     async with calls() as running:

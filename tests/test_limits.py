@@ -44,7 +44,7 @@ from protocol.wire import (
 )
 from spaces.hub import Subscriber
 from spaces.membership import Membership
-from spaces.server import ATTEMPTS_BY_INVITE, MEMBERSHIP
+from spaces.services import ATTEMPTS_BY_INVITE, MEMBERSHIP
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -135,7 +135,7 @@ async def test_websockets_per_address_are_capped_and_others_unaffected(
     finally:
         for client in held:
             await client.close()
-    from spaces.server import SOCKETS_BY_ADDRESS
+    from spaces.services import SOCKETS_BY_ADDRESS
 
     sockets = srv.app[SOCKETS_BY_ADDRESS]
 

@@ -1,7 +1,7 @@
 """The server is blind (DESIGN §1.2, issue 2): after a busy scenario, no file the server
-wrote — its SQLite database, WAL and shared-memory files, its log — holds a space name, a
-display name, an invite secret or any key a client keeps; and the keystores hold none of
-them in clear either.
+wrote — its SQLite database, WAL and shared-memory files (or a pg_dump of its PostgreSQL
+database), its log — holds a space name, a display name, an invite secret or any key a
+client keeps; and the keystores hold none of them in clear either.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 from conftest import SalonServer, SalonUser
 
 from client.invites import parse_invite_link
+
+STORAGE_ENGINES = ("sqlite", "postgresql")  # on PostgreSQL, the greps search a pg_dump
 
 SPACE_NAME = "Zebra Conspiracy 7731"
 NAMES = {
@@ -101,15 +103,15 @@ def test_server_files_and_log_hold_no_names_or_secrets(make_server, user):
         needles.update(needles_for_keystore(person))
 
     # While the server runs (the WAL holds the recent writes)...
-    running_files = files_under(srv.data_dir)
-    assert srv.db_path in running_files
+    running_files = srv.stored_files()
+    assert srv.db_file in running_files
     found = [leak for path in running_files for leak in leaks(path, needles)]
     assert not found, found
 
     # ...and after it stopped (checkpointed into the main file).
     srv.stop()
-    stopped_files = files_under(srv.data_dir)
-    assert srv.db_path in stopped_files
+    stopped_files = srv.stored_files()
+    assert srv.db_file in stopped_files
     found = [leak for path in stopped_files for leak in leaks(path, needles)]
     assert not found, found
 

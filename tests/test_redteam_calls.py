@@ -37,7 +37,7 @@ from protocol.conference_wire import (
 )
 from protocol.wire import encoder
 from spaces.conference import Seat
-from spaces.server import ROUTES
+from spaces.services import ROUTES
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -381,7 +381,7 @@ def test_the_server_refuses_an_action_naming_a_long_gone_head() -> None:
 
     from protocol.errors import InvalidMessage
     from protocol.records import HASH_WINDOW
-    from spaces.conference_routes import _check_head
+    from spaces.handlers.conference import _check_head
 
     roster: Any = SimpleNamespace(head_seq=100_000, head_hash=bytes(32))
     mallory = Person("member")

@@ -28,7 +28,7 @@ from protocol.records import (
 )
 from protocol.wire import Append, Appended, Envelope, InviteOpened, OpenInvite
 from spaces.membership import OpenedInvite
-from spaces.server import MEMBERSHIP, ROUTES, Caller
+from spaces.services import MEMBERSHIP, ROUTES, Caller
 
 
 def membership(person, space_id):

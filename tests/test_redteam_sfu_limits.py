@@ -52,9 +52,9 @@ from protocol.media_keys import kid_index, media_kid
 from sfu import rtp
 from sfu.aiortc_adapter import MarkerJitterBuffer
 from sfu.forwarder import ForwarderConfig
+from spaces.app import CONNECTION_SLACK
 from spaces.chat import Chat
 from spaces.config import Config, LimitsSection
-from spaces.server import CONNECTION_SLACK
 
 ELSEWHERE = "127.0.0.2"
 

@@ -45,7 +45,7 @@ from protocol.wire import (
     Welcome,
     auth_statement,
 )
-from spaces.server import MEMBERSHIP
+from spaces.services import MEMBERSHIP
 
 # -- the roster's rules ------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ from protocol.records import (
     record_hash,
     signing_bytes,
 )
-from spaces.server import MEMBERSHIP
+from spaces.services import MEMBERSHIP
 
 # -- building chains by hand -----------------------------------------------------------------
 

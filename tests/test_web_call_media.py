@@ -227,7 +227,7 @@ def web_server_csp(web_server: Any) -> str:
 def test_mesh_relay_only_through_coturn(chromium: Any, page_url: str, coturn: Any) -> None:
     """iceTransportPolicy "relay" with TURN REST credentials (as GetIceServers hands them out):
     both sides connect through a real coturn, and media flows."""
-    from spaces.ice import turn_credentials
+    from spaces.handlers.ice import turn_credentials
 
     username, credential, _expiry = turn_credentials(coturn.secret, 600, time.time())
     servers = [{"urls": [coturn.url], "username": username, "credential": credential}]

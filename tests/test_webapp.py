@@ -19,7 +19,7 @@ import pytest
 from browser_support import ROOT, WEB
 from conftest import SalonServer, SalonUser
 
-from spaces.webapp import SECURITY_HEADERS
+from spaces.handlers.webapp import SECURITY_HEADERS
 
 pytestmark = pytest.mark.timeout(180)
 

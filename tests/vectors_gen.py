@@ -1227,8 +1227,8 @@ def id_vectors() -> dict[str, Any]:
 
 
 def _ice_servers_example() -> ice_wire.IceServers:
-    """IceServers as spaces/ice.py makes it: turn_secret "vector-turn-secret-0123", TTL 3600 s
-    from 2026-01-01T00:00:00Z, the random part fixed, relay calls on."""
+    """IceServers as spaces/handlers/ice.py makes it: turn_secret "vector-turn-secret-0123",
+    TTL 3600 s from 2026-01-01T00:00:00Z, the random part fixed, relay calls on."""
     ice = IceSection(
         stun_urls=["stun:turn.salon.example:3478"],
         turn_urls=["turn:turn.salon.example:3478?transport=udp"],

@@ -1,4 +1,5 @@
-"""Embedded storage on SQLite (aiosqlite): WAL, synchronous=FULL, secure_delete=ON.
+"""Embedded storage on SQLite (aiosqlite), the main :class:`~spaces.storage.interfaces.Store`:
+WAL, synchronous=FULL, secure_delete=ON.
 
 Migrations are the numbered ``migrations/NNNN_*.sql`` files, applied in order inside one
 transaction each and recorded in ``PRAGMA user_version``.
@@ -10,14 +11,14 @@ import logging
 import sqlite3
 import time
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 import aiosqlite
 
-from protocol.errors import Conflict, ErrorCode, ProtocolError
+from protocol.errors import Conflict
 from protocol.wire import Envelope, InviteSeal
-from spaces.storage import StoredRecord
+from spaces.storage.interfaces import StorageError, StoredRecord, Stores
+from spaces.storage.migrations import numbered_migrations
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +35,9 @@ CONNECTION_PRAGMAS = (
 )
 
 
-class StorageError(ProtocolError):
-    code = ErrorCode.STORAGE
-
-
 def migrations() -> list[tuple[int, str]]:
-    """(number, sql) of every migration shipped with the package, in order."""
-    found = []
-    for entry in resources.files("spaces.migrations").iterdir():
-        name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
-            found.append((int(name[:4]), entry.read_text(encoding="utf-8")))
-    found.sort()
-    numbers = [n for n, _ in found]
-    if numbers != list(range(1, len(found) + 1)):
-        raise StorageError(f"migrations are not numbered 1..N: {numbers}")
-    return found
+    """(number, sql) of every SQLite migration shipped with the package, in order."""
+    return numbered_migrations("spaces.storage.sqlite.migrations")
 
 
 class SqliteStore:
@@ -225,3 +213,11 @@ class SqliteStore:
         ) as cursor:
             rows = await cursor.fetchall()
         return [Envelope(str(r[0]), int(r[1]), bytes(r[2]), bytes(r[3]), bytes(r[4])) for r in rows]
+
+
+def sqlite_stores(path: str | Path) -> Stores:
+    """The three stores of one SQLite file (each with connections of its own)."""
+    from spaces.storage.sqlite.chat import SqliteChatStore
+    from spaces.storage.sqlite.conference import SqliteConferenceStore
+
+    return Stores(SqliteStore(path), SqliteChatStore(path), SqliteConferenceStore(path))

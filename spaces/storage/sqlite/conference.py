@@ -1,4 +1,4 @@
-"""Where conference bans are kept: the seam (:class:`ConferenceStore`) and two stores.
+"""Conference bans on SQLite (:class:`~spaces.storage.interfaces.ConferenceStore`).
 
 A call's live state (seats, lobby, hands, lock) lives in memory and dies with the call; only
 bans outlive it. :class:`SqliteConferenceStore` keeps them in the main SQLite file (migration
@@ -9,58 +9,18 @@ open transaction; every write commits (``synchronous=FULL``) before it returns.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 
 import aiosqlite
 import msgspec
 
 from protocol.conference_wire import CallAction
-from protocol.errors import ErrorCode, ProtocolError
-from spaces.sqlite_store import CONNECTION_PRAGMAS
+from spaces.storage.interfaces import StorageError
+from spaces.storage.sqlite.store import CONNECTION_PRAGMAS
 
 SCHEMA_VERSION: Final = 3  # the migration that made conference_bans
 _decoder = msgspec.msgpack.Decoder(CallAction)
 _encoder = msgspec.msgpack.Encoder()
-
-
-class ConferenceStorageError(ProtocolError):
-    code = ErrorCode.STORAGE
-
-
-class ConferenceStore(Protocol):
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def bans(self, space_id: str, room_id: str) -> dict[bytes, CallAction]:
-        """Banned member key -> the host's signed ban, for one room."""
-        ...
-
-    async def put_ban(self, space_id: str, room_id: str, ban: CallAction) -> None: ...
-
-    async def delete_ban(self, space_id: str, room_id: str, member: bytes) -> None: ...
-
-
-class MemoryConferenceStore:
-    """Bans in a dict (tests, and servers that need no persistence)."""
-
-    def __init__(self) -> None:
-        self._bans: dict[tuple[str, str], dict[bytes, CallAction]] = {}
-
-    async def open(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def bans(self, space_id: str, room_id: str) -> dict[bytes, CallAction]:
-        return dict(self._bans.get((space_id, room_id), {}))
-
-    async def put_ban(self, space_id: str, room_id: str, ban: CallAction) -> None:
-        self._bans.setdefault((space_id, room_id), {})[ban.target] = ban
-
-    async def delete_ban(self, space_id: str, room_id: str, member: bytes) -> None:
-        self._bans.get((space_id, room_id), {}).pop(member, None)
 
 
 class SqliteConferenceStore:
@@ -71,7 +31,7 @@ class SqliteConferenceStore:
     @property
     def db(self) -> aiosqlite.Connection:
         if self._db is None:
-            raise ConferenceStorageError("conference store is not open")
+            raise StorageError("conference store is not open")
         return self._db
 
     async def open(self) -> None:
@@ -83,7 +43,7 @@ class SqliteConferenceStore:
             row = await cursor.fetchone()
         if row is None or int(row[0]) < SCHEMA_VERSION:
             await self.close()
-            raise ConferenceStorageError("the database lacks the conference tables")
+            raise StorageError("the database lacks the conference tables")
 
     async def close(self) -> None:
         if self._db is not None:

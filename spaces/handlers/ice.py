@@ -25,6 +25,7 @@ from aiohttp import web
 
 from protocol.ice_wire import GetIceServers, IceServer, IceServers
 from spaces.config import IceSection
+from spaces.services import CONFIG, Caller, add_routes
 
 USERNAME_RANDOM_BYTES = 16
 
@@ -65,7 +66,6 @@ def ice_servers(
 
 def install_ice(app: web.Application) -> None:
     """Answer GetIceServers for authenticated members of ``app``."""
-    from spaces.server import CONFIG, Caller, add_routes
 
     async def get_ice_servers(caller: Caller, message: GetIceServers) -> msgspec.Struct:
         return ice_servers(caller.app[CONFIG].ice, message.id)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -40,18 +40,11 @@ from protocol.forks import HEAD_HASH_LEN
 from protocol.records import HASH_WINDOW, Role, Roster
 from protocol.wire import Done, encoder
 from spaces.conference import Change, Conference
-from spaces.conference_store import (
-    ConferenceStore,
-    MemoryConferenceStore,
-    SqliteConferenceStore,
-)
 from spaces.config import Config
 from spaces.hub import Hub, Subscriber
 from spaces.membership import Membership
-from spaces.storage import Store
-
-if TYPE_CHECKING:
-    from spaces.server import Caller
+from spaces.services import CONFERENCE_STORE, CONFIG, HUB, MEMBERSHIP, Caller, add_routes
+from spaces.storage.interfaces import ConferenceStore
 
 log = logging.getLogger(__name__)
 CallKey = tuple[str, str]  # (space id, room id)
@@ -303,28 +296,9 @@ CONFERENCE_ROUTES: dict[type, Callable[[Caller, Any], Awaitable[msgspec.Struct]]
 }
 
 
-def conference_store_for(store: Store) -> ConferenceStore:
-    """Bans live next to the main store (same SQLite file); in memory for other stores."""
-    from spaces.sqlite_store import SqliteStore
-
-    if isinstance(store, SqliteStore):
-        return SqliteConferenceStore(store.path)
-    return MemoryConferenceStore()
-
-
-def install_conferences(app: web.Application, store: Store) -> Conferences:
-    """Add conferences to a spaces app (call after the main store's cleanup context, so the
-    database is migrated before the conference store opens, and closed after it)."""
-    from spaces.server import CONFIG, HUB, MEMBERSHIP, add_routes
-
-    conferences = Conferences(app[MEMBERSHIP], app[HUB], app[CONFIG], conference_store_for(store))
+def install_conferences(app: web.Application) -> Conferences:
+    """Add conferences to a spaces app, over its conference store (opened by the app)."""
+    conferences = Conferences(app[MEMBERSHIP], app[HUB], app[CONFIG], app[CONFERENCE_STORE])
     app[CONFERENCES] = conferences
     add_routes(app, CONFERENCE_ROUTES)
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await conferences.store.open()
-        yield
-        await conferences.store.close()
-
-    app.cleanup_ctx.append(lifecycle)
     return conferences

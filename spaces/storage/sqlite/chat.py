@@ -1,4 +1,5 @@
-"""Chat and story storage on SQLite: group commit, with the fsync off the event loop.
+"""Chat and story storage on SQLite (a :class:`~spaces.storage.interfaces.ChatStore`):
+group commit, with the fsync off the event loop.
 
 Three connections of our own to the main store's file (WAL mode), apart from the main
 store's: a *writer*, a *reader* and a *checkpointer*.
@@ -34,9 +35,9 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from protocol.chat_wire import ChatMessage, StoryInfo, StoryPartName
-from protocol.errors import Conflict, ErrorCode, ProtocolError
-from spaces.chat_storage import Committed, NewMessage, NewStory
-from spaces.sqlite_store import CONNECTION_PRAGMAS
+from protocol.errors import Conflict
+from spaces.storage.interfaces import Committed, NewMessage, NewStory, StorageError
+from spaces.storage.sqlite.store import CONNECTION_PRAGMAS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,10 +52,6 @@ _STORY_COLUMNS = (
     "story_id, room_id, sender, epoch, ttl, posted_at, expires_at, meta,"
     " length(image), length(thumb)"
 )
-
-
-class ChatStorageError(ProtocolError):
-    code = ErrorCode.STORAGE
 
 
 def _message(row: Any) -> ChatMessage:
@@ -154,23 +151,23 @@ class SqliteChatStore:
     @property
     def db(self) -> sqlite3.Connection:
         if self._writer is None:
-            raise ChatStorageError("chat store is not open")
+            raise StorageError("chat store is not open")
         return self._writer
 
     @property
     def reader(self) -> sqlite3.Connection:
         if self._reader is None:
-            raise ChatStorageError("chat store is not open")
+            raise StorageError("chat store is not open")
         return self._reader
 
     async def _on_write_thread(self, fn: Callable[..., T], *args: Any) -> T:
         if self._write_thread is None:
-            raise ChatStorageError("chat store is not open")
+            raise StorageError("chat store is not open")
         return await asyncio.get_running_loop().run_in_executor(self._write_thread, fn, *args)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         if self._read_thread is None:
-            raise ChatStorageError("chat store is not open")
+            raise StorageError("chat store is not open")
         return await asyncio.get_running_loop().run_in_executor(self._read_thread, fn, *args)
 
     async def open(self) -> None:
@@ -193,7 +190,7 @@ class SqliteChatStore:
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         if version < SCHEMA_VERSION:
             db.close()
-            raise ChatStorageError(f"database schema {version} lacks the chat tables")
+            raise StorageError(f"database schema {version} lacks the chat tables")
         return db
 
     async def close(self) -> None:

@@ -1,6 +1,6 @@
 """Conferences on the SFU: media offers, and moderation carried out by the node.
 
-:class:`CallMedia` sits between :class:`~spaces.conference_routes.Conferences` (who is in
+:class:`CallMedia` sits between :class:`~spaces.handlers.conference.Conferences` (who is in
 which call, what the hosts decided) and the :class:`~spaces.sfu_registry.SfuRegistry`
 (which node carries which call). It
 
@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -45,13 +45,11 @@ from protocol.errors import (
 from protocol.ids import new_id
 from protocol.records import Role, Roster
 from spaces.conference import Change, Conference
-from spaces.conference_routes import CONFERENCES, CallKey, Conferences, roles_of
 from spaces.config import Config
+from spaces.handlers.conference import CONFERENCES, CallKey, Conferences, roles_of
 from spaces.limits import KeyedLimiter
+from spaces.services import CONFIG, Caller, add_routes
 from spaces.sfu_registry import NodeHandle, SfuRegistry, install_registry
-
-if TYPE_CHECKING:
-    from spaces.server import Caller
 
 log = logging.getLogger(__name__)
 KICKED_REASONS = ("removed", "banned", "denied")
@@ -332,8 +330,6 @@ async def _sfu_offer(caller: Caller, message: SfuOffer) -> msgspec.Struct:
 def install_call_media(app: web.Application) -> CallMedia:
     """Add the SFU (registry, in-process node, node endpoint) and the offer route to a
     spaces app that already has conferences (:func:`install_conferences`)."""
-    from spaces.server import CONFIG, add_routes
-
     config = app[CONFIG]
     registry = install_registry(
         app, config.sfu.enabled, bool(config.sfu.node_secret), config.sfu.public_address

@@ -1,7 +1,7 @@
-"""The aiohttp edge of the spaces server: routes, the WebSocket session loop, start-up.
+"""The WebSocket edge: one session per connection (challenge, authentication, then member
+requests dispatched to the app's routes), and ``/health``.
 
-Handlers here only parse, call :class:`~spaces.membership.Membership` and serialise. Nothing
-is logged per request: no paths (invite ids), no client addresses, no names.
+Nothing is logged per request: no paths (invite ids), no client addresses, no names.
 """
 
 from __future__ import annotations
@@ -9,13 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
-import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
@@ -32,136 +26,36 @@ from protocol.ids import is_valid_id
 from protocol.records import Genesis, derive_space_id, verify_signature
 from protocol.wire import (
     AUTH_REQUESTS,
-    Append,
-    Appended,
     Authenticate,
     Challenge,
     ClientMessage,
     CreateSpace,
-    Done,
-    DropEnvelope,
-    EnvelopeHolders,
-    Envelopes,
     Error,
-    GetEnvelopeHolders,
-    GetEnvelopes,
-    GetRecords,
     InviteOpened,
-    Invites,
     Joined,
     JoinSpace,
-    ListInvites,
     OpenInvite,
-    PutSeals,
-    Records,
-    SessionClosed,
     Welcome,
     auth_statement,
     client_decoder,
     encoder,
 )
-from spaces.call_media import install_call_media
-from spaces.chat import install_chat
-from spaces.conference_routes import install_conferences
 from spaces.config import Config
-from spaces.hub import Hub, Subscriber
-from spaces.ice import install_ice
-from spaces.limits import ConcurrencyLimiter, KeyedLimiter, TokenBucket, address_key
-from spaces.membership import Membership
-from spaces.sqlite_store import SqliteStore
-from spaces.storage import Store
-from spaces.webapp import install_webapp
+from spaces.hub import Subscriber
+from spaces.limits import TokenBucket, address_key
+from spaces.services import (
+    ATTEMPTS_BY_ADDRESS,
+    ATTEMPTS_BY_INVITE,
+    CONFIG,
+    CREATIONS_BY_ADDRESS,
+    HUB,
+    MEMBERSHIP,
+    ROUTES,
+    SOCKETS_BY_ADDRESS,
+    Caller,
+)
 
 log = logging.getLogger(__name__)
-SWEEP_SECONDS = 60.0
-
-# The app's shared objects, typed keys for aiohttp's app registry.
-CONFIG = web.AppKey("config", Config)
-MEMBERSHIP = web.AppKey("membership", Membership)
-HUB = web.AppKey("hub", Hub)
-ATTEMPTS_BY_ADDRESS = web.AppKey("attempts_by_address", KeyedLimiter)
-ATTEMPTS_BY_INVITE = web.AppKey("attempts_by_invite", KeyedLimiter)
-CREATIONS_BY_ADDRESS = web.AppKey("creations_by_address", KeyedLimiter)
-SOCKETS_BY_ADDRESS = web.AppKey("sockets_by_address", ConcurrencyLimiter)
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who sent a member request: the app's services and the session's membership."""
-
-    app: web.Application
-    subscriber: Subscriber
-
-    @property
-    def space_id(self) -> str:
-        return self.subscriber.space_id
-
-    @property
-    def member(self) -> bytes:
-        return self.subscriber.member
-
-
-# A route answers one member request type; feature modules add theirs with add_routes().
-Route = Callable[[Caller, Any], Awaitable[msgspec.Struct]]
-ROUTES = web.AppKey("routes", dict[type, Route])
-
-
-def add_routes(app: web.Application, routes: dict[type, Route]) -> None:
-    app[ROUTES].update(routes)
-
-
-async def get_records(caller: Caller, message: GetRecords) -> msgspec.Struct:
-    m = caller.app[MEMBERSHIP]
-    (await m.roster(caller.space_id)).active(caller.member)
-    page, roster = await m.records_page(caller.space_id, message.after)
-    return Records(message.id, page, roster.head_seq, roster.head_hash)
-
-
-async def append(caller: Caller, message: Append) -> msgspec.Struct:
-    m = caller.app[MEMBERSHIP]
-    head = await m.append(
-        caller.space_id, caller.member, message.records, message.envelopes, message.seals
-    )
-    return Appended(message.id, head)
-
-
-async def list_invites(caller: Caller, message: ListInvites) -> msgspec.Struct:
-    statuses = await caller.app[MEMBERSHIP].invite_statuses(caller.space_id, caller.member)
-    return Invites(message.id, statuses)
-
-
-async def get_envelopes(caller: Caller, message: GetEnvelopes) -> msgspec.Struct:
-    m = caller.app[MEMBERSHIP]
-    found = await m.envelopes(caller.space_id, caller.member, message.scope, message.min_epoch)
-    return Envelopes(message.id, found)
-
-
-async def drop_envelope(caller: Caller, message: DropEnvelope) -> msgspec.Struct:
-    m = caller.app[MEMBERSHIP]
-    await m.drop_envelope(caller.space_id, caller.member, message.scope, message.epoch)
-    return Done(message.id)
-
-
-async def envelope_holders(caller: Caller, message: GetEnvelopeHolders) -> msgspec.Struct:
-    m = caller.app[MEMBERSHIP]
-    holders = await m.envelope_holders(caller.space_id, caller.member, message.scope, message.epoch)
-    return EnvelopeHolders(message.id, sorted(holders))
-
-
-async def put_seals(caller: Caller, message: PutSeals) -> msgspec.Struct:
-    await caller.app[MEMBERSHIP].put_seals(caller.space_id, caller.member, message.seals)
-    return Done(message.id)
-
-
-MEMBERSHIP_ROUTES: dict[type, Route] = {
-    GetRecords: get_records,
-    Append: append,
-    ListInvites: list_invites,
-    GetEnvelopes: get_envelopes,
-    GetEnvelopeHolders: envelope_holders,
-    DropEnvelope: drop_envelope,
-    PutSeals: put_seals,
-}
 
 
 class Session:
@@ -432,126 +326,3 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         sockets.release(address)
         await ws.close()
     return ws
-
-
-def build_app(config: Config, store: Store) -> web.Application:
-    app = web.Application(client_max_size=config.limits.max_message_bytes)
-    hub = Hub()
-    loop_time = asyncio.get_event_loop().time
-    limits = config.limits
-    app[CONFIG] = config
-    app[ROUTES] = dict(MEMBERSHIP_ROUTES)
-    app[HUB] = hub
-    app[MEMBERSHIP] = Membership(store, config, hub)
-    app[ATTEMPTS_BY_ADDRESS] = KeyedLimiter(
-        limits.join_attempts_per_minute_per_address / 60,
-        limits.join_attempts_per_minute_per_address,
-        loop_time,
-    )
-    app[ATTEMPTS_BY_INVITE] = KeyedLimiter(
-        limits.join_attempts_per_minute_per_invite / 60,
-        limits.join_attempts_per_minute_per_invite,
-        loop_time,
-    )
-    app[CREATIONS_BY_ADDRESS] = KeyedLimiter(
-        limits.space_creations_per_hour_per_address / 3600,
-        limits.space_creations_per_hour_per_address,
-        loop_time,
-    )
-    app[SOCKETS_BY_ADDRESS] = ConcurrencyLimiter(limits.websockets_per_address)
-    app.router.add_get("/health", health)
-    app.router.add_get("/ws", websocket)
-    install_webapp(app, config)  # /, /join/<id>, /space/..., /assets/...; headers on all
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await store.open()
-        sweeper = asyncio.create_task(_sweep(app[MEMBERSHIP]))
-        yield
-        sweeper.cancel()
-        hub.close_all(SessionClosed("shutdown"))
-        await asyncio.sleep(0.05)  # let writers flush the goodbye
-        await store.close()
-
-    app.cleanup_ctx.append(lifecycle)
-
-    async def end_sessions(app: web.Application) -> None:
-        # aiohttp waits (up to 60 s) for open handlers before cleanup runs: end them first.
-        hub.close_all(SessionClosed("shutdown"))
-
-    app.on_shutdown.append(end_sessions)
-    install_chat(app, store)  # after the store's context: opens after it, closes before
-    install_conferences(app, store)  # likewise
-    install_call_media(app)  # the SFU: after conferences, which it follows
-    install_ice(app)
-    return app
-
-
-async def _sweep(membership: Membership) -> None:
-    while True:
-        await asyncio.sleep(SWEEP_SECONDS)
-        try:
-            await membership.sweep_expired_invites()
-        except Exception:
-            log.exception("sweep failed")
-
-
-# TCP connections an address may hold beyond its WebSockets (a refusal being explained,
-# /health, the web app's files), before the next is closed unanswered.
-CONNECTION_SLACK = 16
-
-
-def cap_connections(server: web.Server, limit: int) -> ConcurrencyLimiter:
-    """Close, at once, a TCP connection from an address already holding ``limit``.
-
-    The WebSocket cap counts upgraded connections only: without this one address could hold
-    any number of half-sent HTTP requests (a slowloris) until aiohttp's keep-alive timeout.
-    aiohttp tells its ``Server`` of every connection made and lost; both are wrapped here.
-    """
-    limiter = ConcurrencyLimiter(limit)
-    keys: dict[object, str] = {}
-    made, lost = server.connection_made, server.connection_lost
-
-    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
-        made(handler, transport)
-        peer = transport.get_extra_info("peername")
-        key = address_key(str(peer[0]) if isinstance(peer, tuple) else "")
-        if limiter.acquire(key):
-            keys[handler] = key
-        else:
-            transport.close()  # aiohttp then sees the connection lost, as any other
-
-    def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
-        lost(handler, exc)
-        key = keys.pop(handler, None)
-        if key is not None:
-            limiter.release(key)
-
-    server.connection_made = connection_made  # type: ignore[method-assign]
-    server.connection_lost = connection_lost  # type: ignore[method-assign]
-    return limiter
-
-
-async def serve(config: Config) -> None:
-    """Run until SIGINT/SIGTERM; prints ``listening on URL`` once ready."""
-    data_dir = Path(config.server.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
-    store = SqliteStore(data_dir / "salon.db")
-    app = build_app(config, store)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    assert runner.server is not None
-    cap_connections(runner.server, config.limits.websockets_per_address + CONNECTION_SLACK)
-    site = web.TCPSite(runner, config.server.host, config.server.port)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    shown_host = f"[{host}]" if ":" in host else host
-    print(f"listening on http://{shown_host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()

@@ -27,7 +27,7 @@ from spaces.config import Config
 
 log = logging.getLogger(__name__)
 
-PACKAGED_DIST = Path(__file__).resolve().parent / "web_dist"
+PACKAGED_DIST = Path(__file__).resolve().parent.parent / "web_dist"
 
 # libsodium.js runs as WebAssembly (it has no asm.js fallback): compiling it needs
 # 'wasm-unsafe-eval', which allows WebAssembly compilation only — not eval() or new Function().

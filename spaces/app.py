@@ -1,0 +1,177 @@
+"""Building the spaces server's aiohttp app, and running it (``salon serve``).
+
+:func:`build_app` puts every shared service under its key (:mod:`spaces.services`) — the
+config, the hub, membership, the limiters and the stores handed in — then installs the
+handlers (:mod:`spaces.handlers`). :func:`serve` builds the stores from ``[storage] url``
+(:func:`spaces.storage.engines.stores_for`), so no handler ever builds one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from protocol.wire import SessionClosed
+from spaces.config import Config
+from spaces.handlers.call_media import install_call_media
+from spaces.handlers.chat import install_chat
+from spaces.handlers.conference import install_conferences
+from spaces.handlers.ice import install_ice
+from spaces.handlers.membership import MEMBERSHIP_ROUTES
+from spaces.handlers.session import health, websocket
+from spaces.handlers.webapp import install_webapp
+from spaces.hub import Hub
+from spaces.limits import ConcurrencyLimiter, KeyedLimiter, address_key
+from spaces.membership import Membership
+from spaces.services import (
+    ATTEMPTS_BY_ADDRESS,
+    ATTEMPTS_BY_INVITE,
+    CHAT_STORE,
+    CONFERENCE_STORE,
+    CONFIG,
+    CREATIONS_BY_ADDRESS,
+    HUB,
+    MEMBERSHIP,
+    ROUTES,
+    SOCKETS_BY_ADDRESS,
+    SPACE_STORE,
+    STORES,
+    STORY_STAGING,
+)
+from spaces.storage.engines import stores_for
+from spaces.storage.interfaces import Stores
+from spaces.storage.staging import MemoryStoryStaging
+
+log = logging.getLogger(__name__)
+SWEEP_SECONDS = 60.0
+
+
+def build_app(config: Config, stores: Stores) -> web.Application:
+    """The app, with ``stores`` (not yet open) as its storage: opened at start-up, the main
+    store first (it migrates), and closed at clean-up after every service has stopped."""
+    app = web.Application(client_max_size=config.limits.max_message_bytes)
+    hub = Hub()
+    loop_time = asyncio.get_event_loop().time
+    limits = config.limits
+    app[CONFIG] = config
+    app[ROUTES] = dict(MEMBERSHIP_ROUTES)
+    app[HUB] = hub
+    app[STORES] = stores
+    app[SPACE_STORE] = stores.spaces
+    app[CHAT_STORE] = stores.chat
+    app[CONFERENCE_STORE] = stores.conference
+    app[STORY_STAGING] = MemoryStoryStaging(limits)
+    app[MEMBERSHIP] = Membership(stores.spaces, config, hub)
+    app[ATTEMPTS_BY_ADDRESS] = KeyedLimiter(
+        limits.join_attempts_per_minute_per_address / 60,
+        limits.join_attempts_per_minute_per_address,
+        loop_time,
+    )
+    app[ATTEMPTS_BY_INVITE] = KeyedLimiter(
+        limits.join_attempts_per_minute_per_invite / 60,
+        limits.join_attempts_per_minute_per_invite,
+        loop_time,
+    )
+    app[CREATIONS_BY_ADDRESS] = KeyedLimiter(
+        limits.space_creations_per_hour_per_address / 3600,
+        limits.space_creations_per_hour_per_address,
+        loop_time,
+    )
+    app[SOCKETS_BY_ADDRESS] = ConcurrencyLimiter(limits.websockets_per_address)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ws", websocket)
+    install_webapp(app, config)  # /, /join/<id>, /space/..., /assets/...; headers on all
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await stores.open()
+        sweeper = asyncio.create_task(_sweep(app[MEMBERSHIP]))
+        yield
+        sweeper.cancel()
+        hub.close_all(SessionClosed("shutdown"))
+        await asyncio.sleep(0.05)  # let writers flush the goodbye
+        await stores.close()
+
+    app.cleanup_ctx.append(lifecycle)
+
+    async def end_sessions(app: web.Application) -> None:
+        # aiohttp waits (up to 60 s) for open handlers before cleanup runs: end them first.
+        hub.close_all(SessionClosed("shutdown"))
+
+    app.on_shutdown.append(end_sessions)
+    install_chat(app)  # after the stores' context: starts after it, stops before
+    install_conferences(app)  # likewise
+    install_call_media(app)  # the SFU: after conferences, which it follows
+    install_ice(app)
+    return app
+
+
+async def _sweep(membership: Membership) -> None:
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        try:
+            await membership.sweep_expired_invites()
+        except Exception:
+            log.exception("sweep failed")
+
+
+# TCP connections an address may hold beyond its WebSockets (a refusal being explained,
+# /health, the web app's files), before the next is closed unanswered.
+CONNECTION_SLACK = 16
+
+
+def cap_connections(server: web.Server, limit: int) -> ConcurrencyLimiter:
+    """Close, at once, a TCP connection from an address already holding ``limit``.
+
+    The WebSocket cap counts upgraded connections only: without this one address could hold
+    any number of half-sent HTTP requests (a slowloris) until aiohttp's keep-alive timeout.
+    aiohttp tells its ``Server`` of every connection made and lost; both are wrapped here.
+    """
+    limiter = ConcurrencyLimiter(limit)
+    keys: dict[object, str] = {}
+    made, lost = server.connection_made, server.connection_lost
+
+    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+        made(handler, transport)
+        peer = transport.get_extra_info("peername")
+        key = address_key(str(peer[0]) if isinstance(peer, tuple) else "")
+        if limiter.acquire(key):
+            keys[handler] = key
+        else:
+            transport.close()  # aiohttp then sees the connection lost, as any other
+
+    def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+        lost(handler, exc)
+        key = keys.pop(handler, None)
+        if key is not None:
+            limiter.release(key)
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+    server.connection_lost = connection_lost  # type: ignore[method-assign]
+    return limiter
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGINT/SIGTERM; prints ``listening on URL`` once ready."""
+    app = build_app(config, stores_for(config))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    assert runner.server is not None
+    cap_connections(runner.server, config.limits.websockets_per_address + CONNECTION_SLACK)
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"listening on http://{shown_host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
