@@ -124,6 +124,9 @@ JOIN_RETRIES = 3
 FORGET_MS = 2 * FRESHNESS_MS  # older actions are stale for any clock within the skew
 PENDING_SIGNAL_SECONDS = 5.0
 PENDING_SIGNALS_MAX = 64
+# The longest our media waits for our new key to reach the server for its recipients (a
+# join: we keep the key everyone holds; a leave: we send nothing) before using it anyway.
+KEY_SWITCH_SECONDS = 3.0
 COLOUR_SAMPLE_EVERY = 5  # decoded frames between dominant-colour samples
 REFRESH_SECONDS = 0.5
 LEAVE_TIMEOUT = 2.0
@@ -765,6 +768,10 @@ class CallClient:
         else:
             # Someone who joined again is in both lists: their old incarnation left (rekey).
             before = self.keys.own.epoch
+            sfu = self.topology if isinstance(self.topology, SfuTopology) else None
+            if sfu is not None and (joined or left):
+                # Our next key goes out before we send under it (§15.5): see below.
+                sfu.defer_send_key("leave" if left else "join")
             self.keys.membership(state.version, joined, left)
             if self.keys.exhausted:  # no key id left for a new key: never alias one
                 self.topology.set_sending(video=False, audio=False)
@@ -772,8 +779,6 @@ class CallClient:
             if self.keys.own.epoch != before:
                 kind = "leave" if left else "join"
                 change = KeyChange(state.version, kind, self.keys.own.epoch, time.time())
-                if isinstance(self.topology, SfuTopology):
-                    change.sending_at = change.seen_at  # a sender switches keys at once
                 self.key_changes.append(change)
         self.admitted = current
         self._live = {m: n for m, n in self._live.items() if current.get(m) == n}
@@ -792,7 +797,11 @@ class CallClient:
             await retiring.topology.set_peers({m: self._peer(m) for m in retiring.peers})
         recipients = [m for m in (self._live if left else joined) if m in self._live]
         # Concurrently: a rekey is done when the last participant has our new key.
-        await asyncio.gather(*(self._send_key(self._peer(member)) for member in recipients))
+        sending = asyncio.gather(*(self._send_key(self._peer(member)) for member in recipients))
+        if first or not (joined or left) or not isinstance(self.topology, SfuTopology):
+            await sending
+        else:
+            await self._switch_send_key(self.topology, sending)
         self._apply_own_flags()
         for member, stats in self.stats.peers.items():
             flags = self.flags.get(member)
@@ -804,11 +813,29 @@ class CallClient:
         self._baseline = True
         self._refresh(force=True)
 
+    async def _switch_send_key(self, sfu: SfuTopology, sending: asyncio.Future[list[None]]) -> None:
+        """Send under our new key once the server has taken it for every recipient, or after
+        KEY_SWITCH_SECONDS (§15.5): a receiver then holds it (or is about to) when the
+        first frame under it comes, however slowly this side or the relay runs."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(sending), KEY_SWITCH_SECONDS)
+        sfu.release_send_key()
+        if self.key_changes and self.key_changes[-1].sending_at is None:
+            self.key_changes[-1].sending_at = time.time()
+        if not sending.done():
+            await sending  # still ours to finish (a relay slower than the bound)
+
     async def _set_live_peers(self) -> None:
         assert self.topology is not None
         await self.topology.set_peers({m: self._peer(m) for m in self._live})
         if self._current is not None:
             self._current.peers = set(self._live)
+
+    def _awaited(self) -> set[bytes]:
+        """Admitted participants whose key has not reached us yet because they were in the
+        call before us and have not proved their presence (§14.1): until they seal us
+        their key, we connect to none of their media."""
+        return {m for m in self.admitted if m not in self._live}
 
     async def _now_live(self, member: bytes) -> None:
         """``member``, in the call when we were let in, sent us a signal naming our join:
@@ -897,7 +924,16 @@ class CallClient:
             screen = self.relay.subscribe(self.screen, buffered=False)
             tracks.append(screen)
         context = TopologyContext(
-            self.me, self.keys, feed, self, video, audio, sfu=self, ice=self.ice, screen=screen
+            self.me,
+            self.keys,
+            feed,
+            self,
+            video,
+            audio,
+            sfu=self,
+            ice=self.ice,
+            screen=screen,
+            awaited=self._awaited,
         )
         topology = factory(context)
         feed.topology = topology

@@ -17,8 +17,8 @@ export const OVERLAP_MS = 2000;
 /** Per key id (§15.3: audio and video share one counter). */
 export const REPLAY_WINDOW = 1024;
 /** How long a frame may wait for its key, and how many may wait per track (§15.5). */
-export const HOLD_MS = 1000;
-export const HOLD_MAX_FRAMES = 128;
+export const HOLD_MS = 3000;
+export const HOLD_MAX_FRAMES = 256;
 /** Counters stop here: JS numbers are exact up to 2^53 − 1 (RFC 9605 allows 2^64 − 1). */
 export const MAX_CTR = Number.MAX_SAFE_INTEGER;
 
