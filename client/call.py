@@ -124,6 +124,12 @@ JOIN_RETRIES = 3
 FORGET_MS = 2 * FRESHNESS_MS  # older actions are stale for any clock within the skew
 PENDING_SIGNAL_SECONDS = 5.0
 PENDING_SIGNALS_MAX = 64
+# Of those, from one sender: a participant flooding signals before we let them in can
+# neither grow our memory nor crowd out a newcomer's early media key (call.ts: the same).
+PENDING_PER_SENDER = 8
+# The longest a knock may have waited in the lobby when a host first sees it (someone
+# waiting longer before any host arrives has to join again; call.ts: the same).
+KNOCK_MAX_AGE_MS = 30 * 60_000
 # The longest our media waits for our new key to reach the server for its recipients (a
 # join: we keep the key everyone holds; a leave: we send nothing) before using it anyway.
 KEY_SWITCH_SECONDS = 3.0
@@ -282,6 +288,27 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def knock_problem(
+    seat: CallParticipant, call_id: str, valid: Callable[[CallAction], bool], seen_ms: int
+) -> str | None:
+    """Why a lobby seat is no knock a host may admit, or None (the page's knockProblem):
+    its join must be the member's own, for this call, verified, and fresh when the host
+    first saw it (``seen_ms``) — else a server could show an old join of someone who is not
+    knocking (a re-used call id) and turn a host's fresh admission into a ghost of them
+    everyone lets in."""
+    join = seat.join
+    if join.action != "join" or join.actor != seat.member or join.call_id != call_id:
+        return "their 'join' does not verify"
+    if not valid(join):
+        return "their 'join' does not verify"
+    if join.issued_at > seen_ms + FRESHNESS_MS:
+        return "their 'join' is dated in the future"
+    if join.issued_at < seen_ms - KNOCK_MAX_AGE_MS:
+        minutes = (seen_ms - join.issued_at) // 60_000
+        return f"their 'join' is {minutes} min old when first shown (an old join, not a knock)"
+    return None
+
+
 def roles_of(session: SpaceSession) -> dict[bytes, Role]:
     return {key: member.role for key, member in session.verified.members.items()}
 
@@ -359,6 +386,8 @@ class CallClient:
         self._pinned: dict[tuple[bytes, bytes, str], CallAction] = {}
         self._barred_noted: set[bytes] = set()  # signatures of restrictions announced
         self._pending: list[tuple[float, CallSignal]] = []
+        self._knocks_seen: dict[bytes, int] = {}  # a lobby seat's join sig -> first seen (ms)
+        self._knocks_noted: set[bytes] = set()  # those a host was told about
         self._lobby_seen: set[bytes] = set()
         self._unverified: set[bytes] = set()
         self._stop = asyncio.Event()
@@ -715,6 +744,10 @@ class CallClient:
         await self._catch_up([action, state.lock, *state.bans, *_seat_actions(state)])
         self.state = state
         self.seats = {p.member: self._pin(p) for p in state.participants}
+        knocks = {p.join.sig for p in state.participants if p.status == "lobby"}
+        self._knocks_seen = {
+            sig: self._knocks_seen.get(sig, now_ms()) for sig in knocks
+        }  # each knock's join, and when this device first saw it
         roles = roles_of(self.session)
         room = self.room_spec
         self.flags = {
@@ -1046,12 +1079,25 @@ class CallClient:
         if self._retiring is not None:
             self._retiring.topology.set_sending(video=video, audio=audio)
 
+    def _knock_problem(self, seat: CallParticipant) -> str | None:
+        seen = self._knocks_seen.get(seat.join.sig, now_ms())
+        return knock_problem(seat, self.call_id, self.valid, seen)
+
     def _note_lobby(self, roles: dict[bytes, Role]) -> None:
         if not is_host(roles.get(self.me)):
             return
+        knocks = {seat.join.sig for seat in self.seats.values() if seat.status == "lobby"}
+        self._knocks_noted &= knocks
         for member, seat in self.seats.items():
-            if seat.status == "lobby" and member not in self._lobby_seen:
-                self._lobby_seen.add(member)
+            if seat.status == "lobby" and seat.join.sig not in self._knocks_noted:
+                self._knocks_noted.add(seat.join.sig)  # once per knock (a join of theirs)
+                problem = self._knock_problem(seat)
+                if problem is not None:
+                    self.note(
+                        f"the server shows {self.label(member)} in the lobby, but not as a "
+                        f"knock you may admit: {problem}"
+                    )
+                    continue
                 space = self.session.m.name or self.session.space_id
                 self.note(
                     f"{self.label(member)} is waiting in the lobby; admit with: salon mod "
@@ -1147,7 +1193,9 @@ class CallClient:
     async def _on_signal(self, event: CallSignal) -> None:
         sender = event.sender
         if sender not in self.admitted or sender not in self.seats:
-            if len(self._pending) < PENDING_SIGNALS_MAX:
+            self._expire_pending()
+            theirs = sum(1 for _, ev in self._pending if ev.sender == sender)
+            if len(self._pending) < PENDING_SIGNALS_MAX and theirs < PENDING_PER_SENDER:
                 self._pending.append((self.clock() + PENDING_SIGNAL_SECONDS, event))
             return
         box_key = self.session.verified.box_keys.get(sender)
@@ -1329,7 +1377,11 @@ class CallClient:
                     active_speaker=member == self.speaker,
                 )
             )
-        picture.lobby = [self.label(m) for m, s in self.seats.items() if s.status == "lobby"]
+        picture.lobby = [
+            self.label(m)
+            for m, s in self.seats.items()
+            if s.status == "lobby" and self._knock_problem(s) is None
+        ]
         self.display.refresh(picture)
 
 
@@ -1361,6 +1413,22 @@ async def moderate(
     if action in SEAT_ACTIONS and target is not None and seat is None:
         where = "in the lobby" if action in ("admit", "deny") else "in the call"
         raise CallError(f"{target.display_name} is not {where} in {room.name!r} right now", 1)
+    if action == "admit" and seat is not None and seat.status == "lobby" and target is not None:
+        roles = roles_of(session)
+
+        def valid(join: CallAction) -> bool:
+            problem = action_problem(
+                join, roles, space_id=session.space_id, room_id=room.room_id, call_id=state.call_id
+            )
+            roster = session.verified
+            return problem is None and (
+                head_problem(session.hash_at, roster.head_seq, join.head_seq, join.head_hash)
+                is None
+            )
+
+        problem = knock_problem(seat, state.call_id, valid, now_ms())
+        if problem is not None:
+            raise CallError(f"{target.display_name} cannot be admitted: {problem}", 1)
     join_ref = seat.join.nonce if seat is not None and action in SEAT_ACTIONS else b""
     signed = sign_action(
         session, room.room_id, state.call_id, action, target.key if target else b"", join_ref
