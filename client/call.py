@@ -388,6 +388,8 @@ class CallClient:
         self._pending: list[tuple[float, CallSignal]] = []
         self._knocks_seen: dict[bytes, int] = {}  # a lobby seat's join sig -> first seen (ms)
         self._knocks_noted: set[bytes] = set()  # those a host was told about
+        self._key_switches = 0  # membership changes whose new key we may still hold back
+        self._switching: set[asyncio.Task[None]] = set()
         self._lobby_seen: set[bytes] = set()
         self._unverified: set[bytes] = set()
         self._stop = asyncio.Event()
@@ -617,6 +619,8 @@ class CallClient:
                 loop.remove_signal_handler(sig)
 
     async def _shutdown(self) -> None:
+        for task in list(self._switching):
+            task.cancel()
         self._refresh(force=True)  # the last picture shows the call as it was
         if self.seated:
             with contextlib.suppress(ClientError, TimeoutError):
@@ -833,8 +837,13 @@ class CallClient:
         sending = asyncio.gather(*(self._send_key(self._peer(member)) for member in recipients))
         if first or not (joined or left) or not isinstance(self.topology, SfuTopology):
             await sending
-        else:
-            await self._switch_send_key(self.topology, sending)
+        else:  # in the background: keys others send us meanwhile are not kept waiting
+            self._key_switches += 1
+            latest = self.key_changes[-1] if self.key_changes else None
+            switch = self._switch_send_key(self.topology, sending, self._key_switches, latest)
+            task = asyncio.create_task(switch)
+            self._switching.add(task)
+            task.add_done_callback(self._switching.discard)
         self._apply_own_flags()
         for member, stats in self.stats.peers.items():
             flags = self.flags.get(member)
@@ -846,17 +855,29 @@ class CallClient:
         self._baseline = True
         self._refresh(force=True)
 
-    async def _switch_send_key(self, sfu: SfuTopology, sending: asyncio.Future[list[None]]) -> None:
+    async def _switch_send_key(
+        self,
+        sfu: SfuTopology,
+        sending: asyncio.Future[list[None]],
+        generation: int,
+        change: KeyChange | None,
+    ) -> None:
         """Send under our new key once the server has taken it for every recipient, or after
         KEY_SWITCH_SECONDS (§15.5): a receiver then holds it (or is about to) when the
-        first frame under it comes, however slowly this side or the relay runs."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(sending), KEY_SWITCH_SECONDS)
-        sfu.release_send_key()
-        if self.key_changes and self.key_changes[-1].sending_at is None:
-            self.key_changes[-1].sending_at = time.time()
-        if not sending.done():
+        first frame under it comes, however slowly this side or the relay runs. A later
+        change's switch supersedes this one (it releases our newest key when it is due)."""
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(sending), KEY_SWITCH_SECONDS)
+        finally:  # never left deferred, whatever happened
+            if generation == self._key_switches:
+                sfu.release_send_key()
+                if change is not None and change.sending_at is None:
+                    change.sending_at = time.time()
+        try:
             await sending  # still ours to finish (a relay slower than the bound)
+        except ClientError as exc:  # the connection went: the next state says what now
+            log.debug("a media key was not relayed: %s", exc)
 
     async def _set_live_peers(self) -> None:
         assert self.topology is not None

@@ -193,6 +193,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   private flags = new Map<string, SeatFlags>();
   private admitted = new Map<string, string>(); // member → join nonce (hex)
   private live = new Map<string, string>();
+  /** Membership changes whose new key we may still hold back (switchSendKey). */
+  private keySwitches = 0;
   private meAdmitted = false;
   private myJoinNonce: Uint8Array = new Uint8Array(0);
   private seated = false;
@@ -972,7 +974,13 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     const recipients = (left.length > 0 ? [...this.live.keys()] : joined).filter((m) => this.live.has(m));
     const sending = Promise.all(recipients.map(async (m) => this.sendKey(await this.peer(m))));
     if (first || (joined.length === 0 && left.length === 0)) await sending;
-    else await this.switchSendKey(sending);
+    else {
+      // In the background: keys others send us meanwhile are not kept waiting behind it.
+      const generation = ++this.keySwitches;
+      void this.switchSendKey(sending, generation).catch((err: unknown) => {
+        this.note(`a media key was not relayed: ${err instanceof Error ? err.message : String(err)}`);
+      });
+    }
     this.applyOwnFlags();
     await this.updateCode();
     await this.retryPending();
@@ -982,13 +990,18 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
 
   /** Send under our new key once the server has taken it for every recipient, or after
    * KEY_SWITCH_MS (§15.5): a receiver then holds it (or is about to) when the first frame under
-   * it comes, however slowly this page or the relay runs. */
-  private async switchSendKey(sending: Promise<unknown>): Promise<void> {
+   * it comes, however slowly this page or the relay runs. A later change's switch supersedes
+   * this one (it releases our newest key when that is due). */
+  private async switchSendKey(sending: Promise<unknown>, generation: number): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | null = null;
     const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, KEY_SWITCH_MS)));
-    await Promise.race([sending, bound]);
-    if (timer !== null) clearTimeout(timer);
-    await this.current?.topology.releaseSendKey?.();
+    try {
+      await Promise.race([sending, bound]);
+    } finally {
+      if (timer !== null) clearTimeout(timer);
+      // never left deferred, whatever happened
+      if (generation === this.keySwitches) await this.current?.topology.releaseSendKey?.();
+    }
     await sending;
   }
 

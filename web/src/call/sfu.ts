@@ -179,8 +179,12 @@ export class SfuTopology implements Topology {
       this.ctx.sink.onLink(memberHex, "closed");
     }
     if (left) {
-      // §15.5: every remaining sender's current key (the leaver held it) only overlaps now.
-      for (const [memberHex, peer] of peers) if (this.peers.has(memberHex)) await this.keys.supersede(peer.index);
+      // §15.5: every remaining sender's current key (the leaver held it) is superseded now —
+      // unless its fresh key came first (the call's keys then hold it as current already).
+      for (const [memberHex, peer] of peers) {
+        const stale = (this.ctx.keys.currentOf?.(memberHex) ?? null) === null;
+        if (this.peers.has(memberHex) && stale) await this.keys.supersede(peer.index);
+      }
     }
     for (const [memberHex, peer] of peers) {
       const known = this.peers.has(memberHex);

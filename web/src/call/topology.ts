@@ -60,6 +60,8 @@ export interface LocalMedia {
 export interface SenderKeys {
   /** Our current sending key and its epoch. */
   current(): { epoch: number; key: Uint8Array } | null;
+  /** The key `memberHex` sends with now; null while stale (a leave: its fresh key is on its way). */
+  currentOf?(memberHex: string): { epoch: number; key: Uint8Array } | null;
   /** Keys usable to decrypt `memberHex`'s media now (current and superseded-in-grace). */
   usable(memberHex: string): ReadonlyArray<{ epoch: number; key: Uint8Array }>;
   /** Called whenever a sender's keys change (ours: memberHex of `me`). */
