@@ -363,6 +363,7 @@ class ReceiverStats:
         # or in flight while we joined): never ours to read, so not failures either.
         self.frames_predating = 0
         self.skipped_behind = 0  # opened but not decoded: we were too far behind
+        self.skipped_other_sender = 0  # a delta frame of a sender whose picture we lack
         self.decoded_by_kid: collections.Counter[int] = collections.Counter()
         self.failures_by_kid: collections.Counter[int | None] = collections.Counter()
         # Why frames failed: "UnknownKeyError", "AuthenticationError", "ReplayError", ...
@@ -380,6 +381,7 @@ class ReceiverStats:
             "frames_held": self.frames_held,
             "frames_predating": self.frames_predating,
             "skipped_behind": self.skipped_behind,
+            "skipped_other_sender": self.skipped_other_sender,
             "decoded_by_kid": dict(self.decoded_by_kid),
             "failures_by_kid": dict(self.failures_by_kid),
             "failures_by_reason": dict(self.failures_by_reason),
@@ -451,6 +453,7 @@ class DecryptingReceiver(MediaStreamTrack):
         self._last_request = -math.inf
         self._need_keyframe = True
         self._decoder: Any = None
+        self._picture_of: int | None = None  # the sender index whose picture it decodes
         self._pending: collections.deque[tuple[int, Any]] = collections.deque()
 
     def keys_changed(self) -> None:
@@ -580,6 +583,19 @@ class DecryptingReceiver(MediaStreamTrack):
 
     async def _decode_video(self, kid: int, frame: bytes, timestamp: int) -> list[Any]:
         keyframe = bool(frame) and frame[0] & 0x01 == 0
+        sender = kid >> 16  # the key that opened it names its sender (§15.2)
+        if sender != self._picture_of:
+            # Another publisher in this slot (a switch, or an SFU interleaving two): its
+            # picture starts at its keyframe, never on the other's (a delta frame decoded
+            # there would show the other's face under this sender's name).
+            if keyframe:
+                self._decoder = None
+                self._picture_of = sender
+            elif self._picture_of is not None:
+                self.stats.skipped_other_sender += 1
+                self._need_keyframe = True
+                self._ask_keyframe()
+                return []
         if not keyframe and self._behind():
             self.stats.skipped_behind += 1
             self._need_keyframe = True  # the next picture starts from a keyframe
