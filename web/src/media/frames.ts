@@ -399,7 +399,9 @@ export interface TrackCounters {
   droppedEmpty: number;
   /** send side: frames dropped for want of a key or a counter; any side: unsupported codec. */
   droppedOther: number;
-  /** receive side: frames that waited for their key (§15.5: up to 1 s). */
+  /** Video frames of another publisher than the one whose picture this slot decodes, before its keyframe (§15.8). */
+  droppedOtherSender: number;
+  /** receive side: frames that waited for their key (§15.5: up to 3 s). */
   held: number;
   /** send side: frames shorter than their clear bytes (empty), sent per §15.4 but dropped by receivers (§15.8). */
   sentShort: number;
@@ -415,7 +417,7 @@ export interface TrackCounters {
 export function newCounters(side: "send" | "receive"): TrackCounters {
   return {
     side, kind: "", encrypted: 0, decrypted: 0, failures: 0, droppedForeignKid: 0, droppedNoKey: 0, droppedReplay: 0,
-    droppedMalformed: 0, droppedEmpty: 0, droppedOther: 0, sentShort: 0, held: 0, bytes: 0, cryptoMs: 0, lastKid: null, lastDrop: "",
+    droppedMalformed: 0, droppedEmpty: 0, droppedOther: 0, droppedOtherSender: 0, sentShort: 0, held: 0, bytes: 0, cryptoMs: 0, lastKid: null, lastDrop: "",
   };
 }
 
