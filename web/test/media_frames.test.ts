@@ -10,7 +10,7 @@ import { fromHex, toHex } from "../src/protocol/bytes.ts";
 import { ratchetSenderKey } from "../src/protocol/calls.ts";
 import { decodeHeader } from "../src/protocol/sframe.ts";
 import {
-  FrameQueue, HOLD_MAX_FRAMES, HOLD_MS, KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, OVERLAP_MS, SUPERSEDED_MAX_MS, ratchetKey,
+  FrameQueue, HOLD_MAX_FRAMES, HOLD_MS, KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, OVERLAP_MS, SUPERSEDED_MAX_MS, SlotPicture, ratchetKey,
   REPLAY_WINDOW, ReplayWindow, countDrop, newCounters,
 } from "../src/media/frames.ts";
 import { type Json, flip, vectors } from "./kat.ts";
@@ -291,4 +291,21 @@ test("frames wait up to 1 s for a key on its way, in order; then they are droppe
   r.remove(4, 6000);
   const gone = await r.open(4, "opus", c, 6000);
   assert.ok(!gone.ok && gone.hold === false);
+});
+
+test("redteam: a hostile SFU interleaving two publishers in one slot never puts one's frames on the other's picture", () => {
+  const slot = new SlotPicture();
+  const key = new Uint8Array([0x10, 1, 2]); // VP8 keyframe (frame[0] & 1 == 0)
+  const delta = new Uint8Array([0x11, 1, 2]);
+  const bob = 2 << 16;
+  const mallory = 3 << 16;
+  assert.equal(slot.admit(bob, delta), true); // the first picture: the decoder waits for its keyframe itself
+  assert.equal(slot.admit(bob, key), true);
+  assert.equal(slot.admit(bob, delta), true);
+  assert.equal(slot.admit(mallory, delta), false, "Mallory's delta on Bob's picture");
+  assert.equal(slot.admit(mallory, key), true); // a new picture: Mallory's
+  assert.equal(slot.admit(bob, delta), false, "Bob's delta on Mallory's picture");
+  assert.equal(slot.admit(mallory, delta), true);
+  assert.equal(slot.admit(bob | 1, key), true); // Bob again, from his keyframe (any epoch)
+  assert.equal(slot.of, 2);
 });

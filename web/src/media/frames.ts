@@ -321,6 +321,27 @@ export class MediaReceivers {
   }
 }
 
+// ---- one picture per slot (§15.8) ---------------------------------------------------------
+
+/**
+ * Which sender's picture a video slot's decoder holds: the key that opened a frame names its
+ * sender (`kid >> 16`). A frame from another sender (a switch, or a hostile SFU interleaving
+ * two publishers' genuine frames) starts a new picture only at its keyframe; its delta frames
+ * before one are refused, never decoded on the other's picture.
+ */
+export class SlotPicture {
+  of: number | null = null;
+
+  /** Whether the decrypted VP8 `frame`, opened under `kid`, may go to this slot's decoder. */
+  admit(kid: number, frame: Uint8Array): boolean {
+    const from = kidIndex(kid);
+    if (from === this.of) return true;
+    const keyframe = frame.length > 0 && (frame[0]! & 0x01) === 0;
+    if (keyframe) this.of = from;
+    return keyframe || this.of === null; // the first picture: the decoder waits for its keyframe
+  }
+}
+
 // ---- frames waiting for their key (§15.5) --------------------------------------------------
 
 /**

@@ -14,7 +14,7 @@
  */
 import { type Codec, clearSize } from "../protocol/sframe.ts";
 import {
-  type TrackCounters, FrameQueue, HOLD_MS, KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, countDrop,
+  type TrackCounters, FrameQueue, HOLD_MS, SlotPicture, KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, countDrop,
   newCounters,
 } from "./frames.ts";
 import type { FromWorker, ToWorker, TransformOptions } from "./messages.ts";
@@ -78,8 +78,8 @@ function attach(transformer: RTCRtpScriptTransformer): void {
   };
   let queue: FrameQueue<Incoming> | undefined;
   let output: TransformStreamDefaultController<Encoded> | undefined;
-  /** The sender index whose picture this receiver's decoder holds (video). */
-  let pictureOf: number | null = null;
+  /** Whose picture this receiver's decoder holds (video, §15.8). */
+  const picture = new SlotPicture();
   if (options.side === "receive") {
     const publisher = options.publisher;
     if (publisher !== "csrc") receivers.expect(publisher);
@@ -92,17 +92,9 @@ function attach(transformer: RTCRtpScriptTransformer): void {
       },
       (f, opened) => {
         const out = opened.frame;
-        if (f.codec === "vp8") {
-          // The key that opened it names its sender: a slot's picture is one sender's. Another
-          // sender's frames (a switch, or a hostile SFU interleaving two publishers) start a new
-          // picture only at a keyframe, never on the other's (its face under this name).
-          const from = opened.kid >> 16;
-          const keyframe = out.length > 0 && (out[0]! & 0x01) === 0;
-          if (from !== pictureOf && keyframe) pictureOf = from;
-          else if (from !== pictureOf && pictureOf !== null) {
-            c.droppedOtherSender++;
-            return;
-          }
+        if (f.codec === "vp8" && !picture.admit(opened.kid, out)) {
+          c.droppedOtherSender++; // another sender's delta frame: never on this picture
+          return;
         }
         f.frame.data = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) as ArrayBuffer;
         c.decrypted++;
