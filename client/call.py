@@ -124,6 +124,15 @@ JOIN_RETRIES = 3
 FORGET_MS = 2 * FRESHNESS_MS  # older actions are stale for any clock within the skew
 PENDING_SIGNAL_SECONDS = 5.0
 PENDING_SIGNALS_MAX = 64
+# Of those, from one sender: a participant flooding signals before we let them in can
+# neither grow our memory nor crowd out a newcomer's early media key (call.ts: the same).
+PENDING_PER_SENDER = 8
+# The longest a knock may have waited in the lobby when a host first sees it (someone
+# waiting longer before any host arrives has to join again; call.ts: the same).
+KNOCK_MAX_AGE_MS = 30 * 60_000
+# The longest our media waits for our new key to reach the server for its recipients (a
+# join: we keep the key everyone holds; a leave: we send nothing) before using it anyway.
+KEY_SWITCH_SECONDS = 3.0
 COLOUR_SAMPLE_EVERY = 5  # decoded frames between dominant-colour samples
 REFRESH_SECONDS = 0.5
 LEAVE_TIMEOUT = 2.0
@@ -279,6 +288,27 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def knock_problem(
+    seat: CallParticipant, call_id: str, valid: Callable[[CallAction], bool], seen_ms: int
+) -> str | None:
+    """Why a lobby seat is no knock a host may admit, or None (the page's knockProblem):
+    its join must be the member's own, for this call, verified, and fresh when the host
+    first saw it (``seen_ms``) — else a server could show an old join of someone who is not
+    knocking (a re-used call id) and turn a host's fresh admission into a ghost of them
+    everyone lets in."""
+    join = seat.join
+    if join.action != "join" or join.actor != seat.member or join.call_id != call_id:
+        return "their 'join' does not verify"
+    if not valid(join):
+        return "their 'join' does not verify"
+    if join.issued_at > seen_ms + FRESHNESS_MS:
+        return "their 'join' is dated in the future"
+    if join.issued_at < seen_ms - KNOCK_MAX_AGE_MS:
+        minutes = (seen_ms - join.issued_at) // 60_000
+        return f"their 'join' is {minutes} min old when first shown (an old join, not a knock)"
+    return None
+
+
 def roles_of(session: SpaceSession) -> dict[bytes, Role]:
     return {key: member.role for key, member in session.verified.members.items()}
 
@@ -356,6 +386,10 @@ class CallClient:
         self._pinned: dict[tuple[bytes, bytes, str], CallAction] = {}
         self._barred_noted: set[bytes] = set()  # signatures of restrictions announced
         self._pending: list[tuple[float, CallSignal]] = []
+        self._knocks_seen: dict[bytes, int] = {}  # a lobby seat's join sig -> first seen (ms)
+        self._knocks_noted: set[bytes] = set()  # those a host was told about
+        self._key_switches = 0  # membership changes whose new key we may still hold back
+        self._switching: set[asyncio.Task[None]] = set()
         self._lobby_seen: set[bytes] = set()
         self._unverified: set[bytes] = set()
         self._stop = asyncio.Event()
@@ -585,6 +619,8 @@ class CallClient:
                 loop.remove_signal_handler(sig)
 
     async def _shutdown(self) -> None:
+        for task in list(self._switching):
+            task.cancel()
         self._refresh(force=True)  # the last picture shows the call as it was
         if self.seated:
             with contextlib.suppress(ClientError, TimeoutError):
@@ -712,6 +748,10 @@ class CallClient:
         await self._catch_up([action, state.lock, *state.bans, *_seat_actions(state)])
         self.state = state
         self.seats = {p.member: self._pin(p) for p in state.participants}
+        knocks = {p.join.sig for p in state.participants if p.status == "lobby"}
+        self._knocks_seen = {
+            sig: self._knocks_seen.get(sig, now_ms()) for sig in knocks
+        }  # each knock's join, and when this device first saw it
         roles = roles_of(self.session)
         room = self.room_spec
         self.flags = {
@@ -765,6 +805,10 @@ class CallClient:
         else:
             # Someone who joined again is in both lists: their old incarnation left (rekey).
             before = self.keys.own.epoch
+            sfu = self.topology if isinstance(self.topology, SfuTopology) else None
+            if sfu is not None and (joined or left):
+                # Our next key goes out before we send under it (§15.5): see below.
+                sfu.defer_send_key("leave" if left else "join")
             self.keys.membership(state.version, joined, left)
             if self.keys.exhausted:  # no key id left for a new key: never alias one
                 self.topology.set_sending(video=False, audio=False)
@@ -772,8 +816,6 @@ class CallClient:
             if self.keys.own.epoch != before:
                 kind = "leave" if left else "join"
                 change = KeyChange(state.version, kind, self.keys.own.epoch, time.time())
-                if isinstance(self.topology, SfuTopology):
-                    change.sending_at = change.seen_at  # a sender switches keys at once
                 self.key_changes.append(change)
         self.admitted = current
         self._live = {m: n for m, n in self._live.items() if current.get(m) == n}
@@ -792,7 +834,16 @@ class CallClient:
             await retiring.topology.set_peers({m: self._peer(m) for m in retiring.peers})
         recipients = [m for m in (self._live if left else joined) if m in self._live]
         # Concurrently: a rekey is done when the last participant has our new key.
-        await asyncio.gather(*(self._send_key(self._peer(member)) for member in recipients))
+        sending = asyncio.gather(*(self._send_key(self._peer(member)) for member in recipients))
+        if first or not (joined or left) or not isinstance(self.topology, SfuTopology):
+            await sending
+        else:  # in the background: keys others send us meanwhile are not kept waiting
+            self._key_switches += 1
+            latest = self.key_changes[-1] if self.key_changes else None
+            switch = self._switch_send_key(self.topology, sending, self._key_switches, latest)
+            task = asyncio.create_task(switch)
+            self._switching.add(task)
+            task.add_done_callback(self._switching.discard)
         self._apply_own_flags()
         for member, stats in self.stats.peers.items():
             flags = self.flags.get(member)
@@ -804,11 +855,41 @@ class CallClient:
         self._baseline = True
         self._refresh(force=True)
 
+    async def _switch_send_key(
+        self,
+        sfu: SfuTopology,
+        sending: asyncio.Future[list[None]],
+        generation: int,
+        change: KeyChange | None,
+    ) -> None:
+        """Send under our new key once the server has taken it for every recipient, or after
+        KEY_SWITCH_SECONDS (§15.5): a receiver then holds it (or is about to) when the
+        first frame under it comes, however slowly this side or the relay runs. A later
+        change's switch supersedes this one (it releases our newest key when it is due)."""
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(sending), KEY_SWITCH_SECONDS)
+        finally:  # never left deferred, whatever happened
+            if generation == self._key_switches:
+                sfu.release_send_key()
+                if change is not None and change.sending_at is None:
+                    change.sending_at = time.time()
+        try:
+            await sending  # still ours to finish (a relay slower than the bound)
+        except ClientError as exc:  # the connection went: the next state says what now
+            log.debug("a media key was not relayed: %s", exc)
+
     async def _set_live_peers(self) -> None:
         assert self.topology is not None
         await self.topology.set_peers({m: self._peer(m) for m in self._live})
         if self._current is not None:
             self._current.peers = set(self._live)
+
+    def _awaited(self) -> set[bytes]:
+        """Admitted participants whose key has not reached us yet because they were in the
+        call before us and have not proved their presence (§14.1): until they seal us
+        their key, we connect to none of their media."""
+        return {m for m in self.admitted if m not in self._live}
 
     async def _now_live(self, member: bytes) -> None:
         """``member``, in the call when we were let in, sent us a signal naming our join:
@@ -897,7 +978,16 @@ class CallClient:
             screen = self.relay.subscribe(self.screen, buffered=False)
             tracks.append(screen)
         context = TopologyContext(
-            self.me, self.keys, feed, self, video, audio, sfu=self, ice=self.ice, screen=screen
+            self.me,
+            self.keys,
+            feed,
+            self,
+            video,
+            audio,
+            sfu=self,
+            ice=self.ice,
+            screen=screen,
+            awaited=self._awaited,
         )
         topology = factory(context)
         feed.topology = topology
@@ -1010,12 +1100,25 @@ class CallClient:
         if self._retiring is not None:
             self._retiring.topology.set_sending(video=video, audio=audio)
 
+    def _knock_problem(self, seat: CallParticipant) -> str | None:
+        seen = self._knocks_seen.get(seat.join.sig, now_ms())
+        return knock_problem(seat, self.call_id, self.valid, seen)
+
     def _note_lobby(self, roles: dict[bytes, Role]) -> None:
         if not is_host(roles.get(self.me)):
             return
+        knocks = {seat.join.sig for seat in self.seats.values() if seat.status == "lobby"}
+        self._knocks_noted &= knocks
         for member, seat in self.seats.items():
-            if seat.status == "lobby" and member not in self._lobby_seen:
-                self._lobby_seen.add(member)
+            if seat.status == "lobby" and seat.join.sig not in self._knocks_noted:
+                self._knocks_noted.add(seat.join.sig)  # once per knock (a join of theirs)
+                problem = self._knock_problem(seat)
+                if problem is not None:
+                    self.note(
+                        f"the server shows {self.label(member)} in the lobby, but not as a "
+                        f"knock you may admit: {problem}"
+                    )
+                    continue
                 space = self.session.m.name or self.session.space_id
                 self.note(
                     f"{self.label(member)} is waiting in the lobby; admit with: salon mod "
@@ -1112,7 +1215,9 @@ class CallClient:
     async def _on_signal(self, event: CallSignal) -> None:
         sender = event.sender
         if sender not in self.admitted or sender not in self.seats:
-            if len(self._pending) < PENDING_SIGNALS_MAX:
+            self._expire_pending()
+            theirs = sum(1 for _, ev in self._pending if ev.sender == sender)
+            if len(self._pending) < PENDING_SIGNALS_MAX and theirs < PENDING_PER_SENDER:
                 self._pending.append((self.clock() + PENDING_SIGNAL_SECONDS, event))
             return
         box_key = self.session.verified.box_keys.get(sender)
@@ -1294,7 +1399,11 @@ class CallClient:
                     active_speaker=member == self.speaker,
                 )
             )
-        picture.lobby = [self.label(m) for m, s in self.seats.items() if s.status == "lobby"]
+        picture.lobby = [
+            self.label(m)
+            for m, s in self.seats.items()
+            if s.status == "lobby" and self._knock_problem(s) is None
+        ]
         self.display.refresh(picture)
 
 
@@ -1326,6 +1435,22 @@ async def moderate(
     if action in SEAT_ACTIONS and target is not None and seat is None:
         where = "in the lobby" if action in ("admit", "deny") else "in the call"
         raise CallError(f"{target.display_name} is not {where} in {room.name!r} right now", 1)
+    if action == "admit" and seat is not None and seat.status == "lobby" and target is not None:
+        roles = roles_of(session)
+
+        def valid(join: CallAction) -> bool:
+            problem = action_problem(
+                join, roles, space_id=session.space_id, room_id=room.room_id, call_id=state.call_id
+            )
+            roster = session.verified
+            return problem is None and (
+                head_problem(session.hash_at, roster.head_seq, join.head_seq, join.head_hash)
+                is None
+            )
+
+        problem = knock_problem(seat, state.call_id, valid, now_ms())
+        if problem is not None:
+            raise CallError(f"{target.display_name} cannot be admitted: {problem}", 1)
     join_ref = seat.join.nonce if seat is not None and action in SEAT_ACTIONS else b""
     signed = sign_action(
         session, room.room_id, state.call_id, action, target.key if target else b"", join_ref

@@ -91,8 +91,13 @@ VIDEO_CLOCK = 90_000
 AUDIO_RATE = 48_000
 OPUS_FRAME_SAMPLES = 960  # 20 ms
 KEYFRAME_REQUEST_INTERVAL = 1.0  # s; a receiver asks at most this often
-HOLD_SECONDS = 1.0  # how long a frame may wait for its key (see hold_unknown)
-HOLD_MAX_FRAMES = 128  # per receiver; ~1 s of a sender's video and audio
+HOLD_SECONDS = 3.0  # how long a frame may wait for its key (see hold_unknown; §15.5)
+HOLD_MAX_FRAMES = 256  # per receiver; ~3 s of a sender's video and audio
+# Encoded video frames waiting behind the one at hand past which this receiver is too slow
+# to decode them all (a busy machine): it still opens every frame at once (its key may go
+# soon, §15.5) but decodes only keyframes until it has caught up, instead of falling behind
+# by seconds.
+BEHIND_FRAMES = 15
 SCREEN_BITRATE = 500_000  # text on a shared screen needs more than a talking head
 _VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 _AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
@@ -354,6 +359,11 @@ class ReceiverStats:
         self.keyframe_requests = 0
         self.bytes_received = 0
         self.frames_held = 0  # waited for a key on its way (not failures unless it never came)
+        # Under a sender's key from before the first one it sealed us (before our join,
+        # or in flight while we joined): never ours to read, so not failures either.
+        self.frames_predating = 0
+        self.skipped_behind = 0  # opened but not decoded: we were too far behind
+        self.skipped_other_sender = 0  # a delta frame of a sender whose picture we lack
         self.decoded_by_kid: collections.Counter[int] = collections.Counter()
         self.failures_by_kid: collections.Counter[int | None] = collections.Counter()
         # Why frames failed: "UnknownKeyError", "AuthenticationError", "ReplayError", ...
@@ -369,6 +379,9 @@ class ReceiverStats:
             "keyframe_requests": self.keyframe_requests,
             "bytes_received": self.bytes_received,
             "frames_held": self.frames_held,
+            "frames_predating": self.frames_predating,
+            "skipped_behind": self.skipped_behind,
+            "skipped_other_sender": self.skipped_other_sender,
             "decoded_by_kid": dict(self.decoded_by_kid),
             "failures_by_kid": dict(self.failures_by_kid),
             "failures_by_reason": dict(self.failures_by_reason),
@@ -392,6 +405,9 @@ class DecryptingReceiver(MediaStreamTrack):
     says whether the key for a KID without one is on its way: such frames wait (in order,
     at most ``hold_seconds``) and are tried again when the next frame arrives after
     :meth:`keys_changed`; only those whose key never comes count as decrypt failures.
+    ``predates(kid)`` says a KID without a key is from before the first key its sender
+    gave us (sent before we joined, or in flight meanwhile): such frames are dropped and
+    counted as ``frames_predating``, not as failures.
     With ``keys`` per source (:data:`RecvKeys`), a frame is tried only with the keys of the
     publisher its packets name (``EncodedFrame.source``), and with ``kid_source`` (key id
     -> the sender index it names) its key id must name that publisher too; otherwise it is
@@ -406,6 +422,7 @@ class DecryptingReceiver(MediaStreamTrack):
         request_keyframe: Callable[[], None] | None = None,
         resolve_kid: Callable[[int], bool] | None = None,
         hold_unknown: Callable[[int], bool] | None = None,
+        predates: Callable[[int], bool] | None = None,
         hold_seconds: float = HOLD_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         kid_source: Callable[[int], int] | None = None,
@@ -415,6 +432,7 @@ class DecryptingReceiver(MediaStreamTrack):
         self.kind = track.kind
         self._resolve_kid = resolve_kid
         self.hold_unknown = hold_unknown
+        self.predates = predates
         self._hold_seconds = hold_seconds
         # Frames waiting for their key: (first seen, frame), oldest first.
         self._held: collections.deque[tuple[float, aiortc_adapter.EncodedFrame]] = (
@@ -435,6 +453,7 @@ class DecryptingReceiver(MediaStreamTrack):
         self._last_request = -math.inf
         self._need_keyframe = True
         self._decoder: Any = None
+        self._picture_of: int | None = None  # the sender index whose picture it decodes
         self._pending: collections.deque[tuple[int, Any]] = collections.deque()
 
     def keys_changed(self) -> None:
@@ -502,6 +521,10 @@ class DecryptingReceiver(MediaStreamTrack):
         except UnknownKeyError as exc:
             if self._hold(item, held_since):
                 return
+            peeked = _peek_kid(self._codec_name, item.data)
+            if peeked is not None and self.predates is not None and self.predates(peeked):
+                st.frames_predating += 1
+                return
             self._count_failure(item, exc)
             return
         except (SFrameError, ValueError, IndexError) as exc:
@@ -553,8 +576,30 @@ class DecryptingReceiver(MediaStreamTrack):
                 raise
             return unprotect_frame(self._context(source), self._codec_name, data)
 
+    def _behind(self) -> bool:
+        """Are more than BEHIND_FRAMES frames queued behind the one at hand?"""
+        queue = getattr(self.track, "_queue", None)  # aiortc's RemoteStreamTrack
+        return isinstance(queue, asyncio.Queue) and queue.qsize() > BEHIND_FRAMES
+
     async def _decode_video(self, kid: int, frame: bytes, timestamp: int) -> list[Any]:
         keyframe = bool(frame) and frame[0] & 0x01 == 0
+        sender = kid >> 16  # the key that opened it names its sender (§15.2)
+        if sender != self._picture_of:
+            # Another publisher in this slot (a switch, or an SFU interleaving two): its
+            # picture starts at its keyframe, never on the other's (a delta frame decoded
+            # there would show the other's face under this sender's name).
+            if keyframe:
+                self._decoder = None
+                self._picture_of = sender
+            elif self._picture_of is not None:
+                self.stats.skipped_other_sender += 1
+                self._need_keyframe = True
+                self._ask_keyframe()
+                return []
+        if not keyframe and self._behind():
+            self.stats.skipped_behind += 1
+            self._need_keyframe = True  # the next picture starts from a keyframe
+            return []
         if self._need_keyframe and not keyframe:
             # A delta frame cannot be decoded without its references.
             self.stats.skipped_waiting_keyframe += 1
@@ -647,7 +692,8 @@ class SfuSession:
     shared screen to publish (a second VP8 track under the same key id and counter) and
     ``screen_slots`` how many others' screens to receive; those receivers have
     ``screen = True`` (PROTOCOL.md §15.6). ``resolve_kid``,
-    ``hold_unknown`` and ``kid_source`` are handed to every :class:`DecryptingReceiver`.
+    ``hold_unknown``, ``predates`` and ``kid_source`` are handed to every
+    :class:`DecryptingReceiver`.
     """
 
     def __init__(
@@ -666,6 +712,7 @@ class SfuSession:
         video_bitrate: int = 300_000,
         resolve_kid: Callable[[int], bool] | None = None,
         hold_unknown: Callable[[int], bool] | None = None,
+        predates: Callable[[int], bool] | None = None,
         kid_source: Callable[[int], int] | None = None,
     ) -> None:
         # max-bundle: with aiortc's default (balanced), a second transceiver of one kind
@@ -677,6 +724,7 @@ class SfuSession:
         self.recv_ctx = recv_ctx
         self._resolve_kid = resolve_kid
         self._hold_unknown = hold_unknown
+        self._predates = predates
         self._kid_source = kid_source
         self.video_sender: EncryptedVideoSender | None = None
         self.audio_sender: EncryptedAudioSender | None = None
@@ -746,6 +794,7 @@ class SfuSession:
                 request_keyframe=self._pli_sender(t.receiver),
                 resolve_kid=self._resolve_kid,
                 hold_unknown=self._hold_unknown,
+                predates=self._predates,
                 kid_source=self._kid_source,
             )
             receiver.screen = t in self._screen_sections

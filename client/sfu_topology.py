@@ -62,7 +62,16 @@ from protocol.media_keys import MAX_EPOCH, KeyIdExhausted, kid_epoch, kid_index,
 
 log = logging.getLogger(__name__)
 
-OVERLAP_SECONDS = 2.0  # a sender's previous key stays usable this long for late frames
+# A sender's superseded key stays usable this long after a frame under its newer key has
+# decrypted here (frames still in flight, or queued behind ours when we lag) ...
+OVERLAP_SECONDS = 2.0
+# ... and never longer than this after it was superseded (a leave, a fresh key), whether a
+# newer frame comes or not: a server withholding the fresh key cannot keep it alive longer.
+SUPERSEDED_MAX_SECONDS = 5.0
+# Earlier epochs of a sender's ratchet chain (joins since its last fresh key) kept: anyone
+# who holds them held them before, and a sender still sending under one (its new key is
+# still on its way to a joiner, §15.5) stays readable.
+CHAIN_KEPT = 8
 KEY_WAIT_SECONDS = 3.0  # connect without someone's key after this long
 TICK_SECONDS = 0.1
 RECONNECTS = 3
@@ -103,6 +112,8 @@ class MediaKeyRing:
         self._recv: dict[int, SFrameContext] = {}  # sender index -> its receiving context
         self._epochs: dict[bytes, dict[int, int]] = {}  # member -> {kid: epoch} installed
         self._latest: dict[bytes, int] = {}  # member -> latest epoch installed
+        self._first: dict[int, int] = {}  # sender index -> the first epoch it gave us
+        self._in_use: dict[int, int] = {}  # sender index -> newest epoch a frame decrypted in
         self._keys: dict[int, bytes] = {}  # kid -> the base key last installed under it
         self._sent: dict[int, bytes] = {}  # kid -> the base key we sent with under it
         self._retired: set[int] = set()  # kids whose overlap ended (that key never again)
@@ -181,8 +192,6 @@ class MediaKeyRing:
         ctx = self._context(index)
         same = self._keys.get(kid) == key.key
         if same and (kid in ctx or kid in self._retired):
-            if not current and kid in ctx:  # superseded (a leave): its overlap starts now
-                self._expiry.setdefault(kid, now + OVERLAP_SECONDS)
             return False  # held already, or its overlap is over (no fresh replay window)
         if kid in ctx:  # the member joined again under its seat: a fresh epoch-0 key
             ctx.remove_key(kid)
@@ -190,18 +199,61 @@ class MediaKeyRing:
         ctx.add_key(kid, key.key, usage=KeyUsage.DECRYPT)
         held = self._epochs.setdefault(member, {})
         held[kid] = key.epoch
+        self._first[index] = min(self._first.get(index, key.epoch), key.epoch)
         self._keys[kid] = key.key
         latest = self._latest.get(member)
         if current:
+            chain = self._chain(held, key)
             for old in held:
-                if old != kid:
-                    self._expiry.setdefault(old, now + OVERLAP_SECONDS)
+                if old != kid and old not in chain:
+                    self._retire_later(old, now)
+            for old in sorted(chain)[:-CHAIN_KEPT]:
+                self._retire_later(old, now)
             self._expiry.pop(kid, None)
         else:
-            self._expiry[kid] = now + OVERLAP_SECONDS
+            self._retire_later(kid, now)
         if latest is None or key.epoch > latest or (current and key.epoch == 0):
             self._latest[member] = key.epoch
         return True
+
+    def supersede(self, member: bytes) -> None:
+        """``member``'s keys are superseded (a leave: its fresh key is on its way), its
+        ratchet chain with them: they go after the overlap (see :meth:`_retire_later`)."""
+        now = self.clock()
+        for kid in self._epochs.get(member, {}):
+            self._retire_later(kid, now)
+
+    def _chain(self, held: dict[int, int], key: SenderKey) -> set[int]:
+        """The held key ids of earlier epochs that ratchet forward to ``key``."""
+        chain = set()
+        for kid, epoch in held.items():
+            steps = key.epoch - epoch
+            if not 0 < steps <= CHAIN_KEPT or kid not in self._keys:
+                continue
+            older = SenderKey(epoch, self._keys[kid])
+            for _ in range(steps):
+                older = older.ratchet()
+            if older.key == key.key:
+                chain.add(kid)
+        return chain
+
+    def _retire_later(self, kid: int, now: float) -> None:
+        """``kid`` is superseded: it goes OVERLAP_SECONDS after a newer epoch of its sender
+        decrypts a frame here, and SUPERSEDED_MAX_SECONDS from now at the latest."""
+        when = self._expiry.setdefault(kid, now + SUPERSEDED_MAX_SECONDS)
+        if self._in_use.get(kid_index(kid), -1) > kid_epoch(kid):
+            self._expiry[kid] = min(when, now + OVERLAP_SECONDS)
+
+    def frame_seen(self, kid: int) -> None:
+        """A frame under ``kid`` decrypted: its sender's older keys have OVERLAP_SECONDS."""
+        index, epoch = kid_index(kid), kid_epoch(kid)
+        if epoch <= self._in_use.get(index, -1):
+            return
+        self._in_use[index] = epoch
+        soon = self.clock() + OVERLAP_SECONDS
+        for old, when in self._expiry.items():
+            if kid_index(old) == index and kid_epoch(old) < epoch and when > soon:
+                self._expiry[old] = soon
 
     def holds(self, member: bytes, key: SenderKey | None) -> bool:
         index = self.indexes.get(member)
@@ -233,6 +285,12 @@ class MediaKeyRing:
 
     def member_of(self, kid: int | None) -> bytes | None:
         return None if kid is None else self.members.get(kid_index(kid))
+
+    def predates(self, kid: int) -> bool:
+        """Is ``kid`` an epoch of its sender's from before the first key it gave us? Its
+        frames were never ours to read (sent before we joined, or in flight as we did)."""
+        first = self._first.get(kid_index(kid))
+        return first is not None and kid_epoch(kid) < first
 
     def may_arrive(self, kid: int) -> bool:
         """Could the key for ``kid`` still come (a current sender's next epoch)? Frames
@@ -361,6 +419,9 @@ class SfuTopology:
         self._closed = False
         self._closing_session: SfuSession | None = None
         self._connecting: asyncio.Task[None] | None = None
+        # A key change being delivered: our new key waits (see defer_send_key).
+        self._deferring: Literal["join", "leave"] | None = None
+        self._key_paused = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.ring.set_index(ctx.me, ctx.sfu.my_index)
         self.ring.install(ctx.me, ctx.keys.own)
@@ -374,6 +435,11 @@ class SfuTopology:
             return
         keys = self.ctx.keys
         if member == self.ctx.me:
+            if self._deferring is not None:  # a key change on its way to its recipients
+                if self._deferring == "leave" and not self._key_paused:
+                    self._key_paused = True  # never the key a leaver holds, nor the next yet
+                    self._apply_sending()
+                return
             try:
                 installed = self.ring.install(member, keys.own)
             except KeyIdExhausted:  # never send under a reused key id (the call ends)
@@ -391,13 +457,40 @@ class SfuTopology:
             usable = keys.usable(member)
             if not usable:  # it left (and maybe joined again): its keys go after the overlap
                 self.ring.forget(member)
+            elif current is None:  # a leave made its key stale: its fresh one is on its way
+                self.ring.supersede(member)
             added = [self.ring.install(member, k, k == current) for k in usable[::-1]]
             if any(added) and self.session is not None:
                 self.session.keys_changed()  # held frames may be readable now
 
+    def defer_send_key(self, kind: Literal["join", "leave"]) -> None:
+        """A membership change is about to move our key (§15.5): keep sending under the
+        current one (a join: everyone already holding it may still read it), or send
+        nothing (a leave: the leaver holds it), until :meth:`release_send_key`."""
+        self._deferring = kind
+
+    def release_send_key(self) -> None:
+        """Our new key has reached the server for everyone it is for (or we waited long
+        enough): send under it from now on."""
+        self._deferring = None
+        self._on_key(self.ctx.me)
+        if self._key_paused:
+            self._key_paused = False
+            self._apply_sending()
+
+    def _apply_sending(self) -> None:
+        if self.session is not None:
+            paused = self._key_paused
+            self.session.set_sending(
+                video=self.sending_video and not paused, audio=self.sending_audio and not paused
+            )
+
     def _ready(self) -> bool:
-        """Do we hold every current sender's key (worth connecting now)?"""
+        """Do we hold every current sender's key (worth connecting now)? A newcomer also
+        waits for those in the call before it who have not sealed it their key yet."""
         keys = self.ctx.keys
+        if any(m not in self.refused for m in self.ctx.awaited()):
+            return False
         return all(
             self.ring.holds(member, keys.current(member))
             for member in self.peers
@@ -443,8 +536,7 @@ class SfuTopology:
 
     def set_sending(self, *, video: bool, audio: bool) -> None:
         self.sending_video, self.sending_audio = video, audio
-        if self.session is not None:
-            self.session.set_sending(video=video, audio=audio)
+        self._apply_sending()
 
     async def reconnect(self, reason: str) -> None:
         """The server says our SFU connection is gone (its node left): connect again."""
@@ -474,9 +566,15 @@ class SfuTopology:
             out["frames_sent"] = session["frames_sent"]
             out["decrypt_failures"] = session["decrypt_failures"]
             reasons: collections.Counter[str] = collections.Counter()
+            kids: collections.Counter[str] = collections.Counter()
             for receiver in session["receivers"]:
                 reasons.update(receiver["failures_by_reason"])
+                kids.update({str(k): n for k, n in receiver["failures_by_kid"].items()})
             out["decrypt_failures_by_reason"] = dict(reasons)
+            # Key ids are public (they name a sender index and an epoch): where failures were.
+            out["decrypt_failures_by_kid"] = dict(kids)
+            out["frames_predating"] = sum(r["frames_predating"] for r in session["receivers"])
+            out["frames_skipped_behind"] = sum(r["skipped_behind"] for r in session["receivers"])
             out["frames_held_for_keys"] = sum(r["frames_held"] for r in session["receivers"])
         return out
 
@@ -528,11 +626,12 @@ class SfuTopology:
             screen=self.screen,
             screen_slots=SCREEN_SLOTS,
             hold_unknown=ring.may_arrive,  # a sender's new key on its way: wait for it
+            predates=ring.predates,  # a sender's key from before our join: not a failure
             kid_source=kid_index,  # a frame's key id must name its slot's publisher
             configuration=self.ctx.ice.configuration(max_bundle=True),
         )
         self.session = session
-        session.set_sending(video=self.sending_video, audio=self.sending_audio)
+        self._apply_sending()
         pc = session.pc
 
         @pc.on("connectionstatechange")
@@ -580,6 +679,7 @@ class SfuTopology:
                 await session.close()
 
     def _on_frame(self, receiver: DecryptingReceiver, kid: int, frame: Any) -> None:
+        self.ring.frame_seen(kid)
         member = self.ring.member_of(kid)
         if member is None or member not in self.peers or member in self.refused:
             return

@@ -15,7 +15,7 @@ keys it uses for SFrame, and the call's :class:`SfuChannel`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -98,6 +98,9 @@ class TopologyContext:
     screen: MediaStreamTrack | None = None  # our shared screen
     # STUN/TURN and the transport policy, for every RTCPeerConnection a topology makes.
     ice: IceConfig = field(default_factory=IceConfig)
+    # Those admitted before us who have not yet sealed us their key (a newcomer's first
+    # peers, §14.1 liveness): the SFU topology waits for them (bounded) before connecting.
+    awaited: Callable[[], Collection[bytes]] = lambda: ()
 
 
 class Topology(Protocol):

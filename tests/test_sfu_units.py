@@ -15,7 +15,7 @@ from client import crypto
 from client.callkeys import CallKeys, media_kid
 from client.e2ee_media import MEDIA_SUITE
 from client.sframe import SFrameContext, SFrameError, UnknownKeyError, decrypt
-from client.sfu_topology import OVERLAP_SECONDS, MediaKeyRing
+from client.sfu_topology import OVERLAP_SECONDS, SUPERSEDED_MAX_SECONDS, MediaKeyRing
 from protocol.conference_rules import topology_for
 from protocol.conference_wire import CallAction, action_signing_bytes
 from protocol.errors import CallFull
@@ -265,7 +265,7 @@ class Clock:
         return self.now
 
 
-def test_key_ring_switches_sending_at_once_and_keeps_old_keys_for_the_overlap() -> None:
+def test_key_ring_keeps_a_ratchet_chain_and_retires_superseded_keys_after_the_overlap() -> None:
     clock = Clock()
     me, bob = b"m" * 32, b"b" * 32
     keys, bobs = CallKeys(me), CallKeys(bob)
@@ -280,11 +280,11 @@ def test_key_ring_switches_sending_at_once_and_keeps_old_keys_for_the_overlap() 
     bobs.membership(1, [b"c" * 32], [])
     assert ring.install(me, keys.own) and ring.send_kid == media_kid(1, 1)
     assert ring.install(bob, bobs.own)
-    # Bob's epoch 0 and our old sending key live on for the overlap, then go.
-    assert {media_kid(2, 0), media_kid(2, 1)} <= set(ring.recv_kids)
-    clock.now += OVERLAP_SECONDS + 0.1
+    # A join only ratchets: Bob's epoch 0 stays readable (he may still send under it while
+    # his new key reaches the joiner; anyone holding it held it before).
+    clock.now += SUPERSEDED_MAX_SECONDS + 0.1
     ring.tick()
-    assert ring.recv_kids == [media_kid(2, 1)]
+    assert ring.recv_kids == [media_kid(2, 0), media_kid(2, 1)]
     # Sending keys stay (with their counters): one is never re-added from zero.
     assert ring.send.kids() == [media_kid(1, 0), media_kid(1, 1)]
     assert ring.send.next_counter(media_kid(1, 0)) == 1
@@ -296,6 +296,26 @@ def test_key_ring_switches_sending_at_once_and_keeps_old_keys_for_the_overlap() 
     assert ring.may_arrive(media_kid(4, 7))  # a new sender whose first key is on its way
     assert ring.member_of(media_kid(2, 5)) == bob and ring.member_of(None) is None
     assert first  # the first frame was sealed under the first key
+    # A leave: Bob's fresh key supersedes his whole chain. It goes OVERLAP_SECONDS after a
+    # frame under the fresh key decrypted here ...
+    bobs.membership(2, [], [b"c" * 32])
+    assert ring.install(bob, bobs.own)
+    clock.now += OVERLAP_SECONDS + 0.1
+    ring.tick()
+    assert len(ring.recv_kids) == 3  # nothing under the new key yet: still in flight
+    ring.frame_seen(media_kid(2, 2))
+    clock.now += OVERLAP_SECONDS - 0.1
+    ring.tick()
+    assert len(ring.recv_kids) == 3
+    clock.now += 0.2
+    ring.tick()
+    assert ring.recv_kids == [media_kid(2, 2)]
+    # ... or SUPERSEDED_MAX_SECONDS after it was superseded, whatever comes.
+    bobs.membership(3, [], [b"e" * 32])
+    assert ring.install(bob, bobs.own)
+    clock.now += SUPERSEDED_MAX_SECONDS + 0.1
+    ring.tick()
+    assert ring.recv_kids == [media_kid(2, 3)]
 
 
 def test_removed_and_joining_participants_read_only_their_share() -> None:
@@ -379,6 +399,7 @@ def test_a_key_superseded_by_a_quick_second_leave_still_reads_what_it_sealed() -
     assert dave_ctx is not None and dave_ctx.decrypt(b"", between)[1] == b"sent before Erin left"
     assert dave.receive(bob.me, second) and dave.current(bob.me) == bob.own
     assert dave_ring.install(bob.me, bob.own)
+    dave_ring.frame_seen(media_kid(2, 2))  # Bob's frames under his second key arrive
     clock.now += OVERLAP_SECONDS + 0.1
     dave_ring.tick()
     assert dave_ring.recv_kids == [media_kid(2, 2)]

@@ -99,14 +99,6 @@ def page_failures(stats: dict[str, Any]) -> tuple[int, int]:
     return sum(t["decrypted"] for t in tracks), sum(t["failures"] for t in tracks)
 
 
-# Known bug (issue 10 stays open for it): in a quiet CI run the last CLI to join counted
-# UnknownKeyError for both pages' frames (63 each, after 99 frames held for keys): a page's
-# media key for a newcomer can reach it later than the 1 s hold of §15.5 while the page already
-# sends under the ratcheted key. Every other assertion of this test passed in that run.
-@pytest.mark.xfail(
-    strict=False,
-    reason="a late joiner may count decrypt failures for a page's frames (media key > 1 s hold)",
-)
 def test_three_pages_and_three_clis_on_the_sfu(
     web_server: SalonServer, module_user: Any, chromium: Any, tmp_path: Path
 ) -> None:

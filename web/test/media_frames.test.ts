@@ -7,9 +7,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { fromHex, toHex } from "../src/protocol/bytes.ts";
+import { ratchetSenderKey } from "../src/protocol/calls.ts";
 import { decodeHeader } from "../src/protocol/sframe.ts";
 import {
-  FrameQueue, HOLD_MAX_FRAMES, HOLD_MS, KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, OVERLAP_MS,
+  FrameQueue, HOLD_MAX_FRAMES, HOLD_MS, KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, OVERLAP_MS, SUPERSEDED_MAX_MS, SlotPicture, ratchetKey,
   REPLAY_WINDOW, ReplayWindow, countDrop, newCounters,
 } from "../src/media/frames.ts";
 import { type Json, flip, vectors } from "./kat.ts";
@@ -89,7 +90,7 @@ test("sender key ids: epochs forward only, never past MAX_EPOCH, one key per key
   assert.ok(first !== null && decodeHeader(first.subarray(1)).ctr === 0);
 });
 
-test("make-before-break: the previous key decrypts for the overlap, then never; a leave supersedes at once", async () => {
+test("make-before-break: a superseded key decrypts until OVERLAP_MS after its newer one does (SUPERSEDED_MAX_MS at most); a ratchet chain stays", async () => {
   const old = new Uint8Array(32).fill(1);
   const fresh = new Uint8Array(32).fill(2);
   const s0 = new MediaSender();
@@ -103,27 +104,37 @@ test("make-before-break: the previous key decrypts for the overlap, then never; 
   const frameNew = await s1.protect("opus", new Uint8Array([0x78, 7, 7]));
   assert.ok(frameOld && frameOld2 && frameNew);
   assert.deepEqual(await r.open(4, "opus", frameNew, 10).then((o) => (o.ok ? "ok" : o.drop)), "no-key");
-  await r.setKey(4, 1, fresh, 1000);
+  await r.setKey(4, 1, fresh, 1000); // a fresh key (a leave): the old one is superseded
   assert.deepEqual(r.kids(1000), [4 << 16, (4 << 16) | 1]);
-  assert.ok((await r.open(4, "opus", frameOld, 1000 + OVERLAP_MS - 1)).ok, "the previous key during the overlap");
-  assert.ok((await r.open(4, "opus", frameNew, 1000 + OVERLAP_MS - 1)).ok);
-  const late = await r.open(4, "opus", frameOld2, 1000 + OVERLAP_MS);
+  assert.ok((await r.open(4, "opus", frameOld, 1500)).ok, "the previous key while nothing newer came");
+  assert.ok((await r.open(4, "opus", frameNew, 1500)).ok); // the newer key in use: OVERLAP_MS left
+  const late = await r.open(4, "opus", frameOld2, 1500 + OVERLAP_MS);
   assert.deepEqual(late.ok ? "ok" : late.drop, "no-key");
-  assert.deepEqual(r.kids(1000 + OVERLAP_MS), [(4 << 16) | 1]);
-  // a leave elsewhere: the current key only overlaps from now on
+  assert.deepEqual(r.kids(1500 + OVERLAP_MS), [(4 << 16) | 1]);
+  // a leave elsewhere: the current key is superseded, SUPERSEDED_MAX_MS at most
   r.supersede(4, 5000);
-  assert.deepEqual(r.kids(5000 + OVERLAP_MS - 1), [(4 << 16) | 1]);
-  assert.deepEqual(r.kids(5000 + OVERLAP_MS), []);
+  assert.deepEqual(r.kids(5000 + SUPERSEDED_MAX_MS - 1), [(4 << 16) | 1]);
+  assert.deepEqual(r.kids(5000 + SUPERSEDED_MAX_MS), []);
   // the publisher itself leaves: everything goes after the overlap
-  await r.setKey(4, 2, new Uint8Array(32).fill(3), 9000);
-  r.remove(4, 9000);
-  assert.deepEqual(r.kids(9000 + OVERLAP_MS), []);
-  // a late, older key only comes in as a previous key
+  await r.setKey(4, 2, new Uint8Array(32).fill(3), 11000);
+  r.remove(4, 11000);
+  assert.deepEqual(r.kids(11000 + OVERLAP_MS), []);
+  // a late, older key only comes in as a superseded key
   const q = new MediaReceivers();
   await q.setKey(5, 7, fresh, 0);
   await q.setKey(5, 6, old, 0);
-  assert.deepEqual(q.kids(OVERLAP_MS - 1), [(5 << 16) | 6, (5 << 16) | 7]);
-  assert.deepEqual(q.kids(OVERLAP_MS), [(5 << 16) | 7]);
+  assert.deepEqual(q.kids(SUPERSEDED_MAX_MS - 1), [(5 << 16) | 6, (5 << 16) | 7]);
+  assert.deepEqual(q.kids(SUPERSEDED_MAX_MS), [(5 << 16) | 7]);
+  // a join ratchets: the sender's earlier epochs stay (it may still send under them)
+  const c = new MediaReceivers();
+  const k1 = await ratchetKey(old);
+  assert.deepEqual(k1, (await ratchetSenderKey({ epoch: 0, key: old })).key); // §14.3, as calls.ts
+  await c.setKey(3, 0, old, 0);
+  await c.setKey(3, 1, k1, 10);
+  await c.setKey(3, 2, await ratchetKey(k1), 20);
+  assert.deepEqual(c.kids(60_000), [3 << 16, (3 << 16) | 1, (3 << 16) | 2]);
+  c.supersede(3, 60_000); // until a leave: then the whole chain goes
+  assert.deepEqual(c.kids(60_000 + SUPERSEDED_MAX_MS), []);
   // one key id, one key; one's own index is never a receiving context
   await assert.rejects(q.setKey(5, 7, old, 0), MediaKeyError);
   q.self = 6;
@@ -280,4 +291,21 @@ test("frames wait up to 1 s for a key on its way, in order; then they are droppe
   r.remove(4, 6000);
   const gone = await r.open(4, "opus", c, 6000);
   assert.ok(!gone.ok && gone.hold === false);
+});
+
+test("redteam: a hostile SFU interleaving two publishers in one slot never puts one's frames on the other's picture", () => {
+  const slot = new SlotPicture();
+  const key = new Uint8Array([0x10, 1, 2]); // VP8 keyframe (frame[0] & 1 == 0)
+  const delta = new Uint8Array([0x11, 1, 2]);
+  const bob = 2 << 16;
+  const mallory = 3 << 16;
+  assert.equal(slot.admit(bob, delta), true); // the first picture: the decoder waits for its keyframe itself
+  assert.equal(slot.admit(bob, key), true);
+  assert.equal(slot.admit(bob, delta), true);
+  assert.equal(slot.admit(mallory, delta), false, "Mallory's delta on Bob's picture");
+  assert.equal(slot.admit(mallory, key), true); // a new picture: Mallory's
+  assert.equal(slot.admit(bob, delta), false, "Bob's delta on Mallory's picture");
+  assert.equal(slot.admit(mallory, delta), true);
+  assert.equal(slot.admit(bob | 1, key), true); // Bob again, from his keyframe (any epoch)
+  assert.equal(slot.of, 2);
 });

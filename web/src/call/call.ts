@@ -59,6 +59,9 @@ export const PENDING_PER_SENDER = 8;
 export const RETIRE_MS = 8_000;
 export const SFU_OFFER_TIMEOUT_MS = 15_000;
 export const LEAVE_TIMEOUT_MS = 2_000;
+/** The longest our media waits for our new key to reach the server for its recipients (a join:
+ * we keep the key everyone holds; a leave: we send nothing) before using it anyway (§15.5). */
+export const KEY_SWITCH_MS = 3_000;
 /** How many refused actions' verdicts are kept (a cache; a refused one seen again is checked again). */
 export const REFUSED_KEPT = 1_000;
 /** How long the call waits for the space client's verdict on a removal the server claims. */
@@ -190,6 +193,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   private flags = new Map<string, SeatFlags>();
   private admitted = new Map<string, string>(); // member → join nonce (hex)
   private live = new Map<string, string>();
+  /** Membership changes whose new key we may still hold back (switchSendKey). */
+  private keySwitches = 0;
   private meAdmitted = false;
   private myJoinNonce: Uint8Array = new Uint8Array(0);
   private seated = false;
@@ -943,6 +948,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
       if (this.phase !== "in-call") this.note("you are in the call");
       this.phase = "in-call";
     } else {
+      // Our next key goes out before we send under it (§15.5): see switchSendKey below.
+      if (joined.length > 0 || left.length > 0) this.current?.topology.deferSendKey?.(left.length > 0 ? "leave" : "join");
       await this.keys.membership(state.version, joined, left);
       if (this.keys.exhausted) {
         this.setSending(false);
@@ -965,12 +972,37 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
       await retiring.topology.setPeers(await this.peerMap(retiring.peers));
     }
     const recipients = (left.length > 0 ? [...this.live.keys()] : joined).filter((m) => this.live.has(m));
-    await Promise.all(recipients.map(async (m) => this.sendKey(await this.peer(m))));
+    const sending = Promise.all(recipients.map(async (m) => this.sendKey(await this.peer(m))));
+    if (first || (joined.length === 0 && left.length === 0)) await sending;
+    else {
+      // In the background: keys others send us meanwhile are not kept waiting behind it.
+      const generation = ++this.keySwitches;
+      void this.switchSendKey(sending, generation).catch((err: unknown) => {
+        this.note(`a media key was not relayed: ${err instanceof Error ? err.message : String(err)}`);
+      });
+    }
     this.applyOwnFlags();
     await this.updateCode();
     await this.retryPending();
     this.baselineSeen = true;
     this.changed();
+  }
+
+  /** Send under our new key once the server has taken it for every recipient, or after
+   * KEY_SWITCH_MS (§15.5): a receiver then holds it (or is about to) when the first frame under
+   * it comes, however slowly this page or the relay runs. A later change's switch supersedes
+   * this one (it releases our newest key when that is due). */
+  private async switchSendKey(sending: Promise<unknown>, generation: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, KEY_SWITCH_MS)));
+    try {
+      await Promise.race([sending, bound]);
+    } finally {
+      if (timer !== null) clearTimeout(timer);
+      // never left deferred, whatever happened
+      if (generation === this.keySwitches) await this.current?.topology.releaseSendKey?.();
+    }
+    await sending;
   }
 
   private async peer(memberHex: string): Promise<Peer> {
@@ -1090,6 +1122,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     const topology = factory({
       me: this.me, keys: this.keys, sink: feed, signaller: this, media: { ...this.media },
       sfu: state.topology === "sfu" ? this : null, iceServers: this.iceServers, relayOnly: this.relayOnly,
+      awaited: () => [...this.admitted.keys()].filter((m) => !this.live.has(m)),
     });
     const running: Running = { topology, feed, peers: new Set(), retireTimer: null };
     this.current = running;

@@ -81,6 +81,9 @@ export class SfuTopology implements Topology {
   #closed = false;
   #changed = Date.now();
   #sendEpoch: number | null = null;
+  /** A key change being delivered: our new key waits (deferSendKey). */
+  #deferring: "join" | "leave" | null = null;
+  #keyPaused = false;
   #poll: ReturnType<typeof setInterval> | null = null;
   readonly #unlisten: () => void;
   readonly counters = { connects: 0, reconnects: 0, sendKeySwitches: 0 };
@@ -112,6 +115,13 @@ export class SfuTopology implements Topology {
       if (memberHex === hex(this.ctx.me)) {
         const own = this.ctx.keys.current();
         if (own === null || own.epoch === this.#sendEpoch) return;
+        if (this.#deferring !== null) {
+          if (this.#deferring === "leave" && !this.#keyPaused) {
+            this.#keyPaused = true; // never the key a leaver holds, nor the next one yet
+            await this.keys.stopSending();
+          }
+          return;
+        }
         await this.keys.setSendKey(this.myIndex, own.epoch, own.key);
         this.#sendEpoch = own.epoch;
         this.counters.sendKeySwitches++;
@@ -133,7 +143,20 @@ export class SfuTopology implements Topology {
     }
   }
 
+  deferSendKey(kind: "join" | "leave"): void {
+    this.#deferring = kind;
+  }
+
+  async releaseSendKey(): Promise<void> {
+    this.#deferring = null;
+    const paused = this.#keyPaused;
+    this.#keyPaused = false;
+    if (paused) this.#sendEpoch = null; // the worker dropped its key: give it ours again
+    await this.#onKey(hex(this.ctx.me));
+  }
+
   #ready(): boolean {
+    for (const hexKey of this.ctx.awaited?.() ?? []) if (!this.refused.has(hexKey)) return false;
     for (const hexKey of this.peers.keys()) {
       if (this.refused.has(hexKey)) continue;
       if ((this.#installed.get(hexKey)?.size ?? 0) === 0) return false;
@@ -156,8 +179,12 @@ export class SfuTopology implements Topology {
       this.ctx.sink.onLink(memberHex, "closed");
     }
     if (left) {
-      // §15.5: every remaining sender's current key (the leaver held it) only overlaps now.
-      for (const [memberHex, peer] of peers) if (this.peers.has(memberHex)) await this.keys.supersede(peer.index);
+      // §15.5: every remaining sender's current key (the leaver held it) is superseded now —
+      // unless its fresh key came first (the call's keys then hold it as current already).
+      for (const [memberHex, peer] of peers) {
+        const stale = (this.ctx.keys.currentOf?.(memberHex) ?? null) === null;
+        if (this.peers.has(memberHex) && stale) await this.keys.supersede(peer.index);
+      }
     }
     for (const [memberHex, peer] of peers) {
       const known = this.peers.has(memberHex);

@@ -60,6 +60,8 @@ export interface LocalMedia {
 export interface SenderKeys {
   /** Our current sending key and its epoch. */
   current(): { epoch: number; key: Uint8Array } | null;
+  /** The key `memberHex` sends with now; null while stale (a leave: its fresh key is on its way). */
+  currentOf?(memberHex: string): { epoch: number; key: Uint8Array } | null;
   /** Keys usable to decrypt `memberHex`'s media now (current and superseded-in-grace). */
   usable(memberHex: string): ReadonlyArray<{ epoch: number; key: Uint8Array }>;
   /** Called whenever a sender's keys change (ours: memberHex of `me`). */
@@ -76,6 +78,9 @@ export interface TopologyContext {
   /** STUN/TURN servers (GetIceServers, §5.6) and the transport policy. */
   readonly iceServers: RTCIceServer[];
   readonly relayOnly: boolean;
+  /** Those admitted before us who have not sealed us their key yet (a newcomer's first peers,
+   * §14.1 liveness): the SFU topology waits for them (bounded) before connecting. */
+  readonly awaited?: () => Iterable<string>;
 }
 
 export interface Topology {
@@ -87,6 +92,11 @@ export interface Topology {
   /** A signal from `memberHex` failed verification: tear the pair down for good (until either
    * side joins again); never fall back to anything unverified. */
   refuse(memberHex: string, reason: string): Promise<void>;
+  /** A membership change is about to move our key (§15.5): keep sending under the current one
+   * (a join) or send nothing (a leave) until releaseSendKey — our new key is on its way. */
+  deferSendKey?(kind: "join" | "leave"): void;
+  /** Our new key reached the server for everyone it is for (or we waited long enough). */
+  releaseSendKey?(): Promise<void>;
   /** Whether our audio / camera / screen may leave this device (mute, stage role). */
   setSending(sending: { audio: boolean; camera: boolean; screen: boolean }): void;
   /** Our local sources changed (device switch, camera toggled, screen share started). */

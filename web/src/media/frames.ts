@@ -12,13 +12,19 @@ import {
   kidEpoch, mediaKid, protectFrame, sframeKey, unprotectFrame,
 } from "../protocol/sframe.ts";
 
-/** How long a superseded key still decrypts (§15.5 `OVERLAP_SECONDS`). */
+/** How long a superseded key still decrypts after a newer epoch of its sender decrypted a frame
+ * (§15.5 `OVERLAP_SECONDS`) ... */
 export const OVERLAP_MS = 2000;
+/** ... and never longer than this after it was superseded (§15.5 `SUPERSEDED_MAX_SECONDS`). */
+export const SUPERSEDED_MAX_MS = 5000;
+/** Earlier epochs of a sender's ratchet chain (joins since its last fresh key) kept (§15.5). */
+export const CHAIN_KEPT = 8;
+const RATCHET_INFO = new Uint8Array([...new TextEncoder().encode("salon/call-media-ratchet/v1"), 0]);
 /** Per key id (§15.3: audio and video share one counter). */
 export const REPLAY_WINDOW = 1024;
 /** How long a frame may wait for its key, and how many may wait per track (§15.5). */
-export const HOLD_MS = 1000;
-export const HOLD_MAX_FRAMES = 128;
+export const HOLD_MS = 3000;
+export const HOLD_MAX_FRAMES = 256;
 /** Counters stop here: JS numbers are exact up to 2^53 − 1 (RFC 9605 allows 2^64 − 1). */
 export const MAX_CTR = Number.MAX_SAFE_INTEGER;
 
@@ -30,6 +36,13 @@ export class MediaKeyError extends Error {
 
 function checkKey(key: Uint8Array): void {
   if (!(key instanceof Uint8Array) || key.length !== 32) throw new MediaKeyError("a media key is 32 bytes");
+}
+
+/** ratchet(k) of §14.3: HKDF-SHA256(k, salt "", info label || 0x00), 32 bytes. */
+export async function ratchetKey(key: Uint8Array): Promise<Uint8Array> {
+  const k = await crypto.subtle.importKey("raw", new Uint8Array(key), "HKDF", false, ["deriveBits"]);
+  const params = { name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info: RATCHET_INFO };
+  return new Uint8Array(await crypto.subtle.deriveBits(params, k, 256));
 }
 
 async function fingerprint(key: Uint8Array): Promise<string> {
@@ -120,9 +133,20 @@ interface HeldKey {
   key: SFrameKey;
   epoch: number;
   print: string;
-  /** null while current; else the time (ms) it stops decrypting. */
+  /** The base key (to tell whether a newer key ratchets from it). */
+  base: Uint8Array;
+  /** null while current (or in the current key's ratchet chain); else when it stops decrypting. */
   expires: number | null;
   window: ReplayWindow;
+}
+
+/** Does `held` ratchet forward to `baseKey` at `epoch` (within CHAIN_KEPT steps)? */
+async function ratchetsTo(held: HeldKey, epoch: number, baseKey: Uint8Array): Promise<boolean> {
+  const steps = epoch - held.epoch;
+  if (steps <= 0 || steps > CHAIN_KEPT) return false;
+  let k = held.base;
+  for (let i = 0; i < steps; i++) k = await ratchetKey(k);
+  return k.length === baseKey.length && k.every((b, i) => b === baseKey[i]);
 }
 
 /** One publisher's receiving context (§15.8): only key ids naming its index. */
@@ -132,6 +156,8 @@ class PublisherContext {
   gone: number | null = null;
   /** The newest epoch ever installed (−1: none yet). */
   newestEpoch = -1;
+  /** The newest epoch a frame decrypted under (−1: none yet). */
+  inUse = -1;
 
   constructor(readonly index: number) {}
 
@@ -139,9 +165,25 @@ class PublisherContext {
     for (const [kid, k] of this.keys) if (k.expires !== null && k.expires <= now) this.keys.delete(kid);
   }
 
+  /** The newest key not superseded (older unsuperseded ones are its ratchet chain). */
   current(): HeldKey | undefined {
-    for (const k of this.keys.values()) if (k.expires === null) return k;
-    return undefined;
+    let cur: HeldKey | undefined;
+    for (const k of this.keys.values()) if (k.expires === null && (cur === undefined || k.epoch > cur.epoch)) cur = k;
+    return cur;
+  }
+
+  /** `k` is superseded: it goes OVERLAP_MS after a newer epoch decrypts a frame, SUPERSEDED_MAX_MS from now at the latest. */
+  retireLater(k: HeldKey, now: number): void {
+    let when = k.expires ?? now + SUPERSEDED_MAX_MS;
+    if (this.inUse > k.epoch) when = Math.min(when, now + OVERLAP_MS);
+    k.expires = when;
+  }
+
+  /** A frame under `epoch` decrypted: older keys have OVERLAP_MS left. */
+  seen(epoch: number, now: number): void {
+    if (epoch <= this.inUse) return;
+    this.inUse = epoch;
+    for (const k of this.keys.values()) if (k.expires !== null && k.epoch < epoch) k.expires = Math.min(k.expires, now + OVERLAP_MS);
   }
 }
 
@@ -163,10 +205,10 @@ export class MediaReceivers {
   self: number | null = null;
 
   /**
-   * Installs publisher `index`'s key for `epoch`. A newer epoch becomes current and the
-   * previous current key decrypts for OVERLAP_MS more; an older one is kept only as a previous
-   * key (overlap from now). Keys beyond current + previous are dropped. A key id already held
-   * with another key is refused (one key id names one key).
+   * Installs publisher `index`'s key for `epoch`. A newer epoch becomes current; the held keys
+   * it ratchets from (a join) stay, as its chain (CHAIN_KEPT), any other is superseded
+   * (retireLater); an older one is kept only as a superseded key. A key id already held with
+   * another key is refused (one key id names one key).
    */
   async setKey(index: number, epoch: number, baseKey: Uint8Array, now: number): Promise<number> {
     checkKey(baseKey);
@@ -184,15 +226,22 @@ export class MediaReceivers {
       if (held.print !== print) throw new MediaKeyError(`key id ${kid} already has another key`);
       return kid;
     }
-    const entry: HeldKey = { key: await sframeKey(baseKey, kid), epoch, print, expires: null, window: new ReplayWindow() };
+    const entry: HeldKey = {
+      key: await sframeKey(baseKey, kid), epoch, print, base: new Uint8Array(baseKey), expires: null, window: new ReplayWindow(),
+    };
     const cur = ctx.current();
     if (cur !== undefined && cur.epoch > epoch) {
-      entry.expires = now + OVERLAP_MS; // late: only a previous key
-      for (const [k, v] of ctx.keys) if (v !== cur) ctx.keys.delete(k);
-    } else if (cur !== undefined) {
-      for (const [k, v] of ctx.keys) if (v !== cur) ctx.keys.delete(k);
-      cur.expires = now + OVERLAP_MS; // make-before-break: the old key decrypts a while longer
-    } // else: no current key (superseded on a leave); the previous one runs out on its own
+      ctx.retireLater(entry, now); // late: only a superseded key
+    } else {
+      const chain: HeldKey[] = [];
+      for (const v of ctx.keys.values()) {
+        if (v.expires !== null) continue; // superseded already: runs out on its own
+        if (await ratchetsTo(v, epoch, baseKey)) chain.push(v);
+        else ctx.retireLater(v, now); // make-before-break: decrypts a while longer
+      }
+      chain.sort((a, b) => b.epoch - a.epoch);
+      for (const v of chain.slice(CHAIN_KEPT)) ctx.retireLater(v, now);
+    }
 
     ctx.keys.set(kid, entry);
     ctx.newestEpoch = Math.max(ctx.newestEpoch, epoch);
@@ -208,8 +257,8 @@ export class MediaReceivers {
   /** Someone left: publisher `index`'s current key becomes previous, decrypting OVERLAP_MS more (§15.5). */
   supersede(index: number, now: number): void {
     const ctx = this.#contexts.get(index);
-    const cur = ctx?.current();
-    if (cur !== undefined) cur.expires = now + OVERLAP_MS;
+    if (ctx === undefined) return;
+    for (const k of ctx.keys.values()) ctx.retireLater(k, now); // with its ratchet chain
   }
 
   /** Publisher `index` left: all its keys stop after OVERLAP_MS (§15.5). */
@@ -267,7 +316,29 @@ export class MediaReceivers {
     if (out.kid !== kid) return { ok: false, drop: "failure", detail: "split mismatch" };
     if (ctx.keys.get(kid) !== held) return { ok: false, drop: "no-key", detail: "key removed meanwhile" };
     if (!held.window.accept(out.ctr)) return { ok: false, drop: "replay", detail: `counter ${out.ctr} replayed` };
+    ctx.seen(held.epoch, now);
     return { ok: true, kid, frame: out.frame };
+  }
+}
+
+// ---- one picture per slot (§15.8) ---------------------------------------------------------
+
+/**
+ * Which sender's picture a video slot's decoder holds: the key that opened a frame names its
+ * sender (`kid >> 16`). A frame from another sender (a switch, or a hostile SFU interleaving
+ * two publishers' genuine frames) starts a new picture only at its keyframe; its delta frames
+ * before one are refused, never decoded on the other's picture.
+ */
+export class SlotPicture {
+  of: number | null = null;
+
+  /** Whether the decrypted VP8 `frame`, opened under `kid`, may go to this slot's decoder. */
+  admit(kid: number, frame: Uint8Array): boolean {
+    const from = kidIndex(kid);
+    if (from === this.of) return true;
+    const keyframe = frame.length > 0 && (frame[0]! & 0x01) === 0;
+    if (keyframe) this.of = from;
+    return keyframe || this.of === null; // the first picture: the decoder waits for its keyframe
   }
 }
 
@@ -349,7 +420,9 @@ export interface TrackCounters {
   droppedEmpty: number;
   /** send side: frames dropped for want of a key or a counter; any side: unsupported codec. */
   droppedOther: number;
-  /** receive side: frames that waited for their key (§15.5: up to 1 s). */
+  /** Video frames of another publisher than the one whose picture this slot decodes, before its keyframe (§15.8). */
+  droppedOtherSender: number;
+  /** receive side: frames that waited for their key (§15.5: up to 3 s). */
   held: number;
   /** send side: frames shorter than their clear bytes (empty), sent per §15.4 but dropped by receivers (§15.8). */
   sentShort: number;
@@ -365,7 +438,7 @@ export interface TrackCounters {
 export function newCounters(side: "send" | "receive"): TrackCounters {
   return {
     side, kind: "", encrypted: 0, decrypted: 0, failures: 0, droppedForeignKid: 0, droppedNoKey: 0, droppedReplay: 0,
-    droppedMalformed: 0, droppedEmpty: 0, droppedOther: 0, sentShort: 0, held: 0, bytes: 0, cryptoMs: 0, lastKid: null, lastDrop: "",
+    droppedMalformed: 0, droppedEmpty: 0, droppedOther: 0, droppedOtherSender: 0, sentShort: 0, held: 0, bytes: 0, cryptoMs: 0, lastKid: null, lastDrop: "",
   };
 }
 

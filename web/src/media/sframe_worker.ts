@@ -14,7 +14,7 @@
  */
 import { type Codec, clearSize } from "../protocol/sframe.ts";
 import {
-  type TrackCounters, FrameQueue, HOLD_MS, KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, countDrop,
+  type TrackCounters, FrameQueue, HOLD_MS, SlotPicture, KeyIdExhausted, MediaKeyError, MediaReceivers, MediaSender, countDrop,
   newCounters,
 } from "./frames.ts";
 import type { FromWorker, ToWorker, TransformOptions } from "./messages.ts";
@@ -78,6 +78,8 @@ function attach(transformer: RTCRtpScriptTransformer): void {
   };
   let queue: FrameQueue<Incoming> | undefined;
   let output: TransformStreamDefaultController<Encoded> | undefined;
+  /** Whose picture this receiver's decoder holds (video, §15.8). */
+  const picture = new SlotPicture();
   if (options.side === "receive") {
     const publisher = options.publisher;
     if (publisher !== "csrc") receivers.expect(publisher);
@@ -90,6 +92,10 @@ function attach(transformer: RTCRtpScriptTransformer): void {
       },
       (f, opened) => {
         const out = opened.frame;
+        if (f.codec === "vp8" && !picture.admit(opened.kid, out)) {
+          c.droppedOtherSender++; // another sender's delta frame: never on this picture
+          return;
+        }
         f.frame.data = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) as ArrayBuffer;
         c.decrypted++;
         c.bytes += out.length;
