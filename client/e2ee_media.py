@@ -578,8 +578,7 @@ class DecryptingReceiver(MediaStreamTrack):
 
     def _behind(self) -> bool:
         """Are more than BEHIND_FRAMES frames queued behind the one at hand?"""
-        queue = getattr(self.track, "_queue", None)  # aiortc's RemoteStreamTrack
-        return isinstance(queue, asyncio.Queue) and queue.qsize() > BEHIND_FRAMES
+        return aiortc_adapter.queued_frames(self.track) > BEHIND_FRAMES
 
     async def _decode_video(self, kid: int, frame: bytes, timestamp: int) -> list[Any]:
         keyframe = bool(frame) and frame[0] & 0x01 == 0

@@ -14,6 +14,7 @@ What this module adds to the public aiortc API:
   :class:`OutboundFrame` objects its track yields (with their audio level) as they are.
 * Keyframe requests: :func:`on_keyframe_request` (a remote PLI/FIR reached our sender),
   :func:`send_pli` (ask a remote sender for a keyframe).
+* Receive backlog: :func:`queued_frames` (frames waiting in a remote track).
 * Negotiated parameters: :func:`sender_ssrc`, :func:`negotiated_codecs`,
   :func:`negotiated_header_extensions`.
 * SFU fast path: :func:`intercept_rtp` / :func:`receive_rtp_from_socket` (decrypted
@@ -41,7 +42,7 @@ import pylibsrtp
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
-from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCEncodedFrame, RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.rtp import RtpPacket
@@ -355,6 +356,17 @@ async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
 def sender_ssrc(sender: RTCRtpSender) -> int:
     """The SSRC ``sender`` sends with (announced in its SDP m-line)."""
     return int(sender._ssrc)
+
+
+def queued_frames(track: object) -> int:
+    """How many frames wait in a remote track's queue (0 for any other track).
+
+    aiortc's ``RemoteStreamTrack`` keeps decoded (here: pass-through) frames in ``_queue``;
+    a receiver that falls seconds behind can skip to the next keyframe instead of showing
+    old pictures late.
+    """
+    queue = getattr(track, "_queue", None) if isinstance(track, RemoteStreamTrack) else None
+    return queue.qsize() if isinstance(queue, asyncio.Queue) else 0
 
 
 def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:

@@ -89,6 +89,18 @@ def test_receiver_jitter_buffer_contract() -> None:
     assert params(JitterFrame) == ["data", "timestamp"]
 
 
+def test_remote_track_queue_contract() -> None:
+    # queued_frames() reads RemoteStreamTrack._queue, the asyncio.Queue recv() takes from.
+    from aiortc.rtcrtpreceiver import RemoteStreamTrack
+
+    assert "self._queue: asyncio.Queue = asyncio.Queue()" in source(RemoteStreamTrack.__init__)
+    assert "await self._queue.get()" in source(RemoteStreamTrack.recv)
+    track = RemoteStreamTrack(kind="video")
+    track._queue.put_nowait(None)
+    assert aiortc_adapter.queued_frames(track) == 1
+    assert aiortc_adapter.queued_frames(object()) == 0
+
+
 def test_receiver_pli_sender() -> None:
     assert params(RTCRtpReceiver._send_rtcp_pli) == ["self", "media_ssrc"]
 

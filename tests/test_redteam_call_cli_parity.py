@@ -32,7 +32,7 @@ from client.space import open_space
 from protocol.conference_wire import ActInCall, CallSignal
 from protocol.wire import encoder
 from spaces.conference import Seat
-from spaces.server import ROUTES
+from spaces.services import ROUTES
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -27,7 +27,7 @@ from call_helpers import CallProcess, CallResult, amake_town, calls
 
 from protocol.conference_wire import SendCallSignal
 from sfu import aiortc_adapter
-from spaces.server import ROUTES
+from spaces.services import ROUTES
 
 pytestmark = pytest.mark.timeout(150)
 RELAY_DELAY = 2.5  # longer than the one-second hold receivers had (now HOLD_SECONDS, 3 s)
