@@ -159,8 +159,12 @@ class CallKeys:
         self._notify(self.me)
 
     def _advance(self, member: bytes, held: _Held, kind: str, version: int) -> None:
-        self._previous[member] = held.key
         held.as_of = version
+        if member in self._stale:
+            # Superseded by a leave already (its fresh key is on its way): a join neither
+            # ratchets it on (the leaver could derive that key too) nor makes it previous.
+            return
+        self._previous[member] = held.key
         if kind == "leave" or held.key.epoch >= self.max_epoch:
             self._stale.add(member)  # its fresh key is on its way (or it must leave)
             # Its key is superseded now, not when the next one arrives: a server that

@@ -93,8 +93,11 @@ export class CallKeys implements SenderKeys {
   }
 
   private async advance(member: string, held: Held, kind: "join" | "leave", version: number): Promise<void> {
-    this.previous.set(member, held.key);
     held.asOf = version;
+    // Superseded by a leave already: the sender's fresh key is on its way. A join does not
+    // ratchet it on (the leaver could derive that key too), nor make it previous again.
+    if (this.stale.has(member)) return;
+    this.previous.set(member, held.key);
     if (kind === "leave" || held.key.epoch >= this.maxEpoch) {
       // Superseded now, not when the rekey arrives: a server withholding it must not keep
       // alive a key the removed member holds.

@@ -131,10 +131,14 @@ export class SfuTopology implements Topology {
       const peer = this.peers.get(memberHex);
       if (peer === undefined) return;
       const usable = [...this.ctx.keys.usable(memberHex)].sort((a, b) => a.epoch - b.epoch);
+      const keys = this.ctx.keys;
+      const current = keys.currentOf === undefined ? (usable.at(-1) ?? null) : keys.currentOf(memberHex);
       const held = this.#installed.get(memberHex) ?? new Set<number>();
       this.#installed.set(memberHex, held);
       for (const k of usable) {
-        await this.keys.setReceiveKey(peer.index, k.epoch, k.key);
+        // §15.5: a key that is not the sender's current one (its previous, or one a leave made
+        // stale) only decrypts a while, even when it is the only one this page holds for them.
+        await this.keys.setReceiveKey(peer.index, k.epoch, k.key, current === null || k.epoch !== current.epoch);
         held.add(k.epoch);
       }
     } catch (err) {

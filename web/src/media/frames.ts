@@ -161,8 +161,16 @@ class PublisherContext {
 
   constructor(readonly index: number) {}
 
-  prune(now: number): void {
-    for (const [kid, k] of this.keys) if (k.expires !== null && k.expires <= now) this.keys.delete(kid);
+  /** Drops the keys whose time is over; returns their key ids. */
+  prune(now: number): number[] {
+    const gone: number[] = [];
+    for (const [kid, k] of this.keys) {
+      if (k.expires !== null && k.expires <= now) {
+        this.keys.delete(kid);
+        gone.push(kid);
+      }
+    }
+    return gone;
   }
 
   /** The newest key not superseded (older unsuperseded ones are its ratchet chain). */
@@ -201,25 +209,32 @@ export type Opened =
  */
 export class MediaReceivers {
   readonly #contexts = new Map<number, PublisherContext>();
+  /** Key ids whose key stopped decrypting here: never installed again (a page re-posting a
+   * sender's usable keys would otherwise bring back a key a removed member holds, §15.5). */
+  readonly #retired = new Set<number>();
   /** One's own sender index: frames under it are refused (§15.8). */
   self: number | null = null;
 
   /**
    * Installs publisher `index`'s key for `epoch`. A newer epoch becomes current; the held keys
    * it ratchets from (a join) stay, as its chain (CHAIN_KEPT), any other is superseded
-   * (retireLater); an older one is kept only as a superseded key. A key id already held with
-   * another key is refused (one key id names one key).
+   * (retireLater); an older one, or one the call's keys say is `superseded` (sealed before a
+   * leave this page saw), is kept only as a superseded key. A key id already held with another
+   * key is refused (one key id names one key); one whose key stopped decrypting here is never
+   * installed again.
    */
-  async setKey(index: number, epoch: number, baseKey: Uint8Array, now: number): Promise<number> {
+  async setKey(index: number, epoch: number, baseKey: Uint8Array, now: number, superseded = false): Promise<number> {
     checkKey(baseKey);
     const kid = mediaKid(index, epoch);
     if (index === this.self) throw new MediaKeyError("that sender index is one's own");
     let ctx = this.#contexts.get(index);
     if (ctx === undefined || ctx.gone !== null) {
+      if (ctx !== undefined) for (const old of ctx.keys.keys()) this.#retired.add(old);
       ctx = new PublisherContext(index);
       this.#contexts.set(index, ctx);
     }
-    ctx.prune(now);
+    this.#prune(ctx, now);
+    if (this.#retired.has(kid)) return kid; // its time is over: never again
     const print = await fingerprint(baseKey);
     const held = ctx.keys.get(kid);
     if (held !== undefined) {
@@ -230,8 +245,8 @@ export class MediaReceivers {
       key: await sframeKey(baseKey, kid), epoch, print, base: new Uint8Array(baseKey), expires: null, window: new ReplayWindow(),
     };
     const cur = ctx.current();
-    if (cur !== undefined && cur.epoch > epoch) {
-      ctx.retireLater(entry, now); // late: only a superseded key
+    if (superseded || (cur !== undefined && cur.epoch > epoch)) {
+      ctx.retireLater(entry, now); // late, or sealed before a leave: only a superseded key
     } else {
       const chain: HeldKey[] = [];
       for (const v of ctx.keys.values()) {
@@ -246,6 +261,10 @@ export class MediaReceivers {
     ctx.keys.set(kid, entry);
     ctx.newestEpoch = Math.max(ctx.newestEpoch, epoch);
     return kid;
+  }
+
+  #prune(ctx: PublisherContext, now: number): void {
+    for (const kid of ctx.prune(now)) this.#retired.add(kid);
   }
 
   /** A publisher the page knows is in the call (a receiver bound to it): its first frames may wait for its first key. */
@@ -273,7 +292,7 @@ export class MediaReceivers {
   kids(now: number): number[] {
     const out: number[] = [];
     for (const ctx of this.#contexts.values()) {
-      ctx.prune(now);
+      this.#prune(ctx, now);
       out.push(...ctx.keys.keys());
     }
     return out.sort((a, b) => a - b);
@@ -300,7 +319,7 @@ export class MediaReceivers {
       return { ok: false, drop: "malformed", detail: e instanceof Error ? e.message : "bad header" };
     }
     if (kidIndex(kid) !== source) return { ok: false, drop: "foreign-kid", detail: `key id ${kid} is not sender ${source}'s` };
-    ctx.prune(now);
+    this.#prune(ctx, now);
     const held = ctx.keys.get(kid);
     if (held === undefined) {
       // §15.5: a current sender's first key, or a later epoch than the newest installed, may be on its way

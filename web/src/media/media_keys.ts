@@ -104,10 +104,10 @@ export class MediaKeys {
     await this.#send({ id: this.#id(), type: "stop-sending" });
   }
 
-  /** Publisher `index`'s key for `epoch`. */
-  async setReceiveKey(index: number, epoch: number, key: Uint8Array): Promise<number> {
+  /** Publisher `index`'s key for `epoch`; `superseded`: it only decrypts a while, never as the current key (§15.5). */
+  async setReceiveKey(index: number, epoch: number, key: Uint8Array, superseded = false): Promise<number> {
     const k = MediaKeys.#copy(key);
-    const r = await this.#send({ id: this.#id(), type: "receive-key", index, epoch, key: k }, [k.buffer]);
+    const r = await this.#send({ id: this.#id(), type: "receive-key", index, epoch, key: k, superseded }, [k.buffer]);
     return r.type === "done" ? (r.kid ?? -1) : -1;
   }
 

@@ -20,8 +20,8 @@ export type ToWorker =
   | { id: number; type: "send-key"; index: number; epoch: number; key: Uint8Array }
   /** Stop sending (no key: frames are dropped, never sent in clear). */
   | { id: number; type: "stop-sending" }
-  /** Publisher `index`'s key for `epoch` (§14.3, installed as §15.5 says). */
-  | { id: number; type: "receive-key"; index: number; epoch: number; key: Uint8Array }
+  /** Publisher `index`'s key for `epoch` (§14.3, installed as §15.5 says); `superseded`: never its current key. */
+  | { id: number; type: "receive-key"; index: number; epoch: number; key: Uint8Array; superseded?: boolean }
   /** Someone left: publisher `index`'s current key only overlaps now (§15.5). */
   | { id: number; type: "supersede"; index: number }
   /** Publisher `index` left: its keys stop after the overlap. */

@@ -181,7 +181,7 @@ async function handle(msg: ToWorker): Promise<FromWorker> {
       sender.clear();
       return { id: msg.id, type: "done" };
     case "receive-key": {
-      const kid = await receivers.setKey(msg.index, msg.epoch, msg.key, Date.now());
+      const kid = await receivers.setKey(msg.index, msg.epoch, msg.key, Date.now(), msg.superseded === true);
       for (const q of receiving.values()) void q.retry(Date.now()); // frames that waited for it
       return { id: msg.id, type: "done", kid };
     }

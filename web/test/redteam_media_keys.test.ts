@@ -1,0 +1,73 @@
+/**
+ * Red team: media keys of the page's SFU receivers (src/call/keys.ts, src/media/frames.ts)
+ * against a hostile server that withholds a sender's fresh key after a leave (PROTOCOL.md
+ * §14.3, §15.5). The removed member holds the sender's old key; nothing derived from it, and
+ * not that key itself, may decrypt on this page past SUPERSEDED_MAX_MS after the leave.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { toHex } from "../src/protocol/bytes.ts";
+import { ratchetSenderKey } from "../src/protocol/calls.ts";
+import { CallKeys } from "../src/call/keys.ts";
+import { MediaReceivers, MediaSender, SUPERSEDED_MAX_MS } from "../src/media/frames.ts";
+
+const member = (n: number): Uint8Array => new Uint8Array(32).fill(n);
+const opened = (o: { ok: boolean; drop?: string }): string => (o.ok ? "opened" : (o.drop ?? ""));
+
+test("redteam: joins after a leave whose fresh key the server withholds derive nothing from the key the leaver holds", async () => {
+  const [me, sender, leaver, joiner1, joiner2] = [1, 2, 3, 4, 5].map(member) as [Uint8Array, Uint8Array, Uint8Array, Uint8Array, Uint8Array];
+  const keys = new CallKeys(me);
+  keys.baseline(0);
+  const old = { epoch: 0, key: new Uint8Array(32).fill(9) }; // the leaver holds it
+  assert.ok(await keys.receive(toHex(sender), { ...old, atVersion: 0 }));
+  await keys.membership(1, [], [toHex(leaver)]); // kicked: the sender's fresh key is withheld
+  await keys.membership(2, [toHex(joiner1)], []);
+  await keys.membership(3, [toHex(joiner2)], []);
+  const derived1 = (await ratchetSenderKey(old)).key;
+  const derived2 = (await ratchetSenderKey(await ratchetSenderKey(old))).key;
+  for (const k of keys.usable(toHex(sender))) {
+    assert.notDeepEqual(k.key, derived1, "a ratchet of the leaver's key is not the sender's key");
+    assert.notDeepEqual(k.key, derived2, "a ratchet of the leaver's key is not the sender's key");
+  }
+  assert.equal(keys.currentOf(toHex(sender)), null);
+  // the fresh key the sender sealed at the leave, released late: taken, ratcheted over both joins
+  const fresh = { epoch: 1, key: new Uint8Array(32).fill(7) };
+  assert.ok(await keys.receive(toHex(sender), { ...fresh, atVersion: 1 }));
+  const expected = await ratchetSenderKey(await ratchetSenderKey(fresh));
+  assert.deepEqual(keys.currentOf(toHex(sender)), expected);
+  for (const k of keys.usable(toHex(sender))) {
+    assert.notDeepEqual(k.key, derived1);
+    assert.notDeepEqual(k.key, derived2);
+  }
+});
+
+test("redteam: a superseded key posted again after it expired (the page re-posting usable keys) never decrypts again", async () => {
+  const old = new Uint8Array(32).fill(1);
+  const s = new MediaSender();
+  await s.setKey(4, 0, old);
+  const r = new MediaReceivers();
+  await r.setKey(4, 0, old, 0);
+  r.supersede(4, 1000); // a leave: the sender's fresh key is withheld by the server
+  assert.deepEqual(r.kids(1000 + SUPERSEDED_MAX_MS), []);
+  // a later change (a join) makes the page post the sender's usable keys again: the old one among them
+  await r.setKey(4, 0, old, 60_000);
+  const forged = await s.protect("opus", new Uint8Array([0x78, 1, 2, 3])); // the leaver, through a hostile SFU
+  assert.ok(forged);
+  assert.equal(opened(await r.open(4, "opus", forged, 60_001)), "no-key");
+  assert.deepEqual(r.kids(60_001), []);
+});
+
+test("redteam: a key the page posts as superseded (sealed before a leave it saw) is never current, even as the sender's only key", async () => {
+  const early = new Uint8Array(32).fill(5); // the leaver held it too
+  const s = new MediaSender();
+  await s.setKey(6, 3, early);
+  const r = new MediaReceivers();
+  r.expect(6);
+  await r.setKey(6, 3, early, 0, true);
+  const frame = await s.protect("opus", new Uint8Array([0x78, 4, 4]));
+  const frame2 = await s.protect("opus", new Uint8Array([0x78, 4, 5]));
+  assert.ok(frame && frame2);
+  assert.equal(opened(await r.open(6, "opus", frame, 10)), "opened"); // what the sender sent meanwhile
+  assert.equal(opened(await r.open(6, "opus", frame2, SUPERSEDED_MAX_MS)), "no-key");
+  assert.deepEqual(r.kids(SUPERSEDED_MAX_MS), []);
+});
