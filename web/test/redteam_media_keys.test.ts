@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { toHex } from "../src/protocol/bytes.ts";
 import { ratchetSenderKey } from "../src/protocol/calls.ts";
 import { CallKeys } from "../src/call/keys.ts";
-import { MediaReceivers, MediaSender, SUPERSEDED_MAX_MS } from "../src/media/frames.ts";
+import { FrameQueue, MediaReceivers, MediaSender, SUPERSEDED_MAX_MS } from "../src/media/frames.ts";
 
 const member = (n: number): Uint8Array => new Uint8Array(32).fill(n);
 const opened = (o: { ok: boolean; drop?: string }): string => (o.ok ? "opened" : (o.drop ?? ""));
@@ -70,4 +70,24 @@ test("redteam: a key the page posts as superseded (sealed before a leave it saw)
   assert.equal(opened(await r.open(6, "opus", frame, 10)), "opened"); // what the sender sent meanwhile
   assert.equal(opened(await r.open(6, "opus", frame2, SUPERSEDED_MAX_MS)), "no-key");
   assert.deepEqual(r.kids(SUPERSEDED_MAX_MS), []);
+});
+
+test("redteam: a frame the receiving code cannot handle (it throws) costs that frame, never the track", async () => {
+  const emitted: number[] = [];
+  const dropped: string[] = [];
+  const q = new FrameQueue<number>(
+    async (f) => {
+      if (f === 1) throw new RangeError("a frame crafted to break the parser");
+      return { ok: true, kid: 2 << 16, frame: new Uint8Array([f]) };
+    },
+    (f) => {
+      if (f === 3) throw new TypeError("the decoder side refused it");
+      emitted.push(f);
+    },
+    (_f, o) => dropped.push(o.drop),
+  );
+  for (const f of [0, 1, 2, 3, 4]) await q.push(f, 0);
+  assert.deepEqual(emitted, [0, 2, 4]);
+  assert.deepEqual(dropped, ["malformed"]);
+  assert.equal(q.waiting, 0);
 });

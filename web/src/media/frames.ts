@@ -393,17 +393,26 @@ export class FrameQueue<F> {
 
   /** Opens the waiting frames, in order, as far as their keys allow. */
   retry(now: number): Promise<void> {
-    this.#chain = this.#chain.then(() => this.#drain(now));
+    // Never a rejected chain: one bad frame must not stall the track for good.
+    this.#chain = this.#chain.then(() => this.#drain(now)).catch(() => undefined);
     return this.#chain;
+  }
+
+  async #open(frame: F): Promise<Opened> {
+    try {
+      return await this.open(frame);
+    } catch (e) {
+      return { ok: false, drop: "malformed", detail: e instanceof Error ? e.message : "could not be read" };
+    }
   }
 
   async #drain(now: number): Promise<void> {
     while (this.#items.length > 0) {
       const head = this.#items[0] as { frame: F; since: number; waited: boolean };
-      const opened = await this.open(head.frame);
+      const opened = await this.#open(head.frame);
       if (opened.ok) {
         this.#items.shift();
-        this.emit(head.frame, opened);
+        this.#handOut(() => this.emit(head.frame, opened));
         continue;
       }
       const young = now - head.since < HOLD_MS;
@@ -415,7 +424,16 @@ export class FrameQueue<F> {
         return; // wait for the key
       }
       this.#items.shift();
-      this.drop(head.frame, opened);
+      this.#handOut(() => this.drop(head.frame, opened));
+    }
+  }
+
+  /** A callback that throws loses its one frame, not the queue. */
+  #handOut(f: () => void): void {
+    try {
+      f();
+    } catch {
+      // the frame is gone; the frames behind it still go on
     }
   }
 }
