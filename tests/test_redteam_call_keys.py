@@ -9,10 +9,18 @@ once its time is over, however often the receiver's keys are posted again. The p
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from test_redteam_sfu_limits import _Sink
+
 from client.callkeys import CallKeys, MediaKeyMessage, SenderKey
 from client.e2ee_media import MEDIA_SUITE
-from client.sframe import SFrameContext
-from client.sfu_topology import SUPERSEDED_MAX_SECONDS, MediaKeyRing
+from client.sframe import KeyUsage, SFrameContext, UnknownKeyError, protect_frame, unprotect_frame
+from client.sfu_topology import SUPERSEDED_MAX_SECONDS, MediaKeyRing, SfuTopology
+from client.topology import Peer
 from protocol.media_keys import media_kid
 
 ME, SENDER, LEAVER, JOINER1, JOINER2 = (bytes([n]) * 32 for n in range(1, 6))
@@ -51,3 +59,53 @@ def test_a_key_whose_time_is_over_is_never_installed_again() -> None:
     assert not ring.install(SENDER, old, current=False)
     assert not ring.install(SENDER, old, current=True)
     assert media_kid(2, 0) not in ring.recv_kids
+
+
+async def test_a_kick_of_someone_never_connected_to_still_retires_what_they_hold() -> None:
+    """As the page test: Alice is a newcomer; Carol (in the call before her) never sealed her
+    a signal, so she is none of Alice's peers. Carol is kicked and Bob's fresh key withheld,
+    then someone joins: neither Bob's key (Carol holds it) nor its ratchet (Carol derives it)
+    decrypts at Alice's past SUPERSEDED_MAX_SECONDS."""
+    now = [100.0]
+    alice, bob, carol, dave = b"a" * 32, b"b" * 32, b"c" * 32, b"d" * 32
+    keys = CallKeys(alice)
+    sfu = SimpleNamespace(my_index=1, send_frames=SFrameContext(MEDIA_SUITE))
+    ctx: Any = SimpleNamespace(
+        sfu=sfu, me=alice, keys=keys, video=None, audio=None, screen=None, sink=_Sink()
+    )
+    topology = SfuTopology(ctx, clock=lambda: now[0])
+    topology._connecting = asyncio.get_running_loop().create_future()  # type: ignore[assignment]  # never connects
+    try:
+        keys.baseline(1)
+        peers = {bob: Peer(bob, 2, b"l1", False, "Bob")}
+        await topology.set_peers(peers)
+        bobs = SenderKey(0, b"\x02" * 32)
+        assert keys.receive(bob, MediaKeyMessage(bobs.epoch, bobs.key, 1))
+        keys.membership(2, [], [carol])
+        await topology.set_peers(peers)
+        now[0] += 1.0
+        keys.membership(3, [dave], [])  # a join while Bob's fresh key is withheld
+        await topology.set_peers(peers)
+        now[0] += SUPERSEDED_MAX_SECONDS
+        topology.ring.tick()
+        keys.membership(4, [b"e" * 32], [])
+        await topology.set_peers(peers)
+        bob_ctx = topology.ring.context_for(2)
+        assert bob_ctx is not None
+        for key in (bobs, bobs.ratchet(), bobs.ratchet().ratchet()):  # Carol's forgeries
+            forged = protect_frame(
+                _sending(media_kid(2, key.epoch), key.key),
+                media_kid(2, key.epoch),
+                "opus",
+                b"\x78" + bytes(20),
+            )
+            with pytest.raises(UnknownKeyError):
+                unprotect_frame(bob_ctx, "opus", forged)
+    finally:
+        await topology.close()
+
+
+def _sending(kid: int, key: bytes) -> SFrameContext:
+    ctx = SFrameContext(MEDIA_SUITE)
+    ctx.add_key(kid, key, usage=KeyUsage.ENCRYPT)
+    return ctx

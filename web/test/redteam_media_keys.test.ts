@@ -9,6 +9,9 @@ import assert from "node:assert/strict";
 import { toHex } from "../src/protocol/bytes.ts";
 import { ratchetSenderKey } from "../src/protocol/calls.ts";
 import { CallKeys } from "../src/call/keys.ts";
+import { SfuTopology } from "../src/call/sfu.ts";
+import type { Peer, TopologyContext } from "../src/call/topology.ts";
+import type { MediaKeys } from "../src/media/media_keys.ts";
 import { FrameQueue, MediaReceivers, MediaSender, SUPERSEDED_MAX_MS } from "../src/media/frames.ts";
 
 const member = (n: number): Uint8Array => new Uint8Array(32).fill(n);
@@ -90,4 +93,52 @@ test("redteam: a frame the receiving code cannot handle (it throws) costs that f
   assert.deepEqual(emitted, [0, 2, 4]);
   assert.deepEqual(dropped, ["malformed"]);
   assert.equal(q.waiting, 0);
+});
+
+test("redteam: a kick of someone this newcomer never connected to still retires, within SUPERSEDED_MAX_MS, the keys the kicked member holds", async () => {
+  (globalThis as { RTCPeerConnection?: unknown }).RTCPeerConnection = class {
+    constructor() {
+      throw new Error("no WebRTC in this test");
+    }
+  };
+  // The page's SFU topology with the real call keys and the worker's real receivers (no WebRTC).
+  const receivers = new MediaReceivers();
+  let now = 0;
+  const worker = {
+    setSendKey: async () => 0,
+    stopSending: async () => {},
+    setReceiveKey: (i: number, e: number, k: Uint8Array, superseded = false) => receivers.setKey(i, e, k, now, superseded),
+    supersede: async (i: number) => receivers.supersede(i, now),
+    removePublisher: async (i: number) => receivers.remove(i, now),
+    attachSender: () => {},
+    attachReceiver: () => {},
+  };
+  const [me, sender, kicked] = [1, 2, 3].map(member) as [Uint8Array, Uint8Array, Uint8Array];
+  const keys = new CallKeys(me);
+  keys.baseline(10);
+  const links: string[] = [];
+  const ctx: TopologyContext = {
+    me, keys, signaller: { send: async () => {} }, media: { audio: null, camera: null, screen: null },
+    sink: { onTrack: () => {}, onLink: (m, state, detail) => links.push(`${m.slice(0, 2)} ${state} ${detail ?? ""}`) },
+    sfu: { myIndex: 1, sfuOffer: async () => { throw new Error("no SFU here"); } }, iceServers: [], relayOnly: false,
+  };
+  const topology = new SfuTopology(ctx, worker as unknown as MediaKeys);
+  const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 20));
+  const held = new Uint8Array(32).fill(8); // the sender's key, which the kicked member holds too
+  assert.ok(await keys.receive(toHex(sender), { epoch: 1, key: held, atVersion: 10 }));
+  const peer: Peer = { member: sender, memberHex: toHex(sender), index: 2, link: new Uint8Array(16), offerer: false, label: "sender" };
+  await topology.setPeers(new Map([[toHex(sender), peer]]));
+  await tick();
+  assert.deepEqual(receivers.kids(0), [(2 << 16) | 1]);
+  // the kicked member never sealed this newcomer a signal: it was never one of its live peers
+  now = 1000;
+  await keys.membership(11, [], [toHex(kicked)]); // the sender's fresh key is withheld
+  await topology.setPeers(new Map([[toHex(sender), peer]]));
+  await tick();
+  const s = new MediaSender();
+  await s.setKey(2, 1, held);
+  const forged = await s.protect("opus", new Uint8Array([0x78, 6, 6])); // the kicked member, through a hostile SFU
+  assert.ok(forged);
+  assert.equal(opened(await receivers.open(2, "opus", forged, 1000 + SUPERSEDED_MAX_MS)), "no-key");
+  await topology.close();
 });

@@ -133,6 +133,9 @@ export class SfuTopology implements Topology {
       const usable = [...this.ctx.keys.usable(memberHex)].sort((a, b) => a.epoch - b.epoch);
       const keys = this.ctx.keys;
       const current = keys.currentOf === undefined ? (usable.at(-1) ?? null) : keys.currentOf(memberHex);
+      // §15.5: a leave made its key stale (its fresh one is on its way): whatever the worker
+      // holds for it is superseded now — also when the leaver was never one of our peers.
+      if (keys.currentOf !== undefined && current === null && usable.length > 0) await this.keys.supersede(peer.index);
       const held = this.#installed.get(memberHex) ?? new Set<number>();
       this.#installed.set(memberHex, held);
       for (const k of usable) {
