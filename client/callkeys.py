@@ -121,6 +121,8 @@ class CallKeys:
         self._previous: dict[bytes, SenderKey] = {}
         self._stale: set[bytes] = set()
         self._changes: list[tuple[int, str]] = []  # (version, "join" | "leave")
+        # The newest change no longer in _changes: keys sealed before it cannot be judged.
+        self._forgotten = -1
         self.listeners: list[Callable[[bytes], None]] = []  # called with whose key changed
 
     def baseline(self, version: int) -> None:
@@ -146,7 +148,9 @@ class CallKeys:
             return
         kind = "leave" if left else "join"
         self._changes.append((version, kind))
-        del self._changes[:-CHANGES_KEPT]
+        if len(self._changes) > CHANGES_KEPT:
+            self._forgotten = self._changes[-CHANGES_KEPT - 1][0]
+            del self._changes[:-CHANGES_KEPT]
         self.previous_own = self.own
         if kind == "leave":
             self.own = SenderKey(self.own.epoch + 1, self._random_key())
@@ -182,6 +186,8 @@ class CallKeys:
         """Take a key ``sender`` sealed to us; True if it is news (a newer epoch)."""
         if len(message.key) != crypto.KEY_LEN or not 0 <= message.epoch <= self.max_epoch:
             return False
+        if message.at_version < self._forgotten:
+            return False  # sealed before changes we no longer know of (a leave among them?)
         key = SenderKey(message.epoch, message.key)
         for version, kind in self._changes:
             if message.at_version < version <= self.version:

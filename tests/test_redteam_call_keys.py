@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from test_redteam_sfu_limits import _Sink
 
-from client.callkeys import CallKeys, MediaKeyMessage, SenderKey
+from client.callkeys import CHANGES_KEPT, CallKeys, MediaKeyMessage, SenderKey
 from client.e2ee_media import MEDIA_SUITE
 from client.sframe import KeyUsage, SFrameContext, UnknownKeyError, protect_frame, unprotect_frame
 from client.sfu_topology import SUPERSEDED_MAX_SECONDS, MediaKeyRing, SfuTopology
@@ -109,3 +109,20 @@ def _sending(kid: int, key: bytes) -> SFrameContext:
     ctx = SFrameContext(MEDIA_SUITE)
     ctx.add_key(kid, key, usage=KeyUsage.ENCRYPT)
     return ctx
+
+
+def test_a_key_sealed_before_the_changes_kept_is_refused() -> None:
+    """A server withholds every key Bob seals to Alice through more membership changes than
+    she keeps, then replays his first one (same joins, so the link matches): she can no
+    longer tell whether a leave superseded it, so it is refused, never taken as current."""
+    keys = CallKeys(ME)
+    keys.baseline(0)
+    first = SenderKey(0, b"\x05" * 32)
+    keys.membership(1, [], [LEAVER])
+    for version in range(2, CHANGES_KEPT + 3):
+        keys.membership(version, [bytes([version % 250 + 6]) * 32], [])
+    assert not keys.receive(SENDER, MediaKeyMessage(first.epoch, first.key, 0))
+    assert keys.current(SENDER) is None and keys.usable(SENDER) == []
+    # One sealed within what she keeps is taken.
+    fresh = SenderKey(1, b"\x06" * 32)
+    assert keys.receive(SENDER, MediaKeyMessage(fresh.epoch + 1000, fresh.key, CHANGES_KEPT + 2))

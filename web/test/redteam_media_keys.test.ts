@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { toHex } from "../src/protocol/bytes.ts";
 import { ratchetSenderKey } from "../src/protocol/calls.ts";
-import { CallKeys } from "../src/call/keys.ts";
+import { CHANGES_KEPT, CallKeys } from "../src/call/keys.ts";
 import { SfuTopology } from "../src/call/sfu.ts";
 import type { Peer, TopologyContext } from "../src/call/topology.ts";
 import type { MediaKeys } from "../src/media/media_keys.ts";
@@ -141,4 +141,15 @@ test("redteam: a kick of someone this newcomer never connected to still retires,
   assert.ok(forged);
   assert.equal(opened(await receivers.open(2, "opus", forged, 1000 + SUPERSEDED_MAX_MS)), "no-key");
   await topology.close();
+});
+
+test("redteam: a key sealed before the changes the page keeps is refused (a leave may have superseded it)", async () => {
+  const keys = new CallKeys(member(1));
+  keys.baseline(0);
+  const sender = toHex(member(2));
+  await keys.membership(1, [], [toHex(member(3))]);
+  for (let v = 2; v < CHANGES_KEPT + 3; v++) await keys.membership(v, [toHex(new Uint8Array(32).fill((v % 250) + 6))], []);
+  assert.equal(await keys.receive(sender, { epoch: 0, key: new Uint8Array(32).fill(5), atVersion: 0 }), false);
+  assert.deepEqual(keys.usable(sender), []);
+  assert.ok(await keys.receive(sender, { epoch: 1001, key: new Uint8Array(32).fill(6), atVersion: CHANGES_KEPT + 2 }));
 });

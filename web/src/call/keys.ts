@@ -43,6 +43,8 @@ export class CallKeys implements SenderKeys {
   private readonly previous = new Map<string, SenderKey>();
   private readonly stale = new Set<string>();
   private readonly changes: [number, "join" | "leave"][] = [];
+  /** The newest change no longer in `changes`: keys sealed before it cannot be judged. */
+  private forgotten = -1;
   private readonly listeners = new Set<(memberHex: string) => void>();
 
   constructor(
@@ -81,7 +83,10 @@ export class CallKeys implements SenderKeys {
     }
     const kind = left.length > 0 ? "leave" : "join";
     this.changes.push([version, kind]);
-    if (this.changes.length > CHANGES_KEPT) this.changes.splice(0, this.changes.length - CHANGES_KEPT);
+    if (this.changes.length > CHANGES_KEPT) {
+      const dropped = this.changes.splice(0, this.changes.length - CHANGES_KEPT);
+      this.forgotten = dropped.at(-1)?.[0] ?? this.forgotten;
+    }
     this.previousOwn = this.own;
     this.own = kind === "leave" ? { epoch: this.own.epoch + 1, key: this.randomKey() } : await ratchetSenderKey(this.own);
     for (const [member, held] of this.peers) {
@@ -116,6 +121,7 @@ export class CallKeys implements SenderKeys {
   /** Take a key `sender` sealed to us; true if it is news (a newer epoch). */
   async receive(sender: string, message: MediaKeyMessage): Promise<boolean> {
     if (message.key.length !== KEY_LEN || !(message.epoch >= 0 && message.epoch <= this.maxEpoch)) return false;
+    if (message.atVersion < this.forgotten) return false; // sealed before changes we no longer know of (a leave among them?)
     let key: SenderKey = { epoch: message.epoch, key: message.key };
     for (const [version, kind] of this.changes) {
       if (message.atVersion < version && version <= this.version) {
