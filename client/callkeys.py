@@ -138,26 +138,32 @@ class CallKeys:
             self._stale.discard(member)
             if had is not None:  # its keys are over (if it joined again too, its new key comes)
                 self._notify(member)
-        if version <= self.version or not (joined or left):
+        if not (joined or left):
             self.version = max(self.version, version)
             return
+        # A change in a state no newer than the last one (a server reordering states, or a
+        # state judged again after a roster change) still moves every key: a leaver must
+        # not keep reading, a joiner must not get the keys from before it joined.
+        late = version <= self.version
+        version = max(version, self.version)
         if self.own.epoch >= self.max_epoch:
             # Moving on would alias a key id (or keep a key a removed member holds): stop.
             self.exhausted = True
             self.version = version
             return
         kind = "leave" if left else "join"
-        self._changes.append((version, kind))
-        if len(self._changes) > CHANGES_KEPT:
-            self._forgotten = self._changes[-CHANGES_KEPT - 1][0]
-            del self._changes[:-CHANGES_KEPT]
+        if not late:
+            self._changes.append((version, kind))
+            if len(self._changes) > CHANGES_KEPT:
+                self._forgotten = self._changes[-CHANGES_KEPT - 1][0]
+                del self._changes[:-CHANGES_KEPT]
         self.previous_own = self.own
         if kind == "leave":
             self.own = SenderKey(self.own.epoch + 1, self._random_key())
         else:
             self.own = self.own.ratchet()
         for member, held in self._peers.items():
-            if held.as_of < version:
+            if held.as_of < version or late:
                 self._advance(member, held, kind, version)
         self.version = version
         self._notify(self.me)

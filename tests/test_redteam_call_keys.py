@@ -126,3 +126,28 @@ def test_a_key_sealed_before_the_changes_kept_is_refused() -> None:
     # One sealed within what she keeps is taken.
     fresh = SenderKey(1, b"\x06" * 32)
     assert keys.receive(SENDER, MediaKeyMessage(fresh.epoch + 1000, fresh.key, CHANGES_KEPT + 2))
+
+
+def test_a_leave_or_join_in_a_state_no_newer_than_the_last_still_moves_every_key() -> None:
+    """A server shows a kick (or a join) in a call state whose version is not above the
+    last one (reordered states; or the same state judged again after a roster change made
+    a seat fail). Before, the keys did not move: everyone kept sending under keys the
+    removed member holds, and sealed a joiner keys from before it joined."""
+    keys = CallKeys(ME)
+    keys.baseline(0)
+    bobs = SenderKey(0, b"\x02" * 32)
+    assert keys.receive(SENDER, MediaKeyMessage(bobs.epoch, bobs.key, 0))
+    keys.membership(5, [JOINER1], [])
+    ours, theirs = keys.own, keys.current(SENDER)
+    assert theirs == bobs.ratchet()
+    keys.membership(5, [], [LEAVER])  # the same version (or an older one)
+    assert keys.own.epoch == ours.epoch + 1 and keys.own.key not in (ours.key, ours.ratchet().key)
+    assert keys.current(SENDER) is None  # superseded: the leaver held it
+    # The sender's fresh key after that leave (sealed at the same version) is taken.
+    fresh = SenderKey(2, b"\x04" * 32)
+    assert keys.receive(SENDER, MediaKeyMessage(fresh.epoch, fresh.key, 5))
+    assert keys.current(SENDER) == fresh
+    # A joiner shown in an older state: every key ratchets, ours sealed to it is not the old one.
+    before = keys.own
+    keys.membership(3, [JOINER2], [])
+    assert keys.own == before.ratchet() and keys.current(SENDER) == fresh.ratchet()

@@ -153,3 +153,23 @@ test("redteam: a key sealed before the changes the page keeps is refused (a leav
   assert.deepEqual(keys.usable(sender), []);
   assert.ok(await keys.receive(sender, { epoch: 1001, key: new Uint8Array(32).fill(6), atVersion: CHANGES_KEPT + 2 }));
 });
+
+test("redteam: a leave or join in a call state no newer than the last still moves every key", async () => {
+  const keys = new CallKeys(member(1));
+  keys.baseline(0);
+  const sender = toHex(member(2));
+  const bobs = { epoch: 0, key: new Uint8Array(32).fill(2) };
+  assert.ok(await keys.receive(sender, { ...bobs, atVersion: 0 }));
+  await keys.membership(5, [toHex(member(4))], []);
+  const ours = keys.own;
+  await keys.membership(5, [], [toHex(member(3))]); // a kick shown at the same (or an older) version
+  assert.equal(keys.own.epoch, ours.epoch + 1);
+  assert.notDeepEqual(keys.own.key, ours.key);
+  assert.equal(keys.currentOf(sender), null, "superseded: the leaver held it");
+  const fresh = { epoch: 2, key: new Uint8Array(32).fill(4) };
+  assert.ok(await keys.receive(sender, { ...fresh, atVersion: 5 }));
+  const before = keys.own;
+  await keys.membership(3, [toHex(member(5))], []); // a joiner shown in an older state
+  assert.deepEqual(keys.own, await ratchetSenderKey(before));
+  assert.deepEqual(keys.currentOf(sender), await ratchetSenderKey(fresh));
+});

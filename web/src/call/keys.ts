@@ -72,25 +72,32 @@ export class CallKeys implements SenderKeys {
       this.stale.delete(member);
       if (had !== undefined) this.notify(member);
     }
-    if (version <= this.version || (joined.length === 0 && left.length === 0)) {
+    if (joined.length === 0 && left.length === 0) {
       this.version = Math.max(this.version, version);
       return null;
     }
+    // A change in a state no newer than the last one (a server reordering states, or a state
+    // judged again after a roster change) still moves every key: a leaver must not keep
+    // reading, a joiner must not get the keys from before it joined.
+    const late = version <= this.version;
+    version = Math.max(version, this.version);
     if (this.own.epoch >= this.maxEpoch) {
       this.exhausted = true;
       this.version = version;
       return null;
     }
     const kind = left.length > 0 ? "leave" : "join";
-    this.changes.push([version, kind]);
-    if (this.changes.length > CHANGES_KEPT) {
-      const dropped = this.changes.splice(0, this.changes.length - CHANGES_KEPT);
-      this.forgotten = dropped.at(-1)?.[0] ?? this.forgotten;
+    if (!late) {
+      this.changes.push([version, kind]);
+      if (this.changes.length > CHANGES_KEPT) {
+        const dropped = this.changes.splice(0, this.changes.length - CHANGES_KEPT);
+        this.forgotten = dropped.at(-1)?.[0] ?? this.forgotten;
+      }
     }
     this.previousOwn = this.own;
     this.own = kind === "leave" ? { epoch: this.own.epoch + 1, key: this.randomKey() } : await ratchetSenderKey(this.own);
     for (const [member, held] of this.peers) {
-      if (held.asOf < version) await this.advance(member, held, kind, version);
+      if (held.asOf < version || late) await this.advance(member, held, kind, version);
     }
     this.version = version;
     this.notify(this.meHex);
