@@ -12,7 +12,7 @@ import { CHANGES_KEPT, CallKeys } from "../src/call/keys.ts";
 import { SfuTopology } from "../src/call/sfu.ts";
 import type { Peer, TopologyContext } from "../src/call/topology.ts";
 import type { MediaKeys } from "../src/media/media_keys.ts";
-import { FrameQueue, MediaReceivers, MediaSender, SUPERSEDED_MAX_MS } from "../src/media/frames.ts";
+import { FrameQueue, HOLD_MS, MediaReceivers, MediaSender, SUPERSEDED_MAX_MS } from "../src/media/frames.ts";
 
 const member = (n: number): Uint8Array => new Uint8Array(32).fill(n);
 const opened = (o: { ok: boolean; drop?: string }): string => (o.ok ? "opened" : (o.drop ?? ""));
@@ -172,4 +172,34 @@ test("redteam: a leave or join in a call state no newer than the last still move
   await keys.membership(3, [toHex(member(5))], []); // a joiner shown in an older state
   assert.deepEqual(keys.own, await ratchetSenderKey(before));
   assert.deepEqual(keys.currentOf(sender), await ratchetSenderKey(fresh));
+});
+
+test("redteam: a publisher's frames under an epoch whose key never comes do not hold up another publisher's in the same slot", async () => {
+  const r = new MediaReceivers();
+  const bobKey = new Uint8Array(32).fill(2);
+  const malloryKey = new Uint8Array(32).fill(3);
+  await r.setKey(2, 0, bobKey, 0);
+  await r.setKey(3, 0, malloryKey, 0);
+  const bob = new MediaSender();
+  await bob.setKey(2, 0, bobKey);
+  const mallory = new MediaSender();
+  await mallory.setKey(3, 5, new Uint8Array(32).fill(9)); // an epoch whose key she never sends
+  const mallory0 = new MediaSender();
+  await mallory0.setKey(3, 0, malloryKey);
+  type F = { source: number; data: Uint8Array };
+  const emitted: string[] = [];
+  const q = new FrameQueue<F>(
+    (f) => r.open(f.source, "opus", f.data, 0),
+    (f, o) => emitted.push(`${f.source}:${toHex(o.frame)}`),
+    () => {},
+    (f) => f.source,
+  );
+  await q.push({ source: 3, data: (await mallory.protect("opus", new Uint8Array([0x78, 1])))! }, 0);
+  await q.push({ source: 3, data: (await mallory0.protect("opus", new Uint8Array([0x78, 2])))! }, 1);
+  await q.push({ source: 2, data: (await bob.protect("opus", new Uint8Array([0x78, 3])))! }, 2);
+  assert.deepEqual(emitted, ["2:7803"], "Bob's frame at once");
+  assert.equal(q.waiting, 2, "Mallory's frames wait, in order");
+  await q.retry(HOLD_MS);
+  assert.deepEqual(emitted, ["2:7803", "3:7802"]);
+  assert.equal(q.waiting, 0);
 });

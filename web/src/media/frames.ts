@@ -368,6 +368,9 @@ export class SlotPicture {
  * before it; a frame whose key is on its way (Opened.hold) waits up to HOLD_MS, at most
  * HOLD_MAX_FRAMES of them; `retry` (a key arrived, or time passed) opens what waits, in order.
  * Only opened frames are emitted; everything else is dropped, counted by the caller.
+ * With `lane` (the frame's source: a slot may carry several publishers), frames wait only
+ * behind waiting frames of their own lane: one publisher's frames under an epoch whose key
+ * never comes do not hold up another's.
  */
 export class FrameQueue<F> {
   readonly #items: { frame: F; since: number; waited: boolean }[] = [];
@@ -379,6 +382,7 @@ export class FrameQueue<F> {
     readonly open: (frame: F) => Promise<Opened>,
     readonly emit: (frame: F, opened: Opened & { ok: true }) => void,
     readonly drop: (frame: F, opened: Opened & { ok: false }) => void,
+    readonly lane: (frame: F) => number | null = () => null,
   ) {}
 
   get waiting(): number {
@@ -407,11 +411,18 @@ export class FrameQueue<F> {
   }
 
   async #drain(now: number): Promise<void> {
-    while (this.#items.length > 0) {
-      const head = this.#items[0] as { frame: F; since: number; waited: boolean };
+    const waiting = new Set<number | null>(); // lanes whose first frame waits for its key
+    let at = 0;
+    while (at < this.#items.length) {
+      const head = this.#items[at] as { frame: F; since: number; waited: boolean };
+      const lane = this.#lane(head.frame);
+      if (waiting.has(lane)) {
+        at++; // behind a frame of its lane that waits: stays in order
+        continue;
+      }
       const opened = await this.#open(head.frame);
       if (opened.ok) {
-        this.#items.shift();
+        this.#items.splice(at, 1);
         this.#handOut(() => this.emit(head.frame, opened));
         continue;
       }
@@ -421,10 +432,20 @@ export class FrameQueue<F> {
           head.waited = true;
           this.waited++;
         }
-        return; // wait for the key
+        waiting.add(lane); // wait for the key
+        at++;
+        continue;
       }
-      this.#items.shift();
+      this.#items.splice(at, 1);
       this.#handOut(() => this.drop(head.frame, opened));
+    }
+  }
+
+  #lane(frame: F): number | null {
+    try {
+      return this.lane(frame);
+    } catch {
+      return null;
     }
   }
 

@@ -110,6 +110,7 @@ function attach(transformer: RTCRtpScriptTransformer): void {
         countDrop(c, opened.drop);
         c.lastDrop = `${opened.drop}: ${opened.detail} (${f.data.length} bytes)`;
       },
+      (f) => sourceOf(f.frame, publisher), // one publisher's waiting frames never hold up another's
     );
     receiving.set(transformer, queue);
   }
