@@ -194,19 +194,30 @@ class CallKeys:
             return False
         if message.at_version < self._forgotten:
             return False  # sealed before changes we no longer know of (a leave among them?)
-        key = SenderKey(message.epoch, message.key)
+        # Which changes it missed: the joins to ratchet over, up to a leave (the sender
+        # rekeys after that one: the key is only kept as superseded). Judged before any key
+        # is derived, so a message that is no news costs nothing (a flood of them neither).
+        joins, superseded = 0, False
         for version, kind in self._changes:
             if message.at_version < version <= self.version:
-                if kind == "leave":  # the sender rekeys after that leave; wait for it
-                    self._keep_superseded(sender, key)
-                    return False
-                key = key.ratchet()
-        if key.epoch > self.max_epoch:
-            return False  # no key id for it: the sender has to leave the call
-        held = self._peers.get(sender)
-        if held is not None and key.epoch <= held.key.epoch:
+                if kind == "leave":
+                    superseded = True
+                    break
+                joins += 1
+        epoch = message.epoch + joins
+        held, previous = self._peers.get(sender), self._previous.get(sender)
+        if held is not None and epoch <= held.key.epoch:
             return False
-        previous = self._previous.get(sender)
+        if superseded and previous is not None and epoch <= previous.epoch:
+            return False
+        if not superseded and epoch > self.max_epoch:
+            return False  # no key id for it: the sender has to leave the call
+        key = SenderKey(message.epoch, message.key)
+        for _ in range(joins):
+            key = key.ratchet()
+        if superseded:  # the sender rekeys after that leave; wait for it
+            self._keep_superseded(sender, key)
+            return False
         if held is not None and (previous is None or held.key.epoch > previous.epoch):
             self._previous[sender] = held.key
         self._peers[sender] = _Held(key, max(message.at_version, self.version))

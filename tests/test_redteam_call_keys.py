@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from test_redteam_sfu_limits import _Sink
 
+from client import crypto
 from client.callkeys import CHANGES_KEPT, CallKeys, MediaKeyMessage, SenderKey
 from client.e2ee_media import MEDIA_SUITE
 from client.sframe import KeyUsage, SFrameContext, UnknownKeyError, protect_frame, unprotect_frame
@@ -151,3 +152,26 @@ def test_a_leave_or_join_in_a_state_no_newer_than_the_last_still_moves_every_key
     before = keys.own
     keys.membership(3, [JOINER2], [])
     assert keys.own == before.ratchet() and keys.current(SENDER) == fresh.ratchet()
+
+
+def test_key_messages_that_are_no_news_cost_no_key_derivation(monkeypatch: Any) -> None:
+    """Mallory floods Alice with copies of an old key message sealed before many joins
+    (each a fresh box, so each is opened and judged): judging one must not ratchet the key
+    over every join first."""
+    keys = CallKeys(ME)
+    keys.baseline(0)
+    for version in range(1, 501):
+        keys.membership(version, [bytes([version % 250 + 6]) * 32], [])
+    mallorys = SenderKey(0, b"\x07" * 32)
+    assert keys.receive(SENDER, MediaKeyMessage(mallorys.epoch, mallorys.key, 0))
+    derived = [0]
+    real = crypto.hkdf
+
+    def counting(*args: Any, **kwargs: Any) -> bytes:
+        derived[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(crypto, "hkdf", counting)
+    for _ in range(50):
+        assert not keys.receive(SENDER, MediaKeyMessage(mallorys.epoch, mallorys.key, 0))
+    assert derived[0] == 0

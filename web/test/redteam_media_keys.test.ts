@@ -203,3 +203,19 @@ test("redteam: a publisher's frames under an epoch whose key never comes do not 
   assert.deepEqual(emitted, ["2:7803", "3:7802"]);
   assert.equal(q.waiting, 0);
 });
+
+test("redteam: copies of an old key message (a flood) are judged before any key is derived", async () => {
+  const keys = new CallKeys(member(1));
+  keys.baseline(0);
+  for (let v = 1; v <= 500; v++) await keys.membership(v, [toHex(new Uint8Array(32).fill((v % 250) + 6))], []);
+  const sender = toHex(member(2));
+  const old = { epoch: 0, key: new Uint8Array(32).fill(7), atVersion: 0 };
+  let start = performance.now();
+  assert.ok(await keys.receive(sender, old)); // news: ratcheted over 500 joins
+  const once = performance.now() - start;
+  start = performance.now();
+  for (let i = 0; i < 100; i++) assert.equal(await keys.receive(sender, old), false);
+  const flood = performance.now() - start;
+  // (before, each copy derived over every join again: 100 copies took ~30 times one derivation)
+  assert.ok(flood < 5 * once, `100 copies took ${flood.toFixed(1)} ms, one derivation over the joins ${once.toFixed(1)} ms`);
+});

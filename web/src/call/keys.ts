@@ -129,20 +129,32 @@ export class CallKeys implements SenderKeys {
   async receive(sender: string, message: MediaKeyMessage): Promise<boolean> {
     if (message.key.length !== KEY_LEN || !(message.epoch >= 0 && message.epoch <= this.maxEpoch)) return false;
     if (message.atVersion < this.forgotten) return false; // sealed before changes we no longer know of (a leave among them?)
-    let key: SenderKey = { epoch: message.epoch, key: message.key };
+    // Which changes it missed: the joins to ratchet over, up to a leave (the sender rekeys after
+    // that one: the key is only kept as superseded). Judged before any key is derived, so a
+    // message that is no news costs nothing (a flood of them neither).
+    let joins = 0;
+    let superseded = false;
     for (const [version, kind] of this.changes) {
       if (message.atVersion < version && version <= this.version) {
         if (kind === "leave") {
-          this.keepSuperseded(sender, key);
-          return false;
+          superseded = true;
+          break;
         }
-        key = await ratchetSenderKey(key);
+        joins++;
       }
     }
-    if (key.epoch > this.maxEpoch) return false;
+    const epoch = message.epoch + joins;
     const held = this.peers.get(sender);
-    if (held !== undefined && key.epoch <= held.key.epoch) return false;
     const previous = this.previous.get(sender);
+    if (held !== undefined && epoch <= held.key.epoch) return false;
+    if (superseded && previous !== undefined && epoch <= previous.epoch) return false;
+    if (!superseded && epoch > this.maxEpoch) return false;
+    let key: SenderKey = { epoch: message.epoch, key: message.key };
+    for (let i = 0; i < joins; i++) key = await ratchetSenderKey(key);
+    if (superseded) {
+      this.keepSuperseded(sender, key);
+      return false;
+    }
     if (held !== undefined && (previous === undefined || held.key.epoch > previous.epoch)) this.previous.set(sender, held.key);
     this.peers.set(sender, { key, asOf: Math.max(message.atVersion, this.version) });
     this.stale.delete(sender);
