@@ -301,18 +301,23 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     return flags.host ? "host" : flags.speaker ? "speaker" : "listener";
   }
 
+  /** The name a tile shows for someone (its fingerprint sits beside it). */
+  private shownName(memberHex: string): string {
+    return this.names.get(memberHex) ?? this.fingerprints.get(memberHex) ?? memberHex.slice(0, 8);
+  }
+
   private participant(memberHex: string): ParticipantView {
     const seat = this.seats.get(memberHex);
     const flags = this.flags.get(memberHex);
     const me = memberHex === this.meHex;
     return {
       memberHex,
-      name: me ? this.names.get(memberHex) ?? "You" : this.names.get(memberHex) ?? this.fingerprints.get(memberHex) ?? memberHex.slice(0, 8),
+      name: me ? this.names.get(memberHex) ?? "You" : this.shownName(memberHex),
       fingerprint: this.fingerprints.get(memberHex) ?? "",
       me,
       seat: this.seatOf(memberHex, flags, seat?.status ?? "joined"),
       muted: me ? !this.sending.audio : (flags?.muted ?? false) || (flags?.micOff ?? false),
-      mutedBy: flags?.muted && flags.mutedBy !== null ? this.label(hexOf(flags.mutedBy)) : null,
+      mutedBy: flags?.muted && flags.mutedBy !== null ? this.shownName(hexOf(flags.mutedBy)) : null,
       cameraOff: me ? !this.sending.camera : this.tracks.get(memberHex)?.camera === undefined || (flags?.cameraOff ?? false),
       hand: flags?.handRaised ?? false,
       speaking: this.speaker === memberHex,
