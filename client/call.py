@@ -161,6 +161,7 @@ class CallOptions:
     record: str | None = None
     relay_only: bool = False  # every connection through the TURN server (client.ice)
     screen: str | None = None  # a screen to share: "test" or a media file
+    muted: bool = False  # join with the microphone off (said with a signed "mic-off")
 
 
 @dataclass
@@ -281,7 +282,11 @@ def sign_action(
 
 
 def _seat_actions(state: CallState) -> list[CallAction | None]:
-    return [a for p in state.participants for a in (p.join, p.admission, p.mute, p.hand, p.stage)]
+    return [
+        a
+        for p in state.participants
+        for a in (p.join, p.admission, p.mute, p.hand, p.stage, p.mic, p.camera)
+    ]
 
 
 def now_ms() -> int:
@@ -384,6 +389,10 @@ class CallClient:
         # The newest verified mute and stage action seen on each join (member, join nonce,
         # field): a server showing an older one again cannot undo what a host signed.
         self._pinned: dict[tuple[bytes, bytes, str], CallAction] = {}
+        # Our own "mic-off"/"camera-off" said for a join of ours (field -> join nonce): once
+        # per join, so a later "salon mic on" is not overruled.
+        self._said: dict[str, bytes] = {}
+        self._saying: set[asyncio.Task[None]] = set()
         self._barred_noted: set[bytes] = set()  # signatures of restrictions announced
         self._pending: list[tuple[float, CallSignal]] = []
         self._knocks_seen: dict[bytes, int] = {}  # a lobby seat's join sig -> first seen (ms)
@@ -849,6 +858,7 @@ class CallClient:
             flags = self.flags.get(member)
             if flags is not None:
                 stats.muted, stats.hand_raised = flags.muted, flags.hand_raised
+                stats.mic_off, stats.camera_off = flags.mic_off, flags.camera_off
                 stats.role = "host" if flags.host else "speaker" if flags.speaker else "listener"
         self._update_code()
         await self._retry_pending()
@@ -902,7 +912,7 @@ class CallClient:
         """The seat with its mute and stage actions no older than the newest this device
         verified on this join: only a later signed action (unmute, promote) changes them."""
         changes = {}
-        for field in ("mute", "stage"):
+        for field in ("mute", "stage", "mic", "camera"):
             key = (seat.member, seat.join.nonce, field)
             shown: CallAction | None = getattr(seat, field)
             pinned = self._pinned.get(key)
@@ -917,6 +927,12 @@ class CallClient:
         """Whether a verified ``action`` is one that sets ``field`` of this join."""
         if field == "mute" and action.action == "mute-all":
             return action.target == b"" and self.valid(action)
+        if field in ("mic", "camera"):  # the member's own word, about itself
+            return (
+                action.action in (f"{field}-off", f"{field}-on")
+                and action.actor == action.target == seat.member
+                and self.valid(action)
+            )
         names = ("mute", "unmute") if field == "mute" else ("promote", "demote")
         return (
             action.action in names
@@ -1090,15 +1106,52 @@ class CallClient:
             flags.hand_raised,
             role,
         )
+        was_off = self.stats.mic_off, self.stats.camera_off
+        self.stats.mic_off, self.stats.camera_off = flags.mic_off, flags.camera_off
+        if was_off != (flags.mic_off, flags.camera_off) and self.me_admitted:
+            mic = "off" if flags.mic_off else "on"
+            camera = "off" if flags.camera_off else "on"
+            self.note(f"your microphone is {mic}, your camera {camera} (others see this)")
+        self._say_self_state(flags)
         if flags.muted and not was_muted:
             by = self.label(flags.muted_by) if flags.muted_by else "a host"
             self.note(f"{by} muted you: your audio is no longer sent")
         if was_role != role and self.me_admitted and (role == "listener" or was_role == "listener"):
             self.note(f"you are a {role} now" + (": your media is sent" if flags.speaker else ""))
-        video, audio = flags.speaker, flags.speaker and not flags.muted
+        # A host's mute and our own "mic-off" each stop our audio; only a host lifts theirs.
+        video = flags.speaker and not flags.camera_off
+        audio = flags.speaker and not flags.muted and not flags.mic_off
         self.topology.set_sending(video=video, audio=audio)
         if self._retiring is not None:
             self._retiring.topology.set_sending(video=video, audio=audio)
+
+    def _say_self_state(self, flags: SeatFlags) -> None:
+        """Joined without a microphone (``--muted``, ``--audio none``) or a camera (``--video
+        none``): tell the others, with our signed "mic-off"/"camera-off", once per join."""
+        seat = self.seats.get(self.me)
+        if seat is None or seat.status != "joined" or seat.join.nonce != self.my_join_nonce:
+            return
+        wanted: list[ActionName] = []
+        if (self.options.muted or self.options.audio == "none") and not flags.mic_off:
+            wanted.append("mic-off")
+        if self.options.video == "none" and not flags.camera_off:
+            wanted.append("camera-off")
+        for name in wanted:
+            field = name.split("-")[0]
+            if self._said.get(field) == self.my_join_nonce:
+                continue
+            self._said[field] = self.my_join_nonce
+            task = asyncio.create_task(self._say(name))
+            self._saying.add(task)
+            task.add_done_callback(self._saying.discard)
+
+    async def _say(self, name: ActionName) -> None:
+        action = sign_action(self.session, self.room_id, self.call_id, name, self.me)
+        conn = self.session.conn
+        try:
+            await conn.request(ActInCall(conn.next_id(), self.room_id, action), Done)
+        except ClientError as exc:
+            self.note(f"could not tell the others your {name.split('-')[0]} is off: {exc}")
 
     def _knock_problem(self, seat: CallParticipant) -> str | None:
         seen = self._knocks_seen.get(seat.join.sig, now_ms())
@@ -1141,6 +1194,10 @@ class CallClient:
         texts = {
             "hand-up": f"{who} raised a hand",
             "hand-down": f"{who} lowered their hand",
+            "mic-off": f"{who} turned their microphone off",
+            "mic-on": f"{who} turned their microphone on",
+            "camera-off": f"{who} turned their camera off",
+            "camera-on": f"{who} turned their camera on",
             "lower-hand": f"{who} lowered "
             + ("your hand" if action.target == self.me else f"{target}'s hand"),
             "mute": f"{who} muted {target}",
@@ -1381,6 +1438,7 @@ class CallClient:
             picture.encryption = self.topology.encryption
         picture.code = self.stats.verification_codes[-1] if self.stats.verification_codes else None
         picture.me_muted, picture.me_hand = self.stats.muted, self.stats.hand_raised
+        picture.me_mic_off, picture.me_camera_off = self.stats.mic_off, self.stats.camera_off
         picture.me_role = self.stats.role
         for member in self.admitted:
             stats = self._peer_stats(member)
@@ -1397,6 +1455,8 @@ class CallClient:
                     video_frames=stats.video_frames_decoded,
                     audio_frames=stats.audio_frames_decoded,
                     active_speaker=member == self.speaker,
+                    mic_off=stats.mic_off,
+                    camera_off=stats.camera_off,
                 )
             )
         picture.lobby = [
@@ -1466,19 +1526,25 @@ async def moderate(
 
 async def raise_hand(session: SpaceSession, room: RoomView, up: bool) -> str:
     """``salon hand``: raise or lower your own hand in the call you are in."""
+    await say_self_state(session, room, "hand-up" if up else "hand-down")
+    return f"hand {'raised' if up else 'lowered'} in {room.name!r}."
+
+
+async def say_self_state(session: SpaceSession, room: RoomView, name: ActionName) -> None:
+    """Sign and send one self-state action (hand, microphone, camera) in the call you are
+    in: ``salon hand``, ``salon mic``, ``salon camera``. A running ``salon call`` of yours
+    follows its own "mic-off"/"camera-off" (it stops sending that medium)."""
     state = await current_call(session, room)
     if session.member_key not in {p.member for p in state.participants}:
         raise CallError(
             f"you are not in the call in {room.name!r}; join it with 'salon call' first", 1
         )
-    name: ActionName = "hand-up" if up else "hand-down"
     signed = sign_action(session, room.room_id, state.call_id, name, session.member_key)
     conn = session.conn
     try:
         await conn.request(ActInCall(conn.next_id(), room.room_id, signed), Done)
     except ServerError as exc:
         raise CallError(f"the server refused: {exc}", 1) from None
-    return f"hand {'raised' if up else 'lowered'} in {room.name!r}."
 
 
 __all__ = [
@@ -1489,5 +1555,6 @@ __all__ = [
     "MediaUnavailable",
     "moderate",
     "raise_hand",
+    "say_self_state",
     "sign_action",
 ]

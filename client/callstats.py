@@ -6,6 +6,7 @@ JSON (PRODUCT.md / issue 4)::
      "ended_reason": "duration"|"removed"|"ended"|"denied"|"interrupted"|"key-ids-exhausted",
      "participants": [{"display_name", "fingerprint", "video_frames_decoded",
                        "audio_frames_decoded", "decrypt_failures", "muted", "hand_raised",
+                       "mic_off", "camera_off",
                        ...}, ...one per remote participant seen]}
 
 Each participant entry also has: ``role`` (host, speaker or listener), ``connection`` (the
@@ -14,7 +15,10 @@ pair's last state: connected, failed, refused, ...) with ``connection_detail``,
 test pattern's colour), ``video_frames_dropped`` and ``audio_frames_dropped`` (frames that
 arrived from a muted or non-speaking sender and were discarded), and
 ``first_video_frame_ms`` (from our join request to the first frame decoded from them).
-The top level also has ``call_id``, ``self`` (our own muted / hand / role / admitted),
+``muted`` is a host's signed mute; ``mic_off`` and ``camera_off`` are the participant's own
+signed word ("mic-off", "camera-off": muted by themselves, camera off).
+The top level also has ``call_id``, ``self`` (our own muted / hand / mic_off / camera_off / role /
+admitted),
 ``rejected_actions`` and ``rejected_signals`` (messages that failed end-to-end checks),
 ``topologies`` (every topology the call ran on, in order: ``["mesh", "sfu", "mesh"]``),
 ``key_changes`` (each membership change that moved the media keys on: ``kind`` join or
@@ -66,8 +70,10 @@ class PeerStats:
     video_frames_dropped: int = 0
     audio_frames_dropped: int = 0
     decrypt_failures: int = 0
-    muted: bool = False
+    muted: bool = False  # by a host (signed "mute")
     hand_raised: bool = False
+    mic_off: bool = False  # their own word (a signed "mic-off" by them)
+    camera_off: bool = False
     role: str = "speaker"
     connection: str = "waiting"
     connection_detail: str = ""
@@ -86,6 +92,8 @@ class PeerStats:
             "decrypt_failures": self.decrypt_failures,
             "muted": self.muted,
             "hand_raised": self.hand_raised,
+            "mic_off": self.mic_off,
+            "camera_off": self.camera_off,
             "role": self.role,
             "connection": self.connection,
             "connection_detail": self.connection_detail,
@@ -113,6 +121,8 @@ class CallStats:
     rejected_signals: int = 0
     muted: bool = False
     hand_raised: bool = False
+    mic_off: bool = False
+    camera_off: bool = False
     role: str = "speaker"
     admitted: bool = False
     topologies: list[str] = field(default_factory=list)
@@ -137,6 +147,8 @@ class CallStats:
             "self": {
                 "muted": self.muted,
                 "hand_raised": self.hand_raised,
+                "mic_off": self.mic_off,
+                "camera_off": self.camera_off,
                 "role": self.role,
                 "admitted": self.admitted,
             },

@@ -26,15 +26,17 @@ class Row:
     role: str
     connection: str
     level_dbfs: float
-    muted: bool
+    muted: bool  # by a host
     hand_raised: bool
     video_frames: int
     audio_frames: int
     active_speaker: bool = False  # the SFU's pick, from audio levels
+    mic_off: bool = False  # muted by themselves (their signed "mic-off")
+    camera_off: bool = False
 
     @property
     def speaking(self) -> bool:
-        return not self.muted and self.level_dbfs > SPEAKING_DBFS
+        return not (self.muted or self.mic_off) and self.level_dbfs > SPEAKING_DBFS
 
 
 @dataclass
@@ -47,6 +49,8 @@ class CallPicture:
     code: str | None = None
     locked: bool = False
     me_muted: bool = False
+    me_mic_off: bool = False
+    me_camera_off: bool = False
     me_hand: bool = False
     me_role: str = "speaker"
     rows: list[Row] = field(default_factory=list)
@@ -86,6 +90,10 @@ def _row_text(row: Row) -> str:
         flags.append("speaking")
     if row.muted:
         flags.append("muted")
+    elif row.mic_off:
+        flags.append("muted (self)")
+    if row.camera_off:
+        flags.append("camera off")
     if row.hand_raised:
         flags.append("hand raised")
     flags.append(f"{row.video_frames} video / {row.audio_frames} audio frames")
@@ -144,7 +152,8 @@ class LiveDisplay:
         header.append(f"\nencryption: {p.encryption}")
         header.append("\nverification code: ")
         header.append(p.code or "waiting for everyone's keys", style="bold cyan")
-        you = [p.me_role, "muted" if p.me_muted else "mic on"]
+        mic = "muted" if p.me_muted else "mic off" if p.me_mic_off else "mic on"
+        you = [p.me_role, mic] + (["camera off"] if p.me_camera_off else [])
         if p.me_hand:
             you.append("hand raised")
         if p.locked:
@@ -154,7 +163,9 @@ class LiveDisplay:
         for column in ("participant", "fingerprint", "role", "link", "audio", "", "video"):
             table.add_column(column)
         for row in p.rows:
-            level = "muted" if row.muted else _meter(row.level_dbfs)
+            level = (
+                "muted" if row.muted else "muted (self)" if row.mic_off else _meter(row.level_dbfs)
+            )
             table.add_row(
                 f"▶ {row.name}" if row.active_speaker else row.name,
                 row.fingerprint,
@@ -162,7 +173,7 @@ class LiveDisplay:
                 row.connection,
                 level,
                 "✋" if row.hand_raised else "",
-                str(row.video_frames),
+                "camera off" if row.camera_off else str(row.video_frames),
             )
         parts: list[Any] = [header, table]
         if p.lobby:

@@ -972,7 +972,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_chat_commands(sub, command, with_json, group)
 
-    from client.cli_call import add_call_commands  # call, mod, hand
+    from client.cli_call import add_call_commands  # call, mod, hand, mic, camera
 
     add_call_commands(sub, command)
 

@@ -1,5 +1,5 @@
-"""``salon call``, ``salon mod`` and ``salon hand`` (PRODUCT.md is the contract).
-
+"""``salon call``, ``salon mod``, ``salon hand``, ``salon mic`` and ``salon camera`` (PRODUCT.md
+is the contract).
 :func:`add_call_commands` adds them to the ``salon`` parser. Like every command, a user
 mistake or a refusal ends with ``error: <one line>`` on stderr and a non-zero exit:
 ``salon call`` exits 5 when a host removed, banned or denied you (or the call is locked or
@@ -50,6 +50,7 @@ async def cmd_call(args: argparse.Namespace) -> int:
         args.record,
         relay_only=args.relay_only,
         screen=args.screen,
+        muted=args.muted,
     )
     async with session_for(args) as session:
         room = resolve_room(session, args.room, ("conference",))
@@ -83,6 +84,25 @@ async def cmd_mod(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_device(args: argparse.Namespace) -> int:
+    """``salon mic`` / ``salon camera``: turn your own microphone or camera on or off in the
+    call you are in (your running ``salon call`` follows; everyone sees it)."""
+    from client.call import say_self_state
+    from client.cli import emit_json, session_for
+    from client.rooms import resolve_room
+
+    device = args.device
+    async with session_for(args) as session:
+        room = resolve_room(session, args.room, ("conference",))
+        await say_self_state(session, room, f"{device}-{args.state}")  # type: ignore[arg-type]
+    done = f"{'microphone' if device == 'mic' else 'camera'} {args.state} in {room.name!r}."
+    if args.json:
+        emit_json({"room_id": room.room_id, device: args.state, "done": done})
+    else:
+        print(done, file=sys.stderr)
+    return 0
+
+
 async def cmd_hand(args: argparse.Namespace) -> int:
     from client.call import raise_hand
     from client.cli import emit_json, session_for
@@ -99,8 +119,8 @@ async def cmd_hand(args: argparse.Namespace) -> int:
 
 
 def add_call_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
-    """Add ``call``, ``mod`` and ``hand`` to the ``salon`` subcommands (``call`` has no
-    ``--json``: its live view is for people, ``--stats`` writes the JSON)."""
+    """Add ``call``, ``mod``, ``hand``, ``mic`` and ``camera`` to the ``salon`` subcommands
+    (``call`` has no ``--json``: its live view is for people, ``--stats`` writes the JSON)."""
     from client.cli import MEMBER_HELP, SPACE_HELP, with_json
 
     conference = "the conference room: its name or id"
@@ -136,6 +156,11 @@ def add_call_commands(sub: Any, command: Callable[..., argparse.ArgumentParser])
         action="store_true",
         help="send all media through the server's TURN relay (ICE policy 'relay')",
     )
+    p.add_argument(
+        "--muted",
+        action="store_true",
+        help="join with your microphone off (others see you muted; 'salon mic ... on' unmutes)",
+    )
 
     p = with_json(
         command(
@@ -164,3 +189,17 @@ def add_call_commands(sub: Any, command: Callable[..., argparse.ArgumentParser])
     p.add_argument("space", help=SPACE_HELP)
     p.add_argument("room", help=conference)
     p.add_argument("direction", choices=["up", "down"], help="raise (up) or lower (down)")
+
+    for device, what in (("mic", "microphone"), ("camera", "camera")):
+        p = with_json(
+            command(
+                device,
+                cmd_device,
+                help=f"turn your {what} off or on in a call (everyone sees it)",
+                example=f'salon {device} "Town hall" townhall off',
+            )
+        )
+        p.add_argument("space", help=SPACE_HELP)
+        p.add_argument("room", help=conference)
+        p.add_argument("state", choices=["off", "on"], help=f"your {what}: off or on")
+        p.set_defaults(device=device)

@@ -22,7 +22,11 @@ from protocol.conference_wire import (
 )
 from protocol.records import ROLE_RANK, Role, RoomCreate, verify_signature
 
-SELF_ACTIONS: Final[frozenset[str]] = frozenset({"join", "hand-up", "hand-down"})
+# What a member says about itself: its join, and its self-state (hand, microphone, camera).
+SELF_STATE: Final[frozenset[str]] = frozenset(
+    {"hand-up", "hand-down", "mic-off", "mic-on", "camera-off", "camera-on"}
+)
+SELF_ACTIONS: Final[frozenset[str]] = SELF_STATE | {"join"}
 # Host actions about one member; the target may not outrank the actor.
 TARGETED: Final[frozenset[str]] = frozenset(
     {"mute", "unmute", "kick", "ban", "unban", "admit", "deny", "promote", "demote", "lower-hand"}
@@ -172,6 +176,10 @@ class SeatFlags:
     muted_by: bytes | None
     hand_raised: bool
     speaker: bool
+    # The member's own word (a signed "mic-off"/"camera-off" by itself): shown to others,
+    # never lifting ``muted`` (a host's mute, undone only by a host).
+    mic_off: bool = False
+    camera_off: bool = False
 
 
 Verifier = Callable[[CallAction], bool]
@@ -228,6 +236,9 @@ def seat_flags(
     )
     hand = seat.hand
     hand_raised = hand is not None and hand.actor == member and ok(hand, "hand-up")
+    mic, camera = seat.mic, seat.camera
+    mic_off = mic is not None and mic.actor == member and ok(mic, "mic-off")
+    camera_off = camera is not None and camera.actor == member and ok(camera, "camera-off")
     stage = seat.stage
     promoted = (
         stage is not None
@@ -242,6 +253,8 @@ def seat_flags(
         muted_by=mute.actor if muted and mute is not None else None,
         hand_raised=hand_raised,
         speaker=not room.stage or host or promoted,
+        mic_off=mic_off,
+        camera_off=camera_off,
     )
 
 

@@ -2,17 +2,17 @@
 them in its unions.
 
 Every change to a call's moderation state is a :class:`CallAction` signed by the member who
-made it: a participant's own join and hand, or a host's mute, admit, kick, and so on. The
-server checks and stores the actions and puts the ones that explain each participant's state
-into every :class:`CallState` it pushes, so a client re-verifies everything it obeys or shows
-against its own verified roster (see :mod:`spaces.conference`).
+made it: a participant's own join, hand, microphone and camera, or a host's mute, admit,
+kick, and so on. The server checks and stores the actions and puts the ones that explain
+each participant's state into every :class:`CallState` it pushes, so a client re-verifies
+everything it obeys or shows against its own verified roster (see :mod:`spaces.conference`).
 
 Requests (client to server), each answered as shown::
 
     GetCall          -> CallInfo      the room's call (an idle one has no participants)
     JoinCall         -> CallJoined    enter the call (or its lobby) with a signed "join"
     LeaveCall        -> Done
-    ActInCall        -> Done          any other signed action (moderation, hands)
+    ActInCall        -> Done          any other signed action (moderation, hands, mic/camera)
     SendCallSignal   -> Done          relay a sealed box to another admitted participant
     SfuOffer         -> SfuAnswer     connect this participant's media to the call's SFU node
 
@@ -35,6 +35,10 @@ ActionName = Literal[
     "join",
     "hand-up",
     "hand-down",
+    "mic-off",
+    "mic-on",
+    "camera-off",
+    "camera-on",
     # hosts (space owners and moderators)
     "mute",
     "unmute",
@@ -129,6 +133,10 @@ class CallParticipant(msgspec.Struct, frozen=True):
     mute: CallAction | None = None  # latest "mute", "unmute" or "mute-all" that covers it
     hand: CallAction | None = None  # latest "hand-up", "hand-down" or "lower-hand"
     stage: CallAction | None = None  # latest "promote" or "demote" (stage rooms)
+    # The member's own word on its microphone and camera (absent: on); distinct from
+    # ``mute``, a host's: a "mic-on" never lifts a host's mute.
+    mic: CallAction | None = None  # latest "mic-off" or "mic-on"
+    camera: CallAction | None = None  # latest "camera-off" or "camera-on"
 
 
 class CallState(msgspec.Struct, frozen=True):

@@ -8,7 +8,8 @@ actor. The same rules run in two places:
 
 - the server (:class:`Conference`) checks each action with :func:`action_problem`
   against its roster, applies it, and keeps, for every participant, the actions that explain
-  its state (its join, a host's admission, the mute, the hand, the stage role);
+  its state (its join, a host's admission, the mute, the hand, the stage role, and the
+  member's own word on its microphone and camera);
 - every client re-checks those actions against *its own* verified roster with
   :func:`action_problem` and derives what it shows and obeys with :func:`seat_flags`, so a
   server that forges or replays a moderator event is ignored (DESIGN §1.3).
@@ -78,6 +79,8 @@ class Seat:
     mute: CallAction | None = None
     hand: CallAction | None = None
     stage: CallAction | None = None
+    mic: CallAction | None = None  # the member's own "mic-off"/"mic-on"
+    camera: CallAction | None = None  # and "camera-off"/"camera-on"
 
     def wire(self) -> CallParticipant:
         return CallParticipant(
@@ -89,6 +92,8 @@ class Seat:
             self.mute,
             self.hand,
             self.stage,
+            self.mic,
+            self.camera,
         )
 
 
@@ -237,9 +242,10 @@ class Conference:
         existing = self.seats.get(member)
         if existing is not None:
             # A new join is a new incarnation: what hosts did to the old one (an admission,
-            # a promotion) named the old join, and clients no longer count it.
+            # a promotion) named the old join, and clients no longer count it. Its microphone
+            # and camera start on again; a client joining with them off says so next.
             existing.join = action
-            existing.admission = existing.stage = None
+            existing.admission = existing.stage = existing.mic = existing.camera = None
             # A new incarnation starts its media keys afresh at epoch 0: give it a new sender
             # index, so no SFrame key id ever names two keys in one call (no aliasing).
             existing.index = self._next_index
@@ -283,6 +289,10 @@ class Conference:
         change = Change(action=action)
         if name in ("hand-up", "hand-down"):
             self._seat(action.actor, "joined").hand = action
+        elif name in ("mic-off", "mic-on"):
+            self._seat(action.actor, "joined").mic = action
+        elif name in ("camera-off", "camera-on"):
+            self._seat(action.actor, "joined").camera = action
         elif name == "lower-hand":
             self._seat(target, "joined").hand = action
         elif name in ("mute", "unmute"):

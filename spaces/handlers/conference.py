@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from protocol.conference_rules import SELF_STATE
 from protocol.conference_wire import (
     ActInCall,
     CallAction,
@@ -35,18 +36,23 @@ from protocol.conference_wire import (
     LeaveCall,
     SendCallSignal,
 )
-from protocol.errors import Forbidden, InvalidMessage, NotFound, TooLarge
+from protocol.errors import Forbidden, InvalidMessage, NotFound, RateLimited, TooLarge
 from protocol.forks import HEAD_HASH_LEN
 from protocol.records import HASH_WINDOW, Role, Roster
 from protocol.wire import Done, encoder
 from spaces.conference import Change, Conference
 from spaces.config import Config
 from spaces.hub import Hub, Subscriber
+from spaces.limits import KeyedLimiter
 from spaces.membership import Membership
 from spaces.services import CONFERENCE_STORE, CONFIG, HUB, MEMBERSHIP, Caller, add_routes
 from spaces.storage.interfaces import ConferenceStore
 
 log = logging.getLogger(__name__)
+# A member's self-state actions (hand, microphone, camera: SELF_STATE) per room: each is
+# pushed to every participant, so a few toggles in a row, no stream.
+SELF_STATE_PER_SECOND = 2.0
+SELF_STATE_BURST = 10
 CallKey = tuple[str, str]  # (space id, room id)
 
 
@@ -91,6 +97,7 @@ class Conferences:
         self._calls: dict[CallKey, Conference] = {}
         self._sessions: dict[CallKey, dict[bytes, Subscriber]] = {}
         self._creating: dict[CallKey, asyncio.Lock] = {}
+        self._self_state = KeyedLimiter(SELF_STATE_PER_SECOND, SELF_STATE_BURST, clock)
         # Told of every change before it is announced (the SFU side follows calls this way).
         self.observers: list[Callable[[Conference, Roster, Change], None]] = []
         self.sfu_available: Callable[[], bool] = lambda: False
@@ -227,9 +234,13 @@ class Conferences:
         return Done(message.id)
 
     async def act(self, subscriber: Subscriber, message: ActInCall) -> Done:
+        action = message.action
+        if action.action in SELF_STATE and not self._self_state.allow(
+            f"{subscriber.space_id}/{message.room_id}/{subscriber.member.hex()}"
+        ):
+            raise RateLimited("too many hand, microphone or camera changes; wait a moment")
         conference, roster = await self.conference(subscriber.space_id, message.room_id)
         roster.active(subscriber.member)
-        action = message.action
         if action.actor != subscriber.member:
             raise Forbidden("an action must be signed by the session's member")
         _check_head(action, roster)

@@ -508,3 +508,44 @@ test("redteam: a participant not yet admitted flooding signals cannot crowd out 
   await until(() => c.keyLog.some((e) => e.from === people.alice.member_key), 2_000);
   await c.leave();
 });
+
+test("own mic/camera: the page's buttons say signed mic-off/-on, camera-off; others' own word shows, a forged one does not", async () => {
+  const { ctx, c } = await joined("bob");
+  ctx.handlers.set("act_in_call", () => ({ type: "done" }));
+  const said = () => ctx.requests.filter((r) => r.type === "act_in_call")
+    .map((r) => (r as { action: { action: string; target: Uint8Array; actor: Uint8Array } }).action);
+  await c.setMuted(true);
+  await until(() => said().length === 1);
+  assert.equal(said()[0]!.action, "mic-off");
+  assert.equal(toHex(said()[0]!.target), toHex(ctx.me.memberKey));
+  await c.setCamera(false);
+  await until(() => said().length === 2);
+  assert.equal(said()[1]!.action, "camera-off");
+  await c.setMuted(false);
+  await until(() => said().length === 3);
+  assert.equal(said()[2]!.action, "mic-on");
+  await c.setMuted(false); // nothing new to say
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(said().length, 3);
+  // Alice's own mic-off shows on her tile (no host named); a mic-off Bob signed about her, filed
+  // by the server on her seat, does not.
+  const j = ctx.requests.find((r) => r.type === "join_call") as { join: ReturnType<typeof fromCallAction> };
+  const alice = fromHex(people.alice.member_key);
+  const aliceJoin = fromCallAction(await act(ctx, "alice", "join", alice));
+  const own = fromCallAction(await act(ctx, "alice", "mic-off", alice));
+  const camOff = fromCallAction(await act(ctx, "alice", "camera-off", alice));
+  ctx.emit({ type: "call_update", state: state([seat(j.join, 0), { ...seat(aliceJoin, 1), mic: own, camera: camOff }], 2), action: own });
+  const aliceHex = people.alice.member_key as string;
+  const view = () => c.view().participants.find((p) => p.memberHex === aliceHex);
+  await until(() => view()?.muted === true);
+  assert.equal(view()!.mutedBy, null);
+  assert.equal(view()!.cameraOff, true);
+  assert.ok(c.notes.some((n) => /turned their microphone off/.test(n)));
+  const forged = fromCallAction(await act(ctx, "bob", "mic-off", alice));
+  const on = fromCallAction(await act(ctx, "alice", "mic-on", alice));
+  ctx.emit({ type: "call_update", state: state([seat(j.join, 0), { ...seat(aliceJoin, 1), mic: on }], 3), action: on });
+  await until(() => view()?.muted === false);
+  ctx.emit({ type: "call_update", state: state([seat(j.join, 0), { ...seat(aliceJoin, 1), mic: forged }], 4), action: null });
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(view()!.muted, false, "a mic-off someone else signed is ignored");
+});

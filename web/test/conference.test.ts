@@ -60,7 +60,7 @@ test("conference frames: the vector actions inside them, round trips", async () 
   const join = fromCallAction(vecAction(v.join.action));
   const state: CallState = {
     room_id: ROOM, call_id: "c1", version: 3, topology: "mesh", requested_topology: "auto",
-    participants: [{ member: join.actor, index: 1, status: "joined", join, admission: null, mute: null, hand: join, stage: null }],
+    participants: [{ member: join.actor, index: 1, status: "joined", join, admission: null, mute: null, hand: join, stage: null, mic: join, camera: null }],
     lock: null, bans: [join],
   };
   const clients: ClientMessage[] = [

@@ -31,7 +31,7 @@ import {
   encodeMediaKeyMessage, openSignal, pairLink, sealSignal, signAction, isOfferer,
 } from "../protocol/calls.ts";
 import {
-  FRESHNESS_MS, RESTRICTIONS, Restrictions, type Seat as SeatActions, type SeatFlags, TARGETED, actionProblem,
+  FRESHNESS_MS, RESTRICTIONS, Restrictions, SELF_STATE, type Seat as SeatActions, type SeatFlags, TARGETED, actionProblem,
   endProblem, freshnessProblem, isHost, isLocked, seatFlags, seatOf,
 } from "../protocol/conference_rules.ts";
 import {
@@ -238,6 +238,9 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   private media: LocalMedia;
   private localMuted: boolean;
   private hostMuted = false;
+  /** What we last said (signed "mic-off"/"camera-off" or "-on") for our current join: field →
+   * `${join nonce}/${off|on}`. A new join starts "on" on every screen (the server drops it). */
+  private said = new Map<"mic" | "camera", string>();
   private cameraOn: boolean;
   private sending = { audio: false, camera: false, screen: false };
   private readonly listeners = new Set<Listener>();
@@ -298,18 +301,24 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     return flags.host ? "host" : flags.speaker ? "speaker" : "listener";
   }
 
+  /** The name a tile shows for someone (its fingerprint sits beside it). */
+  private shownName(memberHex: string): string {
+    return this.names.get(memberHex) ?? this.fingerprints.get(memberHex) ?? memberHex.slice(0, 8);
+  }
+
   private participant(memberHex: string): ParticipantView {
     const seat = this.seats.get(memberHex);
     const flags = this.flags.get(memberHex);
     const me = memberHex === this.meHex;
     return {
       memberHex,
-      name: me ? this.names.get(memberHex) ?? "You" : this.names.get(memberHex) ?? this.fingerprints.get(memberHex) ?? memberHex.slice(0, 8),
+      name: me ? this.names.get(memberHex) ?? "You" : this.shownName(memberHex),
       fingerprint: this.fingerprints.get(memberHex) ?? "",
       me,
       seat: this.seatOf(memberHex, flags, seat?.status ?? "joined"),
-      muted: me ? !this.sending.audio : flags?.muted ?? false,
-      cameraOff: me ? !this.sending.camera : this.tracks.get(memberHex)?.camera === undefined,
+      muted: me ? !this.sending.audio : (flags?.muted ?? false) || (flags?.micOff ?? false),
+      mutedBy: flags?.muted && flags.mutedBy !== null ? this.shownName(hexOf(flags.mutedBy)) : null,
+      cameraOff: me ? !this.sending.camera : this.tracks.get(memberHex)?.camera === undefined || (flags?.cameraOff ?? false),
       hand: flags?.handRaised ?? false,
       speaking: this.speaker === memberHex,
       link: me ? "connected" : this.links.get(memberHex) ?? "waiting",
@@ -811,9 +820,9 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
 
   private pin(seat: SeatActions): SeatActions {
     let out = seat;
-    for (const field of ["mute", "stage"] as const) {
+    for (const field of ["mute", "stage", "mic", "camera"] as const) {
       const key = `${hexOf(seat.member)}/${hexOf(seat.join.nonce)}/${field}`;
-      const shown = seat[field];
+      const shown = seat[field] ?? null;
       let pinned = this.pinned.get(key);
       const newer = shown !== null && (pinned === undefined || shown.issuedAt >= pinned.issuedAt);
       if (newer && shown !== null && this.about(shown, seat, field)) {
@@ -825,8 +834,12 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     return out;
   }
 
-  private about(action: CallAction, seat: SeatActions, field: "mute" | "stage"): boolean {
+  private about(action: CallAction, seat: SeatActions, field: "mute" | "stage" | "mic" | "camera"): boolean {
     if (field === "mute" && action.action === "mute-all") return action.target.length === 0 && this.valid(action);
+    if (field === "mic" || field === "camera") { // the member's own word, about itself
+      return (action.action === `${field}-off` || action.action === `${field}-on`) && equal(action.actor, seat.member)
+        && equal(action.target, seat.member) && this.valid(action);
+    }
     const names: CallActionKind[] = field === "mute" ? ["mute", "unmute"] : ["promote", "demote"];
     return names.includes(action.action) && equal(action.target, seat.member)
       && (field === "mute" || equal(action.joinRef, seat.join.nonce)) && this.valid(action);
@@ -884,7 +897,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     const lock = state.lock === null ? null : toCallAction(state.lock);
     const bans = state.bans.map(toCallAction);
     const all: (CallAction | null)[] = [action, lock, ...bans, ...[...this.pinned.values()]];
-    for (const s of rawSeats) all.push(s.join, s.admission, s.mute, s.hand, s.stage);
+    for (const s of rawSeats) all.push(s.join, s.admission, s.mute, s.hand, s.stage, s.mic ?? null, s.camera ?? null);
     await this.checkAll(all);
     for (const p of rawSeats) await this.learnName(hexOf(p.member));
     this.state = state;
@@ -986,6 +999,32 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     await this.retryPending();
     this.baselineSeen = true;
     this.changed();
+    this.sayOwnState();
+  }
+
+  /**
+   * Tell everyone, signed, that our microphone or camera is off or on again ("mic-off",
+   * "camera-on", …) when that differs from what we last said for this join — never from what
+   * the seat shows, so this page never argues with our other device. Not awaited by callers
+   * inside `serial` (the action itself is serialised).
+   */
+  private sayOwnState(): void {
+    const seat = this.seats.get(this.meHex);
+    if (this.phase !== "in-call" || seat === undefined || seat.status !== "joined" || this.ended()) return;
+    const nonce = hexOf(seat.join.nonce);
+    // The person's own choices (the pre-join "join muted" / "camera off" cover a missing device).
+    const wanted = { mic: this.localMuted, camera: !this.cameraOn };
+    for (const field of ["mic", "camera"] as const) {
+      const off = wanted[field];
+      const said = this.said.get(field) ?? `${nonce}/on`;
+      const now = `${nonce}/${off ? "off" : "on"}`;
+      if (said === now) continue;
+      this.said.set(field, now);
+      void this.act(`${field}-${off ? "off" : "on"}`, this.meHex).catch((err: unknown) => {
+        if (this.said.get(field) === now) this.said.delete(field); // say it again next time
+        this.note(`could not tell the others your ${field === "mic" ? "microphone" : "camera"} is ${off ? "off" : "on"}: ${err instanceof Error ? err.message : String(err)}`);
+      });
+    }
   }
 
   /** Send under our new key once the server has taken it for every recipient, or after
@@ -1063,6 +1102,8 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     const target = action.target.length > 0 ? this.label(hexOf(action.target)) : "";
     const texts: Partial<Record<CallActionKind, string>> = {
       "hand-up": `${who} raised a hand`, "hand-down": `${who} lowered their hand`,
+      "mic-off": `${who} turned their microphone off`, "mic-on": `${who} turned their microphone on`,
+      "camera-off": `${who} turned their camera off`, "camera-on": `${who} turned their camera on`,
       "lower-hand": `${who} lowered ${target}'s hand`, mute: `${who} muted ${target}`, "mute-all": `${who} muted everyone`,
       unmute: `${who} asked ${target} to unmute`, admit: `${who} admitted ${target}`, deny: `${who} turned ${target} away`,
       kick: `${who} removed ${target} from the call`, ban: `${who} banned ${target} from this call`,
@@ -1317,7 +1358,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
       this.localMuted = muted;
       this.applyOwnFlags();
       this.changed();
-    });
+    }).then(() => this.sayOwnState());
   }
 
   setCamera(on: boolean): Promise<void> {
@@ -1325,7 +1366,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
       this.cameraOn = on;
       this.applyOwnFlags();
       this.changed();
-    });
+    }).then(() => this.sayOwnState());
   }
 
   /** Our sources changed (device switch, camera or screen opened/closed by the UI). */
@@ -1395,7 +1436,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   private act(name: CallActionKind, targetHex: string | null): Promise<void> {
     return this.serial(async () => {
       if (this.callId === "" || this.ended()) throw new CallRefused("You are not in the call.");
-      const self = name === "hand-up" || name === "hand-down";
+      const self = SELF_STATE.has(name);
       if (!self && !isHost(this.roles().get(this.meHex))) {
         throw new CallRefused("Only the space's owners and moderators can do that.");
       }

@@ -116,7 +116,11 @@ export interface ParticipantView {
   readonly fingerprint: string;
   readonly me: boolean;
   readonly seat: Seat;
+  /** The microphone is off: by the participant themselves, or by a host (`mutedBy`). */
   readonly muted: boolean;
+  /** The name of the host whose signed mute holds, or null (muted by themselves, or not). */
+  readonly mutedBy: string | null;
+  /** No camera picture: off by their own signed "camera-off", or no camera track. */
   readonly cameraOff: boolean;
   readonly hand: boolean;
   readonly speaking: boolean;

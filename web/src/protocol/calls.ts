@@ -26,7 +26,7 @@ export class CallError extends Error {}
 // ---- call actions (§13.1) ---------------------------------------------------------------
 
 export type CallActionKind =
-  | "join" | "hand-up" | "hand-down" | "mute" | "unmute" | "mute-all" | "kick" | "ban" | "unban"
+  | "join" | "hand-up" | "hand-down" | "mic-off" | "mic-on" | "camera-off" | "camera-on" | "mute" | "unmute" | "mute-all" | "kick" | "ban" | "unban"
   | "admit" | "deny" | "lock" | "unlock" | "promote" | "demote" | "lower-hand" | "end";
 
 export const SEAT_ACTIONS: ReadonlySet<CallActionKind> = new Set(["admit", "deny", "kick", "promote", "demote"]);

@@ -13,7 +13,11 @@ import { ed25519Verify } from "./crypto.ts";
 import type { Role, Room } from "./recordtypes.ts";
 import { rank } from "./roster.ts";
 
-export const SELF_ACTIONS: ReadonlySet<CallActionKind> = new Set(["join", "hand-up", "hand-down"]);
+/** What a member says about itself besides its join: hand, microphone, camera. */
+export const SELF_STATE: ReadonlySet<CallActionKind> = new Set([
+  "hand-up", "hand-down", "mic-off", "mic-on", "camera-off", "camera-on",
+]);
+export const SELF_ACTIONS: ReadonlySet<CallActionKind> = new Set(["join", ...SELF_STATE]);
 /** Host actions about one member; the target may not outrank the actor. */
 export const TARGETED: ReadonlySet<CallActionKind> = new Set([
   "mute", "unmute", "kick", "ban", "unban", "admit", "deny", "promote", "demote", "lower-hand",
@@ -138,6 +142,10 @@ export interface SeatFlags {
   mutedBy: Uint8Array | null;
   handRaised: boolean;
   speaker: boolean;
+  /** The member's own signed "mic-off" (muted by themselves); never lifts `muted`, a host's. */
+  micOff: boolean;
+  /** The member's own signed "camera-off". */
+  cameraOff: boolean;
 }
 
 /** A participant as seatFlags reads it (actions already converted). */
@@ -150,6 +158,9 @@ export interface Seat {
   mute: CallAction | null;
   hand: CallAction | null;
   stage: CallAction | null;
+  /** The member's own "mic-off"/"mic-on" and "camera-off"/"camera-on" (absent: on). */
+  mic?: CallAction | null;
+  camera?: CallAction | null;
 }
 
 const maybe = (w: WireCallAction | null): CallAction | null => (w === null ? null : toCallAction(w));
@@ -158,6 +169,7 @@ export function seatOf(p: CallState["participants"][number]): Seat {
   return {
     member: p.member, index: p.index, status: p.status, join: toCallAction(p.join), admission: maybe(p.admission),
     mute: maybe(p.mute), hand: maybe(p.hand), stage: maybe(p.stage),
+    mic: maybe(p.mic ?? null), camera: maybe(p.camera ?? null),
   };
 }
 
@@ -191,11 +203,14 @@ export function seatFlags(
     || (mute.target.length === 0 && !equal(mute.actor, member) && !outranks && ok(mute, "mute-all")));
   const hand = seat.hand;
   const handRaised = hand !== null && equal(hand.actor, member) && ok(hand, "hand-up");
+  const mic = seat.mic ?? null, camera = seat.camera ?? null;
+  const micOff = mic !== null && equal(mic.actor, member) && ok(mic, "mic-off");
+  const cameraOff = camera !== null && equal(camera.actor, member) && ok(camera, "camera-off");
   const stage = seat.stage;
   const promoted = stage !== null && equal(stage.target, member) && equal(stage.joinRef, joinNonce) && ok(stage, "promote");
   return {
     admitted, host, muted, mutedBy: muted && mute !== null ? mute.actor : null, handRaised,
-    speaker: !room.stage || host || promoted,
+    speaker: !room.stage || host || promoted, micOff, cameraOff,
   };
 }
 

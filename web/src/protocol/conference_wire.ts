@@ -5,7 +5,7 @@
  *   GetCall        → CallInfo     the room's call (an idle one has no participants)
  *   JoinCall       → CallJoined   enter the call (or its lobby) with a signed "join"
  *   LeaveCall      → Done
- *   ActInCall      → Done         any other signed action (moderation, hands)
+ *   ActInCall      → Done         any other signed action (moderation, hands, mic/camera)
  *   SendCallSignal → Done         relay a sealed box to another admitted participant
  *   SfuOffer       → SfuAnswer    connect this participant's media to the call's SFU node
  *
@@ -18,7 +18,7 @@ import type { CallAction, CallActionKind } from "./calls.ts";
 import { f, fd, list, literal, optional, ref, struct, type StructDef } from "./schema.ts";
 
 export const ACTION_NAMES: readonly CallActionKind[] = [
-  "join", "hand-up", "hand-down",
+  "join", "hand-up", "hand-down", "mic-off", "mic-on", "camera-off", "camera-on",
   "mute", "unmute", "mute-all", "kick", "ban", "unban", "admit", "deny", "lock", "unlock", "promote", "demote",
   "lower-hand", "end",
 ];
@@ -67,6 +67,10 @@ export interface CallParticipant {
   mute: WireCallAction | null;
   hand: WireCallAction | null;
   stage: WireCallAction | null;
+  /** The member's own latest "mic-off"/"mic-on" (absent: on); never lifts a host's `mute`. */
+  mic?: WireCallAction | null;
+  /** The member's own latest "camera-off"/"camera-on" (optional on the wire, like `mic`). */
+  camera?: WireCallAction | null;
 }
 
 export interface CallState {
@@ -89,7 +93,7 @@ const STATUS = literal("lobby", "joined");
 export const CALL_PARTICIPANT = struct("CallParticipant", [
   f("member", "bytes"), f("index", "int"), f("status", STATUS), f("join", action),
   fd("admission", maybeAction, null), fd("mute", maybeAction, null), fd("hand", maybeAction, null),
-  fd("stage", maybeAction, null),
+  fd("stage", maybeAction, null), fd("mic", maybeAction, null), fd("camera", maybeAction, null),
 ]);
 
 export const CALL_STATE = struct("CallState", [

@@ -10,7 +10,7 @@ import { useEnv } from "../app.tsx";
 import { callProblem as explain } from "../call_core.ts";
 import { Avatar, Dialog } from "../components.tsx";
 import type { CallScreenVM, DeviceKind, RoomVM, SpaceVM } from "../state.ts";
-import { CallIcon, countWords, DevicePicker, inCall, RemoteAudio, SEAT_WORDS, tileLabel, topologyWords, TrackVideo, type CallIconName } from "./call_parts.tsx";
+import { CallIcon, countWords, DevicePicker, inCall, micWords, RemoteAudio, SEAT_WORDS, tileLabel, topologyWords, TrackVideo, type CallIconName } from "./call_parts.tsx";
 import { PeoplePanel } from "./call_people.tsx";
 
 interface Tile {
@@ -231,7 +231,7 @@ function CallTile({ tile, selfCamera }: { tile: Tile; selfCamera: MediaStreamTra
       {reconnecting ? <span class="tile-state">{p.link === "failed" ? "Connection lost. Reconnecting…" : "Connecting…"}</span> : null}
       <div class="tile-foot">
         <p class="tile-name">
-          {p.muted ? <span class="tile-muted" title="Microphone off"><CallIcon name="micOff" size={16} /><span class="visually-hidden">Microphone off</span></span> : null}
+          {p.muted ? <span class="tile-muted" title={micWords(p)} data-testid="tile-muted" data-muted-by={p.mutedBy ?? undefined}><CallIcon name="micOff" size={16} /><span class="visually-hidden">{micWords(p)}</span></span> : null}
           <bdi>{p.me ? `${p.name} (you)` : p.name}</bdi>
           {p.seat !== "speaker" ? <span class="tile-seat">{SEAT_WORDS[p.seat]}</span> : null}
         </p>

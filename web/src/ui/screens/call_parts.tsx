@@ -85,12 +85,17 @@ export function countWords(n: number): string {
   return n === 1 ? "1 person" : `${n} people`;
 }
 
+/** Why someone's microphone is off: a host's signed mute ("Muted by Bob") or their own choice. */
+export function micWords(p: ParticipantView): string {
+  return p.mutedBy !== null ? `Muted by ${p.mutedBy}` : "Microphone off";
+}
+
 /** What a screen reader says about a tile. */
 export function tileLabel(p: ParticipantView): string {
   const parts = [p.me ? `${p.name} (you)` : p.name];
   if (p.seat === "host") parts.push("host");
   if (p.speaking) parts.push("speaking");
-  if (p.muted) parts.push("microphone off");
+  if (p.muted) parts.push(micWords(p).toLowerCase());
   if (p.cameraOff) parts.push("camera off");
   if (p.hand) parts.push("hand raised");
   return parts.join(", ");

@@ -8,7 +8,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import type { CallIntents, CallView, ParticipantView } from "../../call/topology.ts";
 import { callProblem as explain } from "../call_core.ts";
 import { Avatar, Confirm, Dialog } from "../components.tsx";
-import { CallIcon, inCall, SEAT_WORDS } from "./call_parts.tsx";
+import { CallIcon, inCall, micWords, SEAT_WORDS } from "./call_parts.tsx";
 
 type Ask = { readonly title: string; readonly body: string; readonly action: string; readonly run: (a: CallIntents) => Promise<void> };
 
@@ -73,7 +73,7 @@ export function PeoplePanel(props: { view: CallView; stage: boolean; actions: Ca
                   <p class="member-name"><bdi>{p.me ? `${p.name} (you)` : p.name}</bdi></p>
                   <p class="muted small">
                     {SEAT_WORDS[p.seat]}
-                    {p.muted ? " · microphone off" : ""}
+                    {p.muted ? ` · ${micWords(p).toLowerCase()}` : ""}
                     {p.hand ? " · hand raised" : ""}
                   </p>
                 </div>
@@ -146,7 +146,7 @@ function ManageDialog(props: { stage: boolean; person: ParticipantView; onClose:
     <Dialog title={name} onClose={props.onClose}>
       <p class="muted small">{SEAT_WORDS[p.seat]} · <span class="call-fp">{p.fingerprint}</span></p>
       <div class="menu-list">
-        {!p.muted ? <button type="button" class="menu-item" onClick={() => props.onAct((a) => a.mute(p.memberHex))}>Turn off {name}'s microphone</button> : null}
+        {p.mutedBy === null ? <button type="button" class="menu-item" onClick={() => props.onAct((a) => a.mute(p.memberHex))}>Turn off {name}'s microphone</button> : null}
         {p.hand ? <button type="button" class="menu-item" onClick={() => props.onAct((a) => a.lowerHand(p.memberHex))}>Lower {name}'s hand</button> : null}
         {props.stage && p.seat === "listener" ? <button type="button" class="menu-item" onClick={() => props.onAct((a) => a.promote(p.memberHex))}>Let {name} speak</button> : null}
         {props.stage && p.seat === "speaker" ? <button type="button" class="menu-item" onClick={() => props.onAct((a) => a.demote(p.memberHex))}>Make {name} a listener</button> : null}
