@@ -80,8 +80,8 @@ from protocol.records import (  # noqa: E402
 from sfu import rtp  # noqa: E402
 from sfu.aiortc_adapter import _source as rtp_source  # noqa: E402
 from sfu.forwarder import DownTrackSpec, Forwarder, ForwarderConfig, UpTrackSpec  # noqa: E402
-from spaces import ice as spaces_ice  # noqa: E402
 from spaces.config import IceSection  # noqa: E402
+from spaces.handlers import ice as spaces_ice  # noqa: E402
 
 VECTOR_DIR = ROOT / "protocol" / "vectors"
 CLOCK = 1_760_000_000  # every record's created_at, and "now" for the vectors
