@@ -27,9 +27,10 @@ typecheck: .make-installed
 
 # Python tests in two parts (tests/conftest.py marks them): `unit` the pure core, in seconds;
 # `e2e` everything that runs real processes or peers (server, CLI, browsers, coturn, aiortc),
-# over E2E_WORKERS pytest-xdist workers, a test module per worker at a time (--dist loadfile:
+# over E2E_WORKERS pytest-xdist workers (2: CI's cores; the call and browser tests wait on
+# CPU-bound media, so more workers than cores make them slow, not faster), a test module per worker at a time (--dist loadfile:
 # a module's server and browser stay one). Both print their slowest tests.
-E2E_WORKERS ?= 3
+E2E_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -q
 
 unit: .make-installed
