@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.toml
 
-.PHONY: run test lint typecheck unit web-build web-test bench-web bench-web-call vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster clean
+.PHONY: run test lint typecheck unit e2e web-build web-test bench-web bench-web-call vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,19 @@ lint: .make-installed
 typecheck: .make-installed
 	$(BIN)/mypy protocol spaces client sfu
 
+# Python tests in two parts (tests/conftest.py marks them): `unit` the pure core, in seconds;
+# `e2e` everything that runs real processes or peers (server, CLI, browsers, coturn, aiortc),
+# over E2E_WORKERS pytest-xdist workers (2: CI's cores; the call and browser tests wait on
+# CPU-bound media, so more workers than cores make them slow, not faster), a test module per worker at a time (--dist loadfile:
+# a module's server and browser stay one). Both print their slowest tests.
+E2E_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q
+
 unit: .make-installed
-	$(BIN)/python -m pytest -q
+	$(PYTEST) -m "not e2e" --durations=10
+
+e2e: .make-installed
+	$(PYTEST) -m e2e -n $(E2E_WORKERS) --dist loadfile --durations=25
 
 # The web client (web/): npm ci from the committed package-lock.json, tsc --strict, node --test.
 web/node_modules/.installed: web/package-lock.json web/package.json
@@ -43,7 +54,7 @@ web-test: web/node_modules/.installed
 
 # web-build first: the browser tests (tests/test_web*.py) build their own copy too, but a
 # broken build should fail here, plainly.
-test: lint typecheck web-build unit web-test
+test: lint typecheck web-build unit e2e web-test
 
 # Rewrite protocol/vectors/*.json (known-answer vectors) after a deliberate format change;
 # tests/test_vectors.py fails until they match the implementation again.

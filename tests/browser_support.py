@@ -3,9 +3,9 @@
 Fixtures (registered by conftest.py)
 ------------------------------------
 ``web_dist`` (session)
-    The web app built once per session by the real build (``web/scripts/build.mjs``, after
-    ``npm ci`` if ``web/node_modules`` is missing) into a temporary directory: a ``Path``
-    holding ``index.html``, ``manifest.json`` and ``assets/``.
+    The web app built once per test run (pytest-xdist workers share it) by the real build
+    (``web/scripts/build.mjs``, after ``npm ci`` if ``web/node_modules`` is missing) into a
+    temporary directory: a ``Path`` holding ``index.html``, ``manifest.json`` and ``assets/``.
 ``web_server`` (module)
     A real ``salon serve`` (:class:`conftest.SalonServer`) serving ``web_dist``; a module's
     ``SERVER_CONFIG`` is merged in as for ``server``. ``web_server.url`` is the app's origin.
@@ -39,6 +39,7 @@ ff.wait(MESSAGE, text="hi")`` (puppeteer selectors also take ``::-p-text(...)``)
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import queue
@@ -105,7 +106,20 @@ def _check(cmd: list[str], cwd: Path) -> None:
 
 @pytest.fixture(scope="session")
 def web_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_web(tmp_path_factory.mktemp("web") / "dist")
+    # Under pytest-xdist each worker is a session of its own, with its own base temp directory
+    # inside the run's: the first worker to get here builds into the run's directory, the
+    # others wait on the lock and use that build.
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    out, built = root / "web-dist", root / "web-dist.built"
+    with open(root / "web-dist.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            build_web(out)
+            built.touch()
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -138,15 +138,6 @@ def files_containing(server: SalonServer, needle: bytes) -> list[str]:
     return [p.name for p in data_files(server) if needle in p.read_bytes()]
 
 
-def wait_until(condition: Any, timeout: float = 15.0, every: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 # -- a live follower ----------------------------------------------------------------------------
 
 

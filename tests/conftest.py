@@ -24,14 +24,14 @@ Fixtures
     the CLI against it with ``SalonUser.arun``/``ajson``/``afail`` so the loop keeps serving.
 
 Helpers that tests import: :func:`assert_one_line_error`, :data:`PASSPHRASE`, :func:`until`
-(the one polling helper), and the ``loopback_ice`` fixture (real aiortc peers on 127.0.0.1).
+(the one polling helper, from ``tests/support``; ``until_sync`` outside an event loop), and
+the ``loopback_ice`` fixture (real aiortc peers on 127.0.0.1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import os
 import re
@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import until, until_sync  # noqa: F401  (tests import them from here too)
 
 SALON = Path(sys.executable).parent / "salon"
 PASSPHRASE = "correct horse battery staple"
@@ -53,6 +54,36 @@ START_TIMEOUT = 20.0
 LISTENING = re.compile(rb"listening on (http://\S+)")
 # The PostgreSQL fixtures and the per-engine parametrization (STORAGE_ENGINES).
 pytest_plugins = ["postgres_support"]
+
+
+# -- the e2e marker ----------------------------------------------------------------------------
+
+# A test that asks for one of these runs real processes (a server, CLI subprocesses, a
+# browser, coturn) or real network peers: it is marked ``e2e`` by itself. A module that starts
+# such things on its own says ``pytestmark = pytest.mark.e2e``. ``make unit`` runs the rest
+# (pure core, in seconds), ``make e2e`` these; ``make test`` runs both.
+E2E_FIXTURES = frozenset(
+    {
+        "server",
+        "make_server",
+        "user",
+        "module_user",
+        "app_server",
+        "loopback_ice",
+        "coturn",
+        "web_dist",
+        "web_server",
+        "chromium",
+        "new_page",
+        "firefox",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -80,26 +111,6 @@ def with_test_limits(
     merged: dict[str, Mapping[str, Any]] = dict(config or {})
     merged["limits"] = {**TEST_LIMITS, **merged.get("limits", {})}
     return merged
-
-
-async def until(
-    condition: Callable[[], bool | Awaitable[bool]],
-    what: str,
-    timeout: float = 10.0,
-    interval: float = 0.05,
-) -> None:
-    """Poll ``condition`` (sync or async) until it holds; AssertionError naming ``what`` if
-    it does not within ``timeout`` seconds. Tests wait with this, never with fixed sleeps."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import fractions
 import inspect
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -35,6 +34,7 @@ from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtcrtpsender import RTCEncodedFrame
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.rtp import RtpPacket
+from support import until
 
 from client.media import TestPatternTrack
 from sfu import aiortc_adapter, rtp
@@ -258,11 +258,7 @@ async def negotiate(a: RTCPeerConnection, b: RTCPeerConnection) -> None:
 
 
 async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    await until(condition, what, timeout, interval=0.01)
 
 
 class FrameSource(MediaStreamTrack):

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import conftest
 import msgspec
 import pytest
+import support
 from call_helpers import CallProcess, Town, amake_town, calls
 
 from client import crypto
@@ -133,7 +133,7 @@ async def alice_admits_bob(
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    await conftest.until(condition, what, timeout, interval=0.1)
+    await support.until(condition, what, timeout, interval=0.1)
 
 
 async def test_server_claiming_no_lobby_gets_no_keys_to_the_knocker(

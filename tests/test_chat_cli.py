@@ -25,9 +25,9 @@ from chat_support import (
     jpeg_with_gps,
     metadata_markers,
     query,
-    wait_until,
 )
 from conftest import SalonServer, SalonUser
+from support import until_sync
 
 from client import chatcrypto
 from client.errors import VerificationError
@@ -188,7 +188,11 @@ def test_ephemeral_messages_vanish_from_views_database_and_wal(server, user):
         assert [r["text"] for r in read(person, s.space_id, "general")] == ["this one stays"]
         assert read(person, s.space_id, "fleeting") == []
     # And from the files: the sweeper deletes with secure_delete and truncates the WAL.
-    wait_until(lambda: not any(files_containing(server, box[24:88]) for box in doomed))
+    until_sync(
+        lambda: not any(files_containing(server, box[24:88]) for box in doomed),
+        "the expired boxes gone from the files",
+        timeout=15,
+    )
     for box in doomed:
         for start in range(0, len(box) - 32, 32):
             assert files_containing(server, box[start : start + 32]) == []
@@ -259,7 +263,9 @@ def test_stories_strip_metadata_and_expire(server, user, tmp_path: Path):
     assert "no story" in s.bob.fail(
         "story", "get", s.space_id, second["story_id"], "--out", str(tmp_path / "late.jpg")
     )
-    wait_until(lambda: not files_containing(server, image_box[100:164]))
+    until_sync(
+        lambda: not files_containing(server, image_box[100:164]), "the story gone", timeout=15
+    )
     assert files_containing(server, meta_box[24:56]) == []
     assert files_containing(server, image_box[-64:]) == []
 

@@ -18,6 +18,7 @@ import numpy.typing as npt
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from support import until
 
 from client.media import (
     MediaError,
@@ -55,11 +56,7 @@ def rms(samples: npt.NDArray[Any]) -> float:
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
+    await until(condition, what, timeout, interval=0.02)
 
 
 # --- colours and synthetic tracks ----------------------------------------------------------

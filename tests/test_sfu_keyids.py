@@ -23,7 +23,7 @@ import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from call_helpers import CallProcess, Town, calls, make_town
-from conftest import until
+from support import until
 
 from client.callkeys import CallKeys, MediaKeyMessage, SenderKey
 from client.e2ee_media import (

@@ -16,6 +16,7 @@ from typing import Any
 
 import aioice.ice
 import pytest
+import support
 from call_helpers import CallProcess, amake_town, calls
 
 from client.call import CallClient, CallOptions, sign_action
@@ -57,11 +58,7 @@ class IgnoresMutes(CallClient):
 
 
 async def until(condition: Any, what: str, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+    await support.until(condition, what, timeout, interval=0.1)
 
 
 async def test_sfu_enforces_mute_and_kick_and_keeps_the_lobby_dark(

@@ -10,7 +10,6 @@ import asyncio
 import collections
 import contextlib
 import random
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ import aioice.ice
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import until
 
 from client.e2ee_media import MEDIA_SUITE, DecryptingReceiver, SfuSession
 from client.media import (
@@ -49,11 +49,7 @@ def loopback_ice() -> Iterator[None]:
 
 
 async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    await until(condition, what, timeout)
 
 
 class Client:

@@ -14,7 +14,6 @@ Carol's microphone off: her sound stops arriving at Bob's page and the CLIs see 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 from browser_support import CHROMIUM, WebPage
 from conftest import SalonServer
 from media_page_support import chromium_args, write_y4m
+from support import until_sync
 from test_web_call_ui import (
     CALL_VIEW,
     CODE_SHOWN,
@@ -85,13 +85,7 @@ def rgb_of(name: str) -> tuple[int, int, int]:
 
 
 def poll(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, what
-        time.sleep(0.5)
+    return until_sync(check, what, timeout, interval=0.5)
 
 
 def page_failures(stats: dict[str, Any]) -> tuple[int, int]:

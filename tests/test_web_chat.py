@@ -20,7 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from chat_support import Follower, jpeg_with_gps, metadata_markers, wait_until
+from chat_support import Follower, jpeg_with_gps, metadata_markers
+from support import until_sync
 
 from tests.conftest import SalonServer, SalonUser
 from tests.test_web_core import WEB, NodeClient
@@ -186,7 +187,7 @@ def test_web_chat_with_cli(
         done = carol.run("read", space, "general", "--json", check=False)
         return done.returncode == 0 and "Welcome Carol" in done.stdout
 
-    wait_until(carol_reads, timeout=30)
+    until_sync(carol_reads, "Carol reads it", timeout=30)
     assert web.ok("duty_errors") == []
 
     # Channel rules: Carol may not post in news until Bob (moderator, web) grants her.
@@ -232,5 +233,9 @@ def test_web_chat_with_cli(
     # The one-minute message leaves the page when its time comes, and the CLI's view.
     web.ok("wait_expired", room="general", seq=fleeting["seq"], timeout=120_000)
     assert time.time() >= fleeting["expires_at"] - 1
-    wait_until(lambda: "gone in a minute" not in [r["text"] for r in read(alice, space, "general")])
+    until_sync(
+        lambda: "gone in a minute" not in [r["text"] for r in read(alice, space, "general")],
+        "the ephemeral message gone",
+        timeout=15,
+    )
     assert "gone in a minute" not in [i.get("text") for i in web.ok("history", room="general")]

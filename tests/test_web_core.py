@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import SalonServer, SalonUser
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.e2e]
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 ANSWER_TIMEOUT = 60.0

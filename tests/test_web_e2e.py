@@ -52,6 +52,7 @@ from browser_support import (
     screenshot_path,
 )
 from conftest import SalonServer
+from support import until_sync
 from test_web_firefox_chat import Follow
 
 pytestmark = pytest.mark.timeout(300)
@@ -69,14 +70,7 @@ GPS_MARK = b"SALON-GPS 48.8584N 2.2945E"
 
 def poll(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
     """Poll ``condition`` until it returns something truthy (and return that)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
+    return until_sync(condition, what, timeout, interval=0.1)
 
 
 def shots(web: WebPage, name: str) -> None:

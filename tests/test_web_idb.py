@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.e2e]
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 CHROMIUM = os.environ.get("SALON_CHROMIUM", "/usr/bin/chromium")

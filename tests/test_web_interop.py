@@ -30,7 +30,7 @@ from protocol.conference_rules import action_problem, seat_flags
 from protocol.conference_wire import CallAction, CallJoined
 from protocol.errors import ProtocolError
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.e2e]
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 

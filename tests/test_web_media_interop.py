@@ -22,7 +22,7 @@ from client import sframe
 from client.e2ee_media import MEDIA_SUITE
 from protocol.media_keys import kid_index, media_kid
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.e2e]
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 INDEX, EPOCH = 5, 3

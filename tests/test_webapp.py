@@ -158,6 +158,7 @@ def test_verify_errors_are_one_line(user, tmp_path: Path):
     assert "not a Salon checkout" in not_checkout.stderr
 
 
+@pytest.mark.e2e
 def test_build_refuses_inline_script(tmp_path: Path):
     # The CSP forbids inline code; the build says so instead of shipping a page that breaks.
     other = tmp_path / "web"
