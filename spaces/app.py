@@ -26,7 +26,14 @@ from spaces.handlers.membership import MEMBERSHIP_ROUTES
 from spaces.handlers.session import health, websocket
 from spaces.handlers.webapp import install_webapp
 from spaces.hub import Hub
-from spaces.limits import ConcurrencyLimiter, KeyedLimiter, address_key
+from spaces.limits import (
+    ConcurrencyLimiter,
+    KeyedLimiter,
+    Network,
+    address_key,
+    is_trusted,
+    trusted_networks,
+)
 from spaces.membership import Membership
 from spaces.services import (
     ATTEMPTS_BY_ADDRESS,
@@ -37,6 +44,7 @@ from spaces.services import (
     CREATIONS_BY_ADDRESS,
     HUB,
     MEMBERSHIP,
+    PROXIES,
     ROUTES,
     SOCKETS_BY_ADDRESS,
     SPACE_STORE,
@@ -83,6 +91,7 @@ def build_app(config: Config, stores: Stores) -> web.Application:
         loop_time,
     )
     app[SOCKETS_BY_ADDRESS] = ConcurrencyLimiter(limits.websockets_per_address)
+    app[PROXIES] = trusted_networks(config.server.trusted_proxies)
     app.router.add_get("/health", health)
     app.router.add_get("/ws", websocket)
     install_webapp(app, config)  # /, /join/<id>, /space/..., /assets/...; headers on all
@@ -124,12 +133,15 @@ async def _sweep(membership: Membership) -> None:
 CONNECTION_SLACK = 16
 
 
-def cap_connections(server: web.Server, limit: int) -> ConcurrencyLimiter:
+def cap_connections(
+    server: web.Server, limit: int, proxies: tuple[Network, ...] = ()
+) -> ConcurrencyLimiter:
     """Close, at once, a TCP connection from an address already holding ``limit``.
 
     The WebSocket cap counts upgraded connections only: without this one address could hold
     any number of half-sent HTTP requests (a slowloris) until aiohttp's keep-alive timeout.
     aiohttp tells its ``Server`` of every connection made and lost; both are wrapped here.
+    A trusted proxy (``proxies``) carries every client's connections and is not capped.
     """
     limiter = ConcurrencyLimiter(limit)
     keys: dict[object, str] = {}
@@ -138,7 +150,10 @@ def cap_connections(server: web.Server, limit: int) -> ConcurrencyLimiter:
     def connection_made(handler: Any, transport: asyncio.Transport) -> None:
         made(handler, transport)
         peer = transport.get_extra_info("peername")
-        key = address_key(str(peer[0]) if isinstance(peer, tuple) else "")
+        address = str(peer[0]) if isinstance(peer, tuple) else ""
+        if is_trusted(address, proxies):
+            return
+        key = address_key(address)
         if limiter.acquire(key):
             keys[handler] = key
         else:
@@ -161,7 +176,11 @@ async def serve(config: Config) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     assert runner.server is not None
-    cap_connections(runner.server, config.limits.websockets_per_address + CONNECTION_SLACK)
+    cap_connections(
+        runner.server,
+        config.limits.websockets_per_address + CONNECTION_SLACK,
+        app[PROXIES],
+    )
     site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()
     host, port = runner.addresses[0][:2]

@@ -42,7 +42,7 @@ from protocol.wire import (
 )
 from spaces.config import Config
 from spaces.hub import Subscriber
-from spaces.limits import TokenBucket, address_key
+from spaces.limits import TokenBucket, address_key, client_address
 from spaces.services import (
     ATTEMPTS_BY_ADDRESS,
     ATTEMPTS_BY_INVITE,
@@ -50,6 +50,7 @@ from spaces.services import (
     CREATIONS_BY_ADDRESS,
     HUB,
     MEMBERSHIP,
+    PROXIES,
     ROUTES,
     SOCKETS_BY_ADDRESS,
     Caller,
@@ -303,7 +304,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     # and keep the session, so a client learns why instead of seeing a dead socket.
     ws = web.WebSocketResponse(max_msg_size=4 * config.limits.max_message_bytes, heartbeat=30)
     await ws.prepare(request)
-    address = address_key(request.remote or "")
+    address = address_key(
+        client_address(
+            request.remote or "", request.headers.get("X-Forwarded-For"), request.app[PROXIES]
+        )
+    )
     sockets = request.app[SOCKETS_BY_ADDRESS]
     if not sockets.acquire(address):
         # Said in the WebSocket, not as an HTTP status: browsers hide a refused handshake's.
