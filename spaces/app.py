@@ -23,7 +23,8 @@ from spaces.handlers.chat import install_chat
 from spaces.handlers.conference import install_conferences
 from spaces.handlers.ice import install_ice
 from spaces.handlers.membership import MEMBERSHIP_ROUTES
-from spaces.handlers.session import health, websocket
+from spaces.handlers.ops import install_ops, migrating_app
+from spaces.handlers.session import websocket
 from spaces.handlers.webapp import install_webapp
 from spaces.hub import Hub
 from spaces.limits import (
@@ -92,7 +93,6 @@ def build_app(config: Config, stores: Stores) -> web.Application:
     )
     app[SOCKETS_BY_ADDRESS] = ConcurrencyLimiter(limits.websockets_per_address)
     app[PROXIES] = trusted_networks(config.server.trusted_proxies)
-    app.router.add_get("/health", health)
     app.router.add_get("/ws", websocket)
     install_webapp(app, config)  # /, /join/<id>, /space/..., /assets/...; headers on all
 
@@ -116,6 +116,7 @@ def build_app(config: Config, stores: Stores) -> web.Application:
     install_conferences(app)  # likewise
     install_call_media(app)  # the SFU: after conferences, which it follows
     install_ice(app)
+    install_ops(app)  # /health, /ready: ready once every context above has started
     return app
 
 
@@ -170,8 +171,29 @@ def cap_connections(
     return limiter
 
 
+async def migrate(config: Config) -> int:
+    """Apply the database's migrations while a placeholder answers ``/ready`` and
+    ``/health`` with 503 on the server's port; returns the port it bound (``port = 0``
+    picks one, which the server then keeps)."""
+    runner = web.AppRunner(migrating_app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.server.host, config.server.port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        shown_host = f"[{host}]" if ":" in host else host
+        print(f"migrating; readiness at http://{shown_host}:{port}/ready", flush=True)
+        stores = stores_for(config)
+        await stores.open()  # opening applies the engine's pending migrations
+        await stores.close()
+    finally:
+        await runner.cleanup()
+    return int(port)
+
+
 async def serve(config: Config) -> None:
     """Run until SIGINT/SIGTERM; prints ``listening on URL`` once ready."""
+    config.server.port = await migrate(config)
     app = build_app(config, stores_for(config))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -1,5 +1,5 @@
 """The WebSocket edge: one session per connection (challenge, authentication, then member
-requests dispatched to the app's routes), and ``/health``.
+requests dispatched to the app's routes.
 
 Nothing is logged per request: no paths (invite ids), no client addresses, no names.
 """
@@ -285,10 +285,6 @@ class ClientMessageIterator:
             self.session._reply(reply)
         else:
             await self.session._send_direct(reply)
-
-
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
 
 
 def request_origin(request: web.Request, config: Config) -> str:
