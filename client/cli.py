@@ -513,6 +513,7 @@ def cmd_sfu(args: argparse.Namespace) -> int:
                 sfu.ice_hosts,
                 sfu.load_report_seconds,
                 sfu.public_address,
+                config.metrics.token if config.metrics.enabled else None,
             )
         )
     except NodeConfigError as exc:

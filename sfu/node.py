@@ -28,7 +28,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from bisect import bisect_left
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,18 @@ __all__ = [
 
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 _CODEC_FOR_KIND = {"video": "vp8", "audio": "opus"}
+# Upper bounds (ns) of the forwarding-time histogram of /metrics: 10 µs to 10 ms.
+LATENCY_BUCKETS_NS = (
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    10_000_000,
+)
 
 
 def _kind(transceiver: RTCRtpTransceiver, screens: set[str]) -> Kind:
@@ -188,6 +201,11 @@ class SfuNode:
         self._mutes: dict[tuple[str, str], set[str]] = {}
         self.packets_in = 0
         self._packets_out_gone = 0  # sent to participants who have left since
+        self._totals_gone: Counter[str] = Counter()  # forwarder totals of ended conferences
+        # Forwarding time per packet, counted into /metrics buckets (bounds in ns).
+        self.latency_bounds_ns = LATENCY_BUCKETS_NS
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS_NS) + 1)
+        self.latency_sum_ns = 0
 
     # ------------------------------------------------------------------ control API
 
@@ -322,6 +340,21 @@ class SfuNode:
             "packets_in": self.packets_in,
             "packets_out": self.packets_out,
             "processing_ms": {"p50": pct(0.5), "p99": pct(0.99), "samples": len(samples)},
+        }
+
+    def totals(self) -> dict[str, int]:
+        """Node-wide counters since start (``/metrics``): the forwarders' drops, keyframe
+        requests and PLIs summed over every conference, ended ones included, and the
+        packets received and forwarded."""
+        total = Counter(self._totals_gone)
+        for conference in self._conferences.values():
+            total.update(conference.forwarder.totals())
+        return {
+            **total,
+            "packets_in": self.packets_in,
+            "packets_out": self.packets_out,
+            "conferences": len(self._conferences),
+            "participants": sum(len(c.peers) for c in self._conferences.values()),
         }
 
     def reset_latency_samples(self) -> None:
@@ -463,6 +496,7 @@ class SfuNode:
 
     def _rtp_callback(self, source: _Peer) -> Callable[[bytes], None]:
         samples = self._processing_ns
+        counts, bounds = self.latency_counts, self.latency_bounds_ns
         clock = time.perf_counter_ns
         conference_id, participant_id = source.conference_id, source.participant_id
 
@@ -480,7 +514,10 @@ class SfuNode:
                 peer = conference.peers.get(sub)
                 if peer is not None:
                     fwd.drain(sub, peer.sink)
-            samples.append(clock() - start)
+            elapsed = clock() - start
+            samples.append(elapsed)
+            counts[bisect_left(bounds, elapsed)] += 1
+            self.latency_sum_ns += elapsed
 
         return on_rtp
 
@@ -545,6 +582,7 @@ class SfuNode:
         self._handle_events(conference_id, conference)
         if not conference.peers:
             del self._conferences[conference_id]
+            self._totals_gone.update(conference.forwarder.totals())
         self._emit(ParticipantLeft(conference_id, participant_id, reason))
         await peer.pc.close()
 

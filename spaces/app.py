@@ -18,6 +18,7 @@ from aiohttp import web
 
 from protocol.wire import SessionClosed
 from spaces.config import Config
+from spaces.counters import Counters
 from spaces.handlers.call_media import install_call_media
 from spaces.handlers.chat import install_chat
 from spaces.handlers.conference import install_conferences
@@ -42,6 +43,7 @@ from spaces.services import (
     CHAT_STORE,
     CONFERENCE_STORE,
     CONFIG,
+    COUNTERS,
     CREATIONS_BY_ADDRESS,
     HUB,
     MEMBERSHIP,
@@ -64,10 +66,12 @@ def build_app(config: Config, stores: Stores) -> web.Application:
     """The app, with ``stores`` (not yet open) as its storage: opened at start-up, the main
     store first (it migrates), and closed at clean-up after every service has stopped."""
     app = web.Application(client_max_size=config.limits.max_message_bytes)
-    hub = Hub()
+    counters = Counters()
+    hub = Hub(counters)
     loop_time = asyncio.get_event_loop().time
     limits = config.limits
     app[CONFIG] = config
+    app[COUNTERS] = counters
     app[ROUTES] = dict(MEMBERSHIP_ROUTES)
     app[HUB] = hub
     app[STORES] = stores
@@ -135,7 +139,10 @@ CONNECTION_SLACK = 16
 
 
 def cap_connections(
-    server: web.Server, limit: int, proxies: tuple[Network, ...] = ()
+    server: web.Server,
+    limit: int,
+    proxies: tuple[Network, ...] = (),
+    counters: Counters | None = None,
 ) -> ConcurrencyLimiter:
     """Close, at once, a TCP connection from an address already holding ``limit``.
 
@@ -158,6 +165,8 @@ def cap_connections(
         if limiter.acquire(key):
             keys[handler] = key
         else:
+            if counters is not None:
+                counters.refused("tcp_connection")
             transport.close()  # aiohttp then sees the connection lost, as any other
 
     def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
@@ -202,6 +211,7 @@ async def serve(config: Config) -> None:
         runner.server,
         config.limits.websockets_per_address + CONNECTION_SLACK,
         app[PROXIES],
+        app[COUNTERS],
     )
     site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()

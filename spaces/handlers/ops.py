@@ -5,6 +5,8 @@
   store's :meth:`~spaces.storage.interfaces.Store.healthy`) and, when the server has an SFU
   (``[sfu] enabled`` or standalone nodes accepted), at least one SFU node is registered; else
   503 ``{"status": "down", "down": ["database", "sfu"]}`` naming what is down.
+- ``/metrics`` (``[metrics] enabled``): Prometheus text, aggregate counters only
+  (:mod:`spaces.metrics`); who may read it: :func:`sfu.metrics.may_read`.
 - ``/ready``: 200 once the stores are open (migrations applied), 503 while shutting down.
   While migrations run, ``salon serve`` answers ``/ready`` and ``/health`` with 503
   ``{"status": "migrating"}`` from a placeholder app (:func:`migrating_app`).
@@ -17,7 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from sfu.metrics import metrics_response
 from spaces.services import CONFIG, SPACE_STORE
 from spaces.sfu_registry import REGISTRY
 
@@ -28,6 +32,7 @@ class Readiness:
 
 
 READINESS = web.AppKey("readiness", Readiness)
+METRICS = web.AppKey("metrics", CollectorRegistry)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -49,12 +54,22 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"status": "not ready"}, status=503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    return metrics_response(request, request.app[METRICS], request.app[CONFIG].metrics.token)
+
+
 def install_ops(app: web.Application) -> None:
-    """``/health`` and ``/ready``; the app is ready from start-up (stores open) to shutdown.
-    Install after the stores' context so ``ready`` is set once they are open."""
+    """``/health``, ``/ready`` and, with ``[metrics] enabled``, ``/metrics``; the app is
+    ready from start-up (stores open) to shutdown. Install last: after the stores' context
+    so ``ready`` is set once they are open, and after every service /metrics reads."""
     app[READINESS] = Readiness()
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
+    if app[CONFIG].metrics.enabled:
+        from spaces.metrics import metrics_registry  # prometheus-client only when used
+
+        app[METRICS] = metrics_registry(app)
+        app.router.add_get("/metrics", metrics)
 
     async def became_ready(app: web.Application) -> None:
         app[READINESS].ready = True

@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from protocol.errors import (
+    ErrorCode,
     InvalidMessage,
     NotFound,
     ProtocolError,
@@ -47,6 +48,7 @@ from spaces.services import (
     ATTEMPTS_BY_ADDRESS,
     ATTEMPTS_BY_INVITE,
     CONFIG,
+    COUNTERS,
     CREATIONS_BY_ADDRESS,
     HUB,
     MEMBERSHIP,
@@ -118,6 +120,8 @@ class Session:
             try:
                 reply = await self._auth_request(message)
             except ProtocolError as exc:
+                if exc.code == ErrorCode.RATE_LIMITED:
+                    self.app[COUNTERS].refused(type(message).__name__)
                 await self._send_direct(Error(message.id, exc.code, exc.message))
                 continue
             await self._send_direct(reply)
@@ -221,6 +225,8 @@ class Session:
                 raise InvalidMessage(f"unexpected {type(message).__name__}")
             return await route(Caller(self.app, self.subscriber), message)
         except ProtocolError as exc:
+            if exc.code == ErrorCode.RATE_LIMITED:
+                self.app[COUNTERS].refused(type(message).__name__)
             return Error(message.id, exc.code, exc.message)
 
     def _reply(self, reply: msgspec.Struct) -> None:
@@ -264,6 +270,7 @@ class ClientMessageIterator:
                 # Far above the limit (or a broken frame): aiohttp has closed with 1009/1002.
                 raise StopAsyncIteration
             if not session.take_token():
+                session.app[COUNTERS].refused("request_rate")
                 await self._error(RateLimited("too many requests; slow down"))
                 continue
             if msg.type != WSMsgType.BINARY:
@@ -312,11 +319,15 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             f"too many connections from your address (at most {sockets.limit}); "
             "close some and try again"
         )
+        request.app[COUNTERS].refused("websocket")
         with contextlib.suppress(ConnectionError):
             await ws.send_bytes(encoder.encode(Error(None, refused.code, refused.message)))
         await ws.close()
         return ws
     session = Session(request.app, ws, request_origin(request, config), address)
+    counters = request.app[COUNTERS]
+    counters.connections_opened += 1
+    counters.connections_open += 1
     try:
         await session.run()
     except (ConnectionError, asyncio.CancelledError):
@@ -324,6 +335,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     except Exception:  # one broken session must never take the server down
         log.exception("session failed")
     finally:
+        counters.connections_open -= 1
         sockets.release(address)
         await ws.close()
     return ws
