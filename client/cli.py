@@ -1035,6 +1035,10 @@ def report_error(code: str, message: str, as_json: bool) -> None:
         print(f"error: {message}", file=sys.stderr)
 
 
+# What `pip install 'salon[client]'` adds: calls' media and story images (pyproject.toml).
+CLIENT_EXTRAS = ("cv2", "numpy", "av")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else list(argv)
     as_json = wants_json(given)
@@ -1052,6 +1056,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClientError as exc:
         report_error(str(exc.code), str(exc), as_json)
         return int(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        if exc.name not in CLIENT_EXTRAS:
+            raise
+        message = "this command needs the client extras: pip install 'salon[client]'"
+        report_error(ClientCode.ERROR, f"{message} (no module {exc.name!r})", as_json)
+        return ExitCode.FAILED
     except KeyboardInterrupt:
         if as_json:
             report_error(ClientCode.INTERRUPTED, "interrupted", as_json)
