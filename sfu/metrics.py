@@ -30,17 +30,29 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DROP_REASONS = ("malformed", "unknown", "kid", "muted", "rate", "stale", "queue")
 
 
+# The forwarding-time histogram's bounds: 2**k ns for these k (4.1 µs to 16.8 ms).
+FORWARDING_BITS = range(12, 25)
+
+
 def histogram(
-    name: str, documentation: str, bounds: Iterable[float], counts: list[int], total: float
+    name: str,
+    documentation: str,
+    bounds: Iterable[float],
+    counts: list[int],
+    total: float | None,
 ) -> HistogramMetricFamily:
-    """A histogram family from per-bucket (not cumulative) counts, the last above every bound."""
+    """A histogram family from per-bucket (not cumulative) counts, the last above every bound
+    (``total`` None: no ``_sum``, when keeping one would cost the hot path)."""
     buckets, running = [], 0
     for bound, count in zip(bounds, counts, strict=False):
         running += count
         buckets.append((repr(float(bound)), running))
     running += counts[-1]
     buckets.append(("+Inf", running))
-    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=total)
+    family = HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=total)
+    if total is None:  # prometheus-client writes _count only beside _sum
+        family.add_sample(f"{name}_count", {}, running)
+    return family
 
 
 class SfuCollector(Collector):
@@ -53,20 +65,18 @@ class SfuCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         nodes = list(self.nodes())
         totals: dict[str, int] = {}
-        counts: list[int] = []
-        latency_sum = 0
-        bounds: tuple[int, ...] = ()
+        by_bit_length = [0] * 64
         for node in nodes:
             for key, value in node.totals().items():
                 totals[key] = totals.get(key, 0) + value
-            bounds = node.latency_bounds_ns
-            counts = [
-                a + b
-                for a, b in zip(
-                    counts or [0] * len(node.latency_counts), node.latency_counts, strict=True
-                )
-            ]
-            latency_sum += node.latency_sum_ns
+            for n, count in enumerate(node.latency_counts):
+                by_bit_length[n] += count
+        # A time of bit length n is below 2**n ns: it falls in the first bound 2**k, k >= n.
+        counts, previous = [], 0
+        for k in FORWARDING_BITS:
+            counts.append(sum(by_bit_length[previous : k + 1]))
+            previous = k + 1
+        counts.append(sum(by_bit_length[previous:]))
         yield GaugeMetricFamily(
             "salon_sfu_conferences", "Conferences on the SFU", totals.get("conferences", 0)
         )
@@ -105,9 +115,9 @@ class SfuCollector(Collector):
             yield histogram(
                 "salon_sfu_forwarding_seconds",
                 "Time to route one received RTP packet to its subscribers",
-                [b / 1e9 for b in bounds],
+                [2**k / 1e9 for k in FORWARDING_BITS],
                 counts,
-                latency_sum / 1e9,
+                None,
             )
 
 

@@ -98,6 +98,9 @@ async def test_a_real_session_counted_and_never_named(
     after = scrape(srv.url)[1]
     assert value(after, "salon_sfu_packets_received_total") > 50
     assert value(after, "salon_sfu_forwarding_seconds_count") > 50
+    assert value(after, 'salon_sfu_forwarding_seconds_bucket{le="+Inf"}') == value(
+        after, "salon_sfu_packets_received_total"
+    )
     assert value(after, "salon_sfu_nodes") == 1
     assert 'salon_sfu_packets_dropped_total{reason="kid"}' in after
 
