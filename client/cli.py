@@ -462,7 +462,7 @@ async def cmd_room_publisher(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from spaces.app import serve
-    from spaces.config import load_config
+    from spaces.config import ConfigError, config_problem, load_config
 
     config = load_config(args.config)
     if args.host is not None:
@@ -471,6 +471,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.server.port = args.port
     if args.data is not None:
         config.server.data_dir = args.data
+    if (problem := config_problem(config)) is not None:  # the options, checked alike
+        raise ConfigError(problem)
     # Only our own packages log at the configured level: libraries such as aiosqlite log
     # SQL parameters (invite ids, records) at debug, which must never reach the log.
     logging.basicConfig(

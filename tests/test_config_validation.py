@@ -51,6 +51,17 @@ def test_bad_config_is_one_error_line_naming_the_key(
     assert "listening on" not in result.stdout
 
 
+def test_command_line_overrides_are_checked_too(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(SALON), "serve", "--port", "70000", "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert "server.port" in assert_one_line_error(result)
+
+
 def test_a_good_config_with_proxies_loads(tmp_path: Path) -> None:
     from spaces.config import load_config
 
