@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -191,7 +192,8 @@ async def migrate(config: Config) -> int:
         await site.start()
         host, port = runner.addresses[0][:2]
         shown_host = f"[{host}]" if ":" in host else host
-        print(f"migrating; readiness at http://{shown_host}:{port}/ready", flush=True)
+        # stderr: "listening on URL" stays the first line of stdout, as scripts expect
+        print(f"migrating; readiness at http://{shown_host}:{port}/ready", file=sys.stderr)
         stores = stores_for(config)
         await stores.open()  # opening applies the engine's pending migrations
         await stores.close()
