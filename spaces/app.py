@@ -181,6 +181,9 @@ def cap_connections(
     return limiter
 
 
+MIGRATING_NOTICE_SECONDS = 0.5
+
+
 async def migrate(config: Config) -> int:
     """Apply the database's migrations while a placeholder answers ``/ready`` and
     ``/health`` with 503 on the server's port; returns the port it bound (``port = 0``
@@ -192,10 +195,14 @@ async def migrate(config: Config) -> int:
         await site.start()
         host, port = runner.addresses[0][:2]
         shown_host = f"[{host}]" if ":" in host else host
-        # stderr: "listening on URL" stays the first line of stdout, as scripts expect
-        print(f"migrating; readiness at http://{shown_host}:{port}/ready", file=sys.stderr)
         stores = stores_for(config)
-        await stores.open()  # opening applies the engine's pending migrations
+        opening = asyncio.create_task(stores.open())  # applies the pending migrations
+        done, _ = await asyncio.wait({opening}, timeout=MIGRATING_NOTICE_SECONDS)
+        if not done:
+            # Said only when it takes a while (a quick failure stays one error line), and
+            # on stderr: "listening on URL" stays the first line of stdout.
+            print(f"migrating; readiness at http://{shown_host}:{port}/ready", file=sys.stderr)
+        await opening
         await stores.close()
     finally:
         await runner.cleanup()
