@@ -462,7 +462,7 @@ async def cmd_room_publisher(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from spaces.app import serve
-    from spaces.config import load_config
+    from spaces.config import ConfigError, config_problem, load_config
 
     config = load_config(args.config)
     if args.host is not None:
@@ -471,6 +471,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.server.port = args.port
     if args.data is not None:
         config.server.data_dir = args.data
+    if (problem := config_problem(config)) is not None:  # the options, checked alike
+        raise ConfigError(problem)
     # Only our own packages log at the configured level: libraries such as aiosqlite log
     # SQL parameters (invite ids, records) at debug, which must never reach the log.
     logging.basicConfig(
@@ -513,6 +515,7 @@ def cmd_sfu(args: argparse.Namespace) -> int:
                 sfu.ice_hosts,
                 sfu.load_report_seconds,
                 sfu.public_address,
+                config.metrics.token if config.metrics.enabled else None,
             )
         )
     except NodeConfigError as exc:
@@ -1034,6 +1037,10 @@ def report_error(code: str, message: str, as_json: bool) -> None:
         print(f"error: {message}", file=sys.stderr)
 
 
+# What `pip install 'salon[client]'` adds: calls' media and story images (pyproject.toml).
+CLIENT_EXTRAS = ("cv2", "numpy", "av")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else list(argv)
     as_json = wants_json(given)
@@ -1051,6 +1058,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClientError as exc:
         report_error(str(exc.code), str(exc), as_json)
         return int(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        if exc.name not in CLIENT_EXTRAS:
+            raise
+        message = "this command needs the client extras: pip install 'salon[client]'"
+        report_error(ClientCode.ERROR, f"{message} (no module {exc.name!r})", as_json)
+        return ExitCode.FAILED
     except KeyboardInterrupt:
         if as_json:
             report_error(ClientCode.INTERRUPTED, "interrupted", as_json)

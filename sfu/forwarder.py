@@ -239,6 +239,14 @@ class _Counters:
     keyframe_requests: int = 0
 
 
+COUNTER_NAMES = tuple(_Counters.__dataclass_fields__)
+
+
+def _add_counters(into: _Counters, other: _Counters) -> None:
+    for name in COUNTER_NAMES:
+        setattr(into, name, getattr(into, name) + getattr(other, name))
+
+
 @dataclass(eq=False)
 class _Participant:
     pid: str
@@ -265,6 +273,7 @@ class Forwarder:
         self._speaker: _Participant | None = None
         self.plis_sent = 0
         self.plis_coalesced = 0
+        self._gone = _Counters()  # the counters of participants removed since
 
     # ------------------------------------------------------------------ membership
 
@@ -306,6 +315,7 @@ class Forwarder:
         for dt in p.downtracks:
             self._detach(dt)
         p.queue.clear()
+        _add_counters(self._gone, p.counters)
         if self._speaker is p:
             self._speaker = None
             self._events.append(SpeakerChanged(None))
@@ -510,6 +520,17 @@ class Forwarder:
         """Slot SSRC → publisher currently routed into it, for one subscriber."""
         p = self._participants[participant_id]
         return {dt.ssrc: dt.source.owner.pid if dt.source else None for dt in p.downtracks}
+
+    def totals(self) -> dict[str, int]:
+        """Every participant's counters summed, those removed included, and the PLIs sent:
+        what ``/metrics`` reports (no participant named)."""
+        total = _Counters()
+        _add_counters(total, self._gone)
+        for p in self._participants.values():
+            _add_counters(total, p.counters)
+        result = {name: getattr(total, name) for name in COUNTER_NAMES}
+        result["plis_sent"] = self.plis_sent
+        return result
 
     def stats(self) -> dict[str, object]:
         participants: dict[str, dict[str, int]] = {}

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,6 +188,10 @@ class SfuNode:
         self._mutes: dict[tuple[str, str], set[str]] = {}
         self.packets_in = 0
         self._packets_out_gone = 0  # sent to participants who have left since
+        self._totals_gone: Counter[str] = Counter()  # forwarder totals of ended conferences
+        # Forwarding time per packet for /metrics: latency_counts[n] counts the packets that
+        # took [2**(n-1), 2**n) ns (n = the time's bit length: one cheap call per packet).
+        self.latency_counts = [0] * 64
 
     # ------------------------------------------------------------------ control API
 
@@ -322,6 +326,21 @@ class SfuNode:
             "packets_in": self.packets_in,
             "packets_out": self.packets_out,
             "processing_ms": {"p50": pct(0.5), "p99": pct(0.99), "samples": len(samples)},
+        }
+
+    def totals(self) -> dict[str, int]:
+        """Node-wide counters since start (``/metrics``): the forwarders' drops, keyframe
+        requests and PLIs summed over every conference, ended ones included, and the
+        packets received and forwarded."""
+        total = Counter(self._totals_gone)
+        for conference in self._conferences.values():
+            total.update(conference.forwarder.totals())
+        return {
+            **total,
+            "packets_in": self.packets_in,
+            "packets_out": self.packets_out,
+            "conferences": len(self._conferences),
+            "participants": sum(len(c.peers) for c in self._conferences.values()),
         }
 
     def reset_latency_samples(self) -> None:
@@ -463,6 +482,7 @@ class SfuNode:
 
     def _rtp_callback(self, source: _Peer) -> Callable[[bytes], None]:
         samples = self._processing_ns
+        counts = self.latency_counts
         clock = time.perf_counter_ns
         conference_id, participant_id = source.conference_id, source.participant_id
 
@@ -480,7 +500,9 @@ class SfuNode:
                 peer = conference.peers.get(sub)
                 if peer is not None:
                     fwd.drain(sub, peer.sink)
-            samples.append(clock() - start)
+            elapsed = clock() - start
+            samples.append(elapsed)
+            counts[elapsed.bit_length()] += 1
 
         return on_rtp
 
@@ -545,6 +567,7 @@ class SfuNode:
         self._handle_events(conference_id, conference)
         if not conference.peers:
             del self._conferences[conference_id]
+            self._totals_gone.update(conference.forwarder.totals())
         self._emit(ParticipantLeft(conference_id, participant_id, reason))
         await peer.pc.close()
 

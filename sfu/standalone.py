@@ -251,8 +251,10 @@ async def run_standalone(
     ice_hosts: list[str] | None = None,
     report_seconds: float = 1.0,
     public_address: str = "",
+    metrics_token: str | None = None,
 ) -> None:
-    """``salon sfu``: serve ``/health``, register, run until SIGINT/SIGTERM."""
+    """``salon sfu``: serve ``/health`` (and ``/metrics`` unless ``metrics_token`` is None:
+    ``[metrics] enabled``), register, run until SIGINT/SIGTERM."""
     node_url(server_url, secret)  # a bad config fails before anything starts
     if ice_hosts:
         restrict_ice_host_addresses(ice_hosts)
@@ -266,6 +268,24 @@ async def run_standalone(
         return web.json_response(node.health() if node else {"status": "starting"})
 
     app.router.add_get("/health", health)
+    if metrics_token is not None:
+        from prometheus_client import CollectorRegistry
+
+        from sfu.metrics import SfuCollector, metrics_response
+
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(SfuCollector(lambda: [holder["node"].node] if "node" in holder else []))
+        token = metrics_token
+
+        async def metrics(request: web.Request) -> web.Response:
+            return metrics_response(request, registry, token)
+
+        app.router.add_get("/metrics", metrics)
+
+    async def no_version(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = "salon"
+
+    app.on_response_prepare.append(no_version)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,15 +19,24 @@ from aiohttp import web
 
 from protocol.wire import SessionClosed
 from spaces.config import Config
+from spaces.counters import Counters
 from spaces.handlers.call_media import install_call_media
 from spaces.handlers.chat import install_chat
 from spaces.handlers.conference import install_conferences
 from spaces.handlers.ice import install_ice
 from spaces.handlers.membership import MEMBERSHIP_ROUTES
-from spaces.handlers.session import health, websocket
+from spaces.handlers.ops import install_ops, migrating_app
+from spaces.handlers.session import websocket
 from spaces.handlers.webapp import install_webapp
 from spaces.hub import Hub
-from spaces.limits import ConcurrencyLimiter, KeyedLimiter, address_key
+from spaces.limits import (
+    ConcurrencyLimiter,
+    KeyedLimiter,
+    Network,
+    address_key,
+    is_trusted,
+    trusted_networks,
+)
 from spaces.membership import Membership
 from spaces.services import (
     ATTEMPTS_BY_ADDRESS,
@@ -34,9 +44,11 @@ from spaces.services import (
     CHAT_STORE,
     CONFERENCE_STORE,
     CONFIG,
+    COUNTERS,
     CREATIONS_BY_ADDRESS,
     HUB,
     MEMBERSHIP,
+    PROXIES,
     ROUTES,
     SOCKETS_BY_ADDRESS,
     SPACE_STORE,
@@ -55,10 +67,12 @@ def build_app(config: Config, stores: Stores) -> web.Application:
     """The app, with ``stores`` (not yet open) as its storage: opened at start-up, the main
     store first (it migrates), and closed at clean-up after every service has stopped."""
     app = web.Application(client_max_size=config.limits.max_message_bytes)
-    hub = Hub()
+    counters = Counters()
+    hub = Hub(counters)
     loop_time = asyncio.get_event_loop().time
     limits = config.limits
     app[CONFIG] = config
+    app[COUNTERS] = counters
     app[ROUTES] = dict(MEMBERSHIP_ROUTES)
     app[HUB] = hub
     app[STORES] = stores
@@ -83,7 +97,7 @@ def build_app(config: Config, stores: Stores) -> web.Application:
         loop_time,
     )
     app[SOCKETS_BY_ADDRESS] = ConcurrencyLimiter(limits.websockets_per_address)
-    app.router.add_get("/health", health)
+    app[PROXIES] = trusted_networks(config.server.trusted_proxies)
     app.router.add_get("/ws", websocket)
     install_webapp(app, config)  # /, /join/<id>, /space/..., /assets/...; headers on all
 
@@ -107,6 +121,7 @@ def build_app(config: Config, stores: Stores) -> web.Application:
     install_conferences(app)  # likewise
     install_call_media(app)  # the SFU: after conferences, which it follows
     install_ice(app)
+    install_ops(app)  # /health, /ready: ready once every context above has started
     return app
 
 
@@ -124,12 +139,18 @@ async def _sweep(membership: Membership) -> None:
 CONNECTION_SLACK = 16
 
 
-def cap_connections(server: web.Server, limit: int) -> ConcurrencyLimiter:
+def cap_connections(
+    server: web.Server,
+    limit: int,
+    proxies: tuple[Network, ...] = (),
+    counters: Counters | None = None,
+) -> ConcurrencyLimiter:
     """Close, at once, a TCP connection from an address already holding ``limit``.
 
     The WebSocket cap counts upgraded connections only: without this one address could hold
     any number of half-sent HTTP requests (a slowloris) until aiohttp's keep-alive timeout.
     aiohttp tells its ``Server`` of every connection made and lost; both are wrapped here.
+    A trusted proxy (``proxies``) carries every client's connections and is not capped.
     """
     limiter = ConcurrencyLimiter(limit)
     keys: dict[object, str] = {}
@@ -138,10 +159,15 @@ def cap_connections(server: web.Server, limit: int) -> ConcurrencyLimiter:
     def connection_made(handler: Any, transport: asyncio.Transport) -> None:
         made(handler, transport)
         peer = transport.get_extra_info("peername")
-        key = address_key(str(peer[0]) if isinstance(peer, tuple) else "")
+        address = str(peer[0]) if isinstance(peer, tuple) else ""
+        if is_trusted(address, proxies):
+            return
+        key = address_key(address)
         if limiter.acquire(key):
             keys[handler] = key
         else:
+            if counters is not None:
+                counters.refused("tcp_connection")
             transport.close()  # aiohttp then sees the connection lost, as any other
 
     def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
@@ -155,13 +181,47 @@ def cap_connections(server: web.Server, limit: int) -> ConcurrencyLimiter:
     return limiter
 
 
+MIGRATING_NOTICE_SECONDS = 0.5
+
+
+async def migrate(config: Config) -> int:
+    """Apply the database's migrations while a placeholder answers ``/ready`` and
+    ``/health`` with 503 on the server's port; returns the port it bound (``port = 0``
+    picks one, which the server then keeps)."""
+    runner = web.AppRunner(migrating_app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.server.host, config.server.port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        shown_host = f"[{host}]" if ":" in host else host
+        stores = stores_for(config)
+        opening = asyncio.create_task(stores.open())  # applies the pending migrations
+        done, _ = await asyncio.wait({opening}, timeout=MIGRATING_NOTICE_SECONDS)
+        if not done:
+            # Said only when it takes a while (a quick failure stays one error line), and
+            # on stderr: "listening on URL" stays the first line of stdout.
+            print(f"migrating; readiness at http://{shown_host}:{port}/ready", file=sys.stderr)
+        await opening
+        await stores.close()
+    finally:
+        await runner.cleanup()
+    return int(port)
+
+
 async def serve(config: Config) -> None:
     """Run until SIGINT/SIGTERM; prints ``listening on URL`` once ready."""
+    config.server.port = await migrate(config)
     app = build_app(config, stores_for(config))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     assert runner.server is not None
-    cap_connections(runner.server, config.limits.websockets_per_address + CONNECTION_SLACK)
+    cap_connections(
+        runner.server,
+        config.limits.websockets_per_address + CONNECTION_SLACK,
+        app[PROXIES],
+        app[COUNTERS],
+    )
     site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()
     host, port = runner.addresses[0][:2]

@@ -65,6 +65,7 @@ from protocol.ids import is_valid_id
 from protocol.records import Room, Roster
 from protocol.wire import encoder
 from spaces.config import Config, LimitsSection
+from spaces.counters import Counters
 from spaces.hub import Subscriber
 from spaces.limits import KeyedLimiter
 from spaces.membership import Membership, Stale
@@ -157,7 +158,9 @@ class GroupCommitter:
         on_commit: Callable[[list[tuple[NewMessage, Committed]]], None],
         clock: Callable[[], float] = time.time,
         max_batch: int = MAX_BATCH,
+        counters: Counters | None = None,
     ) -> None:
+        self.counters = Counters() if counters is None else counters
         self.store = store
         self.on_commit = on_commit
         self.clock = clock
@@ -195,8 +198,10 @@ class GroupCommitter:
                 continue
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
+            started = time.perf_counter()
             try:
                 results = await self.store.append_messages([new for new, _ in batch], self.clock())
+                self.counters.commit_seconds.observe(time.perf_counter() - started)
             except Exception as exc:
                 if not isinstance(exc, ProtocolError):
                     log.exception("storing %d messages failed", len(batch))
@@ -275,7 +280,9 @@ class Chat:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         staging: StoryStaging | None = None,
+        counters: Counters | None = None,
     ) -> None:
+        self.counters = Counters() if counters is None else counters
         self.store = store
         self.staging = MemoryStoryStaging(config.limits) if staging is None else staging
         self.membership = membership
@@ -287,7 +294,7 @@ class Chat:
             self.limits.message_burst_per_member,
             monotonic,
         )
-        self.committer = GroupCommitter(store, self._deliver, clock)
+        self.committer = GroupCommitter(store, self._deliver, clock, counters=self.counters)
         self.followers: dict[tuple[str, str], set[Subscriber]] = {}
         self.outboxes: dict[tuple[str, str], Outbox] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -340,6 +347,7 @@ class Chat:
         by_room: dict[tuple[str, str], list[ChatMessage]] = {}
         for new, result in committed:
             if not result.duplicate:
+                self.counters.messages += 1
                 by_room.setdefault((new.space_id, new.room_id), []).append(result.message)
         for key, messages in by_room.items():
             if self.followers.get(key):
@@ -362,11 +370,16 @@ class Chat:
         for subscriber in followers:
             if subscriber.push(frame):
                 queued += subscriber.queue.qsize()
+                self.counters.deliveries += 1
             else:
                 closed.append(subscriber)
         for subscriber in closed:
             followers.discard(subscriber)
         outbox.adapt(queued / max(1, len(followers)))
+
+    def rooms_followed(self) -> int:
+        """Rooms some session follows live now (for /metrics)."""
+        return sum(1 for followers in self.followers.values() if followers)
 
     async def fetch(self, space_id: str, subscriber: Subscriber, msg: FetchMessages) -> Messages:
         roster = await self.membership.roster(space_id)

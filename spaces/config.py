@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -22,6 +23,19 @@ class ServerSection(msgspec.Struct, forbid_unknown_fields=True):
     public_url: str = ""
     web_dir: str = ""  # the built web app; "": the one in the package (spaces/web_dist)
     log_level: str = "info"
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed: rate limits then count the client they name. A server
+    # behind one needs public_url (the origin clients sign is the proxy's, not ours).
+    trusted_proxies: list[str] = []
+
+
+class MetricsSection(msgspec.Struct, forbid_unknown_fields=True):
+    """``/metrics`` (Prometheus): aggregate counters only (``spaces/metrics.py``)."""
+
+    enabled: bool = False
+    # "": answered only to a direct loopback peer (a scraper on the host, not via a proxy);
+    # set: answered to any peer sending ``Authorization: Bearer TOKEN``.
+    token: str = ""
 
 
 class StorageSection(msgspec.Struct, forbid_unknown_fields=True):
@@ -126,6 +140,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     conference: ConferenceSection = msgspec.field(default_factory=ConferenceSection)
     sfu: SfuSection = msgspec.field(default_factory=SfuSection)
     ice: IceSection = msgspec.field(default_factory=IceSection)
+    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
 
 
 def _ice_problem(ice: IceSection) -> str | None:
@@ -149,8 +164,77 @@ def _ice_problem(ice: IceSection) -> str | None:
     return None
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+MIN_METRICS_TOKEN = 16
+
+
+def _http_url_problem(key: str, url: str) -> str | None:
+    """An origin-like URL: http(s)://HOST[:PORT], no path beyond "/", no query."""
+    try:
+        parsed = urlsplit(url)
+        parsed.port  # noqa: B018 — raises on a bad port
+    except ValueError:
+        return f"{key}: {url!r} is not a URL"
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return f"{key}: {url!r} is not an http:// or https:// URL with a host"
+    if parsed.path not in ("", "/") or parsed.query or parsed.fragment or parsed.username:
+        return f"{key}: {url!r} must be a bare origin (scheme, host, port), no path or query"
+    return None
+
+
+def _port_problem(key: str, port: int) -> str | None:
+    if not 0 <= port <= 65_535:
+        return f"{key}: {port} is not a port (0-65535)"
+    return None
+
+
+def _server_problem(config: Config) -> str | None:
+    server, metrics = config.server, config.metrics
+    if server.log_level.lower() not in LOG_LEVELS:
+        return f"server.log_level: {server.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+    problem = _port_problem("server.port", server.port) or _port_problem(
+        "sfu.port", config.sfu.port
+    )
+    if problem:
+        return problem
+    if server.public_url and (problem := _http_url_problem("server.public_url", server.public_url)):
+        return problem
+    if problem := _http_url_problem("sfu.server_url", config.sfu.server_url):
+        return problem
+    for proxy in server.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            return f"server.trusted_proxies: {proxy!r} is not an IP address or network"
+    if server.trusted_proxies and not server.public_url:
+        return (
+            "server.public_url is required behind a reverse proxy (server.trusted_proxies): "
+            "clients sign the origin they reach, https://… at the proxy"
+        )
+    if metrics.token and len(metrics.token) < MIN_METRICS_TOKEN:
+        return f"metrics.token must be at least {MIN_METRICS_TOKEN} characters (or empty)"
+    return None
+
+
+def _ranges_problem(config: Config) -> str | None:
+    """Every limit is a positive number; sizes and counts that must hold something do."""
+    for name in config.limits.__struct_fields__:
+        value = getattr(config.limits, name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+            return f"limits.{name}: {value} must be greater than 0"
+    conf = config.conference
+    if conf.max_participants < 2:
+        return f"conference.max_participants: {conf.max_participants} must be at least 2"
+    if conf.max_signal_bytes < 1024:
+        return f"conference.max_signal_bytes: {conf.max_signal_bytes} must be at least 1024"
+    return None
+
+
 def config_problem(config: Config) -> str | None:
-    """What is wrong with values that are well-typed but do not fit together, if anything."""
+    """What is wrong with values that are well-typed but out of range, malformed or do not
+    fit together, if anything: one line naming the key."""
+    if problem := _server_problem(config) or _ranges_problem(config):
+        return problem
     conf, sfu = config.conference, config.sfu
     limits = config.limits
     if min(limits.websockets_per_address, limits.space_creations_per_hour_per_address) < 1:

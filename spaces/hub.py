@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from protocol.wire import SessionClosed, encoder
+from spaces.counters import Counters
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ class Subscriber:
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, counters: Counters | None = None) -> None:
+        self.counters = Counters() if counters is None else counters
         self._by_space: dict[str, set[Subscriber]] = {}
         self._on_remove: list[Callable[[Subscriber], None]] = []
 
@@ -103,6 +105,10 @@ class Hub:
         for callback in self._on_remove:
             callback(subscriber)
 
+    def census(self) -> tuple[int, int]:
+        """(spaces with a session open, sessions): for /metrics."""
+        return len(self._by_space), sum(len(s) for s in self._by_space.values())
+
     def subscribers(self, space_id: str) -> list[Subscriber]:
         return list(self._by_space.get(space_id, ()))
 
@@ -113,6 +119,7 @@ class Hub:
         for subscriber in self.subscribers(space_id):
             if subscriber.member != exclude and subscriber.push(frame):
                 delivered += 1
+        self.counters.deliveries += delivered
         return delivered
 
     def close_member(self, space_id: str, member: bytes, event: SessionClosed) -> None:

@@ -109,3 +109,38 @@ class ConcurrencyLimiter:
 
     def __len__(self) -> int:
         return len(self._held)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_networks(entries: list[str]) -> tuple[Network, ...]:
+    """``[server] trusted_proxies`` parsed (validated by the config loader)."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    if not trusted:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in trusted)
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
+    """The client a request comes from: the peer, unless the peer is a trusted proxy; then
+    the rightmost X-Forwarded-For entry that is not itself a trusted proxy (entries left of
+    it were written by the client and prove nothing)."""
+    if not forwarded_for or not is_trusted(peer, trusted):
+        return peer
+    for entry in reversed(forwarded_for.split(",")):
+        hop = entry.strip()
+        if not hop:
+            continue
+        if not is_trusted(hop, trusted):
+            return hop
+    return peer

@@ -17,12 +17,14 @@ import msgspec
 from aiohttp import web
 
 from spaces.config import Config
+from spaces.counters import Counters
 from spaces.hub import Hub, Subscriber
-from spaces.limits import ConcurrencyLimiter, KeyedLimiter
+from spaces.limits import ConcurrencyLimiter, KeyedLimiter, Network
 from spaces.membership import Membership
 from spaces.storage.interfaces import ChatStore, ConferenceStore, Store, Stores, StoryStaging
 
 CONFIG = web.AppKey("config", Config)
+COUNTERS = web.AppKey("counters", Counters)  # what /metrics reports (spaces/counters.py)
 HUB = web.AppKey("hub", Hub)
 MEMBERSHIP = web.AppKey("membership", Membership)
 # The stores, built once at start-up; opened and closed by the app's storage context.
@@ -35,6 +37,8 @@ ATTEMPTS_BY_ADDRESS = web.AppKey("attempts_by_address", KeyedLimiter)
 ATTEMPTS_BY_INVITE = web.AppKey("attempts_by_invite", KeyedLimiter)
 CREATIONS_BY_ADDRESS = web.AppKey("creations_by_address", KeyedLimiter)
 SOCKETS_BY_ADDRESS = web.AppKey("sockets_by_address", ConcurrencyLimiter)
+# [server] trusted_proxies: peers whose X-Forwarded-For names the client (spaces/limits.py)
+PROXIES = web.AppKey("trusted_proxies", tuple[Network, ...])
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,15 @@ from protocol.chat_wire import (
     UploadStoryChunk,
 )
 from spaces.chat import Chat
-from spaces.services import CHAT_STORE, CONFIG, MEMBERSHIP, STORY_STAGING, Caller, add_routes
+from spaces.services import (
+    CHAT_STORE,
+    CONFIG,
+    COUNTERS,
+    MEMBERSHIP,
+    STORY_STAGING,
+    Caller,
+    add_routes,
+)
 
 CHAT = web.AppKey("chat", Chat)
 
@@ -59,7 +67,13 @@ CHAT_ROUTES: Final[dict[type, Any]] = {
 def install_chat(app: web.Application) -> Chat:
     """Add chat and stories to a spaces app over its chat store (call after the stores'
     cleanup context, so the store is open before chat starts and closed after it stops)."""
-    chat = Chat(app[CHAT_STORE], app[MEMBERSHIP], app[CONFIG], staging=app[STORY_STAGING])
+    chat = Chat(
+        app[CHAT_STORE],
+        app[MEMBERSHIP],
+        app[CONFIG],
+        staging=app[STORY_STAGING],
+        counters=app[COUNTERS],
+    )
     app[CHAT] = chat
     add_routes(app, CHAT_ROUTES)
 

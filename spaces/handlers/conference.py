@@ -103,6 +103,16 @@ class Conferences:
         self.sfu_available: Callable[[], bool] = lambda: False
         hub.on_remove(self._session_gone)
 
+    def census(self) -> dict[str, tuple[int, int]]:
+        """topology -> (calls with someone in them, participants joined): for /metrics."""
+        result: dict[str, tuple[int, int]] = {}
+        for conference in self._calls.values():
+            joined = len(conference.joined)
+            if joined:
+                calls, people = result.get(conference.topology, (0, 0))
+                result[conference.topology] = (calls + 1, people + joined)
+        return result
+
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 

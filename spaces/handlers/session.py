@@ -1,5 +1,5 @@
 """The WebSocket edge: one session per connection (challenge, authentication, then member
-requests dispatched to the app's routes), and ``/health``.
+requests dispatched to the app's routes.
 
 Nothing is logged per request: no paths (invite ids), no client addresses, no names.
 """
@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from protocol.errors import (
+    ErrorCode,
     InvalidMessage,
     NotFound,
     ProtocolError,
@@ -42,14 +43,16 @@ from protocol.wire import (
 )
 from spaces.config import Config
 from spaces.hub import Subscriber
-from spaces.limits import TokenBucket, address_key
+from spaces.limits import TokenBucket, address_key, client_address
 from spaces.services import (
     ATTEMPTS_BY_ADDRESS,
     ATTEMPTS_BY_INVITE,
     CONFIG,
+    COUNTERS,
     CREATIONS_BY_ADDRESS,
     HUB,
     MEMBERSHIP,
+    PROXIES,
     ROUTES,
     SOCKETS_BY_ADDRESS,
     Caller,
@@ -117,6 +120,8 @@ class Session:
             try:
                 reply = await self._auth_request(message)
             except ProtocolError as exc:
+                if exc.code == ErrorCode.RATE_LIMITED:
+                    self.app[COUNTERS].refused(type(message).__name__)
                 await self._send_direct(Error(message.id, exc.code, exc.message))
                 continue
             await self._send_direct(reply)
@@ -220,6 +225,8 @@ class Session:
                 raise InvalidMessage(f"unexpected {type(message).__name__}")
             return await route(Caller(self.app, self.subscriber), message)
         except ProtocolError as exc:
+            if exc.code == ErrorCode.RATE_LIMITED:
+                self.app[COUNTERS].refused(type(message).__name__)
             return Error(message.id, exc.code, exc.message)
 
     def _reply(self, reply: msgspec.Struct) -> None:
@@ -263,6 +270,7 @@ class ClientMessageIterator:
                 # Far above the limit (or a broken frame): aiohttp has closed with 1009/1002.
                 raise StopAsyncIteration
             if not session.take_token():
+                session.app[COUNTERS].refused("request_rate")
                 await self._error(RateLimited("too many requests; slow down"))
                 continue
             if msg.type != WSMsgType.BINARY:
@@ -286,10 +294,6 @@ class ClientMessageIterator:
             await self.session._send_direct(reply)
 
 
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 def request_origin(request: web.Request, config: Config) -> str:
     """The origin clients sign challenges for: the configured public URL, else Host."""
     if config.server.public_url:
@@ -303,7 +307,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     # and keep the session, so a client learns why instead of seeing a dead socket.
     ws = web.WebSocketResponse(max_msg_size=4 * config.limits.max_message_bytes, heartbeat=30)
     await ws.prepare(request)
-    address = address_key(request.remote or "")
+    address = address_key(
+        client_address(
+            request.remote or "", request.headers.get("X-Forwarded-For"), request.app[PROXIES]
+        )
+    )
     sockets = request.app[SOCKETS_BY_ADDRESS]
     if not sockets.acquire(address):
         # Said in the WebSocket, not as an HTTP status: browsers hide a refused handshake's.
@@ -311,11 +319,15 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             f"too many connections from your address (at most {sockets.limit}); "
             "close some and try again"
         )
+        request.app[COUNTERS].refused("websocket")
         with contextlib.suppress(ConnectionError):
             await ws.send_bytes(encoder.encode(Error(None, refused.code, refused.message)))
         await ws.close()
         return ws
     session = Session(request.app, ws, request_origin(request, config), address)
+    counters = request.app[COUNTERS]
+    counters.connections_opened += 1
+    counters.connections_open += 1
     try:
         await session.run()
     except (ConnectionError, asyncio.CancelledError):
@@ -323,6 +335,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     except Exception:  # one broken session must never take the server down
         log.exception("session failed")
     finally:
+        counters.connections_open -= 1
         sockets.release(address)
         await ws.close()
     return ws

@@ -95,6 +95,7 @@ def web_dir(config: Config) -> Path:
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers[name] = value
+    response.headers["Server"] = "salon"  # no version: aiohttp's default names its own
 
 
 def _read(path: Path) -> bytes | None:

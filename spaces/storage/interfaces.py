@@ -50,6 +50,10 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def healthy(self) -> bool:
+        """Whether the database answers a trivial query now (``/health``); never raises."""
+        ...
+
     async def space_exists(self, space_id: str) -> bool: ...
 
     async def load_records(self, space_id: str, after: int = -1, limit: int = -1) -> list[bytes]:

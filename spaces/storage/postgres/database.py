@@ -12,6 +12,7 @@ Every write is a transaction committed before the method returns; PostgreSQL's d
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Final
@@ -24,6 +25,7 @@ from spaces.storage.migrations import numbered_migrations
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT: Final = 10.0
+HEALTH_TIMEOUT: Final = 3.0  # /health's query, so a hung database answers 503, not never
 POOL_MIN: Final = 2
 POOL_MAX: Final = 16
 # pg_advisory_lock key for applying migrations: "salon" in ASCII.
@@ -100,6 +102,15 @@ class Database:
                         await conn.execute("INSERT INTO salon_schema (version) VALUES ($1)", number)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+    async def healthy(self) -> bool:
+        if self._pool is None:
+            return False
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                return bool(await self._pool.fetchval("SELECT 1") == 1)
+        except Exception:
+            return False
 
     async def schema_version(self) -> int:
         return int(await self.pool.fetchval("SELECT coalesce(max(version), 0) FROM salon_schema"))

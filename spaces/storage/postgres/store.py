@@ -32,6 +32,9 @@ class PostgresStore:
     async def close(self) -> None:
         await self.database.close()
 
+    async def healthy(self) -> bool:
+        return await self.database.healthy()
+
     async def space_exists(self, space_id: str) -> bool:
         row = await self.database.pool.fetchval(
             "SELECT 1 FROM spaces WHERE space_id = $1", space_id

@@ -44,6 +44,7 @@ class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
+        self._file_id: tuple[int, int] | None = None  # (device, inode) of the file opened
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -55,6 +56,8 @@ class SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a commit is explicit.
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        stat = self.path.stat()
+        self._file_id = (stat.st_dev, stat.st_ino)
         for pragma in CONNECTION_PRAGMAS:
             await self.db.execute(pragma)
         await self._migrate()
@@ -85,6 +88,21 @@ class SqliteStore:
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+    async def healthy(self) -> bool:
+        """The connection answers ``SELECT 1`` and the file at the path is still the one it
+        has open (a database deleted or replaced under a running server keeps answering from
+        the unlinked file, and everything written then is lost at the next start)."""
+        if self._db is None:
+            return False
+        try:
+            stat = self.path.stat()
+            if (stat.st_dev, stat.st_ino) != self._file_id:
+                return False
+            async with self._db.execute("SELECT 1") as cursor:
+                return await cursor.fetchone() == (1,)
+        except Exception:
+            return False
 
     async def space_exists(self, space_id: str) -> bool:
         async with self.db.execute("SELECT 1 FROM spaces WHERE space_id = ?", (space_id,)) as c:
