@@ -17,7 +17,16 @@ from protocol.chat_wire import (
     UploadStoryChunk,
 )
 from spaces.chat import Chat
-from spaces.services import CHAT_STORE, CONFIG, MEMBERSHIP, STORY_STAGING, Caller, add_routes
+from spaces.events import MESSAGES
+from spaces.services import (
+    CHAT_STORE,
+    CONFIG,
+    EVENTS,
+    MEMBERSHIP,
+    STORY_STAGING,
+    Caller,
+    add_routes,
+)
 
 CHAT = web.AppKey("chat", Chat)
 
@@ -62,6 +71,8 @@ def install_chat(app: web.Application) -> Chat:
     chat = Chat(app[CHAT_STORE], app[MEMBERSHIP], app[CONFIG], staging=app[STORY_STAGING])
     app[CHAT] = chat
     add_routes(app, CHAT_ROUTES)
+    app[EVENTS].subscribe(MESSAGES, chat.remote_messages)
+    app[EVENTS].on_resync(chat.resync)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await chat.start()
