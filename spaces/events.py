@@ -12,6 +12,11 @@ payloads are at most 8000 bytes, and the bus must not become a second copy of th
 - ``messages`` ``(space_id, room_id, first_seq, last_seq)`` — messages were committed in a
   room: followers here get them from the store.
 
+And one ordered log, for what must happen in the same order everywhere (calls, whose state
+each instance keeps a replica of): :meth:`Events.submit` hands an input to every instance's
+:meth:`Events.on_ordered` handler, this one's included, all in one order (PostgreSQL's
+commit order), and returns this instance's result (or raises its error).
+
 Engines:
 
 - :class:`LocalEvents` (SQLite, one instance): every event is delivered where it happens, so
@@ -27,19 +32,22 @@ Engines:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 log = logging.getLogger(__name__)
 
 CHANNEL: Final = "salon_events"
 RECORDS: Final = "records"
 MESSAGES: Final = "messages"
+ORDERED: Final = "ordered"  # (input id, token): an input of the ordered log
 
 Handler = Callable[[list[str | int]], Awaitable[None]]
 Resync = Callable[[], Awaitable[None]]
+Ordered = Callable[[bytes, bool], Awaitable[Any]]  # (input, submitted here?) -> result
 
 
 def encode_event(instance: str, kind: str, args: Sequence[str | int]) -> str:
@@ -69,6 +77,14 @@ class Events(Protocol):
         """Call ``handler()`` after events may have been missed (the bus reconnected)."""
         ...
 
+    def on_ordered(self, handler: Ordered) -> None:
+        """The one handler of the ordered log (set once)."""
+        ...
+
+    async def submit(self, body: bytes) -> Any:
+        """Apply ``body`` on every instance, in the log's order; this instance's result."""
+        ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -80,6 +96,10 @@ class Dispatch:
     def __init__(self) -> None:
         self.handlers: dict[str, list[Handler]] = {}
         self.resyncs: list[Resync] = []
+        self.ordered: Ordered | None = None
+
+    def on_ordered(self, handler: Ordered) -> None:
+        self.ordered = handler
 
     def subscribe(self, kind: str, handler: Handler) -> None:
         self.handlers.setdefault(kind, []).append(handler)
@@ -103,7 +123,17 @@ class Dispatch:
 
 
 class LocalEvents(Dispatch):
-    """One instance (SQLite): everything is delivered where it is committed."""
+    """One instance (SQLite): everything is delivered where it is committed, and the
+    ordered log is this process's order (one input at a time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._order = asyncio.Lock()
+
+    async def submit(self, body: bytes) -> Any:
+        assert self.ordered is not None, "no handler for the ordered log"
+        async with self._order:
+            return await self.ordered(body, True)
 
     async def start(self) -> None:
         """Nothing to listen to."""

@@ -5,7 +5,8 @@ invite link names B: the link's address is only where to reach the space). What 
 instance commits reaches the other's connections through PostgreSQL's LISTEN/NOTIFY
 (:mod:`spaces.events`): a message sent through A is printed at once by a ``read --follow``
 on B and the other way round; joins, kicks and rekeys made through one instance are known
-to the other; stories posted through one are read through the other.
+to the other; stories posted through one are read through the other; a moderated call whose
+participants are connected to different instances works (the calls' ordered log).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from call_helpers import CallProcess, calls
 from chat_support import Follower, jpeg_with_gps
 from conftest import SalonServer, SalonUser
 from postgres_support import PostgresServer
@@ -126,3 +128,45 @@ def test_kick_and_rekey_across_instances(pair: Pair, user: Any) -> None:
     dave = user("dave")
     dave.json("join", on(made["link"], pair.b, pair.a), "--as", "Dave")
     assert names(alice, space) == {"Alice", "Bob", "Dave"}
+
+
+async def test_moderated_call_across_instances(pair: Pair, user: Any, tmp_path: Path) -> None:
+    """Alice (host) calls through A, Bob and Carol through B: a lobby admission, a mute and a
+    kick made through A reach B's participants; media flows between A's and B's members."""
+    alice, bob, carol = user("alice"), user("bob"), user("carol")
+    made = await alice.ajson("space", "create", "Calls", "--server", pair.a.url, "--as", "Alice")
+    space = made["space_id"]
+    for person, name in ((bob, "Bob"), (carol, "Carol")):
+        await person.arun("join", on(made["link"], pair.b, pair.a), "--as", name)
+    await alice.arun("room", "create", space, "hall", "--kind", "conference", "--lobby")
+    async with calls() as running:
+        a = await CallProcess.start(alice, space, "hall", tmp_path / "a.json", 40)
+        running.append(a)
+        await a.wait_for("topology mesh")
+        b = await CallProcess.start(bob, space, "hall", tmp_path / "b.json", 40)
+        running.append(b)
+        await b.wait_for("waiting in the lobby until a host admits you")
+        await a.wait_for(r"Bob \(\w+\) is waiting in the lobby")
+        await alice.arun("mod", space, "hall", "admit", "Bob")
+        await b.wait_for(r"verification code .* \(2 in the call")
+        await a.wait_for(r"verification code .* \(2 in the call")
+        c = await CallProcess.start(carol, space, "hall", tmp_path / "c.json", 40)
+        running.append(c)
+        await a.wait_for(r"Carol \(\w+\) is waiting in the lobby")
+        await alice.arun("mod", space, "hall", "admit", "Carol")
+        for call in (a, b, c):
+            await call.wait_for(r"verification code .* \(3 in the call")
+        await b.wait_for("first video from Alice")
+        await a.wait_for("first video from Bob")
+        await alice.arun("mod", space, "hall", "mute", "Bob")
+        await b.wait_for("muted you: your audio is no longer sent")
+        await c.wait_for(r"Alice \(\w+\) muted Bob")
+        await alice.arun("mod", space, "hall", "kick", "Carol")
+        kicked = await c.finish()
+        await b.wait_for(r"verification code .* \(2 in the call")
+        host, guest = await a.stop(), await b.stop()
+    assert kicked.returncode == 5 and "removed you from the call" in kicked.stderr
+    assert kicked.stats["ended_reason"] == "removed"
+    assert host.peer("Bob")["video_frames_decoded"] > 10
+    assert guest.peer("Alice")["video_frames_decoded"] > 10
+    assert guest.stats["self"]["admitted"] is True
