@@ -37,12 +37,13 @@ from bench_chat import (  # noqa: E402
     percentile,
     sample_box,
     start,
+    toml_limits,
     ws_connect,
 )
 from postgres_support import PostgresServer, find_bindir  # noqa: E402
 
 from client.chat import new_client_id  # noqa: E402
-from protocol.chat_wire import FetchMessages, Messages, SendMessage  # noqa: E402
+from protocol.chat_wire import FetchMessages, Messages, MessageSent, SendMessage  # noqa: E402
 from protocol.wire import encoder, server_decoder  # noqa: E402
 
 
@@ -72,7 +73,8 @@ async def measure(spec: dict[str, Any], messages: int) -> dict[str, Any]:
             await ws.recv(30)
             return time.perf_counter() - t0
 
-        got_a, got_b, _ = await asyncio.gather(arrival(on_a), arrival(on_b), sender.recv(30))
+        got_a, got_b, ack = await asyncio.gather(arrival(on_a), arrival(on_b), sender.recv(30))
+        assert isinstance(server_decoder.decode(ack), MessageSent), server_decoder.decode(ack)
         if index >= 20:
             same.append(got_a)
             cross.append(got_b)
@@ -105,7 +107,7 @@ def main() -> None:
         url = postgres.create_database()
         with tempfile.TemporaryDirectory(prefix="salon-bench-multi-") as tmp:
             root = Path(tmp)
-            (root / "salon.toml").write_text(f'[storage]\nurl = "{url}"\n')
+            (root / "salon.toml").write_text(f'{toml_limits()}[storage]\nurl = "{url}"\n')
             salon = str(Path(sys.executable).parent / "salon")
             where = {}
             for name in ("a", "b"):
