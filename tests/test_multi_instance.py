@@ -20,7 +20,7 @@ import pytest
 from call_helpers import CallProcess, calls
 from chat_support import Follower, jpeg_with_gps
 from conftest import SalonServer, SalonUser
-from postgres_support import PostgresServer
+from postgres_support import PostgresServer, pg_query
 
 pytestmark = pytest.mark.timeout(240)
 CONFIG = {"limits": {"join_attempts_per_minute_per_address": 1000}}
@@ -170,3 +170,32 @@ async def test_moderated_call_across_instances(pair: Pair, user: Any, tmp_path: 
     assert host.peer("Bob")["video_frames_decoded"] > 10
     assert guest.peer("Alice")["video_frames_decoded"] > 10
     assert guest.stats["self"]["admitted"] is True
+
+
+def test_listener_lost_reconnects_and_resyncs(pair: Pair, user: Any) -> None:
+    """The LISTEN connections are killed (as a database failover or a network cut would):
+    each instance reconnects with back-off, re-syncs from the store, and delivery across
+    instances goes on; nothing acknowledged is missed by the follower on B."""
+    alice, bob = user("alice"), user("bob")
+    made = alice.json("space", "create", "Cut", "--server", pair.a.url, "--as", "Alice")
+    space = made["space_id"]
+    alice.run("room", "create", space, "general", "--kind", "chat")
+    bob.json("join", on(made["link"], pair.b, pair.a), "--as", "Bob")
+    bob_follows = Follower(bob, space, "general")  # on B
+    try:
+        alice.run("send", space, "general", "before the cut")
+        bob_follows.wait_for(1, timeout=10)
+        killed = pg_query(
+            pair.url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE query LIKE 'LISTEN %salon_events%'",
+        )
+        assert len(killed) == 2  # one listener per instance
+        for n in range(2, 6):
+            assert alice.json("send", space, "general", f"after the cut {n}")["seq"] == n
+        seen = bob_follows.wait_for(5, timeout=20)
+        assert [m["seq"] for m in seen] == [1, 2, 3, 4, 5]
+    finally:
+        bob_follows.stop()
+    for server in (pair.a, pair.b):
+        assert "event listener back; re-syncing from the store" in server.log_text()

@@ -171,5 +171,5 @@ class PostgresEvents(Dispatch):
                         type(exc).__name__,
                     )
                     delay = min(BACKOFF_MAX, delay * 2)
-            log.info("event listener back; re-syncing from the store")
+            log.warning("event listener back; re-syncing from the store")
             self._queue.put_nowait(None)
