@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.toml
 
-.PHONY: run test lint typecheck unit e2e web-build web-test bench-web bench-web-call vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster clean
+.PHONY: run test lint typecheck unit e2e web-build web-test bench-web bench-web-call vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster bench-multi clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ bench-rekey: .make-installed
 
 bench-call: .make-installed
 	$(BIN)/python bench/bench_call.py
+
+# Two instances on one PostgreSQL: delivery latency A→B versus A→A (ratio). Last line JSON.
+bench-multi: .make-installed
+	$(BIN)/python bench/bench_multi.py
 
 # The web app: invite link → space shown, `salon send` → text in the page (p50/p95, with the
 # CLI's figures beside them), bundle size gzip. Last line JSON.

@@ -20,6 +20,7 @@ from aiohttp import web
 from protocol.wire import SessionClosed
 from spaces.config import Config
 from spaces.counters import Counters
+from spaces.events import RECORDS
 from spaces.handlers.call_media import install_call_media
 from spaces.handlers.chat import install_chat
 from spaces.handlers.conference import install_conferences
@@ -46,6 +47,7 @@ from spaces.services import (
     CONFIG,
     COUNTERS,
     CREATIONS_BY_ADDRESS,
+    EVENTS,
     HUB,
     MEMBERSHIP,
     PROXIES,
@@ -80,7 +82,10 @@ def build_app(config: Config, stores: Stores) -> web.Application:
     app[CHAT_STORE] = stores.chat
     app[CONFERENCE_STORE] = stores.conference
     app[STORY_STAGING] = MemoryStoryStaging(limits)
-    app[MEMBERSHIP] = Membership(stores.spaces, config, hub)
+    app[MEMBERSHIP] = membership = Membership(stores.spaces, config, hub)
+    app[EVENTS] = events = stores.events
+    events.subscribe(RECORDS, membership.remote_records)
+    events.on_resync(membership.resync)
     app[ATTEMPTS_BY_ADDRESS] = KeyedLimiter(
         limits.join_attempts_per_minute_per_address / 60,
         limits.join_attempts_per_minute_per_address,
@@ -121,6 +126,14 @@ def build_app(config: Config, stores: Stores) -> web.Application:
     install_conferences(app)  # likewise
     install_call_media(app)  # the SFU: after conferences, which it follows
     install_ice(app)
+
+    async def listen(app: web.Application) -> AsyncIterator[None]:
+        # Last: every service has subscribed; stops first, before any of them.
+        await events.start()
+        yield
+        await events.stop()
+
+    app.cleanup_ctx.append(listen)
     install_ops(app)  # /health, /ready: ready once every context above has started
     return app
 

@@ -297,6 +297,8 @@ class Chat:
         self.committer = GroupCommitter(store, self._deliver, clock, counters=self.counters)
         self.followers: dict[tuple[str, str], set[Subscriber]] = {}
         self.outboxes: dict[tuple[str, str], Outbox] = {}
+        # The highest seq pushed per followed room (to re-sync after lost events).
+        self.pushed: dict[tuple[str, str], int] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -350,11 +352,40 @@ class Chat:
                 self.counters.messages += 1
                 by_room.setdefault((new.space_id, new.room_id), []).append(result.message)
         for key, messages in by_room.items():
-            if self.followers.get(key):
-                outbox = self.outboxes.get(key)
-                if outbox is None:
-                    outbox = self.outboxes[key] = Outbox(key[1])
-                outbox.add(messages, self._flush, key)
+            self._push_later(key, messages)
+
+    def _push_later(self, key: tuple[str, str], messages: list[ChatMessage]) -> None:
+        if messages and self.followers.get(key):
+            self.pushed[key] = max(self.pushed.get(key, 0), messages[-1].seq)
+            outbox = self.outboxes.get(key)
+            if outbox is None:
+                outbox = self.outboxes[key] = Outbox(key[1])
+            outbox.add(messages, self._flush, key)
+
+    # -- other instances (spaces.events) -------------------------------------------------------
+
+    async def remote_messages(self, args: list[str | int]) -> None:
+        """Another instance committed ``first_seq..last_seq`` in a room: its followers here
+        get them from the store (out of order with this instance's own at worst; clients
+        fetch any gap they see, and drop what they have by seq)."""
+        space_id, room_id, first, last = str(args[0]), str(args[1]), int(args[2]), int(args[3])
+        key = (space_id, room_id)
+        if not self.followers.get(key):
+            return
+        found, _ = await self.store.messages(
+            space_id, room_id, first - 1, min(MAX_FETCH, last - first + 1), self.clock()
+        )
+        self._push_later(key, found)
+
+    async def resync(self) -> None:
+        """Events may have been missed: push what every followed room has after the last
+        seq pushed here."""
+        for key, followers in list(self.followers.items()):
+            if followers:
+                found, _ = await self.store.messages(
+                    *key, self.pushed.get(key, 0), MAX_FETCH, self.clock()
+                )
+                self._push_later(key, found)
 
     def _flush(self, key: tuple[str, str]) -> None:
         outbox = self.outboxes[key]
@@ -474,6 +505,7 @@ class Chat:
         for key, outbox in list(self.outboxes.items()):
             if key not in self.followers and outbox.handle is None:
                 del self.outboxes[key]
+                self.pushed.pop(key, None)
         return deleted
 
     async def _sweep_forever(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 
 from protocol.errors import (
+    Conflict,
     ErrorCode,
     Expired,
     Forbidden,
@@ -177,6 +178,10 @@ class Membership:
             raise NotFound("unknown invite link")
         space_id, seal = found
         roster = await self.roster(space_id)
+        if seal.epoch > roster.epoch or invite_id not in roster.invites:
+            # Made or sealed through another instance, whose event is on its way.
+            await self._catch_up(space_id)
+            roster = await self.roster(space_id)
         invite = roster.invites.get(invite_id)
         if invite is None:
             raise NotFound("unknown invite link")
@@ -224,7 +229,9 @@ class Membership:
         self._check_sizes(records, envelopes, seals)
         if not records and not envelopes and not seals:
             raise InvalidMessage("nothing to append")
-        await self.roster(space_id)
+        roster = await self.roster(space_id)
+        if records and records[0].seq > roster.head_seq + 1:
+            await self._catch_up(space_id)  # the author saw records another instance added
         async with self._lock(space_id):
             roster = self._rosters[space_id]
             for record in records:
@@ -249,13 +256,55 @@ class Membership:
             await self._check_envelopes(space_id, scratch, author, envelopes, started)
             self._check_seals(scratch, seals)
             self._take_quotas(space_id, author, records)
-            await self.store.append(
-                space_id, [self._stored(r) for r in records], envelopes=envelopes, seals=seals
-            )
-            self._rosters[space_id] = scratch
+            try:
+                await self.store.append(
+                    space_id, [self._stored(r) for r in records], envelopes=envelopes, seals=seals
+                )
+            except Conflict:
+                # Another instance appended first (its event is on its way): catch up, so
+                # the author's retry is checked against the chain as it now stands.
+                behind = True
+            else:
+                behind = False
+                self._rosters[space_id] = scratch
+        if behind:
+            await self._catch_up(space_id)
+            raise Conflict("the space changed meanwhile; sync and try again")
         await self._announce(space_id, records)
         await self._forget_dead_invites(scratch, records)
         return scratch.head_seq
+
+    # -- other instances (spaces.events) ---------------------------------------------------------
+
+    async def remote_records(self, args: list[str | int]) -> None:
+        """Another instance appended records to a space up to ``head_seq``: bring the cached
+        roster up to date from the store and announce the new records here."""
+        space_id, head_seq = str(args[0]), int(args[1])
+        roster = self._rosters.get(space_id)
+        if roster is not None and roster.head_seq < head_seq:
+            await self._catch_up(space_id)
+
+    async def resync(self) -> None:
+        """Events may have been missed: catch every cached roster up with the store."""
+        for space_id in list(self._rosters):
+            await self._catch_up(space_id)
+
+    async def _catch_up(self, space_id: str) -> list[Record]:
+        """Apply (and announce) the records stored after the cached roster's head."""
+        async with self._lock(space_id):
+            roster = self._rosters.get(space_id)
+            if roster is None:
+                return []
+            stored = await self.store.load_records(space_id, roster.head_seq)
+            records = [decode_record(data) for data in stored]
+            if records:
+                scratch = roster.copy()
+                for record in records:
+                    scratch.apply(record)
+                self._rosters[space_id] = scratch
+        if records:
+            await self._announce(space_id, records)
+        return records
 
     async def _announce(self, space_id: str, records: Sequence[Record]) -> None:
         for record in records:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from spaces.config import Config
 from spaces.counters import Counters
+from spaces.events import Events
 from spaces.hub import Hub, Subscriber
 from spaces.limits import ConcurrencyLimiter, KeyedLimiter, Network
 from spaces.membership import Membership
@@ -32,6 +33,7 @@ STORES = web.AppKey("stores", Stores)
 SPACE_STORE = web.AppKey("space_store", Store)
 CHAT_STORE = web.AppKey("chat_store", ChatStore)
 CONFERENCE_STORE = web.AppKey("conference_store", ConferenceStore)
+EVENTS = web.AppKey("events", Events)  # from the other instances (spaces.events)
 STORY_STAGING = web.AppKey("story_staging", StoryStaging)  # uploads until posted
 ATTEMPTS_BY_ADDRESS = web.AppKey("attempts_by_address", KeyedLimiter)
 ATTEMPTS_BY_INVITE = web.AppKey("attempts_by_invite", KeyedLimiter)

@@ -17,10 +17,12 @@ from protocol.chat_wire import (
     UploadStoryChunk,
 )
 from spaces.chat import Chat
+from spaces.events import MESSAGES
 from spaces.services import (
     CHAT_STORE,
     CONFIG,
     COUNTERS,
+    EVENTS,
     MEMBERSHIP,
     STORY_STAGING,
     Caller,
@@ -76,6 +78,8 @@ def install_chat(app: web.Application) -> Chat:
     )
     app[CHAT] = chat
     add_routes(app, CHAT_ROUTES)
+    app[EVENTS].subscribe(MESSAGES, chat.remote_messages)
+    app[EVENTS].on_resync(chat.resync)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await chat.start()

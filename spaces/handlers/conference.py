@@ -8,12 +8,23 @@ seat over (the old session hears :class:`CallEnded` ``replaced``).
 
 Everything a call relays between participants is a box sealed end to end; the server only
 checks who may send to whom (:meth:`Conference.may_relay`) and how large it is.
+
+Several instances (issue 11): every instance keeps a replica of each call and applies the
+same inputs (:class:`CallInput`: open, join, act, leave, signal) in one order, the ordered
+log of :mod:`spaces.events` (on PostgreSQL, the commit order of the inputs' transactions).
+An input carries everything its outcome depends on — the roles and time of the instance
+that took the request, whether it has an SFU, the next call id — so every replica reaches
+the same state. The instance that took a request checks it first (so the member hears a
+refusal at once) and answers with its replica's result once its input has come round;
+each instance pushes events to the sessions connected to it, and a signal to a participant
+connected elsewhere reaches it through its own instance.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,14 +49,16 @@ from protocol.conference_wire import (
 )
 from protocol.errors import Forbidden, InvalidMessage, NotFound, RateLimited, TooLarge
 from protocol.forks import HEAD_HASH_LEN
+from protocol.ids import new_id
 from protocol.records import HASH_WINDOW, Role, Roster
 from protocol.wire import Done, encoder
 from spaces.conference import Change, Conference
 from spaces.config import Config
+from spaces.events import Events, LocalEvents
 from spaces.hub import Hub, Subscriber
 from spaces.limits import KeyedLimiter
 from spaces.membership import Membership
-from spaces.services import CONFERENCE_STORE, CONFIG, HUB, MEMBERSHIP, Caller, add_routes
+from spaces.services import CONFERENCE_STORE, CONFIG, EVENTS, HUB, MEMBERSHIP, Caller, add_routes
 from spaces.storage.interfaces import ConferenceStore
 
 log = logging.getLogger(__name__)
@@ -76,6 +89,28 @@ def _check_head(action: CallAction, roster: Roster) -> None:
         )
 
 
+class CallInput(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One input of a call's replicas (see the module docstring)."""
+
+    kind: str  # open | join | act | leave | signal
+    space_id: str
+    room_id: str
+    session: str = ""  # the requesting session (instance-unique token)
+    member: bytes = b""
+    action: CallAction | None = None
+    roles: dict[bytes, Role] = {}
+    now_ms: int = 0
+    sfu: bool = False
+    next_call_id: str = ""  # the id of the call after this one, if this one ends
+    call_id: str = ""  # signal: the call it belongs to
+    to: bytes = b""
+    box: bytes = b""
+
+
+_input_encoder = msgspec.msgpack.Encoder()
+_input_decoder = msgspec.msgpack.Decoder(CallInput)
+
+
 def roles_of(roster: Roster) -> dict[bytes, Role]:
     return {key: member.role for key, member in roster.members.items()}
 
@@ -88,14 +123,22 @@ class Conferences:
         config: Config,
         store: ConferenceStore,
         clock: Callable[[], float] = time.time,
+        events: Events | None = None,
     ) -> None:
+        self.events: Events = LocalEvents() if events is None else events
+        self.events.on_ordered(self._apply)
         self.membership = membership
         self.hub = hub
         self.config = config
         self.store = store
         self.clock = clock
         self._calls: dict[CallKey, Conference] = {}
+        # Sessions connected here, by call and member; and the session token of every
+        # seated member of every call (replicated: tokens of sessions anywhere).
         self._sessions: dict[CallKey, dict[bytes, Subscriber]] = {}
+        self._seated: dict[CallKey, dict[bytes, str]] = {}
+        self._tokens: dict[Subscriber, str] = {}
+        self._by_token: dict[str, Subscriber] = {}
         self._creating: dict[CallKey, asyncio.Lock] = {}
         self._self_state = KeyedLimiter(SELF_STATE_PER_SECOND, SELF_STATE_BURST, clock)
         # Told of every change before it is announced (the SFU side follows calls this way).
@@ -125,21 +168,118 @@ class Conferences:
         conference = self._calls.get(key)
         if conference is None:
             async with self._creating.setdefault(key, asyncio.Lock()):
-                conference = self._calls.get(key)
-                if conference is None:
-                    limits = self.config.conference
-                    conference = Conference(
-                        space_id,
-                        room.spec,
-                        mesh_max=limits.mesh_max,
-                        mesh_return_max=limits.mesh_return_max,
-                        max_participants=limits.max_participants,
-                        bans=await self.store.bans(space_id, room_id),
+                if key not in self._calls:
+                    await self.events.submit(
+                        self._input("open", space_id, room_id, next_call_id=new_id())
                     )
-                    self._calls[key] = conference
-                    self._sessions[key] = {}
-        conference.set_sfu_available(self.sfu_available())
+            conference = self._calls[key]
         return conference, roster
+
+    async def _create(self, space_id: str, room_id: str, call_id: str) -> Conference:
+        """A replica for a room's call (an ``open`` input: the first one in the log wins)."""
+        roster = await self.membership.roster(space_id)
+        room = roster.rooms.get(room_id)
+        if room is None or room.spec.kind != "conference":
+            raise NotFound("no conference room with that id in this space")
+        limits = self.config.conference
+        conference = Conference(
+            space_id,
+            room.spec,
+            mesh_max=limits.mesh_max,
+            mesh_return_max=limits.mesh_return_max,
+            max_participants=limits.max_participants,
+            bans=await self.store.bans(space_id, room_id),
+            make_call_id=lambda: call_id,
+        )
+        key = (space_id, room_id)
+        self._calls[key] = conference
+        self._sessions.setdefault(key, {})
+        self._seated.setdefault(key, {})
+        return conference
+
+    def _token(self, subscriber: Subscriber) -> str:
+        token = self._tokens.get(subscriber)
+        if token is None:
+            token = self._tokens[subscriber] = secrets.token_hex(8)
+            self._by_token[token] = subscriber
+        return token
+
+    def _input(self, kind: str, space_id: str, room_id: str, **fields: Any) -> bytes:
+        return _input_encoder.encode(
+            CallInput(
+                kind,
+                space_id,
+                room_id,
+                now_ms=self.now_ms(),
+                sfu=self.sfu_available(),
+                next_call_id=fields.pop("next_call_id", None) or new_id(),
+                **fields,
+            )
+        )
+
+    # -- the replicas: every instance applies every input, in the log's order -----------------
+
+    async def _apply(self, body: bytes, mine: bool) -> Any:
+        entry = _input_decoder.decode(body)
+        key = (entry.space_id, entry.room_id)
+        conference = self._calls.get(key)
+        if entry.kind == "open":
+            if conference is None:
+                await self._create(entry.space_id, entry.room_id, entry.next_call_id)
+            return None
+        if conference is None:
+            # A call this instance has no replica of (it started before this one did).
+            raise NotFound("this server does not know that call yet; try again")
+        conference._make_call_id = lambda: entry.next_call_id
+        conference.set_sfu_available(entry.sfu)
+        roster = await self.membership.roster(entry.space_id)
+        if entry.kind == "join":
+            return self._apply_join(conference, roster, entry, mine)
+        if entry.kind == "act":
+            assert entry.action is not None
+            change = conference.act(entry.action, entry.roles, entry.now_ms)
+            self._announce(conference, roster, change)
+            return change
+        if entry.kind == "leave":
+            if self._seated[key].get(entry.member) == entry.session:
+                del self._seated[key][entry.member]
+                self._sessions[key].pop(entry.member, None)
+                left = conference.leave(entry.member)
+                if left is not None:
+                    self._announce(conference, roster, left)
+            return None
+        if entry.kind == "signal":
+            seated = self._seated[key]
+            if (
+                entry.call_id == conference.call_id
+                and seated.get(entry.member) == entry.session
+                and conference.may_relay(entry.member, entry.to)
+            ):
+                recipient = self._sessions[key].get(entry.to)
+                if recipient is not None:
+                    event = CallSignal(conference.room_id, entry.call_id, entry.member, entry.box)
+                    self._push(recipient, event)
+            return None
+        raise InvalidMessage(f"unknown call input {entry.kind!r}")
+
+    def _apply_join(
+        self, conference: Conference, roster: Roster, entry: CallInput, mine: bool
+    ) -> CallJoined:
+        assert entry.action is not None
+        member = entry.member
+        key = (conference.space_id, conference.room_id)
+        change = conference.join(entry.action, entry.roles, entry.now_ms)
+        sessions, seated = self._sessions[key], self._seated[key]
+        previous = sessions.get(member)
+        if previous is not None and self._tokens.get(previous) != entry.session:
+            self._push(previous, CallEnded(conference.room_id, conference.call_id, "replaced"))
+            del sessions[member]
+        seated[member] = entry.session
+        subscriber = self._by_token.get(entry.session)
+        if subscriber is not None and not subscriber.closed:
+            sessions[member] = subscriber
+        self._announce(conference, roster, change)
+        return CallJoined(0, conference.state_for(member, entry.roles), change.status)
 
     def call(self, key: CallKey) -> Conference | None:
         """The room's conference if it has been used since the server started."""
@@ -165,12 +305,14 @@ class Conferences:
         for observer in self.observers:
             observer(conference, roster, change)
         key = (conference.space_id, conference.room_id)
-        sessions = self._sessions[key]
+        sessions, seated = self._sessions[key], self._seated[key]
         for member, reason in change.removed:
+            seated.pop(member, None)
             subscriber = sessions.pop(member, None)
             if subscriber is not None:
                 self._end(subscriber, conference, reason, change)
         if change.ended:
+            seated.clear()
             for member, subscriber in list(sessions.items()):
                 self._end(subscriber, conference, "ended", change)
                 sessions.pop(member)
@@ -193,19 +335,20 @@ class Conferences:
         self._push(subscriber, CallEnded(conference.room_id, call_id, reason, change.action))
 
     def _session_gone(self, subscriber: Subscriber) -> None:
+        token = self._tokens.pop(subscriber, None)
+        if token is None:
+            return
+        self._by_token.pop(token, None)
         for key, sessions in list(self._sessions.items()):
             for member, seated in list(sessions.items()):
                 if seated is subscriber:
                     del sessions[member]
-                    conference = self._calls[key]
-                    change = conference.leave(member)
-                    if change is not None:
-                        asyncio.get_running_loop().create_task(self._announce_later(key, change))
+                    leave = self._input("leave", *key, member=member, session=token)
+                    asyncio.get_running_loop().create_task(self._leave_later(leave))
 
-    async def _announce_later(self, key: CallKey, change: Change) -> None:
+    async def _leave_later(self, leave: bytes) -> None:
         try:
-            conference, roster = await self.conference(*key)
-            self._announce(conference, roster, change)
+            await self.events.submit(leave)
         except Exception:  # the space may be gone; nothing to tell anyone then
             log.exception("announcing a departure failed")
 
@@ -223,24 +366,27 @@ class Conferences:
         if message.join.actor != member:
             raise Forbidden("a join must be signed by the session's member")
         _check_head(message.join, roster)
-        roles = roles_of(roster)
-        change = conference.join(message.join, roles, self.now_ms())
-        sessions = self._sessions[(conference.space_id, conference.room_id)]
-        previous = sessions.get(member)
-        if previous is not None and previous is not subscriber:
-            self._push(previous, CallEnded(conference.room_id, conference.call_id, "replaced"))
-        sessions[member] = subscriber
-        self._announce(conference, roster, change)
-        return CallJoined(message.id, conference.state_for(member, roles), change.status)
+        joined = await self.events.submit(
+            self._input(
+                "join",
+                *(conference.space_id, conference.room_id),
+                session=self._token(subscriber),
+                member=member,
+                action=message.join,
+                roles=roles_of(roster),
+            )
+        )
+        assert isinstance(joined, CallJoined)
+        return CallJoined(message.id, joined.state, joined.status)
 
     async def leave_call(self, subscriber: Subscriber, message: LeaveCall) -> Done:
-        conference, roster = await self.conference(subscriber.space_id, message.room_id)
+        conference, _ = await self.conference(subscriber.space_id, message.room_id)
         key = (conference.space_id, conference.room_id)
         if self._sessions[key].get(subscriber.member) is subscriber:
-            del self._sessions[key][subscriber.member]
-            change = conference.leave(subscriber.member)
-            if change is not None:
-                self._announce(conference, roster, change)
+            leave = self._input(
+                "leave", *key, member=subscriber.member, session=self._token(subscriber)
+            )
+            await self.events.submit(leave)
         return Done(message.id)
 
     async def act(self, subscriber: Subscriber, message: ActInCall) -> Done:
@@ -254,12 +400,17 @@ class Conferences:
         if action.actor != subscriber.member:
             raise Forbidden("an action must be signed by the session's member")
         _check_head(action, roster)
-        change = conference.act(action, roles_of(roster), self.now_ms())
+        key = (conference.space_id, conference.room_id)
+        change = await self.events.submit(
+            self._input(
+                "act", *key, member=subscriber.member, action=action, roles=roles_of(roster)
+            )
+        )
+        assert isinstance(change, Change)
         if change.ban_added is not None:
             await self.store.put_ban(conference.space_id, conference.room_id, change.ban_added)
         if change.ban_removed is not None:
             await self.store.delete_ban(conference.space_id, conference.room_id, change.ban_removed)
-        self._announce(conference, roster, change)
         return Done(message.id)
 
     async def relay(self, subscriber: Subscriber, message: SendCallSignal) -> Done:
@@ -274,11 +425,26 @@ class Conferences:
             raise Forbidden("only the session that joined the call may signal in it")
         if not conference.may_relay(subscriber.member, message.to):
             raise Forbidden("signals go only between admitted participants of the call")
-        recipient = sessions.get(message.to)
-        if recipient is None:
+        if message.to not in self._seated[(conference.space_id, conference.room_id)]:
             raise NotFound("that participant is not connected")
-        event = CallSignal(conference.room_id, conference.call_id, subscriber.member, message.box)
-        self._push(recipient, event)
+        recipient = sessions.get(message.to)
+        if recipient is not None:  # connected here: no need to go round the log
+            event = CallSignal(
+                conference.room_id, conference.call_id, subscriber.member, message.box
+            )
+            self._push(recipient, event)
+            return Done(message.id)
+        signal = self._input(
+            "signal",
+            conference.space_id,
+            conference.room_id,
+            session=self._token(subscriber),
+            member=subscriber.member,
+            call_id=message.call_id,
+            to=message.to,
+            box=message.box,
+        )
+        await self.events.submit(signal)
         return Done(message.id)
 
 
@@ -319,7 +485,9 @@ CONFERENCE_ROUTES: dict[type, Callable[[Caller, Any], Awaitable[msgspec.Struct]]
 
 def install_conferences(app: web.Application) -> Conferences:
     """Add conferences to a spaces app, over its conference store (opened by the app)."""
-    conferences = Conferences(app[MEMBERSHIP], app[HUB], app[CONFIG], app[CONFERENCE_STORE])
+    conferences = Conferences(
+        app[MEMBERSHIP], app[HUB], app[CONFIG], app[CONFERENCE_STORE], events=app[EVENTS]
+    )
     app[CONFERENCES] = conferences
     add_routes(app, CONFERENCE_ROUTES)
     return conferences

@@ -24,13 +24,14 @@ Chat stores, in particular:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from protocol.chat_wire import ChatMessage, StoryInfo, StoryPartName
 from protocol.conference_wire import CallAction
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.wire import Envelope, InviteSeal
+from spaces.events import Events, LocalEvents
 
 
 class StorageError(ProtocolError):
@@ -192,11 +193,13 @@ class ConferenceStore(Protocol):
 @dataclass(frozen=True)
 class Stores:
     """One database's stores, opened in this order (``spaces`` migrates) and closed in
-    reverse."""
+    reverse; and its events bus (:mod:`spaces.events`), which the app starts once the
+    services have subscribed and stops before the stores close."""
 
     spaces: Store
     chat: ChatStore
     conference: ConferenceStore
+    events: Events = field(default_factory=LocalEvents)
 
     async def open(self) -> None:
         await self.spaces.open()

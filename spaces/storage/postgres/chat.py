@@ -19,6 +19,7 @@ import asyncpg
 
 from protocol.chat_wire import ChatMessage, StoryInfo, StoryPartName
 from protocol.errors import Conflict
+from spaces.events import MESSAGES
 from spaces.storage.interfaces import Committed, NewMessage, NewStory
 from spaces.storage.postgres.database import Database
 
@@ -79,6 +80,7 @@ class PostgresChatStore:
         try:
             async with self.database.pool.acquire() as conn, conn.transaction():
                 last: dict[tuple[str, str], int] = {}
+                first: dict[tuple[str, str], int] = {}
                 for room in rooms:  # lock each room's counter, in a fixed order
                     last[room] = int(
                         await conn.fetchval(
@@ -88,6 +90,7 @@ class PostgresChatStore:
                             *room,
                         )
                     )
+                    first[room] = last[room] + 1
                 prior = await self._priors(conn, batch)
                 results: list[Committed] = []
                 fresh: dict[tuple[str, str, bytes, bytes], ChatMessage] = {}
@@ -124,6 +127,9 @@ class PostgresChatStore:
                         "UPDATE room_seqs SET last_seq = $3 WHERE space_id = $1 AND room_id = $2",
                         [(space_id, room_id, seq) for (space_id, room_id), seq in last.items()],
                     )
+                for room, seq in last.items():
+                    if seq >= first[room]:
+                        await self.database.notify(conn, MESSAGES, [*room, first[room], seq])
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise Conflict(f"conflicting message write: {exc}") from None
         return results

@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
+from collections.abc import Sequence
 from typing import Final
 
 import asyncpg
 
+from spaces.events import CHANNEL, encode_event
 from spaces.storage.interfaces import StorageError
 from spaces.storage.migrations import numbered_migrations
 
@@ -51,6 +54,8 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self._pool: asyncpg.Pool | None = None
+        # Names this instance in the events it sends, so that it skips its own.
+        self.instance = secrets.token_hex(8)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -111,6 +116,13 @@ class Database:
                 return bool(await self._pool.fetchval("SELECT 1") == 1)
         except Exception:
             return False
+
+    async def notify(self, conn: asyncpg.Connection, kind: str, args: Sequence[str | int]) -> None:
+        """Send an event to the other instances when ``conn``'s transaction commits
+        (:mod:`spaces.events`; ids and sequence numbers only)."""
+        await conn.execute(
+            "SELECT pg_notify($1, $2)", CHANNEL, encode_event(self.instance, kind, args)
+        )
 
     async def schema_version(self) -> int:
         return int(await self.pool.fetchval("SELECT coalesce(max(version), 0) FROM salon_schema"))

@@ -11,6 +11,7 @@ import asyncpg
 
 from protocol.errors import Conflict
 from protocol.wire import Envelope, InviteSeal
+from spaces.events import RECORDS
 from spaces.storage.interfaces import StoredRecord, Stores
 from spaces.storage.postgres.database import Database
 
@@ -82,6 +83,9 @@ class PostgresStore:
                         ],
                     )
                 await _write_seals(conn, space_id, seals)
+                if records:
+                    head = max(r.seq for r in records)
+                    await self.database.notify(conn, RECORDS, [space_id, head])
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise Conflict(f"conflicting write: {exc}") from None
 
@@ -159,8 +163,12 @@ def postgres_stores(url: str) -> Stores:
     """The three stores of one PostgreSQL database, sharing one connection pool."""
     from spaces.storage.postgres.chat import PostgresChatStore
     from spaces.storage.postgres.conference import PostgresConferenceStore
+    from spaces.storage.postgres.events import PostgresEvents
 
     database = Database(url)
     return Stores(
-        PostgresStore(database), PostgresChatStore(database), PostgresConferenceStore(database)
+        PostgresStore(database),
+        PostgresChatStore(database),
+        PostgresConferenceStore(database),
+        PostgresEvents(database),
     )

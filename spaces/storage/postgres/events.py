@@ -1,0 +1,175 @@
+"""The events bus on PostgreSQL: LISTEN on a dedicated connection (:mod:`spaces.events`).
+
+The stores write events with :meth:`Database.notify` inside their committing transactions;
+PostgreSQL delivers a transaction's notifications only once it commits, to every listener,
+in commit order. Here one connection (outside the pool) LISTENs on
+:data:`~spaces.events.CHANNEL`; events from other instances (this instance's own are
+skipped: it has delivered them already) are queued and handled one at a time, in order.
+
+If the connection is lost, it reconnects with back-off (0.1 s doubling to 5 s) and then
+runs the resync handlers: notifications sent while nobody listened are gone, so the
+handlers reload from the store (rosters' tails, followed rooms' messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Final
+
+import asyncpg
+
+from spaces.events import CHANNEL, ORDERED, Dispatch, decode_event
+from spaces.storage.interfaces import StorageError
+from spaces.storage.postgres.database import CONNECT_TIMEOUT, Database, masked_url
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST: Final = 0.1
+BACKOFF_MAX: Final = 5.0
+SUBMIT_TIMEOUT: Final = 10.0  # an input not heard back by then: the listener is down
+INPUTS_KEPT: Final = "60 seconds"  # then the ordered log's rows are deleted
+PRUNE_SECONDS: Final = 30.0
+
+
+class PostgresEvents(Dispatch):
+    def __init__(self, database: Database) -> None:
+        super().__init__()
+        self.database = database
+        self._queue: asyncio.Queue[tuple[str, list[str | int]] | None] = asyncio.Queue()
+        self._lost = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.listening = asyncio.Event()  # set while the LISTEN connection is up
+        self._waiting: dict[int, asyncio.Future[Any]] = {}  # token -> this instance's input
+        self._tokens = 0
+
+    async def start(self) -> None:
+        await self._connect()
+        self._tasks = [
+            asyncio.create_task(self._handle_forever()),
+            asyncio.create_task(self._keep_listening()),
+            asyncio.create_task(self._prune_forever()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self._disconnect()
+
+    async def _connect(self) -> None:
+        conn = await asyncpg.connect(self.database.url, timeout=CONNECT_TIMEOUT)
+        conn.add_termination_listener(self._terminated)
+        await conn.add_listener(CHANNEL, self._notified)
+        self._conn = conn
+        self._lost.clear()
+        self.listening.set()
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        self.listening.clear()
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+    def _terminated(self, conn: Any) -> None:
+        self.listening.clear()
+        self._lost.set()
+
+    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        event = decode_event(payload)
+        if event is None:
+            log.warning("ignoring a malformed event")
+            return
+        instance, kind, args = event
+        if kind == ORDERED:  # every instance applies the ordered log, this one included
+            mine = instance == self.database.instance
+            self._queue.put_nowait((kind, [*args, 1 if mine else 0]))
+        elif instance != self.database.instance:
+            self._queue.put_nowait((kind, args))
+
+    async def submit(self, body: bytes) -> Any:
+        if not self.listening.is_set():
+            raise StorageError("the server is reconnecting to the database; try again")
+        self._tokens += 1
+        token = self._tokens
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        try:
+            async with self.database.pool.acquire() as conn, conn.transaction():
+                input_id = await conn.fetchval(
+                    "INSERT INTO call_inputs (body) VALUES ($1) RETURNING id", body
+                )
+                await self.database.notify(conn, ORDERED, [int(input_id), token])
+            return await asyncio.wait_for(future, SUBMIT_TIMEOUT)
+        except TimeoutError:
+            raise StorageError("the server lost its database events; try again") from None
+        finally:
+            self._waiting.pop(token, None)
+
+    async def _apply(self, args: list[str | int]) -> None:
+        input_id, token, mine = int(args[0]), int(args[1]), bool(args[2])
+        future = self._waiting.get(token) if mine else None
+        try:
+            body = await self.database.pool.fetchval(
+                "SELECT body FROM call_inputs WHERE id = $1", input_id
+            )
+            if body is None:
+                raise StorageError("an input of the ordered log is gone")
+            assert self.ordered is not None, "no handler for the ordered log"
+            result = await self.ordered(bytes(body), mine)
+        except Exception as exc:
+            if future is None:
+                if not mine:
+                    log.debug("an input failed here as where it was submitted: %s", exc)
+            elif not future.done():
+                future.set_exception(exc)
+            return
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_SECONDS)
+            try:
+                await self.database.pool.execute(
+                    f"DELETE FROM call_inputs WHERE created_at < now() - interval '{INPUTS_KEPT}'"
+                )
+            except Exception:
+                log.exception("pruning the ordered log failed")
+
+    async def _handle_forever(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is None:  # events were lost: reload from the store
+                await self.resync()
+            elif item[0] == ORDERED:
+                await self._apply(item[1])
+            else:
+                await self.dispatch(*item)
+
+    async def _keep_listening(self) -> None:
+        while True:
+            await self._lost.wait()
+            await self._disconnect()
+            delay = BACKOFF_FIRST
+            while True:
+                log.warning("event listener lost; reconnecting in %.1f s", delay)
+                await asyncio.sleep(delay)
+                try:
+                    await self._connect()
+                    break
+                except Exception as exc:  # any failure to connect: try again later
+                    log.warning(
+                        "event listener cannot reach %s: %s",
+                        masked_url(self.database.url),
+                        type(exc).__name__,
+                    )
+                    delay = min(BACKOFF_MAX, delay * 2)
+            log.warning("event listener back; re-syncing from the store")
+            self._queue.put_nowait(None)
