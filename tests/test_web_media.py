@@ -166,7 +166,7 @@ def check_rotation_and_leave(first: dict[str, Any]) -> None:
 
 def test_chromium_key_rotation_and_leave(chromium: Any, page_url: str) -> None:
     """§15.5 in the browser: a new epoch installed at the receiver first switches with no frame
-    lost; frames of a sender that switched before its key arrived wait for it (up to 1 s) and
+    lost; frames of a sender that switched before its key arrived wait for it (up to 3 s) and
     none is lost; a key later than that loses only the frames in between, and the video decodes
     again (a keyframe follows); after the sender leaves, its keys decrypt for the 2 s overlap
     and never after."""
@@ -174,7 +174,7 @@ def test_chromium_key_rotation_and_leave(chromium: Any, page_url: str) -> None:
     scenarios = [
         scenario({**GOOD, "rotate": "receiver-first", "leave": True}),
         scenario({**GOOD, "rotate": "sender-first", "keyDelayMs": 300}),
-        scenario({**GOOD, "rotate": "sender-first", "keyDelayMs": 1500}),
+        scenario({**GOOD, "rotate": "sender-first", "keyDelayMs": 4000}),
     ]
     run = run_chromium(chromium.browser_type, page_url, scenarios, None)
     assert [e for e in run["errors"] if "favicon" not in e] == []
@@ -192,5 +192,5 @@ def test_chromium_key_rotation_and_leave(chromium: Any, page_url: str) -> None:
     assert third["framesDecoded"] >= 30
     after = video_rx(third["afterRotate"])
     assert after["lastKid"] == kid1 and after["failures"] == 0
-    assert after["droppedNoKey"] > 0, "frames that waited longer than 1 s are dropped"
+    assert after["droppedNoKey"] > 0, "frames that waited longer than 3 s are dropped"
     assert third["afterRotate"]["framesDecoded"] >= third["framesDecoded"] + 30, "it recovers"
