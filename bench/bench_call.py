@@ -11,11 +11,13 @@ loopback (``SALON_ICE_HOSTS=127.0.0.1``).
 2. **CPU per participant** in a 3-way and a 4-way mesh: once every pair decodes video, each
    process's user+system CPU time over a steady window, as a percentage of one core.
 
-Run ``make bench-call``. The last line printed is JSON.
+Run ``make bench-call`` (``--quick``: 3 joins, 3 s windows, a smoke run). The last line printed
+is JSON; percentiles are ``_harness.percentile`` (linear interpolation).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -24,13 +26,13 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-SALON = Path(sys.executable).parent / "salon"
+from _harness import SALON, Server, emit, percentile  # run as a script: bench/ is on sys.path
+
 PASSPHRASE = "bench"
 JOINS = 10
 STEADY_SECONDS = 8.0
@@ -57,13 +59,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q
-    low, high = int(rank), min(int(rank) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 class Call:
@@ -168,20 +163,16 @@ async def mesh_cpu(root: Path, space: str, homes: dict[str, Path], size: int) ->
 
 
 async def main() -> None:
+    global JOINS, STEADY_SECONDS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 joins, 3 s windows (smoke run)")
+    args = parser.parse_args()
+    if args.quick:
+        JOINS, STEADY_SECONDS = 3, 3.0
     root = Path(tempfile.mkdtemp(prefix="bench-call-"))
-    server = subprocess.Popen(
-        [str(SALON), "serve", "--port", "0", "--data", str(root / "data")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env_for(root / "server"),
-    )
+    server = Server(root / "server", env=env_for(root / "server"), data_dir=root / "data")
     try:
-        assert server.stdout is not None
-        found = re.search(r"listening on (\S+)", server.stdout.readline())
-        if found is None:
-            raise SystemExit("salon serve did not start")
-        url = found.group(1)
+        url = server.start()
         homes = {n: root / n for n in ("alice", "bob", "carol", "dave")}
         created = json.loads(
             salon(homes["alice"], "space", "create", "Bench", "--server", url, "--as", "Alice",
@@ -196,10 +187,9 @@ async def main() -> None:
         result |= await mesh_cpu(root, space, homes, 4)
         result["first_frame_target_met"] = result["first_frame_p95_ms"] <= TARGET_FIRST_FRAME_MS
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=20)
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps(result))
+    emit(result)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import resource
 import secrets
 import signal
@@ -54,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from _harness import Server, emit, percentile, start_process, stop_process
 
 try:
     from client import chatcrypto, crypto
@@ -85,7 +85,6 @@ from protocol.wire import (
     server_decoder,
 )
 
-LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
 BENCH_LIMITS = {
     "max_message_bytes": 16 * 1024 * 1024,
     "max_records_per_append": 100_000,
@@ -286,13 +285,6 @@ def sample_box() -> bytes:
 
 
 # -- the client process --------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -598,23 +590,6 @@ async def run_bare(args: argparse.Namespace) -> None:
 # -- the orchestrator ------------------------------------------------------------------------------
 
 
-def start(
-    cmd: list[str], log: Path, timeout: float = 30.0
-) -> tuple[subprocess.Popen[bytes], str, int]:
-    out = open(log, "wb")  # noqa: SIM115 - the child keeps writing to it
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = LISTENING.search(log.read_text(errors="replace"))
-        if found:
-            return proc, found.group(1), int(found.group(2))
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"{cmd[0]} did not start:\n{log.read_text(errors='replace')}")
-
-
 def bare_sqlite(path: Path, seconds: float) -> dict[str, Any]:
     """One row per transaction, synchronous=FULL, WAL: the disk's durable-commit rate."""
     db = sqlite3.connect(path, isolation_level=None)
@@ -635,35 +610,19 @@ def bare_sqlite(path: Path, seconds: float) -> dict[str, Any]:
     return {"commits_per_s": round(n / elapsed)}
 
 
-def toml_limits() -> str:
-    return "[limits]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in BENCH_LIMITS.items())
-
-
 def orchestrate(args: argparse.Namespace) -> None:
     args.load_before = os.getloadavg()[0]  # other work on the machine skews every figure
     me = str(Path(__file__).resolve())
     with tempfile.TemporaryDirectory(prefix="salon-bench-", dir=args.dir) as tmp:
         root = Path(tmp)
-        (root / "bench.toml").write_text(toml_limits())
-        salon = str(Path(sys.executable).parent / "salon")
+        chat = Server(root, {"limits": BENCH_LIMITS}, stop_timeout=15)
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            chat, chat_host, chat_port = start(
-                [
-                    salon,
-                    "serve",
-                    "--port",
-                    "0",
-                    "--data",
-                    str(root / "data"),
-                    "--config",
-                    str(root / "bench.toml"),
-                ],
-                root / "server.log",
-            )
-            procs.append(chat)
-            bare, bare_host, bare_port = start([sys.executable, me, "bare"], root / "bare.log")
+            chat.start(timeout=30)
+            chat_host, chat_port = chat.host, chat.port
+            bare, found = start_process([sys.executable, me, "bare"], root / "bare.log", timeout=30)
             procs.append(bare)
+            bare_host, bare_port = found[2], int(found[3])
 
             t = time.perf_counter()
             space = build_space(max(args.members, 50))
@@ -708,13 +667,9 @@ def orchestrate(args: argparse.Namespace) -> None:
             results = json.loads(clients.stdout.strip().splitlines()[-1])
             baseline = bare_sqlite(root / "bare.db", args.seconds)
         finally:
+            chat.stop()
             for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_process(proc, timeout=15)
     report(args, results, baseline)
 
 
@@ -769,7 +724,7 @@ def report(args: argparse.Namespace, results: dict[str, Any], baseline: dict[str
         "durable_ratio_vs_bare_sqlite_50": round(ratio_50, 3),
         "phases": results,
     }
-    print(json.dumps(summary))
+    emit(summary)
 
 
 def main() -> None:

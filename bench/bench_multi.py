@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,14 +27,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "tests")]
 
+from _harness import Server, emit, percentile, ratio  # noqa: E402
 from bench_chat import (  # noqa: E402
+    BENCH_LIMITS,
     authenticate,
     build_space,
     create_space,
-    percentile,
     sample_box,
-    start,
-    toml_limits,
     ws_connect,
 )
 from postgres_support import PostgresServer, find_bindir  # noqa: E402
@@ -101,47 +97,45 @@ def main() -> None:
         )
     load_before = os.getloadavg()[0]
     postgres = PostgresServer(bindir)
-    procs: list[subprocess.Popen[bytes]] = []
+    servers: list[Server] = []
     try:
         postgres.start()
         url = postgres.create_database()
         with tempfile.TemporaryDirectory(prefix="salon-bench-multi-") as tmp:
             root = Path(tmp)
-            (root / "salon.toml").write_text(f'{toml_limits()}[storage]\nurl = "{url}"\n')
-            salon = str(Path(sys.executable).parent / "salon")
+            config = {"limits": BENCH_LIMITS, "storage": {"url": url}}
             where = {}
             for name in ("a", "b"):
-                cmd = [salon, "serve", "--port", "0", "--data", str(root / name)]
-                cmd += ["--config", str(root / "salon.toml")]
-                proc, host, port = start(cmd, root / f"{name}.log")
-                procs.append(proc)
-                where[name] = {"host": host, "port": port}
+                server = Server(root / name, config, stop_timeout=15)
+                servers.append(server)
+                server.start(timeout=30)
+                where[name] = {"host": server.host, "port": server.port}
             space = build_space(3)
             asyncio.run(create_space(where["a"]["host"], where["a"]["port"], space))
             spec = {**space, **where}
             results = asyncio.run(measure(spec, args.messages))
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for server in servers:
+            server.stop()
         postgres.stop()
     same, cross = results["same_instance"], results["cross_instance"]
-    ratio = cross["p50_ms"] / same["p50_ms"] if same["p50_ms"] else float("nan")
-    print(f"Delivery latency, {args.messages} messages sent one at a time through instance A:")
+    across = ratio(cross["p50_ms"], same["p50_ms"])
+    shown = "n/a" if across is None else f"{across:.2f}"
+    lines = [f"Delivery latency, {args.messages} messages sent one at a time through instance A:"]
     for label, got in (
         ("on A (same instance, baseline)", same),
         ("on B (across instances)", cross),
     ):
-        print(f"  follower {label}: p50 {got['p50_ms']} ms, p99 {got['p99_ms']} ms")
-    print(f"  across / same (p50): {ratio:.2f}   (load average before: {load_before:.2f})")
+        lines.append(f"  follower {label}: p50 {got['p50_ms']} ms, p99 {got['p99_ms']} ms")
+    lines.append(f"  across / same (p50): {shown}   (load average before: {load_before:.2f})")
     results.update(
-        {"messages": args.messages, "ratio_p50": round(ratio, 2), "load_before": load_before}
+        {
+            "messages": args.messages,
+            "ratio_p50": None if across is None else round(across, 2),
+            "load_before": load_before,
+        }
     )
-    print(json.dumps(results))
+    emit(results, lines)
 
 
 if __name__ == "__main__":

@@ -31,18 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_call import SALON, env_for, salon  # run as a script: bench/ is on sys.path
+from _harness import SALON, Server, emit, percentile  # run as a script: bench/ is on sys.path
+from bench_call import env_for, salon
 
 WAIT = 40.0
 NAMES = ("Alice", "Bob", "Carol", "Dave", "Erin")
 TARGET_MS = 1000.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q
-    low, high = int(rank), min(int(rank) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 class Call:
@@ -167,30 +161,18 @@ async def main() -> None:
     parser.add_argument("--kicks", type=int, default=8)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-rekey-"))
-    server = subprocess.Popen(
-        [str(SALON), "serve", "--port", "0", "--data", str(root / "data")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env_for(root / "server"),
-    )
+    server = Server(root / "server", env=env_for(root / "server"), data_dir=root / "data")
     try:
-        assert server.stdout is not None
-        found = re.search(r"listening on (\S+)", server.stdout.readline())
-        if found is None:
-            raise SystemExit("salon serve did not start")
-        result = await run(root, found.group(1), args.kicks)
+        result = await run(root, server.start(), args.kicks)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=20)
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
-    print(
+    line = (
         f"rekey after a kick, 5 participants: p50 {result['rekey_p50_ms']} ms, "
         f"p95 {result['rekey_p95_ms']} ms, max {result['rekey_max_ms']} ms "
-        f"over {result['kicks']} kicks",
-        flush=True,
+        f"over {result['kicks']} kicks"
     )
-    print(json.dumps(result))
+    emit(result, [line])
 
 
 if __name__ == "__main__":

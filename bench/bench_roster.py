@@ -23,12 +23,9 @@ Prints human-readable figures, then one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import re
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +33,7 @@ import time
 from pathlib import Path
 
 import msgspec
+from _harness import SALON, Server, emit, percentile
 
 try:
     from client import crypto
@@ -63,9 +61,7 @@ from protocol.records import (
     signing_bytes,
 )
 
-SALON = Path(sys.executable).parent / "salon"
 PASSPHRASE = "bench-roster"
-LISTENING = re.compile(rb"listening on (http://\S+)")
 ROOM = "general"
 
 
@@ -139,38 +135,6 @@ def build_space(
     return chain, space_key
 
 
-def start_server(root: Path, port: int = 0) -> tuple[subprocess.Popen[bytes], str]:
-    log_path = root / "server.log"
-    offset = log_path.stat().st_size if log_path.exists() else 0
-    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [str(SALON), "serve", "--port", str(port), "--data", str(root / "data")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        cwd=root,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = LISTENING.search(log_path.read_bytes()[offset:])
-        if found:
-            return proc, found.group(1).decode()
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"salon serve did not start:\n{log_path.read_text(errors='replace')}")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def insert(db_path: Path, chain: ChainBuilder) -> None:
     db = sqlite3.connect(db_path)
     try:
@@ -207,8 +171,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-roster-") as tmp:
         root = Path(tmp)
-        proc, url = start_server(root)  # creates the schema
-        stop_server(proc)
+        server = Server(root, cwd=root)
+        server.start()  # creates the schema
+        server.stop()
 
         owner, others = Identity(), [Identity(), Identity()]
         began = time.perf_counter()
@@ -224,7 +189,7 @@ def main() -> None:
 
         home = root / "home"
         keystore = Keystore(home, passphrase=lambda _creating: PASSPHRASE)
-        proc, url = start_server(root)
+        url = server.start()
         try:
 
             def remember(data: KeystoreData) -> None:
@@ -262,37 +227,36 @@ def main() -> None:
                         salon(home, "send", chain.space_id, ROOM, f"hello {run}")
                     )
         finally:
-            stop_server(proc)
+            server.stop()
 
     medians = {
-        cmd: {name: statistics.median(values) for name, values in by_space.items()}
+        cmd: {name: percentile(values, 0.5) for name, values in by_space.items()}
         for cmd, by_space in times.items()
     }
     ratios = {cmd: m["big"] / m["small"] for cmd, m in medians.items()}
-    for cmd, m in medians.items():
-        print(
-            f"salon {cmd:7}  {len(small.records)} records: {m['small'] * 1000:7.0f} ms   "
-            f"{len(big.records)} records: {m['big'] * 1000:7.0f} ms   "
-            f"ratio {ratios[cmd]:.2f} (target <= 2)"
-        )
-    print(
-        json.dumps(
-            {
-                "bench": "roster",
-                "records_small": len(small.records),
-                "records_big": len(big.records),
-                "runs": args.runs,
-                "members_ms": {k: round(v * 1000, 1) for k, v in medians["members"].items()},
-                "send_ms": {k: round(v * 1000, 1) for k, v in medians["send"].items()},
-                "members_ratio": round(ratios["members"], 3),
-                "send_ratio": round(ratios["send"], 3),
-                "first_sync_s": {k: round(v, 2) for k, v in first.items()},
-                "build_s": round(build_s, 1),
-                "target_ratio": 2.0,
-                "ok": max(ratios.values()) <= 2.0,
-                "python": platform.python_version(),
-            }
-        )
+    lines = [
+        f"salon {cmd:7}  {len(small.records)} records: {m['small'] * 1000:7.0f} ms   "
+        f"{len(big.records)} records: {m['big'] * 1000:7.0f} ms   "
+        f"ratio {ratios[cmd]:.2f} (target <= 2)"
+        for cmd, m in medians.items()
+    ]
+    emit(
+        {
+            "bench": "roster",
+            "records_small": len(small.records),
+            "records_big": len(big.records),
+            "runs": args.runs,
+            "members_ms": {k: round(v * 1000, 1) for k, v in medians["members"].items()},
+            "send_ms": {k: round(v * 1000, 1) for k, v in medians["send"].items()},
+            "members_ratio": round(ratios["members"], 3),
+            "send_ratio": round(ratios["send"], 3),
+            "first_sync_s": {k: round(v, 2) for k, v in first.items()},
+            "build_s": round(build_s, 1),
+            "target_ratio": 2.0,
+            "ok": max(ratios.values()) <= 2.0,
+            "python": platform.python_version(),
+        },
+        lines,
     )
 
 

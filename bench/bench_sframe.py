@@ -9,7 +9,6 @@ frame and a 100-byte Opus frame, prints human-readable figures, then one JSON li
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -21,6 +20,7 @@ try:
 except ImportError:  # running from a checkout without the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from client import sframe
+from _harness import emit  # run as a script: bench/ is on sys.path
 
 
 def _bench(suite: int, codec: str, frame: bytes, seconds: float) -> dict[str, float | int | str]:
@@ -82,7 +82,7 @@ def main() -> None:
             f"{r['mb_per_s']:>8} MB/s  {r['us_per_round_trip']:>6} us/frame  "
             f"(+{r['overhead_bytes']} B)"
         )
-    print(json.dumps({"bench": "sframe", "suite": suite.value, "results": results}))
+    emit({"bench": "sframe", "suite": suite.value, "results": results})
 
 
 if __name__ == "__main__":

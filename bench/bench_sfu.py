@@ -73,6 +73,7 @@ except ImportError:  # running from a checkout without the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sfu import aiortc_adapter
 
+from _harness import emit, percentile  # run as a script: bench/ is on sys.path
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -323,7 +324,8 @@ class SfuRole(Role):
             "gc": sorted(self.gc_pauses, key=lambda x: -x[1])[:5],
             "gc_count": len(self.gc_pauses),
             "wait_p50_p99_ms": [
-                percentile([w / 1e6 for w in self.wait_ns], q) for q in (0.5, 0.99)
+                percentile([w / 1e6 for w in self.wait_ns], q) if self.wait_ns else None
+                for q in (0.5, 0.99)
             ],
             "dropped_queue": dropped,
             "queued": queued,
@@ -793,13 +795,6 @@ class Worker:
             self.proc.join(5)
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
 def run_mode(
     mode: str,
     publishers: int,
@@ -907,8 +902,8 @@ def measure_window(
         if "packets_out" in b
         else round(received / wall),
         "loss": round(max(0.0, 1 - received / expected) if expected else 1.0, 5),
-        "added_p50_ms": percentile(added, 0.5),
-        "added_p99_ms": percentile(added, 0.99),
+        "added_p50_ms": percentile(added, 0.5) if added else None,
+        "added_p99_ms": percentile(added, 0.99) if added else None,
         "processing_p50_ms": (b.get("processing_ms") or {}).get("p50"),
         "processing_p99_ms": (b.get("processing_ms") or {}).get("p99"),
         "rss_mb": round(b["rss_mb"], 1),
@@ -1084,7 +1079,7 @@ def main() -> int:
         summary["rekey_kicks"] = rekey.get("kicks")
     log(f"total {time.monotonic() - start:.0f} s")
     print(json.dumps({"rows": rtp_rows + frame_rows + relay_rows}))
-    print(json.dumps(summary))
+    emit(summary)
     return 0
 
 

@@ -29,7 +29,6 @@ import os
 import queue
 import re
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,10 +38,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _harness import SALON, Server, emit, summary  # run as a script: bench/ is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
-SALON = Path(sys.executable).parent / "salon"
 CHROMIUM = os.environ.get("SALON_CHROMIUM", "/usr/bin/chromium")
-LISTENING = re.compile(r"listening on (http://\S+)")
 SPACE_VIEW = "[data-testid=space-view]"
 MESSAGE = "[data-testid=message]"
 JOIN_NAME = "[data-testid=join-name]"
@@ -58,14 +57,6 @@ SEEN_OBSERVER = """() => {
     }
   }).observe(document.body, { childList: true, subtree: true, characterData: true });
 }"""
-
-
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "n": 0}
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"p50": round(statistics.median(ordered), 1), "p95": round(p95, 1), "n": len(values)}
 
 
 class Cli:
@@ -84,28 +75,14 @@ class Cli:
         return json.loads(self.run(*args, "--json"))
 
 
-def start_server(root: Path, web_dir: Path) -> tuple[subprocess.Popen[str], str]:
-    config = root / "salon.toml"
-    limits = (
-        "[limits]\nrequests_per_second = 1e9\nrequest_burst = 1000000000\n"
-        "join_attempts_per_minute_per_address = 100000\n"
-        "join_attempts_per_minute_per_invite = 100000\n"
-        "messages_per_second_per_member = 1e9\nmessage_burst_per_member = 1000000000\n"
-    )
-    config.write_text(f'[server]\nweb_dir = "{web_dir}"\n{limits}', encoding="utf-8")
-    proc = subprocess.Popen(
-        [str(SALON), "serve", "--port", "0", "--data", str(root / "data"), "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        found = LISTENING.search(line)
-        if found:
-            threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()
-            return proc, found.group(1)
-    raise RuntimeError("salon serve did not start")
+LIMITS = {
+    "requests_per_second": 1e9,
+    "request_burst": 1_000_000_000,
+    "join_attempts_per_minute_per_address": 100_000,
+    "join_attempts_per_minute_per_invite": 100_000,
+    "messages_per_second_per_member": 1e9,
+    "message_burst_per_member": 1_000_000_000,
+}
 
 
 def bundle_size(web_dir: Path) -> dict[str, int]:
@@ -152,7 +129,8 @@ def bench(rounds: int, web_dir: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"bench": "web", "rounds": rounds, "bundle": bundle_size(web_dir)}
     with tempfile.TemporaryDirectory(prefix="salon-bench-web-") as tmp:
         root = Path(tmp)
-        server, url = start_server(root, web_dir)
+        server = Server(root, {"server": {"web_dir": str(web_dir)}, "limits": LIMITS})
+        url = server.start()
         try:
             alice = Cli(root / "alice")
             space = alice.json("space", "create", "Bench", "--server", url, "--as", "alice")
@@ -164,7 +142,7 @@ def bench(rounds: int, web_dir: Path) -> dict[str, Any]:
                 started = time.perf_counter()
                 Cli(root / f"cli{i}").run("join", link, "--as", f"cli{i}")
                 cli_join.append((time.perf_counter() - started) * 1000)
-            result["cli_join_ms"] = percentiles(cli_join)
+            result["cli_join_ms"] = summary(cli_join)
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
                 try:
@@ -174,8 +152,7 @@ def bench(rounds: int, web_dir: Path) -> dict[str, Any]:
                 finally:
                     browser.close()
         finally:
-            server.terminate()
-            server.wait(timeout=15)
+            server.stop()
     return result
 
 
@@ -200,7 +177,7 @@ def browser_figures(browser: Any, alice: Cli, space_id: str, link: str, rounds: 
         if i < rounds - 1:
             context.close()
     assert page is not None
-    figures: dict[str, Any] = {"join_ms": percentiles(joins)}
+    figures: dict[str, Any] = {"join_ms": summary(joins)}
     # The last joined page stays open in the room; Alice sends, a CLI reader follows too.
     page.get_by_role("link", name=ROOM).click()
     # When each watched text first entered the DOM (a MutationObserver, not Playwright's
@@ -232,10 +209,10 @@ def browser_figures(browser: Any, alice: Cli, space_id: str, link: str, rounds: 
             after_follow.append((in_page - in_follow) * 1000)
     finally:
         follower.stop()
-    figures["send_to_page_ms"] = percentiles(to_page)
-    figures["send_to_follow_ms"] = percentiles(to_follow)
-    figures["send_process_ms"] = percentiles(process)
-    figures["page_after_follow_ms"] = percentiles(after_follow)
+    figures["send_to_page_ms"] = summary(to_page)
+    figures["send_to_follow_ms"] = summary(to_follow)
+    figures["send_process_ms"] = summary(process)
+    figures["page_after_follow_ms"] = summary(after_follow)
     return figures
 
 
@@ -253,7 +230,7 @@ def main() -> None:
     print(f"send → page p50 {page.get('p50')} ms")
     if "error" in result:
         print(f"browser part failed: {result['error']}")
-    print(json.dumps(result))
+    emit(result)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from _harness import Server, emit, summary  # noqa: E402
 from browser_support import CHROMIUM, WebPage, build_web  # noqa: E402
-from conftest import SalonServer, user_factory  # noqa: E402
+from conftest import TEST_LIMITS, user_factory  # noqa: E402
 from media_page_support import chromium_args, write_y4m  # noqa: E402
 from test_web_call_sfu6 import STATS, yuv  # noqa: E402
 from test_web_call_ui import (  # noqa: E402
@@ -68,14 +69,6 @@ ARM = """() => {
     }, 5);
   }, { capture: true, once: true });
 }"""
-
-
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "n": 0}
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"p50": round(statistics.median(ordered), 1), "p95": round(p95, 1), "n": len(values)}
 
 
 def processes() -> dict[int, tuple[int, str, float]]:
@@ -138,9 +131,15 @@ def main() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_name, sync_playwright() as pw:
         tmp = Path(tmp_name)
         dist = build_web(tmp / "dist")
-        server = SalonServer(
+        server = Server(
             tmp / "server",
-            {"server": {"web_dir": str(dist)}, "conference": {"max_participants": 8}},
+            {
+                "server": {"web_dir": str(dist)},
+                "conference": {"max_participants": 8},
+                "limits": TEST_LIMITS,
+            },
+            env={"SALON_ICE_HOSTS": "127.0.0.1"},
+            cwd=tmp / "server",
         )
         server.start()
         browsers: list[Any] = []
@@ -222,8 +221,8 @@ def main() -> dict[str, Any]:
     browser_pct = statistics.mean(c[0] for c in page_cpu) * 100
     renderer_pct = statistics.mean(c[1] for c in page_cpu) * 100
     result: dict[str, Any] = {
-        "join_click_to_first_remote_frame_ms": percentiles(joins),
-        "cli_join_to_first_frame_ms": percentiles(cli_first),
+        "join_click_to_first_remote_frame_ms": summary(joins),
+        "cli_join_to_first_frame_ms": summary(cli_first),
         "cpu_4way_browser_participant_pct_core": round(browser_pct, 1),
         "cpu_4way_browser_renderers_pct_core": round(renderer_pct, 1),
         "cpu_4way_cli_participant_pct_core": round(cli_cpu * 100, 1),
@@ -247,4 +246,4 @@ def main() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main()))
+    emit(main())

@@ -14,7 +14,6 @@ Run ``PYTHONPATH=. .venv/bin/python bench/web_sframe.py``. The last line printed
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from _harness import emit  # noqa: E402
 from media_page_support import CHROMIUM, PageServer, build_media, chromium_args  # noqa: E402
 
 FRAMES = 600  # about 20 s of 30 fps video
@@ -106,6 +106,4 @@ def main() -> dict[str, Any]:
 
 if __name__ == "__main__":
     result = main()
-    for key, value in result.items():
-        print(f"{key}: {value}")
-    print(json.dumps(result))
+    emit(result, [f"{key}: {value}" for key, value in result.items()])
