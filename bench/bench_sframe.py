@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 try:
-    from client import sframe
+    from client.call import sframe
 except ImportError:  # running from a checkout without the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from client import sframe
+    from client.call import sframe
 
 
 def _bench(suite: int, codec: str, frame: bytes, seconds: float) -> dict[str, float | int | str]:
