@@ -567,6 +567,6 @@ def test_salon_imports_and_locks_without_fcntl(user):
         cwd=ROOT,
     )
     assert blocked.returncode == 0
-    source = (ROOT / "client" / "keystore.py").read_text(encoding="utf-8")
+    source = (ROOT / "client" / "core" / "keystore.py").read_text(encoding="utf-8")
     assert not re.search(r"^import fcntl|^from fcntl", source, re.M)
     assert SALON.exists()
