@@ -21,6 +21,7 @@ COPY protocol/ protocol/
 COPY spaces/ spaces/
 COPY client/ client/
 COPY sfu/ sfu/
+COPY rtc/ rtc/
 COPY --from=web /src/web_dist/ spaces/web_dist/
 RUN /opt/salon/bin/pip install --no-cache-dir . \
     && /opt/salon/bin/salon serve --help >/dev/null

@@ -23,7 +23,7 @@ lint: .make-installed
 	$(BIN)/ruff format --check .
 
 typecheck: .make-installed
-	$(BIN)/mypy protocol spaces client sfu
+	$(BIN)/mypy protocol spaces client sfu rtc
 
 # Python tests in two parts (tests/conftest.py marks them): `unit` the pure core, in seconds;
 # `e2e` everything that runs real processes or peers (server, CLI, browsers, coturn, aiortc),

@@ -56,11 +56,11 @@ import msgspec
 from _harness import Server, emit, percentile, start_process, stop_process
 
 try:
-    from client import chatcrypto, crypto
+    from client.core import chatcrypto, crypto
 except ImportError:  # running from a checkout without the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from client import chatcrypto, crypto
-from client.chat import new_client_id
+    from client.core import chatcrypto, crypto
+from client.core.chat import new_client_id
 from protocol import roomkeys
 from protocol.chat_wire import ChatMessage, FetchMessages, Messages, MessagesAdded, SendMessage
 from protocol.ids import new_id

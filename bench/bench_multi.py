@@ -38,7 +38,7 @@ from bench_chat import (  # noqa: E402
 )
 from postgres_support import PostgresServer, find_bindir  # noqa: E402
 
-from client.chat import new_client_id  # noqa: E402
+from client.core.chat import new_client_id  # noqa: E402
 from protocol.chat_wire import FetchMessages, Messages, MessageSent, SendMessage  # noqa: E402
 from protocol.wire import encoder, server_decoder  # noqa: E402
 

@@ -36,13 +36,13 @@ import msgspec
 from _harness import SALON, Server, emit, percentile
 
 try:
-    from client import crypto
+    from client.core import crypto
 except ImportError:  # running from a checkout without the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from client import crypto
-from client.keystore import Keystore, KeystoreData, SpaceMembership
-from client.rooms import RoomName
-from client.space import ProfileInfo, SpaceInfo
+    from client.core import crypto
+from client.core.keystore import Keystore, KeystoreData, SpaceMembership
+from client.core.rooms import RoomName
+from client.core.space import ProfileInfo, SpaceInfo
 from protocol.records import (
     PROFILE_QUOTA,
     PROFILE_WINDOW,

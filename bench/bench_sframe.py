@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 try:
-    from client import sframe
+    from client.call import sframe
 except ImportError:  # running from a checkout without the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from client import sframe
+    from client.call import sframe
 from _harness import emit  # run as a script: bench/ is on sys.path
 
 

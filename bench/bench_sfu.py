@@ -13,7 +13,7 @@ Three forwarders are measured in the same run:
 * ``rtp``   — Salon's SFU (``sfu/node.py``): forwards below the frame layer, rewriting
               SSRC / sequence number / timestamp per subscriber.
 * ``frame`` — the alternative the design weighed: aiortc's receive and send paths with a
-              pass-through decoder and pre-encoded packing (``sfu/aiortc_adapter.py``),
+              pass-through decoder and pre-encoded packing (``rtc/aiortc_adapter.py``),
               forwarding whole encoded frames.
 * ``relay`` — what a Python developer would otherwise build: aiortc's ``MediaRelay``
               (decode once, re-encode VP8 + Opus per subscriber), with plain media.
@@ -68,10 +68,10 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from sfu import aiortc_adapter
+    from rtc import aiortc_adapter
 except ImportError:  # running from a checkout without the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from sfu import aiortc_adapter
+    from rtc import aiortc_adapter
 
 from _harness import emit, percentile  # run as a script: bench/ is on sys.path
 from aiortc import (
@@ -160,8 +160,8 @@ def make_clip(encrypt: bool) -> tuple[list[bytes], list[bytes], int]:
     import av
     import numpy as np
 
-    from client.media import TestPatternTrack, ToneTrack
-    from client.sframe import SFrameContext, protect_frame
+    from client.call.media import TestPatternTrack, ToneTrack
+    from client.call.sframe import SFrameContext, protect_frame
 
     pattern = TestPatternTrack("Bench", WIDTH, HEIGHT, FPS)
     codec = av.CodecContext.create("libvpx", "w")

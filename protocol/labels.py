@@ -8,10 +8,10 @@ Two shapes:
 
 - ``*_DOMAIN``, ``*_AD``, ``*_SIG`` (bytes, ending in NUL): prefixed to the message that is
   signed, hashed or used as associated data.
-- ``*_LABEL`` (str, no NUL): HKDF-SHA256 ``info`` labels for ``client.crypto.hkdf``, which
+- ``*_LABEL`` (str, no NUL): HKDF-SHA256 ``info`` labels for ``client.core.crypto.hkdf``, which
   uses ``label || 0x00 || context`` as info (empty salt).
 
-The device keystore's own labels are local, not protocol, and stay in ``client.keystore``.
+The device keystore's own labels are local, not protocol, and stay in ``client.core.keystore``.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ Two rules make a key id name exactly one key of exactly one sender:
 
 * **bound to the publisher**: the SFU drops frames whose KID's index is not the index of
   the participant publishing the up-track, and receivers only try the keys of the
-  publisher the SFU says a slot carries (``client.sfu_topology.MediaKeyRing``);
+  publisher the SFU says a slot carries (``client.call.sfu_topology.MediaKeyRing``);
 * **never aliased**: the epoch is not reduced modulo 2**16 — a key id is never reused for
   another key. A sender whose next epoch would pass :data:`MAX_EPOCH` leaves the call
-  instead (``client.callkeys.CallKeys.exhausted``); rejoining gives a new index.
+  instead (``client.call.keys.CallKeys.exhausted``); rejoining gives a new index.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ MAX_ROOMS: Final = 1_000
 # Record hashes a roster keeps, so readers can check the head (seq, hash) that others sign
 # (protocol.forks) without keeping the chain: every hash of the last HASH_WINDOW records, and
 # one every HASH_CHECKPOINT records before them. An older hash is proven by fetching the
-# records from it up to the next checkpoint and checking their links (client.space.load_hash).
+# records from it up to the next checkpoint and checking their links (client.core.space.load_hash).
 HASH_WINDOW: Final = 1_024
 HASH_CHECKPOINT: Final = 256
 

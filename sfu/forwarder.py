@@ -19,7 +19,7 @@ Model:
   (``protocol.media_keys``): the SFrame header at the start of each frame is read (a few
   bytes, no key) and a frame under another index is dropped whole (``dropped_kid``). Each
   forwarded packet names its publisher's index in its one CSRC, so a receiver tries only
-  that publisher's keys (``client.sfu_topology``): a forged frame never reaches anyone as
+  that publisher's keys (``client.call.sfu_topology``): a forged frame never reaches anyone as
   the real sender, nor moves the real sender's replay window.
 * Mute is enforced here: a muted up-track's packets are dropped on arrival. So is a rate
   limit per up-track (token bucket), since every byte a publisher sends is multiplied.

@@ -5,7 +5,7 @@ conference control plane hands :meth:`SfuNode.join` a participant's SDP offer (a
 and relays the answer back; it calls :meth:`set_muted` / :meth:`kick` to enforce
 moderation and listens to :class:`ParticipantLeft` / :class:`ActiveSpeaker` events.
 
-What the node expects from an offer (``client.e2ee_media.SfuSession`` makes one):
+What the node expects from an offer (``client.call.e2ee_media.SfuSession`` makes one):
 
 * BUNDLE over one transport (aiortc always bundles); audio/video only, no data channel;
 * at most one ``sendonly``/``sendrecv`` video (VP8) and audio (Opus) m-line, announcing
@@ -14,7 +14,7 @@ What the node expects from an offer (``client.e2ee_media.SfuSession`` makes one)
 
 Per packet the node does no coroutine work: aiortc decrypts SRTP, the adapter hands the
 RTP bytes to the forwarder, and each subscriber's re-headed copies go out through an
-:class:`sfu.aiortc_adapter.RtpSink` (SRTP-protect + ``sendto``) straight away.
+:class:`rtc.aiortc_adapter.RtpSink` (SRTP-protect + ``sendto``) straight away.
 
 The node never decodes, never holds a media key (frames are SFrame ciphertext) and never
 logs SDP (it carries addresses). It does read each frame's SFrame key id (in clear): a
@@ -46,7 +46,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from protocol.sfu_sdp import screen_mids
-from sfu import aiortc_adapter
+from rtc import aiortc_adapter
 from sfu.errors import InvalidOffer, NotFound, OfferTooLarge
 from sfu.forwarder import (
     DownTrackSpec,

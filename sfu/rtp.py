@@ -41,7 +41,7 @@ _FIXED = struct.Struct("!BBHII")
 _FIXED_CSRC = struct.Struct("!BBHIII")  # the fixed header and one CSRC
 NOT_FRAME_START = -1  # sframe_kid: a packet in the middle of a frame (no SFrame header)
 SFRAME_MALFORMED = -2  # sframe_kid: a frame start without a parseable SFrame header
-# Clear codec bytes before the SFrame header (client/sframe.py): VP8 keyframe / delta, Opus.
+# Clear codec bytes before the SFrame header (client/call/sframe.py): VP8 keyframe / delta, Opus.
 _VP8_KEYFRAME_CLEAR = 10
 _VP8_DELTA_CLEAR = 3
 _OPUS_CLEAR = 1
@@ -215,7 +215,7 @@ def sframe_kid(data: bytes, header: RtpHeader, video: bool) -> int:
     """The SFrame key id of the frame this packet starts (RFC 9605 §4.3), without a key.
 
     A protected frame is ``clear codec bytes || SFrame header || ciphertext``
-    (``client.sframe.protect_frame``): 10 clear bytes for a VP8 keyframe, 3 for a delta
+    (``client.call.sframe.protect_frame``): 10 clear bytes for a VP8 keyframe, 3 for a delta
     frame, 1 (the TOC) for Opus; every Opus packet is a whole frame. Returns
     :data:`NOT_FRAME_START` for a VP8 packet inside a frame and :data:`SFRAME_MALFORMED`
     when the header is missing or truncated. O(1): a few byte reads per packet.

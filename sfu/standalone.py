@@ -27,8 +27,8 @@ import aiohttp
 import msgspec
 from aiohttp import WSMsgType, web
 
+from rtc.aiortc_adapter import apply_ice_env, restrict_ice_host_addresses
 from sfu import control
-from sfu.aiortc_adapter import apply_ice_env, restrict_ice_host_addresses
 from sfu.errors import SfuError
 from sfu.node import ActiveSpeaker, NodeEvent, ParticipantLeft, SfuConfig, SfuNode
 

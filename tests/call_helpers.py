@@ -181,7 +181,7 @@ class Town:
         return seed
 
     def member_key(self, name: str) -> bytes:
-        from client.crypto import public_signing_key
+        from client.core.crypto import public_signing_key
 
         return public_signing_key(self.signing_seed(name))
 

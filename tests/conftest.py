@@ -119,7 +119,7 @@ def loopback_ice() -> Iterator[None]:
     offers loopback by itself); request it with ``pytest.mark.usefixtures``."""
     import aioice.ice
 
-    from sfu import aiortc_adapter
+    from rtc import aiortc_adapter
 
     previous = aioice.ice.get_host_addresses
     aiortc_adapter.restrict_ice_host_addresses(["127.0.0.1"])
@@ -391,7 +391,7 @@ class SalonUser:
 
     def keystore(self) -> Any:
         """This user's keystore, opened in-process (for crypto-level checks)."""
-        from client.keystore import Keystore
+        from client.core.keystore import Keystore
 
         return Keystore(self.home, passphrase=lambda _creating: self.passphrase)
 

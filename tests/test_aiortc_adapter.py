@@ -1,7 +1,7 @@
 """Fail loudly if the pinned aiortc/aioice moves a private name the adapter relies on.
 
 Two layers: the *shape* checks read aiortc's source and signatures for every private name
-``sfu/aiortc_adapter.py`` touches (so an upgrade fails here, by name, not as silent media
+``rtc/aiortc_adapter.py`` touches (so an upgrade fails here, by name, not as silent media
 loss), and the *behaviour* checks run real aiortc peer connections on loopback through
 each hook.
 """
@@ -36,9 +36,10 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.rtp import RtpPacket
 from support import until
 
-from client.media import TestPatternTrack
-from sfu import aiortc_adapter, rtp
-from sfu.aiortc_adapter import EncodedFrame, MarkerJitterBuffer, OutboundFrame
+from client.call.media import TestPatternTrack
+from rtc import aiortc_adapter
+from rtc.aiortc_adapter import EncodedFrame, MarkerJitterBuffer, OutboundFrame
+from sfu import rtp
 
 VIDEO_TB = fractions.Fraction(1, 90000)
 AUDIO_TB = fractions.Fraction(1, 48000)
@@ -415,7 +416,7 @@ async def test_rtp_from_the_socket_while_rtcp_keeps_aiortcs_path(
 
 async def test_relay_only_policy_reaches_aioice() -> None:
     """``salon call --relay-only`` relies on aiortc's public iceTransportPolicy reaching
-    aioice's transport policy (client/ice.py); fail loudly if that plumbing changes."""
+    aioice's transport policy (client/call/ice.py); fail loudly if that plumbing changes."""
     import aioice
     from aiortc.rtcconfiguration import RTCIceTransportPolicy
 

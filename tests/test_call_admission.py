@@ -23,7 +23,7 @@ import pytest
 import support
 from call_helpers import CallProcess, Town, amake_town, calls
 
-from client import crypto
+from client.core import crypto
 from protocol.conference_wire import (
     ActionName,
     CallAction,

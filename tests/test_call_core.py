@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client import crypto
-from client.callkeys import CallKeys, SenderKey, media_kid, verification_code
-from client.callsignal import (
+from client.call.keys import CallKeys, SenderKey, media_kid, verification_code
+from client.call.signalling import (
     SignalBody,
     SignalContext,
     SignalRejected,
@@ -22,6 +21,7 @@ from client.callsignal import (
     open_signal,
     seal_signal,
 )
+from client.core import crypto
 from protocol.conference_rules import (
     Restrictions,
     action_problem,
@@ -637,7 +637,7 @@ def test_signals_bound_to_sender_recipient_and_call(people: dict[str, Person]) -
 def test_signature_inside_box_is_checked(people: dict[str, Person]) -> None:
     """A box that opens but whose inner signature is by someone else is refused."""
     alice, bob, mallory = people["owner"], people["bob"], people["carol"]
-    from client.callsignal import _Signed
+    from client.call.signalling import _Signed
 
     raw = msgspec.msgpack.encode(body(alice, bob))
     signed = _Signed(raw, crypto.sign(mallory.seed, b"salon/call-signal/v1\x00" + raw))

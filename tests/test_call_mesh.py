@@ -16,7 +16,7 @@ import av
 import pytest
 from call_helpers import CallProcess, Town, calls, make_town
 
-from client.media import colour_distance, dominant_colour, name_colour
+from client.call.media import colour_distance, dominant_colour, name_colour
 
 SAME_COLOUR = 40.0  # VP8 and yuv420p move colours a little
 pytestmark = pytest.mark.timeout(120)
@@ -88,7 +88,7 @@ def test_codes_differ_between_names() -> None:
 def test_a_firefox_mdns_connection_line_is_made_plain() -> None:
     """Firefox writes its default candidate, an mDNS name when it hides its addresses, into
     ``c=``; aiortc takes it but fails on ``pc.remoteDescription`` later: made 0.0.0.0."""
-    from client.mesh import plain_connection_lines
+    from client.call.mesh import plain_connection_lines
 
     sdp = "v=0\r\nc=IN IP4 f691ced2-44bd-44dc-9b7e-f314ca46c92b.local\r\nc=IN IP4 10.0.0.1\r\n"
     sdp += "c=IN IP6 ab-cd.local\r\na=candidate:0 1 UDP 1 f691ced2.local 5000 typ host\r\n"

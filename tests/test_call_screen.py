@@ -15,7 +15,7 @@ import av
 import pytest
 from call_helpers import CallProcess, Town, calls, make_town
 
-from client.media import colour_distance, name_colour, screen_colour
+from client.call.media import colour_distance, name_colour, screen_colour
 
 pytestmark = pytest.mark.timeout(150)
 SAME_COLOUR = 40.0
@@ -106,9 +106,9 @@ def test_screen_sections_are_marked_and_read_back() -> None:
 
 @pytest.mark.usefixtures("loopback_ice")
 async def test_the_node_reads_the_screen_sections_and_refuses_two_published_screens() -> None:
-    from client.e2ee_media import MEDIA_SUITE, SfuSession
-    from client.media import TestPatternTrack
-    from client.sframe import KeyUsage, SFrameContext
+    from client.call.e2ee_media import MEDIA_SUITE, SfuSession
+    from client.call.media import TestPatternTrack
+    from client.call.sframe import KeyUsage, SFrameContext
     from protocol.media_keys import media_kid
     from protocol.sfu_sdp import SCREEN_CONTENT
     from sfu.errors import InvalidOffer

@@ -19,7 +19,7 @@ import msgspec
 import pytest
 from call_helpers import CallProcess, amake_town, calls, code_for, first_line
 
-from client import crypto
+from client.core import crypto
 from protocol.conference_wire import CallAction, CallUpdate, SendCallSignal, action_signing_bytes
 from protocol.wire import encoder
 from spaces.handlers.conference import CONFERENCES

@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from client.call import sign_action
-from client.errors import ServerError
+from client.call.client import sign_action
+from client.core.errors import ServerError
 from protocol.conference_rules import SELF_STATE, action_problem, seat_flags
 from protocol.conference_wire import ActInCall, CallAction, CallParticipant, CallUpdate
 from protocol.errors import ErrorCode, Forbidden

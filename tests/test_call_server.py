@@ -19,13 +19,13 @@ import nacl.pwhash
 import numpy as np
 import pytest
 
-from client.call import CallClient, CallOptions, sign_action
-from client.callstats import PeerStats
-from client.callview import PlainDisplay
-from client.errors import ServerError
-from client.keystore import Keystore
-from client.rooms import create_room
-from client.space import SpaceSession, create_space, join_space, open_space
+from client.call.client import CallClient, CallOptions, sign_action
+from client.call.stats import PeerStats
+from client.call.view import PlainDisplay
+from client.core.errors import ServerError
+from client.core.keystore import Keystore
+from client.core.rooms import create_room
+from client.core.space import SpaceSession, create_space, join_space, open_space
 from protocol.conference_rules import SeatFlags
 from protocol.conference_wire import (
     ActInCall,

@@ -17,10 +17,10 @@ import msgspec
 import pytest
 from nacl.signing import SigningKey
 
-from client import crypto
-from client.errors import ServerError
-from client.keystore import SpaceMembership
-from client.space import ProfileInfo, chain, open_space
+from client.core import crypto
+from client.core.errors import ServerError
+from client.core.keystore import SpaceMembership
+from client.core.space import ProfileInfo, chain, open_space
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.records import (
     MAX_PROFILE_BOX,

@@ -29,8 +29,8 @@ from chat_support import (
 from conftest import SalonServer, SalonUser
 from support import until_sync
 
-from client import chatcrypto
-from client.errors import VerificationError
+from client.core import chatcrypto
+from client.core.errors import VerificationError
 from protocol import roomkeys
 
 STORAGE_ENGINES = ("sqlite", "postgresql")  # the server fixtures run on each (conftest.py)
@@ -382,7 +382,7 @@ def test_kicked_member_cannot_decrypt_what_follows(server, user):
 
 
 def _member_key(seed: bytes) -> bytes:
-    from client import crypto
+    from client.core import crypto
 
     return crypto.public_signing_key(seed)
 

@@ -1,4 +1,4 @@
-"""The end-to-end encryption of messages and stories (client/chatcrypto.py), with bytes only:
+"""The end-to-end encryption of messages and stories (client/core/chatcrypto.py), with bytes only:
 known answers for the primitive and the key labels, round trips, and every alteration —
 a flipped bit, another room, epoch, sender, id or lifetime, a forged signature — rejected."""
 
@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client import chatcrypto, crypto
-from client.chatcrypto import MessageHeader, StoryHeader
-from client.errors import VerificationError
+from client.core import chatcrypto, crypto
+from client.core.chatcrypto import MessageHeader, StoryHeader
+from client.core.errors import VerificationError
 
 ROOM_KEY = bytes(range(32))
 ALICE_SEED = b"\x01" * 32
@@ -216,7 +216,7 @@ def test_story_image_must_match_the_signed_hash() -> None:
 def test_a_server_cannot_keep_a_message_alive() -> None:
     """Readers hide a message at the signed creation time plus its lifetime (with 5 minutes
     of clock skew), whatever later expiry — or none — the server claims."""
-    from client.chat import CLOCK_SKEW, visible_until
+    from client.core.chat import CLOCK_SKEW, visible_until
 
     assert visible_until(None, 0, 1000) is None  # kept: the server decides
     assert visible_until(2000.0, 0, 1000) == 2000.0

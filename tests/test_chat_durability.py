@@ -19,10 +19,10 @@ import pytest
 from chat_support import Follower
 from conftest import SalonServer, SalonUser
 
-from client.chat import fetch_after, read_messages, send_message
-from client.errors import ClientError, ServerError
-from client.rooms import resolve_room
-from client.space import open_space
+from client.core.chat import fetch_after, read_messages, send_message
+from client.core.errors import ClientError, ServerError
+from client.core.rooms import resolve_room
+from client.core.space import open_space
 from protocol.errors import ErrorCode
 
 STORAGE_ENGINES = ("sqlite", "postgresql")  # the server fixtures run on each (conftest.py)

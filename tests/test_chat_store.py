@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from client.chat import new_client_id
+from client.core.chat import new_client_id
 from spaces.chat import GroupCommitter
 from spaces.storage.interfaces import (
     ChatStore,

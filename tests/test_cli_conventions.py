@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 from conftest import PASSPHRASE, SALON, SalonServer, SalonUser, free_port
 
-from client.backoff import Backoff
-from client.cli import build_parser
-from client.errors import JSON_ERROR_CODES, ExitCode
+from client.cli.main import build_parser
+from client.core.backoff import Backoff
+from client.core.errors import JSON_ERROR_CODES, ExitCode
 from protocol.errors import ErrorCode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +134,8 @@ def test_top_help_has_the_exit_code_table_and_environment(user):
 
 
 def test_exit_codes_are_defined_once_and_documented():
-    from client import call, webverify
+    from client.call import client as call
+    from client.core import webverify
 
     assert call.EXIT_ENDED == ExitCode.ENDED
     assert webverify.MATCHES == ExitCode.OK and webverify.DIFFERS == ExitCode.FAILED
@@ -416,8 +417,8 @@ def test_backoff_is_capped_and_jittered():
 def test_follow_reconnects_with_the_backoff():
     """``read --follow``'s Follower waits the back-off's jittered delays between attempts
     (a server that is down: every attempt is refused), on a fake clock."""
-    from client.chat import Follower
-    from client.errors import Unreachable
+    from client.core.chat import Follower
+    from client.core.errors import Unreachable
 
     clock = [0.0]
     notes: list[str] = []
@@ -526,8 +527,8 @@ def test_zsh_completion(user, tmp_path):
 NO_FCNTL = """
 import fcntl as real, os, sys, types
 sys.modules["fcntl"] = None  # "import fcntl" now fails, as on Windows
-import client.cli
-client.cli.build_parser()
+import client.cli.main
+client.cli.main.build_parser()
 # msvcrt as Windows has it, emulated with POSIX record locks: the keystore locks through it.
 msvcrt = types.ModuleType("msvcrt")
 msvcrt.LK_NBLCK, msvcrt.LK_UNLCK = 2, 0
@@ -538,7 +539,7 @@ def locking(fd, mode, nbytes):
     real.lockf(fd, op, nbytes, 0, os.SEEK_CUR)
 msvcrt.locking = locking
 sys.modules["msvcrt"] = msvcrt
-code = client.cli.main(["space", "list", "--json"])
+code = client.cli.main.main(["space", "list", "--json"])
 assert calls == [2, 0], calls
 sys.exit(code)
 """
@@ -559,13 +560,13 @@ def test_salon_imports_and_locks_without_fcntl(user):
     assert json.loads(result.stdout) == []
     assert (zoe.home / "keystore.lock").exists()
     blocked = subprocess.run(
-        [sys.executable, "-c", "import client.keystore, fcntl"],
+        [sys.executable, "-c", "import client.core.keystore, fcntl"],
         capture_output=True,
         text=True,
         env=zoe.env(),
         cwd=ROOT,
     )
     assert blocked.returncode == 0
-    source = (ROOT / "client" / "keystore.py").read_text(encoding="utf-8")
+    source = (ROOT / "client" / "core" / "keystore.py").read_text(encoding="utf-8")
     assert not re.search(r"^import fcntl|^from fcntl", source, re.M)
     assert SALON.exists()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 from conftest import SalonServer, SalonUser, free_port
 
-from client.invites import parse_invite_link
+from client.core.invites import parse_invite_link
 
 
 @dataclass

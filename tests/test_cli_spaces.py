@@ -16,12 +16,12 @@ import msgspec
 import pytest
 from conftest import SalonServer, SalonUser, stored_records
 
-from client import crypto
-from client.connection import Connection
-from client.errors import ServerError, VerificationError
-from client.invites import parse_invite_link
-from client.keystore import SpaceMembership
-from client.space import ProfileInfo, SealedSpaceKey
+from client.core import crypto
+from client.core.connection import Connection
+from client.core.errors import ServerError, VerificationError
+from client.core.invites import parse_invite_link
+from client.core.keystore import SpaceMembership
+from client.core.space import ProfileInfo, SealedSpaceKey
 from protocol.errors import ErrorCode
 from protocol.records import (
     Join,

@@ -1,4 +1,4 @@
-"""client/e2ee_media.py: encode + SFrame-protect, unprotect + decode, without the network.
+"""client/call/e2ee_media.py: encode + SFrame-protect, unprotect + decode, without the network.
 
 The encrypting tracks' output is fed to a DecryptingReceiver through a stand-in for the
 pass-through receiver track, exactly as aiortc would hand it over (EncodedFrame objects).
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from client.e2ee_media import (
+from client.call.e2ee_media import (
     HOLD_SECONDS,
     MEDIA_SUITE,
     DecryptingReceiver,
@@ -22,7 +22,7 @@ from client.e2ee_media import (
     EncryptedVideoSender,
     audio_level_dbov,
 )
-from client.media import (
+from client.call.media import (
     TestPatternTrack,
     ToneTrack,
     colour_distance,
@@ -30,8 +30,8 @@ from client.media import (
     name_colour,
     tone_frequency,
 )
-from client.sframe import SFrameContext, decode_header
-from sfu.aiortc_adapter import EncodedFrame, OutboundFrame
+from client.call.sframe import SFrameContext, decode_header
+from rtc.aiortc_adapter import EncodedFrame, OutboundFrame
 
 KEY_A = bytes(range(16))
 KEY_B = bytes(range(16, 32))

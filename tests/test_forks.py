@@ -24,8 +24,8 @@ from call_helpers import CallProcess, Town, amake_town, calls
 from chat_support import jpeg_with_gps
 from conftest import stored_records
 
-from client import chatcrypto, crypto
-from client.chat import ReplayGuard, new_client_id
+from client.core import chatcrypto, crypto
+from client.core.chat import ReplayGuard, new_client_id
 from protocol import forks, roomkeys
 from protocol.chat_wire import CLIENT_ID_LEN, ChatMessage, FetchMessages, Messages
 from protocol.records import Profile, Record, record_hash, signing_bytes
@@ -318,8 +318,8 @@ async def test_the_server_refuses_an_action_on_a_head_it_does_not_have(
     """An honest server refuses up front what every client would refuse as a fork."""
     from test_call_server import join, lobby_call, request
 
-    from client.call import sign_action
-    from client.errors import ServerError
+    from client.call.client import sign_action
+    from client.core.errors import ServerError
     from protocol.conference_wire import ActInCall, action_signing_bytes
     from protocol.errors import ErrorCode
     from protocol.wire import Done

@@ -198,7 +198,7 @@ def test_ice_config_mistakes_name_the_key(tmp_path: Path, ice: str, key: str) ->
 
 
 def test_relay_only_policy_and_its_failure_message() -> None:
-    from client.ice import IceConfig, IceFailure
+    from client.call.ice import IceConfig, IceFailure
 
     ice = IceConfig(relay_only=True)
     config = ice.configuration(max_bundle=True)
@@ -248,7 +248,7 @@ def test_sfu_public_address_must_be_an_address(tmp_path: Path) -> None:
 
 
 def test_the_client_asks_again_before_the_credentials_expire() -> None:
-    from client.ice import IceConfig
+    from client.call.ice import IceConfig
     from protocol.ice_wire import IceServer, IceServers
 
     now = [1000.0]
@@ -266,7 +266,7 @@ def test_the_client_asks_again_before_the_credentials_expire() -> None:
 def test_relay_calls_are_the_servers_choice_and_stay_on() -> None:
     """``[ice] relay_only`` reaches clients in the answer; a client turns relay-only on when
     told, and a later answer cannot turn it off (nor the server undo a local --relay-only)."""
-    from client.ice import IceConfig
+    from client.call.ice import IceConfig
     from protocol.ice_wire import IceServer, IceServers
 
     ice = IceSection(turn_urls=["turn:t.example"], turn_secret="a-long-enough-secret")
@@ -290,8 +290,8 @@ def test_relay_calls_are_the_servers_choice_and_stay_on() -> None:
 
 @pytest.mark.usefixtures("loopback_ice")
 async def test_an_sfu_node_advertises_its_public_address() -> None:
-    from client.e2ee_media import MEDIA_SUITE, SfuSession
-    from client.sframe import SFrameContext
+    from client.call.e2ee_media import MEDIA_SUITE, SfuSession
+    from client.call.sframe import SFrameContext
     from sfu.node import SfuConfig, SfuNode
 
     session = SfuSession(recv_ctx=SFrameContext(MEDIA_SUITE), video_slots=1, audio_slots=1)

@@ -25,7 +25,7 @@ from call_helpers import amake_town
 from chat_support import jpeg_with_gps
 from conftest import AppServer, SalonUser, until
 
-from client.errors import ServerError
+from client.core.errors import ServerError
 from protocol.chat_wire import StoryChunkStored, UploadStoryChunk
 from protocol.errors import ErrorCode, NotFound
 from protocol.records import InviteCreate, Join, Record, RoomCreate
@@ -148,7 +148,7 @@ async def test_websockets_per_address_are_capped_and_others_unaffected(
 async def test_space_creation_is_rate_limited_per_address(
     app_server: Any, user: Callable[..., SalonUser]
 ) -> None:
-    from client.space import create_space
+    from client.core.space import create_space
 
     token = "t" * 40
     srv = await app_server(
@@ -188,7 +188,7 @@ STAGING = {
 @contextlib.asynccontextmanager
 async def member_session(person: SalonUser) -> AsyncIterator[Any]:
     """The person's own client, in this process, for sending hand-made requests."""
-    from client.space import open_space
+    from client.core.space import open_space
 
     keystore = person.keystore()
     async with open_space(keystore, keystore.load().memberships[0]) as session:
@@ -251,8 +251,8 @@ async def test_ids_beginning_with_a_dash_are_refused(
     """A modified client (skipping its own roster checks) signs records with ids that begin
     with '-', which would read as options in every other member's command line: the server
     refuses each, and nothing is added."""
-    from client import crypto
-    from client.space import chain
+    from client.core import crypto
+    from client.core.space import chain
 
     srv = await app_server()
     town = await amake_town(srv.url, user, ())

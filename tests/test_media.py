@@ -20,7 +20,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from support import until
 
-from client.media import (
+from client.call.media import (
     MediaError,
     TestPatternTrack,
     ToneTrack,
@@ -31,8 +31,8 @@ from client.media import (
     open_sources,
     open_video_source,
 )
-from client.recorder import GridRecorder, grid_cells, pick_codec
-from sfu.aiortc_adapter import restrict_ice_host_addresses
+from client.call.recorder import GridRecorder, grid_cells, pick_codec
+from rtc.aiortc_adapter import restrict_ice_host_addresses
 
 CAST = ["Alice", "Bob", "Carol", "Dave", "Erin"]
 

@@ -20,12 +20,12 @@ import pytest
 from conftest import SalonUser, stored_records
 from test_tamper import Chain
 
-from client import crypto
-from client.connection import Connection
-from client.errors import ServerError
-from client.invites import parse_invite_link
-from client.keystore import SpaceMembership
-from client.space import InvitePreview, SealedSpaceKey, chain
+from client.core import crypto
+from client.core.connection import Connection
+from client.core.errors import ServerError
+from client.core.invites import parse_invite_link
+from client.core.keystore import SpaceMembership
+from client.core.space import InvitePreview, SealedSpaceKey, chain
 from protocol.errors import ErrorCode
 from protocol.records import (
     Join,

@@ -1,6 +1,6 @@
 """Install: ``pip install salon`` is the server (no OpenCV, no numpy: the server never imports
 them), ``salon[client]`` adds calls' media and story images; what our code imports directly
-is declared and pinned (aioice exactly: sfu/aiortc_adapter.py patches it)."""
+is declared and pinned (aioice exactly: rtc/aiortc_adapter.py patches it)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from conftest import SALON, until
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-OURS = {"protocol", "spaces", "client", "sfu"}
+OURS = {"protocol", "spaces", "client", "sfu", "rtc"}
 CLIENT_ONLY = {"cv2", "numpy"}
 
 
@@ -61,7 +61,7 @@ def test_the_server_needs_no_opencv_and_the_client_extra_adds_it() -> None:
 
 
 def test_direct_imports_are_declared_and_pinned() -> None:
-    for package in ("protocol", "spaces", "sfu"):
+    for package in ("protocol", "spaces", "sfu", "rtc"):
         for module in third_party_imports(package):
             assert module not in CLIENT_ONLY, f"{package} imports {module}"
             dist = distribution(module)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import SalonServer, SalonUser
 
-from client.invites import parse_invite_link
+from client.core.invites import parse_invite_link
 
 STORAGE_ENGINES = ("sqlite", "postgresql")  # on PostgreSQL, the greps search a pg_dump
 

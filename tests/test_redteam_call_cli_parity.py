@@ -1,5 +1,5 @@
 """Red team on the CLI's call client: two checks the page has had since its red-team pass
-(call.ts knockProblem, PENDING_PER_SENDER), now in ``client.call`` too.
+(call.ts knockProblem, PENDING_PER_SENDER), now in ``client.call.client`` too.
 
 - A hostile server shows a host a lobby seat whose join is old (a re-used call id) or not the
   member's own: the host's ``salon call`` does not list it as a knock, and ``salon mod admit``
@@ -25,10 +25,10 @@ from call_helpers import CallProcess, amake_town, calls
 from test_call_admission import hall, push_state, signed, until
 from test_sfu_moderation import keystore_of
 
-from client.call import PENDING_PER_SENDER, PENDING_SIGNALS_MAX, CallClient, CallOptions
-from client.callview import PlainDisplay
-from client.rooms import resolve_room
-from client.space import open_space
+from client.call.client import PENDING_PER_SENDER, PENDING_SIGNALS_MAX, CallClient, CallOptions
+from client.call.view import PlainDisplay
+from client.core.rooms import resolve_room
+from client.core.space import open_space
 from protocol.conference_wire import ActInCall, CallSignal
 from protocol.wire import encoder
 from spaces.conference import Seat

@@ -16,12 +16,18 @@ from typing import Any
 import pytest
 from test_redteam_sfu_limits import _Sink
 
-from client import crypto
-from client.callkeys import CHANGES_KEPT, CallKeys, MediaKeyMessage, SenderKey
-from client.e2ee_media import MEDIA_SUITE
-from client.sframe import KeyUsage, SFrameContext, UnknownKeyError, protect_frame, unprotect_frame
-from client.sfu_topology import SUPERSEDED_MAX_SECONDS, MediaKeyRing, SfuTopology
-from client.topology import Peer
+from client.call.e2ee_media import MEDIA_SUITE
+from client.call.keys import CHANGES_KEPT, CallKeys, MediaKeyMessage, SenderKey
+from client.call.sframe import (
+    KeyUsage,
+    SFrameContext,
+    UnknownKeyError,
+    protect_frame,
+    unprotect_frame,
+)
+from client.call.sfu_topology import SUPERSEDED_MAX_SECONDS, MediaKeyRing, SfuTopology
+from client.call.topology import Peer
+from client.core import crypto
 from protocol.media_keys import media_kid
 
 ME, SENDER, LEAVER, JOINER1, JOINER2 = (bytes([n]) * 32 for n in range(1, 6))

@@ -299,7 +299,7 @@ def test_a_stream_of_actions_leaves_the_clients_replay_tables_bounded(
     refuse replays must not grow with the call's length, and still refuse replays."""
     from types import SimpleNamespace
 
-    import client.call as call
+    import client.call.client as call
 
     clock = [1_800_000_000_000]
     monkeypatch.setattr(call, "now_ms", lambda: clock[0])

@@ -12,11 +12,11 @@ from conftest import stored_records
 from test_room_keys import raw_session
 from test_tamper import Chain
 
-from client import crypto
-from client.connection import Connection
-from client.errors import ServerError, VerificationError
-from client.invites import parse_invite_link
-from client.space import InvitePreview, ProfileInfo, chain, seal_invite
+from client.core import crypto
+from client.core.connection import Connection
+from client.core.errors import ServerError, VerificationError
+from client.core.invites import parse_invite_link
+from client.core.space import InvitePreview, ProfileInfo, chain, seal_invite
 from protocol.chat_wire import FetchMessages, Messages
 from protocol.errors import ErrorCode
 from protocol.records import (

@@ -41,16 +41,16 @@ from test_sfu_keyids import (
     ring_for_alice,
 )
 
-from client.callkeys import CallKeys, MediaKeyMessage
-from client.e2ee_media import MEDIA_SUITE, _peek_kid
-from client.sframe import ReplayError, SFrameContext, UnknownKeyError, unprotect_frame
-from client.sfu_topology import SfuTopology
-from client.topology import Peer
+from client.call.e2ee_media import MEDIA_SUITE, _peek_kid
+from client.call.keys import CallKeys, MediaKeyMessage
+from client.call.sframe import ReplayError, SFrameContext, UnknownKeyError, unprotect_frame
+from client.call.sfu_topology import SfuTopology
+from client.call.topology import Peer
 from protocol.chat_wire import UploadStoryChunk
 from protocol.errors import RateLimited
 from protocol.media_keys import kid_index, media_kid
+from rtc.aiortc_adapter import MarkerJitterBuffer
 from sfu import rtp
-from sfu.aiortc_adapter import MarkerJitterBuffer
 from sfu.forwarder import ForwarderConfig
 from spaces.app import CONNECTION_SLACK
 from spaces.chat import Chat

@@ -25,11 +25,11 @@ from test_sfu_keyids import (
     ring_for_alice,
 )
 
-from client.e2ee_media import MEDIA_SUITE, DecryptingReceiver, EncryptedVideoSender
-from client.media import TestPatternTrack, colour_distance, dominant_colour, name_colour
-from client.sframe import SFrameContext
+from client.call.e2ee_media import MEDIA_SUITE, DecryptingReceiver, EncryptedVideoSender
+from client.call.media import TestPatternTrack, colour_distance, dominant_colour, name_colour
+from client.call.sframe import SFrameContext
 from protocol.media_keys import kid_index
-from sfu.aiortc_adapter import EncodedFrame
+from rtc.aiortc_adapter import EncodedFrame
 
 
 async def test_interleaved_publishers_in_one_slot_never_show_under_each_others_names() -> None:

@@ -21,10 +21,10 @@ from chat_support import query
 from conftest import SalonUser
 from test_tamper import Chain, Key
 
-from client import chatcrypto, crypto
-from client.connection import Connection
-from client.errors import VerificationError
-from client.space import SpaceSession
+from client.core import chatcrypto, crypto
+from client.core.connection import Connection
+from client.core.errors import VerificationError
+from client.core.space import SpaceSession
 from protocol import roomkeys
 from protocol.records import (
     RecordError,

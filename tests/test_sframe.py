@@ -1,4 +1,4 @@
-"""Tests for client.sframe (RFC 9605): known-answer vectors, properties, media path."""
+"""Tests for client.call.sframe (RFC 9605): known-answer vectors, properties, media path."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client import sframe
-from client.sframe import (
+from client.call import sframe
+from client.call.sframe import (
     AesCtrHmac,
     AuthenticationError,
     CipherSuite,
@@ -134,7 +134,7 @@ def test_aes_ctr_hmac_vector(vector: dict[str, Any] | None) -> None:
 
 # Suites 6-8 are not RFC 9605 suites: they come from draft-barnes-sframe-iana-256
 # (AES-256-CTR + HMAC-SHA512 with 80/64/32-bit tags).  They only exercise the
-# generic §4.5.1 construction, which is why client.sframe does not register them.
+# generic §4.5.1 construction, which is why client.call.sframe does not register them.
 _AES256_CTR_HMAC_NT = {6: 10, 7: 8, 8: 4}
 
 

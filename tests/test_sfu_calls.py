@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from call_helpers import CallProcess, CallResult, Town, calls, make_town
 
-from client.e2ee_media import MEDIA_SUITE
-from client.media import colour_distance, name_colour
-from client.sframe import SFrameError, decrypt
+from client.call.e2ee_media import MEDIA_SUITE
+from client.call.media import colour_distance, name_colour
+from client.call.sframe import SFrameError, decrypt
 
 SAME_COLOUR = 40.0
 SERVER_CONFIG = {"conference": {"mesh_max": 3, "mesh_return_max": 2}}

@@ -26,7 +26,7 @@ import pytest
 from call_helpers import CallProcess, CallResult, amake_town, calls
 
 from protocol.conference_wire import SendCallSignal
-from sfu import aiortc_adapter
+from rtc import aiortc_adapter
 from spaces.services import ROUTES
 
 pytestmark = pytest.mark.timeout(150)

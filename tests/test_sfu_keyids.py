@@ -25,20 +25,26 @@ from aiortc.rtp import RtpPacket
 from call_helpers import CallProcess, Town, calls, make_town
 from support import until
 
-from client.callkeys import CallKeys, MediaKeyMessage, SenderKey
-from client.e2ee_media import (
+from client.call.e2ee_media import (
     MEDIA_SUITE,
     DecryptingReceiver,
     EncryptedVideoSender,
     SfuSession,
     WrongSourceError,
 )
-from client.media import TestPatternTrack, ToneTrack, colour_distance, dominant_colour, name_colour
-from client.sframe import SFrameContext, protect_frame
-from client.sfu_topology import MediaKeyRing
+from client.call.keys import CallKeys, MediaKeyMessage, SenderKey
+from client.call.media import (
+    TestPatternTrack,
+    ToneTrack,
+    colour_distance,
+    dominant_colour,
+    name_colour,
+)
+from client.call.sframe import SFrameContext, protect_frame
+from client.call.sfu_topology import MediaKeyRing
 from protocol.media_keys import MAX_EPOCH, KeyIdExhausted, kid_index, media_kid
+from rtc.aiortc_adapter import EncodedFrame, MarkerJitterBuffer
 from sfu import rtp
-from sfu.aiortc_adapter import EncodedFrame, MarkerJitterBuffer
 from sfu.forwarder import DownTrackSpec, Forwarder, ForwarderConfig, UpTrackSpec
 from sfu.node import SfuConfig, SfuNode
 

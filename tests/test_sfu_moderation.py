@@ -19,11 +19,11 @@ import pytest
 import support
 from call_helpers import CallProcess, amake_town, calls
 
-from client.call import CallClient, CallOptions, sign_action
-from client.callview import PlainDisplay
-from client.errors import ServerError
-from client.rooms import resolve_room
-from client.space import open_space
+from client.call.client import CallClient, CallOptions, sign_action
+from client.call.view import PlainDisplay
+from client.core.errors import ServerError
+from client.core.rooms import resolve_room
+from client.core.space import open_space
 from protocol.conference_wire import (
     CallInfo,
     CallJoined,
@@ -34,7 +34,7 @@ from protocol.conference_wire import (
     SfuOffer,
 )
 from protocol.errors import ErrorCode
-from sfu import aiortc_adapter
+from rtc import aiortc_adapter
 from spaces.sfu_registry import REGISTRY, LocalNode
 
 pytestmark = pytest.mark.timeout(120)

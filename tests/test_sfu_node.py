@@ -1,6 +1,6 @@
 """sfu/node.py with real aiortc peers on loopback: E2EE media through the SFU, moderation, fuzz.
 
-Every client is a ``client.e2ee_media.SfuSession`` publishing a test pattern and a tone,
+Every client is a ``client.call.e2ee_media.SfuSession`` publishing a test pattern and a tone,
 SFrame-encrypted under its own key; the node forwards what it cannot read.
 """
 
@@ -19,16 +19,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import until
 
-from client.e2ee_media import MEDIA_SUITE, DecryptingReceiver, SfuSession
-from client.media import (
+from client.call.e2ee_media import MEDIA_SUITE, DecryptingReceiver, SfuSession
+from client.call.media import (
     TestPatternTrack,
     ToneTrack,
     colour_distance,
     dominant_colour,
     name_colour,
 )
-from client.sframe import SFrameContext
-from sfu import aiortc_adapter, rtp
+from client.call.sframe import SFrameContext
+from rtc import aiortc_adapter
+from sfu import rtp
 from sfu.errors import InvalidOffer, NotFound, OfferTooLarge, SfuError
 from sfu.node import ActiveSpeaker, NodeEvent, ParticipantLeft, SfuConfig, SfuNode
 

@@ -28,7 +28,7 @@ import pytest
 from call_helpers import CallProcess, calls, make_town
 from conftest import SALON, toml_text
 
-from client.media import colour_distance, name_colour
+from client.call.media import colour_distance, name_colour
 
 SECRET = "n0de-secret-for-tests-0123456789abcdef"
 pytestmark = pytest.mark.timeout(150)

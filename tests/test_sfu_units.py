@@ -11,11 +11,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from client import crypto
-from client.callkeys import CallKeys, media_kid
-from client.e2ee_media import MEDIA_SUITE
-from client.sframe import SFrameContext, SFrameError, UnknownKeyError, decrypt
-from client.sfu_topology import OVERLAP_SECONDS, SUPERSEDED_MAX_SECONDS, MediaKeyRing
+from client.call.e2ee_media import MEDIA_SUITE
+from client.call.keys import CallKeys, media_kid
+from client.call.sframe import SFrameContext, SFrameError, UnknownKeyError, decrypt
+from client.call.sfu_topology import OVERLAP_SECONDS, SUPERSEDED_MAX_SECONDS, MediaKeyRing
+from client.core import crypto
 from protocol.conference_rules import topology_for
 from protocol.conference_wire import CallAction, action_signing_bytes
 from protocol.errors import CallFull

@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client import crypto
-from client.cli import parse_duration
-from client.connection import websocket_url
-from client.errors import KeystoreError, LinkError, UsageError, WrongPassphrase
-from client.invites import (
+from client.cli.main import parse_duration
+from client.core import crypto
+from client.core.connection import websocket_url
+from client.core.errors import KeystoreError, LinkError, UsageError, WrongPassphrase
+from client.core.invites import (
     SECRET_LEN,
     InviteLink,
     invite_seal_key,
@@ -34,7 +34,7 @@ from client.invites import (
     new_invite_link,
     parse_invite_link,
 )
-from client.keystore import Keystore, KeystoreData, SpaceMembership
+from client.core.keystore import Keystore, KeystoreData, SpaceMembership
 from protocol import ids
 from protocol.errors import ErrorCode
 from protocol.wire import (

@@ -17,11 +17,14 @@ import msgspec
 import pytest
 from vectors_gen import BUILDERS, VECTOR_DIR, build_all, dump
 
-from client import callkeys, callsignal, chatcrypto, crypto, sframe
-from client.e2ee_media import MEDIA_SUITE
-from client.errors import VerificationError
-from client.invites import parse_invite_link
-from client.space import InvitePreview, ProfileInfo, SealedSpaceKey, SpaceInfo, open_preview
+from client.call import keys as callkeys
+from client.call import sframe
+from client.call import signalling as callsignal
+from client.call.e2ee_media import MEDIA_SUITE
+from client.core import chatcrypto, crypto
+from client.core.errors import VerificationError
+from client.core.invites import parse_invite_link
+from client.core.space import InvitePreview, ProfileInfo, SealedSpaceKey, SpaceInfo, open_preview
 from protocol import labels, media_keys, roomkeys, wire
 from protocol import records as rec
 from protocol.chat_wire import PostStory, SendMessage
@@ -37,7 +40,7 @@ def test_labels_live_in_protocol_labels() -> None:
     root = VECTOR_DIR.parent.parent
     stray = [
         f"{path.relative_to(root)}:{n}"
-        for package in ("protocol", "client", "spaces", "sfu")
+        for package in ("protocol", "client", "spaces", "sfu", "rtc")
         for path in sorted((root / package).rglob("*.py"))
         if path.name != "labels.py" and path.name != "keystore.py"  # keystore: local only
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
@@ -322,7 +325,7 @@ def test_room_key_envelopes_commitments_ratchet_framing(
         assert g == len(keys)
         key = roomkeys.ratchet(keys[-1], space_id, room_id, epoch, g)
         assert key.hex() == step["key"]
-        # the same as client.crypto.hkdf with the label and msgpack([space, room, epoch, g])
+        # the same as client.core.crypto.hkdf with the label and msgpack([space, room, epoch, g])
         label = labels.ROOM_KEY_RATCHET_LABEL
         info = b(step["info"])
         assert info[: len(label) + 1] == label.encode() + b"\x00"

@@ -17,7 +17,7 @@ ICE: Firefox ESR gathers no loopback candidates (media.peerconnection.ice.loopba
 change that in 153 ESR), so here the CLI and the server's SFU offer every interface instead of
 127.0.0.1 (``SALON_ICE_HOSTS=""``, ``SalonServer.ice_hosts``). Firefox keeps its defaults: its
 host candidates are mDNS ``.local`` names (no camera grant: the prompt is off), which aioice
-resolves; the ``c=`` line naming one is made plain by client/mesh.py.
+resolves; the ``c=`` line naming one is made plain by client/call/mesh.py.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from media_page_support import WEB, chromium_args, write_y4m
 from test_web_call_sfu6 import AUDIO_BY_NAME, poll
 from test_web_call_ui import PLAYING, PREJOIN, REMOTE_PLAYING, TILE_COLOUR, join_call, open_room
 
-from client.media import colour_distance, name_colour
+from client.call.media import colour_distance, name_colour
 
 pytestmark = pytest.mark.timeout(180)
 

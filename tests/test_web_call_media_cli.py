@@ -28,7 +28,7 @@ from call_helpers import CALL_ENV
 from conftest import SALON, SalonServer
 from media_page_support import WEB, chromium_args, write_y4m
 
-from client.media import colour_distance, name_colour, screen_colour
+from client.call.media import colour_distance, name_colour, screen_colour
 
 pytestmark = pytest.mark.timeout(240)
 

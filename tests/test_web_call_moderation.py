@@ -39,7 +39,7 @@ from test_web_call_ui import (
     shoot,
 )
 
-from client.media import colour_distance
+from client.call.media import colour_distance
 
 pytestmark = pytest.mark.timeout(300)
 SERVER_CONFIG = {"conference": {"max_participants": 6}}

@@ -33,12 +33,13 @@ from test_web_call_ui import (
     open_room,
 )
 
-from client.media import colour_distance, name_colour
+from client.call.media import colour_distance, name_colour
 
 pytestmark = pytest.mark.timeout(420)
 SERVER_CONFIG = {"conference": {"max_participants": 8}}
 
-# Each page's camera colour (RGB); the CLIs show their names' colours (client.media.name_colour).
+# Each page's camera colour (RGB); the CLIs show their names' colours
+# (client.call.media.name_colour).
 PAGES = {"Bob": (20, 200, 200), "Carol": (210, 40, 200), "Erin": (128, 128, 128)}
 CLIS = ("Alice", "Dave", "Hana")
 ROOM = "agora"

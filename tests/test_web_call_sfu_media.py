@@ -4,7 +4,7 @@ A Chromium (then Firefox) page joins a real ``SfuNode`` through ``SfuTopology`` 
 to the node as the server would pass it: ``node.join(conference, participant, sdp,
 sender_index=1)``), its camera and microphone from devices.ts (fake devices, the camera a Y4M of
 a known colour), every frame SFrame-protected in the media worker. A Python participant (the
-reference ``client.e2ee_media.SfuSession``) joins the same conference with index 2. Keys are
+reference ``client.call.e2ee_media.SfuSession``) joins the same conference with index 2. Keys are
 given to both sides by the test (the call client's key exchange is tested with it). Checked: the
 node accepts the browser's offer layout; the Python side decrypts and decodes the browser's
 camera (its colour), microphone and shared screen (a third published section, marked
@@ -32,10 +32,10 @@ from aiohttp import web
 from browser_support import CHROMIUM, FirefoxPage, WebPage
 from media_page_support import CSP, WEB, chromium_args, write_y4m
 
-from client.e2ee_media import MEDIA_SUITE, DecryptingReceiver, SfuSession
-from client.media import TestPatternTrack, ToneTrack, dominant_colour
-from client.sframe import SFrameContext
-from sfu import aiortc_adapter
+from client.call.e2ee_media import MEDIA_SUITE, DecryptingReceiver, SfuSession
+from client.call.media import TestPatternTrack, ToneTrack, dominant_colour
+from client.call.sframe import SFrameContext
+from rtc import aiortc_adapter
 from sfu.node import SfuNode
 
 pytestmark = pytest.mark.timeout(240)

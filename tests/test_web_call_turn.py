@@ -41,7 +41,7 @@ from test_web_call_ui import (
     open_room,
 )
 
-from client.media import colour_distance, name_colour
+from client.call.media import colour_distance, name_colour
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -26,7 +26,7 @@ import test_web_look as look
 from browser_support import JOIN_NAME, JOIN_SUBMIT, SPACE_VIEW, screenshot_path
 from conftest import SALON, SalonServer
 
-from client.media import colour_distance, name_colour
+from client.call.media import colour_distance, name_colour
 
 pytestmark = pytest.mark.timeout(240)
 # Calls of at most three: a fourth is told the call is full.
@@ -157,7 +157,8 @@ REMOTE_PLAYING = """(n) => {
 }"""
 
 
-# The per-channel median RGB of what a tile's <video> shows (like client.media.dominant_colour).
+# The per-channel median RGB of what a tile's <video> shows
+# (like client.call.media.dominant_colour).
 TILE_COLOUR = """(name) => {
   const v = document.querySelector(`[data-testid=call-tile][data-name="${name}"] video`);
   if (v === null || v.videoWidth === 0) return null;

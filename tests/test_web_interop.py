@@ -18,12 +18,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from client import callkeys, callsignal, chatcrypto, crypto, sframe
-from client.e2ee_media import MEDIA_SUITE
-from client.errors import VerificationError
-from client.invites import parse_invite_link
-from client.rooms import RoomName
-from client.space import ProfileInfo, SealedSpaceKey, SpaceInfo, key_fits_chain, open_preview
+from client.call import keys as callkeys
+from client.call import sframe
+from client.call import signalling as callsignal
+from client.call.e2ee_media import MEDIA_SUITE
+from client.core import chatcrypto, crypto
+from client.core.errors import VerificationError
+from client.core.invites import parse_invite_link
+from client.core.rooms import RoomName
+from client.core.space import ProfileInfo, SealedSpaceKey, SpaceInfo, key_fits_chain, open_preview
 from protocol import records as rec
 from protocol import roomkeys, wire
 from protocol.conference_rules import action_problem, seat_flags

@@ -1,6 +1,6 @@
 """The browser's SFrame worker code and the Python client on the same frames (issue 10).
 
-Python (client/sframe.py) protects VP8 keyframe, VP8 delta and Opus frames; the worker's own
+Python (client/call/sframe.py) protects VP8 keyframe, VP8 delta and Opus frames; the worker's own
 frame path (web/src/media/frames.ts: MediaReceivers.open, run by node) opens them, and refuses
 the one whose key id names another sender than the frame's source (§15.8). The worker's
 MediaSender then protects the same frames under its own key, and Python opens those, with the
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from client import sframe
-from client.e2ee_media import MEDIA_SUITE
+from client.call import sframe
+from client.call.e2ee_media import MEDIA_SUITE
 from protocol.media_keys import kid_index, media_kid
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.e2e]

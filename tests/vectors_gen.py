@@ -32,12 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: import this checkout's packages
     sys.path.insert(0, str(ROOT))
 
-from client import callkeys, callsignal, chatcrypto, crypto, sframe  # noqa: E402
-from client import space as client_space  # noqa: E402
-from client.e2ee_media import MEDIA_SUITE, _peek_kid  # noqa: E402
-from client.invites import InviteLink, parse_invite_link  # noqa: E402
-from client.keystore import SpaceMembership  # noqa: E402
-from client.rooms import RoomName  # noqa: E402
+from client.call import keys as callkeys  # noqa: E402
+from client.call import sframe  # noqa: E402
+from client.call import signalling as callsignal  # noqa: E402
+from client.call.e2ee_media import MEDIA_SUITE, _peek_kid  # noqa: E402
+from client.core import chatcrypto, crypto  # noqa: E402
+from client.core import space as client_space  # noqa: E402
+from client.core.invites import InviteLink, parse_invite_link  # noqa: E402
+from client.core.keystore import SpaceMembership  # noqa: E402
+from client.core.rooms import RoomName  # noqa: E402
 from protocol import (  # noqa: E402
     ice_wire,
     labels,
@@ -77,8 +80,8 @@ from protocol.records import (  # noqa: E402
     record_hash,
     signing_bytes,
 )
+from rtc.aiortc_adapter import _source as rtp_source  # noqa: E402
 from sfu import rtp  # noqa: E402
-from sfu.aiortc_adapter import _source as rtp_source  # noqa: E402
 from sfu.forwarder import DownTrackSpec, Forwarder, ForwarderConfig, UpTrackSpec  # noqa: E402
 from spaces.config import IceSection  # noqa: E402
 from spaces.handlers import ice as spaces_ice  # noqa: E402
@@ -657,7 +660,7 @@ def space_key_vectors() -> dict[str, Any]:
 
 def room_key_vectors() -> dict[str, Any]:
     """Sealed keys (room and space scope), room-key commitments, the generation ratchet and
-    the ciphertext framing, from protocol.roomkeys and client.crypto."""
+    the ciphertext framing, from protocol.roomkeys and client.core.crypto."""
     space_id, records, _ = build_chain()
     roster = Roster.from_records(space_id, records[:12])  # epoch 0, generations 0..2 committed
     keys = [room_key_at(space_id, g) for g in range(ROOM_GENERATIONS + 1)]
@@ -689,7 +692,7 @@ def room_key_vectors() -> dict[str, Any]:
     ]
     envelopes = []
     for person in (BOB, CAROL):
-        # A joiner is sealed the generation its join started (client.rooms._seal_room_key).
+        # A joiner is sealed the generation its join started (client.core.rooms._seal_room_key).
         generation = roster.member_generation(ROOM_ID, person.key)
         nonce = fixed(f"room-envelope/{person.name}", 24)
         box = crypto.seal_key(

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import msgspec
 
-from client import crypto
-from client.connection import Connection, check_server_url
-from client.errors import ServerError, UsageError, VerificationError
-from client.invites import InviteLink, new_invite_link, parse_invite_link
-from client.keystore import Keystore, KeystoreData, SpaceMembership
+from client.core import crypto
+from client.core.connection import Connection, check_server_url
+from client.core.errors import ServerError, UsageError, VerificationError
+from client.core.invites import InviteLink, new_invite_link, parse_invite_link
+from client.core.keystore import Keystore, KeystoreData, SpaceMembership
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.forks import FORK_WARNING
 from protocol.records import (
@@ -818,7 +818,7 @@ async def open_space(
             raise
         session = SpaceSession(keystore, membership, conn)
         await session.sync()
-        from client.rooms import share_room_keys  # rooms build on this module
+        from client.core.rooms import share_room_keys  # rooms build on this module
 
         await share_room_keys(session)
         yield session

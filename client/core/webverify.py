@@ -23,14 +23,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from client.errors import ClientCode, ClientError, ExitCode, Unreachable, UsageError
+from client.core.errors import ClientCode, ClientError, ExitCode, Unreachable, UsageError
 
 REFERENCED = re.compile(r"""(?:src|href)\s*=\s*["']/(assets/[A-Za-z0-9._-]+)["']""")
 ASSET_PATH = re.compile(r"^assets/[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 FETCH_TIMEOUT = 30.0
 MAX_FILE_BYTES = 32 * 1024 * 1024
 
-# Exit codes of `salon web verify` (client.errors.ExitCode; 2 is a usage error, 3 an
+# Exit codes of `salon web verify` (client.core.errors.ExitCode; 2 is a usage error, 3 an
 # unreachable server, 5 a failed local build).
 MATCHES = ExitCode.OK
 DIFFERS = ExitCode.FAILED

@@ -5,7 +5,7 @@ subcommands, the options, the positional choices (``role``'s roles, ``mod``'s ac
 keyed by path and option, an option's choices (``--kind chat channel conference``). A small
 shell function walks the words typed so far through the subcommand table and offers what
 fits; anything else (names, files) falls back to the shell's file completion. Built from
-:func:`client.cli.build_parser`, so it can never name a command that does not exist.
+:func:`client.cli.main.build_parser`, so it can never name a command that does not exist.
 """
 
 from __future__ import annotations

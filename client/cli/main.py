@@ -1,7 +1,7 @@
 """The ``salon`` command line (PRODUCT.md is the contract for names and JSON shapes).
 
 Every command turns a user mistake into ``error: <one line>`` on stderr and a non-zero exit
-(:class:`client.errors.ExitCode`); ``--json`` prints exactly one JSON document on stdout,
+(:class:`client.core.errors.ExitCode`); ``--json`` prints exactly one JSON document on stdout,
 and under ``--json`` an error is that document: ``{"error": {"code", "message"}}``.
 """
 
@@ -15,11 +15,11 @@ import logging
 import re
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from client.errors import ClientCode, ClientError, ExitCode, UsageError
-from client.keystore import Keystore, SpaceMembership
+from client.core.dates import iso
+from client.core.errors import ClientCode, ClientError, ExitCode, UsageError
+from client.core.keystore import Keystore, SpaceMembership
 from protocol.records import MAX_PROFILE_BOX
 
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -65,10 +65,6 @@ def version() -> str:
         return installed("salon")
     except PackageNotFoundError:
         return "unknown (not installed)"
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def emit_json(value: Any) -> None:
@@ -133,7 +129,7 @@ def find_membership(keystore: Keystore, query: str) -> SpaceMembership:
 
 @contextlib.asynccontextmanager
 async def session_for(args: argparse.Namespace) -> AsyncIterator[Any]:
-    from client.space import open_space
+    from client.core.space import open_space
 
     keystore = Keystore()
     membership = find_membership(keystore, args.space)
@@ -145,7 +141,7 @@ async def session_for(args: argparse.Namespace) -> AsyncIterator[Any]:
 
 
 async def cmd_space_create(args: argparse.Namespace) -> int:
-    from client.space import create_space, default_display_name
+    from client.core.space import create_space, default_display_name
 
     if not args.name.strip():
         raise UsageError("the space needs a name")
@@ -251,7 +247,7 @@ async def cmd_invite_revoke(args: argparse.Namespace) -> int:
 
 
 async def cmd_join(args: argparse.Namespace) -> int:
-    from client.space import default_display_name, join_space, preview_invite
+    from client.core.space import default_display_name, join_space, preview_invite
 
     if args.preview:
         preview, opened = await preview_invite(args.link)
@@ -337,7 +333,7 @@ MAX_AVATAR_BYTES = MAX_PROFILE_BOX - 1024  # room for the name and the encryptio
 async def cmd_profile(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from client.images import bounded_jpeg, decode_image
+    from client.core.images import bounded_jpeg, decode_image
 
     avatar: bytes | bool | None = True
     if args.avatar:
@@ -391,7 +387,7 @@ async def cmd_leave(args: argparse.Namespace) -> int:
 
 
 async def cmd_room_create(args: argparse.Namespace) -> int:
-    from client.rooms import create_room
+    from client.core.rooms import create_room
 
     if args.kind != "conference" and (args.lobby or args.stage or args.topology != "auto"):
         raise UsageError("--lobby, --stage and --topology are for conference rooms")
@@ -424,7 +420,7 @@ async def cmd_room_create(args: argparse.Namespace) -> int:
 
 
 async def cmd_rooms(args: argparse.Namespace) -> int:
-    from client.rooms import rooms
+    from client.core.rooms import rooms
 
     async with session_for(args) as session:
         found = rooms(session)
@@ -448,7 +444,7 @@ async def cmd_rooms(args: argparse.Namespace) -> int:
 
 
 async def cmd_room_publisher(args: argparse.Namespace) -> int:
-    from client.rooms import resolve_room, set_publisher
+    from client.core.rooms import resolve_room, set_publisher
 
     async with session_for(args) as session:
         room = resolve_room(session, args.room, ("channel",))
@@ -460,76 +456,11 @@ async def cmd_room_publisher(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from spaces.app import serve
-    from spaces.config import ConfigError, config_problem, load_config
-
-    config = load_config(args.config)
-    if args.host is not None:
-        config.server.host = args.host
-    if args.port is not None:
-        config.server.port = args.port
-    if args.data is not None:
-        config.server.data_dir = args.data
-    if (problem := config_problem(config)) is not None:  # the options, checked alike
-        raise ConfigError(problem)
-    # Only our own packages log at the configured level: libraries such as aiosqlite log
-    # SQL parameters (invite ids, records) at debug, which must never reach the log.
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for package in ("spaces", "sfu"):
-        logging.getLogger(package).setLevel(config.server.log_level.upper())
-    use_ice_hosts(config.sfu.ice_hosts)
-    run(serve(config))
-    return 0
-
-
-def use_ice_hosts(addresses: list[str]) -> None:
-    """Media addresses an SFU node offers: the config's, unless $SALON_ICE_HOSTS says."""
-    from sfu.aiortc_adapter import apply_ice_env, restrict_ice_host_addresses
-
-    if addresses:
-        restrict_ice_host_addresses(addresses)
-    apply_ice_env()
-
-
-def cmd_sfu(args: argparse.Namespace) -> int:
-    from sfu.standalone import NodeConfigError, run_standalone
-    from spaces.config import load_config
-
-    config = load_config(args.config)
-    sfu = config.sfu
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("sfu").setLevel(config.server.log_level.upper())
-    try:
-        run(
-            run_standalone(
-                sfu.server_url,
-                sfu.node_secret,
-                args.host if args.host is not None else sfu.host,
-                args.port if args.port is not None else sfu.port,
-                sfu.node_name,
-                sfu.ice_hosts,
-                sfu.load_report_seconds,
-                sfu.public_address,
-                config.metrics.token if config.metrics.enabled else None,
-            )
-        )
-    except NodeConfigError as exc:
-        raise UsageError(str(exc)) from None
-    except OSError as exc:
-        raise UsageError(f"cannot start the SFU node: {exc.strerror or exc}") from None
-    return 0
-
-
 async def cmd_web_verify(args: argparse.Namespace) -> int:
     """Exit 0: the server serves exactly the local build; 1: it does not (files named)."""
     from pathlib import Path
 
-    from client import webverify
+    from client.core import webverify
 
     checkout = Path(args.checkout) if args.checkout else webverify.default_checkout()
     outcome = await webverify.verify(args.url, checkout)
@@ -673,6 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, parser_class=Parser, metavar="COMMAND"
     )
     command = make_command_adder(sub)
+
+    from client.cli.launch import cmd_serve, cmd_sfu  # the server and SFU node, not a client
 
     p = command(
         "serve",
@@ -971,11 +904,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("url", help="the server's address (or any link into its web app)")
     p.add_argument("--checkout", help="the Salon source checkout to build (default: this one)")
 
-    from client.cli_chat import add_chat_commands  # send, read, story
+    from client.cli.chat import add_chat_commands  # send, read, story
 
     add_chat_commands(sub, command, with_json, group)
 
-    from client.cli_call import add_call_commands  # call, mod, hand, mic, camera
+    from client.cli.call import add_call_commands  # call, mod, hand, mic, camera
 
     add_call_commands(sub, command)
 
@@ -991,7 +924,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from client.completion import script
+    from client.cli.completion import script
 
     sys.stdout.write(script(build_parser(), args.shell))
     return 0
@@ -1049,6 +982,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(given)
         except UsageError as exc:
             raise UsageError(f"{exc}{dash_hint(given)}") from None
+        from client.cli.launch import cmd_serve, cmd_sfu
+
         if args.handler not in (cmd_serve, cmd_sfu):
             show_client_warnings()
         result = args.handler(args)

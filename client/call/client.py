@@ -13,9 +13,9 @@ follows the call's state as the server pushes it, and trusts nothing it cannot c
   the join it removed (or the banned member) gets no keys and no connection, and if it
   is about us, we leave;
 - why our part in the call ended: believed only with a signed action that says so;
-- signalling (SDP, media keys): opened and verified end to end (:mod:`client.callsignal`);
+- signalling (SDP, media keys): opened and verified end to end (:mod:`client.call.signalling`);
   a pair whose signalling fails is refused and never connects;
-- media keys (:mod:`client.callkeys`): sent only to participants this device considers
+- media keys (:mod:`client.call.keys`): sent only to participants this device considers
   admitted, so a lobby member gets none; rekeyed on leave, ratcheted on join; they give the
   verification code every participant shows. Every signal, media keys included, names the
   pair's current joins (its link), so none is taken for another join of either side;
@@ -26,8 +26,8 @@ follows the call's state as the server pushes it, and trusts nothing it cannot c
   nonce), which only someone in the call now can do. Participants who enter after us
   entered with a fresh action, so we seal to them at once, which is that proof for them.
 
-Media goes through a :class:`~client.topology.Topology`: a mesh of direct connections
-(:mod:`client.mesh`) or the call's SFU node (:mod:`client.sfu_topology`), whichever the
+Media goes through a :class:`~client.call.topology.Topology`: a mesh of direct connections
+(:mod:`client.call.mesh`) or the call's SFU node (:mod:`client.call.sfu_topology`), whichever the
 server's state says. A switch is make-before-break: the old topology keeps delivering each
 participant's media until the new one does (or :data:`RETIRE_SECONDS` pass). Frames from a
 sender that is muted, or not a speaker on a stage, are dropped here, whatever the topology.
@@ -56,24 +56,24 @@ import numpy as np
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
-from client import crypto
-from client.callkeys import CallKeys, MediaKeyMessage
-from client.callsignal import SignalBody, SignalContext, SignalKind, SignalRejected, link_id
-from client.callsignal import open_signal as open_signal_box
-from client.callsignal import seal_signal as seal_signal_box
-from client.callstats import CallStats, PeerStats
-from client.callview import CallPicture, LiveDisplay, PlainDisplay, Row
-from client.e2ee_media import MEDIA_SUITE
-from client.errors import ClientError, ServerError, UsageError
-from client.ice import IceConfig, fetch_ice_servers
-from client.media import MediaError, dominant_colour, open_screen_source, open_sources
-from client.mesh import MeshTopology
-from client.recorder import GridRecorder
-from client.rooms import RoomView
-from client.sframe import SFrameContext
-from client.sfu_topology import MediaDebugLog, SfuTopology
-from client.space import SpaceSession
-from client.topology import TOPOLOGIES, LinkState, Peer, Topology, TopologyContext
+from client.call.e2ee_media import MEDIA_SUITE
+from client.call.ice import IceConfig, fetch_ice_servers
+from client.call.keys import CallKeys, MediaKeyMessage
+from client.call.media import MediaError, dominant_colour, open_screen_source, open_sources
+from client.call.mesh import MeshTopology
+from client.call.recorder import GridRecorder
+from client.call.sframe import SFrameContext
+from client.call.sfu_topology import MediaDebugLog, SfuTopology
+from client.call.signalling import SignalBody, SignalContext, SignalKind, SignalRejected, link_id
+from client.call.signalling import open_signal as open_signal_box
+from client.call.signalling import seal_signal as seal_signal_box
+from client.call.stats import CallStats, PeerStats
+from client.call.topology import TOPOLOGIES, LinkState, Peer, Topology, TopologyContext
+from client.call.view import CallPicture, LiveDisplay, PlainDisplay, Row
+from client.core import crypto
+from client.core.errors import ClientError, ServerError, UsageError
+from client.core.rooms import RoomView
+from client.core.space import SpaceSession
 from protocol.conference_rules import (
     FRESHNESS_MS,
     RESTRICTIONS,
@@ -114,7 +114,7 @@ from protocol.forks import head_problem
 from protocol.media_keys import MAX_EPOCH
 from protocol.records import Role, RoomCreate, fingerprint
 from protocol.wire import Done, RecordAdded, ServerMessage, SessionClosed
-from sfu.aiortc_adapter import apply_ice_env
+from rtc.aiortc_adapter import apply_ice_env
 
 log = logging.getLogger(__name__)
 TOPOLOGIES.setdefault("mesh", MeshTopology)
@@ -159,7 +159,7 @@ class CallOptions:
     audio: str = "test"
     duration: float | None = None
     record: str | None = None
-    relay_only: bool = False  # every connection through the TURN server (client.ice)
+    relay_only: bool = False  # every connection through the TURN server (client.call.ice)
     screen: str | None = None  # a screen to share: "test" or a media file
     muted: bool = False  # join with the microphone off (said with a signed "mic-off")
 
@@ -1059,7 +1059,7 @@ class CallClient:
             notes.append("stage: only speakers send")
         return "; ".join(notes)
 
-    # -- the SFU channel (client.topology.SfuChannel) ----------------------------------------
+    # -- the SFU channel (client.call.topology.SfuChannel) ----------------------------------------
 
     @property
     def my_index(self) -> int:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
-from client.connection import Connection
-from client.errors import ClientCode, ClientError
+from client.core.connection import Connection
+from client.core.errors import ClientCode, ClientError
 from protocol import ice_wire
 
 REFRESH_MARGIN = 0.1  # ask again when this share of the credentials' lifetime is left

@@ -1,8 +1,8 @@
 """Per-sender media keys of a call and the verification code they give (sans-I/O).
 
 Every participant makes a random *base key* for the media it sends (epoch 0) and seals it
-(crypto_box, signed, naming both joins; see :mod:`client.callsignal`) to each admitted
-participant that is live for its join (:mod:`client.call`). Membership
+(crypto_box, signed, naming both joins; see :mod:`client.call.signalling`) to each admitted
+participant that is live for its join (:mod:`client.call.client`). Membership
 changes move every sender's key on, in the server's order of call states (``version``):
 
 - someone joins: every key **ratchets forward** (``HKDF(key, "salon/call-media-ratchet/v1")``,
@@ -22,7 +22,7 @@ Mesh calls do not need these keys for media (DTLS-SRTP is end to end between eac
 they give mesh and SFU calls the same **verification code**: a hash of the sorted
 (member key, key commitment) pairs of everyone in the call, shown as four groups of four
 digits, identical for all participants who hold the same keys for the same set of people.
-The SFU topology encrypts frames with these keys (SFrame, :mod:`client.sframe`), with
+The SFU topology encrypts frames with these keys (SFrame, :mod:`client.call.sframe`), with
 :func:`protocol.media_keys.media_kid` as the key id. Key ids never wrap: a sender's epoch
 has 16 bits in it, so a participant whose own key would move past ``MAX_EPOCH`` (65,535
 membership changes in one call) does not move it — :attr:`CallKeys.exhausted` turns True
@@ -39,7 +39,7 @@ from typing import Final
 
 import msgspec
 
-from client import crypto
+from client.core import crypto
 from protocol.labels import CALL_CODE_DOMAIN as CODE_DOMAIN
 from protocol.labels import CALL_KEY_COMMITMENT_DOMAIN as COMMITMENT_DOMAIN
 from protocol.labels import CALL_MEDIA_RATCHET_LABEL as RATCHET_LABEL

@@ -6,7 +6,7 @@ File layout (``$SALON_HOME/keystore.salon``)::
 
 The key is Argon2id(passphrase, salt); ``data`` is MessagePack of :class:`KeystoreData`.
 Writes go to a temporary file that is fsynced and renamed over the old one, under an
-exclusive file lock (``flock``, or ``msvcrt`` on Windows: :mod:`client.filelock`) so
+exclusive file lock (``flock``, or ``msvcrt`` on Windows: :mod:`client.core.filelock`) so
 concurrent ``salon`` processes never lose each other's updates.
 
 The passphrase comes from ``$SALON_PASSPHRASE``, else the first line of the file named by
@@ -30,8 +30,8 @@ import nacl.secret
 import nacl.utils
 import platformdirs
 
-from client.errors import KeystoreError, WrongPassphrase
-from client.filelock import exclusive
+from client.core.errors import KeystoreError, WrongPassphrase
+from client.core.filelock import exclusive
 
 MAGIC: Final = b"SALONKS1"
 HEADER = struct.Struct(">8s16sQQ")

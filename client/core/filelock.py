@@ -1,7 +1,7 @@
 """An exclusive lock on an open file that works on POSIX (``flock``) and Windows (``msvcrt``).
 
 Imported by the keystore; ``fcntl`` is POSIX-only, so neither module is imported at the top
-of anything ``salon`` imports (``import client.cli`` works where ``fcntl`` does not exist).
+of anything ``salon`` imports (``import client.cli.main`` works where ``fcntl`` does not exist).
 """
 
 from __future__ import annotations

@@ -22,19 +22,19 @@ MOD_ACTIONS = tuple(a for a in get_args(ActionName) if a not in SELF_ACTIONS)
 
 
 async def cmd_call(args: argparse.Namespace) -> int:
-    from client.call import CallClient, CallError, CallOptions, MediaUnavailable
-    from client.callview import make_display
-    from client.cli import session_for
-    from client.media import MediaError
-    from client.recorder import pick_codec
-    from client.rooms import resolve_room
+    from client.call.client import CallClient, CallError, CallOptions, MediaUnavailable
+    from client.call.media import MediaError
+    from client.call.recorder import pick_codec
+    from client.call.view import make_display
+    from client.cli.main import session_for
+    from client.core.rooms import resolve_room
 
     # Media libraries log noisily (and with tracebacks) about things the call handles and
     # reports itself; the terminal shows the call's own one-line notes instead.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("aiortc", "aioice", "av", "libav"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    from client.cli import parse_seconds
+    from client.cli.main import parse_seconds
 
     # The one duration grammar (1m, 30s, 2h, 1d); a bare number of seconds is still taken.
     duration = parse_seconds(args.duration, bare_seconds=True) if args.duration else None
@@ -70,9 +70,9 @@ async def cmd_call(args: argparse.Namespace) -> int:
 
 
 async def cmd_mod(args: argparse.Namespace) -> int:
-    from client.call import moderate
-    from client.cli import emit_json, session_for
-    from client.rooms import resolve_room
+    from client.call.client import moderate
+    from client.cli.main import emit_json, session_for
+    from client.core.rooms import resolve_room
 
     async with session_for(args) as session:
         room = resolve_room(session, args.room, ("conference",))
@@ -87,9 +87,9 @@ async def cmd_mod(args: argparse.Namespace) -> int:
 async def cmd_device(args: argparse.Namespace) -> int:
     """``salon mic`` / ``salon camera``: turn your own microphone or camera on or off in the
     call you are in (your running ``salon call`` follows; everyone sees it)."""
-    from client.call import say_self_state
-    from client.cli import emit_json, session_for
-    from client.rooms import resolve_room
+    from client.call.client import say_self_state
+    from client.cli.main import emit_json, session_for
+    from client.core.rooms import resolve_room
 
     device = args.device
     async with session_for(args) as session:
@@ -104,9 +104,9 @@ async def cmd_device(args: argparse.Namespace) -> int:
 
 
 async def cmd_hand(args: argparse.Namespace) -> int:
-    from client.call import raise_hand
-    from client.cli import emit_json, session_for
-    from client.rooms import resolve_room
+    from client.call.client import raise_hand
+    from client.cli.main import emit_json, session_for
+    from client.core.rooms import resolve_room
 
     async with session_for(args) as session:
         room = resolve_room(session, args.room, ("conference",))
@@ -121,7 +121,7 @@ async def cmd_hand(args: argparse.Namespace) -> int:
 def add_call_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
     """Add ``call``, ``mod``, ``hand``, ``mic`` and ``camera`` to the ``salon`` subcommands
     (``call`` has no ``--json``: its live view is for people, ``--stats`` writes the JSON)."""
-    from client.cli import MEMBER_HELP, SPACE_HELP, with_json
+    from client.cli.main import MEMBER_HELP, SPACE_HELP, with_json
 
     conference = "the conference room: its name or id"
     p = command(

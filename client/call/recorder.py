@@ -31,7 +31,7 @@ import numpy.typing as npt
 from av.container import OutputContainer
 from av.video.stream import VideoStream
 
-from client.media import MediaError
+from client.call.media import MediaError
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ publisher's own SFrame context) tries a frame only with the keys of the publishe
 packets name: a frame under Bob's key id on Mallory's slot finds no key
 (:class:`WrongSourceError`) and never touches Bob's replay window.
 
-Key ids are opaque here: the call client picks them (``client.callkeys.media_kid``) and
+Key ids are opaque here: the call client picks them (``client.call.keys.media_kid``) and
 maps the KID of each decoded frame (``DecryptingReceiver.recv_with_kid``) to its sender.
 """
 
@@ -59,7 +59,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
-from client.sframe import (
+from client.call.sframe import (
     CipherSuite,
     SFrameContext,
     SFrameError,
@@ -69,7 +69,7 @@ from client.sframe import (
     unprotect_frame,
 )
 from protocol.sfu_sdp import mark_screen_sections
-from sfu import aiortc_adapter
+from rtc import aiortc_adapter
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Media between two participants is protected by DTLS-SRTP end to end: the keys are agreed
 by the two machines alone, and each checks the other's DTLS certificate against the
 fingerprint in the SDP it received — SDP that came sealed and signed end to end
-(:mod:`client.callsignal`), so the server cannot substitute its own fingerprint. A signal
+(:mod:`client.call.signalling`), so the server cannot substitute its own fingerprint. A signal
 that fails those checks never reaches this module: the call client calls :meth:`refuse`,
 and the pair stays down.
 
@@ -37,8 +37,8 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
-from client.callsignal import SignalKind, SignalRejected, check_sdp
-from client.topology import LinkState, Peer, SourceTap, TopologyContext
+from client.call.signalling import SignalKind, SignalRejected, check_sdp
+from client.call.topology import LinkState, Peer, SourceTap, TopologyContext
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ def plain_connection_lines(sdp: str) -> str:
 
 
 class MeshTopology:
-    """Implements :class:`client.topology.Topology` with direct pairs (see module doc)."""
+    """Implements :class:`client.call.topology.Topology` with direct pairs (see module doc)."""
 
     name: Literal["mesh", "sfu"] = "mesh"
     e2ee = True

@@ -1,6 +1,6 @@
 """The seam between the call client and whatever carries the media (mesh now, SFU later).
 
-The call client (:mod:`client.call`) decides *who* is in the call, verifies every signed
+The call client (:mod:`client.call.client`) decides *who* is in the call, verifies every signed
 action and signal, holds the media keys and counts what arrives; a :class:`Topology` only
 moves media: it is told the admitted peers, hands over the verified signals addressed to it,
 sends what it is allowed to send, and gives every decoded frame to the :class:`MediaSink`.
@@ -8,8 +8,8 @@ Dropping a muted or non-speaking sender's frames is the sink's business, so it h
 topology.
 
 ``TOPOLOGIES`` maps the server's ``topology`` name to a factory; the SFU topology
-(:mod:`client.sfu_topology`) registers itself there and receives the same
-:class:`TopologyContext` — including :class:`~client.callkeys.CallKeys`, whose per-sender
+(:mod:`client.call.sfu_topology`) registers itself there and receives the same
+:class:`TopologyContext` — including :class:`~client.call.keys.CallKeys`, whose per-sender
 keys it uses for SFrame, and the call's :class:`SfuChannel`.
 """
 
@@ -24,10 +24,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.frame import Frame
 from av.packet import Packet
 
-from client.callkeys import CallKeys
-from client.callsignal import SignalKind
-from client.ice import IceConfig
-from client.sframe import SFrameContext
+from client.call.ice import IceConfig
+from client.call.keys import CallKeys
+from client.call.sframe import SFrameContext
+from client.call.signalling import SignalKind
 
 LinkState = Literal["waiting", "connecting", "connected", "failed", "refused", "closed"]
 

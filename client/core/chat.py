@@ -1,7 +1,7 @@
 """Chat messages: send, read and follow a room, end-to-end encrypted (DESIGN §5).
 
 Sending: encrypt and sign with the room key of the space's current epoch
-(:mod:`client.chatcrypto`), send with a random client message id, and on ``stale`` (the epoch
+(:mod:`client.core.chatcrypto`), send with a random client message id, and on ``stale`` (the epoch
 moved on) re-sync and re-encrypt under the new key with the same id.
 
 Reading: every message is decrypted with the key of its epoch, its signature checked against
@@ -38,11 +38,12 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from client import chatcrypto, crypto
-from client.backoff import Backoff
-from client.errors import ClientError, ServerError, Unreachable, VerificationError
-from client.forks import HeadCheck
-from client.rooms import (
+from client.core import chatcrypto, crypto
+from client.core.backoff import Backoff
+from client.core.dates import iso
+from client.core.errors import ClientError, ServerError, Unreachable, VerificationError
+from client.core.forks import HeadCheck
+from client.core.rooms import (
     RoomKeyConflict,
     RoomKeyRefused,
     RoomKeyUnavailable,
@@ -51,7 +52,7 @@ from client.rooms import (
     room_key,
     share_room_keys,
 )
-from client.space import ProfileInfo, SpaceSession
+from client.core.space import ProfileInfo, SpaceSession
 from protocol import roomkeys
 from protocol.chat_wire import (
     CLIENT_ID_LEN,
@@ -91,8 +92,6 @@ class ReadMessage:
     text: str
 
     def as_json(self) -> dict[str, object]:
-        from client.cli import iso
-
         return {
             "seq": self.seq,
             "sent_at": iso(self.sent_at),
@@ -416,7 +415,7 @@ class Follower:
         """Print the backlog after :attr:`last`, then new messages as they come, forever.
 
         Survives the server going away: reconnects (jittered back-off up to 5 s,
-        :mod:`client.backoff`) and resumes after
+        :mod:`client.core.backoff`) and resumes after
         the last sequence handled, so nothing is skipped and nothing is shown twice. Returns
         only by cancellation; raises when the member is removed or the room is unknown."""
         while True:

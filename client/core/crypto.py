@@ -16,7 +16,7 @@ import nacl.signing
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from client.errors import VerificationError
+from client.core.errors import VerificationError
 from protocol.roomkeys import KeyBindingError, SealedKey, open_sealed_key, sealed_key
 
 KEY_LEN: Final = 32

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from client.errors import ClientError, ServerError, Unreachable, UsageError, VerificationError
+from client.core.errors import ClientError, ServerError, Unreachable, UsageError, VerificationError
 from protocol.wire import Challenge, Error, ServerMessage, SessionClosed, encoder, server_decoder
 
 R = TypeVar("R", bound=msgspec.Struct)

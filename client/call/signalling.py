@@ -12,7 +12,7 @@ Every body, media keys included, carries the pair's link: a hash of both partici
 current join nonces (random, signed by each in their ``join``). The recipient takes a
 signal only if its link names the join *it* signed and the sender's current one, so a
 signal sent to an earlier join of either cannot be replayed into this one, and a signal
-naming our join proves its sender is in the call now (see :mod:`client.call`).
+naming our join proves its sender is in the call now (see :mod:`client.call.client`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Final, Literal
 
 import msgspec
 
-from client import crypto
-from client.errors import VerificationError
+from client.core import crypto
+from client.core.errors import VerificationError
 from protocol.labels import CALL_LINK_PERSON
 from protocol.labels import CALL_SIGNAL_DOMAIN as SIGNAL_DOMAIN
 from protocol.records import verify_signature

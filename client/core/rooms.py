@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import msgspec
 
-from client import crypto
-from client.errors import ServerError, UsageError, VerificationError
-from client.keystore import HeldRoomKey
-from client.space import SpaceSession, chain
+from client.core import crypto
+from client.core.errors import ServerError, UsageError, VerificationError
+from client.core.keystore import HeldRoomKey
+from client.core.space import SpaceSession, chain
 from protocol import roomkeys
 from protocol.errors import ErrorCode
 from protocol.ids import new_id

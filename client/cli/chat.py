@@ -25,9 +25,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from client.cli import emit_json, find_membership, iso, parse_duration, session_for
-from client.errors import UsageError
-from client.keystore import Keystore
+from client.cli.main import emit_json, find_membership, parse_duration, session_for
+from client.core.dates import iso
+from client.core.errors import UsageError
+from client.core.keystore import Keystore
 
 CHAT_KINDS = ("chat", "channel")
 
@@ -106,8 +107,8 @@ def _fork_warning() -> None:
 
 
 async def cmd_send(args: argparse.Namespace) -> int:
-    from client.chat import send_message
-    from client.rooms import resolve_room
+    from client.core.chat import send_message
+    from client.core.rooms import resolve_room
 
     text = sys.stdin.read() if args.text == "-" else args.text
     if not text.strip():
@@ -134,8 +135,8 @@ async def cmd_send(args: argparse.Namespace) -> int:
 
 
 async def cmd_read(args: argparse.Namespace) -> int:
-    from client.chat import read_messages
-    from client.rooms import resolve_room
+    from client.core.chat import read_messages
+    from client.core.rooms import resolve_room
 
     if args.since < 0:
         raise UsageError("--since takes a sequence number (0 or more)")
@@ -156,8 +157,8 @@ async def cmd_read(args: argparse.Namespace) -> int:
 
 
 async def _follow(args: argparse.Namespace) -> int:
-    from client.chat import Follower
-    from client.space import SpaceSession, open_space
+    from client.core.chat import Follower
+    from client.core.space import SpaceSession, open_space
 
     keystore = Keystore()
     space = args.space
@@ -185,8 +186,8 @@ async def _follow(args: argparse.Namespace) -> int:
 
 
 async def cmd_story_post(args: argparse.Namespace) -> int:
-    from client.rooms import resolve_room
-    from client.stories import DEFAULT_STORY_TTL, post_story
+    from client.core.rooms import resolve_room
+    from client.core.stories import DEFAULT_STORY_TTL, post_story
 
     ttl = parse_duration(args.ttl) if args.ttl else DEFAULT_STORY_TTL
     path = Path(args.image)
@@ -215,8 +216,8 @@ async def cmd_story_post(args: argparse.Namespace) -> int:
 
 
 async def cmd_story_list(args: argparse.Namespace) -> int:
-    from client.rooms import resolve_room
-    from client.stories import list_stories
+    from client.core.rooms import resolve_room
+    from client.core.stories import list_stories
 
     async with session_for(args) as session:
         room = resolve_room(session, args.channel, ("channel",))
@@ -253,7 +254,7 @@ async def cmd_story_list(args: argparse.Namespace) -> int:
 
 
 async def cmd_story_get(args: argparse.Namespace) -> int:
-    from client.stories import get_story
+    from client.core.stories import get_story
 
     out = Path(args.out)
     if out.is_dir():
@@ -285,7 +286,7 @@ def add_chat_commands(
     with_json: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
     group: Callable[..., Any],
 ) -> None:
-    from client.cli import ROOM_HELP, SPACE_HELP
+    from client.cli.main import ROOM_HELP, SPACE_HELP
 
     p = with_json(
         command(

@@ -1,6 +1,6 @@
 """The SFU topology: one connection to the call's SFU node, every frame SFrame-encrypted.
 
-Media goes to the SFU once and comes back from it for everyone else (``client.e2ee_media``
+Media goes to the SFU once and comes back from it for everyone else (``client.call.e2ee_media``
 does the codec and SFrame work: VP8 and Opus encoded here, SFrame suite 4 —
 AES_128_GCM_SHA256_128 — with the codec header bytes in clear, decoded here). The SFU
 forwards ciphertext; it never holds a key. The SDP offer goes to the server unsealed
@@ -8,7 +8,7 @@ forwards ciphertext; it never holds a key. The SDP offer goes to the server unse
 protects the hop; SFrame is what keeps media end to end.
 
 Keys (:class:`MediaKeyRing`) are the call's per-sender keys from
-:class:`~client.callkeys.CallKeys`, with SFrame key id ``media_kid(index, epoch)``:
+:class:`~client.call.keys.CallKeys`, with SFrame key id ``media_kid(index, epoch)``:
 
 - every membership change moves every sender to a new epoch — a fresh random key when
   someone leaves or is removed (the removed participant never receives it), the previous
@@ -17,7 +17,7 @@ Keys (:class:`MediaKeyRing`) are the call's per-sender keys from
   with a removed participant's keys) and sends a keyframe with it;
 - a receiver installs each sender's new key as soon as it has it, keeps the previous one
   for :data:`OVERLAP_SECONDS` (frames already in flight), and briefly holds frames whose
-  key is still on its way (``client.e2ee_media.HOLD_SECONDS``) instead of dropping them;
+  key is still on its way (``client.call.e2ee_media.HOLD_SECONDS``) instead of dropping them;
 - a participant connects its media only once it holds every current sender's key (or
   after :data:`KEY_WAIT_SECONDS`), so its first frames are ones it can read.
 
@@ -46,18 +46,18 @@ from typing import Any, Literal
 
 import av
 
-from client.backoff import Backoff
-from client.callkeys import CallKeys, SenderKey
-from client.callsignal import SignalKind
-from client.e2ee_media import MEDIA_SUITE, DecryptingReceiver, SfuSession
-from client.sframe import KeyUsage, SFrameContext, SFrameError
-from client.topology import (
+from client.call.e2ee_media import MEDIA_SUITE, DecryptingReceiver, SfuSession
+from client.call.keys import CallKeys, SenderKey
+from client.call.sframe import KeyUsage, SFrameContext, SFrameError
+from client.call.signalling import SignalKind
+from client.call.topology import (
     LinkState,
     Peer,
     SourceTap,
     TopologyContext,
     register_topology,
 )
+from client.core.backoff import Backoff
 from protocol.media_keys import MAX_EPOCH, KeyIdExhausted, kid_epoch, kid_index, media_kid
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ CHAIN_KEPT = 8
 KEY_WAIT_SECONDS = 3.0  # connect without someone's key after this long
 TICK_SECONDS = 0.1
 RECONNECTS = 3
-RECONNECT_FIRST = 1.0  # jittered back-off between attempts (client.backoff): 0.5-1 s, 1-2 s...
+RECONNECT_FIRST = 1.0  # jittered back-off between attempts (client.core.backoff): 0.5-1 s, 1-2 s...
 RECONNECT_MAX = 2.0
 VIDEO_SLOTS = 6  # the most remote videos (and audios) received at once; the SFU picks
 AUDIO_SLOTS = 6  # the most recent speakers when there are more
@@ -388,7 +388,7 @@ class SfuCounters:
 
 
 class SfuTopology:
-    """Implements :class:`client.topology.Topology` through the call's SFU node."""
+    """Implements :class:`client.call.topology.Topology` through the call's SFU node."""
 
     name: Literal["mesh", "sfu"] = "sfu"
     e2ee = True

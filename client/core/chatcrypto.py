@@ -1,6 +1,6 @@
 """End-to-end encryption of chat messages and stories (sans-I/O; DESIGN §5).
 
-Keys: each room has a 32-byte key per space epoch (:mod:`client.rooms`). From it we derive,
+Keys: each room has a 32-byte key per space epoch (:mod:`client.core.rooms`). From it we derive,
 with HKDF-SHA256 and the room id as context, one key for messages (``salon/room-message/v1``)
 and one for stories (``salon/room-story/v1``), so a ciphertext of one kind never opens as the
 other.
@@ -34,8 +34,8 @@ import msgspec
 import nacl.bindings
 import nacl.exceptions
 
-from client.crypto import hkdf, sign
-from client.errors import VerificationError
+from client.core.crypto import hkdf, sign
+from client.core.errors import VerificationError
 from protocol.labels import MESSAGE_AD, MESSAGE_LABEL, MESSAGE_SIG, STORY_AD, STORY_LABEL, STORY_SIG
 from protocol.records import verify_signature
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from client.space import SpaceSession
+from client.core.space import SpaceSession
 from protocol import forks
 
 

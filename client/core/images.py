@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from client.errors import UsageError
+from client.core.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Stories: an image and a caption posted to a channel, end-to-end encrypted, expiring.
 
 Before anything is encrypted the image is decoded with OpenCV, scaled so its longest side is
-at most 1920 px and re-encoded as JPEG (:mod:`client.images`): the output holds only pixels,
+at most 1920 px and re-encoded as JPEG (:mod:`client.core.images`): the output holds only pixels,
 so EXIF (GPS position, camera serial, time), XMP, ICC profiles and comments are gone. A
 320 px thumbnail is made the same way. Image, thumbnail and a signed caption block are
-sealed with the room's story key (:mod:`client.chatcrypto`); the image goes up in chunks
+sealed with the room's story key (:mod:`client.core.chatcrypto`); the image goes up in chunks
 below the WebSocket frame limit and is committed by one ``PostStory``.
 """
 
@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from client import chatcrypto
-from client.chat import RosterHistory, display_name, visible_until
-from client.errors import ServerError, UsageError, VerificationError
-from client.forks import HeadCheck
-from client.images import bounded_jpeg, decode_image
-from client.rooms import RoomView, room_key
-from client.space import SpaceSession
+from client.core import chatcrypto
+from client.core.chat import RosterHistory, display_name, visible_until
+from client.core.dates import iso
+from client.core.errors import ServerError, UsageError, VerificationError
+from client.core.forks import HeadCheck
+from client.core.images import bounded_jpeg, decode_image
+from client.core.rooms import RoomView, room_key
+from client.core.space import SpaceSession
 from protocol import roomkeys
 from protocol.chat_wire import (
     STORY_CHUNK_BYTES,
@@ -70,8 +71,6 @@ class StoryView:
     image_size: int
 
     def as_json(self) -> dict[str, object]:
-        from client.cli import iso
-
         return {
             "story_id": self.story_id,
             "author": self.author,

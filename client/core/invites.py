@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from client.crypto import hkdf, public_signing_key
-from client.errors import LinkError
+from client.core.crypto import hkdf, public_signing_key
+from client.core.errors import LinkError
 from protocol.ids import is_valid_id, new_id
 from protocol.labels import INVITE_PREVIEW_LABEL, INVITE_SEAL_LABEL, INVITE_SIGN_LABEL
 
