@@ -91,7 +91,7 @@ class Outcome:
 
 def default_checkout() -> Path:
     """The checkout this package runs from, if it has web/ (an editable install)."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]  # client/core/webverify.py → the checkout
 
 
 def build_local(checkout: Path, outdir: Path) -> dict[str, bytes]:
