@@ -13,7 +13,7 @@ VACUUM reclaims them (autovacuum does, eventually; the README says what to confi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 
@@ -22,6 +22,7 @@ from protocol.errors import Conflict
 from spaces.events import MESSAGES
 from spaces.storage.interfaces import Committed, NewMessage, NewStory
 from spaces.storage.postgres.database import Database
+from spaces.storage.rows import message_from_row, story_from_row
 
 _MESSAGE_COLUMNS: Final = "seq, sender, client_id, epoch, ttl, sent_at, expires_at, box"
 _PRIOR_COLUMNS: Final = "m.space_id, m.room_id, " + ", ".join(
@@ -31,34 +32,6 @@ _STORY_COLUMNS: Final = (
     "story_id, room_id, sender, epoch, ttl, posted_at, expires_at, meta,"
     " octet_length(image), octet_length(thumb)"
 )
-
-
-def _message(row: Any) -> ChatMessage:
-    return ChatMessage(
-        seq=int(row[0]),
-        sender=bytes(row[1]),
-        client_id=bytes(row[2]),
-        epoch=int(row[3]),
-        ttl=int(row[4]),
-        sent_at=float(row[5]),
-        expires_at=None if row[6] is None else float(row[6]),
-        box=bytes(row[7]),
-    )
-
-
-def _story(row: Any) -> StoryInfo:
-    return StoryInfo(
-        story_id=str(row[0]),
-        room_id=str(row[1]),
-        sender=bytes(row[2]),
-        epoch=int(row[3]),
-        ttl=int(row[4]),
-        posted_at=float(row[5]),
-        expires_at=float(row[6]),
-        meta=bytes(row[7]),
-        image_size=int(row[8]),
-        thumb_size=int(row[9]),
-    )
 
 
 class PostgresChatStore:
@@ -152,7 +125,7 @@ class PostgresChatStore:
         )
         found = {}
         for row in rows:
-            message = _message(row[2:])
+            message = message_from_row(row[2:])
             found[(str(row[0]), str(row[1]), message.sender, message.client_id)] = message
         return found
 
@@ -167,7 +140,7 @@ class PostgresChatStore:
             client_id,
             sender,
         )
-        return None if row is None else _message(row)
+        return None if row is None else message_from_row(row)
 
     async def messages(
         self, space_id: str, room_id: str, after: int, limit: int, now: float
@@ -190,7 +163,7 @@ class PostgresChatStore:
                 space_id,
                 room_id,
             )
-        return [_message(r) for r in rows], int(last or 0)
+        return [message_from_row(r) for r in rows], int(last or 0)
 
     # -- stories -------------------------------------------------------------------------------
 
@@ -221,7 +194,7 @@ class PostgresChatStore:
                 assert row is not None  # never deleted inside this transaction's snapshot
                 if str(row[10]) != story.space_id or bytes(row[2]) != story.sender:
                     raise Conflict("this story id is taken")
-                return _story(row), True
+                return story_from_row(row), True
         info = StoryInfo(
             story.story_id,
             story.room_id,
@@ -244,7 +217,7 @@ class PostgresChatStore:
             room_id,
             now,
         )
-        return [_story(r) for r in rows]
+        return [story_from_row(r) for r in rows]
 
     async def story(self, space_id: str, story_id: str, now: float) -> StoryInfo | None:
         row = await self.database.pool.fetchrow(
@@ -254,7 +227,7 @@ class PostgresChatStore:
             story_id,
             now,
         )
-        return None if row is None else _story(row)
+        return None if row is None else story_from_row(row)
 
     async def story_part(
         self, space_id: str, story_id: str, part: StoryPartName, offset: int, length: int

@@ -37,6 +37,7 @@ import msgspec
 from protocol.chat_wire import ChatMessage, StoryInfo, StoryPartName
 from protocol.errors import Conflict
 from spaces.storage.interfaces import Committed, NewMessage, NewStory, StorageError
+from spaces.storage.rows import message_from_row, story_from_row
 from spaces.storage.sqlite.store import CONNECTION_PRAGMAS
 
 log = logging.getLogger(__name__)
@@ -52,34 +53,6 @@ _STORY_COLUMNS = (
     "story_id, room_id, sender, epoch, ttl, posted_at, expires_at, meta,"
     " length(image), length(thumb)"
 )
-
-
-def _message(row: Any) -> ChatMessage:
-    return ChatMessage(
-        seq=int(row[0]),
-        sender=bytes(row[1]),
-        client_id=bytes(row[2]),
-        epoch=int(row[3]),
-        ttl=int(row[4]),
-        sent_at=float(row[5]),
-        expires_at=None if row[6] is None else float(row[6]),
-        box=bytes(row[7]),
-    )
-
-
-def _story(row: Any) -> StoryInfo:
-    return StoryInfo(
-        story_id=str(row[0]),
-        room_id=str(row[1]),
-        sender=bytes(row[2]),
-        epoch=int(row[3]),
-        ttl=int(row[4]),
-        posted_at=float(row[5]),
-        expires_at=float(row[6]),
-        meta=bytes(row[7]),
-        image_size=int(row[8]),
-        thumb_size=int(row[9]),
-    )
 
 
 def _connect(path: Path, *, any_thread: bool = False) -> sqlite3.Connection:
@@ -329,7 +302,7 @@ class SqliteChatStore:
             )
         finally:
             db.execute("COMMIT")
-        return [_message(r) for r in rows], int(row[0]) if row else 0
+        return [message_from_row(r) for r in rows], int(row[0]) if row else 0
 
     # -- stories -------------------------------------------------------------------------------
 
@@ -343,7 +316,7 @@ class SqliteChatStore:
             if row is not None:
                 if str(row[10]) != story.space_id or bytes(row[2]) != story.sender:
                     raise Conflict("this story id is taken")
-                return _story(row), True
+                return story_from_row(row), True
             db.execute(
                 "INSERT INTO stories (story_id, space_id, room_id, sender, epoch, ttl,"
                 " posted_at, expires_at, meta, thumb, image)"
@@ -387,7 +360,7 @@ class SqliteChatStore:
             " AND expires_at > ? ORDER BY posted_at DESC, story_id",
             (space_id, room_id, now),
         ).fetchall()
-        return [_story(r) for r in rows]
+        return [story_from_row(r) for r in rows]
 
     async def story(self, space_id: str, story_id: str, now: float) -> StoryInfo | None:
         return await self._read(self._one_story, space_id, story_id, now)
@@ -399,7 +372,7 @@ class SqliteChatStore:
             " AND expires_at > ?",
             (space_id, story_id, now),
         )
-        return None if row is None else _story(row)
+        return None if row is None else story_from_row(row)
 
     async def story_part(
         self, space_id: str, story_id: str, part: StoryPartName, offset: int, length: int
@@ -478,4 +451,4 @@ def _find(
         " WHERE space_id = ? AND room_id = ? AND client_id = ? AND sender = ?",
         (space_id, room_id, client_id, sender),
     )
-    return None if row is None else _message(row)
+    return None if row is None else message_from_row(row)
