@@ -102,8 +102,13 @@ class SfuSection(msgspec.Struct, forbid_unknown_fields=True):
     max_offer_bytes: int = 32_768
     request_timeout_seconds: float = 10.0
     mesh_grace_seconds: float = 10.0  # after a call moves back to a mesh, drop SFU links
-    # salon sfu (a standalone node)
+    # salon sfu (a standalone node): it registers with every one of server_urls (each
+    # salon serve instance of a deployment), or with server_url when that list is empty.
     server_url: str = "http://127.0.0.1:8080"
+    server_urls: list[str] = []
+    # An instance's channel dropped: its participants' media keeps flowing this long while
+    # they rejoin through another instance, then the node lets them go.
+    orphan_grace_seconds: float = 30.0
     node_name: str = ""  # "": HOSTNAME:PORT
     host: str = "127.0.0.1"
     port: int = 8081
@@ -201,6 +206,9 @@ def _server_problem(config: Config) -> str | None:
         return problem
     if problem := _http_url_problem("sfu.server_url", config.sfu.server_url):
         return problem
+    for url in config.sfu.server_urls:
+        if problem := _http_url_problem("sfu.server_urls", url):
+            return problem
     for proxy in server.trusted_proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)
@@ -262,6 +270,8 @@ def config_problem(config: Config) -> str | None:
         return "sfu.max_offer_bytes must be at least 1024 and sfu.request_timeout_seconds > 0"
     if sfu.load_report_seconds <= 0 or sfu.mesh_grace_seconds < 0:
         return "sfu.load_report_seconds must be > 0 and sfu.mesh_grace_seconds >= 0"
+    if sfu.orphan_grace_seconds < 0:
+        return "sfu.orphan_grace_seconds must be >= 0"
     if sfu.public_address and not _is_ip_address(sfu.public_address):
         return f"sfu.public_address: {sfu.public_address!r} is not an IP address"
     return _ice_problem(config.ice)

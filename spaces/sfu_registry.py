@@ -14,6 +14,13 @@ then the fewest conferences, then by name. A conference stays on its node until 
 ends or the node goes away; then its participants are told to reconnect
 (:class:`NodeEvents`) and the next offer lands on a node that is up.
 
+Several instances (issue 11): a standalone node registers with every instance (``[sfu]
+server_urls``), so each instance has its own registry of the same nodes, and each call's
+node is chosen once, in the calls' ordered log (a ``place`` input, see
+:mod:`spaces.handlers.call_media`): the instance that takes a call's first media offer
+:meth:`chooses <SfuRegistry.choose>` among the nodes *it* has, and every instance then
+:meth:`assigns <SfuRegistry.assign>` what the log says. Load reports stay per node.
+
 Errors: :class:`SfuUnavailable` (``sfu_unavailable``: no node, or the node did not answer);
 a node's refusal of an offer becomes ``invalid_message`` / ``too_large`` / ``not_found``.
 """
@@ -109,6 +116,7 @@ class SfuRegistry:
         self._assigned: dict[str, str] = {}  # conference id -> node name
         self.events: NodeEvents | None = None
         self.sockets: set[web.WebSocketResponse] = set()  # standalone nodes' connections
+        self.closing = False  # the server is shutting down: its nodes leave, nothing is lost
 
     def available(self) -> bool:
         return bool(self._nodes)
@@ -136,13 +144,24 @@ class SfuRegistry:
         """The node carrying ``conference``, assigning the least loaded one if it has none."""
         name = self._assigned.get(conference)
         if name is None or name not in self._nodes:
-            if not self._nodes:
-                raise SfuUnavailable("no SFU node is available right now")
-            name = min(self._nodes.values(), key=_Entry.score).handle.name
-            self._assigned[conference] = name
-            self._nodes[name].conferences[conference] = set()
-            log.info("conference assigned to SFU node %s", name)
+            name = self.choose()
+            self.assign(conference, name)
         return self._nodes[name].handle
+
+    def choose(self) -> str:
+        """The least loaded node registered here (raises :class:`SfuUnavailable` if none)."""
+        if not self._nodes:
+            raise SfuUnavailable("no SFU node is available right now")
+        return min(self._nodes.values(), key=_Entry.score).handle.name
+
+    def assign(self, conference: str, name: str) -> None:
+        """``conference`` runs on node ``name`` (as the ordered log says), known here or not."""
+        self.release(conference)
+        self._assigned[conference] = name
+        entry = self._nodes.get(name)
+        if entry is not None:
+            entry.conferences[conference] = set()
+        log.info("conference assigned to SFU node %s", name)
 
     def handle(self, name: str) -> NodeHandle | None:
         entry = self._nodes.get(name)
@@ -152,6 +171,10 @@ class SfuRegistry:
         """The node carrying ``conference`` now, if any (assigns none)."""
         entry = self._entry_of(conference)
         return entry.handle if entry is not None else None
+
+    def assigned_to(self, conference: str) -> str | None:
+        """The name of the node ``conference`` was assigned to, registered here or not."""
+        return self._assigned.get(conference)
 
     def release(self, conference: str) -> None:
         name = self._assigned.pop(conference, None)
@@ -445,6 +468,7 @@ def install_registry(
             await local.close()
 
     async def close_nodes(app: web.Application) -> None:
+        registry.closing = True
         for ws in list(registry.sockets):
             with contextlib.suppress(Exception):
                 await ws.close()

@@ -153,7 +153,7 @@ async def test_health_names_the_sfu_until_a_standalone_node_registers(
     make_server: Callable[..., SalonServer], tmp_path: Path
 ) -> None:
     srv = make_server({"sfu": {"enabled": False, "node_secret": SECRET}})
-    assert get(srv.url + "/health") == (503, {"status": "down", "down": ["sfu"]})
+    assert get(srv.url + "/health") == (503, {"status": "down", "down": ["sfu"], "sfu_nodes": 0})
     node_config = tmp_path / "node.toml"
     node_config.write_text(
         toml_text({"sfu": {"server_url": srv.url, "node_secret": SECRET, "port": 0}})
@@ -170,7 +170,9 @@ async def test_health_names_the_sfu_until_a_standalone_node_registers(
         node.send_signal(signal.SIGTERM)
         node.wait(timeout=10)
         await until(
-            status_is(srv.url + "/health", 503, {"status": "down", "down": ["sfu"]}),
+            status_is(
+                srv.url + "/health", 503, {"status": "down", "down": ["sfu"], "sfu_nodes": 0}
+            ),
             "503 naming the SFU once the node left",
             timeout=30,
         )

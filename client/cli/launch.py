@@ -58,7 +58,7 @@ def cmd_sfu(args: argparse.Namespace) -> int:
     try:
         run(
             run_standalone(
-                sfu.server_url,
+                sfu.server_urls or sfu.server_url,
                 sfu.node_secret,
                 args.host if args.host is not None else sfu.host,
                 args.port if args.port is not None else sfu.port,
@@ -67,6 +67,7 @@ def cmd_sfu(args: argparse.Namespace) -> int:
                 sfu.load_report_seconds,
                 sfu.public_address,
                 config.metrics.token if config.metrics.enabled else None,
+                sfu.orphan_grace_seconds,
             )
         )
     except NodeConfigError as exc:

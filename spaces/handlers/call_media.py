@@ -17,6 +17,29 @@ which call, what the hosts decided) and the :class:`~spaces.sfu_registry.SfuRegi
 
 The node sees an opaque conference id per call and each participant's per-call number,
 never a space, room or member key.
+
+Several instances (issue 11). Participants of one call may be connected to different
+``salon serve`` instances, so every instance must use the same node, under the same
+conference id, for that call. Two ways were open: registrations in PostgreSQL with node
+commands forwarded between instances as events, or a node that registers with every
+instance (``[sfu] server_urls``). The second is the simpler and the more robust: each
+instance drives the node directly over its own authenticated channel (no second hop, no
+new event kinds, nothing to lose in between), a node stays usable by the instances that
+can reach it when one dies, and the node itself keeps the participants of an instance
+whose channel dropped for ``[sfu] orphan_grace_seconds`` (their media keeps flowing while
+they rejoin through another instance; :mod:`sfu.standalone`). The choice of node is made
+once per call, in the calls' ordered log: the instance that takes the first media offer
+submits a ``place`` input naming the least loaded node *it* has and a fresh conference id;
+every replica records the first one (:class:`~spaces.handlers.conference.Placement`), so
+all instances agree, and an instance never names a node it does not have. An instance
+that loses the node carrying a call (its channel drops, not because it shuts down), or
+that must serve an offer for a call placed on a node it does not have, submits a ``place``
+that replaces that placement; every instance then tells its participants to reconnect
+(:class:`SfuReconnect`) and their next offers land on the new node. Each instance acts on
+the node only for the participants connected to it (the node refuses anything else, but
+for participants whose instance is gone, see :mod:`sfu.standalone`); node events reach
+each instance whose participants are in the conference, and the active speaker is named
+from the replicated seats, wherever that participant is connected.
 """
 
 from __future__ import annotations
@@ -46,10 +69,10 @@ from protocol.ids import new_id
 from protocol.records import Role, Roster
 from spaces.conference import Change, Conference
 from spaces.config import Config
-from spaces.handlers.conference import CONFERENCES, CallKey, Conferences, roles_of
+from spaces.handlers.conference import CONFERENCES, CallKey, Conferences, Placement, roles_of
 from spaces.limits import KeyedLimiter
 from spaces.services import CONFIG, Caller, add_routes
-from spaces.sfu_registry import NodeHandle, SfuRegistry, install_registry
+from spaces.sfu_registry import NodeHandle, SfuRegistry, SfuUnavailable, install_registry
 
 log = logging.getLogger(__name__)
 KICKED_REASONS = ("removed", "banned", "denied")
@@ -62,7 +85,7 @@ class _SfuCall:
     """One call's media on its node."""
 
     call_id: str
-    conference: str  # the opaque id the node knows it by
+    conference: str  # the opaque id the node knows it by (the same on every instance)
     connected: dict[bytes, str] = field(default_factory=dict)  # member -> participant number
     muted: dict[bytes, tuple[bool, bool]] = field(default_factory=dict)  # applied (audio, video)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -87,6 +110,7 @@ class CallMedia:
         # Each offer costs the node a peer connection: a few in a row (reconnects), no more.
         self._offers = KeyedLimiter(OFFERS_PER_SECOND, OFFER_BURST, clock)
         conferences.observers.append(self.on_change)
+        conferences.placement_observers.append(self.on_placement)
         conferences.sfu_available = registry.available
         registry.events = self
 
@@ -110,8 +134,11 @@ class CallMedia:
             raise Forbidden("no media before a host admits you from the lobby")
         if conference.topology != "sfu":
             raise InvalidMessage("this call runs as a mesh now, not on the SFU")
-        call = self._call_for(key, conference)
-        node = self.registry.node_for(call.conference)
+        placement = await self._placement(key, conference.call_id)
+        call = self._call_for(key, conference, placement)
+        node = self.registry.handle(placement.node)
+        if node is None:
+            raise SfuUnavailable("the SFU node carrying this call left this server; try again")
         participant = str(seat.index)
         # The node forwards only frames under this seat's SFrame key ids (issue 8 point 4).
         answer = await node.join(call.conference, participant, message.sdp, seat.index)
@@ -132,15 +159,46 @@ class CallMedia:
             await self._apply_mutes(call, conference, node, [member])
         return SfuAnswer(message.id, answer)
 
-    def _call_for(self, key: CallKey, conference: Conference) -> _SfuCall:
+    async def _placement(self, key: CallKey, call_id: str) -> Placement:
+        """The call's node as the log says, placing it (on a node this instance has) first
+        if it has none, or if its node is not connected here."""
+        placed = self.conferences.placement(key)
+        if placed is not None and self.registry.handle(placed.node) is not None:
+            return placed
+        node = self.registry.choose()  # never one this instance does not have
+        replaces = placed.conference if placed is not None else ""
+        placed = await self.conferences.place(key, call_id, node, new_id(), replaces)
+        if placed is None or placed.call_id != call_id:
+            raise NotFound("that call is over")
+        return placed
+
+    def _call_for(self, key: CallKey, conference: Conference, placement: Placement) -> _SfuCall:
         call = self._calls.get(key)
         if call is None or call.call_id != conference.call_id:
             if call is not None:
                 self._spawn(self._finish(key, call))
-            call = _SfuCall(conference.call_id, new_id())
+            call = _SfuCall(conference.call_id, placement.conference)
             self._calls[key] = call
             self._by_conference[call.conference] = key
         return call
+
+    def on_placement(self, key: CallKey, placement: Placement | None) -> None:
+        """The log (re)placed a call: every instance records it; participants connected here
+        to the call's old node are told to reconnect, and let go there."""
+        if placement is not None:
+            self.registry.assign(placement.conference, placement.node)
+        call = self._calls.get(key)
+        if call is None or (placement is not None and call.conference == placement.conference):
+            return
+        event = SfuReconnect(key[1], call.call_id, "the SFU node carrying this call went away")
+        for member in call.connected:
+            self.conferences.push(key, member, event)
+        old = self.registry.handle(self.registry.assigned_to(call.conference) or "")
+        participants = list(call.connected.values())
+        self._forget(key, call)
+        if old is not None:
+            for participant in participants:
+                self._spawn(self._quietly(old.leave(call.conference, participant)))
 
     # -- following the conference -----------------------------------------------------------
 
@@ -273,22 +331,33 @@ class CallMedia:
         call = self._calls.get(key) if key is not None else None
         if key is None or call is None:
             return
-        found = self._member(conference, participant) if participant is not None else None
-        member = found[2] if found is not None else b""
+        member = b""
+        replica = self.conferences.call(key)
+        if participant is not None and replica is not None and replica.call_id == call.call_id:
+            # Connected here or through another instance: the replicated seats know.
+            member = next(
+                (s.member for s in replica.seats.values() if str(s.index) == participant), b""
+            )
         event = CallSpeaker(key[1], call.call_id, member)
         for listener in call.connected:
             self.conferences.push(key, listener, event)
 
     def node_lost(self, conferences: list[str]) -> None:
-        for conference in conferences:
-            key = self._by_conference.get(conference)
-            call = self._calls.get(key) if key is not None else None
-            if key is None or call is None:
-                continue
-            event = SfuReconnect(key[1], call.call_id, "the SFU node carrying this call went away")
-            for member in call.connected:
-                self.conferences.push(key, member, event)
-            self._forget(key, call)
+        """A node's channel to this instance dropped: move its calls elsewhere, through the
+        log (the first instance to say so moves them; the others' inputs change nothing)."""
+        if self.registry.closing:
+            return  # this instance is going away, not the node: its calls stay where they are
+        lost = set(conferences)
+        for key, placed in list(self.conferences.placements().items()):
+            if placed.conference in lost:
+                self._spawn(self._replace(key, placed))
+
+    async def _replace(self, key: CallKey, placed: Placement) -> None:
+        try:
+            node = self.registry.choose()
+        except SfuUnavailable:
+            node = ""  # none here: the call's next offer (here or elsewhere) places it
+        await self.conferences.place(key, placed.call_id, node, new_id(), placed.conference)
 
     # -- plumbing -----------------------------------------------------------------------------
 

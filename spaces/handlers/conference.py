@@ -18,6 +18,12 @@ the same state. The instance that took a request checks it first (so the member 
 refusal at once) and answers with its replica's result once its input has come round;
 each instance pushes events to the sessions connected to it, and a signal to a participant
 connected elsewhere reaches it through its own instance.
+
+A call on the SFU runs on one node for every instance: a ``place`` input names the node (and
+the opaque conference id the node knows the call by) and every replica records the same
+:class:`Placement`; the first ``place`` of a call in the log wins, a later one only moves the
+call if it names the placement it replaces (the node went away). See
+:mod:`spaces.handlers.call_media`.
 """
 
 from __future__ import annotations
@@ -89,10 +95,18 @@ def _check_head(action: CallAction, roster: Roster) -> None:
         )
 
 
+class Placement(msgspec.Struct, frozen=True):
+    """Where a call's media runs: its SFU node and the conference id that node knows it by."""
+
+    call_id: str
+    node: str
+    conference: str
+
+
 class CallInput(msgspec.Struct, frozen=True, omit_defaults=True):
     """One input of a call's replicas (see the module docstring)."""
 
-    kind: str  # open | join | act | leave | signal
+    kind: str  # open | join | act | leave | signal | place
     space_id: str
     room_id: str
     session: str = ""  # the requesting session (instance-unique token)
@@ -105,6 +119,9 @@ class CallInput(msgspec.Struct, frozen=True, omit_defaults=True):
     call_id: str = ""  # signal: the call it belongs to
     to: bytes = b""
     box: bytes = b""
+    node: str = ""  # place: the SFU node ("": none), the conference id on it, and the
+    conference: str = ""  # conference id of the placement this one replaces ("": none)
+    replaces: str = ""
 
 
 _input_encoder = msgspec.msgpack.Encoder()
@@ -143,6 +160,9 @@ class Conferences:
         self._self_state = KeyedLimiter(SELF_STATE_PER_SECOND, SELF_STATE_BURST, clock)
         # Told of every change before it is announced (the SFU side follows calls this way).
         self.observers: list[Callable[[Conference, Roster, Change], None]] = []
+        # Each call's SFU placement (replicated), and who hears of a change of it.
+        self._placements: dict[CallKey, Placement] = {}
+        self.placement_observers: list[Callable[[CallKey, Placement | None], None]] = []
         self.sfu_available: Callable[[], bool] = lambda: False
         hub.on_remove(self._session_gone)
 
@@ -248,6 +268,8 @@ class Conferences:
                 if left is not None:
                     self._announce(conference, roster, left)
             return None
+        if entry.kind == "place":
+            return self._apply_place(key, conference, entry)
         if entry.kind == "signal":
             seated = self._seated[key]
             if (
@@ -280,6 +302,53 @@ class Conferences:
             sessions[member] = subscriber
         self._announce(conference, roster, change)
         return CallJoined(0, conference.state_for(member, entry.roles), change.status)
+
+    def _apply_place(
+        self, key: CallKey, conference: Conference, entry: CallInput
+    ) -> Placement | None:
+        current = self.placement(key)
+        if entry.call_id != conference.call_id:
+            return current  # that call is over
+        if (current.conference if current is not None else "") != entry.replaces:
+            return current  # placed (or moved) by an earlier input: first in the log wins
+        new = Placement(entry.call_id, entry.node, entry.conference) if entry.node else None
+        if new is None:
+            self._placements.pop(key, None)
+        else:
+            self._placements[key] = new
+        for observer in self.placement_observers:
+            observer(key, new)
+        return new
+
+    def placements(self) -> dict[CallKey, Placement]:
+        """Every current call's placement."""
+        return {key: p for key in list(self._placements) if (p := self.placement(key))}
+
+    def placement(self, key: CallKey) -> Placement | None:
+        """The node carrying the room's current call, if the log has placed it."""
+        conference = self._calls.get(key)
+        placed = self._placements.get(key)
+        if conference is None or placed is None or placed.call_id != conference.call_id:
+            return None
+        return placed
+
+    async def place(
+        self, key: CallKey, call_id: str, node: str, conference: str, replaces: str
+    ) -> Placement | None:
+        """Put the call on ``node`` (``""``: on none) unless the log placed it since
+        ``replaces`` was read; the placement every replica now has."""
+        placed = await self.events.submit(
+            self._input(
+                "place",
+                *key,
+                call_id=call_id,
+                node=node,
+                conference=conference,
+                replaces=replaces,
+            )
+        )
+        assert placed is None or isinstance(placed, Placement)
+        return placed
 
     def call(self, key: CallKey) -> Conference | None:
         """The room's conference if it has been used since the server started."""

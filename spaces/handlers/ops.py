@@ -4,7 +4,9 @@
 - ``/health``: 200 ``{"status": "ok"}`` when the database answers a trivial query (the main
   store's :meth:`~spaces.storage.interfaces.Store.healthy`) and, when the server has an SFU
   (``[sfu] enabled`` or standalone nodes accepted), at least one SFU node is registered; else
-  503 ``{"status": "down", "down": ["database", "sfu"]}`` naming what is down.
+  503 ``{"status": "down", "down": ["database", "sfu"]}`` naming what is down. A server
+  that accepts standalone nodes (``[sfu] node_secret``) adds ``"sfu_nodes"``: how many
+  nodes are registered with it (a count, no names or addresses).
 - ``/metrics`` (``[metrics] enabled``): Prometheus text, aggregate counters only
   (:mod:`spaces.metrics`); who may read it: :func:`sfu.metrics.may_read`.
 - ``/ready``: 200 once the stores are open (migrations applied), 503 while shutting down.
@@ -43,9 +45,10 @@ async def health(request: web.Request) -> web.Response:
     sfu = app[CONFIG].sfu
     if (sfu.enabled or sfu.node_secret) and not app[REGISTRY].available():
         down.append("sfu")
+    extra = {"sfu_nodes": len(app[REGISTRY].names())} if sfu.node_secret else {}
     if down:
-        return web.json_response({"status": "down", "down": down}, status=503)
-    return web.json_response({"status": "ok"})
+        return web.json_response({"status": "down", "down": down, **extra}, status=503)
+    return web.json_response({"status": "ok", **extra})
 
 
 async def ready(request: web.Request) -> web.Response:
