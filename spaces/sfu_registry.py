@@ -446,15 +446,20 @@ async def node_endpoint(request: web.Request) -> web.StreamResponse:
 
 
 def install_registry(
-    app: web.Application, enabled: bool, accept_remote: bool = False, public_address: str = ""
+    app: web.Application,
+    enabled: bool,
+    accept_remote: bool = False,
+    public_address: str = "",
+    local_name: str = LOCAL_NAME,
 ) -> SfuRegistry:
-    """Add the registry, the in-process node (if ``enabled``) and the ``/sfu/node`` route."""
+    """Add the registry, the in-process node (if ``enabled``, named ``local_name``) and the
+    ``/sfu/node`` route."""
     registry = SfuRegistry()
     app[REGISTRY] = registry
     app.router.add_get(control.PATH, node_endpoint)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        local = LocalNode(registry, public_address=public_address) if enabled else None
+        local = LocalNode(registry, local_name, public_address) if enabled else None
         if local is not None:
             registry.add(local)
         log.info(

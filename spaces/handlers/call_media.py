@@ -32,10 +32,15 @@ once per call, in the calls' ordered log: the instance that takes the first medi
 submits a ``place`` input naming the least loaded node *it* has and a fresh conference id;
 every replica records the first one (:class:`~spaces.handlers.conference.Placement`), so
 all instances agree, and an instance never names a node it does not have. An instance
-that loses the node carrying a call (its channel drops, not because it shuts down), or
-that must serve an offer for a call placed on a node it does not have, submits a ``place``
-that replaces that placement; every instance then tells its participants to reconnect
-(:class:`SfuReconnect`) and their next offers land on the new node. Each instance acts on
+that loses the node carrying a call (its channel drops, not because it shuts down) submits
+a ``place`` that replaces that placement (the first instance to notice moves the call; the
+others' inputs then change nothing); every instance tells its participants to reconnect
+(:class:`SfuReconnect`) and their next offers land on the new node. An offer for a call
+placed on a node this instance does not have (not registered here yet, or cut off from
+here only) is refused with ``sfu_unavailable`` and the client tries again: moving the call
+instead would move everyone's media, and two instances with different nodes would move it
+back and forth. In-process nodes are per instance (named apart), so a call that spans
+instances needs standalone nodes. Each instance acts on
 the node only for the participants connected to it (the node refuses anything else, but
 for participants whose instance is gone, see :mod:`sfu.standalone`); node events reach
 each instance whose participants are in the conference, and the active speaker is named
@@ -47,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -69,10 +75,17 @@ from protocol.ids import new_id
 from protocol.records import Role, Roster
 from spaces.conference import Change, Conference
 from spaces.config import Config
+from spaces.events import LocalEvents
 from spaces.handlers.conference import CONFERENCES, CallKey, Conferences, Placement, roles_of
 from spaces.limits import KeyedLimiter
-from spaces.services import CONFIG, Caller, add_routes
-from spaces.sfu_registry import NodeHandle, SfuRegistry, SfuUnavailable, install_registry
+from spaces.services import CONFIG, EVENTS, Caller, add_routes
+from spaces.sfu_registry import (
+    LOCAL_NAME,
+    NodeHandle,
+    SfuRegistry,
+    SfuUnavailable,
+    install_registry,
+)
 
 log = logging.getLogger(__name__)
 KICKED_REASONS = ("removed", "banned", "denied")
@@ -160,16 +173,14 @@ class CallMedia:
         return SfuAnswer(message.id, answer)
 
     async def _placement(self, key: CallKey, call_id: str) -> Placement:
-        """The call's node as the log says, placing it (on a node this instance has) first
-        if it has none, or if its node is not connected here."""
+        """The call's node as the log says, placing it first (on the least loaded node
+        this instance has: never one it does not have) if the log has not yet."""
         placed = self.conferences.placement(key)
-        if placed is not None and self.registry.handle(placed.node) is not None:
-            return placed
-        node = self.registry.choose()  # never one this instance does not have
-        replaces = placed.conference if placed is not None else ""
-        placed = await self.conferences.place(key, call_id, node, new_id(), replaces)
-        if placed is None or placed.call_id != call_id:
-            raise NotFound("that call is over")
+        if placed is None:
+            node = self.registry.choose()
+            placed = await self.conferences.place(key, call_id, node, new_id(), "")
+            if placed is None or placed.call_id != call_id:
+                raise NotFound("that call is over")
         return placed
 
     def _call_for(self, key: CallKey, conference: Conference, placement: Placement) -> _SfuCall:
@@ -400,8 +411,15 @@ def install_call_media(app: web.Application) -> CallMedia:
     """Add the SFU (registry, in-process node, node endpoint) and the offer route to a
     spaces app that already has conferences (:func:`install_conferences`)."""
     config = app[CONFIG]
+    # Several instances: each one's in-process node is its own, so it must not share a name
+    # with another's (a call placed on one is carried by no other instance's).
+    alone = isinstance(app[EVENTS], LocalEvents)
     registry = install_registry(
-        app, config.sfu.enabled, bool(config.sfu.node_secret), config.sfu.public_address
+        app,
+        config.sfu.enabled,
+        bool(config.sfu.node_secret),
+        config.sfu.public_address,
+        LOCAL_NAME if alone else f"{LOCAL_NAME}-{secrets.token_hex(4)}",
     )
     media = CallMedia(app[CONFERENCES], registry, config)
     app[CALL_MEDIA] = media

@@ -1,0 +1,332 @@
+"""One standalone SFU node serving two ``salon serve`` instances on one PostgreSQL (issue 11).
+
+Real components only: a PostgreSQL cluster started by the suite, two servers A and B on it
+(no in-process SFU, ``[conference] mesh_max = 1`` so a call of two runs on the SFU), real
+``salon sfu`` nodes registered (``[sfu] server_urls``) and real ``salon call`` processes.
+
+- Alice calls through A, Bob through B: both instances put the call on the same node under
+  one conference id (the node shows one conference of two), media is decoded both ways.
+  A is then killed with SIGKILL: the node keeps Bob, keeps Alice for ``[sfu]
+  orphan_grace_seconds`` while her media still flows through it, and lets her go only after
+  the grace; Bob's call is never disturbed. (Alice's control connection goes through a
+  relay that holds her side open when A dies, as a client that is rejoining elsewhere keeps
+  its media running: rejoining itself is the client's side, not tested here.)
+- An instance never places a call on a node it lost, even one that is idle and would be
+  preferred; the other instance, which has that node, still carries the call where the
+  ordered log placed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from call_helpers import CallProcess, calls
+from conftest import SALON, SalonServer, toml_text, until
+from postgres_support import PostgresServer
+from test_sfu_nodes import NodeProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+SECRET = "n0de-secret-for-tests-0123456789abcdef"
+GRACE = 20.0
+CONFIG = {
+    "limits": {"join_attempts_per_minute_per_address": 1000},
+    "sfu": {"enabled": False, "node_secret": SECRET},
+    "conference": {"mesh_max": 1, "mesh_return_max": 0},
+}
+QUIET = ("--video", "none", "--audio", "none")
+
+
+@dataclass
+class Pair:
+    a: SalonServer
+    b: SalonServer
+
+
+@pytest.fixture
+def pair(postgres: PostgresServer, tmp_path: Path) -> Iterator[Pair]:
+    url = postgres.create_database()
+    a = SalonServer(tmp_path / "a", CONFIG, url)
+    b = SalonServer(tmp_path / "b", CONFIG, url)
+    a.start()
+    try:
+        b.start()
+        yield Pair(a, b)
+    finally:
+        b.stop()
+        a.stop()
+
+
+def health(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=10) as response:
+            return int(response.status), json.load(response)
+    except urllib.error.HTTPError as error:
+        return int(error.code), json.load(error)
+
+
+async def start_node(root: Path, name: str, urls: list[str]) -> NodeProcess:
+    """``salon sfu`` registered with every server in ``urls``; waits until it is with all."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "node.toml"
+    node_config = {
+        "server_urls": urls,
+        "node_secret": SECRET,
+        "node_name": name,
+        "port": 0,
+        "orphan_grace_seconds": GRACE,
+    }
+    config.write_text(toml_text({"sfu": node_config}))
+    proc = await asyncio.create_subprocess_exec(
+        str(SALON),
+        "sfu",
+        "--config",
+        str(config),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "SALON_ICE_HOSTS": "127.0.0.1"},
+    )
+    node = NodeProcess(proc)
+    found = re.search(r"listening on (http://\S+)", await node.wait_for(r"listening on http://"))
+    assert found
+    node.url = found.group(1)
+    await until(
+        lambda: all(s["registered"] for s in node.health()["servers"]),
+        f"{name} registered with {urls}",
+        timeout=30,
+    )
+    return node
+
+
+@contextlib.asynccontextmanager
+async def nodes() -> AsyncIterator[list[NodeProcess]]:
+    started: list[NodeProcess] = []
+    try:
+        yield started
+    finally:
+        for node in started:
+            await node.stop()
+
+
+class HoldingRelay:
+    """A TCP relay to ``127.0.0.1:port`` (on a thread of its own) that, once told to
+    :attr:`hold`, keeps its clients' ends open when the server's end closes."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.hold = False
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.writers: set[asyncio.StreamWriter] = set()
+        started = asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.server = asyncio.run_coroutine_threadsafe(started, self.loop).result(10)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65_536):
+                    dst.write(data)
+                    await dst.drain()
+
+        down = asyncio.create_task(pump(up_reader, writer))
+        up = asyncio.create_task(pump(reader, up_writer))
+        done, _ = await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+        if up in done or not self.hold:  # pass the close on
+            for task in (down, up):
+                task.cancel()
+            await asyncio.gather(down, up, return_exceptions=True)
+            up_writer.close()
+            writer.close()
+            return
+        up.cancel()  # the server is gone: the client hears nothing more, and no close
+        await asyncio.gather(up, return_exceptions=True)
+        up_writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            while await reader.read(65_536):
+                pass
+        writer.close()
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self.server.close()
+            for writer in list(self.writers):
+                writer.close()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@contextlib.contextmanager
+def relay_to(server: SalonServer) -> Iterator[HoldingRelay]:
+    relay = HoldingRelay(server.port)
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+def through(link: str, origin: str, server: SalonServer) -> str:
+    """The invite link, through ``server`` instead of ``origin``."""
+    assert link.startswith(origin + "/"), link
+    return server.url + link[len(origin) :]
+
+
+def frames_from(call: CallProcess, name: str) -> int:
+    """The video frames ``call`` had decoded from ``name`` at its latest status line."""
+    pattern = re.compile(rf"{name} \(\w+, [^|]*?(\d+) video / \d+ audio frames\)")
+    found = [int(m.group(1)) for line in call.lines if (m := pattern.search(line))]
+    return found[-1] if found else 0
+
+
+async def test_one_node_carries_a_call_across_instances_and_outlives_one(
+    pair: Pair, user: Any, tmp_path: Path
+) -> None:
+    alice, bob = user("alice"), user("bob")
+    with relay_to(pair.a) as relay:
+        async with nodes() as running_nodes, calls() as running:
+            node = await start_node(tmp_path / "node", "n1", [pair.a.url, pair.b.url])
+            running_nodes.append(node)
+            assert node.health()["registrations"] == 2
+            for server in (pair.a, pair.b):  # each instance has the node
+                assert health(server.url) == (200, {"status": "ok", "sfu_nodes": 1})
+
+            made = await alice.ajson(
+                "space", "create", "Two doors", "--server", relay.url, "--as", "Alice"
+            )
+            space = made["space_id"]
+            await bob.arun("join", through(made["link"], relay.url, pair.b), "--as", "Bob")
+            await alice.arun("room", "create", space, "hall", "--kind", "conference")
+
+            a = await CallProcess.start(alice, space, "hall", tmp_path / "a.json", 120)
+            running.append(a)
+            await a.wait_for("topology mesh")
+            b = await CallProcess.start(bob, space, "hall", tmp_path / "b.json", 120)
+            running.append(b)
+            for call in (a, b):
+                await call.wait_for(r"topology (moved from mesh to )?sfu \(")
+            await a.wait_for("first video from Bob", 40)
+            await b.wait_for("first video from Alice", 40)
+            # One conference of two: both instances put the call on this node, under one id.
+            seen = node.health()
+            assert (seen["conferences"], seen["participants"], seen["orphans"]) == (1, 2, 0)
+
+            relay.hold = True
+            pair.a.proc.kill()  # type: ignore[union-attr]  # SIGKILL: nothing said to anyone
+            pair.a.proc.wait()  # type: ignore[union-attr]
+            killed = time.monotonic()
+            await until(
+                lambda: [s["registered"] for s in node.health()["servers"]] == [False, True],
+                "the node's channel to A gone, to B still up",
+                timeout=30,
+            )
+            seen = node.health()
+            assert (seen["participants"], seen["orphans"]) == (2, 1), seen
+            assert health(pair.b.url) == (200, {"status": "ok", "sfu_nodes": 1})
+            # Alice's media still flows through the node, to and from Bob (the only other
+            # participant: every packet forwarded now comes from or goes to Alice), and Bob
+            # goes on decoding her video.
+            forwarded, decoded = seen["packets_out"], frames_from(b, "Alice")
+            await until(
+                lambda: node.health()["packets_out"] > forwarded + 300,
+                "media forwarded between A's orphaned participant and B's",
+                timeout=GRACE - 3,
+            )
+            await until(
+                lambda: frames_from(b, "Alice") > decoded + 20,
+                "Bob decoding Alice's video after A died",
+                timeout=GRACE - 3,
+            )
+            assert time.monotonic() - killed < GRACE
+            assert node.health()["participants"] == 2
+
+            # After the grace, Alice (who did not rejoin) is let go; Bob stays.
+            await until(
+                lambda: node.health()["participants"] == 1,
+                "A's participant let go after the grace",
+                timeout=GRACE + 20,
+            )
+            assert time.monotonic() - killed >= GRACE - 1
+            seen = node.health()
+            assert (seen["conferences"], seen["orphans"]) == (1, 0)
+            guest = await b.stop()
+            await a.kill()
+
+    assert guest.stats["topology"] == "sfu"
+    assert not any("reconnecting to the SFU" in line for line in guest.stdout)
+    peer = guest.peer("Alice")
+    assert peer["video_frames_decoded"] > 30 and peer["decrypt_failures"] == 0
+    node_log = "\n".join(node.lines)
+    assert "registered with ws://" in node_log and "Traceback" not in node_log
+    assert "Traceback" not in pair.b.log_text()
+
+
+async def test_an_instance_places_calls_only_on_nodes_it_has(
+    pair: Pair, user: Any, tmp_path: Path
+) -> None:
+    alice, bob, carol = user("alice"), user("bob"), user("carol")
+    made = await alice.ajson("space", "create", "Nodes", "--server", pair.a.url, "--as", "Alice")
+    space = made["space_id"]
+    for person, name in ((bob, "Bob"), (carol, "Carol")):
+        await person.arun("join", through(made["link"], pair.a.url, pair.b), "--as", name)
+    for room in ("x", "y"):
+        await alice.arun("room", "create", space, room, "--kind", "conference", "--topology", "sfu")
+    async with nodes() as running_nodes, calls() as running:
+        # n0 registers with both, then A loses it (it comes back registered with B only);
+        # n1 is with both. Idle and tied, n0 would be chosen first (by name).
+        n0 = await start_node(tmp_path / "n0", "n0", [pair.a.url, pair.b.url])
+        running_nodes.append(n0)
+        n1 = await start_node(tmp_path / "n1", "n1", [pair.a.url, pair.b.url])
+        running_nodes.append(n1)
+        await until(lambda: health(pair.a.url)[1].get("sfu_nodes") == 2, "A has both nodes")
+        await n0.stop()
+        await until(lambda: health(pair.a.url)[1].get("sfu_nodes") == 1, "A lost n0")
+        n0 = await start_node(tmp_path / "n0-again", "n0", [pair.b.url])
+        running_nodes.append(n0)
+        await until(lambda: health(pair.b.url)[1].get("sfu_nodes") == 2, "B has both nodes")
+        assert health(pair.a.url)[1]["sfu_nodes"] == 1
+
+        async def call(person: Any, room: str, name: str) -> CallProcess:
+            started = await CallProcess.start(
+                person, space, room, tmp_path / f"{name}.json", 60, *QUIET
+            )
+            running.append(started)
+            await started.wait_for("topology sfu")
+            return started
+
+        def counts() -> tuple[int, int, int, int]:
+            h0, h1 = n0.health(), n1.health()
+            return h0["conferences"], h0["participants"], h1["conferences"], h1["participants"]
+
+        await call(alice, "x", "alice")  # through A, which has only n1
+        await until(lambda: counts() == (0, 0, 1, 1), "x on n1", timeout=30)
+        await call(carol, "y", "carol")  # through B, which prefers the idle n0
+        await until(lambda: counts() == (1, 1, 1, 1), "y on n0", timeout=30)
+        # Bob joins x through B: the log placed x on n1, and B follows it (not its n0).
+        await call(bob, "x", "bob")
+        await until(lambda: counts() == (1, 1, 1, 2), "Bob on n1 with Alice", timeout=30)
+        for started in running:
+            await started.stop()
