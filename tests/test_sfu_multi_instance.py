@@ -4,13 +4,15 @@ Real components only: a PostgreSQL cluster started by the suite, two servers A a
 (no in-process SFU, ``[conference] mesh_max = 1`` so a call of two runs on the SFU), real
 ``salon sfu`` nodes registered (``[sfu] server_urls``) and real ``salon call`` processes.
 
-- Alice calls through A, Bob through B: both instances put the call on the same node under
-  one conference id (the node shows one conference of two), media is decoded both ways.
-  A is then killed with SIGKILL: the node keeps Bob, keeps Alice for ``[sfu]
-  orphan_grace_seconds`` while her media still flows through it, and lets her go only after
-  the grace; Bob's call is never disturbed. (Alice's control connection goes through a
-  relay that holds her side open when A dies, as a client that is rejoining elsewhere keeps
-  its media running: rejoining itself is the client's side, not tested here.)
+- Alice (the host) calls through B, Bob and Carol through A: both instances put the call on
+  the same node under one conference id (the node shows one conference of three), media is
+  decoded both ways. A is then killed with SIGKILL: the node keeps Alice, keeps Bob and
+  Carol (orphans) while Bob's media still flows through it to Alice, drops Carol at once
+  when Alice kicks her through B, and lets Bob go only after ``[sfu]
+  orphan_grace_seconds``; Alice's call is never disturbed. (Bob's and Carol's control
+  connections go through a relay that holds their side open when A dies, as a client that
+  is rejoining elsewhere keeps its media running: rejoining itself is the client's side,
+  not tested here.)
 - An instance never places a call on a node it lost, even one that is idle and would be
   preferred; the other instance, which has that node, still carries the call where the
   ordered log placed it.
@@ -205,7 +207,7 @@ def frames_from(call: CallProcess, name: str) -> int:
 async def test_one_node_carries_a_call_across_instances_and_outlives_one(
     pair: Pair, user: Any, tmp_path: Path
 ) -> None:
-    alice, bob = user("alice"), user("bob")
+    alice, bob, carol = user("alice"), user("bob"), user("carol")
     with relay_to(pair.a) as relay:
         async with nodes() as running_nodes, calls() as running:
             node = await start_node(tmp_path / "node", "n1", [pair.a.url, pair.b.url])
@@ -214,11 +216,13 @@ async def test_one_node_carries_a_call_across_instances_and_outlives_one(
             for server in (pair.a, pair.b):  # each instance has the node
                 assert health(server.url) == (200, {"status": "ok", "sfu_nodes": 1})
 
+            # Alice (the host) is on B; Bob and Carol on A, through the relay.
             made = await alice.ajson(
-                "space", "create", "Two doors", "--server", relay.url, "--as", "Alice"
+                "space", "create", "Two doors", "--server", pair.b.url, "--as", "Alice"
             )
             space = made["space_id"]
-            await bob.arun("join", through(made["link"], relay.url, pair.b), "--as", "Bob")
+            for person, name in ((bob, "Bob"), (carol, "Carol")):
+                await person.arun("join", through(made["link"], pair.b.url, relay), "--as", name)
             await alice.arun("room", "create", space, "hall", "--kind", "conference")
 
             a = await CallProcess.start(alice, space, "hall", tmp_path / "a.json", 120)
@@ -230,9 +234,13 @@ async def test_one_node_carries_a_call_across_instances_and_outlives_one(
                 await call.wait_for(r"topology (moved from mesh to )?sfu \(")
             await a.wait_for("first video from Bob", 40)
             await b.wait_for("first video from Alice", 40)
-            # One conference of two: both instances put the call on this node, under one id.
+            c = await CallProcess.start(carol, space, "hall", tmp_path / "c.json", 120, *QUIET)
+            running.append(c)
+            await a.wait_for(r"verification code .* \(3 in the call", 40)
+            # One conference: both instances put the call on this node, under one id.
+            await until(lambda: node.health()["participants"] == 3, "Carol on the node too")
             seen = node.health()
-            assert (seen["conferences"], seen["participants"], seen["orphans"]) == (1, 2, 0)
+            assert (seen["conferences"], seen["orphans"]) == (1, 0), seen
 
             relay.hold = True
             pair.a.proc.kill()  # type: ignore[union-attr]  # SIGKILL: nothing said to anyone
@@ -244,26 +252,26 @@ async def test_one_node_carries_a_call_across_instances_and_outlives_one(
                 timeout=30,
             )
             seen = node.health()
-            assert (seen["participants"], seen["orphans"]) == (2, 1), seen
+            assert (seen["participants"], seen["orphans"]) == (3, 2), seen
             assert health(pair.b.url) == (200, {"status": "ok", "sfu_nodes": 1})
-            # Alice's media still flows through the node, to and from Bob (the only other
-            # participant: every packet forwarded now comes from or goes to Alice), and Bob
-            # goes on decoding her video.
-            forwarded, decoded = seen["packets_out"], frames_from(b, "Alice")
+            # Bob's media still flows through the node to Alice (and hers to him).
+            forwarded, decoded = seen["packets_out"], frames_from(a, "Bob")
             await until(
-                lambda: node.health()["packets_out"] > forwarded + 300,
-                "media forwarded between A's orphaned participant and B's",
-                timeout=GRACE - 3,
+                lambda: frames_from(a, "Bob") > decoded + 20,
+                "Alice decoding Bob's video after A died",
+                timeout=GRACE - 5,
             )
+            assert node.health()["packets_out"] > forwarded + 100
+
+            # Alice kicks Carol through B: the node drops A's orphan at once, not at the grace.
+            await alice.arun("mod", space, "hall", "kick", "Carol")
             await until(
-                lambda: frames_from(b, "Alice") > decoded + 20,
-                "Bob decoding Alice's video after A died",
-                timeout=GRACE - 3,
+                lambda: node.health()["participants"] == 2, "Carol kicked off the node", timeout=10
             )
             assert time.monotonic() - killed < GRACE
-            assert node.health()["participants"] == 2
+            assert node.health()["orphans"] == 1
 
-            # After the grace, Alice (who did not rejoin) is let go; Bob stays.
+            # After the grace, Bob (who did not rejoin) is let go; Alice stays.
             await until(
                 lambda: node.health()["participants"] == 1,
                 "A's participant let go after the grace",
@@ -272,13 +280,15 @@ async def test_one_node_carries_a_call_across_instances_and_outlives_one(
             assert time.monotonic() - killed >= GRACE - 1
             seen = node.health()
             assert (seen["conferences"], seen["orphans"]) == (1, 0)
-            guest = await b.stop()
-            await a.kill()
+            host = await a.stop()
+            for call in (b, c):
+                await call.kill()
 
-    assert guest.stats["topology"] == "sfu"
-    assert not any("reconnecting to the SFU" in line for line in guest.stdout)
-    peer = guest.peer("Alice")
-    assert peer["video_frames_decoded"] > 30 and peer["decrypt_failures"] == 0
+    assert host.stats["topology"] == "sfu"
+    assert not any("reconnecting to the SFU" in line for line in host.stdout)
+    # (After Carol's kick Alice rekeys and refuses Bob's frames under the key Carol knew;
+    # Bob, cut off from every server, cannot hear of the new epoch: decrypt failures then.)
+    assert host.peer("Bob")["video_frames_decoded"] > 30
     node_log = "\n".join(node.lines)
     assert "registered with ws://" in node_log and "Traceback" not in node_log
     assert "Traceback" not in pair.b.log_text()

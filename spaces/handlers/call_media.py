@@ -100,6 +100,8 @@ class _SfuCall:
     call_id: str
     conference: str  # the opaque id the node knows it by (the same on every instance)
     connected: dict[bytes, str] = field(default_factory=dict)  # member -> participant number
+    # Every joined seat's participant number, wherever it is connected (the replica's view).
+    seen: dict[bytes, str] = field(default_factory=dict)
     muted: dict[bytes, tuple[bool, bool]] = field(default_factory=dict)  # applied (audio, video)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     mesh_since: float | None = None
@@ -188,7 +190,7 @@ class CallMedia:
         if call is None or call.call_id != conference.call_id:
             if call is not None:
                 self._spawn(self._finish(key, call))
-            call = _SfuCall(conference.call_id, placement.conference)
+            call = _SfuCall(conference.call_id, placement.conference, seen=_joined(conference))
             self._calls[key] = call
             self._by_conference[call.conference] = key
         return call
@@ -223,10 +225,25 @@ class CallMedia:
             self._spawn(self._finish(key, call))
             return
         kicked = [m for m, reason in change.removed if reason in KICKED_REASONS]
-        self._spawn(self._reconcile(key, call, kicked, roles_of(roster)))
+        # Seats connected elsewhere that are gone (or rejoined under a new number): the node
+        # lets us drop them only if their instance's channel is gone (orphans, which no one
+        # else moderates any more); otherwise it refuses and their own instance does it.
+        now = _joined(conference)
+        elsewhere = [
+            (member, participant, member in kicked)
+            for member, participant in call.seen.items()
+            if member not in call.connected and now.get(member) != participant
+        ]
+        call.seen = now
+        self._spawn(self._reconcile(key, call, kicked, roles_of(roster), elsewhere))
 
     async def _reconcile(
-        self, key: CallKey, call: _SfuCall, kicked: list[bytes], roles: dict[bytes, Role]
+        self,
+        key: CallKey,
+        call: _SfuCall,
+        kicked: list[bytes],
+        roles: dict[bytes, Role],
+        elsewhere: list[tuple[bytes, str, bool]] | None = None,
     ) -> None:
         conference = self.conferences.call(key)
         if conference is None:
@@ -240,6 +257,9 @@ class CallMedia:
                 if participant is not None:
                     await self._quietly(node.kick(call.conference, participant))
                     self.registry.left(call.conference, participant)
+            for _, participant, kick in elsewhere or ():
+                drop = node.kick if kick else node.leave
+                await self._quietly(drop(call.conference, participant))
             for member, participant in list(call.connected.items()):
                 seat = conference.seats.get(member)
                 if seat is None or seat.status != "joined":
@@ -398,6 +418,11 @@ class CallMedia:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _joined(conference: Conference) -> dict[bytes, str]:
+    """member -> participant number (the node's name for it) of every joined seat."""
+    return {m: str(s.index) for m, s in conference.seats.items() if s.status == "joined"}
 
 
 CALL_MEDIA = web.AppKey("call_media", CallMedia)
