@@ -121,6 +121,7 @@ class CallMedia:
         self.clock = clock
         self._calls: dict[CallKey, _SfuCall] = {}
         self._by_conference: dict[str, CallKey] = {}
+        self._placed: dict[CallKey, str] = {}  # the conference id the log placed each call as
         self._tasks: set[asyncio.Task[Any]] = set()
         # Each offer costs the node a peer connection: a few in a row (reconnects), no more.
         self._offers = KeyedLimiter(OFFERS_PER_SECOND, OFFER_BURST, clock)
@@ -196,10 +197,13 @@ class CallMedia:
         return call
 
     def on_placement(self, key: CallKey, placement: Placement | None) -> None:
-        """The log (re)placed a call: every instance records it; participants connected here
-        to the call's old node are told to reconnect, and let go there."""
+        """The log (re)placed a call: every instance records it (for the nodes' load);
+        participants connected here to the call's old node are told to reconnect, and let
+        go there."""
+        self._unplace(key)
         if placement is not None:
             self.registry.assign(placement.conference, placement.node)
+            self._placed[key] = placement.conference
         call = self._calls.get(key)
         if call is None or (placement is not None and call.conference == placement.conference):
             return
@@ -218,6 +222,8 @@ class CallMedia:
     def on_change(self, conference: Conference, roster: Roster, change: Change) -> None:
         """Every join, leave and action of every call passes here (synchronously)."""
         key = (conference.space_id, conference.room_id)
+        if change.ended:  # placed calls count towards a node's load until they end
+            self._unplace(key)
         call = self._calls.get(key)
         if call is None:
             return
@@ -334,6 +340,11 @@ class CallMedia:
         self._by_conference.pop(call.conference, None)
         if self._calls.get(key) is call:
             del self._calls[key]
+
+    def _unplace(self, key: CallKey) -> None:
+        conference = self._placed.pop(key, None)
+        if conference is not None and conference not in self._by_conference:
+            self.registry.release(conference)  # (a call connected here releases it itself)
 
     def _node(self, call: _SfuCall) -> NodeHandle | None:
         return self.registry.assigned(call.conference)

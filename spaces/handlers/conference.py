@@ -381,6 +381,7 @@ class Conferences:
             if subscriber is not None:
                 self._end(subscriber, conference, reason, change)
         if change.ended:
+            self._placements.pop(key, None)
             seated.clear()
             for member, subscriber in list(sessions.items()):
                 self._end(subscriber, conference, "ended", change)
