@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -117,6 +118,7 @@ class SfuRegistry:
         self.events: NodeEvents | None = None
         self.sockets: set[web.WebSocketResponse] = set()  # standalone nodes' connections
         self.closing = False  # the server is shutting down: its nodes leave, nothing is lost
+        self._added = asyncio.Event()  # set (and replaced) whenever a node registers
 
     def available(self) -> bool:
         return bool(self._nodes)
@@ -128,6 +130,20 @@ class SfuRegistry:
         if handle.name in self._nodes:
             raise InvalidMessage(f"an SFU node named {handle.name!r} is already registered")
         self._nodes[handle.name] = _Entry(handle)
+        self._added.set()
+        self._added = asyncio.Event()
+
+    async def wait_for(self, name: str, timeout: float) -> NodeHandle | None:
+        """Node ``name`` once it is registered here, or None after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while (handle := self.handle(name)) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            added = self._added
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(added.wait(), remaining)
+        return handle
 
     def remove(self, name: str) -> None:
         """The node is gone: forget it and tell whoever had conferences on it."""

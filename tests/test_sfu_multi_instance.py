@@ -15,7 +15,8 @@ Real components only: a PostgreSQL cluster started by the suite, two servers A a
   not tested here.)
 - An instance never places a call on a node it lost, even one that is idle and would be
   preferred; the other instance, which has that node, still carries the call where the
-  ordered log placed it.
+  ordered log placed it. An instance that must serve a call placed on a node it lacks waits
+  for it, then moves the call to a node it has (every participant follows).
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ async def test_an_instance_places_calls_only_on_nodes_it_has(
     space = made["space_id"]
     for person, name in ((bob, "Bob"), (carol, "Carol")):
         await person.arun("join", through(made["link"], pair.a.url, pair.b), "--as", name)
-    for room in ("x", "y"):
+    for room in ("x", "y", "z"):
         await alice.arun("room", "create", space, room, "--kind", "conference", "--topology", "sfu")
     async with nodes() as running_nodes, calls() as running:
         # n0 registers with both, then A loses it (it comes back registered with B only);
@@ -340,3 +341,17 @@ async def test_an_instance_places_calls_only_on_nodes_it_has(
         await until(lambda: counts() == (1, 1, 1, 2), "Bob on n1 with Alice", timeout=30)
         for started in running:
             await started.stop()
+        running.clear()
+        await until(lambda: counts() == (0, 0, 0, 0), "every call over")
+
+        # Carol (B) starts a call in z: B places it on n0. Alice joins it through A, which
+        # lacks n0: A waits for n0 to register, then moves the call (through the log) to
+        # n1, and Carol follows: one conference, on the node both instances have.
+        carols = await call(carol, "z", "z-carol")
+        await until(lambda: counts() == (1, 1, 0, 0), "z on n0", timeout=30)
+        await call(alice, "z", "z-alice")
+        await until(lambda: counts() == (0, 0, 1, 2), "z on n1 for both", timeout=60)
+        await carols.wait_for("reconnecting to the SFU")
+        for started in running:
+            await started.stop()
+    assert "not registered here: moving the call" in pair.a.log_text()

@@ -37,9 +37,12 @@ a ``place`` that replaces that placement (the first instance to notice moves the
 others' inputs then change nothing); every instance tells its participants to reconnect
 (:class:`SfuReconnect`) and their next offers land on the new node. An offer for a call
 placed on a node this instance does not have (not registered here yet, or cut off from
-here only) is refused with ``sfu_unavailable`` and the client tries again: moving the call
-instead would move everyone's media, and two instances with different nodes would move it
-back and forth. In-process nodes are per instance (named apart), so a call that spans
+here only) waits up to :data:`NODE_WAIT_SECONDS` for the node to register (a restarted
+instance: the node dials it again within its back-off, and the call stays put); then the
+instance moves the call, through the log, to a node it has. That converges whenever the
+instances with participants share a node (all do when every node registers with every
+instance); with disjoint node sets it would move back and forth, at most once per wait.
+In-process nodes are per instance (named apart), so a call that spans
 instances needs standalone nodes. Each instance acts on
 the node only for the participants connected to it (the node refuses anything else, but
 for participants whose instance is gone, see :mod:`sfu.standalone`); node events reach
@@ -91,6 +94,9 @@ log = logging.getLogger(__name__)
 KICKED_REASONS = ("removed", "banned", "denied")
 OFFERS_PER_SECOND = 0.5
 OFFER_BURST = 6
+# How long an offer waits for the call's node to register here before moving the call to a
+# node this instance has: a node dials each instance again within sfu.standalone.MAX_BACKOFF.
+NODE_WAIT_SECONDS = 12.0
 
 
 @dataclass
@@ -177,11 +183,20 @@ class CallMedia:
 
     async def _placement(self, key: CallKey, call_id: str) -> Placement:
         """The call's node as the log says, placing it first (on the least loaded node
-        this instance has: never one it does not have) if the log has not yet."""
+        this instance has: never one it does not have) if the log has not yet. A node not
+        registered here is waited for (a node dials a restarted instance again within its
+        back-off), then replaced by one this instance has."""
         placed = self.conferences.placement(key)
-        if placed is None:
+        if placed is not None and self.registry.handle(placed.node) is None:
+            if await self.registry.wait_for(placed.node, NODE_WAIT_SECONDS) is None:
+                log.info("the SFU node of a call is not registered here: moving the call")
+            now = self.conferences.placement(key)
+            if now is not None and now != placed:
+                return now  # moved meanwhile (by this instance or another)
+        if placed is None or self.registry.handle(placed.node) is None:
             node = self.registry.choose()
-            placed = await self.conferences.place(key, call_id, node, new_id(), "")
+            replaces = placed.conference if placed is not None else ""
+            placed = await self.conferences.place(key, call_id, node, new_id(), replaces)
             if placed is None or placed.call_id != call_id:
                 raise NotFound("that call is over")
         return placed
