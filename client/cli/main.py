@@ -622,11 +622,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "sfu",
         cmd_sfu,
-        help="run a standalone SFU node for a spaces server",
+        help="run a standalone SFU node for a spaces server (or each of its instances)",
         example="salon sfu --config sfu-node.toml",
         env=SERVER_ENV,
     )
-    p.add_argument("--config", help="TOML config with [sfu] server_url and node_secret")
+    p.add_argument(
+        "--config", help="TOML config with [sfu] server_url (or server_urls) and node_secret"
+    )
     p.add_argument("--host", help="address of the node's /health endpoint")
     p.add_argument("--port", type=int, help="its port (0: any free port)")
 
