@@ -3,6 +3,7 @@ assignment, the media key ring and what it means for removed and new participant
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
 from dataclasses import dataclass, field
@@ -252,6 +253,30 @@ def test_conferences_go_to_the_least_loaded_node() -> None:
     registry.remove(busy)
     assert sorted(events.lost[0]) == sorted(c for c, n in placed.items() if n == busy)
     assert registry.node_for("c1").name == idle
+
+
+async def test_the_log_may_assign_a_node_this_instance_does_not_have() -> None:
+    """Several instances (issue 11): placements come from the calls' ordered log, so a
+    conference may name a node registered elsewhere only; :meth:`choose` names only ours."""
+    registry = SfuRegistry()
+    a = FakeNode("a")
+    registry.add(a)
+    registry.assign("c1", "elsewhere")
+    assert registry.assigned("c1") is None and registry.assigned_to("c1") == "elsewhere"
+    assert registry.choose() == "a"
+    registry.assign("c2", "a")
+    for n in range(3):  # 6 subscriber streams on a
+        registry.joined("c2", str(n))
+    waiting = asyncio.ensure_future(registry.wait_for("b", 5))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    b = FakeNode("b")
+    registry.add(b)
+    assert await waiting is b
+    assert registry.choose() == "b"
+    assert await registry.wait_for("never", 0.05) is None
+    registry.release("c1")
+    assert registry.assigned_to("c1") is None
 
 
 # -- media keys -----------------------------------------------------------------------------
