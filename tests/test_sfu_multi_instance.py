@@ -7,12 +7,12 @@ Real components only: a PostgreSQL cluster started by the suite, two servers A a
 - Alice (the host) calls through B, Bob and Carol through A: both instances put the call on
   the same node under one conference id (the node shows one conference of three), media is
   decoded both ways. A is then killed with SIGKILL: the node keeps Alice, keeps Bob and
-  Carol (orphans) while Bob's media still flows through it to Alice, drops Carol at once
-  when Alice kicks her through B, and lets Bob go only after ``[sfu]
-  orphan_grace_seconds``; Alice's call is never disturbed. (Bob's and Carol's control
-  connections go through a relay that holds their side open when A dies, as a client that
-  is rejoining elsewhere keeps its media running: rejoining itself is the client's side,
-  not tested here.)
+  Carol (orphans) while Bob's media still flows through it to Alice, stops Bob's audio when
+  Alice mutes him through B, drops Carol at once when Alice kicks her through B, and lets
+  Bob go only after ``[sfu] orphan_grace_seconds``; Alice's call is never disturbed.
+  (Bob's and Carol's control connections go through a relay that holds their side open
+  when A dies, as a client that is rejoining elsewhere keeps its media running: rejoining
+  itself is the client's side, not tested here.)
 - An instance never places a call on a node it lost, even one that is idle and would be
   preferred; the other instance, which has that node, still carries the call where the
   ordered log placed it. An instance that must serve a call placed on a node it lacks waits
@@ -44,7 +44,7 @@ from test_sfu_nodes import NodeProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 SECRET = "n0de-secret-for-tests-0123456789abcdef"
-GRACE = 20.0
+GRACE = 30.0
 CONFIG = {
     "limits": {"join_attempts_per_minute_per_address": 1000},
     "sfu": {"enabled": False, "node_secret": SECRET},
@@ -264,6 +264,18 @@ async def test_one_node_carries_a_call_across_instances_and_outlives_one(
             )
             assert node.health()["packets_out"] > forwarded + 100
 
+            # Alice mutes Bob through B: the node stops forwarding his audio (A's orphan,
+            # whom only B can moderate now). Her client drops a muted sender's audio anyway,
+            # and counts what it drops: next to nothing, if the node enforces the mute.
+            await alice.arun("mod", space, "hall", "mute", "Bob")
+            await a.wait_for("muted Bob")
+            video = frames_from(a, "Bob")
+            await until(
+                lambda: frames_from(a, "Bob") > video + 30,
+                "Bob's video still flowing while his audio is held back",
+                timeout=10,
+            )
+
             # Alice kicks Carol through B: the node drops A's orphan at once, not at the grace.
             await alice.arun("mod", space, "hall", "kick", "Carol")
             await until(
@@ -290,6 +302,7 @@ async def test_one_node_carries_a_call_across_instances_and_outlives_one(
     # (After Carol's kick Alice rekeys and refuses Bob's frames under the key Carol knew;
     # Bob, cut off from every server, cannot hear of the new epoch: decrypt failures then.)
     assert host.peer("Bob")["video_frames_decoded"] > 30
+    assert host.peer("Bob")["audio_frames_dropped"] < 40  # ~100 in those 2 s if forwarded
     node_log = "\n".join(node.lines)
     assert "registered with ws://" in node_log and "Traceback" not in node_log
     assert "Traceback" not in pair.b.log_text()

@@ -92,6 +92,7 @@ from spaces.sfu_registry import (
 
 log = logging.getLogger(__name__)
 KICKED_REASONS = ("removed", "banned", "denied")
+MEDIA_MODERATION = ("mute", "unmute", "mute-all", "promote", "demote")
 OFFERS_PER_SECOND = 0.5
 OFFER_BURST = 6
 # How long an offer waits for the call's node to register here before moving the call to a
@@ -256,7 +257,13 @@ class CallMedia:
             if member not in call.connected and now.get(member) != participant
         ]
         call.seen = now
-        self._spawn(self._reconcile(key, call, kicked, roles_of(roster), elsewhere))
+        # And a host's media moderation of a participant connected elsewhere (same rule).
+        action, muting = change.action, []
+        if action is not None and action.action in MEDIA_MODERATION:
+            named = list(now) if action.action == "mute-all" else [action.target]
+            muting = [m for m in named if m in now and m not in call.connected]
+        roles = roles_of(roster)
+        self._spawn(self._reconcile(key, call, kicked, roles, elsewhere, muting))
 
     async def _reconcile(
         self,
@@ -265,6 +272,7 @@ class CallMedia:
         kicked: list[bytes],
         roles: dict[bytes, Role],
         elsewhere: list[tuple[bytes, str, bool]] | None = None,
+        muting: list[bytes] | None = None,
     ) -> None:
         conference = self.conferences.call(key)
         if conference is None:
@@ -292,6 +300,8 @@ class CallMedia:
                 return
             call.mesh_since = None
             await self._apply_mutes(call, conference, node, list(call.connected), roles)
+            for member in muting or ():
+                await self._mute_elsewhere(call, conference, node, member, roles)
 
     async def _back_to_mesh(self, key: CallKey, call: _SfuCall, node: NodeHandle) -> None:
         grace = self.config.sfu.mesh_grace_seconds
@@ -339,6 +349,26 @@ class CallMedia:
                 if want != have:
                     await self._quietly(node.set_muted(call.conference, participant, kind, want))
             call.muted[member] = wanted
+
+    async def _mute_elsewhere(
+        self,
+        call: _SfuCall,
+        conference: Conference,
+        node: NodeHandle,
+        member: bytes,
+        roles: dict[bytes, Role],
+    ) -> None:
+        """What :meth:`_apply_mutes` does, for a participant connected through another
+        instance: the node obeys only if that instance is gone (an orphan)."""
+        seat, participant = conference.seats.get(member), call.seen.get(member)
+        if seat is None or participant is None:
+            return
+        flags = seat_flags(
+            seat.wire(), conference.room, conference.call_id, roles, lambda _action: True
+        )
+        wanted = (flags.muted or not flags.speaker, not flags.speaker)
+        for kind, want in zip(("audio", "video"), wanted, strict=True):
+            await self._quietly(node.set_muted(call.conference, participant, kind, want))
 
     async def _finish(self, key: CallKey, call: _SfuCall) -> None:
         """The call is over (or started over): let every connection go."""
