@@ -42,11 +42,15 @@ instance: the node dials it again within its back-off, and the call stays put); 
 instance moves the call, through the log, to a node it has. That converges whenever the
 instances with participants share a node (all do when every node registers with every
 instance); with disjoint node sets it would move back and forth, at most once per wait.
-In-process nodes are per instance (named apart), so a call that spans
-instances needs standalone nodes. Each instance acts on
-the node only for the participants connected to it (the node refuses anything else, but
-for participants whose instance is gone, see :mod:`sfu.standalone`); node events reach
-each instance whose participants are in the conference, and the active speaker is named
+In-process nodes are per instance (named apart), so a call that spans instances needs
+standalone nodes.
+
+Each instance drives the node for the participants connected to it; the node refuses to
+let it act on another instance's (:mod:`sfu.standalone`). It also asks the node to drop,
+kick or mute a participant connected elsewhere when its replica sees that seat removed,
+re-seated (a rejoin) or moderated: the node obeys only for orphans (their instance's
+channel is gone), so surviving instances moderate a dead one's participants. Node events
+reach each instance whose participants are in the conference; the active speaker is named
 from the replicated seats, wherever that participant is connected.
 """
 
