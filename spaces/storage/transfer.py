@@ -439,9 +439,9 @@ def summary_lines(report: Report) -> list[str]:
         if report.expired.get(table.name):
             line += f"  ({report.expired[table.name]} expired, not copied)"
         lines.append(line)
-    heads = len(snap.heads)
+    spaces = len(snap.spaces())
     lines.append(
-        f"verified: {len(snap.spaces())} spaces — rows, contents and record chain heads "
-        f"({heads}) match"
+        f"verified: {spaces} space{'' if spaces == 1 else 's'}: row counts, row contents "
+        "and record chain heads match"
     )
     return lines
