@@ -238,7 +238,7 @@ class SqliteSource:
             at = columns.index("space_id")
             for row in self.rows(table, columns, now):
                 found.tallies.setdefault((table.name, row[at]), Tally()).add(row)
-        for space, seq, digest in self.db.execute(HEADS_SQL.replace("$1", "?")):
+        for space, seq, digest in self.db.execute(HEADS_SQL):
             found.heads[str(space)] = (int(seq), bytes(digest))
         return found
 
@@ -432,8 +432,8 @@ def summary_lines(report: Report) -> list[str]:
     """The summary for people (stdout), of a report that verified."""
     snap = report.snapshot
     counts = {t.name: snap.count(t.name) for t in TABLES}
-    verb = "copied" if report.copied else "compared"
-    lines = [f"{verb} {report.source} → {report.target} (schema {report.schema})"]
+    verb = "copied {} into {}" if report.copied else "compared {} with {}"
+    lines = [f"{verb.format(report.source, report.target)} (schema {report.schema})"]
     for table in TABLES:
         line = f"  {table.name:<16} {counts[table.name]:>9} rows"
         if report.expired.get(table.name):
