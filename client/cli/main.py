@@ -651,7 +651,12 @@ def build_parser() -> argparse.ArgumentParser:
             env="",
         )
     )
-    p.add_argument("--from", dest="source", required=True, help="sqlite:PATH of the salon.db")
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        help="sqlite:PATH of the salon.db (read-only, one snapshot)",
+    )
     p.add_argument("--to", dest="target", required=True, help="postgresql://user:pw@host/db")
     p.add_argument(
         "--verify-only",
