@@ -307,3 +307,37 @@ def test_a_signal_waits_until_its_sender_is_admitted(people: dict[str, Person]) 
     call.admit("bob")
     call.step()
     assert not call.admission.holds(call.key("bob"))
+
+
+# -- the ledger: what was signed stays -------------------------------------------------------------
+
+
+def test_a_server_showing_an_older_mute_again_cannot_undo_a_later_one(
+    people: dict[str, Person],
+) -> None:
+    call = Call(people, "bob", room())
+    call.join("owner")
+    call.join("bob")
+    carol = call.join("carol")
+    call.step()
+    unmute = people["owner"].act(CALL, "unmute", carol.member, at=call.clock.ms)
+    call.clock.ms += 1000
+    mute = people["owner"].act(CALL, "mute", carol.member, at=call.clock.ms)
+    call.seats["carol"] = CallParticipant(
+        carol.member, carol.index, "joined", carol.join, mute=mute
+    )
+    call.step()
+    assert call.admission.flags[carol.member].muted
+    # The server shows the earlier unmute again: the pinned mute stands.
+    call.seats["carol"] = CallParticipant(
+        carol.member, carol.index, "joined", carol.join, mute=unmute
+    )
+    call.step()
+    assert call.admission.flags[carol.member].muted
+    assert call.admission.seats[carol.member].mute == mute
+    # A "mute" no host signed (Dave, a member, on himself) is never pinned nor obeyed.
+    forged = people["dave"].act(CALL, "mute", people["dave"].key, at=call.clock.ms + 1)
+    dave = call.join("dave")
+    call.seats["dave"] = CallParticipant(dave.member, dave.index, "joined", dave.join, mute=forged)
+    call.step()
+    assert not call.admission.flags[dave.member].muted
