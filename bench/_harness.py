@@ -4,7 +4,8 @@ Percentile: **linear interpolation between closest ranks** (Hyndman & Fan type 7
 default, ``statistics.quantiles(method="inclusive")``, a spreadsheet's PERCENTILE.INC): the
 value at rank ``(n - 1) * q`` of the sorted sample, interpolated between its two neighbours, so
 p50 is the median and p0/p100 the minimum/maximum. Every figure called pNN in a bench's output
-comes from :func:`percentile`. Before, bench_chat and bench_sfu took the element at index
+comes from :func:`percentile`, defined in ``protocol/quantiles.py`` (the SFU node's stats use it
+too) and re-exported here. Before, bench_chat and bench_sfu took the element at index
 ``int(q * n)`` (biased up: p50 of an even sample was the upper middle, p99 of 100 values the
 maximum) and web.py/web_call.py took p95 at index ``round(0.95 * (n - 1))``; bench_call and
 bench_rekey already interpolated.
@@ -21,7 +22,6 @@ baseline measured in the same run.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import signal
@@ -33,22 +33,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from protocol.quantiles import percentile
+
 SALON = Path(sys.executable).parent / "salon"
 LISTENING = re.compile(r"listening on (http://([\d.]+):(\d+)\S*)")
-
-
-def percentile(values: Iterable[float], q: float) -> float:
-    """The ``q``-quantile (0 ≤ q ≤ 1) of ``values`` by linear interpolation (type 7, see the
-    module's docstring); NaN for no values."""
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"q must be within [0, 1], not {q}")
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    rank = (len(ordered) - 1) * q
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def summary(

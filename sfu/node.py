@@ -45,6 +45,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
+from protocol.quantiles import percentile
 from protocol.sfu_sdp import screen_mids
 from rtc import aiortc_adapter
 from sfu.errors import InvalidOffer, NotFound, OfferTooLarge
@@ -300,12 +301,10 @@ class SfuNode:
         return total
 
     def stats(self) -> dict[str, Any]:
-        samples = sorted(self._processing_ns)
+        samples = list(self._processing_ns)
 
         def pct(q: float) -> float | None:
-            if not samples:
-                return None
-            return samples[min(len(samples) - 1, int(q * len(samples)))] / 1e6
+            return percentile(samples, q) / 1e6 if samples else None
 
         return {
             "conferences": {

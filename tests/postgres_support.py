@@ -105,6 +105,10 @@ class PostgresServer:
             str(self.bindir / "initdb"),
             "-D", str(self.data), "-U", PG_USER, "--auth=trust", "-E", "UTF8", "--no-sync",
         )  # fmt: skip
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the cluster's server (again, after a test stopped it: same data, same socket)."""
         # No TCP: a unix socket in our own directory. fsync off: a test needs no power-loss
         # durability, and the suite shares a small machine.
         options = f"-k {self.socket_dir} -p {self.port} -c listen_addresses='' -c fsync=off"

@@ -90,10 +90,10 @@ def test_dockerfile_is_multi_stage_with_a_node_stage_and_a_small_runtime() -> No
 def test_compose_has_the_server_an_sfu_coturn_and_postgresql() -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"server", "sfu", "coturn", "postgres"}
+    assert set(services) == {"server", "server-2", "sfu", "coturn", "postgres"}
     assert services["server"]["build"]["dockerfile"] == "Dockerfile"
     assert (DEPLOY / services["server"]["build"]["context"] / "Dockerfile").is_file()
-    for name in ("server", "sfu"):
+    for name in ("server", "server-2", "sfu"):
         assert salon_help(services[name]["command"]).returncode == 0, name
     for service in services.values():
         for volume in service.get("volumes", []):
@@ -106,6 +106,14 @@ def test_compose_has_the_server_an_sfu_coturn_and_postgresql() -> None:
     assert services["sfu"]["network_mode"] == "host"
     assert services["coturn"]["network_mode"] == "host"
     assert services["server"]["ports"] == ["127.0.0.1:8080:8080"]
+    # Two instances of one image and one config on one database, each on its loopback port
+    # for the proxy to balance (README "Two instances on PostgreSQL").
+    second = services["server-2"]
+    assert second["image"] == services["server"]["image"] and "build" not in second
+    assert second["command"] == services["server"]["command"]
+    assert second["ports"] == ["127.0.0.1:8082:8080"]
+    assert "./salon.toml:/etc/salon/salon.toml:ro" in second["volumes"]
+    assert second["depends_on"]["postgres"]["condition"] == "service_healthy"
 
     server, node = load_config(DEPLOY / "salon.toml"), load_config(DEPLOY / "sfu.toml")
     assert server.server.public_url.startswith("https://")  # behind the TLS proxy

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SALON, SalonServer, toml_text, until
+from conftest import SALON, SalonServer, SalonUser, toml_text, until
 from postgres_support import PostgresServer, find_bindir
 
+pytestmark = pytest.mark.e2e  # real servers, SFU nodes and PostgreSQL clusters
 SECRET = "n0de-secret-for-health-0123456789abcdef"
 
 
@@ -95,6 +96,54 @@ async def test_health_is_503_when_postgresql_stops(
             timeout=30,
         )
         assert get(srv.url + "/ready")[0] == 200  # up, just not healthy: no restart loop
+    finally:
+        srv.stop()
+
+
+async def test_postgresql_lost_while_running_answers_unavailable_and_loses_nothing(
+    tmp_path: Path, private_postgres: PostgresServer, user: Callable[..., SalonUser]
+) -> None:
+    """PostgreSQL stops under a running server: requests are answered ``unavailable`` (the
+    CLI exits 3 with the code under --json), /health is 503; PostgreSQL comes back (same
+    data): the server reconnects by itself and every acknowledged message is there, once."""
+    srv = SalonServer(tmp_path / "server", None, private_postgres.create_database())
+    srv.start()
+    try:
+        alice = user("alice")
+        space = alice.json("space", "create", "Outage", "--server", srv.url, "--as", "Alice")
+        space_id = space["space_id"]
+        alice.run("room", "create", space_id, "general", "--kind", "chat")
+        acked = [alice.json("send", space_id, "general", f"before {i}")["seq"] for i in (1, 2)]
+        assert acked == [1, 2]
+
+        stop_cluster(private_postgres)
+        refused = alice.run("send", space_id, "general", "during", "--json", check=False)
+        assert refused.returncode == 3, (refused.stdout, refused.stderr)
+        error = json.loads(refused.stdout)["error"]
+        assert error["code"] == "unavailable", error
+        assert "database" in error["message"]
+        await until(
+            status_is(srv.url + "/health", 503, {"status": "down", "down": ["database"]}),
+            "503 naming the database",
+            timeout=30,
+        )
+        assert srv.proc is not None and srv.proc.poll() is None  # still serving
+
+        private_postgres.resume()
+
+        def sent_again() -> bool:
+            again = alice.run("send", space_id, "general", "after", "--json", check=False)
+            return again.returncode == 0 and json.loads(again.stdout)["seq"] == 3
+
+        await until(sent_again, "a send accepted once PostgreSQL is back", timeout=60)
+        await until(status_is(srv.url + "/health", 200), "healthy again", timeout=30)
+        rows = alice.json("read", space_id, "general")
+        messages = rows["messages"] if isinstance(rows, dict) else rows
+        assert [(m["seq"], m["text"]) for m in messages] == [
+            (1, "before 1"),
+            (2, "before 2"),
+            (3, "after"),
+        ]
     finally:
         srv.stop()
 

@@ -8,6 +8,7 @@ sfu`` in client/cli/launch.py; the SFU never imports the client."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,3 +93,27 @@ def test_the_sfu_and_rtc_never_import_the_client_or_the_server():
             assert not within(imported, "client"), f"{name} imports {within(imported, 'client')}"
             if package == "rtc":
                 assert not within(imported, "spaces", "sfu"), f"{name} imports {imported}"
+
+
+OURS = ("protocol", "spaces", "client", "sfu", "rtc", "bench", "tests")
+
+
+def test_protocol_imports_nothing_of_ours():
+    found = modules(ROOT / "protocol")
+    assert "protocol.wire" in found
+    for name, imported in found.items():
+        ours = {m for m in within(imported, *OURS) if not m.startswith("protocol")}
+        assert not ours, f"{name} imports {ours}"
+
+
+def test_the_web_protocol_imports_only_the_web_protocol():
+    folder = ROOT / "web" / "src" / "protocol"
+    sources = sorted(folder.glob("*.ts"))
+    assert sources
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        # Every module specifier: `from "x"` (multi-line imports too) and `import("x")`.
+        for target in re.findall(r"""(?:\bfrom|\bimport)\s*\(?\s*["']([^"']+)["']""", text):
+            if target.startswith("."):
+                resolved = (folder / target).resolve()
+                assert resolved.parent == folder, f"{source.name} imports {target}"

@@ -116,13 +116,18 @@ async def test_a_flood_of_early_signals_is_capped_per_sender(
             # Mallory (a member, not in the call) floods Alice with signals.
             for _ in range(5 * PENDING_SIGNALS_MAX):
                 push(mallory_key)
-            await until(lambda: len(alice._pending) >= PENDING_PER_SENDER, "the flood arriving")
+            await until(
+                lambda: len(alice.admission.pending.held) >= PENDING_PER_SENDER,
+                "the flood arriving",
+            )
             await asyncio.sleep(1)  # every one of them handled
-            held = [ev.sender for _, ev in alice._pending]
+            held = [ev.sender for _, ev in alice.admission.pending.held]
             assert held.count(mallory_key) == PENDING_PER_SENDER, len(held)
             # Bob's early signal (he is not admitted in Alice's view yet) is still held.
             push(bob_key)
-            await until(lambda: any(ev.sender == bob_key for _, ev in alice._pending), "Bob's")
+            await until(
+                lambda: any(ev.sender == bob_key for _, ev in alice.admission.pending.held), "Bob's"
+            )
         finally:
             alice._stop.set()  # as on Ctrl-C
             await asyncio.wait_for(call, 30)

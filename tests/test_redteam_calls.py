@@ -27,6 +27,7 @@ from test_call_admission import (
 )
 from test_call_core import Person, roles, room
 
+from client.call.ledger import ActionLedger
 from protocol.conference_rules import FRESHNESS_MS, Restrictions, seat_flags
 from protocol.conference_wire import (
     CallAction,
@@ -291,20 +292,13 @@ async def test_mute_rolled_back_by_the_server_still_holds(
 # -- a participant streaming actions at every client ----------------------------------------------
 
 
-def test_a_stream_of_actions_leaves_the_clients_replay_tables_bounded(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_stream_of_actions_leaves_the_clients_replay_tables_bounded() -> None:
     """Mallory raises and lowers her hand 50 times a second (the server's request rate) for
     an hour; each is a genuine, fresh action every client judges. What a client keeps to
     refuse replays must not grow with the call's length, and still refuse replays."""
-    from types import SimpleNamespace
-
-    import client.call.client as call
-
     clock = [1_800_000_000_000]
-    monkeypatch.setattr(call, "now_ms", lambda: clock[0])
-    session = SimpleNamespace(member_key=bytes(32))
-    client = call.CallClient(session, None, call.CallOptions(), None)  # type: ignore[arg-type]
+    # What each call client keeps (ledger.call.ledger), on a fake clock; every action verifies.
+    ledger = ActionLedger(lambda action: None, lambda: clock[0])
     mallory = bytes(range(32))
     first = None
     for n in range(50 * 3600):
@@ -321,16 +315,15 @@ def test_a_stream_of_actions_leaves_the_clients_replay_tables_bounded(
             sig=n.to_bytes(64, "big"),
         )
         first = first or action
-        assert client._freshness(action) is None
-        client._noted.add(action.sig)
+        assert ledger.delivered(action) is None
     window = 2 * FRESHNESS_MS // 20 + 100
-    assert len(client._fresh) < window and len(client._nonces) < window
-    assert len(client._noted) < window
+    assert len(ledger._fresh) < window and len(ledger._nonces) < window
+    assert len(ledger._noted) < window
     # A recent nonce on another action is still a replay; the first action, long gone from
     # the tables, is still refused (stale).
     replay = msgspec.structs.replace(action, sig=b"x" * 64)
-    assert client._freshness(replay) == "its nonce was already used (a replay)"
-    assert first is not None and "stale" in (client._freshness(first) or "")
+    assert ledger.freshness(replay) == "its nonce was already used (a replay)"
+    assert first is not None and "stale" in (ledger.freshness(first) or "")
 
 
 # -- a future-dated unban outliving the owner's later ban ---------------------------------------

@@ -26,6 +26,13 @@ follows the call's state as the server pushes it, and trusts nothing it cannot c
   nonce), which only someone in the call now can do. Participants who enter after us
   entered with a fresh action, so we seal to them at once, which is that proof for them.
 
+The decisions above are sans-I/O, in two modules this class drives: :mod:`client.call.ledger`
+(the verdicts on single actions: verification, freshness, replays, kicks and bans honoured,
+pinned mutes) and :mod:`client.call.admission` (who is in the call for us, given each state: a
+:class:`~client.call.admission.CallView` in, an :class:`~client.call.admission.AdmissionDelta`
+out; knocks; signals held until their sender is admitted). This class does the I/O they ask
+for: requests on the space's connection, the topology and keys, lines on the terminal.
+
 Media goes through a :class:`~client.call.topology.Topology`: a mesh of direct connections
 (:mod:`client.call.mesh`) or the call's SFU node (:mod:`client.call.sfu_topology`), whichever the
 server's state says. A switch is make-before-break: the old topology keeps delivering each
@@ -39,7 +46,6 @@ action and send it; the server relays it to the call, whose clients verify it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import math
@@ -56,9 +62,20 @@ import numpy as np
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
+from client.call.admission import (
+    KNOCK_MAX_AGE_MS,
+    PENDING_PER_SENDER,
+    PENDING_SIGNAL_SECONDS,
+    PENDING_SIGNALS_MAX,
+    Admission,
+    AdmissionDelta,
+    CallView,
+    knock_problem,
+)
 from client.call.e2ee_media import MEDIA_SUITE
 from client.call.ice import IceConfig, fetch_ice_servers
 from client.call.keys import CallKeys, MediaKeyMessage
+from client.call.ledger import FORGET_MS, ActionLedger
 from client.call.media import MediaError, dominant_colour, open_screen_source, open_sources
 from client.call.mesh import MeshTopology
 from client.call.recorder import GridRecorder
@@ -75,17 +92,13 @@ from client.core.errors import ClientError, ServerError, UsageError
 from client.core.rooms import RoomView
 from client.core.space import SpaceSession
 from protocol.conference_rules import (
-    FRESHNESS_MS,
     RESTRICTIONS,
     TARGETED,
-    Restrictions,
     SeatFlags,
     action_problem,
     end_problem,
-    freshness_problem,
     is_host,
     is_locked,
-    seat_flags,
 )
 from protocol.conference_wire import (
     SEAT_ACTIONS,
@@ -121,15 +134,6 @@ TOPOLOGIES.setdefault("mesh", MeshTopology)
 TOPOLOGIES.setdefault("sfu", SfuTopology)
 
 JOIN_RETRIES = 3
-FORGET_MS = 2 * FRESHNESS_MS  # older actions are stale for any clock within the skew
-PENDING_SIGNAL_SECONDS = 5.0
-PENDING_SIGNALS_MAX = 64
-# Of those, from one sender: a participant flooding signals before we let them in can
-# neither grow our memory nor crowd out a newcomer's early media key (call.ts: the same).
-PENDING_PER_SENDER = 8
-# The longest a knock may have waited in the lobby when a host first sees it (someone
-# waiting longer before any host arrives has to join again; call.ts: the same).
-KNOCK_MAX_AGE_MS = 30 * 60_000
 # The longest our media waits for our new key to reach the server for its recipients (a
 # join: we keep the key everyone holds; a leave: we send nothing) before using it anyway.
 KEY_SWITCH_SECONDS = 3.0
@@ -293,27 +297,6 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def knock_problem(
-    seat: CallParticipant, call_id: str, valid: Callable[[CallAction], bool], seen_ms: int
-) -> str | None:
-    """Why a lobby seat is no knock a host may admit, or None (the page's knockProblem):
-    its join must be the member's own, for this call, verified, and fresh when the host
-    first saw it (``seen_ms``) — else a server could show an old join of someone who is not
-    knocking (a re-used call id) and turn a host's fresh admission into a ghost of them
-    everyone lets in."""
-    join = seat.join
-    if join.action != "join" or join.actor != seat.member or join.call_id != call_id:
-        return "their 'join' does not verify"
-    if not valid(join):
-        return "their 'join' does not verify"
-    if join.issued_at > seen_ms + FRESHNESS_MS:
-        return "their 'join' is dated in the future"
-    if join.issued_at < seen_ms - KNOCK_MAX_AGE_MS:
-        minutes = (seen_ms - join.issued_at) // 60_000
-        return f"their 'join' is {minutes} min old when first shown (an old join, not a knock)"
-    return None
-
-
 def roles_of(session: SpaceSession) -> dict[bytes, Role]:
     return {key: member.role for key, member in session.verified.members.items()}
 
@@ -345,13 +328,11 @@ class CallClient:
         self.keys = CallKeys(self.me, max_epoch=max_epoch_from_env())
         self.call_id = ""
         self.state: CallState | None = None
-        self.seats: dict[bytes, CallParticipant] = {}
-        self.flags: dict[bytes, SeatFlags] = {}
-        self.admitted: dict[bytes, bytes] = {}  # admitted peers -> their join nonce
-        # Those of them live for our join (see the module doc): they entered after us with
-        # a fresh action, or sent us a signal naming our join. Only these get our key.
-        self._live: dict[bytes, bytes] = {}
-        self.me_admitted = False
+        # The verdicts on the call's signed actions, and who is in the call for us (both
+        # sans-I/O: this class does the I/O they decide).
+        # (The clock is looked up at each call, so a test may set this module's now_ms.)
+        self.ledger = ActionLedger(self._verify, lambda: now_ms())
+        self.admission = Admission(self.me, self.ledger, lambda: now_ms())
         # The join this device signed: what a kick or denial of us must name (the server's
         # view of our seat could show an earlier join of ours, whose kick is genuine).
         self.my_join_nonce = b""
@@ -373,34 +354,13 @@ class CallClient:
         )
         self.key_changes: list[KeyChange] = []
         self.speaker: bytes | None = None
-        self._checked: dict[bytes, str | None] = {}  # action signature -> problem
         self._tried_head = -1  # the furthest action head we synced for
-        # Freshness, judged once, when this device first sees an action: signature ->
-        # problem; and every nonce seen, with the signature of the action that used it.
-        self._fresh: dict[bytes, str | None] = {}
-        self._nonces: dict[bytes, bytes] = {}
-        self._noted: set[bytes] = set()  # signatures of the events we were told about
-        # (issued_at, signature, nonce) of each action as first judged: entries are dropped
-        # once FORGET_MS old, since such an action is refused as stale anyway; so a
-        # participant streaming actions cannot grow these tables with the call's length.
-        self._judged: collections.deque[tuple[int, bytes, bytes]] = collections.deque()
-        self._baseline = False  # we have seen the call as it was when we were let in
-        self.restrictions = Restrictions()
-        # The newest verified mute and stage action seen on each join (member, join nonce,
-        # field): a server showing an older one again cannot undo what a host signed.
-        self._pinned: dict[tuple[bytes, bytes, str], CallAction] = {}
         # Our own "mic-off"/"camera-off" said for a join of ours (field -> join nonce): once
         # per join, so a later "salon mic on" is not overruled.
         self._said: dict[str, bytes] = {}
         self._saying: set[asyncio.Task[None]] = set()
-        self._barred_noted: set[bytes] = set()  # signatures of restrictions announced
-        self._pending: list[tuple[float, CallSignal]] = []
-        self._knocks_seen: dict[bytes, int] = {}  # a lobby seat's join sig -> first seen (ms)
-        self._knocks_noted: set[bytes] = set()  # those a host was told about
         self._key_switches = 0  # membership changes whose new key we may still hold back
         self._switching: set[asyncio.Task[None]] = set()
-        self._lobby_seen: set[bytes] = set()
-        self._unverified: set[bytes] = set()
         self._stop = asyncio.Event()
         self._join_started = 0.0
         self._last_refresh = 0.0
@@ -412,6 +372,24 @@ class CallClient:
     def room_id(self) -> str:
         return self.room.room_id
 
+    # (Who is in the call, as :class:`Admission` decided.)
+    @property
+    def seats(self) -> dict[bytes, CallParticipant]:
+        return self.admission.seats
+
+    @property
+    def flags(self) -> dict[bytes, SeatFlags]:
+        return self.admission.flags
+
+    @property
+    def admitted(self) -> dict[bytes, bytes]:
+        """Admitted peers -> their join nonce."""
+        return self.admission.admitted
+
+    @property
+    def me_admitted(self) -> bool:
+        return self.admission.me_admitted
+
     def label(self, member: bytes) -> str:
         if member == self.me:
             return "you"
@@ -422,7 +400,7 @@ class CallClient:
         self.display.note(text)
 
     def valid(self, action: CallAction) -> bool:
-        return self._problem(action) is None
+        return self.ledger.valid(action)
 
     @property
     def room_spec(self) -> RoomCreate:
@@ -430,24 +408,24 @@ class CallClient:
         room = self.session.verified.rooms.get(self.room_id)
         return room.spec if room is not None else self.room.spec
 
-    def _problem(self, action: CallAction) -> str | None:
-        if action.sig not in self._checked:
-            problem = action_problem(
-                action,
-                roles_of(self.session),
-                space_id=self.session.space_id,
-                room_id=self.room_id,
-                call_id=None if action.action in RESTRICTIONS else self.call_id,
+    def _verify(self, action: CallAction) -> str | None:
+        """Why ``action`` does not verify against this device's roster (the ledger's check,
+        cached there per signature)."""
+        problem = action_problem(
+            action,
+            roles_of(self.session),
+            space_id=self.session.space_id,
+            room_id=self.room_id,
+            call_id=None if action.action in RESTRICTIONS else self.call_id,
+        )
+        if problem is None:
+            # Signed on a roster head that is not on our chain: a forked history.
+            # (_catch_up has synced first if the head was ahead of ours.)
+            roster = self.session.verified
+            problem = head_problem(
+                self.session.hash_at, roster.head_seq, action.head_seq, action.head_hash
             )
-            if problem is None:
-                # Signed on a roster head that is not on our chain: a forked history.
-                # (_catch_up has synced first if the head was ahead of ours.)
-                roster = self.session.verified
-                problem = head_problem(
-                    self.session.hash_at, roster.head_seq, action.head_seq, action.head_hash
-                )
-            self._checked[action.sig] = problem
-        return self._checked[action.sig]
+        return problem
 
     async def _catch_up(self, actions: list[CallAction | None]) -> None:
         """Sync once if an action names a roster head beyond ours (the actor saw a record
@@ -456,54 +434,11 @@ class CallClient:
         if ahead > self.session.verified.head_seq and ahead > self._tried_head:
             self._tried_head = ahead
             await self.session.sync()
-            self._checked.clear()
+            self.ledger.forget_checks()
         for action in actions:  # heads older than the roster keeps hashes of
             if action is not None and self.session.hash_at(action.head_seq) is None:
                 await self.session.load_hash(action.head_seq)
-                self._checked.pop(action.sig, None)
-
-    def _freshness(self, action: CallAction) -> str | None:
-        """Whether ``action`` was fresh when this device first saw it, and the first action
-        with its nonce (judged once: an action stays fresh as the call goes on)."""
-        if action.sig not in self._fresh:
-            self._forget_old()
-            if not self._claim_nonce(action):
-                self._fresh[action.sig] = "its nonce was already used (a replay)"
-                self._judged.append((now_ms(), action.sig, b""))
-            else:
-                self._fresh[action.sig] = freshness_problem(action, now_ms())
-        return self._fresh[action.sig]
-
-    def _claim_nonce(self, action: CallAction, keep_until: int = 0) -> bool:
-        """Record ``action`` as its nonce's first user; False if another action was. The
-        record is forgotten FORGET_MS after ``action.issued_at`` (or ``keep_until``)."""
-        first = self._nonces.get(action.nonce)
-        if first is None:
-            self._nonces[action.nonce] = action.sig
-            # (Capped: an action beyond the skew is refused as stale, forgotten or not.)
-            at = min(max(action.issued_at, keep_until), now_ms() + FRESHNESS_MS)
-            self._judged.append((at, action.sig, action.nonce))
-        return first in (None, action.sig)
-
-    def _forget_old(self) -> None:
-        horizon = now_ms() - FORGET_MS
-        judged = self._judged
-        while judged and judged[0][0] < horizon:
-            _, sig, nonce = judged.popleft()
-            self._fresh.pop(sig, None)
-            self._checked.pop(sig, None)
-            self._noted.discard(sig)
-            if self._nonces.get(nonce) == sig:
-                del self._nonces[nonce]
-
-    def _event_problem(self, action: CallAction) -> str | None:
-        """Why an action the server says just happened must be ignored (or None)."""
-        return self._problem(action) or self._freshness(action)
-
-    def _learn(self, action: CallAction) -> None:
-        """Remember a kick, denial or ban that verifies, to honour it from now on."""
-        if action.action in RESTRICTIONS and self._problem(action) is None:
-            self.restrictions.add(action, now_ms())
+                self.ledger.recheck(action)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -665,7 +600,7 @@ class CallClient:
                     )
                 return self._removed_anyway()
             elif event.action is not None and state.room_id == self.room_id:
-                self._learn(event.action)
+                self.ledger.learn(event.action)
         elif isinstance(event, CallSignal):
             if event.room_id == self.room_id and event.call_id == self.call_id:
                 await self._on_signal(event)
@@ -694,7 +629,7 @@ class CallClient:
 
     async def _resync(self) -> None:
         await self.session.sync()
-        self._checked.clear()  # roles may have changed
+        self.ledger.forget_checks()  # roles may have changed
         if self.state is not None:
             await self._apply_state(self.state, None)
 
@@ -703,7 +638,7 @@ class CallClient:
         action, reason = event.action, event.reason
         problem = end_problem(reason, action, self.me, self.my_join_nonce)
         if not problem and action is not None:
-            invalid = self._event_problem(action)
+            invalid = self.ledger.event_problem(action)
             problem = (
                 f"with a signed {action.action!r} that is invalid: {invalid}" if invalid else ""
             )
@@ -734,8 +669,7 @@ class CallClient:
     def _removed_anyway(self) -> CallOutcome | None:
         """A host removed, banned or turned us away with a signed action the server told us
         about but did not carry out: we go, as the host meant."""
-        mine = self.seats.get(self.me)
-        barring = self.restrictions.barring(self.me, self.my_join_nonce) if mine else None
+        barring = self.admission.barring_us(self.my_join_nonce)
         if barring is None:
             return None  # (still seated: leaving tells the server we went)
         who = self.label(barring.actor)
@@ -753,63 +687,39 @@ class CallClient:
         roster = self.session.verified
         if any(p.member not in roster.members for p in state.participants):
             await self.session.sync()  # someone joined the space since we last looked
-            self._checked.clear()
+            self.ledger.forget_checks()
         await self._catch_up([action, state.lock, *state.bans, *_seat_actions(state)])
         self.state = state
-        self.seats = {p.member: self._pin(p) for p in state.participants}
-        knocks = {p.join.sig for p in state.participants if p.status == "lobby"}
-        self._knocks_seen = {
-            sig: self._knocks_seen.get(sig, now_ms()) for sig in knocks
-        }  # each knock's join, and when this device first saw it
         roles = roles_of(self.session)
-        room = self.room_spec
-        self.flags = {
-            m: seat_flags(p, room, self.call_id, roles, self.valid) for m, p in self.seats.items()
-        }
-        for ban in state.bans:
-            self._learn(ban)
+        view = CallView(state, self.call_id, roles, self.room_spec, action)
+        delta = self.admission.step(view)  # what to do; below, doing it
         if action is not None:
-            self._note_action(action)
-        mine = self.seats.get(self.me)
-        if mine is None:
+            self._note_action(action, delta.event_problem)
+        if delta.where == "absent":
             return
         self.stats.topology = state.topology
-        if mine.status == "lobby":
-            if self.me not in self._lobby_seen:
-                self._lobby_seen.add(self.me)
+        if delta.where == "lobby":
+            if delta.waiting:
                 self.note("waiting in the lobby until a host admits you (no media, no keys yet)")
             return
-        self._note_lobby(roles)
+        self._note_lobby(delta)
         await self._ensure_topology(state)
         assert self.topology is not None
-        peers = {
-            m: seat
-            for m, seat in self.seats.items()
-            if m != self.me
-            and seat.status == "joined"
-            and self.flags[m].admitted
-            and self._entry_problem(seat) is None
-            and not self._barred(seat)
-        }
-        barred = {m for m, seat in self.seats.items() if m != self.me and self._barred(seat)}
-        for member, seat in self.seats.items():
-            unverified = member != self.me and seat.status == "joined" and member not in peers
-            if unverified and member in barred:
-                continue  # _barred said why
-            if unverified and seat.join.nonce not in self._unverified:
-                self._unverified.add(seat.join.nonce)  # once per join of theirs
-                why = self._entry_problem(seat) if self.flags[member].admitted else None
-                self.note(
-                    f"the server lists {self.label(member)} in the call, but their join or "
-                    f"admission does not verify{f' ({why})' if why else ''}: not connecting "
-                    "to them, no keys for them"
-                )
-        current = {m: seat.join.nonce for m, seat in peers.items()}
-        joined = [m for m in current if self.admitted.get(m) != current[m]]
-        left = [m for m in self.admitted if current.get(m) != self.admitted[m]]
-        first = not self.me_admitted
+        for member, barring in delta.barred:
+            did = {"kick": "removed", "deny": "turned away", "ban": "banned"}[barring.action]
+            self.note(
+                f"the server still lists {self.label(member)}, whom "
+                f"{self.label(barring.actor)} {did} (signed): ignoring them, no keys for them"
+            )
+        for member, why in delta.unverified:
+            self.note(
+                f"the server lists {self.label(member)} in the call, but their join or "
+                f"admission does not verify{f' ({why})' if why else ''}: not connecting "
+                "to them, no keys for them"
+            )
+        joined, left, first = delta.joined, delta.left, delta.first
         if first:
-            self.me_admitted = self.stats.admitted = True
+            self.stats.admitted = True
             self.keys.baseline(state.version)
         else:
             # Someone who joined again is in both lists: their old incarnation left (rekey).
@@ -826,22 +736,17 @@ class CallClient:
                 kind = "leave" if left else "join"
                 change = KeyChange(state.version, kind, self.keys.own.epoch, time.time())
                 self.key_changes.append(change)
-        self.admitted = current
-        self._live = {m: n for m, n in self._live.items() if current.get(m) == n}
-        if not first:  # they entered after us, with a fresh join or admission: live
-            self._live.update((m, current[m]) for m in joined)
-        for member in left:
-            if member not in current and member not in barred:
-                self.note(f"{self.label(member)} left")
+        recipients = self.admission.admit(delta)
+        for member in delta.gone:
+            self.note(f"{self.label(member)} left")
         for member in joined:
             self._peer_stats(member)
             self.note(f"{self.label(member)} is in the call")
         await self._set_live_peers()
         retiring = self._retiring
         if retiring is not None:  # the old topology keeps its remaining peers, gains none
-            retiring.peers &= set(self._live)
+            retiring.peers &= set(self.admission.live)
             await retiring.topology.set_peers({m: self._peer(m) for m in retiring.peers})
-        recipients = [m for m in (self._live if left else joined) if m in self._live]
         # Concurrently: a rekey is done when the last participant has our new key.
         sending = asyncio.gather(*(self._send_key(self._peer(member)) for member in recipients))
         if first or not (joined or left) or not isinstance(self.topology, SfuTopology):
@@ -862,7 +767,7 @@ class CallClient:
                 stats.role = "host" if flags.host else "speaker" if flags.speaker else "listener"
         self._update_code()
         await self._retry_pending()
-        self._baseline = True
+        self.admission.settled()
         self._refresh(force=True)
 
     async def _switch_send_key(
@@ -891,89 +796,17 @@ class CallClient:
 
     async def _set_live_peers(self) -> None:
         assert self.topology is not None
-        await self.topology.set_peers({m: self._peer(m) for m in self._live})
+        live = self.admission.live
+        await self.topology.set_peers({m: self._peer(m) for m in live})
         if self._current is not None:
-            self._current.peers = set(self._live)
-
-    def _awaited(self) -> set[bytes]:
-        """Admitted participants whose key has not reached us yet because they were in the
-        call before us and have not proved their presence (§14.1): until they seal us
-        their key, we connect to none of their media."""
-        return {m for m in self.admitted if m not in self._live}
+            self._current.peers = set(live)
 
     async def _now_live(self, member: bytes) -> None:
         """``member``, in the call when we were let in, sent us a signal naming our join:
         they are in the call now, so connect to them and give them our key."""
-        self._live[member] = self.admitted[member]
+        self.admission.now_live(member)
         await self._set_live_peers()
         await self._send_key(self._peer(member))
-
-    def _pin(self, seat: CallParticipant) -> CallParticipant:
-        """The seat with its mute and stage actions no older than the newest this device
-        verified on this join: only a later signed action (unmute, promote) changes them."""
-        changes = {}
-        for field in ("mute", "stage", "mic", "camera"):
-            key = (seat.member, seat.join.nonce, field)
-            shown: CallAction | None = getattr(seat, field)
-            pinned = self._pinned.get(key)
-            newer = shown is not None and (pinned is None or shown.issued_at >= pinned.issued_at)
-            if newer and shown is not None and self._about(shown, seat, field):
-                self._pinned[key] = pinned = shown
-            if pinned is not None and pinned is not shown:
-                changes[field] = pinned
-        return msgspec.structs.replace(seat, **changes) if changes else seat
-
-    def _about(self, action: CallAction, seat: CallParticipant, field: str) -> bool:
-        """Whether a verified ``action`` is one that sets ``field`` of this join."""
-        if field == "mute" and action.action == "mute-all":
-            return action.target == b"" and self.valid(action)
-        if field in ("mic", "camera"):  # the member's own word, about itself
-            return (
-                action.action in (f"{field}-off", f"{field}-on")
-                and action.actor == action.target == seat.member
-                and self.valid(action)
-            )
-        names = ("mute", "unmute") if field == "mute" else ("promote", "demote")
-        return (
-            action.action in names
-            and action.target == seat.member
-            and (field == "mute" or action.join_ref == seat.join.nonce)
-            and self.valid(action)
-        )
-
-    def _entry_problem(self, seat: CallParticipant) -> str | None:
-        """Why a participant who is new to us must not enter (None if they may).
-
-        Who was in the call when we were let in may have entered long ago (they get
-        nothing from us until they prove they are here now: :meth:`_now_live`); anyone after
-        that enters now, so what let them in (their admission in a lobby room, else their
-        join) must be fresh and its nonce unused: an old admit or join, even one whose call
-        id the server re-uses, is refused. A join must also use a nonce no other action
-        used: an admission names its join by nonce, so a later join re-using an admitted
-        join's nonce would otherwise inherit that admission."""
-        # (Remembered at least as long as an admission judged with it now.)
-        if not self._claim_nonce(seat.join, now_ms() + FRESHNESS_MS):
-            return "their 'join' was refused: its nonce was already used (a replay)"
-        if not self._baseline or self.admitted.get(seat.member) == seat.join.nonce:
-            return None
-        lobby = self.room_spec.lobby and not self.flags[seat.member].host
-        entry = seat.admission if lobby and seat.admission is not None else seat.join
-        problem = self._freshness(entry)
-        return f"their {entry.action!r} was refused: {problem}" if problem else None
-
-    def _barred(self, seat: CallParticipant) -> bool:
-        """Whether a verified kick, denial or ban keeps this seat out (noted once)."""
-        barring = self.restrictions.barring(seat.member, seat.join.nonce)
-        if barring is None:
-            return False
-        if barring.sig not in self._barred_noted:
-            self._barred_noted.add(barring.sig)
-            did = {"kick": "removed", "deny": "turned away", "ban": "banned"}[barring.action]
-            self.note(
-                f"the server still lists {self.label(seat.member)}, whom "
-                f"{self.label(barring.actor)} {did} (signed): ignoring them, no keys for them"
-            )
-        return True
 
     async def _ensure_topology(self, state: CallState) -> None:
         if self.topology is not None and self.topology.name == state.topology:
@@ -1003,7 +836,7 @@ class CallClient:
             sfu=self,
             ice=self.ice,
             screen=screen,
-            awaited=self._awaited,
+            awaited=self.admission.awaited,
         )
         topology = factory(context)
         feed.topology = topology
@@ -1153,38 +986,23 @@ class CallClient:
         except ClientError as exc:
             self.note(f"could not tell the others your {name.split('-')[0]} is off: {exc}")
 
-    def _knock_problem(self, seat: CallParticipant) -> str | None:
-        seen = self._knocks_seen.get(seat.join.sig, now_ms())
-        return knock_problem(seat, self.call_id, self.valid, seen)
-
-    def _note_lobby(self, roles: dict[bytes, Role]) -> None:
-        if not is_host(roles.get(self.me)):
-            return
-        knocks = {seat.join.sig for seat in self.seats.values() if seat.status == "lobby"}
-        self._knocks_noted &= knocks
-        for member, seat in self.seats.items():
-            if seat.status == "lobby" and seat.join.sig not in self._knocks_noted:
-                self._knocks_noted.add(seat.join.sig)  # once per knock (a join of theirs)
-                problem = self._knock_problem(seat)
-                if problem is not None:
-                    self.note(
-                        f"the server shows {self.label(member)} in the lobby, but not as a "
-                        f"knock you may admit: {problem}"
-                    )
-                    continue
-                space = self.session.m.name or self.session.space_id
+    def _note_lobby(self, delta: AdmissionDelta) -> None:
+        """(Hosts) tell of each lobby seat once: a knock to admit, or why it is none."""
+        for member, problem in delta.knocks:
+            if problem is not None:
                 self.note(
-                    f"{self.label(member)} is waiting in the lobby; admit with: salon mod "
-                    f"'{space}' '{self.room.name}' admit {fingerprint(member)[:8]}"
+                    f"the server shows {self.label(member)} in the lobby, but not as a "
+                    f"knock you may admit: {problem}"
                 )
-        self._lobby_seen &= set(self.seats) | {self.me}
+                continue
+            space = self.session.m.name or self.session.space_id
+            self.note(
+                f"{self.label(member)} is waiting in the lobby; admit with: salon mod "
+                f"'{space}' '{self.room.name}' admit {fingerprint(member)[:8]}"
+            )
 
-    def _note_action(self, action: CallAction) -> None:
-        self._learn(action)
-        problem = self._event_problem(action)
-        if problem is None and action.sig in self._noted:
-            problem = "it was already delivered (a replay)"
-        self._noted.add(action.sig)
+    def _note_action(self, action: CallAction, problem: str | None) -> None:
+        """Tell of an event the ledger judged (``problem``: why it is ignored)."""
         if problem is not None:
             self.stats.rejected_actions += 1
             self.note(f"ignored an unverifiable {action.action!r} event: {problem}")
@@ -1271,11 +1089,8 @@ class CallClient:
 
     async def _on_signal(self, event: CallSignal) -> None:
         sender = event.sender
-        if sender not in self.admitted or sender not in self.seats:
-            self._expire_pending()
-            theirs = sum(1 for _, ev in self._pending if ev.sender == sender)
-            if len(self._pending) < PENDING_SIGNALS_MAX and theirs < PENDING_PER_SENDER:
-                self._pending.append((self.clock() + PENDING_SIGNAL_SECONDS, event))
+        if self.admission.holds(sender):  # until their seat verifies for us (capped)
+            self.admission.pending.hold(event, self.clock())
             return
         box_key = self.session.verified.box_keys.get(sender)
         context = SignalContext(self.session.space_id, self.room_id, self.call_id, self.me)
@@ -1295,7 +1110,7 @@ class CallClient:
                     "of theirs or ours (a replay)"
                 )
             return
-        if self._live.get(sender) != self.admitted[sender]:
+        if self.admission.proves_live(sender):
             await self._now_live(sender)  # it names our join: they are here now
         if body.kind == "media-key":
             try:
@@ -1327,14 +1142,11 @@ class CallClient:
             await self._retiring.topology.refuse(sender, reason)
 
     async def _retry_pending(self) -> None:
-        ready = [ev for _, ev in self._pending if ev.sender in self.admitted]
-        self._pending = [(t, ev) for t, ev in self._pending if ev.sender not in self.admitted]
-        for event in ready:
+        for event in self.admission.pending.release(self.admitted):
             await self._on_signal(event)
 
     def _expire_pending(self) -> None:
-        now = self.clock()
-        self._pending = [(t, ev) for t, ev in self._pending if t > now]
+        self.admission.pending.expire(self.clock())
 
     # -- the media sink ----------------------------------------------------------------------
 
@@ -1459,11 +1271,7 @@ class CallClient:
                     camera_off=stats.camera_off,
                 )
             )
-        picture.lobby = [
-            self.label(m)
-            for m, s in self.seats.items()
-            if s.status == "lobby" and self._knock_problem(s) is None
-        ]
+        picture.lobby = [self.label(m) for m in self.admission.lobby()]
         self.display.refresh(picture)
 
 
@@ -1548,11 +1356,19 @@ async def say_self_state(session: SpaceSession, room: RoomView, name: ActionName
 
 
 __all__ = [
+    # (FORGET_MS, KNOCK_MAX_AGE_MS, PENDING_*, knock_problem: re-exported from
+    # client.call.admission and client.call.ledger, where they moved.)
+    "FORGET_MS",
+    "KNOCK_MAX_AGE_MS",
+    "PENDING_PER_SENDER",
+    "PENDING_SIGNALS_MAX",
+    "PENDING_SIGNAL_SECONDS",
     "CallClient",
     "CallError",
     "CallOptions",
     "CallOutcome",
     "MediaUnavailable",
+    "knock_problem",
     "moderate",
     "raise_hand",
     "say_self_state",

@@ -75,3 +75,21 @@ def cmd_sfu(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"cannot start the SFU node: {exc.strerror or exc}") from None
     return 0
+
+
+def cmd_migrate_storage(args: argparse.Namespace) -> int:
+    """``salon admin migrate-storage``: copy a SQLite deployment into PostgreSQL, verified
+    (:mod:`spaces.storage.transfer`)."""
+    from client.cli.main import emit_json
+    from spaces.storage.transfer import TransferError, migrate, summary_lines
+
+    report = run(migrate(args.source, args.target, verify_only=args.verify_only))
+    if args.json and not report.problems:
+        emit_json(report.document())
+    elif not report.problems:
+        print("\n".join(summary_lines(report)))
+    if report.problems:
+        more = len(report.problems) - 1
+        also = f" (and {more} more difference{'s' if more > 1 else ''})" if more else ""
+        raise TransferError(f"verification failed: {report.problems[0]}{also}")
+    return 0

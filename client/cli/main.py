@@ -605,7 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command = make_command_adder(sub)
 
-    from client.cli.launch import cmd_serve, cmd_sfu  # the server and SFU node, not a client
+    # The server, the SFU node and the server's admin commands, not a client:
+    from client.cli.launch import cmd_migrate_storage, cmd_serve, cmd_sfu
 
     p = command(
         "serve",
@@ -631,6 +632,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", help="address of the node's /health endpoint")
     p.add_argument("--port", type=int, help="its port (0: any free port)")
+
+    admin_sub = group(
+        command,
+        "admin",
+        "operate a server's storage",
+        ["salon admin migrate-storage --from sqlite:/var/lib/salon/salon.db --to postgresql://…"],
+        env="",
+    )
+    p = with_json(
+        command(
+            "migrate-storage",
+            cmd_migrate_storage,
+            admin_sub,
+            help="copy a SQLite deployment into an empty PostgreSQL database, then verify it",
+            example=[
+                "salon admin migrate-storage --from sqlite:/var/lib/salon/salon.db \\",
+                "    --to postgresql://salon:PASSWORD@db.internal/salon",
+            ],
+            env="",
+        )
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        help="sqlite:PATH of the salon.db (read-only, one snapshot)",
+    )
+    p.add_argument("--to", dest="target", required=True, help="postgresql://user:pw@host/db")
+    p.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="copy nothing: compare the two (right after a migration, before serving)",
+    )
 
     space_sub = group(
         command,
@@ -984,9 +1018,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(given)
         except UsageError as exc:
             raise UsageError(f"{exc}{dash_hint(given)}") from None
-        from client.cli.launch import cmd_serve, cmd_sfu
+        from client.cli.launch import cmd_migrate_storage, cmd_serve, cmd_sfu
 
-        if args.handler not in (cmd_serve, cmd_sfu):
+        if args.handler not in (cmd_serve, cmd_sfu, cmd_migrate_storage):
             show_client_warnings()
         result = args.handler(args)
         if asyncio.iscoroutine(result):

@@ -9,6 +9,7 @@ Hierarchy (with the stable ``code`` a ``--json`` error carries and the exit code
     ├── LinkError               not an invite link, or a damaged one            bad_link     1
     ├── Unreachable             the server cannot be reached                    unreachable  3
     ├── ServerError             the server refused: ``code`` is the server's stable code  1
+    │                           (``unavailable``, e.g. its database is down: 3)
     └── VerificationError       the server sent something that fails E2E checks verification 4
 
 :class:`ExitCode` is the one table of the ``salon`` command's exit codes (README, "The
@@ -79,6 +80,8 @@ class ServerError(ClientError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+        if code == "unavailable":  # e.g. its database is down: as good as unreachable, for now
+            self.exit_code = ExitCode.UNREACHABLE
 
 
 class VerificationError(ClientError):

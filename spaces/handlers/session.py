@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 
 import msgspec
 from aiohttp import WSMsgType, web
@@ -55,10 +56,21 @@ from spaces.services import (
     PROXIES,
     ROUTES,
     SOCKETS_BY_ADDRESS,
+    STORES,
     Caller,
 )
 
 log = logging.getLogger(__name__)
+UNREACHABLE_LOG_SECONDS = 10.0  # while the database is down, one warning per this many seconds
+_last_unreachable_log = 0.0
+
+
+def _log_unreachable(exc: Exception) -> None:
+    global _last_unreachable_log
+    now = time.monotonic()
+    if now - _last_unreachable_log >= UNREACHABLE_LOG_SECONDS:
+        _last_unreachable_log = now
+        log.warning("the database is unreachable (%s); answering 'unavailable'", type(exc).__name__)
 
 
 class Session:
@@ -123,6 +135,9 @@ class Session:
                 if exc.code == ErrorCode.RATE_LIMITED:
                     self.app[COUNTERS].refused(type(message).__name__)
                 await self._send_direct(Error(message.id, exc.code, exc.message))
+                continue
+            except Exception as exc:
+                await self._send_direct(self._unavailable(message.id, exc))
                 continue
             await self._send_direct(reply)
             if self.subscriber is not None:
@@ -228,6 +243,17 @@ class Session:
             if exc.code == ErrorCode.RATE_LIMITED:
                 self.app[COUNTERS].refused(type(message).__name__)
             return Error(message.id, exc.code, exc.message)
+        except Exception as exc:
+            return self._unavailable(message.id, exc)
+
+    def _unavailable(self, request_id: int, exc: Exception) -> Error:
+        """A lost database is a clear ``unavailable`` answer (the session goes on and the
+        server reconnects by itself); any other failure is a bug and ends the session."""
+        unavailable = self.app[STORES].unavailable(exc)
+        if unavailable is None:
+            raise exc
+        _log_unreachable(exc)
+        return Error(request_id, unavailable.code, unavailable.message)
 
     def _reply(self, reply: msgspec.Struct) -> None:
         assert self.subscriber is not None

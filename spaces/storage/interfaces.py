@@ -40,6 +40,16 @@ class StorageError(ProtocolError):
     code = ErrorCode.STORAGE
 
 
+class StorageUnavailable(StorageError):
+    """The database cannot be reached right now (answered as ``unavailable``: try again; the
+    server reconnects by itself, and what it acknowledged before is kept)."""
+
+    code = ErrorCode.UNAVAILABLE
+
+    def __init__(self, message: str = "the server cannot reach its database right now; try again"):
+        super().__init__(message)
+
+
 class StoredRecord(NamedTuple):
     seq: int
     hash: bytes
@@ -200,6 +210,17 @@ class Stores:
     chat: ChatStore
     conference: ConferenceStore
     events: Events = field(default_factory=LocalEvents)
+    # What this engine raises when its database cannot be reached (a lost connection, a
+    # server shutting down): requests that meet one are answered ``unavailable``.
+    unreachable: tuple[type[BaseException], ...] = ()
+
+    def unavailable(self, exc: BaseException) -> StorageUnavailable | None:
+        """``exc`` as the ``unavailable`` answer, if it says the database is unreachable."""
+        if isinstance(exc, StorageUnavailable):
+            return exc
+        if self.unreachable and isinstance(exc, self.unreachable):
+            return StorageUnavailable()
+        return None
 
     async def open(self) -> None:
         await self.spaces.open()

@@ -32,6 +32,19 @@ HEALTH_TIMEOUT: Final = 3.0  # /health's query, so a hung database answers 503, 
 POOL_MIN: Final = 2
 POOL_MAX: Final = 16
 # pg_advisory_lock key for applying migrations: "salon" in ASCII.
+# What asyncpg raises when the database cannot be reached — refused or lost connections, a
+# server shutting down, starting up or crashed, a closed connection, a connect that timed
+# out — answered ``unavailable`` (spaces.storage.interfaces.StorageUnavailable).
+UNREACHABLE: Final[tuple[type[BaseException], ...]] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
 MIGRATION_LOCK: Final = 0x73616C6F6E
 # scheme://user:PASSWORD@ — the user part has no ':', '/' or '@'; the password ends at the
 # last '@' before the host (a password may itself hold '@' or ':').

@@ -21,7 +21,7 @@ from typing import Any, Final
 import asyncpg
 
 from spaces.events import CHANNEL, ORDERED, Dispatch, decode_event
-from spaces.storage.interfaces import StorageError
+from spaces.storage.interfaces import StorageError, StorageUnavailable
 from spaces.storage.postgres.database import CONNECT_TIMEOUT, Database, masked_url
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class PostgresEvents(Dispatch):
 
     async def submit(self, body: bytes) -> Any:
         if not self.listening.is_set():
-            raise StorageError("the server is reconnecting to the database; try again")
+            raise StorageUnavailable("the server is reconnecting to the database; try again")
         self._tokens += 1
         token = self._tokens
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -108,7 +108,7 @@ class PostgresEvents(Dispatch):
                 await self.database.notify(conn, ORDERED, [int(input_id), token])
             return await asyncio.wait_for(future, SUBMIT_TIMEOUT)
         except TimeoutError:
-            raise StorageError("the server lost its database events; try again") from None
+            raise StorageUnavailable("the server lost its database events; try again") from None
         finally:
             self._waiting.pop(token, None)
 

@@ -13,7 +13,7 @@ from protocol.errors import Conflict
 from protocol.wire import Envelope, InviteSeal
 from spaces.events import RECORDS
 from spaces.storage.interfaces import StoredRecord, Stores
-from spaces.storage.postgres.database import Database
+from spaces.storage.postgres.database import UNREACHABLE, Database
 
 _WRITE_SEAL = (
     "INSERT INTO invites (invite_id, space_id, epoch, sealed, preview) VALUES ($1, $2, $3, $4, $5)"
@@ -171,4 +171,5 @@ def postgres_stores(url: str) -> Stores:
         PostgresChatStore(database),
         PostgresConferenceStore(database),
         PostgresEvents(database),
+        unreachable=UNREACHABLE,
     )
