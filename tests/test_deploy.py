@@ -122,7 +122,8 @@ def test_compose_has_the_server_an_sfu_coturn_and_postgresql() -> None:
     assert server.storage.url == f"postgresql://salon:{password}@postgres:5432/salon"
     turn = (DEPLOY / "turnserver.conf").read_text()
     assert f"static-auth-secret={server.ice.turn_secret}\n" in turn
-    assert node.sfu.server_url == "http://127.0.0.1:8080"
+    published = [f"http://{s['ports'][0].rsplit(':', 1)[0]}" for s in (services["server"], second)]
+    assert node.sfu.server_urls == published  # the node registers with both instances
 
 
 @pytest.mark.parametrize("unit", ["salon.service", "salon-sfu.service"])
