@@ -334,11 +334,22 @@ async def _fetch_room_keys(session: SpaceSession, room_id: str) -> None:
     reply = await session.conn.request(
         GetEnvelopes(session.conn.next_id(), room_id, min(held, default=0)), Envelopes
     )
+    synced = False
     for envelope in reply.envelopes:
         if envelope.epoch in held or envelope.recipient != session.member_key:
             continue
         try:
-            held[envelope.epoch] = _open_room_envelope(session, roster, room_id, envelope)
+            try:
+                held[envelope.epoch] = _open_room_envelope(session, roster, room_id, envelope)
+            except VerificationError:
+                if synced:
+                    raise
+                # The envelope may be newer than our view of the chain: its commitment (or
+                # its sender's join) was appended after we last synced — with several server
+                # instances, easily. Judge it again on the chain as it is now, once.
+                synced = True
+                roster = await session.sync()
+                held[envelope.epoch] = _open_room_envelope(session, roster, room_id, envelope)
         except VerificationError as exc:
             why = str(exc)
             sender = fingerprint(envelope.sender)

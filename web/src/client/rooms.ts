@@ -282,11 +282,25 @@ export class Rooms {
     const mine = this.ctx.roomKeys().filter((k) => k.room_id === roomId);
     const minEpoch = mine.length ? Math.min(...mine.map((k) => k.epoch)) : 0;
     const reply = await this.ctx.request<Envelopes>({ type: "get_envelopes", scope: roomId, min_epoch: minEpoch });
-    const roster = this.ctx.roster();
+    let roster = this.ctx.roster();
+    let synced = false;
     for (const envelope of reply.envelopes) {
       if (this.held(roomId, envelope.epoch) !== undefined || !equal(envelope.recipient, this.ctx.me.memberKey)) continue;
       try {
-        await this.remember(await this.openRoomEnvelope(roster, roomId, envelope));
+        let opened: HeldRoomKey;
+        try {
+          opened = await this.openRoomEnvelope(roster, roomId, envelope);
+        } catch (err) {
+          if (!(err instanceof VerificationError) || synced) throw err;
+          // The envelope may be newer than our view of the chain (its commitment or its sender's
+          // join appended since we last synced; with several server instances, easily): judge it
+          // again on the chain as it is now, once.
+          synced = true;
+          await this.ctx.sync();
+          roster = this.ctx.roster();
+          opened = await this.openRoomEnvelope(roster, roomId, envelope);
+        }
+        await this.remember(opened);
         this.refused.delete(slotId(roomId, envelope.epoch));
       } catch (err) {
         if (!(err instanceof VerificationError)) throw err;
