@@ -14,7 +14,9 @@ pair's last state: connected, failed, refused, ...) with ``connection_detail``,
 ``dominant_colour`` (the median BGR colour of the last sampled decoded frame, to check a
 test pattern's colour), ``video_frames_dropped`` and ``audio_frames_dropped`` (frames that
 arrived from a muted or non-speaking sender and were discarded), and
-``first_video_frame_ms`` (from our join request to the first frame decoded from them).
+``first_video_frame_ms`` (from our join request to the first frame decoded from them), and
+``reconnects`` (how often a lost mesh pair was connected again; the SFU link's are under
+``sfu``).
 ``muted`` is a host's signed mute; ``mic_off`` and ``camera_off`` are the participant's own
 signed word ("mic-off", "camera-off": muted by themselves, camera off).
 The top level also has ``call_id``, ``self`` (our own muted / hand / mic_off / camera_off / role /
@@ -24,7 +26,8 @@ admitted),
 ``key_changes`` (each membership change that moved the media keys on: ``kind`` join or
 leave, our new ``epoch``, and unix times ``seen_at``, ``keys_at`` — every sender's new key
 held — and ``sending_at`` — our media under the new key, SFU only) and ``sfu`` (the SFU
-connection's counters, when the call used one: connects, reconnects,
+connection's counters, when the call used one: connects, reconnects (attempts), reconnected
+(lost connections made again), last_outage_ms,
 unattributed_decrypt_failures, send_key_switches, connected_ms, ...).
 """
 
@@ -79,6 +82,7 @@ class PeerStats:
     connection_detail: str = ""
     dominant_colour: tuple[int, int, int] | None = None
     first_video_frame_ms: float | None = None
+    reconnects: int = 0  # the pair's connection made again after it was lost (mesh)
     audio_level_dbfs: float = -math.inf
     audio_level_at: float = 0.0
     screen: ScreenStats = field(default_factory=ScreenStats)
@@ -106,6 +110,7 @@ class PeerStats:
                 else None
             ),
             "screen": self.screen.to_json(),
+            "reconnects": self.reconnects,
         }
 
 
