@@ -14,6 +14,8 @@ What this module adds to the public aiortc API:
   :class:`OutboundFrame` objects its track yields (with their audio level) as they are.
 * Keyframe requests: :func:`on_keyframe_request` (a remote PLI/FIR reached our sender),
   :func:`send_pli` (ask a remote sender for a keyframe).
+* Retransmission: :func:`on_nack` (a remote NACK reached our sender), :func:`send_nack`
+  (ask a remote sender to retransmit), :func:`sender_rtx_ssrc`.
 * Receive backlog: :func:`queued_frames` (frames waiting in a remote track).
 * Negotiated parameters: :func:`sender_ssrc`, :func:`negotiated_codecs`,
   :func:`negotiated_header_extensions`.
@@ -353,9 +355,32 @@ async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
     await receiver._send_rtcp_pli(media_ssrc)
 
 
+def on_nack(sender: RTCRtpSender, callback: Callable[[int], None]) -> None:
+    """Call ``callback(sequence_number)`` for each packet a remote NACK asks ``sender`` to
+    retransmit, instead of aiortc's own history (empty for media sent around the sender)."""
+
+    async def retransmit(sequence_number: int) -> None:
+        try:
+            callback(sequence_number)
+        except Exception:
+            logger.exception("NACK handler failed")
+
+    sender._retransmit = retransmit  # type: ignore[method-assign]
+
+
+async def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: Sequence[int]) -> None:
+    """Send an RTCP NACK (RFC 4585 §6.2.1) for ``lost`` sequence numbers of ``media_ssrc``."""
+    await receiver._send_rtcp_nack(media_ssrc, sorted(lost))
+
+
 def sender_ssrc(sender: RTCRtpSender) -> int:
     """The SSRC ``sender`` sends with (announced in its SDP m-line)."""
     return int(sender._ssrc)
+
+
+def sender_rtx_ssrc(sender: RTCRtpSender) -> int:
+    """The SSRC of ``sender``'s RTX stream (RFC 4588; in its SDP's ssrc-group FID)."""
+    return int(sender._rtx_ssrc)
 
 
 def queued_frames(track: object) -> int:
