@@ -4,8 +4,16 @@ the SFU's packet history and NACK handling. No network, no processes."""
 from __future__ import annotations
 
 import pytest
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtp import RtpPacket
 
 from client.call.stats import PeerStats
+from rtc.aiortc_adapter import (
+    BundledJitterFrame,
+    MarkerJitterBuffer,
+    PassThroughDecoder,
+    RetryingNackGenerator,
+)
 from sfu import rtp
 from sfu.forwarder import DownTrackSpec, Forwarder, ForwarderConfig, NackRequest, UpTrackSpec
 
@@ -198,3 +206,74 @@ def test_a_nack_from_before_a_resync_or_past_the_history_is_not_answered() -> No
 def test_history_size_must_be_a_power_of_two() -> None:
     with pytest.raises(ValueError, match="power of two"):
         Forwarder(ForwarderConfig(history_packets=100))
+
+
+# -- the receiver's side (rtc/aiortc_adapter.py): wait for retransmissions, keep asking ---------
+
+
+def jb_packet(seq: int, ts: int, start: bool = True, marker: bool = True) -> RtpPacket:
+    body = (b"\x10" if start else b"\x00") + seq.to_bytes(2, "big")
+    p = RtpPacket(payload_type=96, marker=int(marker), sequence_number=seq, timestamp=ts)
+    p.payload = body
+    p._data = body[1:]  # type: ignore[attr-defined]  # what depayload() would leave
+    return p
+
+
+def frames_of(frame: JitterFrame | None) -> list[bytes]:
+    if frame is None:
+        return []
+    if isinstance(frame, BundledJitterFrame):
+        return [f.data for f in frame.frames]
+    return [frame.data]
+
+
+def test_a_frame_behind_a_gap_waits_for_the_retransmission_then_both_leave_in_order() -> None:
+    clock = Clock()
+    jb = MarkerJitterBuffer("video", hold=0.25, clock=clock)
+    assert frames_of(jb.add(jb_packet(1, 100))[1]) == [b"\x00\x01"]
+    # Frame 200 (seq 2) is lost; frame 300 is complete but must wait for it.
+    assert jb.add(jb_packet(3, 300)) == (False, None)
+    clock.now += 0.01
+    pli, frame = jb.add(jb_packet(2, 200))  # the retransmission
+    assert not pli and frames_of(frame) == [b"\x00\x02", b"\x00\x03"]
+    assert isinstance(frame, BundledJitterFrame) and frame.timestamp == 300
+    # The pass-through decoder hands both out, timestamps rebased as aiortc rebased the last.
+    frame.timestamp = 300 - 100  # what aiortc's TimestampMapper would make of it
+    out = PassThroughDecoder("VP8").decode(frame)
+    assert [(f.data, f.timestamp) for f in out] == [(b"\x00\x02", 100), (b"\x00\x03", 200)]
+
+
+def test_a_gap_that_is_never_filled_is_given_up_after_the_hold_with_a_pli() -> None:
+    clock = Clock()
+    jb = MarkerJitterBuffer("video", hold=0.25, clock=clock)
+    jb.add(jb_packet(1, 100))
+    assert jb.add(jb_packet(3, 300)) == (False, None)
+    clock.now += 0.1
+    assert jb.add(jb_packet(4, 400)) == (False, None)
+    clock.now += 0.2
+    pli, frame = jb.add(jb_packet(5, 500))
+    assert pli and frames_of(frame) == [b"\x00\x03", b"\x00\x04", b"\x00\x05"]
+    assert jb.add(jb_packet(2, 200)) == (False, None)  # too late now: dropped
+
+
+def test_without_a_hold_the_earlier_frame_is_given_up_at_once() -> None:
+    jb = MarkerJitterBuffer("video")
+    jb.add(jb_packet(1, 100))
+    pli, frame = jb.add(jb_packet(3, 300))
+    assert pli and frames_of(frame) == [b"\x00\x03"]
+
+
+def test_the_nack_generator_asks_again_and_then_gives_up() -> None:
+    clock = Clock()
+    gen = RetryingNackGenerator(retry=0.04, give_up=0.25, clock=clock)
+    assert not gen.add(jb_packet(1, 0))
+    assert gen.add(jb_packet(3, 0)) and gen.missing == {2}  # the gap: NACK now
+    clock.now += 0.01
+    assert not gen.add(jb_packet(4, 0))  # asked 10 ms ago: not yet
+    clock.now += 0.05
+    assert gen.add(jb_packet(5, 0)) and gen.missing == {2}  # still missing: ask again
+    clock.now += 0.3
+    assert not gen.add(jb_packet(6, 0)) and gen.missing == set()  # given up
+    assert gen.add(jb_packet(8, 0)) and gen.missing == {7}
+    clock.now += 0.05
+    assert not gen.add(jb_packet(7, 0)) and gen.missing == set()  # it came
