@@ -136,7 +136,11 @@ def rate(call: Call, peer: str, start: float, end: float) -> float | None:
     return (last[1].get(peer, 0) - first[1].get(peer, 0)) / (last[0] - first[0])
 
 
-def retransmits(url: str) -> int | None:
+SFU_COUNTERS = ("nacks_received", "retransmits", "nacks_upstream", "recovered")
+
+
+def sfu_counters(url: str) -> dict[str, int]:
+    """The SFU's retransmission counters so far (``/metrics``); {} if unreadable."""
     request = urllib.request.Request(
         f"{url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
     )
@@ -144,9 +148,13 @@ def retransmits(url: str) -> int | None:
         with urllib.request.urlopen(request, timeout=10) as response:
             text = response.read().decode()
     except OSError:
-        return None
-    found = re.search(r"^salon_sfu_retransmits_total (\d+(?:\.\d+)?)", text, re.M)
-    return int(float(found[1])) if found else None
+        return {}
+    found = {}
+    for name in SFU_COUNTERS:
+        hit = re.search(rf"^salon_sfu_{name}_total (\d+(?:\.\d+)?)", text, re.M)
+        if hit:
+            found[name] = int(float(hit[1]))
+    return found
 
 
 async def one_call(
@@ -157,7 +165,7 @@ async def one_call(
     salon(homes["Alice"], "room", "create", space, room, "--kind", "conference",
           "--topology", "sfu")  # fmt: skip
     net.set_loss(loss)
-    before = retransmits(server.url) or 0
+    before = sfu_counters(server.url)
     clean = list(CLEAN[: people - 1])
     seconds = CONNECT_WAIT + WINDOW + 30
     calls: list[Call] = []
@@ -187,7 +195,7 @@ async def one_call(
     await asyncio.sleep(1.0 + WINDOW)
     end = time.monotonic()
     stats = {c.name: await c.stop() for c in calls}
-    after = retransmits(server.url)
+    after = sfu_counters(server.url)
 
     def decoded(viewer: str, publisher: str) -> float | None:
         return rate(by_name[viewer], publisher, start, end)
@@ -224,7 +232,8 @@ async def one_call(
         "clean_freezes_per_min": round(
             statistics.mean(freezes(v, p) for v in clean for p in clean if p != v) / minutes, 2
         ),
-        "retransmits": None if after is None else after - before,
+        "retransmits": after.get("retransmits", 0) - before.get("retransmits", 0),
+        "sfu": {k: after.get(k, 0) - before.get(k, 0) for k in SFU_COUNTERS},
         "dropped": net.counters(),
     }
     print(
@@ -232,7 +241,7 @@ async def one_call(
         f"{result['down_ratio']:.3f} of clean (freezes/min {result['down_freezes_per_min']}), "
         f"others decoded of Lossy {result['up_ratio']:.3f} "
         f"(freezes/min {result['up_freezes_per_min']}; clean pairs "
-        f"{result['clean_freezes_per_min']}), retransmits {result['retransmits']}",
+        f"{result['clean_freezes_per_min']}), SFU {result['sfu']}",
         flush=True,
     )
     return result
@@ -245,6 +254,7 @@ async def main() -> None:
     parser.add_argument("--losses", help="comma-separated loss percentages (default 0,2,5,10,20)")
     parser.add_argument("--people", type=int, default=4, help="participants, 3-5 (default 4)")
     parser.add_argument("--modes", default="on,off", help="SFU retransmission modes: on,off")
+    parser.add_argument("--keep", action="store_true", help="keep the calls' --stats files")
     args = parser.parse_args()
     reason = unavailable()
     if reason:
@@ -283,7 +293,10 @@ async def main() -> None:
                             )
                         )
         finally:
-            shutil.rmtree(root, ignore_errors=True)
+            if args.keep:
+                print(f"kept {root}", flush=True)
+            else:
+                shutil.rmtree(root, ignore_errors=True)
     emit({"people": people, "window_s": WINDOW, "cores": os.cpu_count(), "calls": results})
 
 
