@@ -165,7 +165,8 @@ class ForwarderConfig:
     # publishers for what never arrived. history_packets: a power of two (~2 s of 720p).
     retransmit: bool = True
     history_packets: int = 512
-    nack_interval: float = 0.1  # ask a publisher again for one packet after this long
+    nack_interval: float = 0.05  # ask a publisher again for one packet after this long
+    nack_give_up: float = 0.3  # ... until this long after the first ask (receivers move on)
     nack_gap_max: int = 64  # a bigger jump in a publisher's numbering is not NACKed
 
 
@@ -227,7 +228,7 @@ class _UpTrack:
         # missing one was last asked of the publisher (seq -> time, pruned on the way).
         self.history: list[bytes | None] | None = None
         self.max_seq = -1
-        self.nack_at: dict[int, float] = {}
+        self.nack_at: dict[int, tuple[float, float]] = {}  # seq -> first, last asked
         self.rtx_payload_type = spec.rtx_payload_type
         self.rtx_apt = spec.rtx_apt
 
@@ -642,7 +643,7 @@ class Forwarder:
         return sent
 
     def tick(self) -> None:
-        """Periodic work (call every 50-200 ms): deferred PLIs, active speaker."""
+        """Periodic work (call every 50-200 ms): deferred PLIs, NACKs asked again, speaker."""
         now = self._clock()
         for p in self._participants.values():
             for up in p.uptracks.values():
@@ -651,6 +652,8 @@ class Forwarder:
                 waiting = up.pli_pending or any(dt.waiting_keyframe for dt in up.down)
                 if waiting and now - up.pli_sent_at >= self.config.pli_interval:
                     self._send_pli(up, now)
+                if up.nack_at:
+                    self._nack_again(up, now)
         self._update_speaker(now)
 
     @property
@@ -848,16 +851,28 @@ class Forwarder:
         """Ask the publisher for ``sequences``, each at most once per ``nack_interval``."""
         asked = up.nack_at
         interval = self.config.nack_interval
-        fresh = [seq for seq in sequences if now - asked.get(seq, -1e9) >= interval]
+        fresh = []
+        for seq in sequences:
+            first, last = asked.get(seq, (now, -1e9))
+            if now - last >= interval:
+                asked[seq] = (first, now)
+                fresh.append(seq)
         if not fresh:
             return
-        for seq in fresh:
-            asked[seq] = now
-        if len(asked) > 4 * self.config.nack_gap_max:  # forget what was asked long ago
-            for seq in [s for s, at in asked.items() if now - at > 1.0]:
-                del asked[seq]
         up.owner.counters.nacks_upstream += len(fresh)
         self._events.append(NackRequest(up.owner.pid, up.ssrc, tuple(fresh)))
+
+    def _nack_again(self, up: _UpTrack, now: float) -> None:
+        """Ask the publisher again for what is still missing; forget what is too old."""
+        cfg = self.config
+        again = []
+        for seq, (first, last) in list(up.nack_at.items()):
+            if now - first >= cfg.nack_give_up:
+                del up.nack_at[seq]
+            elif now - last >= cfg.nack_interval:
+                again.append(seq)
+        if again:
+            self._nack_upstream(up, again, now)
 
     def _enqueue(self, dt: _DownTrack, packet: bytes) -> None:
         p = dt.owner

@@ -277,3 +277,22 @@ def test_the_nack_generator_asks_again_and_then_gives_up() -> None:
     assert gen.add(jb_packet(8, 0)) and gen.missing == {7}
     clock.now += 0.05
     assert not gen.add(jb_packet(7, 0)) and gen.missing == set()  # it came
+
+
+def test_the_sfu_asks_the_publisher_again_on_its_tick_until_it_gives_up() -> None:
+    call = Call()
+    call.publish(vp8(10, keyframe=True), vp8(12))  # 11 lost upstream
+    assert [n.sequences for n in call.nacks()] == [(11,)]
+    call.clock.now += 0.01
+    call.fwd.tick()
+    assert call.nacks() == []  # asked 10 ms ago
+    call.clock.now += 0.05
+    call.fwd.tick()
+    assert [n.sequences for n in call.nacks()] == [(11,)]
+    for _ in range(10):
+        call.clock.now += 0.05
+        call.fwd.tick()
+    assert sum(len(n.sequences) for n in call.nacks()) < 6  # given up after nack_give_up
+    call.clock.now += 0.05
+    call.fwd.tick()
+    assert call.nacks() == []
