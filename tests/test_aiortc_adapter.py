@@ -125,6 +125,17 @@ def test_sender_keyframe_request_and_ssrc() -> None:
     assert "self._ssrc = " in source(RTCRtpSender.__init__)
 
 
+def test_nack_contract() -> None:
+    # on_nack() replaces RTCRtpSender._retransmit, which a remote NACK calls per sequence
+    # number; send_nack() calls RTCRtpReceiver._send_rtcp_nack; sender_rtx_ssrc() reads
+    # _rtx_ssrc, the SSRC aiortc writes into the ssrc-group FID of its SDP.
+    handle = source(RTCRtpSender._handle_rtcp_packet)
+    assert "RTCP_RTPFB_NACK" in handle and "await self._retransmit(seq)" in handle
+    assert params(RTCRtpSender._retransmit) == ["self", "sequence_number"]
+    assert params(RTCRtpReceiver._send_rtcp_nack) == ["self", "media_ssrc", "lost"]
+    assert "self._rtx_ssrc = " in source(RTCRtpSender.__init__)
+
+
 def test_transceiver_negotiated_parameters() -> None:
     init = source(RTCRtpTransceiver.__init__)
     assert "self._codecs" in init and "self._headerExtensions" in init
