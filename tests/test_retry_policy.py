@@ -157,3 +157,15 @@ def test_quiet_detector() -> None:
     assert not quiet.update(11)
     quiet.reset()
     assert not quiet.update(11)
+
+
+def test_a_silence_counts_from_when_it_began() -> None:
+    clock = Clock()
+    policy = RetryPolicy(clock, disconnected_grace=4.0)
+    policy.observe("connected")
+    clock.now += 2.5  # noticed 2.5 s into the silence
+    policy.observe("disconnected", since=clock.now - 2.5)
+    clock.now += 1.6
+    assert policy.in_trouble()
+    policy.poll()
+    assert policy.outage_started == 100.0

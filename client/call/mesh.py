@@ -165,7 +165,8 @@ class _Link:
                 watched = pc
                 quiet.reset()
             reconnects = self.policy.reconnects
-            self.policy.observe(await transport_state(pc, quiet))
+            state = await transport_state(pc, quiet)
+            self.policy.observe(state, quiet.silent_since if state == "disconnected" else None)
             if self.policy.reconnects > reconnects:
                 self.mesh.ctx.sink.on_reconnected(self.peer.member, self.policy.recovered or 0.0)
             decision = self.policy.poll()

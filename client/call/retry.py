@@ -93,12 +93,13 @@ class RetryPolicy:
         if self.state != "connecting":
             self.state, self._since = "connecting", now
 
-    def observe(self, state: TransportState) -> None:
-        """The transport's state now (repeat freely: only changes count)."""
+    def observe(self, state: TransportState, since: float | None = None) -> None:
+        """The transport's state now (repeat freely: only changes count); ``since``: when
+        it began, if earlier than now (a silence is noticed only after a while)."""
         if state == self.state:
             return
         now = self.clock()
-        self.state, self._since = state, now
+        self.state, self._since = state, now if since is None else min(since, now)
         if state != "connected":
             return
         self.ever_connected = True
@@ -161,6 +162,11 @@ class QuietDetector:
         self.quiet_seconds = quiet_seconds
         self._count: int | None = None
         self._changed = clock()
+
+    @property
+    def silent_since(self) -> float:
+        """When the count last moved (the silence's start, once :meth:`update` says quiet)."""
+        return self._changed
 
     def update(self, packets_received: int) -> bool:
         """True when the count has not moved for ``quiet_seconds`` (a new transport, with

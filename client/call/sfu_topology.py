@@ -626,7 +626,8 @@ class SfuTopology:
                 watched = session
                 quiet.reset()
             reconnected = self.policy.reconnects
-            self.policy.observe(await self._transport_state(session, quiet))
+            state = await self._transport_state(session, quiet)
+            self.policy.observe(state, quiet.silent_since if state == "disconnected" else None)
             if self.policy.reconnects > reconnected:
                 outage = self.policy.recovered or 0.0
                 self.counters.reconnected += 1
