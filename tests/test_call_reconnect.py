@@ -175,7 +175,8 @@ async def test_a_blackout_ends_with_the_participant_back_in_the_same_call(
     else:
         reconnects = carol.stats["sfu"]["reconnected"]
     for name, result in outcome["results"].items():
-        print(f"--- {name}", *result.stdout[outcome["marks"][name] - 2 :], sep="\n")
+        lines = result.stdout[outcome["marks"][name] : outcome["ends"][name]]
+        print(f"--- {name}", *lines, sep="\n")
     print(
         f"\n{topology} blackout {seconds} s: media back within {outcome['recovered']:.1f} s "
         f"of the link's return; Carol's reconnects {reconnects}; notes {notes}"
