@@ -21,6 +21,7 @@ What this module adds to the public aiortc API:
   :func:`negotiated_header_extensions`.
 * SFU fast path: :func:`intercept_rtp` / :func:`receive_rtp_from_socket` (decrypted
   inbound RTP to a callback) and :class:`RtpSink` (protect and send RTP synchronously).
+* A dead network for one connection: :func:`blackhole` (tests of reconnection).
 """
 
 from __future__ import annotations
@@ -670,3 +671,25 @@ class RtpSink:
         except pylibsrtp.Error:
             logger.debug("SRTCP refused an outbound packet; dropped")
         return True
+
+
+def blackhole(pc: Any) -> None:
+    """From now on, drop every datagram ``pc``'s ICE transports send or receive — a network
+    that went dark, for tests of reconnection: nothing is closed and nothing is said, so
+    the other side sees only silence (and so does ``pc``)."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is None:
+            continue
+        for protocol in dtls.transport._connection._protocols:
+            protocol.datagram_received = _drop
+            protocol.send_stun = _drop
+            protocol.send_data = _drop_async
+
+
+def _drop(*_: Any) -> None:
+    pass
+
+
+async def _drop_async(*_: Any) -> None:
+    pass

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aioice.ice
+import aioice.stun
 import aiortc
 import aiortc.codecs
 import aiortc.rtcrtpreceiver
@@ -163,6 +164,15 @@ def test_ice_nominated_pair_path() -> None:
     # RtpSink keeps a reference to the dict: it must be emptied, never replaced.
     assert source(aioice.ice.Connection).count("self._nominated = ") == 0
     assert "self._nominated.clear()" in source(aioice.ice.Connection.close)
+
+
+def test_blackhole_seams() -> None:
+    """:func:`aiortc_adapter.blackhole` replaces these per protocol instance."""
+    assert "self._protocols: list[StunProtocol] = []" in source(aioice.ice.Connection.__init__)
+    assert params(aioice.ice.StunProtocol.send_stun) == ["self", "message", "addr"]
+    assert inspect.iscoroutinefunction(aioice.ice.StunProtocol.send_data)
+    assert "self.__protocol.send_stun(" in source(aioice.stun.Transaction)
+    assert "protocol.send_data(" in source(aioice.ice.Connection.sendto)
 
 
 def test_ice_protocol_datagram_seam() -> None:
