@@ -90,21 +90,21 @@ class Wire:
         return Signaller()
 
 
-async def pair() -> tuple[MeshTopology, MeshTopology, Sink, Sink, Wire]:
+async def pair(video: bool = True) -> tuple[MeshTopology, MeshTopology, Sink, Sink, Wire]:
     wire = Wire()
     sinks = {ANN: Sink(), BEN: Sink()}
     tops = {}
     for me in (ANN, BEN):
         ctx = TopologyContext(
             me=me, keys=CallKeys(me), sink=sinks[me], signaller=wire.signaller_for(me),
-            video=VideoStreamTrack(), audio=None,
+            video=VideoStreamTrack() if video else None, audio=None,
         )  # fmt: skip
         tops[me] = MeshTopology(ctx)
     ann_sees_ben = Peer(BEN, 2, b"link", True, "Ben")
     ben_sees_ann = Peer(ANN, 1, b"link", False, "Ann")
     wire.ends = {ANN: (tops[ANN], ann_sees_ben), BEN: (tops[BEN], ben_sees_ann)}
     for top in tops.values():
-        top.set_sending(video=True, audio=False)
+        top.set_sending(video=video, audio=False)
     await tops[ANN].set_peers({BEN: ann_sees_ben})
     await tops[BEN].set_peers({ANN: ben_sees_ann})
     return tops[ANN], tops[BEN], sinks[ANN], sinks[BEN], wire
@@ -141,5 +141,24 @@ async def test_a_killed_pair_reconnects_under_a_higher_attempt(killed: str) -> N
         assert ann.link_state(BEN) == "connected" and ben.link_state(ANN) == "connected"
         assert ann._links[BEN].policy.reconnects == 1 and ben._links[ANN].policy.reconnects == 1
         print(f"\nkilled on the {killed}: reconnected after {took:.1f} s")
+    finally:
+        await asyncio.gather(ann.close(), ben.close())
+
+
+async def test_a_pair_that_sends_no_media_is_not_taken_for_a_dropped_one() -> None:
+    """Nobody sends (cameras and microphones off): RTCP alone keeps the link alive."""
+    ann, ben, ann_sink, ben_sink, wire = await pair(video=False)
+    try:
+        await until(
+            lambda: ann.link_state(BEN) == "connected" and ben.link_state(ANN) == "connected",
+            "connected",
+            30,
+        )
+        connected_at = time.monotonic()
+        # Longer than the silence (2.5 s) plus the grace (4 s) a dropped link gets.
+        await until(lambda: time.monotonic() - connected_at > 9, "9 s connected", 15, 0.5)
+        assert ann_sink.video == ben_sink.video == 0
+        assert wire.sent == [("offer", 1), ("answer", 1)]
+        assert not ann_sink.reconnected and not ben_sink.reconnected
     finally:
         await asyncio.gather(ann.close(), ben.close())
