@@ -236,6 +236,9 @@ class _Link:
                 await self.refuse(f"{self.peer.label} sent an offer where we make the offer")
             elif attempt > self.attempt:  # anything else is a replay of an old offer
                 self.attempt = attempt
+                if self.policy.gave_up:  # they kept trying longer than we did: watch again
+                    self.policy = RetryPolicy(time.monotonic)
+                    self._spawn(self._supervise())
                 self._spawn(self._answer(sdp, attempt))
         elif kind == "answer":
             pc = self.pc

@@ -172,13 +172,18 @@ async def transport_state(pc: RTCPeerConnection | None, quiet: QuietDetector) ->
     """What :class:`client.call.retry.RetryPolicy` needs to know of ``pc``: aiortc's state,
     and ``disconnected`` when a connected transport has received nothing for a while (aiortc
     has no such state; its consent checks give up only after ~30 s). Public API only: the
-    DTLS transport's ``packetsReceived`` from ``getStats()``."""
+    DTLS transport's ``packetsReceived`` from a receiver's ``getStats()``."""
     if pc is None or pc.connectionState in ("failed", "closed"):
         return "failed"
     if pc.connectionState != "connected":
         return "connecting"
+    receivers = pc.getReceivers()
+    if not receivers:
+        return "connected"
     try:
-        report = await pc.getStats()
+        # One receiver's report holds the (max-bundle: the only) transport's counters; the
+        # whole connection's would build every sender's and receiver's, twice a second.
+        report = await receivers[0].getStats()
     except Exception:  # closing under us
         return "failed"
     received = sum(

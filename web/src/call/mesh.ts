@@ -105,7 +105,7 @@ class MeshLink {
   state: LinkState = "waiting";
   /** Offerer: our latest offer; answerer: the latest offer answered. */
   attempt = 0;
-  readonly policy = new RetryPolicy();
+  policy = new RetryPolicy();
   pc: RTCPeerConnection | null = null;
   /** audio, camera, screen (the pair's three sections, in order) once they exist. */
   transceivers: RTCRtpTransceiver[] = [];
@@ -299,6 +299,11 @@ class MeshLink {
       else if (attempt > this.attempt) {
         // anything else is a replay of an old offer
         this.attempt = attempt;
+        if (this.policy.gaveUp) {
+          // They kept trying longer than we did: watch the pair again.
+          this.policy = new RetryPolicy();
+          this.#supervisor = setInterval(() => this.#supervise(), SUPERVISE_MS);
+        }
         await this.#guard(this.#answer(sdp, attempt));
       }
     } else if (kind === "answer") {
