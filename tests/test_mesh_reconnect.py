@@ -72,6 +72,7 @@ class Wire:
     def __init__(self) -> None:
         self.ends: dict[bytes, tuple[MeshTopology, Peer]] = {}
         self.sent: list[tuple[SignalKind, int]] = []
+        self.dead = False  # the network is gone: signals are lost too
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def signaller_for(self, me: bytes) -> Any:
@@ -82,6 +83,8 @@ class Wire:
                 self, peer: Peer, kind: SignalKind, payload: bytes, attempt: int
             ) -> None:
                 wire.sent.append((kind, attempt))
+                if wire.dead:
+                    return
                 topology, sender = wire.ends[peer.member]
                 task = asyncio.create_task(topology.on_signal(sender, kind, payload, attempt))
                 wire._tasks.add(task)
@@ -160,5 +163,35 @@ async def test_a_pair_that_sends_no_media_is_not_taken_for_a_dropped_one() -> No
         assert ann_sink.video == ben_sink.video == 0
         assert wire.sent == [("offer", 1), ("answer", 1)]
         assert not ann_sink.reconnected and not ben_sink.reconnected
+    finally:
+        await asyncio.gather(ann.close(), ben.close())
+
+
+async def test_a_pair_that_stays_down_is_given_up_with_a_note() -> None:
+    """The network never comes back: after 30 s of trying the pair says so, once."""
+    ann, ben, ann_sink, ben_sink, wire = await pair()
+    try:
+        await flowing((ann_sink, ben_sink))
+        gone = time.monotonic()
+        wire.dead = True  # the signals cannot get through either
+        for top in (ann, ben):
+            link = next(iter(top._links.values()))
+            assert link.pc is not None
+            blackhole(link.pc)
+        await until(
+            lambda: any("gave up" in d for s, d in ann_sink.links if s == "failed"),
+            "Ann giving up",
+            45,
+            0.2,
+        )
+        took = time.monotonic() - gone
+        assert 30 <= took <= 40, took
+        assert ann.link_state(BEN) == "failed"
+        assert ("offer", 3) in wire.sent  # it kept trying meanwhile
+        assert not ann_sink.reconnected
+        # The answerer too (it cannot retry, but it says when it stops waiting).
+        await until(
+            lambda: any("gave up" in d for s, d in ben_sink.links if s == "failed"), "Ben", 10
+        )
     finally:
         await asyncio.gather(ann.close(), ben.close())
