@@ -555,6 +555,9 @@ class SfuTopology:
         if self._closed or self._connecting is not None:
             return
         log.debug("reconnecting to the SFU: %s", reason)
+        if self.policy.gave_up:  # a new node to try: watch the connection again
+            self.policy = RetryPolicy(self.clock)
+            self._spawn(self._supervise())
         self._connecting = self._spawn(self._connect(first=False))
 
     async def close(self) -> None:
