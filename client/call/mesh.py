@@ -175,8 +175,14 @@ class _Link:
                 what = "gave up reconnecting" if self.policy.ever_connected else "no connection"
                 self._set("failed", f"{what} after {limit:.0f} s of trying")
                 return
+            if decision == "retry" and not self.policy.ever_connected and self.policy.retries == 1:
+                what = "no answer" if self.peer.offerer else "no verified offer"
+                deadline = self.policy.connect_deadline
+                self._set("failed", f"{what} within {deadline:.0f} s")
             if decision == "retry" and self.peer.offerer:
-                self._set("connecting", "reconnecting")
+                self._set(
+                    "connecting", "reconnecting" if self.policy.ever_connected else "retrying"
+                )
                 await self._close_pc()
                 self._new_pc()
                 self._spawn(self._offer())

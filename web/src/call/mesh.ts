@@ -142,9 +142,15 @@ class MeshLink {
       if (this.#supervisor !== null) clearInterval(this.#supervisor);
       const what = this.policy.everConnected ? "gave up reconnecting" : "no connection";
       this.#set("failed", `${what} to ${this.peer.label} after ${this.policy.giveUpAfterMs / 1000} s of trying`);
-    } else if (decision === "retry" && this.peer.offerer) {
-      this.#set("connecting", "reconnecting");
-      void this.#guard(this.#restart());
+    } else if (decision === "retry") {
+      if (!this.policy.everConnected && this.policy.retries === 1) {
+        const what = this.peer.offerer ? "no answer" : "no verified offer";
+        this.#set("failed", `${what} from ${this.peer.label} within ${this.policy.connectDeadlineMs / 1000} s`);
+      }
+      if (this.peer.offerer) {
+        this.#set("connecting", this.policy.everConnected ? "reconnecting" : "retrying");
+        void this.#guard(this.#restart());
+      }
     }
   }
 
