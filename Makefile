@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.toml
 
-.PHONY: run test lint typecheck unit e2e web-build web-test bench-web bench-web-call vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster bench-multi clean
+.PHONY: run test lint typecheck unit e2e web-build web-test bench-web bench-web-call vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster bench-multi bench-network clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,12 @@ bench-rekey: .make-installed
 
 bench-call: .make-installed
 	$(BIN)/python bench/bench_call.py
+
+# One participant of an SFU call on a lossy link (a network namespace, nftables drops; needs
+# root): decoded-frame ratio and freezes at 0/2/5/10/20 % UDP loss, SFU retransmission on and
+# off in the same run (bench/bench_network.py). Last line JSON.
+bench-network: .make-installed
+	$(BIN)/python bench/bench_network.py
 
 # Two instances on one PostgreSQL: delivery latency A→B versus A→A (ratio). Last line JSON.
 bench-multi: .make-installed

@@ -14,11 +14,14 @@ What this module adds to the public aiortc API:
   :class:`OutboundFrame` objects its track yields (with their audio level) as they are.
 * Keyframe requests: :func:`on_keyframe_request` (a remote PLI/FIR reached our sender),
   :func:`send_pli` (ask a remote sender for a keyframe).
+* Retransmission: :func:`on_nack` (a remote NACK reached our sender), :func:`send_nack`
+  (ask a remote sender to retransmit), :func:`sender_rtx_ssrc`.
 * Receive backlog: :func:`queued_frames` (frames waiting in a remote track).
 * Negotiated parameters: :func:`sender_ssrc`, :func:`negotiated_codecs`,
   :func:`negotiated_header_extensions`.
 * SFU fast path: :func:`intercept_rtp` / :func:`receive_rtp_from_socket` (decrypted
   inbound RTP to a callback) and :class:`RtpSink` (protect and send RTP synchronously).
+* A dead network for one connection: :func:`blackhole` (tests of reconnection).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,7 +46,7 @@ import pylibsrtp
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
-from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
+from aiortc.rtcrtpreceiver import NackGenerator, RemoteStreamTrack, RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCEncodedFrame, RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.rtp import RtpPacket
@@ -124,6 +128,19 @@ class PassThroughDecoder(aiortc.codecs.base.Decoder):
 
     def decode(self, encoded_frame: JitterFrame) -> list[Any]:
         try:
+            if isinstance(encoded_frame, BundledJitterFrame):
+                # aiortc rebased the bundle's timestamp (the last frame's): rebase the
+                # others by the same amount.
+                last = encoded_frame.raw_timestamp
+                return [
+                    EncodedFrame(
+                        bytes(f.data),
+                        encoded_frame.timestamp - ((last - f.timestamp) & 0xFFFFFFFF),
+                        self.codec_name,
+                        f.source,
+                    )
+                    for f in encoded_frame.frames
+                ]
             return [
                 EncodedFrame(
                     bytes(encoded_frame.data),
@@ -198,6 +215,21 @@ def _seq_older(a: int, b: int) -> bool:
     return a != b and (b - a) & 0xFFFF < 0x8000
 
 
+class BundledJitterFrame(JitterFrame):
+    """Several complete frames released by one packet (a retransmission filled a gap that
+    held later frames back); the pass-through decoder hands them out one by one.
+
+    ``timestamp`` is the last frame's (aiortc rebases it after the buffer returns it; the
+    decoder rebases the others by the same amount).
+    """
+
+    def __init__(self, frames: list[SourcedJitterFrame]) -> None:
+        last = frames[-1]
+        super().__init__(last.data, last.timestamp)
+        self.frames = frames
+        self.raw_timestamp = last.timestamp
+
+
 class MarkerJitterBuffer:
     """Drop-in for aiortc's ``JitterBuffer`` that releases a frame as soon as it is complete.
 
@@ -209,13 +241,28 @@ class MarkerJitterBuffer:
     buffer does when it overflows. Packets arriving after their frame's slot are dropped.
     Each frame keeps the CSRC its packets carried (:class:`SourcedJitterFrame`); a frame
     whose packets name different sources gets none, so it is refused, not misattributed.
+
+    With ``hold`` (seconds, > 0), a complete frame behind an incomplete one waits up to that
+    long for the missing packets (retransmissions answering our NACKs) before the earlier
+    frame is given up; when they come, every frame that waited leaves at once, in order
+    (:class:`BundledJitterFrame`). Without it the earlier frame is given up at once.
     """
 
-    def __init__(self, kind: str, capacity: int = 256) -> None:
+    def __init__(
+        self,
+        kind: str,
+        capacity: int = 256,
+        hold: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._video = kind == "video"
         self._capacity = capacity
+        self._hold = hold
+        self._clock = clock
         self._packets: dict[int, RtpPacket] = {}
         self._next: int | None = None  # first sequence number not yet released
+        self._complete: dict[int, int] = {}  # complete frames held behind a gap: first -> last
+        self._held_since: float | None = None
 
     @property
     def capacity(self) -> int:
@@ -235,15 +282,52 @@ class MarkerJitterBuffer:
             # No complete frame for a whole buffer: start over from this packet.
             self._packets = {seq: packet}
             self._next = None
+            self._complete.clear()
+            self._held_since = None
             pli = True
+        released: list[SourcedJitterFrame] = []
         bounds = self._frame_bounds(seq, packet.timestamp)
-        if bounds is None:
+        if bounds is not None:
+            first, last = bounds
+            if self._next is None or first == self._next or self._hold <= 0:
+                if self._next is not None and first != self._next:
+                    pli = True  # an earlier frame never completed: the picture is broken
+                released.append(self._take(first, last))
+            else:
+                self._complete[first] = last
+                if self._held_since is None:
+                    self._held_since = self._clock()
+        self._chain(released)
+        if self._complete and self._held_since is not None:
+            now = self._clock()
+            if now - self._held_since >= self._hold:
+                # The missing packets did not come in time: give the earlier frame up.
+                assert self._next is not None
+                nxt = self._next
+                first = min(self._complete, key=lambda f: (f - nxt) & 0xFFFF)
+                released.append(self._take(first, self._complete.pop(first)))
+                self._chain(released)
+                pli = True
+                self._held_since = now if self._complete else None
+        if not self._complete:
+            self._held_since = None
+        if not released:
             return pli, None
-        first, last = bounds
-        if self._next is not None and first != self._next:
-            pli = True  # an earlier frame never completed: the picture is broken
+        if len(released) == 1:
+            return pli, released[0]
+        return pli, BundledJitterFrame(released)
+
+    def _chain(self, released: list[SourcedJitterFrame]) -> None:
+        """Release the held frames that now follow on from what was released."""
+        while self._next is not None and self._next in self._complete:
+            first = self._next
+            released.append(self._take(first, self._complete.pop(first)))
+
+    def _take(self, first: int, last: int) -> SourcedJitterFrame:
+        """Assemble frame ``first``..``last``, forget everything up to it, move on past it."""
         parts = []
         source = _source(self._packets[first])
+        timestamp = self._packets[first].timestamp
         s = first
         while True:
             part = self._packets[s]
@@ -255,8 +339,10 @@ class MarkerJitterBuffer:
             s = (s + 1) & 0xFFFF
         for k in [k for k in self._packets if not _seq_older(last, k)]:
             del self._packets[k]
+        for k in [k for k in self._complete if not _seq_older(last, k)]:
+            del self._complete[k]
         self._next = (last + 1) & 0xFFFF
-        return pli, SourcedJitterFrame(b"".join(parts), packet.timestamp, source)
+        return SourcedJitterFrame(b"".join(parts), timestamp, source)
 
     def _frame_bounds(self, seq: int, timestamp: int) -> tuple[int, int] | None:
         """First and last sequence numbers of the frame holding ``seq``, if it is complete."""
@@ -281,9 +367,56 @@ class MarkerJitterBuffer:
         return None
 
 
+NACK_HOLD = 0.25  # how long a complete video frame waits behind a gap for retransmissions
+NACK_RETRY = 0.04  # NACK what is still missing again after this long (on the next packet)
+
+
+class RetryingNackGenerator(NackGenerator):
+    """aiortc's ``NackGenerator`` NACKs a gap once, when it appears; this one asks again for
+    what is still missing (at most every ``retry`` seconds, on a packet's arrival) and stops
+    asking after ``give_up`` seconds, when the jitter buffer has moved on anyway."""
+
+    def __init__(
+        self,
+        retry: float = NACK_RETRY,
+        give_up: float = NACK_HOLD,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._retry = retry
+        self._give_up = give_up
+        self._clock = clock
+        self._since: dict[int, float] = {}
+        self._nacked_at = -1e9
+
+    def add(self, packet: RtpPacket) -> bool:
+        missed = super().add(packet)
+        if not self.missing and not self._since:
+            return missed
+        now = self._clock()
+        for seq in self.missing:
+            self._since.setdefault(seq, now)
+        for seq, since in list(self._since.items()):
+            if seq not in self.missing:
+                del self._since[seq]
+            elif now - since > self._give_up:
+                del self._since[seq]
+                self.missing.discard(seq)
+        if missed or (self.missing and now - self._nacked_at >= self._retry):
+            self._nacked_at = now
+            return bool(self.missing)
+        return False
+
+
 def use_marker_release(receiver: RTCRtpReceiver, kind: str) -> None:
-    """Replace ``receiver``'s jitter buffer with a :class:`MarkerJitterBuffer`."""
-    receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(kind)  # type: ignore[attr-defined]
+    """Replace ``receiver``'s jitter buffer with a :class:`MarkerJitterBuffer`; for video,
+    one that waits :data:`NACK_HOLD` for retransmissions, and a
+    :class:`RetryingNackGenerator` that keeps asking for them. Only with
+    :func:`enable_passthrough` (its decoder unbundles :class:`BundledJitterFrame`)."""
+    hold = NACK_HOLD if kind == "video" else 0.0
+    receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(kind, hold=hold)  # type: ignore[attr-defined]
+    if kind == "video":
+        receiver._RTCRtpReceiver__nack_generator = RetryingNackGenerator()  # type: ignore[attr-defined]
 
 
 # =====================================================================================
@@ -353,9 +486,32 @@ async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
     await receiver._send_rtcp_pli(media_ssrc)
 
 
+def on_nack(sender: RTCRtpSender, callback: Callable[[int], None]) -> None:
+    """Call ``callback(sequence_number)`` for each packet a remote NACK asks ``sender`` to
+    retransmit, instead of aiortc's own history (empty for media sent around the sender)."""
+
+    async def retransmit(sequence_number: int) -> None:
+        try:
+            callback(sequence_number)
+        except Exception:
+            logger.exception("NACK handler failed")
+
+    sender._retransmit = retransmit  # type: ignore[method-assign]
+
+
+async def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: Sequence[int]) -> None:
+    """Send an RTCP NACK (RFC 4585 §6.2.1) for ``lost`` sequence numbers of ``media_ssrc``."""
+    await receiver._send_rtcp_nack(media_ssrc, sorted(lost))
+
+
 def sender_ssrc(sender: RTCRtpSender) -> int:
     """The SSRC ``sender`` sends with (announced in its SDP m-line)."""
     return int(sender._ssrc)
+
+
+def sender_rtx_ssrc(sender: RTCRtpSender) -> int:
+    """The SSRC of ``sender``'s RTX stream (RFC 4588; in its SDP's ssrc-group FID)."""
+    return int(sender._rtx_ssrc)
 
 
 def queued_frames(track: object) -> int:
@@ -515,3 +671,25 @@ class RtpSink:
         except pylibsrtp.Error:
             logger.debug("SRTCP refused an outbound packet; dropped")
         return True
+
+
+def blackhole(pc: Any) -> None:
+    """From now on, drop every datagram ``pc``'s ICE transports send or receive — a network
+    that went dark, for tests of reconnection: nothing is closed and nothing is said, so
+    the other side sees only silence (and so does ``pc``)."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is None:
+            continue
+        for protocol in dtls.transport._connection._protocols:
+            protocol.datagram_received = _drop
+            protocol.send_stun = _drop
+            protocol.send_data = _drop_async
+
+
+def _drop(*_: Any) -> None:
+    pass
+
+
+async def _drop_async(*_: Any) -> None:
+    pass

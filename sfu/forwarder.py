@@ -33,6 +33,15 @@ Model:
   bounded queue for when ``send`` cannot take more. A subscriber that cannot keep up loses
   its own oldest packets (and waits for a keyframe), never delaying anyone else.
 * The active speaker is the loudest smoothed RFC 6464 audio level, with hysteresis.
+* Retransmission (``ForwarderConfig.retransmit``, issue 13): each video up-track keeps its
+  last ``history_packets`` packets as they arrived (one reference per packet, shared by every
+  subscriber). A subscriber's NACK (:meth:`Forwarder.on_nack`) is answered from it, re-headed
+  onto that subscriber's numbering — as RTX (RFC 4588) where the slot negotiated it, plain
+  otherwise; what the SFU never received is asked of the publisher (:class:`NackRequest`),
+  as is every gap the SFU sees in a publisher's numbering, at most once per
+  ``nack_interval`` per packet. A publisher's RTX is unwrapped on arrival; a retransmission
+  the SFU already had is dropped, one it lacked is forwarded like any packet. Still below the
+  frame layer: a retransmitted packet carries the same SFrame ciphertext.
 
 The edge (``sfu/node.py``) gives each subscriber a sink, calls :meth:`Forwarder.on_rtp`
 for every inbound packet and :meth:`Forwarder.drain` for each subscriber it returns (those
@@ -44,7 +53,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -58,6 +67,7 @@ __all__ = [
     "ForwarderConfig",
     "KeyframeRequest",
     "Kind",
+    "NackRequest",
     "SpeakerChanged",
     "UpTrackSpec",
 ]
@@ -83,6 +93,11 @@ class UpTrackSpec:
     ssrc: int
     payload_types: frozenset[int]
     audio_level_id: int | None = None  # RFC 6464 extension id in this participant's SDP
+    # RFC 4588 retransmission stream, when negotiated: its SSRC (ssrc-group FID), its
+    # payload type and the one it carries (apt).
+    rtx_ssrc: int | None = None
+    rtx_payload_type: int | None = None
+    rtx_apt: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +109,9 @@ class DownTrackSpec:
     payload_type: int
     clock_rate: int
     audio_level_id: int | None = None
+    # RFC 4588 retransmission towards the subscriber, when negotiated for this slot.
+    rtx_ssrc: int | None = None
+    rtx_payload_type: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +129,16 @@ class SpeakerChanged:
     participant: str | None
 
 
-Event = KeyframeRequest | SpeakerChanged
+@dataclass(frozen=True, slots=True)
+class NackRequest:
+    """Ask ``publisher`` to retransmit ``sequences`` of its track ``ssrc`` (an RTCP NACK)."""
+
+    publisher: str
+    ssrc: int
+    sequences: tuple[int, ...]
+
+
+Event = KeyframeRequest | SpeakerChanged | NackRequest
 
 
 @dataclass(slots=True)
@@ -134,6 +161,13 @@ class ForwarderConfig:
     # Drop frames under a key id that is not the publisher's (participants added with a
     # sender_index). Off only to show that receivers refuse such frames on their own.
     check_key_ids: bool = True
+    # Retransmission: answer subscribers' NACKs from a per-video-up-track history, ask
+    # publishers for what never arrived. history_packets: a power of two (~2 s of 720p).
+    retransmit: bool = True
+    history_packets: int = 512
+    nack_interval: float = 0.05  # ask a publisher again for one packet after this long
+    nack_give_up: float = 0.3  # ... until this long after the first ask (receivers move on)
+    nack_gap_max: int = 64  # a bigger jump in a publisher's numbering is not NACKed
 
 
 class _UpTrack:
@@ -142,16 +176,21 @@ class _UpTrack:
         "clock_rate",
         "down",
         "frame_ok",
+        "history",
         "kind",
         "level_at",
         "loudness",
+        "max_seq",
         "min_lag",
         "muted",
+        "nack_at",
         "owner",
         "payload_types",
         "pli_pending",
         "pli_sent_at",
         "refill_at",
+        "rtx_apt",
+        "rtx_payload_type",
         "seen_at",
         "ssrc",
         "stale_since",
@@ -184,12 +223,21 @@ class _UpTrack:
         self.min_lag = 0.0
         self.seen_at = 0.0
         self.stale_since: float | None = None
+        # Retransmission (video only, when on): the packets as they arrived, by sequence
+        # number modulo the size; the highest sequence number seen (-1: none yet); when each
+        # missing one was last asked of the publisher (seq -> time, pruned on the way).
+        self.history: list[bytes | None] | None = None
+        self.max_seq = -1
+        self.nack_at: dict[int, tuple[float, float]] = {}  # seq -> first, last asked
+        self.rtx_payload_type = spec.rtx_payload_type
+        self.rtx_apt = spec.rtx_apt
 
 
 class _DownTrack:
     __slots__ = (
         "audio_level_id",
         "clock_rate",
+        "epoch_seq",
         "kind",
         "last_sent_at",
         "last_seq",
@@ -197,6 +245,9 @@ class _DownTrack:
         "owner",
         "payload_type",
         "resync",
+        "rtx_payload_type",
+        "rtx_seq",
+        "rtx_ssrc",
         "sent_any",
         "seq_offset",
         "source",
@@ -223,6 +274,12 @@ class _DownTrack:
         self.last_ts = (spec.ssrc * 2654435761) & 0xFFFFFFFF
         self.sent_any = False
         self.last_sent_at = 0.0
+        # The first outbound sequence number under the current offsets: a NACK for an
+        # earlier one cannot be mapped back onto the source's numbering.
+        self.epoch_seq = 0
+        self.rtx_ssrc = spec.rtx_ssrc
+        self.rtx_payload_type = spec.rtx_payload_type
+        self.rtx_seq = (spec.ssrc >> 3) & 0x7FFF  # RTX numbering of its own (RFC 4588 §4)
 
 
 @dataclass(slots=True)
@@ -237,6 +294,14 @@ class _Counters:
     dropped_stale: int = 0
     dropped_queue: int = 0
     keyframe_requests: int = 0
+    # Retransmission: sequence numbers this participant NACKed as a subscriber, packets
+    # re-sent to it from history; sequence numbers asked of it as a publisher, its
+    # retransmissions that filled a gap, and those that duplicated what had arrived.
+    nacks_received: int = 0
+    retransmits: int = 0
+    nacks_upstream: int = 0
+    recovered: int = 0
+    dropped_duplicate: int = 0
 
 
 COUNTER_NAMES = tuple(_Counters.__dataclass_fields__)
@@ -253,6 +318,7 @@ class _Participant:
     order: int
     sender_index: int | None = None  # the index its SFrame key ids must name (None: any)
     uptracks: dict[int, _UpTrack] = field(default_factory=dict)
+    rtx_uptracks: dict[int, _UpTrack] = field(default_factory=dict)  # RTX SSRC -> its track
     downtracks: list[_DownTrack] = field(default_factory=list)
     queue: deque[tuple[_DownTrack, bytes]] = field(default_factory=deque)
     counters: _Counters = field(default_factory=_Counters)
@@ -266,6 +332,9 @@ class Forwarder:
 
     def __init__(self, config: ForwarderConfig | None = None, clock: Clock = time.monotonic):
         self.config = config or ForwarderConfig()
+        history = self.config.history_packets
+        if history < 1 or history & (history - 1):
+            raise ValueError(f"history_packets must be a power of two, not {history}")
         self._clock = clock
         self._participants: dict[str, _Participant] = {}
         self._joins = 0
@@ -298,7 +367,11 @@ class Forwarder:
         self._joins += 1
         p = _Participant(participant_id, self._joins, sender_index)
         for spec in uptracks:
-            p.uptracks[spec.ssrc] = _UpTrack(p, spec)
+            up = p.uptracks[spec.ssrc] = _UpTrack(p, spec)
+            if is_video(spec.kind) and self.config.retransmit:
+                up.history = [None] * self.config.history_packets
+                if spec.rtx_ssrc is not None and spec.rtx_payload_type is not None:
+                    p.rtx_uptracks[spec.rtx_ssrc] = up
         p.downtracks = [_DownTrack(p, spec) for spec in downtracks]
         self._participants[participant_id] = p
         for other in self._participants.values():
@@ -378,27 +451,70 @@ class Forwarder:
             c.dropped_malformed += 1
             return []
         up = p.uptracks.get(hdr.ssrc)
-        if up is None or hdr.payload_type not in up.payload_types:
+        if up is None:
+            up = p.rtx_uptracks.get(hdr.ssrc)
+            if up is None or hdr.payload_type != up.rtx_payload_type or up.rtx_apt is None:
+                c.dropped_unknown += 1
+                return []
+            unwrapped = _unwrap_rtx(data, hdr, up.rtx_apt, up.ssrc)
+            hdr = rtp.parse_rtp(unwrapped) if unwrapped is not None else None
+            if unwrapped is None or hdr is None:
+                c.dropped_malformed += 1
+                return []
+            data = unwrapped
+        elif hdr.payload_type not in up.payload_types:
             c.dropped_unknown += 1
             return []
         if up.muted:
             c.dropped_muted += 1
             return []
+        now = self._clock()
+        # Retransmission: a gap in the publisher's numbering is asked for at once; a packet
+        # older than the newest is a retransmission (or reordered), forwarded if it fills a
+        # gap, dropped if it was here already.
+        history = up.history
+        late = False
+        if history is not None:
+            seq = hdr.sequence
+            ahead = (seq - up.max_seq) & 0xFFFF
+            if ahead == 1 or up.max_seq < 0:
+                up.max_seq = seq
+            elif ahead == 0:
+                c.dropped_duplicate += 1
+                return []
+            elif ahead < 0x8000:
+                if ahead <= self.config.nack_gap_max:
+                    missing = [(up.max_seq + i) & 0xFFFF for i in range(1, ahead)]
+                    self._nack_upstream(up, missing, now)
+                up.max_seq = seq
+            else:
+                old = history[seq & (len(history) - 1)]
+                if old is not None and old[2] == data[2] and old[3] == data[3]:
+                    c.dropped_duplicate += 1
+                    return []
+                late = True
+                if up.nack_at.pop(seq, None) is not None:
+                    c.recovered += 1
         video = is_video(up.kind)
         # Where the VP8 frame starts, parsed once for the key id and the keyframe flag.
         vp8_start = rtp.vp8_frame_start(data, hdr) if video else -1
         index = p.sender_index
         if index is not None and self.config.check_key_ids:
             kid = rtp.sframe_kid_at(data, hdr, vp8_start if video else None)
-            if kid != rtp.NOT_FRAME_START:
-                up.frame_ok = kid >= 0 and kid >> EPOCH_BITS == index
-            if not up.frame_ok:
+            if late:  # an old frame's packet: its own verdict, not the current frame's
+                ok = up.frame_ok if kid == rtp.NOT_FRAME_START else _kid_ok(kid, index)
+            else:
+                if kid != rtp.NOT_FRAME_START:
+                    up.frame_ok = _kid_ok(kid, index)
+                ok = up.frame_ok
+            if not ok:
                 c.dropped_kid += 1
                 return []
-        now = self._clock()
         if not self._within_rate(up, len(data), now):
             c.dropped_rate += 1
             return []
+        if late:
+            return self._forward_late(up, data, hdr)
         if self._stale(up, hdr.timestamp, now):
             c.dropped_stale += 1
             for dt in up.down:  # the picture breaks: resume on a keyframe
@@ -417,6 +533,8 @@ class Forwarder:
                 level = found
                 up.loudness += self.config.level_smoothing * ((127 - level) - up.loudness)
                 up.level_at = now
+        if history is not None:
+            history[hdr.sequence & (len(history) - 1)] = data
         if not up.down:
             return []
         payload = data[hdr.payload_start : hdr.payload_end]
@@ -488,8 +606,44 @@ class Forwarder:
                 self._request_keyframe(dt.source)
                 return
 
+    def on_nack(self, participant_id: str, downtrack_ssrc: int, sequences: Iterable[int]) -> int:
+        """A subscriber NACKed ``sequences`` (its numbering) on one of its slots: re-send
+        what the history holds (RTX where negotiated), ask the publisher for the rest.
+
+        Returns how many packets were re-sent (or queued behind a congested socket).
+        """
+        p = self._participants.get(participant_id)
+        if p is None:
+            return 0
+        asked = list(sequences)
+        p.counters.nacks_received += len(asked)
+        dt = next((d for d in p.downtracks if d.ssrc == downtrack_ssrc), None)
+        up = dt.source if dt is not None else None
+        if dt is None or up is None or up.history is None or dt.waiting_keyframe:
+            return 0
+        history = up.history
+        mask = len(history) - 1
+        missing: list[int] = []
+        sent = 0
+        for out_seq in asked:
+            out_seq &= 0xFFFF
+            # Only what this subscriber was sent under the current offsets maps back.
+            if rtp.seq_newer(dt.epoch_seq, out_seq) or rtp.seq_newer(out_seq, dt.last_seq):
+                continue
+            seq = (out_seq - dt.seq_offset) & 0xFFFF
+            data = history[seq & mask]
+            if data is None or (data[2] << 8) | data[3] != seq:
+                missing.append(seq)
+                continue
+            self._send(dt, self._retransmission(dt, data))
+            sent += 1
+        p.counters.retransmits += sent
+        if missing:
+            self._nack_upstream(up, missing, self._clock())
+        return sent
+
     def tick(self) -> None:
-        """Periodic work (call every 50-200 ms): deferred PLIs, active speaker."""
+        """Periodic work (call every 50-200 ms): deferred PLIs, NACKs asked again, speaker."""
         now = self._clock()
         for p in self._participants.values():
             for up in p.uptracks.values():
@@ -498,7 +652,14 @@ class Forwarder:
                 waiting = up.pli_pending or any(dt.waiting_keyframe for dt in up.down)
                 if waiting and now - up.pli_sent_at >= self.config.pli_interval:
                     self._send_pli(up, now)
+                if up.nack_at:
+                    self._nack_again(up, now)
         self._update_speaker(now)
+
+    @property
+    def has_events(self) -> bool:
+        """Events are waiting (the edge sends upstream NACKs right away, not on the tick)."""
+        return bool(self._events)
 
     def events(self) -> list[Event]:
         """Events since the last call (keyframe requests to send, speaker changes)."""
@@ -549,6 +710,11 @@ class Forwarder:
                 "dropped_queue": c.dropped_queue,
                 "queued": len(p.queue),
                 "keyframe_requests": c.keyframe_requests,
+                "nacks_received": c.nacks_received,
+                "retransmits": c.retransmits,
+                "nacks_upstream": c.nacks_upstream,
+                "recovered": c.recovered,
+                "dropped_duplicate": c.dropped_duplicate,
             }
         return {
             "participants": participants,
@@ -617,6 +783,96 @@ class Forwarder:
         dt.ts_offset = (dt.last_ts + gap - ts) & 0xFFFFFFFF
         dt.resync = False
         dt.sent_any = True
+        dt.epoch_seq = (dt.last_seq + 1) & 0xFFFF
+
+    def _send(self, dt: _DownTrack, packet: bytes) -> None:
+        sub = dt.owner
+        send = sub.send
+        if send is not None and not sub.queue and send(packet):
+            sub.sent += 1
+        else:
+            self._enqueue(dt, packet)
+
+    def _retransmission(self, dt: _DownTrack, data: bytes) -> bytes:
+        """A history packet re-headed for ``dt`` as first sent; wrapped in RTX (RFC 4588
+        §4: the original sequence number, then the payload) where the slot negotiated it."""
+        hdr = rtp.parse_rtp(data)
+        assert hdr is not None  # history holds only packets that parsed
+        assert dt.source is not None
+        out_seq = (hdr.sequence + dt.seq_offset) & 0xFFFF
+        out_ts = (hdr.timestamp + dt.ts_offset) & 0xFFFFFFFF
+        payload = data[hdr.payload_start : hdr.payload_end]
+        index = dt.source.owner.sender_index
+        if dt.rtx_payload_type is None or dt.rtx_ssrc is None:
+            return rtp.build_rtp(
+                hdr.marker, dt.payload_type, out_seq, out_ts, dt.ssrc, payload, b"", index
+            )
+        rtx_seq, dt.rtx_seq = dt.rtx_seq, (dt.rtx_seq + 1) & 0xFFFF
+        wrapped = out_seq.to_bytes(2, "big") + payload
+        return rtp.build_rtp(
+            hdr.marker, dt.rtx_payload_type, rtx_seq, out_ts, dt.rtx_ssrc, wrapped, b"", index
+        )
+
+    def _forward_late(self, up: _UpTrack, data: bytes, hdr: rtp.RtpHeader) -> list[str]:
+        """A retransmitted packet the SFU lacked: to every subscriber that was sent its
+        neighbours (same offsets), in its original place in their numbering."""
+        history = up.history
+        assert history is not None
+        history[hdr.sequence & (len(history) - 1)] = data
+        touched: list[str] = []
+        for dt in up.down:
+            if dt.waiting_keyframe or dt.resync:
+                continue
+            out_seq = (hdr.sequence + dt.seq_offset) & 0xFFFF
+            if rtp.seq_newer(dt.epoch_seq, out_seq) or rtp.seq_newer(out_seq, dt.last_seq):
+                continue
+            sub = dt.owner
+            before = len(sub.queue)
+            self._send(dt, self._retransmission_plain(dt, data, hdr))
+            if len(sub.queue) > before:
+                touched.append(sub.pid)
+        return touched
+
+    @staticmethod
+    def _retransmission_plain(dt: _DownTrack, data: bytes, hdr: rtp.RtpHeader) -> bytes:
+        assert dt.source is not None
+        return rtp.build_rtp(
+            hdr.marker,
+            dt.payload_type,
+            (hdr.sequence + dt.seq_offset) & 0xFFFF,
+            (hdr.timestamp + dt.ts_offset) & 0xFFFFFFFF,
+            dt.ssrc,
+            data[hdr.payload_start : hdr.payload_end],
+            b"",
+            dt.source.owner.sender_index,
+        )
+
+    def _nack_upstream(self, up: _UpTrack, sequences: list[int], now: float) -> None:
+        """Ask the publisher for ``sequences``, each at most once per ``nack_interval``."""
+        asked = up.nack_at
+        interval = self.config.nack_interval
+        fresh = []
+        for seq in sequences:
+            first, last = asked.get(seq, (now, -1e9))
+            if now - last >= interval:
+                asked[seq] = (first, now)
+                fresh.append(seq)
+        if not fresh:
+            return
+        up.owner.counters.nacks_upstream += len(fresh)
+        self._events.append(NackRequest(up.owner.pid, up.ssrc, tuple(fresh)))
+
+    def _nack_again(self, up: _UpTrack, now: float) -> None:
+        """Ask the publisher again for what is still missing; forget what is too old."""
+        cfg = self.config
+        again = []
+        for seq, (first, last) in list(up.nack_at.items()):
+            if now - first >= cfg.nack_give_up:
+                del up.nack_at[seq]
+            elif now - last >= cfg.nack_interval:
+                again.append(seq)
+        if again:
+            self._nack_upstream(up, again, now)
 
     def _enqueue(self, dt: _DownTrack, packet: bytes) -> None:
         p = dt.owner
@@ -735,3 +991,18 @@ class Forwarder:
         self._speaker = best
         self._events.append(SpeakerChanged(best.pid))
         self._promote(best)
+
+
+def _kid_ok(kid: int, index: int) -> bool:
+    return kid >= 0 and kid >> EPOCH_BITS == index
+
+
+def _unwrap_rtx(data: bytes, hdr: rtp.RtpHeader, apt: int, ssrc: int) -> bytes | None:
+    """The original packet inside an RTX packet (RFC 4588 §4): its sequence number is the
+    payload's first two bytes, its payload type ``apt``, its SSRC the media stream's."""
+    start, end = hdr.payload_start, hdr.payload_end
+    if end - start < 2:
+        return None
+    seq = (data[start] << 8) | data[start + 1]
+    ext = data[hdr.ext_start - 4 : hdr.ext_end] if hdr.ext_profile else b""
+    return rtp.build_rtp(hdr.marker, apt, seq, hdr.timestamp, ssrc, data[start + 2 : end], ext)

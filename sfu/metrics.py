@@ -27,7 +27,13 @@ from prometheus_client.registry import Collector
 from sfu.node import SfuNode
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-DROP_REASONS = ("malformed", "unknown", "kid", "muted", "rate", "stale", "queue")
+RETRANSMISSION_COUNTERS = (
+    ("nacks_received", "Packets subscribers asked to be retransmitted (NACK)"),
+    ("retransmits", "Packets retransmitted to subscribers from the SFU's history"),
+    ("nacks_upstream", "Packets asked of publishers (NACK): never received by the SFU"),
+    ("recovered", "Publishers' retransmissions that filled a gap"),
+)
+DROP_REASONS = ("malformed", "unknown", "kid", "muted", "rate", "stale", "queue", "duplicate")
 
 
 # The forwarding-time histogram's bounds: 2**k ns for these k (4.1 µs to 16.8 ms).
@@ -111,6 +117,8 @@ class SfuCollector(Collector):
             "Keyframe requests from subscribers",
             totals.get("keyframe_requests", 0),
         )
+        for name, doc in RETRANSMISSION_COUNTERS:
+            yield CounterMetricFamily(f"salon_sfu_{name}", doc, totals.get(name, 0))
         if nodes:
             yield histogram(
                 "salon_sfu_forwarding_seconds",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -55,6 +56,7 @@ from sfu.forwarder import (
     ForwarderConfig,
     KeyframeRequest,
     Kind,
+    NackRequest,
     SpeakerChanged,
     UpTrackSpec,
 )
@@ -72,6 +74,7 @@ __all__ = [
 ]
 
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+RETRANSMIT_ENV = "SALON_SFU_RETRANSMIT"  # "0": no NACK answers, no upstream NACKs (benches)
 _CODEC_FOR_KIND = {"video": "vp8", "audio": "opus"}
 
 
@@ -97,7 +100,13 @@ class SfuConfig:
     latency_samples: int = 50_000  # processing-time samples kept for stats()
     # Behind a 1:1 NAT: the address clients reach us at, written into our host candidates.
     public_address: str = ""
-    forwarder: ForwarderConfig = field(default_factory=ForwarderConfig)
+    forwarder: ForwarderConfig = field(default_factory=lambda: forwarder_config_from_env())
+
+
+def forwarder_config_from_env() -> ForwarderConfig:
+    """The default forwarding config, with retransmission off if ``$SALON_SFU_RETRANSMIT``
+    is ``0`` (so a bench measures with and without it on the same build)."""
+    return ForwarderConfig(retransmit=os.environ.get(RETRANSMIT_ENV, "1").strip() != "0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,12 +440,25 @@ class SfuNode:
             if not codecs or codecs[0].name.lower() != _CODEC_FOR_KIND[t.kind]:
                 raise InvalidOffer(f"published {t.kind} must be {_CODEC_FOR_KIND[t.kind]}")
             kind: Kind = _kind(t, screens)
+            rtx_pt = _rtx_payload_type(t, codecs[0].payloadType)
+            media = offered[t.mid or ""]
+            rtx_ssrc = next(
+                (
+                    g.items[1]
+                    for g in media.ssrc_group
+                    if g.semantic == "FID" and len(g.items) == 2 and g.items[0] == ssrc
+                ),
+                None,
+            )
             uptracks.append(
                 UpTrackSpec(
                     kind,
                     ssrc,
                     frozenset(c.payloadType for c in codecs if c.payloadType is not None),
                     _extension_id(t, AUDIO_LEVEL_URI),
+                    rtx_ssrc=int(rtx_ssrc) if rtx_pt is not None and rtx_ssrc else None,
+                    rtx_payload_type=rtx_pt,
+                    rtx_apt=codecs[0].payloadType,
                 )
             )
             receivers[ssrc] = t.receiver
@@ -446,6 +468,7 @@ class SfuNode:
             if not codecs or codecs[0].name.lower() != _CODEC_FOR_KIND[t.kind]:
                 raise InvalidOffer(f"{t.kind} slots must accept {_CODEC_FOR_KIND[t.kind]}")
             ssrc = aiortc_adapter.sender_ssrc(t.sender)
+            rtx_pt = _rtx_payload_type(t, codecs[0].payloadType)
             downtracks.append(
                 DownTrackSpec(
                     _kind(t, screens),
@@ -453,10 +476,15 @@ class SfuNode:
                     codecs[0].payloadType or 0,
                     codecs[0].clockRate,
                     _extension_id(t, AUDIO_LEVEL_URI),
+                    rtx_ssrc=aiortc_adapter.sender_rtx_ssrc(t.sender) if rtx_pt else None,
+                    rtx_payload_type=rtx_pt,
                 )
             )
             aiortc_adapter.on_keyframe_request(
                 t.sender, self._keyframe_callback(conference_id, participant_id, ssrc)
+            )
+            aiortc_adapter.on_nack(
+                t.sender, self._nack_callback(conference_id, participant_id, ssrc)
             )
 
         transports = {t.receiver.transport for t in pc.getTransceivers()}
@@ -499,6 +527,8 @@ class SfuNode:
                 peer = conference.peers.get(sub)
                 if peer is not None:
                     fwd.drain(sub, peer.sink)
+            if fwd.has_events:  # a gap: NACK the publisher now, not on the next tick
+                self._handle_events(conference_id, conference)
             elapsed = clock() - start
             samples.append(elapsed)
             counts[elapsed.bit_length()] += 1
@@ -514,6 +544,23 @@ class SfuNode:
                 conference.forwarder.on_keyframe_request(participant_id, ssrc)
 
         return on_keyframe_request
+
+    def _nack_callback(
+        self, conference_id: str, participant_id: str, ssrc: int
+    ) -> Callable[[int], None]:
+        def on_nack(sequence_number: int) -> None:
+            conference = self._conferences.get(conference_id)
+            if conference is None:
+                return
+            fwd = conference.forwarder
+            fwd.on_nack(participant_id, ssrc, (sequence_number,))
+            peer = conference.peers.get(participant_id)
+            if peer is not None and fwd.queued(participant_id):
+                fwd.drain(participant_id, peer.sink)
+            if fwd.has_events:
+                self._handle_events(conference_id, conference)
+
+        return on_nack
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -596,6 +643,11 @@ class SfuNode:
                 receiver = peer.receivers.get(event.ssrc) if peer else None
                 if receiver is not None:
                     self._spawn(aiortc_adapter.send_pli(receiver, event.ssrc))
+            elif isinstance(event, NackRequest):
+                peer = conference.peers.get(event.publisher)
+                receiver = peer.receivers.get(event.ssrc) if peer else None
+                if receiver is not None:
+                    self._spawn(aiortc_adapter.send_nack(receiver, event.ssrc, event.sequences))
             elif isinstance(event, SpeakerChanged):
                 self._emit(ActiveSpeaker(conference_id, event.participant))
 
@@ -633,4 +685,12 @@ def _extension_id(t: RTCRtpTransceiver, uri: str) -> int | None:
     for ext in aiortc_adapter.negotiated_header_extensions(t):
         if ext.uri == uri:
             return int(ext.id)
+    return None
+
+
+def _rtx_payload_type(t: RTCRtpTransceiver, apt: int | None) -> int | None:
+    """The negotiated RTX payload type carrying ``apt`` (RFC 4588), if any."""
+    for codec in aiortc_adapter.negotiated_codecs(t):
+        if codec.name.lower() == "rtx" and codec.parameters.get("apt") == apt:
+            return codec.payloadType
     return None

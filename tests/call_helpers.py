@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class CallProcess:
         self.proc = proc
         self.stats_path = stats
         self.lines: list[str] = []
+        self.times: list[float] = []  # when each line arrived (time.monotonic())
         self._changed = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
@@ -59,8 +61,11 @@ class CallProcess:
         duration: float = 10.0,
         *extra: str,
         env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
     ) -> CallProcess:
-        args = [str(SALON), "call", space, room, "--duration", str(duration)]
+        """``prefix`` runs it inside something, e.g. a network namespace
+        (``LossyNet.exec_prefix()``, tests/support/lossy_net.py)."""
+        args = [*prefix, str(SALON), "call", space, room, "--duration", str(duration)]
         args += ["--stats", str(stats), *extra]
         proc = await asyncio.create_subprocess_exec(
             *args,
@@ -75,6 +80,7 @@ class CallProcess:
         assert self.proc.stdout is not None
         while line := await self.proc.stdout.readline():
             self.lines.append(line.decode(errors="replace").rstrip("\n"))
+            self.times.append(time.monotonic())
             self._changed.set()
         self._changed.set()
 

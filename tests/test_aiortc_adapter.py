@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aioice.ice
+import aioice.stun
 import aiortc
 import aiortc.codecs
 import aiortc.rtcrtpreceiver
@@ -125,6 +126,17 @@ def test_sender_keyframe_request_and_ssrc() -> None:
     assert "self._ssrc = " in source(RTCRtpSender.__init__)
 
 
+def test_nack_contract() -> None:
+    # on_nack() replaces RTCRtpSender._retransmit, which a remote NACK calls per sequence
+    # number; send_nack() calls RTCRtpReceiver._send_rtcp_nack; sender_rtx_ssrc() reads
+    # _rtx_ssrc, the SSRC aiortc writes into the ssrc-group FID of its SDP.
+    handle = source(RTCRtpSender._handle_rtcp_packet)
+    assert "RTCP_RTPFB_NACK" in handle and "await self._retransmit(seq)" in handle
+    assert params(RTCRtpSender._retransmit) == ["self", "sequence_number"]
+    assert params(RTCRtpReceiver._send_rtcp_nack) == ["self", "media_ssrc", "lost"]
+    assert "self._rtx_ssrc = " in source(RTCRtpSender.__init__)
+
+
 def test_transceiver_negotiated_parameters() -> None:
     init = source(RTCRtpTransceiver.__init__)
     assert "self._codecs" in init and "self._headerExtensions" in init
@@ -152,6 +164,15 @@ def test_ice_nominated_pair_path() -> None:
     # RtpSink keeps a reference to the dict: it must be emptied, never replaced.
     assert source(aioice.ice.Connection).count("self._nominated = ") == 0
     assert "self._nominated.clear()" in source(aioice.ice.Connection.close)
+
+
+def test_blackhole_seams() -> None:
+    """:func:`aiortc_adapter.blackhole` replaces these per protocol instance."""
+    assert "self._protocols: list[StunProtocol] = []" in source(aioice.ice.Connection.__init__)
+    assert params(aioice.ice.StunProtocol.send_stun) == ["self", "message", "addr"]
+    assert inspect.iscoroutinefunction(aioice.ice.StunProtocol.send_data)
+    assert "self.__protocol.send_stun(" in source(aioice.stun.Transaction)
+    assert "protocol.send_data(" in source(aioice.ice.Connection.sendto)
 
 
 def test_ice_protocol_datagram_seam() -> None:

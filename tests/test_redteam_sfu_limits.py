@@ -89,6 +89,9 @@ class _Sink:
     def on_send_key(self, epoch: int) -> None:
         pass
 
+    def on_reconnected(self, member: bytes | None, outage: float) -> None:
+        pass
+
 
 async def test_the_sfu_topology_refuses_a_peer_given_another_members_index() -> None:
     keys = CallKeys(ALICE_M)

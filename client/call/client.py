@@ -232,6 +232,10 @@ class _Feed:
     def on_send_key(self, epoch: int) -> None:
         self.client.on_send_key(epoch)
 
+    def on_reconnected(self, member: bytes | None, outage: float) -> None:
+        if self.client.feed is self:
+            self.client.on_reconnected(member, outage)
+
 
 @dataclass
 class _Running:
@@ -1158,6 +1162,7 @@ class CallClient:
             stats.video_frames_dropped += 1  # and anyone removed, whatever the server does
             return
         stats.video_frames_decoded += 1
+        stats.video_frame_at(self.clock())
         # The frame is ours alone until recorder.update() below hands it to the recorder's
         # thread; PyAV frames must not be converted from two threads at once.
         if stats.first_video_frame_ms is None:
@@ -1219,6 +1224,13 @@ class CallClient:
 
     def on_decrypt_failure(self, member: bytes) -> None:
         self._peer_stats(member).decrypt_failures += 1
+
+    def on_reconnected(self, member: bytes | None, outage: float) -> None:
+        """A lost media link is back (same call, same seat, same keys): count and say so."""
+        if member is not None:
+            self._peer_stats(member).reconnects += 1
+        who = "the SFU" if member is None else self.label(member)
+        self.note(f"reconnected to {who} after {outage:.1f} s")
 
     def on_send_key(self, epoch: int) -> None:
         now = time.time()

@@ -12,8 +12,16 @@ video and a screen-share video transceiver in both directions (VP8, Opus; max-bu
 the answerer answers. Sending
 starts and stops by attaching or detaching the local sources (no renegotiation), so muting
 and stage promotion are instant. One local source feeds every pair through a
-:class:`~aiortc.contrib.media.MediaRelay`. If a connection fails, the offerer offers again
-(a higher ``attempt``; replayed offers are ignored).
+:class:`~aiortc.contrib.media.MediaRelay`.
+
+Reconnection (:class:`client.call.retry.RetryPolicy`): when a pair fails (ICE or DTLS), goes
+silent for a few seconds (nothing received: a network drop), an offer or answer cannot be
+used, or an attempt never connects, the offerer makes a *fresh* ``RTCPeerConnection`` and
+offers again under a higher ``attempt`` — aiortc has no ICE restart, so this is ours — with
+a jittered back-off, for up to 30 s; the answerer answers any higher attempt (replayed
+offers are ignored). The call, its seat and its keys are untouched: DTLS-SRTP keys are per
+connection anyway. A pair *refused* because its signalling failed verification is never
+retried (until either side joins again).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import contextlib
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import Coroutine, Mapping
 from typing import Any, Literal
 
@@ -37,8 +46,9 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
+from client.call.retry import QuietDetector, RetryPolicy
 from client.call.signalling import SignalKind, SignalRejected, check_sdp
-from client.call.topology import LinkState, Peer, SourceTap, TopologyContext
+from client.call.topology import LinkState, Peer, SourceTap, TopologyContext, transport_state
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +75,7 @@ async def add_bundled_candidates(pc: RTCPeerConnection, sdp: str) -> None:
         await pc.addIceCandidate(candidate)
 
 
-CONNECT_TIMEOUT = 20.0
-RESTARTS = 2
-RESTART_DELAY = 1.0
+TICK_SECONDS = 0.5  # how often a pair's health is looked at
 
 
 def _prefer(transceiver: RTCRtpTransceiver, mime: str) -> None:
@@ -85,7 +93,7 @@ class _Link:
         self.peer = peer
         self.state: LinkState = "waiting"
         self.attempt = 0  # offerer: our latest offer; answerer: the latest offer answered
-        self.restarts = 0
+        self.policy = RetryPolicy(time.monotonic)
         self.pc: RTCPeerConnection | None = None
         self._audio: RTCRtpTransceiver | None = None
         self._video: RTCRtpTransceiver | None = None
@@ -98,7 +106,7 @@ class _Link:
         self._new_pc()
         if self.peer.offerer:
             self._spawn(self._offer())
-        self._spawn(self._watchdog())
+        self._spawn(self._supervise())
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(self._guarded(coro))
@@ -140,20 +148,44 @@ class _Link:
                 self._set("connected")
             elif pc.connectionState == "failed":
                 self._set("failed", "the connection failed (ICE or DTLS)")
-                if self.peer.offerer and self.restarts < RESTARTS:
-                    self.restarts += 1
-                    self._spawn(self._restart())
 
         self.pc = pc
         self.apply_sending()
 
-    async def _restart(self) -> None:
-        await asyncio.sleep(RESTART_DELAY)
-        if self.state in ("refused", "closed"):
-            return
-        await self._close_pc()
-        self._new_pc()
-        await self._offer()
+    # -- reconnection ------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Feed the retry policy the pair's health; restart (offerer) or give up on its word."""
+        quiet = QuietDetector(time.monotonic)
+        watched: RTCPeerConnection | None = None
+        while self.state not in ("refused", "closed"):
+            await asyncio.sleep(TICK_SECONDS)
+            pc = self.pc
+            if pc is not watched:
+                watched = pc
+                quiet.reset()
+            reconnects = self.policy.reconnects
+            state = await transport_state(pc, quiet)
+            self.policy.observe(state, quiet.silent_since if state == "disconnected" else None)
+            if self.policy.reconnects > reconnects:
+                self.mesh.ctx.sink.on_reconnected(self.peer.member, self.policy.recovered or 0.0)
+            decision = self.policy.poll()
+            if decision == "give-up":
+                limit = self.policy.give_up_after
+                what = "gave up reconnecting" if self.policy.ever_connected else "no connection"
+                self._set("failed", f"{what} after {limit:.0f} s of trying")
+                return
+            if decision == "retry" and not self.policy.ever_connected and self.policy.retries == 1:
+                what = "no answer" if self.peer.offerer else "no verified offer"
+                deadline = self.policy.connect_deadline
+                self._set("failed", f"{what} within {deadline:.0f} s")
+            if decision == "retry" and self.peer.offerer:
+                self._set(
+                    "connecting", "reconnecting" if self.policy.ever_connected else "retrying"
+                )
+                await self._close_pc()
+                self._new_pc()
+                self._spawn(self._offer())
 
     async def close(self, state: LinkState = "closed", detail: str = "") -> None:
         current = asyncio.current_task()
@@ -181,18 +213,13 @@ class _Link:
         self.state = state
         self.mesh.ctx.sink.on_link(self.peer.member, state, detail)
 
-    async def _watchdog(self) -> None:
-        await asyncio.sleep(CONNECT_TIMEOUT)
-        if self.state in ("waiting", "connecting"):
-            what = "no answer" if self.peer.offerer else "no verified offer"
-            self._set("failed", f"{what} within {CONNECT_TIMEOUT:.0f} s")
-
     # -- negotiation -------------------------------------------------------------------------
 
     async def _offer(self) -> None:
         pc = self.pc
         assert pc is not None
         self.attempt += 1
+        self.policy.attempt_started()
         await pc.setLocalDescription(await pc.createOffer())
         if pc is not self.pc:
             return
@@ -215,6 +242,9 @@ class _Link:
                 await self.refuse(f"{self.peer.label} sent an offer where we make the offer")
             elif attempt > self.attempt:  # anything else is a replay of an old offer
                 self.attempt = attempt
+                if self.policy.gave_up:  # they kept trying longer than we did: watch again
+                    self.policy = RetryPolicy(time.monotonic)
+                    self._spawn(self._supervise())
                 self._spawn(self._answer(sdp, attempt))
         elif kind == "answer":
             pc = self.pc
@@ -229,6 +259,7 @@ class _Link:
             self._new_pc()
         pc = self.pc
         assert pc is not None
+        self.policy.attempt_started()
         try:
             await pc.setRemoteDescription(
                 RTCSessionDescription(plain_connection_lines(sdp), "offer")
@@ -236,7 +267,9 @@ class _Link:
             await add_bundled_candidates(pc, sdp)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises several types for SDP it cannot use
-            await self.refuse(f"unusable offer from {self.peer.label}: {exc}")
+            # Verified, so theirs: a transport problem, not an attack; the offerer retries.
+            self._set("failed", f"unusable offer from {self.peer.label}: {exc}")
+            await self._close_pc()
             return
         self.mesh.ctx.ice.check_gathered(pc.localDescription.sdp)
         self._set("connecting")
@@ -249,8 +282,9 @@ class _Link:
                 RTCSessionDescription(plain_connection_lines(sdp), "answer")
             )
             await add_bundled_candidates(pc, sdp)
-        except Exception as exc:
-            await self.refuse(f"unusable answer from {self.peer.label}: {exc}")
+        except Exception as exc:  # verified, so theirs: retried like a failed connection
+            self._set("failed", f"unusable answer from {self.peer.label}: {exc}")
+            await self._close_pc()
 
     async def refuse(self, reason: str) -> None:
         await self.close("refused", reason)

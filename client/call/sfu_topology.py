@@ -25,6 +25,13 @@ The sending SFrame context belongs to the call (``TopologyContext.sfu``), not to
 topology or connection: a (key, counter) pair is never used twice, whatever reconnects or
 switches happen.
 
+Reconnection (:class:`client.call.retry.RetryPolicy`): when the SFU connection fails, goes
+silent for a few seconds (a network drop: aiortc would only notice after ~30 s), or never
+connects, a *fresh* ``RTCPeerConnection`` is offered to the server again (``sfu_offer``;
+the node replaces our old connection) with a jittered back-off, for up to 30 s — aiortc has
+no ICE restart. The server says the same when our node left (:meth:`SfuTopology.reconnect`).
+The call, our seat and every key stay as they were; only the transport is new.
+
 ``$SALON_MEDIA_DEBUG_DIR`` (:class:`MediaDebugLog`) writes every media key this client
 holds and a sample of the frames it sends to that directory — like ``SSLKEYLOGFILE``, for
 checking the encryption from outside (the tests do). Never set it in normal use.
@@ -48,6 +55,7 @@ import av
 
 from client.call.e2ee_media import MEDIA_SUITE, DecryptingReceiver, SfuSession
 from client.call.keys import CallKeys, SenderKey
+from client.call.retry import QuietDetector, RetryPolicy, TransportState
 from client.call.sframe import KeyUsage, SFrameContext, SFrameError
 from client.call.signalling import SignalKind
 from client.call.topology import (
@@ -56,8 +64,8 @@ from client.call.topology import (
     SourceTap,
     TopologyContext,
     register_topology,
+    transport_state,
 )
-from client.core.backoff import Backoff
 from protocol.media_keys import MAX_EPOCH, KeyIdExhausted, kid_epoch, kid_index, media_kid
 
 log = logging.getLogger(__name__)
@@ -74,9 +82,7 @@ SUPERSEDED_MAX_SECONDS = 5.0
 CHAIN_KEPT = 8
 KEY_WAIT_SECONDS = 3.0  # connect without someone's key after this long
 TICK_SECONDS = 0.1
-RECONNECTS = 3
-RECONNECT_FIRST = 1.0  # jittered back-off between attempts (client.core.backoff): 0.5-1 s, 1-2 s...
-RECONNECT_MAX = 2.0
+SUPERVISE_SECONDS = 0.5  # how often the connection's health is looked at
 VIDEO_SLOTS = 6  # the most remote videos (and audios) received at once; the SFU picks
 AUDIO_SLOTS = 6  # the most recent speakers when there are more
 SCREEN_SLOTS = 2  # shared screens received at once (last-N like the cameras)
@@ -370,7 +376,9 @@ class SfuCounters:
     """What this topology adds to ``--stats`` (under ``"sfu"``)."""
 
     connects: int = 0
-    reconnects: int = 0
+    reconnects: int = 0  # connections attempted after the first
+    reconnected: int = 0  # lost connections made again (client.call.retry)
+    last_outage_ms: float | None = None  # how long the last one was down
     unattributed_decrypt_failures: int = 0
     departed_frames_dropped: int = 0
     send_key_switches: int = 0
@@ -380,6 +388,8 @@ class SfuCounters:
         return {
             "connects": self.connects,
             "reconnects": self.reconnects,
+            "reconnected": self.reconnected,
+            "last_outage_ms": None if self.last_outage_ms is None else round(self.last_outage_ms),
             "unattributed_decrypt_failures": self.unattributed_decrypt_failures,
             "departed_frames_dropped": self.departed_frames_dropped,
             "send_key_switches": self.send_key_switches,
@@ -423,10 +433,12 @@ class SfuTopology:
         self._deferring: Literal["join", "leave"] | None = None
         self._key_paused = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.policy = RetryPolicy(clock)
         self.ring.set_index(ctx.me, ctx.sfu.my_index)
         self.ring.install(ctx.me, ctx.keys.own)
         ctx.keys.listeners.append(self._on_key)
         self._spawn(self._tick_loop())
+        self._spawn(self._supervise())
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -543,6 +555,9 @@ class SfuTopology:
         if self._closed or self._connecting is not None:
             return
         log.debug("reconnecting to the SFU: %s", reason)
+        if self.policy.gave_up:  # a new node to try: watch the connection again
+            self.policy = RetryPolicy(self.clock)
+            self._spawn(self._supervise())
         self._connecting = self._spawn(self._connect(first=False))
 
     async def close(self) -> None:
@@ -581,29 +596,66 @@ class SfuTopology:
     # -- the connection ----------------------------------------------------------------------
 
     async def _connect(self, first: bool) -> None:
+        """One attempt at a connection (the first, or a fresh one replacing a lost one);
+        :meth:`_supervise` decides whether and when another follows."""
         try:
-            backoff = Backoff(RECONNECT_FIRST, RECONNECT_MAX)
-            for attempt in range(RECONNECTS + 1):
-                if attempt:
-                    await backoff.wait()
-                if attempt or not first:
-                    self.counters.reconnects += 1
-                await self._wait_for_keys()
-                if self._closed:
-                    return
-                await self._drop_session()  # a lost or failed one: let it go first
-                try:
-                    await self._open_session()
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the server's refusal, SDP trouble, a dead node
-                    log.debug("SFU connection failed", exc_info=True)
-                    await self._drop_session()
-                    detail = str(exc) or type(exc).__name__
-                    self._set_state("failed", f"no connection to the SFU: {detail}")
+            if not first:
+                self.counters.reconnects += 1
+            await self._wait_for_keys()
+            if self._closed:
+                return
+            await self._drop_session()  # a lost or failed one: let it go first
+            try:
+                await self._open_session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the server's refusal, SDP trouble, a dead node
+                log.debug("SFU connection failed", exc_info=True)
+                await self._drop_session()
+                detail = str(exc) or type(exc).__name__
+                self._set_state("failed", f"no connection to the SFU: {detail}")
         finally:
-            self._connecting = None
+            if self._connecting is asyncio.current_task():
+                self._connecting = None
+
+    async def _supervise(self) -> None:
+        """Feed the retry policy the connection's health; connect again on its word."""
+        quiet = QuietDetector(self.clock)
+        watched: SfuSession | None = None
+        while not self._closed:
+            await asyncio.sleep(SUPERVISE_SECONDS)
+            session = self.session
+            if session is not watched:
+                watched = session
+                quiet.reset()
+            reconnected = self.policy.reconnects
+            state = await self._transport_state(session, quiet)
+            self.policy.observe(state, quiet.silent_since if state == "disconnected" else None)
+            if self.policy.reconnects > reconnected:
+                outage = self.policy.recovered or 0.0
+                self.counters.reconnected += 1
+                self.counters.last_outage_ms = outage * 1000
+                self.ctx.sink.on_reconnected(None, outage)
+            decision = self.policy.poll()
+            if decision == "give-up":
+                limit = self.policy.give_up_after
+                self._set_state("failed", f"gave up on the SFU connection after {limit:.0f} s")
+                return
+            if decision == "retry":
+                connecting, self._connecting = self._connecting, None
+                if connecting is not None:  # an attempt stuck (its offer or its answer lost)
+                    connecting.cancel()
+                if self.state == "connected":
+                    self._set_state("connecting", "reconnecting to the SFU")
+                self._connecting = self._spawn(self._connect(first=False))
+
+    async def _transport_state(
+        self, session: SfuSession | None, quiet: QuietDetector
+    ) -> TransportState:
+        if session is None:
+            # Not yet connected (keys on their way) or a failed attempt gone.
+            return "connecting" if self._connecting is not None else "failed"
+        return await transport_state(session.pc, quiet)
 
     async def _wait_for_keys(self) -> None:
         while not self._closed:
@@ -640,6 +692,7 @@ class SfuTopology:
 
         self._set_state("connecting")
         self.counters.connects += 1
+        self.policy.attempt_started()
         offer = await session.create_offer()
         self.ctx.ice.check_gathered(offer)
         answer = await self.sfu.sfu_offer(offer)
@@ -660,9 +713,7 @@ class SfuTopology:
                 self.counters.connected_ms = (self.clock() - self._started) * 1000
             self._set_state("connected")
         elif state in ("failed", "closed"):
-            self._set_state("failed", "the SFU connection was lost")
-            if self._connecting is None:
-                self._connecting = self._spawn(self._connect(first=False))
+            self._set_state("failed", "the SFU connection was lost")  # _supervise retries
 
     def _set_state(self, state: LinkState, detail: str = "") -> None:
         if self.state == state:

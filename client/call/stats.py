@@ -14,7 +14,11 @@ pair's last state: connected, failed, refused, ...) with ``connection_detail``,
 ``dominant_colour`` (the median BGR colour of the last sampled decoded frame, to check a
 test pattern's colour), ``video_frames_dropped`` and ``audio_frames_dropped`` (frames that
 arrived from a muted or non-speaking sender and were discarded), and
-``first_video_frame_ms`` (from our join request to the first frame decoded from them).
+``first_video_frame_ms`` (from our join request to the first frame decoded from them),
+``video_freezes`` and ``video_freeze_ms`` (gaps between decoded video frames longer than
+max(3 × the mean frame interval, the mean + 150 ms), WebRTC's freeze definition, and their
+total length), and ``reconnects`` (how often a lost mesh pair was connected again; the SFU
+link's are under ``sfu``).
 ``muted`` is a host's signed mute; ``mic_off`` and ``camera_off`` are the participant's own
 signed word ("mic-off", "camera-off": muted by themselves, camera off).
 The top level also has ``call_id``, ``self`` (our own muted / hand / mic_off / camera_off / role /
@@ -24,7 +28,8 @@ admitted),
 ``key_changes`` (each membership change that moved the media keys on: ``kind`` join or
 leave, our new ``epoch``, and unix times ``seen_at``, ``keys_at`` — every sender's new key
 held — and ``sending_at`` — our media under the new key, SFU only) and ``sfu`` (the SFU
-connection's counters, when the call used one: connects, reconnects,
+connection's counters, when the call used one: connects, reconnects (attempts), reconnected
+(lost connections made again), last_outage_ms,
 unattributed_decrypt_failures, send_key_switches, connected_ms, ...).
 """
 
@@ -36,6 +41,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+FREEZE_EXTRA_S = 0.15  # a freeze: a video gap over max(3 × mean, mean + this)
 EndedReason = str  # duration | removed | ended | denied | interrupted | key-ids-exhausted
 
 
@@ -79,9 +85,31 @@ class PeerStats:
     connection_detail: str = ""
     dominant_colour: tuple[int, int, int] | None = None
     first_video_frame_ms: float | None = None
+    reconnects: int = 0  # the pair's connection made again after it was lost (mesh)
     audio_level_dbfs: float = -math.inf
     audio_level_at: float = 0.0
     screen: ScreenStats = field(default_factory=ScreenStats)
+    video_freezes: int = 0
+    video_freeze_ms: float = 0.0
+    _last_video_at: float | None = None
+    _mean_interval: float | None = None
+
+    def video_frame_at(self, now: float) -> None:
+        """Count a decoded video frame shown at ``now`` (seconds): freezes and their length.
+
+        A gap longer than max(3 × mean interval, mean + 150 ms) is a freeze (the WebRTC
+        stats definition); the mean is a moving average of the gaps that were not freezes.
+        """
+        last, self._last_video_at = self._last_video_at, now
+        if last is None:
+            return
+        gap = now - last
+        mean = self._mean_interval
+        if mean is not None and gap > max(3 * mean, mean + FREEZE_EXTRA_S):
+            self.video_freezes += 1
+            self.video_freeze_ms += gap * 1000
+            return
+        self._mean_interval = gap if mean is None else mean + 0.1 * (gap - mean)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +134,9 @@ class PeerStats:
                 else None
             ),
             "screen": self.screen.to_json(),
+            "video_freezes": self.video_freezes,
+            "video_freeze_ms": round(self.video_freeze_ms, 1),
+            "reconnects": self.reconnects,
         }
 
 

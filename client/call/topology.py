@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import av
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.frame import Frame
 from av.packet import Packet
 
 from client.call.ice import IceConfig
 from client.call.keys import CallKeys
+from client.call.retry import QuietDetector, TransportState
 from client.call.sframe import SFrameContext
 from client.call.signalling import SignalKind
 
@@ -60,6 +62,11 @@ class MediaSink(Protocol):
 
     def on_send_key(self, epoch: int) -> None:
         """Our media now leaves encrypted under our key of ``epoch`` (SFU only)."""
+        ...
+
+    def on_reconnected(self, member: bytes | None, outage: float) -> None:
+        """A fresh connection replaced a lost one (``client.call.retry``) after ``outage``
+        seconds: to ``member`` (mesh), or to the SFU (None)."""
         ...
 
 
@@ -159,3 +166,29 @@ class SourceTap(MediaStreamTrack):
         converted = frame.reformat(format="yuv420p")
         converted.pts, converted.time_base = frame.pts, frame.time_base
         return converted
+
+
+async def transport_state(pc: RTCPeerConnection | None, quiet: QuietDetector) -> TransportState:
+    """What :class:`client.call.retry.RetryPolicy` needs to know of ``pc``: aiortc's state,
+    and ``disconnected`` when a connected transport has received nothing for a while (aiortc
+    has no such state; its consent checks give up only after ~30 s). Public API only: the
+    DTLS transport's ``packetsReceived`` from a receiver's ``getStats()``."""
+    if pc is None or pc.connectionState in ("failed", "closed"):
+        return "failed"
+    if pc.connectionState != "connected":
+        return "connecting"
+    receivers = pc.getReceivers()
+    if not receivers:
+        return "connected"
+    try:
+        # One receiver's report holds the (max-bundle: the only) transport's counters; the
+        # whole connection's would build every sender's and receiver's, twice a second.
+        report = await receivers[0].getStats()
+    except Exception:  # closing under us
+        return "failed"
+    received = sum(
+        getattr(stats, "packetsReceived", 0)
+        for stats in report.values()
+        if stats.type == "transport"
+    )
+    return "disconnected" if quiet.update(received) else "connected"

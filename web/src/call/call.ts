@@ -140,6 +140,8 @@ export interface CallCounters {
   signalsAfterEnd: number;
   /** Media-key messages accepted in all (the key log keeps only the latest LOG_KEPT). */
   keyMessages: number;
+  /** Lost media links made again, per member hex ("" for the SFU link). */
+  reconnects: Record<string, number>;
 }
 
 interface Running {
@@ -169,6 +171,9 @@ class Feed implements MediaSink {
   onSendKey(epoch: number): void {
     this.client.onSendKey(epoch);
   }
+  onReconnected(memberHex: string | null, outageMs: number): void {
+    if (this.current()) this.client.onReconnected(memberHex, outageMs);
+  }
 }
 
 type Listener = (view: CallView) => void;
@@ -179,7 +184,7 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
   readonly me: Uint8Array;
   readonly meHex: string;
   keys: CallKeys;
-  readonly counters: CallCounters = { rejectedActions: 0, rejectedSignals: 0, signalsAfterEnd: 0, keyMessages: 0 };
+  readonly counters: CallCounters = { rejectedActions: 0, rejectedSignals: 0, signalsAfterEnd: 0, keyMessages: 0, reconnects: {} };
   readonly keyLog: KeyLogEntry[] = [];
   readonly notes: string[] = [];
   /** Every verification code shown, in order. */
@@ -1224,6 +1229,15 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
 
   onSendKey(epoch: number): void {
     this.note(`sending under our media key of epoch ${epoch}`);
+  }
+
+  /** A lost media link is back (same call, seat and keys): count it and say so. */
+  onReconnected(memberHex: string | null, outageMs: number): void {
+    const key = memberHex ?? "";
+    this.counters.reconnects[key] = (this.counters.reconnects[key] ?? 0) + 1;
+    const who = memberHex === null ? "the SFU" : this.label(memberHex);
+    this.note(`reconnected to ${who} after ${(outageMs / 1000).toFixed(1)} s`);
+    this.changed();
   }
 
   // ---- keys and the verification code ---------------------------------------------------

@@ -7,18 +7,24 @@
  * with three `sendrecv` media sections in this order — audio (Opus), camera (VP8), screen (VP8)
  * — all BUNDLEd (max-bundle). No trickle: a description is sent once its candidates are
  * gathered (the CLI does the same). Sending starts and stops by `replaceTrack` (never a
- * renegotiation): muted means no track on the sender, so nothing leaves. If a connection fails
- * the link says "failed" and the offerer offers again (a higher `attempt`) a couple of times.
- * A pair that was refused (its signalling failed verification) stays down for good.
+ * renegotiation): muted means no track on the sender, so nothing leaves.
+ *
+ * Reconnection (`RetryPolicy`, ./retry.ts): when a pair fails, stays `disconnected` for a few
+ * seconds (a network drop), an offer or answer cannot be used, or an attempt never connects, the
+ * offerer makes a *fresh* RTCPeerConnection and offers again under a higher `attempt`, with a
+ * jittered back-off, for up to 30 s; the answerer answers any higher attempt. (Not
+ * `restartIce()`: the other end may be the CLI, and aiortc has no ICE restart.) The call, the
+ * seat and the keys are untouched. A pair that was refused (its signalling failed verification)
+ * stays down for good.
  */
+import { RetryPolicy, transportState } from "./retry.ts";
 import type {
   LinkState, LocalMedia, Peer, SignalKind, Topology, TopologyContext, TopologyName, TrackKind,
 } from "./topology.ts";
 
-export const CONNECT_TIMEOUT_MS = 20_000;
 export const GATHER_TIMEOUT_MS = 10_000;
-export const RESTARTS = 2;
-export const RESTART_DELAY_MS = 1_000;
+/** How often a pair's health goes to its retry policy. */
+export const SUPERVISE_MS = 500;
 /** How often the pair's receivers are looked at, and how long a quiet one keeps its track. */
 export const POLL_MS = 250;
 export const IDLE_MS = 1_500;
@@ -99,7 +105,7 @@ class MeshLink {
   state: LinkState = "waiting";
   /** Offerer: our latest offer; answerer: the latest offer answered. */
   attempt = 0;
-  restarts = 0;
+  policy = new RetryPolicy();
   pc: RTCPeerConnection | null = null;
   /** audio, camera, screen (the pair's three sections, in order) once they exist. */
   transceivers: RTCRtpTransceiver[] = [];
@@ -110,7 +116,7 @@ class MeshLink {
   /** Per kind: frames decoded (video) or packets received (audio) when last looked, and when it last grew. */
   readonly #progress = new Map<TrackKind, { count: number; at: number }>();
   #poll: ReturnType<typeof setInterval> | null = null;
-  #timer: ReturnType<typeof setTimeout> | null = null;
+  #supervisor: ReturnType<typeof setInterval> | null = null;
   #ended = false;
 
   constructor(readonly mesh: MeshTopology, readonly peer: Peer) {}
@@ -118,13 +124,34 @@ class MeshLink {
   start(): void {
     this.#newPc();
     this.#poll = setInterval(() => void this.#watch().catch(() => {}), POLL_MS);
+    this.#supervisor = setInterval(() => this.#supervise(), SUPERVISE_MS);
     if (this.peer.offerer) void this.#guard(this.#offer());
-    this.#timer = setTimeout(() => {
-      if (this.state === "waiting" || this.state === "connecting") {
+  }
+
+  /** Feed the retry policy the pair's health; restart (offerer) or give up on its word. */
+  #supervise(): void {
+    if (this.#ended) return;
+    const pc = this.pc;
+    const before = this.policy.reconnects;
+    this.policy.observe(pc === null ? "failed" : transportState(pc.connectionState));
+    if (this.policy.reconnects > before) {
+      this.mesh.ctx.sink.onReconnected?.(this.peer.memberHex, this.policy.recoveredMs ?? 0);
+    }
+    const decision = this.policy.poll();
+    if (decision === "give-up") {
+      if (this.#supervisor !== null) clearInterval(this.#supervisor);
+      const what = this.policy.everConnected ? "gave up reconnecting" : "no connection";
+      this.#set("failed", `${what} to ${this.peer.label} after ${this.policy.giveUpAfterMs / 1000} s of trying`);
+    } else if (decision === "retry") {
+      if (!this.policy.everConnected && this.policy.retries === 1) {
         const what = this.peer.offerer ? "no answer" : "no verified offer";
-        this.#set("failed", `${what} from ${this.peer.label} within ${CONNECT_TIMEOUT_MS / 1000} s`);
+        this.#set("failed", `${what} from ${this.peer.label} within ${this.policy.connectDeadlineMs / 1000} s`);
       }
-    }, CONNECT_TIMEOUT_MS);
+      if (this.peer.offerer) {
+        this.#set("connecting", this.policy.everConnected ? "reconnecting" : "retrying");
+        void this.#guard(this.#restart());
+      }
+    }
   }
 
   async #guard(work: Promise<void>): Promise<void> {
@@ -157,10 +184,6 @@ class MeshLink {
         this.#set("connected");
       } else if (pc.connectionState === "failed") {
         this.#set("failed", `the connection to ${this.peer.label} failed (ICE or DTLS)`);
-        if (this.peer.offerer && this.restarts < RESTARTS) {
-          this.restarts++;
-          setTimeout(() => void this.#guard(this.#restart()), RESTART_DELAY_MS);
-        }
       }
     };
   }
@@ -234,7 +257,7 @@ class MeshLink {
   }
 
   async close(state: LinkState = "closed", detail = ""): Promise<void> {
-    if (this.#timer !== null) clearTimeout(this.#timer);
+    if (this.#supervisor !== null) clearInterval(this.#supervisor);
     if (this.#poll !== null) clearInterval(this.#poll);
     this.#dropPc();
     this.#set(state, detail);
@@ -261,6 +284,7 @@ class MeshLink {
     if (pc === null) return;
     this.attempt++;
     const attempt = this.attempt;
+    this.policy.attemptStarted();
     await pc.setLocalDescription();
     const sdp = await this.#describe(pc);
     if (pc !== this.pc) return;
@@ -281,6 +305,11 @@ class MeshLink {
       else if (attempt > this.attempt) {
         // anything else is a replay of an old offer
         this.attempt = attempt;
+        if (this.policy.gaveUp) {
+          // They kept trying longer than we did: watch the pair again.
+          this.policy = new RetryPolicy();
+          this.#supervisor = setInterval(() => this.#supervise(), SUPERVISE_MS);
+        }
         await this.#guard(this.#answer(sdp, attempt));
       }
     } else if (kind === "answer") {
@@ -290,7 +319,9 @@ class MeshLink {
         try {
           await pc.setRemoteDescription({ type: "answer", sdp });
         } catch (err) {
-          await this.refuse(`unusable answer from ${this.peer.label}: ${err instanceof Error ? err.message : err}`);
+          // Verified, so theirs: a transport problem, retried like a failed connection.
+          this.#set("failed", `unusable answer from ${this.peer.label}: ${err instanceof Error ? err.message : err}`);
+          this.#dropPc();
         }
       }
     }
@@ -302,6 +333,7 @@ class MeshLink {
       this.#newPc();
     }
     const pc = this.pc as RTCPeerConnection;
+    this.policy.attemptStarted();
     try {
       await pc.setRemoteDescription({ type: "offer", sdp });
       const ts = pc.getTransceivers();
@@ -311,7 +343,9 @@ class MeshLink {
       this.#adopt(ts);
       await pc.setLocalDescription();
     } catch (err) {
-      await this.refuse(`unusable offer from ${this.peer.label}: ${err instanceof Error ? err.message : err}`);
+      // Verified, so theirs: a transport problem; the offerer retries.
+      this.#set("failed", `unusable offer from ${this.peer.label}: ${err instanceof Error ? err.message : err}`);
+      this.#dropPc();
       return;
     }
     const answer = await this.#describe(pc);

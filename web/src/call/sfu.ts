@@ -14,8 +14,14 @@
  *
  * The `MediaKeys` worker belongs to the call, not to one topology: its sending counter must
  * never restart under the same key (a mesh → SFU → mesh → SFU switch, a reconnect).
+ *
+ * Reconnection (`RetryPolicy`, ./retry.ts): when the connection fails, stays `disconnected` for a
+ * few seconds (a network drop) or never connects, a fresh RTCPeerConnection is offered to the
+ * server again (`sfuOffer`; the node replaces our old connection) with a jittered back-off, for
+ * up to 30 s. The call, the seat and the worker's keys and counters stay as they were.
  */
 import { MediaKeys } from "../media/media_keys.ts";
+import { RetryPolicy, transportState } from "./retry.ts";
 import { gathered, meshTopology, outgoingSdp, preferCodec, rtcConfiguration } from "./mesh.ts";
 import type {
   LinkState, LocalMedia, Peer, SignalKind, Topology, TopologyContext, TopologyFactory, TopologyName, TrackKind,
@@ -25,8 +31,8 @@ export const VIDEO_SLOTS = 6;
 export const AUDIO_SLOTS = 6;
 export const SCREEN_SLOTS = 2;
 export const KEY_WAIT_MS = 3_000;
-export const RECONNECTS = 3;
-export const RECONNECT_DELAY_MS = 1_000;
+/** How often the connection's health goes to its retry policy. */
+export const SUPERVISE_MS = 500;
 /** How often the slots are looked at, and how long a slot may be quiet before its member's track goes. */
 export const SLOT_POLL_MS = 250;
 export const SLOT_IDLE_MS = 2_500;
@@ -86,7 +92,11 @@ export class SfuTopology implements Topology {
   #keyPaused = false;
   #poll: ReturnType<typeof setInterval> | null = null;
   readonly #unlisten: () => void;
-  readonly counters = { connects: 0, reconnects: 0, sendKeySwitches: 0 };
+  /** reconnects: attempts after the first; reconnected: lost connections made again. */
+  readonly counters = { connects: 0, reconnects: 0, reconnected: 0, sendKeySwitches: 0 };
+  readonly policy = new RetryPolicy();
+  #supervisor: ReturnType<typeof setInterval> | null = null;
+  #generation = 0;
 
   constructor(readonly ctx: TopologyContext, readonly keys: MediaKeys) {
     if (ctx.sfu === null) throw new Error("the SFU topology needs the call's SFU channel");
@@ -212,6 +222,11 @@ export class SfuTopology implements Topology {
     }
     this.#changed = Date.now();
     if (this.#pc === null && this.#connecting === null && !this.#closed) this.#connecting = this.#connect(true);
+    if (this.#supervisor === null && !this.#closed) {
+      const timer = setInterval(() => this.#supervise(), SUPERVISE_MS);
+      (timer as { unref?: () => void }).unref?.(); // never what keeps a Node test alive
+      this.#supervisor = timer;
+    }
   }
 
   /** Peers send no SDP to each other on the SFU (media keys reach us through the call's keys). */
@@ -244,32 +259,51 @@ export class SfuTopology implements Topology {
 
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#supervisor !== null) clearInterval(this.#supervisor);
     this.#unlisten();
     this.#dropPc();
   }
 
   // -- the connection ----------------------------------------------------------------------
 
+  /** One attempt at a connection; `#supervise` decides whether and when another follows. */
   async #connect(first: boolean): Promise<void> {
+    const generation = ++this.#generation;
     try {
-      for (let attempt = 0; attempt <= RECONNECTS; attempt++) {
-        if (attempt > 0 || !first) {
-          if (attempt > 0) await sleep(RECONNECT_DELAY_MS);
-          this.counters.reconnects++;
-        }
-        while (!this.#closed && !this.#ready() && Date.now() - this.#changed < KEY_WAIT_MS) await sleep(50);
-        if (this.#closed) return;
+      if (!first) this.counters.reconnects++;
+      while (!this.#closed && !this.#ready() && Date.now() - this.#changed < KEY_WAIT_MS) await sleep(50);
+      if (this.#closed || generation !== this.#generation) return;
+      this.#dropPc();
+      try {
+        await this.#open();
+      } catch (err) {
+        if (generation !== this.#generation) return;
         this.#dropPc();
-        try {
-          await this.#open();
-          return;
-        } catch (err) {
-          this.#dropPc();
-          this.#setState("failed", `no connection to the SFU: ${err instanceof Error ? err.message : err}`);
-        }
+        this.#setState("failed", `no connection to the SFU: ${err instanceof Error ? err.message : err}`);
       }
     } finally {
-      this.#connecting = null;
+      if (generation === this.#generation) this.#connecting = null;
+    }
+  }
+
+  /** Feed the retry policy the connection's health; connect again on its word. */
+  #supervise(): void {
+    if (this.#closed) return;
+    const pc = this.#pc;
+    const before = this.policy.reconnects;
+    const idle = this.#connecting !== null ? "connecting" : "failed";
+    this.policy.observe(pc === null ? idle : transportState(pc.connectionState));
+    if (this.policy.reconnects > before) {
+      this.counters.reconnected++;
+      this.ctx.sink.onReconnected?.(null, this.policy.recoveredMs ?? 0);
+    }
+    const decision = this.policy.poll();
+    if (decision === "give-up") {
+      if (this.#supervisor !== null) clearInterval(this.#supervisor);
+      this.#setState("failed", `gave up on the SFU connection after ${this.policy.giveUpAfterMs / 1000} s`);
+    } else if (decision === "retry") {
+      if (this.state === "connected") this.#setState("connecting", "reconnecting to the SFU");
+      this.#connecting = this.#connect(false); // supersedes one stuck on a lost offer
     }
   }
 
@@ -277,6 +311,7 @@ export class SfuTopology implements Topology {
     const pc = new RTCPeerConnection(rtcConfiguration(this.ctx));
     this.#pc = pc;
     this.counters.connects++;
+    this.policy.attemptStarted();
     const camera = pc.addTransceiver("video", { direction: "sendonly" });
     const audio = pc.addTransceiver("audio", { direction: "sendonly" });
     const screen = pc.addTransceiver("video", { direction: "sendonly" });
@@ -306,8 +341,7 @@ export class SfuTopology implements Topology {
       if (pc !== this.#pc || this.#closed) return;
       if (pc.connectionState === "connected") this.#setState("connected");
       else if (pc.connectionState === "failed" || pc.connectionState === "closed") {
-        this.#setState("failed", "the connection to the SFU was lost");
-        if (this.#connecting === null) this.#connecting = this.#connect(false);
+        this.#setState("failed", "the connection to the SFU was lost"); // #supervise retries
       }
     };
     this.#setState("connecting");

@@ -35,6 +35,9 @@ export interface MediaSink {
   onLink(memberHex: string, state: LinkState, detail?: string): void;
   /** Our media now leaves encrypted under our key of `epoch` (SFU only). */
   onSendKey?(epoch: number): void;
+  /** A fresh connection replaced a lost one after `outageMs` (./retry.ts): to `memberHex`
+   * (mesh), or to the SFU (null). */
+  onReconnected?(memberHex: string | null, outageMs: number): void;
 }
 
 export interface Signaller {

@@ -1,0 +1,304 @@
+"""Calls on a lossy link: what one participant on a bad network sees, and what others see of it.
+
+Everything is real: a ``salon serve`` (SFU in-process) and ``salon call`` processes (aiortc
+peers, 320x240 test pattern + Opus tone), an SFU room of ``--people`` participants. One of
+them, "Lossy", runs inside a network namespace (``tests/support/lossy_net.py``) whose link
+drops a given % of UDP packets at random in each direction; the others are on the root
+namespace's clean path. The server and SFU listen on the root end of the veth.
+
+For each loss level (0/2/5/10/20 %) and each SFU mode (retransmission on, off: the SFU's
+``SALON_SFU_RETRANSMIT``; two servers, measured in the same run), one call:
+
+* ``connected``: Lossy's SFU link came up and it decoded video from everyone;
+* ``down_ratio``: video frames Lossy decoded per second from each clean publisher, over what
+  the clean participants decoded from that publisher (mean over publishers): 1.0 is "as
+  good as a clean link";
+* ``up_ratio``: what clean participants decoded per second from Lossy, over what they decoded
+  from each other;
+* ``down_freezes`` / ``up_freezes``: video freezes (``--stats`` ``video_freezes``: a gap over
+  max(3 × mean interval, mean + 150 ms)) Lossy saw per clean publisher, and clean
+  participants saw of Lossy, per minute;
+* ``retransmits``: packets the SFU retransmitted during the call (``/metrics``).
+
+Rates come from the calls' status lines (every 5 s, with counts per peer) over a common window
+once everyone is in and has video, so joins and leaves do not skew them. Frames decoded with a
+lost reference still count as decoded (what a person sees is worse than the ratio).
+
+Needs root, ``ip``, ``nft`` and ``tc``. ``make bench-network`` (``--quick``: 0 and 10 % only,
+shorter window). The last line printed is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from _harness import SALON, Server, emit  # run as a script: bench/ is on sys.path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.lossy_net import LossyNet, unavailable
+
+PASSPHRASE = "bench"
+LOSSES = (0, 2, 5, 10, 20)
+WINDOW = 20.0  # seconds of status lines the rates are measured over
+CONNECT_WAIT = 40.0
+CLEAN = ("Alice", "Bob", "Carol", "Dave")
+LOSSY = "Lossy"
+STATUS = re.compile(r"^status: ")
+PEER = re.compile(r"(\w+) \(([^()]*?)(\d+) video / (\d+) audio frames\)")
+METRICS_TOKEN = "bench-network-reads-the-sfu-counters"
+
+
+class Call:
+    """One ``salon call`` process whose stdout lines are kept with their arrival time."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, stats: Path) -> None:
+        self.name = name
+        self.proc = proc
+        self.stats = stats
+        self.lines: list[tuple[float, str]] = []
+        self.reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(
+        cls, name: str, home: Path, room: str, stats: Path, seconds: float, *,
+        space: str, ice_host: str, prefix: list[str],
+    ) -> Call:  # fmt: skip
+        env = dict(os.environ)
+        env.update(SALON_HOME=str(home), SALON_PASSPHRASE=PASSPHRASE, SALON_ICE_HOSTS=ice_host)
+        proc = await asyncio.create_subprocess_exec(
+            *prefix, str(SALON), "call", space, room, "--duration", str(seconds),
+            "--stats", str(stats),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+        return cls(name, proc, stats)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            self.lines.append((time.monotonic(), line.decode(errors="replace").rstrip("\n")))
+
+    def seen(self, pattern: str) -> bool:
+        regex = re.compile(pattern)
+        return any(regex.search(line) for _, line in self.lines)
+
+    def counts_at(self, when: float) -> tuple[float, dict[str, int]] | None:
+        """The last status line at or before ``when``: (its time, video frames per peer)."""
+        found = None
+        for at, line in self.lines:
+            if at > when:
+                break
+            if STATUS.search(line):
+                found = (at, {m[1]: int(m[3]) for m in PEER.finditer(line)})
+        return found
+
+    async def stop(self) -> dict[str, Any]:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(self.proc.wait(), 30)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        await self.reader
+        try:
+            return dict(json.loads(self.stats.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+
+def salon(home: Path, *args: str) -> str:
+    env = dict(os.environ, SALON_HOME=str(home), SALON_PASSPHRASE=PASSPHRASE)
+    done = subprocess.run([str(SALON), *args], env=env, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise SystemExit(f"salon {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def rate(call: Call, peer: str, start: float, end: float) -> float | None:
+    """Video frames per second ``call`` decoded from ``peer`` between two status lines."""
+    first, last = call.counts_at(start), call.counts_at(end)
+    if first is None or last is None or last[0] - first[0] < 1.0:
+        return None
+    return (last[1].get(peer, 0) - first[1].get(peer, 0)) / (last[0] - first[0])
+
+
+SFU_COUNTERS = ("nacks_received", "retransmits", "nacks_upstream", "recovered")
+
+
+def sfu_counters(url: str) -> dict[str, int]:
+    """The SFU's retransmission counters so far (``/metrics``); {} if unreadable."""
+    request = urllib.request.Request(
+        f"{url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    found = {}
+    for name in SFU_COUNTERS:
+        hit = re.search(rf"^salon_sfu_{name}_total (\d+(?:\.\d+)?)", text, re.M)
+        if hit:
+            found[name] = int(float(hit[1]))
+    return found
+
+
+async def one_call(
+    root: Path, net: LossyNet, server: Server, space: str, homes: dict[str, Path],
+    mode: str, loss: int, people: int,
+) -> dict[str, Any]:  # fmt: skip
+    room = f"net-{mode}-{loss}"
+    salon(homes["Alice"], "room", "create", space, room, "--kind", "conference",
+          "--topology", "sfu")  # fmt: skip
+    net.set_loss(loss)
+    before = sfu_counters(server.url)
+    clean = list(CLEAN[: people - 1])
+    seconds = CONNECT_WAIT + WINDOW + 30
+    calls: list[Call] = []
+    began = time.monotonic()
+    for name in [*clean, LOSSY]:
+        lossy = name == LOSSY
+        calls.append(
+            await Call.start(
+                name, homes[name], room, root / f"{room}-{name}.json", seconds, space=space,
+                ice_host=net.ns_addr if lossy else net.host_addr,
+                prefix=net.exec_prefix() if lossy else [],
+            )
+        )  # fmt: skip
+    by_name = {c.name: c for c in calls}
+    names = [c.name for c in calls]
+    deadline = time.monotonic() + CONNECT_WAIT
+    while time.monotonic() < deadline:
+        if all(
+            c.seen(f"first video from {other}") for c in calls for other in names if other != c.name
+        ):
+            break
+        await asyncio.sleep(0.2)
+    connected = all(by_name[LOSSY].seen(f"first video from {n}") for n in clean) and all(
+        by_name[n].seen(f"first video from {LOSSY}") for n in clean
+    )
+    start = time.monotonic() + 1.0
+    await asyncio.sleep(1.0 + WINDOW)
+    end = time.monotonic()
+    stats = {c.name: await c.stop() for c in calls}
+    after = sfu_counters(server.url)
+
+    def decoded(viewer: str, publisher: str) -> float | None:
+        return rate(by_name[viewer], publisher, start, end)
+
+    down, up = [], []
+    for pub in clean:
+        theirs = [decoded(v, pub) for v in clean if v != pub]
+        clean_rate = statistics.mean([r for r in theirs if r is not None] or [0.0])
+        mine = decoded(LOSSY, pub) or 0.0
+        if clean_rate:
+            down.append(mine / clean_rate)
+    for viewer in clean:
+        others = [decoded(viewer, p) for p in clean if p != viewer]
+        clean_rate = statistics.mean([r for r in others if r is not None] or [0.0])
+        of_lossy = decoded(viewer, LOSSY) or 0.0
+        if clean_rate:
+            up.append(of_lossy / clean_rate)
+
+    def freezes(viewer: str, publisher: str) -> int:
+        found = [p for p in stats[viewer].get("participants", []) if p["display_name"] == publisher]
+        return int(found[0].get("video_freezes", 0)) if found else 0
+
+    minutes = (end - began) / 60
+    result = {
+        "mode": mode,
+        "loss_pct": loss,
+        "connected": connected,
+        "down_ratio": round(statistics.mean(down), 3) if down else 0.0,
+        "up_ratio": round(statistics.mean(up), 3) if up else 0.0,
+        "down_freezes_per_min": round(
+            statistics.mean(freezes(LOSSY, p) for p in clean) / minutes, 2
+        ),
+        "up_freezes_per_min": round(statistics.mean(freezes(v, LOSSY) for v in clean) / minutes, 2),
+        "clean_freezes_per_min": round(
+            statistics.mean(freezes(v, p) for v in clean for p in clean if p != v) / minutes, 2
+        ),
+        "retransmits": after.get("retransmits", 0) - before.get("retransmits", 0),
+        "sfu": {k: after.get(k, 0) - before.get(k, 0) for k in SFU_COUNTERS},
+        "dropped": net.counters(),
+    }
+    print(
+        f"{mode:>4} {loss:3d} % loss: connected {connected!s:5}  Lossy decoded "
+        f"{result['down_ratio']:.3f} of clean (freezes/min {result['down_freezes_per_min']}), "
+        f"others decoded of Lossy {result['up_ratio']:.3f} "
+        f"(freezes/min {result['up_freezes_per_min']}; clean pairs "
+        f"{result['clean_freezes_per_min']}), SFU {result['sfu']}",
+        flush=True,
+    )
+    return result
+
+
+async def main() -> None:
+    global WINDOW
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="0 and 10 %% only, 10 s windows")
+    parser.add_argument("--losses", help="comma-separated loss percentages (default 0,2,5,10,20)")
+    parser.add_argument("--people", type=int, default=4, help="participants, 3-5 (default 4)")
+    parser.add_argument("--modes", default="on,off", help="SFU retransmission modes: on,off")
+    parser.add_argument("--keep", action="store_true", help="keep the calls' --stats files")
+    args = parser.parse_args()
+    reason = unavailable()
+    if reason:
+        raise SystemExit(f"bench-network needs a network namespace: {reason}")
+    losses = [0, 10] if args.quick else list(LOSSES)
+    if args.losses:
+        losses = [int(x) for x in args.losses.split(",")]
+    if args.quick:
+        WINDOW = 10.0
+    people = max(3, min(5, args.people))
+    modes = [m for m in args.modes.split(",") if m in ("on", "off")]
+    root = Path(tempfile.mkdtemp(prefix="bench-network-"))
+    results: list[dict[str, Any]] = []
+    with LossyNet() as net:
+        try:
+            for mode in modes:
+                home = root / mode
+                config: dict[str, dict[str, Any]] = {
+                    "server": {"host": net.host_addr},
+                    "metrics": {"enabled": True, "token": METRICS_TOKEN},
+                }
+                env = {"SALON_ICE_HOSTS": net.host_addr,
+                       "SALON_SFU_RETRANSMIT": "1" if mode == "on" else "0"}  # fmt: skip
+                with Server(home / "server", config, env=env) as server:
+                    homes = {n: home / n.lower() for n in (*CLEAN, LOSSY)}
+                    created = json.loads(
+                        salon(homes["Alice"], "space", "create", "Bench", "--server", server.url,
+                              "--as", "Alice", "--json")
+                    )  # fmt: skip
+                    for name in (*CLEAN[1:], LOSSY):
+                        salon(homes[name], "join", created["link"], "--as", name)
+                    for loss in losses:
+                        results.append(
+                            await one_call(
+                                root, net, server, created["space_id"], homes, mode, loss, people
+                            )
+                        )
+        finally:
+            if args.keep:
+                print(f"kept {root}", flush=True)
+            else:
+                shutil.rmtree(root, ignore_errors=True)
+    emit({"people": people, "window_s": WINDOW, "cores": os.cpu_count(), "calls": results})
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
