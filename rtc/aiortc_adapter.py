@@ -244,8 +244,12 @@ class MarkerJitterBuffer:
     With ``hold`` (seconds, > 0), a complete frame behind an incomplete one waits up to that
     long for the missing packets (retransmissions answering our NACKs) before the earlier
     frame is given up; when they come, every frame that waited leaves at once, in order
-    (:class:`BundledJitterFrame`). Without it the earlier frame is given up at once.
+    (:class:`BundledJitterFrame`). Without it the earlier frame is given up at once. A
+    sender that never retransmits (``GIVE_UP_UNANSWERED`` gaps given up, none ever filled)
+    gets no more waiting: holding would only turn each loss into a freeze.
     """
+
+    GIVE_UP_UNANSWERED = 3
 
     def __init__(
         self,
@@ -262,6 +266,8 @@ class MarkerJitterBuffer:
         self._next: int | None = None  # first sequence number not yet released
         self._complete: dict[int, int] = {}  # complete frames held behind a gap: first -> last
         self._held_since: float | None = None
+        self.gaps_filled = 0  # held gaps a late packet (a retransmission) completed
+        self.gaps_given_up = 0
 
     @property
     def capacity(self) -> int:
@@ -288,6 +294,8 @@ class MarkerJitterBuffer:
         bounds = self._frame_bounds(seq, packet.timestamp)
         if bounds is not None:
             first, last = bounds
+            if self._complete and first == self._next:
+                self.gaps_filled += 1
             if self._next is None or first == self._next or self._hold <= 0:
                 if self._next is not None and first != self._next:
                     pli = True  # an earlier frame never completed: the picture is broken
@@ -308,6 +316,9 @@ class MarkerJitterBuffer:
                 self._chain(released)
                 pli = True
                 self._held_since = now if self._complete else None
+                self.gaps_given_up += 1
+                if not self.gaps_filled and self.gaps_given_up >= self.GIVE_UP_UNANSWERED:
+                    self._hold = 0.0  # nobody answers our NACKs: stop waiting for them
         if not self._complete:
             self._held_since = None
         if not released:

@@ -296,3 +296,29 @@ def test_the_sfu_asks_the_publisher_again_on_its_tick_until_it_gives_up() -> Non
     call.clock.now += 0.05
     call.fwd.tick()
     assert call.nacks() == []
+
+
+def test_a_sender_that_never_retransmits_is_not_waited_for_after_three_gaps() -> None:
+    clock = Clock()
+    jb = MarkerJitterBuffer("video", hold=0.25, clock=clock)
+    jb.add(jb_packet(1, 100))
+    seq = 1
+    for _ in range(3):  # three gaps, each given up after the hold
+        seq += 2
+        assert jb.add(jb_packet(seq, seq * 100)) == (False, None)
+        clock.now += 0.3
+        seq += 1
+        pli, frame = jb.add(jb_packet(seq, seq * 100))
+        assert pli and len(frames_of(frame)) == 2
+    pli, frame = jb.add(jb_packet(seq + 2, 9999))  # the next gap: released at once
+    assert pli and frames_of(frame) == [(seq + 2).to_bytes(2, "big")]
+    # A sender that does answer keeps being waited for.
+    jb = MarkerJitterBuffer("video", hold=0.25, clock=clock)
+    jb.add(jb_packet(1, 100))
+    jb.add(jb_packet(3, 300))
+    jb.add(jb_packet(2, 200))  # filled
+    for seq in (5, 8, 11):
+        jb.add(jb_packet(seq, seq * 100))
+        clock.now += 0.3
+        jb.add(jb_packet(seq + 1, seq * 100 + 50))
+    assert jb.add(jb_packet(14, 1400)) == (False, None)  # still held behind 13
