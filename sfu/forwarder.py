@@ -619,7 +619,7 @@ class Forwarder:
         p.counters.nacks_received += len(asked)
         dt = next((d for d in p.downtracks if d.ssrc == downtrack_ssrc), None)
         up = dt.source if dt is not None else None
-        if dt is None or up is None or up.history is None or dt.waiting_keyframe:
+        if dt is None or up is None or up.history is None or dt.waiting_keyframe or dt.resync:
             return 0
         history = up.history
         mask = len(history) - 1
