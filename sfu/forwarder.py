@@ -456,6 +456,8 @@ class Forwarder:
             if up is None or hdr.payload_type != up.rtx_payload_type or up.rtx_apt is None:
                 c.dropped_unknown += 1
                 return []
+            if hdr.payload_end == hdr.payload_start:
+                return []  # padding only: a browser probing bandwidth over its RTX stream
             unwrapped = _unwrap_rtx(data, hdr, up.rtx_apt, up.ssrc)
             hdr = rtp.parse_rtp(unwrapped) if unwrapped is not None else None
             if unwrapped is None or hdr is None:

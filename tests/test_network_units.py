@@ -322,3 +322,15 @@ def test_a_sender_that_never_retransmits_is_not_waited_for_after_three_gaps() ->
         clock.now += 0.3
         jb.add(jb_packet(seq + 1, seq * 100 + 50))
     assert jb.add(jb_packet(14, 1400)) == (False, None)  # still held behind 13
+
+
+def test_padding_on_the_rtx_stream_is_dropped_quietly() -> None:
+    call = Call()
+    call.publish(vp8(10, keyframe=True))
+    padding = bytearray(rtp.build_rtp(False, RTX_IN, 7, 0, PUB_RTX, bytes(255)))
+    padding[0] |= 0x20  # P bit: the whole payload is padding, its last byte says 255
+    padding[-1] = 255
+    call.publish(bytes(padding))
+    assert len(call.got) == 1
+    totals = call.fwd.totals()
+    assert totals["dropped_malformed"] == 0 and totals["dropped_unknown"] == 0
