@@ -249,7 +249,7 @@ class MarkerJitterBuffer:
     gets no more waiting: holding would only turn each loss into a freeze.
     """
 
-    GIVE_UP_UNANSWERED = 3
+    GIVE_UP_UNANSWERED = 10
 
     def __init__(
         self,
