@@ -18,7 +18,10 @@ For each loss level (0/2/5/10/20 %) and each SFU mode (retransmission on, off: t
 * ``down_freezes`` / ``up_freezes``: video freezes (``--stats`` ``video_freezes``: a gap over
   max(3 × mean interval, mean + 150 ms)) Lossy saw per clean publisher, and clean
   participants saw of Lossy, per minute;
-* ``retransmits``: packets the SFU retransmitted during the call (``/metrics``).
+* ``retransmits``: packets the SFU retransmitted during the call, and ``sfu``: its NACK
+  counters (``/metrics``);
+* ``connects``: with retransmission on, Lossy joins a call with Alice ``--connects`` times
+  (10; a fresh process each) at 10 % loss: how many decoded her video within 40 s.
 
 Rates come from the calls' status lines (every 5 s, with counts per peer) over a common window
 once everyone is in and has video, so joins and leaves do not skew them. Frames decoded with a
@@ -46,7 +49,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _harness import SALON, Server, emit  # run as a script: bench/ is on sys.path
+from _harness import SALON, Server, emit, percentile  # run as a script: bench/ is on sys.path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.lossy_net import LossyNet, unavailable
@@ -247,6 +250,47 @@ async def one_call(
     return result
 
 
+async def connects(
+    root: Path, net: LossyNet, space: str, homes: dict[str, Path], tries: int, loss: int
+) -> dict[str, Any]:
+    """Lossy joins a call with Alice ``tries`` times (a fresh process each): how often it
+    decodes her video within CONNECT_WAIT seconds."""
+    salon(homes["Alice"], "room", "create", space, "connects", "--kind", "conference",
+          "--topology", "sfu")  # fmt: skip
+    net.set_loss(loss)
+    host = await Call.start(
+        "Alice", homes["Alice"], "connects", root / "connects-Alice.json", 3600, space=space,
+        ice_host=net.host_addr, prefix=[],
+    )  # fmt: skip
+    ok = 0
+    took: list[float] = []
+    try:
+        for i in range(tries):
+            began = time.monotonic()
+            joiner = await Call.start(
+                LOSSY, homes[LOSSY], "connects", root / f"connects-{i}.json", CONNECT_WAIT + 10,
+                space=space, ice_host=net.ns_addr, prefix=net.exec_prefix(),
+            )  # fmt: skip
+            while time.monotonic() - began < CONNECT_WAIT and not joiner.seen(
+                "first video from Alice"
+            ):
+                await asyncio.sleep(0.1)
+            if joiner.seen("first video from Alice"):
+                ok += 1
+                took.append(time.monotonic() - began)
+            await joiner.stop()
+    finally:
+        await host.stop()
+    print(
+        f"connects at {loss} % loss: {ok} of {tries} decoded Alice's video within "
+        f"{CONNECT_WAIT:.0f} s (median {percentile(took, 0.5) if took else 0:.1f} s from "
+        "process start)",
+        flush=True,
+    )
+    return {"loss_pct": loss, "tries": tries, "connected": ok,
+            "median_s": round(percentile(took, 0.5), 2) if took else None}  # fmt: skip
+
+
 async def main() -> None:
     global WINDOW
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -255,6 +299,7 @@ async def main() -> None:
     parser.add_argument("--people", type=int, default=4, help="participants, 3-5 (default 4)")
     parser.add_argument("--modes", default="on,off", help="SFU retransmission modes: on,off")
     parser.add_argument("--keep", action="store_true", help="keep the calls' --stats files")
+    parser.add_argument("--connects", type=int, help="join tries at 10 %% loss (default 10)")
     args = parser.parse_args()
     reason = unavailable()
     if reason:
@@ -268,6 +313,8 @@ async def main() -> None:
     modes = [m for m in args.modes.split(",") if m in ("on", "off")]
     root = Path(tempfile.mkdtemp(prefix="bench-network-"))
     results: list[dict[str, Any]] = []
+    joins: dict[str, Any] = {}
+    tries = args.connects if args.connects is not None else (3 if args.quick else 10)
     with LossyNet() as net:
         try:
             for mode in modes:
@@ -292,12 +339,22 @@ async def main() -> None:
                                 root, net, server, created["space_id"], homes, mode, loss, people
                             )
                         )
+                    if mode == "on" and tries:
+                        joins = await connects(home, net, created["space_id"], homes, tries, 10)
         finally:
             if args.keep:
                 print(f"kept {root}", flush=True)
             else:
                 shutil.rmtree(root, ignore_errors=True)
-    emit({"people": people, "window_s": WINDOW, "cores": os.cpu_count(), "calls": results})
+    emit(
+        {
+            "people": people,
+            "window_s": WINDOW,
+            "cores": os.cpu_count(),
+            "calls": results,
+            "connects": joins,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -242,11 +242,18 @@ class MarkerJitterBuffer:
     Each frame keeps the CSRC its packets carried (:class:`SourcedJitterFrame`); a frame
     whose packets name different sources gets none, so it is refused, not misattributed.
 
-    With ``hold`` (seconds, > 0), a complete frame behind an incomplete one waits up to that
-    long for the missing packets (retransmissions answering our NACKs) before the earlier
-    frame is given up; when they come, every frame that waited leaves at once, in order
-    (:class:`BundledJitterFrame`). Without it the earlier frame is given up at once.
+    With ``hold`` (seconds, > 0), a complete frame behind an incomplete one waits for the
+    missing packets (retransmissions answering our NACKs) until frames spanning ``hold`` of
+    media time (RTP timestamps, 90 kHz) are complete behind the gap — or 4 × ``hold`` of wall
+    time passed — before the earlier frame is given up: media time, not wall time, so a CPU
+    stall that delays the retransmission and the frames after it alike does not give up on it.
+    When the missing packets come, every frame that waited leaves at once, in order
+    (:class:`BundledJitterFrame`). Without it the earlier frame is given up at once. A
+    sender that never retransmits (``GIVE_UP_UNANSWERED`` gaps given up, none ever filled)
+    gets no more waiting: holding would only turn each loss into a freeze.
     """
+
+    GIVE_UP_UNANSWERED = 10
 
     def __init__(
         self,
@@ -263,6 +270,10 @@ class MarkerJitterBuffer:
         self._next: int | None = None  # first sequence number not yet released
         self._complete: dict[int, int] = {}  # complete frames held behind a gap: first -> last
         self._held_since: float | None = None
+        self._held_ts = 0  # RTP timestamp of the first frame held, and of the newest
+        self._newest_ts = 0
+        self.gaps_filled = 0  # held gaps a late packet (a retransmission) completed
+        self.gaps_given_up = 0
 
     @property
     def capacity(self) -> int:
@@ -289,18 +300,24 @@ class MarkerJitterBuffer:
         bounds = self._frame_bounds(seq, packet.timestamp)
         if bounds is not None:
             first, last = bounds
+            if self._complete and first == self._next:
+                self.gaps_filled += 1
             if self._next is None or first == self._next or self._hold <= 0:
                 if self._next is not None and first != self._next:
                     pli = True  # an earlier frame never completed: the picture is broken
                 released.append(self._take(first, last))
             else:
                 self._complete[first] = last
+                self._newest_ts = packet.timestamp
                 if self._held_since is None:
                     self._held_since = self._clock()
+                    self._held_ts = packet.timestamp
         self._chain(released)
         if self._complete and self._held_since is not None:
             now = self._clock()
-            if now - self._held_since >= self._hold:
+            media = (self._newest_ts - self._held_ts) & 0xFFFFFFFF
+            media_held = media < 0x80000000 and media >= self._hold * VIDEO_CLOCK_RATE
+            if media_held or now - self._held_since >= 4 * self._hold:
                 # The missing packets did not come in time: give the earlier frame up.
                 assert self._next is not None
                 nxt = self._next
@@ -309,6 +326,13 @@ class MarkerJitterBuffer:
                 self._chain(released)
                 pli = True
                 self._held_since = now if self._complete else None
+                if self._complete:
+                    nxt = self._next
+                    after = min(self._complete, key=lambda f: (f - nxt) & 0xFFFF)
+                    self._held_ts = self._packets[after].timestamp
+                self.gaps_given_up += 1
+                if not self.gaps_filled and self.gaps_given_up >= self.GIVE_UP_UNANSWERED:
+                    self._hold = 0.0  # nobody answers our NACKs: stop waiting for them
         if not self._complete:
             self._held_since = None
         if not released:
@@ -367,6 +391,7 @@ class MarkerJitterBuffer:
         return None
 
 
+VIDEO_CLOCK_RATE = 90_000  # RFC 7741
 NACK_HOLD = 0.25  # how long a complete video frame waits behind a gap for retransmissions
 NACK_RETRY = 0.04  # NACK what is still missing again after this long (on the next packet)
 

@@ -456,6 +456,8 @@ class Forwarder:
             if up is None or hdr.payload_type != up.rtx_payload_type or up.rtx_apt is None:
                 c.dropped_unknown += 1
                 return []
+            if hdr.payload_end == hdr.payload_start:
+                return []  # padding only: a browser probing bandwidth over its RTX stream
             unwrapped = _unwrap_rtx(data, hdr, up.rtx_apt, up.ssrc)
             hdr = rtp.parse_rtp(unwrapped) if unwrapped is not None else None
             if unwrapped is None or hdr is None:
@@ -619,7 +621,7 @@ class Forwarder:
         p.counters.nacks_received += len(asked)
         dt = next((d for d in p.downtracks if d.ssrc == downtrack_ssrc), None)
         up = dt.source if dt is not None else None
-        if dt is None or up is None or up.history is None or dt.waiting_keyframe:
+        if dt is None or up is None or up.history is None or dt.waiting_keyframe or dt.resync:
             return 0
         history = up.history
         mask = len(history) - 1

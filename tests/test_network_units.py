@@ -243,17 +243,25 @@ def test_a_frame_behind_a_gap_waits_for_the_retransmission_then_both_leave_in_or
     assert [(f.data, f.timestamp) for f in out] == [(b"\x00\x02", 100), (b"\x00\x03", 200)]
 
 
+MS = 90  # RTP ticks per millisecond of video
+
+
 def test_a_gap_that_is_never_filled_is_given_up_after_the_hold_with_a_pli() -> None:
     clock = Clock()
     jb = MarkerJitterBuffer("video", hold=0.25, clock=clock)
-    jb.add(jb_packet(1, 100))
-    assert jb.add(jb_packet(3, 300)) == (False, None)
-    clock.now += 0.1
-    assert jb.add(jb_packet(4, 400)) == (False, None)
-    clock.now += 0.2
-    pli, frame = jb.add(jb_packet(5, 500))
+    jb.add(jb_packet(1, 0))
+    assert jb.add(jb_packet(3, 200 * MS)) == (False, None)
+    # A CPU stall: wall time passes, but the media behind the gap spans 100 ms only.
+    clock.now += 0.6
+    assert jb.add(jb_packet(4, 300 * MS)) == (False, None)
+    pli, frame = jb.add(jb_packet(5, 450 * MS))  # 250 ms of media behind the gap: give up
     assert pli and frames_of(frame) == [b"\x00\x03", b"\x00\x04", b"\x00\x05"]
-    assert jb.add(jb_packet(2, 200)) == (False, None)  # too late now: dropped
+    assert jb.add(jb_packet(2, 100 * MS)) == (False, None)  # too late now: dropped
+    # Wall time alone gives up too, after 4 × hold (a sender that stopped sending).
+    assert jb.add(jb_packet(7, 600 * MS)) == (False, None)
+    clock.now += 1.0
+    pli, frame = jb.add(jb_packet(8, 633 * MS))
+    assert pli and frames_of(frame) == [b"\x00\x07", b"\x00\x08"]
 
 
 def test_without_a_hold_the_earlier_frame_is_given_up_at_once() -> None:
@@ -296,3 +304,42 @@ def test_the_sfu_asks_the_publisher_again_on_its_tick_until_it_gives_up() -> Non
     call.clock.now += 0.05
     call.fwd.tick()
     assert call.nacks() == []
+
+
+def test_a_sender_that_never_retransmits_is_not_waited_for_after_ten_gaps() -> None:
+    clock = Clock()
+    jb = MarkerJitterBuffer("video", hold=0.25, clock=clock)
+    jb.add(jb_packet(1, 100))
+    seq = 1
+    for _ in range(MarkerJitterBuffer.GIVE_UP_UNANSWERED):  # each gap given up after the hold
+        seq += 2
+        assert jb.add(jb_packet(seq, seq * 100 * MS)) == (False, None)
+        seq += 1
+        pli, frame = jb.add(jb_packet(seq, seq * 100 * MS + 200 * MS))
+        assert pli and len(frames_of(frame)) == 2
+    pli, frame = jb.add(jb_packet(seq + 2, 99999 * MS))  # the next gap: released at once
+    assert pli and frames_of(frame) == [(seq + 2).to_bytes(2, "big")]
+    # A sender that does answer keeps being waited for.
+    jb = MarkerJitterBuffer("video", hold=0.25, clock=clock)
+    jb.add(jb_packet(1, 100))
+    jb.add(jb_packet(3, 300))
+    jb.add(jb_packet(2, 200))  # filled
+    seq = 3
+    for _ in range(MarkerJitterBuffer.GIVE_UP_UNANSWERED):
+        seq += 2
+        jb.add(jb_packet(seq, seq * 100 * MS))
+        seq += 1
+        jb.add(jb_packet(seq, seq * 100 * MS + 200 * MS))
+    assert jb.add(jb_packet(seq + 2, 99999 * MS)) == (False, None)  # still held behind a gap
+
+
+def test_padding_on_the_rtx_stream_is_dropped_quietly() -> None:
+    call = Call()
+    call.publish(vp8(10, keyframe=True))
+    padding = bytearray(rtp.build_rtp(False, RTX_IN, 7, 0, PUB_RTX, bytes(255)))
+    padding[0] |= 0x20  # P bit: the whole payload is padding, its last byte says 255
+    padding[-1] = 255
+    call.publish(bytes(padding))
+    assert len(call.got) == 1
+    totals = call.fwd.totals()
+    assert totals["dropped_malformed"] == 0 and totals["dropped_unknown"] == 0

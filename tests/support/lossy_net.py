@@ -109,6 +109,14 @@ class LossyNet:
             self._ns("ip", "link", "set", self.ns_if, "up")
             self._ns("ip", "link", "set", "lo", "up")
             self._ns("ip", "route", "add", "default", "via", self.host_addr)
+            # Static neighbours: no ARP round trip (and its 3-packet queue, which drops the rest
+            # of a first burst) before the first datagrams cross.
+            host_mac = _mac([], self.host_if)
+            ns_mac = _mac(self.exec_prefix(), self.ns_if)
+            _run("ip", "neigh", "replace", self.ns_addr, "lladdr", ns_mac, "dev", self.host_if,
+                 "nud", "permanent")  # fmt: skip
+            self._ns("ip", "neigh", "replace", self.host_addr, "lladdr", host_mac,
+                     "dev", self.ns_if, "nud", "permanent")  # fmt: skip
             self._apply_nft()
         except BaseException:
             self.close()
@@ -223,6 +231,11 @@ class LossyNet:
             *prefix, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
             "rate", f"{kbit}kbit", "burst", str(burst), "latency", "200ms",
         )  # fmt: skip
+
+
+def _mac(prefix: list[str], dev: str) -> str:
+    link = json.loads(_run(*prefix, "ip", "-j", "link", "show", "dev", dev).stdout)
+    return str(link[0]["address"])
 
 
 def _ip(value: int) -> str:
