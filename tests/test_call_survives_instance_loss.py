@@ -166,6 +166,15 @@ async def test_call_and_chat_survive_sigkill_of_an_instance(
                 for call in (a, b):
                     await call.wait_for(r"verification code .* \(2 in the call", 30 + GRACE)
 
+                # A comes back as a new instance with no replica of the call: the host's
+                # mute through it is applied to the call rebuilt from the log.
+                two.a.start(port=two.a.port)
+                made = len(proxy.connections)
+                proxy.send_next_to(0)
+                await alice.arun("mod", space, "hall", "mute", "Bob")
+                assert proxy.connections[made] == 0, "the mute did not go through A"
+                await b.wait_for("muted you: your audio is no longer sent", 30)
+
                 n_after = len(burst.acked)
                 until_sync(lambda: len(burst.acked) >= n_after + 3, "sends after the kill", 60)
             finally:
@@ -198,6 +207,18 @@ async def test_call_and_chat_survive_sigkill_of_an_instance(
             rows = await bob.ajson("read", space, "general")
             assert all(r["seq"] != fleeting["seq"] for r in rows)
             host, guest = await a.stop(), await b.stop()
+
+        # The call is over: its log is compacted to one snapshot of the idle call.
+        def compacted() -> bool:
+            rows = pg_query(
+                two.database_url,
+                "SELECT seq, base IS NOT NULL, state FROM call_inputs WHERE space_id = ?"
+                " ORDER BY seq",
+                space,
+            )
+            return bool(rows) and rows[0][1] and all(not state for _, _, state in rows[1:])
+
+        until_sync(compacted, "the ended call's log compacted", 15)
         assert host.stats["server_reconnects"] and not guest.stats["server_reconnects"]
         assert host.peer("Bob")["video_frames_decoded"] > 30
         assert guest.peer("Alice")["video_frames_decoded"] > 30
