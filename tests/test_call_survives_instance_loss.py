@@ -13,6 +13,9 @@ picks) and Carol follows the room (``read --follow``, through A). Then A is SIGK
   the others see the call at two.
 - No acknowledged message is lost or duplicated: Carol's follower (reconnected through B)
   and a later ``read`` show every acknowledged sequence exactly once, with its text.
+- A, restarted (a new instance with no replica), applies a host's mute to the call rebuilt
+  from the log; then B is stopped as an operator restarts it (SIGTERM): Alice and Bob take
+  their seats over through A, nobody sees a leave.
 - A message with a lifetime sent before the kill is gone from ``read`` and from the table on
   time afterwards.
 
@@ -175,6 +178,18 @@ async def test_call_and_chat_survive_sigkill_of_an_instance(
                 assert proxy.connections[made] == 0, "the mute did not go through A"
                 await b.wait_for("muted you: your audio is no longer sent", 30)
 
+                # B is restarted as an operator does (SIGTERM): it does not leave its
+                # members' seats, and Alice and Bob take them over through A.
+                since = [len(a.lines), len(b.lines)]
+                stopped_at = two.stop_b()
+                restarted = await resume_times([a, b], stopped_at, 30, since)
+                print(f"resume times after SIGTERM of the other instance: {restarted}")
+                two.b.start(port=two.b.port)
+                assert not any("left the call" in line for line in a.lines[since[0] :])
+                for call, start in zip((a, b), since, strict=True):
+                    alone = [line for line in call.lines[start:] if "(1 in the call" in line]
+                    assert not alone, f"{call.user.name} saw the other leave: {alone}"
+
                 n_after = len(burst.acked)
                 until_sync(lambda: len(burst.acked) >= n_after + 3, "sends after the kill", 60)
             finally:
@@ -219,7 +234,9 @@ async def test_call_and_chat_survive_sigkill_of_an_instance(
             return bool(rows) and rows[0][1] and all(not state for _, _, state in rows[1:])
 
         until_sync(compacted, "the ended call's log compacted", 15)
-        assert host.stats["server_reconnects"] and not guest.stats["server_reconnects"]
+        # Alice reconnected twice (A killed, then B restarted), Bob once (B restarted).
+        assert len(host.stats["server_reconnects"]) == 2
+        assert len(guest.stats["server_reconnects"]) == 1
         assert host.peer("Bob")["video_frames_decoded"] > 30
         assert guest.peer("Alice")["video_frames_decoded"] > 30
 

@@ -18,6 +18,15 @@ the same state. The instance that took a request checks it first (so the member 
 refusal at once) and answers with its replica's result once its input has come round;
 each instance pushes events to the sessions connected to it, and a signal to a participant
 connected elsewhere reaches it through its own instance.
+
+Instances come and go (:mod:`spaces.call_log` has the log's rules): one without a replica, or
+that sees a room's input numbers jump, rebuilds the call by replaying the room's log; after
+its listener comes back it checks every call. Session tokens name their instance. When an
+instance stops (a restart) its sessions' seats are *not* left: a member reconnecting through
+another instance takes its seat over with the join that holds it (``resume``: same seat,
+nobody sees a leave); seats held through an instance silent (no heartbeat) for
+``[conference] seat_grace_seconds`` — stopped or SIGKILLed — are left, through the log, by
+the instances still alive.
 """
 
 from __future__ import annotations
@@ -393,6 +402,12 @@ class Conferences:
             for member, seated in list(sessions.items()):
                 if seated is subscriber:
                     del sessions[member]
+                    if self.hub.closing:
+                        # This instance is shutting down (a restart): its members keep
+                        # their seats, to take them over through another instance; those
+                        # who do not come back are freed once it has been silent for
+                        # seat_grace_seconds (free_dead_seats, on the instances left).
+                        continue
                     leave = self._input("leave", *key, member=member, session=token)
                     asyncio.get_running_loop().create_task(self._leave_later(leave))
 

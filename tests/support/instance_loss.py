@@ -34,6 +34,12 @@ class Cluster:
     def url(self) -> str:
         return self.proxy.url
 
+    def stop_b(self) -> float:
+        """Stop instance B as an operator does (SIGTERM, a restart); the monotonic time."""
+        stopped = time.monotonic()
+        self.b.stop()
+        return stopped
+
     def kill_a(self) -> float:
         """SIGKILL instance A; the monotonic time it was killed."""
         assert self.a.proc is not None
@@ -65,15 +71,21 @@ def cluster(
 
 
 async def resume_times(
-    processes: Sequence[Any], killed_at: float, timeout: float = 30.0
+    processes: Sequence[Any],
+    killed_at: float,
+    timeout: float = 30.0,
+    since: Sequence[int] | None = None,
 ) -> list[float]:
     """For each call process (``call_helpers.CallProcess``) that lost its instance: seconds
-    from ``killed_at`` until it printed that it is back in the call (polled every 50 ms)."""
+    from ``killed_at`` until it printed that it is back in the call (polled every 50 ms),
+    in its output lines from ``since[i]`` on (default: all)."""
     times: list[float | None] = [None] * len(processes)
+    starts = list(since) if since is not None else [0] * len(processes)
     deadline = time.monotonic() + timeout
     while any(t is None for t in times):
         for i, process in enumerate(processes):
-            if times[i] is None and process.index(RESUMED.pattern) is not None:
+            back = any(RESUMED.search(line) for line in process.lines[starts[i] :])
+            if times[i] is None and back:
                 times[i] = time.monotonic() - killed_at
         if time.monotonic() > deadline:
             missing = [p.user.name for p, t in zip(processes, times, strict=True) if t is None]
