@@ -19,7 +19,8 @@ after a minute. State-changing inputs (``open``, ``join``, ``resume``, ``act``, 
 are kept until the call they belong to is over: when an input ends a call (a host ended
 it, or its last seat emptied), the replica is *idle* — no seats, no lock, no nonces; only
 the next call id, the version and sender-index counters, the SFU flag and the bans remain —
-and that small :class:`Base` is written beside the input and everything before it deleted.
+and that small :class:`Base` is written beside the input; everything before it is deleted
+a minute later (an instance still working through those inputs can read them meanwhile).
 So a log holds one snapshot and the running call's inputs: bounded by a call's activity,
 never by the room's history. A snapshot of a *running* call would be smaller still for
 long calls, but must be written while inputs keep coming (a second writer racing the log);

@@ -169,6 +169,21 @@ async def test_missed_inputs_and_a_late_instance_rebuild_the_same_call() -> None
     assert same(a, b, c, d)
 
 
+async def test_after_its_listener_is_back_an_instance_catches_every_call_up() -> None:
+    """No further input needed: the resync after a reconnection compares each replica with
+    its room's log and rebuilds the ones that fell behind."""
+    log, people = SharedLog(), People()
+    a, b = instance(log, "A", people), instance(log, "B", people)
+    await put(a, "open")
+    await join(a, people.owner, people, "A.1")
+    b.events.deaf = True  # type: ignore[attr-defined]
+    await join(a, people.bob, people, "A.2")
+    b.events.deaf = False  # type: ignore[attr-defined]
+    assert not same(a, b)
+    await b._resync()
+    assert same(a, b)
+
+
 async def test_a_silent_instances_seats_are_freed_unless_taken_over() -> None:
     log, people = SharedLog(), People()
     a, b = instance(log, "A", people), instance(log, "B", people)

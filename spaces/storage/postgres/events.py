@@ -14,7 +14,8 @@ their replicas with the rooms' logs).
 The ordered log (migration 0005): each input takes its room's next number from
 ``call_rooms`` under that row's lock, held until the input commits, so a room's inputs
 commit, and are notified, in number order. Signals are deleted after :data:`INPUTS_KEPT`;
-state-changing inputs stay until :meth:`compact` (``spaces/call_log.py`` says why).
+state-changing inputs stay until a snapshot supersedes them (:meth:`compact`, then the
+same minute; ``spaces/call_log.py`` says why).
 
 Heartbeats: every :data:`HEARTBEAT_SECONDS` this instance writes its id and the database's
 time to ``instances``; :meth:`live_instances` names those heard from lately.
@@ -183,19 +184,14 @@ class PostgresEvents(Dispatch):
         return base, [(int(r["seq"]), bytes(r["body"])) for r in rows]
 
     async def compact(self, room: Room, seq: int, base: bytes) -> None:
-        async with self.database.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE call_inputs SET base = $4 WHERE space_id = $1 AND room_id = $2 "
-                "AND seq = $3",
-                *room,
-                seq,
-                base,
-            )
-            await conn.execute(
-                "DELETE FROM call_inputs WHERE space_id = $1 AND room_id = $2 AND seq < $3",
-                *room,
-                seq,
-            )
+        """Write the snapshot now; what it supersedes goes with the next prune once a
+        minute old (an instance still working through those inputs can read them)."""
+        await self.database.pool.execute(
+            "UPDATE call_inputs SET base = $4 WHERE space_id = $1 AND room_id = $2 AND seq = $3",
+            *room,
+            seq,
+            base,
+        )
 
     async def live_instances(self, silent_for: float) -> set[str] | None:
         try:
@@ -223,17 +219,25 @@ class PostgresEvents(Dispatch):
             except Exception as exc:  # the database is away: the next beat will say
                 log.warning("heartbeat failed: %s", type(exc).__name__)
 
+    async def prune(self, kept: str = INPUTS_KEPT) -> None:
+        """Delete the log's signals, and the inputs a newer snapshot of their room
+        supersedes, once older than ``kept``; and long-silent instances' heartbeats."""
+        await self.database.pool.execute(
+            "DELETE FROM call_inputs AS old "
+            f"WHERE created_at < now() - interval '{kept}' AND base IS NULL "
+            "AND (NOT state OR EXISTS (SELECT 1 FROM call_inputs AS snap "
+            "WHERE snap.space_id = old.space_id AND snap.room_id = old.room_id "
+            "AND snap.base IS NOT NULL AND snap.seq > old.seq))"
+        )
+        await self.database.pool.execute(
+            f"DELETE FROM instances WHERE seen_at < now() - interval '{INSTANCES_KEPT}'"
+        )
+
     async def _prune_forever(self) -> None:
         while True:
             await asyncio.sleep(PRUNE_SECONDS)
             try:
-                await self.database.pool.execute(
-                    "DELETE FROM call_inputs WHERE NOT state AND base IS NULL "
-                    f"AND created_at < now() - interval '{INPUTS_KEPT}'"
-                )
-                await self.database.pool.execute(
-                    f"DELETE FROM instances WHERE seen_at < now() - interval '{INSTANCES_KEPT}'"
-                )
+                await self.prune()
             except Exception:
                 log.exception("pruning the ordered log failed")
 

@@ -6,8 +6,8 @@
 -- under a row lock held until commit: the inputs of a room therefore commit, and are notified, in
 -- sequence order, and a replica that sees a number jump knows it missed one. Signals are
 -- deleted after a minute, as before; state-changing inputs stay until their call has ended:
--- the input that ended it then carries a snapshot of the idle call (``base``) and every
--- earlier row of the room is deleted. Rows of the old log have no room: dropped (they were
+-- the input that ended it then carries a snapshot of the idle call (``base``), and every
+-- earlier row of the room is deleted a minute later. Rows of the old log have no room: dropped (they were
 -- ephemeral; the instances of the previous version replay nothing).
 DELETE FROM call_inputs;
 ALTER TABLE call_inputs
