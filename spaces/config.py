@@ -91,6 +91,10 @@ class ConferenceSection(msgspec.Struct, forbid_unknown_fields=True):
     mesh_return_max: int = 3  # an auto call on the SFU goes back to a mesh at this size
     max_participants: int = 100
     max_signal_bytes: int = 65_536
+    # Several instances: the call seats held through an instance not heard from (its
+    # heartbeat) for this long are freed by the others; until then its clients may come
+    # back through another instance and take their seats over unseen.
+    seat_grace_seconds: float = 10.0
 
 
 class SfuSection(msgspec.Struct, forbid_unknown_fields=True):
@@ -235,6 +239,8 @@ def _ranges_problem(config: Config) -> str | None:
         return f"conference.max_participants: {conf.max_participants} must be at least 2"
     if conf.max_signal_bytes < 1024:
         return f"conference.max_signal_bytes: {conf.max_signal_bytes} must be at least 1024"
+    if conf.seat_grace_seconds < 4:  # at least two heartbeats (2 s apart)
+        return f"conference.seat_grace_seconds: {conf.seat_grace_seconds} must be at least 4"
     return None
 
 

@@ -15,7 +15,10 @@ payloads are at most 8000 bytes, and the bus must not become a second copy of th
 And one ordered log, for what must happen in the same order everywhere (calls, whose state
 each instance keeps a replica of): :meth:`Events.submit` hands an input to every instance's
 :meth:`Events.on_ordered` handler, this one's included, all in one order (PostgreSQL's
-commit order), and returns this instance's result (or raises its error).
+commit order), and returns this instance's result (or raises its error). The log is kept per
+room, numbered, so that an instance can rebuild a call's replica from it
+(:mod:`spaces.call_log`); instances write heartbeats, so that the seats held through one
+that died can be freed by the others (:meth:`Events.live_instances`).
 
 Engines:
 
@@ -35,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -47,7 +51,12 @@ ORDERED: Final = "ordered"  # (input id, token): an input of the ordered log
 
 Handler = Callable[[list[str | int]], Awaitable[None]]
 Resync = Callable[[], Awaitable[None]]
-Ordered = Callable[[bytes, bool], Awaitable[Any]]  # (input, submitted here?) -> result
+# (input, submitted here?, its number in its room's log or 0 if unnumbered) -> result
+Ordered = Callable[[bytes, bool, int], Awaitable[Any]]
+Room = tuple[str, str]  # (space id, room id)
+# A room's log as kept (spaces/call_log.py): (seq, base) of the newest snapshot if any, and
+# (seq, input) of each state-changing input after it.
+RoomLog = tuple[tuple[int, bytes] | None, list[tuple[int, bytes]]]
 
 
 def encode_event(instance: str, kind: str, args: Sequence[str | int]) -> str:
@@ -81,8 +90,23 @@ class Events(Protocol):
         """The one handler of the ordered log (set once)."""
         ...
 
-    async def submit(self, body: bytes) -> Any:
-        """Apply ``body`` on every instance, in the log's order; this instance's result."""
+    instance: str  # this instance's id (random per process)
+
+    async def submit(self, body: bytes, room: Room, state: bool) -> Any:
+        """Apply ``body`` on every instance, in the log's order; this instance's result.
+        ``state``: it changes the room's call (kept for replays), else a signal."""
+        ...
+
+    async def room_log(self, room: Room, upto: int | None) -> RoomLog:
+        """What is kept of a room's log, up to input ``upto`` (None: all committed)."""
+        ...
+
+    async def compact(self, room: Room, seq: int, base: bytes) -> None:
+        """Input ``seq`` left the call idle, as ``base``: keep that, drop what came before."""
+        ...
+
+    async def live_instances(self, silent_for: float) -> set[str] | None:
+        """Instances heard from within ``silent_for`` seconds (None: cannot tell now)."""
         ...
 
     async def start(self) -> None: ...
@@ -129,11 +153,21 @@ class LocalEvents(Dispatch):
     def __init__(self) -> None:
         super().__init__()
         self._order = asyncio.Lock()
+        self.instance = secrets.token_hex(8)
 
-    async def submit(self, body: bytes) -> Any:
+    async def submit(self, body: bytes, room: Room, state: bool) -> Any:
         assert self.ordered is not None, "no handler for the ordered log"
         async with self._order:
-            return await self.ordered(body, True)
+            return await self.ordered(body, True, 0)
+
+    async def room_log(self, room: Room, upto: int | None) -> RoomLog:
+        return None, []  # replicas here never miss an input: nothing to replay
+
+    async def compact(self, room: Room, seq: int, base: bytes) -> None:
+        """Nothing is kept."""
+
+    async def live_instances(self, silent_for: float) -> set[str] | None:
+        return {self.instance}
 
     async def start(self) -> None:
         """Nothing to listen to."""

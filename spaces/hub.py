@@ -88,6 +88,7 @@ class Hub:
         self.counters = Counters() if counters is None else counters
         self._by_space: dict[str, set[Subscriber]] = {}
         self._on_remove: list[Callable[[Subscriber], None]] = []
+        self.closing = False  # close_all was called: the server is shutting down
 
     def on_remove(self, callback: Callable[[Subscriber], None]) -> None:
         """Call ``callback(subscriber)`` whenever a connection goes (e.g. to leave calls)."""
@@ -129,6 +130,7 @@ class Hub:
                 subscriber.end(frame)
 
     def close_all(self, event: SessionClosed) -> None:
+        self.closing = True
         frame = encoder.encode(event)
         for members in list(self._by_space.values()):
             for subscriber in list(members):

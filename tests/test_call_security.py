@@ -58,7 +58,8 @@ async def test_forged_mute_from_the_server_is_ignored(
         # The server pushes "Alice muted Bob" events Alice never signed.
         conferences = srv.app[CONFERENCES]
         ((key, sessions),) = conferences._sessions.items()
-        conference = conferences._calls[key]
+        conference = conferences.call(key)
+        assert conference is not None
         alice_key, bob_key = town.member_key("Alice"), town.member_key("Bob")
         stranger = crypto.random_key()
         forgeries = [

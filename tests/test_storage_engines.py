@@ -216,3 +216,48 @@ def test_unreachable_postgres_is_one_error_line_naming_the_url(tmp_path: Path, p
     line = assert_one_line_error(result)
     assert f"postgresql://salon:***@127.0.0.1:{port}/salon" in line, line
     assert "hunter2" not in result.stdout + result.stderr
+
+
+async def test_postgres_call_log_keeps_inputs_until_a_snapshot_supersedes_them(postgres):
+    """The ordered log on PostgreSQL (migration 0005): numbered per room under the room's
+    row lock, read back as a replay would, snapshot, pruned; heartbeats name the live."""
+    from spaces.storage.postgres.database import Database
+    from spaces.storage.postgres.events import PostgresEvents
+
+    database = Database(postgres.create_database())
+    await database.open()
+    events = PostgresEvents(database)
+    events.listening.set()  # submit without the listener: nobody answers, so time out fast
+    room, other = ("s1", "hall"), ("s1", "other")
+    try:
+
+        async def put(where: tuple[str, str], body: bytes, state: bool = True) -> None:
+            with pytest.raises(TimeoutError):  # committed, but no listener applies it here
+                await asyncio.wait_for(events.submit(body, where, state), 1.0)
+
+        for body, state in ((b"open", True), (b"join", True), (b"sig", False), (b"end", True)):
+            await put(room, body, state)
+        await put(other, b"open")
+        await put(room, b"join2")
+        assert await events.room_log(room, None) == (
+            None,
+            [(1, b"open"), (2, b"join"), (4, b"end"), (5, b"join2")],
+        )
+        assert await events.room_log(other, None) == (None, [(1, b"open")])
+        assert await events.room_log(room, 2) == (None, [(1, b"open"), (2, b"join")])
+        await events.compact(room, 4, b"idle")
+        assert await events.room_log(room, None) == ((4, b"idle"), [(5, b"join2")])
+        assert await events.room_log(room, 3) == (None, [(1, b"open"), (2, b"join")])
+        await events.prune("1 minute")  # nothing old enough yet
+        assert len(await database.pool.fetch("SELECT 1 FROM call_inputs")) == 6
+        await events.prune("0 seconds")  # the signal and what the snapshot supersedes go
+        rows = await database.pool.fetch("SELECT room_id, seq FROM call_inputs ORDER BY 1, 2")
+        assert [tuple(r) for r in rows] == [("hall", 4), ("hall", 5), ("other", 1)]
+        assert await events.room_log(room, None) == ((4, b"idle"), [(5, b"join2")])
+
+        await events._heartbeat()
+        assert await events.live_instances(10) == {database.instance}
+        await database.pool.execute("UPDATE instances SET seen_at = now() - interval '1 min'")
+        assert await events.live_instances(10) == set()
+    finally:
+        await database.close()

@@ -88,6 +88,7 @@ from client.call.stats import CallStats, PeerStats
 from client.call.topology import TOPOLOGIES, LinkState, Peer, Topology, TopologyContext
 from client.call.view import CallPicture, LiveDisplay, PlainDisplay, Row
 from client.core import crypto
+from client.core.backoff import Backoff
 from client.core.errors import ClientError, ServerError, UsageError
 from client.core.rooms import RoomView
 from client.core.space import SpaceSession
@@ -140,6 +141,11 @@ KEY_SWITCH_SECONDS = 3.0
 COLOUR_SAMPLE_EVERY = 5  # decoded frames between dominant-colour samples
 REFRESH_SECONDS = 0.5
 LEAVE_TIMEOUT = 2.0
+# Losing the server (an instance restarted or died behind the server's address): reconnect
+# with jittered back-off, for this long at most, and take our seat over with our join.
+RECONNECT_FIRST = 0.2
+RECONNECT_MAX = 3.0
+RECONNECT_GIVE_UP = 60.0
 RETIRE_SECONDS = 8.0  # the longest a topology being replaced keeps running
 SFU_OFFER_TIMEOUT = 15.0
 EXIT_ENDED = 5  # exit code when a host removed, banned or denied us
@@ -340,6 +346,8 @@ class CallClient:
         # The join this device signed: what a kick or denial of us must name (the server's
         # view of our seat could show an earlier join of ours, whose kick is genuine).
         self.my_join_nonce = b""
+        self.my_join: CallAction | None = None  # the join holding our seat (to take it over)
+        self.server_reconnects: list[float] = []  # seconds each reconnection took
         self.seated = False
         self.topology: Topology | None = None
         self.feed: _Feed | None = None
@@ -514,6 +522,7 @@ class CallClient:
             self.call_id = info.state.call_id
             action = sign_action(self.session, self.room_id, self.call_id, "join", self.me)
             self.my_join_nonce = action.nonce
+            self.my_join = action
             self._join_started = self.clock()
             try:
                 joined = await conn.request(
@@ -541,7 +550,6 @@ class CallClient:
                 handled.append(sig)
         duration = self.options.duration
         deadline = self.clock() + duration if duration is not None else math.inf
-        events = self.session.conn.events
         try:
             while True:
                 if self._stop.is_set():
@@ -549,6 +557,7 @@ class CallClient:
                 remaining = deadline - self.clock()
                 if remaining <= 0:
                     return CallOutcome("duration", f"the call ended after {duration:g} s")
+                events = self.session.conn.events  # a new one after a reconnection
                 try:
                     event = await asyncio.wait_for(events.get(), min(REFRESH_SECONDS, remaining))
                 except TimeoutError:
@@ -623,12 +632,54 @@ class CallClient:
         elif isinstance(event, RecordAdded):
             await self._resync()
         elif isinstance(event, SessionClosed):
+            if event.reason in ("disconnected", "shutdown") and self.seated:
+                return await self._reconnect(event.reason)
             self.seated = False
             if event.reason in ("removed", "banned"):
                 return CallOutcome("removed", "you were removed from the space", EXIT_ENDED)
             return CallOutcome(
                 "interrupted", f"lost the connection to the server ({event.reason})", 3
             )
+        return None
+
+    async def _reconnect(self, why: str) -> CallOutcome | None:
+        """The server connection went (an instance restarted or died): connect again,
+        through the same address, and take our seat over with the join that holds it — the
+        same seat, sender index and keys, so nobody in the call sees us leave, and the
+        media connections, which never went through the server, keep flowing meanwhile."""
+        started = self.clock()
+        self.note(f"lost the connection to the server ({why}); reconnecting, media keeps flowing")
+        backoff = Backoff(RECONNECT_FIRST, RECONNECT_MAX)
+        while True:
+            if self._stop.is_set():
+                self.seated = False
+                return CallOutcome("interrupted", "you left the call")
+            try:
+                await self.session.reconnect()
+                break
+            except (ClientError, OSError, TimeoutError) as exc:
+                if self.clock() - started > RECONNECT_GIVE_UP:
+                    self.seated = False
+                    return CallOutcome(
+                        "interrupted", f"lost the connection to the server ({why}): {exc}", 3
+                    )
+                log.debug("reconnecting failed: %s", exc)
+                await backoff.wait()
+        conn = self.session.conn
+        assert self.my_join is not None
+        try:
+            joined = await conn.request(
+                JoinCall(conn.next_id(), self.room_id, self.my_join), CallJoined
+            )
+        except ServerError as exc:
+            self.seated = False
+            return CallOutcome(
+                "interrupted", f"reconnected, but the server did not give our seat back: {exc}", 3
+            )
+        took = self.clock() - started
+        self.server_reconnects.append(took)
+        self.note(f"reconnected to the server after {took:.1f} s; still in the call")
+        await self._apply_state(joined.state, None)
         return None
 
     async def _resync(self) -> None:
@@ -882,6 +933,7 @@ class CallClient:
             if running is not None and isinstance(running.topology, SfuTopology):
                 self.stats.sfu = running.topology.stats()
         self.stats.key_changes = [change.to_json() for change in self.key_changes]
+        self.stats.server_reconnects = list(self.server_reconnects)
 
     def _topology_note(self, state: CallState) -> str:
         notes = []
@@ -1088,7 +1140,7 @@ class CallClient:
             await conn.request(
                 SendCallSignal(conn.next_id(), self.room_id, self.call_id, peer.member, box), Done
             )
-        except ServerError as exc:  # they left meanwhile: the next state says so
+        except ClientError as exc:  # they left, or the server went: the next state says
             log.debug("signal not relayed: %s", exc)
 
     async def _on_signal(self, event: CallSignal) -> None:

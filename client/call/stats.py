@@ -159,6 +159,7 @@ class CallStats:
     topologies: list[str] = field(default_factory=list)
     key_changes: list[dict[str, Any]] = field(default_factory=list)
     sfu: dict[str, Any] | None = None
+    server_reconnects: list[float] = field(default_factory=list)  # seconds each took
 
     def add_code(self, code: str) -> bool:
         """Record a code as shown; True if it differs from the last one shown."""
@@ -188,6 +189,7 @@ class CallStats:
             "topologies": list(self.topologies),
             "key_changes": list(self.key_changes),
             "sfu": self.sfu,
+            "server_reconnects": list(self.server_reconnects),
         }
 
     def write(self, path: str) -> None:

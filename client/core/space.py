@@ -775,6 +775,20 @@ class SpaceSession:
     async def close(self) -> None:
         await self.conn.close()
 
+    async def reconnect(self) -> None:
+        """A new connection to the membership's server (any instance behind its address),
+        authenticated and synced; after this, :attr:`conn` is the new one and the old one
+        is closed. Raises (the old connection kept) if the server cannot be reached."""
+        conn = await Connection.open(self.m.server)
+        try:
+            await _authenticate(conn, self.m)
+        except BaseException:
+            await conn.close()
+            raise
+        old, self.conn = self.conn, conn
+        await old.close()
+        await self.sync()
+
 
 def links_known_to(roster: Roster, member: bytes, now: float | None = None) -> list[str]:
     """Live invites a member may have seen while in the space: multi-use links (shared
@@ -793,29 +807,34 @@ def links_known_to(roster: Roster, member: bytes, now: float | None = None) -> l
 # -- entry points ------------------------------------------------------------------------------
 
 
+async def _authenticate(conn: Connection, membership: SpaceMembership) -> None:
+    key = crypto.public_signing_key(membership.signing_seed)
+    statement = auth_statement(conn.origin, "member", membership.space_id, conn.nonce)
+    try:
+        await conn.request(
+            Authenticate(
+                conn.next_id(),
+                membership.space_id,
+                key,
+                crypto.sign(membership.signing_seed, statement),
+            ),
+            Welcome,
+        )
+    except ServerError as exc:
+        if exc.code == ErrorCode.UNAUTHENTICATED:
+            raise ServerError(exc.code, f"{exc} (space {membership.space_id})") from None
+        raise
+
+
 @contextlib.asynccontextmanager
 async def open_space(
     keystore: Keystore, membership: SpaceMembership
 ) -> AsyncIterator[SpaceSession]:
     """Connect, authenticate and verify one membership."""
     conn = await Connection.open(membership.server)
+    session: SpaceSession | None = None
     try:
-        key = crypto.public_signing_key(membership.signing_seed)
-        statement = auth_statement(conn.origin, "member", membership.space_id, conn.nonce)
-        try:
-            await conn.request(
-                Authenticate(
-                    conn.next_id(),
-                    membership.space_id,
-                    key,
-                    crypto.sign(membership.signing_seed, statement),
-                ),
-                Welcome,
-            )
-        except ServerError as exc:
-            if exc.code == ErrorCode.UNAUTHENTICATED:
-                raise ServerError(exc.code, f"{exc} (space {membership.space_id})") from None
-            raise
+        await _authenticate(conn, membership)
         session = SpaceSession(keystore, membership, conn)
         await session.sync()
         from client.core.rooms import share_room_keys  # rooms build on this module
@@ -824,6 +843,8 @@ async def open_space(
         yield session
     finally:
         await conn.close()
+        if session is not None and session.conn is not conn:  # it reconnected
+            await session.conn.close()
 
 
 async def create_space(

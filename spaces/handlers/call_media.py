@@ -80,10 +80,11 @@ from protocol.errors import (
 )
 from protocol.ids import new_id
 from protocol.records import Role, Roster
+from spaces.call_log import Placement
 from spaces.conference import Change, Conference
 from spaces.config import Config
 from spaces.events import LocalEvents
-from spaces.handlers.conference import CONFERENCES, CallKey, Conferences, Placement, roles_of
+from spaces.handlers.conference import CONFERENCES, CallKey, Conferences, roles_of
 from spaces.limits import KeyedLimiter
 from spaces.services import CONFIG, EVENTS, Caller, add_routes
 from spaces.sfu_registry import (

@@ -10,8 +10,9 @@ Everything a call relays between participants is a box sealed end to end; the se
 checks who may send to whom (:meth:`Conference.may_relay`) and how large it is.
 
 Several instances (issue 11): every instance keeps a replica of each call and applies the
-same inputs (:class:`CallInput`: open, join, act, leave, signal) in one order, the ordered
-log of :mod:`spaces.events` (on PostgreSQL, the commit order of the inputs' transactions).
+same inputs (:class:`CallInput`: open, join, resume, act, leave, signal, place) in one
+order, the ordered log of :mod:`spaces.events` (on PostgreSQL, the commit order of the
+inputs' transactions).
 An input carries everything its outcome depends on — the roles and time of the instance
 that took the request, whether it has an SFU, the next call id — so every replica reaches
 the same state. The instance that took a request checks it first (so the member hears a
@@ -19,20 +20,31 @@ refusal at once) and answers with its replica's result once its input has come r
 each instance pushes events to the sessions connected to it, and a signal to a participant
 connected elsewhere reaches it through its own instance.
 
+Instances come and go (:mod:`spaces.call_log` has the log's rules): one without a replica, or
+that sees a room's input numbers jump, rebuilds the call by replaying the room's log; after
+its listener comes back it checks every call. Session tokens name their instance. When an
+instance stops (a restart) its sessions' seats are *not* left: a member reconnecting through
+another instance takes its seat over with the join that holds it (``resume``: same seat,
+nobody sees a leave); seats held through an instance silent (no heartbeat) for
+``[conference] seat_grace_seconds`` — stopped or SIGKILLed — are left, through the log, by
+the instances still alive.
+
 A call on the SFU runs on one node for every instance: a ``place`` input names the node (and
 the opaque conference id the node knows the call by) and every replica records the same
-:class:`Placement`; the first ``place`` of a call in the log wins, a later one only moves the
-call if it names the placement it replaces (the node went away). See
+:class:`~spaces.call_log.Placement`; the first ``place`` of a call in the log wins, a later
+one only moves the call if it names the placement it replaces (the node went away). A
+placement is part of the replica, so a rebuilt one has it too. See
 :mod:`spaces.handlers.call_media`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -56,8 +68,18 @@ from protocol.conference_wire import (
 from protocol.errors import Forbidden, InvalidMessage, NotFound, RateLimited, TooLarge
 from protocol.forks import HEAD_HASH_LEN
 from protocol.ids import new_id
-from protocol.records import HASH_WINDOW, Role, Roster
+from protocol.records import HASH_WINDOW, Role, RoomCreate, Roster
 from protocol.wire import Done, encoder
+from spaces.call_log import (
+    CallInput,
+    Limits,
+    Placement,
+    Replica,
+    base_decoder,
+    input_decoder,
+    input_encoder,
+    instance_of,
+)
 from spaces.conference import Change, Conference
 from spaces.config import Config
 from spaces.events import Events, LocalEvents
@@ -65,13 +87,14 @@ from spaces.hub import Hub, Subscriber
 from spaces.limits import KeyedLimiter
 from spaces.membership import Membership
 from spaces.services import CONFERENCE_STORE, CONFIG, EVENTS, HUB, MEMBERSHIP, Caller, add_routes
-from spaces.storage.interfaces import ConferenceStore
+from spaces.storage.interfaces import ConferenceStore, StorageError
 
 log = logging.getLogger(__name__)
 # A member's self-state actions (hand, microphone, camera: SELF_STATE) per room: each is
 # pushed to every participant, so a few toggles in a row, no stream.
 SELF_STATE_PER_SECOND = 2.0
 SELF_STATE_BURST = 10
+FREE_SEATS_SECONDS = 2.0  # how often the seats of silent instances are looked for
 CallKey = tuple[str, str]  # (space id, room id)
 
 
@@ -95,39 +118,6 @@ def _check_head(action: CallAction, roster: Roster) -> None:
         )
 
 
-class Placement(msgspec.Struct, frozen=True):
-    """Where a call's media runs: its SFU node and the conference id that node knows it by."""
-
-    call_id: str
-    node: str
-    conference: str
-
-
-class CallInput(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One input of a call's replicas (see the module docstring)."""
-
-    kind: str  # open | join | act | leave | signal | place
-    space_id: str
-    room_id: str
-    session: str = ""  # the requesting session (instance-unique token)
-    member: bytes = b""
-    action: CallAction | None = None
-    roles: dict[bytes, Role] = {}
-    now_ms: int = 0
-    sfu: bool = False
-    next_call_id: str = ""  # the id of the call after this one, if this one ends
-    call_id: str = ""  # signal: the call it belongs to
-    to: bytes = b""
-    box: bytes = b""
-    node: str = ""  # place: the SFU node ("": none), the conference id on it, and the
-    conference: str = ""  # conference id of the placement this one replaces ("": none)
-    replaces: str = ""
-
-
-_input_encoder = msgspec.msgpack.Encoder()
-_input_decoder = msgspec.msgpack.Decoder(CallInput)
-
-
 def roles_of(roster: Roster) -> dict[bytes, Role]:
     return {key: member.role for key, member in roster.members.items()}
 
@@ -144,24 +134,26 @@ class Conferences:
     ) -> None:
         self.events: Events = LocalEvents() if events is None else events
         self.events.on_ordered(self._apply)
+        self.events.on_resync(self._resync)
         self.membership = membership
         self.hub = hub
         self.config = config
         self.store = store
         self.clock = clock
-        self._calls: dict[CallKey, Conference] = {}
-        # Sessions connected here, by call and member; and the session token of every
-        # seated member of every call (replicated: tokens of sessions anywhere).
+        limits = config.conference
+        self.limits = Limits(limits.mesh_max, limits.mesh_return_max, limits.max_participants)
+        self._replicas: dict[CallKey, Replica] = {}
+        # Sessions connected here, by call and member (who holds each seat, wherever it is
+        # connected, is part of the replica: Replica.seated).
         self._sessions: dict[CallKey, dict[bytes, Subscriber]] = {}
-        self._seated: dict[CallKey, dict[bytes, str]] = {}
         self._tokens: dict[Subscriber, str] = {}
         self._by_token: dict[str, Subscriber] = {}
         self._creating: dict[CallKey, asyncio.Lock] = {}
+        self._freed: set[str] = set()  # tokens of dead instances' seats already let go
         self._self_state = KeyedLimiter(SELF_STATE_PER_SECOND, SELF_STATE_BURST, clock)
         # Told of every change before it is announced (the SFU side follows calls this way).
         self.observers: list[Callable[[Conference, Roster, Change], None]] = []
-        # Each call's SFU placement (replicated), and who hears of a change of it.
-        self._placements: dict[CallKey, Placement] = {}
+        # Told when a call's SFU placement changes (live, or found changed by a rebuild).
         self.placement_observers: list[Callable[[CallKey, Placement | None], None]] = []
         self.sfu_available: Callable[[], bool] = lambda: False
         hub.on_remove(self._session_gone)
@@ -169,7 +161,8 @@ class Conferences:
     def census(self) -> dict[str, tuple[int, int]]:
         """topology -> (calls with someone in them, participants joined): for /metrics."""
         result: dict[str, tuple[int, int]] = {}
-        for conference in self._calls.values():
+        for replica in self._replicas.values():
+            conference = replica.conference
             joined = len(conference.joined)
             if joined:
                 calls, people = result.get(conference.topology, (0, 0))
@@ -181,163 +174,178 @@ class Conferences:
 
     async def conference(self, space_id: str, room_id: str) -> tuple[Conference, Roster]:
         roster = await self.membership.roster(space_id)
-        room = roster.rooms.get(room_id)
-        if room is None or room.spec.kind != "conference":
-            raise NotFound("no conference room with that id in this space")
+        self._room_spec(roster, room_id)
         key = (space_id, room_id)
-        conference = self._calls.get(key)
-        if conference is None:
+        if key not in self._replicas:
             async with self._creating.setdefault(key, asyncio.Lock()):
-                if key not in self._calls:
-                    await self.events.submit(
-                        self._input("open", space_id, room_id, next_call_id=new_id())
-                    )
-            conference = self._calls[key]
-        return conference, roster
+                if key not in self._replicas:
+                    bans = list((await self.store.bans(space_id, room_id)).values())
+                    await self._submit(self._input("open", space_id, room_id, bans=bans))
+        return self._replicas[key].conference, roster
 
-    async def _create(self, space_id: str, room_id: str, call_id: str) -> Conference:
-        """A replica for a room's call (an ``open`` input: the first one in the log wins)."""
-        roster = await self.membership.roster(space_id)
+    @staticmethod
+    def _room_spec(roster: Roster, room_id: str) -> RoomCreate:
         room = roster.rooms.get(room_id)
         if room is None or room.spec.kind != "conference":
             raise NotFound("no conference room with that id in this space")
-        limits = self.config.conference
-        conference = Conference(
-            space_id,
-            room.spec,
-            mesh_max=limits.mesh_max,
-            mesh_return_max=limits.mesh_return_max,
-            max_participants=limits.max_participants,
-            bans=await self.store.bans(space_id, room_id),
-            make_call_id=lambda: call_id,
-        )
-        key = (space_id, room_id)
-        self._calls[key] = conference
-        self._sessions.setdefault(key, {})
-        self._seated.setdefault(key, {})
-        return conference
+        return room.spec
 
     def _token(self, subscriber: Subscriber) -> str:
         token = self._tokens.get(subscriber)
         if token is None:
-            token = self._tokens[subscriber] = secrets.token_hex(8)
+            token = f"{self.events.instance}.{secrets.token_hex(8)}"
+            self._tokens[subscriber] = token
             self._by_token[token] = subscriber
         return token
 
-    def _input(self, kind: str, space_id: str, room_id: str, **fields: Any) -> bytes:
-        return _input_encoder.encode(
-            CallInput(
-                kind,
-                space_id,
-                room_id,
-                now_ms=self.now_ms(),
-                sfu=self.sfu_available(),
-                next_call_id=fields.pop("next_call_id", None) or new_id(),
-                **fields,
-            )
+    def _input(self, kind: str, space_id: str, room_id: str, **fields: Any) -> CallInput:
+        return CallInput(
+            kind,
+            space_id,
+            room_id,
+            now_ms=self.now_ms(),
+            sfu=self.sfu_available(),
+            next_call_id=fields.pop("next_call_id", None) or new_id(),
+            **fields,
         )
+
+    async def _submit(self, entry: CallInput) -> Any:
+        body = input_encoder.encode(entry)
+        return await self.events.submit(body, (entry.space_id, entry.room_id), entry.changes_state)
 
     # -- the replicas: every instance applies every input, in the log's order -----------------
 
-    async def _apply(self, body: bytes, mine: bool) -> Any:
-        entry = _input_decoder.decode(body)
+    async def _apply(self, body: bytes, mine: bool, seq: int) -> Any:
+        entry = input_decoder.decode(body)
         key = (entry.space_id, entry.room_id)
-        conference = self._calls.get(key)
-        if entry.kind == "open":
-            if conference is None:
-                await self._create(entry.space_id, entry.room_id, entry.next_call_id)
+        replica = self._replicas.get(key)
+        if seq == 0:  # one instance: nothing is ever missed
+            seq = replica.seq + 1 if replica is not None else 1
+        elif replica is not None and seq <= replica.seq:
+            # Already in a replay of the log (an input heard after a rebuild had read it).
+            if mine:
+                raise StorageError("the server re-read that call meanwhile; try again")
             return None
-        if conference is None:
-            # A call this instance has no replica of (it started before this one did).
-            raise NotFound("this server does not know that call yet; try again")
-        conference._make_call_id = lambda: entry.next_call_id
-        conference.set_sfu_available(entry.sfu)
-        roster = await self.membership.roster(entry.space_id)
-        if entry.kind == "join":
-            return self._apply_join(conference, roster, entry, mine)
-        if entry.kind == "act":
-            assert entry.action is not None
-            change = conference.act(entry.action, entry.roles, entry.now_ms)
-            self._announce(conference, roster, change)
-            return change
-        if entry.kind == "leave":
-            if self._seated[key].get(entry.member) == entry.session:
-                del self._seated[key][entry.member]
-                self._sessions[key].pop(entry.member, None)
-                left = conference.leave(entry.member)
-                if left is not None:
-                    self._announce(conference, roster, left)
+        elif replica is not None and seq > replica.seq + 1:
+            log.info("inputs of a call were missed here; rebuilding it from the log")
+            replica = await self._rebuild(key, seq - 1)
+        elif replica is None and (entry.kind != "open" or seq > 1):
+            replica = await self._rebuild(key, seq - 1)  # a call that started before we did
+        if replica is None:
+            assert entry.kind == "open"
+            roster = await self.membership.roster(entry.space_id)
+            spec = self._room_spec(roster, entry.room_id)
+            self._install(key, Replica.opened(spec, self.limits, entry, seq))
             return None
-        if entry.kind == "place":
-            return self._apply_place(key, conference, entry)
-        if entry.kind == "signal":
-            seated = self._seated[key]
-            if (
-                entry.call_id == conference.call_id
-                and seated.get(entry.member) == entry.session
-                and conference.may_relay(entry.member, entry.to)
-            ):
+        replica.seq = seq
+        if not entry.changes_state:
+            if replica.may_signal(entry):
                 recipient = self._sessions[key].get(entry.to)
                 if recipient is not None:
-                    event = CallSignal(conference.room_id, entry.call_id, entry.member, entry.box)
+                    event = CallSignal(entry.room_id, entry.call_id, entry.member, entry.box)
                     self._push(recipient, event)
             return None
-        raise InvalidMessage(f"unknown call input {entry.kind!r}")
+        conference = replica.conference
+        roster = await self.membership.roster(entry.space_id)
+        applied = replica.apply(entry)  # raises if refused: the same everywhere
+        if entry.kind == "place":
+            if applied.placed:
+                self._placed(key, replica.placement)
+            return replica.placement
+        if applied.replaced is not None:
+            previous = self._by_token.get(applied.replaced)
+            if previous is not None and self._sessions[key].get(entry.member) is previous:
+                del self._sessions[key][entry.member]
+                self._push(previous, CallEnded(entry.room_id, conference.call_id, "replaced"))
+        if entry.kind in ("join", "resume"):
+            subscriber = self._by_token.get(entry.session)
+            if subscriber is not None and not subscriber.closed:
+                self._sessions[key][entry.member] = subscriber
+        elif entry.kind == "leave" and applied.change is not None:
+            self._sessions[key].pop(entry.member, None)
+        if applied.change is not None:
+            self._announce(conference, roster, applied.change)
+            if applied.change.ended and mine:
+                asyncio.get_running_loop().create_task(self._compact(key, seq, replica))
+        if entry.kind in ("join", "resume"):
+            return replica.joined_reply(entry.member, entry.roles, applied.change)
+        return applied.change
 
-    def _apply_join(
-        self, conference: Conference, roster: Roster, entry: CallInput, mine: bool
-    ) -> CallJoined:
-        assert entry.action is not None
-        member = entry.member
-        key = (conference.space_id, conference.room_id)
-        change = conference.join(entry.action, entry.roles, entry.now_ms)
-        sessions, seated = self._sessions[key], self._seated[key]
-        previous = sessions.get(member)
-        if previous is not None and self._tokens.get(previous) != entry.session:
-            self._push(previous, CallEnded(conference.room_id, conference.call_id, "replaced"))
-            del sessions[member]
-        seated[member] = entry.session
-        subscriber = self._by_token.get(entry.session)
-        if subscriber is not None and not subscriber.closed:
-            sessions[member] = subscriber
-        self._announce(conference, roster, change)
-        return CallJoined(0, conference.state_for(member, entry.roles), change.status)
+    def _install(self, key: CallKey, replica: Replica) -> None:
+        self._replicas[key] = replica
+        self._sessions.setdefault(key, {})
 
-    def _apply_place(
-        self, key: CallKey, conference: Conference, entry: CallInput
-    ) -> Placement | None:
-        current = self.placement(key)
-        if entry.call_id != conference.call_id:
-            return current  # that call is over
-        if (current.conference if current is not None else "") != entry.replaces:
-            return current  # placed (or moved) by an earlier input: first in the log wins
-        new = Placement(entry.call_id, entry.node, entry.conference) if entry.node else None
-        if new is None:
-            self._placements.pop(key, None)
-        else:
-            self._placements[key] = new
+    async def _rebuild(self, key: CallKey, upto: int | None) -> Replica:
+        """The room's replica, replayed from its log (spaces/call_log.py); sessions here
+        that no longer hold their seat in it are told their part in the call ended."""
+        base, rows = await self.events.room_log(key, upto)
+        roster = await self.membership.roster(key[0])
+        spec = self._room_spec(roster, key[1])
+        replica = Replica.replay(
+            key[0],
+            spec,
+            self.limits,
+            (base[0], base_decoder.decode(base[1])) if base is not None else None,
+            [(seq, input_decoder.decode(body)) for seq, body in rows],
+            upto if upto is not None else max([0, *(seq for seq, _ in rows)], default=0),
+        )
+        old = self._replicas.get(key)
+        self._install(key, replica)
+        if (old.placement if old is not None else None) != replica.placement:
+            self._placed(key, replica.placement)
+        if old is not None:
+            conference, roles = replica.conference, roles_of(roster)
+            sessions = self._sessions[key]
+            for member, subscriber in list(sessions.items()):
+                if replica.seated.get(member) != self._tokens.get(subscriber):
+                    del sessions[member]
+                    self._push(subscriber, CallEnded(key[1], old.conference.call_id, "ended"))
+                else:
+                    self._push(subscriber, CallUpdate(conference.state_for(member, roles), None))
+        return replica
+
+    async def _resync(self) -> None:
+        """After the bus lost notifications: bring every replica up to its room's log."""
+        for key, replica in list(self._replicas.items()):
+            try:
+                base, rows = await self.events.room_log(key, None)
+                newest = max([base[0] if base else 0, *(seq for seq, _ in rows)])
+                if newest > replica.seq:
+                    await self._rebuild(key, newest)
+            except Exception:
+                log.exception("rebuilding a call after lost events failed")
+
+    async def _compact(self, key: CallKey, seq: int, replica: Replica) -> None:
+        try:
+            base = replica.base() if replica.seq == seq and replica.is_idle() else None
+            if base is not None:
+                await self.events.compact(key, seq, input_encoder.encode(base))
+        except Exception:
+            log.exception("compacting a call's log failed")
+
+    def _placed(self, key: CallKey, placement: Placement | None) -> None:
         for observer in self.placement_observers:
-            observer(key, new)
-        return new
+            observer(key, placement)
 
     def placements(self) -> dict[CallKey, Placement]:
         """Every current call's placement."""
-        return {key: p for key in list(self._placements) if (p := self.placement(key))}
+        return {
+            key: placed
+            for key, replica in list(self._replicas.items())
+            if (placed := replica.placement) is not None
+        }
 
     def placement(self, key: CallKey) -> Placement | None:
         """The node carrying the room's current call, if the log has placed it."""
-        conference = self._calls.get(key)
-        placed = self._placements.get(key)
-        if conference is None or placed is None or placed.call_id != conference.call_id:
-            return None
-        return placed
+        replica = self._replicas.get(key)
+        return replica.placement if replica is not None else None
 
     async def place(
         self, key: CallKey, call_id: str, node: str, conference: str, replaces: str
     ) -> Placement | None:
         """Put the call on ``node`` (``""``: on none) unless the log placed it since
         ``replaces`` was read; the placement every replica now has."""
-        placed = await self.events.submit(
+        placed = await self._submit(
             self._input(
                 "place",
                 *key,
@@ -352,7 +360,8 @@ class Conferences:
 
     def call(self, key: CallKey) -> Conference | None:
         """The room's conference if it has been used since the server started."""
-        return self._calls.get(key)
+        replica = self._replicas.get(key)
+        return replica.conference if replica is not None else None
 
     def session_of(self, key: CallKey, member: bytes) -> Subscriber | None:
         """The session through which ``member`` joined the room's call, if it is seated."""
@@ -362,6 +371,41 @@ class Conferences:
         subscriber = self.session_of(key, member)
         if subscriber is not None:
             self._push(subscriber, event)
+
+    # -- seats of instances that died --------------------------------------------------------
+
+    async def free_dead_seats(self) -> int:
+        """Leave, through the log, every seat held by a session of an instance not heard
+        from for ``[conference] seat_grace_seconds``; how many leaves were sent. Only the
+        instances' own heartbeats decide (a client names no instance, and its session
+        token is made here), and a member whose new session took its seat over meanwhile
+        keeps it (the leave names the old session)."""
+        live = await self.events.live_instances(self.config.conference.seat_grace_seconds)
+        if live is None:
+            return 0
+        live.add(self.events.instance)
+        sent = 0
+        for key, replica in list(self._replicas.items()):
+            for member, token in list(replica.seated.items()):
+                if instance_of(token) in live or token in self._freed:
+                    continue
+                self._freed.add(token)
+                try:
+                    await self._submit(self._input("leave", *key, member=member, session=token))
+                    sent += 1
+                except Exception:
+                    self._freed.discard(token)
+                    log.exception("freeing a seat of a silent instance failed")
+        return sent
+
+    async def _free_dead_seats_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FREE_SEATS_SECONDS)
+            try:
+                if await self.free_dead_seats():
+                    log.info("freed the call seats of an instance that went silent")
+            except Exception:
+                log.exception("freeing the seats of silent instances failed")
 
     # -- pushing -----------------------------------------------------------------------------
 
@@ -374,15 +418,12 @@ class Conferences:
         for observer in self.observers:
             observer(conference, roster, change)
         key = (conference.space_id, conference.room_id)
-        sessions, seated = self._sessions[key], self._seated[key]
+        sessions = self._sessions[key]
         for member, reason in change.removed:
-            seated.pop(member, None)
             subscriber = sessions.pop(member, None)
             if subscriber is not None:
                 self._end(subscriber, conference, reason, change)
         if change.ended:
-            self._placements.pop(key, None)
-            seated.clear()
             for member, subscriber in list(sessions.items()):
                 self._end(subscriber, conference, "ended", change)
                 sessions.pop(member)
@@ -413,12 +454,18 @@ class Conferences:
             for member, seated in list(sessions.items()):
                 if seated is subscriber:
                     del sessions[member]
+                    if self.hub.closing:
+                        # This instance is shutting down (a restart): its members keep
+                        # their seats, to take them over through another instance; those
+                        # who do not come back are freed once it has been silent for
+                        # seat_grace_seconds (free_dead_seats, on the instances left).
+                        continue
                     leave = self._input("leave", *key, member=member, session=token)
                     asyncio.get_running_loop().create_task(self._leave_later(leave))
 
-    async def _leave_later(self, leave: bytes) -> None:
+    async def _leave_later(self, leave: CallInput) -> None:
         try:
-            await self.events.submit(leave)
+            await self._submit(leave)
         except Exception:  # the space may be gone; nothing to tell anyone then
             log.exception("announcing a departure failed")
 
@@ -430,15 +477,21 @@ class Conferences:
         return CallInfo(message.id, conference.state_for(subscriber.member, roles_of(roster)))
 
     async def join_call(self, subscriber: Subscriber, message: JoinCall) -> CallJoined:
+        """Join, or — with the very join that holds the member's seat — take the seat over
+        from another session (a client back after losing its server: same seat, same sender
+        index, same keys, nobody sees it leave)."""
         conference, roster = await self.conference(subscriber.space_id, message.room_id)
         member = subscriber.member
         roster.active(member)
         if message.join.actor != member:
             raise Forbidden("a join must be signed by the session's member")
-        _check_head(message.join, roster)
-        joined = await self.events.submit(
+        seat = conference.seats.get(member)
+        resume = seat is not None and seat.join == message.join
+        if not resume:
+            _check_head(message.join, roster)
+        joined = await self._submit(
             self._input(
-                "join",
+                "resume" if resume else "join",
                 *(conference.space_id, conference.room_id),
                 session=self._token(subscriber),
                 member=member,
@@ -456,7 +509,7 @@ class Conferences:
             leave = self._input(
                 "leave", *key, member=subscriber.member, session=self._token(subscriber)
             )
-            await self.events.submit(leave)
+            await self._submit(leave)
         return Done(message.id)
 
     async def act(self, subscriber: Subscriber, message: ActInCall) -> Done:
@@ -471,7 +524,7 @@ class Conferences:
             raise Forbidden("an action must be signed by the session's member")
         _check_head(action, roster)
         key = (conference.space_id, conference.room_id)
-        change = await self.events.submit(
+        change = await self._submit(
             self._input(
                 "act", *key, member=subscriber.member, action=action, roles=roles_of(roster)
             )
@@ -490,12 +543,13 @@ class Conferences:
         conference, _ = await self.conference(subscriber.space_id, message.room_id)
         if message.call_id != conference.call_id:
             raise NotFound("that call is over")
-        sessions = self._sessions[(conference.space_id, conference.room_id)]
+        key = (conference.space_id, conference.room_id)
+        sessions = self._sessions[key]
         if sessions.get(subscriber.member) is not subscriber:
             raise Forbidden("only the session that joined the call may signal in it")
         if not conference.may_relay(subscriber.member, message.to):
             raise Forbidden("signals go only between admitted participants of the call")
-        if message.to not in self._seated[(conference.space_id, conference.room_id)]:
+        if message.to not in self._replicas[key].seated:
             raise NotFound("that participant is not connected")
         recipient = sessions.get(message.to)
         if recipient is not None:  # connected here: no need to go round the log
@@ -514,7 +568,7 @@ class Conferences:
             to=message.to,
             box=message.box,
         )
-        await self.events.submit(signal)
+        await self._submit(signal)
         return Done(message.id)
 
 
@@ -560,4 +614,13 @@ def install_conferences(app: web.Application) -> Conferences:
     )
     app[CONFERENCES] = conferences
     add_routes(app, CONFERENCE_ROUTES)
+
+    async def free_dead_seats(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(conferences._free_dead_seats_forever())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(free_dead_seats)
     return conferences

@@ -70,7 +70,7 @@ TABLES: Final = (
     Table("conference_bans"),
 )
 # PostgreSQL-only tables, never copied: the schema version, and the calls' input log.
-POSTGRES_ONLY: Final = frozenset({"salon_schema", "call_inputs"})
+POSTGRES_ONLY: Final = frozenset({"salon_schema", "call_inputs", "call_rooms", "instances"})
 
 SQLITE_PREFIX: Final = "sqlite:"
 POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
