@@ -214,6 +214,11 @@ class CallMedia:
             call = _SfuCall(conference.call_id, placement.conference, seen=_joined(conference))
             self._calls[key] = call
             self._by_conference[call.conference] = key
+        # The node carrying it, as the log says: after a move back to a mesh forgot the
+        # call's SFU side, its placement is unchanged and nothing else assigns it again
+        # (without it no kick, mute or stage change would reach the node).
+        if self.registry.assigned_to(call.conference) != placement.node:
+            self.registry.assign(call.conference, placement.node)
         return call
 
     def on_placement(self, key: CallKey, placement: Placement | None) -> None:
