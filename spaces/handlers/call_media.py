@@ -230,17 +230,27 @@ class CallMedia:
             self.registry.assign(placement.conference, placement.node)
             self._placed[key] = placement.conference
         call = self._calls.get(key)
-        if call is None or (placement is not None and call.conference == placement.conference):
-            return
-        event = SfuReconnect(key[1], call.call_id, "the SFU node carrying this call went away")
-        for member in call.connected:
-            self.conferences.push(key, member, event)
-        old = self.registry.handle(self.registry.assigned_to(call.conference) or "")
-        participants = list(call.connected.values())
-        self._forget(key, call)
-        if old is not None:
-            for participant in participants:
-                self._spawn(self._quietly(old.leave(call.conference, participant)))
+        if call is not None and (placement is None or call.conference != placement.conference):
+            event = SfuReconnect(key[1], call.call_id, "the SFU node carrying this call went away")
+            for member in call.connected:
+                self.conferences.push(key, member, event)
+            old = self.registry.handle(self.registry.assigned_to(call.conference) or "")
+            participants = list(call.connected.values())
+            self._forget(key, call)
+            if old is not None:
+                for participant in participants:
+                    self._spawn(self._quietly(old.leave(call.conference, participant)))
+        # Follow every placed call's seats, whether or not anyone connected here offers
+        # media: if another instance dies, this one must be able to drop its participants
+        # (orphans on the node) when they are kicked or the call ends.
+        conference = self.conferences.call(key)
+        if (
+            placement is not None
+            and conference is not None
+            and conference.call_id == placement.call_id
+            and key not in self._calls
+        ):
+            self._call_for(key, conference, placement)
 
     # -- following the conference -----------------------------------------------------------
 
@@ -251,6 +261,9 @@ class CallMedia:
             self._unplace(key)
         call = self._calls.get(key)
         if call is None:
+            placed = self.conferences.placement(key)
+            if placed is not None and not change.ended and conference.topology == "sfu":
+                self._call_for(key, conference, placed)  # back from a mesh: follow it again
             return
         if change.ended or call.call_id != conference.call_id:
             self._spawn(self._finish(key, call))
@@ -380,12 +393,16 @@ class CallMedia:
             await self._quietly(node.set_muted(call.conference, participant, kind, want))
 
     async def _finish(self, key: CallKey, call: _SfuCall) -> None:
-        """The call is over (or started over): let every connection go."""
+        """The call is over (or started over): let every connection go, ours and those
+        connected elsewhere (the node lets us drop only orphans, whose instance is gone)."""
         node = self._node(call)
         async with call.lock:
             if node is not None:
                 for participant in call.connected.values():
                     await self._quietly(node.leave(call.conference, participant))
+                for member, participant in call.seen.items():
+                    if member not in call.connected:
+                        await self._quietly(node.leave(call.conference, participant))
             self._forget(key, call)
 
     def _forget(self, key: CallKey, call: _SfuCall) -> None:
