@@ -16,7 +16,9 @@ Even with a participant of its own, the end of a call let go only B's own connec
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +35,17 @@ from test_sfu_multi_instance import (
     start_node,
     through,
 )
+from test_sfu_nodes import NodeProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 __all__ = ["pair"]  # the fixture
 
 
-async def test_a_kick_and_an_end_through_a_surviving_instance_reach_the_orphans(
+@contextlib.asynccontextmanager
+async def orphaned(
     pair: Pair, user: Any, tmp_path: Path
-) -> None:
+) -> AsyncIterator[tuple[NodeProcess, Any, str, float]]:
+    """Bob and Carol in a call through A, A killed: (the node, Alice, the space, when)."""
     alice, bob, carol = user("alice"), user("bob"), user("carol")
     with relay_to(pair.a) as relay:
         async with nodes() as running_nodes, calls() as running:
@@ -66,19 +71,38 @@ async def test_a_kick_and_an_end_through_a_surviving_instance_reach_the_orphans(
             pair.a.proc.wait()  # type: ignore[union-attr]
             killed = time.monotonic()
             await until(lambda: node.health()["orphans"] == 2, "Bob and Carol orphaned", timeout=30)
-
-            # Alice kicks Carol through B: the node drops her at once, not at the grace.
-            await alice.arun("mod", space, "hall", "kick", "Carol")
-            await until(
-                lambda: node.health()["participants"] == 1, "Carol kicked off the node", timeout=10
-            )
-            # Alice ends the call through B: Bob is let go too.
-            await alice.arun("mod", space, "hall", "end")
-            await until(
-                lambda: node.health()["participants"] == 0, "the call over on the node", timeout=10
-            )
-            assert time.monotonic() - killed < GRACE
-            assert node.health()["orphans"] == 0
+            yield node, alice, space, killed
             for call in (b, c):
                 await call.kill()
     assert "Traceback" not in pair.b.log_text()
+
+
+async def test_a_kick_and_an_end_through_a_surviving_instance_reach_the_orphans(
+    pair: Pair, user: Any, tmp_path: Path
+) -> None:
+    async with orphaned(pair, user, tmp_path) as (node, alice, space, killed):
+        # Alice kicks Carol through B: the node drops her at once, not at the grace.
+        await alice.arun("mod", space, "hall", "kick", "Carol")
+        await until(
+            lambda: node.health()["participants"] == 1, "Carol kicked off the node", timeout=10
+        )
+        # Alice ends the call through B: Bob is let go too.
+        await alice.arun("mod", space, "hall", "end")
+        await until(
+            lambda: node.health()["participants"] == 0, "the call over on the node", timeout=10
+        )
+        assert time.monotonic() - killed < GRACE
+        assert node.health()["orphans"] == 0
+
+
+async def test_a_member_removed_from_the_space_loses_their_orphan_at_once(
+    pair: Pair, user: Any, tmp_path: Path
+) -> None:
+    """Carol is removed from the space (not only from the call) through B: her orphaned
+    connection goes at once, not after the grace (nobody is left to say she left the call)."""
+    async with orphaned(pair, user, tmp_path) as (node, alice, space, killed):
+        await alice.arun("kick", space, "Carol")
+        await until(
+            lambda: node.health()["participants"] == 1, "Carol's orphan dropped", timeout=10
+        )
+        assert time.monotonic() - killed < GRACE

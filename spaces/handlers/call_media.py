@@ -139,6 +139,7 @@ class CallMedia:
         conferences.observers.append(self.on_change)
         conferences.placement_observers.append(self.on_placement)
         conferences.sfu_available = registry.available
+        conferences.hub.on_departed(self.member_departed)
         registry.events = self
 
     # -- offers -------------------------------------------------------------------------------
@@ -324,6 +325,29 @@ class CallMedia:
             await self._apply_mutes(call, conference, node, list(call.connected), roles)
             for member in muting or ():
                 await self._mute_elsewhere(call, conference, node, member, roles)
+
+    def member_departed(self, space_id: str, member: bytes) -> None:
+        """A member left the space or was removed from it: their connections to its calls'
+        nodes go at once. One connected here is kicked (its session's leave comes later);
+        one connected through a dead instance (an orphan) too: nobody is left to take its
+        seat out of the call, so no leave ever would, and it would keep its media until
+        the node's orphan grace ends (a live instance's participant the node keeps to it)."""
+        for key, call in list(self._calls.items()):
+            if key[0] == space_id and member in call.seen:
+                self._spawn(self._drop_departed(call, member))
+
+    async def _drop_departed(self, call: _SfuCall, member: bytes) -> None:
+        node = self._node(call)
+        async with call.lock:
+            if node is None:
+                return
+            participant = call.connected.pop(member, None)
+            if participant is not None:
+                self.registry.left(call.conference, participant)
+            else:
+                participant = call.seen.get(member)
+            if participant is not None:
+                await self._quietly(node.kick(call.conference, participant))
 
     async def _back_to_mesh(self, key: CallKey, call: _SfuCall, node: NodeHandle) -> None:
         grace = self.config.sfu.mesh_grace_seconds
