@@ -48,8 +48,10 @@ standalone nodes.
 Each instance drives the node for the participants connected to it; the node refuses to
 let it act on another instance's (:mod:`sfu.standalone`). It also asks the node to drop,
 kick or mute a participant connected elsewhere when its replica sees that seat removed,
-re-seated (a rejoin) or moderated: the node obeys only for orphans (their instance's
-channel is gone), so surviving instances moderate a dead one's participants. Node events
+re-seated (a rejoin) or moderated, the call end, or the member leave the space: the node
+obeys only for orphans (their instance's channel is gone), so surviving instances moderate
+a dead one's participants. For that every instance follows the seats of every placed
+call (from the ``place`` input on), not only of calls with participants connected to it. Node events
 reach each instance whose participants are in the conference; the active speaker is named
 from the replicated seats, wherever that participant is connected.
 """
