@@ -53,3 +53,36 @@ def test_serve_names_an_unreachable_url_without_its_ssl_key_passphrase(tmp_path:
     line = assert_one_line_error(result)
     assert f"127.0.0.1:{port}/salon" in line and "sslpassword=***" in line, line
     assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_a_mistyped_database_url_is_refused_not_made_a_sqlite_file(tmp_path: Path) -> None:
+    """``postgres-ql://salon:PASSWORD@host/salon`` (or ``postgresql+asyncpg://…``) is no
+    PostgreSQL URL; it was taken for a SQLite path: the instance ran on a database of its
+    own (several instances: each on its own, silently apart), in directories named after the
+    password, readable by every local user. Any scheme but SQLite's and PostgreSQL's is
+    refused, naming the scheme only."""
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "index.html").write_text("<!doctype html>", encoding="utf-8")
+    for n, scheme in enumerate(("postgres-ql", "postgresql+asyncpg")):
+        url = f"{scheme}://salon:hunter2-secret@127.0.0.1:{free_port()}/salon"
+        config = tmp_path / f"salon{n}.toml"
+        config.write_text(
+            f'[server]\nport = 0\nweb_dir = "{web}"\n[storage]\nurl = "{url}"\n', encoding="utf-8"
+        )
+        try:
+            result = subprocess.run(
+                [str(SALON), "serve", "--config", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd=tmp_path,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{scheme}://: the server ran (on SQLite)") from None
+        assert result.returncode != 0
+        line = assert_one_line_error(result)
+        assert f"{scheme}://" in line and "postgresql://" in line, line
+        assert "hunter2" not in result.stdout + result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["salon0.toml", "salon1.toml", "web"]
