@@ -89,10 +89,16 @@ class Hub:
         self._by_space: dict[str, set[Subscriber]] = {}
         self._on_remove: list[Callable[[Subscriber], None]] = []
         self.closing = False  # close_all was called: the server is shutting down
+        self._on_departed: list[Callable[[str, bytes], None]] = []
 
     def on_remove(self, callback: Callable[[Subscriber], None]) -> None:
         """Call ``callback(subscriber)`` whenever a connection goes (e.g. to leave calls)."""
         self._on_remove.append(callback)
+
+    def on_departed(self, callback: Callable[[str, bytes], None]) -> None:
+        """Call ``callback(space_id, member)`` whenever a member is no longer one (removed,
+        banned or gone), on every instance, whether or not connected here."""
+        self._on_departed.append(callback)
 
     def add(self, subscriber: Subscriber) -> None:
         self._by_space.setdefault(subscriber.space_id, set()).add(subscriber)
@@ -128,6 +134,8 @@ class Hub:
         for subscriber in self.subscribers(space_id):
             if subscriber.member == member:
                 subscriber.end(frame)
+        for callback in self._on_departed:
+            callback(space_id, member)
 
     def close_all(self, event: SessionClosed) -> None:
         self.closing = True

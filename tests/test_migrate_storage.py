@@ -233,3 +233,37 @@ def test_a_running_server_is_read_in_a_snapshot(
             reader.close()
     finally:
         running.stop()
+
+
+def test_a_crafted_file_whose_copy_does_not_verify_leaves_the_target_empty(
+    deployment: Deployment, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """Red team (issue 11): a SQLite file crafted so that PostgreSQL stores a value other
+    than SQLite reads it (a column declared ANY holding integers where the
+    target has double precision) copies without an error but does not verify. The copy
+    must not stay in the target: it is rolled back, and the target is still empty."""
+    db = tmp_path / "crafted.db"
+    shutil.copy(deployment.db, db)
+    crafted = sqlite3.connect(db)
+    with crafted:
+        crafted.execute("PRAGMA writable_schema = ON")
+        crafted.execute(
+            "UPDATE sqlite_master SET sql = replace(sql, 'sent_at    REAL', 'sent_at    ANY')"
+            " WHERE name = 'messages'"
+        )
+    crafted.close()
+    crafted = sqlite3.connect(db)
+    with crafted:
+        crafted.execute("UPDATE messages SET sent_at = CAST(sent_at AS INTEGER)")
+    assert crafted.execute("SELECT typeof(sent_at) FROM messages LIMIT 1").fetchone() == (
+        "integer",
+    )
+    crafted.close()
+    url = postgres.create_database()
+    line = assert_one_line_error(migrate("--from", f"sqlite:{db}", "--to", url))
+    assert "verification failed" in line and "messages: row contents differ" in line, line
+    for table in ("spaces", "records", "messages", "invites"):
+        assert pg_query(url, f"SELECT count(*) FROM {table}") == [(0,)], table
+    # Nothing was left behind: the genuine file migrates into the same database.
+    result = migrate("--from", f"sqlite:{deployment.db}", "--to", url)
+    assert result.returncode == 0, result.stderr

@@ -48,8 +48,10 @@ standalone nodes.
 Each instance drives the node for the participants connected to it; the node refuses to
 let it act on another instance's (:mod:`sfu.standalone`). It also asks the node to drop,
 kick or mute a participant connected elsewhere when its replica sees that seat removed,
-re-seated (a rejoin) or moderated: the node obeys only for orphans (their instance's
-channel is gone), so surviving instances moderate a dead one's participants. Node events
+re-seated (a rejoin) or moderated, the call end, or the member leave the space: the node
+obeys only for orphans (their instance's channel is gone), so surviving instances moderate
+a dead one's participants. For that every instance follows the seats of every placed
+call (from the ``place`` input on), not only of calls with participants connected to it. Node events
 reach each instance whose participants are in the conference; the active speaker is named
 from the replicated seats, wherever that participant is connected.
 """
@@ -140,6 +142,7 @@ class CallMedia:
         conferences.observers.append(self.on_change)
         conferences.placement_observers.append(self.on_placement)
         conferences.sfu_available = registry.available
+        conferences.hub.on_departed(self.member_departed)
         registry.events = self
 
     # -- offers -------------------------------------------------------------------------------
@@ -215,6 +218,11 @@ class CallMedia:
             call = _SfuCall(conference.call_id, placement.conference, seen=_joined(conference))
             self._calls[key] = call
             self._by_conference[call.conference] = key
+        # The node carrying it, as the log says: after a move back to a mesh forgot the
+        # call's SFU side, its placement is unchanged and nothing else assigns it again
+        # (without it no kick, mute or stage change would reach the node).
+        if self.registry.assigned_to(call.conference) != placement.node:
+            self.registry.assign(call.conference, placement.node)
         return call
 
     def on_placement(self, key: CallKey, placement: Placement | None) -> None:
@@ -226,17 +234,27 @@ class CallMedia:
             self.registry.assign(placement.conference, placement.node)
             self._placed[key] = placement.conference
         call = self._calls.get(key)
-        if call is None or (placement is not None and call.conference == placement.conference):
-            return
-        event = SfuReconnect(key[1], call.call_id, "the SFU node carrying this call went away")
-        for member in call.connected:
-            self.conferences.push(key, member, event)
-        old = self.registry.handle(self.registry.assigned_to(call.conference) or "")
-        participants = list(call.connected.values())
-        self._forget(key, call)
-        if old is not None:
-            for participant in participants:
-                self._spawn(self._quietly(old.leave(call.conference, participant)))
+        if call is not None and (placement is None or call.conference != placement.conference):
+            event = SfuReconnect(key[1], call.call_id, "the SFU node carrying this call went away")
+            for member in call.connected:
+                self.conferences.push(key, member, event)
+            old = self.registry.handle(self.registry.assigned_to(call.conference) or "")
+            participants = list(call.connected.values())
+            self._forget(key, call)
+            if old is not None:
+                for participant in participants:
+                    self._spawn(self._quietly(old.leave(call.conference, participant)))
+        # Follow every placed call's seats, whether or not anyone connected here offers
+        # media: if another instance dies, this one must be able to drop its participants
+        # (orphans on the node) when they are kicked or the call ends.
+        conference = self.conferences.call(key)
+        if (
+            placement is not None
+            and conference is not None
+            and conference.call_id == placement.call_id
+            and key not in self._calls
+        ):
+            self._call_for(key, conference, placement)
 
     # -- following the conference -----------------------------------------------------------
 
@@ -247,6 +265,9 @@ class CallMedia:
             self._unplace(key)
         call = self._calls.get(key)
         if call is None:
+            placed = self.conferences.placement(key)
+            if placed is not None and not change.ended and conference.topology == "sfu":
+                self._call_for(key, conference, placed)  # back from a mesh: follow it again
             return
         if change.ended or call.call_id != conference.call_id:
             self._spawn(self._finish(key, call))
@@ -307,6 +328,29 @@ class CallMedia:
             await self._apply_mutes(call, conference, node, list(call.connected), roles)
             for member in muting or ():
                 await self._mute_elsewhere(call, conference, node, member, roles)
+
+    def member_departed(self, space_id: str, member: bytes) -> None:
+        """A member left the space or was removed from it: their connections to its calls'
+        nodes go at once. One connected here is kicked (its session's leave comes later);
+        one connected through a dead instance (an orphan) too: nobody is left to take its
+        seat out of the call, so no leave ever would, and it would keep its media until
+        the node's orphan grace ends (a live instance's participant the node keeps to it)."""
+        for key, call in list(self._calls.items()):
+            if key[0] == space_id and member in call.seen:
+                self._spawn(self._drop_departed(call, member))
+
+    async def _drop_departed(self, call: _SfuCall, member: bytes) -> None:
+        node = self._node(call)
+        async with call.lock:
+            if node is None:
+                return
+            participant = call.connected.pop(member, None)
+            if participant is not None:
+                self.registry.left(call.conference, participant)
+            else:
+                participant = call.seen.get(member)
+            if participant is not None:
+                await self._quietly(node.kick(call.conference, participant))
 
     async def _back_to_mesh(self, key: CallKey, call: _SfuCall, node: NodeHandle) -> None:
         grace = self.config.sfu.mesh_grace_seconds
@@ -376,12 +420,16 @@ class CallMedia:
             await self._quietly(node.set_muted(call.conference, participant, kind, want))
 
     async def _finish(self, key: CallKey, call: _SfuCall) -> None:
-        """The call is over (or started over): let every connection go."""
+        """The call is over (or started over): let every connection go, ours and those
+        connected elsewhere (the node lets us drop only orphans, whose instance is gone)."""
         node = self._node(call)
         async with call.lock:
             if node is not None:
                 for participant in call.connected.values():
                     await self._quietly(node.leave(call.conference, participant))
+                for member, participant in call.seen.items():
+                    if member not in call.connected:
+                        await self._quietly(node.leave(call.conference, participant))
             self._forget(key, call)
 
     def _forget(self, key: CallKey, call: _SfuCall) -> None:

@@ -11,6 +11,7 @@ The stores are built here once, at start-up, and handed to the app (:mod:`spaces
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from spaces.config import Config, ConfigError
@@ -28,6 +29,14 @@ def sqlite_path(config: Config) -> Path:
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
         return data_dir / SQLITE_FILE
+    scheme = _SCHEME.match(url)
+    if scheme is not None and scheme.group(1).lower() != "sqlite":
+        # A mistyped PostgreSQL URL must not become a SQLite file (an instance apart from
+        # the others, in directories named after the password). Only the scheme is named.
+        raise ConfigError(
+            f"storage.url: {scheme.group(0)!r} is no database this server knows: PostgreSQL "
+            "is postgresql://USER:PASSWORD@HOST:PORT/DB, SQLite sqlite:PATH (or a path)"
+        )
     path = Path(url.removeprefix("sqlite:"))
     if not path.name:
         raise ConfigError(f"storage.url: {url!r} names no SQLite file")
@@ -35,6 +44,7 @@ def sqlite_path(config: Config) -> Path:
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def is_postgres(url: str) -> bool:

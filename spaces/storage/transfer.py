@@ -14,9 +14,11 @@ The contract:
   records: the server holds nothing else), except messages and stories already expired at the
   snapshot. ``call_inputs`` (PostgreSQL's minute-long log of live calls' inputs) has nothing to
   copy: a call's live state is in the SQLite server's memory and ends at the cut-over.
-- **Verification** reads both sides again: per space and per table, the number of rows alive
-  at the snapshot's time and a digest of their contents (an order-free sum of each row's
-  SHA-256), and each space's record chain head (seq and hash). Any difference fails.
+- **Verification** reads both sides again (the target inside the copy's transaction, before
+  it commits: a copy that does not verify is rolled back, leaving the target empty): per
+  space and per table, the number of rows alive at the snapshot's time and a digest of their
+  contents (an order-free sum of each row's SHA-256), and each space's record chain head
+  (seq and hash). Any difference fails.
 - Then the file is read once more in a fresh transaction: if the server wrote anything after
   the snapshot (a message, a join, a story…), the copy lacks it and the migration fails,
   telling the operator to stop the server first. Deletions of expired data are not writes
@@ -277,19 +279,24 @@ async def postgres_columns(conn: asyncpg.Connection) -> dict[str, list[str]]:
 
 async def postgres_snapshot(conn: asyncpg.Connection, now: float) -> Snapshot:
     """What the target holds (read in one REPEATABLE READ transaction: one snapshot)."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return await _read_target(conn, now)
+
+
+async def _read_target(conn: asyncpg.Connection, now: float) -> Snapshot:
+    """What the target holds, as the transaction ``conn`` is in sees it."""
     found = Snapshot()
     columns = await postgres_columns(conn)
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        for table in TABLES:
-            names = columns[table.name]
-            at = names.index("space_id")
-            where = f" WHERE {table.alive.replace('?', '$1')}" if table.alive else ""
-            query = f"SELECT {', '.join(names)} FROM {table.name}{where}"
-            params = (now,) if table.alive else ()
-            async for row in conn.cursor(query, *params, prefetch=table.batch):
-                found.tallies.setdefault((table.name, row[at]), Tally()).add(tuple(row))
-        for space, seq, digest in await conn.fetch(HEADS_SQL):
-            found.heads[str(space)] = (int(seq), bytes(digest))
+    for table in TABLES:
+        names = columns[table.name]
+        at = names.index("space_id")
+        where = f" WHERE {table.alive.replace('?', '$1')}" if table.alive else ""
+        query = f"SELECT {', '.join(names)} FROM {table.name}{where}"
+        params = (now,) if table.alive else ()
+        async for row in conn.cursor(query, *params, prefetch=table.batch):
+            found.tallies.setdefault((table.name, row[at]), Tally()).add(tuple(row))
+    for space, seq, digest in await conn.fetch(HEADS_SQL):
+        found.heads[str(space)] = (int(seq), bytes(digest))
     return found
 
 
@@ -351,23 +358,31 @@ async def migrate(source: str, target: str, *, verify_only: bool = False) -> Rep
         expired = {t.name: reader.expired(t, now) for t in TABLES if t.alive}
         database = Database(url)
         await database.open()  # brings an empty database to the schema: one error line if not
+        copied = False
         try:
             async with database.pool.acquire() as conn:
                 await check_target_schema(conn, reader)
-                if not verify_only:
-                    await copy(conn, reader, now)
-                theirs = await postgres_snapshot(conn, now)
+                if verify_only:
+                    problems = compare(mine, await postgres_snapshot(conn, now))
+                else:
+                    problems = await copy(conn, reader, now, mine, path)
+                    copied = not problems
             schema = await database.schema_version()
         finally:
             await database.close()
-        problems = compare(mine, theirs)
-        if not verify_only and not problems:
-            problems = moved_on(reader, path)
     finally:
         reader.close()
     return Report(
-        f"{SQLITE_PREFIX}{path}", masked_url(url), schema, not verify_only, mine, expired, problems
+        f"{SQLITE_PREFIX}{path}", masked_url(url), schema, copied, mine, expired, problems
     )
+
+
+class _Unverified(Exception):
+    """The copy does not match its source: rolled back (carries the differences)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(problems[0])
+        self.problems = problems
 
 
 async def check_target_schema(conn: asyncpg.Connection, reader: SqliteSource) -> None:
@@ -384,8 +399,24 @@ async def check_target_schema(conn: asyncpg.Connection, reader: SqliteSource) ->
             )
 
 
-async def copy(conn: asyncpg.Connection, reader: SqliteSource, now: float) -> None:
-    """Every row alive at ``now``, in one transaction on the target (which must be empty)."""
+async def copy(
+    conn: asyncpg.Connection, reader: SqliteSource, now: float, source: Snapshot, path: Path
+) -> list[str]:
+    """Every row alive at ``now``, in one transaction on the target (which must be empty),
+    committed only if it verifies: what the transaction holds then matches ``source`` (and
+    the file did not move on meanwhile). Otherwise it is rolled back, leaving the target
+    empty, and the differences are returned: a file whose values PostgreSQL stores other
+    than SQLite read them (a crafted one, say) never leaves a copy that did not verify."""
+    try:
+        await _copy(conn, reader, now, source, path)
+    except _Unverified as failed:
+        return failed.problems
+    return []
+
+
+async def _copy(
+    conn: asyncpg.Connection, reader: SqliteSource, now: float, source: Snapshot, path: Path
+) -> None:
     names = [t.name for t in TABLES]
     async with conn.transaction():
         # No instance may write while we copy (reads go on); the lock also makes the
@@ -407,6 +438,9 @@ async def copy(conn: asyncpg.Connection, reader: SqliteSource, now: float) -> No
                     batch = []
             if batch:
                 await conn.copy_records_to_table(table.name, records=batch, columns=columns)
+        problems = compare(source, await _read_target(conn, now)) or moved_on(reader, path)
+        if problems:
+            raise _Unverified(problems)  # rolls the copy back
 
 
 def moved_on(reader: SqliteSource, path: Path) -> list[str]:

@@ -18,6 +18,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from typing import Final
+from urllib.parse import unquote_plus
 
 import asyncpg
 
@@ -49,13 +50,21 @@ MIGRATION_LOCK: Final = 0x73616C6F6E
 # scheme://user:PASSWORD@ — the user part has no ':', '/' or '@'; the password ends at the
 # last '@' before the host (a password may itself hold '@' or ':').
 _PASSWORD: Final = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@]*:)[^/]*@")
-_PASSWORD_PARAMETER: Final = re.compile(r"([?&]password=)[^&]*")
+# A query parameter: its key (percent-decoded and case-folded as asyncpg reads it) says
+# whether its value is a secret: the password, or the client certificate key's passphrase.
+_PARAMETER: Final = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
+_SECRET_PARAMETERS: Final = frozenset({"password", "sslpassword"})
 
 
 def masked_url(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``, fit for a log or an error.
     Textual, so that even a URL too broken to parse is named without its password."""
-    return _PASSWORD_PARAMETER.sub(r"\1***", _PASSWORD.sub(r"\1***@", url, count=1))
+
+    def parameter(found: re.Match[str]) -> str:
+        key = unquote_plus(found.group(2)).strip().lower()
+        return f"{found.group(1)}{found.group(2)}=***" if key in _SECRET_PARAMETERS else found[0]
+
+    return _PARAMETER.sub(parameter, _PASSWORD.sub(r"\1***@", url, count=1))
 
 
 def migrations() -> list[tuple[int, str]]:
