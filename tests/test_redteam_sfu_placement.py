@@ -73,7 +73,7 @@ async def test_a_kick_reaches_the_node_after_the_call_came_back_from_a_mesh(
         # Past mesh_max again: the same call, the same placement, back on the node.
         bob, carol = await start("Bob"), await start("Carol")
         await until(lambda: participants(srv) == 3, "three back on the node", timeout=60)
-        (key,) = [k for k, c in conferences._calls.items() if c.joined]
+        (key,) = [k for k, r in conferences._replicas.items() if r.conference.joined]
         carol_key = town.member_key("Carol")
         index = str(conferences.call(key).seats[carol_key].index)
         placed = conferences.placement(key)

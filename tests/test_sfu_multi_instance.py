@@ -48,7 +48,9 @@ GRACE = 30.0
 CONFIG = {
     "limits": {"join_attempts_per_minute_per_address": 1000},
     "sfu": {"enabled": False, "node_secret": SECRET},
-    "conference": {"mesh_max": 1, "mesh_return_max": 0},
+    # Seats of a dead instance's members are freed after seat_grace_seconds (they did not
+    # come back); held longer here, so that the node's own orphan grace is what is tested.
+    "conference": {"mesh_max": 1, "mesh_return_max": 0, "seat_grace_seconds": 120},
 }
 QUIET = ("--video", "none", "--audio", "none")
 
