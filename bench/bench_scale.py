@@ -62,6 +62,7 @@ from bench_chat import (  # noqa: E402
     RawWs,
     authenticate,
     build_space,
+    cpu_seconds,
     create_space,
     sample_box,
     ws_connect,
@@ -182,8 +183,65 @@ def ms(values: list[float], q: float) -> float:
     return round(percentile(values, q) * 1000, 2)
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (PostgreSQL's backends under its postmaster)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+class Cpu:
+    """CPU time used within the measured window, in cores: the ``salon serve`` instances,
+    PostgreSQL (the postmaster and every backend), and this client process."""
+
+    def __init__(self, servers: Sequence[int], postmaster: int | None) -> None:
+        self.servers, self.postmaster = list(servers), postmaster
+        self.start: dict[str, float] = {}
+        self.cores: dict[str, float] = {}
+        self.t0 = 0.0
+
+    def sample(self) -> dict[str, float]:
+        postgres = [self.postmaster, *children(self.postmaster)] if self.postmaster else []
+        return {
+            "servers": sum(pid_cpu(pid) for pid in self.servers),
+            "postgres": sum(pid_cpu(pid) for pid in postgres),
+            "client": cpu_seconds(None),
+        }
+
+    def window(self, on: bool) -> None:
+        now = time.perf_counter()
+        if on:
+            self.start, self.t0 = self.sample(), now
+            return
+        end = self.sample()
+        # A backend that ended within the window takes its CPU time with it: a lower bound.
+        self.cores = {
+            f"{k}_cpu": round(max(0.0, end[k] - self.start[k]) / (now - self.t0), 2) for k in end
+        }
+
+
+def postmaster_pid(postgres: PostgresServer) -> int | None:
+    try:
+        return int((postgres.data / "postmaster.pid").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pid_cpu(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except (OSError, IndexError):
+        return 0.0
+
+
 async def fanout(
-    space: dict[str, Any], where: Sequence[Where], args: argparse.Namespace
+    space: dict[str, Any], where: Sequence[Where], cpu: Cpu, args: argparse.Namespace
 ) -> dict[str, Any]:
     fan = FanOut()
     started = time.perf_counter()
@@ -195,6 +253,7 @@ async def fanout(
         if on:
             fan.count, fan.frames, fan.latencies = 0, 0, []
         fan.counting = on
+        cpu.window(on)
 
     def stamp(index: int) -> None:
         fan.sent[index] = time.perf_counter()
@@ -216,15 +275,16 @@ async def fanout(
         "p99_ms": ms(fan.latencies, 0.99),
         "followers_dropped": dropped,
         "connect_s": round(connect_s, 2),
+        **cpu.cores,
     }
 
 
 async def durable(
-    space: dict[str, Any], where: Sequence[Where], args: argparse.Namespace
+    space: dict[str, Any], where: Sequence[Where], cpu: Cpu, args: argparse.Namespace
 ) -> dict[str, Any]:
     conns = await senders_connected(space, space["seeds"][: args.senders], where)
     acked, latencies, elapsed = await closed_loop(
-        conns, space["room_id"], args.warmup, args.seconds, lambda _: None
+        conns, space["room_id"], args.warmup, args.seconds, cpu.window
     )
     for ws in conns:
         ws.close()
@@ -233,6 +293,7 @@ async def durable(
         "acked_per_s": round(acked / elapsed),
         "p50_ms": ms(latencies, 0.50),
         "p99_ms": ms(latencies, 0.99),
+        **cpu.cores,
     }
 
 
@@ -501,10 +562,11 @@ def measure_config(
         run(create_space(*where[0], space))
         created_s = time.perf_counter() - t
         got: dict[str, Any] = {"engine": engine, "instances": instances}
-        got["fanout"] = run(fanout(space, where, args))
+        pids = [s.pid for s in servers]
+        got["fanout"] = run(fanout(space, where, Cpu(pids, postmaster_pid(postgres)), args))
         got["fanout"]["space_created_s"] = round(created_s, 2)
         print(f"{name} fan-out: {got['fanout']}", file=sys.stderr, flush=True)
-        got["durable"] = run(durable(space, where, args))
+        got["durable"] = run(durable(space, where, Cpu(pids, postmaster_pid(postgres)), args))
         print(f"{name} durable: {got['durable']}", file=sys.stderr, flush=True)
         if instances == 2 and args.resume:
             got["sigkill_resume"] = run(resume(space, servers, args))
@@ -518,7 +580,7 @@ def measure_config(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--members", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured time per phase")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per phase")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time per phase")
     parser.add_argument("--senders", type=int, default=50, help="durable senders")
     parser.add_argument("--fanout-senders", type=int, default=4, help="closed-loop fan-out senders")
@@ -597,6 +659,8 @@ def report(
             f"  p50 {f['p50_ms']:.1f} ms  p99 {f['p99_ms']:.1f} ms"
             f"  vs SQLite {f.get('vs_sqlite') or 1:.2f}"
             f"  msg/s vs bare asyncpg {f['messages_vs_bare_asyncpg']}"
+            f"  (cores: salon {f['servers_cpu']}, postgres {f['postgres_cpu']},"
+            f" clients {f['client_cpu']})"
         )
     lines.append(f"Durable acknowledged sends, {args.senders} concurrent senders:")
     for name, got in results.items():
@@ -605,6 +669,8 @@ def report(
             f"  {name:>12}: {d['acked_per_s']:>7,} acked/s  p50 {d['p50_ms']:.1f} ms"
             f"  p99 {d['p99_ms']:.1f} ms  vs SQLite {d.get('vs_sqlite') or 1:.2f}"
             f"  vs bare asyncpg {d['vs_bare_asyncpg']}"
+            f"  (cores: salon {d['servers_cpu']}, postgres {d['postgres_cpu']},"
+            f" clients {d['client_cpu']})"
         )
     resumed = results["postgresql_2"].get("sigkill_resume")
     if resumed:
