@@ -1,6 +1,6 @@
 """Scale benchmarks (not a test): SQLite, PostgreSQL with 1 and with 2 instances, one run.
 
-Usage: python bench/bench_scale.py [--members 1000] [--seconds 3] [--senders 50]
+Usage: python bench/bench_scale.py [--members 1000] [--seconds 5] [--senders 50]
        [--fanout-senders 4] [--no-resume] [--quick]
 
 Starts a throwaway PostgreSQL (tests/support/postgres.py; here with ``fsync`` on, PostgreSQL's
@@ -30,6 +30,10 @@ round-robin over the instances: with 2, half the followers and half the senders 
   after the last sequence it saw. Measured: SIGKILL → that re-fetch answered, p50/p95; and
   every acknowledged message reached every follower exactly once (``lost`` counts misses).
   Calls surviving the loss of an instance are timed by another test, not here (``null``).
+
+Each window also records the CPU it took, in cores: the ``salon serve`` instances, PostgreSQL
+(postmaster and backends) and this client process — on a 2-core machine a second instance
+adds processes, not cores.
 
 ``--quick``: tiny sizes, a few seconds (tests/test_bench_scale.py runs it so this cannot rot).
 Prints human-readable figures, then one JSON line.
