@@ -162,7 +162,8 @@ async def closed_loop(
             if stamp is not None:
                 stamp(index)
             ws.send(frame)
-            await ws.recv(60)
+            reply = server_decoder.decode(await ws.recv(60))
+            assert isinstance(reply, MessageSent), reply  # an error is no acknowledgement
             if counting:
                 acked += 1
                 latencies.append(time.perf_counter() - started)
