@@ -24,12 +24,13 @@ round-robin over the instances: with 2, half the followers and half the senders 
   figure, ``--fanout-senders`` for fan-out, whose figure compared is messages committed/s).
   Every PostgreSQL figure also has its ratio to the SQLite figure of the same run.
 - **SIGKILL resume** (2 instances, unless ``--no-resume``): the followers connect through a
-  round-robin TCP front (tests/support/roundrobin.py) while one member sends 20 messages/s
-  directly to instance B; instance A is killed with SIGKILL. Each of A's followers reconnects
-  (the client library's back-off, as ``salon read --follow``), authenticates and re-fetches
-  after the last sequence it saw. Measured: SIGKILL → that re-fetch answered, p50/p95; and
-  every acknowledged message reached every follower exactly once (``lost`` counts misses).
-  Calls surviving the loss of an instance are timed by another test, not here (``null``).
+  round-robin TCP front (tests/support/roundrobin.py, a process of its own) while one member
+  sends 10 messages/s directly to instance B; instance A is killed with SIGKILL. Each of A's
+  followers reconnects (the client library's back-off, as ``salon read --follow``),
+  authenticates and re-fetches after the last sequence it saw. Measured: SIGKILL → that
+  re-fetch answered, p50/p95; and every acknowledged message reached every follower exactly
+  once (``lost`` counts misses). Calls surviving the loss of an instance are timed by another
+  test, not here (``null``).
 
 Each window also records the CPU it took, in cores: the ``salon serve`` instances, PostgreSQL
 (postmaster and backends) and this client process — on a 2-core machine a second instance
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import resource
@@ -58,7 +60,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "tests")]
 
 import asyncpg  # noqa: E402
 import msgspec  # noqa: E402
-from _harness import Server, emit, percentile, ratio  # noqa: E402
+from _harness import Server, emit, percentile, ratio, start_process, stop_process  # noqa: E402
 from bench_chat import (  # noqa: E402
     BENCH_LIMITS,
     CONNECT_CONCURRENCY,
@@ -72,7 +74,6 @@ from bench_chat import (  # noqa: E402
     ws_connect,
 )
 from support.postgres import PostgresServer, find_bindir  # noqa: E402
-from support.roundrobin import RoundRobinProxy  # noqa: E402
 
 from client.core.backoff import Backoff  # noqa: E402
 from client.core.chat import RECONNECT_FIRST, RECONNECT_MAX, new_client_id  # noqa: E402
@@ -90,7 +91,8 @@ NOT_MEASURED_CALLS = (
     "not measured here: calls surviving a SIGKILLed instance are timed by"
     " tests/test_call_survives_instance_loss.py (branch callsurvive)"
 )
-RESUME_RATE = 20.0  # messages/s sent during the resume phase
+RESUME_RATE = 10.0  # messages/s sent during the resume phase
+ROUND_ROBIN = HERE.parent / "tests" / "support" / "roundrobin.py"
 FOLLOW_NEW = 2**62  # FetchMessages.after: no backlog, just follow (and learn last_seq)
 
 
@@ -327,6 +329,7 @@ class ResumingFollower:
         self.client_ids: dict[int, bytes] = {}
         self.connections = 0
         self.gap_fetches = 0
+        self.attempts = 0  # connection attempts after the first connection was lost
         self.lost_at: float | None = None
         self.resumed_at: float | None = None
         self.ready = asyncio.Event()
@@ -344,6 +347,7 @@ class ResumingFollower:
         room_id = self.space["room_id"]
         while True:
             ws: LossAwareWs | None = None
+            self.attempts += self.lost_at is not None
             try:
                 _, ws = await loop.create_connection(lambda: LossAwareWs(*self.front), *self.front)
                 await asyncio.wait_for(ws.upgraded, 30)
@@ -383,67 +387,78 @@ class ResumingFollower:
             await backoff.wait()
 
 
+def established(port: int) -> int:
+    """Established TCP connections whose local port is ``port`` (a server's accepted ones)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
 async def resume(
-    space: dict[str, Any], servers: list[Server], args: argparse.Namespace
+    space: dict[str, Any], servers: list[Server], front: Where, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Kill ``servers[0]`` with SIGKILL under followers that reach both through one front."""
+    """Kill ``servers[0]`` with SIGKILL under followers that reach both through ``front``."""
     victim, survivor = servers
-    async with RoundRobinProxy([(s.host, s.port) for s in servers]) as proxy:
-        front = (proxy.host, proxy.port)
-        followers = [ResumingFollower(space, seed, front) for seed in space["seeds"]]
-        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    followers = [ResumingFollower(space, seed, front) for seed in space["seeds"]]
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-        async def start(follower: ResumingFollower) -> asyncio.Task[None]:
-            async with gate:
-                task = asyncio.create_task(follower.run())
-                await asyncio.wait_for(follower.ready.wait(), 60)
-                return task
+    async def start(follower: ResumingFollower) -> asyncio.Task[None]:
+        async with gate:
+            task = asyncio.create_task(follower.run())
+            await asyncio.wait_for(follower.ready.wait(), 60)
+            return task
 
-        tasks = await asyncio.gather(*(start(f) for f in followers))
-        on_victim = proxy.chosen[0]
-        sender = (
-            await senders_connected(space, [space["seeds"][0]], [(survivor.host, survivor.port)])
-        )[0]
-        acked: dict[int, bytes] = {}
-        box = sample_box()
-        stop = asyncio.Event()
+    tasks = await asyncio.gather(*(start(f) for f in followers))
+    on_victim = established(victim.port)  # the followers A serves
+    sender = (
+        await senders_connected(space, [space["seeds"][0]], [(survivor.host, survivor.port)])
+    )[0]
+    acked: dict[int, bytes] = {}
+    box = sample_box()
+    stop = asyncio.Event()
 
-        async def send() -> None:
-            n = 0
-            t0 = time.perf_counter()
-            while not stop.is_set():
-                client_id = new_client_id()
-                sender.send(encoder.encode(SendMessage(n, space["room_id"], client_id, 0, 0, box)))
-                reply = server_decoder.decode(await sender.recv(60))
-                assert isinstance(reply, MessageSent), reply
-                acked[reply.seq] = client_id
-                n += 1
-                await asyncio.sleep(max(0.0, t0 + n / RESUME_RATE - time.perf_counter()))
+    async def send() -> None:
+        n = 0
+        t0 = time.perf_counter()
+        while not stop.is_set():
+            client_id = new_client_id()
+            sender.send(encoder.encode(SendMessage(n, space["room_id"], client_id, 0, 0, box)))
+            reply = server_decoder.decode(await sender.recv(60))
+            assert isinstance(reply, MessageSent), reply
+            acked[reply.seq] = client_id
+            n += 1
+            await asyncio.sleep(max(0.0, t0 + n / RESUME_RATE - time.perf_counter()))
 
-        sending = asyncio.create_task(send())
-        await asyncio.sleep(args.warmup)
-        killed_at = time.perf_counter()
-        assert victim.proc is not None
-        victim.proc.kill()  # SIGKILL
-        deadline = killed_at + args.resume_timeout
-        while time.perf_counter() < deadline:
-            lost = [f for f in followers if f.lost_at is not None]
-            if len(lost) >= on_victim and all(f.resumed_at is not None for f in lost):
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(args.warmup)  # sending goes on after the resumption
-        stop.set()
-        await sending
-        last = max(acked)
-        deadline = time.perf_counter() + args.resume_timeout
-        while time.perf_counter() < deadline and any(f.last < last for f in followers):
-            await asyncio.sleep(0.05)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        sender.close()
+    sending = asyncio.create_task(send())
+    await asyncio.sleep(args.warmup)
+    killed_at = time.perf_counter()
+    assert victim.proc is not None
+    victim.proc.kill()  # SIGKILL
+    deadline = killed_at + args.resume_timeout
+    while time.perf_counter() < deadline:
+        lost = [f for f in followers if f.lost_at is not None]
+        if len(lost) >= on_victim and all(f.resumed_at is not None for f in lost):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(args.warmup)  # sending goes on after the resumption
+    stop.set()
+    await sending
+    last = max(acked)
+    deadline = time.perf_counter() + args.resume_timeout
+    while time.perf_counter() < deadline and any(f.last < last for f in followers):
+        await asyncio.sleep(0.05)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    sender.close()
     lost_followers = [f for f in followers if f.lost_at is not None]
     waits = [f.resumed_at - killed_at for f in lost_followers if f.resumed_at is not None]
+    noticed = [f.lost_at - killed_at for f in lost_followers if f.lost_at is not None]
     missing = 0
     wrong = 0
     for f in followers:
@@ -462,6 +477,9 @@ async def resume(
         "max_ms": round(max(waits, default=float("nan")) * 1000, 2),
         "messages_acked": len(acked),
         "gap_fetches": sum(f.gap_fetches for f in followers),
+        "reconnect_attempts": sum(f.attempts for f in lost_followers),
+        "min_ms": round(min(waits, default=float("nan")) * 1000, 2),
+        "noticed_p50_ms": ms(noticed, 0.50),  # SIGKILL → the follower saw its connection end
         "lost": missing,  # acknowledged messages some follower never received
         "mismatched": wrong,  # a sequence carrying another message than the one acknowledged
     }
@@ -574,7 +592,15 @@ def measure_config(
         got["durable"] = run(durable(space, where, Cpu(pids, postmaster_pid(postgres)), args))
         print(f"{name} durable: {got['durable']}", file=sys.stderr, flush=True)
         if instances == 2 and args.resume:
-            got["sigkill_resume"] = run(resume(space, servers, args))
+            # The front is a process of its own, as an operator's load balancer is.
+            front, found = start_process(
+                [sys.executable, str(ROUND_ROBIN), *(f"{h}:{p}" for h, p in where)],
+                root / name / "front.log",
+            )
+            try:
+                got["sigkill_resume"] = run(resume(space, servers, (found[2], int(found[3])), args))
+            finally:
+                stop_process(front)
             print(f"{name} resume: {got['sigkill_resume']}", file=sys.stderr, flush=True)
         return got
     finally:

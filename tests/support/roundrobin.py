@@ -9,12 +9,15 @@ No stickiness, no health checks, no HTTP parsing.
 
 ``async with RoundRobinProxy([(host, port), ...]) as proxy:`` listens on 127.0.0.1, port 0;
 ``proxy.port`` is where clients connect, ``proxy.chosen`` counts connections per upstream.
+As a process of its own: ``python tests/support/roundrobin.py HOST:PORT HOST:PORT ...``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import sys
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -105,3 +108,34 @@ async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
         while data := await source.read(CHUNK):
             sink.write(data)
             await sink.drain()
+
+
+async def _serve(upstreams: list[tuple[str, int]]) -> None:
+    proxy = RoundRobinProxy(upstreams)
+    await proxy.start()
+    print(f"listening on http://{proxy.host}:{proxy.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await proxy.close()
+
+
+def main() -> None:
+    """``python tests/support/roundrobin.py HOST:PORT HOST:PORT ...``: the front as a process
+    of its own (as a real one is), printing ``listening on http://HOST:PORT``."""
+    upstreams = []
+    for arg in sys.argv[1:]:
+        host, _, port = arg.rpartition(":")
+        upstreams.append((host, int(port)))
+    try:
+        import uvloop
+
+        uvloop.run(_serve(upstreams))
+    except ImportError:
+        asyncio.run(_serve(upstreams))
+
+
+if __name__ == "__main__":
+    main()
