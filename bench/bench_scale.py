@@ -122,7 +122,8 @@ async def connect_followers(
             ws.on_frame = fan.on_frame
             return ws
 
-    return list(await asyncio.gather(*(one(s, at) for s, at in spread(space["seeds"], where))))
+    members = spread(space["seeds"][: space["members"]], where)
+    return list(await asyncio.gather(*(one(seed, at) for seed, at in members)))
 
 
 async def senders_connected(
@@ -404,7 +405,7 @@ async def resume(
 ) -> dict[str, Any]:
     """Kill ``servers[0]`` with SIGKILL under followers that reach both through ``front``."""
     victim, survivor = servers
-    followers = [ResumingFollower(space, seed, front) for seed in space["seeds"]]
+    followers = [ResumingFollower(space, s, front) for s in space["seeds"][: space["members"]]]
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
     async def start(follower: ResumingFollower) -> asyncio.Task[None]:
@@ -633,7 +634,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]  # other work on the machine skews every figure
     started = time.perf_counter()
     space = build_space(max(args.members, args.senders, args.fanout_senders))
-    space["seeds"] = space["seeds"][: max(args.members, args.senders, args.fanout_senders)]
+    space["members"] = args.members  # the followers: the first members
     postgres = PostgresServer(bindir, fsync=True)
     results: dict[str, Any] = {}
     try:
@@ -719,6 +720,7 @@ def report(
         "seconds": args.seconds,
         "quick": args.quick,
         "load_average_before": round(load_before, 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
         "bare_asyncpg_commits_per_s": {str(n): round(v) for n, v in sorted(bare.items())},
         **{
             name: {k: v for k, v in got.items() if k != "sigkill_resume"}
