@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.toml
 
-.PHONY: run test lint typecheck unit e2e web-build web-test bench-web bench-web-call vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster bench-multi bench-network clean
+.PHONY: run test lint typecheck unit e2e web-build web-test bench-web bench-web-call vectors bench-sframe bench-call bench-chat bench-sfu bench-rekey bench-roster bench-multi bench-network bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,12 @@ bench-network: .make-installed
 # Two instances on one PostgreSQL: delivery latency A→B versus A→A (ratio). Last line JSON.
 bench-multi: .make-installed
 	$(BIN)/python bench/bench_multi.py
+
+# SQLite vs PostgreSQL with 1 and 2 instances, one run: fan-out to 1,000 members, 50 durable
+# senders (ratios to a bare asyncpg insert+commit loop and to SQLite), SIGKILL resume of chat
+# followers behind a round-robin front. About 3 minutes; `--quick` for a smoke run. Last line JSON.
+bench-scale: .make-installed
+	$(BIN)/python bench/bench_scale.py
 
 # The web app: invite link → space shown, `salon send` → text in the page (p50/p95, with the
 # CLI's figures beside them), bundle size gzip. Last line JSON.

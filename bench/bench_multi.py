@@ -2,7 +2,7 @@
 
 Usage: python bench/bench_multi.py [--messages 300]
 
-Starts a throwaway PostgreSQL (tests/postgres_support.py: Debian's server binaries, fsync
+Starts a throwaway PostgreSQL (tests/support/postgres.py: Debian's server binaries, fsync
 off) and two real ``salon serve`` instances on one database of it. One member follows the
 room through instance A, another through instance B; a third sends ``--messages`` messages
 through A, one at a time (the next once the acknowledgement and both deliveries are in).
@@ -36,7 +36,7 @@ from bench_chat import (  # noqa: E402
     sample_box,
     ws_connect,
 )
-from postgres_support import PostgresServer, find_bindir  # noqa: E402
+from support.postgres import PostgresServer, find_bindir  # noqa: E402
 
 from client.core.chat import new_client_id  # noqa: E402
 from protocol.chat_wire import FetchMessages, Messages, MessageSent, SendMessage  # noqa: E402
