@@ -22,10 +22,18 @@ the next call id, the version and sender-index counters, the SFU flag and the ba
 and that small :class:`Base` is written beside the input; everything before it is deleted
 a minute later (an instance still working through those inputs can read them meanwhile).
 So a log holds one snapshot and the running call's inputs: bounded by a call's activity,
-never by the room's history. A snapshot of a *running* call would be smaller still for
-long calls, but must be written while inputs keep coming (a second writer racing the log);
-an idle call's snapshot is written once, by the instance that ended it, and any instance can
-check it (it is what its own replica looks like at that point).
+never by the room's history. And a call's activity is bounded per member: every ``join``,
+``resume`` and ``act`` a member sends is counted in the replica (:attr:`Replica.spent`,
+refused ones too — they are in the log all the same; the count starts again with the next
+call), and an instance refuses to submit one more once a member has spent
+``[conference] max_inputs_per_member`` in this call — so no member can grow a room's log
+without bound by toggling a hand, re-sending its join or sending actions that are refused,
+through however many instances (the count is the replicas', not one instance's).
+
+A snapshot of a *running* call would be smaller still for long calls, but must be written
+while inputs keep coming (a second writer racing the log); an idle call's snapshot is
+written once, by the instance that ended it, and any instance can check it
+(it is what its own replica looks like at that point).
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ from protocol.records import Role, RoomCreate
 from spaces.conference import Change, Conference
 
 STATE_KINDS: Final = frozenset({"open", "join", "resume", "act", "leave", "place"})
+# The inputs a member spends (Replica.spent): the ones a member's request makes. Leaves are
+# not counted (they only shrink a call, and an instance sends them for a closed session).
+SPENT_KINDS: Final = frozenset({"join", "resume", "act"})
 
 
 class Placement(msgspec.Struct, frozen=True):
@@ -126,6 +137,7 @@ class Replica:
         self.conference = conference
         self.seq = seq  # the last input of the room's log applied here
         self.seated: dict[bytes, str] = {}  # member -> token of the session holding the seat
+        self.spent: dict[bytes, int] = {}  # member -> its inputs in this call (SPENT_KINDS)
         self._placement: Placement | None = None  # the SFU node of the current call, if placed
 
     @classmethod
@@ -193,7 +205,7 @@ class Replica:
         return replica
 
     def is_idle(self) -> bool:
-        return self.conference.is_idle() and not self.seated
+        return self.conference.is_idle() and not self.seated and not self.spent
 
     def base(self) -> Base:
         """The snapshot of an idle call (only then: see the module docstring)."""
@@ -221,6 +233,7 @@ class Replica:
                 list(c._nonces),
                 seats,
                 sorted(self.seated.items()),
+                sorted(self.spent.items()),
                 msgspec.msgpack.encode(self.placement) if self.placement else b"",
             ]
         )
@@ -235,6 +248,8 @@ class Replica:
         c = self.conference
         c._make_call_id = lambda: entry.next_call_id
         c.set_sfu_available(entry.sfu)
+        if entry.kind in SPENT_KINDS:  # counted whether or not it is refused below
+            self.spent[entry.member] = self.spent.get(entry.member, 0) + 1
         if entry.kind == "join":
             assert entry.action is not None
             if entry.action.actor != entry.member:
@@ -318,6 +333,7 @@ class Replica:
             self.seated.pop(member, None)
         if change.ended:
             self.seated.clear()
+            self.spent.clear()
             self._placement = None
 
     def joined_reply(

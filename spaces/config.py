@@ -95,6 +95,9 @@ class ConferenceSection(msgspec.Struct, forbid_unknown_fields=True):
     # heartbeat) for this long are freed by the others; until then its clients may come
     # back through another instance and take their seats over unseen.
     seat_grace_seconds: float = 10.0
+    # The joins, resumes and actions one member may send in one call (the room's log keeps
+    # them until the call ends: spaces/call_log.py); then its requests are refused.
+    max_inputs_per_member: int = 2000
 
 
 class SfuSection(msgspec.Struct, forbid_unknown_fields=True):
@@ -239,6 +242,8 @@ def _ranges_problem(config: Config) -> str | None:
         return f"conference.max_participants: {conf.max_participants} must be at least 2"
     if conf.max_signal_bytes < 1024:
         return f"conference.max_signal_bytes: {conf.max_signal_bytes} must be at least 1024"
+    if conf.max_inputs_per_member < 10:
+        return f"conference.max_inputs_per_member: {conf.max_inputs_per_member} must be at least 10"
     if conf.seat_grace_seconds < 4:  # at least two heartbeats (2 s apart)
         return f"conference.seat_grace_seconds: {conf.seat_grace_seconds} must be at least 4"
     return None

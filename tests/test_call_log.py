@@ -284,3 +284,31 @@ def test_a_log_without_its_beginning_is_not_guessed() -> None:
 def test_tokens_name_their_instance() -> None:
     assert instance_of("0a1b2c3d4e5f6a7b.ffee") == "0a1b2c3d4e5f6a7b"
     assert isinstance(Base("c", 1, 2, False, []), Base)
+
+
+def test_what_each_member_spent_in_a_call_is_replicated_and_starts_again() -> None:
+    """Replica.spent (the per-member budget's count, spaces/call_log.py): every join,
+    resume and act a member sent, refused ones included, the same live and rebuilt; leaves
+    are free; the next call starts from nothing."""
+    everyone = people()
+    owner, bob = everyone["owner"], everyone["bob"]
+    log = Log()
+    log.put(log.entry("open"))
+    join(log, owner, everyone, "A.1")
+    join(log, bob, everyone, "A.2")
+    kick = bob.act(call_id(log), "kick", owner.key)  # no host: refused, logged all the same
+    for _ in range(3):
+        assert isinstance(
+            log.put(log.entry("act", bob, action=kick, roles=roles(everyone))), ProtocolError
+        )
+    live = log.live
+    assert live is not None
+    bob_join = live.conference.seats[bob.key].join
+    log.put(log.entry("resume", bob, session="B.1", action=bob_join))
+    assert live.spent == {owner.key: 1, bob.key: 5}
+    assert log.rebuilt().spent == live.spent
+    assert log.rebuilt().fingerprint() == live.fingerprint()
+    log.put(log.entry("leave", bob, session="B.1"))
+    log.put(log.entry("leave", owner, session="A.1"))  # the call ends
+    assert live.spent == {} and live.is_idle()
+    assert log.rebuilt().fingerprint() == live.fingerprint()

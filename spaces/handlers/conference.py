@@ -150,6 +150,9 @@ class Conferences:
         self._by_token: dict[str, Subscriber] = {}
         self._creating: dict[CallKey, asyncio.Lock] = {}
         self._freed: set[str] = set()  # tokens of dead instances' seats already let go
+        # Inputs submitted here and not yet applied, by call and member (Replica.spent
+        # counts them once applied): the per-member budget holds for concurrent requests.
+        self._pending: dict[tuple[CallKey, bytes], int] = {}
         self._self_state = KeyedLimiter(SELF_STATE_PER_SECOND, SELF_STATE_BURST, clock)
         # Told of every change before it is announced (the SFU side follows calls this way).
         self.observers: list[Callable[[Conference, Roster, Change], None]] = []
@@ -212,6 +215,28 @@ class Conferences:
     async def _submit(self, entry: CallInput) -> Any:
         body = input_encoder.encode(entry)
         return await self.events.submit(body, (entry.space_id, entry.room_id), entry.changes_state)
+
+    async def _spend(self, entry: CallInput) -> Any:
+        """Submit a member's join, resume or act within its budget for this call (the log
+        keeps them until the call ends: spaces/call_log.py)."""
+        key = (entry.space_id, entry.room_id)
+        replica = self._replicas.get(key)
+        spent = replica.spent.get(entry.member, 0) if replica is not None else 0
+        pending = (key, entry.member)
+        if spent + self._pending.get(pending, 0) >= self.config.conference.max_inputs_per_member:
+            raise RateLimited(
+                "you have sent too many changes in this call; the server takes no more from "
+                "you until it ends"
+            )
+        self._pending[pending] = self._pending.get(pending, 0) + 1
+        try:
+            return await self._submit(entry)
+        finally:
+            left = self._pending[pending] - 1
+            if left:
+                self._pending[pending] = left
+            else:
+                del self._pending[pending]
 
     # -- the replicas: every instance applies every input, in the log's order -----------------
 
@@ -487,13 +512,19 @@ class Conferences:
             raise Forbidden("a join must be signed by the session's member")
         seat = conference.seats.get(member)
         resume = seat is not None and seat.join == message.join
+        key = (conference.space_id, conference.room_id)
+        token = self._token(subscriber)
+        if resume and self._replicas[key].seated.get(member) == token:
+            # This session holds the seat already: nothing changes, nothing to log.
+            state = self._replicas[key].joined_reply(member, roles_of(roster), None)
+            return CallJoined(message.id, state.state, state.status)
         if not resume:
             _check_head(message.join, roster)
-        joined = await self._submit(
+        joined = await self._spend(
             self._input(
                 "resume" if resume else "join",
                 *(conference.space_id, conference.room_id),
-                session=self._token(subscriber),
+                session=token,
                 member=member,
                 action=message.join,
                 roles=roles_of(roster),
@@ -524,7 +555,7 @@ class Conferences:
             raise Forbidden("an action must be signed by the session's member")
         _check_head(action, roster)
         key = (conference.space_id, conference.room_id)
-        change = await self._submit(
+        change = await self._spend(
             self._input(
                 "act", *key, member=subscriber.member, action=action, roles=roles_of(roster)
             )
