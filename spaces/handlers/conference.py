@@ -272,6 +272,7 @@ class Conferences:
             return None
         conference = replica.conference
         roster = await self.membership.roster(entry.space_id)
+        call_id = conference.call_id  # (the next call's once this input ends it)
         applied = replica.apply(entry)  # raises if refused: the same everywhere
         if entry.kind == "place":
             if applied.placed:
@@ -287,7 +288,13 @@ class Conferences:
             if subscriber is not None and not subscriber.closed:
                 self._sessions[key][entry.member] = subscriber
         elif entry.kind == "leave" and applied.change is not None:
-            self._sessions[key].pop(entry.member, None)
+            subscriber = self._sessions[key].pop(entry.member, None)
+            if subscriber is not None and self._tokens.get(subscriber) == entry.session:
+                # A session still connected here whose seat another instance freed: it took
+                # this one for dead (silent for seat_grace_seconds: a stall, a pause). Its
+                # client must hear that it is out of the call (leave_call and a closed
+                # session are no longer in _sessions by now), not stay a ghost in it.
+                self._push(subscriber, CallEnded(entry.room_id, call_id, "ended"))
         if applied.change is not None:
             self._announce(conference, roster, applied.change)
             if applied.change.ended and mine:
@@ -536,11 +543,18 @@ class Conferences:
     async def leave_call(self, subscriber: Subscriber, message: LeaveCall) -> Done:
         conference, _ = await self.conference(subscriber.space_id, message.room_id)
         key = (conference.space_id, conference.room_id)
-        if self._sessions[key].get(subscriber.member) is subscriber:
+        sessions = self._sessions[key]
+        if sessions.get(subscriber.member) is subscriber:
             leave = self._input(
                 "leave", *key, member=subscriber.member, session=self._token(subscriber)
             )
-            await self._submit(leave)
+            del sessions[subscriber.member]  # it asked to go: no call_ended for it
+            try:
+                await self._submit(leave)
+            except BaseException:
+                if subscriber.member not in sessions and not subscriber.closed:
+                    sessions[subscriber.member] = subscriber  # still seated, still here
+                raise
         return Done(message.id)
 
     async def act(self, subscriber: Subscriber, message: ActInCall) -> Done:
