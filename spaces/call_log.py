@@ -7,10 +7,10 @@ are heard, in that order). A replica is the :class:`~spaces.conference.Conferenc
 holds each seat (the token of the session that joined, ``INSTANCE.RANDOM``: tokens name
 their instance, so the seats of an instance that died can be found and freed).
 
-Determinism. An input carries everything its outcome depends on (the roles and clock of the
-instance that took the request, whether it has an SFU, the next call id, and for ``open``
-the room's bans), and nothing else is read while applying it, so replicas that applied the
-same inputs are equal (:meth:`Replica.fingerprint`) — a replica rebuilt by replaying the
+Determinism. An input carries everything its outcome depends on (the roles, clock and call
+limits of the instance that took the request, whether it has an SFU, the next call id, and
+for ``open`` the room's bans), and nothing else is read while applying it, so replicas that
+applied the same inputs are equal (:meth:`Replica.fingerprint`) — a replica rebuilt by replaying the
 log is the replica that lived through it, and refuses what it would refuse: the same
 nonces were used, the same seats are held by the same sessions, the same lock holds.
 
@@ -85,6 +85,9 @@ class CallInput(msgspec.Struct, frozen=True, omit_defaults=True):
     node: str = ""  # place: the SFU node ("": none), the conference id on it, and the
     conference: str = ""  # conference id of the placement this one replaces ("": none)
     replaces: str = ""
+    # [mesh_max, mesh_return_max, max_participants] of the submitting instance's config: an
+    # instance configured otherwise (a rolling change) applies them all the same ([]: none)
+    limits: list[int] = []
 
     @property
     def changes_state(self) -> bool:
@@ -143,6 +146,7 @@ class Replica:
     @classmethod
     def opened(cls, room: RoomCreate, limits: Limits, entry: CallInput, seq: int) -> Replica:
         """The replica an ``open`` input starts (the first one of a room's log)."""
+        limits = _limits(entry, limits)
         conference = Conference(
             entry.space_id,
             room,
@@ -248,6 +252,10 @@ class Replica:
         c = self.conference
         c._make_call_id = lambda: entry.next_call_id
         c.set_sfu_available(entry.sfu)
+        if entry.limits:
+            limits = _limits(entry, Limits(c.mesh_max, c.mesh_return_max, c.max_participants))
+            c.mesh_max, c.mesh_return_max = limits.mesh_max, limits.mesh_return_max
+            c.max_participants = limits.max_participants
         if entry.kind in SPENT_KINDS:  # counted whether or not it is refused below
             self.spent[entry.member] = self.spent.get(entry.member, 0) + 1
         if entry.kind == "join":
@@ -341,6 +349,14 @@ class Replica:
     ) -> CallJoined:
         status = change.status if change is not None else self.conference.seats[member].status
         return CallJoined(0, self.conference.state_for(member, roles), status)
+
+
+def _limits(entry: CallInput, default: Limits) -> Limits:
+    """The call limits an input was submitted under (``default`` if it names none)."""
+    if len(entry.limits) != 3:
+        return default
+    mesh_max, mesh_return_max, max_participants = entry.limits
+    return Limits(mesh_max, mesh_return_max, max_participants)
 
 
 def _seat_actions(seat: object) -> list[CallAction | None]:

@@ -312,3 +312,26 @@ def test_what_each_member_spent_in_a_call_is_replicated_and_starts_again() -> No
     log.put(log.entry("leave", owner, session="A.1"))  # the call ends
     assert live.spent == {} and live.is_idle()
     assert log.rebuilt().fingerprint() == live.fingerprint()
+
+
+def test_an_instance_configured_otherwise_rebuilds_the_same_call() -> None:
+    """Inputs carry the call limits they were submitted under: an instance whose
+    ``[conference]`` limits differ (a rolling config change) rebuilds the call the others
+    have, instead of refusing seats they granted (and the reverse)."""
+    everyone = people()
+    log = Log()
+    submitted = [LIMITS.mesh_max, LIMITS.mesh_return_max, LIMITS.max_participants]
+    log.put(log.entry("open", limits=submitted))
+    for n, person in enumerate(everyone.values()):
+        action = person.act(call_id(log), "join", person.key)
+        entry = log.entry(
+            "join", person, session=f"A.{n}", action=action, roles=roles(everyone), limits=submitted
+        )
+        assert not isinstance(log.put(entry), ProtocolError)
+    live = log.live
+    assert live is not None and len(live.conference.seats) == 4
+    strict = Limits(mesh_max=2, mesh_return_max=1, max_participants=2)
+    kept = [(s, input_decoder.decode(b)) for s, b in log.rows]
+    rebuilt = Replica.replay(SPACE, log.room, strict, None, kept, log.seq)
+    assert rebuilt.fingerprint() == live.fingerprint()
+    assert len(rebuilt.conference.seats) == 4

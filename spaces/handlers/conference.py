@@ -202,12 +202,14 @@ class Conferences:
         return token
 
     def _input(self, kind: str, space_id: str, room_id: str, **fields: Any) -> CallInput:
+        limits = self.limits
         return CallInput(
             kind,
             space_id,
             room_id,
             now_ms=self.now_ms(),
             sfu=self.sfu_available(),
+            limits=[limits.mesh_max, limits.mesh_return_max, limits.max_participants],
             next_call_id=fields.pop("next_call_id", None) or new_id(),
             **fields,
         )
