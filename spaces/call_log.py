@@ -88,6 +88,9 @@ class CallInput(msgspec.Struct, frozen=True, omit_defaults=True):
     # [mesh_max, mesh_return_max, max_participants] of the submitting instance's config: an
     # instance configured otherwise (a rolling change) applies them all the same ([]: none)
     limits: list[int] = []
+    # resume: the record that began the member's current tenure in the space (its join
+    # record's seq): a seat joined before it (before a removal and a re-join) is not its own
+    since: int = -1
 
     @property
     def changes_state(self) -> bool:
@@ -321,8 +324,10 @@ class Replica:
     def _resume(self, entry: CallInput) -> str | None:
         """A member's new session takes over its seat, unchanged (same join, same sender
         index, same keys): only with the very join that holds the seat, signed by the
-        member the session authenticated as — so nobody takes over someone else's seat, and
-        a seat that is gone (left, kicked, freed) stays gone."""
+        member the session authenticated as, during the same tenure in the space — so nobody
+        takes over someone else's seat, a seat that is gone (left, kicked, freed) stays
+        gone, and a member removed from the space who joins it again does not get back the
+        seat (and the admission) it held before (it joins, as anyone)."""
         action = entry.action
         seat = self.conference.seats.get(entry.member)
         if (
@@ -331,6 +336,7 @@ class Replica:
             or action.call_id != self.conference.call_id
             or seat is None
             or seat.join != action
+            or action.head_seq < entry.since
         ):
             raise StaleCall("your seat in that call is gone; join it again")
         return self._seat(entry.member, entry.session)

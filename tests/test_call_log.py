@@ -335,3 +335,24 @@ def test_an_instance_configured_otherwise_rebuilds_the_same_call() -> None:
     rebuilt = Replica.replay(SPACE, log.room, strict, None, kept, log.seq)
     assert rebuilt.fingerprint() == live.fingerprint()
     assert len(rebuilt.conference.seats) == 4
+
+
+def test_a_seat_from_an_earlier_tenure_in_the_space_is_not_taken_over() -> None:
+    """A resume names where the member's current tenure in the space began (``since``):
+    the seat's join, signed before that (before a removal and a re-join), is refused."""
+    everyone = people()
+    owner, bob = everyone["owner"], everyone["bob"]
+    log = Log()
+    log.put(log.entry("open"))
+    join(log, owner, everyone, "A.1")
+    join(log, bob, everyone, "A.2")
+    live = log.live
+    assert live is not None
+    bob_join = live.conference.seats[bob.key].join
+    later = bob_join.head_seq + 1  # his join record after a removal
+    refused = log.put(log.entry("resume", bob, session="B.1", action=bob_join, since=later))
+    assert isinstance(refused, StaleCall)
+    assert live.seated[bob.key] == "A.2"
+    same = log.entry("resume", bob, session="B.2", action=bob_join, since=bob_join.head_seq)
+    assert log.put(same).replaced == "A.2"  # type: ignore[attr-defined]
+    assert log.rebuilt().fingerprint() == live.fingerprint()

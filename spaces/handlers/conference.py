@@ -516,11 +516,12 @@ class Conferences:
         index, same keys, nobody sees it leave)."""
         conference, roster = await self.conference(subscriber.space_id, message.room_id)
         member = subscriber.member
-        roster.active(member)
+        since = roster.active(member).joined_seq  # this tenure in the space began there
         if message.join.actor != member:
             raise Forbidden("a join must be signed by the session's member")
         seat = conference.seats.get(member)
-        resume = seat is not None and seat.join == message.join
+        # (A seat joined before a removal from the space and a re-join is not taken over.)
+        resume = seat is not None and seat.join == message.join and message.join.head_seq >= since
         key = (conference.space_id, conference.room_id)
         token = self._token(subscriber)
         if resume and self._replicas[key].seated.get(member) == token:
@@ -537,6 +538,7 @@ class Conferences:
                 member=member,
                 action=message.join,
                 roles=roles_of(roster),
+                since=since,
             )
         )
         assert isinstance(joined, CallJoined)
