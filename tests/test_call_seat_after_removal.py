@@ -5,8 +5,9 @@ SDK sessions, and a modified client where the attack needs one. In a lobby room 
 host, through B) admits Bob (through A). A is SIGKILLed, so nobody leaves Bob's seat until
 ``seat_grace_seconds`` pass. Meanwhile Alice removes Bob from the space (no ban). Bob joins
 the space again through a link he still knows — with his old key — and presents the join
-that holds his old seat: a take-over would put him back in the call with the admission Alice
-gave before she removed him, past the lobby. It is refused: a seat joined before a removal
+that held his old seat: a take-over would put him back in the call with the admission Alice
+gave before she removed him, past the lobby. His seat left the call when he was removed (not
+a grace period later), and the take-over is refused: a seat joined before a removal
 is not its member's to take over (he can knock again, like anyone), and his new session
 holds no seat (it may not signal in the call).
 """
@@ -104,11 +105,18 @@ async def test_a_removed_member_who_joins_again_does_not_resume_the_old_seat(
             admit = sign_action(alice, room, call_id, "admit", bob.member_key, old_join.nonce)
             await request(alice, ActInCall(alice.conn.next_id(), room, admit), Done)
             await next_event(bob, CallUpdate, lambda e: e.action == admit)
+            await next_event(alice, CallUpdate, lambda e: e.action == admit)  # (older ones gone)
 
             two.kill_a()  # Bob's instance: his seat stays (seat_grace_seconds)
             await alice.sync()
             (bob_view,) = [m for m in alice.members() if m.key == bob.member_key]
             await alice.kick(bob_view, ban=False)
+            # His seat leaves the call at once, not seat_grace_seconds later.
+
+            def without_bob(event: CallUpdate) -> bool:
+                return bob.member_key not in {p.member for p in event.state.participants}
+
+            await next_event(alice, CallUpdate, without_bob, timeout=20)
             await join_again_with_old_key(again, bob_m)
 
             conn = await Connection.open(two.url)  # only B is left behind the address

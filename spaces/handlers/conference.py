@@ -160,6 +160,7 @@ class Conferences:
         self.placement_observers: list[Callable[[CallKey, Placement | None], None]] = []
         self.sfu_available: Callable[[], bool] = lambda: False
         hub.on_remove(self._session_gone)
+        hub.on_departed(self._departed)
 
     def census(self) -> dict[str, tuple[int, int]]:
         """topology -> (calls with someone in them, participants joined): for /metrics."""
@@ -496,6 +497,21 @@ class Conferences:
                         continue
                     leave = self._input("leave", *key, member=member, session=token)
                     asyncio.get_running_loop().create_task(self._leave_later(leave))
+
+    def _departed(self, space_id: str, member: bytes) -> None:
+        """A member is no longer one of the space (removed, banned, gone; every instance
+        hears it): its seats leave the space's calls now, through the log, even those
+        held through an instance that died (else they would stay, with their admissions,
+        until seat_grace_seconds; a session connected here leaves through _session_gone)."""
+        for key, replica in list(self._replicas.items()):
+            token = replica.seated.get(member)
+            if key[0] != space_id or token is None:
+                continue
+            if token in self._by_token or token in self._freed:
+                continue
+            self._freed.add(token)
+            leave = self._input("leave", *key, member=member, session=token)
+            asyncio.get_running_loop().create_task(self._leave_later(leave))
 
     async def _leave_later(self, leave: CallInput) -> None:
         try:
