@@ -265,16 +265,19 @@ class Conferences:
             spec = self._room_spec(roster, entry.room_id)
             self._install(key, Replica.opened(spec, self.limits, entry, seq))
             return None
-        replica.seq = seq
         if not entry.changes_state:
+            replica.seq = seq
             if replica.may_signal(entry):
                 recipient = self._sessions[key].get(entry.to)
                 if recipient is not None:
                     event = CallSignal(entry.room_id, entry.call_id, entry.member, entry.box)
                     self._push(recipient, event)
             return None
-        conference = replica.conference
+        # The roster first: if it cannot be read (the database away), the input is not
+        # counted as applied, and the next one finds the gap and rebuilds from the log.
         roster = await self.membership.roster(entry.space_id)
+        replica.seq = seq
+        conference = replica.conference
         call_id = conference.call_id  # (the next call's once this input ends it)
         applied = replica.apply(entry)  # raises if refused: the same everywhere
         if entry.kind == "place":
