@@ -16,6 +16,7 @@ import pytest
 from conftest import SalonServer, SalonUser, free_port
 
 from client.core.invites import parse_invite_link
+from protocol.ids import new_id
 
 
 @dataclass
@@ -72,7 +73,7 @@ def test_damaged_real_link(town, user):
 
 
 def test_link_to_unknown_invite(town, user):
-    link = f"{town.server.url}/join/{secrets.token_urlsafe(12)}#{fresh_secret()}"
+    link = f"{town.server.url}/join/{new_id()}#{fresh_secret()}"  # well formed, unknown
     assert "unknown invite" in user("zoe").fail("join", link)
 
 

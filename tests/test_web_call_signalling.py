@@ -207,7 +207,7 @@ async def test_web_call_signalling_with_cli(server: SalonServer, user: Any, tmp_
             await bob2.ok("wait_reason", reason="Connection to the server lost. Reconnecting…")
             await knocker.wait_for(r"Bob \(\w+\) left")
             await bob2.ok("wait_reason", reason="")
-            view = await bob2.ok("wait_code", people=2)
+            view = await bob2.ok("wait_code", people=2, **{"not": first_code})
             assert view["phase"] == "in-call" and view["reason"] == "", view
             assert view["code"] != first_code  # everyone rekeyed
             await asyncio.sleep(0.5)

@@ -156,7 +156,9 @@ const handlers: { [op: string]: (c: Command) => Promise<unknown> } = {
   wait_phase: async (c) => until(() => (call?.view().phase === c["phase"] ? plain(call!.view()) : undefined)),
   wait_code: async (c) => until(() => {
     const v = need(call, "call").view();
-    return v.code !== null && v.participants.length === (c["people"] as number) ? plain(v) : undefined;
+    // `not`: a code to wait past (the one before a rekey: the view may show it a moment longer).
+    const stale = (c["not"] as string | undefined) ?? null;
+    return v.code !== null && v.code !== stale && v.participants.length === (c["people"] as number) ? plain(v) : undefined;
   }),
   wait_lobby: async (c) => until(() => (need(call, "call").view().lobby.some((p) => p.name === c["name"]) ? plain(call!.view()) : undefined)),
   wait_muted: async (c) => until(() => {
