@@ -138,6 +138,22 @@ class LogGap(NotFound):
     """The log cannot be replayed from what is kept (no base and no opening input)."""
 
 
+def _conference(
+    space_id: str, room: RoomCreate, limits: Limits, sfu: bool, bans: list[CallAction], call_id: str
+) -> Conference:
+    """A room's conference as an ``open`` input or an idle call's snapshot starts it."""
+    return Conference(
+        space_id,
+        room,
+        mesh_max=limits.mesh_max,
+        mesh_return_max=limits.mesh_return_max,
+        max_participants=limits.max_participants,
+        sfu_available=sfu,
+        bans={ban.target: ban for ban in bans},
+        make_call_id=lambda: call_id,
+    )
+
+
 class Replica:
     def __init__(self, conference: Conference, seq: int) -> None:
         self.conference = conference
@@ -149,16 +165,8 @@ class Replica:
     @classmethod
     def opened(cls, room: RoomCreate, limits: Limits, entry: CallInput, seq: int) -> Replica:
         """The replica an ``open`` input starts (the first one of a room's log)."""
-        limits = _limits(entry, limits)
-        conference = Conference(
-            entry.space_id,
-            room,
-            mesh_max=limits.mesh_max,
-            mesh_return_max=limits.mesh_return_max,
-            max_participants=limits.max_participants,
-            sfu_available=entry.sfu,
-            bans={ban.target: ban for ban in entry.bans},
-            make_call_id=lambda: entry.next_call_id,
+        conference = _conference(
+            entry.space_id, room, _limits(entry, limits), entry.sfu, entry.bans, entry.next_call_id
         )
         return cls(conference, seq)
 
@@ -166,16 +174,7 @@ class Replica:
     def from_base(
         cls, space_id: str, room: RoomCreate, limits: Limits, base: Base, seq: int
     ) -> Replica:
-        conference = Conference(
-            space_id,
-            room,
-            mesh_max=limits.mesh_max,
-            mesh_return_max=limits.mesh_return_max,
-            max_participants=limits.max_participants,
-            sfu_available=base.sfu,
-            bans={ban.target: ban for ban in base.bans},
-            make_call_id=lambda: base.call_id,
-        )
+        conference = _conference(space_id, room, limits, base.sfu, base.bans, base.call_id)
         conference.version = base.version
         conference._next_index = base.next_index
         return cls(conference, seq)
