@@ -48,7 +48,11 @@ ROOM = "agora"
 AUDIO_BY_NAME = """async () => {
   const ctx = new AudioContext();
   await ctx.resume();
-  const meters = [...document.querySelectorAll("[data-testid=call-audio]")].map((el) => {
+  // An element whose stream is being replaced (a track re-attached) has none for a moment.
+  const playing = [...document.querySelectorAll("[data-testid=call-audio]")].filter(
+    (el) => el.srcObject instanceof MediaStream,
+  );
+  const meters = playing.map((el) => {
     const an = ctx.createAnalyser();
     ctx.createMediaStreamSource(el.srcObject).connect(an);
     return { name: el.dataset.name, an, max: 0, buf: new Float32Array(an.fftSize) };
