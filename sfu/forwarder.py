@@ -637,7 +637,9 @@ class Forwarder:
             if data is None or (data[2] << 8) | data[3] != seq:
                 missing.append(seq)
                 continue
-            self._send(dt, self._retransmission(dt, data))
+            hdr = rtp.parse_rtp(data)
+            assert hdr is not None  # history holds only packets that parsed
+            self._send(dt, self._retransmission(dt, data, hdr))
             sent += 1
         p.counters.retransmits += sent
         if missing:
@@ -795,17 +797,18 @@ class Forwarder:
         else:
             self._enqueue(dt, packet)
 
-    def _retransmission(self, dt: _DownTrack, data: bytes) -> bytes:
-        """A history packet re-headed for ``dt`` as first sent; wrapped in RTX (RFC 4588
-        §4: the original sequence number, then the payload) where the slot negotiated it."""
-        hdr = rtp.parse_rtp(data)
-        assert hdr is not None  # history holds only packets that parsed
+    def _retransmission(
+        self, dt: _DownTrack, data: bytes, hdr: rtp.RtpHeader, rtx: bool = True
+    ) -> bytes:
+        """A history packet re-headed for ``dt`` as first sent; with ``rtx``, wrapped in RTX
+        (RFC 4588 §4: the original sequence number, then the payload) where the slot
+        negotiated it."""
         assert dt.source is not None
         out_seq = (hdr.sequence + dt.seq_offset) & 0xFFFF
         out_ts = (hdr.timestamp + dt.ts_offset) & 0xFFFFFFFF
         payload = data[hdr.payload_start : hdr.payload_end]
         index = dt.source.owner.sender_index
-        if dt.rtx_payload_type is None or dt.rtx_ssrc is None:
+        if not rtx or dt.rtx_payload_type is None or dt.rtx_ssrc is None:
             return rtp.build_rtp(
                 hdr.marker, dt.payload_type, out_seq, out_ts, dt.ssrc, payload, b"", index
             )
@@ -830,24 +833,10 @@ class Forwarder:
                 continue
             sub = dt.owner
             before = len(sub.queue)
-            self._send(dt, self._retransmission_plain(dt, data, hdr))
+            self._send(dt, self._retransmission(dt, data, hdr, rtx=False))
             if len(sub.queue) > before:
                 touched.append(sub.pid)
         return touched
-
-    @staticmethod
-    def _retransmission_plain(dt: _DownTrack, data: bytes, hdr: rtp.RtpHeader) -> bytes:
-        assert dt.source is not None
-        return rtp.build_rtp(
-            hdr.marker,
-            dt.payload_type,
-            (hdr.sequence + dt.seq_offset) & 0xFFFF,
-            (hdr.timestamp + dt.ts_offset) & 0xFFFFFFFF,
-            dt.ssrc,
-            data[hdr.payload_start : hdr.payload_end],
-            b"",
-            dt.source.owner.sender_index,
-        )
 
     def _nack_upstream(self, up: _UpTrack, sequences: list[int], now: float) -> None:
         """Ask the publisher for ``sequences``, each at most once per ``nack_interval``."""
