@@ -32,6 +32,7 @@ from protocol import roomkeys
 from protocol.errors import ErrorCode
 from protocol.ids import new_id
 from protocol.records import (
+    Record,
     RecordBody,
     RoomCreate,
     RoomGrant,
@@ -279,6 +280,18 @@ async def room_key(
     return key
 
 
+async def _append(session: SpaceSession, records: list[Record], envelopes: list[Envelope]) -> bool:
+    """Append key commitments and envelopes; False if the server refused them because the
+    chain moved on meanwhile (someone else committed, or a departure changed the epoch)."""
+    try:
+        await session.conn.request(Append(session.conn.next_id(), records, envelopes), Appended)
+    except ServerError as exc:
+        if exc.code not in (ErrorCode.CONFLICT, ErrorCode.FORBIDDEN, ErrorCode.INVALID_MESSAGE):
+            raise
+        return False
+    return True
+
+
 async def _make_room_key(session: SpaceSession, room_id: str) -> None:
     """Make the current epoch's key if nobody committed to one; else wait for an envelope."""
     roster = session.verified
@@ -286,20 +299,14 @@ async def _make_room_key(session: SpaceSession, room_id: str) -> None:
         base = HeldRoomKey(0, crypto.random_key())
         commits, envelopes = _seal_room_key(session, roster, room_id, base, list(roster.members))
         records = chain(session.m, session.space_id, roster, commits)
-        try:
-            await session.conn.request(
-                Append(session.conn.next_id(), list(records), envelopes), Appended
-            )
-        except ServerError as exc:
-            if exc.code not in (ErrorCode.CONFLICT, ErrorCode.FORBIDDEN, ErrorCode.INVALID_MESSAGE):
-                raise
+        if not await _append(session, list(records), envelopes):
             await session.sync()  # someone else made it, or the epoch moved on: use theirs
             await _fetch_room_keys(session, room_id)
             if roster.epoch != session.verified.epoch:
-                raise RoomKeyUnavailable("the space's key epoch moved on; try again") from None
+                raise RoomKeyUnavailable("the space's key epoch moved on; try again")
             if roster.epoch in session.m.room_keys.get(room_id, {}):
                 return
-            raise _unavailable(session, room_id, roster.epoch, NOT_SHARED_YET) from None
+            raise _unavailable(session, room_id, roster.epoch, NOT_SHARED_YET)
         session.m.room_keys.setdefault(room_id, {})[roster.epoch] = base
         session._remember()
         await session.sync()
@@ -418,13 +425,7 @@ async def share_room_keys(session: SpaceSession) -> int:
         envelopes += room_envelopes
     if envelopes:
         records = chain(session.m, session.space_id, roster, commits)
-        try:
-            await session.conn.request(
-                Append(session.conn.next_id(), list(records), envelopes), Appended
-            )
-        except ServerError as exc:
-            if exc.code not in (ErrorCode.CONFLICT, ErrorCode.FORBIDDEN, ErrorCode.INVALID_MESSAGE):
-                raise
+        if not await _append(session, list(records), envelopes):
             return 0  # the chain moved on while we sealed; the next run catches up
         if records:
             await session.sync()
