@@ -83,7 +83,7 @@ from protocol.errors import (
 from protocol.ids import new_id
 from protocol.records import Role, Roster
 from spaces.call_log import Placement
-from spaces.conference import Change, Conference
+from spaces.conference import Change, Conference, Seat
 from spaces.config import Config
 from spaces.events import LocalEvents
 from spaces.handlers.conference import CONFERENCES, CallKey, Conferences, roles_of
@@ -389,10 +389,7 @@ class CallMedia:
             seat, participant = conference.seats.get(member), call.connected.get(member)
             if seat is None or participant is None:
                 continue
-            flags = seat_flags(
-                seat.wire(), conference.room, conference.call_id, roles, lambda _action: True
-            )
-            wanted = (flags.muted or not flags.speaker, not flags.speaker)
+            wanted = _held_back(conference, seat, roles)
             applied = call.muted.get(member, (False, False))
             for kind, want, have in zip(("audio", "video"), wanted, applied, strict=True):
                 if want != have:
@@ -412,10 +409,7 @@ class CallMedia:
         seat, participant = conference.seats.get(member), call.seen.get(member)
         if seat is None or participant is None:
             return
-        flags = seat_flags(
-            seat.wire(), conference.room, conference.call_id, roles, lambda _action: True
-        )
-        wanted = (flags.muted or not flags.speaker, not flags.speaker)
+        wanted = _held_back(conference, seat, roles)
         for kind, want in zip(("audio", "video"), wanted, strict=True):
             await self._quietly(node.set_muted(call.conference, participant, kind, want))
 
@@ -564,3 +558,13 @@ def install_call_media(app: web.Application) -> CallMedia:
 
     app.on_cleanup.append(stop)
     return media
+
+
+def _held_back(conference: Conference, seat: Seat, roles: dict[bytes, Role]) -> tuple[bool, bool]:
+    """(audio, video): what the node must not forward of a participant now — a muted one's
+    audio, a listener's audio and video (its seat's flags: the server checked each action
+    when it took it)."""
+    flags = seat_flags(
+        seat.wire(), conference.room, conference.call_id, roles, lambda _action: True
+    )
+    return (flags.muted or not flags.speaker, not flags.speaker)
