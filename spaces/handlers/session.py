@@ -62,14 +62,12 @@ from spaces.services import (
 
 log = logging.getLogger(__name__)
 UNREACHABLE_LOG_SECONDS = 10.0  # while the database is down, one warning per this many seconds
-_last_unreachable_log = 0.0
+# The project's token bucket as a log throttle (one token, refilled every 10 s).
+_unreachable_log = TokenBucket.full(1 / UNREACHABLE_LOG_SECONDS, 1.0, time.monotonic())
 
 
 def _log_unreachable(exc: Exception) -> None:
-    global _last_unreachable_log
-    now = time.monotonic()
-    if now - _last_unreachable_log >= UNREACHABLE_LOG_SECONDS:
-        _last_unreachable_log = now
+    if _unreachable_log.take(time.monotonic()):
         log.warning("the database is unreachable (%s); answering 'unavailable'", type(exc).__name__)
 
 
