@@ -12,12 +12,14 @@ reads "Muted by Alice" on the tile. Screenshots: call-selfmute-*.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from browser_support import screenshot_path
 from conftest import SalonServer
+from support import until_sync
 from test_web_call_ui import (
     CALL_VIEW,
     REMOTE_PLAYING,
@@ -97,9 +99,15 @@ def test_self_mute_and_camera_off_seen_by_pages_and_the_cli(
         assert bob.page.get_attribute(MUTED.format("Carol"), "title") == "Muted by Alice"
         bob.screenshot("call-selfmute-host-muted")
 
-        # Bob mutes himself again; the CLI's --stats says so (self, not a host's mute).
+        # Bob mutes himself again; the CLI's --stats says so (self, not a host's mute). (The
+        # CLI's lines hold the first "turned their microphone off" too: wait for the second.)
         bob.page.click("[data-testid=call-mic]")
-        cli.wait_for(r"Bob \(\w+\) turned their microphone off")
+        off = re.compile(r"Bob \(\w+\) turned their microphone off")
+        until_sync(
+            lambda: sum(1 for line in list(cli.lines) if off.search(line)) >= 2,
+            "the CLI told of Bob's second microphone-off",
+            timeout=30,
+        )
         cli.stop()
         stats = json.loads((tmp_path / "alice.json").read_text())
         people = {p["display_name"]: p for p in stats["participants"]}
