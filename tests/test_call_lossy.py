@@ -9,6 +9,8 @@ serve`` with its SFU on the root end of a veth pair, ``salon call`` processes, o
   NACKs from its packet history and asks the publisher for what it never got, the receivers
   wait for retransmissions before giving a frame up. The link's drop counters show it
   really lost packets (``make bench-network`` has the same measure with retransmission off).
+- it connects in 10 of 10 tries: ten fresh receiving-only processes join one after another
+  from the lossy namespace, and each decodes Alice's video.
 
 Needs root, ``ip`` and ``nft``: skipped with the reason otherwise (failed under ``CI=true``).
 """
@@ -153,3 +155,50 @@ async def test_a_participant_on_a_10_percent_lossy_link_sees_and_is_seen_as_well
     assert counters["retransmits"] > 0 and counters["recovered"] > 0, counters
     assert down >= 0.8, (down, up)
     assert up >= 0.8, (down, up)
+
+
+TRIES = 10
+TRY_WAIT = 30.0  # seconds one try may take to decode Alice's video
+
+
+async def test_a_participant_on_a_10_percent_lossy_link_connects_in_10_of_10_tries(
+    net: LossyNet, make_server: Callable[..., Any], user: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Ten fresh ``salon call`` processes, one after another, join from the lossy namespace
+    (receiving only: the join, ICE, DTLS and the first keyframe all cross the lossy link) and
+    each decodes Alice's video."""
+    srv = make_server({"server": {"host": net.host_addr}}, start=False)
+    srv.ice_hosts = net.host_addr
+    srv.start()
+    town = make_town(srv.url, user, (LOSSY,))
+    town["Alice"].run("room", "create", town.space, "hall", "--kind", "conference",
+                      "--topology", "sfu")  # fmt: skip
+    net.set_loss(10)
+    took: list[float] = []
+    async with calls() as running:
+        alice = await CallProcess.start(
+            town["Alice"], town.space, "hall", tmp_path / "Alice.json", 600,
+            env={"SALON_ICE_HOSTS": net.host_addr},
+        )  # fmt: skip
+        running.append(alice)
+        await alice.wait_for(r"^status: in the call", 60)
+        for i in range(TRIES):
+            began = time.monotonic()
+            joiner = await CallProcess.start(
+                town[LOSSY], town.space, "hall", tmp_path / f"try{i}.json", 120,
+                "--video", "none", "--audio", "none",
+                env={"SALON_ICE_HOSTS": net.ns_addr}, prefix=net.exec_prefix(),
+            )  # fmt: skip
+            running.append(joiner)
+            await joiner.wait_for("first video from Alice", TRY_WAIT)
+            took.append(time.monotonic() - began)
+            result = await joiner.stop(60)
+            assert result.peer("Alice")["video_frames_decoded"] > 0, result.stats
+        await alice.stop(60)
+    dropped = net.counters()
+    print(
+        f"10 % loss: {len(took)} of {TRIES} joins decoded video, seconds from process start "
+        f"{[round(t, 1) for t in took]}; dropped {dropped}"
+    )
+    assert len(took) == TRIES
+    assert dropped["down"] > 10 and dropped["up"] > 0, dropped  # receiving only: little goes up
