@@ -15,7 +15,8 @@ What this module adds to the public aiortc API:
 * Keyframe requests: :func:`on_keyframe_request` (a remote PLI/FIR reached our sender),
   :func:`send_pli` (ask a remote sender for a keyframe).
 * Retransmission: :func:`on_nack` (a remote NACK reached our sender), :func:`send_nack`
-  (ask a remote sender to retransmit), :func:`sender_rtx_ssrc`.
+  (ask a remote sender to retransmit), :func:`sender_rtx_ssrc`; counting aiortc's own
+  (a mesh pair): :func:`count_nacks_sent`, :func:`count_retransmits`.
 * Receive backlog: :func:`queued_frames` (frames waiting in a remote track).
 * Negotiated parameters: :func:`sender_ssrc`, :func:`negotiated_codecs`,
   :func:`negotiated_header_extensions`.
@@ -42,6 +43,7 @@ import aioice.ice
 import aiortc.codecs
 import aiortc.codecs.base
 import aiortc.rtcrtpreceiver
+import aiortc.rtp
 import pylibsrtp
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -527,6 +529,33 @@ def on_nack(sender: RTCRtpSender, callback: Callable[[int], None]) -> None:
 async def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: Sequence[int]) -> None:
     """Send an RTCP NACK (RFC 4585 §6.2.1) for ``lost`` sequence numbers of ``media_ssrc``."""
     await receiver._send_rtcp_nack(media_ssrc, sorted(lost))
+
+
+def count_nacks_sent(receiver: RTCRtpReceiver, callback: Callable[[int], None]) -> None:
+    """Call ``callback(packets)`` for each RTCP NACK ``receiver`` sends (``packets``: how many
+    sequence numbers it asks for), then send it as aiortc does."""
+    send = receiver._send_rtcp_nack
+
+    async def counted(media_ssrc: int, lost: list[int]) -> None:
+        callback(len(lost))
+        await send(media_ssrc, lost)
+
+    receiver._send_rtcp_nack = counted  # type: ignore[method-assign]
+
+
+def count_retransmits(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """Call ``callback()`` for each packet aiortc's own sender retransmits from its history
+    on a remote NACK (a NACKed packet no longer in the history is not counted)."""
+    retransmit = sender._retransmit
+    history: dict[int, RtpPacket] = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
+
+    async def counted(sequence_number: int) -> None:
+        packet = history.get(sequence_number % aiortc.rtp.RTP_HISTORY_SIZE)
+        if packet is not None and packet.sequence_number == sequence_number:
+            callback()
+        await retransmit(sequence_number)
+
+    sender._retransmit = counted  # type: ignore[method-assign]
 
 
 def sender_ssrc(sender: RTCRtpSender) -> int:

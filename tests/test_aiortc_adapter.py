@@ -135,6 +135,11 @@ def test_nack_contract() -> None:
     assert params(RTCRtpSender._retransmit) == ["self", "sequence_number"]
     assert params(RTCRtpReceiver._send_rtcp_nack) == ["self", "media_ssrc", "lost"]
     assert "self._rtx_ssrc = " in source(RTCRtpSender.__init__)
+    # count_retransmits() reads the history _retransmit answers from (name-mangled).
+    assert "self.__rtp_history: dict[int, RtpPacket] = {}" in source(RTCRtpSender.__init__)
+    assert "self.__rtp_history.get(sequence_number % RTP_HISTORY_SIZE)" in source(
+        RTCRtpSender._retransmit
+    )
 
 
 def test_transceiver_negotiated_parameters() -> None:

@@ -65,6 +65,9 @@ class Sink:
     def on_reconnected(self, member: bytes | None, outage: float) -> None:
         self.reconnected.append(outage)
 
+    def on_retransmission(self, member: bytes, *, nacked: int = 0, resent: int = 0) -> None:
+        pass
+
 
 class Wire:
     """Delivers each side's signals to the other (in order, off the sender's stack)."""

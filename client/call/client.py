@@ -242,6 +242,9 @@ class _Feed:
         if self.client.feed is self:
             self.client.on_reconnected(member, outage)
 
+    def on_retransmission(self, member: bytes, *, nacked: int = 0, resent: int = 0) -> None:
+        self.client.on_retransmission(member, nacked=nacked, resent=resent)
+
 
 @dataclass
 class _Running:
@@ -1283,6 +1286,12 @@ class CallClient:
             self._peer_stats(member).reconnects += 1
         who = "the SFU" if member is None else self.label(member)
         self.note(f"reconnected to {who} after {outage:.1f} s")
+
+    def on_retransmission(self, member: bytes, *, nacked: int = 0, resent: int = 0) -> None:
+        stats = self.stats.peers.get(member)
+        if stats is not None:
+            stats.packets_nacked += nacked
+            stats.packets_resent += resent
 
     def on_send_key(self, epoch: int) -> None:
         now = time.time()

@@ -49,6 +49,7 @@ from aiortc.sdp import candidate_from_sdp
 from client.call.retry import QuietDetector, RetryPolicy
 from client.call.signalling import SignalKind, SignalRejected, check_sdp
 from client.call.topology import LinkState, Peer, SourceTap, TopologyContext, transport_state
+from rtc import aiortc_adapter
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,14 @@ class _Link:
         _prefer(self._audio, "audio/opus")
         _prefer(self._video, "video/VP8")
         _prefer(screen, "video/VP8")
+        sink, member = self.mesh.ctx.sink, self.peer.member
+        for transceiver in (self._video, screen):  # aiortc NACKs and resends video only
+            aiortc_adapter.count_nacks_sent(
+                transceiver.receiver, lambda n: sink.on_retransmission(member, nacked=n)
+            )
+            aiortc_adapter.count_retransmits(
+                transceiver.sender, lambda: sink.on_retransmission(member, resent=1)
+            )
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:

@@ -17,8 +17,10 @@ arrived from a muted or non-speaking sender and were discarded), and
 ``first_video_frame_ms`` (from our join request to the first frame decoded from them),
 ``video_freezes`` and ``video_freeze_ms`` (gaps between decoded video frames longer than
 max(3 × the mean frame interval, the mean + 150 ms), WebRTC's freeze definition, and their
-total length), and ``reconnects`` (how often a lost mesh pair was connected again; the SFU
-link's are under ``sfu``).
+total length), ``reconnects`` (how often a lost mesh pair was connected again; the SFU
+link's are under ``sfu``), and, in a mesh, ``packets_nacked`` (packets we asked them to
+resend, summed over our RTCP NACKs: a packet asked for twice counts twice) and
+``packets_resent`` (packets we resent to them on their NACKs).
 ``muted`` is a host's signed mute; ``mic_off`` and ``camera_off`` are the participant's own
 signed word ("mic-off", "camera-off": muted by themselves, camera off).
 The top level also has ``call_id``, ``self`` (our own muted / hand / mic_off / camera_off / role /
@@ -86,6 +88,8 @@ class PeerStats:
     dominant_colour: tuple[int, int, int] | None = None
     first_video_frame_ms: float | None = None
     reconnects: int = 0  # the pair's connection made again after it was lost (mesh)
+    packets_nacked: int = 0  # mesh: packets we asked them to resend (summed over our NACKs)
+    packets_resent: int = 0  # mesh: packets we resent to them on their NACKs
     audio_level_dbfs: float = -math.inf
     audio_level_at: float = 0.0
     screen: ScreenStats = field(default_factory=ScreenStats)
@@ -137,6 +141,8 @@ class PeerStats:
             "video_freezes": self.video_freezes,
             "video_freeze_ms": round(self.video_freeze_ms, 1),
             "reconnects": self.reconnects,
+            "packets_nacked": self.packets_nacked,
+            "packets_resent": self.packets_resent,
         }
 
 

@@ -69,6 +69,11 @@ class MediaSink(Protocol):
         seconds: to ``member`` (mesh), or to the SFU (None)."""
         ...
 
+    def on_retransmission(self, member: bytes, *, nacked: int = 0, resent: int = 0) -> None:
+        """Mesh: we asked ``member`` to resend ``nacked`` packets (one RTCP NACK), or resent
+        ``resent`` packets to it on its NACK."""
+        ...
+
 
 class Signaller(Protocol):
     async def send(self, peer: Peer, kind: SignalKind, payload: bytes, attempt: int) -> None:
