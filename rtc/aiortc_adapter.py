@@ -9,7 +9,8 @@ What this module adds to the public aiortc API:
 * Pass-through receiving: :func:`enable_passthrough` — the receiver's track yields
   :class:`EncodedFrame` (encoded bytes) instead of decoded frames.
 * Marker-bit release: :func:`use_marker_release` — frames leave the jitter buffer as soon as
-  they are complete instead of one frame (video) or four packets (audio) later.
+  they are complete instead of one frame (video) or four packets (audio) later, a video
+  frame behind a gap waiting a moment for its retransmission (pass-through or decoding).
 * Pre-encoded sending: :func:`enable_preencoded` — the sender packetizes the
   :class:`OutboundFrame` objects its track yields (with their audio level) as they are.
 * Keyframe requests: :func:`on_keyframe_request` (a remote PLI/FIR reached our sender),
@@ -44,6 +45,7 @@ import aiortc.codecs
 import aiortc.codecs.base
 import aiortc.rtcrtpreceiver
 import aiortc.rtp
+import av
 import pylibsrtp
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -181,10 +183,39 @@ def _decoder_worker(
     _original_decoder_worker(loop, input_q, output_q, decode_error)
 
 
+class UnbundlingDecoder(aiortc.codecs.base.Decoder):
+    """aiortc's decoder for ``codec``, decoding each frame of a :class:`BundledJitterFrame`
+    in order (a decoding receiver with :func:`use_marker_release`); other frames as they are.
+
+    A frame of a bundle that fails to decode is skipped (the others still are decoded: the
+    gap before the bundle was filled, so they follow on); if none decodes, the error goes up
+    to aiortc's worker, which asks for a keyframe.
+    """
+
+    def __init__(self, inner: aiortc.codecs.base.Decoder) -> None:
+        self.inner = inner
+
+    def decode(self, encoded_frame: JitterFrame) -> list[Any]:
+        if not isinstance(encoded_frame, BundledJitterFrame):
+            return self.inner.decode(encoded_frame)
+        last = encoded_frame.raw_timestamp
+        decoded: list[Any] = []
+        failed: av.FFmpegError | None = None
+        for f in encoded_frame.frames:
+            timestamp = encoded_frame.timestamp - ((last - f.timestamp) & 0xFFFFFFFF)
+            try:
+                decoded.extend(self.inner.decode(JitterFrame(f.data, timestamp)))
+            except av.FFmpegError as exc:
+                failed = exc
+        if failed is not None and not decoded:
+            raise failed
+        return decoded
+
+
 def _get_decoder(codec: RTCRtpCodecParameters) -> aiortc.codecs.base.Decoder:
     if getattr(_decoder_thread, "passthrough", False):
         return PassThroughDecoder(codec.name)
-    return _original_get_decoder(codec)
+    return UnbundlingDecoder(_original_get_decoder(codec))
 
 
 def _install_decoder_hooks() -> None:
@@ -435,15 +466,18 @@ class RetryingNackGenerator(NackGenerator):
         return False
 
 
-def use_marker_release(receiver: RTCRtpReceiver, kind: str) -> None:
+def use_marker_release(receiver: RTCRtpReceiver, kind: str, hold: float = NACK_HOLD) -> None:
     """Replace ``receiver``'s jitter buffer with a :class:`MarkerJitterBuffer`; for video,
-    one that waits :data:`NACK_HOLD` for retransmissions, and a
-    :class:`RetryingNackGenerator` that keeps asking for them. Only with
-    :func:`enable_passthrough` (its decoder unbundles :class:`BundledJitterFrame`)."""
-    hold = NACK_HOLD if kind == "video" else 0.0
+    one that waits ``hold`` (:data:`NACK_HOLD`) for retransmissions, and a
+    :class:`RetryingNackGenerator` that keeps asking for them. Call it before the connection
+    starts receiving. With :func:`enable_passthrough` its decoder hands a
+    :class:`BundledJitterFrame`'s frames out one by one; a decoding receiver decodes them one
+    by one (:class:`UnbundlingDecoder`)."""
+    _install_decoder_hooks()
+    hold = hold if kind == "video" else 0.0
     receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(kind, hold=hold)  # type: ignore[attr-defined]
     if kind == "video":
-        receiver._RTCRtpReceiver__nack_generator = RetryingNackGenerator()  # type: ignore[attr-defined]
+        receiver._RTCRtpReceiver__nack_generator = RetryingNackGenerator(give_up=hold)  # type: ignore[attr-defined]
 
 
 # =====================================================================================

@@ -39,7 +39,7 @@ from support import until
 
 from client.call.media import TestPatternTrack
 from rtc import aiortc_adapter
-from rtc.aiortc_adapter import EncodedFrame, MarkerJitterBuffer, OutboundFrame
+from rtc.aiortc_adapter import EncodedFrame, MarkerJitterBuffer, OutboundFrame, SourcedJitterFrame
 from sfu import rtp
 
 VIDEO_TB = fractions.Fraction(1, 90000)
@@ -243,6 +243,32 @@ def test_passthrough_decoder_never_raises() -> None:
     [out] = dec.decode(JitterFrame(b"abc", 7))
     assert out == EncodedFrame(b"abc", 7, "vp8")
     assert dec.decode(None) == []  # type: ignore[arg-type]
+
+
+def test_unbundling_decoder_decodes_each_frame_of_a_bundle_in_order() -> None:
+    class Recording(aiortc.codecs.base.Decoder):
+        def __init__(self) -> None:
+            self.seen: list[tuple[bytes, int]] = []
+
+        def decode(self, encoded_frame: JitterFrame) -> list[Any]:
+            if encoded_frame.data == b"bad":
+                raise av.InvalidDataError(1094995529, "bad")
+            self.seen.append((encoded_frame.data, encoded_frame.timestamp))
+            return [encoded_frame.data]
+
+    inner = Recording()
+    dec = aiortc_adapter.UnbundlingDecoder(inner)
+    assert dec.decode(JitterFrame(b"one", 5)) == [b"one"]
+    frames = [
+        SourcedJitterFrame(d, ts, None) for d, ts in ((b"a", 1000), (b"bad", 4000), (b"c", 7000))
+    ]
+    bundle = aiortc_adapter.BundledJitterFrame(frames)
+    bundle.timestamp = 100  # aiortc rebased the last frame's timestamp
+    assert dec.decode(bundle) == [b"a", b"c"]  # the frame that fails is skipped
+    assert inner.seen[1:] == [(b"a", 100 - 6000), (b"c", 100)]
+    only_bad = aiortc_adapter.BundledJitterFrame([SourcedJitterFrame(b"bad", 1, None)])
+    with pytest.raises(av.FFmpegError):  # nothing decoded: aiortc's worker asks for a keyframe
+        dec.decode(only_bad)
 
 
 # =========================================================================== live behaviour

@@ -138,6 +138,10 @@ class _Link:
         _prefer(screen, "video/VP8")
         sink, member = self.mesh.ctx.sink, self.peer.member
         for transceiver in (self._video, screen):  # aiortc NACKs and resends video only
+            # A frame behind a lost packet waits a moment for its retransmission, NACKed
+            # again until it comes, instead of holding every later frame back until aiortc's
+            # jitter buffer overflows (seconds at 10 % loss).
+            aiortc_adapter.use_marker_release(transceiver.receiver, "video")
             aiortc_adapter.count_nacks_sent(
                 transceiver.receiver, lambda n: sink.on_retransmission(member, nacked=n)
             )
