@@ -56,7 +56,7 @@ KEEP_PCS = """(() => {
 INBOUND_VIDEO = """async () => {
   const sum = { framesDecoded: 0, nackCount: 0, packetsLost: 0, packetsReceived: 0,
                 retransmittedPacketsReceived: 0, freezeCount: 0, totalFreezesDuration: 0,
-                pliCount: 0, frameHeight: 0, streams: 0 };
+                pliCount: 0, bytesReceived: 0, frameHeight: 0, streams: 0 };
   for (const pc of window.__salonPcs ?? []) {
     if (pc.connectionState === "closed") continue;
     (await pc.getStats()).forEach((r) => {

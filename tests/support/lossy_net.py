@@ -31,6 +31,7 @@ import os
 import secrets
 import shutil
 import subprocess
+from pathlib import Path
 from types import TracebackType
 
 __all__ = ["LossyNet", "unavailable"]
@@ -172,6 +173,14 @@ class LossyNet:
         return {
             "down": self._dropped(self.exec_prefix(), self.ns_if),
             "up": self._dropped([], self.host_if),
+        }
+
+    def bytes_moved(self) -> dict[str, int]:
+        """Bytes that crossed the link so far: ``down`` (into the namespace), ``up`` (out)."""
+        stats = Path("/sys/class/net") / self.host_if / "statistics"
+        return {
+            "down": int((stats / "tx_bytes").read_text()),
+            "up": int((stats / "rx_bytes").read_text()),
         }
 
     @staticmethod
