@@ -1217,6 +1217,7 @@ class CallClient:
             stats.video_frames_dropped += 1  # and anyone removed, whatever the server does
             return
         stats.video_frames_decoded += 1
+        stats.video_height = frame.height
         stats.video_frame_at(self.clock())
         # The frame is ours alone until recorder.update() below hands it to the recorder's
         # thread; PyAV frames must not be converted from two threads at once.

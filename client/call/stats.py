@@ -12,7 +12,8 @@ JSON (PRODUCT.md / issue 4)::
 Each participant entry also has: ``role`` (host, speaker or listener), ``connection`` (the
 pair's last state: connected, failed, refused, ...) with ``connection_detail``,
 ``dominant_colour`` (the median BGR colour of the last sampled decoded frame, to check a
-test pattern's colour), ``video_frames_dropped`` and ``audio_frames_dropped`` (frames that
+test pattern's colour), ``video_height`` (the last decoded video frame's height: which
+simulcast layer arrives), ``video_frames_dropped`` and ``audio_frames_dropped`` (frames that
 arrived from a muted or non-speaking sender and were discarded), and
 ``first_video_frame_ms`` (from our join request to the first frame decoded from them),
 ``video_freezes`` and ``video_freeze_ms`` (gaps between decoded video frames longer than
@@ -86,6 +87,7 @@ class PeerStats:
     connection: str = "waiting"
     connection_detail: str = ""
     dominant_colour: tuple[int, int, int] | None = None
+    video_height: int = 0  # of the last video frame decoded from them (a simulcast layer's)
     first_video_frame_ms: float | None = None
     reconnects: int = 0  # the pair's connection made again after it was lost (mesh)
     packets_nacked: int = 0  # mesh: packets we asked them to resend (summed over our NACKs)
@@ -130,6 +132,7 @@ class PeerStats:
             "connection": self.connection,
             "connection_detail": self.connection_detail,
             "dominant_colour": list(self.dominant_colour) if self.dominant_colour else None,
+            "video_height": self.video_height,
             "video_frames_dropped": self.video_frames_dropped,
             "audio_frames_dropped": self.audio_frames_dropped,
             "first_video_frame_ms": (
