@@ -9,7 +9,10 @@ What the node expects from an offer (``client.call.e2ee_media.SfuSession`` makes
 
 * BUNDLE over one transport (aiortc always bundles); audio/video only, no data channel;
 * at most one ``sendonly``/``sendrecv`` video (VP8) and audio (Opus) m-line, announcing
-  its SSRC — what the participant publishes;
+  its SSRC — what the participant publishes; a browser's camera may instead be simulcast
+  (``a=rid``/``a=simulcast``, up to 3 layers lowest first, no SSRC: each layer's is learned
+  from the rtp-stream-id extension; see :mod:`protocol.sfu_sdp`), which aiortc does not
+  know: the node reads it from the offer text and writes its side into the answer;
 * any number (up to the limit) of ``recvonly`` m-lines — the receiving *slots*.
 
 Per packet the node does no coroutine work: aiortc decrypts SRTP, the adapter hands the
@@ -47,7 +50,13 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from protocol.quantiles import percentile
-from protocol.sfu_sdp import screen_mids
+from protocol.sfu_sdp import (
+    Simulcast,
+    SimulcastError,
+    answer_simulcast,
+    screen_mids,
+    simulcast_sections,
+)
 from rtc import aiortc_adapter
 from sfu.errors import InvalidOffer, NotFound, OfferTooLarge
 from sfu.forwarder import (
@@ -170,6 +179,11 @@ class _Peer:
     forwarding: bool = False
     closed: bool = False
 
+    def receiver(self, ssrc: int) -> RTCRtpReceiver | None:
+        """The receiver of published SSRC ``ssrc`` (RTCP goes through it); a simulcast
+        layer's SSRC is not in the offer: it is the simulcast camera's (kept under 0)."""
+        return self.receivers.get(ssrc) or self.receivers.get(0)
+
 
 @dataclass(eq=False)
 class _Conference:
@@ -243,7 +257,7 @@ class SfuNode:
         def on_state_change() -> None:
             self._on_connection_state(peer)
 
-        answer = str(pc.localDescription.sdp)
+        answer = answer_simulcast(str(pc.localDescription.sdp), _simulcast(offer_sdp))
         if self.config.public_address:
             answer = advertise_public_address(answer, self.config.public_address)
         return answer
@@ -386,6 +400,7 @@ class SfuNode:
             raise OfferTooLarge(f"offer has more than {cfg.max_media_sections} media sections")
         published: set[str] = set()
         screens = screen_mids(offer_sdp)
+        simulcast = _simulcast(offer_sdp)
         for media in offer.media:
             if media.kind not in ("audio", "video"):
                 raise InvalidOffer(f"unsupported media kind {media.kind!r}")
@@ -393,9 +408,14 @@ class SfuNode:
                 kind = "screen" if media.rtp.muxId in screens else media.kind
                 if kind in published:
                     raise InvalidOffer(f"more than one published {kind} track")
-                if not media.ssrc:
+                if media.rtp.muxId in simulcast:
+                    if kind != "video":
+                        raise InvalidOffer("only the published camera may be simulcast")
+                elif not media.ssrc:
                     raise InvalidOffer(f"published {kind} track without an SSRC")
                 published.add(kind)
+            elif media.rtp.muxId in simulcast:
+                raise InvalidOffer("simulcast on a section that publishes nothing")
         bundle = next((g for g in offer.group if g.semantic == "BUNDLE"), None)
         mids = {m.rtp.muxId for m in offer.media}
         if bundle is None or set(bundle.items) != mids:
@@ -428,40 +448,18 @@ class SfuNode:
                 slots.append(t)
             elif media.direction in ("sendonly", "sendrecv"):
                 t.direction = "recvonly"
-                publishing.append((t, media.ssrc[0].ssrc))
+                publishing.append((t, media.ssrc[0].ssrc if media.ssrc else 0))
             else:
                 t.direction = "inactive"
         await pc.setLocalDescription(await pc.createAnswer())
 
         uptracks: list[UpTrackSpec] = []
         receivers: dict[int, RTCRtpReceiver] = {}
+        simulcast = _simulcast(offer_sdp)
         for t, ssrc in publishing:
-            codecs = _media_codecs(t)
-            if not codecs or codecs[0].name.lower() != _CODEC_FOR_KIND[t.kind]:
-                raise InvalidOffer(f"published {t.kind} must be {_CODEC_FOR_KIND[t.kind]}")
-            kind: Kind = _kind(t, screens)
-            rtx_pt = _rtx_payload_type(t, codecs[0].payloadType)
             media = offered[t.mid or ""]
-            rtx_ssrc = next(
-                (
-                    g.items[1]
-                    for g in media.ssrc_group
-                    if g.semantic == "FID" and len(g.items) == 2 and g.items[0] == ssrc
-                ),
-                None,
-            )
-            uptracks.append(
-                UpTrackSpec(
-                    kind,
-                    ssrc,
-                    frozenset(c.payloadType for c in codecs if c.payloadType is not None),
-                    _extension_id(t, AUDIO_LEVEL_URI),
-                    rtx_ssrc=int(rtx_ssrc) if rtx_pt is not None and rtx_ssrc else None,
-                    rtx_payload_type=rtx_pt,
-                    rtx_apt=codecs[0].payloadType,
-                )
-            )
-            receivers[ssrc] = t.receiver
+            uptracks.append(_uptrack_spec(t, ssrc, media, screens, simulcast.get(t.mid or "")))
+            receivers[ssrc] = t.receiver  # a simulcast track's under 0: see _Peer.receiver
         downtracks: list[DownTrackSpec] = []
         for t in slots:
             codecs = _media_codecs(t)
@@ -640,12 +638,12 @@ class SfuNode:
         for event in conference.forwarder.events():
             if isinstance(event, KeyframeRequest):
                 peer = conference.peers.get(event.publisher)
-                receiver = peer.receivers.get(event.ssrc) if peer else None
+                receiver = peer.receiver(event.ssrc) if peer else None
                 if receiver is not None:
                     self._spawn(aiortc_adapter.send_pli(receiver, event.ssrc))
             elif isinstance(event, NackRequest):
                 peer = conference.peers.get(event.publisher)
-                receiver = peer.receivers.get(event.ssrc) if peer else None
+                receiver = peer.receiver(event.ssrc) if peer else None
                 if receiver is not None:
                     self._spawn(aiortc_adapter.send_nack(receiver, event.ssrc, event.sequences))
             elif isinstance(event, SpeakerChanged):
@@ -675,6 +673,49 @@ class SfuNode:
         if peer is None:
             raise NotFound(f"no participant {participant_id!r} in that conference")
         return peer
+
+
+def _simulcast(offer_sdp: str) -> dict[str, Simulcast]:
+    """The offer's simulcast sections by mid (:func:`protocol.sfu_sdp.simulcast_sections`)."""
+    try:
+        return simulcast_sections(offer_sdp)
+    except SimulcastError as exc:
+        raise InvalidOffer(str(exc)) from exc
+
+
+def _uptrack_spec(
+    t: RTCRtpTransceiver,
+    ssrc: int,
+    media: sdp.MediaDescription,
+    screens: set[str],
+    simulcast: Simulcast | None,
+) -> UpTrackSpec:
+    """What the forwarder needs of a published track: its negotiated codec, SSRC (0 for
+    simulcast: the layers' SSRCs are learned from their RIDs) and RTX."""
+    codecs = _media_codecs(t)
+    if not codecs or codecs[0].name.lower() != _CODEC_FOR_KIND[t.kind]:
+        raise InvalidOffer(f"published {t.kind} must be {_CODEC_FOR_KIND[t.kind]}")
+    rtx_pt = _rtx_payload_type(t, codecs[0].payloadType)
+    rtx_ssrc = next(
+        (
+            g.items[1]
+            for g in media.ssrc_group
+            if g.semantic == "FID" and len(g.items) == 2 and g.items[0] == ssrc
+        ),
+        None,
+    )
+    return UpTrackSpec(
+        _kind(t, screens),
+        ssrc,
+        frozenset(c.payloadType for c in codecs if c.payloadType is not None),
+        _extension_id(t, AUDIO_LEVEL_URI),
+        rtx_ssrc=int(rtx_ssrc) if rtx_pt is not None and rtx_ssrc else None,
+        rtx_payload_type=rtx_pt,
+        rtx_apt=codecs[0].payloadType,
+        rids=simulcast.rids if simulcast else (),
+        rid_ext_id=simulcast.rid_ext_id if simulcast else None,
+        repaired_rid_ext_id=simulcast.repaired_rid_ext_id if simulcast else None,
+    )
 
 
 def _media_codecs(t: RTCRtpTransceiver) -> list[Any]:
