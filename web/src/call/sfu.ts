@@ -3,8 +3,8 @@
  * client/sfu_topology.py and client/e2ee_media.py SfuSession): one RTCPeerConnection to the
  * call's SFU node, every frame SFrame-protected in the media worker (`MediaKeys`).
  *
- * The offer (never renegotiated) publishes three `sendonly` sections — camera (VP8), audio
- * (Opus), screen (VP8, marked `a=content:slides`) — and receives VIDEO_SLOTS camera,
+ * The offer (never renegotiated) publishes three `sendonly` sections — camera (VP8, simulcast:
+ * CAMERA_LAYERS), audio (Opus), screen (VP8, one layer, marked `a=content:slides`) — and receives VIDEO_SLOTS camera,
  * AUDIO_SLOTS audio and SCREEN_SLOTS screen slots (`recvonly`), all BUNDLEd. The node fills
  * the slots with the most recent speakers and puts the publisher's sender index as the single
  * CSRC on every forwarded packet; each slot's receiver transform opens a frame only under a key
@@ -21,6 +21,7 @@
  * up to 30 s. The call, the seat and the worker's keys and counters stay as they were.
  */
 import { MediaKeys } from "../media/media_keys.ts";
+import { fitCamera } from "./devices.ts";
 import { RetryPolicy, transportState } from "./retry.ts";
 import { gathered, meshTopology, outgoingSdp, preferCodec, rtcConfiguration } from "./mesh.ts";
 import type {
@@ -37,6 +38,20 @@ export const SUPERVISE_MS = 500;
 export const SLOT_POLL_MS = 250;
 export const SLOT_IDLE_MS = 2_500;
 export const SCREEN_CONTENT = "a=content:slides";
+/**
+ * The camera's simulcast layers, lowest resolution first (the order the node relies on, §15.6;
+ * it forwards each subscriber one layer, by its bandwidth and tile size): 320x180, 640x360 and
+ * 1280x720 of the SFU capture (devices.ts SFU_VIDEO). The bitrate caps are what VP8 needs for a
+ * talking head at each size — the low layer fits a 200 kbit/s link with audio, the full one
+ * stays under 2 Mbit/s for the uplink. Every layer's frames go through the same SFrame
+ * transform (one sending counter per key id, so the layers never reuse a nonce). Mesh and the
+ * screen share stay one layer.
+ */
+export const CAMERA_LAYERS: readonly RTCRtpEncodingParameters[] = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
 
 /** The URL of the SFrame worker the build emitted (its `<meta name="salon-sframe-worker">`). */
 export function sframeWorkerUrl(doc: Document = document): URL {
@@ -91,6 +106,8 @@ export class SfuTopology implements Topology {
   #deferring: "join" | "leave" | null = null;
   #keyPaused = false;
   #poll: ReturnType<typeof setInterval> | null = null;
+  /** Cameras raised to the SFU capture size (set back to the mesh one when this topology ends). */
+  readonly #raised = new Set<MediaStreamTrack>();
   readonly #unlisten: () => void;
   /** reconnects: attempts after the first; reconnected: lost connections made again. */
   readonly counters = { connects: 0, reconnects: 0, reconnected: 0, sendKeySwitches: 0 };
@@ -262,6 +279,8 @@ export class SfuTopology implements Topology {
     if (this.#supervisor !== null) clearInterval(this.#supervisor);
     this.#unlisten();
     this.#dropPc();
+    for (const track of this.#raised) void fitCamera(track, false);
+    this.#raised.clear();
   }
 
   // -- the connection ----------------------------------------------------------------------
@@ -312,7 +331,7 @@ export class SfuTopology implements Topology {
     this.#pc = pc;
     this.counters.connects++;
     this.policy.attemptStarted();
-    const camera = pc.addTransceiver("video", { direction: "sendonly" });
+    const camera = pc.addTransceiver("video", { direction: "sendonly", sendEncodings: CAMERA_LAYERS.map((e) => ({ ...e })) });
     const audio = pc.addTransceiver("audio", { direction: "sendonly" });
     const screen = pc.addTransceiver("video", { direction: "sendonly" });
     preferCodec(camera, "video", "video/vp8", false);
@@ -384,6 +403,10 @@ export class SfuTopology implements Topology {
       this.#senders.map(async (t, i) => {
         const source = sources[i] ?? null;
         const want = allowed[i] === true && source !== null && source.readyState === "live" ? source : null;
+        if (i === 0 && want !== null && !this.#raised.has(want)) {
+          this.#raised.add(want);
+          await fitCamera(want, true);
+        }
         if (t.sender.track !== want) await t.sender.replaceTrack(want);
       }),
     );
