@@ -4,9 +4,12 @@ Everything real: ``salon serve`` with its SFU node, two Chromium pages on the we
 ``salon call`` CLI. Bob's page (Chromium's fake camera, captured at 1280x720 for the SFU)
 publishes q/h/f; Carol's page (a small one-colour camera) and Alice's CLI subscribe. Checked:
 Bob's sender keeps the three encodings after the node's answer (so simulcast was negotiated)
-and Chromium's own getStats shows each layer's outbound-rtp with its frame height and bytes
-rising; Carol's page and Alice's CLI decode Bob's video (frames rising, SFrame decryption with
-zero failures in Carol's worker and Alice's stats). A screenshot of Bob's call page is taken.
+and Chromium's own getStats shows each layer's outbound-rtp, at least two of them sending at
+their own heights (Chromium opens a layer once its bandwidth estimate covers it: the top one
+waits for the node's REMB and receiver reports); Carol's page and Alice's CLI decode Bob's
+video (frames rising, SFrame decryption with zero failures in Carol's worker and Alice's
+stats), and Bob's SFrame worker encrypted the frames of every layer (its count is the sum of
+the layers' encoded frames). Screenshots of both call pages are taken.
 
 The pages' RTCPeerConnections are collected by an init script (a browser API wrapper, not our
 code) so the test can read the browser's stats.
@@ -59,6 +62,17 @@ LAYERS = """async () => {
 TILE_FRAMES = """(name) => {
   const v = document.querySelector(`[data-testid=call-tile][data-name="${name}"] video`);
   return v === null ? 0 : v.getVideoPlaybackQuality().totalVideoFrames;
+}"""
+# The frame heights Carol's page decodes on its video slots (which layer the node forwards).
+INBOUND_HEIGHTS = """async () => {
+  const pc = window.__pcs.filter((p) => p.connectionState === "connected").at(-1);
+  const heights = [];
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video" && s.frameHeight) {
+      heights.push(s.frameHeight);
+    }
+  });
+  return heights;
 }"""
 STATS = "() => window.salonCallStats ? window.salonCallStats() : null"
 
@@ -134,12 +148,22 @@ def test_a_page_publishes_three_layers_that_a_page_and_a_cli_decode(
                 30,
                 "Carol's page shows no new frames of Bob",
             )
+            # Every layer's frames went through the SFrame transform: the worker's camera
+            # counter is the sum over the layers of the frames Chromium encoded.
+            layers = bob.evaluate(LAYERS)["layers"]
             bob_sent = bob.evaluate(STATS)["tracks"]["camera"]
-            assert bob_sent["encrypted"] > 100, bob_sent
+            encoded = [layers[rid]["frames"] for rid in RIDS]
+            transformed = bob_sent["encrypted"] + bob_sent["droppedOther"]
+            assert abs(transformed - sum(encoded)) <= max(15, sum(encoded) // 30), (
+                bob_sent,
+                layers,
+            )
+            assert bob_sent["encrypted"] > 1.8 * max(encoded), (bob_sent, layers)
             carol_stats = carol.evaluate(STATS)["tracks"]
             received = [t for t in carol_stats.values() if t["side"] == "receive"]
             assert sum(t["decrypted"] for t in received) > 100, carol_stats
             assert sum(t["failures"] for t in received) == 0, carol_stats
+            print("frame heights Carol's page decodes:", carol.evaluate(INBOUND_HEIGHTS))
             pages["Bob"].screenshot("call-sfu-simulcast-publisher")
             pages["Carol"].screenshot("call-sfu-simulcast-subscriber")
             cli.stop()
