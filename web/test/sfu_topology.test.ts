@@ -4,7 +4,7 @@
 // media path itself is tested in real browsers (tests/test_web_call_sfu_media.py).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { SfuTopology, markScreenSections } from "../src/call/sfu.ts";
+import { CAMERA_LAYERS, SfuTopology, markScreenSections } from "../src/call/sfu.ts";
 import type { MediaKeys } from "../src/media/media_keys.ts";
 import type { LinkState, MediaSink, Peer, SenderKeys, TopologyContext, TrackKind } from "../src/call/topology.ts";
 
@@ -130,4 +130,15 @@ test("the screen sections of an offer are marked a=content:slides after their a=
   const sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=sendonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\n";
   const marked = markScreenSections(sdp, new Set(["2"]));
   assert.equal(marked, "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=sendonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=content:slides\r\n");
+});
+
+test("the camera's simulcast layers go lowest first (the node relies on it, §15.6), at most 3", () => {
+  assert.deepEqual(CAMERA_LAYERS.map((e) => e.rid), ["q", "h", "f"]);
+  for (let i = 1; i < CAMERA_LAYERS.length; i++) {
+    const [lower, upper] = [CAMERA_LAYERS[i - 1], CAMERA_LAYERS[i]];
+    assert.ok((lower?.scaleResolutionDownBy ?? 1) > (upper?.scaleResolutionDownBy ?? 1));
+    assert.ok((lower?.maxBitrate ?? 0) < (upper?.maxBitrate ?? 0));
+  }
+  assert.equal(CAMERA_LAYERS.at(-1)?.scaleResolutionDownBy, 1);
+  for (const e of CAMERA_LAYERS) assert.match(e.rid ?? "", /^[A-Za-z0-9]{1,16}$/);
 });
