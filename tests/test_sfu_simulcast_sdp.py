@@ -10,6 +10,8 @@ from pathlib import Path
 
 import aioice.ice
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol.sfu_sdp import (
     REPAIRED_RID_URI,
@@ -73,6 +75,30 @@ def test_offers_without_simulcast_have_none_and_answers_stay() -> None:
 def test_bad_simulcast_is_refused(change: tuple[str, str], why: str) -> None:
     with pytest.raises(SimulcastError, match=why):
         simulcast_sections(OFFER.replace(*change, 1))
+
+
+SIMULCAST_LINES = [
+    i for i, line in enumerate(OFFER.split("\r\n")) if line.startswith(("a=rid", "a=sim", "a=ext"))
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(SIMULCAST_LINES), st.text(max_size=30), st.booleans()),
+        max_size=4,
+    )
+)
+def test_any_mangled_simulcast_is_read_or_refused_plainly(ops: list[tuple[int, str, bool]]) -> None:
+    lines = OFFER.split("\r\n")
+    for index, text, replace in ops:
+        lines[index] = text if replace else lines[index] + text
+    try:
+        found = simulcast_sections("\r\n".join(lines))
+    except SimulcastError:
+        return
+    for sim in found.values():
+        assert 1 <= len(sim.rids) <= 3 and all(r.isalnum() and len(r) <= 16 for r in sim.rids)
 
 
 def test_long_and_odd_rids_are_refused() -> None:
