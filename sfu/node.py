@@ -436,6 +436,7 @@ class SfuNode:
             raise InvalidOffer(f"offer rejected: {exc}") from exc
         offered = {m.rtp.muxId: m for m in offer.media}
         screens = screen_mids(offer_sdp)
+        simulcast = _simulcast(offer_sdp)
         slots: list[RTCRtpTransceiver] = []
         publishing: list[tuple[RTCRtpTransceiver, int]] = []
         for t in pc.getTransceivers():
@@ -448,14 +449,16 @@ class SfuNode:
                 slots.append(t)
             elif media.direction in ("sendonly", "sendrecv"):
                 t.direction = "recvonly"
-                publishing.append((t, media.ssrc[0].ssrc if media.ssrc else 0))
+                # A simulcast track's layers may list SSRCs (Firefox) or not (Chromium): they
+                # are learned from their RIDs either way (0).
+                ssrc = 0 if media.rtp.muxId in simulcast else media.ssrc[0].ssrc
+                publishing.append((t, ssrc))
             else:
                 t.direction = "inactive"
         await pc.setLocalDescription(await pc.createAnswer())
 
         uptracks: list[UpTrackSpec] = []
         receivers: dict[int, RTCRtpReceiver] = {}
-        simulcast = _simulcast(offer_sdp)
         for t, ssrc in publishing:
             media = offered[t.mid or ""]
             uptracks.append(_uptrack_spec(t, ssrc, media, screens, simulcast.get(t.mid or "")))

@@ -1,5 +1,6 @@
-"""Simulcast offers on the SFU (protocol/sfu_sdp.py, sfu/node.py): a real Chromium 156 offer
-(tests/data/chromium156_simulcast_offer.sdp: camera as q/h/f, RTX, no SSRC lines) is read,
+"""Simulcast offers on the SFU (protocol/sfu_sdp.py, sfu/node.py): real Chromium 156 and Firefox
+153 offers (tests/data/*_simulcast_offer.sdp: camera as q/h/f with RTX; Chromium lists no SSRC
+for it, Firefox lists each layer's) are read,
 accepted by the node with real aiortc, and answered so that Chromium keeps every layer; offers
 the SFU cannot forward are refused in plain words; offers without simulcast are unchanged."""
 
@@ -122,14 +123,24 @@ def test_answer_gets_the_receive_side_with_the_offered_ids() -> None:
     ]
 
 
-async def test_node_accepts_and_answers_a_chromium_simulcast_offer() -> None:
+FIREFOX = (Path(__file__).parent / "data" / "firefox153_simulcast_offer.sdp").read_bytes().decode()
+
+
+@pytest.mark.parametrize(
+    ("offer", "ids", "vp8", "audio_ssrc"),
+    [(OFFER, (10, 11), 96, 4244832253), (FIREFOX, (9, 10), 120, 228997058)],
+    ids=["chromium156", "firefox153"],
+)
+async def test_node_accepts_and_answers_a_browser_simulcast_offer(
+    offer: str, ids: tuple[int, int], vp8: int, audio_ssrc: int
+) -> None:
     node = SfuNode()
     try:
-        answer = await node.join("conf", "page", OFFER, sender_index=1)
+        answer = await node.join("conf", "page", offer, sender_index=1)
         camera = section(answer, "0")
         assert "a=recvonly" in camera
-        assert f"a=extmap:10 {RID_URI}" in camera
-        assert f"a=extmap:11 {REPAIRED_RID_URI}" in camera
+        assert f"a=extmap:{ids[0]} {RID_URI}" in camera
+        assert f"a=extmap:{ids[1]} {REPAIRED_RID_URI}" in camera
         assert [line for line in camera if line.startswith("a=rid:")] == [
             "a=rid:q recv",
             "a=rid:h recv",
@@ -137,16 +148,20 @@ async def test_node_accepts_and_answers_a_chromium_simulcast_offer() -> None:
         ]
         assert "a=simulcast:recv q;h;f" in camera
         assert not any(line.startswith(("a=rid:", "a=simulcast:")) for line in section(answer, "1"))
-        spec = next(t for t in node._peer("conf", "page").uptracks if t.kind == "video")
+        peer = node._peer("conf", "page")
+        spec = next(t for t in peer.uptracks if t.kind == "video")
+        # SSRC 0 also where the offer lists the layers' SSRCs (Firefox): learned from RIDs.
         assert (spec.ssrc, spec.rids, spec.rid_ext_id, spec.repaired_rid_ext_id) == (
             0,
             ("q", "h", "f"),
-            10,
-            11,
+            *ids,
         )
-        assert spec.rtx_payload_type is not None and spec.rtx_apt == 96
-        audio = next(t for t in node._peer("conf", "page").uptracks if t.kind == "audio")
-        assert audio.rids == () and audio.ssrc == 4244832253
+        assert spec.rtx_payload_type is not None and spec.rtx_apt == vp8
+        assert spec.rtx_ssrc is None
+        audio = next(t for t in peer.uptracks if t.kind == "audio")
+        assert audio.rids == () and audio.ssrc == audio_ssrc
+        # RTCP for any layer (a PLI, a NACK) goes through the camera's receiver.
+        assert peer.receiver(123456) is peer.receiver(0) is not peer.receiver(audio_ssrc)
     finally:
         await node.close()
 
