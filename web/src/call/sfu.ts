@@ -53,6 +53,40 @@ export const CAMERA_LAYERS: readonly RTCRtpEncodingParameters[] = [
   { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
 
+/**
+ * How many simulcast layers Chromium sends of a capture this size (its simulcast.cc table, by
+ * pixel count: 3 from 960x540, 2 from 480x270, else 1). It keeps the first encodings and drops
+ * the others, whatever their scale.
+ */
+export function simulcastLayerCount(width: number, height: number): number {
+  const pixels = width * height;
+  return pixels >= 960 * 540 ? 3 : pixels >= 480 * 270 ? 2 : 1;
+}
+
+/**
+ * CAMERA_LAYERS fitted to the capture: the layers Chromium will send, at halving sizes with the
+ * top one at full resolution, the rest inactive — so a camera that cannot give 1280x720 (a
+ * 640x480 one: 320x240 + 640x480) still sends its full picture instead of 160x120 + 320x240.
+ * Same RIDs and order, so the negotiated simulcast stays as it was.
+ */
+export function cameraLayers(width: number, height: number): RTCRtpEncodingParameters[] {
+  const count = Math.min(simulcastLayerCount(width, height), CAMERA_LAYERS.length);
+  return CAMERA_LAYERS.map((layer, i) => {
+    if (i >= count) return { ...layer, active: false };
+    const scale = 2 ** (count - 1 - i);
+    return { ...layer, active: true, scaleResolutionDownBy: scale, maxBitrate: layerBitrate(height / scale) };
+  });
+}
+
+/** CAMERA_LAYERS' caps by picture height, and steps between them for other capture sizes. */
+function layerBitrate(height: number): number {
+  if (height <= 180) return 150_000;
+  if (height <= 270) return 250_000;
+  if (height <= 360) return 500_000;
+  if (height <= 540) return 900_000;
+  return 1_500_000;
+}
+
 /** The URL of the SFrame worker the build emitted (its `<meta name="salon-sframe-worker">`). */
 export function sframeWorkerUrl(doc: Document = document): URL {
   const meta = doc.querySelector<HTMLMetaElement>('meta[name="salon-sframe-worker"]');
@@ -108,6 +142,8 @@ export class SfuTopology implements Topology {
   #poll: ReturnType<typeof setInterval> | null = null;
   /** Cameras raised to the SFU capture size (set back to the mesh one when this topology ends). */
   readonly #raised = new Set<MediaStreamTrack>();
+  /** The capture size each camera sender's layers were last fitted to ("1280x720"). */
+  readonly #fitted = new WeakMap<RTCRtpSender, string>();
   readonly #unlisten: () => void;
   /** reconnects: attempts after the first; reconnected: lost connections made again. */
   readonly counters = { connects: 0, reconnects: 0, reconnected: 0, sendKeySwitches: 0 };
@@ -373,6 +409,8 @@ export class SfuTopology implements Topology {
     const answer = await (this.ctx.sfu as { sfuOffer(sdp: string): Promise<string> }).sfuOffer(offer);
     if (pc !== this.#pc) return;
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    const track = camera.sender.track;
+    if (track !== null) await this.#fitLayers(camera.sender, track); // negotiated now: see #fitLayers
     if (this.#poll === null) this.#poll = setInterval(() => void this.#watchSlots(), SLOT_POLL_MS);
   }
 
@@ -408,8 +446,30 @@ export class SfuTopology implements Topology {
           await fitCamera(want, true);
         }
         if (t.sender.track !== want) await t.sender.replaceTrack(want);
+        if (i === 0 && want !== null) await this.#fitLayers(t.sender, want);
       }),
     );
+  }
+
+  /**
+   * The camera sender's layers for the size `track` captures at now (see cameraLayers). Only
+   * once negotiated: a layer made inactive before the offer would be offered paused (`~f`).
+   */
+  async #fitLayers(sender: RTCRtpSender, track: MediaStreamTrack): Promise<void> {
+    if (this.#pc?.remoteDescription == null) return;
+    const { width, height } = track.getSettings();
+    if (width === undefined || height === undefined) return;
+    const size = `${width}x${height}`;
+    if (this.#fitted.get(sender) === size) return;
+    const wanted = new Map(cameraLayers(width, height).map((e) => [e.rid, e]));
+    const params = sender.getParameters();
+    params.encodings = params.encodings.map((e) => ({ ...e, ...wanted.get(e.rid) }));
+    try {
+      await sender.setParameters(params);
+      this.#fitted.set(sender, size);
+    } catch {
+      // A browser that refuses: the layers stay as offered (fewer, smaller ones on a small camera).
+    }
   }
 
   // -- slots → members ---------------------------------------------------------------------
