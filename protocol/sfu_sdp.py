@@ -135,6 +135,8 @@ def answer_simulcast(sdp: str, offered: Mapping[str, Simulcast]) -> str:
     """``sdp`` (an answer, CRLF) with each offered simulcast section's receive side added
     at the end of its section: ``a=rid:<id> recv`` per layer, ``a=simulcast:recv …`` and
     the RID extmap lines with the offered ids (an answerer must not renumber them)."""
+    if not offered:
+        return sdp
     sections = _sections(sdp)
     for lines in sections[1:]:
         mid = next((line[len("a=mid:") :] for line in lines if line.startswith("a=mid:")), "")
