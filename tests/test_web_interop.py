@@ -370,6 +370,7 @@ def test_conference_frames(made: dict[str, Any]) -> None:
         "ActInCall",
         "SendCallSignal",
         "SfuOffer",
+        "SfuView",
         "CallInfo",
         "CallJoined",
         "CallUpdate",
