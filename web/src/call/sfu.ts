@@ -15,6 +15,10 @@
  * The `MediaKeys` worker belongs to the call, not to one topology: its sending counter must
  * never restart under the same key (a mesh → SFU → mesh → SFU switch, a reconnect).
  *
+ * Tile sizes (./view.ts): each poll of the slots also works out how big the page shows each
+ * camera and screen slot that shows someone, and a `ViewSender` tells the server (`SfuView`)
+ * when that changes, so the node sends each slot a simulcast layer that fits its tile.
+ *
  * Reconnection (`RetryPolicy`, ./retry.ts): when the connection fails, stays `disconnected` for a
  * few seconds (a network drop) or never connects, a fresh RTCPeerConnection is offered to the
  * server again (`sfuOffer`; the node replaces our old connection) with a jittered back-off, for
@@ -22,6 +26,7 @@
  */
 import { MediaKeys } from "../media/media_keys.ts";
 import { RetryPolicy, transportState } from "./retry.ts";
+import { pageHidden, shownTracks, slotViews, ViewSender, type ShownTracks } from "./view.ts";
 import { gathered, meshTopology, outgoingSdp, preferCodec, rtcConfiguration } from "./mesh.ts";
 import type {
   LinkState, LocalMedia, Peer, SignalKind, Topology, TopologyContext, TopologyFactory, TopologyName, TrackKind,
@@ -97,10 +102,16 @@ export class SfuTopology implements Topology {
   readonly policy = new RetryPolicy();
   #supervisor: ReturnType<typeof setInterval> | null = null;
   #generation = 0;
+  readonly #shown: ShownTracks;
+  /** Our tile sizes to the server (null: the channel cannot carry them). */
+  readonly view: ViewSender | null;
 
   constructor(readonly ctx: TopologyContext, readonly keys: MediaKeys) {
     if (ctx.sfu === null) throw new Error("the SFU topology needs the call's SFU channel");
     this.media = { ...ctx.media };
+    this.#shown = ctx.shown ?? shownTracks;
+    const sfu = ctx.sfu;
+    this.view = sfu.sfuView === undefined ? null : new ViewSender((slots) => sfu.sfuView!(slots));
     this.#members.set(ctx.sfu.myIndex, hex(ctx.me));
     this.#unlisten = ctx.keys.onChange((member) => void this.#onKey(member));
     void this.#onKey(hex(ctx.me));
@@ -259,6 +270,7 @@ export class SfuTopology implements Topology {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.view?.close();
     if (this.#supervisor !== null) clearInterval(this.#supervisor);
     this.#unlisten();
     this.#dropPc();
@@ -354,6 +366,7 @@ export class SfuTopology implements Topology {
     const answer = await (this.ctx.sfu as { sfuOffer(sdp: string): Promise<string> }).sfuOffer(offer);
     if (pc !== this.#pc) return;
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    this.view?.reset(); // the node may be a new one: it knows no view of ours
     if (this.#poll === null) this.#poll = setInterval(() => void this.#watchSlots(), SLOT_POLL_MS);
   }
 
@@ -408,6 +421,16 @@ export class SfuTopology implements Topology {
         this.#showSlot(slot, null);
       }
     }
+    this.#updateView();
+  }
+
+  /** How big we show each camera and screen slot now, to the ViewSender (it sends changes). */
+  #updateView(): void {
+    if (this.view === null) return;
+    const slots = this.#slots
+      .filter((s) => s.kind !== "audio")
+      .map((s) => ({ mid: s.transceiver.mid, trackId: s.transceiver.receiver.track.id, showing: s.member !== null }));
+    this.view.update(slotViews(slots, (id) => this.#shown.height(id), pageHidden()));
   }
 
   #showSlot(slot: Slot, member: string | null): void {
