@@ -76,6 +76,7 @@ __all__ = [
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 RETRANSMIT_ENV = "SALON_SFU_RETRANSMIT"  # "0": no NACK answers, no upstream NACKs (benches)
 _CODEC_FOR_KIND = {"video": "vp8", "audio": "opus"}
+_ANY_HEIGHT = 0x3FFF  # taller than any layer: the tile cannot limit it
 
 
 def _kind(transceiver: RTCRtpTransceiver, screens: set[str]) -> Kind:
@@ -297,12 +298,9 @@ class SfuNode:
         view = self._views.get((peer.conference_id, peer.participant_id))
         if view is None:
             return
-        ssrcs = _slot_ssrcs(peer)
-        fwd = self._conferences[peer.conference_id].forwarder
-        # (getattr until the forwarder's simulcast layers land on main)
-        set_view = getattr(fwd, "set_view", None)
-        if set_view is not None:
-            set_view(peer.participant_id, {ssrcs[m]: h for m, h in view.items() if m in ssrcs})
+        # A whole view: a slot it leaves out is shown as big as there is (the tallest layer).
+        heights = {ssrc: view.get(mid, _ANY_HEIGHT) for mid, ssrc in _slot_ssrcs(peer).items()}
+        self._conferences[peer.conference_id].forwarder.set_view(peer.participant_id, heights)
 
     def is_muted(self, conference_id: str, participant_id: str, kind: Kind = "audio") -> bool:
         self._peer(conference_id, participant_id)

@@ -20,6 +20,7 @@ import aioice.ice
 import msgspec
 import pytest
 import support
+from aiortc import sdp
 from call_helpers import CallProcess, amake_town, calls
 
 from client.call.client import CallClient, CallOptions
@@ -163,6 +164,24 @@ async def test_a_view_reaches_the_node_for_its_sender_only(
         await send((video[1], 720))
         assert views() == {"1": {}, "2": {video[1]: 720}}
 
+        # The forwarder follows: the slot carrying Alice's camera pauses while Bob shows it at
+        # 0 px, and resumes when a view leaves it out (as big as there is).
+        ((conference, _),) = node.stats()["conferences"].items()
+        forwarder = node.forwarder(conference)
+        assert forwarder is not None
+        answer = sdp.SessionDescription.parse(pc.remoteDescription.sdp)
+        ssrc_of = {m.rtp.muxId: m.ssrc[0].ssrc for m in answer.media if m.ssrc}
+        routed = [mid for mid in video if forwarder.layers("2").get(ssrc_of[mid]) is not None]
+        assert len(routed) == 1, forwarder.layers("2")
+        await send((routed[0], 0))
+        assert forwarder.layers("2")[ssrc_of[routed[0]]] is None
+        await send()
+        await support.until(
+            lambda: forwarder.layers("2")[ssrc_of[routed[0]]] is not None,
+            "Bob's slot forwarding Alice again",
+            10,
+        )
+
         # Sent on every change only: a flood is cut short, and Alice's call goes on.
         codes = []
         for height in range(20):
@@ -172,12 +191,9 @@ async def test_a_view_reaches_the_node_for_its_sender_only(
                 codes.append(exc.code)
         assert codes and set(codes) == {ErrorCode.RATE_LIMITED}, codes
         assert views()["1"] == {}
-        ((conference, _),) = node.stats()["conferences"].items()
-        forwarded = node.forwarder(conference)
-        assert forwarded is not None
-        sent = forwarded.sent_to("1")
+        sent = forwarder.sent_to("1")
         await support.until(
-            lambda: forwarded.sent_to("1") > sent + 50, "Alice still receiving Bob", 20
+            lambda: forwarder.sent_to("1") > sent + 50, "Alice still receiving Bob", 20
         )
         bob_call.cancel()
         with contextlib.suppress(BaseException):
