@@ -23,7 +23,7 @@ import support
 from aiortc import sdp
 from call_helpers import CallProcess, amake_town, calls
 
-from client.call.client import CallClient, CallOptions
+from client.call.client import CallClient, CallOptions, sign_action
 from client.call.view import PlainDisplay
 from client.core.errors import ServerError
 from client.core.rooms import resolve_room
@@ -32,6 +32,8 @@ from protocol import wire
 from protocol.conference_wire import (
     MAX_VIEW_HEIGHT,
     MAX_VIEW_SLOTS,
+    CallJoined,
+    JoinCall,
     SfuView,
     SlotView,
     view_problem,
@@ -94,7 +96,7 @@ async def test_a_view_reaches_the_node_for_its_sender_only(
     app_server: Any, user: Any, tmp_path: Path, loopback_ice: None
 ) -> None:
     srv = await app_server()
-    town = await amake_town(srv.url, user, ("Bob",))
+    town = await amake_town(srv.url, user, ("Bob", "Carol"))
     await town["Alice"].arun(
         "room", "create", town.space, "hall", "--kind", "conference", "--topology", "sfu"
     )
@@ -158,6 +160,15 @@ async def test_a_view_reaches_the_node_for_its_sender_only(
         )
         over = await refused((video[0], 90), call="call-that-is-over")
         assert over.code == ErrorCode.NOT_FOUND
+        # Carol joins the call but connects no media: her view has nothing to go to.
+        async with open_space(*keystore_of(town["Carol"])) as carol:
+            join = sign_action(carol, hall.room_id, call_id, "join", carol.member_key)
+            await carol.conn.request(JoinCall(carol.conn.next_id(), hall.room_id, join), CallJoined)
+            early = SfuView(carol.conn.next_id(), hall.room_id, call_id, [SlotView(video[0], 90)])
+            with pytest.raises(ServerError) as no_media:
+                await carol.conn.request(early, Done)
+            assert no_media.value.code == ErrorCode.NOT_FOUND
+            assert "SfuOffer first" in str(no_media.value)
         assert views() == {"1": {}, "2": {video[0]: 360, video[1]: 0}}
 
         # A layout change: a new whole view replaces the old one.
