@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,12 @@ TILE_HEIGHT = """(name) => {
   const v = document.querySelector(`[data-testid=call-tile][data-name="${name}"] video`);
   if (v === null) return 0;
   return Math.round(v.getBoundingClientRect().height * devicePixelRatio);
+}"""
+
+# Frames the tile's <video> has decoded so far.
+FRAMES = """(name) => {
+  const v = document.querySelector(`[data-testid=call-tile][data-name="${name}"] video`);
+  return v === null ? 0 : v.getVideoPlaybackQuality().totalVideoFrames;
 }"""
 
 
@@ -162,15 +169,31 @@ def test_the_node_gets_the_pages_tile_heights_and_follows_the_layout(
         assert list(narrow) == [mid], (narrow, mid)
         bob.screenshot("call-view-phone")
 
-        # The tile hidden (display: none, as a minimised tile): shown at 0 px.
-        page.evaluate(
-            "document.querySelector('[data-testid=call-tile][data-name=\"Alice\"]')"
-            ".style.display = 'none'"
-        )
+        # The tile hidden (display: none, as a minimised tile): shown at 0 px, so the SFU
+        # pauses the slot. The page keeps Alice in it meanwhile (no flapping: a slot left out
+        # of the view would be sent again), past the usual idle time of a quiet slot.
+        tile = "document.querySelector('[data-testid=call-tile][data-name=\"Alice\"]')"
+        page.evaluate(f"{tile}.style.display = 'none'")
         until_sync(
             lambda: threaded_server.views()[bobs] == {mid: 0},
             "the node holding 0 for the hidden tile",
             30,
+        )
+        held_since = time.monotonic()
+
+        def held() -> bool:
+            assert threaded_server.views()[bobs] == {mid: 0}
+            assert page.evaluate(f"{tile}.querySelector('video') !== null")
+            return time.monotonic() - held_since > 4  # SLOT_IDLE_MS is 2.5 s
+
+        until_sync(held, "the hidden tile held at 0", 15, interval=0.25)
+
+        # Shown again: its height comes back and its video plays again.
+        page.evaluate(f"{tile}.style.display = ''")
+        until_sync(settled(lambda h: h > 0), "the node holding the tile's height again", 30)
+        frames = int(page.evaluate(FRAMES, "Alice"))
+        until_sync(
+            lambda: page.evaluate(FRAMES, "Alice") > frames + 10, "Alice's video moving again", 30
         )
         cli.stop()
     assert [p for p in bob.problems() if "favicon" not in p] == [], bob.problems()

@@ -41,6 +41,9 @@ export const SUPERVISE_MS = 500;
 /** How often the slots are looked at, and how long a slot may be quiet before its member's track goes. */
 export const SLOT_POLL_MS = 250;
 export const SLOT_IDLE_MS = 2_500;
+/** A slot our view holds at 0 px is quiet because the SFU pauses it: it keeps its member this long
+ * (then, left out of the view, it is sent again: a publisher the SFU moved into it shows up). */
+export const SLOT_HELD_IDLE_MS = 10_000;
 export const SCREEN_CONTENT = "a=content:slides";
 
 /** The URL of the SFrame worker the build emitted (its `<meta name="salon-sframe-worker">`). */
@@ -417,11 +420,16 @@ export class SfuTopology implements Topology {
         const member = this.#members.get(Math.floor(c.lastKid / 65536)) ?? null;
         const live = member !== null && this.peers.has(member) && !this.refused.has(member) ? member : null;
         this.#showSlot(slot, live);
-      } else if (slot.member !== null && now - slot.lastFrame > SLOT_IDLE_MS) {
+      } else if (slot.member !== null && now - slot.lastFrame > (this.#heldAtZero(slot) ? SLOT_HELD_IDLE_MS : SLOT_IDLE_MS)) {
         this.#showSlot(slot, null);
       }
     }
     this.#updateView();
+  }
+
+  #heldAtZero(slot: Slot): boolean {
+    const mid = slot.transceiver.mid;
+    return this.view?.sent?.some((s) => s.mid === mid && s.height === 0) ?? false;
   }
 
   /** How big we show each camera and screen slot now, to the ViewSender (it sends changes). */

@@ -7,7 +7,9 @@
  *                                                    └──▶ SfuView{slots: [mid, height]} to the server
  *
  * A slot that shows nobody yet is left out of the view (as big as available): reporting it as
- * 0 would pause it before its first frame could say whom it shows. Sizes only: no names.
+ * 0 would pause it before its first frame could say whom it shows. A slot held at 0 (its tile
+ * hidden or off screen) gets nothing from the SFU, so sfu.ts keeps its member longer
+ * (SLOT_HELD_IDLE_MS) before it counts as idle. Sizes only: no names.
  */
 import { MAX_VIEW_HEIGHT, type SlotView } from "../protocol/conference_wire.ts";
 
