@@ -167,6 +167,21 @@ def test_the_node_gets_the_pages_tile_heights_and_follows_the_layout(
             30,
         )
         assert list(narrow) == [mid], (narrow, mid)
+        ((narrow_height,),) = [narrow.values()]
+
+        # Twice the device pixels per CSS pixel (a phone's screen, or the window moved to a
+        # denser one) and the same layout: twice the height in device pixels.
+        cdp = page.context.new_cdp_session(page)
+        cdp.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": False},
+        )
+        dense = until_sync(
+            settled(lambda h: abs(h - 2 * narrow_height) <= 2),
+            "the node holding the tile's height in device pixels",
+            30,
+        )
+        assert list(dense) == [mid], (dense, mid)
         bob.screenshot("call-view-phone")
 
         # The tile hidden (display: none, as a minimised tile): shown at 0 px, so the SFU

@@ -28,8 +28,9 @@ test("shownHeight: device pixels, rounded, bounded; 0 when not shown", () => {
   assert.equal(shownHeight(180, 0, true), 180);
 });
 
-test("ShownTracks: the largest element showing a track wins; gone elements count no more", () => {
-  const shown = new ShownTracks();
+test("ShownTracks: the largest element showing a track wins, in device pixels now; gone elements count no more", () => {
+  let ratio = 1;
+  const shown = new ShownTracks(() => ratio);
   let changes = 0;
   shown.onChange(() => changes++);
   const a = {}, b = {};
@@ -38,9 +39,13 @@ test("ShownTracks: the largest element showing a track wins; gone elements count
   shown.set(b, "t1", 500); // no change
   assert.equal(shown.height("t1"), 500);
   assert.equal(shown.height("t2"), 0);
+  ratio = 2; // the window moved to a denser screen: no resize, twice the device pixels
+  assert.equal(shown.height("t1"), 1000);
   shown.delete(b);
-  assert.equal(shown.height("t1"), 200);
-  assert.equal(changes, 3);
+  assert.equal(shown.height("t1"), 400);
+  shown.set(a, "t1", 0); // hidden
+  assert.equal(shown.height("t1"), 0);
+  assert.equal(changes, 4);
 });
 
 test("slotViews: showing slots with their height, idle slots left out, all 0 on a hidden page", () => {

@@ -2,7 +2,7 @@
  * How big this page shows each SFU slot (PROTOCOL.md §15.6 "Tile sizes"): the SFU picks a
  * simulcast layer per slot that fits the tile, and sends nothing into a slot nobody sees.
  *
- *   UI (TrackVideo)  ──watchShown(el, track)──▶  ShownTracks  (track id → device px, largest element)
+ *   UI (TrackVideo)  ──watchShown(el, track)──▶  ShownTracks  (track id → CSS px × device pixel ratio)
  *   SfuTopology poll ──slotViews(slots, shown)──▶ ViewSender   (debounced, rate-capped, on change only)
  *                                                    └──▶ SfuView{slots: [mid, height]} to the server
  *
@@ -27,15 +27,21 @@ export function shownHeight(cssHeight: number, devicePixelRatio: number, visible
   return Math.min(MAX_VIEW_HEIGHT, Math.max(1, Math.round(cssHeight * ratio)));
 }
 
-/** What the page shows of each track: every element rendering it, and the largest height wins. */
+/**
+ * What the page shows of each track: every element rendering it, at its height in CSS pixels
+ * (0: not shown), and the largest wins. Heights come out in device pixels at the ratio of the
+ * moment they are read (it changes without a resize when the window moves to another screen).
+ */
 export class ShownTracks {
-  readonly #byElement = new Map<object, { trackId: string; height: number }>();
+  readonly #byElement = new Map<object, { trackId: string; cssHeight: number }>();
   readonly #listeners = new Set<() => void>();
 
-  set(element: object, trackId: string, height: number): void {
+  constructor(readonly ratio: () => number = () => globalThis.devicePixelRatio ?? 1) {}
+
+  set(element: object, trackId: string, cssHeight: number): void {
     const before = this.#byElement.get(element);
-    if (before?.trackId === trackId && before.height === height) return;
-    this.#byElement.set(element, { trackId, height });
+    if (before?.trackId === trackId && before.cssHeight === cssHeight) return;
+    this.#byElement.set(element, { trackId, cssHeight });
     this.#changed();
   }
 
@@ -46,8 +52,8 @@ export class ShownTracks {
   /** The height (device px) of the largest element showing `trackId`; 0: none shows it. */
   height(trackId: string): number {
     let best = 0;
-    for (const shown of this.#byElement.values()) if (shown.trackId === trackId) best = Math.max(best, shown.height);
-    return best;
+    for (const shown of this.#byElement.values()) if (shown.trackId === trackId) best = Math.max(best, shown.cssHeight);
+    return shownHeight(best, this.ratio(), true);
   }
 
   onChange(listener: () => void): () => void {
@@ -191,7 +197,7 @@ export function watchShown(element: HTMLElement, trackId: string, shown: ShownTr
   let onScreen = true;
   const measure = (): void => {
     const visible = onScreen && !pageHidden();
-    shown.set(element, trackId, shownHeight(element.getBoundingClientRect().height, globalThis.devicePixelRatio ?? 1, visible));
+    shown.set(element, trackId, visible ? element.getBoundingClientRect().height : 0);
   };
   const resized = new ResizeObserver(measure);
   resized.observe(element);
