@@ -30,7 +30,9 @@ leave, our new ``epoch``, and unix times ``seen_at``, ``keys_at`` — every send
 held — and ``sending_at`` — our media under the new key, SFU only) and ``sfu`` (the SFU
 connection's counters, when the call used one: connects, reconnects (attempts), reconnected
 (lost connections made again), last_outage_ms,
-unattributed_decrypt_failures, send_key_switches, connected_ms, ...).
+unattributed_decrypt_failures, send_key_switches, connected_ms, and ``video_bitrate``:
+our camera encoder's ``target_kbps`` following the SFU's REMB between 50 and ``ceiling_kbps``,
+the last ``estimate_kbps`` and how many ``retargets``, ...).
 """
 
 from __future__ import annotations
