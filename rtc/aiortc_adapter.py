@@ -16,7 +16,8 @@ What this module adds to the public aiortc API:
   :func:`send_pli` (ask a remote sender for a keyframe).
 * Retransmission: :func:`on_nack` (a remote NACK reached our sender), :func:`send_nack`
   (ask a remote sender to retransmit), :func:`sender_rtx_ssrc`.
-* Congestion feedback: :func:`on_remb` (a remote REMB names our sender), and the raw
+* Congestion feedback: :func:`on_remb` (a remote REMB names our sender),
+  :func:`encoder_target_bitrate` (where aiortc's own encoder follows REMB to), and the raw
   inbound RTCP of a transport through :func:`intercept_rtp`'s ``on_rtcp``.
 * Receive backlog: :func:`queued_frames` (frames waiting in a remote track).
 * Negotiated parameters: :func:`sender_ssrc`, :func:`negotiated_codecs`,
@@ -534,10 +535,11 @@ async def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: Sequence[in
 def on_remb(sender: RTCRtpSender, callback: Callable[[int], None]) -> None:
     """Call ``callback(bitrate_bps)`` for each REMB (draft-alvestrand-rmcat-remb) whose SSRC
     list names ``sender``: the receiver's estimate of what it can take. aiortc's own
-    handling (retargeting its own encoder, absent for pre-encoded media) still runs."""
+    handling (retargeting its own encoder, absent for pre-encoded media) runs first."""
     original = sender._handle_rtcp_packet
 
     async def handle_rtcp_packet(packet: AnyRtcpPacket) -> None:
+        await original(packet)
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             try:
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)
@@ -545,9 +547,16 @@ def on_remb(sender: RTCRtpSender, callback: Callable[[int], None]) -> None:
                     callback(bitrate)
             except Exception:  # a malformed REMB, or the callback failed
                 logger.debug("REMB not handled", exc_info=True)
-        await original(packet)
 
     sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
+
+
+def encoder_target_bitrate(sender: RTCRtpSender) -> int | None:
+    """The bitrate aiortc's own encoder for ``sender`` aims at (it follows REMB, clamped to
+    aiortc's 250 kbit/s - 1.5 Mbit/s VP8 range); None before it encodes, or pre-encoded."""
+    encoder = getattr(sender, "_RTCRtpSender__encoder", None)
+    target = getattr(encoder, "target_bitrate", None)
+    return target if isinstance(target, int) else None
 
 
 def sender_ssrc(sender: RTCRtpSender) -> int:

@@ -140,3 +140,33 @@ async def test_a_failing_rtcp_hook_leaves_aiortcs_handling_alone(
     await b.setLocalDescription(await b.createAnswer())
     await a.setRemoteDescription(b.localDescription)
     await until(lambda: bool(rembs), "REMB handled by aiortc despite the failing hook", 20)
+
+
+def test_aiortc_encoder_target_is_where_remb_goes() -> None:
+    init = source(RTCRtpSender.__init__)
+    assert "self.__encoder: Optional[Encoder] = None" in init
+    assert "self.__encoder.target_bitrate = bitrate" in source(RTCRtpSender._handle_rtcp_packet)
+    from aiortc.codecs.vpx import Vp8Encoder
+
+    assert isinstance(Vp8Encoder.target_bitrate, property)
+
+
+async def test_a_stock_encoder_follows_remb_and_the_adapter_reads_its_target(
+    pair: tuple[RTCPeerConnection, RTCPeerConnection],
+) -> None:
+    from client.call.media import TestPatternTrack
+
+    a, b = pair
+    ta = a.addTransceiver(TestPatternTrack("Alice"), direction="sendonly")
+    b.addTransceiver("video", direction="recvonly")
+    assert aiortc_adapter.encoder_target_bitrate(ta.sender) is None
+    targets: list[int | None] = []
+    aiortc_adapter.on_remb(
+        ta.sender, lambda bps: targets.append(aiortc_adapter.encoder_target_bitrate(ta.sender))
+    )
+    await a.setLocalDescription(await a.createOffer())
+    await b.setRemoteDescription(a.localDescription)
+    await b.setLocalDescription(await b.createAnswer())
+    await a.setRemoteDescription(b.localDescription)
+    await until(lambda: any(t is not None for t in targets), "an encoder target", 20)
+    assert all(250_000 <= t <= 1_500_000 for t in targets if t is not None), targets
