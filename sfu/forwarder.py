@@ -53,12 +53,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from protocol.media_keys import EPOCH_BITS
 from sfu import rtp
+from sfu.bandwidth import BandwidthConfig, DownlinkEstimate, UplinkEstimate
+from sfu.layers import Layer, SlotNeed, allocate
 
 __all__ = [
     "DownTrackSpec",
@@ -68,6 +70,7 @@ __all__ = [
     "KeyframeRequest",
     "Kind",
     "NackRequest",
+    "Reception",
     "SpeakerChanged",
     "UpTrackSpec",
 ]
@@ -98,6 +101,13 @@ class UpTrackSpec:
     rtx_ssrc: int | None = None
     rtx_payload_type: int | None = None
     rtx_apt: int | None = None
+    # Simulcast (issue 13): the RIDs of the layers this video is sent in, lowest resolution
+    # first. ``ssrc`` is then ignored (a browser does not announce its layers' SSRCs): each
+    # layer's SSRC is learned from the first packet whose rtp-stream-id extension names its
+    # RID, each layer's RTX SSRC likewise from repaired-rtp-stream-id.
+    rids: tuple[str, ...] = ()
+    rid_ext_id: int | None = None
+    repaired_rid_ext_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +122,9 @@ class DownTrackSpec:
     # RFC 4588 retransmission towards the subscriber, when negotiated for this slot.
     rtx_ssrc: int | None = None
     rtx_payload_type: int | None = None
+    # abs-send-time written on every packet (the node's clock), when negotiated: what the
+    # subscriber's receive-side estimator needs to send REMB (sfu/bandwidth.py).
+    abs_send_time_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +154,18 @@ class NackRequest:
 Event = KeyframeRequest | SpeakerChanged | NackRequest
 
 
+@dataclass(frozen=True, slots=True)
+class Reception:
+    """What an RTCP receiver-report block says of one up-track (RFC 3550 §6.4.1), since the
+    previous :meth:`Forwarder.reception_reports`."""
+
+    ssrc: int
+    fraction_lost: int  # 0-255: lost / expected in the interval, × 256
+    cumulative_lost: int
+    extended_highest_seq: int
+    jitter: int = 0
+
+
 @dataclass(slots=True)
 class ForwarderConfig:
     queue_packets: int = 256  # per subscriber; ~0.5 s of 4 publishers' video + audio
@@ -168,16 +193,28 @@ class ForwarderConfig:
     nack_interval: float = 0.05  # ask a publisher again for one packet after this long
     nack_give_up: float = 0.3  # ... until this long after the first ask (receivers move on)
     nack_gap_max: int = 64  # a bigger jump in a publisher's numbering is not NACKed
+    # Bandwidth adaptation (issue 13): each subscriber's video slots get the simulcast layer
+    # its downlink estimate, its tile size and the active speaker call for (sfu/layers.py),
+    # switched on the new layer's keyframe. Off: always the top layer, feedback ignored.
+    adapt: bool = True
+    bandwidth: BandwidthConfig = field(default_factory=BandwidthConfig)
+    allocate_interval: float = 0.5  # re-run the allocation (and measure rates) this often
+    layer_silent_after: float = 1.0  # a layer with no packet for this long is not arriving
 
 
 class _UpTrack:
     __slots__ = (
         "audio_level_id",
+        "bitrate",
+        "bytes_in",
         "clock_rate",
         "down",
         "frame_ok",
+        "group",
+        "height",
         "history",
         "kind",
+        "layer",
         "level_at",
         "loudness",
         "max_seq",
@@ -188,21 +225,48 @@ class _UpTrack:
         "payload_types",
         "pli_pending",
         "pli_sent_at",
+        "received",
         "refill_at",
+        "rid",
+        "rr_base",
+        "rr_max",
+        "rr_prior_expected",
+        "rr_prior_received",
         "rtx_apt",
         "rtx_payload_type",
         "seen_at",
         "ssrc",
         "stale_since",
+        "switching",
         "tokens",
         "ts_ext",
         "ts_last",
     )
 
-    def __init__(self, owner: _Participant, spec: UpTrackSpec) -> None:
+    def __init__(
+        self, owner: _Participant, spec: UpTrackSpec, layer: int = 0, rid: str | None = None
+    ) -> None:
         self.owner = owner
         self.kind: Kind = spec.kind
-        self.ssrc = spec.ssrc
+        self.ssrc = spec.ssrc  # 0 for a simulcast layer until its first packet names it
+        # Simulcast: this track is layer ``layer`` of ``group`` (the publisher's layers of one
+        # source, lowest first; [self] without simulcast). Slots route to the group; each
+        # subscriber gets one layer of it. ``switching``: slots moving onto this layer at its
+        # next keyframe.
+        self.group: list[_UpTrack] = [self]
+        self.layer = layer
+        self.rid = rid
+        self.switching: set[_DownTrack] = set()
+        self.bytes_in = 0  # since the last rate measurement
+        self.bitrate = 0.0  # bit/s, smoothed
+        self.height = 0  # picture height of its last keyframe (clear VP8 header), 0: unknown
+        # Reception, for the receiver reports sent to the publisher: packets received, the
+        # first and highest extended sequence numbers, and their values at the last report.
+        self.received = 0
+        self.rr_base = 0
+        self.rr_max = 0
+        self.rr_prior_expected = 0
+        self.rr_prior_received = 0
         self.payload_types = spec.payload_types
         self.audio_level_id = spec.audio_level_id
         self.muted = False
@@ -235,6 +299,7 @@ class _UpTrack:
 
 class _DownTrack:
     __slots__ = (
+        "abs_send_time_id",
         "audio_level_id",
         "clock_rate",
         "epoch_seq",
@@ -243,6 +308,7 @@ class _DownTrack:
         "last_seq",
         "last_ts",
         "owner",
+        "paused",
         "payload_type",
         "resync",
         "rtx_payload_type",
@@ -252,7 +318,9 @@ class _DownTrack:
         "seq_offset",
         "source",
         "ssrc",
+        "target",
         "ts_offset",
+        "view_height",
         "waiting_keyframe",
     )
 
@@ -280,6 +348,12 @@ class _DownTrack:
         self.rtx_ssrc = spec.rtx_ssrc
         self.rtx_payload_type = spec.rtx_payload_type
         self.rtx_seq = (spec.ssrc >> 3) & 0x7FFF  # RTX numbering of its own (RFC 4588 §4)
+        self.abs_send_time_id = spec.abs_send_time_id
+        # Layers: ``source`` is the layer forwarded now; ``target`` the one it moves to at
+        # that layer's next keyframe; ``paused``: nothing forwarded (a hidden tile).
+        self.target: _UpTrack | None = None
+        self.paused = False
+        self.view_height: int | None = None  # as the subscriber shows it; None: unknown
 
 
 @dataclass(slots=True)
@@ -302,6 +376,7 @@ class _Counters:
     nacks_upstream: int = 0
     recovered: int = 0
     dropped_duplicate: int = 0
+    layer_switches: int = 0  # as a subscriber: a slot moved to another simulcast layer
 
 
 COUNTER_NAMES = tuple(_Counters.__dataclass_fields__)
@@ -316,15 +391,27 @@ def _add_counters(into: _Counters, other: _Counters) -> None:
 class _Participant:
     pid: str
     order: int
+    downlink: DownlinkEstimate
+    uplink: UplinkEstimate
     sender_index: int | None = None  # the index its SFrame key ids must name (None: any)
-    uptracks: dict[int, _UpTrack] = field(default_factory=dict)
+    tracks: list[_UpTrack] = field(default_factory=list)  # every up-track, layers included
+    uptracks: dict[int, _UpTrack] = field(default_factory=dict)  # by SSRC, once known
     rtx_uptracks: dict[int, _UpTrack] = field(default_factory=dict)  # RTX SSRC -> its track
+    # Simulcast layers whose SSRC (RTX SSRC) is not known yet, by RID; the extension ids.
+    unbound: dict[str, _UpTrack] = field(default_factory=dict)
+    unbound_rtx: dict[str, _UpTrack] = field(default_factory=dict)
+    rid_ext_id: int | None = None
+    repaired_rid_ext_id: int | None = None
     downtracks: list[_DownTrack] = field(default_factory=list)
     queue: deque[tuple[_DownTrack, bytes]] = field(default_factory=deque)
     counters: _Counters = field(default_factory=_Counters)
     last_spoke: float = -1e9
     send: Sink | None = None
     sent: int = 0  # packets handed to ``send``
+    bytes_sent: int = 0  # since the last rate measurement
+    send_bps: float = 0.0  # what the SFU sends it, smoothed
+    report_bytes_in: int = 0  # counters.bytes_in at the last reception report ...
+    report_at: float | None = None  # ... and when
 
 
 class Forwarder:
@@ -343,6 +430,7 @@ class Forwarder:
         self.plis_sent = 0
         self.plis_coalesced = 0
         self._gone = _Counters()  # the counters of participants removed since
+        self._measured_at: float | None = None  # last rate measurement and allocation
 
     # ------------------------------------------------------------------ membership
 
@@ -365,9 +453,21 @@ class Forwarder:
         if sender_index is not None and not 0 <= sender_index <= 0xFFFFFFFF:
             raise ValueError("a sender index is a 32-bit CSRC")
         self._joins += 1
-        p = _Participant(participant_id, self._joins, sender_index)
+        now = self._clock()
+        bandwidth = self.config.bandwidth
+        p = _Participant(
+            participant_id,
+            self._joins,
+            DownlinkEstimate(bandwidth, now),
+            UplinkEstimate(bandwidth),
+            sender_index,
+        )
         for spec in uptracks:
+            if spec.rids and is_video(spec.kind):
+                self._add_layers(p, spec)
+                continue
             up = p.uptracks[spec.ssrc] = _UpTrack(p, spec)
+            p.tracks.append(up)
             if is_video(spec.kind) and self.config.retransmit:
                 up.history = [None] * self.config.history_packets
                 if spec.rtx_ssrc is not None and spec.rtx_payload_type is not None:
@@ -382,8 +482,8 @@ class Forwarder:
         p = self._participants.pop(participant_id, None)
         if p is None:
             return
-        for up in p.uptracks.values():
-            for dt in list(up.down):
+        for up in p.tracks:
+            for dt in [*up.down, *up.switching]:
                 self._detach(dt)
         for dt in p.downtracks:
             self._detach(dt)
@@ -415,7 +515,7 @@ class Forwarder:
         p = self._participants.get(participant_id)
         if p is None:
             raise KeyError(participant_id)
-        for up in p.uptracks.values():
+        for up in p.tracks:
             if up.kind != kind or up.muted == muted:
                 continue
             up.muted = muted
@@ -431,7 +531,7 @@ class Forwarder:
 
     def is_muted(self, participant_id: str, kind: Kind) -> bool:
         p = self._participants[participant_id]
-        return any(up.muted for up in p.uptracks.values() if up.kind == kind)
+        return any(up.muted for up in p.tracks if up.kind == kind)
 
     # ------------------------------------------------------------------ media
 
@@ -451,6 +551,9 @@ class Forwarder:
             c.dropped_malformed += 1
             return []
         up = p.uptracks.get(hdr.ssrc)
+        if up is None and (p.unbound or p.unbound_rtx) and hdr.ssrc not in p.rtx_uptracks:
+            self._learn_layer_ssrc(p, data, hdr)
+            up = p.uptracks.get(hdr.ssrc)
         if up is None:
             up = p.rtx_uptracks.get(hdr.ssrc)
             if up is None or hdr.payload_type != up.rtx_payload_type or up.rtx_apt is None:
@@ -467,6 +570,15 @@ class Forwarder:
         elif hdr.payload_type not in up.payload_types:
             c.dropped_unknown += 1
             return []
+        else:  # what arrived on the media stream itself: for rates and receiver reports
+            up.bytes_in += len(data)
+            up.received += 1
+            if up.received == 1:
+                up.rr_base = up.rr_max = hdr.sequence
+            else:
+                ahead = (hdr.sequence - up.rr_max) & 0xFFFF
+                if ahead < 0x8000:
+                    up.rr_max += ahead
         if up.muted:
             c.dropped_muted += 1
             return []
@@ -529,6 +641,12 @@ class Forwarder:
             keyframe = vp8_start >= 0 and data[vp8_start] & 0x01 == 0  # RFC 6386 §9.1
             if keyframe:
                 up.pli_pending = False
+                # The keyframe header (start code, then 14-bit width and height, little
+                # endian) is kept in clear by SFrame: the layer's picture height.
+                if hdr.payload_end >= vp8_start + 10 and data[vp8_start + 3] == 0x9D:
+                    up.height = (data[vp8_start + 8] | data[vp8_start + 9] << 8) & 0x3FFF
+                if up.switching:
+                    self._switch_to(up)
         elif up.audio_level_id is not None:
             found = rtp.audio_level(data, hdr, up.audio_level_id)
             if found is not None:
@@ -542,7 +660,10 @@ class Forwarder:
         payload = data[hdr.payload_start : hdr.payload_end]
         seq, ts, marker = hdr.sequence, hdr.timestamp, hdr.marker
         touched: list[str] = []
+        abs_time = -1
         for dt in up.down:
+            if dt.paused:
+                continue
             if dt.waiting_keyframe:
                 if not keyframe:
                     continue
@@ -559,10 +680,15 @@ class Forwarder:
             ext = b""
             if level >= 0 and dt.audio_level_id is not None:
                 ext = rtp.build_audio_level_extension(dt.audio_level_id, level)
+            elif dt.abs_send_time_id is not None:
+                if abs_time < 0:
+                    abs_time = int(now * 262144) & 0xFFFFFF  # 6.18 fixed-point seconds
+                ext = rtp.build_abs_send_time_extension(dt.abs_send_time_id, abs_time)
             packet = rtp.build_rtp(
                 marker, dt.payload_type, out_seq, out_ts, dt.ssrc, payload, ext, index
             )
             sub = dt.owner
+            sub.bytes_sent += len(packet)
             send = sub.send
             if send is not None and not sub.queue and send(packet):
                 sub.sent += 1
@@ -621,7 +747,14 @@ class Forwarder:
         p.counters.nacks_received += len(asked)
         dt = next((d for d in p.downtracks if d.ssrc == downtrack_ssrc), None)
         up = dt.source if dt is not None else None
-        if dt is None or up is None or up.history is None or dt.waiting_keyframe or dt.resync:
+        if (
+            dt is None
+            or up is None
+            or up.history is None
+            or dt.waiting_keyframe
+            or dt.resync
+            or dt.paused
+        ):
             return 0
         history = up.history
         mask = len(history) - 1
@@ -646,19 +779,120 @@ class Forwarder:
             self._nack_upstream(up, missing, self._clock())
         return sent
 
+    # ------------------------------------------------------------------ bandwidth
+
+    def on_feedback(
+        self,
+        subscriber_id: str,
+        *,
+        remb_bps: float | None = None,
+        fraction_lost: float | None = None,
+    ) -> None:
+        """Congestion feedback from a subscriber: its REMB (one figure for all it receives)
+        and/or the worst fraction lost (0.0-1.0) in its receiver reports on our slots."""
+        p = self._participants.get(subscriber_id)
+        if p is None:
+            return
+        now = self._clock()
+        before = p.downlink.budget(now)
+        if remb_bps is not None and remb_bps > 0:
+            p.downlink.on_remb(float(remb_bps), p.send_bps, now)
+        if fraction_lost is not None and 0.0 <= fraction_lost <= 1.0:
+            p.downlink.on_loss(fraction_lost, p.send_bps, now)
+        if p.downlink.budget(now) < before:
+            self._allocate(p, now)  # congestion: step down now, not on the next tick
+
+    def set_view(self, subscriber_id: str, heights: Mapping[int, int]) -> None:
+        """How tall (px) the subscriber shows each slot, by slot SSRC; 0: not shown. Slots
+        not named keep what they had (at first: unknown, as big as there is)."""
+        p = self._participants.get(subscriber_id)
+        if p is None:
+            return
+        changed = False
+        for dt in p.downtracks:
+            height = heights.get(dt.ssrc)
+            if height is not None and is_video(dt.kind):
+                height = max(0, min(int(height), 0x3FFF))
+                changed = changed or height != dt.view_height
+                dt.view_height = height
+        if changed:
+            self._allocate(p, self._clock())
+
+    def layers(self, subscriber_id: str) -> dict[int, int | None]:
+        """Slot SSRC → the layer forwarded into it (0 lowest; ``None``: nothing or paused)."""
+        p = self._participants[subscriber_id]
+        return {
+            dt.ssrc: None if dt.source is None or dt.paused else dt.source.layer
+            for dt in p.downtracks
+            if is_video(dt.kind)
+        }
+
+    def reception_reports(self, participant_id: str) -> list[Reception]:
+        """What to tell a publisher in RTCP receiver reports, per up-track with packets,
+        since the previous call (the edge calls this about once a second per publisher);
+        also feeds the publisher's :meth:`uplink_estimate`."""
+        p = self._participants.get(participant_id)
+        if p is None:
+            return []
+        reports: list[Reception] = []
+        worst = 0.0
+        for up in p.tracks:
+            if up.received == 0:
+                continue
+            expected = up.rr_max - up.rr_base + 1
+            interval = expected - up.rr_prior_expected
+            lost = interval - (up.received - up.rr_prior_received)
+            fraction = (lost << 8) // interval if interval > 0 and lost > 0 else 0
+            up.rr_prior_expected, up.rr_prior_received = expected, up.received
+            if is_video(up.kind):
+                worst = max(worst, fraction / 256)
+            reports.append(
+                Reception(
+                    up.ssrc,
+                    min(255, fraction),
+                    min(0x7FFFFF, max(0, expected - up.received)),
+                    up.rr_max & 0xFFFFFFFF,
+                )
+            )
+        now = self._clock()
+        bytes_in = p.counters.bytes_in
+        if p.report_at is not None and now > p.report_at:
+            bps = (bytes_in - p.report_bytes_in) * 8 / (now - p.report_at)
+            p.uplink.on_interval(worst, bps)
+        p.report_at, p.report_bytes_in = now, bytes_in
+        return reports
+
+    def uplink_estimate(self, participant_id: str) -> int | None:
+        """The bit rate to announce to a publisher (REMB); ``None`` before it sent anything."""
+        p = self._participants.get(participant_id)
+        if p is None or not any(up.received for up in p.tracks):
+            return None
+        return int(p.uplink.estimate)
+
     def tick(self) -> None:
         """Periodic work (call every 50-200 ms): deferred PLIs, NACKs asked again, speaker."""
         now = self._clock()
         for p in self._participants.values():
-            for up in p.uptracks.values():
+            for up in p.tracks:
                 if not is_video(up.kind) or up.muted:
                     continue
-                waiting = up.pli_pending or any(dt.waiting_keyframe for dt in up.down)
+                waiting = (
+                    up.pli_pending
+                    or bool(up.switching)
+                    or any(dt.waiting_keyframe and not dt.paused for dt in up.down)
+                )
                 if waiting and now - up.pli_sent_at >= self.config.pli_interval:
                     self._send_pli(up, now)
                 if up.nack_at:
                     self._nack_again(up, now)
         self._update_speaker(now)
+        if self._measured_at is None:
+            self._measured_at = now
+        elif now - self._measured_at >= self.config.allocate_interval:
+            self._measure_rates(now - self._measured_at)
+            self._measured_at = now
+            for sub in self._participants.values():
+                self._allocate(sub, now)
 
     @property
     def has_events(self) -> bool:
@@ -698,6 +932,7 @@ class Forwarder:
         return result
 
     def stats(self) -> dict[str, object]:
+        now = self._clock()
         participants: dict[str, dict[str, int]] = {}
         for pid, p in self._participants.items():
             c = p.counters
@@ -719,6 +954,13 @@ class Forwarder:
                 "nacks_upstream": c.nacks_upstream,
                 "recovered": c.recovered,
                 "dropped_duplicate": c.dropped_duplicate,
+                "layer_switches": c.layer_switches,
+                "estimate_bps": int(p.downlink.budget(now)),
+                "send_bps": int(p.send_bps),
+                # Slots getting a simulcast layer above the lowest (see :meth:`layers`).
+                "upper_layer_slots": sum(
+                    1 for dt in p.downtracks if dt.source is not None and dt.source.layer
+                ),
             }
         return {
             "participants": participants,
@@ -792,6 +1034,7 @@ class Forwarder:
     def _send(self, dt: _DownTrack, packet: bytes) -> None:
         sub = dt.owner
         send = sub.send
+        sub.bytes_sent += len(packet)
         if send is not None and not sub.queue and send(packet):
             sub.sent += 1
         else:
@@ -826,7 +1069,7 @@ class Forwarder:
         history[hdr.sequence & (len(history) - 1)] = data
         touched: list[str] = []
         for dt in up.down:
-            if dt.waiting_keyframe or dt.resync:
+            if dt.waiting_keyframe or dt.resync or dt.paused:
                 continue
             out_seq = (hdr.sequence + dt.seq_offset) & 0xFFFF
             if rtp.seq_newer(dt.epoch_seq, out_seq) or rtp.seq_newer(out_seq, dt.last_seq):
@@ -896,20 +1139,27 @@ class Forwarder:
         self._events.append(KeyframeRequest(up.owner.pid, up.ssrc))
 
     def _attach(self, dt: _DownTrack, up: _UpTrack) -> None:
+        """Route ``up``'s source into ``dt``: with simulcast, its lowest layer to begin with
+        (or the top one without adaptation); the allocation raises it once rates are known."""
         if dt.source is not None:
             self._detach(dt)
-        dt.source = up
-        up.down.add(dt)
+        layer = up.group[-1] if not self.config.adapt else up.group[0]
+        dt.source = layer
+        layer.down.add(dt)
         dt.resync = True
         if is_video(dt.kind):
             dt.waiting_keyframe = True
-            self._request_keyframe(up)
+            self._request_keyframe(layer)
 
     def _detach(self, dt: _DownTrack) -> None:
         if dt.source is not None:
             dt.source.down.discard(dt)
             dt.source = None
+        if dt.target is not None:
+            dt.target.switching.discard(dt)
+            dt.target = None
         dt.waiting_keyframe = False
+        dt.paused = False
 
     def _candidates(self, sub: _Participant, kind: Kind) -> list[_UpTrack]:
         """Other participants' up-tracks of ``kind``, most deserving of a slot first."""
@@ -917,8 +1167,8 @@ class Forwarder:
             up
             for p in self._participants.values()
             if p is not sub
-            for up in p.uptracks.values()
-            if up.kind == kind
+            for up in p.tracks
+            if up.kind == kind and up.layer == 0  # a simulcast source counts once
         ]
         ups.sort(key=lambda up: (-up.owner.last_spoke, up.owner.order))
         return ups
@@ -928,7 +1178,7 @@ class Forwarder:
             free = [dt for dt in sub.downtracks if dt.kind == kind and dt.source is None]
             if not free:
                 continue
-            routed = {dt.source for dt in sub.downtracks if dt.source is not None}
+            routed = {dt.source.group[0] for dt in sub.downtracks if dt.source is not None}
             for up in self._candidates(sub, kind):
                 if not free:
                     break
@@ -940,9 +1190,13 @@ class Forwarder:
         for sub in self._participants.values():
             if sub is speaker:
                 continue
-            for up in speaker.uptracks.values():
+            for up in speaker.tracks:
+                if up.layer:
+                    continue  # a simulcast source counts once (its lowest layer)
                 slots = [dt for dt in sub.downtracks if dt.kind == up.kind]
-                if not slots or any(dt.source is up for dt in slots):
+                if not slots or any(
+                    dt.source is not None and dt.source.group[0] is up for dt in slots
+                ):
                     continue
                 victim = min(
                     slots,
@@ -960,7 +1214,7 @@ class Forwarder:
 
         def loudness(p: _Participant) -> float:
             best = 0.0
-            for up in p.uptracks.values():
+            for up in p.tracks:
                 if up.kind == "audio" and not up.muted and now - up.level_at < cfg.speaker_timeout:
                     best = max(best, up.loudness)
             return best
@@ -982,6 +1236,173 @@ class Forwarder:
         self._speaker = best
         self._events.append(SpeakerChanged(best.pid))
         self._promote(best)
+
+    # ------------------------------------------------------------------ layers
+
+    def _add_layers(self, p: _Participant, spec: UpTrackSpec) -> None:
+        """A simulcast source: one track per RID, SSRCs learned from the packets."""
+        group: list[_UpTrack] = []
+        for layer, rid in enumerate(spec.rids):
+            up = _UpTrack(p, spec, layer, rid)
+            up.ssrc = 0
+            up.group = group
+            group.append(up)
+            p.tracks.append(up)
+            p.unbound[rid] = up
+            if self.config.retransmit:
+                up.history = [None] * self.config.history_packets
+                if spec.repaired_rid_ext_id is not None and spec.rtx_payload_type is not None:
+                    p.unbound_rtx[rid] = up
+        p.rid_ext_id = spec.rid_ext_id
+        p.repaired_rid_ext_id = spec.repaired_rid_ext_id
+
+    def _learn_layer_ssrc(self, p: _Participant, data: bytes, hdr: rtp.RtpHeader) -> None:
+        """A packet on an SSRC not seen yet: if its RID names a layer still unbound, bind."""
+        if p.rid_ext_id is not None and p.unbound:
+            rid = rtp.find_extension(data, hdr, p.rid_ext_id)
+            up = p.unbound.get(rid.decode("ascii", "replace")) if rid else None
+            if up is not None and hdr.payload_type in up.payload_types:
+                del p.unbound[up.rid or ""]
+                up.ssrc = hdr.ssrc
+                p.uptracks[hdr.ssrc] = up
+                return
+        if p.repaired_rid_ext_id is not None and p.unbound_rtx:
+            rid = rtp.find_extension(data, hdr, p.repaired_rid_ext_id)
+            up = p.unbound_rtx.get(rid.decode("ascii", "replace")) if rid else None
+            if up is not None and hdr.payload_type == up.rtx_payload_type and up.ssrc:
+                del p.unbound_rtx[up.rid or ""]
+                p.rtx_uptracks[hdr.ssrc] = up
+
+    def _switch_to(self, up: _UpTrack) -> None:
+        """``up`` starts a keyframe: the slots waiting for this layer take it from here."""
+        for dt in up.switching:
+            if dt.source is not None:
+                dt.source.down.discard(dt)
+            dt.source = up
+            dt.target = None
+            up.down.add(dt)
+            dt.waiting_keyframe = False
+            dt.resync = True  # continue the subscriber's numbering across the switch
+            dt.owner.counters.layer_switches += 1
+        up.switching.clear()
+
+    def _measure_rates(self, elapsed: float) -> None:
+        for p in self._participants.values():
+            for up in p.tracks:
+                rate = up.bytes_in * 8 / elapsed
+                up.bitrate = rate if up.bitrate == 0 else 0.5 * up.bitrate + 0.5 * rate
+                up.bytes_in = 0
+            rate = p.bytes_sent * 8 / elapsed
+            p.send_bps = rate if p.send_bps == 0 else 0.5 * p.send_bps + 0.5 * rate
+            p.bytes_sent = 0
+
+    def _allocate(self, sub: _Participant, now: float) -> None:
+        """Choose each video slot's layer (sfu/layers.py) and start the switches."""
+        slots = [
+            dt
+            for dt in sub.downtracks
+            if is_video(dt.kind) and dt.source is not None and not dt.source.muted
+        ]
+        if not slots:
+            return
+        silent = self.config.layer_silent_after
+        needs: list[SlotNeed] = []
+        for dt in slots:
+            assert dt.source is not None
+            source = dt.source.owner
+            rank = 0 if dt.kind == "screen" else 1 if source is self._speaker else 2
+            needs.append(
+                SlotNeed(
+                    [
+                        # Arriving but not measured yet counts as arriving, nearly free.
+                        Layer(max(up.bitrate, 1.0) if now - up.seen_at < silent else 0.0, up.height)
+                        for up in dt.source.group
+                    ],
+                    dt.view_height if self.config.adapt else None,
+                    rank * 1_000_000 - int(min(source.last_spoke, 1e6) if rank == 2 else 0),
+                )
+            )
+        if not self.config.adapt:
+            choice = allocate(float("inf"), needs)
+        else:
+            audio = sum(
+                dt.source.bitrate
+                for dt in sub.downtracks
+                if dt.kind == "audio" and dt.source is not None
+            )
+            estimate = sub.downlink
+            budget = estimate.budget(now) - audio
+            choice = allocate(budget, needs)
+            if estimate.can_trial(now):
+                step = _next_step(needs, choice)
+                if step is not None:
+                    trial = allocate(budget + step * 1.1, needs)
+                    if trial != choice:
+                        estimate.start_trial(audio + _spend(needs, trial) * 1.1, now)
+                        choice = trial
+        for dt, need, layer in zip(slots, needs, choice, strict=True):
+            if layer is None and (need.view_height != 0 or not self.config.adapt):
+                continue  # nothing of it arriving: leave the slot as it is
+            self._apply_layer(dt, layer)
+
+    def _apply_layer(self, dt: _DownTrack, layer: int | None) -> None:
+        source = dt.source
+        assert source is not None
+        if layer is None:  # hidden: forward nothing until shown again
+            if not dt.paused:
+                dt.paused = True
+                if dt.target is not None:
+                    dt.target.switching.discard(dt)
+                    dt.target = None
+            return
+        want = source.group[layer]
+        if dt.paused or dt.waiting_keyframe:
+            # Nothing is being shown from this slot: move straight to the new layer and
+            # start it on that layer's next keyframe.
+            was_paused = dt.paused
+            dt.paused = False
+            if want is not source:
+                source.down.discard(dt)
+                dt.source = want
+                want.down.add(dt)
+                if dt.target is not None:
+                    dt.target.switching.discard(dt)
+                    dt.target = None
+            if was_paused or want is not source:
+                dt.waiting_keyframe = True
+                dt.resync = True
+                self._request_keyframe(want)
+            return
+        if want is source:
+            if dt.target is not None:  # stay: a pending switch is called off
+                dt.target.switching.discard(dt)
+                dt.target = None
+            return
+        if dt.target is not want:
+            if dt.target is not None:
+                dt.target.switching.discard(dt)
+            dt.target = want
+            want.switching.add(dt)
+            self._request_keyframe(want)
+
+
+def _next_step(needs: Sequence[SlotNeed], choice: Sequence[int | None]) -> float | None:
+    """The extra bit rate of the cheapest single raise the allocation left out, if any."""
+    best: float | None = None
+    for need, layer in zip(needs, choice, strict=True):
+        if layer is None:
+            continue
+        for k in range(layer + 1, len(need.layers)):
+            if need.layers[k].bps > 0:
+                extra = need.layers[k].bps - need.layers[layer].bps
+                best = extra if best is None else min(best, extra)
+                break
+    return best
+
+
+def _spend(needs: Sequence[SlotNeed], choice: Sequence[int | None]) -> float:
+    pairs = zip(needs, choice, strict=True)
+    return sum(need.layers[layer].bps for need, layer in pairs if layer is not None)
 
 
 def _kid_ok(kid: int, index: int) -> bool:

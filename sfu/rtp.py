@@ -161,6 +161,23 @@ def build_audio_level_extension(ext_id: int, level: int) -> bytes:
     return bytes((0xBE, 0xDE, 0x00, 0x01, (ext_id << 4) & 0xF0, level & 0x7F, 0, 0))
 
 
+def build_abs_send_time_extension(ext_id: int, send_time: int) -> bytes:
+    """A one-byte-header extension block with abs-send-time (24-bit 6.18 fixed-point
+    seconds): what a receive-side bandwidth estimator needs to send REMB."""
+    return bytes(
+        (
+            0xBE,
+            0xDE,
+            0x00,
+            0x01,
+            ((ext_id << 4) & 0xF0) | 2,
+            (send_time >> 16) & 0xFF,
+            (send_time >> 8) & 0xFF,
+            send_time & 0xFF,
+        )
+    )
+
+
 def build_rtp(
     marker: bool,
     payload_type: int,
