@@ -772,6 +772,7 @@ class SfuSession:
         self._screen_sections: list[RTCRtpTransceiver] = []  # marked in the offer
         self._tasks: list[asyncio.Task[None]] = []
         self._pli_tasks: set[asyncio.Future[None]] = set()
+        self.remb_bps: int | None = None  # the SFU's last estimate of our uplink (REMB)
         if (video or audio or screen) is not None and (send_ctx is None or send_kid is None):
             raise ValueError("publishing needs send_ctx and send_kid")
         if video is not None:
@@ -885,6 +886,7 @@ class SfuSession:
         """The SFU's estimate of our uplink (REMB over all our up-tracks): what is left after
         audio (and a shared screen, which keeps its rate) goes to the camera's encoder."""
         assert self.video_sender is not None
+        self.remb_bps = bitrate
         budget = bitrate
         if self.audio_sender is not None and not self.audio_sender.paused:
             budget -= AUDIO_RESERVE
@@ -927,9 +929,7 @@ class SfuSession:
             else {
                 "target_kbps": round(self.video_sender.encoder_bitrate / 1000),
                 "ceiling_kbps": round(self.video_sender.bitrate / 1000),
-                "estimate_kbps": None
-                if self.video_sender.estimate_bps is None
-                else round(self.video_sender.estimate_bps / 1000),
+                "estimate_kbps": None if self.remb_bps is None else round(self.remb_bps / 1000),
                 "retargets": self.video_sender.retargets,
             },
             "frames_sent": {

@@ -33,8 +33,9 @@ held — and ``sending_at`` — our media under the new key, SFU only) and ``sfu
 connection's counters, when the call used one: connects, reconnects (attempts), reconnected
 (lost connections made again), last_outage_ms,
 unattributed_decrypt_failures, send_key_switches, connected_ms, and ``video_bitrate``:
-our camera encoder's ``target_kbps`` following the SFU's REMB between 50 and ``ceiling_kbps``,
-the last ``estimate_kbps`` and how many ``retargets``, ...).
+our camera encoder's ``target_kbps`` following the SFU's REMB (less what audio needs) between
+50 and ``ceiling_kbps``, the last REMB as ``estimate_kbps`` (all our media), how many
+``retargets``, ...).
 """
 
 from __future__ import annotations
