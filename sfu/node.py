@@ -606,7 +606,8 @@ class SfuNode:
                 for r in receptions
             ],
         )
-        estimate = fwd.uplink_estimate(peer.participant_id)
+        # Adaptation off (a bench's baseline): no REMB, so publishers' encoders do not adapt.
+        estimate = fwd.uplink_estimate(peer.participant_id) if fwd.config.adapt else None
         if estimate is not None:
             ssrcs = {r.ssrc for r in receptions}
             ssrcs.update(up.ssrc for up in peer.uptracks if up.ssrc)

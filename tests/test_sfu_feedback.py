@@ -22,7 +22,8 @@ from client.call.media import TestPatternTrack, ToneTrack
 from client.call.sframe import SFrameContext
 from rtc import aiortc_adapter
 from sfu import rtp
-from sfu.node import ADAPT_ENV, SfuNode, forwarder_config_from_env
+from sfu.forwarder import ForwarderConfig
+from sfu.node import ADAPT_ENV, SfuConfig, SfuNode, forwarder_config_from_env
 
 CONF = "conf-feedback"
 KIDS = {"Alice": 1 << 16, "Bob": 2 << 16}
@@ -210,3 +211,24 @@ async def test_remb_and_reports_flow_both_ways_through_the_node(node: SfuNode) -
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_without_adaptation_publishers_get_reports_but_no_remb() -> None:
+    node = SfuNode(SfuConfig(forwarder=ForwarderConfig(adapt=False)))
+    alice, bob = session("Alice"), session("Bob")
+    try:
+        for name, s in (("Alice", alice), ("Bob", bob)):
+            await s.set_answer(await node.join(CONF, name, await s.create_offer()))
+            s.start_receiving(lambda receiver, kid, frame: None)
+
+        def sent() -> int:
+            participants = node.stats()["conferences"][CONF]["participants"]
+            return int(participants["Alice"]["feedback_sent"])
+
+        await until(lambda: sent() >= 3, "three receiver reports to Alice", 30)
+        assert alice.video_sender is not None and alice.video_sender.estimate_bps is None
+        assert alice.stats()["video_bitrate"]["target_kbps"] == 300
+    finally:
+        await alice.close()
+        await bob.close()
+        await node.close()
