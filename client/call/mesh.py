@@ -378,10 +378,13 @@ class MeshTopology:
         self.sending_video = False
         self.sending_audio = False
         self._links: dict[bytes, _Link] = {}
+        self._video_sent: dict[bytes, dict[str, int | None]] = {}  # of links closed since
 
     def video_send(self) -> dict[bytes, dict[str, int | None]]:
-        """Per peer, how our camera's bitrate follows its feedback (:meth:`_Link.video_send`)."""
-        return {member: link.video_send() for member, link in self._links.items()}
+        """Per peer, how our camera's bitrate follows its feedback (:meth:`_Link.video_send`),
+        as last seen for peers whose link has closed."""
+        live = {member: link.video_send() for member, link in self._links.items()}
+        return {**self._video_sent, **live}
 
     def link_state(self, member: bytes) -> LinkState | None:
         link = self._links.get(member)
@@ -392,6 +395,7 @@ class MeshTopology:
             peer = peers.get(member)
             if peer is None or peer.link != link.peer.link:
                 del self._links[member]
+                self._video_sent[member] = link.video_send()
                 await link.close()
         for member, peer in peers.items():
             if member not in self._links:
