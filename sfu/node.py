@@ -37,7 +37,7 @@ import logging
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,7 @@ from protocol.quantiles import percentile
 from protocol.sfu_sdp import screen_mids
 from rtc import aiortc_adapter
 from sfu import rtp
-from sfu.errors import InvalidOffer, NotFound, OfferTooLarge
+from sfu.errors import InvalidOffer, InvalidView, NotFound, OfferTooLarge
 from sfu.forwarder import (
     DownTrackSpec,
     Forwarder,
@@ -86,6 +86,7 @@ RETRANSMIT_ENV = "SALON_SFU_RETRANSMIT"  # "0": no NACK answers, no upstream NAC
 ADAPT_ENV = "SALON_SFU_ADAPT"  # "0": always the top layer, estimates ignored (benches)
 FEEDBACK_INTERVAL = 1.0  # seconds between the RR + REMB sent to each publisher
 _CODEC_FOR_KIND = {"video": "vp8", "audio": "opus"}
+_ANY_HEIGHT = 0x3FFF  # taller than any layer: the tile cannot limit it
 
 
 def _kind(transceiver: RTCRtpTransceiver, screens: set[str]) -> Kind:
@@ -220,6 +221,8 @@ class SfuNode:
         self._processing_ns: deque[int] = deque(maxlen=self.config.latency_samples)
         # Mutes outlive a reconnect ("replaced") and apply once forwarding starts.
         self._mutes: dict[tuple[str, str], set[str]] = {}
+        # Each subscriber's view (slot mid -> height shown): outlives a reconnect like mutes.
+        self._views: dict[tuple[str, str], dict[str, int]] = {}
         self.packets_in = 0
         self._packets_out_gone = 0  # sent to participants who have left since
         self._totals_gone: Counter[str] = Counter()  # forwarder totals of ended conferences
@@ -300,6 +303,29 @@ class SfuNode:
             for each in _muted_kinds(kind):
                 fwd.set_muted(participant_id, each, muted)
 
+    def set_view(self, conference_id: str, participant_id: str, heights: Mapping[str, int]) -> None:
+        """How big the participant shows each of its receiving video and screen slots (slot
+        mid -> height in device pixels, 0: not shown), so the forwarder picks a simulcast
+        layer per slot. The whole view: a slot left out is shown as big as available. Holds
+        across a reconnect until the next view; the control plane checked its bounds.
+        Raises :class:`InvalidView` for a mid that is not one of its video or screen slots.
+        """
+        peer = self._peer(conference_id, participant_id)
+        unknown = sorted(set(heights) - set(_slot_ssrcs(peer)))
+        if unknown:
+            raise InvalidView(f"the view names {unknown[0]!r}, not one of your video slots")
+        self._views[(conference_id, participant_id)] = dict(heights)
+        if peer.forwarding:
+            self._apply_view(peer)
+
+    def _apply_view(self, peer: _Peer) -> None:
+        view = self._views.get((peer.conference_id, peer.participant_id))
+        if view is None:
+            return
+        # A whole view: a slot it leaves out is shown as big as there is (the tallest layer).
+        heights = {ssrc: view.get(mid, _ANY_HEIGHT) for mid, ssrc in _slot_ssrcs(peer).items()}
+        self._conferences[peer.conference_id].forwarder.set_view(peer.participant_id, heights)
+
     def is_muted(self, conference_id: str, participant_id: str, kind: Kind = "audio") -> bool:
         self._peer(conference_id, participant_id)
         return kind in self._mutes.get((conference_id, participant_id), set())
@@ -347,6 +373,7 @@ class SfuNode:
                             "connection_state": peer.pc.connectionState,
                             "forwarding": peer.forwarding,
                             "muted": sorted(self._mutes.get((cid, pid), set())),
+                            "view": dict(self._views.get((cid, pid), {})),
                             "socket_congested": peer.sink.congested,
                             "rembs_received": peer.rembs,
                             "loss_reports_received": peer.loss_reports,
@@ -666,6 +693,7 @@ class SfuNode:
         for kind in self._mutes.get((peer.conference_id, peer.participant_id), set()):
             for muted in _muted_kinds(kind):
                 fwd.set_muted(peer.participant_id, muted, True)
+        self._apply_view(peer)
         peer.forwarding = True
         self._handle_events(peer.conference_id, conference)
 
@@ -690,6 +718,7 @@ class SfuNode:
         conference.forwarder.remove_participant(participant_id)
         if reason != "replaced":
             self._mutes.pop((conference_id, participant_id), None)
+            self._views.pop((conference_id, participant_id), None)
         self._handle_events(conference_id, conference)
         if not conference.peers:
             del self._conferences[conference_id]
@@ -758,6 +787,15 @@ class SfuNode:
         if peer is None:
             raise NotFound(f"no participant {participant_id!r} in that conference")
         return peer
+
+
+def _slot_ssrcs(peer: _Peer) -> dict[str, int]:
+    """mid -> SSRC of each of the participant's receiving video (camera and screen) slots."""
+    return {
+        t.mid: aiortc_adapter.sender_ssrc(t.sender)
+        for t in peer.pc.getTransceivers()
+        if t.kind == "video" and t.direction == "sendonly" and t.mid is not None
+    }
 
 
 def _media_codecs(t: RTCRtpTransceiver) -> list[Any]:

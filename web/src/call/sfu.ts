@@ -15,6 +15,10 @@
  * The `MediaKeys` worker belongs to the call, not to one topology: its sending counter must
  * never restart under the same key (a mesh → SFU → mesh → SFU switch, a reconnect).
  *
+ * Tile sizes (./view.ts): each poll of the slots also works out how big the page shows each
+ * camera and screen slot that shows someone, and a `ViewSender` tells the server (`SfuView`)
+ * when that changes, so the node sends each slot a simulcast layer that fits its tile.
+ *
  * Reconnection (`RetryPolicy`, ./retry.ts): when the connection fails, stays `disconnected` for a
  * few seconds (a network drop) or never connects, a fresh RTCPeerConnection is offered to the
  * server again (`sfuOffer`; the node replaces our old connection) with a jittered back-off, for
@@ -22,6 +26,7 @@
  */
 import { MediaKeys } from "../media/media_keys.ts";
 import { RetryPolicy, transportState } from "./retry.ts";
+import { pageHidden, shownTracks, slotViews, ViewSender, type ShownTracks } from "./view.ts";
 import { gathered, meshTopology, outgoingSdp, preferCodec, rtcConfiguration } from "./mesh.ts";
 import type {
   LinkState, LocalMedia, Peer, SignalKind, Topology, TopologyContext, TopologyFactory, TopologyName, TrackKind,
@@ -36,6 +41,9 @@ export const SUPERVISE_MS = 500;
 /** How often the slots are looked at, and how long a slot may be quiet before its member's track goes. */
 export const SLOT_POLL_MS = 250;
 export const SLOT_IDLE_MS = 2_500;
+/** A slot our view holds at 0 px is quiet because the SFU pauses it: it keeps its member this long
+ * (then, left out of the view, it is sent again: a publisher the SFU moved into it shows up). */
+export const SLOT_HELD_IDLE_MS = 10_000;
 export const SCREEN_CONTENT = "a=content:slides";
 
 /** The URL of the SFrame worker the build emitted (its `<meta name="salon-sframe-worker">`). */
@@ -97,10 +105,16 @@ export class SfuTopology implements Topology {
   readonly policy = new RetryPolicy();
   #supervisor: ReturnType<typeof setInterval> | null = null;
   #generation = 0;
+  readonly #shown: ShownTracks;
+  /** Our tile sizes to the server (null: the channel cannot carry them). */
+  readonly view: ViewSender | null;
 
   constructor(readonly ctx: TopologyContext, readonly keys: MediaKeys) {
     if (ctx.sfu === null) throw new Error("the SFU topology needs the call's SFU channel");
     this.media = { ...ctx.media };
+    this.#shown = ctx.shown ?? shownTracks;
+    const sfu = ctx.sfu;
+    this.view = sfu.sfuView === undefined ? null : new ViewSender((slots) => sfu.sfuView!(slots));
     this.#members.set(ctx.sfu.myIndex, hex(ctx.me));
     this.#unlisten = ctx.keys.onChange((member) => void this.#onKey(member));
     void this.#onKey(hex(ctx.me));
@@ -259,6 +273,7 @@ export class SfuTopology implements Topology {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.view?.close();
     if (this.#supervisor !== null) clearInterval(this.#supervisor);
     this.#unlisten();
     this.#dropPc();
@@ -354,6 +369,7 @@ export class SfuTopology implements Topology {
     const answer = await (this.ctx.sfu as { sfuOffer(sdp: string): Promise<string> }).sfuOffer(offer);
     if (pc !== this.#pc) return;
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    this.view?.reset(); // the node may be a new one: it knows no view of ours
     if (this.#poll === null) this.#poll = setInterval(() => void this.#watchSlots(), SLOT_POLL_MS);
   }
 
@@ -404,10 +420,25 @@ export class SfuTopology implements Topology {
         const member = this.#members.get(Math.floor(c.lastKid / 65536)) ?? null;
         const live = member !== null && this.peers.has(member) && !this.refused.has(member) ? member : null;
         this.#showSlot(slot, live);
-      } else if (slot.member !== null && now - slot.lastFrame > SLOT_IDLE_MS) {
+      } else if (slot.member !== null && now - slot.lastFrame > (this.#heldAtZero(slot) ? SLOT_HELD_IDLE_MS : SLOT_IDLE_MS)) {
         this.#showSlot(slot, null);
       }
     }
+    this.#updateView();
+  }
+
+  #heldAtZero(slot: Slot): boolean {
+    const mid = slot.transceiver.mid;
+    return this.view?.sent?.some((s) => s.mid === mid && s.height === 0) ?? false;
+  }
+
+  /** How big we show each camera and screen slot now, to the ViewSender (it sends changes). */
+  #updateView(): void {
+    if (this.view === null) return;
+    const slots = this.#slots
+      .filter((s) => s.kind !== "audio")
+      .map((s) => ({ mid: s.transceiver.mid, trackId: s.transceiver.receiver.track.id, showing: s.member !== null }));
+    this.view.update(slotViews(slots, (id) => this.#shown.height(id), pageHidden()));
   }
 
   #showSlot(slot: Slot, member: string | null): void {
