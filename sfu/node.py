@@ -19,6 +19,13 @@ Per packet the node does no coroutine work: aiortc decrypts SRTP, the adapter ha
 RTP bytes to the forwarder, and each subscriber's re-headed copies go out through an
 :class:`rtc.aiortc_adapter.RtpSink` (SRTP-protect + ``sendto``) straight away.
 
+Congestion feedback (issue 13: REMB + receiver-report loss): each forwarded video packet
+carries abs-send-time where the slot negotiated it, so subscribers (Chromium, aiortc) send
+REMB; a subscriber's REMB and the loss its receiver reports on its slots go to
+:meth:`Forwarder.on_feedback`. Towards each publisher the node sends, once a second, an
+RTCP RR (the loss on each of its up-tracks) and a REMB (the forwarder's uplink estimate),
+which Chromium's bandwidth estimator and the CLI's encoder follow.
+
 The node never decodes, never holds a media key (frames are SFrame ciphertext) and never
 logs SDP (it carries addresses). It does read each frame's SFrame key id (in clear): a
 participant joined with its ``sender_index`` may only publish under its own key ids, and
@@ -58,6 +65,7 @@ from protocol.sfu_sdp import (
     simulcast_sections,
 )
 from rtc import aiortc_adapter
+from sfu import rtp
 from sfu.errors import InvalidOffer, InvalidView, NotFound, OfferTooLarge
 from sfu.forwarder import (
     DownTrackSpec,
@@ -84,6 +92,8 @@ __all__ = [
 
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 RETRANSMIT_ENV = "SALON_SFU_RETRANSMIT"  # "0": no NACK answers, no upstream NACKs (benches)
+ADAPT_ENV = "SALON_SFU_ADAPT"  # "0": always the top layer, estimates ignored (benches)
+FEEDBACK_INTERVAL = 1.0  # seconds between the RR + REMB sent to each publisher
 _CODEC_FOR_KIND = {"video": "vp8", "audio": "opus"}
 _ANY_HEIGHT = 0x3FFF  # taller than any layer: the tile cannot limit it
 
@@ -115,8 +125,12 @@ class SfuConfig:
 
 def forwarder_config_from_env() -> ForwarderConfig:
     """The default forwarding config, with retransmission off if ``$SALON_SFU_RETRANSMIT``
-    is ``0`` (so a bench measures with and without it on the same build)."""
-    return ForwarderConfig(retransmit=os.environ.get(RETRANSMIT_ENV, "1").strip() != "0")
+    is ``0`` and bandwidth adaptation off if ``$SALON_SFU_ADAPT`` is ``0`` (so a bench
+    measures with and without them on the same build)."""
+    return ForwarderConfig(
+        retransmit=os.environ.get(RETRANSMIT_ENV, "1").strip() != "0",
+        adapt=os.environ.get(ADAPT_ENV, "1").strip() != "0",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +193,16 @@ class _Peer:
     sender_index: int | None = None  # its frames' SFrame key ids must name this index
     forwarding: bool = False
     closed: bool = False
+    feedback_at: float = 0.0  # when the last RR + REMB went to it (a publisher)
+    rembs: int = 0  # REMBs on its slots it sent us (a subscriber)
+    loss_reports: int = 0  # RTCP reports with blocks on its slots
+    feedback_sent: int = 0  # RR + REMB compounds we sent it (a publisher)
+
+    @property
+    def rtcp_ssrc(self) -> int:
+        """The sender SSRC of the RTCP we originate towards it: one of our own streams
+        to it (any of ours would do; receivers only match report blocks' media SSRCs)."""
+        return self.downtracks[0].ssrc if self.downtracks else 1
 
     def receiver(self, ssrc: int) -> RTCRtpReceiver | None:
         """The receiver of published SSRC ``ssrc`` (RTCP goes through it); a simulcast
@@ -365,6 +389,9 @@ class SfuNode:
                             "muted": sorted(self._mutes.get((cid, pid), set())),
                             "view": dict(self._views.get((cid, pid), {})),
                             "socket_congested": peer.sink.congested,
+                            "rembs_received": peer.rembs,
+                            "loss_reports_received": peer.loss_reports,
+                            "feedback_sent": peer.feedback_sent,
                         }
                         for pid, peer in conference.peers.items()
                     },
@@ -506,6 +533,7 @@ class SfuNode:
                     _extension_id(t, AUDIO_LEVEL_URI),
                     rtx_ssrc=aiortc_adapter.sender_rtx_ssrc(t.sender) if rtx_pt else None,
                     rtx_payload_type=rtx_pt,
+                    abs_send_time_id=_extension_id(t, rtp.ABS_SEND_TIME_URI),
                 )
             )
             aiortc_adapter.on_keyframe_request(
@@ -530,7 +558,7 @@ class SfuNode:
             receivers,
             time.monotonic(),
         )
-        aiortc_adapter.intercept_rtp(dtls, self._rtp_callback(peer))
+        aiortc_adapter.intercept_rtp(dtls, self._rtp_callback(peer), self._rtcp_callback(peer))
         return peer
 
     # ------------------------------------------------------------------ media path
@@ -562,6 +590,58 @@ class SfuNode:
             counts[elapsed.bit_length()] += 1
 
         return on_rtp
+
+    def _rtcp_callback(self, subscriber: _Peer) -> Callable[[bytes], None]:
+        """A subscriber's RTCP: its REMB and the worst loss it reports on its slots (what
+        the forwarder's per-subscriber estimate is made of). aiortc handles the rest."""
+        slots = frozenset(dt.ssrc for dt in subscriber.downtracks)
+        conference_id, participant_id = subscriber.conference_id, subscriber.participant_id
+
+        def on_rtcp(data: bytes) -> None:
+            if subscriber.closed or not subscriber.forwarding:
+                return
+            conference = self._conferences.get(conference_id)
+            if conference is None:
+                return
+            feedback = rtp.parse_rtcp_feedback(data)
+            remb = next((r.bitrate for r in feedback.rembs if not slots.isdisjoint(r.ssrcs)), None)
+            losses = [b.fraction_lost for b in feedback.reports if b.ssrc in slots]
+            if remb is None and not losses:
+                return
+            subscriber.rembs += remb is not None
+            subscriber.loss_reports += bool(losses)
+            conference.forwarder.on_feedback(
+                participant_id,
+                remb_bps=remb,
+                fraction_lost=max(losses) / 256 if losses else None,
+            )
+
+        return on_rtcp
+
+    def _send_feedback(self, fwd: Forwarder, peer: _Peer) -> None:
+        """An RTCP RR on what we receive from ``peer`` and a REMB with our estimate of its
+        uplink, as one compound packet (nothing before its first packet reached us)."""
+        receptions = fwd.reception_reports(peer.participant_id)
+        if not receptions:
+            return
+        sender = peer.rtcp_ssrc
+        packet = rtp.build_receiver_report(
+            sender,
+            [
+                rtp.ReportBlock(
+                    r.ssrc, r.fraction_lost, r.cumulative_lost, r.extended_highest_seq, r.jitter
+                )
+                for r in receptions
+            ],
+        )
+        # Adaptation off (a bench's baseline): no REMB, so publishers' encoders do not adapt.
+        estimate = fwd.uplink_estimate(peer.participant_id) if fwd.config.adapt else None
+        if estimate is not None:
+            ssrcs = {r.ssrc for r in receptions}
+            ssrcs.update(up.ssrc for up in peer.uptracks if up.ssrc)
+            packet += rtp.build_remb(sender, estimate, sorted(ssrcs))
+        if peer.sink.send_rtcp(packet):
+            peer.feedback_sent += 1
 
     def _keyframe_callback(
         self, conference_id: str, participant_id: str, ssrc: int
@@ -663,6 +743,9 @@ class SfuNode:
                     if peer.forwarding:
                         if fwd.queued(pid):  # a congested subscriber may have room now
                             fwd.drain(pid, peer.sink)
+                        if peer.uptracks and now - peer.feedback_at >= FEEDBACK_INTERVAL:
+                            peer.feedback_at = now
+                            self._send_feedback(fwd, peer)
                     elif now - peer.joined_at > self.config.connect_timeout:
                         self._spawn(self._drop(cid, pid, "timeout", peer))
 

@@ -17,8 +17,10 @@ arrived from a muted or non-speaking sender and were discarded), and
 ``first_video_frame_ms`` (from our join request to the first frame decoded from them),
 ``video_freezes`` and ``video_freeze_ms`` (gaps between decoded video frames longer than
 max(3 × the mean frame interval, the mean + 150 ms), WebRTC's freeze definition, and their
-total length), and ``reconnects`` (how often a lost mesh pair was connected again; the SFU
-link's are under ``sfu``).
+total length), ``reconnects`` (how often a lost mesh pair was connected again; the SFU
+link's are under ``sfu``) and ``video_send`` (mesh: ``estimate_kbps``, the last REMB they
+sent for our camera, and ``target_kbps``, where our encoder follows it to; the SFU link's
+are under ``sfu.video_bitrate``).
 ``muted`` is a host's signed mute; ``mic_off`` and ``camera_off`` are the participant's own
 signed word ("mic-off", "camera-off": muted by themselves, camera off).
 The top level also has ``call_id``, ``self`` (our own muted / hand / mic_off / camera_off / role /
@@ -30,7 +32,10 @@ leave, our new ``epoch``, and unix times ``seen_at``, ``keys_at`` — every send
 held — and ``sending_at`` — our media under the new key, SFU only) and ``sfu`` (the SFU
 connection's counters, when the call used one: connects, reconnects (attempts), reconnected
 (lost connections made again), last_outage_ms,
-unattributed_decrypt_failures, send_key_switches, connected_ms, ...).
+unattributed_decrypt_failures, send_key_switches, connected_ms, and ``video_bitrate``:
+our camera encoder's ``target_kbps`` following the SFU's REMB (less what audio needs) between
+50 and ``ceiling_kbps``, the last REMB as ``estimate_kbps`` (all our media), how many
+``retargets``, ...).
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ class PeerStats:
     dominant_colour: tuple[int, int, int] | None = None
     first_video_frame_ms: float | None = None
     reconnects: int = 0  # the pair's connection made again after it was lost (mesh)
+    video_send: dict[str, int | None] | None = None  # mesh: our camera to them, kbit/s
     audio_level_dbfs: float = -math.inf
     audio_level_at: float = 0.0
     screen: ScreenStats = field(default_factory=ScreenStats)
@@ -137,6 +143,7 @@ class PeerStats:
             "video_freezes": self.video_freezes,
             "video_freeze_ms": round(self.video_freeze_ms, 1),
             "reconnects": self.reconnects,
+            "video_send": self.video_send,
         }
 
 
