@@ -15,6 +15,7 @@ Requests (client to server), each answered as shown::
     ActInCall        -> Done          any other signed action (moderation, hands, mic/camera)
     SendCallSignal   -> Done          relay a sealed box to another admitted participant
     SfuOffer         -> SfuAnswer     connect this participant's media to the call's SFU node
+    SfuView          -> Done          how big this participant shows each receiving slot
 
 Events (server to client): :class:`CallUpdate` (the state changed, and why),
 :class:`CallSignal` (a relayed box), :class:`CallEnded` (this member's call is over),
@@ -202,6 +203,55 @@ class SfuOffer(msgspec.Struct, tag="sfu_offer", frozen=True):
     sdp: str
 
 
+# How big a subscriber shows its receiving slots (SfuView): bounded so that a view costs the
+# server and the node next to nothing. The node has at most 34 media sections (sfu/node.py).
+MAX_VIEW_SLOTS: Final = 32
+MAX_VIEW_HEIGHT: Final = 4320  # device pixels: an 8K screen's full height
+MAX_MID_CHARS: Final = 32
+
+
+class SlotView(msgspec.Struct, array_like=True, frozen=True):
+    """One receiving slot (its SDP ``a=mid``) and the height, in device pixels, at which
+    the subscriber shows it now: 0 when it is not shown (hidden, minimised, off screen)."""
+
+    mid: str
+    height: int
+
+
+class SfuView(msgspec.Struct, tag="sfu_view", frozen=True):
+    """How big this participant shows each of its receiving video and screen slots, so the
+    SFU forwards a simulcast layer that fits each tile (and none to a slot nobody sees).
+
+    A whole view each time (a slot left out: as big as available, as before any view); sent
+    only when it changes. Advisory and about the sender's own slots only: it never changes
+    what anyone else receives. At most :data:`MAX_VIEW_SLOTS` slots, each mid named once,
+    heights 0 to :data:`MAX_VIEW_HEIGHT`; answered by ``Done``.
+    """
+
+    id: int
+    room_id: str
+    call_id: str
+    slots: list[SlotView] = []
+
+
+def view_problem(slots: list[SlotView]) -> str | None:
+    """Why a view breaks the bounds of :class:`SfuView` (None: it does not)."""
+    if len(slots) > MAX_VIEW_SLOTS:
+        return f"a view names at most {MAX_VIEW_SLOTS} slots (this one {len(slots)})"
+    mids: set[str] = set()
+    for slot in slots:
+        if not 0 < len(slot.mid) <= MAX_MID_CHARS:
+            return f"a slot's mid is 1 to {MAX_MID_CHARS} characters"
+        if slot.mid in mids:
+            return f"a view names slot {slot.mid!r} twice"
+        mids.add(slot.mid)
+        if not 0 <= slot.height <= MAX_VIEW_HEIGHT:
+            return (
+                f"a slot's height is 0 to {MAX_VIEW_HEIGHT} px (slot {slot.mid!r}: {slot.height})"
+            )
+    return None
+
+
 # -- server to client ---------------------------------------------------------------------------
 
 
@@ -270,7 +320,15 @@ class SfuReconnect(msgspec.Struct, tag="sfu_reconnect", frozen=True):
     reason: str
 
 
-CLIENT_MESSAGES: Final = (GetCall, JoinCall, LeaveCall, ActInCall, SendCallSignal, SfuOffer)
+CLIENT_MESSAGES: Final = (
+    GetCall,
+    JoinCall,
+    LeaveCall,
+    ActInCall,
+    SendCallSignal,
+    SfuOffer,
+    SfuView,
+)
 SERVER_MESSAGES: Final = (
     CallInfo,
     CallJoined,

@@ -46,6 +46,7 @@ from protocol.conference_wire import (
     SfuAnswer,
     SfuOffer,
     SfuReconnect,
+    SfuView,
 )
 from protocol.ice_wire import GetIceServers, IceServers
 from protocol.labels import AUTH_DOMAIN
@@ -203,6 +204,7 @@ ClientMessage = (
     | ActInCall
     | SendCallSignal
     | SfuOffer
+    | SfuView
     | GetIceServers
 )
 AUTH_REQUESTS: Final = (CreateSpace, Authenticate, OpenInvite, JoinSpace)

@@ -18,6 +18,9 @@ What this module adds to the public aiortc API:
 * Retransmission: :func:`on_nack` (a remote NACK reached our sender), :func:`send_nack`
   (ask a remote sender to retransmit), :func:`sender_rtx_ssrc`; counting aiortc's own
   (a mesh pair): :func:`count_nacks_sent`, :func:`count_retransmits`.
+* Congestion feedback: :func:`on_remb` (a remote REMB names our sender),
+  :func:`encoder_target_bitrate` (where aiortc's own encoder follows REMB to), and the raw
+  inbound RTCP of a transport through :func:`intercept_rtp`'s ``on_rtcp``.
 * Receive backlog: :func:`queued_frames` (frames waiting in a remote track).
 * Negotiated parameters: :func:`sender_ssrc`, :func:`negotiated_codecs`,
   :func:`negotiated_header_extensions`.
@@ -53,7 +56,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtension
 from aiortc.rtcrtpreceiver import NackGenerator, RemoteStreamTrack, RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCEncodedFrame, RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtpPacket, unpack_remb_fci
 
 logger = logging.getLogger(__name__)
 
@@ -592,6 +595,33 @@ def count_retransmits(sender: RTCRtpSender, callback: Callable[[], None]) -> Non
     sender._retransmit = counted  # type: ignore[method-assign]
 
 
+def on_remb(sender: RTCRtpSender, callback: Callable[[int], None]) -> None:
+    """Call ``callback(bitrate_bps)`` for each REMB (draft-alvestrand-rmcat-remb) whose SSRC
+    list names ``sender``: the receiver's estimate of what it can take. aiortc's own
+    handling (retargeting its own encoder, absent for pre-encoded media) runs first."""
+    original = sender._handle_rtcp_packet
+
+    async def handle_rtcp_packet(packet: AnyRtcpPacket) -> None:
+        await original(packet)
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                if sender._ssrc in ssrcs:
+                    callback(bitrate)
+            except Exception:  # a malformed REMB, or the callback failed
+                logger.debug("REMB not handled", exc_info=True)
+
+    sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
+
+
+def encoder_target_bitrate(sender: RTCRtpSender) -> int | None:
+    """The bitrate aiortc's own encoder for ``sender`` aims at (it follows REMB, clamped to
+    aiortc's 250 kbit/s - 1.5 Mbit/s VP8 range); None before it encodes, or pre-encoded."""
+    encoder = getattr(sender, "_RTCRtpSender__encoder", None)
+    target = getattr(encoder, "target_bitrate", None)
+    return target if isinstance(target, int) else None
+
+
 def sender_ssrc(sender: RTCRtpSender) -> int:
     """The SSRC ``sender`` sends with (announced in its SDP m-line)."""
     return int(sender._ssrc)
@@ -630,12 +660,18 @@ def negotiated_header_extensions(
 # =====================================================================================
 
 
-def intercept_rtp(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None]) -> None:
+def intercept_rtp(
+    dtls: RTCDtlsTransport,
+    on_rtp: Callable[[bytes], None],
+    on_rtcp: Callable[[bytes], None] | None = None,
+) -> None:
     """Route every decrypted inbound RTP packet of ``dtls`` to ``on_rtp`` instead of aiortc.
 
     aiortc's receivers (jitter buffer, depacketizer, decoder) never see the packets. RTCP
     still goes to aiortc, but an exception while handling a malformed RTCP packet is
-    swallowed here instead of closing the transport. ``on_rtp`` must not block.
+    swallowed here instead of closing the transport. With ``on_rtcp``, each decrypted RTCP
+    compound packet is handed to it first (also when :func:`receive_rtp_from_socket` took
+    over RTP: RTCP keeps this path). Neither callback may block.
     """
 
     async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
@@ -647,6 +683,11 @@ def intercept_rtp(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None]) -> No
     original_rtcp = dtls._handle_rtcp_data
 
     async def handle_rtcp_data(data: bytes) -> None:
+        if on_rtcp is not None:
+            try:
+                on_rtcp(data)
+            except Exception:
+                logger.exception("RTCP handler failed")
         try:
             await original_rtcp(data)
         except Exception:

@@ -135,6 +135,17 @@ class NodeMute(msgspec.Struct, tag="node_mute", frozen=True):
     muted: bool
 
 
+class NodeView(msgspec.Struct, tag="node_view", frozen=True):
+    """How big ``participant`` shows each of its receiving slots: slot mid -> height in
+    device pixels (0: not shown). The whole view; a slot left out: as big as available.
+    The server checked its bounds (``protocol.conference_wire.SfuView``)."""
+
+    id: int
+    conference: str
+    participant: str
+    heights: dict[str, int]
+
+
 class NodeAnswer(msgspec.Struct, tag="node_answer", frozen=True):
     id: int
     sdp: str
@@ -173,7 +184,7 @@ class NodeSpeaker(msgspec.Struct, tag="node_speaker", frozen=True):
     participant: str  # "": nobody
 
 
-ServerToNode = NodeJoin | NodeLeave | NodeKick | NodeMute
+ServerToNode = NodeJoin | NodeLeave | NodeKick | NodeMute | NodeView
 NodeToServer = NodeAnswer | NodeDone | NodeError | NodeLoad | NodeLeft | NodeSpeaker
 
 handshake_decoder: Final = msgspec.msgpack.Decoder(Handshake)

@@ -5,6 +5,7 @@ Hierarchy::
     SfuError                     root; carries a stable ``code`` the control plane relays
     ├── InvalidOffer             unparsable SDP, unsupported media or codec   invalid_sdp
     ├── OfferTooLarge            SDP, m-line or candidate count over limits   too_large
+    ├── InvalidView              a view naming a slot the participant lacks   invalid_message
     └── NotFound                 unknown conference or participant            not_found
 
 The codes match the spaces server's (``protocol/errors.py``) where they mean the same thing.
@@ -29,6 +30,10 @@ class InvalidOffer(SfuError):
 
 class OfferTooLarge(SfuError):
     code = ErrorCode.TOO_LARGE
+
+
+class InvalidView(SfuError):
+    code = ErrorCode.INVALID_MESSAGE
 
 
 class NotFound(SfuError):

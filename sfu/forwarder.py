@@ -1144,6 +1144,9 @@ class Forwarder:
         if dt.source is not None:
             self._detach(dt)
         layer = up.group[-1] if not self.config.adapt else up.group[0]
+        # The subscriber sized the slot's tile for whoever it showed before: unknown again
+        # until its next view (a slot it hid would otherwise hide the newcomer too).
+        dt.view_height = None
         dt.source = layer
         layer.down.add(dt)
         dt.resync = True

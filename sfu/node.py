@@ -9,12 +9,22 @@ What the node expects from an offer (``client.call.e2ee_media.SfuSession`` makes
 
 * BUNDLE over one transport (aiortc always bundles); audio/video only, no data channel;
 * at most one ``sendonly``/``sendrecv`` video (VP8) and audio (Opus) m-line, announcing
-  its SSRC — what the participant publishes;
+  its SSRC — what the participant publishes; a browser's camera may instead be simulcast
+  (``a=rid``/``a=simulcast``, up to 3 layers lowest first, no SSRC: each layer's is learned
+  from the rtp-stream-id extension; see :mod:`protocol.sfu_sdp`), which aiortc does not
+  know: the node reads it from the offer text and writes its side into the answer;
 * any number (up to the limit) of ``recvonly`` m-lines — the receiving *slots*.
 
 Per packet the node does no coroutine work: aiortc decrypts SRTP, the adapter hands the
 RTP bytes to the forwarder, and each subscriber's re-headed copies go out through an
 :class:`rtc.aiortc_adapter.RtpSink` (SRTP-protect + ``sendto``) straight away.
+
+Congestion feedback (issue 13: REMB + receiver-report loss): each forwarded video packet
+carries abs-send-time where the slot negotiated it, so subscribers (Chromium, aiortc) send
+REMB; a subscriber's REMB and the loss its receiver reports on its slots go to
+:meth:`Forwarder.on_feedback`. Towards each publisher the node sends, once a second, an
+RTCP RR (the loss on each of its up-tracks) and a REMB (the forwarder's uplink estimate),
+which Chromium's bandwidth estimator and the CLI's encoder follow.
 
 The node never decodes, never holds a media key (frames are SFrame ciphertext) and never
 logs SDP (it carries addresses). It does read each frame's SFrame key id (in clear): a
@@ -30,7 +40,7 @@ import logging
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +57,16 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from protocol.quantiles import percentile
-from protocol.sfu_sdp import screen_mids
+from protocol.sfu_sdp import (
+    Simulcast,
+    SimulcastError,
+    answer_simulcast,
+    screen_mids,
+    simulcast_sections,
+)
 from rtc import aiortc_adapter
-from sfu.errors import InvalidOffer, NotFound, OfferTooLarge
+from sfu import rtp
+from sfu.errors import InvalidOffer, InvalidView, NotFound, OfferTooLarge
 from sfu.forwarder import (
     DownTrackSpec,
     Forwarder,
@@ -75,7 +92,10 @@ __all__ = [
 
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 RETRANSMIT_ENV = "SALON_SFU_RETRANSMIT"  # "0": no NACK answers, no upstream NACKs (benches)
+ADAPT_ENV = "SALON_SFU_ADAPT"  # "0": always the top layer, estimates ignored (benches)
+FEEDBACK_INTERVAL = 1.0  # seconds between the RR + REMB sent to each publisher
 _CODEC_FOR_KIND = {"video": "vp8", "audio": "opus"}
+_ANY_HEIGHT = 0x3FFF  # taller than any layer: the tile cannot limit it
 
 
 def _kind(transceiver: RTCRtpTransceiver, screens: set[str]) -> Kind:
@@ -105,8 +125,12 @@ class SfuConfig:
 
 def forwarder_config_from_env() -> ForwarderConfig:
     """The default forwarding config, with retransmission off if ``$SALON_SFU_RETRANSMIT``
-    is ``0`` (so a bench measures with and without it on the same build)."""
-    return ForwarderConfig(retransmit=os.environ.get(RETRANSMIT_ENV, "1").strip() != "0")
+    is ``0`` and bandwidth adaptation off if ``$SALON_SFU_ADAPT`` is ``0`` (so a bench
+    measures with and without them on the same build)."""
+    return ForwarderConfig(
+        retransmit=os.environ.get(RETRANSMIT_ENV, "1").strip() != "0",
+        adapt=os.environ.get(ADAPT_ENV, "1").strip() != "0",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +193,21 @@ class _Peer:
     sender_index: int | None = None  # its frames' SFrame key ids must name this index
     forwarding: bool = False
     closed: bool = False
+    feedback_at: float = 0.0  # when the last RR + REMB went to it (a publisher)
+    rembs: int = 0  # REMBs on its slots it sent us (a subscriber)
+    loss_reports: int = 0  # RTCP reports with blocks on its slots
+    feedback_sent: int = 0  # RR + REMB compounds we sent it (a publisher)
+
+    @property
+    def rtcp_ssrc(self) -> int:
+        """The sender SSRC of the RTCP we originate towards it: one of our own streams
+        to it (any of ours would do; receivers only match report blocks' media SSRCs)."""
+        return self.downtracks[0].ssrc if self.downtracks else 1
+
+    def receiver(self, ssrc: int) -> RTCRtpReceiver | None:
+        """The receiver of published SSRC ``ssrc`` (RTCP goes through it); a simulcast
+        layer's SSRC is not in the offer: it is the simulcast camera's (kept under 0)."""
+        return self.receivers.get(ssrc) or self.receivers.get(0)
 
 
 @dataclass(eq=False)
@@ -196,6 +235,8 @@ class SfuNode:
         self._processing_ns: deque[int] = deque(maxlen=self.config.latency_samples)
         # Mutes outlive a reconnect ("replaced") and apply once forwarding starts.
         self._mutes: dict[tuple[str, str], set[str]] = {}
+        # Each subscriber's view (slot mid -> height shown): outlives a reconnect like mutes.
+        self._views: dict[tuple[str, str], dict[str, int]] = {}
         self.packets_in = 0
         self._packets_out_gone = 0  # sent to participants who have left since
         self._totals_gone: Counter[str] = Counter()  # forwarder totals of ended conferences
@@ -243,7 +284,7 @@ class SfuNode:
         def on_state_change() -> None:
             self._on_connection_state(peer)
 
-        answer = str(pc.localDescription.sdp)
+        answer = answer_simulcast(str(pc.localDescription.sdp), _simulcast(offer_sdp))
         if self.config.public_address:
             answer = advertise_public_address(answer, self.config.public_address)
         return answer
@@ -275,6 +316,29 @@ class SfuNode:
         if peer.forwarding:
             for each in _muted_kinds(kind):
                 fwd.set_muted(participant_id, each, muted)
+
+    def set_view(self, conference_id: str, participant_id: str, heights: Mapping[str, int]) -> None:
+        """How big the participant shows each of its receiving video and screen slots (slot
+        mid -> height in device pixels, 0: not shown), so the forwarder picks a simulcast
+        layer per slot. The whole view: a slot left out is shown as big as available. Holds
+        across a reconnect until the next view; the control plane checked its bounds.
+        Raises :class:`InvalidView` for a mid that is not one of its video or screen slots.
+        """
+        peer = self._peer(conference_id, participant_id)
+        unknown = sorted(set(heights) - set(_slot_ssrcs(peer)))
+        if unknown:
+            raise InvalidView(f"the view names {unknown[0]!r}, not one of your video slots")
+        self._views[(conference_id, participant_id)] = dict(heights)
+        if peer.forwarding:
+            self._apply_view(peer)
+
+    def _apply_view(self, peer: _Peer) -> None:
+        view = self._views.get((peer.conference_id, peer.participant_id))
+        if view is None:
+            return
+        # A whole view: a slot it leaves out is shown as big as there is (the tallest layer).
+        heights = {ssrc: view.get(mid, _ANY_HEIGHT) for mid, ssrc in _slot_ssrcs(peer).items()}
+        self._conferences[peer.conference_id].forwarder.set_view(peer.participant_id, heights)
 
     def is_muted(self, conference_id: str, participant_id: str, kind: Kind = "audio") -> bool:
         self._peer(conference_id, participant_id)
@@ -323,7 +387,11 @@ class SfuNode:
                             "connection_state": peer.pc.connectionState,
                             "forwarding": peer.forwarding,
                             "muted": sorted(self._mutes.get((cid, pid), set())),
+                            "view": dict(self._views.get((cid, pid), {})),
                             "socket_congested": peer.sink.congested,
+                            "rembs_received": peer.rembs,
+                            "loss_reports_received": peer.loss_reports,
+                            "feedback_sent": peer.feedback_sent,
                         }
                         for pid, peer in conference.peers.items()
                     },
@@ -386,6 +454,7 @@ class SfuNode:
             raise OfferTooLarge(f"offer has more than {cfg.max_media_sections} media sections")
         published: set[str] = set()
         screens = screen_mids(offer_sdp)
+        simulcast = _simulcast(offer_sdp)
         for media in offer.media:
             if media.kind not in ("audio", "video"):
                 raise InvalidOffer(f"unsupported media kind {media.kind!r}")
@@ -393,9 +462,14 @@ class SfuNode:
                 kind = "screen" if media.rtp.muxId in screens else media.kind
                 if kind in published:
                     raise InvalidOffer(f"more than one published {kind} track")
-                if not media.ssrc:
+                if media.rtp.muxId in simulcast:
+                    if kind != "video":
+                        raise InvalidOffer("only the published camera may be simulcast")
+                elif not media.ssrc:
                     raise InvalidOffer(f"published {kind} track without an SSRC")
                 published.add(kind)
+            elif media.rtp.muxId in simulcast:
+                raise InvalidOffer("simulcast on a section that publishes nothing")
         bundle = next((g for g in offer.group if g.semantic == "BUNDLE"), None)
         mids = {m.rtp.muxId for m in offer.media}
         if bundle is None or set(bundle.items) != mids:
@@ -416,6 +490,7 @@ class SfuNode:
             raise InvalidOffer(f"offer rejected: {exc}") from exc
         offered = {m.rtp.muxId: m for m in offer.media}
         screens = screen_mids(offer_sdp)
+        simulcast = _simulcast(offer_sdp)
         slots: list[RTCRtpTransceiver] = []
         publishing: list[tuple[RTCRtpTransceiver, int]] = []
         for t in pc.getTransceivers():
@@ -428,7 +503,10 @@ class SfuNode:
                 slots.append(t)
             elif media.direction in ("sendonly", "sendrecv"):
                 t.direction = "recvonly"
-                publishing.append((t, media.ssrc[0].ssrc))
+                # A simulcast track's layers may list SSRCs (Firefox) or not (Chromium): they
+                # are learned from their RIDs either way (0).
+                ssrc = 0 if media.rtp.muxId in simulcast else media.ssrc[0].ssrc
+                publishing.append((t, ssrc))
             else:
                 t.direction = "inactive"
         await pc.setLocalDescription(await pc.createAnswer())
@@ -436,32 +514,9 @@ class SfuNode:
         uptracks: list[UpTrackSpec] = []
         receivers: dict[int, RTCRtpReceiver] = {}
         for t, ssrc in publishing:
-            codecs = _media_codecs(t)
-            if not codecs or codecs[0].name.lower() != _CODEC_FOR_KIND[t.kind]:
-                raise InvalidOffer(f"published {t.kind} must be {_CODEC_FOR_KIND[t.kind]}")
-            kind: Kind = _kind(t, screens)
-            rtx_pt = _rtx_payload_type(t, codecs[0].payloadType)
             media = offered[t.mid or ""]
-            rtx_ssrc = next(
-                (
-                    g.items[1]
-                    for g in media.ssrc_group
-                    if g.semantic == "FID" and len(g.items) == 2 and g.items[0] == ssrc
-                ),
-                None,
-            )
-            uptracks.append(
-                UpTrackSpec(
-                    kind,
-                    ssrc,
-                    frozenset(c.payloadType for c in codecs if c.payloadType is not None),
-                    _extension_id(t, AUDIO_LEVEL_URI),
-                    rtx_ssrc=int(rtx_ssrc) if rtx_pt is not None and rtx_ssrc else None,
-                    rtx_payload_type=rtx_pt,
-                    rtx_apt=codecs[0].payloadType,
-                )
-            )
-            receivers[ssrc] = t.receiver
+            uptracks.append(_uptrack_spec(t, ssrc, media, screens, simulcast.get(t.mid or "")))
+            receivers[ssrc] = t.receiver  # a simulcast track's under 0: see _Peer.receiver
         downtracks: list[DownTrackSpec] = []
         for t in slots:
             codecs = _media_codecs(t)
@@ -478,6 +533,7 @@ class SfuNode:
                     _extension_id(t, AUDIO_LEVEL_URI),
                     rtx_ssrc=aiortc_adapter.sender_rtx_ssrc(t.sender) if rtx_pt else None,
                     rtx_payload_type=rtx_pt,
+                    abs_send_time_id=_extension_id(t, rtp.ABS_SEND_TIME_URI),
                 )
             )
             aiortc_adapter.on_keyframe_request(
@@ -502,7 +558,7 @@ class SfuNode:
             receivers,
             time.monotonic(),
         )
-        aiortc_adapter.intercept_rtp(dtls, self._rtp_callback(peer))
+        aiortc_adapter.intercept_rtp(dtls, self._rtp_callback(peer), self._rtcp_callback(peer))
         return peer
 
     # ------------------------------------------------------------------ media path
@@ -534,6 +590,58 @@ class SfuNode:
             counts[elapsed.bit_length()] += 1
 
         return on_rtp
+
+    def _rtcp_callback(self, subscriber: _Peer) -> Callable[[bytes], None]:
+        """A subscriber's RTCP: its REMB and the worst loss it reports on its slots (what
+        the forwarder's per-subscriber estimate is made of). aiortc handles the rest."""
+        slots = frozenset(dt.ssrc for dt in subscriber.downtracks)
+        conference_id, participant_id = subscriber.conference_id, subscriber.participant_id
+
+        def on_rtcp(data: bytes) -> None:
+            if subscriber.closed or not subscriber.forwarding:
+                return
+            conference = self._conferences.get(conference_id)
+            if conference is None:
+                return
+            feedback = rtp.parse_rtcp_feedback(data)
+            remb = next((r.bitrate for r in feedback.rembs if not slots.isdisjoint(r.ssrcs)), None)
+            losses = [b.fraction_lost for b in feedback.reports if b.ssrc in slots]
+            if remb is None and not losses:
+                return
+            subscriber.rembs += remb is not None
+            subscriber.loss_reports += bool(losses)
+            conference.forwarder.on_feedback(
+                participant_id,
+                remb_bps=remb,
+                fraction_lost=max(losses) / 256 if losses else None,
+            )
+
+        return on_rtcp
+
+    def _send_feedback(self, fwd: Forwarder, peer: _Peer) -> None:
+        """An RTCP RR on what we receive from ``peer`` and a REMB with our estimate of its
+        uplink, as one compound packet (nothing before its first packet reached us)."""
+        receptions = fwd.reception_reports(peer.participant_id)
+        if not receptions:
+            return
+        sender = peer.rtcp_ssrc
+        packet = rtp.build_receiver_report(
+            sender,
+            [
+                rtp.ReportBlock(
+                    r.ssrc, r.fraction_lost, r.cumulative_lost, r.extended_highest_seq, r.jitter
+                )
+                for r in receptions
+            ],
+        )
+        # Adaptation off (a bench's baseline): no REMB, so publishers' encoders do not adapt.
+        estimate = fwd.uplink_estimate(peer.participant_id) if fwd.config.adapt else None
+        if estimate is not None:
+            ssrcs = {r.ssrc for r in receptions}
+            ssrcs.update(up.ssrc for up in peer.uptracks if up.ssrc)
+            packet += rtp.build_remb(sender, estimate, sorted(ssrcs))
+        if peer.sink.send_rtcp(packet):
+            peer.feedback_sent += 1
 
     def _keyframe_callback(
         self, conference_id: str, participant_id: str, ssrc: int
@@ -586,6 +694,7 @@ class SfuNode:
         for kind in self._mutes.get((peer.conference_id, peer.participant_id), set()):
             for muted in _muted_kinds(kind):
                 fwd.set_muted(peer.participant_id, muted, True)
+        self._apply_view(peer)
         peer.forwarding = True
         self._handle_events(peer.conference_id, conference)
 
@@ -610,6 +719,7 @@ class SfuNode:
         conference.forwarder.remove_participant(participant_id)
         if reason != "replaced":
             self._mutes.pop((conference_id, participant_id), None)
+            self._views.pop((conference_id, participant_id), None)
         self._handle_events(conference_id, conference)
         if not conference.peers:
             del self._conferences[conference_id]
@@ -633,6 +743,9 @@ class SfuNode:
                     if peer.forwarding:
                         if fwd.queued(pid):  # a congested subscriber may have room now
                             fwd.drain(pid, peer.sink)
+                        if peer.uptracks and now - peer.feedback_at >= FEEDBACK_INTERVAL:
+                            peer.feedback_at = now
+                            self._send_feedback(fwd, peer)
                     elif now - peer.joined_at > self.config.connect_timeout:
                         self._spawn(self._drop(cid, pid, "timeout", peer))
 
@@ -640,12 +753,12 @@ class SfuNode:
         for event in conference.forwarder.events():
             if isinstance(event, KeyframeRequest):
                 peer = conference.peers.get(event.publisher)
-                receiver = peer.receivers.get(event.ssrc) if peer else None
+                receiver = peer.receiver(event.ssrc) if peer else None
                 if receiver is not None:
                     self._spawn(aiortc_adapter.send_pli(receiver, event.ssrc))
             elif isinstance(event, NackRequest):
                 peer = conference.peers.get(event.publisher)
-                receiver = peer.receivers.get(event.ssrc) if peer else None
+                receiver = peer.receiver(event.ssrc) if peer else None
                 if receiver is not None:
                     self._spawn(aiortc_adapter.send_nack(receiver, event.ssrc, event.sequences))
             elif isinstance(event, SpeakerChanged):
@@ -675,6 +788,58 @@ class SfuNode:
         if peer is None:
             raise NotFound(f"no participant {participant_id!r} in that conference")
         return peer
+
+
+def _simulcast(offer_sdp: str) -> dict[str, Simulcast]:
+    """The offer's simulcast sections by mid (:func:`protocol.sfu_sdp.simulcast_sections`)."""
+    try:
+        return simulcast_sections(offer_sdp)
+    except SimulcastError as exc:
+        raise InvalidOffer(str(exc)) from exc
+
+
+def _uptrack_spec(
+    t: RTCRtpTransceiver,
+    ssrc: int,
+    media: sdp.MediaDescription,
+    screens: set[str],
+    simulcast: Simulcast | None,
+) -> UpTrackSpec:
+    """What the forwarder needs of a published track: its negotiated codec, SSRC (0 for
+    simulcast: the layers' SSRCs are learned from their RIDs) and RTX."""
+    codecs = _media_codecs(t)
+    if not codecs or codecs[0].name.lower() != _CODEC_FOR_KIND[t.kind]:
+        raise InvalidOffer(f"published {t.kind} must be {_CODEC_FOR_KIND[t.kind]}")
+    rtx_pt = _rtx_payload_type(t, codecs[0].payloadType)
+    rtx_ssrc = next(
+        (
+            g.items[1]
+            for g in media.ssrc_group
+            if g.semantic == "FID" and len(g.items) == 2 and g.items[0] == ssrc
+        ),
+        None,
+    )
+    return UpTrackSpec(
+        _kind(t, screens),
+        ssrc,
+        frozenset(c.payloadType for c in codecs if c.payloadType is not None),
+        _extension_id(t, AUDIO_LEVEL_URI),
+        rtx_ssrc=int(rtx_ssrc) if rtx_pt is not None and rtx_ssrc else None,
+        rtx_payload_type=rtx_pt,
+        rtx_apt=codecs[0].payloadType,
+        rids=simulcast.rids if simulcast else (),
+        rid_ext_id=simulcast.rid_ext_id if simulcast else None,
+        repaired_rid_ext_id=simulcast.repaired_rid_ext_id if simulcast else None,
+    )
+
+
+def _slot_ssrcs(peer: _Peer) -> dict[str, int]:
+    """mid -> SSRC of each of the participant's receiving video (camera and screen) slots."""
+    return {
+        t.mid: aiortc_adapter.sender_ssrc(t.sender)
+        for t in peer.pc.getTransceivers()
+        if t.kind == "video" and t.direction == "sendonly" and t.mid is not None
+    }
 
 
 def _media_codecs(t: RTCRtpTransceiver) -> list[Any]:

@@ -10,23 +10,34 @@ returns ``None`` for anything malformed, so one client's garbage is dropped at t
                  clear by SFrame, DESIGN §6) tell a keyframe from a delta frame.
 * RFC 9605 §4.3  the SFrame header right after a frame's clear codec bytes: its key id
                  says whose key the frame is under (the SFU checks it is the publisher's).
+* RFC 3550 §6.4  RTCP sender/receiver report blocks (loss per SSRC), read and written.
+* draft-alvestrand-rmcat-remb-03  REMB (RFC 4585 PSFB, FMT 15, "REMB"): a receiver's
+                 estimate of the bitrate it can take, read and written.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
 __all__ = [
+    "ABS_SEND_TIME_URI",
     "AUDIO_LEVEL_SILENT",
     "NOT_FRAME_START",
     "SFRAME_MALFORMED",
+    "Remb",
+    "ReportBlock",
+    "RtcpFeedback",
     "RtpHeader",
     "audio_level",
     "build_audio_level_extension",
+    "build_receiver_report",
+    "build_remb",
     "build_rtp",
     "find_extension",
     "is_rtcp",
+    "parse_rtcp_feedback",
     "parse_rtp",
     "seq_newer",
     "sframe_kid",
@@ -46,6 +57,7 @@ _VP8_KEYFRAME_CLEAR = 10
 _VP8_DELTA_CLEAR = 3
 _OPUS_CLEAR = 1
 _ONE_BYTE_PROFILE = 0xBEDE
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 
 class RtpHeader(NamedTuple):
@@ -268,3 +280,140 @@ def sframe_kid_at(data: bytes, header: RtpHeader, vp8_start: int | None) -> int:
 def seq_newer(a: int, b: int) -> bool:
     """True if 16-bit sequence number ``a`` is after ``b`` (RFC 3550 wrap-around)."""
     return a != b and (a - b) & 0xFFFF < 0x8000
+
+
+# =====================================================================================
+# RTCP congestion feedback: report blocks and REMB
+# =====================================================================================
+
+RTCP_SR = 200
+RTCP_RR = 201
+RTCP_PSFB = 206
+PSFB_APP = 15  # RFC 4585 §6.4 application layer feedback; REMB rides on it
+_REMB_ID = b"REMB"
+_SSRC = struct.Struct("!I")
+_BLOCK = struct.Struct("!IIIIII")  # ssrc, fraction|cumulative, ext seq, jitter, lsr, dlsr
+_RTCP_HEADER = struct.Struct("!BBH")
+_MAX_BLOCKS = 31  # the 5-bit report count
+_MAX_REMB_MANTISSA = 0x3FFFF  # 18 bits
+
+
+class ReportBlock(NamedTuple):
+    """An RFC 3550 §6.4.1 report block: how well ``ssrc`` is being received."""
+
+    ssrc: int
+    fraction_lost: int  # 0-255: lost / expected since the previous report, times 256
+    cumulative_lost: int  # signed 24 bits (duplicates can make it negative)
+    extended_highest_seq: int
+    jitter: int = 0
+    lsr: int = 0
+    dlsr: int = 0
+
+
+class Remb(NamedTuple):
+    """A receiver's estimate of what it can take, in bits/s, for the streams ``ssrcs``."""
+
+    bitrate: int
+    ssrcs: tuple[int, ...]
+
+
+class RtcpFeedback(NamedTuple):
+    """What an RTCP compound packet says about congestion (empty lists: nothing usable)."""
+
+    reports: list[ReportBlock]
+    rembs: list[Remb]
+
+
+def _blocks(data: bytes, pos: int, end: int, count: int, out: list[ReportBlock]) -> None:
+    for _ in range(count):
+        if pos + 24 > end:
+            return
+        ssrc, lost, seq, jitter, lsr, dlsr = _BLOCK.unpack_from(data, pos)
+        cumulative = lost & 0xFFFFFF
+        if cumulative & 0x800000:
+            cumulative -= 0x1000000
+        out.append(ReportBlock(ssrc, lost >> 24, cumulative, seq, jitter, lsr, dlsr))
+        pos += 24
+
+
+def _remb(data: bytes, pos: int, end: int) -> Remb | None:
+    # Common PSFB header (sender SSRC, media SSRC = 0), then "REMB", num, exp|mantissa, SSRCs.
+    fci = pos + 8
+    if fci + 8 > end or data[fci : fci + 4] != _REMB_ID:
+        return None
+    count = data[fci + 4]
+    exponent = data[fci + 5] >> 2
+    mantissa = ((data[fci + 5] & 0x03) << 16) | (data[fci + 6] << 8) | data[fci + 7]
+    if fci + 8 + 4 * count > end:
+        return None
+    ssrcs = tuple(_SSRC.unpack_from(data, fci + 8 + 4 * i)[0] for i in range(count))
+    return Remb(mantissa << exponent, ssrcs)
+
+
+def parse_rtcp_feedback(data: bytes) -> RtcpFeedback:
+    """The report blocks (from SR and RR) and REMBs in an RTCP compound packet.
+
+    Never raises: parsing stops at the first malformed packet of the compound (what came
+    before it is kept), and a malformed REMB or block is skipped.
+    """
+    reports: list[ReportBlock] = []
+    rembs: list[Remb] = []
+    pos, size = 0, len(data)
+    while pos + 4 <= size:
+        b0, ptype, words = _RTCP_HEADER.unpack_from(data, pos)
+        end = pos + 4 + 4 * words
+        if b0 >> 6 != RTP_VERSION or end > size:
+            break
+        count = b0 & 0x1F
+        if ptype == RTCP_RR:
+            _blocks(data, pos + 8, end, count, reports)
+        elif ptype == RTCP_SR:
+            _blocks(data, pos + 28, end, count, reports)
+        elif ptype == RTCP_PSFB and count == PSFB_APP:
+            remb = _remb(data, pos + 4, end)
+            if remb is not None:
+                rembs.append(remb)
+        pos = end
+    return RtcpFeedback(reports, rembs)
+
+
+def build_receiver_report(sender_ssrc: int, blocks: Sequence[ReportBlock]) -> bytes:
+    """RTCP RR packet(s) (RFC 3550 §6.4.2) carrying ``blocks``: 31 per packet, at least one
+    packet (an RR without blocks is a valid compound start)."""
+    out = bytearray()
+    start = 0
+    while True:
+        chunk = blocks[start : start + _MAX_BLOCKS]
+        out += _RTCP_HEADER.pack(0x80 | len(chunk), RTCP_RR, 1 + 6 * len(chunk))
+        out += _SSRC.pack(sender_ssrc & 0xFFFFFFFF)
+        for b in chunk:
+            fraction = min(max(b.fraction_lost, 0), 255)
+            cumulative = min(max(b.cumulative_lost, -0x800000), 0x7FFFFF) & 0xFFFFFF
+            out += _BLOCK.pack(
+                b.ssrc & 0xFFFFFFFF,
+                (fraction << 24) | cumulative,
+                b.extended_highest_seq & 0xFFFFFFFF,
+                b.jitter & 0xFFFFFFFF,
+                b.lsr & 0xFFFFFFFF,
+                b.dlsr & 0xFFFFFFFF,
+            )
+        start += _MAX_BLOCKS
+        if start >= len(blocks):
+            return bytes(out)
+
+
+def build_remb(sender_ssrc: int, bitrate: int, ssrcs: Sequence[int]) -> bytes:
+    """A REMB packet: ``bitrate`` (rounded down to 18 significant bits) for ``ssrcs``
+    (at most 255 are listed)."""
+    listed = ssrcs[:255]
+    exponent, mantissa = 0, max(int(bitrate), 0)
+    while mantissa > _MAX_REMB_MANTISSA:
+        mantissa >>= 1
+        exponent += 1
+    exponent = min(exponent, 63)
+    header = _RTCP_HEADER.pack(0x80 | PSFB_APP, RTCP_PSFB, 4 + len(listed))
+    fci = _REMB_ID + bytes(
+        (len(listed), (exponent << 2) | (mantissa >> 16), (mantissa >> 8) & 0xFF, mantissa & 0xFF)
+    )
+    listing = b"".join(_SSRC.pack(s & 0xFFFFFFFF) for s in listed)
+    return b"".join((header, _SSRC.pack(sender_ssrc & 0xFFFFFFFF), b"\0\0\0\0", fci, listing))

@@ -307,6 +307,10 @@ class StandaloneNode:
                     await self.node.leave(request.conference, request.participant)
                 elif isinstance(request, control.NodeKick):
                     await self.node.kick(request.conference, request.participant)
+                elif isinstance(request, control.NodeView):
+                    if self._owners.get(key) is not link:  # a view is its owner's alone
+                        raise NotFound(f"no participant {request.participant!r} of yours")
+                    self.node.set_view(request.conference, request.participant, request.heights)
                 else:
                     self.node.set_muted(
                         request.conference, request.participant, request.muted, request.kind

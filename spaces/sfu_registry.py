@@ -63,6 +63,8 @@ def node_error(code: str, message: str) -> ProtocolError:
         return InvalidMessage(f"the SFU refused the offer: {message}")
     if code == ErrorCode.NOT_FOUND:
         return NotFound(f"the SFU does not know that participant: {message}")
+    if code == ErrorCode.INVALID_MESSAGE:
+        return InvalidMessage(f"the SFU refused: {message}")
     return SfuUnavailable(f"the SFU failed: {message}")
 
 
@@ -81,6 +83,10 @@ class NodeHandle(Protocol):
 
     async def set_muted(self, conference: str, participant: str, kind: str, muted: bool) -> None:
         """Stop (or resume) forwarding what the participant publishes of ``kind``."""
+        ...
+
+    async def set_view(self, conference: str, participant: str, heights: dict[str, int]) -> None:
+        """How big the participant shows each receiving slot (mid -> device px, 0: hidden)."""
         ...
 
     def load(self) -> int:
@@ -286,6 +292,12 @@ class LocalNode:
         except SfuError as exc:
             raise node_error(exc.code, exc.message) from None
 
+    async def set_view(self, conference: str, participant: str, heights: dict[str, int]) -> None:
+        try:
+            self.node.set_view(conference, participant, heights)
+        except SfuError as exc:
+            raise node_error(exc.code, exc.message) from None
+
     def load(self) -> int:
         return self.node.load()
 
@@ -365,6 +377,9 @@ class RemoteNode:
                 i, conference, participant, "video" if video else "audio", muted
             )
         )
+
+    async def set_view(self, conference: str, participant: str, heights: dict[str, int]) -> None:
+        await self._request(lambda i: control.NodeView(i, conference, participant, heights))
 
     def on_frame(self, frame: bytes) -> None:
         """One frame from the node; raises :class:`control.ChannelError` if it is bad."""

@@ -56,6 +56,8 @@ async def test_three_way_mesh_decodes_everyone(town: Town, tmp_path: Path) -> No
             assert peer["audio_frames_decoded"] > 50, (name, peer)
             assert peer["decrypt_failures"] == 0
             assert peer["first_video_frame_ms"] is not None
+            # What our camera's encoder aims at towards them (aiortc's, following their REMB).
+            assert peer["video_send"]["target_kbps"] is not None, (name, peer)
             colour = tuple(peer["dominant_colour"])
             assert colour_distance(colour, name_colour(other)) < SAME_COLOUR, (name, other)
             for third in set(names) - {other}:

@@ -49,6 +49,22 @@ def loopback_ice() -> Iterator[None]:
     aioice.ice.get_host_addresses = previous
 
 
+async def settled(count: Callable[[], object], quiet: float = 0.5, timeout: float = 15) -> None:
+    """Wait until ``count()`` stops changing for ``quiet`` seconds: what was in flight has
+    landed (under load that takes longer than any fixed pause)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last, since = count(), loop.time()
+    while loop.time() < deadline:
+        await asyncio.sleep(0.1)
+        now = count()
+        if now != last:
+            last, since = now, loop.time()
+        elif loop.time() - since >= quiet:
+            return
+    raise AssertionError(f"still changing after {timeout} s: {last}")
+
+
 async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
     await until(condition, what, timeout)
 
@@ -149,7 +165,7 @@ async def test_four_clients_e2ee_through_sfu_mute_kick_and_a_keyless_listener(
         alice, bob, carol, dave = clients
         sfu.set_muted(CONF, "Bob", True)
         assert sfu.is_muted(CONF, "Bob")
-        await asyncio.sleep(0.4)  # frames already in flight
+        await settled(lambda: {c.name: c.audio["Bob"] for c in (alice, carol, dave)})
         heard = {c.name: c.audio["Bob"] for c in (alice, carol, dave)}
         seen = alice.video["Bob"]
         carol_heard = alice.audio["Carol"]
@@ -169,7 +185,7 @@ async def test_four_clients_e2ee_through_sfu_mute_kick_and_a_keyless_listener(
         await wait_for(
             lambda: dave.session.pc.connectionState in ("closed", "failed"), "Dave dropped", 10
         )
-        await asyncio.sleep(0.3)
+        await settled(lambda: alice.video["Dave"])
         got = alice.video["Dave"]
         await asyncio.sleep(0.7)
         assert alice.video["Dave"] == got

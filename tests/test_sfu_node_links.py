@@ -4,9 +4,9 @@ instance's channel may make the node do to another instance's participants.
 The node (a real :class:`~sfu.standalone.StandaloneNode` with its real :class:`SfuNode`)
 gets requests as they come off two authenticated channels, A and B (the handshake and
 frame MACs are :mod:`sfu.control`'s, tested in test_sfu_units.py); offers are real aiortc
-offers. A channel may not let go, kick, mute or take over the other's participants; once a
-channel ends, its participants are orphans: kept for the grace (any channel may then drop
-or mute them, none may take them over), then let go.
+offers. A channel may not let go, kick, mute, take over or set the view of the other's
+participants; once a channel ends, its participants are orphans: kept for the grace (any
+channel may then drop or mute them, none may take them over or set their view), then let go.
 """
 
 from __future__ import annotations
@@ -100,6 +100,12 @@ async def test_a_channel_acts_only_on_its_own_participants_and_on_orphans(
         assert sorted(node.node.participants(CONF)) == ["1", "2"]
         assert not node.node.is_muted(CONF, "1")
         assert isinstance(await a.ask(control.NodeMute, "1", "audio", True), control.NodeDone)
+        slots = sessions[0].pc.getTransceivers()
+        mid = next(t.mid for t in slots if t.direction == "recvonly" and t.kind == "video")
+        assert refused(await b.ask(control.NodeView, "1", {mid: 180}))
+        assert isinstance(await a.ask(control.NodeView, "1", {mid: 180}), control.NodeDone)
+        bad = await a.ask(control.NodeView, "1", {"nope": 1})
+        assert isinstance(bad, control.NodeError) and bad.code == "invalid_message"
 
         # A's channel ends: its participant is kept, as an orphan, for the grace.
         await node._link_ended(a.link)
@@ -108,6 +114,8 @@ async def test_a_channel_acts_only_on_its_own_participants_and_on_orphans(
         assert refused(await b.ask(control.NodeJoin, "1", sdp, 1))  # still not taken over
         assert isinstance(await b.ask(control.NodeMute, "1", "video", True), control.NodeDone)
         assert node.node.is_muted(CONF, "1", "video")
+        assert refused(await b.ask(control.NodeView, "1", {mid: 0}))  # its owner's alone
+        assert node.node.stats()["conferences"][CONF]["participants"]["1"]["view"] == {mid: 180}
         await until(lambda: node.node.participants(CONF) == ["2"], "the orphan let go", 5)
         assert node.health()["orphans"] == 0
         assert not a.events()  # nobody to tell: A's channel is gone

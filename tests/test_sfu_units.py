@@ -210,6 +210,10 @@ class FakeNode:
         self, conference: str, participant: str, kind: str, muted: bool
     ) -> None: ...
 
+    async def set_view(
+        self, conference: str, participant: str, heights: dict[str, int]
+    ) -> None: ...
+
     def load(self) -> int:
         return self.reported
 

@@ -49,7 +49,12 @@ from protocol import (  # noqa: E402
     wire,
 )
 from protocol.chat_wire import PostStory, SendMessage  # noqa: E402
-from protocol.conference_wire import CallAction, action_signing_bytes  # noqa: E402
+from protocol.conference_wire import (  # noqa: E402
+    CallAction,
+    SfuView,
+    SlotView,
+    action_signing_bytes,
+)
 from protocol.ids import ID_PATTERN, is_valid_id  # noqa: E402
 from protocol.records import (  # noqa: E402
     HASH_CHECKPOINT,
@@ -1255,6 +1260,7 @@ def wire_vectors() -> dict[str, Any]:
         wire.Append(3, [records[-1]]),
         wire.GetEnvelopes(4, client_space.SPACE_SCOPE, 1),
         ice_wire.GetIceServers(7),
+        SfuView(8, ROOM_ID, "callid-0001", [SlotView("3", 360), SlotView("4", 0)]),
     ]
     server: list[Any] = [
         wire.Challenge(nonce, "salon.example"),

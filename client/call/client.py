@@ -925,18 +925,26 @@ class CallClient:
         await self._close_running(retiring)
 
     async def _close_running(self, running: _Running) -> None:
-        if isinstance(running.topology, SfuTopology):
-            self.stats.sfu = running.topology.stats()
+        self._topology_stats(running)
         await running.topology.close()
         for track in running.tracks:
             track.stop()
 
     def _finish_stats(self) -> None:
         for running in (self._retiring, self._current):
-            if running is not None and isinstance(running.topology, SfuTopology):
-                self.stats.sfu = running.topology.stats()
+            if running is not None:
+                self._topology_stats(running)
         self.stats.key_changes = [change.to_json() for change in self.key_changes]
         self.stats.server_reconnects = list(self.server_reconnects)
+
+    def _topology_stats(self, running: _Running) -> None:
+        topology = running.topology
+        if isinstance(topology, SfuTopology):
+            self.stats.sfu = topology.stats()
+        elif isinstance(topology, MeshTopology):
+            for member, sent in topology.video_send().items():
+                if member in self.stats.peers:
+                    self.stats.peers[member].video_send = sent
 
     def _topology_note(self, state: CallState) -> str:
         notes = []

@@ -99,6 +99,12 @@ HOLD_MAX_FRAMES = 256  # per receiver; ~3 s of a sender's video and audio
 # by seconds.
 BEHIND_FRAMES = 15
 SCREEN_BITRATE = 500_000  # text on a shared screen needs more than a talking head
+MIN_VIDEO_BITRATE = 50_000  # below this VP8 at our sizes is mush: let the picture stall instead
+# The encoder is re-opened (a keyframe) to follow REMB only for a change of more than this
+# fraction, and at most once per RETARGET_INTERVAL seconds.
+RETARGET_STEP = 0.15
+RETARGET_INTERVAL = 1.0
+AUDIO_RESERVE = 40_000  # Opus at 32 kbit/s plus its RTP/SRTP/UDP headers at 50 packets/s
 _VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 _AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 
@@ -199,6 +205,11 @@ class EncryptedVideoSender(_EncryptedSender):
 
     A keyframe is sent first, on :meth:`request_keyframe` (PLI from the SFU) and after
     :meth:`set_key`, so receivers that just got the new key can start decoding at once.
+
+    ``bitrate`` is the ceiling: :meth:`set_target_bitrate` (fed by REMB, issue 13) moves the
+    encoder's target between :data:`MIN_VIDEO_BITRATE` and it. libvpx takes a new rate only
+    when re-opened (as aiortc's own encoder does), which costs a keyframe, so small or
+    frequent changes are held back (:data:`RETARGET_STEP`, :data:`RETARGET_INTERVAL`).
     """
 
     kind = "video"
@@ -211,13 +222,26 @@ class EncryptedVideoSender(_EncryptedSender):
         kid: int,
         *,
         bitrate: int = 300_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(source, ctx, kid)
-        self.bitrate = bitrate
+        self._clock = clock
+        self.bitrate = bitrate  # the ceiling
+        self.target_bitrate = bitrate  # what the encoder should run at
+        self.encoder_bitrate = bitrate  # what it runs at now
+        self.estimate_bps: int | None = None  # the last congestion estimate received
+        self.retargets = 0  # encoder re-opened at a new rate
         self.keyframes_sent = 0
         self._codec: Any = None
         self._size: tuple[int, int] | None = None
+        self._opened_at = 0.0
         self._force_keyframe = True
+
+    def set_target_bitrate(self, bps: int) -> None:
+        """Follow a congestion estimate (bits/s for this video): the encoder moves to it,
+        clamped to [:data:`MIN_VIDEO_BITRATE`, ``bitrate``], from a coming frame on."""
+        self.estimate_bps = bps
+        self.target_bitrate = min(max(int(bps), MIN_VIDEO_BITRATE), self.bitrate)
 
     def request_keyframe(self) -> None:
         """Make the next encoded frame a keyframe."""
@@ -235,9 +259,19 @@ class EncryptedVideoSender(_EncryptedSender):
     def _encode(self, frame: av.VideoFrame, keyframe: bool) -> list[bytes]:
         if frame.format.name != "yuv420p":
             frame = frame.reformat(format="yuv420p")
-        if self._codec is None or self._size != (frame.width, frame.height):
+        target = self.target_bitrate
+        retarget = (
+            self._codec is not None
+            and abs(target - self.encoder_bitrate) > RETARGET_STEP * self.encoder_bitrate
+            and self._clock() - self._opened_at >= RETARGET_INTERVAL
+        )
+        if retarget:
+            self.retargets += 1
+        if self._codec is None or retarget or self._size != (frame.width, frame.height):
+            self.encoder_bitrate = target
             self._codec = self._open_codec(frame.width, frame.height)
             self._size = (frame.width, frame.height)
+            self._opened_at = self._clock()
             keyframe = True
         if keyframe:
             frame.pict_type = av.video.frame.PictureType.I
@@ -247,19 +281,20 @@ class EncryptedVideoSender(_EncryptedSender):
         codec = av.CodecContext.create("libvpx", "w")
         codec.width = width
         codec.height = height
-        codec.bit_rate = self.bitrate
+        rate = self.encoder_bitrate
+        codec.bit_rate = rate
         codec.pix_fmt = "yuv420p"
         codec.gop_size = 3000  # keyframes on request only
         codec.qmin = 2
         codec.qmax = 56
         # aiortc's real-time CBR settings, with one thread: calls share 2 cores.
         codec.options = {
-            "bufsize": str(self.bitrate),
+            "bufsize": str(rate),
             "cpu-used": "8",
             "deadline": "realtime",
             "lag-in-frames": "0",
-            "minrate": str(self.bitrate),
-            "maxrate": str(self.bitrate),
+            "minrate": str(rate),
+            "maxrate": str(rate),
             "noise-sensitivity": "4",
             "overshoot-pct": "15",
             "partitions": "0",
@@ -737,6 +772,7 @@ class SfuSession:
         self._screen_sections: list[RTCRtpTransceiver] = []  # marked in the offer
         self._tasks: list[asyncio.Task[None]] = []
         self._pli_tasks: set[asyncio.Future[None]] = set()
+        self.remb_bps: int | None = None  # the SFU's last estimate of our uplink (REMB)
         if (video or audio or screen) is not None and (send_ctx is None or send_kid is None):
             raise ValueError("publishing needs send_ctx and send_kid")
         if video is not None:
@@ -748,6 +784,7 @@ class SfuSession:
             _prefer(t, "video/vp8")
             aiortc_adapter.enable_preencoded(t.sender)
             aiortc_adapter.on_keyframe_request(t.sender, self.video_sender.request_keyframe)
+            aiortc_adapter.on_remb(t.sender, self._on_remb)
         if audio is not None:
             assert send_ctx is not None and send_kid is not None
             self.audio_sender = EncryptedAudioSender(audio, send_ctx, send_kid)
@@ -845,6 +882,18 @@ class SfuSession:
         except MediaStreamError:
             pass
 
+    def _on_remb(self, bitrate: int) -> None:
+        """The SFU's estimate of our uplink (REMB over all our up-tracks): what is left after
+        audio (and a shared screen, which keeps its rate) goes to the camera's encoder."""
+        assert self.video_sender is not None
+        self.remb_bps = bitrate
+        budget = bitrate
+        if self.audio_sender is not None and not self.audio_sender.paused:
+            budget -= AUDIO_RESERVE
+        if self.screen_sender is not None and not self.screen_sender.paused:
+            budget -= self.screen_sender.encoder_bitrate
+        self.video_sender.set_target_bitrate(budget)
+
     def set_send_key(self, kid: int) -> None:
         """Encrypt outgoing media under ``kid`` from now on (a keyframe follows)."""
         for sender in (self.video_sender, self.audio_sender, self.screen_sender):
@@ -875,6 +924,14 @@ class SfuSession:
             "audio_frames_decoded": sum(s.frames_decoded for s in audio),
             "screen_frames_decoded": sum(s.frames_decoded for s in screen),
             "decrypt_failures": sum(s.decrypt_failures for s in video + audio + screen),
+            "video_bitrate": None
+            if self.video_sender is None
+            else {
+                "target_kbps": round(self.video_sender.encoder_bitrate / 1000),
+                "ceiling_kbps": round(self.video_sender.bitrate / 1000),
+                "estimate_kbps": None if self.remb_bps is None else round(self.remb_bps / 1000),
+                "retargets": self.video_sender.retargets,
+            },
             "frames_sent": {
                 "video": self.video_sender.frames_sent if self.video_sender else 0,
                 "audio": self.audio_sender.frames_sent if self.audio_sender else 0,

@@ -100,6 +100,7 @@ class _Link:
         self._video: RTCRtpTransceiver | None = None
         self._screen: RTCRtpTransceiver | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.remb_bps: int | None = None  # the peer's last estimate for our camera (REMB)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -148,6 +149,8 @@ class _Link:
             aiortc_adapter.count_retransmits(
                 transceiver.sender, lambda: sink.on_retransmission(member, resent=1)
             )
+        # aiortc's encoder follows the peer's REMB on its own; keep it for --stats.
+        aiortc_adapter.on_remb(self._video.sender, self._on_remb)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -164,6 +167,19 @@ class _Link:
 
         self.pc = pc
         self.apply_sending()
+
+    def _on_remb(self, bps: int) -> None:
+        self.remb_bps = bps
+
+    def video_send(self) -> dict[str, int | None]:
+        """Our camera towards this peer: its last REMB and aiortc's encoder target, kbit/s."""
+        target = None
+        if self._video is not None:
+            target = aiortc_adapter.encoder_target_bitrate(self._video.sender)
+        return {
+            "estimate_kbps": None if self.remb_bps is None else round(self.remb_bps / 1000),
+            "target_kbps": None if target is None else round(target / 1000),
+        }
 
     # -- reconnection ------------------------------------------------------------------------
 
@@ -374,6 +390,13 @@ class MeshTopology:
         self.sending_video = False
         self.sending_audio = False
         self._links: dict[bytes, _Link] = {}
+        self._video_sent: dict[bytes, dict[str, int | None]] = {}  # of links closed since
+
+    def video_send(self) -> dict[bytes, dict[str, int | None]]:
+        """Per peer, how our camera's bitrate follows its feedback (:meth:`_Link.video_send`),
+        as last seen for peers whose link has closed."""
+        live = {member: link.video_send() for member, link in self._links.items()}
+        return {**self._video_sent, **live}
 
     def link_state(self, member: bytes) -> LinkState | None:
         link = self._links.get(member)
@@ -384,6 +407,7 @@ class MeshTopology:
             peer = peers.get(member)
             if peer is None or peer.link != link.peer.link:
                 del self._links[member]
+                self._video_sent[member] = link.video_send()
                 await link.close()
         for member, peer in peers.items():
             if member not in self._links:

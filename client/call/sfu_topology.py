@@ -579,6 +579,7 @@ class SfuTopology:
             session = self.session.stats()
             out["connection_state"] = session["connection_state"]
             out["frames_sent"] = session["frames_sent"]
+            out["video_bitrate"] = session["video_bitrate"]
             out["decrypt_failures"] = session["decrypt_failures"]
             reasons: collections.Counter[str] = collections.Counter()
             kids: collections.Counter[str] = collections.Counter()

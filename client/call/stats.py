@@ -19,7 +19,9 @@ arrived from a muted or non-speaking sender and were discarded), and
 ``video_freezes`` and ``video_freeze_ms`` (gaps between decoded video frames longer than
 max(3 × the mean frame interval, the mean + 150 ms), WebRTC's freeze definition, and their
 total length), ``reconnects`` (how often a lost mesh pair was connected again; the SFU
-link's are under ``sfu``), and, in a mesh, ``packets_nacked`` (packets we asked them to
+link's are under ``sfu``), ``video_send`` (mesh: ``estimate_kbps``, the last REMB they
+sent for our camera, and ``target_kbps``, where our encoder follows it to; the SFU link's
+are under ``sfu.video_bitrate``) and, in a mesh, ``packets_nacked`` (packets we asked them to
 resend, summed over our RTCP NACKs: a packet asked for twice counts twice) and
 ``packets_resent`` (packets we resent to them on their NACKs).
 ``muted`` is a host's signed mute; ``mic_off`` and ``camera_off`` are the participant's own
@@ -33,7 +35,10 @@ leave, our new ``epoch``, and unix times ``seen_at``, ``keys_at`` — every send
 held — and ``sending_at`` — our media under the new key, SFU only) and ``sfu`` (the SFU
 connection's counters, when the call used one: connects, reconnects (attempts), reconnected
 (lost connections made again), last_outage_ms,
-unattributed_decrypt_failures, send_key_switches, connected_ms, ...).
+unattributed_decrypt_failures, send_key_switches, connected_ms, and ``video_bitrate``:
+our camera encoder's ``target_kbps`` following the SFU's REMB (less what audio needs) between
+50 and ``ceiling_kbps``, the last REMB as ``estimate_kbps`` (all our media), how many
+``retargets``, ...).
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ class PeerStats:
     reconnects: int = 0  # the pair's connection made again after it was lost (mesh)
     packets_nacked: int = 0  # mesh: packets we asked them to resend (summed over our NACKs)
     packets_resent: int = 0  # mesh: packets we resent to them on their NACKs
+    video_send: dict[str, int | None] | None = None  # mesh: our camera to them, kbit/s
     audio_level_dbfs: float = -math.inf
     audio_level_at: float = 0.0
     screen: ScreenStats = field(default_factory=ScreenStats)
@@ -146,6 +152,7 @@ class PeerStats:
             "reconnects": self.reconnects,
             "packets_nacked": self.packets_nacked,
             "packets_resent": self.packets_resent,
+            "video_send": self.video_send,
         }
 
 

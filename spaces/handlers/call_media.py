@@ -12,6 +12,8 @@ which call, what the hosts decided) and the :class:`~spaces.sfu_registry.SfuRegi
   neither; a kicked, banned or denied participant's connection is dropped at once; one who
   leaves is let go; when an auto call moves back to a mesh, its SFU connections close after
   ``[sfu] mesh_grace_seconds`` (clients close them themselves once the mesh carries media);
+- relays each participant's :class:`SfuView` (how big it shows its receiving slots) to the
+  node, for that participant's own slots only;
 - relays the node's active speaker (:class:`CallSpeaker`) and tells participants to
   reconnect when their node goes away (:class:`SfuReconnect`).
 
@@ -71,7 +73,15 @@ import msgspec
 from aiohttp import web
 
 from protocol.conference_rules import seat_flags
-from protocol.conference_wire import CallSpeaker, SfuAnswer, SfuOffer, SfuReconnect
+from protocol.conference_wire import (
+    MAX_VIEW_SLOTS,
+    CallSpeaker,
+    SfuAnswer,
+    SfuOffer,
+    SfuReconnect,
+    SfuView,
+    view_problem,
+)
 from protocol.errors import (
     Forbidden,
     InvalidMessage,
@@ -82,6 +92,7 @@ from protocol.errors import (
 )
 from protocol.ids import new_id
 from protocol.records import Role, Roster
+from protocol.wire import Done
 from spaces.call_log import Placement
 from spaces.conference import Change, Conference, Seat
 from spaces.config import Config
@@ -102,6 +113,9 @@ KICKED_REASONS = ("removed", "banned", "denied")
 MEDIA_MODERATION = ("mute", "unmute", "mute-all", "promote", "demote")
 OFFERS_PER_SECOND = 0.5
 OFFER_BURST = 6
+# A client sends its view when its layout changes (debounced): a resize, a tile moving.
+VIEWS_PER_SECOND = 2.0
+VIEW_BURST = 10
 # How long an offer waits for the call's node to register here before moving the call to a
 # node this instance has: a node dials each instance again within sfu.standalone.MAX_BACKOFF.
 NODE_WAIT_SECONDS = 12.0
@@ -139,6 +153,7 @@ class CallMedia:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Each offer costs the node a peer connection: a few in a row (reconnects), no more.
         self._offers = KeyedLimiter(OFFERS_PER_SECOND, OFFER_BURST, clock)
+        self._views = KeyedLimiter(VIEWS_PER_SECOND, VIEW_BURST, clock)
         conferences.observers.append(self.on_change)
         conferences.placement_observers.append(self.on_placement)
         conferences.sfu_available = registry.available
@@ -189,6 +204,34 @@ class CallMedia:
         async with call.lock:  # before the answer goes out: no unmuted moment
             await self._apply_mutes(call, conference, node, [member])
         return SfuAnswer(message.id, answer)
+
+    async def view(self, caller: Caller, message: SfuView) -> Done:
+        """Hand the caller's view of its own slots to the node carrying its media (it
+        changes only which simulcast layer the node sends into those slots)."""
+        if len(message.slots) > MAX_VIEW_SLOTS:
+            raise TooLarge(f"a view names at most {MAX_VIEW_SLOTS} slots")
+        problem = view_problem(message.slots)
+        if problem is not None:
+            raise InvalidMessage(problem)
+        member = caller.member
+        if not self._views.allow(f"{caller.space_id}/{message.room_id}/{member.hex()}"):
+            raise RateLimited("too many SFU views; send one when the layout changes")
+        conference, _ = await self.conferences.conference(caller.space_id, message.room_id)
+        key = (conference.space_id, conference.room_id)
+        if message.call_id != conference.call_id:
+            raise NotFound("that call is over")
+        if self.conferences.session_of(key, member) is not caller.subscriber:
+            raise Forbidden("only the session that joined the call may send its view")
+        call = self._calls.get(key)
+        participant = call.connected.get(member) if call is not None else None
+        node = self._node(call) if call is not None else None
+        if call is None or participant is None or call.call_id != conference.call_id:
+            raise NotFound("your media is not connected to the SFU (send an SfuOffer first)")
+        if node is None:
+            raise SfuUnavailable("the SFU node carrying this call left this server; try again")
+        heights = {slot.mid: slot.height for slot in message.slots}
+        await node.set_view(call.conference, participant, heights)
+        return Done(message.id)
 
     async def _placement(self, key: CallKey, call_id: str) -> Placement:
         """The call's node as the log says, placing it first (on the least loaded node
@@ -535,6 +578,10 @@ async def _sfu_offer(caller: Caller, message: SfuOffer) -> msgspec.Struct:
     return await caller.app[CALL_MEDIA].offer(caller, message)
 
 
+async def _sfu_view(caller: Caller, message: SfuView) -> msgspec.Struct:
+    return await caller.app[CALL_MEDIA].view(caller, message)
+
+
 def install_call_media(app: web.Application) -> CallMedia:
     """Add the SFU (registry, in-process node, node endpoint) and the offer route to a
     spaces app that already has conferences (:func:`install_conferences`)."""
@@ -551,7 +598,7 @@ def install_call_media(app: web.Application) -> CallMedia:
     )
     media = CallMedia(app[CONFERENCES], registry, config)
     app[CALL_MEDIA] = media
-    add_routes(app, {SfuOffer: _sfu_offer})
+    add_routes(app, {SfuOffer: _sfu_offer, SfuView: _sfu_view})
 
     async def stop(app: web.Application) -> None:
         await media.close()

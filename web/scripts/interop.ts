@@ -257,6 +257,7 @@ const conferenceClient: ClientMessage[] = [
   { type: "act_in_call", id: 4, room_id: roomId, action: w(admit) },
   { type: "send_call_signal", id: 5, room_id: roomId, call_id: callId, to: owner.memberKey, box: signal },
   { type: "sfu_offer", id: 6, room_id: roomId, call_id: callId, sdp: "v=0\r\n" },
+  { type: "sfu_view", id: 7, room_id: roomId, call_id: callId, slots: [{ mid: "3", height: 1080 }, { mid: "4", height: 0 }] },
 ];
 const conferenceServer: ServerMessage[] = [
   { type: "call_info", id: 1, state: { ...callState, participants: [], version: 0 } },

@@ -68,6 +68,8 @@ test("conference frames: the vector actions inside them, round trips", async () 
     { type: "leave_call", id: 3, room_id: ROOM }, { type: "act_in_call", id: 4, room_id: ROOM, action: join },
     { type: "send_call_signal", id: 5, room_id: ROOM, call_id: "c1", to: join.actor, box: new Uint8Array([1, 2]) },
     { type: "sfu_offer", id: 6, room_id: ROOM, call_id: "c1", sdp: "v=0" },
+    { type: "sfu_view", id: 7, room_id: ROOM, call_id: "c1", slots: [{ mid: "3", height: 360 }, { mid: "4", height: 0 }] },
+    { type: "sfu_view", id: 8, room_id: ROOM, call_id: "c1", slots: [] },
   ];
   for (const m of clients) {
     const bytes = encodeClientMessage(m);

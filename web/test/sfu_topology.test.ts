@@ -4,7 +4,7 @@
 // media path itself is tested in real browsers (tests/test_web_call_sfu_media.py).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { SfuTopology, markScreenSections } from "../src/call/sfu.ts";
+import { CAMERA_LAYERS, SfuTopology, cameraLayers, markScreenSections, simulcastLayerCount } from "../src/call/sfu.ts";
 import type { MediaKeys } from "../src/media/media_keys.ts";
 import type { LinkState, MediaSink, Peer, SenderKeys, TopologyContext, TrackKind } from "../src/call/topology.ts";
 
@@ -130,4 +130,26 @@ test("the screen sections of an offer are marked a=content:slides after their a=
   const sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=sendonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\n";
   const marked = markScreenSections(sdp, new Set(["2"]));
   assert.equal(marked, "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=sendonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=content:slides\r\n");
+});
+
+test("the camera's simulcast layers go lowest first (the node relies on it, §15.6), at most 3", () => {
+  assert.deepEqual(CAMERA_LAYERS.map((e) => e.rid), ["q", "h", "f"]);
+  for (let i = 1; i < CAMERA_LAYERS.length; i++) {
+    const [lower, upper] = [CAMERA_LAYERS[i - 1], CAMERA_LAYERS[i]];
+    assert.ok((lower?.scaleResolutionDownBy ?? 1) > (upper?.scaleResolutionDownBy ?? 1));
+    assert.ok((lower?.maxBitrate ?? 0) < (upper?.maxBitrate ?? 0));
+  }
+  assert.equal(CAMERA_LAYERS.at(-1)?.scaleResolutionDownBy, 1);
+  for (const e of CAMERA_LAYERS) assert.match(e.rid ?? "", /^[A-Za-z0-9]{1,16}$/);
+});
+
+test("the camera's layers fit its capture: the top one at full size, as many as Chromium sends", () => {
+  assert.deepEqual(cameraLayers(1280, 720), CAMERA_LAYERS.map((e) => ({ ...e, active: true })));
+  assert.deepEqual([simulcastLayerCount(1920, 1080), simulcastLayerCount(960, 540), simulcastLayerCount(640, 480)], [3, 3, 2]);
+  assert.deepEqual([simulcastLayerCount(640, 360), simulcastLayerCount(480, 270), simulcastLayerCount(320, 240)], [2, 2, 1]);
+  const vga = cameraLayers(640, 480);
+  assert.deepEqual(vga.map((e) => [e.rid, e.active, e.scaleResolutionDownBy]), [["q", true, 2], ["h", true, 1], ["f", false, 1]]);
+  assert.deepEqual(vga.map((e) => e.maxBitrate), [250_000, 900_000, 1_500_000]);
+  const tiny = cameraLayers(160, 120);
+  assert.deepEqual(tiny.map((e) => [e.active, e.scaleResolutionDownBy]), [[true, 1], [false, 2], [false, 1]]);
 });

@@ -24,6 +24,12 @@ function field(type: FieldType, value: Json): unknown {
 /** A vector's JSON object (bytes as hex) as the plain object the schema encodes. */
 export function fromJson(def: StructDef, value: Json): Json {
   const out: Record<string, unknown> = {};
+  if (def.arrayLike === true && Array.isArray(value)) {
+    def.fields.forEach((item, i) => {
+      if (i < value.length) out[item.name] = field(item.type, value[i]);
+    });
+    return out;
+  }
   if (def.tag !== undefined) out["type"] = value.type;
   for (const item of def.fields) {
     if (item.name in value) out[item.name] = field(item.type, value[item.name]);

@@ -35,7 +35,7 @@ import {
   endProblem, freshnessProblem, isHost, isLocked, seatFlags, seatOf,
 } from "../protocol/conference_rules.ts";
 import {
-  type CallEnded, type CallJoined, type CallInfo, type CallSignal, type CallState, type SfuAnswer, fromCallAction,
+  type CallEnded, type CallJoined, type CallInfo, type CallSignal, type CallState, type SfuAnswer, type SlotView, fromCallAction,
   toCallAction,
 } from "../protocol/conference_wire.ts";
 import { randomBytes } from "../protocol/crypto.ts";
@@ -1290,6 +1290,10 @@ export class CallClient implements CallIntents, Signaller, SfuChannel {
     const answer = this.request<SfuAnswer>({ type: "sfu_offer", room_id: this.roomId, call_id: this.callId, sdp });
     const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the SFU did not answer in time")), SFU_OFFER_TIMEOUT_MS));
     return (await Promise.race([answer, timeout])).sdp;
+  }
+
+  async sfuView(slots: SlotView[]): Promise<void> {
+    await this.request({ type: "sfu_view", room_id: this.roomId, call_id: this.callId, slots });
   }
 
   private async onSignal(event: CallSignal): Promise<void> {

@@ -66,7 +66,26 @@ function mediaDevices(what: string): MediaDevices {
   return navigator.mediaDevices;
 }
 
+/** A camera as opened: one encoding to each peer of a mesh call. */
 const VIDEO: MediaTrackConstraints = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } };
+/**
+ * A camera publishing simulcast to the SFU (sfu.ts CAMERA_LAYERS): 1280x720, because Chromium
+ * sends only as many layers as the capture allows — 3 from 960x540 up, 2 at 640x360, 1 below.
+ */
+export const SFU_VIDEO: MediaTrackConstraints = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+
+/**
+ * Re-opens a running camera at the SFU's capture size (`forSfu`) or back at the mesh one. A
+ * camera that cannot (a fixed-size one) keeps what it had: the SFU then gets fewer layers.
+ */
+export async function fitCamera(track: MediaStreamTrack, forSfu: boolean): Promise<void> {
+  if (track.readyState !== "live") return;
+  try {
+    await track.applyConstraints(forSfu ? SFU_VIDEO : VIDEO);
+  } catch {
+    // OverconstrainedError cannot happen with ideal values; anything else: keep the old size.
+  }
+}
 const AUDIO: MediaTrackConstraints = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
 /** Opens a microphone (`deviceId`, or the default). */

@@ -3,8 +3,8 @@
  * client/sfu_topology.py and client/e2ee_media.py SfuSession): one RTCPeerConnection to the
  * call's SFU node, every frame SFrame-protected in the media worker (`MediaKeys`).
  *
- * The offer (never renegotiated) publishes three `sendonly` sections — camera (VP8), audio
- * (Opus), screen (VP8, marked `a=content:slides`) — and receives VIDEO_SLOTS camera,
+ * The offer (never renegotiated) publishes three `sendonly` sections — camera (VP8, simulcast:
+ * CAMERA_LAYERS), audio (Opus), screen (VP8, one layer, marked `a=content:slides`) — and receives VIDEO_SLOTS camera,
  * AUDIO_SLOTS audio and SCREEN_SLOTS screen slots (`recvonly`), all BUNDLEd. The node fills
  * the slots with the most recent speakers and puts the publisher's sender index as the single
  * CSRC on every forwarded packet; each slot's receiver transform opens a frame only under a key
@@ -15,13 +15,19 @@
  * The `MediaKeys` worker belongs to the call, not to one topology: its sending counter must
  * never restart under the same key (a mesh → SFU → mesh → SFU switch, a reconnect).
  *
+ * Tile sizes (./view.ts): each poll of the slots also works out how big the page shows each
+ * camera and screen slot that shows someone, and a `ViewSender` tells the server (`SfuView`)
+ * when that changes, so the node sends each slot a simulcast layer that fits its tile.
+ *
  * Reconnection (`RetryPolicy`, ./retry.ts): when the connection fails, stays `disconnected` for a
  * few seconds (a network drop) or never connects, a fresh RTCPeerConnection is offered to the
  * server again (`sfuOffer`; the node replaces our old connection) with a jittered back-off, for
  * up to 30 s. The call, the seat and the worker's keys and counters stay as they were.
  */
 import { MediaKeys } from "../media/media_keys.ts";
+import { fitCamera } from "./devices.ts";
 import { RetryPolicy, transportState } from "./retry.ts";
+import { pageHidden, shownTracks, slotViews, ViewSender, type ShownTracks } from "./view.ts";
 import { gathered, meshTopology, outgoingSdp, preferCodec, rtcConfiguration } from "./mesh.ts";
 import type {
   LinkState, LocalMedia, Peer, SignalKind, Topology, TopologyContext, TopologyFactory, TopologyName, TrackKind,
@@ -36,7 +42,58 @@ export const SUPERVISE_MS = 500;
 /** How often the slots are looked at, and how long a slot may be quiet before its member's track goes. */
 export const SLOT_POLL_MS = 250;
 export const SLOT_IDLE_MS = 2_500;
+/** A slot our view holds at 0 px is quiet because the SFU pauses it: it keeps its member this long
+ * (then, left out of the view, it is sent again: a publisher the SFU moved into it shows up). */
+export const SLOT_HELD_IDLE_MS = 10_000;
 export const SCREEN_CONTENT = "a=content:slides";
+/**
+ * The camera's simulcast layers, lowest resolution first (the order the node relies on, §15.6;
+ * it forwards each subscriber one layer, by its bandwidth and tile size): 320x180, 640x360 and
+ * 1280x720 of the SFU capture (devices.ts SFU_VIDEO). The bitrate caps are what VP8 needs for a
+ * talking head at each size — the low layer fits a 200 kbit/s link with audio, the full one
+ * stays under 2 Mbit/s for the uplink. Every layer's frames go through the same SFrame
+ * transform (one sending counter per key id, so the layers never reuse a nonce). Mesh and the
+ * screen share stay one layer.
+ */
+export const CAMERA_LAYERS: readonly RTCRtpEncodingParameters[] = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+/**
+ * How many simulcast layers Chromium sends of a capture this size (its simulcast.cc table, by
+ * pixel count: 3 from 960x540, 2 from 480x270, else 1). It keeps the first encodings and drops
+ * the others, whatever their scale.
+ */
+export function simulcastLayerCount(width: number, height: number): number {
+  const pixels = width * height;
+  return pixels >= 960 * 540 ? 3 : pixels >= 480 * 270 ? 2 : 1;
+}
+
+/**
+ * CAMERA_LAYERS fitted to the capture: the layers Chromium will send, at halving sizes with the
+ * top one at full resolution, the rest inactive — so a camera that cannot give 1280x720 (a
+ * 640x480 one: 320x240 + 640x480) still sends its full picture instead of 160x120 + 320x240.
+ * Same RIDs and order, so the negotiated simulcast stays as it was.
+ */
+export function cameraLayers(width: number, height: number): RTCRtpEncodingParameters[] {
+  const count = Math.min(simulcastLayerCount(width, height), CAMERA_LAYERS.length);
+  return CAMERA_LAYERS.map((layer, i) => {
+    if (i >= count) return { ...layer, active: false };
+    const scale = 2 ** (count - 1 - i);
+    return { ...layer, active: true, scaleResolutionDownBy: scale, maxBitrate: layerBitrate(height / scale) };
+  });
+}
+
+/** CAMERA_LAYERS' caps by picture height, and steps between them for other capture sizes. */
+function layerBitrate(height: number): number {
+  if (height <= 180) return 150_000;
+  if (height <= 270) return 250_000;
+  if (height <= 360) return 500_000;
+  if (height <= 540) return 900_000;
+  return 1_500_000;
+}
 
 /** The URL of the SFrame worker the build emitted (its `<meta name="salon-sframe-worker">`). */
 export function sframeWorkerUrl(doc: Document = document): URL {
@@ -91,16 +148,26 @@ export class SfuTopology implements Topology {
   #deferring: "join" | "leave" | null = null;
   #keyPaused = false;
   #poll: ReturnType<typeof setInterval> | null = null;
+  /** Cameras raised to the SFU capture size (set back to the mesh one when this topology ends). */
+  readonly #raised = new Set<MediaStreamTrack>();
+  /** The capture size each camera sender's layers were last fitted to ("1280x720"). */
+  readonly #fitted = new WeakMap<RTCRtpSender, string>();
   readonly #unlisten: () => void;
   /** reconnects: attempts after the first; reconnected: lost connections made again. */
   readonly counters = { connects: 0, reconnects: 0, reconnected: 0, sendKeySwitches: 0 };
   readonly policy = new RetryPolicy();
   #supervisor: ReturnType<typeof setInterval> | null = null;
   #generation = 0;
+  readonly #shown: ShownTracks;
+  /** Our tile sizes to the server (null: the channel cannot carry them). */
+  readonly view: ViewSender | null;
 
   constructor(readonly ctx: TopologyContext, readonly keys: MediaKeys) {
     if (ctx.sfu === null) throw new Error("the SFU topology needs the call's SFU channel");
     this.media = { ...ctx.media };
+    this.#shown = ctx.shown ?? shownTracks;
+    const sfu = ctx.sfu;
+    this.view = sfu.sfuView === undefined ? null : new ViewSender((slots) => sfu.sfuView!(slots));
     this.#members.set(ctx.sfu.myIndex, hex(ctx.me));
     this.#unlisten = ctx.keys.onChange((member) => void this.#onKey(member));
     void this.#onKey(hex(ctx.me));
@@ -259,9 +326,12 @@ export class SfuTopology implements Topology {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.view?.close();
     if (this.#supervisor !== null) clearInterval(this.#supervisor);
     this.#unlisten();
     this.#dropPc();
+    for (const track of this.#raised) void fitCamera(track, false);
+    this.#raised.clear();
   }
 
   // -- the connection ----------------------------------------------------------------------
@@ -312,7 +382,7 @@ export class SfuTopology implements Topology {
     this.#pc = pc;
     this.counters.connects++;
     this.policy.attemptStarted();
-    const camera = pc.addTransceiver("video", { direction: "sendonly" });
+    const camera = pc.addTransceiver("video", { direction: "sendonly", sendEncodings: CAMERA_LAYERS.map((e) => ({ ...e })) });
     const audio = pc.addTransceiver("audio", { direction: "sendonly" });
     const screen = pc.addTransceiver("video", { direction: "sendonly" });
     preferCodec(camera, "video", "video/vp8", false);
@@ -354,6 +424,9 @@ export class SfuTopology implements Topology {
     const answer = await (this.ctx.sfu as { sfuOffer(sdp: string): Promise<string> }).sfuOffer(offer);
     if (pc !== this.#pc) return;
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    const track = camera.sender.track;
+    if (track !== null) await this.#fitLayers(camera.sender, track); // negotiated now: see #fitLayers
+    this.view?.reset(); // the node may be a new one: it knows no view of ours
     if (this.#poll === null) this.#poll = setInterval(() => void this.#watchSlots(), SLOT_POLL_MS);
   }
 
@@ -384,9 +457,35 @@ export class SfuTopology implements Topology {
       this.#senders.map(async (t, i) => {
         const source = sources[i] ?? null;
         const want = allowed[i] === true && source !== null && source.readyState === "live" ? source : null;
+        if (i === 0 && want !== null && !this.#raised.has(want)) {
+          this.#raised.add(want);
+          await fitCamera(want, true);
+        }
         if (t.sender.track !== want) await t.sender.replaceTrack(want);
+        if (i === 0 && want !== null) await this.#fitLayers(t.sender, want);
       }),
     );
+  }
+
+  /**
+   * The camera sender's layers for the size `track` captures at now (see cameraLayers). Only
+   * once negotiated: a layer made inactive before the offer would be offered paused (`~f`).
+   */
+  async #fitLayers(sender: RTCRtpSender, track: MediaStreamTrack): Promise<void> {
+    if (this.#pc?.remoteDescription == null) return;
+    const { width, height } = track.getSettings();
+    if (width === undefined || height === undefined) return;
+    const size = `${width}x${height}`;
+    if (this.#fitted.get(sender) === size) return;
+    const wanted = new Map(cameraLayers(width, height).map((e) => [e.rid, e]));
+    const params = sender.getParameters();
+    params.encodings = params.encodings.map((e) => ({ ...e, ...wanted.get(e.rid) }));
+    try {
+      await sender.setParameters(params);
+      this.#fitted.set(sender, size);
+    } catch {
+      // A browser that refuses: the layers stay as offered (fewer, smaller ones on a small camera).
+    }
   }
 
   // -- slots → members ---------------------------------------------------------------------
@@ -404,10 +503,25 @@ export class SfuTopology implements Topology {
         const member = this.#members.get(Math.floor(c.lastKid / 65536)) ?? null;
         const live = member !== null && this.peers.has(member) && !this.refused.has(member) ? member : null;
         this.#showSlot(slot, live);
-      } else if (slot.member !== null && now - slot.lastFrame > SLOT_IDLE_MS) {
+      } else if (slot.member !== null && now - slot.lastFrame > (this.#heldAtZero(slot) ? SLOT_HELD_IDLE_MS : SLOT_IDLE_MS)) {
         this.#showSlot(slot, null);
       }
     }
+    this.#updateView();
+  }
+
+  #heldAtZero(slot: Slot): boolean {
+    const mid = slot.transceiver.mid;
+    return this.view?.sent?.some((s) => s.mid === mid && s.height === 0) ?? false;
+  }
+
+  /** How big we show each camera and screen slot now, to the ViewSender (it sends changes). */
+  #updateView(): void {
+    if (this.view === null) return;
+    const slots = this.#slots
+      .filter((s) => s.kind !== "audio")
+      .map((s) => ({ mid: s.transceiver.mid, trackId: s.transceiver.receiver.track.id, showing: s.member !== null }));
+    this.view.update(slotViews(slots, (id) => this.#shown.height(id), pageHidden()));
   }
 
   #showSlot(slot: Slot, member: string | null): void {

@@ -9,6 +9,8 @@
  * reports remote tracks and link states to the `MediaSink`. The UI (web/src/ui) reads
  * `CallView` snapshots and calls `CallIntents`; it never sees keys.
  */
+import type { SlotView } from "../protocol/conference_wire.ts";
+import type { ShownTracks } from "./view.ts";
 
 export type LinkState = "waiting" | "connecting" | "connected" | "failed" | "refused" | "closed";
 export type SignalKind = "offer" | "answer" | "media-key";
@@ -50,6 +52,8 @@ export interface SfuChannel {
   readonly myIndex: number;
   /** Hand an SDP offer to the server for the call's SFU node; resolves to its answer. */
   sfuOffer(sdp: string): Promise<string>;
+  /** Tell the server how big we show each receiving slot (SfuView, §15.6); rejects if refused. */
+  sfuView?(slots: SlotView[]): Promise<void>;
 }
 
 /** Our local sources. A null track: nothing of that kind (camera off, no screen shared). */
@@ -84,6 +88,8 @@ export interface TopologyContext {
   /** Those admitted before us who have not sealed us their key yet (a newcomer's first peers,
    * §14.1 liveness): the SFU topology waits for them (bounded) before connecting. */
   readonly awaited?: () => Iterable<string>;
+  /** How big the page shows each track (default: this page's, ./view.ts `shownTracks`). */
+  readonly shown?: ShownTracks;
 }
 
 export interface Topology {

@@ -8,6 +8,7 @@
  *   ActInCall      → Done         any other signed action (moderation, hands, mic/camera)
  *   SendCallSignal → Done         relay a sealed box to another admitted participant
  *   SfuOffer       → SfuAnswer    connect this participant's media to the call's SFU node
+ *   SfuView        → Done         how big this participant shows each receiving slot
  *
  * Events: CallUpdate, CallSignal, CallEnded, CallSpeaker, SfuReconnect.
  *
@@ -115,7 +116,19 @@ export interface SendCallSignal {
 /** An SDP offer for the call's SFU node (not sealed: the SFU terminates DTLS; frames are SFrame). */
 export interface SfuOffer { type: "sfu_offer"; id: number; room_id: string; call_id: string; sdp: string }
 
-export type ConferenceClientMessage = GetCall | JoinCall | LeaveCall | ActInCall | SendCallSignal | SfuOffer;
+/** Bounds of an SfuView (PROTOCOL.md §15.6; Python: MAX_VIEW_SLOTS, MAX_VIEW_HEIGHT, MAX_MID_CHARS). */
+export const MAX_VIEW_SLOTS = 32;
+export const MAX_VIEW_HEIGHT = 4320;
+export const MAX_MID_CHARS = 32;
+/** One receiving slot (its SDP mid) and the height in device pixels it is shown at (0: not shown). */
+export interface SlotView { mid: string; height: number }
+/** How big we show each receiving video/screen slot: the whole view (a slot left out: as big as available). */
+export interface SfuView { type: "sfu_view"; id: number; room_id: string; call_id: string; slots: SlotView[] }
+
+export type ConferenceClientMessage = GetCall | JoinCall | LeaveCall | ActInCall | SendCallSignal | SfuOffer | SfuView;
+
+/** On the wire a SlotView is the pair [mid, height] (array-like, as msgspec's). */
+export const SLOT_VIEW = struct("SlotView", [f("mid", "str"), f("height", "int")], { arrayLike: true });
 
 export const CONFERENCE_CLIENT_STRUCTS: readonly StructDef[] = [
   struct("GetCall", [f("id", "int"), f("room_id", "str")], { tag: "get_call" }),
@@ -125,6 +138,8 @@ export const CONFERENCE_CLIENT_STRUCTS: readonly StructDef[] = [
   struct("SendCallSignal", [f("id", "int"), f("room_id", "str"), f("call_id", "str"), f("to", "bytes"),
     f("box", "bytes")], { tag: "send_call_signal" }),
   struct("SfuOffer", [f("id", "int"), f("room_id", "str"), f("call_id", "str"), f("sdp", "str")], { tag: "sfu_offer" }),
+  struct("SfuView", [f("id", "int"), f("room_id", "str"), f("call_id", "str"), fd("slots", list(ref(SLOT_VIEW)), [])],
+    { tag: "sfu_view" }),
 ];
 
 // ---- server → client ----

@@ -2,6 +2,7 @@
 import type { JSX } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { CallView, ParticipantView, Seat, TopologyName } from "../../call/topology.ts";
+import { watchShown } from "../../call/view.ts";
 import type { DeviceVM } from "../state.ts";
 
 const PATHS = {
@@ -42,6 +43,12 @@ export function TrackVideo(props: { track?: MediaStreamTrack | null; stream?: Me
     el.srcObject = stream;
     if (stream !== null) el.play().catch(() => undefined);
   }, [track, source]);
+  // How big this tile shows the track: the SFU sends a simulcast layer that fits (call/view.ts).
+  useEffect(() => {
+    const el = ref.current;
+    if (el === null || track === null || typeof ResizeObserver === "undefined") return;
+    return watchShown(el, track.id);
+  }, [track]);
   return (
     <video
       ref={ref}
