@@ -22,6 +22,15 @@ For each loss level (0/2/5/10/20 %) and each SFU mode (retransmission on, off: t
   counters (``/metrics``);
 * ``connects``: with retransmission on, Lossy joins a call with Alice ``--connects`` times
   (10; a fresh process each) at 10 % loss: how many decoded her video within 40 s.
+* ``cap``: a Chromium page ("Pub", fake camera, simulcast layers) publishes to two receiving
+  pages (camera off): Clean on the root namespace's path and Capped, a Chromium inside the
+  namespace with its downlink capped at ``--cap-kbit`` (500) kbit/s (``tc … tbf``), no loss.
+  With the SFU's bandwidth adaptation on, and off (``SALON_SFU_ADAPT=0``: always the top
+  layer), in the same run: each one's decoded frames per second of Pub, the height it
+  decoded (the layer), the longest gap between decoded frames, Chromium's freezes per
+  minute and video kbit/s (``getStats()``, sampled every 0.2 s as
+  ``tests/test_web_call_bandwidth.py`` does), what Capped's link carried (kbit/s, the veth's
+  byte counter) and the SFU's layer switches in the window (``/metrics``).
 
 Rates come from the calls' status lines (every 5 s, with counts per peer) over a common window
 once everyone is in and has video, so joins and leaves do not skew them. Frames decoded with a
@@ -52,6 +61,7 @@ from typing import Any
 from _harness import SALON, Server, emit, percentile  # run as a script: bench/ is on sys.path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages (conftest imports)
 from support.lossy_net import LossyNet, unavailable
 
 PASSPHRASE = "bench"
@@ -291,6 +301,119 @@ async def connects(
             "median_s": round(percentile(took, 0.5), 2) if took else None}  # fmt: skip
 
 
+CAP_SETTLE = 10.0  # seconds after both receivers decode Pub before the window starts
+
+
+def metric(url: str, name: str) -> float | None:
+    request = urllib.request.Request(
+        f"{url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    hit = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(hit[1]) if hit else None
+
+
+def cap_run(root: Path, net: LossyNet, dist: Path, adapt: bool, kbit: int) -> dict[str, Any]:
+    """One call under the cap (see the module doc): Pub's page publishing, Clean's and
+    Capped's pages receiving (camera off), Capped's inside the namespace."""
+    from types import SimpleNamespace
+
+    from browser_support import WebPage
+    from conftest import TEST_LIMITS, user_factory
+    from playwright.sync_api import sync_playwright
+    from test_web_call_bandwidth import TOP_LAYER, inbound, sample, summary
+    from test_web_call_lossy import KEEP_PCS, launch
+    from test_web_call_ui import CALL_VIEW, JOIN_CALL, open_room
+
+    mode = "on" if adapt else "off"
+    home = root / f"cap-{mode}"
+    config = {
+        "server": {"host": net.host_addr, "web_dir": str(dist)},
+        "metrics": {"enabled": True, "token": METRICS_TOKEN},
+        "limits": TEST_LIMITS,
+    }
+    env = {"SALON_ICE_HOSTS": net.host_addr, "SALON_SFU_ADAPT": "1" if adapt else "0"}
+    net.set_loss(0)
+    net.set_rate(down_kbit=kbit)
+    browsers: list[Any] = []
+    result: dict[str, Any] = {"adapt": mode, "cap_kbit": kbit}
+    with Server(home / "server", config, env=env) as server, sync_playwright() as pw:
+        people = user_factory(home / "people")
+        alice = people("alice")
+        made = alice.json("space", "create", "Cap", "--server", server.url, "--as", "Alice")
+        alice.run(
+            "room", "create", made["space_id"], "cap", "--kind", "conference", "--topology", "sfu"
+        )
+        chromium = SimpleNamespace(browser_type=pw.chromium)
+        pages: dict[str, WebPage] = {}
+        try:
+            for name, where in (("Pub", None), ("Clean", None), ("Capped", net)):
+                browser = launch(chromium, where, server.url, home, name)
+                browsers.append(browser)
+                context = browser.new_context(
+                    viewport={"width": 1280, "height": 800}, device_scale_factor=2
+                )
+                # Tiles ~300 CSS px high at 2 device px each: a view the top layer (720p) fits,
+                # so only the bandwidth holds a subscriber below it.
+                context.add_init_script(KEEP_PCS)
+                pages[name] = WebPage(context.new_page(), name)
+                open_room(pages[name], made["link"], name, "cap")
+            for name, web in pages.items():
+                if name != "Pub":
+                    web.page.check("[data-testid=join-camera-off]")
+                web.page.click(JOIN_CALL)
+                web.page.wait_for_selector(f"{CALL_VIEW}[data-topology=sfu]", timeout=60_000)
+            receivers = {n: pages[n] for n in ("Clean", "Capped")}
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not all(
+                inbound(w)["framesDecoded"] > 0 for w in receivers.values()
+            ):
+                time.sleep(0.5)
+            result["connected"] = all(inbound(w)["framesDecoded"] > 0 for w in receivers.values())
+            time.sleep(CAP_SETTLE)  # the layers settle (Chromium ramps up, the SFU adapts)
+            switches = metric(server.url, "salon_sfu_layer_switches_total")
+            moved = net.bytes_moved()["down"]
+            start = time.monotonic()
+            samples = sample(receivers, WINDOW)
+            link_kbit = (net.bytes_moved()["down"] - moved) * 8 / 1000 / (time.monotonic() - start)
+            switches_after = metric(server.url, "salon_sfu_layer_switches_total")
+            result["pub_top_height"] = pages["Pub"].page.evaluate(TOP_LAYER)
+            for web in pages.values():
+                web.screenshot(f"bench-network-cap-{mode}")
+            problems = {n: w.problems() for n, w in pages.items() if w.problems()}
+            if problems:
+                print(f"page problems: {problems}", flush=True)
+        finally:
+            for browser in browsers:
+                browser.close()
+    net.set_rate(None)
+    for name, got in samples.items():
+        got_summary = summary(got)
+        minutes = (got[-1][0] - got[0][0]) / 60
+        result[name.lower()] = {
+            "fps": round(got_summary["fps"], 2),
+            "height": got_summary["height"],
+            "max_gap_s": got_summary["max_gap_s"],
+            "freezes_per_min": round(got_summary["freezes"] / minutes, 2),
+            "video_kbit_s": round(got_summary["kbit_s"]),
+        }
+    result["capped_link_kbit_s"] = round(link_kbit)
+    result["layer_switches"] = (
+        None if switches is None or switches_after is None else int(switches_after - switches)
+    )
+    print(
+        f"cap {kbit} kbit/s, adaptation {mode}: Capped {result['capped']}, Clean "
+        f"{result['clean']}, Capped's link {result['capped_link_kbit_s']} kbit/s, layer "
+        f"switches {result['layer_switches']}",
+        flush=True,
+    )
+    return result
+
+
 async def main() -> None:
     global WINDOW
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -300,6 +423,9 @@ async def main() -> None:
     parser.add_argument("--modes", default="on,off", help="SFU retransmission modes: on,off")
     parser.add_argument("--keep", action="store_true", help="keep the calls' --stats files")
     parser.add_argument("--connects", type=int, help="join tries at 10 %% loss (default 10)")
+    parser.add_argument(
+        "--cap-kbit", type=int, default=500, help="the capped downlink, kbit/s (0: no cap run)"
+    )
     args = parser.parse_args()
     reason = unavailable()
     if reason:
@@ -314,6 +440,7 @@ async def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-network-"))
     results: list[dict[str, Any]] = []
     joins: dict[str, Any] = {}
+    caps: list[dict[str, Any]] = []
     tries = args.connects if args.connects is not None else (3 if args.quick else 10)
     with LossyNet() as net:
         try:
@@ -341,6 +468,14 @@ async def main() -> None:
                         )
                     if mode == "on" and tries:
                         joins = await connects(home, net, created["space_id"], homes, tries, 10)
+            if args.cap_kbit:
+                from browser_support import build_web
+
+                dist = build_web(root / "web-dist")
+                for adapt in (True, False):
+                    caps.append(
+                        await asyncio.to_thread(cap_run, root, net, dist, adapt, args.cap_kbit)
+                    )
         finally:
             if args.keep:
                 print(f"kept {root}", flush=True)
@@ -353,6 +488,7 @@ async def main() -> None:
             "cores": os.cpu_count(),
             "calls": results,
             "connects": joins,
+            "cap": caps,
         }
     )
 

@@ -119,6 +119,11 @@ class SfuCollector(Collector):
         )
         for name, doc in RETRANSMISSION_COUNTERS:
             yield CounterMetricFamily(f"salon_sfu_{name}", doc, totals.get(name, 0))
+        yield CounterMetricFamily(
+            "salon_sfu_layer_switches",
+            "Subscribers' video slots moved to another simulcast layer",
+            totals.get("layer_switches", 0),
+        )
         if nodes:
             yield histogram(
                 "salon_sfu_forwarding_seconds",
