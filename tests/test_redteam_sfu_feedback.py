@@ -1,0 +1,162 @@
+"""Red team of issue 13's bandwidth feedback and simulcast layers, played with bytes against the
+real forwarder and RTCP parser (sans-I/O: what a hostile publisher or subscriber can put on the
+wire after its own SRTP): work per packet stays bounded before any rate limit, malformed RTCP
+never raises, and one participant's feedback or layers never move anyone else's."""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+from collections.abc import Callable
+
+from sfu import rtp
+from sfu.forwarder import DownTrackSpec, Forwarder, UpTrackSpec
+
+VP8, RTX = 96, 97
+RID_ID, RRID_ID = 10, 11
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rid_ext(rid: str, *, junk: int = 0) -> bytes:
+    """A one-byte extension block naming ``rid``, after ``junk`` one-byte elements of id 1."""
+    body = bytes((0x10, 0x00)) * junk + bytes(((RID_ID << 4) | (len(rid) - 1),)) + rid.encode()
+    body += b"\0" * (-len(body) % 4)
+    return b"\xbe\xde" + (len(body) // 4).to_bytes(2, "big") + body
+
+
+def simulcast_spec() -> UpTrackSpec:
+    return UpTrackSpec(
+        "video",
+        0,
+        frozenset({VP8}),
+        rtx_payload_type=RTX,
+        rtx_apt=VP8,
+        rids=("q", "h", "f"),
+        rid_ext_id=RID_ID,
+        repaired_rid_ext_id=RRID_ID,
+    )
+
+
+def best_of(rounds: int, run: Callable[[], None]) -> float:
+    """The fastest of ``rounds`` timings: robust to a loaded machine (it only ever slows)."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_a_publisher_cannot_make_each_unknown_ssrc_packet_scan_a_huge_extension_block() -> None:
+    """A simulcast publisher that leaves one layer unbound (as a small camera does) has every
+    packet on an unknown SSRC searched for a RID before any rate limit. A 1.4 kB block of
+    one-byte elements must not cost a scan of every element: ~100x a forwarded packet before."""
+    fwd = Forwarder()
+    fwd.add_participant("mallory", [simulcast_spec()], [], sender_index=1)
+    fwd.add_participant("bob", [], [DownTrackSpec("video", 500, 100, 90000)], sender_index=2)
+    payload = b"\x10\x11\x02\x00" + bytes(1000)
+    seq = iter(range(1, 1 << 30))
+    bound = rtp.build_rtp(True, VP8, 1, 0, 7, payload, rid_ext("q"))
+    fwd.on_rtp("mallory", bound)  # "q" is bound; "h" and "f" never are
+    hostile = rtp.build_rtp(False, VP8, 9, 0, 0xBAD, b"\x10", rid_ext("x", junk=690))
+    assert len(hostile) > 1400
+
+    def normal() -> None:
+        for _ in range(300):
+            fwd.on_rtp("mallory", rtp.build_rtp(True, VP8, next(seq) & 0xFFFF, 0, 7, payload))
+
+    def flood() -> None:
+        for _ in range(300):
+            fwd.on_rtp("mallory", hostile)
+
+    assert best_of(7, flood) < 6 * best_of(7, normal)
+    assert fwd.layers("bob") == {500: 0}  # nothing bound to the hostile SSRC
+
+
+def test_a_rid_after_a_legitimate_number_of_elements_is_still_found() -> None:
+    """The bound on a block's scan leaves every real browser packet's RID found (Chromium
+    sends fewer than 14 elements, one per negotiated extension id)."""
+    data = rtp.build_rtp(False, VP8, 1, 0, 5, b"\x10", rid_ext("h", junk=13))
+    hdr = rtp.parse_rtp(data)
+    assert hdr is not None
+    assert rtp.find_extension(data, hdr, RID_ID) == b"h"
+
+
+def test_a_remb_listing_255_ssrcs_costs_little_more_to_parse_than_one_listing_one() -> None:
+    """A subscriber's RTCP is parsed on every compound it sends (no rate limit in front):
+    a REMB listing 255 SSRCs was ~30x one listing one, read one SSRC at a time."""
+    many = rtp.build_remb(1, 500_000, list(range(1, 256)))
+    one = rtp.build_remb(1, 500_000, [1])
+    assert rtp.parse_rtcp_feedback(many).rembs[0].ssrcs == tuple(range(1, 256))
+
+    def parse(data: bytes) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(300):
+                rtp.parse_rtcp_feedback(data)
+
+        return run
+
+    assert best_of(7, parse(many)) < 4 * best_of(7, parse(one))
+
+
+def test_malformed_rtcp_never_raises_and_keeps_what_came_before() -> None:
+    """Random and truncated compounds, lying lengths and counts: parsed without an exception;
+    a well-formed RR ahead of garbage is still read."""
+    rng = random.Random(13)
+    good = rtp.build_receiver_report(9, [rtp.ReportBlock(500, 128, 3, 1000)])
+    remb = rtp.build_remb(9, 300_000, [500])
+    for _ in range(3000):
+        size = rng.randrange(0, 120)
+        junk = bytes(rng.randrange(256) for _ in range(size))
+        if rng.random() < 0.5:  # a plausible header: version 2, a feedback type, any count
+            junk = bytes((0x80 | rng.randrange(32), rng.choice((200, 201, 206)))) + junk[2:]
+        for data in (junk, good + junk, remb[: rng.randrange(len(remb) + 1)] + junk):
+            rtp.parse_rtcp_feedback(data)
+    # Lying lengths and counts: 31 blocks announced, none there; a REMB claiming 255 SSRCs.
+    lying_rr = struct.pack("!BBHI", 0x80 | 31, 201, 1, 9)
+    lying_remb = bytearray(remb)
+    lying_remb[16] = 255
+    feedback = rtp.parse_rtcp_feedback(good + lying_rr + bytes(lying_remb))
+    assert [b.ssrc for b in feedback.reports] == [500] and feedback.rembs == []
+
+
+def test_one_subscribers_feedback_moves_only_its_own_estimate_and_layers() -> None:
+    """Mallory's REMB at the floor and 100 % loss step her own slots down; Bob, watching the
+    same publisher, keeps his estimate and layer; Alice's uplink estimate does not move."""
+    clock = Clock()
+    fwd = Forwarder(clock=clock)
+    fwd.add_participant("alice", [simulcast_spec()])  # no key ids: not what this is about
+    for i, pid in enumerate(("bob", "mallory")):
+        fwd.add_participant(pid, [], [DownTrackSpec("video", 500 + i, 100, 90000)])
+    seqs = {"q": 100, "h": 2000, "f": 4000}
+    ts = 0
+    for step in range(200):
+        clock.now += 1 / 30
+        ts += 3000
+        for k, rid in enumerate(("q", "h", "f")):
+            seqs[rid] += 1
+            height = (180 << k).to_bytes(2, "little")
+            key = bytes((0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0, 0)) + height
+            vp8 = key if step % 30 == 0 else b"\x10\x11\x02\x00"
+            data = vp8 + bytes(200 * (k + 1))
+            fwd.on_rtp("alice", rtp.build_rtp(True, VP8, seqs[rid], ts, 70 + k, data, rid_ext(rid)))
+        if step % 3 == 0:
+            fwd.tick()
+        if step == 100:
+            uplink = fwd.uplink_estimate("alice")
+            fwd.on_feedback("mallory", remb_bps=1, fraction_lost=1.0)
+            fwd.on_feedback("mallory", remb_bps=1, fraction_lost=1.0)
+    stats = fwd.stats()["participants"]
+    assert isinstance(stats, dict)
+    assert stats["mallory"]["estimate_bps"] < stats["bob"]["estimate_bps"]
+    assert fwd.layers("bob") == {500: 2}
+    assert fwd.layers("mallory") == {501: 0}
+    assert fwd.uplink_estimate("alice") == uplink
