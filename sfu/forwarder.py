@@ -193,6 +193,10 @@ class ForwarderConfig:
     nack_interval: float = 0.05  # ask a publisher again for one packet after this long
     nack_give_up: float = 0.3  # ... until this long after the first ask (receivers move on)
     nack_gap_max: int = 64  # a bigger jump in a publisher's numbering is not NACKed
+    # Sequence numbers asked of one up-track at a time: a publisher skipping 64 at every
+    # packet would otherwise make each tiny packet a NACK back and grow the table to 65 536
+    # entries, walked on every tick (real loss asks for a few dozen at most).
+    nack_pending_max: int = 256
     # Bandwidth adaptation (issue 13): each subscriber's video slots get the simulcast layer
     # its downlink estimate, its tile size and the active speaker call for (sfu/layers.py),
     # switched on the new layer's keyframe. Off: always the top layer, feedback ignored.
@@ -1085,9 +1089,16 @@ class Forwarder:
         """Ask the publisher for ``sequences``, each at most once per ``nack_interval``."""
         asked = up.nack_at
         interval = self.config.nack_interval
+        room = self.config.nack_pending_max - len(asked)
         fresh = []
         for seq in sequences:
-            first, last = asked.get(seq, (now, -1e9))
+            entry = asked.get(seq)
+            if entry is None:
+                if room <= 0:
+                    continue  # full: what is asked already must be answered or given up first
+                room -= 1
+                entry = (now, -1e9)
+            first, last = entry
             if now - last >= interval:
                 asked[seq] = (first, now)
                 fresh.append(seq)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from sfu import rtp
-from sfu.forwarder import DownTrackSpec, Forwarder, UpTrackSpec
+from sfu.forwarder import DownTrackSpec, Forwarder, NackRequest, UpTrackSpec
 
 VP8, RTX = 96, 97
 RID_ID, RRID_ID = 10, 11
@@ -160,3 +160,32 @@ def test_one_subscribers_feedback_moves_only_its_own_estimate_and_layers() -> No
     assert fwd.layers("bob") == {500: 2}
     assert fwd.layers("mallory") == {501: 0}
     assert fwd.uplink_estimate("alice") == uplink
+
+
+def test_a_publisher_skipping_sequence_numbers_cannot_flood_itself_with_nacks() -> None:
+    """Tiny packets each 64 sequence numbers ahead: every one was a gap of 63 to NACK (an RTCP
+    packet out per packet in, before any rate limit) and the table of what was asked grew to
+    the whole 16-bit space, walked on every tick. What is asked at a time is now bounded."""
+    clock = Clock()
+    fwd = Forwarder(clock=clock)
+    fwd.add_participant("mallory", [UpTrackSpec("video", 1, frozenset({VP8}))], [])
+    fwd.add_participant("bob", [], [DownTrackSpec("video", 500, 100, 90000)])
+    nacks = 0
+    seq = 0
+    for i in range(5000):  # one second of it
+        seq = (seq + 64) & 0xFFFF
+        fwd.on_rtp("mallory", rtp.build_rtp(False, VP8, seq, 0, 1, b"\x10"))
+        clock.now += 0.0002
+        if i % 250 == 0:
+            fwd.tick()
+        nacks += sum(1 for e in fwd.events() if isinstance(e, NackRequest))
+    stats = fwd.stats()["participants"]
+    assert isinstance(stats, dict)
+    assert stats["mallory"]["nacks_upstream"] < 10_000  # was 315 000 sequence numbers
+    assert nacks < 500  # was 5 000 NACK packets
+
+    def tick() -> None:
+        clock.now += 0.06
+        fwd.tick()
+
+    assert best_of(3, tick) < 0.005  # was ~20 ms a tick (20 ticks a second)
