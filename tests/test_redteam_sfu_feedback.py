@@ -189,3 +189,68 @@ def test_a_publisher_skipping_sequence_numbers_cannot_flood_itself_with_nacks() 
         fwd.tick()
 
     assert best_of(3, tick) < 0.005  # was ~20 ms a tick (20 ticks a second)
+
+
+def test_a_layer_switch_happens_only_on_a_keyframe_under_the_publishers_own_key_id() -> None:
+    """Mallory publishes three layers; Bob's tile grows so the node wants her top layer. A top-
+    layer keyframe under Alice's key id (every receiver holds it) is dropped and switches
+    nothing; her own keyframe switches Bob, and every packet he gets names Mallory (CSRC)."""
+    from client.call.e2ee_media import MEDIA_SUITE
+    from client.call.sframe import SFrameContext, protect_frame
+    from protocol.media_keys import media_kid
+
+    alice, mallory = 1, 3
+    clock = Clock()
+    fwd = Forwarder(clock=clock)
+    fwd.add_participant("mallory", [simulcast_spec()], [], sender_index=mallory)
+    fwd.add_participant("bob", [], [DownTrackSpec("video", 500, 100, 90000)], sender_index=2)
+    got: list[bytes] = []
+
+    def sink(packet: bytes) -> bool:
+        got.append(packet)
+        return True
+
+    fwd.set_sink("bob", sink)
+    contexts: dict[int, SFrameContext] = {}
+    for index in (alice, mallory):
+        contexts[index] = SFrameContext(MEDIA_SUITE)
+        contexts[index].add_key(media_kid(index, 0), bytes([index]) * 16)
+    seqs = {"q": 100, "h": 2000, "f": 4000}
+    ts = 0
+
+    def send(rid: str, keyframe: bool, under: int = mallory) -> None:
+        k = ("q", "h", "f").index(rid)
+        seqs[rid] += 1
+        if keyframe:
+            height = (180 << k).to_bytes(2, "little")
+            frame = bytes((0x00, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0, 0)) + height + bytes(100)
+        else:
+            frame = bytes((0x01, 0x02, 0x00)) + bytes(100)
+        data = b"\x10" + protect_frame(contexts[under], media_kid(under, 0), "vp8", frame)
+        fwd.on_rtp("mallory", rtp.build_rtp(True, VP8, seqs[rid], ts, 70 + k, data, rid_ext(rid)))
+
+    fwd.set_view("bob", {500: 180})
+    for step in range(60):  # all three layers arriving; Bob on the bottom one
+        clock.now += 1 / 30
+        ts += 3000
+        for rid in ("q", "h", "f"):
+            send(rid, step % 30 == 0)
+        if step % 3 == 0:
+            fwd.tick()
+    assert fwd.layers("bob") == {500: 0}
+    fwd.set_view("bob", {500: 720})  # now the top layer, at its next keyframe
+    clock.now += 1 / 30
+    ts += 3000
+    dropped = fwd.stats()["participants"]["mallory"]["dropped_kid"]  # type: ignore[index]
+    send("f", True, under=alice)
+    send("f", False)  # a delta after it: still no switch
+    assert fwd.stats()["participants"]["mallory"]["dropped_kid"] == dropped + 1  # type: ignore[index]
+    assert fwd.layers("bob") == {500: 0}
+    send("q", False)
+    send("f", True)
+    assert fwd.layers("bob") == {500: 2}
+    for packet in got:
+        hdr = rtp.parse_rtp(packet)
+        assert hdr is not None and packet[0] & 0x0F == 1
+        assert int.from_bytes(packet[12:16], "big") == mallory
+        assert rtp.sframe_kid(packet, hdr, True) in (rtp.NOT_FRAME_START, media_kid(mallory, 0))
