@@ -261,7 +261,7 @@ class _UpTrack:
         self.layer = layer
         self.rid = rid
         self.switching: set[_DownTrack] = set()
-        self.bytes_in = 0  # since the last rate measurement
+        self.bytes_in = 0  # forwardable bytes since the last rate measurement
         self.bitrate = 0.0  # bit/s, smoothed
         self.height = 0  # picture height of its last keyframe (clear VP8 header), 0: unknown
         # Reception, for the receiver reports sent to the publisher: packets received, the
@@ -574,8 +574,7 @@ class Forwarder:
         elif hdr.payload_type not in up.payload_types:
             c.dropped_unknown += 1
             return []
-        else:  # what arrived on the media stream itself: for rates and receiver reports
-            up.bytes_in += len(data)
+        else:  # what arrived on the media stream itself: for receiver reports
             up.received += 1
             if up.received == 1:
                 up.rr_base = up.rr_max = hdr.sequence
@@ -631,6 +630,10 @@ class Forwarder:
         if not self._within_rate(up, len(data), now):
             c.dropped_rate += 1
             return []
+        # The track's rate, as the layer allocation weighs it in every subscriber's budget:
+        # only what may be forwarded. Bytes dropped above (muted, another's key id, over the
+        # limit) cost subscribers nothing and must not push their video down.
+        up.bytes_in += len(data)
         if late:
             return self._forward_late(up, data, hdr)
         if self._stale(up, hdr.timestamp, now):

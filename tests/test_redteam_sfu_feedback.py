@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from sfu import rtp
-from sfu.forwarder import DownTrackSpec, Forwarder, NackRequest, UpTrackSpec
+from sfu.forwarder import DownTrackSpec, Forwarder, ForwarderConfig, NackRequest, UpTrackSpec
 
 VP8, RTX = 96, 97
 RID_ID, RRID_ID = 10, 11
@@ -58,27 +58,31 @@ def best_of(rounds: int, run: Callable[[], None]) -> float:
 def test_a_publisher_cannot_make_each_unknown_ssrc_packet_scan_a_huge_extension_block() -> None:
     """A simulcast publisher that leaves one layer unbound (as a small camera does) has every
     packet on an unknown SSRC searched for a RID before any rate limit. A 1.4 kB block of
-    one-byte elements must not cost a scan of every element: ~100x a forwarded packet before."""
-    fwd = Forwarder()
-    fwd.add_participant("mallory", [simulcast_spec()], [], sender_index=1)
-    fwd.add_participant("bob", [], [DownTrackSpec("video", 500, 100, 90000)], sender_index=2)
-    payload = b"\x10\x11\x02\x00" + bytes(1000)
-    seq = iter(range(1, 1 << 30))
-    bound = rtp.build_rtp(True, VP8, 1, 0, 7, payload, rid_ext("q"))
-    fwd.on_rtp("mallory", bound)  # "q" is bound; "h" and "f" never are
+    one-byte elements must not cost a scan of every element: it cost ~50x a packet forwarded
+    to a subscriber before (~150 us). (No rate limit or staleness here: a steady baseline.)"""
+    fwd = Forwarder(ForwarderConfig(max_video_bps=10**12, stale_after=None))
+    fwd.add_participant("mallory", [simulcast_spec()])
+    fwd.add_participant("bob", [], [DownTrackSpec("video", 500, 100, 90000)])
+    fwd.set_sink("bob", lambda packet: True)
+    seq = iter(range(2, 1 << 30))
+    keyframe = b"\x10\x10\x02\x00\x9d\x01\x2a\x40\x01\xb4\x00" + bytes(1000)
+    fwd.on_rtp("mallory", rtp.build_rtp(True, VP8, 1, 0, 7, keyframe, rid_ext("q")))
+    assert fwd.layers("bob") == {500: 0}  # "q" bound and forwarded; "h" and "f" never bound
+    delta = b"\x10\x11\x02\x00" + bytes(1000)
     hostile = rtp.build_rtp(False, VP8, 9, 0, 0xBAD, b"\x10", rid_ext("x", junk=690))
     assert len(hostile) > 1400
 
     def normal() -> None:
         for _ in range(300):
-            fwd.on_rtp("mallory", rtp.build_rtp(True, VP8, next(seq) & 0xFFFF, 0, 7, payload))
+            fwd.on_rtp("mallory", rtp.build_rtp(True, VP8, next(seq) & 0xFFFF, 0, 7, delta))
 
     def flood() -> None:
         for _ in range(300):
             fwd.on_rtp("mallory", hostile)
 
-    assert best_of(7, flood) < 6 * best_of(7, normal)
-    assert fwd.layers("bob") == {500: 0}  # nothing bound to the hostile SSRC
+    sent = fwd.sent_to("bob")
+    assert best_of(7, flood) < 10 * best_of(7, normal)
+    assert fwd.sent_to("bob") == sent + 7 * 300  # the baseline was forwarded, the flood not
 
 
 def test_a_rid_after_a_legitimate_number_of_elements_is_still_found() -> None:
@@ -254,3 +258,58 @@ def test_a_layer_switch_happens_only_on_a_keyframe_under_the_publishers_own_key_
         assert hdr is not None and packet[0] & 0x0F == 1
         assert int.from_bytes(packet[12:16], "big") == mallory
         assert rtp.sframe_kid(packet, hdr, True) in (rtp.NOT_FRAME_START, media_kid(mallory, 0))
+
+
+def _call_with_audio_flood(*, muted: bool) -> Forwarder:
+    """Alice publishes three layers; Mallory only audio, but 30 packets of 1.2 kB per 1/30 s
+    (8.6 Mbit/s, far over the audio rate limit), or plain audio while the server muted her.
+    Bob shows both. Returns the forwarder after 200 steps."""
+    clock = Clock()
+    fwd = Forwarder(clock=clock)
+    fwd.add_participant("alice", [simulcast_spec()])
+    fwd.add_participant("mallory", [UpTrackSpec("audio", 900, frozenset({111}))])
+    fwd.add_participant(
+        "bob",
+        [],
+        [DownTrackSpec("video", 500, 100, 90000), DownTrackSpec("audio", 600, 110, 48000)],
+    )
+    if muted:
+        fwd.set_muted("mallory", "audio", True)
+    seqs = {"q": 100, "h": 2000, "f": 4000, "audio": 7000}
+    ts = 0
+    for step in range(200):
+        clock.now += 1 / 30
+        ts += 3000
+        for k, rid in enumerate(("q", "h", "f")):
+            seqs[rid] += 1
+            height = (180 << k).to_bytes(2, "little")
+            key = bytes((0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0, 0)) + height
+            vp8 = key if step % 30 == 0 else b"\x10\x11\x02\x00"
+            data = vp8 + bytes(200 * (k + 1))
+            fwd.on_rtp("alice", rtp.build_rtp(True, VP8, seqs[rid], ts, 70 + k, data, rid_ext(rid)))
+        for _ in range(30 if not muted else 8):
+            seqs["audio"] += 1
+            opus = rtp.build_rtp(False, 111, seqs["audio"] & 0xFFFF, ts, 900, bytes(1200))
+            fwd.on_rtp("mallory", opus)
+        if step % 3 == 0:
+            fwd.tick()
+    return fwd
+
+
+def test_audio_over_the_rate_limit_does_not_count_against_anyones_video_budget() -> None:
+    """Each subscriber's video budget is its estimate minus the audio it receives. Counting
+    what a publisher *sent* on its audio SSRC (dropped over the limit, never forwarded) let
+    one participant push every subscriber's video down to the lowest layer."""
+    fwd = _call_with_audio_flood(muted=False)
+    stats = fwd.stats()["participants"]
+    assert isinstance(stats, dict) and stats["mallory"]["dropped_rate"] > 1000
+    assert fwd.layers("bob") == {500: 2}
+
+
+def test_a_muted_publishers_audio_does_not_count_against_anyones_video_budget() -> None:
+    """The same with audio the server mutes (a stage listener, a moderated participant): it is
+    dropped on arrival and must weigh nothing."""
+    fwd = _call_with_audio_flood(muted=True)
+    stats = fwd.stats()["participants"]
+    assert isinstance(stats, dict) and stats["mallory"]["dropped_muted"] > 1000
+    assert fwd.layers("bob") == {500: 2}
