@@ -313,3 +313,50 @@ def test_a_muted_publishers_audio_does_not_count_against_anyones_video_budget() 
     stats = fwd.stats()["participants"]
     assert isinstance(stats, dict) and stats["mallory"]["dropped_muted"] > 1000
     assert fwd.layers("bob") == {500: 2}
+
+
+def test_rid_binding_cannot_be_redone_stolen_or_raced_by_rtx() -> None:
+    """RTX naming a layer (repaired-rid) before that layer's media is dropped, not bound to
+    anything; a second SSRC claiming a RID already bound is dropped (no rebinding: the first
+    SSRC keeps the layer); once the media is bound its RTX binds and repairs that layer only."""
+    clock = Clock()
+    fwd = Forwarder(ForwarderConfig(stale_after=None), clock=clock)
+    fwd.add_participant("mallory", [simulcast_spec()])
+    fwd.add_participant("bob", [], [DownTrackSpec("video", 500, 100, 90000)])
+    got: list[bytes] = []
+
+    def sink(packet: bytes) -> bool:
+        got.append(packet)
+        return True
+
+    fwd.set_sink("bob", sink)
+
+    def repaired(rid: str) -> bytes:
+        body = bytes(((RRID_ID << 4) | (len(rid) - 1),)) + rid.encode()
+        body += b"\0" * (-len(body) % 4)
+        return b"\xbe\xde" + (len(body) // 4).to_bytes(2, "big") + body
+
+    def stats() -> dict[str, int]:
+        participants = fwd.stats()["participants"]
+        assert isinstance(participants, dict)
+        return dict(participants["mallory"])
+
+    keyframe = b"\x10\x10\x02\x00\x9d\x01\x2a\x40\x01\xb4\x00" + bytes(50)
+    delta = b"\x10\x11\x02\x00" + bytes(50)
+    # RTX for "q" first: dropped as unknown, binds nothing.
+    early = rtp.build_rtp(True, RTX, 1, 0, 0x77, (5).to_bytes(2, "big") + delta, repaired("q"))
+    fwd.on_rtp("mallory", early)
+    assert stats()["dropped_unknown"] == 1 and not got
+    # The media binds "q" on SSRC 7 and starts Bob's slot.
+    fwd.on_rtp("mallory", rtp.build_rtp(True, VP8, 1, 0, 7, keyframe, rid_ext("q")))
+    assert len(got) == 1
+    # SSRC 8 claims "q" too: dropped, whatever it carries.
+    fwd.on_rtp("mallory", rtp.build_rtp(True, VP8, 2, 0, 8, keyframe, rid_ext("q")))
+    assert stats()["dropped_unknown"] == 2 and len(got) == 1
+    # SSRC 7 goes on (seq 2 lost, 3 arrives); the RTX, now after the media, repairs seq 2.
+    fwd.on_rtp("mallory", rtp.build_rtp(True, VP8, 3, 3000, 7, delta, rid_ext("q")))
+    fix = (2).to_bytes(2, "big") + delta
+    fwd.on_rtp("mallory", rtp.build_rtp(True, RTX, 2, 0, 0x77, fix, repaired("q")))
+    fwd.on_rtp("mallory", rtp.build_rtp(True, RTX, 3, 0, 0x77, fix, repaired("q")))  # again
+    assert len(got) == 3 and stats()["recovered"] == 1
+    assert fwd.layers("bob") == {500: 0}
