@@ -85,11 +85,20 @@ AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 RETRANSMIT_ENV = "SALON_SFU_RETRANSMIT"  # "0": no NACK answers, no upstream NACKs (benches)
 ADAPT_ENV = "SALON_SFU_ADAPT"  # "0": always the top layer, estimates ignored (benches)
 FEEDBACK_INTERVAL = 1.0  # seconds between the RR + REMB sent to each publisher
-# RTCP compounds taken from one participant (token bucket): a browser sends a few dozen a
-# second (reports, REMB, NACKs and PLIs at heavy loss); nothing limits them in front of
-# aiortc's parser, which takes ~0.3 ms for a crafted 1.4 kB compound. Past it: dropped.
-RTCP_PER_SECOND = 200.0
-RTCP_BURST = 200.0
+# RTCP taken from one participant (token bucket): nothing else limits it in front of
+# aiortc's parser, which takes ~0.3 ms for a crafted 1.2 kB compound of tiny packets (parse
+# cost grows with size). A compound costs 1 + 1 per 100 bytes: a browser's (reports, REMB,
+# and NACKs every 20 ms per slot at heavy loss, ~100-200 bytes each) a few hundred tokens a
+# second at most; a flood of crafted ones gets ~75 a second parsed. Past it: dropped.
+RTCP_PER_SECOND = 1000.0
+RTCP_BURST = 1000.0
+
+
+def rtcp_cost(data: bytes) -> int:
+    """Tokens one RTCP compound takes from its sender's bucket."""
+    return 1 + len(data) // 100
+
+
 _CODEC_FOR_KIND = {"video": "vp8", "audio": "opus"}
 _ANY_HEIGHT = 0x3FFF  # taller than any layer: the tile cannot limit it
 
@@ -614,11 +623,12 @@ class SfuNode:
                 RTCP_BURST, subscriber.rtcp_tokens + (now - subscriber.rtcp_at) * RTCP_PER_SECOND
             )
             subscriber.rtcp_at = now
-            if tokens < 1:
+            cost = rtcp_cost(data)
+            if tokens < cost:
                 subscriber.rtcp_tokens = tokens
                 subscriber.rtcp_dropped += 1
                 return False  # neither we nor aiortc parse it
-            subscriber.rtcp_tokens = tokens - 1
+            subscriber.rtcp_tokens = tokens - cost
             if subscriber.closed or not subscriber.forwarding:
                 return True
             conference = self._conferences.get(conference_id)
