@@ -197,6 +197,11 @@ class ForwarderConfig:
     # packet would otherwise make each tiny packet a NACK back and grow the table to 65 536
     # entries, walked on every tick (real loss asks for a few dozen at most).
     nack_pending_max: int = 256
+    # Retransmissions one subscriber may ask for (token bucket, packets): at 20 % loss on six
+    # top-layer slots a receiver asks for ~200 a second. A NACK of 17 packets fits in 4 bytes,
+    # so without a bound one RTCP compound asked for thousands of 1.2 kB packets.
+    retransmit_per_second: float = 400.0
+    retransmit_burst: float = 400.0
     # Bandwidth adaptation (issue 13): each subscriber's video slots get the simulcast layer
     # its downlink estimate, its tile size and the active speaker call for (sfu/layers.py),
     # switched on the new layer's keyframe. Off: always the top layer, feedback ignored.
@@ -377,6 +382,7 @@ class _Counters:
     # retransmissions that filled a gap, and those that duplicated what had arrived.
     nacks_received: int = 0
     retransmits: int = 0
+    dropped_nacks: int = 0  # sequence numbers NACKed past its retransmission budget
     nacks_upstream: int = 0
     recovered: int = 0
     dropped_duplicate: int = 0
@@ -416,6 +422,8 @@ class _Participant:
     send_bps: float = 0.0  # what the SFU sends it, smoothed
     report_bytes_in: int = 0  # counters.bytes_in at the last reception report ...
     report_at: float | None = None  # ... and when
+    retransmit_tokens: float = -1.0  # retransmissions it may still ask for (-1: a full bucket)
+    retransmit_at: float = 0.0
 
 
 class Forwarder:
@@ -767,7 +775,20 @@ class Forwarder:
         mask = len(history) - 1
         missing: list[int] = []
         sent = 0
+        cfg = self.config
+        now = self._clock()
+        tokens = p.retransmit_tokens
+        if tokens < 0:
+            tokens = cfg.retransmit_burst
+        else:
+            elapsed = now - p.retransmit_at
+            tokens = min(cfg.retransmit_burst, tokens + elapsed * cfg.retransmit_per_second)
+        p.retransmit_at = now
         for out_seq in asked:
+            if tokens < 1:
+                p.counters.dropped_nacks += 1
+                continue
+            tokens -= 1
             out_seq &= 0xFFFF
             # Only what this subscriber was sent under the current offsets maps back.
             if rtp.seq_newer(dt.epoch_seq, out_seq) or rtp.seq_newer(out_seq, dt.last_seq):
@@ -781,9 +802,10 @@ class Forwarder:
             assert hdr is not None  # history holds only packets that parsed
             self._send(dt, self._retransmission(dt, data, hdr))
             sent += 1
+        p.retransmit_tokens = tokens
         p.counters.retransmits += sent
         if missing:
-            self._nack_upstream(up, missing, self._clock())
+            self._nack_upstream(up, missing, now)
         return sent
 
     # ------------------------------------------------------------------ bandwidth
@@ -958,6 +980,7 @@ class Forwarder:
                 "keyframe_requests": c.keyframe_requests,
                 "nacks_received": c.nacks_received,
                 "retransmits": c.retransmits,
+                "dropped_nacks": c.dropped_nacks,
                 "nacks_upstream": c.nacks_upstream,
                 "recovered": c.recovered,
                 "dropped_duplicate": c.dropped_duplicate,

@@ -360,3 +360,40 @@ def test_rid_binding_cannot_be_redone_stolen_or_raced_by_rtx() -> None:
     fwd.on_rtp("mallory", rtp.build_rtp(True, RTX, 3, 0, 0x77, fix, repaired("q")))  # again
     assert len(got) == 3 and stats()["recovered"] == 1
     assert fwd.layers("bob") == {500: 0}
+
+
+def test_a_subscriber_cannot_nack_the_whole_history_again_and_again() -> None:
+    """A NACK names 17 packets in 4 bytes: one RTCP compound asked the node to re-send
+    thousands of packets (CPU, and the node's uplink) without any bound. Retransmissions
+    per subscriber are now a token bucket; another subscriber's are untouched."""
+    clock = Clock()
+    cfg = ForwarderConfig(stale_after=None, max_video_bps=10**12)
+    fwd = Forwarder(cfg, clock=clock)
+    fwd.add_participant("alice", [UpTrackSpec("video", 1, frozenset({VP8}))])
+    numbers: dict[int, list[int]] = {500: [], 600: []}
+
+    def sink(packet: bytes) -> bool:
+        hdr = rtp.parse_rtp(packet)
+        assert hdr is not None
+        numbers[hdr.ssrc].append(hdr.sequence)
+        return True
+
+    for pid, ssrc in (("mallory", 500), ("bob", 600)):
+        fwd.add_participant(pid, [], [DownTrackSpec("video", ssrc, 100, 90000)])
+        fwd.set_sink(pid, sink)
+    keyframe = b"\x10\x10\x02\x00\x9d\x01\x2a\x40\x01\xb4\x00" + bytes(1000)
+    fwd.on_rtp("alice", rtp.build_rtp(True, VP8, 1, 0, 1, keyframe))
+    for seq in range(2, 513):
+        clock.now += 0.001
+        fwd.on_rtp("alice", rtp.build_rtp(True, VP8, seq, 0, 1, b"\x10\x11\x02\x00" + bytes(1000)))
+    first = {pid: fwd.sent_to(pid) for pid in ("mallory", "bob")}
+    assert first["mallory"] == first["bob"] == 512
+
+    def slot_numbers(ssrc: int) -> list[int]:
+        return numbers[ssrc][:512]  # what the slot was sent first: the whole history
+
+    resent = sum(fwd.on_nack("mallory", 500, slot_numbers(500)) for _ in range(20))
+    assert resent <= cfg.retransmit_burst  # 20 x 512 asked
+    clock.now += 1.0
+    assert fwd.on_nack("mallory", 500, slot_numbers(500)[:100]) == 100  # refilled
+    assert fwd.on_nack("bob", 600, slot_numbers(600)[:50]) == 50  # Bob has his own budget
