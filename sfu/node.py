@@ -87,16 +87,19 @@ ADAPT_ENV = "SALON_SFU_ADAPT"  # "0": always the top layer, estimates ignored (b
 FEEDBACK_INTERVAL = 1.0  # seconds between the RR + REMB sent to each publisher
 # RTCP taken from one participant (token bucket): nothing else limits it in front of
 # aiortc's parser, which takes ~0.3 ms for a crafted 1.2 kB compound of tiny packets (parse
-# cost grows with size). A compound costs 1 + 1 per 100 bytes: a browser's (reports, REMB,
-# and NACKs every 20 ms per slot at heavy loss, ~100-200 bytes each) a few hundred tokens a
-# second at most; a flood of crafted ones gets ~75 a second parsed. Past it: dropped.
-RTCP_PER_SECOND = 1000.0
-RTCP_BURST = 1000.0
+# cost grows with size), then calls us once per sequence number a NACK names (17 per 4
+# bytes). A compound costs 1, plus 1 per 100 bytes, plus 1 per 16 sequence numbers its
+# NACKs may name: a browser's (reports, REMB, NACKs of a few packets, ~100-200 bytes each,
+# a few hundred a second at heavy loss on six slots) stays well inside; a flood of crafted
+# compounds gets ~150 a second parsed, of crafted NACKs ~6 (30 000 sequence numbers, of
+# which the forwarder's own retransmission budget serves 400). Past it: dropped.
+RTCP_PER_SECOND = 2000.0
+RTCP_BURST = 2000.0
 
 
 def rtcp_cost(data: bytes) -> int:
     """Tokens one RTCP compound takes from its sender's bucket."""
-    return 1 + len(data) // 100
+    return 1 + len(data) // 100 + rtp.nack_bound(data) // 16
 
 
 _CODEC_FOR_KIND = {"video": "vp8", "audio": "opus"}

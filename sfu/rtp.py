@@ -37,6 +37,7 @@ __all__ = [
     "build_rtp",
     "find_extension",
     "is_rtcp",
+    "nack_bound",
     "parse_rtcp_feedback",
     "parse_rtp",
     "seq_newer",
@@ -389,6 +390,25 @@ def parse_rtcp_feedback(data: bytes) -> RtcpFeedback:
                 rembs.append(remb)
         pos = end
     return RtcpFeedback(reports, rembs)
+
+
+RTCP_RTPFB = 205
+RTPFB_NACK = 1
+
+
+def nack_bound(data: bytes) -> int:
+    """At most how many sequence numbers the generic NACKs (RFC 4585 §6.2.1) in an RTCP
+    compound ask for: 17 per FCI entry (a packet id and a 16-bit mask). O(packets in the
+    compound), never raises: what a rate limit can weigh before anything parses the FCIs."""
+    total, pos, size = 0, 0, len(data)
+    while pos + 4 <= size:
+        b0, ptype, words = _RTCP_HEADER.unpack_from(data, pos)
+        if b0 >> 6 != RTP_VERSION:
+            break
+        if ptype == RTCP_RTPFB and b0 & 0x1F == RTPFB_NACK and words > 2:
+            total += max(0, min(words, (size - pos) // 4 - 1) - 2) * 17
+        pos += 4 + 4 * words
+    return total
 
 
 def build_receiver_report(sender_ssrc: int, blocks: Sequence[ReportBlock]) -> bytes:

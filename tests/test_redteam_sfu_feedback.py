@@ -397,3 +397,26 @@ def test_a_subscriber_cannot_nack_the_whole_history_again_and_again() -> None:
     clock.now += 1.0
     assert fwd.on_nack("mallory", 500, slot_numbers(500)[:100]) == 100  # refilled
     assert fwd.on_nack("bob", 600, slot_numbers(600)[:50]) == 50  # Bob has his own budget
+
+
+def test_the_nodes_rtcp_cost_weighs_what_a_compound_makes_the_node_do() -> None:
+    """A crafted compound of NACKs (297 FCIs, every bit set: 5 049 sequence numbers, one call
+    into the forwarder each) costs hundreds of tokens; a browser's NACK of a few packets, or
+    its report + REMB, a handful. Lying lengths never raise nor count past the data."""
+    from sfu.node import RTCP_PER_SECOND, rtcp_cost
+
+    def nack(fcis: int, mask: int = 0xFFFF) -> bytes:
+        header = struct.pack("!BBHII", 0x80 | 1, 205, 2 + fcis, 9, 500)
+        return header + struct.pack("!HH", 100, mask) * fcis
+
+    crafted = nack(297)
+    assert len(crafted) <= 1200 and rtp.nack_bound(crafted) == 297 * 17
+    assert rtcp_cost(crafted) >= 300
+    browser = rtp.build_receiver_report(9, [rtp.ReportBlock(500, 10, 3, 1000)])
+    browser += rtp.build_remb(9, 800_000, [500])
+    assert rtcp_cost(nack(2, 0x0001)) <= 4 and rtcp_cost(browser) <= 2
+    assert 300 * rtcp_cost(nack(2, 0x0001)) < RTCP_PER_SECOND  # heavy loss on six slots
+    lying = struct.pack("!BBHII", 0x81, 205, 0xFFFF, 9, 500) + bytes(8)
+    assert rtp.nack_bound(lying) == (len(lying) // 4 - 3) * 17
+    for size in range(0, 40):
+        assert rtp.nack_bound(crafted[:size]) >= 0
