@@ -1359,7 +1359,10 @@ class Forwarder:
                         for up in dt.source.group
                     ],
                     dt.view_height if self.config.adapt else None,
-                    rank * 1_000_000 - int(min(source.last_spoke, 1e6) if rank == 2 else 0),
+                    # Then by who spoke last: seconds since (a clock's own value would pass
+                    # any cap after days of uptime, and rank them all alike).
+                    rank * 1_000_000
+                    + (min(999_999, int(now - source.last_spoke)) if rank == 2 else 0),
                 )
             )
         if not self.config.adapt:
