@@ -663,7 +663,7 @@ def negotiated_header_extensions(
 def intercept_rtp(
     dtls: RTCDtlsTransport,
     on_rtp: Callable[[bytes], None],
-    on_rtcp: Callable[[bytes], None] | None = None,
+    on_rtcp: Callable[[bytes], bool | None] | None = None,
 ) -> None:
     """Route every decrypted inbound RTP packet of ``dtls`` to ``on_rtp`` instead of aiortc.
 
@@ -671,7 +671,9 @@ def intercept_rtp(
     still goes to aiortc, but an exception while handling a malformed RTCP packet is
     swallowed here instead of closing the transport. With ``on_rtcp``, each decrypted RTCP
     compound packet is handed to it first (also when :func:`receive_rtp_from_socket` took
-    over RTP: RTCP keeps this path). Neither callback may block.
+    over RTP: RTCP keeps this path); when it returns False the packet goes no further (aiortc
+    never parses it: a flood is cut before its most expensive step). Neither callback may
+    block.
     """
 
     async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
@@ -685,7 +687,8 @@ def intercept_rtp(
     async def handle_rtcp_data(data: bytes) -> None:
         if on_rtcp is not None:
             try:
-                on_rtcp(data)
+                if on_rtcp(data) is False:
+                    return
             except Exception:
                 logger.exception("RTCP handler failed")
         try:

@@ -193,6 +193,15 @@ class ForwarderConfig:
     nack_interval: float = 0.05  # ask a publisher again for one packet after this long
     nack_give_up: float = 0.3  # ... until this long after the first ask (receivers move on)
     nack_gap_max: int = 64  # a bigger jump in a publisher's numbering is not NACKed
+    # Sequence numbers asked of one up-track at a time: a publisher skipping 64 at every
+    # packet would otherwise make each tiny packet a NACK back and grow the table to 65 536
+    # entries, walked on every tick (real loss asks for a few dozen at most).
+    nack_pending_max: int = 256
+    # Retransmissions one subscriber may ask for (token bucket, packets): at 20 % loss on six
+    # top-layer slots a receiver asks for ~200 a second. A NACK of 17 packets fits in 4 bytes,
+    # so without a bound one RTCP compound asked for thousands of 1.2 kB packets.
+    retransmit_per_second: float = 400.0
+    retransmit_burst: float = 400.0
     # Bandwidth adaptation (issue 13): each subscriber's video slots get the simulcast layer
     # its downlink estimate, its tile size and the active speaker call for (sfu/layers.py),
     # switched on the new layer's keyframe. Off: always the top layer, feedback ignored.
@@ -257,7 +266,7 @@ class _UpTrack:
         self.layer = layer
         self.rid = rid
         self.switching: set[_DownTrack] = set()
-        self.bytes_in = 0  # since the last rate measurement
+        self.bytes_in = 0  # forwardable bytes since the last rate measurement
         self.bitrate = 0.0  # bit/s, smoothed
         self.height = 0  # picture height of its last keyframe (clear VP8 header), 0: unknown
         # Reception, for the receiver reports sent to the publisher: packets received, the
@@ -373,6 +382,7 @@ class _Counters:
     # retransmissions that filled a gap, and those that duplicated what had arrived.
     nacks_received: int = 0
     retransmits: int = 0
+    dropped_nacks: int = 0  # sequence numbers NACKed past its retransmission budget
     nacks_upstream: int = 0
     recovered: int = 0
     dropped_duplicate: int = 0
@@ -412,6 +422,8 @@ class _Participant:
     send_bps: float = 0.0  # what the SFU sends it, smoothed
     report_bytes_in: int = 0  # counters.bytes_in at the last reception report ...
     report_at: float | None = None  # ... and when
+    retransmit_tokens: float = -1.0  # retransmissions it may still ask for (-1: a full bucket)
+    retransmit_at: float = 0.0
 
 
 class Forwarder:
@@ -570,8 +582,7 @@ class Forwarder:
         elif hdr.payload_type not in up.payload_types:
             c.dropped_unknown += 1
             return []
-        else:  # what arrived on the media stream itself: for rates and receiver reports
-            up.bytes_in += len(data)
+        else:  # what arrived on the media stream itself: for receiver reports
             up.received += 1
             if up.received == 1:
                 up.rr_base = up.rr_max = hdr.sequence
@@ -627,6 +638,10 @@ class Forwarder:
         if not self._within_rate(up, len(data), now):
             c.dropped_rate += 1
             return []
+        # The track's rate, as the layer allocation weighs it in every subscriber's budget:
+        # only what may be forwarded. Bytes dropped above (muted, another's key id, over the
+        # limit) cost subscribers nothing and must not push their video down.
+        up.bytes_in += len(data)
         if late:
             return self._forward_late(up, data, hdr)
         if self._stale(up, hdr.timestamp, now):
@@ -760,7 +775,20 @@ class Forwarder:
         mask = len(history) - 1
         missing: list[int] = []
         sent = 0
+        cfg = self.config
+        now = self._clock()
+        tokens = p.retransmit_tokens
+        if tokens < 0:
+            tokens = cfg.retransmit_burst
+        else:
+            elapsed = now - p.retransmit_at
+            tokens = min(cfg.retransmit_burst, tokens + elapsed * cfg.retransmit_per_second)
+        p.retransmit_at = now
         for out_seq in asked:
+            if tokens < 1:
+                p.counters.dropped_nacks += 1
+                continue
+            tokens -= 1
             out_seq &= 0xFFFF
             # Only what this subscriber was sent under the current offsets maps back.
             if rtp.seq_newer(dt.epoch_seq, out_seq) or rtp.seq_newer(out_seq, dt.last_seq):
@@ -774,9 +802,10 @@ class Forwarder:
             assert hdr is not None  # history holds only packets that parsed
             self._send(dt, self._retransmission(dt, data, hdr))
             sent += 1
+        p.retransmit_tokens = tokens
         p.counters.retransmits += sent
         if missing:
-            self._nack_upstream(up, missing, self._clock())
+            self._nack_upstream(up, missing, now)
         return sent
 
     # ------------------------------------------------------------------ bandwidth
@@ -951,6 +980,7 @@ class Forwarder:
                 "keyframe_requests": c.keyframe_requests,
                 "nacks_received": c.nacks_received,
                 "retransmits": c.retransmits,
+                "dropped_nacks": c.dropped_nacks,
                 "nacks_upstream": c.nacks_upstream,
                 "recovered": c.recovered,
                 "dropped_duplicate": c.dropped_duplicate,
@@ -1085,9 +1115,16 @@ class Forwarder:
         """Ask the publisher for ``sequences``, each at most once per ``nack_interval``."""
         asked = up.nack_at
         interval = self.config.nack_interval
+        room = self.config.nack_pending_max - len(asked)
         fresh = []
         for seq in sequences:
-            first, last = asked.get(seq, (now, -1e9))
+            entry = asked.get(seq)
+            if entry is None:
+                if room <= 0:
+                    continue  # full: what is asked already must be answered or given up first
+                room -= 1
+                entry = (now, -1e9)
+            first, last = entry
             if now - last >= interval:
                 asked[seq] = (first, now)
                 fresh.append(seq)
@@ -1322,7 +1359,10 @@ class Forwarder:
                         for up in dt.source.group
                     ],
                     dt.view_height if self.config.adapt else None,
-                    rank * 1_000_000 - int(min(source.last_spoke, 1e6) if rank == 2 else 0),
+                    # Then by who spoke last: seconds since (a clock's own value would pass
+                    # any cap after days of uptime, and rank them all alike).
+                    rank * 1_000_000
+                    + (min(999_999, int(now - source.last_spoke)) if rank == 2 else 0),
                 )
             )
         if not self.config.adapt:

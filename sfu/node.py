@@ -94,6 +94,23 @@ AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 RETRANSMIT_ENV = "SALON_SFU_RETRANSMIT"  # "0": no NACK answers, no upstream NACKs (benches)
 ADAPT_ENV = "SALON_SFU_ADAPT"  # "0": always the top layer, estimates ignored (benches)
 FEEDBACK_INTERVAL = 1.0  # seconds between the RR + REMB sent to each publisher
+# RTCP taken from one participant (token bucket): nothing else limits it in front of
+# aiortc's parser, which takes ~0.3 ms for a crafted 1.2 kB compound of tiny packets (parse
+# cost grows with size), then calls us once per sequence number a NACK names (17 per 4
+# bytes). A compound costs 1, plus 1 per 100 bytes, plus 1 per 16 sequence numbers its
+# NACKs may name: a browser's (reports, REMB, NACKs of a few packets, ~100-200 bytes each,
+# a few hundred a second at heavy loss on six slots) stays well inside; a flood of crafted
+# compounds gets ~150 a second parsed, of crafted NACKs ~6 (30 000 sequence numbers, of
+# which the forwarder's own retransmission budget serves 400). Past it: dropped.
+RTCP_PER_SECOND = 2000.0
+RTCP_BURST = 2000.0
+
+
+def rtcp_cost(data: bytes) -> int:
+    """Tokens one RTCP compound takes from its sender's bucket."""
+    return 1 + len(data) // 100 + rtp.nack_bound(data) // 16
+
+
 _CODEC_FOR_KIND = {"video": "vp8", "audio": "opus"}
 _ANY_HEIGHT = 0x3FFF  # taller than any layer: the tile cannot limit it
 
@@ -197,6 +214,10 @@ class _Peer:
     rembs: int = 0  # REMBs on its slots it sent us (a subscriber)
     loss_reports: int = 0  # RTCP reports with blocks on its slots
     feedback_sent: int = 0  # RR + REMB compounds we sent it (a publisher)
+    rtcp_tokens: float = RTCP_BURST  # RTCP compounds it may still send now ...
+    rtcp_at: float = 0.0  # ... as of then
+    rtcp_received: int = 0  # RTCP compounds it sent us ...
+    rtcp_dropped: int = 0  # ... and those over the limit
 
     @property
     def rtcp_ssrc(self) -> int:
@@ -392,6 +413,8 @@ class SfuNode:
                             "rembs_received": peer.rembs,
                             "loss_reports_received": peer.loss_reports,
                             "feedback_sent": peer.feedback_sent,
+                            "rtcp_received": peer.rtcp_received,
+                            "rtcp_dropped": peer.rtcp_dropped,
                         }
                         for pid, peer in conference.peers.items()
                     },
@@ -591,23 +614,35 @@ class SfuNode:
 
         return on_rtp
 
-    def _rtcp_callback(self, subscriber: _Peer) -> Callable[[bytes], None]:
+    def _rtcp_callback(self, subscriber: _Peer) -> Callable[[bytes], bool]:
         """A subscriber's RTCP: its REMB and the worst loss it reports on its slots (what
         the forwarder's per-subscriber estimate is made of). aiortc handles the rest."""
         slots = frozenset(dt.ssrc for dt in subscriber.downtracks)
         conference_id, participant_id = subscriber.conference_id, subscriber.participant_id
 
-        def on_rtcp(data: bytes) -> None:
+        def on_rtcp(data: bytes) -> bool:
+            subscriber.rtcp_received += 1
+            now = time.monotonic()
+            tokens = min(
+                RTCP_BURST, subscriber.rtcp_tokens + (now - subscriber.rtcp_at) * RTCP_PER_SECOND
+            )
+            subscriber.rtcp_at = now
+            cost = rtcp_cost(data)
+            if tokens < cost:
+                subscriber.rtcp_tokens = tokens
+                subscriber.rtcp_dropped += 1
+                return False  # neither we nor aiortc parse it
+            subscriber.rtcp_tokens = tokens - cost
             if subscriber.closed or not subscriber.forwarding:
-                return
+                return True
             conference = self._conferences.get(conference_id)
             if conference is None:
-                return
+                return True
             feedback = rtp.parse_rtcp_feedback(data)
             remb = next((r.bitrate for r in feedback.rembs if not slots.isdisjoint(r.ssrcs)), None)
             losses = [b.fraction_lost for b in feedback.reports if b.ssrc in slots]
             if remb is None and not losses:
-                return
+                return True
             subscriber.rembs += remb is not None
             subscriber.loss_reports += bool(losses)
             conference.forwarder.on_feedback(
@@ -615,6 +650,7 @@ class SfuNode:
                 remb_bps=remb,
                 fraction_lost=max(losses) / 256 if losses else None,
             )
+            return True
 
         return on_rtcp
 

@@ -37,6 +37,7 @@ __all__ = [
     "build_rtp",
     "find_extension",
     "is_rtcp",
+    "nack_bound",
     "parse_rtcp_feedback",
     "parse_rtp",
     "seq_newer",
@@ -57,6 +58,7 @@ _VP8_KEYFRAME_CLEAR = 10
 _VP8_DELTA_CLEAR = 3
 _OPUS_CLEAR = 1
 _ONE_BYTE_PROFILE = 0xBEDE
+MAX_EXTENSION_STEPS = 32  # elements and padding bytes read in one extension block
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 
@@ -113,12 +115,21 @@ def parse_rtp(data: bytes) -> RtpHeader | None:
 
 
 def find_extension(data: bytes, header: RtpHeader, ext_id: int) -> bytes | None:
-    """The value of header extension ``ext_id`` (RFC 8285), or ``None``."""
+    """The value of header extension ``ext_id`` (RFC 8285), or ``None``.
+
+    Reads at most :data:`MAX_EXTENSION_STEPS` elements and padding bytes: a sender has one
+    element per negotiated id (fewer than 15 one-byte ids exist), and the SFU looks for a
+    RID in packets no rate limit has counted yet, so a block of a thousand tiny elements
+    must not cost a thousand steps. Past that bound the extension is "not found"."""
     if not header.ext_profile or not 1 <= ext_id <= 255:
         return None
     pos, end = header.ext_start, header.ext_end
+    steps = MAX_EXTENSION_STEPS
     if header.ext_profile == _ONE_BYTE_PROFILE:
         while pos < end:
+            steps -= 1
+            if steps < 0:
+                return None
             b = data[pos]
             if b == 0:  # padding
                 pos += 1
@@ -134,6 +145,9 @@ def find_extension(data: bytes, header: RtpHeader, ext_id: int) -> bytes | None:
         return None
     if header.ext_profile >> 4 == 0x100:
         while pos < end:
+            steps -= 1
+            if steps < 0:
+                return None
             if data[pos] == 0:
                 pos += 1
                 continue
@@ -346,7 +360,8 @@ def _remb(data: bytes, pos: int, end: int) -> Remb | None:
     mantissa = ((data[fci + 5] & 0x03) << 16) | (data[fci + 6] << 8) | data[fci + 7]
     if fci + 8 + 4 * count > end:
         return None
-    ssrcs = tuple(_SSRC.unpack_from(data, fci + 8 + 4 * i)[0] for i in range(count))
+    # One C-level unpack: a subscriber's RTCP has no rate limit in front of this parser.
+    ssrcs = struct.unpack_from(f"!{count}I", data, fci + 8)
     return Remb(mantissa << exponent, ssrcs)
 
 
@@ -375,6 +390,25 @@ def parse_rtcp_feedback(data: bytes) -> RtcpFeedback:
                 rembs.append(remb)
         pos = end
     return RtcpFeedback(reports, rembs)
+
+
+RTCP_RTPFB = 205
+RTPFB_NACK = 1
+
+
+def nack_bound(data: bytes) -> int:
+    """At most how many sequence numbers the generic NACKs (RFC 4585 §6.2.1) in an RTCP
+    compound ask for: 17 per FCI entry (a packet id and a 16-bit mask). O(packets in the
+    compound), never raises: what a rate limit can weigh before anything parses the FCIs."""
+    total, pos, size = 0, 0, len(data)
+    while pos + 4 <= size:
+        b0, ptype, words = _RTCP_HEADER.unpack_from(data, pos)
+        if b0 >> 6 != RTP_VERSION:
+            break
+        if ptype == RTCP_RTPFB and b0 & 0x1F == RTPFB_NACK and words > 2:
+            total += max(0, min(words, (size - pos) // 4 - 1) - 2) * 17
+        pos += 4 + 4 * words
+    return total
 
 
 def build_receiver_report(sender_ssrc: int, blocks: Sequence[ReportBlock]) -> bytes:

@@ -335,3 +335,27 @@ def test_uplink_estimate_rules() -> None:
     assert up.on_interval(0.4, 500_000) == 400_000
     assert up.on_interval(0.05, 400_000) == 400_000  # in between: hold
     assert up.on_interval(0.0, 400_000) == 432_000  # clean again: +8 %
+
+
+def test_who_spoke_last_ranks_above_the_others_after_weeks_of_uptime() -> None:
+    """The rank of a slot whose publisher is not the speaker counts from when it last spoke;
+    with the node's clock (monotonic: seconds since boot) past 1e6 s, every such slot ranked
+    alike — and alike the active speaker's."""
+    for start in (1000.0, 5e6):
+        call = Call(ForwarderConfig(stale_after=None, speaking_level=90))
+        call.clock.now = start
+        call.publisher("alice")
+        call.publisher("carol")
+        fwd = call.fwd
+        call.subscriber("bob")
+        call.run(3.0)
+        call.caps["bob"] = 1_900_000
+        call.run(5.5)
+        layers = fwd.layers("bob")
+        low = next(pid for ssrc, pid in fwd.routes("bob").items() if layers.get(ssrc) == 0)
+        for pid in fwd.participant_ids():  # both spoke, neither is the speaker: low last
+            fwd._participants[pid].last_spoke = call.clock.now - (pid != low) * 5
+        call.run(2.0)
+        layers = fwd.layers("bob")
+        high = next(pid for ssrc, pid in fwd.routes("bob").items() if layers.get(ssrc) == 2)
+        assert high == low, start

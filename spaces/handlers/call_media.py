@@ -167,7 +167,7 @@ class CallMedia:
         if len(message.sdp.encode("utf-8", "replace")) > limit:
             raise TooLarge(f"an SFU offer is at most {limit} bytes")
         member = caller.member
-        if not self._offers.allow(f"{caller.space_id}/{message.room_id}/{member.hex()}"):
+        if not self._offers.allow(f"{caller.space_id}/{member.hex()}"):  # as views: see there
             raise RateLimited("too many SFU offers; wait a few seconds")
         conference, _ = await self.conferences.conference(caller.space_id, message.room_id)
         key = (conference.space_id, conference.room_id)
@@ -214,7 +214,9 @@ class CallMedia:
         if problem is not None:
             raise InvalidMessage(problem)
         member = caller.member
-        if not self._views.allow(f"{caller.space_id}/{message.room_id}/{member.hex()}"):
+        # Per member, not per room named: a made-up room id must not get a fresh bucket (nor
+        # fill the limiter, evicting real members' buckets). One member, one call at a time.
+        if not self._views.allow(f"{caller.space_id}/{member.hex()}"):
             raise RateLimited("too many SFU views; send one when the layout changes")
         conference, _ = await self.conferences.conference(caller.space_id, message.room_id)
         key = (conference.space_id, conference.room_id)
