@@ -22,6 +22,9 @@ For each loss level (0/2/5/10/20 %) and each SFU mode (retransmission on, off: t
   counters (``/metrics``);
 * ``connects``: with retransmission on, Lossy joins a call with Alice ``--connects`` times
   (10; a fresh process each) at 10 % loss: how many decoded her video within 40 s.
+* ``blackouts``: Alice and Lossy in an SFU call and in a mesh call; Lossy's link goes dark
+  (every packet dropped both ways) for 5 s (and 10 s): how long after it came back both
+  decode each other again, and whether Lossy stayed in the same call (no leave, no join);
 * ``cap``: a Chromium page ("Pub", fake camera, simulcast layers) publishes to two receiving
   pages (camera off): Clean on the root namespace's path and Capped, a Chromium inside the
   namespace with its downlink capped at ``--cap-kbit`` (500) kbit/s (``tc … tbf``), no loss.
@@ -88,10 +91,11 @@ class Call:
     @classmethod
     async def start(
         cls, name: str, home: Path, room: str, stats: Path, seconds: float, *,
-        space: str, ice_host: str, prefix: list[str],
+        space: str, ice_host: str, prefix: list[str], env_extra: dict[str, str] | None = None,
     ) -> Call:  # fmt: skip
         env = dict(os.environ)
         env.update(SALON_HOME=str(home), SALON_PASSPHRASE=PASSPHRASE, SALON_ICE_HOSTS=ice_host)
+        env.update(env_extra or {})
         proc = await asyncio.create_subprocess_exec(
             *prefix, str(SALON), "call", space, room, "--duration", str(seconds),
             "--stats", str(stats),
@@ -301,6 +305,86 @@ async def connects(
             "median_s": round(percentile(took, 0.5), 2) if took else None}  # fmt: skip
 
 
+async def blackout(
+    root: Path, net: LossyNet, space: str, homes: dict[str, Path], topology: str, seconds: int
+) -> dict[str, Any]:
+    """Alice and Lossy in a call; Lossy's link goes dark for ``seconds``: how long after the
+    link came back each decodes the other again (status lines every 0.5 s), and whether
+    Lossy stayed in the call (no leave, no join) or had to make its media link again."""
+    room = f"blackout-{topology}-{seconds}"
+    salon(homes["Alice"], "room", "create", space, room, "--kind", "conference",
+          "--topology", topology)  # fmt: skip
+    net.set_loss(0)
+    fast = {"SALON_STATUS_SECONDS": "0.5"}
+    calls = []
+    for name in ("Alice", LOSSY):
+        inside = name == LOSSY
+        calls.append(
+            await Call.start(
+                name, homes[name], room, root / f"{room}-{name}.json", CONNECT_WAIT + seconds + 90,
+                space=space, ice_host=net.ns_addr if inside else net.host_addr,
+                prefix=net.exec_prefix() if inside else [], env_extra=fast,
+            )
+        )  # fmt: skip
+    alice, lossy = calls
+    pairs = ((alice, LOSSY), (lossy, "Alice"))
+    back: dict[str, float | None] = {}
+    try:
+        deadline = time.monotonic() + CONNECT_WAIT
+        while time.monotonic() < deadline and not all(
+            c.seen(f"first video from {other}") for c, other in pairs
+        ):
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(3.0)
+        net.blackout(True)
+        began, began_unix = time.monotonic(), time.time()
+        await asyncio.sleep(seconds)
+        net.blackout(False)
+        ended = time.monotonic()
+        frozen = {c.name: (c.counts_at(ended) or (0.0, {}))[1].get(other, 0) for c, other in pairs}
+        limit = ended + 60
+        while time.monotonic() < limit and len(back) < 2:
+            for c, other in pairs:
+                if c.name in back:
+                    continue
+                for at, line in c.lines:
+                    if at > ended and STATUS.search(line):
+                        counts = {m[1]: int(m[3]) for m in PEER.finditer(line)}
+                        if counts.get(other, 0) > frozen[c.name] + 5:
+                            back[c.name] = at - ended
+                            break
+            await asyncio.sleep(0.2)
+    finally:
+        stats = {c.name: await c.stop() for c in calls}
+    # A rejoin is a leave and a join, and moves every media key on: none may follow the dark.
+    rejoined = any(
+        change.get("seen_at", 0) >= began_unix
+        for change in stats.get("Alice", {}).get("key_changes", [])
+    )
+    mine = stats.get(LOSSY, {})
+    remade = (mine.get("sfu") or {}).get("reconnected", 0) + sum(
+        p.get("reconnects", 0) for p in mine.get("participants", [])
+    )
+    waits = [back.get(c.name) for c, _ in pairs]
+    recovered = max(w for w in waits if w is not None) if None not in waits else None
+    result = {
+        "topology": topology,
+        "blackout_s": seconds,
+        "back_after_s": round(recovered, 2) if recovered is not None else None,
+        "from_start_s": round(recovered + (ended - began), 2) if recovered is not None else None,
+        "stayed_in_call": not rejoined,
+        "links_made_again": remade,
+    }
+    print(
+        f"blackout {seconds} s ({topology}): both decode each other again "
+        f"{result['back_after_s']} s after the link came back "
+        f"({result['from_start_s']} s after it went dark), stayed in the call: "
+        f"{result['stayed_in_call']}, media links made again {result['links_made_again']}",
+        flush=True,
+    )
+    return result
+
+
 CAP_SETTLE = 10.0  # seconds after both receivers decode Pub before the window starts
 
 
@@ -426,6 +510,9 @@ async def main() -> None:
     parser.add_argument(
         "--cap-kbit", type=int, default=500, help="the capped downlink, kbit/s (0: no cap run)"
     )
+    parser.add_argument(
+        "--no-blackouts", dest="blackouts", action="store_false", help="skip the blackouts"
+    )
     args = parser.parse_args()
     reason = unavailable()
     if reason:
@@ -441,6 +528,7 @@ async def main() -> None:
     results: list[dict[str, Any]] = []
     joins: dict[str, Any] = {}
     caps: list[dict[str, Any]] = []
+    blackouts: list[dict[str, Any]] = []
     tries = args.connects if args.connects is not None else (3 if args.quick else 10)
     with LossyNet() as net:
         try:
@@ -468,6 +556,14 @@ async def main() -> None:
                         )
                     if mode == "on" and tries:
                         joins = await connects(home, net, created["space_id"], homes, tries, 10)
+                    if mode == "on" and args.blackouts:
+                        for topology in ("sfu", "mesh"):
+                            for seconds in (5,) if args.quick else (5, 10):
+                                blackouts.append(
+                                    await blackout(
+                                        home, net, created["space_id"], homes, topology, seconds
+                                    )
+                                )
             if args.cap_kbit:
                 from browser_support import build_web
 
@@ -489,6 +585,7 @@ async def main() -> None:
             "calls": results,
             "connects": joins,
             "cap": caps,
+            "blackouts": blackouts,
         }
     )
 
