@@ -23,6 +23,29 @@ let devices: LocalDevices | null = null;
 let media: ReturnType<typeof callTopologies> | null = null;
 const notes: string[] = [];
 
+/** Every RTCPeerConnection the page makes, for `inbound()` (what arrived, per receiving mid). */
+const pcs: RTCPeerConnection[] = [];
+const NativePc = window.RTCPeerConnection;
+window.RTCPeerConnection = class extends NativePc {
+  constructor(config?: RTCConfiguration) {
+    super(config);
+    pcs.push(this);
+  }
+} as typeof RTCPeerConnection;
+
+/** The newest connection's inbound RTP streams that received anything: mid, kind, packets, frames. */
+export async function inbound(): Promise<unknown[]> {
+  const pc = pcs[pcs.length - 1];
+  if (pc === undefined) return [];
+  const out: unknown[] = [];
+  (await pc.getStats()).forEach((s: Record<string, unknown>) => {
+    if (s["type"] !== "inbound-rtp") return;
+    out.push({ mid: s["mid"], kind: s["kind"], ssrc: s["ssrc"], packets: s["packetsReceived"], lost: s["packetsLost"],
+      frames: s["framesDecoded"], keyframes: s["keyFramesDecoded"], plis: s["pliCount"], firs: s["firCount"], nacks: s["nackCount"] });
+  });
+  return out;
+}
+
 function plain(view: CallView): unknown {
   return {
     phase: view.phase, reason: view.reason, topology: view.topology, encrypted: view.encrypted, code: view.code,
@@ -79,7 +102,8 @@ export async function waitTrack(name: string, kind: TrackKind, ms = 30000): Prom
     if (v?.participants.some((p) => p.name === name && p.tracks[kind] !== undefined) === true) return plain(v);
     await tick(100);
   }
-  throw new Error(`no ${kind} of ${name}: ${JSON.stringify(call === null ? null : plain(call.view()))} ${notes.slice(-5).join(" | ")}`);
+  const diag = { counters: await counters(), inbound: await inbound() };
+  throw new Error(`no ${kind} of ${name}: ${JSON.stringify(call === null ? null : plain(call.view()))} ${notes.slice(-5).join(" | ")} ${JSON.stringify(diag)}`);
 }
 
 const audioCtx = new AudioContext();
@@ -168,5 +192,5 @@ declare global {
     callCli: Record<string, unknown>;
   }
 }
-window.callCli = { join, offersToFounder, startCall, view, waitTrack, seen, shareScreen, counters, leave, notes: () => notes };
+window.callCli = { join, offersToFounder, startCall, view, waitTrack, seen, shareScreen, counters, inbound, leave, notes: () => notes };
 document.documentElement.dataset["callReady"] = "1";
