@@ -13,6 +13,7 @@ import { generateDeviceKey } from "../../src/keystore/vault.ts";
 import { CallClient } from "../../src/call/call.ts";
 import { LocalDevices } from "../../src/call/devices.ts";
 import { callTopologies } from "../../src/call/sfu.ts";
+import { shownTracks } from "../../src/call/view.ts";
 import type { CallView, TrackKind } from "../../src/call/topology.ts";
 
 const tick = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -22,6 +23,33 @@ let call: CallClient | null = null;
 let devices: LocalDevices | null = null;
 let media: ReturnType<typeof callTopologies> | null = null;
 const notes: string[] = [];
+
+/**
+ * The page renders no tiles, but it looks at every remote camera and screen it gets (seen()), as
+ * the UI would show them: it says so (view.ts), or the SFU pauses each slot nobody shows right
+ * after its first frames and its track goes and comes back every SLOT_HELD_IDLE_MS.
+ */
+const SHOWN_PX = 360;
+const shown = new Map<string, object>();
+setInterval(() => {
+  const live = new Set<string>();
+  for (const p of call?.view().participants ?? []) {
+    if (p.me) continue;
+    for (const track of [p.tracks.camera, p.tracks.screen]) {
+      if (track === undefined) continue;
+      live.add(track.id);
+      if (shown.has(track.id)) continue;
+      const key = {};
+      shown.set(track.id, key);
+      shownTracks.set(key, track.id, SHOWN_PX);
+    }
+  }
+  for (const [id, key] of shown) {
+    if (live.has(id)) continue;
+    shownTracks.delete(key);
+    shown.delete(id);
+  }
+}, 100);
 
 /** Every RTCPeerConnection the page makes, for `inbound()` (what arrived, per receiving mid). */
 const pcs: RTCPeerConnection[] = [];
