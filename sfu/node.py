@@ -130,7 +130,7 @@ def _muted_kinds(kind: str) -> tuple[Kind, ...]:
 class SfuConfig:
     max_offer_bytes: int = 65_536
     max_media_sections: int = 34  # 2 published + 16 slots per kind
-    max_candidates: int = 32
+    max_candidates: int = 32  # distinct ones (bundled sections repeat them)
     connect_timeout: float = 20.0  # a participant not connected by then is dropped
     tick_interval: float = 0.05
     write_buffer_limit: int = 256 * 1024  # per subscriber socket; above it we queue/drop
@@ -465,7 +465,7 @@ class SfuNode:
         cfg = self.config
         if len(offer_sdp.encode("utf-8", "replace")) > cfg.max_offer_bytes:
             raise OfferTooLarge(f"offer larger than {cfg.max_offer_bytes} bytes")
-        if offer_sdp.count("a=candidate:") > cfg.max_candidates:
+        if _distinct_candidates(offer_sdp) > cfg.max_candidates:
             raise OfferTooLarge(f"offer has more than {cfg.max_candidates} candidates")
         try:
             offer = sdp.SessionDescription.parse(offer_sdp)
@@ -824,6 +824,13 @@ class SfuNode:
         if peer is None:
             raise NotFound(f"no participant {participant_id!r} in that conference")
         return peer
+
+
+def _distinct_candidates(offer_sdp: str) -> int:
+    """The offer's ICE candidates, each counted once: an offer repeats its transport's
+    candidates in every BUNDLEd media section (aiortc does, RFC 8843 §7.2 allows it), so
+    with 16 sections three host addresses would make 48 lines. The byte limit bounds the rest."""
+    return len({line.strip() for line in offer_sdp.splitlines() if line.startswith("a=candidate:")})
 
 
 def _simulcast(offer_sdp: str) -> dict[str, Simulcast]:

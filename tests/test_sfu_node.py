@@ -300,6 +300,23 @@ async def test_offers_are_validated(sample_offer: str) -> None:
         await sfu.close()
 
 
+async def test_candidates_repeated_in_bundled_sections_count_once(sample_offer: str) -> None:
+    """aiortc (the CLI) writes its transport's candidates into every BUNDLEd section: one
+    host address is one candidate, however many sections repeat it; a new one counts."""
+    repeated = sample_offer.count("a=candidate:")
+    assert repeated > 8, "the sample offer repeats its candidate in each bundled section"
+    sfu = SfuNode(SfuConfig(max_candidates=1))
+    try:
+        answer = await sfu.join(CONF, "x", sample_offer)
+        assert answer.startswith("v=0")
+        line = next(x for x in sample_offer.split("\r\n") if x.startswith("a=candidate:"))
+        second = line.replace(" 127.0.0.1 ", " 127.0.0.2 ")
+        with pytest.raises(OfferTooLarge):
+            await sfu.join(CONF, "y", sample_offer.replace(line, f"{line}\r\n{second}", 1))
+    finally:
+        await sfu.close()
+
+
 @settings(
     max_examples=150,
     deadline=None,

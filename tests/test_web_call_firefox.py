@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import CHROMIUM, JOIN_NAME, JOIN_SUBMIT, SPACE_VIEW, FirefoxPage, WebPage
+from browser_support import (
+    CHROMIUM,
+    JOIN_NAME,
+    JOIN_SUBMIT,
+    SPACE_VIEW,
+    FirefoxError,
+    FirefoxPage,
+    WebPage,
+)
 from call_helpers import CALL_ENV
 from conftest import SALON, SalonServer
 from media_page_support import WEB, chromium_args, write_y4m
@@ -181,9 +189,12 @@ def test_firefox_chromium_and_the_cli_on_the_sfu(
         assert started["phase"] == "in-call" and started["topology"] == "sfu", started
 
         # Firefox decodes the CLI's and Chromium's cameras (their colours) and gets their audio.
-        for name in ("Alice", "Carol"):
-            for kind in ("camera", "audio"):
-                bob.evaluate(f"window.callCli.waitTrack('{name}', '{kind}')", timeout=40)
+        try:
+            for name in ("Alice", "Carol"):
+                for kind in ("camera", "audio"):
+                    bob.evaluate(f"window.callCli.waitTrack('{name}', '{kind}')", timeout=40)
+        except FirefoxError as exc:  # what the CLI says (e.g. the SFU refusing its offer)
+            raise AssertionError(f"{exc}\nthe CLI:\n" + "\n".join(cli.lines[-8:])) from exc
         alice_cam = bob.evaluate("window.callCli.seen('Alice', 'camera')", timeout=30)
         got = tuple(alice_cam["colour"][::-1])
         assert colour_distance(got, name_colour("Alice")) < 60, alice_cam

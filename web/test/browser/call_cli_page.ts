@@ -13,6 +13,7 @@ import { generateDeviceKey } from "../../src/keystore/vault.ts";
 import { CallClient } from "../../src/call/call.ts";
 import { LocalDevices } from "../../src/call/devices.ts";
 import { callTopologies } from "../../src/call/sfu.ts";
+import { shownTracks } from "../../src/call/view.ts";
 import type { CallView, TrackKind } from "../../src/call/topology.ts";
 
 const tick = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -22,6 +23,56 @@ let call: CallClient | null = null;
 let devices: LocalDevices | null = null;
 let media: ReturnType<typeof callTopologies> | null = null;
 const notes: string[] = [];
+
+/**
+ * The page renders no tiles, but it looks at every remote camera and screen it gets (seen()), as
+ * the UI would show them: it says so (view.ts), or the SFU pauses each slot nobody shows right
+ * after its first frames and its track goes and comes back every SLOT_HELD_IDLE_MS.
+ */
+const SHOWN_PX = 360;
+const shown = new Map<string, object>();
+setInterval(() => {
+  const live = new Set<string>();
+  for (const p of call?.view().participants ?? []) {
+    if (p.me) continue;
+    for (const track of [p.tracks.camera, p.tracks.screen]) {
+      if (track === undefined) continue;
+      live.add(track.id);
+      if (shown.has(track.id)) continue;
+      const key = {};
+      shown.set(track.id, key);
+      shownTracks.set(key, track.id, SHOWN_PX);
+    }
+  }
+  for (const [id, key] of shown) {
+    if (live.has(id)) continue;
+    shownTracks.delete(key);
+    shown.delete(id);
+  }
+}, 100);
+
+/** Every RTCPeerConnection the page makes, for `inbound()` (what arrived, per receiving mid). */
+const pcs: RTCPeerConnection[] = [];
+const NativePc = window.RTCPeerConnection;
+window.RTCPeerConnection = class extends NativePc {
+  constructor(config?: RTCConfiguration) {
+    super(config);
+    pcs.push(this);
+  }
+} as typeof RTCPeerConnection;
+
+/** The newest connection's inbound RTP streams that received anything: mid, kind, packets, frames. */
+export async function inbound(): Promise<unknown[]> {
+  const pc = pcs[pcs.length - 1];
+  if (pc === undefined) return [];
+  const out: unknown[] = [];
+  (await pc.getStats()).forEach((s: Record<string, unknown>) => {
+    if (s["type"] !== "inbound-rtp") return;
+    out.push({ mid: s["mid"], kind: s["kind"], ssrc: s["ssrc"], packets: s["packetsReceived"], lost: s["packetsLost"],
+      frames: s["framesDecoded"], keyframes: s["keyFramesDecoded"], plis: s["pliCount"], firs: s["firCount"], nacks: s["nackCount"] });
+  });
+  return out;
+}
 
 function plain(view: CallView): unknown {
   return {
@@ -79,7 +130,8 @@ export async function waitTrack(name: string, kind: TrackKind, ms = 30000): Prom
     if (v?.participants.some((p) => p.name === name && p.tracks[kind] !== undefined) === true) return plain(v);
     await tick(100);
   }
-  throw new Error(`no ${kind} of ${name}: ${JSON.stringify(call === null ? null : plain(call.view()))} ${notes.slice(-5).join(" | ")}`);
+  const diag = { counters: await counters(), inbound: await inbound() };
+  throw new Error(`no ${kind} of ${name}: ${JSON.stringify(call === null ? null : plain(call.view()))} ${notes.slice(-5).join(" | ")} ${JSON.stringify(diag)}`);
 }
 
 const audioCtx = new AudioContext();
@@ -168,5 +220,5 @@ declare global {
     callCli: Record<string, unknown>;
   }
 }
-window.callCli = { join, offersToFounder, startCall, view, waitTrack, seen, shareScreen, counters, leave, notes: () => notes };
+window.callCli = { join, offersToFounder, startCall, view, waitTrack, seen, shareScreen, counters, inbound, leave, notes: () => notes };
 document.documentElement.dataset["callReady"] = "1";
