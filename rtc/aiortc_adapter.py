@@ -46,6 +46,7 @@ from typing import Any
 import aioice.ice
 import aiortc.codecs
 import aiortc.codecs.base
+import aiortc.exceptions
 import aiortc.rtcrtpreceiver
 import aiortc.rtp
 import av
@@ -80,6 +81,33 @@ def restrict_ice_host_addresses(addresses: Sequence[str] | None) -> None:
         return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice.ice.get_host_addresses = host_addresses
+
+
+def quiet_connect_after_close(loop: asyncio.AbstractEventLoop) -> None:
+    """Drop asyncio's "Task exception was never retrieved" for aiortc's own connect task of a
+    peer connection closed while it was connecting (``RTCIceTransport is closed``): aiortc
+    starts that task and never awaits it, so closing a connection mid-connect (a topology
+    switch, a reconnect superseding an attempt) logged an ERROR although nothing failed.
+    Everything else goes to the handler that was there before."""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        task = context.get("future")
+        coro = getattr(task, "get_coro", lambda: None)()
+        if (
+            isinstance(exc, aiortc.exceptions.InvalidStateError)
+            and "__connect" in getattr(coro, "__qualname__", "")
+            and "closed" in str(exc)
+        ):
+            logger.debug("a peer connection closed while connecting: %s", exc)
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 def apply_ice_env() -> None:

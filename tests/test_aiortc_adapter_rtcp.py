@@ -175,3 +175,38 @@ async def test_a_stock_encoder_follows_remb_and_the_adapter_reads_its_target(
     await a.setRemoteDescription(b.localDescription)
     await until(lambda: any(t is not None for t in targets), "an encoder target", 20)
     assert all(250_000 <= t <= 1_500_000 for t in targets if t is not None), targets
+
+
+async def test_a_connection_closed_while_connecting_is_not_logged_as_an_error() -> None:
+    """aiortc's own connect task of a closed connection fails with "RTCIceTransport is closed"
+    and nobody awaits it; the adapter's handler drops exactly that, and passes on the rest.
+    Fails loudly if aiortc renames the task's coroutine."""
+    from aiortc import RTCPeerConnection
+    from aiortc.exceptions import InvalidStateError
+
+    loop = asyncio.get_running_loop()
+    passed_on: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: passed_on.append(context))
+    try:
+        aiortc_adapter.quiet_connect_after_close(loop)
+        pc = RTCPeerConnection()
+        coro = pc._RTCPeerConnection__connect()  # type: ignore[attr-defined]
+
+        class Task:
+            def get_coro(self) -> object:
+                return coro
+
+        handler = loop.get_exception_handler()
+        assert handler is not None
+        closed = InvalidStateError("RTCIceTransport is closed")
+        handler(loop, {"message": "Task exception was never retrieved", "exception": closed,
+                       "future": Task()})  # fmt: skip
+        assert passed_on == []
+        other = {"message": "boom", "exception": ValueError("boom"), "future": Task()}
+        handler(loop, other)
+        assert passed_on == [other]
+        coro.close()
+        await pc.close()
+    finally:
+        loop.set_exception_handler(previous)

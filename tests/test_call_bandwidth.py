@@ -92,7 +92,10 @@ async def test_a_publisher_on_a_capped_uplink_lowers_its_encoder_below_the_cap(
     print("video bitrate:", bitrate)
     capped = bitrate[CAPPED]
     assert capped["estimate_kbps"] is not None and capped["retargets"] >= 1, bitrate
-    assert capped["target_kbps"] < UPLINK_KBIT * 0.8, bitrate
+    # Down from its 300 kbit/s ceiling to within the cap (the REMB less audio once the
+    # encoder's once-a-second, >15 % re-target catches up with the last REMB).
+    assert capped["estimate_kbps"] <= UPLINK_KBIT * 1.1, bitrate
+    assert capped["target_kbps"] <= UPLINK_KBIT, bitrate
     for name in CLEAN:
         assert bitrate[name]["target_kbps"] > capped["target_kbps"] * 1.5, bitrate
         assert bitrate[name]["estimate_kbps"] > capped["estimate_kbps"], bitrate

@@ -128,7 +128,7 @@ from protocol.forks import head_problem
 from protocol.media_keys import MAX_EPOCH
 from protocol.records import Role, RoomCreate, fingerprint
 from protocol.wire import Done, RecordAdded, ServerMessage, SessionClosed
-from rtc.aiortc_adapter import apply_ice_env
+from rtc.aiortc_adapter import apply_ice_env, quiet_connect_after_close
 
 log = logging.getLogger(__name__)
 TOPOLOGIES.setdefault("mesh", MeshTopology)
@@ -459,6 +459,7 @@ class CallClient:
 
     async def run(self) -> CallOutcome:
         apply_ice_env()
+        quiet_connect_after_close(asyncio.get_running_loop())
         try:
             video, audio = open_sources(
                 self.options.video, self.options.audio, self.session.m.display_name
