@@ -53,7 +53,7 @@ CLI_TIMEOUT = 60.0
 START_TIMEOUT = 20.0
 LISTENING = re.compile(rb"listening on (http://\S+)")
 # The PostgreSQL fixtures and the per-engine parametrization (STORAGE_ENGINES).
-pytest_plugins = ["postgres_support"]
+pytest_plugins = ["postgres_support", "support.lossy_net_fixture"]
 
 
 # -- the e2e marker ----------------------------------------------------------------------------

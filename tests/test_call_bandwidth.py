@@ -13,17 +13,16 @@ Needs root, ``ip``, ``nft`` and ``tc``: skipped with the reason otherwise (faile
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from call_helpers import CallProcess, calls, make_town
 from support import until
-from support.lossy_net import LossyNet, unavailable
+from support.lossy_net import LossyNet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -31,17 +30,6 @@ CLEAN = ("Alice", "Bob")
 CAPPED = "Capped"
 UPLINK_KBIT = 150
 PEER = re.compile(r"(\w+) \(([^()]*?)(\d+) video / (\d+) audio frames\)")
-
-
-@pytest.fixture
-def net() -> Iterator[LossyNet]:
-    reason = unavailable()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no lossy network namespace under CI: {reason}")
-        pytest.skip(reason)
-    with LossyNet() as made:
-        yield made
 
 
 def video_from(call: CallProcess, peer: str) -> int:

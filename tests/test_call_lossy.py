@@ -21,19 +21,18 @@ Needs root, ``ip`` and ``nft``: skipped with the reason otherwise (failed under 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import statistics
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from call_helpers import CallProcess, CallResult, calls, make_town
-from support.lossy_net import LossyNet, unavailable
+from support.lossy_net import LossyNet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -42,17 +41,6 @@ WINDOW = 20.0  # seconds the decoded-frame rates are measured over
 CLEAN = ("Alice", "Bob")
 LOSSY = "Lossy"
 PEER = re.compile(r"(\w+) \(([^()]*?)(\d+) video / (\d+) audio frames\)")
-
-
-@pytest.fixture
-def net() -> Iterator[LossyNet]:
-    reason = unavailable()
-    if reason:
-        if os.environ.get("CI") == "true":  # .ci/run installs nftables and runs as root
-            pytest.fail(f"no lossy network namespace under CI: {reason}")
-        pytest.skip(reason)
-    with LossyNet() as made:
-        yield made
 
 
 def status_counts(call: CallProcess) -> list[tuple[float, dict[str, int]]]:

@@ -4,16 +4,14 @@ by ``set_rate``. Real namespaces, nftables and tc; no salon processes."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-from support.lossy_net import LossyNet, unavailable
+from support.lossy_net import LossyNet
 
 pytestmark = pytest.mark.e2e
 
@@ -40,17 +38,6 @@ for i in range(count):
 drain(0.5)
 print(got)
 """
-
-
-@pytest.fixture
-def net() -> Iterator[LossyNet]:
-    reason = unavailable()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no lossy network namespace under CI: {reason}")
-        pytest.skip(reason)
-    with LossyNet() as made:
-        yield made
 
 
 class Echo:

@@ -20,7 +20,6 @@ need a secure context). Needs root, ``ip`` and ``nft``: skipped with the reason 
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import urllib.request
@@ -33,7 +32,7 @@ from browser_support import CHROMIUM, WebPage
 from conftest import SALON, SalonServer
 from media_page_support import chromium_args
 from support import until_sync
-from support.lossy_net import LossyNet, unavailable
+from support.lossy_net import LossyNet
 from test_web_call_ui import CALL_VIEW, CliCall, cli_calls, join_call, open_room
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -89,17 +88,6 @@ class NetCliCall(CliCall):
         )  # fmt: skip
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-
-
-@pytest.fixture
-def net() -> Iterator[LossyNet]:
-    reason = unavailable()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no lossy network namespace under CI: {reason}")
-        pytest.skip(reason)
-    with LossyNet() as made:
-        yield made
 
 
 @pytest.fixture
