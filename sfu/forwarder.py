@@ -675,7 +675,9 @@ class Forwarder:
         payload = data[hdr.payload_start : hdr.payload_end]
         seq, ts, marker = hdr.sequence, hdr.timestamp, hdr.marker
         touched: list[str] = []
-        abs_time = -1
+        # abs-send-time is the same for every copy of this packet: built once per extension id
+        # the subscribers negotiated (almost always one), not once per copy.
+        abs_ext: dict[int, bytes] = {}
         for dt in up.down:
             if dt.paused:
                 continue
@@ -696,9 +698,11 @@ class Forwarder:
             if level >= 0 and dt.audio_level_id is not None:
                 ext = rtp.build_audio_level_extension(dt.audio_level_id, level)
             elif dt.abs_send_time_id is not None:
-                if abs_time < 0:
-                    abs_time = int(now * 262144) & 0xFFFFFF  # 6.18 fixed-point seconds
-                ext = rtp.build_abs_send_time_extension(dt.abs_send_time_id, abs_time)
+                ext = abs_ext.get(dt.abs_send_time_id, b"")
+                if not ext:
+                    send_time = int(now * 262144) & 0xFFFFFF  # 6.18 fixed-point seconds
+                    ext = rtp.build_abs_send_time_extension(dt.abs_send_time_id, send_time)
+                    abs_ext[dt.abs_send_time_id] = ext
             packet = rtp.build_rtp(
                 marker, dt.payload_type, out_seq, out_ts, dt.ssrc, payload, ext, index
             )
